@@ -1,1 +1,62 @@
-fn main() {}
+//! Builds the plugins workspace (`../plugins`) for `wasm32-wasip2`, the way
+//! wasmtime's test-programs artifacts are built: a nested cargo with its own
+//! target directory. The example plugins are embedded for `causeway demo`;
+//! tests find every built plugin through `CAUSEWAY_BUILT_PLUGINS`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
+    let root = manifest_dir
+        .parent()
+        .expect("host/ is inside the workspace")
+        .to_path_buf();
+    let plugins = root.join("plugins");
+    for watched in ["plugins", "sdk", "wit"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("plugins");
+
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&plugins)
+        .args([
+            "build",
+            "--release",
+            "--workspace",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    // The outer build's flags and wrappers (clippy's, coverage's) are for the
+    // host target; the plugins build with their own settings.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let outer_only = key == "RUSTFLAGS"
+            || key == "RUSTC_WORKSPACE_WRAPPER"
+            || key == "CARGO_TARGET_DIR"
+            || key == "CARGO_MAKEFLAGS"
+            || (key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_NET_OFFLINE");
+        if outer_only {
+            build.env_remove(key.as_ref());
+        }
+    }
+    let status = build
+        .status()
+        .expect("cannot run cargo to build the plugins");
+    assert!(
+        status.success(),
+        "building the plugins in {} for wasm32-wasip2 failed (see the output above)",
+        plugins.display()
+    );
+    let built = target_dir.join("wasm32-wasip2").join("release");
+    println!("cargo:rustc-env=CAUSEWAY_BUILT_PLUGINS={}", built.display());
+}

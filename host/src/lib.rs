@@ -1,1 +1,21 @@
+//! Causeway: a WebAssembly plugin host that connects third-party systems
+//! through sandboxed connector and transform plugins.
+//!
+//! A reader finds a room by its name: [`engine`] (wasmtime configuration),
+//! [`manifest`] and [`contract`] (what a plugin says and what it may be),
+//! [`plugin`] and [`registry`] (loading and the installed set), [`sandbox`]
+//! (limits and call errors), [`caps`] (one module per capability),
+//! [`operation`] (calling a plugin), [`cli`] (one module per subcommand).
 
+#![deny(missing_docs)]
+
+pub mod bindings;
+pub mod caps;
+pub mod cli;
+pub mod contract;
+pub mod engine;
+pub mod manifest;
+pub mod operation;
+pub mod plugin;
+pub mod registry;
+pub mod sandbox;

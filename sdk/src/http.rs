@@ -46,7 +46,9 @@ pub fn post(url: impl Into<String>) -> RequestBuilder {
 impl RequestBuilder {
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.request.headers.push((name.to_string(), value.to_string()));
+        self.request
+            .headers
+            .push((name.to_string(), value.to_string()));
         self
     }
 
@@ -58,8 +60,9 @@ impl RequestBuilder {
 
     /// Sets a JSON body and its content type.
     pub fn json(mut self, body: &impl Serialize) -> Result<Self, PluginError> {
-        let bytes = serde_json::to_vec(body)
-            .map_err(|e| PluginError::Fatal(format!("request body cannot be written as JSON: {e}")))?;
+        let bytes = serde_json::to_vec(body).map_err(|e| {
+            PluginError::Fatal(format!("request body cannot be written as JSON: {e}"))
+        })?;
         self.request.body = Some(bytes);
         Ok(self.header("content-type", "application/json"))
     }
@@ -144,7 +147,9 @@ impl From<HttpError> for PluginError {
             HttpError::Denied(m) => PluginError::Config(format!("request denied by the host: {m}")),
             HttpError::InvalidRequest(m) => PluginError::Fatal(format!("invalid request: {m}")),
             HttpError::Timeout(m) => PluginError::Transient(format!("request timed out: {m}")),
-            HttpError::TooLarge(m) => PluginError::Fatal(format!("request or response too large: {m}")),
+            HttpError::TooLarge(m) => {
+                PluginError::Fatal(format!("request or response too large: {m}"))
+            }
             HttpError::Network(m) => PluginError::Transient(format!("network error: {m}")),
         }
     }

@@ -80,7 +80,10 @@ mod tests {
         let record = Record::delete("contacts", "k9");
         match record.parse::<Contact>() {
             Err(PluginError::Fatal(message)) => {
-                assert!(message.contains("k9") && message.contains("contacts"), "{message}")
+                assert!(
+                    message.contains("k9") && message.contains("contacts"),
+                    "{message}"
+                )
             }
             other => panic!("expected a fatal error, got {other:?}"),
         }

@@ -13,15 +13,16 @@ pub use crate::bindings::source::causeway::plugin::storage::{
 pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, StorageError> {
     match get(key)? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StorageError::Unavailable(format!("value of {key} is not valid JSON: {e}"))),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            StorageError::Unavailable(format!("value of {key} is not valid JSON: {e}"))
+        }),
     }
 }
 
 /// Stores a value as JSON under `key`.
 pub fn set_json<T: Serialize>(key: &str, value: &T) -> Result<(), StorageError> {
-    let bytes = serde_json::to_vec(value)
-        .map_err(|e| StorageError::InvalidKey(format!("value for {key} cannot be written as JSON: {e}")))?;
+    let bytes = serde_json::to_vec(value).map_err(|e| {
+        StorageError::InvalidKey(format!("value for {key} cannot be written as JSON: {e}"))
+    })?;
     set(key, &bytes)
 }

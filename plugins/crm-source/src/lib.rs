@@ -79,7 +79,10 @@ impl CrmSource {
 impl Source for CrmSource {
     fn check() -> Result<(), PluginError> {
         let config: Config = causeway_sdk::config()?;
-        Self::get(&format!("{}/v1/contacts?limit=1", config.base_url.trim_end_matches('/')))?;
+        Self::get(&format!(
+            "{}/v1/contacts?limit=1",
+            config.base_url.trim_end_matches('/')
+        ))?;
         Ok(())
     }
 
@@ -102,7 +105,9 @@ impl Source for CrmSource {
         let cursor: Cursor = match checkpoint.as_deref() {
             None => Cursor::default(),
             Some(text) => serde_json::from_str(text).map_err(|e| {
-                PluginError::Fatal(format!("checkpoint {text:?} is not a crm-source cursor: {e}"))
+                PluginError::Fatal(format!(
+                    "checkpoint {text:?} is not a crm-source cursor: {e}"
+                ))
             })?,
         };
         let url = format!(
@@ -122,12 +127,13 @@ impl Source for CrmSource {
             .into_iter()
             .map(record_of)
             .collect::<Result<Vec<_>, _>>()?;
-        let checkpoint = match next {
-            Some(cursor) => Some(serde_json::to_string(&cursor).map_err(|e| {
-                PluginError::Fatal(format!("checkpoint cannot be written: {e}"))
-            })?),
-            None => checkpoint,
-        };
+        let checkpoint =
+            match next {
+                Some(cursor) => Some(serde_json::to_string(&cursor).map_err(|e| {
+                    PluginError::Fatal(format!("checkpoint cannot be written: {e}"))
+                })?),
+                None => checkpoint,
+            };
         Ok(Page {
             records,
             checkpoint,

@@ -80,7 +80,10 @@ struct MapFullname;
 impl Transform for MapFullname {
     fn transform(batch: Vec<Record>) -> Result<Vec<Record>, PluginError> {
         let config: Config = causeway_sdk::config()?;
-        map_batch(batch, config.target_stream.as_deref().unwrap_or("subscribers"))
+        map_batch(
+            batch,
+            config.target_stream.as_deref().unwrap_or("subscribers"),
+        )
     }
 }
 

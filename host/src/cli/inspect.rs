@@ -1,0 +1,114 @@
+//! `causeway inspect`: what a plugin file is and what it asks for, read
+//! without running any of its code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::plugin;
+
+/// Show a plugin file's manifest, worlds (from its exports), requested
+/// capabilities, imports and exports, and whether the host would load it.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  causeway inspect plugins/crm-source.wasm\n  causeway inspect plugins/crm-source.wasm --json"
+)]
+pub struct Opts {
+    /// The `.wasm` file.
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Opts {
+    /// Runs the command.
+    pub fn run(&self) -> anyhow::Result<ExitCode> {
+        let runtime = super::runtime()?;
+        let inspection = plugin::inspect(&runtime.engine, &self.file)?;
+        let problem = inspection
+            .validate()
+            .err()
+            .map(|e| format!("{}: {e}", self.file.display()));
+        let info = &inspection.info;
+        if self.json {
+            super::print_json(&json!({
+                "file": info.path,
+                "name": info.name,
+                "version": info.version,
+                "digest": info.digest,
+                "manifest": info.manifest,
+                "manifest_origin": info.manifest_origin,
+                "worlds": info.worlds,
+                "imports": info.imports,
+                "exports": info.exports,
+                "valid": problem.is_none(),
+                "error": problem,
+            }))?;
+        } else {
+            let m = &info.manifest;
+            let mut out = format!(
+                "{} {}\n  {}\nfile:      {}\ndigest:    {}\ncontract:  causeway:plugin@{}\nmanifest:  {}\nworlds:    {}\n",
+                info.name,
+                info.version,
+                m.description,
+                info.path.display(),
+                info.digest,
+                m.contract,
+                info.manifest_origin.name(),
+                info.worlds
+                    .iter()
+                    .map(|w| w.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            out.push_str("requests:\n");
+            let caps = &m.capabilities;
+            if caps.http.is_empty() && caps.credentials.is_empty() && !caps.storage {
+                out.push_str("  nothing beyond config and log\n");
+            }
+            for rule in &caps.http {
+                out.push_str(&format!(
+                    "  http {} {}://{}{}{}\n",
+                    rule.methods.join(","),
+                    rule.scheme,
+                    rule.host,
+                    rule.port.map(|p| format!(":{p}")).unwrap_or_default(),
+                    rule.path_prefix
+                ));
+            }
+            for credential in &caps.credentials {
+                out.push_str(&format!(
+                    "  credential {} ({})\n",
+                    credential.name, credential.description
+                ));
+            }
+            if caps.storage {
+                out.push_str("  storage\n");
+            }
+            if let Some(schema) = &m.config_schema {
+                out.push_str(&format!(
+                    "config schema:\n  {}\n",
+                    serde_json::to_string(schema)?
+                ));
+            }
+            out.push_str("imports:\n");
+            for import in &info.imports {
+                out.push_str(&format!("  {import}\n"));
+            }
+            out.push_str("exports:\n");
+            for export in &info.exports {
+                out.push_str(&format!("  {export}\n"));
+            }
+            super::print(&out)?;
+        }
+        match problem {
+            Some(problem) => {
+                eprintln!("error: {problem}");
+                Ok(ExitCode::FAILURE)
+            }
+            None => Ok(ExitCode::SUCCESS),
+        }
+    }
+}

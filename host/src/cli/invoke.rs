@@ -1,0 +1,101 @@
+//! `causeway invoke`: one call against one plugin, the plugin author's tool.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::manifest::Manifest;
+use crate::operation::Operation;
+use crate::plugin::Plugin;
+use crate::registry;
+use crate::sandbox::Limits;
+
+/// Call one operation of a plugin, by name from the plugins folder or by path:
+/// JSON in, JSON out.
+///
+/// Operations: check, discover, read (input {"stream", "checkpoint"?}), write
+/// and transform (input: an array of records {"stream", "key", "op"?, "data"}),
+/// handle (input {"method"?, "path"?, "headers"?, "body"}).
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  causeway invoke map-fullname transform --input contacts.json\n  causeway invoke ./target/my_plugin.wasm discover\n  echo '{\"stream\":\"contacts\"}' | causeway invoke crm-source read --input - --config crm.json"
+)]
+pub struct Opts {
+    /// A plugin name from the plugins folder, or a path to a `.wasm` file.
+    pub plugin: String,
+    /// The operation.
+    pub operation: String,
+    /// A JSON file with the operation's input, or `-` for stdin.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// A JSON file with the plugin's configuration (default `{}`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl Opts {
+    /// Runs the command against the plugins folder `dir`.
+    pub async fn run(&self, dir: &Path) -> anyhow::Result<ExitCode> {
+        let runtime = super::runtime()?;
+        let file = self.plugin_file(dir)?;
+        let plugin = Plugin::load(&runtime.engine, &runtime.linker, &file)?;
+        let input = self.input.as_deref().map(read_json).transpose()?;
+        let config = match &self.config {
+            Some(path) => read_json(path)?,
+            None => Value::Object(Default::default()),
+        };
+        anyhow::ensure!(
+            config.is_object(),
+            "{}: the configuration must be a JSON object",
+            self.config.as_deref().unwrap_or(Path::new("-")).display()
+        );
+        let operation = Operation::parse(&plugin, &self.operation, input)?;
+        let answer = plugin
+            .call(&runtime.engine, operation, &config, &Limits::default())
+            .await?;
+        super::print_json(&answer)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// The file of the plugin the user named.
+    fn plugin_file(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let named = Path::new(&self.plugin);
+        if self.plugin.ends_with(".wasm") || self.plugin.contains(std::path::MAIN_SEPARATOR) {
+            return Ok(named.to_path_buf());
+        }
+        let files = registry::plugin_files(dir)
+            .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?;
+        // Only the manifests are read to find the file: nothing else is compiled.
+        for file in files {
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            if let Ok((manifest, _)) = Manifest::load(&file, &bytes)
+                && manifest.name == self.plugin
+            {
+                return Ok(file);
+            }
+        }
+        anyhow::bail!(
+            "no plugin named {:?} in {} (see `causeway plugins`)",
+            self.plugin,
+            dir.display()
+        )
+    }
+}
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the input from stdin")?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}

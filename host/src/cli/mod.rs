@@ -1,0 +1,88 @@
+//! The `causeway` command line: one module per subcommand, each an `Opts`
+//! (its doc comment is the help text) and a `run`. This is the binary's edge,
+//! so errors are `anyhow` here.
+
+pub mod demo;
+pub mod inspect;
+pub mod invoke;
+pub mod plugins;
+mod table;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::engine::Runtime;
+
+/// Causeway connects third-party systems through sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "causeway", version)]
+pub struct Cli {
+    /// The plugins folder: every `.wasm` at its top level is a plugin.
+    #[arg(
+        long,
+        global = true,
+        env = "CAUSEWAY_PLUGINS",
+        default_value = "plugins"
+    )]
+    pub plugins: PathBuf,
+    /// How log lines on stderr are written.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the installed plugins: name, version, worlds, digest, state, error.
+    Plugins(plugins::Opts),
+    /// Show what a plugin file is and asks for, without running it.
+    Inspect(inspect::Opts),
+    /// Call one operation of a plugin: JSON in, JSON out.
+    Invoke(invoke::Opts),
+    /// Install the example plugins and run the transform on sample contacts.
+    Demo(demo::Opts),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugins(opts) => opts.run(&cli.plugins),
+        Command::Inspect(opts) => opts.run(),
+        Command::Invoke(opts) => opts.run(&cli.plugins).await,
+        Command::Demo(opts) => opts.run().await,
+    }
+}
+
+/// Builds the runtime for commands that load plugins.
+fn runtime() -> anyhow::Result<Runtime> {
+    Runtime::new().map_err(|e| anyhow::anyhow!("cannot start the WebAssembly engine: {e:#}"))
+}
+
+/// Writes `text` to stdout; a closed pipe (`causeway plugins | head`) is not an error.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Writes `value` as pretty JSON and a newline to stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    print(&(serde_json::to_string_pretty(value)? + "\n"))
+}

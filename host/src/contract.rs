@@ -1,0 +1,216 @@
+//! What the `causeway:plugin` contract allows a component to export and import.
+//!
+//! The worlds a plugin implements are read from its export names, never taken
+//! from its manifest. Imports must be the contract's capabilities or the fixed
+//! WASI set the host links; anything else is refused at load, by name.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The package prefix of every contract interface.
+pub const PACKAGE: &str = "causeway:plugin";
+
+/// The contract version this host's bindings are generated from.
+pub const VERSION: &str = "0.1.0";
+
+/// WASI packages the host links (cli, clocks, random, io; a filesystem with
+/// nothing preopened; sockets that refuse everything).
+pub const WASI_PACKAGES: &[&str] = &[
+    "wasi:cli",
+    "wasi:clocks",
+    "wasi:random",
+    "wasi:io",
+    "wasi:filesystem",
+    "wasi:sockets",
+];
+
+/// A role a plugin can play, read from the interface it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    /// Exports `causeway:plugin/source`.
+    Source,
+    /// Exports `causeway:plugin/sink`.
+    Sink,
+    /// Exports `causeway:plugin/webhook`.
+    Webhook,
+    /// Exports `causeway:plugin/transform`.
+    Transform,
+}
+
+impl World {
+    /// Every world, in display order.
+    pub const ALL: [World; 4] = [World::Source, World::Sink, World::Webhook, World::Transform];
+
+    /// The world's name, as in the WIT interface.
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Source => "source",
+            World::Sink => "sink",
+            World::Webhook => "webhook",
+            World::Transform => "transform",
+        }
+    }
+
+    /// The export name of the world's interface.
+    pub fn export_name(self) -> String {
+        format!("{PACKAGE}/{}@{VERSION}", self.name())
+    }
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a component does not fit the contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContractError {
+    /// No export names a Causeway world.
+    #[error("exports no Causeway world (expected one of {expected}); it exports: {found}")]
+    NoWorld {
+        /// The accepted export names.
+        expected: String,
+        /// What it does export.
+        found: String,
+    },
+    /// An import outside the contract and the WASI set.
+    #[error(
+        "imports `{0}`, which is outside the Causeway contract and the WASI set the host links"
+    )]
+    ForeignImport(String),
+    /// A transform importing a connector capability.
+    #[error("is a transform but imports `{0}`: transforms get no network and no storage")]
+    TransformCapability(String),
+    /// The manifest claims a world the component does not export.
+    #[error("manifest claims world `{claimed}` but the component does not export {export}")]
+    UnbackedClaim {
+        /// The claimed world.
+        claimed: World,
+        /// The export that is missing.
+        export: String,
+    },
+}
+
+/// The worlds a component implements, from its export names.
+pub fn worlds_from_exports<'a>(
+    exports: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<World>, ContractError> {
+    let exports: Vec<&str> = exports.into_iter().collect();
+    let mut worlds: Vec<World> = World::ALL
+        .into_iter()
+        .filter(|w| exports.contains(&w.export_name().as_str()))
+        .collect();
+    worlds.sort();
+    if worlds.is_empty() {
+        return Err(ContractError::NoWorld {
+            expected: World::ALL.map(World::export_name).join(", "),
+            found: if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            },
+        });
+    }
+    Ok(worlds)
+}
+
+/// Checks every import against the contract for a plugin of `worlds`.
+pub fn check_imports<'a>(
+    imports: impl IntoIterator<Item = &'a str>,
+    worlds: &[World],
+) -> Result<(), ContractError> {
+    let transform_only = worlds.iter().all(|w| *w == World::Transform);
+    for import in imports {
+        let (package, interface) = split_import(import);
+        if package == PACKAGE {
+            let allowed = match interface {
+                "types" | "config" | "log" => true,
+                "http" | "storage" if transform_only => {
+                    return Err(ContractError::TransformCapability(import.to_string()));
+                }
+                "http" | "storage" => true,
+                _ => false,
+            };
+            if allowed && import.ends_with(&format!("@{VERSION}")) {
+                continue;
+            }
+        } else if WASI_PACKAGES.contains(&package) {
+            continue;
+        }
+        return Err(ContractError::ForeignImport(import.to_string()));
+    }
+    Ok(())
+}
+
+/// Checks that every world the manifest claims is backed by an export.
+pub fn check_claims(claimed: &[World], exported: &[World]) -> Result<(), ContractError> {
+    match claimed.iter().find(|w| !exported.contains(w)) {
+        Some(world) => Err(ContractError::UnbackedClaim {
+            claimed: *world,
+            export: world.export_name(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `"wasi:io/streams@0.2.6"` → `("wasi:io", "streams")`.
+fn split_import(name: &str) -> (&str, &str) {
+    let unversioned = name.split('@').next().unwrap_or(name);
+    match unversioned.split_once('/') {
+        Some((package, interface)) => (package, interface),
+        None => (unversioned, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worlds_come_from_export_names() {
+        let exports = [
+            "causeway:plugin/webhook@0.1.0",
+            "causeway:plugin/source@0.1.0",
+        ];
+        assert_eq!(
+            worlds_from_exports(exports).unwrap(),
+            vec![World::Source, World::Webhook]
+        );
+    }
+
+    #[test]
+    fn a_component_with_no_known_export_is_refused_naming_its_exports() {
+        let err = worlds_from_exports(["test:other/thing@1.0.0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test:other/thing@1.0.0"), "{err}");
+    }
+
+    #[test]
+    fn foreign_imports_are_named() {
+        let err =
+            check_imports(["wasi:io/streams@0.2.6", "evil:net/raw"], &[World::Source]).unwrap_err();
+        assert_eq!(err, ContractError::ForeignImport("evil:net/raw".into()));
+    }
+
+    #[test]
+    fn wasi_http_is_not_in_the_fixed_set() {
+        assert!(check_imports(["wasi:http/outgoing-handler@0.2.6"], &[World::Source]).is_err());
+    }
+
+    #[test]
+    fn transforms_may_not_import_http_or_storage() {
+        let err = check_imports(["causeway:plugin/http@0.1.0"], &[World::Transform]).unwrap_err();
+        assert!(matches!(err, ContractError::TransformCapability(_)));
+        assert!(check_imports(["causeway:plugin/http@0.1.0"], &[World::Sink]).is_ok());
+    }
+
+    #[test]
+    fn a_claim_without_export_is_flagged() {
+        let err = check_claims(&[World::Sink], &[World::Transform]).unwrap_err();
+        assert!(err.to_string().contains("causeway:plugin/sink@0.1.0"));
+    }
+}

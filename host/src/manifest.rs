@@ -1,0 +1,369 @@
+//! The plugin manifest: the static spec a security reviewer and `causeway
+//! inspect` read without running plugin code.
+//!
+//! It travels inside the component as the `causeway:manifest` custom section
+//! (written by the SDK; it lands in the nested core module, and is read there),
+//! or, for toolchains that cannot embed one, as a sidecar `NAME.toml` beside
+//! `NAME.wasm`. Both are the same TOML document.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::World;
+
+/// The custom section the SDK writes the manifest into.
+pub const SECTION: &str = "causeway:manifest";
+
+/// Contract versions this host loads plugins for.
+pub const SUPPORTED_CONTRACTS: &[&str] = &["0.1.0"];
+
+/// A plugin's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manifest {
+    /// The `causeway:plugin` version the plugin was built against.
+    pub contract: String,
+    /// The plugin's name: grants and pipelines refer to it.
+    pub name: String,
+    /// The plugin's version (semver).
+    pub version: String,
+    /// A sentence for operators and reviewers.
+    #[serde(default)]
+    pub description: String,
+    /// The worlds the author says the plugin implements; the exports decide,
+    /// and a claim the exports do not back is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worlds: Option<Vec<World>>,
+    /// The capabilities the plugin requests.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// A JSON Schema of the plugin's configuration; properties with
+    /// `secret = true` must be given as secret references, never in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_schema: Option<serde_json::Value>,
+}
+
+/// Requested capabilities. `config` and `log` are always available.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Capabilities {
+    /// Outbound HTTP the plugin asks for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpRequest>,
+    /// Credentials the plugin asks the host to inject.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialRequest>,
+    /// Whether the plugin asks for private storage.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub storage: bool,
+}
+
+/// One kind of outbound request the plugin asks to make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpRequest {
+    /// `https` (the default) or `http`.
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// An exact host, `*.suffix`, or `*` for "the host the operator grants".
+    pub host: String,
+    /// A port, if the plugin needs a specific one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The methods, upper case.
+    pub methods: Vec<String>,
+    /// The path prefix, e.g. `/v1/`.
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+}
+
+/// A credential the plugin asks the host to inject into its requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CredentialRequest {
+    /// The name the plugin uses in requests.
+    pub name: String,
+    /// What it is, for the operator who binds it.
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_scheme() -> String {
+    "https".to_string()
+}
+
+fn default_path_prefix() -> String {
+    "/".to_string()
+}
+
+/// Why a manifest is missing or unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Neither an embedded section nor a sidecar.
+    #[error(
+        "has no manifest: build it with causeway-sdk's plugin! macro, or put a {sidecar} beside it"
+    )]
+    Missing {
+        /// The sidecar file name that would have been accepted.
+        sidecar: String,
+    },
+    /// Both an embedded manifest and a sidecar: which one is the spec would be ambiguous.
+    #[error("has both an embedded manifest and a sidecar {sidecar}: remove the sidecar")]
+    Ambiguous {
+        /// The sidecar's file name.
+        sidecar: String,
+    },
+    /// The manifest text is not valid.
+    #[error("manifest ({origin}){line}: {message}")]
+    Invalid {
+        /// Where the manifest came from.
+        origin: String,
+        /// `" line N"`, when known.
+        line: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The sidecar could not be read.
+    #[error("cannot read manifest sidecar {path}: {source}")]
+    Io {
+        /// The sidecar path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The component's sections could not be parsed.
+    #[error("cannot read the component's custom sections: {0}")]
+    Wasm(String),
+}
+
+/// Where a manifest was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManifestOrigin {
+    /// The `causeway:manifest` custom section.
+    Embedded,
+    /// A `NAME.toml` beside the file.
+    Sidecar,
+}
+
+impl ManifestOrigin {
+    /// The origin's name, as the CLI shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ManifestOrigin::Embedded => "embedded",
+            ManifestOrigin::Sidecar => "sidecar",
+        }
+    }
+}
+
+impl Manifest {
+    /// Reads the manifest of the component at `path` (whose bytes are
+    /// `bytes`): the embedded section, or else the sidecar.
+    pub fn load(path: &Path, bytes: &[u8]) -> Result<(Manifest, ManifestOrigin), ManifestError> {
+        let sidecar_path = path.with_extension("toml");
+        let sidecar_name = sidecar_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let embedded = embedded_text(bytes)?;
+        let sidecar_exists = sidecar_path.is_file();
+        match (embedded, sidecar_exists) {
+            (Some(_), true) => Err(ManifestError::Ambiguous {
+                sidecar: sidecar_name,
+            }),
+            (Some(text), false) => Ok((
+                Manifest::parse(&text, "embedded")?,
+                ManifestOrigin::Embedded,
+            )),
+            (None, true) => {
+                let text =
+                    std::fs::read_to_string(&sidecar_path).map_err(|source| ManifestError::Io {
+                        path: sidecar_path.display().to_string(),
+                        source,
+                    })?;
+                Ok((
+                    Manifest::parse(&text, &sidecar_name)?,
+                    ManifestOrigin::Sidecar,
+                ))
+            }
+            (None, false) => Err(ManifestError::Missing {
+                sidecar: sidecar_name,
+            }),
+        }
+    }
+
+    /// Parses and validates manifest text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Invalid {
+            origin: origin.to_string(),
+            line: e
+                .span()
+                .map(|span| format!(" line {}", line_of(text, span.start)))
+                .unwrap_or_default(),
+            message: e.message().trim().to_string(),
+        })?;
+        manifest
+            .validate()
+            .map_err(|message| ManifestError::Invalid {
+                origin: origin.to_string(),
+                line: String::new(),
+                message,
+            })?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !SUPPORTED_CONTRACTS.contains(&self.contract.as_str()) {
+            return Err(format!(
+                "contract {:?} is not supported by this host (supported: {})",
+                self.contract,
+                SUPPORTED_CONTRACTS.join(", ")
+            ));
+        }
+        if !is_plugin_name(&self.name) {
+            return Err(format!(
+                "name {:?} is not a plugin name: use 1-64 lower-case letters, digits and '-', starting with a letter or digit",
+                self.name
+            ));
+        }
+        if !is_version(&self.version) {
+            return Err(format!(
+                "version {:?} is not a semantic version like 1.2.3",
+                self.version
+            ));
+        }
+        for (i, rule) in self.capabilities.http.iter().enumerate() {
+            if rule.scheme != "https" && rule.scheme != "http" {
+                return Err(format!(
+                    "capabilities.http[{i}].scheme {:?} must be \"https\" or \"http\"",
+                    rule.scheme
+                ));
+            }
+            if rule.host.is_empty() {
+                return Err(format!("capabilities.http[{i}].host is empty"));
+            }
+            if rule.methods.is_empty() {
+                return Err(format!("capabilities.http[{i}].methods is empty"));
+            }
+            if let Some(m) = rule.methods.iter().find(|m| !is_method(m)) {
+                return Err(format!(
+                    "capabilities.http[{i}].methods: {m:?} is not an upper-case HTTP method"
+                ));
+            }
+            if !rule.path_prefix.starts_with('/') {
+                return Err(format!(
+                    "capabilities.http[{i}].path-prefix {:?} must start with '/'",
+                    rule.path_prefix
+                ));
+            }
+        }
+        if let Some(schema) = &self.config_schema
+            && !schema.is_object()
+        {
+            return Err("config-schema must be a table (a JSON Schema object)".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The text of the `causeway:manifest` section, wherever it is nested.
+pub fn embedded_text(bytes: &[u8]) -> Result<Option<String>, ManifestError> {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| ManifestError::Wasm(e.to_string()))?;
+        if let wasmparser::Payload::CustomSection(section) = payload
+            && section.name() == SECTION
+        {
+            return String::from_utf8(section.data().to_vec())
+                .map(Some)
+                .map_err(|_| ManifestError::Wasm(format!("section {SECTION} is not UTF-8")));
+        }
+    }
+    Ok(None)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Whether `name` is a valid plugin name.
+pub fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+}
+
+fn is_version(version: &str) -> bool {
+    let core = version.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn is_method(method: &str) -> bool {
+    !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+contract = "0.1.0"
+name = "crm-source"
+version = "1.2.3"
+worlds = ["source"]
+
+[[capabilities.http]]
+host = "api.crm.example"
+methods = ["GET"]
+path-prefix = "/v1/"
+
+[config-schema]
+type = "object"
+"#;
+
+    #[test]
+    fn a_good_manifest_parses_with_defaults() {
+        let m = Manifest::parse(GOOD, "test").unwrap();
+        assert_eq!(m.capabilities.http[0].scheme, "https");
+        assert_eq!(m.worlds, Some(vec![World::Source]));
+        assert_eq!(m.config_schema.unwrap()["type"], "object");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let text = format!("{GOOD}\ncolour = \"red\"\n");
+        let text = text.replace("[config-schema]\ntype = \"object\"\n", "");
+        let err = Manifest::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+        assert!(err.contains("x.toml") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn an_ill_typed_value_is_named() {
+        let text = GOOD.replace("version = \"1.2.3\"", "version = 3");
+        let err = Manifest::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn an_unsupported_contract_is_refused() {
+        let text = GOOD.replace("0.1.0", "9.0.0");
+        let err = Manifest::parse(&text, "x").unwrap_err().to_string();
+        assert!(err.contains("contract \"9.0.0\" is not supported"), "{err}");
+    }
+
+    #[test]
+    fn names_are_restricted() {
+        assert!(is_plugin_name("map-fullname"));
+        for bad in ["", "-x", "A", "a:b", "a/b", "a b", &"x".repeat(65)] {
+            assert!(!is_plugin_name(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! One call into a plugin, by operation name with JSON input and output: the
+//! form `causeway invoke` and tests use.
+//!
+//! Records in JSON are `{"stream", "key", "op": "upsert"|"delete", "data":
+//! <any JSON>, "source_timestamp"?}`; `data` is carried across the boundary as
+//! JSON text, as the contract says.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use wasmtime::Engine;
+
+use crate::bindings::{IncomingRequest, Op, PluginError, Record, WriteOutcome};
+use crate::contract::World;
+use crate::plugin::Plugin;
+use crate::sandbox::{self, CallError, Limits};
+
+/// Extra time the host allows past a call's deadline before it abandons a
+/// call stuck in a host function (epochs interrupt only guest code).
+const ABANDON_GRACE: Duration = Duration::from_secs(1);
+
+/// The operations a plugin can be called with.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    /// `check` of the source (if it is one) or the sink.
+    Check(World),
+    /// `discover` of a source.
+    Discover,
+    /// `read` of a source.
+    Read {
+        /// The stream.
+        stream: String,
+        /// Where to start.
+        checkpoint: Option<String>,
+    },
+    /// `write` of a sink.
+    Write(Vec<Record>),
+    /// `handle` of a webhook.
+    Handle(IncomingRequest),
+    /// `transform` of a transform.
+    Transform(Vec<Record>),
+}
+
+/// A record as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordJson {
+    /// The stream.
+    pub stream: String,
+    /// The key.
+    pub key: String,
+    /// `upsert` (the default) or `delete`.
+    #[serde(default = "upsert")]
+    pub op: String,
+    /// The data, as any JSON value.
+    #[serde(default)]
+    pub data: Value,
+    /// Milliseconds since the epoch, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_timestamp: Option<i64>,
+}
+
+fn upsert() -> String {
+    "upsert".to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadInput {
+    stream: String,
+    #[serde(default)]
+    checkpoint: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestInput {
+    #[serde(default = "post")]
+    method: String,
+    #[serde(default = "root")]
+    path: String,
+    #[serde(default)]
+    query: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    body: String,
+}
+
+fn post() -> String {
+    "POST".to_string()
+}
+
+fn root() -> String {
+    "/".to_string()
+}
+
+impl RecordJson {
+    /// The record as the contract carries it.
+    pub fn into_record(self) -> Result<Record, String> {
+        let op = match self.op.as_str() {
+            "upsert" => Op::Upsert,
+            "delete" => Op::Delete,
+            other => {
+                return Err(format!(
+                    "record {}: op {other:?} is not upsert or delete",
+                    self.key
+                ));
+            }
+        };
+        let data = if self.data.is_null() && op == Op::Delete {
+            "{}".to_string()
+        } else {
+            self.data.to_string()
+        };
+        Ok(Record {
+            stream: self.stream,
+            key: self.key,
+            op,
+            data,
+            source_timestamp: self.source_timestamp,
+        })
+    }
+
+    /// The record as JSON; data that is not valid JSON is kept as a string.
+    pub fn from_record(record: Record) -> RecordJson {
+        let data = serde_json::from_str(&record.data).unwrap_or(Value::String(record.data));
+        RecordJson {
+            stream: record.stream,
+            key: record.key,
+            op: match record.op {
+                Op::Upsert => "upsert",
+                Op::Delete => "delete",
+            }
+            .to_string(),
+            data,
+            source_timestamp: record.source_timestamp,
+        }
+    }
+}
+
+fn records_from(input: Value) -> Result<Vec<Record>, String> {
+    let rows: Vec<RecordJson> = serde_json::from_value(input)
+        .map_err(|e| format!("input must be a JSON array of records: {e}"))?;
+    rows.into_iter().map(RecordJson::into_record).collect()
+}
+
+fn records_to(records: Vec<Record>) -> Value {
+    json!(
+        records
+            .into_iter()
+            .map(RecordJson::from_record)
+            .collect::<Vec<_>>()
+    )
+}
+
+impl Operation {
+    /// The operation `name` with its JSON `input`, for `plugin`.
+    pub fn parse(
+        plugin: &Plugin,
+        name: &str,
+        input: Option<Value>,
+    ) -> Result<Operation, CallError> {
+        let invalid = CallError::Invalid;
+        let input = || {
+            input
+                .clone()
+                .ok_or_else(|| invalid(format!("operation {name} needs an input (--input FILE)")))
+        };
+        let worlds = &plugin.info.worlds;
+        let op = match name {
+            "check" if worlds.contains(&World::Source) => Operation::Check(World::Source),
+            "check" | "sink.check" => Operation::Check(World::Sink),
+            "source.check" => Operation::Check(World::Source),
+            "discover" => Operation::Discover,
+            "read" => {
+                let read: ReadInput = serde_json::from_value(input()?).map_err(|e| {
+                    invalid(format!(
+                        "read input must be {{\"stream\", \"checkpoint\"?}}: {e}"
+                    ))
+                })?;
+                Operation::Read {
+                    stream: read.stream,
+                    checkpoint: read.checkpoint,
+                }
+            }
+            "write" => Operation::Write(records_from(input()?).map_err(invalid)?),
+            "transform" => Operation::Transform(records_from(input()?).map_err(invalid)?),
+            "handle" => {
+                let req: RequestInput = serde_json::from_value(input()?).map_err(|e| {
+                    invalid(format!(
+                        "handle input must be {{\"method\"?, \"path\"?, \"query\"?, \"headers\"?: [[name, value]], \"body\"}}: {e}"
+                    ))
+                })?;
+                Operation::Handle(IncomingRequest {
+                    method: req.method.to_ascii_uppercase(),
+                    path: req.path,
+                    query: req.query,
+                    headers: req
+                        .headers
+                        .into_iter()
+                        .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                        .collect(),
+                    body: req.body.into_bytes(),
+                })
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unknown operation {other:?}: use check, discover, read, write, handle or transform"
+                )));
+            }
+        };
+        let world = op.world();
+        if !worlds.contains(&world) {
+            return Err(invalid(format!(
+                "plugin {} does not implement {world} (it implements: {})",
+                plugin.info.label(),
+                worlds
+                    .iter()
+                    .map(|w| w.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(op)
+    }
+
+    /// The world this operation belongs to.
+    pub fn world(&self) -> World {
+        match self {
+            Operation::Check(world) => *world,
+            Operation::Discover | Operation::Read { .. } => World::Source,
+            Operation::Write(_) => World::Sink,
+            Operation::Handle(_) => World::Webhook,
+            Operation::Transform(_) => World::Transform,
+        }
+    }
+}
+
+fn plugin_error(plugin: &Plugin, error: PluginError) -> CallError {
+    let error = match error {
+        PluginError::Config(m) => format!("config: {m}"),
+        PluginError::Auth(m) => format!("auth: {m}"),
+        PluginError::RateLimited(r) => match r.retry_after_ms {
+            Some(ms) => format!("rate-limited (retry after {ms} ms): {}", r.message),
+            None => format!("rate-limited: {}", r.message),
+        },
+        PluginError::Transient(m) => format!("transient: {m}"),
+        PluginError::Fatal(m) => format!("fatal: {m}"),
+    };
+    CallError::Plugin {
+        plugin: plugin.info.label(),
+        error,
+    }
+}
+
+fn missing_export(plugin: &Plugin, world: World) -> CallError {
+    CallError::Invalid(format!(
+        "plugin {} does not implement {world}",
+        plugin.info.label()
+    ))
+}
+
+impl Plugin {
+    /// Calls `operation` in a fresh instance with `config` (a JSON object),
+    /// within `limits`. The answer is JSON.
+    pub async fn call(
+        &self,
+        engine: &Engine,
+        operation: Operation,
+        config: &Value,
+        limits: &Limits,
+    ) -> Result<Value, CallError> {
+        let mut store = sandbox::new_store(engine, self.info.clone(), config.to_string(), limits);
+        let call = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let answer = match operation {
+                Operation::Check(World::Source) | Operation::Discover | Operation::Read { .. } => {
+                    let Some(indices) = &self.exports.source else {
+                        return Ok(Err(missing_export(self, World::Source)));
+                    };
+                    let guest = indices.load(&mut store, &instance)?;
+                    match operation {
+                        Operation::Discover => {
+                            guest.call_discover(&mut store).await?.map(|streams| {
+                                json!(
+                                    streams
+                                        .into_iter()
+                                        .map(|s| json!({
+                                            "name": s.name,
+                                            "description": s.description,
+                                            "incremental": s.incremental,
+                                            "json_schema": s.json_schema,
+                                        }))
+                                        .collect::<Vec<_>>()
+                                )
+                            })
+                        }
+                        Operation::Read { stream, checkpoint } => guest
+                            .call_read(&mut store, &stream, checkpoint.as_deref())
+                            .await?
+                            .map(|page| {
+                                json!({
+                                    "records": records_to(page.records),
+                                    "checkpoint": page.checkpoint,
+                                    "has_more": page.has_more,
+                                })
+                            }),
+                        _ => guest
+                            .call_check(&mut store)
+                            .await?
+                            .map(|()| json!({ "ok": true })),
+                    }
+                }
+                Operation::Check(_) | Operation::Write(_) => {
+                    let Some(indices) = &self.exports.sink else {
+                        return Ok(Err(missing_export(self, World::Sink)));
+                    };
+                    let guest = indices.load(&mut store, &instance)?;
+                    match operation {
+                        Operation::Write(batch) => {
+                            let keys: Vec<String> = batch.iter().map(|r| r.key.clone()).collect();
+                            guest.call_write(&mut store, &batch).await?.map(|outcomes| {
+                                json!(keys
+                                    .into_iter()
+                                    .zip(outcomes)
+                                    .map(|(key, outcome)| match outcome {
+                                        WriteOutcome::Ok => json!({ "key": key, "outcome": "ok" }),
+                                        WriteOutcome::Retry(reason) => {
+                                            json!({ "key": key, "outcome": "retry", "reason": reason })
+                                        }
+                                        WriteOutcome::Rejected(reason) => {
+                                            json!({ "key": key, "outcome": "rejected", "reason": reason })
+                                        }
+                                    })
+                                    .collect::<Vec<_>>())
+                            })
+                        }
+                        _ => guest
+                            .call_check(&mut store)
+                            .await?
+                            .map(|()| json!({ "ok": true })),
+                    }
+                }
+                Operation::Handle(request) => {
+                    let Some(indices) = &self.exports.webhook else {
+                        return Ok(Err(missing_export(self, World::Webhook)));
+                    };
+                    let guest = indices.load(&mut store, &instance)?;
+                    guest
+                        .call_handle(&mut store, &request)
+                        .await?
+                        .map(records_to)
+                }
+                Operation::Transform(batch) => {
+                    let Some(indices) = &self.exports.transform else {
+                        return Ok(Err(missing_export(self, World::Transform)));
+                    };
+                    let guest = indices.load(&mut store, &instance)?;
+                    guest
+                        .call_transform(&mut store, &batch)
+                        .await?
+                        .map(records_to)
+                }
+            };
+            wasmtime::Result::Ok(Ok(answer))
+        };
+        let outcome = tokio::time::timeout(limits.call_timeout + ABANDON_GRACE, call).await;
+        match outcome {
+            Err(_elapsed) => Err(CallError::Timeout {
+                plugin: self.info.label(),
+                timeout: limits.call_timeout,
+            }),
+            Ok(Err(trap)) => Err(CallError::from_trap(&store, limits, trap)),
+            Ok(Ok(Err(invalid))) => Err(invalid),
+            Ok(Ok(Ok(Err(error)))) => Err(plugin_error(self, error)),
+            Ok(Ok(Ok(Ok(value)))) => Ok(value),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! One plugin file: inspected (manifest, worlds, imports, exports), validated
+//! against the contract, compiled, and linked into a reusable `InstancePre`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, InstancePre, Linker};
+
+use crate::bindings::{sink, source, transform, webhook};
+use crate::contract::{self, ContractError, World};
+use crate::manifest::{Manifest, ManifestError, ManifestOrigin};
+use crate::sandbox::StoreState;
+
+/// What is known about a plugin version, without running it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    /// The manifest's name.
+    pub name: String,
+    /// The manifest's version.
+    pub version: String,
+    /// `sha256:` and the hex digest of the file.
+    pub digest: String,
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Where the manifest came from.
+    pub manifest_origin: ManifestOrigin,
+    /// The worlds, from the exports.
+    pub worlds: Vec<World>,
+    /// Every import name.
+    pub imports: Vec<String>,
+    /// Every export name.
+    pub exports: Vec<String>,
+}
+
+impl PluginInfo {
+    /// `name@version`, as logs and errors show a plugin.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// Why a plugin file was not loaded. Displays as one line naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", file.display())]
+pub struct LoadError {
+    /// The plugin file.
+    pub file: PathBuf,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+/// What is wrong with a plugin file.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The file cannot be read.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not WebAssembly at all.
+    #[error("is not a WebAssembly file")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    /// The manifest is missing or invalid.
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    /// The component does not compile.
+    #[error("does not compile: {0}")]
+    Compile(String),
+    /// The component does not fit the contract.
+    #[error("{0}")]
+    Contract(#[from] ContractError),
+    /// The component's imports cannot be satisfied by the host.
+    #[error("cannot be linked: {0}")]
+    Link(String),
+    /// Another file already provides a plugin of this name.
+    #[error("declares plugin name {name:?}, already provided by {other}")]
+    DuplicateName {
+        /// The plugin name.
+        name: String,
+        /// The other file.
+        other: String,
+    },
+}
+
+/// A compiled component and what it says about itself, before validation.
+pub struct Inspection {
+    /// What is known.
+    pub info: PluginInfo,
+    /// The compiled component.
+    pub component: Component,
+    /// Why the worlds could not be determined, if they could not.
+    pub worlds_error: Option<ContractError>,
+}
+
+/// Reads, digests and compiles a plugin file, and reads its manifest, worlds,
+/// imports and exports. Contract problems other than "no world" are left to
+/// [`Plugin::load`]: an inspection shows a reviewer what the file asks for.
+pub fn inspect(engine: &Engine, path: &Path) -> Result<Inspection, LoadError> {
+    let fail = |problem: Problem| LoadError {
+        file: path.to_path_buf(),
+        problem,
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(e.into()))?;
+    if !wasmparser::Parser::is_component(&bytes) {
+        return Err(fail(if wasmparser::Parser::is_core_wasm(&bytes) {
+            Problem::CoreModule
+        } else {
+            Problem::NotWasm
+        }));
+    }
+    let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+    let (manifest, manifest_origin) = Manifest::load(path, &bytes).map_err(|e| fail(e.into()))?;
+    let component =
+        Component::new(engine, &bytes).map_err(|e| fail(Problem::Compile(format!("{e:#}"))))?;
+    let ty = component.component_type();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let (worlds, worlds_error) =
+        match contract::worlds_from_exports(exports.iter().map(String::as_str)) {
+            Ok(worlds) => (worlds, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+    Ok(Inspection {
+        info: PluginInfo {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            digest,
+            path: path.to_path_buf(),
+            manifest,
+            manifest_origin,
+            worlds,
+            imports,
+            exports,
+        },
+        component,
+        worlds_error,
+    })
+}
+
+impl Inspection {
+    /// Checks the inspected component against the contract.
+    pub fn validate(&self) -> Result<(), ContractError> {
+        if let Some(e) = &self.worlds_error {
+            return Err(e.clone());
+        }
+        let info = &self.info;
+        if let Some(claimed) = &info.manifest.worlds {
+            contract::check_claims(claimed, &info.worlds)?;
+        }
+        contract::check_imports(info.imports.iter().map(String::as_str), &info.worlds)
+    }
+}
+
+/// The export indices of the worlds a plugin implements.
+#[derive(Default)]
+pub(crate) struct Exports {
+    pub(crate) source: Option<source::GuestIndices>,
+    pub(crate) sink: Option<sink::GuestIndices>,
+    pub(crate) webhook: Option<webhook::GuestIndices>,
+    pub(crate) transform: Option<transform::GuestIndices>,
+}
+
+/// A loaded, validated plugin version, ready to instantiate.
+pub struct Plugin {
+    /// What is known about it.
+    pub info: Arc<PluginInfo>,
+    pub(crate) pre: InstancePre<StoreState>,
+    pub(crate) exports: Exports,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Inspects, validates and links the plugin at `path`.
+    pub fn load(
+        engine: &Engine,
+        linker: &Linker<StoreState>,
+        path: &Path,
+    ) -> Result<Plugin, LoadError> {
+        let inspection = inspect(engine, path)?;
+        let fail = |problem: Problem| LoadError {
+            file: path.to_path_buf(),
+            problem,
+        };
+        inspection.validate().map_err(|e| fail(e.into()))?;
+        let pre = linker
+            .instantiate_pre(&inspection.component)
+            .map_err(|e| fail(Problem::Link(format!("{e:#}"))))?;
+        let link = |e: wasmtime::Error| fail(Problem::Link(format!("{e:#}")));
+        let info = inspection.info;
+        let has = |w: World| info.worlds.contains(&w);
+        let exports = Exports {
+            source: has(World::Source)
+                .then(|| source::GuestIndices::new(&pre))
+                .transpose()
+                .map_err(link)?,
+            sink: has(World::Sink)
+                .then(|| sink::GuestIndices::new(&pre))
+                .transpose()
+                .map_err(link)?,
+            webhook: has(World::Webhook)
+                .then(|| webhook::GuestIndices::new(&pre))
+                .transpose()
+                .map_err(link)?,
+            transform: has(World::Transform)
+                .then(|| transform::GuestIndices::new(&pre))
+                .transpose()
+                .map_err(link)?,
+        };
+        Ok(Plugin {
+            info: Arc::new(info),
+            pre,
+            exports,
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! The sandbox one plugin call runs in: a fresh `Store` with its own memory
+//! limit, deadline and WASI context, and the errors a call can end with.
+//!
+//! Every call gets a fresh store: once a call traps or is cancelled its
+//! instance is dead, and a fresh store per call means one failure never
+//! poisons the next call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{
+    Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::plugin::PluginInfo;
+
+/// How much of a guest's stderr (panic messages) is kept for error reports.
+const STDERR_CAPACITY: usize = 4 * 1024;
+
+/// Per-call resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most linear memory one instance may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// The wall-clock time one call may take, host calls included.
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 * 1024 * 1024,
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A `ResourceLimiter` that remembers a refused memory growth, so an
+/// out-of-memory abort is reported as such and not as a bare trap.
+pub struct MemoryLimiter {
+    inner: StoreLimits,
+    refused: Option<usize>,
+}
+
+impl MemoryLimiter {
+    fn new(limits: &Limits) -> MemoryLimiter {
+        MemoryLimiter {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .build(),
+            refused: None,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.refused = Some(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+}
+
+/// The data of one plugin call's store: its WASI context and what the
+/// capability implementations need to know about the caller.
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    stderr: MemoryOutputPipe,
+    /// Who is calling: every capability names the plugin in logs and audit.
+    pub plugin: Arc<PluginInfo>,
+    /// The plugin's configuration as a JSON object.
+    pub config_json: String,
+    /// When the call must end; host calls get the remaining time.
+    pub deadline: Instant,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Builds a fresh store for one call of `plugin`.
+pub fn new_store(
+    engine: &Engine,
+    plugin: Arc<PluginInfo>,
+    config_json: String,
+    limits: &Limits,
+) -> Store<StoreState> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+    // The fixed WASI set: no preopened directory, an empty environment, no
+    // arguments, stdin closed, stdout discarded, every socket refused.
+    let wasi = WasiCtx::builder()
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .build();
+    let deadline = Instant::now() + limits.call_timeout;
+    let state = StoreState {
+        wasi,
+        table: ResourceTable::new(),
+        limiter: MemoryLimiter::new(limits),
+        stderr,
+        plugin,
+        config_json,
+        deadline,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    // Each epoch tick a running guest yields to the async runtime (so it never
+    // starves other tasks) until its deadline passes, then it is interrupted.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(Trap::Interrupt.into())
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
+
+/// How a plugin call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past its deadline and was interrupted.
+    #[error("plugin {plugin} timed out after {timeout:?}")]
+    Timeout {
+        /// `name@version`.
+        plugin: String,
+        /// The limit it ran into.
+        timeout: Duration,
+    },
+    /// The guest tried to grow its memory beyond the limit.
+    #[error(
+        "plugin {plugin} ran out of memory: it asked for {requested} bytes, the limit is {limit}"
+    )]
+    OutOfMemory {
+        /// `name@version`.
+        plugin: String,
+        /// The size it asked to grow to.
+        requested: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The guest trapped (a panic, an `unreachable`, a bad memory access).
+    #[error("plugin {plugin} crashed: {message}")]
+    Trap {
+        /// `name@version`.
+        plugin: String,
+        /// The trap, the guest's last stderr (a panic message) and a backtrace.
+        message: String,
+    },
+    /// The plugin answered with an error of the contract.
+    #[error("plugin {plugin} returned an error: {error}")]
+    Plugin {
+        /// `name@version`.
+        plugin: String,
+        /// The error, as `kind: message`.
+        error: String,
+    },
+    /// The call cannot be made (unknown operation, bad input, no such export).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl CallError {
+    /// A machine-readable kind, stable across versions.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Timeout { .. } => "timeout",
+            CallError::OutOfMemory { .. } => "out-of-memory",
+            CallError::Trap { .. } => "trap",
+            CallError::Plugin { .. } => "plugin-error",
+            CallError::Invalid(_) => "invalid-call",
+        }
+    }
+
+    /// Classifies a failed call of the plugin whose store is `store`.
+    pub fn from_trap(
+        store: &Store<StoreState>,
+        limits: &Limits,
+        error: wasmtime::Error,
+    ) -> CallError {
+        let state = store.data();
+        let plugin = state.plugin.label();
+        if let Some(requested) = state.limiter.refused {
+            return CallError::OutOfMemory {
+                plugin,
+                requested,
+                limit: limits.memory_bytes,
+            };
+        }
+        if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            return CallError::Timeout {
+                plugin,
+                timeout: limits.call_timeout,
+            };
+        }
+        let stderr = String::from_utf8_lossy(&state.stderr.contents())
+            .trim()
+            .to_string();
+        let mut message = format!("{error:?}");
+        if !stderr.is_empty() {
+            message = format!("{stderr}\n{message}");
+        }
+        CallError::Trap { plugin, message }
+    }
+}
