@@ -14,7 +14,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use causeway::plugin::types::{
+pub use self::causeway::plugin::types::{
     IncomingRequest, Op, Page, PluginError, RateLimit, Record, StreamInfo, WriteOutcome,
 };
-pub use exports::causeway::plugin::{sink, source, transform, webhook};
+pub use self::exports::causeway::plugin::{sink, source, transform, webhook};

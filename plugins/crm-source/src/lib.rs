@@ -68,11 +68,11 @@ struct CrmSource;
 
 impl CrmSource {
     fn get(url: &str) -> Result<http::Response, PluginError> {
-        Ok(http::get(url)
+        http::get(url)
             .credential("crm-token")
             .header("accept", "application/json")
             .send()?
-            .error_for_status()?)
+            .error_for_status()
     }
 }
 
