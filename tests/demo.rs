@@ -29,7 +29,23 @@ fn demo_installs_the_examples_and_maps_sample_contacts() {
         "{}",
         out.stdout
     );
-    assert_eq!(out.stdout.matches(" active").count(), 3, "{}", out.stdout);
+    let state_of = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(state_of("map-fullname"), "active", "{}", out.stdout);
+    // Nothing is granted by default: the connectors wait for approval.
+    assert_eq!(state_of("crm-source"), "pending-approval", "{}", out.stdout);
+    assert_eq!(
+        state_of("mailer-sink"),
+        "pending-approval",
+        "{}",
+        out.stdout
+    );
     // Running it again over an existing data directory works too.
     let again = run(support::causeway().current_dir(scratch.path()).arg("demo"));
     assert!(again.success, "{}", again.stderr);

@@ -5,6 +5,11 @@ mod support;
 use serde_json::{Value, json};
 use support::{Scratch, run, run_json};
 
+/// Grants crm-source GET on crm.example.com and binds its credential.
+fn grant_crm(scratch: &Scratch) {
+    scratch.grants(support::EXAMPLE_GRANTS);
+}
+
 fn contacts() -> std::path::PathBuf {
     support::repo_root().join("examples/contacts.json")
 }
@@ -129,6 +134,7 @@ fn an_unknown_plugin_name_is_a_clear_error() {
 fn discover_and_webhook_run_in_the_sandbox() {
     let scratch = Scratch::new();
     scratch.install("crm-source", "crm-source.wasm");
+    grant_crm(&scratch);
     let streams = run_json(
         scratch
             .causeway()
@@ -151,12 +157,13 @@ fn discover_and_webhook_run_in_the_sandbox() {
     assert_eq!(records[0]["data"]["firstName"], "Ada");
 }
 
-/// Nothing is granted by default: the connector's request is denied with an
-/// error value naming what to grant, and the call fails cleanly.
+/// A request outside the grants is denied with an error value naming what to
+/// grant, and the call fails cleanly.
 #[test]
 fn an_http_request_without_a_grant_is_denied_with_an_actionable_message() {
     let scratch = Scratch::new();
     scratch.install("crm-source", "crm-source.wasm");
+    grant_crm(&scratch);
     let input = scratch.path().join("read.json");
     std::fs::write(&input, r#"{"stream": "contacts"}"#).unwrap();
     let config = scratch.path().join("config.json");
@@ -168,11 +175,11 @@ fn an_http_request_without_a_grant_is_denied_with_an_actionable_message() {
         .arg("--config")
         .arg(&config));
     assert!(!out.success);
-    assert!(
-        out.stderr
-            .contains("has no http grant for GET https://crm.example/v1/contacts"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("grants.toml"), "{}", out.stderr);
+    let expected = [
+        "may not GET https://crm.example:443/v1/contacts: no grant allows it",
+        "add to grants.toml [[plugins.crm-source.http]] { scheme = \"https\", host = \"crm.example\"",
+    ];
+    for text in expected {
+        assert!(out.stderr.contains(text), "{text:?} not in {}", out.stderr);
+    }
 }

@@ -23,6 +23,7 @@ fn by_file<'a>(rows: &'a Value, file: &str) -> &'a Value {
 }
 
 fn install_examples(scratch: &Scratch) {
+    scratch.grants(support::EXAMPLE_GRANTS);
     scratch.install("map-fullname", "map-fullname.wasm");
     scratch.install("crm-source", "crm-source.wasm");
     scratch.install("mailer-sink", "mailer-sink.wasm");

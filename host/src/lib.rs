@@ -9,13 +9,20 @@
 
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod bindings;
 pub mod caps;
 pub mod cli;
+pub mod config;
 pub mod contract;
+pub mod db;
 pub mod engine;
+pub mod grants;
+pub mod host;
 pub mod manifest;
 pub mod operation;
 pub mod plugin;
 pub mod registry;
 pub mod sandbox;
+pub mod secrets;
+pub mod server;

@@ -1,17 +1,26 @@
 //! The `causeway` binary: plumbing only; the logic lives in the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use causeway::cli::{self, Cli, LogFormat};
+use causeway::cli::{self, Cli, Command, LogFormat};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("CAUSEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // The long-running host tells the operator what it does; one-shot
+    // commands speak only of problems.
+    let default_level = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
+    let filter =
+        EnvFilter::try_from_env("CAUSEWAY_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),

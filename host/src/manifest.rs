@@ -10,6 +10,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::caps::http::HttpRule;
+use crate::config::{self, FileError};
 use crate::contract::World;
 
 /// The custom section the SDK writes the manifest into.
@@ -50,32 +52,13 @@ pub struct Manifest {
 pub struct Capabilities {
     /// Outbound HTTP the plugin asks for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub http: Vec<HttpRequest>,
+    pub http: Vec<HttpRule>,
     /// Credentials the plugin asks the host to inject.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<CredentialRequest>,
     /// Whether the plugin asks for private storage.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub storage: bool,
-}
-
-/// One kind of outbound request the plugin asks to make.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct HttpRequest {
-    /// `https` (the default) or `http`.
-    #[serde(default = "default_scheme")]
-    pub scheme: String,
-    /// An exact host, `*.suffix`, or `*` for "the host the operator grants".
-    pub host: String,
-    /// A port, if the plugin needs a specific one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// The methods, upper case.
-    pub methods: Vec<String>,
-    /// The path prefix, e.g. `/v1/`.
-    #[serde(default = "default_path_prefix")]
-    pub path_prefix: String,
 }
 
 /// A credential the plugin asks the host to inject into its requests.
@@ -87,14 +70,6 @@ pub struct CredentialRequest {
     /// What it is, for the operator who binds it.
     #[serde(default)]
     pub description: String,
-}
-
-fn default_scheme() -> String {
-    "https".to_string()
-}
-
-fn default_path_prefix() -> String {
-    "/".to_string()
 }
 
 /// Why a manifest is missing or unusable.
@@ -115,15 +90,8 @@ pub enum ManifestError {
         sidecar: String,
     },
     /// The manifest text is not valid.
-    #[error("manifest ({origin}){line}: {message}")]
-    Invalid {
-        /// Where the manifest came from.
-        origin: String,
-        /// `" line N"`, when known.
-        line: String,
-        /// What is wrong.
-        message: String,
-    },
+    #[error("manifest {0}")]
+    Invalid(#[from] FileError),
     /// The sidecar could not be read.
     #[error("cannot read manifest sidecar {path}: {source}")]
     Io {
@@ -173,7 +141,7 @@ impl Manifest {
                 sidecar: sidecar_name,
             }),
             (Some(text), false) => Ok((
-                Manifest::parse(&text, "embedded")?,
+                Manifest::parse(&text, "(embedded)")?,
                 ManifestOrigin::Embedded,
             )),
             (None, true) => {
@@ -195,21 +163,10 @@ impl Manifest {
 
     /// Parses and validates manifest text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Invalid {
-            origin: origin.to_string(),
-            line: e
-                .span()
-                .map(|span| format!(" line {}", line_of(text, span.start)))
-                .unwrap_or_default(),
-            message: e.message().trim().to_string(),
-        })?;
+        let manifest: Manifest = config::parse_toml(text, origin)?;
         manifest
             .validate()
-            .map_err(|message| ManifestError::Invalid {
-                origin: origin.to_string(),
-                line: String::new(),
-                message,
-            })?;
+            .map_err(|message| FileError::at(origin, None, message))?;
         Ok(manifest)
     }
 
@@ -234,29 +191,7 @@ impl Manifest {
             ));
         }
         for (i, rule) in self.capabilities.http.iter().enumerate() {
-            if rule.scheme != "https" && rule.scheme != "http" {
-                return Err(format!(
-                    "capabilities.http[{i}].scheme {:?} must be \"https\" or \"http\"",
-                    rule.scheme
-                ));
-            }
-            if rule.host.is_empty() {
-                return Err(format!("capabilities.http[{i}].host is empty"));
-            }
-            if rule.methods.is_empty() {
-                return Err(format!("capabilities.http[{i}].methods is empty"));
-            }
-            if let Some(m) = rule.methods.iter().find(|m| !is_method(m)) {
-                return Err(format!(
-                    "capabilities.http[{i}].methods: {m:?} is not an upper-case HTTP method"
-                ));
-            }
-            if !rule.path_prefix.starts_with('/') {
-                return Err(format!(
-                    "capabilities.http[{i}].path-prefix {:?} must start with '/'",
-                    rule.path_prefix
-                ));
-            }
+            rule.validate(&format!("capabilities.http[{i}]"))?;
         }
         if let Some(schema) = &self.config_schema
             && !schema.is_object()
@@ -282,10 +217,6 @@ pub fn embedded_text(bytes: &[u8]) -> Result<Option<String>, ManifestError> {
     Ok(None)
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
 /// Whether `name` is a valid plugin name.
 pub fn is_plugin_name(name: &str) -> bool {
     !name.is_empty()
@@ -303,10 +234,6 @@ fn is_version(version: &str) -> bool {
         && parts
             .iter()
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn is_method(method: &str) -> bool {
-    !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use wasmtime::Engine;
 use crate::bindings::{IncomingRequest, Op, PluginError, Record, WriteOutcome};
 use crate::contract::World;
 use crate::plugin::Plugin;
-use crate::sandbox::{self, CallError, Limits};
+use crate::sandbox::{self, CallContext, CallError};
 
 /// Extra time the host allows past a call's deadline before it abandons a
 /// call stuck in a host function (epochs interrupt only guest code).
@@ -263,16 +263,16 @@ fn missing_export(plugin: &Plugin, world: World) -> CallError {
 }
 
 impl Plugin {
-    /// Calls `operation` in a fresh instance with `config` (a JSON object),
-    /// within `limits`. The answer is JSON.
+    /// Calls `operation` in a fresh instance, with the context's policy,
+    /// limits and configuration. The answer is JSON.
     pub async fn call(
         &self,
         engine: &Engine,
         operation: Operation,
-        config: &Value,
-        limits: &Limits,
+        context: &CallContext,
     ) -> Result<Value, CallError> {
-        let mut store = sandbox::new_store(engine, self.info.clone(), config.to_string(), limits);
+        let limits = &context.policy.limits;
+        let mut store = sandbox::new_store(engine, self.info.clone(), context);
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let answer = match operation {

@@ -15,13 +15,15 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::audit::AuditLog;
+use crate::grants::Policy;
 use crate::plugin::PluginInfo;
 
 /// How much of a guest's stderr (panic messages) is kept for error reports.
 const STDERR_CAPACITY: usize = 4 * 1024;
 
 /// Per-call resource limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
     /// The most linear memory one instance may grow to, in bytes.
     pub memory_bytes: usize,
@@ -89,6 +91,10 @@ pub struct StoreState {
     stderr: MemoryOutputPipe,
     /// Who is calling: every capability names the plugin in logs and audit.
     pub plugin: Arc<PluginInfo>,
+    /// What the plugin may do: every capability checks this and nothing else.
+    pub policy: Arc<Policy>,
+    /// Where capability uses are recorded.
+    pub audit: AuditLog,
     /// The plugin's configuration as a JSON object.
     pub config_json: String,
     /// When the call must end; host calls get the remaining time.
@@ -104,13 +110,24 @@ impl WasiView for StoreState {
     }
 }
 
+/// What a call runs with besides the plugin itself.
+#[derive(Clone)]
+pub struct CallContext {
+    /// The plugin version's effective policy (its limits included).
+    pub policy: Arc<Policy>,
+    /// The plugin's configuration, a JSON object.
+    pub config: serde_json::Value,
+    /// Where capability uses are recorded.
+    pub audit: AuditLog,
+}
+
 /// Builds a fresh store for one call of `plugin`.
 pub fn new_store(
     engine: &Engine,
     plugin: Arc<PluginInfo>,
-    config_json: String,
-    limits: &Limits,
+    context: &CallContext,
 ) -> Store<StoreState> {
+    let limits = &context.policy.limits;
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     // The fixed WASI set: no preopened directory, an empty environment, no
     // arguments, stdin closed, stdout discarded, every socket refused.
@@ -128,7 +145,9 @@ pub fn new_store(
         limiter: MemoryLimiter::new(limits),
         stderr,
         plugin,
-        config_json,
+        policy: context.policy.clone(),
+        audit: context.audit.clone(),
+        config_json: context.config.to_string(),
         deadline,
     };
     let mut store = Store::new(engine, state);

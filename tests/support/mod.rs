@@ -119,3 +119,193 @@ pub fn run_json(command: &mut Command) -> serde_json::Value {
     serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout))
 }
+
+/// Sends one HTTP/1.1 request to `addr` and returns the status and body.
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the host");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("set a read timeout");
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A running `causeway run`, its stderr collected line by line.
+pub struct RunningHost {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RunningHost {
+    /// Starts `command` (a `causeway ... run --listen 127.0.0.1:0`) and waits,
+    /// up to 60 s, for it to say where it listens.
+    pub fn start(command: &mut Command) -> RunningHost {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start causeway run");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = stderr.clone();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                lines.lock().expect("lines").push(line);
+            }
+        });
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the host did not start: {:?}",
+                    stderr.lock().map(|l| l.join("\n"))
+                )
+            });
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .expect("an address")
+            .trim()
+            .to_string();
+        RunningHost {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// Waits up to `seconds` for a stderr line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, seconds: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        while std::time::Instant::now() < deadline {
+            if self
+                .stderr
+                .lock()
+                .expect("lines")
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!(
+            "no log line with {needle:?} within {seconds} s:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().expect("lines").join("\n")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits up to `seconds` for it to exit; returns whether it exited 0.
+    pub fn wait_exit(&mut self, seconds: u64) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.success();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("the host did not exit within {seconds} s:\n{}", self.logs());
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The audit rows in the database under `data_dir`, oldest first, as
+/// `(plugin, capability, action, target, decision, detail)`.
+pub fn audit_rows(data_dir: &Path) -> Vec<(String, String, String, String, String, String)> {
+    let conn = rusqlite::Connection::open(data_dir.join("causeway.db")).expect("open the database");
+    let mut stmt = conn
+        .prepare(
+            "SELECT plugin, capability, action, target, decision, detail FROM audit ORDER BY seq",
+        )
+        .expect("query audit");
+    stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    })
+    .expect("rows")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+/// Grants the example connectors what their manifests request, so they load
+/// as active.
+pub const EXAMPLE_GRANTS: &str = r#"
+[[plugins.crm-source.http]]
+host = "crm.example.com"
+methods = ["GET"]
+
+[plugins.crm-source.credentials.crm-token]
+secret = "env:CRM_TOKEN"
+hosts = ["crm.example.com"]
+
+[[plugins.mailer-sink.http]]
+host = "api.mailer.example"
+methods = ["POST"]
+
+[plugins.mailer-sink.credentials.mailer-key]
+secret = "env:MAILER_KEY"
+hosts = ["api.mailer.example"]
+"#;
+
+impl Scratch {
+    /// Writes `grants.toml` beside the (default) config.
+    pub fn grants(&self, text: &str) {
+        std::fs::write(self.path().join("grants.toml"), text).expect("write grants.toml");
+    }
+}

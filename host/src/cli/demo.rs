@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::Value;
 
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::host::Host;
 use crate::operation::Operation;
-use crate::registry::Registry;
-use crate::sandbox::Limits;
+use crate::sandbox::CallContext;
 
 /// The example plugins, built by `build.rs` for wasm32-wasip2.
 const EXAMPLES: &[(&str, &[u8])] = &[
@@ -60,9 +62,11 @@ impl Opts {
             std::fs::rename(&partial, &path)
                 .with_context(|| format!("cannot install {}", path.display()))?;
         }
-        let runtime = super::runtime()?;
-        let registry = Registry::load_dir(&runtime.engine, &runtime.linker, &plugins)
-            .with_context(|| format!("cannot read {}", plugins.display()))?;
+        let mut config = Config::load(None)?;
+        config.data_dir = self.data_dir.clone();
+        config.plugins_dir = plugins.clone();
+        let host = Host::with_config(config)?;
+        let registry = host.registry()?;
         let mut out = format!(
             "Installed the example plugins into {}:\n",
             plugins.display()
@@ -78,25 +82,28 @@ impl Opts {
                     .map(|w| w.name())
                     .collect::<Vec<_>>()
                     .join("+"),
-                status.error.as_deref().unwrap_or("active"),
+                status.state.name(),
             ));
         }
-        let plugin = registry
-            .get("map-fullname")
-            .context("the map-fullname example plugin did not load")?;
+        out.push_str(
+            "  (nothing is granted by default: the connectors wait for an operator's grants.toml; see `causeway check`)\n",
+        );
+        let installed = registry.callable("map-fullname")?;
+        let plugin = &installed.plugin;
         let input: Value =
             serde_json::from_str(CONTACTS).context("the sample contacts are not JSON")?;
         out.push_str("\nCRM contacts in:\n");
         out.push_str(&serde_json::to_string_pretty(&input)?);
         let operation = Operation::parse(plugin, "transform", Some(input))?;
-        let output = plugin
-            .call(
-                &runtime.engine,
-                operation,
-                &Value::Object(Default::default()),
-                &Limits::default(),
-            )
-            .await?;
+        let writer = host.open_database()?;
+        let context = CallContext {
+            policy: installed.policy.clone(),
+            config: Value::Object(Default::default()),
+            audit: AuditLog::new(writer.handle()),
+        };
+        let output = plugin.call(&host.runtime.engine, operation, &context).await;
+        writer.close();
+        let output = output?;
         out.push_str(
             "\n\nmap-fullname out (firstName + lastName → fullName; no email → dropped):\n",
         );

@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::Value;
 
+use crate::audit::AuditLog;
 use crate::manifest::Manifest;
 use crate::operation::Operation;
 use crate::plugin::Plugin;
-use crate::registry;
-use crate::sandbox::Limits;
+use crate::registry::{self, Installed};
+use crate::sandbox::CallContext;
 
 /// Call one operation of a plugin, by name from the plugins folder or by path:
 /// JSON in, JSON out.
@@ -19,6 +20,9 @@ use crate::sandbox::Limits;
 /// Operations: check, discover, read (input {"stream", "checkpoint"?}), write
 /// and transform (input: an array of records {"stream", "key", "op"?, "data"}),
 /// handle (input {"method"?, "path"?, "headers"?, "body"}).
+///
+/// The call runs exactly as in the host: the plugin's grants apply, a plugin
+/// pending approval does not run, and capability uses are audited.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  causeway invoke map-fullname transform --input contacts.json\n  causeway invoke ./target/my_plugin.wasm discover\n  echo '{\"stream\":\"contacts\"}' | causeway invoke crm-source read --input - --config crm.json"
@@ -31,32 +35,43 @@ pub struct Opts {
     /// A JSON file with the operation's input, or `-` for stdin.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// A JSON file with the plugin's configuration (default `{}`).
+    /// A JSON file with the plugin's configuration (default: its section of
+    /// causeway.toml, or `{}`).
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
 
 impl Opts {
-    /// Runs the command against the plugins folder `dir`.
-    pub async fn run(&self, dir: &Path) -> anyhow::Result<ExitCode> {
-        let runtime = super::runtime()?;
-        let file = self.plugin_file(dir)?;
-        let plugin = Plugin::load(&runtime.engine, &runtime.linker, &file)?;
+    /// Runs the command.
+    pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+        let host = cli.host()?;
+        let file = self.plugin_file(&host.config.plugins_dir)?;
+        let plugin = Plugin::load(&host.runtime.engine, &host.runtime.linker, &file)?;
+        let installed = Installed::new(plugin, &host.grants, host.config.limits);
+        let installed = installed.callable(&host.grants.file)?;
         let input = self.input.as_deref().map(read_json).transpose()?;
         let config = match &self.config {
             Some(path) => read_json(path)?,
-            None => Value::Object(Default::default()),
+            None => host.config.plugin_config(&installed.plugin.info.name),
         };
         anyhow::ensure!(
             config.is_object(),
             "{}: the configuration must be a JSON object",
             self.config.as_deref().unwrap_or(Path::new("-")).display()
         );
-        let operation = Operation::parse(&plugin, &self.operation, input)?;
-        let answer = plugin
-            .call(&runtime.engine, operation, &config, &Limits::default())
-            .await?;
-        super::print_json(&answer)?;
+        let operation = Operation::parse(&installed.plugin, &self.operation, input)?;
+        let writer = host.open_database()?;
+        let context = CallContext {
+            policy: installed.policy.clone(),
+            config,
+            audit: AuditLog::new(writer.handle()),
+        };
+        let answer = installed
+            .plugin
+            .call(&host.runtime.engine, operation, &context)
+            .await;
+        writer.close();
+        super::print_json(&answer?)?;
         Ok(ExitCode::SUCCESS)
     }
 

@@ -2,10 +2,12 @@
 //! (its doc comment is the help text) and a `run`. This is the binary's edge,
 //! so errors are `anyhow` here.
 
+pub mod check;
 pub mod demo;
 pub mod inspect;
 pub mod invoke;
 pub mod plugins;
+pub mod run;
 mod table;
 
 use std::io::Write;
@@ -14,20 +16,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::config::Config;
 use crate::engine::Runtime;
+use crate::host::Host;
 
 /// Causeway connects third-party systems through sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
 #[command(name = "causeway", version)]
 pub struct Cli {
-    /// The plugins folder: every `.wasm` at its top level is a plugin.
-    #[arg(
-        long,
-        global = true,
-        env = "CAUSEWAY_PLUGINS",
-        default_value = "plugins"
-    )]
-    pub plugins: PathBuf,
+    /// The operator's configuration (default: ./causeway.toml if it exists,
+    /// else embedded defaults).
+    #[arg(long, global = true, env = "CAUSEWAY_CONFIG", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// The plugins folder, overriding the configuration's: every `.wasm` at
+    /// its top level is a plugin.
+    #[arg(long, global = true, env = "CAUSEWAY_PLUGINS", value_name = "DIR")]
+    pub plugins: Option<PathBuf>,
     /// How log lines on stderr are written.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -48,6 +52,10 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the host: load the plugins, serve the status API, until stopped.
+    Run(run::Opts),
+    /// Validate the configuration, the grants and the installed plugins.
+    Check(check::Opts),
     /// List the installed plugins: name, version, worlds, digest, state, error.
     Plugins(plugins::Opts),
     /// Show what a plugin file is and asks for, without running it.
@@ -60,15 +68,36 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Plugins(opts) => opts.run(&cli.plugins),
+    match &cli.command {
+        Command::Run(opts) => opts.run(&cli).await,
+        Command::Check(opts) => opts.run(&cli),
+        Command::Plugins(opts) => opts.run(&cli),
         Command::Inspect(opts) => opts.run(),
-        Command::Invoke(opts) => opts.run(&cli.plugins).await,
+        Command::Invoke(opts) => opts.run(&cli).await,
         Command::Demo(opts) => opts.run().await,
     }
 }
 
-/// Builds the runtime for commands that load plugins.
+impl Cli {
+    /// The configuration these options name, with its files loaded.
+    pub fn host(&self) -> anyhow::Result<Host> {
+        Ok(Host::load(
+            self.config_file.as_deref(),
+            self.plugins.as_deref(),
+        )?)
+    }
+
+    /// The configuration these options name, files not yet checked.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config_file.as_deref())?;
+        if let Some(dir) = &self.plugins {
+            config.plugins_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// Builds the runtime for commands that load no configuration.
 fn runtime() -> anyhow::Result<Runtime> {
     Runtime::new().map_err(|e| anyhow::anyhow!("cannot start the WebAssembly engine: {e:#}"))
 }

@@ -1,0 +1,113 @@
+//! The audit log: one event per capability use, allowed or denied, written
+//! through the database's single writer. Every capability calls
+//! [`AuditLog::record`] and nothing else.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::db::WriterHandle;
+use crate::plugin::PluginInfo;
+
+/// Whether a capability use was allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// The grant allowed it.
+    Allowed,
+    /// The grant refused it.
+    Denied,
+}
+
+impl Decision {
+    /// The decision's name, as stored.
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+        }
+    }
+}
+
+/// One capability use.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// The plugin's name.
+    pub plugin: String,
+    /// Its version.
+    pub version: String,
+    /// Its digest.
+    pub digest: String,
+    /// The capability: `http`, `storage`, `config`, `log`, or `host`.
+    pub capability: String,
+    /// What was done, e.g. `GET` or `set`.
+    pub action: String,
+    /// On what, e.g. a URL without its query values, or a key.
+    pub target: String,
+    /// Allowed or denied.
+    pub decision: Decision,
+    /// Sizes, status, duration, or why it was denied. Never a secret.
+    pub detail: String,
+    /// The pipeline run it belongs to, if any.
+    pub run_id: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event for `plugin`, timed now.
+    pub fn new(
+        plugin: &PluginInfo,
+        capability: &str,
+        action: &str,
+        target: &str,
+        decision: Decision,
+        detail: String,
+    ) -> AuditEvent {
+        AuditEvent {
+            time: now(),
+            plugin: plugin.name.clone(),
+            version: plugin.version.clone(),
+            digest: plugin.digest.clone(),
+            capability: capability.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            decision,
+            detail,
+            run_id: None,
+        }
+    }
+}
+
+/// The current time as RFC 3339 UTC with microseconds.
+pub fn now() -> String {
+    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+}
+
+/// Where capability implementations send their events.
+#[derive(Clone)]
+pub struct AuditLog {
+    writer: WriterHandle,
+}
+
+impl AuditLog {
+    /// An audit log writing through `writer`.
+    pub fn new(writer: WriterHandle) -> AuditLog {
+        AuditLog { writer }
+    }
+
+    /// Records one event (queued; batched into the next transaction).
+    pub fn record(&self, event: AuditEvent) {
+        tracing::debug!(
+            target: "audit",
+            plugin = %event.plugin,
+            capability = %event.capability,
+            action = %event.action,
+            target = %event.target,
+            decision = event.decision.name(),
+            "{}",
+            event.detail
+        );
+        self.writer.audit(event);
+    }
+}

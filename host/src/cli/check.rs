@@ -1,0 +1,184 @@
+//! `causeway check`: validates every file the host reads, and the installed
+//! plugins against them, without starting anything.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::FileError;
+use crate::db;
+use crate::host::Host;
+use crate::registry::{PluginState, PluginStatus};
+
+/// Validate causeway.toml, grants.toml, the secrets and the database, and
+/// load every installed plugin against them, without starting anything.
+/// Exits non-zero when anything is wrong.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  causeway check\n  causeway --config-file /etc/causeway/causeway.toml check --json"
+)]
+pub struct Opts {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One thing `check` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// `error` (the host would misbehave) or `warning` (it runs, but look).
+    pub severity: &'static str,
+    /// The file it is about.
+    pub file: String,
+    /// The line, when known.
+    pub line: Option<usize>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Finding {
+    fn error(e: FileError) -> Finding {
+        Finding {
+            severity: "error",
+            file: e.file,
+            line: e.line,
+            message: e.message,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self.line {
+            Some(line) => format!(
+                "{}: {} line {line}: {}",
+                self.severity, self.file, self.message
+            ),
+            None => format!("{}: {}: {}", self.severity, self.file, self.message),
+        }
+    }
+}
+
+impl Opts {
+    /// Runs the command.
+    pub fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+        let (findings, plugins) = match cli.config() {
+            Err(e) => match e.downcast::<FileError>() {
+                Ok(file_error) => (vec![Finding::error(file_error)], Vec::new()),
+                Err(other) => return Err(other),
+            },
+            Ok(config) => match Host::with_config(config) {
+                Err(crate::host::HostError::File(e)) => (vec![Finding::error(e)], Vec::new()),
+                Err(e) => return Err(e.into()),
+                Ok(host) => check_host(&host)?,
+            },
+        };
+        let errors = findings.iter().filter(|f| f.severity == "error").count();
+        if self.json {
+            super::print_json(
+                &json!({ "ok": errors == 0, "findings": findings, "plugins": plugins }),
+            )?;
+        } else {
+            let mut out = String::new();
+            for finding in &findings {
+                out.push_str(&finding.text());
+                out.push('\n');
+            }
+            if !plugins.is_empty() {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(&super::plugins::table(&plugins));
+            }
+            out.push_str(&match errors {
+                0 => "\ncheck: ok\n".to_string(),
+                n => format!("\ncheck: {n} error(s)\n"),
+            });
+            super::print(&out)?;
+        }
+        Ok(if errors == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+}
+
+fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> {
+    let mut findings = Vec::new();
+    let database = host.config.database_file();
+    if let Err(e) = db::open_read_only(&database) {
+        findings.push(Finding {
+            severity: "error",
+            file: database.display().to_string(),
+            line: None,
+            message: e.to_string(),
+        });
+    }
+    let registry = host.registry()?;
+    let statuses = registry.statuses();
+    for status in &statuses {
+        match status.state {
+            PluginState::Failed => findings.push(Finding {
+                severity: "error",
+                file: status.file.display().to_string(),
+                line: None,
+                message: status.error.clone().unwrap_or_default(),
+            }),
+            PluginState::PendingApproval => findings.push(Finding {
+                severity: "warning",
+                file: status.file.display().to_string(),
+                line: None,
+                message: format!(
+                    "plugin {} is pending approval: it requests what {} does not grant: {}",
+                    status.name,
+                    host.grants.file.display(),
+                    status.not_granted.join("; ")
+                ),
+            }),
+            PluginState::Active => {}
+        }
+    }
+    let grants_file = host.grants.file.display().to_string();
+    for (name, line) in host.grants.names() {
+        if registry.get(name).is_none() {
+            findings.push(Finding {
+                severity: "error",
+                file: grants_file.clone(),
+                line: Some(line),
+                message: format!(
+                    "plugins.{name}: grants a plugin that is not installed in {} (a typo, or a plugin removed)",
+                    host.config.plugins_dir.display()
+                ),
+            });
+        }
+        if let Some(grant) = host.grants.get(name) {
+            for (credential, binding) in &grant.credentials {
+                if let Err(message) = host.secrets.resolve(&binding.secret) {
+                    findings.push(Finding {
+                        severity: "error",
+                        file: grants_file.clone(),
+                        line: Some(line),
+                        message: format!("plugins.{name}.credentials.{credential}: {message}"),
+                    });
+                }
+            }
+        }
+    }
+    let config_file = host
+        .config
+        .file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "causeway.toml".to_string());
+    for name in host.config.plugins.keys() {
+        if registry.get(name).is_none() {
+            findings.push(Finding {
+                severity: "warning",
+                file: config_file.clone(),
+                line: None,
+                message: format!("plugins.{name}: configures a plugin that is not installed"),
+            });
+        }
+    }
+    Ok((findings, statuses))
+}

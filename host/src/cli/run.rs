@@ -1,0 +1,103 @@
+//! `causeway run`: the long-running host.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::audit::AuditLog;
+use crate::server::{self, AppState};
+
+/// Extra time, past the longest call's deadline, that stopping waits for calls
+/// in flight before it gives up on them.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Run the host: load the plugins, record their states, serve /healthz and the
+/// status API on the listen address, until SIGTERM or Ctrl-C; then stop
+/// taking new work, let calls in flight finish (within a bound), flush the
+/// audit log and exit 0.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  causeway run\n  causeway --config-file /etc/causeway/causeway.toml run\n  causeway run --listen 127.0.0.1:0"
+)]
+pub struct Opts {
+    /// Listen here instead of the configured address (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Opts {
+    /// Runs the host until it is told to stop.
+    pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+        let mut host = cli.host()?;
+        if let Some(listen) = self.listen {
+            host.config.listen = listen;
+        }
+        let writer = host.open_database()?;
+        let registry = host.registry()?;
+        let listener = tokio::net::TcpListener::bind(host.config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", host.config.listen))?;
+        let address = listener.local_addr()?;
+        let handle = writer.handle();
+        handle.host_started(std::process::id(), address.to_string());
+        handle.plugin_states(registry.statuses().iter().map(|s| s.to_row()).collect());
+        handle.flush().await?;
+        let drain_bound = host.config.limits.call_timeout + DRAIN_GRACE;
+        let state = Arc::new(AppState {
+            database: host.config.database_file(),
+            audit: AuditLog::new(handle.clone()),
+            registry,
+            host,
+        });
+
+        let draining = Arc::new(Notify::new());
+        let notify = draining.clone();
+        let serve =
+            axum::serve(listener, server::router(state)).with_graceful_shutdown(async move {
+                stop_signal().await;
+                tracing::info!("stopping: no new work; draining calls in flight");
+                notify.notify_one();
+            });
+        tracing::info!(%address, "causeway listening");
+        super::print(&format!("causeway listening on http://{address}\n"))?;
+        tokio::select! {
+            served = serve.into_future() => served.context("the HTTP server failed")?,
+            () = async {
+                draining.notified().await;
+                tokio::time::sleep(drain_bound).await;
+            } => tracing::warn!("calls still in flight after {drain_bound:?}: stopping without them"),
+        }
+        handle.host_stopped();
+        writer.close();
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

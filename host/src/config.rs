@@ -1,0 +1,274 @@
+//! `causeway.toml`, the operator's file: where things live, default limits,
+//! and each plugin's configuration. Every setting has a default, so with no
+//! file at all the host runs on embedded defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::sandbox::Limits;
+
+/// The config file looked for in the working directory when none is named.
+pub const DEFAULT_FILE: &str = "causeway.toml";
+/// The default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "causeway-data";
+/// The default plugins folder.
+pub const DEFAULT_PLUGINS_DIR: &str = "plugins";
+/// The grants file's default name, beside `causeway.toml`.
+pub const DEFAULT_GRANTS_FILE: &str = "grants.toml";
+
+/// A problem in a TOML file, naming the file, the line and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+pub struct FileError {
+    /// The file (or `embedded`, for a manifest section).
+    pub file: String,
+    /// The line, when known.
+    pub line: Option<usize>,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+impl FileError {
+    /// An error at `line` (1-based) of `file`.
+    pub fn at(
+        file: impl Into<String>,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) -> FileError {
+        FileError {
+            file: file.into(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses TOML into `T`, rejecting unknown keys and ill-typed values with the
+/// file, line and key.
+pub fn parse_toml<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, FileError> {
+    toml::from_str(text).map_err(|e| {
+        FileError::at(
+            file,
+            e.span().map(|span| line_of(text, span.start)),
+            e.message().trim().to_string(),
+        )
+    })
+}
+
+/// The 1-based line of byte `offset` in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Reads a file for [`parse_toml`], naming it in the error.
+pub fn read_file(path: &Path) -> Result<String, FileError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        FileError::at(
+            path.display().to_string(),
+            None,
+            format!("cannot read: {e}"),
+        )
+    })
+}
+
+/// A duration written as text: `500ms`, `30s`, `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for TextDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(TextDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a duration like \"30s\" or \"500ms\": {e}"
+                ))
+            })
+    }
+}
+
+/// Limits as written in a file; absent fields keep the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitsConfig {
+    /// Linear memory per instance, in MiB.
+    pub memory_mb: Option<u32>,
+    /// Wall-clock time per call.
+    pub call_timeout: Option<TextDuration>,
+}
+
+impl LimitsConfig {
+    /// `base` with this file's overrides applied.
+    pub fn apply(&self, base: Limits) -> Limits {
+        Limits {
+            memory_bytes: self
+                .memory_mb
+                .map(|mb| mb as usize * 1024 * 1024)
+                .unwrap_or(base.memory_bytes),
+            call_timeout: self.call_timeout.map(|d| d.0).unwrap_or(base.call_timeout),
+        }
+    }
+}
+
+/// One plugin's section of `causeway.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginConfig {
+    /// The configuration handed to the plugin (checked against its schema).
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    plugins_dir: Option<PathBuf>,
+    grants: Option<PathBuf>,
+    secrets_file: Option<PathBuf>,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// The operator's configuration, with every default applied and every path
+/// resolved against the config file's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The config file it came from; `None` on embedded defaults.
+    pub file: Option<PathBuf>,
+    /// Where the status API and webhooks listen.
+    pub listen: SocketAddr,
+    /// The data directory: the database and the host's own files.
+    pub data_dir: PathBuf,
+    /// The plugins folder.
+    pub plugins_dir: PathBuf,
+    /// The grants file (it need not exist: then nothing is granted).
+    pub grants_file: PathBuf,
+    /// The secrets file, if any.
+    pub secrets_file: Option<PathBuf>,
+    /// Default per-call limits.
+    pub limits: Limits,
+    /// Per-plugin sections, by plugin name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+impl Config {
+    /// Loads `file`, or `./causeway.toml` if it exists, or the embedded defaults.
+    pub fn load(file: Option<&Path>) -> Result<Config, FileError> {
+        let file = match file {
+            Some(file) => Some(file.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_FILE)).filter(|f| f.is_file()),
+        };
+        let Some(file) = file else {
+            return Ok(Config::from_file(
+                ConfigFile::default(),
+                None,
+                Path::new("."),
+            ));
+        };
+        let text = read_file(&file)?;
+        let parsed: ConfigFile = parse_toml(&text, &file.display().to_string())?;
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Ok(Config::from_file(parsed, Some(file.clone()), base))
+    }
+
+    fn from_file(parsed: ConfigFile, file: Option<PathBuf>, base: &Path) -> Config {
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        Config {
+            file,
+            listen: parsed.listen.unwrap_or_else(|| {
+                DEFAULT_LISTEN
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8700)))
+            }),
+            data_dir: resolve(parsed.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
+            plugins_dir: resolve(
+                parsed
+                    .plugins_dir
+                    .unwrap_or_else(|| DEFAULT_PLUGINS_DIR.into()),
+            ),
+            grants_file: resolve(parsed.grants.unwrap_or_else(|| DEFAULT_GRANTS_FILE.into())),
+            secrets_file: parsed.secrets_file.map(resolve),
+            limits: parsed.limits.apply(Limits::default()),
+            plugins: parsed.plugins,
+        }
+    }
+
+    /// The configuration a plugin is handed: its `config` table as JSON.
+    pub fn plugin_config(&self, plugin: &str) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.plugins
+                .get(plugin)
+                .map(|p| p.config.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The database file.
+    pub fn database_file(&self) -> PathBuf {
+        self.data_dir.join("causeway.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_embedded_defaults() {
+        let config = Config::from_file(ConfigFile::default(), None, Path::new("."));
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.plugins_dir, Path::new("./plugins"));
+        assert_eq!(config.data_dir, Path::new("./causeway-data"));
+        assert_eq!(config.grants_file, Path::new("./grants.toml"));
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_file_line_and_key() {
+        let err =
+            parse_toml::<ConfigFile>("listen = \"127.0.0.1:1\"\nlisen = 3\n", "causeway.toml")
+                .unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(
+            err.to_string()
+                .starts_with("causeway.toml line 2: unknown field `lisen`"),
+            "{err}"
+        );
+        let err =
+            parse_toml::<ConfigFile>("[limits]\nmemory-mb = \"lots\"\n", "c.toml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        let err =
+            parse_toml::<ConfigFile>("[limits]\ncall-timeout = \"soon\"\n", "c.toml").unwrap_err();
+        assert!(err.to_string().contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn paths_resolve_beside_the_file_and_limits_apply() {
+        let parsed: ConfigFile = parse_toml(
+            "data-dir = \"d\"\n[limits]\nmemory-mb = 16\ncall-timeout = \"2s\"\n[plugins.x.config]\na = 1\n",
+            "c.toml",
+        )
+        .unwrap();
+        let config = Config::from_file(parsed, None, Path::new("/etc/causeway"));
+        assert_eq!(config.data_dir, Path::new("/etc/causeway/d"));
+        assert_eq!(config.limits.memory_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.limits.call_timeout, Duration::from_secs(2));
+        assert_eq!(config.plugin_config("x")["a"], 1);
+        assert_eq!(config.plugin_config("y"), serde_json::json!({}));
+    }
+}

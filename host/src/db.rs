@@ -1,0 +1,407 @@
+//! The one SQLite database in the data directory: schema, migrations, and the
+//! single writer.
+//!
+//! Versioned migrations run at open (`PRAGMA user_version`); a database from
+//! a newer Causeway is refused rather than misread. All writes go through one
+//! [`Writer`] thread, which drains everything queued and commits it in one
+//! transaction, so guest calls never block the async runtime on SQLite and
+//! writes are batched. Readers open their own connections (WAL lets them read
+//! while the writer writes).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use crate::audit::AuditEvent;
+
+/// The schema version this build writes; migration `i` brings a database
+/// from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: plugin states as the running host sees them, and the audit log.
+    "CREATE TABLE plugin_state (
+        file        TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        version     TEXT,
+        digest      TEXT,
+        worlds      TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        error       TEXT,
+        not_granted TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE host_status (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        pid         INTEGER NOT NULL,
+        listen      TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        stopped_at  TEXT
+    );
+    CREATE TABLE audit (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        time        TEXT NOT NULL,
+        plugin      TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        capability  TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        decision    TEXT NOT NULL,
+        detail      TEXT NOT NULL,
+        run_id      TEXT
+    );
+    CREATE INDEX audit_plugin_time ON audit (plugin, time);",
+];
+
+/// The schema version of a fully migrated database.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Why the database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The file or its folder cannot be opened or created.
+    #[error("cannot open the database {path}: {message}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The database was written by a newer Causeway.
+    #[error(
+        "the database {path} has schema version {found}, newer than this causeway supports ({supported}): run a newer causeway, or point data-dir elsewhere"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// A query failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer thread is gone.
+    #[error("the database writer has stopped")]
+    WriterGone,
+}
+
+/// Opens (creating if needed) and migrates the database at `path`.
+pub fn open(path: &Path) -> Result<Connection, DbError> {
+    let open_error = |message: String| DbError::Open {
+        path: path.to_path_buf(),
+        message,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+    }
+    let mut conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Opens an existing database read-only, if there is one; it must not be newer.
+pub fn open_read_only(path: &Path) -> Result<Option<Connection>, DbError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| {
+            DbError::Open {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(DbError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(Some(conn))
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(DbError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// A plugin's state as the running host records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginRow {
+    /// The plugin file.
+    pub file: String,
+    /// The plugin name (the file stem when unknown).
+    pub name: String,
+    /// The version, when known.
+    pub version: Option<String>,
+    /// The digest, when known.
+    pub digest: Option<String>,
+    /// The worlds, comma-separated.
+    pub worlds: String,
+    /// `active`, `pending-approval` or `failed`.
+    pub state: String,
+    /// Why it is not active.
+    pub error: Option<String>,
+    /// What it requests that is not granted, one per line.
+    pub not_granted: String,
+}
+
+/// One write for the writer thread.
+enum Write {
+    Audit(AuditEvent),
+    PluginStates(Vec<PluginRow>),
+    HostStarted { pid: u32, listen: String },
+    HostStopped,
+    Flush(mpsc::Sender<()>),
+}
+
+/// The single writer: a thread owning the write connection.
+pub struct Writer {
+    queue: mpsc::Sender<Write>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A cheap, cloneable handle to queue writes.
+#[derive(Clone)]
+pub struct WriterHandle {
+    queue: mpsc::Sender<Write>,
+}
+
+impl Writer {
+    /// Opens the database at `path` and starts the writer thread.
+    pub fn start(path: &Path) -> Result<Writer, DbError> {
+        let conn = open(path)?;
+        let (queue, jobs) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("causeway-db-writer".into())
+            .spawn(move || write_loop(conn, jobs))
+            .map_err(|e| DbError::Open {
+                path: path.to_path_buf(),
+                message: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok(Writer {
+            queue,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for queueing writes.
+    pub fn handle(&self) -> WriterHandle {
+        WriterHandle {
+            queue: self.queue.clone(),
+        }
+    }
+
+    /// Writes everything queued so far and stops the thread.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    /// Waits until everything queued is committed. The thread itself ends
+    /// when the last handle is dropped.
+    fn stop(&mut self) {
+        if self.thread.take().is_some() {
+            let (done, wait) = mpsc::channel();
+            if self.queue.send(Write::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl WriterHandle {
+    /// Queues an audit event.
+    pub fn audit(&self, event: AuditEvent) {
+        if self.queue.send(Write::Audit(event.clone())).is_err() {
+            tracing::error!(
+                ?event,
+                "audit event not written: the database writer has stopped"
+            );
+        }
+    }
+
+    /// Replaces the recorded plugin states.
+    pub fn plugin_states(&self, rows: Vec<PluginRow>) {
+        let _ = self.queue.send(Write::PluginStates(rows));
+    }
+
+    /// Records that a host started.
+    pub fn host_started(&self, pid: u32, listen: String) {
+        let _ = self.queue.send(Write::HostStarted { pid, listen });
+    }
+
+    /// Records that the host stopped.
+    pub fn host_stopped(&self) {
+        let _ = self.queue.send(Write::HostStopped);
+    }
+
+    /// Waits until everything queued before this call is committed.
+    pub async fn flush(&self) -> Result<(), DbError> {
+        let (done, wait) = mpsc::channel();
+        self.queue
+            .send(Write::Flush(done))
+            .map_err(|_| DbError::WriterGone)?;
+        tokio::task::spawn_blocking(move || wait.recv())
+            .await
+            .map_err(|_| DbError::WriterGone)?
+            .map_err(|_| DbError::WriterGone)
+    }
+}
+
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Write>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        batch.extend(jobs.try_iter());
+        let mut flushes = Vec::new();
+        if let Err(e) = write_batch(&mut conn, batch, &mut flushes) {
+            tracing::error!("database write failed: {e}");
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    batch: Vec<Write>,
+    flushes: &mut Vec<mpsc::Sender<()>>,
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    for write in batch {
+        match write {
+            Write::Audit(e) => {
+                tx.prepare_cached(
+                    "INSERT INTO audit (time, plugin, version, digest, capability, action, target, decision, detail, run_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(params![
+                    e.time, e.plugin, e.version, e.digest, e.capability, e.action, e.target,
+                    e.decision.name(), e.detail, e.run_id
+                ])?;
+            }
+            Write::PluginStates(rows) => {
+                tx.execute("DELETE FROM plugin_state", [])?;
+                let now = crate::audit::now();
+                for r in rows {
+                    tx.prepare_cached(
+                        "INSERT INTO plugin_state (file, name, version, digest, worlds, state, error, not_granted, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?
+                    .execute(params![r.file, r.name, r.version, r.digest, r.worlds, r.state, r.error, r.not_granted, now])?;
+                }
+            }
+            Write::HostStarted { pid, listen } => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO host_status (id, pid, listen, started_at, stopped_at) VALUES (1, ?1, ?2, ?3, NULL)",
+                    params![pid, listen, crate::audit::now()],
+                )?;
+            }
+            Write::HostStopped => {
+                tx.execute(
+                    "UPDATE host_status SET stopped_at = ?1 WHERE id = 1",
+                    params![crate::audit::now()],
+                )?;
+            }
+            Write::Flush(done) => flushes.push(done),
+        }
+    }
+    tx.commit()
+}
+
+/// The plugin states recorded by a running host, if one is running.
+pub fn running_host_states(path: &Path) -> Result<Option<Vec<PluginRow>>, DbError> {
+    let Some(conn) = open_read_only(path)? else {
+        return Ok(None);
+    };
+    let running: Option<u32> = conn
+        .query_row(
+            "SELECT pid FROM host_status WHERE id = 1 AND stopped_at IS NULL",
+            [],
+            |row| row.get(0),
+        )
+        .ok();
+    let Some(pid) = running else {
+        return Ok(None);
+    };
+    // A host killed without a clean stop leaves its row: trust it only while
+    // that process still exists.
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Ok(None);
+    }
+    let mut stmt = conn.prepare("SELECT file, name, version, digest, worlds, state, error, not_granted FROM plugin_state ORDER BY name, file")?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok(PluginRow {
+                file: row.get(0)?,
+                name: row.get(1)?,
+                version: row.get(2)?,
+                digest: row.get(3)?,
+                worlds: row.get(4)?,
+                state: row.get(5)?,
+                error: row.get(6)?,
+                not_granted: row.get(7)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_database_is_migrated_to_the_current_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("x/causeway.db")).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("causeway.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
+        let err = open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("schema version 999, newer than this causeway supports"),
+            "{err}"
+        );
+    }
+}

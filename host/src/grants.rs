@@ -1,0 +1,346 @@
+//! `grants.toml`, the security team's file, and the policy it yields.
+//!
+//! Grants are per plugin name. The effective policy of a plugin version is
+//! what its manifest requests ∩ what is granted, computed once per version
+//! into one object per capability; every capability checks calls against it
+//! and nothing else. A plugin that requests anything not granted is
+//! `pending-approval` and does not run. Nothing is granted by default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::caps::http::{HttpPolicy, HttpRule};
+use crate::caps::storage::StorageGrant;
+use crate::config::{self, FileError, LimitsConfig};
+use crate::manifest::{self, Manifest};
+use crate::sandbox::Limits;
+use crate::secrets::SecretRef;
+
+/// How the host puts a credential into a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Injection {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// `Authorization: Basic base64(<secret>)`, the secret being `user:password`.
+    Basic,
+    /// A header of this name carries the secret.
+    Header(String),
+    /// A query parameter of this name carries the secret.
+    Query(String),
+}
+
+impl TryFrom<String> for Injection {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let named = |n: &str| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        match text.split_once(':') {
+            None if text == "bearer" => Ok(Injection::Bearer),
+            None if text == "basic" => Ok(Injection::Basic),
+            Some(("header", name)) if named(name) => Ok(Injection::Header(name.to_string())),
+            Some(("query", name)) if named(name) => Ok(Injection::Query(name.to_string())),
+            _ => Err(format!(
+                "inject {text:?} must be \"bearer\", \"basic\", \"header:NAME\" or \"query:NAME\""
+            )),
+        }
+    }
+}
+
+impl From<Injection> for String {
+    fn from(i: Injection) -> String {
+        match i {
+            Injection::Bearer => "bearer".into(),
+            Injection::Basic => "basic".into(),
+            Injection::Header(name) => format!("header:{name}"),
+            Injection::Query(name) => format!("query:{name}"),
+        }
+    }
+}
+
+/// A credential bound to a secret and to the hosts it may be sent to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CredentialBinding {
+    /// Where the value comes from.
+    pub secret: SecretRef,
+    /// The hosts (exact or `*.suffix`) it may be sent to; never any other.
+    pub hosts: Vec<String>,
+    /// How it is injected (default `bearer`).
+    #[serde(default = "bearer")]
+    pub inject: Injection,
+}
+
+fn bearer() -> Injection {
+    Injection::Bearer
+}
+
+/// Who approved a plugin, when, and for which file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Approval {
+    /// Who approved.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The digest of the plugin file approved.
+    pub digest: String,
+}
+
+/// Everything granted to one plugin name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginGrant {
+    /// Outbound HTTP allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpRule>,
+    /// Credentials bound, by the name the plugin uses.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, CredentialBinding>,
+    /// Private storage and its quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageGrant>,
+    /// Limits overriding the host's defaults for this plugin.
+    #[serde(default, skip_serializing)]
+    pub limits: LimitsConfig,
+    /// The last approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsFile {
+    #[serde(default)]
+    plugins: BTreeMap<toml::Spanned<String>, PluginGrant>,
+}
+
+/// The grants file, parsed and validated.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Where it was read from.
+    pub file: PathBuf,
+    plugins: BTreeMap<String, (PluginGrant, usize)>,
+}
+
+impl Grants {
+    /// Loads `file`; a missing file grants nothing.
+    pub fn load(file: &Path) -> Result<Grants, FileError> {
+        if !file.exists() {
+            return Ok(Grants {
+                file: file.to_path_buf(),
+                plugins: BTreeMap::new(),
+            });
+        }
+        let text = config::read_file(file)?;
+        Grants::parse(&text, file)
+    }
+
+    /// Parses grants text read from `file`.
+    pub fn parse(text: &str, file: &Path) -> Result<Grants, FileError> {
+        let name = file.display().to_string();
+        let parsed: GrantsFile = config::parse_toml(text, &name)?;
+        let mut plugins = BTreeMap::new();
+        for (key, grant) in parsed.plugins {
+            let line = config::line_of(text, key.span().start);
+            let plugin = key.into_inner();
+            let fail = |message: String| FileError::at(name.clone(), Some(line), message);
+            if !manifest::is_plugin_name(&plugin) {
+                return Err(fail(format!(
+                    "plugins.{plugin:?} is not a valid plugin name"
+                )));
+            }
+            for (i, rule) in grant.http.iter().enumerate() {
+                rule.validate(&format!("plugins.{plugin}.http[{i}]"))
+                    .map_err(fail)?;
+                if rule.host == "*" {
+                    return Err(fail(format!(
+                        "plugins.{plugin}.http[{i}].host: a grant must name a host or *.suffix, not *"
+                    )));
+                }
+            }
+            for (credential, binding) in &grant.credentials {
+                if binding.hosts.is_empty() {
+                    return Err(fail(format!(
+                        "plugins.{plugin}.credentials.{credential}.hosts is empty: a credential must be bound to the hosts it may be sent to"
+                    )));
+                }
+            }
+            plugins.insert(plugin, (grant, line));
+        }
+        Ok(Grants {
+            file: file.to_path_buf(),
+            plugins,
+        })
+    }
+
+    /// The grant for `plugin`.
+    pub fn get(&self, plugin: &str) -> Option<&PluginGrant> {
+        self.plugins.get(plugin).map(|(grant, _)| grant)
+    }
+
+    /// Every granted plugin name with the line its section starts on.
+    pub fn names(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.plugins
+            .iter()
+            .map(|(name, (_, line))| (name.as_str(), *line))
+    }
+}
+
+/// The effective policy of one plugin version: one object per capability.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Policy {
+    /// What outbound HTTP is allowed.
+    pub http: HttpPolicy,
+    /// What the manifest requested, to tell a request never asked for from
+    /// one not granted.
+    pub requested_http: Vec<HttpRule>,
+    /// Credentials both requested and bound.
+    pub credentials: BTreeMap<String, CredentialBinding>,
+    /// Storage, if requested and granted.
+    pub storage: Option<StorageGrant>,
+    /// The limits of each call.
+    #[serde(skip)]
+    pub limits: Limits,
+}
+
+impl Policy {
+    /// Computes requested ∩ granted, and lists what is requested but not
+    /// granted (an empty list means the plugin may run).
+    pub fn evaluate(
+        manifest: &Manifest,
+        grant: Option<&PluginGrant>,
+        defaults: Limits,
+    ) -> (Policy, Vec<String>) {
+        let empty = PluginGrant::default();
+        let grant = grant.unwrap_or(&empty);
+        let requested = &manifest.capabilities;
+        let mut missing = Vec::new();
+        for rule in &requested.http {
+            if !grant.http.iter().any(|g| rule.covered_by(g)) {
+                missing.push(format!("http {}", rule.to_inline_toml()));
+            }
+        }
+        let mut credentials = BTreeMap::new();
+        for credential in &requested.credentials {
+            match grant.credentials.get(&credential.name) {
+                Some(binding) => {
+                    credentials.insert(credential.name.clone(), binding.clone());
+                }
+                None => missing.push(format!("credential {}", credential.name)),
+            }
+        }
+        let storage = if requested.storage {
+            if grant.storage.is_none() {
+                missing.push("storage".to_string());
+            }
+            grant.storage.clone()
+        } else {
+            None
+        };
+        let policy = Policy {
+            http: HttpPolicy::effective(&requested.http, &grant.http),
+            requested_http: requested.http.clone(),
+            credentials,
+            storage,
+            limits: grant.limits.apply(defaults),
+        };
+        (policy, missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+contract = "0.1.0"
+name = "crm-source"
+version = "0.1.0"
+[[capabilities.http]]
+host = "*"
+methods = ["GET"]
+path-prefix = "/v1/contacts"
+[[capabilities.credentials]]
+name = "crm-token"
+"#;
+
+    const GRANTS: &str = r#"
+# Reviewed by security.
+[plugins.crm-source]
+limits = { memory-mb = 8 }
+
+[[plugins.crm-source.http]]
+host = "crm.example.com"
+methods = ["GET"]
+path-prefix = "/v1/"
+
+[plugins.crm-source.credentials.crm-token]
+secret = "env:CRM_TOKEN"
+hosts = ["crm.example.com"]
+"#;
+
+    #[test]
+    fn a_plugin_with_requests_and_no_grant_is_pending_with_each_request_listed() {
+        let manifest = Manifest::parse(MANIFEST, "m").unwrap();
+        let (policy, missing) = Policy::evaluate(&manifest, None, Limits::default());
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(missing[0].starts_with("http"));
+        assert_eq!(missing[1], "credential crm-token");
+        assert!(policy.http.rules.is_empty());
+    }
+
+    #[test]
+    fn a_full_grant_yields_the_intersection_and_the_grant_limits() {
+        let manifest = Manifest::parse(MANIFEST, "m").unwrap();
+        let grants = Grants::parse(GRANTS, Path::new("grants.toml")).unwrap();
+        let (policy, missing) =
+            Policy::evaluate(&manifest, grants.get("crm-source"), Limits::default());
+        assert!(missing.is_empty(), "{missing:?}");
+        assert_eq!(policy.http.rules.len(), 1);
+        assert_eq!(policy.http.rules[0].host, "crm.example.com");
+        assert_eq!(policy.http.rules[0].path_prefix, "/v1/contacts");
+        assert_eq!(policy.limits.memory_bytes, 8 * 1024 * 1024);
+        assert_eq!(policy.credentials["crm-token"].inject, Injection::Bearer);
+    }
+
+    #[test]
+    fn grant_errors_name_file_line_and_key() {
+        let err = Grants::parse(
+            "[plugins.a]\nhttp = []\nstorage = { quota-bytes = \"x\" }\n",
+            Path::new("grants.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        let err = Grants::parse("[plugins.a]\nbogus = 1\n", Path::new("grants.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("grants.toml line 2: unknown field `bogus`"),
+            "{err}"
+        );
+        let err = Grants::parse(
+            "[plugins.a.credentials.t]\nsecret = \"plaintext\"\nhosts = [\"x\"]\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("never the value itself"), "{err}");
+        let err = Grants::parse(
+            "[[plugins.a.http]]\nhost = \"*\"\nmethods = [\"GET\"]\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not *"), "{err}");
+    }
+
+    #[test]
+    fn section_lines_are_kept_for_messages() {
+        let grants = Grants::parse(GRANTS, Path::new("grants.toml")).unwrap();
+        assert_eq!(grants.names().collect::<Vec<_>>(), [("crm-source", 3)]);
+    }
+}

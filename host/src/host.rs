@@ -1,0 +1,91 @@
+//! The host as an operator configured it: `causeway.toml`, `grants.toml`, the
+//! secrets, and the WebAssembly runtime. Every command that loads plugins
+//! starts here, so they all see the same files the same way.
+
+use std::path::Path;
+
+use crate::config::{Config, FileError};
+use crate::db::{self, DbError};
+use crate::engine::Runtime;
+use crate::grants::Grants;
+use crate::registry::Registry;
+use crate::secrets::Secrets;
+
+/// Why the host cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A file is invalid.
+    #[error("{0}")]
+    File(#[from] FileError),
+    /// The database is unusable.
+    #[error("{0}")]
+    Db(#[from] DbError),
+    /// The engine could not be built.
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The plugins folder cannot be read.
+    #[error("cannot read the plugins folder {path}: {source}")]
+    PluginsDir {
+        /// The folder.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The configured host.
+pub struct Host {
+    /// `causeway.toml`, defaults applied.
+    pub config: Config,
+    /// `grants.toml`.
+    pub grants: Grants,
+    /// The secrets the host can resolve.
+    pub secrets: Secrets,
+    /// The engine and linker.
+    pub runtime: Runtime,
+}
+
+impl Host {
+    /// Loads the configuration (`config_file`, or `./causeway.toml`, or the
+    /// defaults), with `plugins_dir` overriding its plugins folder.
+    pub fn load(config_file: Option<&Path>, plugins_dir: Option<&Path>) -> Result<Host, HostError> {
+        let mut config = Config::load(config_file)?;
+        if let Some(dir) = plugins_dir {
+            config.plugins_dir = dir.to_path_buf();
+        }
+        Host::with_config(config)
+    }
+
+    /// The host for an already loaded configuration.
+    pub fn with_config(config: Config) -> Result<Host, HostError> {
+        let grants = Grants::load(&config.grants_file)?;
+        let secrets = Secrets::load(config.secrets_file.as_deref())?;
+        let runtime = Runtime::new().map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        Ok(Host {
+            config,
+            grants,
+            secrets,
+            runtime,
+        })
+    }
+
+    /// Loads every plugin in the plugins folder against the grants.
+    pub fn registry(&self) -> Result<Registry, HostError> {
+        Registry::load_dir(
+            &self.runtime.engine,
+            &self.runtime.linker,
+            &self.config.plugins_dir,
+            &self.grants,
+            self.config.limits,
+        )
+        .map_err(|source| HostError::PluginsDir {
+            path: self.config.plugins_dir.display().to_string(),
+            source,
+        })
+    }
+
+    /// Starts the database's single writer.
+    pub fn open_database(&self) -> Result<db::Writer, HostError> {
+        Ok(db::Writer::start(&self.config.database_file())?)
+    }
+}

@@ -1,0 +1,203 @@
+//! Secrets, referenced by name and never written in clear in `causeway.toml`
+//! or `grants.toml`: `env:NAME` reads an environment variable of the host
+//! process, `file:KEY` reads a key of the secrets file, which must not be
+//! readable by group or others.
+//!
+//! A [`Secret`] never prints its value: not in `Debug`, not in `Display`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, FileError};
+
+/// A reference to a secret: `env:NAME` or `file:KEY`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SecretRef {
+    /// An environment variable of the host process.
+    Env(String),
+    /// A key of the secrets file.
+    File(String),
+}
+
+impl TryFrom<String> for SecretRef {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let valid = |name: &str| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        };
+        match text.split_once(':') {
+            Some(("env", name)) if valid(name) => Ok(SecretRef::Env(name.to_string())),
+            Some(("file", key)) if valid(key) => Ok(SecretRef::File(key.to_string())),
+            _ => Err(
+                "a secret must be a reference, \"env:NAME\" or \"file:KEY\", never the value itself"
+                    .to_string(),
+            ),
+        }
+    }
+}
+
+impl From<SecretRef> for String {
+    fn from(r: SecretRef) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::Env(name) => write!(f, "env:{name}"),
+            SecretRef::File(key) => write!(f, "file:{key}"),
+        }
+    }
+}
+
+/// A secret value. It prints as `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that injects it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The secrets the host can resolve.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    file: Option<PathBuf>,
+    values: BTreeMap<String, Secret>,
+}
+
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct SecretsFile(BTreeMap<String, String>);
+
+impl Secrets {
+    /// Loads the secrets file, if one is configured. It must be a TOML table
+    /// of `KEY = "value"` and not readable by group or others.
+    pub fn load(file: Option<&Path>) -> Result<Secrets, FileError> {
+        let Some(file) = file else {
+            return Ok(Secrets::default());
+        };
+        let name = file.display().to_string();
+        check_private(file, &name)?;
+        let text = config::read_file(file)?;
+        let SecretsFile(values) = config::parse_toml(&text, &name)?;
+        Ok(Secrets {
+            file: Some(file.to_path_buf()),
+            values: values.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
+        })
+    }
+
+    /// Resolves a reference, or says what is missing (never a value).
+    pub fn resolve(&self, reference: &SecretRef) -> Result<Secret, String> {
+        match reference {
+            SecretRef::Env(name) => std::env::var(name).map(Secret).map_err(|_| {
+                format!("secret {reference}: the environment variable {name} is not set")
+            }),
+            SecretRef::File(key) => match (&self.file, self.values.get(key)) {
+                (Some(_), Some(value)) => Ok(value.clone()),
+                (Some(file), None) => Err(format!(
+                    "secret {reference}: {} has no key {key:?}",
+                    file.display()
+                )),
+                (None, _) => Err(format!(
+                    "secret {reference}: no secrets-file is configured in causeway.toml"
+                )),
+            },
+        }
+    }
+}
+
+#[cfg(unix)]
+fn check_private(file: &Path, name: &str) -> Result<(), FileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(file)
+        .map_err(|e| FileError::at(name, None, format!("cannot read: {e}")))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(FileError::at(
+            name,
+            None,
+            format!(
+                "is readable by others (mode {:o}): run chmod 600 {name}",
+                mode & 0o777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_file: &Path, _name: &str) -> Result<(), FileError> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_is_never_a_value() {
+        assert_eq!(
+            SecretRef::try_from("env:CRM_TOKEN".to_string()),
+            Ok(SecretRef::Env("CRM_TOKEN".into()))
+        );
+        assert_eq!(
+            SecretRef::try_from("file:crm".to_string()),
+            Ok(SecretRef::File("crm".into()))
+        );
+        assert!(SecretRef::try_from("hunter2".to_string()).is_err());
+        assert!(SecretRef::try_from("env:".to_string()).is_err());
+    }
+
+    #[test]
+    fn a_secret_never_prints_its_value() {
+        let secret = Secret("hunter2".into());
+        assert_eq!(format!("{secret} {secret:?}"), "[redacted] [redacted]");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secrets_file_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.toml");
+        std::fs::write(&file, "crm = \"s3cret\"\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Secrets::load(Some(&file)).unwrap_err().to_string();
+        assert!(
+            err.contains("readable by others") && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let secrets = Secrets::load(Some(&file)).unwrap();
+        let value = secrets.resolve(&SecretRef::File("crm".into())).unwrap();
+        assert_eq!(value.expose(), "s3cret");
+        let missing = secrets
+            .resolve(&SecretRef::File("nope".into()))
+            .unwrap_err();
+        assert!(!missing.contains("s3cret"));
+    }
+}

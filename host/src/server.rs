@@ -1,0 +1,127 @@
+//! The host's HTTP server: health, the status API, and the operator's invoke
+//! endpoint. It listens on the configured address (loopback by default).
+//!
+//! - `GET /healthz`: `{"status": "ok"}` while the host serves.
+//! - `GET /api/plugins`: the plugin states the host recorded in the database,
+//!   the same rows `causeway plugins` reads.
+//! - `POST /api/plugins/{name}/invoke` with `{"operation", "input"?}`: one
+//!   call, exactly as `causeway invoke` makes it, with the plugin's
+//!   configuration from causeway.toml (a caller cannot supply one).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::audit::AuditLog;
+use crate::db;
+use crate::host::Host;
+use crate::operation::Operation;
+use crate::registry::{NotCallable, PluginStatus, Registry};
+use crate::sandbox::{CallContext, CallError};
+
+/// What the handlers share.
+pub struct AppState {
+    /// The configured host.
+    pub host: Host,
+    /// The loaded plugins.
+    pub registry: Registry,
+    /// Where capability uses are recorded.
+    pub audit: AuditLog,
+    /// The database file the status API reads.
+    pub database: PathBuf,
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/plugins", get(plugins))
+        .route("/api/plugins/{name}/invoke", post(invoke))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+fn error(status: StatusCode, kind: &str, message: String) -> Response {
+    (status, Json(json!({ "error": kind, "message": message }))).into_response()
+}
+
+async fn plugins(State(state): State<Arc<AppState>>) -> Response {
+    let database = state.database.clone();
+    let rows = tokio::task::spawn_blocking(move || db::running_host_states(&database)).await;
+    match rows {
+        Ok(Ok(rows)) => {
+            let statuses: Vec<PluginStatus> = rows
+                .unwrap_or_default()
+                .into_iter()
+                .map(PluginStatus::from_row)
+                .collect();
+            Json(statuses).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "database", e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// The body of an invoke request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeRequest {
+    /// The operation, as for `causeway invoke`.
+    pub operation: String,
+    /// Its input.
+    #[serde(default)]
+    pub input: Option<Value>,
+}
+
+async fn invoke(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Json(request): Json<InvokeRequest>,
+) -> Response {
+    let installed = match state.registry.callable(&name) {
+        Ok(installed) => installed,
+        Err(e @ NotCallable::Unknown { .. }) => {
+            return error(StatusCode::NOT_FOUND, "unknown-plugin", e.to_string());
+        }
+        Err(e @ NotCallable::PendingApproval { .. }) => {
+            return error(StatusCode::CONFLICT, "pending-approval", e.to_string());
+        }
+    };
+    let plugin = installed.plugin.clone();
+    let operation = match Operation::parse(&plugin, &request.operation, request.input) {
+        Ok(operation) => operation,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.kind(), e.to_string()),
+    };
+    let context = CallContext {
+        policy: installed.policy.clone(),
+        config: state.host.config.plugin_config(&name),
+        audit: state.audit.clone(),
+    };
+    match plugin
+        .call(&state.host.runtime.engine, operation, &context)
+        .await
+    {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => {
+            let status = match &e {
+                CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                CallError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                CallError::Plugin { .. } => StatusCode::BAD_GATEWAY,
+                CallError::OutOfMemory { .. } | CallError::Trap { .. } => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            };
+            error(status, e.kind(), e.to_string())
+        }
+    }
+}

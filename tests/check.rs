@@ -1,0 +1,151 @@
+//! `causeway check`: every file validated, problems named by file, line and key.
+
+mod support;
+
+use support::{Scratch, run, run_json};
+
+fn check(scratch: &Scratch) -> serde_json::Value {
+    let out = run(scratch.causeway().args(["check", "--json"]));
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr))
+}
+
+fn first_error(report: &serde_json::Value) -> String {
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["severity"] == "error")
+        .unwrap_or_else(|| panic!("no error in {report:#}"));
+    format!(
+        "{} line {}: {}",
+        finding["file"].as_str().unwrap(),
+        finding["line"],
+        finding["message"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn an_unknown_key_in_causeway_toml_is_named_with_file_and_line() {
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "listen = \"127.0.0.1:0\"\n\nlisen = \"x\"\n",
+    )
+    .unwrap();
+    let report = check(&scratch);
+    assert_eq!(report["ok"], false);
+    let error = first_error(&report);
+    assert!(
+        error.starts_with("causeway.toml line 3: unknown field `lisen`"),
+        "{error}"
+    );
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success, "check must fail");
+    assert!(
+        out.stdout
+            .contains("error: causeway.toml line 3: unknown field `lisen`"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_bad_type_in_grants_toml_is_named_with_file_line_and_key() {
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.path().join("grants.toml"),
+        "# security team\n[plugins.crm-source]\nstorage = { quota-bytes = \"ten\" }\n",
+    )
+    .unwrap();
+    let error = first_error(&check(&scratch));
+    assert!(error.starts_with("./grants.toml line 3:"), "{error}");
+    assert!(
+        error.contains("quota-bytes") || error.contains("invalid type"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_grant_for_a_plugin_that_does_not_exist_is_named_with_file_line_and_key() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    std::fs::write(
+        scratch.path().join("grants.toml"),
+        "# security team\n\n[plugins.crm-sorce]\nstorage = {}\n",
+    )
+    .unwrap();
+    let report = check(&scratch);
+    let error = first_error(&report);
+    assert!(
+        error.starts_with(
+            "./grants.toml line 3: plugins.crm-sorce: grants a plugin that is not installed"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_clean_setup_checks_ok_and_lists_the_plugins() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let report = run_json(scratch.causeway().args(["check", "--json"]));
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["plugins"][0]["state"], "active");
+}
+
+#[test]
+fn a_credential_whose_secret_cannot_be_resolved_is_an_error() {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    std::fs::write(
+        scratch.path().join("grants.toml"),
+        "[plugins.crm-source.credentials.crm-token]\nsecret = \"env:CAUSEWAY_TEST_UNSET_SECRET\"\nhosts = [\"crm.example\"]\n",
+    )
+    .unwrap();
+    let error = first_error(&check(&scratch));
+    assert!(
+        error.contains("plugins.crm-source.credentials.crm-token: secret env:CAUSEWAY_TEST_UNSET_SECRET: the environment variable"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_plugin_requesting_http_with_no_grant_is_pending_approval_everywhere_and_cannot_be_invoked() {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    let report = check(&scratch);
+    assert_eq!(
+        report["plugins"][0]["state"], "pending-approval",
+        "{report:#}"
+    );
+    let warning = &report["findings"][0];
+    assert_eq!(warning["severity"], "warning");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("credential crm-token"),
+        "{warning:#}"
+    );
+
+    let rows = run_json(scratch.causeway().args(["plugins", "--json"]));
+    assert_eq!(rows[0]["state"], "pending-approval");
+    assert!(
+        rows[0]["not_granted"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("http"),
+        "{rows:#}"
+    );
+
+    let out = run(scratch
+        .causeway()
+        .args(["invoke", "crm-source", "discover"]));
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("is pending approval and does not run"),
+        "{}",
+        out.stderr
+    );
+}

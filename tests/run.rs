@@ -1,0 +1,206 @@
+//! `causeway run`: the long-running host, its status API, its stop, its
+//! database and its audit log.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{RunningHost, Scratch, audit_rows, http, run};
+
+fn start(scratch: &Scratch) -> RunningHost {
+    RunningHost::start(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]))
+}
+
+#[test]
+fn run_with_no_config_file_serves_healthz_and_api_plugins() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    scratch.install("crm-source", "crm-source.wasm");
+    // No causeway.toml, no grants.toml, no --plugins: embedded defaults.
+    let mut host = RunningHost::start(support::causeway().current_dir(scratch.path()).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    let (status, body) = http(&host.addr, "GET", "/healthz", None);
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (status, body) = http(&host.addr, "GET", "/api/plugins", None);
+    assert_eq!(status, 200);
+    let plugins: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(plugins[0]["name"], "crm-source");
+    assert_eq!(plugins[0]["state"], "pending-approval");
+    assert_eq!(plugins[1]["name"], "map-fullname");
+    assert_eq!(plugins[1]["state"], "active");
+    // The database is in the default data directory, and `causeway plugins`
+    // reads the same truth from it while the host runs.
+    assert!(scratch.path().join("causeway-data/causeway.db").is_file());
+    let rows = support::run_json(
+        support::causeway()
+            .current_dir(scratch.path())
+            .args(["plugins", "--json"]),
+    );
+    assert_eq!(rows, plugins);
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
+}
+
+#[test]
+fn a_pending_plugin_cannot_be_invoked_through_the_api() {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    let host = start(&scratch);
+    let (status, body) = http(
+        &host.addr,
+        "POST",
+        "/api/plugins/crm-source/invoke",
+        Some(r#"{"operation": "discover"}"#),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("pending-approval"), "{body}");
+    let (status, _) = http(
+        &host.addr,
+        "POST",
+        "/api/plugins/nope/invoke",
+        Some(r#"{"operation": "check"}"#),
+    );
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn sigterm_with_a_call_in_flight_lets_it_finish_and_exits_0() {
+    let scratch = Scratch::new();
+    scratch.install("test-slow", "slow.wasm");
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "[plugins.test-slow.config]\nspin_ms = 1500\n",
+    )
+    .unwrap();
+    let mut host = start(&scratch);
+    let addr = host.addr.clone();
+    let call = std::thread::spawn(move || {
+        http(
+            &addr,
+            "POST",
+            "/api/plugins/test-slow/invoke",
+            Some(
+                r#"{"operation": "transform", "input": [{"stream": "s", "key": "k1", "data": {"a": 1}}]}"#,
+            ),
+        )
+    });
+    host.wait_for_log("slow call started", 30);
+    host.terminate();
+    let (status, body) = call.join().expect("the call thread");
+    assert_eq!(status, 200, "{body}\n{}", host.logs());
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer,
+        json!([{"stream": "s", "key": "k1", "op": "upsert", "data": {"a": 1}}])
+    );
+    assert!(host.wait_exit(30), "{}", host.logs());
+    assert!(
+        host.logs().contains("draining calls in flight"),
+        "{}",
+        host.logs()
+    );
+}
+
+#[test]
+fn a_database_from_a_newer_causeway_is_refused() {
+    let scratch = Scratch::new();
+    let data = scratch.path().join("causeway-data");
+    std::fs::create_dir(&data).unwrap();
+    rusqlite::Connection::open(data.join("causeway.db"))
+        .unwrap()
+        .pragma_update(None, "user_version", 999)
+        .unwrap();
+    let out = run(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
+    assert!(!out.success);
+    assert!(
+        out.stderr
+            .contains("schema version 999, newer than this causeway supports"),
+        "{}",
+        out.stderr
+    );
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success);
+    assert!(out.stdout.contains("schema version 999"), "{}", out.stdout);
+}
+
+const CRM_GRANT: &str = r#"
+[[plugins.crm-source.http]]
+scheme = "https"
+host = "crm.example.com"
+methods = ["GET"]
+path-prefix = "/v1/"
+
+[plugins.crm-source.credentials.crm-token]
+secret = "env:CAUSEWAY_TEST_CRM_TOKEN"
+hosts = ["crm.example.com"]
+"#;
+
+/// Every capability call leaves an audit row, allowed or denied, written
+/// through the one writer and flushed before the command exits.
+#[test]
+fn capability_calls_leave_audit_rows() {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    std::fs::write(scratch.path().join("grants.toml"), CRM_GRANT).unwrap();
+    let read = scratch.path().join("read.json");
+    std::fs::write(&read, r#"{"stream": "contacts"}"#).unwrap();
+    for base_url in ["https://evil.example.net", "https://crm.example.com"] {
+        let config = scratch.path().join("config.json");
+        std::fs::write(&config, json!({ "base_url": base_url }).to_string()).unwrap();
+        let out = run(scratch
+            .causeway()
+            .env("CAUSEWAY_TEST_CRM_TOKEN", "tok")
+            .args(["invoke", "crm-source", "read", "--input"])
+            .arg(&read)
+            .arg("--config")
+            .arg(&config));
+        assert!(!out.success, "no request can complete yet: {}", out.stdout);
+    }
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let (plugin, capability, action, target, decision, detail) = &rows[0];
+    assert_eq!(
+        (plugin.as_str(), capability.as_str(), action.as_str()),
+        ("crm-source", "http", "GET")
+    );
+    assert_eq!(target, "https://evil.example.net:443/v1/contacts");
+    assert_eq!(decision, "denied");
+    assert!(detail.contains("no grant allows it"), "{detail}");
+    assert_eq!(rows[1].3, "https://crm.example.com:443/v1/contacts");
+    assert_eq!(rows[1].4, "allowed");
+}
+
+/// Calls through the running host are audited too, and the rows are on disk
+/// once it has stopped cleanly.
+#[test]
+fn the_audit_is_flushed_on_a_clean_stop() {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    std::fs::write(scratch.path().join("grants.toml"), CRM_GRANT).unwrap();
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "[plugins.crm-source.config]\nbase_url = \"https://elsewhere.example\"\n",
+    )
+    .unwrap();
+    let mut host = start(&scratch);
+    for _ in 0..3 {
+        let (status, body) = http(
+            &host.addr,
+            "POST",
+            "/api/plugins/crm-source/invoke",
+            Some(r#"{"operation": "read", "input": {"stream": "contacts"}}"#),
+        );
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("no grant allows it"), "{body}");
+    }
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    assert!(
+        rows.iter()
+            .all(|r| r.4 == "denied" && r.3.starts_with("https://elsewhere.example"))
+    );
+}
