@@ -149,3 +149,53 @@ fn a_plugin_requesting_http_with_no_grant_is_pending_approval_everywhere_and_can
         out.stderr
     );
 }
+
+#[test]
+fn a_plugin_config_is_checked_against_its_schema_naming_the_key() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "[plugins.map-fullname.config]\ntarget_stream = 5\n",
+    )
+    .unwrap();
+    let error = first_error(&check(&scratch));
+    assert!(
+        error.contains("plugins.map-fullname.config.target_stream: expected string, found integer"),
+        "{error}"
+    );
+}
+
+/// A config field the schema marks secret is refused in clear, and never
+/// handed to the plugin when given as a reference.
+#[test]
+fn a_secret_config_field_is_refused_in_clear_and_never_reaches_the_plugin() {
+    let scratch = Scratch::new();
+    scratch.install("test-no-manifest", "echo.wasm");
+    scratch.write(
+        "echo.toml",
+        r#"
+contract = "0.1.0"
+name = "echo"
+version = "1.0.0"
+[config-schema.properties.token]
+type = "string"
+secret = true
+"#,
+    );
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "[plugins.echo.config]\ntoken = \"hunter2\"\n",
+    )
+    .unwrap();
+    let report = check(&scratch);
+    let error = first_error(&report);
+    assert!(
+        error.contains("plugins.echo.config.token: is a secret and must be a reference"),
+        "{error}"
+    );
+    assert!(
+        !report.to_string().contains("hunter2"),
+        "the value leaked into the report"
+    );
+}

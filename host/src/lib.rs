@@ -24,5 +24,6 @@ pub mod operation;
 pub mod plugin;
 pub mod registry;
 pub mod sandbox;
+pub mod schema;
 pub mod secrets;
 pub mod server;

@@ -95,6 +95,23 @@ impl Installed {
         Ok(self)
     }
 
+    /// The context a call of this plugin runs with: its policy, and `config`
+    /// without the fields its schema marks secret.
+    pub fn call_context(
+        &self,
+        config: &serde_json::Value,
+        audit: crate::audit::AuditLog,
+    ) -> crate::sandbox::CallContext {
+        crate::sandbox::CallContext {
+            policy: self.policy.clone(),
+            config: crate::schema::without_secrets(
+                self.plugin.info.manifest.config_schema.as_ref(),
+                config,
+            ),
+            audit,
+        }
+    }
+
     /// Active, or pending approval.
     pub fn state(&self) -> PluginState {
         if self.not_granted.is_empty() {

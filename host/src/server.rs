@@ -24,7 +24,7 @@ use crate::db;
 use crate::host::Host;
 use crate::operation::Operation;
 use crate::registry::{NotCallable, PluginStatus, Registry};
-use crate::sandbox::{CallContext, CallError};
+use crate::sandbox::CallError;
 
 /// What the handlers share.
 pub struct AppState {
@@ -102,11 +102,8 @@ async fn invoke(
         Ok(operation) => operation,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.kind(), e.to_string()),
     };
-    let context = CallContext {
-        policy: installed.policy.clone(),
-        config: state.host.config.plugin_config(&name),
-        audit: state.audit.clone(),
-    };
+    let context =
+        installed.call_context(&state.host.config.plugin_config(&name), state.audit.clone());
     match plugin
         .call(&state.host.runtime.engine, operation, &context)
         .await

@@ -10,6 +10,7 @@ use crate::config::FileError;
 use crate::db;
 use crate::host::Host;
 use crate::registry::{PluginState, PluginStatus};
+use crate::schema;
 
 /// Validate causeway.toml, grants.toml, the secrets and the database, and
 /// load every installed plugin against them, without starting anything.
@@ -177,6 +178,21 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
                 file: config_file.clone(),
                 line: None,
                 message: format!("plugins.{name}: configures a plugin that is not installed"),
+            });
+        }
+    }
+    for installed in registry.plugins() {
+        let info = &installed.plugin.info;
+        let Some(schema) = &info.manifest.config_schema else {
+            continue;
+        };
+        let config = host.config.plugin_config(&info.name);
+        for problem in schema::validate(schema, &config, &format!("plugins.{}.config", info.name)) {
+            findings.push(Finding {
+                severity: "error",
+                file: config_file.clone(),
+                line: None,
+                message: format!("{problem} (per the config schema of {})", info.label()),
             });
         }
     }

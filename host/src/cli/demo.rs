@@ -12,7 +12,6 @@ use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::host::Host;
 use crate::operation::Operation;
-use crate::sandbox::CallContext;
 
 /// The example plugins, built by `build.rs` for wasm32-wasip2.
 const EXAMPLES: &[(&str, &[u8])] = &[
@@ -96,11 +95,10 @@ impl Opts {
         out.push_str(&serde_json::to_string_pretty(&input)?);
         let operation = Operation::parse(plugin, "transform", Some(input))?;
         let writer = host.open_database()?;
-        let context = CallContext {
-            policy: installed.policy.clone(),
-            config: Value::Object(Default::default()),
-            audit: AuditLog::new(writer.handle()),
-        };
+        let context = installed.call_context(
+            &Value::Object(Default::default()),
+            AuditLog::new(writer.handle()),
+        );
         let output = plugin.call(&host.runtime.engine, operation, &context).await;
         writer.close();
         let output = output?;

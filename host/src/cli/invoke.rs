@@ -12,7 +12,6 @@ use crate::manifest::Manifest;
 use crate::operation::Operation;
 use crate::plugin::Plugin;
 use crate::registry::{self, Installed};
-use crate::sandbox::CallContext;
 
 /// Call one operation of a plugin, by name from the plugins folder or by path:
 /// JSON in, JSON out.
@@ -61,11 +60,7 @@ impl Opts {
         );
         let operation = Operation::parse(&installed.plugin, &self.operation, input)?;
         let writer = host.open_database()?;
-        let context = CallContext {
-            policy: installed.policy.clone(),
-            config,
-            audit: AuditLog::new(writer.handle()),
-        };
+        let context = installed.call_context(&config, AuditLog::new(writer.handle()));
         let answer = installed
             .plugin
             .call(&host.runtime.engine, operation, &context)

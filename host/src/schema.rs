@@ -1,0 +1,205 @@
+//! Plugin configurations checked against the config schema in the plugin's
+//! manifest.
+//!
+//! The supported JSON Schema subset is what configuration needs: `type`,
+//! `properties`, `required`, `additionalProperties` (a boolean), `enum`,
+//! `minimum`, `maximum`, `minLength`, `maxLength` and `items`; other keywords
+//! are ignored. A property with `secret = true` must be given as a secret
+//! reference (`env:NAME` or `file:KEY`), never in clear, and is never handed
+//! to the plugin: secrets reach third-party APIs only through credentials the
+//! host injects.
+
+use serde_json::{Map, Value};
+
+use crate::secrets::SecretRef;
+
+/// Every way `value` breaks `schema`, each naming the key (`at` is the path
+/// of `value`, e.g. `plugins.crm-source.config`).
+pub fn validate(schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    check(schema, value, at, &mut problems);
+    problems
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn check(schema: &Value, value: &Value, at: &str, problems: &mut Vec<String>) {
+    let Some(schema) = schema.as_object() else {
+        return;
+    };
+    if let Some(expected) = schema.get("type").and_then(Value::as_str) {
+        let actual = type_name(value);
+        let fits = actual == expected || (expected == "number" && actual == "integer");
+        if !fits {
+            problems.push(format!("{at}: expected {expected}, found {actual}"));
+            return;
+        }
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        problems.push(format!(
+            "{at}: {value} is not one of {}",
+            Value::Array(options.clone())
+        ));
+    }
+    if let Some(n) = value.as_f64() {
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+            && n < min
+        {
+            problems.push(format!("{at}: {n} is less than the minimum {min}"));
+        }
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+            && n > max
+        {
+            problems.push(format!("{at}: {n} is more than the maximum {max}"));
+        }
+    }
+    if let Some(s) = value.as_str() {
+        let len = s.chars().count() as u64;
+        if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+            && len < min
+        {
+            problems.push(format!("{at}: shorter than {min} characters"));
+        }
+        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+            && len > max
+        {
+            problems.push(format!("{at}: longer than {max} characters"));
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (i, item) in array.iter().enumerate() {
+            check(items, item, &format!("{at}[{i}]"), problems);
+        }
+    }
+    if let Some(object) = value.as_object() {
+        check_object(schema, object, at, problems);
+    }
+}
+
+fn check_object(
+    schema: &Map<String, Value>,
+    object: &Map<String, Value>,
+    at: &str,
+    problems: &mut Vec<String>,
+) {
+    let properties = schema.get("properties").and_then(Value::as_object);
+    for required in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(key) = required.as_str()
+            && !object.contains_key(key)
+        {
+            problems.push(format!("{at}.{key}: required but missing"));
+        }
+    }
+    for (key, item) in object {
+        let here = format!("{at}.{key}");
+        match properties.and_then(|p| p.get(key)) {
+            Some(property) if is_secret(property) => {
+                let reference = item.as_str().map(|s| SecretRef::try_from(s.to_string()));
+                if !matches!(reference, Some(Ok(_))) {
+                    problems.push(format!(
+                        "{here}: is a secret and must be a reference (\"env:NAME\" or \"file:KEY\"), never the value"
+                    ));
+                }
+            }
+            Some(property) => check(property, item, &here, problems),
+            None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                problems.push(format!("{here}: not a setting of this plugin"));
+            }
+            None => {}
+        }
+    }
+}
+
+fn is_secret(property: &Value) -> bool {
+    property.get("secret") == Some(&Value::Bool(true))
+}
+
+/// The configuration as the plugin sees it: without its secret fields.
+pub fn without_secrets(schema: Option<&Value>, config: &Value) -> Value {
+    let (Some(properties), Some(object)) = (
+        schema
+            .and_then(|s| s.get("properties"))
+            .and_then(Value::as_object),
+        config.as_object(),
+    ) else {
+        return config.clone();
+    };
+    Value::Object(
+        object
+            .iter()
+            .filter(|(key, _)| !properties.get(*key).is_some_and(is_secret))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({
+            "type": "object",
+            "required": ["base_url"],
+            "additionalProperties": false,
+            "properties": {
+                "base_url": {"type": "string", "minLength": 8},
+                "page_size": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "mode": {"enum": ["full", "incremental"]},
+                "webhook_secret": {"type": "string", "secret": true}
+            }
+        })
+    }
+
+    #[test]
+    fn a_valid_config_has_no_problems() {
+        let config = json!({"base_url": "https://crm.example", "page_size": 10, "webhook_secret": "env:HOOK"});
+        assert!(validate(&schema(), &config, "c").is_empty());
+    }
+
+    #[test]
+    fn each_problem_names_its_key() {
+        let config = json!({"page_size": 0, "mode": "sometimes", "colour": 1, "base_url": 5});
+        let problems = validate(&schema(), &config, "plugins.crm.config");
+        for expected in [
+            "plugins.crm.config.page_size: 0 is less than the minimum 1",
+            "plugins.crm.config.mode: \"sometimes\" is not one of",
+            "plugins.crm.config.colour: not a setting of this plugin",
+            "plugins.crm.config.base_url: expected string, found integer",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected:?} not in {problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_secret_in_clear_is_refused_and_never_handed_to_the_plugin() {
+        let config = json!({"base_url": "https://crm.example", "webhook_secret": "hunter2hunter2"});
+        let problems = validate(&schema(), &config, "c");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("must be a reference"));
+        assert!(!problems[0].contains("hunter2"));
+        let seen = without_secrets(Some(&schema()), &config);
+        assert_eq!(seen, json!({"base_url": "https://crm.example"}));
+    }
+}
