@@ -53,6 +53,21 @@ const MIGRATIONS: &[&str] = &[
         run_id      TEXT
     );
     CREATE INDEX audit_plugin_time ON audit (plugin, time);",
+    // 2: plugin storage, namespaced by separate columns; source checkpoints.
+    "CREATE TABLE storage (
+        plugin      TEXT NOT NULL,
+        pipeline    TEXT NOT NULL,
+        key         BLOB NOT NULL,
+        value       BLOB NOT NULL,
+        PRIMARY KEY (plugin, pipeline, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE checkpoint (
+        pipeline    TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        checkpoint  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (pipeline, stream)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version of a fully migrated database.
@@ -87,7 +102,16 @@ pub enum DbError {
     /// The writer thread is gone.
     #[error("the database writer has stopped")]
     WriterGone,
+    /// The transaction a job ran in did not commit.
+    #[error("the database did not commit: {0}")]
+    NotCommitted(String),
 }
+
+/// Delivers a job's answer once its transaction's fate is known.
+type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Work run by the writer inside its current transaction.
+type Job = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Deliver + Send>;
 
 /// Opens (creating if needed) and migrates the database at `path`.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
@@ -175,6 +199,7 @@ enum Write {
     PluginStates(Vec<PluginRow>),
     HostStarted { pid: u32, listen: String },
     HostStopped,
+    Job(Job),
     Flush(mpsc::Sender<()>),
 }
 
@@ -264,6 +289,38 @@ impl WriterHandle {
         let _ = self.queue.send(Write::HostStopped);
     }
 
+    /// Runs `work` in the writer's next transaction, in a savepoint of its
+    /// own: if `work` fails, none of its writes stay. The answer comes only
+    /// once the transaction has committed, so an `Ok` is durable.
+    pub async fn transact<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + From<rusqlite::Error> + Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (answer, wait) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |tx: &mut rusqlite::Transaction<'_>| {
+            let outcome = match tx.savepoint() {
+                Err(e) => Err(E::from(e)),
+                Ok(savepoint) => match work(&savepoint) {
+                    Ok(value) => savepoint.commit().map(|()| value).map_err(E::from),
+                    // Dropping the savepoint rolls its writes back.
+                    Err(e) => Err(e),
+                },
+            };
+            Box::new(move |committed: Result<(), String>| {
+                let _ = answer.send(match committed {
+                    Ok(()) => outcome,
+                    Err(message) => Err(E::from(DbError::NotCommitted(message))),
+                });
+            })
+        });
+        self.queue
+            .send(Write::Job(job))
+            .map_err(|_| E::from(DbError::WriterGone))?;
+        wait.await.map_err(|_| E::from(DbError::WriterGone))?
+    }
+
     /// Waits until everything queued before this call is committed.
     pub async fn flush(&self) -> Result<(), DbError> {
         let (done, wait) = mpsc::channel();
@@ -282,8 +339,13 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Write>) {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
         let mut flushes = Vec::new();
-        if let Err(e) = write_batch(&mut conn, batch, &mut flushes) {
+        let mut answers = Vec::new();
+        let committed = write_batch(&mut conn, batch, &mut flushes, &mut answers).map_err(|e| {
             tracing::error!("database write failed: {e}");
+            e.to_string()
+        });
+        for answer in answers {
+            answer(committed.clone());
         }
         for done in flushes {
             let _ = done.send(());
@@ -295,8 +357,9 @@ fn write_batch(
     conn: &mut Connection,
     batch: Vec<Write>,
     flushes: &mut Vec<mpsc::Sender<()>>,
+    answers: &mut Vec<Deliver>,
 ) -> Result<(), rusqlite::Error> {
-    let tx = conn.transaction()?;
+    let mut tx = conn.transaction()?;
     for write in batch {
         match write {
             Write::Audit(e) => {
@@ -332,6 +395,7 @@ fn write_batch(
                     params![crate::audit::now()],
                 )?;
             }
+            Write::Job(job) => answers.push(job(&mut tx)),
             Write::Flush(done) => flushes.push(done),
         }
     }

@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod bindings;
 pub mod caps;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod contract;

@@ -95,12 +95,14 @@ impl Installed {
         Ok(self)
     }
 
-    /// The context a call of this plugin runs with: its policy, and `config`
-    /// without the fields its schema marks secret.
+    /// The context a call of this plugin runs with: its policy, `config`
+    /// without the fields its schema marks secret, and its storage namespace
+    /// for `pipeline` (empty outside pipelines).
     pub fn call_context(
         &self,
         config: &serde_json::Value,
-        audit: crate::audit::AuditLog,
+        db: &crate::db::WriterHandle,
+        pipeline: &str,
     ) -> crate::sandbox::CallContext {
         crate::sandbox::CallContext {
             policy: self.policy.clone(),
@@ -108,7 +110,9 @@ impl Installed {
                 self.plugin.info.manifest.config_schema.as_ref(),
                 config,
             ),
-            audit,
+            audit: crate::audit::AuditLog::new(db.clone()),
+            db: db.clone(),
+            pipeline: pipeline.to_string(),
         }
     }
 

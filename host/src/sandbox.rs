@@ -16,6 +16,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::audit::AuditLog;
+use crate::db::WriterHandle;
 use crate::grants::Policy;
 use crate::plugin::PluginInfo;
 
@@ -95,6 +96,10 @@ pub struct StoreState {
     pub policy: Arc<Policy>,
     /// Where capability uses are recorded.
     pub audit: AuditLog,
+    /// The database's writer, for storage.
+    pub db: WriterHandle,
+    /// The pipeline the call runs in; empty outside pipelines.
+    pub pipeline: String,
     /// The plugin's configuration as a JSON object.
     pub config_json: String,
     /// When the call must end; host calls get the remaining time.
@@ -119,6 +124,10 @@ pub struct CallContext {
     pub config: serde_json::Value,
     /// Where capability uses are recorded.
     pub audit: AuditLog,
+    /// The database's writer, for storage.
+    pub db: WriterHandle,
+    /// The pipeline the call runs in; empty outside pipelines.
+    pub pipeline: String,
 }
 
 /// Builds a fresh store for one call of `plugin`.
@@ -147,6 +156,8 @@ pub fn new_store(
         plugin,
         policy: context.policy.clone(),
         audit: context.audit.clone(),
+        db: context.db.clone(),
+        pipeline: context.pipeline.clone(),
         config_json: context.config.to_string(),
         deadline,
     };

@@ -19,8 +19,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::audit::AuditLog;
-use crate::db;
+use crate::db::{self, WriterHandle};
 use crate::host::Host;
 use crate::operation::Operation;
 use crate::registry::{NotCallable, PluginStatus, Registry};
@@ -32,8 +31,8 @@ pub struct AppState {
     pub host: Host,
     /// The loaded plugins.
     pub registry: Registry,
-    /// Where capability uses are recorded.
-    pub audit: AuditLog,
+    /// The database's writer: storage and the audit log.
+    pub db: WriterHandle,
     /// The database file the status API reads.
     pub database: PathBuf,
 }
@@ -102,8 +101,7 @@ async fn invoke(
         Ok(operation) => operation,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.kind(), e.to_string()),
     };
-    let context =
-        installed.call_context(&state.host.config.plugin_config(&name), state.audit.clone());
+    let context = installed.call_context(&state.host.config.plugin_config(&name), &state.db, "");
     match plugin
         .call(&state.host.runtime.engine, operation, &context)
         .await

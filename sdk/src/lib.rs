@@ -88,7 +88,8 @@ pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, PluginError> {
 ///
 /// The type must implement the traits the worlds need: `transform` needs
 /// [`Transform`]; `source`, `sink` and `webhook` need [`Source`], [`Sink`] and
-/// [`Webhook`]. Combinations: `source + webhook`, `source + sink + webhook`.
+/// [`Webhook`]. Combinations: `source + sink`, `source + webhook`,
+/// `source + sink + webhook`.
 /// Call it once, at the crate root. The manifest comes from `plugin.toml`
 /// beside the crate's `Cargo.toml`; `name` and `version` come from Cargo.
 #[macro_export]
@@ -108,6 +109,10 @@ macro_rules! plugin {
     (webhook: $ty:ty) => {
         $crate::__export_worlds!($ty; webhook);
         $crate::__embed_manifest!("\"webhook\"");
+    };
+    (source + sink: $ty:ty) => {
+        $crate::__export_worlds!($ty; source sink);
+        $crate::__embed_manifest!("\"source\", \"sink\"");
     };
     (source + webhook: $ty:ty) => {
         $crate::__export_worlds!($ty; source webhook);

@@ -122,32 +122,37 @@ pub fn run_json(command: &mut Command) -> serde_json::Value {
 
 /// Sends one HTTP/1.1 request to `addr` and returns the status and body.
 pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    try_http(addr, method, path, body).unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+/// [`http`], with a failed exchange (refused, reset, not HTTP) as an error.
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the host");
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .expect("set a read timeout");
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
     let body = body.unwrap_or("");
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .expect("send the request");
+    )?;
     let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read the response");
+    stream.read_to_string(&mut response)?;
     let status = response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// A running `causeway run`, its stderr collected line by line.
@@ -237,6 +242,12 @@ impl RunningHost {
             .status()
             .expect("run kill");
         assert!(status.success());
+    }
+
+    /// Kills it with SIGKILL, mid-work, and reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the host");
+        self.child.wait().expect("reap the host");
     }
 
     /// Waits up to `seconds` for it to exit; returns whether it exited 0.

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::host::Host;
 use crate::operation::Operation;
@@ -95,10 +94,8 @@ impl Opts {
         out.push_str(&serde_json::to_string_pretty(&input)?);
         let operation = Operation::parse(plugin, "transform", Some(input))?;
         let writer = host.open_database()?;
-        let context = installed.call_context(
-            &Value::Object(Default::default()),
-            AuditLog::new(writer.handle()),
-        );
+        let context =
+            installed.call_context(&Value::Object(Default::default()), &writer.handle(), "");
         let output = plugin.call(&host.runtime.engine, operation, &context).await;
         writer.close();
         let output = output?;

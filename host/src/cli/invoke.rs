@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::audit::AuditLog;
 use crate::manifest::Manifest;
 use crate::operation::Operation;
 use crate::plugin::Plugin;
@@ -34,6 +33,9 @@ pub struct Opts {
     /// A JSON file with the operation's input, or `-` for stdin.
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// Run as in this pipeline: its storage namespace (default: none).
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
     /// A JSON file with the plugin's configuration (default: its section of
     /// causeway.toml, or `{}`).
     #[arg(long)]
@@ -60,7 +62,8 @@ impl Opts {
         );
         let operation = Operation::parse(&installed.plugin, &self.operation, input)?;
         let writer = host.open_database()?;
-        let context = installed.call_context(&config, AuditLog::new(writer.handle()));
+        let pipeline = self.pipeline.as_deref().unwrap_or_default();
+        let context = installed.call_context(&config, &writer.handle(), pipeline);
         let answer = installed
             .plugin
             .call(&host.runtime.engine, operation, &context)

@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod invoke;
 pub mod plugins;
 pub mod run;
+pub mod storage;
 mod table;
 
 use std::io::Write;
@@ -58,6 +59,8 @@ pub enum Command {
     Check(check::Opts),
     /// List the installed plugins: name, version, worlds, digest, state, error.
     Plugins(plugins::Opts),
+    /// Show the keys a plugin keeps in storage, and their sizes.
+    Storage(storage::Opts),
     /// Show what a plugin file is and asks for, without running it.
     Inspect(inspect::Opts),
     /// Call one operation of a plugin: JSON in, JSON out.
@@ -72,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(opts) => opts.run(&cli).await,
         Command::Check(opts) => opts.run(&cli),
         Command::Plugins(opts) => opts.run(&cli),
+        Command::Storage(opts) => opts.run(&cli),
         Command::Inspect(opts) => opts.run(),
         Command::Invoke(opts) => opts.run(&cli).await,
         Command::Demo(opts) => opts.run().await,

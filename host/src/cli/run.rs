@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::Notify;
 
-use crate::audit::AuditLog;
 use crate::server::{self, AppState};
 
 /// Extra time, past the longest call's deadline, that stopping waits for calls
@@ -49,7 +48,7 @@ impl Opts {
         let drain_bound = host.config.limits.call_timeout + DRAIN_GRACE;
         let state = Arc::new(AppState {
             database: host.config.database_file(),
-            audit: AuditLog::new(handle.clone()),
+            db: handle.clone(),
             registry,
             host,
         });

@@ -6,8 +6,8 @@ wit_bindgen::generate!({
     world: "causeway:plugin/transform-plugin@0.1.0",
 });
 
-use exports::causeway::plugin::transform::Guest;
 use causeway::plugin::types::{PluginError, Record};
+use exports::causeway::plugin::transform::Guest;
 
 struct PassThrough;
 

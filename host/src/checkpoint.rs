@@ -1,0 +1,94 @@
+//! Source checkpoints, owned by the host: where each pipeline's read of each
+//! stream stands. A commit runs in one transaction with whatever bookkeeping
+//! the caller passes, so the two are all-or-nothing, and answers only once
+//! durable. The pipeline runner commits a checkpoint only after every sink
+//! acknowledged the page it ends.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::db::{DbError, WriterHandle};
+
+/// Why a checkpoint was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The database failed or is gone; nothing was committed.
+    #[error("{0}")]
+    Db(#[from] DbError),
+    /// A query failed; nothing was committed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The caller's bookkeeping failed; nothing was committed.
+    #[error("bookkeeping failed: {0}")]
+    Bookkeeping(String),
+}
+
+/// The committed checkpoint of `stream` in `pipeline`, if any.
+pub fn read(conn: &Connection, pipeline: &str, stream: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT checkpoint FROM checkpoint WHERE pipeline = ?1 AND stream = ?2",
+        params![pipeline, stream],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+/// Commits `checkpoint` for `stream` in `pipeline` together with
+/// `bookkeeping`, in one transaction: both or neither.
+pub async fn commit<F>(
+    db: &WriterHandle,
+    pipeline: &str,
+    stream: &str,
+    checkpoint: &str,
+    bookkeeping: F,
+) -> Result<(), CheckpointError>
+where
+    F: FnOnce(&Connection) -> Result<(), String> + Send + 'static,
+{
+    let (pipeline, stream, checkpoint) = (
+        pipeline.to_string(),
+        stream.to_string(),
+        checkpoint.to_string(),
+    );
+    db.transact(move |conn| {
+        bookkeeping(conn).map_err(CheckpointError::Bookkeeping)?;
+        conn.execute(
+            "INSERT INTO checkpoint (pipeline, stream, checkpoint, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (pipeline, stream) DO UPDATE SET checkpoint = excluded.checkpoint, updated_at = excluded.updated_at",
+            params![pipeline, stream, checkpoint, crate::audit::now()],
+        )?;
+        Ok(())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_bookkeeping_leaves_the_checkpoint_where_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let writer = crate::db::Writer::start(&path).unwrap();
+        let db = writer.handle();
+        commit(&db, "p", "contacts", "1", |_| Ok(())).await.unwrap();
+        let err = commit(&db, "p", "contacts", "2", |conn| {
+            conn.execute(
+                "INSERT INTO checkpoint VALUES ('p', 'other', 'x', 'now')",
+                [],
+            )
+            .map_err(|e| e.to_string())?;
+            Err("the sink bookkeeping failed".to_string())
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("the sink bookkeeping failed"));
+        let conn = crate::db::open(&path).unwrap();
+        assert_eq!(read(&conn, "p", "contacts").unwrap().as_deref(), Some("1"));
+        assert_eq!(
+            read(&conn, "p", "other").unwrap(),
+            None,
+            "the bookkeeping's own write was rolled back too"
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! `causeway storage`: what a plugin keeps in its private storage, for an
+//! operator (keys and sizes, never values).
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::caps::storage::{self, Namespace};
+use crate::db;
+
+/// Show the keys a plugin keeps in storage and their sizes (never values).
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  causeway storage crm-source\n  causeway storage crm-source --pipeline crm-to-mailer --json"
+)]
+pub struct Opts {
+    /// The plugin.
+    pub plugin: String,
+    /// The pipeline whose namespace to show (default: the plugin's own, outside pipelines).
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Opts {
+    /// Runs the command.
+    pub fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        let namespace = Namespace {
+            plugin: self.plugin.clone(),
+            pipeline: self.pipeline.clone().unwrap_or_default(),
+        };
+        let keys = match db::open_read_only(&config.database_file())? {
+            Some(conn) => storage::list(&conn, &namespace, "")?,
+            None => Vec::new(),
+        };
+        if self.json {
+            let rows: Vec<_> = keys
+                .iter()
+                .map(|(key, bytes)| json!({ "key": key, "bytes": bytes }))
+                .collect();
+            super::print_json(&rows)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let rows: Vec<Vec<String>> = keys
+            .iter()
+            .map(|(key, bytes)| vec![key.escape_debug().to_string(), bytes.to_string()])
+            .collect();
+        let total: u64 = keys
+            .iter()
+            .map(|(key, bytes)| key.len() as u64 + bytes)
+            .sum();
+        let mut out = super::table::render(&["KEY", "BYTES"], &rows);
+        out.push_str(&format!("\n{} keys, {total} bytes with keys\n", keys.len()));
+        super::print(&out)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
