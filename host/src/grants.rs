@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::caps::http::{HttpPolicy, HttpRule};
+use crate::caps::http::{HttpLimits, HttpPolicy, HttpRule};
 use crate::caps::storage::StorageGrant;
 use crate::config::{self, FileError, LimitsConfig};
 use crate::manifest::{self, Manifest};
@@ -106,6 +106,9 @@ pub struct PluginGrant {
     /// Private storage and its quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageGrant>,
+    /// Limits on outbound HTTP (sizes, timeout, redirects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_limits: Option<HttpLimits>,
     /// Limits overriding the host's defaults for this plugin.
     #[serde(default, skip_serializing)]
     pub limits: LimitsConfig,
@@ -205,6 +208,8 @@ pub struct Policy {
     pub credentials: BTreeMap<String, CredentialBinding>,
     /// Storage, if requested and granted.
     pub storage: Option<StorageGrant>,
+    /// Limits on outbound HTTP.
+    pub http_limits: HttpLimits,
     /// The limits of each call.
     #[serde(skip)]
     pub limits: Limits,
@@ -249,6 +254,7 @@ impl Policy {
             requested_http: requested.http.clone(),
             credentials,
             storage,
+            http_limits: grant.http_limits.unwrap_or_default(),
             limits: grant.limits.apply(defaults),
         };
         (policy, missing)

@@ -3,6 +3,7 @@
 //! starts here, so they all see the same files the same way.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::{Config, FileError};
 use crate::db::{self, DbError};
@@ -40,7 +41,7 @@ pub struct Host {
     /// `grants.toml`.
     pub grants: Grants,
     /// The secrets the host can resolve.
-    pub secrets: Secrets,
+    pub secrets: Arc<Secrets>,
     /// The engine and linker.
     pub runtime: Runtime,
 }
@@ -59,7 +60,7 @@ impl Host {
     /// The host for an already loaded configuration.
     pub fn with_config(config: Config) -> Result<Host, HostError> {
         let grants = Grants::load(&config.grants_file)?;
-        let secrets = Secrets::load(config.secrets_file.as_deref())?;
+        let secrets = Arc::new(Secrets::load(config.secrets_file.as_deref())?);
         let runtime = Runtime::new().map_err(|e| HostError::Engine(format!("{e:#}")))?;
         Ok(Host {
             config,

@@ -66,6 +66,8 @@ pub struct Installed {
     pub policy: Arc<Policy>,
     /// What it requests that is not granted; empty when it may run.
     pub not_granted: Vec<String>,
+    /// Its outbound client, when its policy allows any HTTP.
+    pub http: Option<Arc<crate::caps::http::HttpClient>>,
 }
 
 impl Installed {
@@ -76,10 +78,18 @@ impl Installed {
             grants.get(&plugin.info.name),
             defaults,
         );
+        let http = if policy.http.rules.is_empty() {
+            None
+        } else {
+            crate::caps::http::HttpClient::for_policy(&policy.http)
+                .inspect_err(|e| tracing::error!(plugin = %plugin.info.label(), "{e}"))
+                .ok()
+        };
         Installed {
             plugin: Arc::new(plugin),
             policy: Arc::new(policy),
             not_granted,
+            http,
         }
     }
 
@@ -102,6 +112,7 @@ impl Installed {
         &self,
         config: &serde_json::Value,
         db: &crate::db::WriterHandle,
+        secrets: &Arc<crate::secrets::Secrets>,
         pipeline: &str,
     ) -> crate::sandbox::CallContext {
         crate::sandbox::CallContext {
@@ -113,6 +124,8 @@ impl Installed {
             audit: crate::audit::AuditLog::new(db.clone()),
             db: db.clone(),
             pipeline: pipeline.to_string(),
+            secrets: secrets.clone(),
+            http: self.http.clone(),
         }
     }
 

@@ -16,9 +16,11 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::audit::AuditLog;
+use crate::caps::http::HttpClient;
 use crate::db::WriterHandle;
 use crate::grants::Policy;
 use crate::plugin::PluginInfo;
+use crate::secrets::Secrets;
 
 /// How much of a guest's stderr (panic messages) is kept for error reports.
 const STDERR_CAPACITY: usize = 4 * 1024;
@@ -100,6 +102,10 @@ pub struct StoreState {
     pub db: WriterHandle,
     /// The pipeline the call runs in; empty outside pipelines.
     pub pipeline: String,
+    /// The secrets, for credentials the host injects.
+    pub secrets: Arc<Secrets>,
+    /// The plugin version's outbound client, if it may use HTTP.
+    pub http: Option<Arc<HttpClient>>,
     /// The plugin's configuration as a JSON object.
     pub config_json: String,
     /// When the call must end; host calls get the remaining time.
@@ -128,6 +134,10 @@ pub struct CallContext {
     pub db: WriterHandle,
     /// The pipeline the call runs in; empty outside pipelines.
     pub pipeline: String,
+    /// The secrets, for credentials the host injects.
+    pub secrets: Arc<Secrets>,
+    /// The plugin version's outbound client, if it may use HTTP.
+    pub http: Option<Arc<HttpClient>>,
 }
 
 /// Builds a fresh store for one call of `plugin`.
@@ -158,6 +168,8 @@ pub fn new_store(
         audit: context.audit.clone(),
         db: context.db.clone(),
         pipeline: context.pipeline.clone(),
+        secrets: context.secrets.clone(),
+        http: context.http.clone(),
         config_json: context.config.to_string(),
         deadline,
     };

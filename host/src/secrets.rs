@@ -68,6 +68,12 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// A secret with this value, for tests.
+    #[cfg(test)]
+    pub fn for_tests(value: &str) -> Secret {
+        Secret(value.to_string())
+    }
 }
 
 impl fmt::Debug for Secret {

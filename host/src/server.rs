@@ -101,7 +101,12 @@ async fn invoke(
         Ok(operation) => operation,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.kind(), e.to_string()),
     };
-    let context = installed.call_context(&state.host.config.plugin_config(&name), &state.db, "");
+    let context = installed.call_context(
+        &state.host.config.plugin_config(&name),
+        &state.db,
+        &state.host.secrets,
+        "",
+    );
     match plugin
         .call(&state.host.runtime.engine, operation, &context)
         .await

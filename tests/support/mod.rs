@@ -320,3 +320,120 @@ impl Scratch {
         std::fs::write(self.path().join("grants.toml"), text).expect("write grants.toml");
     }
 }
+
+/// One request a [`FakeServer`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The method.
+    pub method: String,
+    /// The path with its query.
+    pub target: String,
+    /// The headers, names lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+/// What a [`FakeServer`] answers: status, headers, body, and a delay first.
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// How long to wait before answering.
+    pub delay: std::time::Duration,
+}
+
+impl Answer {
+    /// A 200 with `body`.
+    pub fn ok(body: impl Into<Vec<u8>>) -> Answer {
+        Answer {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into(),
+            delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
+type Handler = dyn Fn(&Received) -> Answer + Send + Sync;
+
+/// An HTTP/1.1 server on 127.0.0.1 for tests: answers with `handler` and
+/// records every request. It stops when dropped.
+pub struct FakeServer {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl FakeServer {
+    /// Starts a server answering every request with `handler`.
+    pub fn start(handler: impl Fn(&Received) -> Answer + Send + Sync + 'static) -> FakeServer {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a fake server");
+        let addr = listener.local_addr().expect("its address").to_string();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = received.clone();
+        let handler: std::sync::Arc<Handler> = std::sync::Arc::new(handler);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let log = log.clone();
+                let handler = handler.clone();
+                std::thread::spawn(move || {
+                    let mut reader =
+                        std::io::BufReader::new(stream.try_clone().expect("clone the stream"));
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() || line.is_empty() {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let method = parts.next().unwrap_or_default().to_string();
+                    let target = parts.next().unwrap_or_default().to_string();
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((n, v)) = header.split_once(':') {
+                            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                        }
+                    }
+                    let length: usize = headers
+                        .iter()
+                        .find(|(n, _)| n == "content-length")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    let request = Received {
+                        method,
+                        target,
+                        headers,
+                    };
+                    log.lock().expect("log").push(request.clone());
+                    let answer = handler(&request);
+                    std::thread::sleep(answer.delay);
+                    let mut head = format!(
+                        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        answer.status,
+                        answer.body.len()
+                    );
+                    for (n, v) in &answer.headers {
+                        head.push_str(&format!("{n}: {v}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(&answer.body);
+                });
+            }
+        });
+        FakeServer { addr, received }
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("log").clone()
+    }
+}

@@ -94,8 +94,12 @@ impl Opts {
         out.push_str(&serde_json::to_string_pretty(&input)?);
         let operation = Operation::parse(plugin, "transform", Some(input))?;
         let writer = host.open_database()?;
-        let context =
-            installed.call_context(&Value::Object(Default::default()), &writer.handle(), "");
+        let context = installed.call_context(
+            &Value::Object(Default::default()),
+            &writer.handle(),
+            &host.secrets,
+            "",
+        );
         let output = plugin.call(&host.runtime.engine, operation, &context).await;
         writer.close();
         let output = output?;

@@ -63,7 +63,7 @@ impl Opts {
         let operation = Operation::parse(&installed.plugin, &self.operation, input)?;
         let writer = host.open_database()?;
         let pipeline = self.pipeline.as_deref().unwrap_or_default();
-        let context = installed.call_context(&config, &writer.handle(), pipeline);
+        let context = installed.call_context(&config, &writer.handle(), &host.secrets, pipeline);
         let answer = installed
             .plugin
             .call(&host.runtime.engine, operation, &context)

@@ -1,19 +1,50 @@
-//! `http`: outbound requests, each checked against the plugin's effective
-//! policy at one choke point ([`check_request`]) and audited, allowed or
+//! `http`: outbound requests, each hop checked against the plugin's
+//! effective policy at one choke point ([`decide`]) and audited, allowed or
 //! denied. A denial is an error value naming the grant to add, never a trap.
+//!
+//! The host follows redirects itself, hop by hop, each hop checked again; a
+//! credential is injected only into requests to hosts it is bound to, and a
+//! secret echoed back is redacted before the guest sees the response.
 
+mod address;
+mod client;
 mod rule;
 
+use std::time::{Duration, Instant};
+
+pub use address::is_public;
+pub use client::{HttpClient, HttpLimits};
 pub use rule::{Denial, HttpPolicy, HttpRule, Target};
 
 use crate::audit::{AuditEvent, Decision};
 use crate::bindings::causeway::plugin::http::{Host, HttpError, Request, Response};
+use crate::grants::{CredentialBinding, Injection};
 use crate::sandbox::StoreState;
+use crate::secrets::Secret;
+
+/// Headers a plugin may not set: credentials come from the host, framing
+/// from the client.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+];
+
+/// What replaces a secret echoed back by a server.
+const REDACTED: &str = "[redacted]";
 
 /// Parses a request's URL and method into the target the policy checks.
 pub fn target_of(method: &str, url: &str) -> Result<Target, String> {
     let parsed =
         url::Url::parse(url).map_err(|e| format!("{url:?} is not an absolute URL: {e}"))?;
+    target_of_url(method, &parsed)
+}
+
+fn target_of_url(method: &str, parsed: &url::Url) -> Result<Target, String> {
     let scheme = parsed.scheme().to_string();
     if scheme != "http" && scheme != "https" {
         return Err(format!("scheme {scheme:?} is not http or https"));
@@ -25,11 +56,11 @@ pub fn target_of(method: &str, url: &str) -> Result<Target, String> {
         Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        None => return Err(format!("{url:?} has no host")),
+        None => return Err(format!("{parsed} has no host")),
     };
     let port = parsed
         .port_or_known_default()
-        .ok_or_else(|| format!("{url:?} has no port"))?;
+        .ok_or_else(|| format!("{parsed} has no port"))?;
     let method = method.trim();
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(format!("method {method:?} is not an HTTP method"));
@@ -43,52 +74,426 @@ pub fn target_of(method: &str, url: &str) -> Result<Target, String> {
     })
 }
 
-/// The one check every outbound request passes through: the policy decides,
-/// and the decision is audited either way.
-pub fn check_request(state: &StoreState, target: &Target) -> Result<(), HttpError> {
-    let decision =
-        state
+/// The URL as the audit log shows it: query values redacted.
+fn audit_target(url: &url::Url) -> String {
+    let keys: Vec<String> = url.query_pairs().map(|(k, _)| format!("{k}=…")).collect();
+    let base = &url[..url::Position::AfterPath];
+    if keys.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", keys.join("&"))
+    }
+}
+
+/// The one check every hop passes through: the policy, then, for an IP
+/// literal that is not public, whether a grant names it.
+pub fn decide(state: &StoreState, target: &Target) -> Result<(), String> {
+    state
+        .policy
+        .http
+        .check(&state.plugin.name, &state.policy.requested_http, target)
+        .map_err(|d| d.to_string())?;
+    if let Ok(ip) = target.host.parse::<std::net::IpAddr>()
+        && !is_public(ip)
+        && !state
             .policy
             .http
-            .check(&state.plugin.name, &state.policy.requested_http, target);
-    let (decision, detail) = match &decision {
-        Ok(()) => (Decision::Allowed, String::new()),
-        Err(denial) => (Decision::Denied, denial.to_string()),
-    };
+            .rules
+            .iter()
+            .any(|r| r.host == target.host)
+    {
+        return Err(format!(
+            "plugin {} may not reach {}: a non-public address is reachable only when a grant names it explicitly",
+            state.plugin.name, target.host
+        ));
+    }
+    Ok(())
+}
+
+fn audit(state: &StoreState, target: &Target, shown: &str, decision: Decision, detail: String) {
     state.audit.record(AuditEvent::new(
         &state.plugin,
         "http",
         &target.method,
-        &format!(
-            "{}://{}:{}{}",
-            target.scheme, target.host, target.port, target.path
-        ),
+        shown,
         decision,
-        detail.clone(),
+        detail,
     ));
-    match decision {
-        Decision::Allowed => Ok(()),
-        Decision::Denied => {
-            tracing::warn!(plugin = %state.plugin.label(), "http request denied: {detail}");
-            Err(HttpError::Denied(detail))
+}
+
+/// Replaces every occurrence of `secret` in `text`.
+fn redact_text(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(text.to_string(), |t, s| t.replace(s.as_str(), REDACTED))
+}
+
+fn redact_bytes(body: Vec<u8>, secrets: &[String]) -> Vec<u8> {
+    let mut body = body;
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let needle = secret.as_bytes();
+        let mut out = Vec::with_capacity(body.len());
+        let mut i = 0;
+        while i < body.len() {
+            if body[i..].starts_with(needle) {
+                out.extend_from_slice(REDACTED.as_bytes());
+                i += needle.len();
+            } else {
+                out.push(body[i]);
+                i += 1;
+            }
+        }
+        body = out;
+    }
+    body
+}
+
+/// The forms of a secret a server could echo.
+fn secret_forms(binding: &CredentialBinding, secret: &Secret) -> Vec<String> {
+    let mut forms = vec![secret.expose().to_string()];
+    if binding.inject == Injection::Basic {
+        forms.push(base64_encode(secret.expose().as_bytes()));
+    }
+    forms
+        .into_iter()
+        .chain(std::iter::once(
+            url::form_urlencoded::byte_serialize(secret.expose().as_bytes()).collect(),
+        ))
+        .collect()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
         }
     }
+    out
+}
+
+fn host_bound(binding: &CredentialBinding, host: &str) -> bool {
+    binding.hosts.iter().any(|pattern| {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => host == pattern,
+        }
+    })
+}
+
+impl StoreState {
+    async fn send_checked(&mut self, req: Request) -> Result<Response, HttpError> {
+        let limits = self.policy.http_limits;
+        for (name, _) in &req.headers {
+            if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(HttpError::InvalidRequest(format!(
+                    "header {name:?} is set by the host: name a credential instead of sending one"
+                )));
+            }
+        }
+        let body = req.body.unwrap_or_default();
+        if body.len() as u64 > limits.max_request_bytes {
+            return Err(HttpError::TooLarge(format!(
+                "the request body is {} bytes; the limit is {}",
+                body.len(),
+                limits.max_request_bytes
+            )));
+        }
+        let binding = match &req.credential {
+            None => None,
+            Some(name) => Some((
+                name.clone(),
+                self.policy.credentials.get(name).cloned().ok_or_else(|| {
+                    HttpError::InvalidRequest(format!(
+                        "credential {name:?} is not requested in the manifest or not bound in grants.toml"
+                    ))
+                })?,
+            )),
+        };
+        // The secret is resolved once the first hop is allowed: the policy
+        // speaks before a missing secret does.
+        let mut credential: Option<(String, CredentialBinding, Secret)> = None;
+        let mut echoes: Vec<String> = Vec::new();
+        let client = self
+            .http
+            .clone()
+            .ok_or_else(|| HttpError::Network("the plugin has no HTTP client".to_string()))?;
+        let timeout = req
+            .timeout_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)))
+            .unwrap_or(limits.timeout)
+            .min(limits.timeout);
+        let deadline = (Instant::now() + timeout).min(self.deadline);
+
+        let mut url = url::Url::parse(&req.url).map_err(|e| {
+            HttpError::InvalidRequest(format!("{:?} is not an absolute URL: {e}", req.url))
+        })?;
+        let mut method = req.method.to_ascii_uppercase();
+        let mut body = Some(body);
+        for hop in 0..=limits.max_redirects {
+            let target = target_of_url(&method, &url).map_err(HttpError::InvalidRequest)?;
+            let shown = audit_target(&url);
+            if let Err(reason) = decide(self, &target) {
+                audit(self, &target, &shown, Decision::Denied, reason.clone());
+                tracing::warn!(plugin = %self.plugin.label(), "http request denied: {reason}");
+                return Err(HttpError::Denied(reason));
+            }
+            if hop == 0
+                && let Some((name, binding)) = &binding
+            {
+                let secret = self
+                    .secrets
+                    .resolve(&binding.secret)
+                    .map_err(|m| HttpError::InvalidRequest(format!("credential {name:?}: {m}")))?;
+                echoes = secret_forms(binding, &secret);
+                credential = Some((name.clone(), binding.clone(), secret));
+            }
+            let mut request_url = url.clone();
+            let mut builder_headers = reqwest::header::HeaderMap::new();
+            if let Some((name, binding, secret)) = &credential {
+                if host_bound(binding, &target.host) {
+                    match &binding.inject {
+                        Injection::Bearer => {
+                            let value = format!("Bearer {}", secret.expose());
+                            let mut value = reqwest::header::HeaderValue::from_str(&value)
+                                .map_err(|_| {
+                                    HttpError::InvalidRequest(format!(
+                                        "credential {name:?} is not a valid header value"
+                                    ))
+                                })?;
+                            value.set_sensitive(true);
+                            builder_headers.insert(reqwest::header::AUTHORIZATION, value);
+                        }
+                        Injection::Basic => {
+                            let value =
+                                format!("Basic {}", base64_encode(secret.expose().as_bytes()));
+                            let mut value = reqwest::header::HeaderValue::from_str(&value)
+                                .map_err(|_| {
+                                    HttpError::InvalidRequest(format!(
+                                        "credential {name:?} is not a valid header value"
+                                    ))
+                                })?;
+                            value.set_sensitive(true);
+                            builder_headers.insert(reqwest::header::AUTHORIZATION, value);
+                        }
+                        Injection::Header(header) => {
+                            let header = reqwest::header::HeaderName::from_bytes(header.as_bytes())
+                                .map_err(|_| {
+                                    HttpError::InvalidRequest(format!(
+                                        "credential {name:?}: bad header name"
+                                    ))
+                                })?;
+                            let mut value = reqwest::header::HeaderValue::from_str(secret.expose())
+                                .map_err(|_| {
+                                    HttpError::InvalidRequest(format!(
+                                        "credential {name:?} is not a valid header value"
+                                    ))
+                                })?;
+                            value.set_sensitive(true);
+                            builder_headers.insert(header, value);
+                        }
+                        Injection::Query(param) => {
+                            request_url
+                                .query_pairs_mut()
+                                .append_pair(param, secret.expose());
+                        }
+                    }
+                } else if hop == 0 {
+                    let reason = format!(
+                        "credential {name:?} is not bound to host {}: bind it in grants.toml ([plugins.{}.credentials.{name}] hosts)",
+                        target.host, self.plugin.name
+                    );
+                    audit(self, &target, &shown, Decision::Denied, reason.clone());
+                    return Err(HttpError::Denied(reason));
+                }
+                // On a redirect to a host the credential is not bound to, it is simply not sent.
+            }
+            for (name, value) in &req.headers {
+                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| HttpError::InvalidRequest(format!("bad header name {name:?}")))?;
+                let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                    HttpError::InvalidRequest(format!("bad value for header {name}"))
+                })?;
+                builder_headers.append(name, value);
+            }
+            let reqwest_method = reqwest::Method::from_bytes(method.as_bytes())
+                .map_err(|_| HttpError::InvalidRequest(format!("bad method {method:?}")))?;
+            let sent_bytes = body.as_ref().map_or(0, Vec::len);
+            let mut builder = client
+                .client
+                .request(reqwest_method, request_url)
+                .headers(builder_headers);
+            if let Some(bytes) = &body
+                && !bytes.is_empty()
+            {
+                builder = builder.body(bytes.clone());
+            }
+            let started = Instant::now();
+            let remaining = deadline.saturating_duration_since(started);
+            let answer = tokio::time::timeout(remaining, builder.send()).await;
+            let response = match answer {
+                Err(_) => {
+                    audit(
+                        self,
+                        &target,
+                        &shown,
+                        Decision::Allowed,
+                        format!("timed out after {remaining:?}"),
+                    );
+                    return Err(HttpError::Timeout(format!(
+                        "{target}: no answer within {remaining:?}"
+                    )));
+                }
+                Ok(Err(e)) => {
+                    let message = redact_text(&error_chain(&e.without_url()), &echoes);
+                    audit(
+                        self,
+                        &target,
+                        &shown,
+                        Decision::Allowed,
+                        format!("failed: {message}"),
+                    );
+                    return Err(HttpError::Network(format!("{target}: {message}")));
+                }
+                Ok(Ok(response)) => response,
+            };
+            let status = response.status().as_u16();
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if matches!(status, 301 | 302 | 303 | 307 | 308)
+                && let Some(location) = location
+            {
+                audit(
+                    self,
+                    &target,
+                    &shown,
+                    Decision::Allowed,
+                    format!(
+                        "status {status}, redirect, {sent_bytes} bytes out, {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                );
+                if hop == limits.max_redirects {
+                    return Err(HttpError::Network(format!(
+                        "{target}: more than {} redirects",
+                        limits.max_redirects
+                    )));
+                }
+                url = url.join(&location).map_err(|e| {
+                    HttpError::Network(format!("{target}: bad redirect location: {e}"))
+                })?;
+                if status == 303 || (matches!(status, 301 | 302) && method == "POST") {
+                    method = "GET".to_string();
+                    body = None;
+                }
+                continue;
+            }
+            let headers: Vec<(String, String)> = response
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        redact_text(&String::from_utf8_lossy(v.as_bytes()), &echoes),
+                    )
+                })
+                .collect();
+            let mut response = response;
+            let mut received = Vec::new();
+            loop {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, response.chunk()).await {
+                    Err(_) => {
+                        audit(
+                            self,
+                            &target,
+                            &shown,
+                            Decision::Allowed,
+                            format!("status {status}, body timed out"),
+                        );
+                        return Err(HttpError::Timeout(format!(
+                            "{target}: the body did not arrive in time"
+                        )));
+                    }
+                    Ok(Err(e)) => {
+                        let message = redact_text(&error_chain(&e.without_url()), &echoes);
+                        return Err(HttpError::Network(format!("{target}: {message}")));
+                    }
+                    Ok(Ok(None)) => break,
+                    Ok(Ok(Some(chunk))) => {
+                        if (received.len() + chunk.len()) as u64 > limits.max_response_bytes {
+                            audit(
+                                self,
+                                &target,
+                                &shown,
+                                Decision::Allowed,
+                                format!(
+                                    "status {status}, response cut off over {} bytes",
+                                    limits.max_response_bytes
+                                ),
+                            );
+                            return Err(HttpError::TooLarge(format!(
+                                "{target}: the response is larger than the limit of {} bytes",
+                                limits.max_response_bytes
+                            )));
+                        }
+                        received.extend_from_slice(&chunk);
+                    }
+                }
+            }
+            audit(
+                self,
+                &target,
+                &shown,
+                Decision::Allowed,
+                format!(
+                    "status {status}, {sent_bytes} bytes out, {} bytes in, {} ms",
+                    received.len(),
+                    started.elapsed().as_millis()
+                ),
+            );
+            return Ok(Response {
+                status,
+                headers,
+                body: redact_bytes(received, &echoes),
+            });
+        }
+        Err(HttpError::Network("too many redirects".to_string()))
+    }
+}
+
+/// An error and its causes on one line (reqwest hides the useful part in
+/// the source chain).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 impl Host for StoreState {
     async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
-        let target = match target_of(&req.method, &req.url) {
-            Ok(target) => target,
-            Err(message) => return Ok(Err(HttpError::InvalidRequest(message))),
-        };
-        if let Err(denied) = check_request(self, &target) {
-            return Ok(Err(denied));
-        }
-        // Sending (hop-by-hop redirects, address checks after DNS, size and
-        // rate limits, credential injection) is not built yet.
-        Ok(Err(HttpError::Network(format!(
-            "{target}: allowed, but this host build cannot send outbound requests yet"
-        ))))
+        Ok(self.send_checked(req).await)
     }
 }
 
@@ -120,5 +525,38 @@ mod tests {
         assert!(target_of("GET", "/relative").is_err());
         assert!(target_of("GET", "https://user:pw@a.example/").is_err());
         assert!(target_of("G T", "https://a.example/").is_err());
+    }
+
+    #[test]
+    fn audit_targets_hide_query_values() {
+        let url = url::Url::parse("https://a.example/v1?token=s3cret&page=2").unwrap();
+        assert_eq!(audit_target(&url), "https://a.example/v1?token=…&page=…");
+    }
+
+    #[test]
+    fn echoed_secrets_are_redacted_in_every_form() {
+        let binding = CredentialBinding {
+            secret: crate::secrets::SecretRef::Env("X".into()),
+            hosts: vec!["a".into()],
+            inject: Injection::Basic,
+        };
+        let forms = secret_forms(&binding, &Secret::for_tests("user:p&ss"));
+        let body = b"a user:p&ss b dXNlcjpwJnNz c user%3Ap%26ss".to_vec();
+        let redacted = String::from_utf8(redact_bytes(body, &forms)).unwrap();
+        assert_eq!(redacted, "a [redacted] b [redacted] c [redacted]");
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+    }
+
+    #[test]
+    fn credentials_bind_to_hosts_exactly_or_by_suffix() {
+        let binding = CredentialBinding {
+            secret: crate::secrets::SecretRef::Env("X".into()),
+            hosts: vec!["api.crm.example".into(), "*.mailer.example".into()],
+            inject: Injection::Bearer,
+        };
+        assert!(host_bound(&binding, "api.crm.example"));
+        assert!(host_bound(&binding, "eu.mailer.example"));
+        assert!(!host_bound(&binding, "evil.example"));
+        assert!(!host_bound(&binding, "mailer.example"));
     }
 }

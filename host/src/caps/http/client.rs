@@ -1,0 +1,108 @@
+//! The outbound client of one plugin version, and its limits.
+//!
+//! One `reqwest` client per plugin version: its resolver knows which hosts
+//! the grants name explicitly (the only ones allowed to resolve to
+//! non-public addresses); proxies from the environment are ignored; redirects
+//! are never followed by reqwest, only hop by hop by the host, each hop
+//! checked again.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::address::CheckedResolver;
+use super::rule::HttpPolicy;
+/// Per-plugin HTTP limits, from `grants.toml` (`[plugins.NAME.http-limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpLimits {
+    /// The largest request body, in bytes.
+    #[serde(default = "default_request_bytes")]
+    pub max_request_bytes: u64,
+    /// The largest response body, in bytes: a larger one is cut off while
+    /// streaming and fails as too large.
+    #[serde(default = "default_response_bytes")]
+    pub max_response_bytes: u64,
+    /// The longest one request may take (never past the call's deadline).
+    #[serde(default = "default_timeout", with = "duration_text")]
+    pub timeout: Duration,
+    /// The most redirects followed.
+    #[serde(default = "default_redirects")]
+    pub max_redirects: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_request_bytes: default_request_bytes(),
+            max_response_bytes: default_response_bytes(),
+            timeout: default_timeout(),
+            max_redirects: default_redirects(),
+        }
+    }
+}
+
+fn default_request_bytes() -> u64 {
+    1024 * 1024
+}
+
+fn default_response_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_redirects() -> u32 {
+    5
+}
+
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::config::TextDuration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        TextDuration::deserialize(d).map(|t| t.0)
+    }
+}
+
+/// A plugin version's outbound client.
+#[derive(Debug)]
+pub struct HttpClient {
+    /// The reqwest client (checked resolver, no proxy, no redirects).
+    pub client: reqwest::Client,
+    /// Hosts the grants name exactly: they may be non-public addresses.
+    pub explicit: BTreeSet<String>,
+}
+
+impl HttpClient {
+    /// The client for a plugin whose effective HTTP policy is `policy`.
+    pub fn for_policy(policy: &HttpPolicy) -> Result<Arc<HttpClient>, String> {
+        let explicit: BTreeSet<String> = policy
+            .rules
+            .iter()
+            .filter(|r| !r.host.starts_with('*'))
+            .map(|r| r.host.to_ascii_lowercase())
+            .collect();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(CheckedResolver {
+                explicit: explicit.clone(),
+            }))
+            .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Arc::new(HttpClient { client, explicit }))
+    }
+}

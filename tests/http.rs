@@ -1,0 +1,357 @@
+//! The `http` capability through the real host, against real servers on
+//! 127.0.0.1: grants, addresses, redirects, limits, proxies, credentials.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Answer, FakeServer, Scratch, audit_rows, run};
+
+const SECRET: &str = "s3cr3t-v4lue-9f2a";
+
+/// Grants test-fetch GET on `/api/` of the server at `port`, by the explicit
+/// address 127.0.0.1, with its credential bound to that host.
+fn grant(port: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[plugins.test-fetch.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+methods = ["GET"]
+path-prefix = "/api/"
+
+[plugins.test-fetch.credentials.token]
+secret = "env:CAUSEWAY_TEST_TOKEN"
+hosts = ["127.0.0.1"]
+{extra}
+"#
+    )
+}
+
+fn port(server: &FakeServer) -> String {
+    server.addr.rsplit(':').next().unwrap().to_string()
+}
+
+/// Runs one probe; the answer record's data, or the error line.
+fn probe(scratch: &Scratch, request: Value) -> Result<Value, String> {
+    let input = scratch.path().join("probe.json");
+    std::fs::write(&input, json!({ "stream": request.to_string() }).to_string()).unwrap();
+    let out = run(scratch
+        .causeway()
+        .env("CAUSEWAY_TEST_TOKEN", SECRET)
+        .env("CAUSEWAY_LOG", "info")
+        .args(["invoke", "test-fetch", "read", "--input"])
+        .arg(&input));
+    assert!(
+        !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
+        "the secret leaked:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    if out.success {
+        let page: Value = serde_json::from_str(&out.stdout).unwrap();
+        Ok(page["records"][0]["data"].clone())
+    } else {
+        Err(out
+            .stderr
+            .lines()
+            .rfind(|l| l.starts_with("error:"))
+            .unwrap_or_default()
+            .to_string())
+    }
+}
+
+fn setup(grants: &str) -> Scratch {
+    let scratch = Scratch::new();
+    scratch.install("test-fetch", "fetch.wasm");
+    scratch.grants(grants);
+    scratch
+}
+
+#[test]
+fn an_allowed_request_succeeds_and_is_audited() {
+    let server = FakeServer::start(|_| Answer::ok(r#"{"hello":"world"}"#));
+    let scratch = setup(&grant(&port(&server), ""));
+    let answer = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://{}/api/x?page=2", server.addr)}),
+    )
+    .unwrap();
+    assert_eq!(answer["status"], 200);
+    assert_eq!(answer["body"], r#"{"hello":"world"}"#);
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].4, "allowed");
+    assert_eq!(rows[0].3, format!("http://{}/api/x?page=…", server.addr));
+    assert!(
+        rows[0]
+            .5
+            .starts_with("status 200, 0 bytes out, 17 bytes in"),
+        "{}",
+        rows[0].5
+    );
+}
+
+#[test]
+fn a_denied_host_method_path_port_and_scheme_each_fail_with_the_rule_to_add_and_an_audit_row() {
+    let server = FakeServer::start(|_| Answer::ok("{}"));
+    let scratch = setup(&grant(&port(&server), ""));
+    let other = FakeServer::start(|_| Answer::ok("{}"));
+    let cases = [
+        ("GET", format!("http://localhost:{}/api/x", port(&server))),
+        ("POST", format!("http://{}/api/x", server.addr)),
+        ("GET", format!("http://{}/other", server.addr)),
+        ("GET", format!("http://{}/api/x", other.addr)),
+        ("GET", format!("https://{}/api/x", server.addr)),
+    ];
+    for (method, url) in &cases {
+        let error = probe(&scratch, json!({"method": method, "url": url})).unwrap_err();
+        assert!(
+            error.contains("denied: plugin test-fetch may not"),
+            "{url}: {error}"
+        );
+        // Outside the grants: the rule to add; outside the manifest (POST,
+        // https): a grant alone cannot allow it, and the message says so.
+        assert!(
+            error.contains("add to grants.toml [[plugins.test-fetch.http]]")
+                || error.contains("its manifest does not request it"),
+            "{url}: {error}"
+        );
+    }
+    assert!(
+        server.received().is_empty() && other.received().is_empty(),
+        "a denied request reached a server"
+    );
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    assert_eq!(
+        rows.iter().filter(|r| r.4 == "denied").count(),
+        cases.len(),
+        "{rows:#?}"
+    );
+}
+
+#[test]
+fn a_redirect_to_a_denied_host_is_refused_with_an_audit_row_per_hop() {
+    let elsewhere = FakeServer::start(|_| Answer::ok("{}"));
+    let target = format!("http://localhost:{}/api/x", port(&elsewhere));
+    let server = FakeServer::start(move |_| Answer {
+        status: 302,
+        headers: vec![("location".into(), target.clone())],
+        body: Vec::new(),
+        delay: Duration::ZERO,
+    });
+    let scratch = setup(&grant(&port(&server), ""));
+    let error = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://{}/api/go", server.addr)}),
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("denied:") && error.contains("localhost"),
+        "{error}"
+    );
+    assert!(elsewhere.received().is_empty());
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(
+        (rows[0].4.as_str(), rows[1].4.as_str()),
+        ("allowed", "denied")
+    );
+    assert!(
+        rows[0].5.starts_with("status 302, redirect"),
+        "{}",
+        rows[0].5
+    );
+}
+
+/// Loopback, link-local and other non-public addresses in every spelling are
+/// refused unless a grant names them; here only `localhost` is granted.
+#[test]
+fn ip_literals_in_every_spelling_and_metadata_addresses_are_refused_without_an_explicit_grant() {
+    let server = FakeServer::start(|_| Answer::ok("{}"));
+    let p = port(&server);
+    let scratch = setup(&String::from(
+        "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"localhost\"\nmethods = [\"GET\"]\n\n[plugins.test-fetch.credentials.token]\nsecret = \"env:X\"\nhosts = [\"localhost\"]\n",
+    ));
+    for url in [
+        format!("http://127.0.0.1:{p}/api/x"),
+        format!("http://127.1:{p}/api/x"),
+        format!("http://0x7f000001:{p}/api/x"),
+        format!("http://2130706433:{p}/api/x"),
+        format!("http://[::ffff:127.0.0.1]:{p}/api/x"),
+        format!("http://[::1]:{p}/api/x"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://0.0.0.0/".to_string(),
+    ] {
+        let error = probe(&scratch, json!({"method": "GET", "url": url})).unwrap_err();
+        assert!(error.contains("denied:"), "{url}: {error}");
+    }
+    assert!(
+        server.received().is_empty(),
+        "an address literal reached the server"
+    );
+    // The name granted explicitly reaches the same server.
+    let answer = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://localhost:{p}/api/x")}),
+    )
+    .unwrap();
+    assert_eq!(answer["status"], 200);
+}
+
+#[test]
+fn proxy_variables_change_nothing() {
+    let proxy = FakeServer::start(|_| Answer::ok(r#"{"via":"proxy"}"#));
+    let server = FakeServer::start(|_| Answer::ok(r#"{"via":"direct"}"#));
+    let scratch = setup(&grant(&port(&server), ""));
+    let input = scratch.path().join("probe.json");
+    let request = json!({"method": "GET", "url": format!("http://{}/api/x", server.addr)});
+    std::fs::write(&input, json!({ "stream": request.to_string() }).to_string()).unwrap();
+    let proxy_url = format!("http://{}", proxy.addr);
+    let out = run(scratch
+        .causeway()
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .args(["invoke", "test-fetch", "read", "--input"])
+        .arg(&input));
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(r#"\"via\":\"direct\""#),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        proxy.received().is_empty(),
+        "the request went through the proxy"
+    );
+}
+
+#[test]
+fn an_oversized_response_is_cut_off() {
+    let server = FakeServer::start(|_| Answer::ok(vec![b'x'; 200_000]));
+    let scratch = setup(&grant(
+        &port(&server),
+        "[plugins.test-fetch.http-limits]\nmax-response-bytes = 1000\n",
+    ));
+    let error = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://{}/api/big", server.addr)}),
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("too-large:") && error.contains("limit of 1000 bytes"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_slow_server_times_out_within_the_bound() {
+    let server = FakeServer::start(|_| Answer {
+        delay: Duration::from_secs(10),
+        ..Answer::ok("{}")
+    });
+    let scratch = setup(&grant(
+        &port(&server),
+        "[plugins.test-fetch.http-limits]\ntimeout = \"500ms\"\n",
+    ));
+    let started = Instant::now();
+    let error = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://{}/api/slow", server.addr)}),
+    )
+    .unwrap_err();
+    assert!(error.contains("timeout:"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A plugin that tries everything to learn its credential never sees it:
+/// not echoed back, not carried across a redirect, not in an error, not in
+/// its logs, not in the host's logs or audit log.
+#[test]
+fn a_plugin_never_learns_its_credential() {
+    let elsewhere = FakeServer::start(|_| Answer::ok("{}"));
+    let hop = format!("http://localhost:{}/api/landed", port(&elsewhere));
+    let server = FakeServer::start(move |request| {
+        let auth = request
+            .headers
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if request.target.starts_with("/api/redirect") {
+            return Answer {
+                status: 307,
+                headers: vec![("location".into(), hop.clone())],
+                body: Vec::new(),
+                delay: Duration::ZERO,
+            };
+        }
+        Answer {
+            headers: vec![("x-echo-authorization".into(), auth.clone())],
+            ..Answer::ok(json!({ "you_sent": auth }).to_string())
+        }
+    });
+    let localhost = format!(
+        "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"localhost\"\nport = {}\nmethods = [\"GET\"]\n",
+        port(&elsewhere)
+    );
+    let scratch = setup(&grant(&port(&server), &localhost));
+
+    // The echo: the server got the secret, the plugin sees it redacted.
+    let answer = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://{}/api/echo", server.addr), "credential": "token"}),
+    )
+    .unwrap();
+    assert!(
+        server.received()[0]
+            .headers
+            .contains(&("authorization".into(), format!("Bearer {SECRET}")))
+    );
+    assert!(
+        answer["body"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer [redacted]"),
+        "{answer}"
+    );
+    assert!(answer.to_string().contains("[redacted]") && !answer.to_string().contains(SECRET));
+
+    // A redirect to a host the credential is not bound to: it is not carried.
+    probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://{}/api/redirect", server.addr), "credential": "token"}),
+    )
+    .unwrap();
+    let landed = elsewhere.received();
+    assert_eq!(landed.len(), 1);
+    assert!(
+        landed[0]
+            .headers
+            .iter()
+            .all(|(n, v)| n != "authorization" && !v.contains(SECRET)),
+        "{landed:?}"
+    );
+
+    // Asking for it towards an unbound host is an error that does not name it.
+    let error = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://localhost:{}/api/x", port(&elsewhere)), "credential": "token"}),
+    )
+    .unwrap_err();
+    assert!(error.contains("is not bound to host localhost"), "{error}");
+
+    // `probe` checked stdout and stderr of every call; the audit log too.
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    assert!(
+        !format!("{rows:?}").contains(SECRET),
+        "the secret is in the audit log"
+    );
+}
