@@ -165,10 +165,19 @@ fn capability_calls_leave_audit_rows() {
         (plugin.as_str(), capability.as_str(), action.as_str()),
         ("crm-source", "http", "GET")
     );
-    assert_eq!(target, "https://evil.example.net/v1/contacts?updated_after=…&after_id=…&limit=…");
+    assert_eq!(
+        target,
+        "https://evil.example.net/v1/contacts?updated_after=…&after_id=…&limit=…"
+    );
     assert_eq!(decision, "denied");
     assert!(detail.contains("no grant allows it"), "{detail}");
-    assert!(rows[1].3.starts_with("https://crm.example.com/v1/contacts?"), "{}", rows[1].3);
+    assert!(
+        rows[1]
+            .3
+            .starts_with("https://crm.example.com/v1/contacts?"),
+        "{}",
+        rows[1].3
+    );
     assert_eq!(rows[1].4, "allowed");
 }
 

@@ -194,6 +194,137 @@ fn host_bound(binding: &CredentialBinding, host: &str) -> bool {
     })
 }
 
+/// How one hop ended.
+enum Exchange {
+    /// A redirect to follow.
+    Redirect { status: u16, location: String },
+    /// The final answer.
+    Done(Response),
+}
+
+/// A failed hop: what the plugin sees, and what the audit log records.
+struct HopFailure {
+    error: HttpError,
+    detail: String,
+}
+
+/// A header value that is never logged (reqwest hides sensitive values).
+fn sensitive(value: &str, credential: &str) -> Result<reqwest::header::HeaderValue, HttpError> {
+    let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        HttpError::InvalidRequest(format!(
+            "credential {credential:?} is not a valid header value"
+        ))
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Puts the credential into the request as its binding says.
+fn inject(
+    headers: &mut reqwest::header::HeaderMap,
+    url: &mut url::Url,
+    name: &str,
+    binding: &CredentialBinding,
+    secret: &Secret,
+) -> Result<(), HttpError> {
+    use reqwest::header::{AUTHORIZATION, HeaderName};
+    match &binding.inject {
+        Injection::Bearer => {
+            headers.insert(
+                AUTHORIZATION,
+                sensitive(&format!("Bearer {}", secret.expose()), name)?,
+            );
+        }
+        Injection::Basic => {
+            let encoded = base64_encode(secret.expose().as_bytes());
+            headers.insert(AUTHORIZATION, sensitive(&format!("Basic {encoded}"), name)?);
+        }
+        Injection::Header(header) => {
+            let header = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                HttpError::InvalidRequest(format!("credential {name:?}: bad header name"))
+            })?;
+            headers.insert(header, sensitive(secret.expose(), name)?);
+        }
+        Injection::Query(param) => {
+            url.query_pairs_mut().append_pair(param, secret.expose());
+        }
+    }
+    Ok(())
+}
+
+/// Sends one hop and reads its answer, within `deadline` and the size limit.
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    target: &Target,
+    deadline: Instant,
+    max_response_bytes: u64,
+    echoes: &[String],
+) -> Result<Exchange, HopFailure> {
+    let network = |e: reqwest::Error| {
+        let message = redact_text(&error_chain(&e.without_url()), echoes);
+        HopFailure {
+            error: HttpError::Network(format!("{target}: {message}")),
+            detail: format!("failed: {message}"),
+        }
+    };
+    let timed_out = |what: &str| HopFailure {
+        error: HttpError::Timeout(format!("{target}: {what} did not arrive in time")),
+        detail: format!("timed out waiting for {what}"),
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let mut response = tokio::time::timeout(remaining, request.send())
+        .await
+        .map_err(|_| timed_out("the answer"))?
+        .map_err(network)?;
+    let status = response.status().as_u16();
+    if matches!(status, 301 | 302 | 303 | 307 | 308)
+        && let Some(location) = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+    {
+        return Ok(Exchange::Redirect {
+            status,
+            location: location.to_string(),
+        });
+    }
+    let headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                redact_text(&String::from_utf8_lossy(v.as_bytes()), echoes),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(remaining, response.chunk())
+            .await
+            .map_err(|_| timed_out("the body"))?
+            .map_err(network)?;
+        let Some(chunk) = chunk else { break };
+        if (body.len() + chunk.len()) as u64 > max_response_bytes {
+            return Err(HopFailure {
+                error: HttpError::TooLarge(format!(
+                    "{target}: the response is larger than the limit of {max_response_bytes} bytes"
+                )),
+                detail: format!(
+                    "status {status}, response cut off over {max_response_bytes} bytes"
+                ),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Exchange::Done(Response {
+        status,
+        headers,
+        body: redact_bytes(body, echoes),
+    }))
+}
+
 impl StoreState {
     async fn send_checked(&mut self, req: Request) -> Result<Response, HttpError> {
         let limits = self.policy.http_limits;
@@ -204,7 +335,7 @@ impl StoreState {
                 )));
             }
         }
-        let body = req.body.unwrap_or_default();
+        let mut body = req.body.unwrap_or_default();
         if body.len() as u64 > limits.max_request_bytes {
             return Err(HttpError::TooLarge(format!(
                 "the request body is {} bytes; the limit is {}",
@@ -223,10 +354,6 @@ impl StoreState {
                 })?,
             )),
         };
-        // The secret is resolved once the first hop is allowed: the policy
-        // speaks before a missing secret does.
-        let mut credential: Option<(String, CredentialBinding, Secret)> = None;
-        let mut echoes: Vec<String> = Vec::new();
         let client = self
             .http
             .clone()
@@ -237,12 +364,14 @@ impl StoreState {
             .unwrap_or(limits.timeout)
             .min(limits.timeout);
         let deadline = (Instant::now() + timeout).min(self.deadline);
-
         let mut url = url::Url::parse(&req.url).map_err(|e| {
             HttpError::InvalidRequest(format!("{:?} is not an absolute URL: {e}", req.url))
         })?;
         let mut method = req.method.to_ascii_uppercase();
-        let mut body = Some(body);
+        // The secret is resolved once the first hop is allowed: the policy
+        // speaks before a missing secret does.
+        let mut secret: Option<Secret> = None;
+        let mut echoes: Vec<String> = Vec::new();
         for hop in 0..=limits.max_redirects {
             let target = target_of_url(&method, &url).map_err(HttpError::InvalidRequest)?;
             let shown = audit_target(&url);
@@ -251,75 +380,31 @@ impl StoreState {
                 tracing::warn!(plugin = %self.plugin.label(), "http request denied: {reason}");
                 return Err(HttpError::Denied(reason));
             }
-            if hop == 0
-                && let Some((name, binding)) = &binding
-            {
-                let secret = self
-                    .secrets
-                    .resolve(&binding.secret)
-                    .map_err(|m| HttpError::InvalidRequest(format!("credential {name:?}: {m}")))?;
-                echoes = secret_forms(binding, &secret);
-                credential = Some((name.clone(), binding.clone(), secret));
-            }
+            let mut headers = reqwest::header::HeaderMap::new();
             let mut request_url = url.clone();
-            let mut builder_headers = reqwest::header::HeaderMap::new();
-            if let Some((name, binding, secret)) = &credential {
-                if host_bound(binding, &target.host) {
-                    match &binding.inject {
-                        Injection::Bearer => {
-                            let value = format!("Bearer {}", secret.expose());
-                            let mut value = reqwest::header::HeaderValue::from_str(&value)
-                                .map_err(|_| {
-                                    HttpError::InvalidRequest(format!(
-                                        "credential {name:?} is not a valid header value"
-                                    ))
-                                })?;
-                            value.set_sensitive(true);
-                            builder_headers.insert(reqwest::header::AUTHORIZATION, value);
-                        }
-                        Injection::Basic => {
-                            let value =
-                                format!("Basic {}", base64_encode(secret.expose().as_bytes()));
-                            let mut value = reqwest::header::HeaderValue::from_str(&value)
-                                .map_err(|_| {
-                                    HttpError::InvalidRequest(format!(
-                                        "credential {name:?} is not a valid header value"
-                                    ))
-                                })?;
-                            value.set_sensitive(true);
-                            builder_headers.insert(reqwest::header::AUTHORIZATION, value);
-                        }
-                        Injection::Header(header) => {
-                            let header = reqwest::header::HeaderName::from_bytes(header.as_bytes())
-                                .map_err(|_| {
-                                    HttpError::InvalidRequest(format!(
-                                        "credential {name:?}: bad header name"
-                                    ))
-                                })?;
-                            let mut value = reqwest::header::HeaderValue::from_str(secret.expose())
-                                .map_err(|_| {
-                                    HttpError::InvalidRequest(format!(
-                                        "credential {name:?} is not a valid header value"
-                                    ))
-                                })?;
-                            value.set_sensitive(true);
-                            builder_headers.insert(header, value);
-                        }
-                        Injection::Query(param) => {
-                            request_url
-                                .query_pairs_mut()
-                                .append_pair(param, secret.expose());
-                        }
-                    }
-                } else if hop == 0 {
-                    let reason = format!(
-                        "credential {name:?} is not bound to host {}: bind it in grants.toml ([plugins.{}.credentials.{name}] hosts)",
-                        target.host, self.plugin.name
-                    );
-                    audit(self, &target, &shown, Decision::Denied, reason.clone());
-                    return Err(HttpError::Denied(reason));
+            if let Some((name, binding)) = &binding {
+                if hop == 0 {
+                    let value = self.secrets.resolve(&binding.secret).map_err(|m| {
+                        HttpError::InvalidRequest(format!("credential {name:?}: {m}"))
+                    })?;
+                    echoes = secret_forms(binding, &value);
+                    secret = Some(value);
                 }
-                // On a redirect to a host the credential is not bound to, it is simply not sent.
+                match &secret {
+                    Some(value) if host_bound(binding, &target.host) => {
+                        inject(&mut headers, &mut request_url, name, binding, value)?;
+                    }
+                    _ if hop == 0 => {
+                        let reason = format!(
+                            "credential {name:?} is not bound to host {}: bind it in grants.toml ([plugins.{}.credentials.{name}] hosts)",
+                            target.host, self.plugin.name
+                        );
+                        audit(self, &target, &shown, Decision::Denied, reason.clone());
+                        return Err(HttpError::Denied(reason));
+                    }
+                    // A redirect to a host the credential is not bound to: it is not carried.
+                    _ => {}
+                }
             }
             for (name, value) in &req.headers {
                 let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
@@ -327,154 +412,69 @@ impl StoreState {
                 let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
                     HttpError::InvalidRequest(format!("bad value for header {name}"))
                 })?;
-                builder_headers.append(name, value);
+                headers.append(name, value);
             }
             let reqwest_method = reqwest::Method::from_bytes(method.as_bytes())
                 .map_err(|_| HttpError::InvalidRequest(format!("bad method {method:?}")))?;
-            let sent_bytes = body.as_ref().map_or(0, Vec::len);
-            let mut builder = client
+            let mut request = client
                 .client
                 .request(reqwest_method, request_url)
-                .headers(builder_headers);
-            if let Some(bytes) = &body
-                && !bytes.is_empty()
-            {
-                builder = builder.body(bytes.clone());
+                .headers(headers);
+            if !body.is_empty() {
+                request = request.body(body.clone());
             }
             let started = Instant::now();
-            let remaining = deadline.saturating_duration_since(started);
-            let answer = tokio::time::timeout(remaining, builder.send()).await;
-            let response = match answer {
-                Err(_) => {
-                    audit(
-                        self,
-                        &target,
-                        &shown,
-                        Decision::Allowed,
-                        format!("timed out after {remaining:?}"),
-                    );
-                    return Err(HttpError::Timeout(format!(
-                        "{target}: no answer within {remaining:?}"
-                    )));
-                }
-                Ok(Err(e)) => {
-                    let message = redact_text(&error_chain(&e.without_url()), &echoes);
-                    audit(
-                        self,
-                        &target,
-                        &shown,
-                        Decision::Allowed,
-                        format!("failed: {message}"),
-                    );
-                    return Err(HttpError::Network(format!("{target}: {message}")));
-                }
-                Ok(Ok(response)) => response,
-            };
-            let status = response.status().as_u16();
-            let location = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            if matches!(status, 301 | 302 | 303 | 307 | 308)
-                && let Some(location) = location
-            {
-                audit(
-                    self,
-                    &target,
-                    &shown,
-                    Decision::Allowed,
-                    format!(
-                        "status {status}, redirect, {sent_bytes} bytes out, {} ms",
-                        started.elapsed().as_millis()
-                    ),
-                );
-                if hop == limits.max_redirects {
-                    return Err(HttpError::Network(format!(
-                        "{target}: more than {} redirects",
-                        limits.max_redirects
-                    )));
-                }
-                url = url.join(&location).map_err(|e| {
-                    HttpError::Network(format!("{target}: bad redirect location: {e}"))
-                })?;
-                if status == 303 || (matches!(status, 301 | 302) && method == "POST") {
-                    method = "GET".to_string();
-                    body = None;
-                }
-                continue;
-            }
-            let headers: Vec<(String, String)> = response
-                .headers()
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_string(),
-                        redact_text(&String::from_utf8_lossy(v.as_bytes()), &echoes),
-                    )
-                })
-                .collect();
-            let mut response = response;
-            let mut received = Vec::new();
-            loop {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(remaining, response.chunk()).await {
-                    Err(_) => {
-                        audit(
-                            self,
-                            &target,
-                            &shown,
-                            Decision::Allowed,
-                            format!("status {status}, body timed out"),
-                        );
-                        return Err(HttpError::Timeout(format!(
-                            "{target}: the body did not arrive in time"
-                        )));
-                    }
-                    Ok(Err(e)) => {
-                        let message = redact_text(&error_chain(&e.without_url()), &echoes);
-                        return Err(HttpError::Network(format!("{target}: {message}")));
-                    }
-                    Ok(Ok(None)) => break,
-                    Ok(Ok(Some(chunk))) => {
-                        if (received.len() + chunk.len()) as u64 > limits.max_response_bytes {
-                            audit(
-                                self,
-                                &target,
-                                &shown,
-                                Decision::Allowed,
-                                format!(
-                                    "status {status}, response cut off over {} bytes",
-                                    limits.max_response_bytes
-                                ),
-                            );
-                            return Err(HttpError::TooLarge(format!(
-                                "{target}: the response is larger than the limit of {} bytes",
-                                limits.max_response_bytes
-                            )));
-                        }
-                        received.extend_from_slice(&chunk);
-                    }
-                }
-            }
-            audit(
-                self,
+            let outcome = exchange(
+                request,
                 &target,
-                &shown,
-                Decision::Allowed,
-                format!(
-                    "status {status}, {sent_bytes} bytes out, {} bytes in, {} ms",
-                    received.len(),
-                    started.elapsed().as_millis()
-                ),
-            );
-            return Ok(Response {
-                status,
-                headers,
-                body: redact_bytes(received, &echoes),
-            });
+                deadline,
+                limits.max_response_bytes,
+                &echoes,
+            )
+            .await;
+            let took = started.elapsed().as_millis();
+            match outcome {
+                Err(HopFailure { error, detail }) => {
+                    audit(
+                        self,
+                        &target,
+                        &shown,
+                        Decision::Allowed,
+                        format!("{detail}, {took} ms"),
+                    );
+                    return Err(error);
+                }
+                Ok(Exchange::Done(response)) => {
+                    let detail = format!(
+                        "status {}, {} bytes out, {} bytes in, {took} ms",
+                        response.status,
+                        body.len(),
+                        response.body.len()
+                    );
+                    audit(self, &target, &shown, Decision::Allowed, detail);
+                    return Ok(response);
+                }
+                Ok(Exchange::Redirect { status, location }) => {
+                    let detail = format!(
+                        "status {status}, redirect, {} bytes out, {took} ms",
+                        body.len()
+                    );
+                    audit(self, &target, &shown, Decision::Allowed, detail);
+                    url = url.join(&location).map_err(|e| {
+                        HttpError::Network(format!("{target}: bad redirect location: {e}"))
+                    })?;
+                    if status == 303 || (matches!(status, 301 | 302) && method == "POST") {
+                        method = "GET".to_string();
+                        body.clear();
+                    }
+                }
+            }
         }
-        Err(HttpError::Network("too many redirects".to_string()))
+        Err(HttpError::Network(format!(
+            "{}: more than {} redirects",
+            audit_target(&url),
+            limits.max_redirects
+        )))
     }
 }
 

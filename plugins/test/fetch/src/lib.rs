@@ -25,7 +25,8 @@ impl Source for Fetch {
     }
 
     fn read(stream: String, _checkpoint: Option<String>) -> Result<Page, PluginError> {
-        let probe: Probe = serde_json::from_str(&stream).map_err(|e| PluginError::Config(format!("bad probe: {e}")))?;
+        let probe: Probe = serde_json::from_str(&stream)
+            .map_err(|e| PluginError::Config(format!("bad probe: {e}")))?;
         let mut request = http::request(&probe.method, &probe.url);
         if let Some(name) = &probe.credential {
             request = request.credential(name);
