@@ -143,18 +143,12 @@ pub fn open_read_only(path: &Path) -> Result<Option<Connection>, DbError> {
             }
         })?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if found > SCHEMA_VERSION {
-        return Err(DbError::NewerSchema {
-            path: path.to_path_buf(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    schema_version(&conn, path)?;
     Ok(Some(conn))
 }
 
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
+/// The database's schema version; one newer than this build is an error.
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64, DbError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if found > SCHEMA_VERSION {
         return Err(DbError::NewerSchema {
@@ -163,6 +157,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
             supported: SCHEMA_VERSION,
         });
     }
+    Ok(found)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
+    let found = schema_version(conn, path)?;
     for (version, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
