@@ -27,8 +27,9 @@ pub struct EpochTicker {
 }
 
 impl EpochTicker {
-    /// Starts a ticker thread for `engine`.
-    pub fn start(engine: &Engine) -> EpochTicker {
+    /// Starts a ticker thread for `engine`. Without it no deadline would
+    /// ever fire, so failing to start it is an error.
+    pub fn start(engine: &Engine) -> std::io::Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let flag = stop.clone();
@@ -42,9 +43,11 @@ impl EpochTicker {
                         None => break,
                     }
                 }
-            })
-            .ok();
-        EpochTicker { stop, thread }
+            })?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -72,7 +75,9 @@ impl Runtime {
     pub fn new() -> wasmtime::Result<Runtime> {
         let engine = new_engine()?;
         let linker = crate::caps::linker(&engine)?;
-        let ticker = EpochTicker::start(&engine);
+        let ticker = EpochTicker::start(&engine).map_err(|e| {
+            wasmtime::Error::msg(format!("cannot start the epoch ticker thread: {e}"))
+        })?;
         Ok(Runtime {
             engine,
             linker,
