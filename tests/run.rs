@@ -125,25 +125,13 @@ fn a_database_from_a_newer_causeway_is_refused() {
     assert!(out.stdout.contains("schema version 999"), "{}", out.stdout);
 }
 
-const CRM_GRANT: &str = r#"
-[[plugins.crm-source.http]]
-scheme = "https"
-host = "crm.example.com"
-methods = ["GET"]
-path-prefix = "/v1/"
-
-[plugins.crm-source.credentials.crm-token]
-secret = "env:CAUSEWAY_TEST_CRM_TOKEN"
-hosts = ["crm.example.com"]
-"#;
-
 /// Every capability call leaves an audit row, allowed or denied, written
 /// through the one writer and flushed before the command exits.
 #[test]
 fn capability_calls_leave_audit_rows() {
     let scratch = Scratch::new();
     scratch.install("crm-source", "crm-source.wasm");
-    std::fs::write(scratch.path().join("grants.toml"), CRM_GRANT).unwrap();
+    scratch.grants(support::EXAMPLE_GRANTS);
     let read = scratch.path().join("read.json");
     std::fs::write(&read, r#"{"stream": "contacts"}"#).unwrap();
     for base_url in ["https://evil.example.net", "https://crm.example.com"] {
@@ -151,7 +139,7 @@ fn capability_calls_leave_audit_rows() {
         std::fs::write(&config, json!({ "base_url": base_url }).to_string()).unwrap();
         let out = run(scratch
             .causeway()
-            .env("CAUSEWAY_TEST_CRM_TOKEN", "tok")
+            .env("CRM_TOKEN", "tok")
             .args(["invoke", "crm-source", "read", "--input"])
             .arg(&read)
             .arg("--config")
@@ -187,7 +175,7 @@ fn capability_calls_leave_audit_rows() {
 fn the_audit_is_flushed_on_a_clean_stop() {
     let scratch = Scratch::new();
     scratch.install("crm-source", "crm-source.wasm");
-    std::fs::write(scratch.path().join("grants.toml"), CRM_GRANT).unwrap();
+    scratch.grants(support::EXAMPLE_GRANTS);
     std::fs::write(
         scratch.path().join("causeway.toml"),
         "[plugins.crm-source.config]\nbase_url = \"https://elsewhere.example\"\n",
