@@ -355,3 +355,120 @@ fn a_plugin_never_learns_its_credential() {
         "the secret is in the audit log"
     );
 }
+
+/// Starts `causeway run` for a scratch set up by [`setup`], with the secret.
+fn serve(scratch: &Scratch) -> support::RunningHost {
+    support::RunningHost::start(scratch.causeway().env("CAUSEWAY_TEST_TOKEN", SECRET).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+    ]))
+}
+
+/// One `read` of test-fetch through the running host's invoke endpoint.
+fn invoke_fetch(host: &support::RunningHost, url: &str) -> (u16, String) {
+    let stream = json!({ "method": "GET", "url": url }).to_string();
+    let body = json!({ "operation": "read", "input": { "stream": stream } }).to_string();
+    support::http(
+        &host.addr,
+        "POST",
+        "/api/plugins/test-fetch/invoke",
+        Some(&body),
+    )
+}
+
+#[test]
+fn requests_in_flight_never_exceed_the_plugins_concurrency_limit() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (now, peak) = (in_flight.clone(), most.clone());
+    // Each answer takes 300 ms, counted while the request is being served.
+    let server = FakeServer::start(move |_| {
+        let current = now.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(current, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        now.fetch_sub(1, Ordering::SeqCst);
+        Answer::ok("{}")
+    });
+    let scratch = setup(&grant(
+        &port(&server),
+        "[plugins.test-fetch.http-limits]\nmax-concurrent = 2\n",
+    ));
+    let host = Arc::new(serve(&scratch));
+    let url = format!("http://{}/api/slow", server.addr);
+    let callers: Vec<_> = (0..6)
+        .map(|_| {
+            let (host, url) = (host.clone(), url.clone());
+            std::thread::spawn(move || invoke_fetch(&host, &url))
+        })
+        .collect();
+    for caller in callers {
+        let (status, body) = caller.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(server.received().len(), 6);
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "six concurrent calls must be served two at a time"
+    );
+}
+
+#[test]
+fn requests_over_the_rate_limit_wait_their_turn_and_fail_only_past_the_deadline() {
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = arrivals.clone();
+    let server = FakeServer::start(move |_| {
+        log.lock().unwrap().push(Instant::now());
+        Answer::ok("{}")
+    });
+    let scratch = setup(&grant(
+        &port(&server),
+        "[plugins.test-fetch.http-limits]\nrequests-per-second = 4\nburst = 1\n",
+    ));
+    let host = serve(&scratch);
+    let url = format!("http://{}/api/x", server.addr);
+    for _ in 0..5 {
+        let (status, body) = invoke_fetch(&host, &url);
+        assert_eq!(status, 200, "{body}");
+    }
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 5);
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        // 4 per second is 250 ms apart; the margin covers delivery jitter.
+        assert!(
+            gap >= Duration::from_millis(200),
+            "requests went {gap:?} apart, faster than 4 per second"
+        );
+    }
+    drop(host);
+
+    // A wait that cannot fit in the request's time is refused before
+    // anything is sent, as a timeout naming the limit, and audited.
+    let scratch = setup(&grant(
+        &port(&server),
+        "[plugins.test-fetch.http-limits]\nrequests-per-second = 1\nburst = 1\ntimeout = \"300ms\"\n",
+    ));
+    let host = serve(&scratch);
+    let before = server.received().len();
+    let (first, _) = invoke_fetch(&host, &url);
+    assert_eq!(first, 200);
+    let (status, body) = invoke_fetch(&host, &url);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("requests-per-second"), "{body}");
+    assert_eq!(
+        server.received().len(),
+        before + 1,
+        "the throttled request was sent"
+    );
+    drop(host);
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    assert!(
+        rows.iter()
+            .any(|r| r.4 == "denied" && r.5.starts_with("throttled:")),
+        "{rows:#?}"
+    );
+}

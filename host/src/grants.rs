@@ -167,6 +167,11 @@ impl Grants {
                         "plugins.{plugin}.http[{i}].host: a grant must name a host or *.suffix, not *"
                     )));
                 }
+                if rule.scheme == "*" {
+                    return Err(fail(format!(
+                        "plugins.{plugin}.http[{i}].scheme: a grant must name \"https\" or \"http\", not *"
+                    )));
+                }
             }
             for (credential, binding) in &grant.credentials {
                 if binding.hosts.is_empty() {
@@ -342,6 +347,12 @@ hosts = ["crm.example.com"]
         )
         .unwrap_err();
         assert!(err.to_string().contains("not *"), "{err}");
+        let err = Grants::parse(
+            "[[plugins.a.http]]\nscheme = \"*\"\nhost = \"a.example\"\nmethods = [\"GET\"]\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("http[0].scheme"), "{err}");
     }
 
     #[test]

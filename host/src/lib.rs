@@ -18,6 +18,7 @@ pub mod config;
 pub mod contract;
 pub mod db;
 pub mod engine;
+pub mod fakes;
 pub mod grants;
 pub mod host;
 pub mod manifest;

@@ -81,7 +81,7 @@ impl Installed {
         let http = if policy.http.rules.is_empty() {
             None
         } else {
-            crate::caps::http::HttpClient::for_policy(&policy.http)
+            crate::caps::http::HttpClient::for_policy(&policy.http, &policy.http_limits)
                 .inspect_err(|e| tracing::error!(plugin = %plugin.info.label(), "{e}"))
                 .ok()
         };

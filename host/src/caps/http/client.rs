@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::address::CheckedResolver;
+use super::limiter::Limiter;
 use super::rule::HttpPolicy;
+
 /// Per-plugin HTTP limits, from `grants.toml` (`[plugins.NAME.http-limits]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -31,6 +33,15 @@ pub struct HttpLimits {
     /// The most redirects followed.
     #[serde(default = "default_redirects")]
     pub max_redirects: u32,
+    /// The most requests in flight at once, across all calls of the plugin.
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent: u32,
+    /// The sustained request rate; faster requests wait their turn.
+    #[serde(default = "default_rate")]
+    pub requests_per_second: u32,
+    /// How many requests may go at once after a quiet spell.
+    #[serde(default = "default_rate")]
+    pub burst: u32,
 }
 
 impl Default for HttpLimits {
@@ -40,6 +51,9 @@ impl Default for HttpLimits {
             max_response_bytes: default_response_bytes(),
             timeout: default_timeout(),
             max_redirects: default_redirects(),
+            max_concurrent: default_concurrent(),
+            requests_per_second: default_rate(),
+            burst: default_rate(),
         }
     }
 }
@@ -58,6 +72,14 @@ fn default_timeout() -> Duration {
 
 fn default_redirects() -> u32 {
     5
+}
+
+fn default_concurrent() -> u32 {
+    8
+}
+
+fn default_rate() -> u32 {
+    20
 }
 
 mod duration_text {
@@ -83,11 +105,13 @@ pub struct HttpClient {
     pub client: reqwest::Client,
     /// Hosts the grants name exactly: they may be non-public addresses.
     pub explicit: BTreeSet<String>,
+    /// The plugin's rate and concurrency limits.
+    pub limiter: Limiter,
 }
 
 impl HttpClient {
     /// The client for a plugin whose effective HTTP policy is `policy`.
-    pub fn for_policy(policy: &HttpPolicy) -> Result<Arc<HttpClient>, String> {
+    pub fn for_policy(policy: &HttpPolicy, limits: &HttpLimits) -> Result<Arc<HttpClient>, String> {
         let explicit: BTreeSet<String> = policy
             .rules
             .iter()
@@ -103,6 +127,15 @@ impl HttpClient {
             .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Arc::new(HttpClient { client, explicit }))
+        let limiter = Limiter::new(
+            limits.requests_per_second,
+            limits.burst,
+            limits.max_concurrent,
+        );
+        Ok(Arc::new(HttpClient {
+            client,
+            explicit,
+            limiter,
+        }))
     }
 }

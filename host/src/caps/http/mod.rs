@@ -8,6 +8,7 @@
 
 mod address;
 mod client;
+mod limiter;
 mod rule;
 
 use std::time::{Duration, Instant};
@@ -423,6 +424,22 @@ impl StoreState {
             if !body.is_empty() {
                 request = request.body(body.clone());
             }
+            // One slot and one token per hop, held until its answer is read.
+            let _permit = match client.limiter.admit(deadline).await {
+                Ok(permit) => permit,
+                Err(throttled) => {
+                    let reason = throttled.to_string();
+                    audit(
+                        self,
+                        &target,
+                        &shown,
+                        Decision::Denied,
+                        format!("throttled: {reason}"),
+                    );
+                    tracing::warn!(plugin = %self.plugin.label(), "http request throttled: {reason}");
+                    return Err(HttpError::Timeout(format!("{target}: {reason}")));
+                }
+            };
             let started = Instant::now();
             let outcome = exchange(
                 request,

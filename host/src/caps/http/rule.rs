@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpRule {
-    /// `https` (the default) or `http`; `http` only when named.
+    /// `https` (the default) or `http`; `http` only when named. In a
+    /// manifest, `*` means "the scheme the operator grants".
     #[serde(default = "default_scheme")]
     pub scheme: String,
     /// An exact host (name or IP address), `*.suffix` (any subdomain), or `*`
@@ -70,9 +71,9 @@ impl HttpRule {
     /// Checks the rule's fields; `at` names it in the message
     /// (e.g. `plugins.crm-source.http[0]`).
     pub fn validate(&self, at: &str) -> Result<(), String> {
-        if self.scheme != "https" && self.scheme != "http" {
+        if !matches!(self.scheme.as_str(), "https" | "http" | "*") {
             return Err(format!(
-                "{at}.scheme {:?} must be \"https\" or \"http\"",
+                "{at}.scheme {:?} must be \"https\", \"http\" or *",
                 self.scheme
             ));
         }
@@ -113,9 +114,11 @@ impl HttpRule {
 
     /// The requests both `self` and `other` allow, if any.
     pub fn intersect(&self, other: &HttpRule) -> Option<HttpRule> {
-        if self.scheme != other.scheme {
-            return None;
-        }
+        let scheme = match (self.scheme.as_str(), other.scheme.as_str()) {
+            ("*", s) | (s, "*") => s.to_string(),
+            (a, b) if a == b => a.to_string(),
+            _ => return None,
+        };
         let host = intersect_hosts(&self.host, &other.host)?;
         let port = match (self.port, other.port) {
             (Some(a), Some(b)) if a != b => return None,
@@ -141,7 +144,7 @@ impl HttpRule {
             return None;
         };
         Some(HttpRule {
-            scheme: self.scheme.clone(),
+            scheme,
             host,
             port,
             methods,
@@ -159,7 +162,7 @@ impl HttpRule {
 
     /// Whether this rule allows `target`.
     pub fn allows(&self, target: &Target) -> bool {
-        self.scheme == target.scheme
+        (self.scheme == target.scheme || self.scheme == "*")
             && host_matches(&self.host, &target.host)
             && self.port.is_none_or(|p| p == target.port)
             && self.methods.contains(&target.method)
@@ -360,6 +363,19 @@ mod tests {
                 .intersect(&rule("http", "a.example", None, &["GET"], "/"))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_requested_any_scheme_takes_the_granted_one() {
+        let requested = rule("*", "*", None, &["GET"], "/v1/contacts");
+        let granted = rule("http", "127.0.0.1", Some(8080), &["GET"], "/v1/");
+        assert!(requested.covered_by(&granted));
+        let both = requested.intersect(&granted).unwrap();
+        assert_eq!(both.scheme, "http");
+        assert!(both.allows(&target("GET", "http", "127.0.0.1", 8080, "/v1/contacts")));
+        assert!(!both.allows(&target("GET", "https", "127.0.0.1", 8080, "/v1/contacts")));
+        let https = rule("https", "crm.example", None, &["GET"], "/");
+        assert_eq!(requested.intersect(&https).unwrap().scheme, "https");
     }
 
     #[test]
