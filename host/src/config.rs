@@ -20,6 +20,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 pub const DEFAULT_DATA_DIR: &str = "causeway-data";
 /// The default plugins folder.
 pub const DEFAULT_PLUGINS_DIR: &str = "plugins";
+/// The default settle window for files written in place.
+pub const DEFAULT_RELOAD_SETTLE: Duration = Duration::from_millis(300);
 /// The grants file's default name, beside `causeway.toml`.
 pub const DEFAULT_GRANTS_FILE: &str = "grants.toml";
 
@@ -135,6 +137,7 @@ struct ConfigFile {
     plugins_dir: Option<PathBuf>,
     grants: Option<PathBuf>,
     secrets_file: Option<PathBuf>,
+    reload_settle: Option<TextDuration>,
     #[serde(default)]
     limits: LimitsConfig,
     #[serde(default)]
@@ -157,6 +160,9 @@ pub struct Config {
     pub grants_file: PathBuf,
     /// The secrets file, if any.
     pub secrets_file: Option<PathBuf>,
+    /// How long a file written in place must stay unchanged before the
+    /// running host loads it (an atomic rename is loaded at once).
+    pub reload_settle: Duration,
     /// Default per-call limits.
     pub limits: Limits,
     /// Per-plugin sections, by plugin name.
@@ -203,6 +209,10 @@ impl Config {
             ),
             grants_file: resolve(parsed.grants.unwrap_or_else(|| DEFAULT_GRANTS_FILE.into())),
             secrets_file: parsed.secrets_file.map(resolve),
+            reload_settle: parsed
+                .reload_settle
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_RELOAD_SETTLE),
             limits: parsed.limits.apply(Limits::default()),
             plugins: parsed.plugins,
         }

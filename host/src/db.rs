@@ -68,6 +68,21 @@ const MIGRATIONS: &[&str] = &[
         updated_at  TEXT NOT NULL,
         PRIMARY KEY (pipeline, stream)
     ) WITHOUT ROWID;",
+    // 3: during an upgrade one file has two rows (the version still serving
+    // and the new one held back), so the file is no longer the key. The rows
+    // are rewritten whole by every running host: nothing to copy.
+    "DROP TABLE plugin_state;
+    CREATE TABLE plugin_state (
+        file        TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        version     TEXT,
+        digest      TEXT,
+        worlds      TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        error       TEXT,
+        not_granted TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );",
 ];
 
 /// The schema version of a fully migrated database.

@@ -42,8 +42,8 @@ pub struct Host {
     pub grants: Grants,
     /// The secrets the host can resolve.
     pub secrets: Arc<Secrets>,
-    /// The engine and linker.
-    pub runtime: Runtime,
+    /// The engine and linker, shared with the reloader.
+    pub runtime: Arc<Runtime>,
 }
 
 impl Host {
@@ -61,7 +61,7 @@ impl Host {
     pub fn with_config(config: Config) -> Result<Host, HostError> {
         let grants = Grants::load(&config.grants_file)?;
         let secrets = Arc::new(Secrets::load(config.secrets_file.as_deref())?);
-        let runtime = Runtime::new().map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let runtime = Arc::new(Runtime::new().map_err(|e| HostError::Engine(format!("{e:#}")))?);
         Ok(Host {
             config,
             grants,

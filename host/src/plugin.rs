@@ -105,22 +105,31 @@ pub struct Inspection {
 /// imports and exports. Contract problems other than "no world" are left to
 /// [`Plugin::load`]: an inspection shows a reviewer what the file asks for.
 pub fn inspect(engine: &Engine, path: &Path) -> Result<Inspection, LoadError> {
+    let bytes = std::fs::read(path).map_err(|e| LoadError {
+        file: path.to_path_buf(),
+        problem: e.into(),
+    })?;
+    inspect_bytes(engine, path, &bytes)
+}
+
+/// [`inspect`] for a file already read: `bytes` are the contents of `path`
+/// (a sidecar manifest is still read beside it).
+pub fn inspect_bytes(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Inspection, LoadError> {
     let fail = |problem: Problem| LoadError {
         file: path.to_path_buf(),
         problem,
     };
-    let bytes = std::fs::read(path).map_err(|e| fail(e.into()))?;
-    if !wasmparser::Parser::is_component(&bytes) {
-        return Err(fail(if wasmparser::Parser::is_core_wasm(&bytes) {
+    if !wasmparser::Parser::is_component(bytes) {
+        return Err(fail(if wasmparser::Parser::is_core_wasm(bytes) {
             Problem::CoreModule
         } else {
             Problem::NotWasm
         }));
     }
-    let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
-    let (manifest, manifest_origin) = Manifest::load(path, &bytes).map_err(|e| fail(e.into()))?;
+    let digest = digest(bytes);
+    let (manifest, manifest_origin) = Manifest::load(path, bytes).map_err(|e| fail(e.into()))?;
     let component =
-        Component::new(engine, &bytes).map_err(|e| fail(Problem::Compile(format!("{e:#}"))))?;
+        Component::new(engine, bytes).map_err(|e| fail(Problem::Compile(format!("{e:#}"))))?;
     let ty = component.component_type();
     let imports: Vec<String> = ty
         .imports(engine)
@@ -150,6 +159,11 @@ pub fn inspect(engine: &Engine, path: &Path) -> Result<Inspection, LoadError> {
         component,
         worlds_error,
     })
+}
+
+/// A file's digest as the host shows it: `sha256:` and hex.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
 impl Inspection {
@@ -198,7 +212,22 @@ impl Plugin {
         linker: &Linker<StoreState>,
         path: &Path,
     ) -> Result<Plugin, LoadError> {
-        let inspection = inspect(engine, path)?;
+        let bytes = std::fs::read(path).map_err(|e| LoadError {
+            file: path.to_path_buf(),
+            problem: e.into(),
+        })?;
+        Plugin::from_bytes(engine, linker, path, &bytes)
+    }
+
+    /// [`Plugin::load`] for a file already read: `bytes` are the contents of
+    /// `path`.
+    pub fn from_bytes(
+        engine: &Engine,
+        linker: &Linker<StoreState>,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<Plugin, LoadError> {
+        let inspection = inspect_bytes(engine, path, bytes)?;
         let fail = |problem: Problem| LoadError {
             file: path.to_path_buf(),
             problem,

@@ -1,7 +1,7 @@
 //! The installed plugins: every `.wasm` at the top level of the plugins
 //! folder, loaded independently so one bad file never stops the others.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -72,12 +72,13 @@ pub struct Installed {
 
 impl Installed {
     /// Evaluates a loaded plugin against the grants.
-    pub fn new(plugin: Plugin, grants: &Grants, defaults: Limits) -> Installed {
-        let (policy, not_granted) = Policy::evaluate(
-            &plugin.info.manifest,
-            grants.get(&plugin.info.name),
-            defaults,
-        );
+    pub fn new(plugin: impl Into<Arc<Plugin>>, grants: &Grants, defaults: Limits) -> Installed {
+        let plugin = plugin.into();
+        let (policy, not_granted) = evaluate(&plugin, grants, defaults);
+        Installed::with_policy(plugin, policy, not_granted)
+    }
+
+    fn with_policy(plugin: Arc<Plugin>, policy: Policy, not_granted: Vec<String>) -> Installed {
         let http = if policy.http.rules.is_empty() {
             None
         } else {
@@ -86,7 +87,7 @@ impl Installed {
                 .ok()
         };
         Installed {
-            plugin: Arc::new(plugin),
+            plugin,
             policy: Arc::new(policy),
             not_granted,
             http,
@@ -206,12 +207,17 @@ impl PluginStatus {
     }
 }
 
-/// The plugins loaded from one folder.
+/// The plugins loaded from one folder: an immutable snapshot. A reload
+/// builds the next one with [`Registry::rescan`], reusing what did not change.
 pub struct Registry {
     dir: PathBuf,
     grants_file: PathBuf,
-    plugins: BTreeMap<String, Installed>,
-    failures: Vec<LoadError>,
+    /// Per name, the version that serves (or, pending approval, would).
+    plugins: BTreeMap<String, Arc<Installed>>,
+    /// Newer versions held back, pending approval, while an older one serves.
+    held: Vec<Arc<Installed>>,
+    /// Files that failed to load (an older version may still serve).
+    failures: Vec<Arc<LoadError>>,
 }
 
 /// The `.wasm` files at the top level of `dir`, sorted by name. Subfolders
@@ -230,6 +236,17 @@ pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 impl Registry {
+    /// A registry of nothing, for `dir`.
+    pub fn empty(dir: &Path, grants: &Grants) -> Registry {
+        Registry {
+            dir: dir.to_path_buf(),
+            grants_file: grants.file.clone(),
+            plugins: BTreeMap::new(),
+            held: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
     /// Loads every plugin file in `dir` and evaluates each against `grants`
     /// (with `defaults` as the base limits). A missing folder is an empty
     /// registry.
@@ -240,30 +257,135 @@ impl Registry {
         grants: &Grants,
         defaults: Limits,
     ) -> std::io::Result<Registry> {
-        let files = match plugin_files(dir) {
+        Registry::empty(dir, grants).rescan(engine, linker, grants, defaults, &BTreeSet::new())
+    }
+
+    /// The next registry: the folder as it is now, against `grants`.
+    ///
+    /// A file whose bytes (and manifest) did not change keeps its compiled
+    /// plugin, and keeps its [`Installed`] (HTTP client and limits included)
+    /// if its policy did not change either. Files in `unsettled` (still being
+    /// written) keep whatever they had. An upgrade that fails to load, or
+    /// that requests more than is granted, does not replace the version that
+    /// served from the same file: that one keeps serving, and the new file
+    /// shows as failed or pending approval beside it.
+    pub fn rescan(
+        &self,
+        engine: &Engine,
+        linker: &Linker<StoreState>,
+        grants: &Grants,
+        defaults: Limits,
+        unsettled: &BTreeSet<PathBuf>,
+    ) -> std::io::Result<Registry> {
+        let files = match plugin_files(&self.dir) {
             Ok(files) => files,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let mut registry = Registry {
-            dir: dir.to_path_buf(),
-            grants_file: grants.file.clone(),
-            plugins: BTreeMap::new(),
-            failures: Vec::new(),
+        let previous: Vec<&Arc<Installed>> =
+            self.plugins.values().chain(self.held.iter()).collect();
+        let install = |plugin: &Arc<Plugin>| -> Arc<Installed> {
+            let (policy, not_granted) = evaluate(plugin, grants, defaults);
+            let same = previous.iter().find(|p| {
+                Arc::ptr_eq(&p.plugin, plugin)
+                    && *p.policy == policy
+                    && p.not_granted == not_granted
+            });
+            match same {
+                Some(installed) => Arc::clone(installed),
+                None => Arc::new(Installed::with_policy(plugin.clone(), policy, not_granted)),
+            }
         };
+        let mut next = Registry::empty(&self.dir, grants);
+        let mut candidates: Vec<Arc<Installed>> = Vec::new();
         for file in files {
-            match Plugin::load(engine, linker, &file) {
-                Ok(plugin) => registry.insert(Installed::new(plugin, grants, defaults)),
+            let from_file = |p: &&&Arc<Installed>| p.plugin.info.path == file;
+            if unsettled.contains(&file) {
+                candidates.extend(
+                    previous
+                        .iter()
+                        .filter(from_file)
+                        .map(|p| install(&p.plugin)),
+                );
+                next.failures
+                    .extend(self.failures.iter().filter(|f| f.file == file).cloned());
+                continue;
+            }
+            let bytes = match std::fs::read(&file) {
+                Ok(bytes) => bytes,
                 Err(e) => {
-                    tracing::warn!("plugin not loaded: {e}");
-                    registry.failures.push(e);
+                    let error = LoadError {
+                        file: file.clone(),
+                        problem: e.into(),
+                    };
+                    tracing::warn!("plugin not loaded: {error}");
+                    next.failures.push(Arc::new(error));
+                    continue;
+                }
+            };
+            let digest = crate::plugin::digest(&bytes);
+            let unchanged = previous.iter().filter(from_file).find(|p| {
+                p.plugin.info.digest == digest
+                    && crate::manifest::Manifest::load(&file, &bytes)
+                        .is_ok_and(|(m, _)| m == p.plugin.info.manifest)
+            });
+            let plugin = match unchanged {
+                Some(installed) => installed.plugin.clone(),
+                None => match Plugin::from_bytes(engine, linker, &file, &bytes) {
+                    Ok(plugin) => Arc::new(plugin),
+                    Err(e) => {
+                        tracing::warn!("plugin not loaded: {e}");
+                        next.failures.push(Arc::new(e));
+                        continue;
+                    }
+                },
+            };
+            candidates.push(install(&plugin));
+        }
+        for candidate in candidates {
+            let name = &candidate.plugin.info.name;
+            let serving = self.plugins.get(name).filter(|old| {
+                old.plugin.info.path == candidate.plugin.info.path
+                    && !Arc::ptr_eq(&old.plugin, &candidate.plugin)
+            });
+            if let Some(old) = serving
+                && candidate.state() == PluginState::PendingApproval
+            {
+                let old = install(&old.plugin);
+                if old.state() == PluginState::Active {
+                    tracing::warn!(
+                        plugin = %candidate.plugin.info.label(),
+                        digest = %candidate.plugin.info.digest,
+                        "upgrade held back, pending approval: it requests what is not granted: {}; {} keeps serving",
+                        candidate.not_granted.join("; "),
+                        old.plugin.info.label()
+                    );
+                    next.held.push(candidate);
+                    next.insert(old);
+                    continue;
                 }
             }
+            next.insert(candidate);
         }
-        Ok(registry)
+        // A file that failed to load: the version that served from it before
+        // keeps serving.
+        let failed: Vec<PathBuf> = next.failures.iter().map(|f| f.file.clone()).collect();
+        for file in failed {
+            if let Some(old) = self.plugins.values().find(|p| p.plugin.info.path == file)
+                && !next.plugins.contains_key(&old.plugin.info.name)
+            {
+                tracing::warn!(
+                    plugin = %old.plugin.info.label(),
+                    "{} failed to load: the version loaded before keeps serving",
+                    file.display()
+                );
+                next.insert(install(&old.plugin));
+            }
+        }
+        Ok(next)
     }
 
-    fn insert(&mut self, installed: Installed) {
+    fn insert(&mut self, installed: Arc<Installed>) {
         let plugin = &installed.plugin;
         let name = plugin.info.name.clone();
         if let Some(existing) = self.plugins.get(&name) {
@@ -275,7 +397,7 @@ impl Registry {
                 },
             };
             tracing::warn!("plugin not loaded: {error}");
-            self.failures.push(error);
+            self.failures.push(Arc::new(error));
             return;
         }
         match installed.state() {
@@ -298,7 +420,7 @@ impl Registry {
     }
 
     /// The loaded plugin named `name`, whatever its state.
-    pub fn get(&self, name: &str) -> Option<&Installed> {
+    pub fn get(&self, name: &str) -> Option<&Arc<Installed>> {
         self.plugins.get(name)
     }
 
@@ -313,23 +435,37 @@ impl Registry {
             .callable(&self.grants_file)
     }
 
-    /// The loaded plugins, by name.
-    pub fn plugins(&self) -> impl Iterator<Item = &Installed> {
+    /// The loaded plugins, by name: for each, the version that serves.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Installed>> {
         self.plugins.values()
     }
 
     /// The files that failed to load.
-    pub fn failures(&self) -> &[LoadError] {
+    pub fn failures(&self) -> &[Arc<LoadError>] {
         &self.failures
     }
 
-    /// One status row per plugin and per failed file, by name.
+    /// One status row per plugin, per held-back upgrade and per failed
+    /// file, by name.
     pub fn statuses(&self) -> Vec<PluginStatus> {
-        let mut rows: Vec<PluginStatus> = self.plugins.values().map(loaded_status).collect();
-        rows.extend(self.failures.iter().map(failed_status));
+        let mut rows: Vec<PluginStatus> = self
+            .plugins
+            .values()
+            .chain(self.held.iter())
+            .map(|i| loaded_status(i))
+            .collect();
+        rows.extend(self.failures.iter().map(|f| failed_status(f)));
         rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.file.cmp(&b.file)));
         rows
     }
+}
+
+fn evaluate(plugin: &Plugin, grants: &Grants, defaults: Limits) -> (Policy, Vec<String>) {
+    Policy::evaluate(
+        &plugin.info.manifest,
+        grants.get(&plugin.info.name),
+        defaults,
+    )
 }
 
 fn loaded_status(installed: &Installed) -> PluginStatus {

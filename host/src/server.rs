@@ -20,17 +20,21 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::db::{self, WriterHandle};
-use crate::host::Host;
+use crate::engine::Runtime;
+use crate::live::Live;
 use crate::operation::Operation;
-use crate::registry::{NotCallable, PluginStatus, Registry};
+use crate::registry::{NotCallable, PluginStatus};
 use crate::sandbox::CallError;
+use crate::secrets::Secrets;
 
 /// What the handlers share.
 pub struct AppState {
-    /// The configured host.
-    pub host: Host,
-    /// The loaded plugins.
-    pub registry: Registry,
+    /// The engine and linker.
+    pub runtime: Arc<Runtime>,
+    /// The secrets the host resolves.
+    pub secrets: Arc<Secrets>,
+    /// Configuration, grants and plugins, as the reloader last swapped them.
+    pub live: Arc<Live>,
     /// The database's writer: storage and the audit log.
     pub db: WriterHandle,
     /// The database file the status API reads.
@@ -87,7 +91,10 @@ async fn invoke(
     Path(name): Path<String>,
     Json(request): Json<InvokeRequest>,
 ) -> Response {
-    let installed = match state.registry.callable(&name) {
+    // The call keeps this snapshot to its end: a reload meanwhile does not
+    // change the version it runs on.
+    let snapshot = state.live.snapshot();
+    let installed = match snapshot.registry.callable(&name) {
         Ok(installed) => installed,
         Err(e @ NotCallable::Unknown { .. }) => {
             return error(StatusCode::NOT_FOUND, "unknown-plugin", e.to_string());
@@ -102,13 +109,13 @@ async fn invoke(
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.kind(), e.to_string()),
     };
     let context = installed.call_context(
-        &state.host.config.plugin_config(&name),
+        &snapshot.config.plugin_config(&name),
         &state.db,
-        &state.host.secrets,
+        &state.secrets,
         "",
     );
     match plugin
-        .call(&state.host.runtime.engine, operation, &context)
+        .call(&state.runtime.engine, operation, &context)
         .await
     {
         Ok(answer) => Json(answer).into_response(),

@@ -437,3 +437,23 @@ impl FakeServer {
         self.received.lock().expect("log").clone()
     }
 }
+
+/// Polls `probe` every 20 ms until it returns `Some`, for at most `within`;
+/// panics naming `what` when it never does.
+pub fn wait_until<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

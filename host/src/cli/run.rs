@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::Notify;
 
+use crate::live::{Live, Snapshot};
+use crate::reload::Reloader;
 use crate::server::{self, AppState};
 
 /// Extra time, past the longest call's deadline, that stopping waits for calls
@@ -15,7 +17,8 @@ use crate::server::{self, AppState};
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Run the host: load the plugins, record their states, serve /healthz and the
-/// status API on the listen address, until SIGTERM or Ctrl-C; then stop
+/// status API on the listen address, reload plugins, grants and configuration
+/// when their files change, until SIGTERM or Ctrl-C; then stop
 /// taking new work, let calls in flight finish (within a bound), flush the
 /// audit log and exit 0.
 #[derive(Debug, clap::Args)]
@@ -46,11 +49,24 @@ impl Opts {
         handle.plugin_states(registry.statuses().iter().map(|s| s.to_row()).collect());
         handle.flush().await?;
         let drain_bound = host.config.limits.call_timeout + DRAIN_GRACE;
+        let live = Arc::new(Live::new(Snapshot {
+            config: host.config.clone(),
+            grants: host.grants.clone(),
+            registry,
+        }));
+        let _reloader = Reloader::start(live.clone(), host.runtime.clone(), handle.clone())
+            .with_context(|| {
+                format!(
+                    "cannot watch the plugins folder {}",
+                    host.config.plugins_dir.display()
+                )
+            })?;
         let state = Arc::new(AppState {
             database: host.config.database_file(),
             db: handle.clone(),
-            registry,
-            host,
+            runtime: host.runtime.clone(),
+            secrets: host.secrets.clone(),
+            live,
         });
 
         let draining = Arc::new(Notify::new());

@@ -1,0 +1,305 @@
+//! Hot reload: the running host watches the plugins folder, `grants.toml`
+//! and `causeway.toml`, and swaps in a new [`Snapshot`] when they change.
+//!
+//! - A file renamed into place, or removed, is handled at once; a file
+//!   written in place is taken once it has not changed for the settle window
+//!   (`reload-settle`), so a slow copy is never loaded half-written.
+//! - Compiling happens on a blocking thread, off the serving path; the swap
+//!   is one pointer store ([`Live::swap`]). Calls in flight keep the snapshot
+//!   they started with.
+//! - A plugin file that fails to load, or an upgrade that requests more than
+//!   is granted, leaves the version that served before serving (see
+//!   [`Registry::rescan`]).
+//! - An invalid `grants.toml` or `causeway.toml` is refused, logged, and the
+//!   last good one kept. The listen address, the data directory and the
+//!   plugins folder are fixed for the life of the process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::db::WriterHandle;
+use crate::engine::Runtime;
+use crate::grants::Grants;
+use crate::live::{Live, Snapshot};
+
+/// A watched file whose change is waiting for its moment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Changed {
+    /// A file in the plugins folder (a `.wasm`, or a sidecar manifest).
+    Plugin(OsString),
+    /// `grants.toml`.
+    Grants,
+    /// `causeway.toml`.
+    Config,
+}
+
+/// The running reloader: dropping it stops the watching.
+pub struct Reloader {
+    _watcher: RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Reloader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the reloader watches, resolved once at start.
+struct Watched {
+    plugins_dir: PathBuf,
+    plugins_canonical: PathBuf,
+    grants: (PathBuf, Option<OsString>),
+    config: Option<(PathBuf, Option<OsString>)>,
+}
+
+impl Watched {
+    /// What a changed path is, if it is anything watched.
+    fn classify(&self, path: &Path) -> Option<Changed> {
+        let parent = path.parent()?;
+        let name = path.file_name()?;
+        if let Some((dir, file)) = &self.config
+            && parent == dir
+            && Some(name) == file.as_deref()
+        {
+            return Some(Changed::Config);
+        }
+        if parent == self.grants.0 && Some(name) == self.grants.1.as_deref() {
+            return Some(Changed::Grants);
+        }
+        let is_plugin_file = Path::new(name)
+            .extension()
+            .is_some_and(|e| e == "wasm" || e == "toml");
+        (parent == self.plugins_canonical && is_plugin_file)
+            .then(|| Changed::Plugin(name.to_os_string()))
+    }
+}
+
+/// A file's folder, canonical (so event paths compare equal), and its name.
+fn split(file: &Path) -> (PathBuf, Option<OsString>) {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    (
+        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        file.file_name().map(OsString::from),
+    )
+}
+
+impl Reloader {
+    /// Starts watching for the host whose current state is `live`; every
+    /// swap records the new plugin states through `db`.
+    pub fn start(
+        live: Arc<Live>,
+        runtime: Arc<Runtime>,
+        db: WriterHandle,
+    ) -> notify::Result<Reloader> {
+        let snapshot = live.snapshot();
+        let config = &snapshot.config;
+        std::fs::create_dir_all(&config.plugins_dir).map_err(notify::Error::io)?;
+        let watched = Watched {
+            plugins_dir: config.plugins_dir.clone(),
+            plugins_canonical: std::fs::canonicalize(&config.plugins_dir)
+                .map_err(notify::Error::io)?,
+            grants: split(&config.grants_file),
+            config: config.file.as_deref().map(split),
+        };
+        let (events, receiver) = mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = events.send(event);
+        })?;
+        let mut dirs: BTreeSet<&Path> = BTreeSet::new();
+        dirs.insert(&watched.plugins_canonical);
+        dirs.insert(&watched.grants.0);
+        if let Some((dir, _)) = &watched.config {
+            dirs.insert(dir);
+        }
+        for dir in dirs {
+            // A grants file's folder may not exist yet: then nothing is
+            // granted until the host restarts with one.
+            match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {}
+                Err(e) if dir != watched.plugins_canonical => {
+                    tracing::warn!("cannot watch {}: {e}", dir.display())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let state = State {
+            live,
+            runtime,
+            db,
+            watched,
+            settle: config.reload_settle,
+        };
+        let task = tokio::spawn(state.run(receiver));
+        Ok(Reloader {
+            _watcher: watcher,
+            task,
+        })
+    }
+}
+
+struct State {
+    live: Arc<Live>,
+    runtime: Arc<Runtime>,
+    db: WriterHandle,
+    watched: Watched,
+    settle: Duration,
+}
+
+impl State {
+    async fn run(self, mut events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>) {
+        let mut pending: BTreeMap<Changed, Instant> = BTreeMap::new();
+        loop {
+            let next = pending.values().min().copied();
+            tokio::select! {
+                event = events.recv() => match event {
+                    None => return,
+                    Some(Err(e)) => tracing::warn!("watching the plugins folder: {e}"),
+                    Some(Ok(event)) => self.note(&event, &mut pending),
+                },
+                () = sleep_until(next) => {}
+            }
+            let now = Instant::now();
+            let ready: BTreeSet<Changed> = pending
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(c, _)| c.clone())
+                .collect();
+            if ready.is_empty() {
+                continue;
+            }
+            pending.retain(|c, _| !ready.contains(c));
+            let unsettled: BTreeSet<PathBuf> = pending
+                .keys()
+                .filter_map(|c| match c {
+                    Changed::Plugin(name) => Some(self.watched.plugins_dir.join(name)),
+                    _ => None,
+                })
+                .collect();
+            self.apply(&ready, unsettled).await;
+        }
+    }
+
+    /// Records when a change should be acted on: at once for a rename or a
+    /// removal, after the settle window for a write in place.
+    fn note(&self, event: &notify::Event, pending: &mut BTreeMap<Changed, Instant>) {
+        use notify::event::ModifyKind;
+        let delay = match event.kind {
+            EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => Duration::ZERO,
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any => self.settle,
+            // Opening or closing a file changes nothing.
+            EventKind::Access(_) | EventKind::Other => return,
+        };
+        for path in &event.paths {
+            if let Some(changed) = self.watched.classify(path) {
+                let at = Instant::now() + delay;
+                // A write after a rename restarts the window; nothing
+                // shortens one already running except a rename.
+                let entry = pending.entry(changed).or_insert(at);
+                *entry = if delay.is_zero() {
+                    at
+                } else {
+                    (*entry).max(at)
+                };
+            }
+        }
+    }
+
+    /// Builds the next snapshot from what changed, and swaps it in.
+    async fn apply(&self, ready: &BTreeSet<Changed>, unsettled: BTreeSet<PathBuf>) {
+        let current = self.live.snapshot();
+        let mut config = current.config.clone();
+        if ready.contains(&Changed::Config)
+            && let Some(file) = &current.config.file
+        {
+            match Config::load(Some(file)) {
+                Ok(new) => config = keep_fixed(&current.config, new),
+                Err(e) => tracing::error!("{e}: keeping the last good configuration"),
+            }
+        }
+        let mut grants = current.grants.clone();
+        if ready.contains(&Changed::Grants) || config.grants_file != current.config.grants_file {
+            match Grants::load(&config.grants_file) {
+                Ok(new) => grants = new,
+                Err(e) => tracing::error!("{e}: keeping the last good grants"),
+            }
+        }
+        let runtime = self.runtime.clone();
+        let limits = config.limits;
+        let (grants, registry) = {
+            let current = current.clone();
+            match tokio::task::spawn_blocking(move || {
+                let registry = current.registry.rescan(
+                    &runtime.engine,
+                    &runtime.linker,
+                    &grants,
+                    limits,
+                    &unsettled,
+                );
+                (grants, registry)
+            })
+            .await
+            {
+                Ok((grants, Ok(registry))) => (grants, registry),
+                Ok((_, Err(e))) => {
+                    tracing::error!(
+                        "cannot read the plugins folder {}: {e}: keeping the plugins loaded",
+                        config.plugins_dir.display()
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("reloading failed: {e}: keeping the plugins loaded");
+                    return;
+                }
+            }
+        };
+        let rows = registry.statuses().iter().map(|s| s.to_row()).collect();
+        self.live.swap(Snapshot {
+            config,
+            grants,
+            registry,
+        });
+        self.db.plugin_states(rows);
+        tracing::info!("reloaded");
+    }
+}
+
+/// `new`, with what cannot change while the host runs kept from `current`.
+fn keep_fixed(current: &Config, mut new: Config) -> Config {
+    if new.listen != current.listen {
+        tracing::warn!(
+            "listen changed to {}: it takes effect when the host restarts",
+            new.listen
+        );
+    }
+    if new.data_dir != current.data_dir {
+        tracing::warn!("data-dir changed: it takes effect when the host restarts");
+    }
+    if new.plugins_dir != current.plugins_dir {
+        tracing::warn!("plugins-dir changed: it takes effect when the host restarts");
+    }
+    new.listen = current.listen;
+    new.data_dir = current.data_dir.clone();
+    new.plugins_dir = current.plugins_dir.clone();
+    new.reload_settle = current.reload_settle;
+    new
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

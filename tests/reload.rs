@@ -1,0 +1,372 @@
+//! Hot reload through the real host: files replaced by atomic rename and by
+//! slow writes in place while calls keep coming, broken and over-reaching
+//! upgrades, grants and configuration edited while the host runs.
+
+mod support;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Answer, FakeServer, RunningHost, Scratch, http, try_http, wait_until};
+
+const A: &str = "build-aaaa";
+const B: &str = "build-bbbb";
+const FILE: &str = "test-version.wasm";
+
+/// `bytes` with every occurrence of `from` replaced by `to` (same length,
+/// so the file stays a valid component).
+fn patch(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let mut found = 0;
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from.as_bytes() {
+            out[i..i + from.len()].copy_from_slice(to.as_bytes());
+            found += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(found > 0, "{from:?} is not in the plugin");
+    out
+}
+
+fn build(marker: &str) -> Vec<u8> {
+    let bytes = std::fs::read(support::built("test-version")).unwrap();
+    if marker == A {
+        bytes
+    } else {
+        patch(&bytes, A, marker)
+    }
+}
+
+/// Writes beside and renames into place: the folder never shows half a file.
+fn replace_atomically(scratch: &Scratch, bytes: &[u8]) {
+    let partial = scratch.plugins().join(format!(".{FILE}.partial"));
+    std::fs::write(&partial, bytes).unwrap();
+    std::fs::rename(&partial, scratch.plugins().join(FILE)).unwrap();
+}
+
+/// Writes the file in place in eight chunks, 40 ms apart, like a slow copy.
+fn write_slowly(scratch: &Scratch, bytes: &[u8]) {
+    let mut file = std::fs::File::create(scratch.plugins().join(FILE)).unwrap();
+    for chunk in bytes.chunks(bytes.len().div_ceil(8)) {
+        file.write_all(chunk).unwrap();
+        file.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+fn setup(spin_ms: u64, extra_config: &str) -> Scratch {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.plugins().join(FILE), build(A)).unwrap();
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        format!("{extra_config}\n[plugins.test-version.config]\nspin_ms = {spin_ms}\n"),
+    )
+    .unwrap();
+    scratch
+}
+
+fn start(scratch: &Scratch) -> RunningHost {
+    RunningHost::start(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]))
+}
+
+/// One transform call: the build that answered, or the failure.
+fn call(addr: &str) -> Result<String, String> {
+    let body = json!({
+        "operation": "transform",
+        "input": [{ "stream": "s", "key": "k", "data": {} }],
+    })
+    .to_string();
+    let (status, answer) = try_http(
+        addr,
+        "POST",
+        "/api/plugins/test-version/invoke",
+        Some(&body),
+    )
+    .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("{status}: {answer}"));
+    }
+    let answer: Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+    answer[0]["data"]["build"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no build in {answer}"))
+}
+
+fn plugin_rows(addr: &str) -> Vec<Value> {
+    let (status, body) = http(addr, "GET", "/api/plugins", None);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Vec<Value>>(&body).unwrap()
+}
+
+/// Waits until calls answer from `marker`; how long that took.
+fn wait_for_build(addr: &str, marker: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    wait_until(&format!("calls answering from {marker}"), within, || {
+        (call(addr).ok().as_deref() == Some(marker)).then_some(())
+    });
+    started.elapsed()
+}
+
+#[test]
+fn twenty_swaps_under_load_never_fail_a_call_and_the_last_is_live_within_a_second() {
+    let scratch = setup(5, "");
+    let host = Arc::new(start(&scratch));
+    assert_eq!(call(&host.addr), Ok(A.to_string()));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (host, stop, answers) = (host.clone(), stop.clone(), answers.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let answer = call(&host.addr);
+                    answers.lock().unwrap().push(answer);
+                }
+            })
+        })
+        .collect();
+    // Meanwhile, nothing may ever be reported failed.
+    let failed_seen = Arc::new(Mutex::new(Vec::new()));
+    let poller = {
+        let (host, stop, failed_seen) = (host.clone(), stop.clone(), failed_seen.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for row in plugin_rows(&host.addr) {
+                    if row["state"] != "active" {
+                        failed_seen.lock().unwrap().push(row);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    let mut last_latency = Duration::ZERO;
+    for i in 0..20 {
+        let marker = if i % 2 == 0 { B } else { A };
+        let bytes = build(marker);
+        // Two renames, two slow writes, and again: each kind with each build.
+        if i % 4 < 2 {
+            replace_atomically(&scratch, &bytes);
+        } else {
+            write_slowly(&scratch, &bytes);
+        }
+        last_latency = wait_for_build(&host.addr, marker, Duration::from_secs(10));
+    }
+    assert!(
+        last_latency < Duration::from_secs(1),
+        "the last version answered {last_latency:?} after its file was complete"
+    );
+    // From then on every call answers from the final build (A).
+    for _ in 0..10 {
+        assert_eq!(call(&host.addr), Ok(A.to_string()));
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    for caller in callers {
+        caller.join().unwrap();
+    }
+    poller.join().unwrap();
+    let answers = answers.lock().unwrap();
+    assert!(
+        answers.len() > 20,
+        "the callers barely called: {}",
+        answers.len()
+    );
+    let failures: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "calls failed during swaps: {failures:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a.as_deref(), Ok(A) | Ok(B))),
+        "an answer came from neither build"
+    );
+    let failed_seen = failed_seen.lock().unwrap();
+    assert!(
+        failed_seen.is_empty(),
+        "a state other than active was reported: {failed_seen:?}"
+    );
+}
+
+#[test]
+fn a_call_in_flight_during_a_swap_answers_from_the_old_version() {
+    let scratch = setup(3000, "");
+    let host = Arc::new(start(&scratch));
+    let in_flight = {
+        let host = host.clone();
+        std::thread::spawn(move || call(&host.addr))
+    };
+    host.wait_for_log(&format!("call started on {A}"), 30);
+    replace_atomically(&scratch, &build(B));
+    host.wait_for_log("reloaded", 10);
+    assert!(
+        !in_flight.is_finished(),
+        "the swap must happen while the call is in flight"
+    );
+    assert_eq!(in_flight.join().unwrap(), Ok(A.to_string()));
+    assert_eq!(call(&host.addr), Ok(B.to_string()));
+}
+
+#[test]
+fn a_broken_upgrade_leaves_the_old_version_answering_and_shows_the_failure() {
+    let scratch = setup(0, "");
+    let host = start(&scratch);
+    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    replace_atomically(&scratch, b"\0asm this is not a plugin");
+    let rows = wait_until("a failed row", Duration::from_secs(10), || {
+        let rows = plugin_rows(&host.addr);
+        rows.iter().any(|r| r["state"] == "failed").then_some(rows)
+    });
+    let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["active", "failed"], "{rows:?}");
+    assert!(
+        rows[1]["error"].as_str().unwrap().contains(FILE),
+        "{rows:?}"
+    );
+    assert_eq!(
+        call(&host.addr),
+        Ok(A.to_string()),
+        "the old version must keep answering"
+    );
+    host.wait_for_log("the version loaded before keeps serving", 5);
+
+    // A good file again: it serves, and the failure is gone.
+    replace_atomically(&scratch, &build(B));
+    wait_for_build(&host.addr, B, Duration::from_secs(10));
+    let rows = plugin_rows(&host.addr);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["state"], "active");
+}
+
+#[test]
+fn an_upgrade_asking_for_more_is_held_pending_until_granted_while_the_old_serves() {
+    let scratch = setup(0, "");
+    let host = start(&scratch);
+    let greedy = patch(&build(B), "storage = false", "storage = true ");
+    replace_atomically(&scratch, &greedy);
+    let rows = wait_until("a pending row", Duration::from_secs(10), || {
+        let rows = plugin_rows(&host.addr);
+        rows.iter()
+            .any(|r| r["state"] == "pending-approval")
+            .then_some(rows)
+    });
+    let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["active", "pending-approval"], "{rows:?}");
+    assert_eq!(rows[1]["not_granted"], json!(["storage"]), "{rows:?}");
+    assert_eq!(call(&host.addr), Ok(A.to_string()));
+
+    // Granting it (grants.toml edited while the host runs) swaps it in.
+    scratch.grants("[plugins.test-version.storage]\nquota-bytes = 1024\n");
+    wait_for_build(&host.addr, B, Duration::from_secs(10));
+    let rows = plugin_rows(&host.addr);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["state"], "active");
+}
+
+#[test]
+fn removing_the_file_unloads_the_plugin() {
+    let scratch = setup(0, "");
+    let host = start(&scratch);
+    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    std::fs::remove_file(scratch.plugins().join(FILE)).unwrap();
+    wait_until("the plugin gone", Duration::from_secs(10), || {
+        call(&host.addr).err().filter(|e| e.starts_with("404"))
+    });
+    assert!(plugin_rows(&host.addr).is_empty());
+}
+
+#[test]
+fn a_revoked_http_grant_denies_the_next_request() {
+    let kept = FakeServer::start(|_| Answer::ok("{}"));
+    let revoked = FakeServer::start(|_| Answer::ok("{}"));
+    let port = |s: &FakeServer| s.addr.rsplit(':').next().unwrap().to_string();
+    let rule = |port: &str| {
+        format!(
+            "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\nmethods = [\"GET\"]\n"
+        )
+    };
+    let credential =
+        "[plugins.test-fetch.credentials.token]\nsecret = \"env:TOKEN\"\nhosts = [\"127.0.0.1\"]\n";
+    let scratch = Scratch::new();
+    scratch.install("test-fetch", "fetch.wasm");
+    scratch.grants(&format!(
+        "{}{}{credential}",
+        rule(&port(&kept)),
+        rule(&port(&revoked))
+    ));
+    let host = RunningHost::start(scratch.causeway().env("TOKEN", "t").args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    let fetch = |server: &FakeServer| {
+        let stream = json!({ "method": "GET", "url": format!("http://{}/x", server.addr) });
+        let body =
+            json!({ "operation": "read", "input": { "stream": stream.to_string() } }).to_string();
+        http(
+            &host.addr,
+            "POST",
+            "/api/plugins/test-fetch/invoke",
+            Some(&body),
+        )
+    };
+    assert_eq!(fetch(&revoked).0, 200);
+
+    scratch.grants(&format!("{}{credential}", rule(&port(&kept))));
+    let (_, body) = wait_until("the revoked grant denying", Duration::from_secs(10), || {
+        let (status, body) = fetch(&revoked);
+        body.contains("denied").then_some((status, body))
+    });
+    assert!(body.contains("no grant allows it"), "{body}");
+    // From then on, nothing reaches the revoked server.
+    let reached = revoked.received().len();
+    let (status, body) = fetch(&revoked);
+    assert!(status != 200 && body.contains("denied"), "{status}: {body}");
+    assert_eq!(
+        revoked.received().len(),
+        reached,
+        "a denied request reached the server"
+    );
+    assert_eq!(fetch(&kept).0, 200, "the grant that stays still works");
+}
+
+#[test]
+fn configuration_edits_apply_live_and_an_invalid_edit_keeps_the_last_good_one() {
+    let scratch = setup(300, "");
+    let host = start(&scratch);
+    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    let config = scratch.path().join("causeway.toml");
+
+    // Invalid: refused, logged with file and line, the old one kept.
+    std::fs::write(&config, "[limits]\ncall-timeout = \"soon\"\n").unwrap();
+    host.wait_for_log("keeping the last good configuration", 10);
+    assert!(
+        host.logs().contains("causeway.toml line 2"),
+        "{}",
+        host.logs()
+    );
+    assert_eq!(call(&host.addr), Ok(A.to_string()));
+
+    // Valid: a call timeout shorter than the plugin's spin applies at once.
+    std::fs::write(
+        &config,
+        "[limits]\ncall-timeout = \"100ms\"\n[plugins.test-version.config]\nspin_ms = 2000\n",
+    )
+    .unwrap();
+    wait_until("the new call timeout", Duration::from_secs(10), || {
+        call(&host.addr).err().filter(|e| e.starts_with("504"))
+    });
+}
