@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::pipeline::PipelineConfig;
 use crate::sandbox::Limits;
 
 /// The config file looked for in the working directory when none is named.
@@ -142,6 +143,8 @@ struct ConfigFile {
     limits: LimitsConfig,
     #[serde(default)]
     plugins: BTreeMap<String, PluginConfig>,
+    #[serde(default)]
+    pipelines: BTreeMap<String, PipelineConfig>,
 }
 
 /// The operator's configuration, with every default applied and every path
@@ -167,6 +170,8 @@ pub struct Config {
     pub limits: Limits,
     /// Per-plugin sections, by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// The pipelines, by name.
+    pub pipelines: BTreeMap<String, PipelineConfig>,
 }
 
 impl Config {
@@ -184,7 +189,25 @@ impl Config {
             ));
         };
         let text = read_file(&file)?;
-        let parsed: ConfigFile = parse_toml(&text, &file.display().to_string())?;
+        let name = file.display().to_string();
+        let parsed: ConfigFile = parse_toml(&text, &name)?;
+        for (pipeline, config) in &parsed.pipelines {
+            let line = text
+                .find(&format!("[pipelines.{pipeline}"))
+                .map(|at| line_of(&text, at));
+            if !crate::manifest::is_plugin_name(pipeline) {
+                return Err(FileError::at(
+                    name,
+                    line,
+                    format!(
+                        "pipelines.{pipeline:?}: a pipeline name is lower-case letters, digits and '-'"
+                    ),
+                ));
+            }
+            config
+                .validate(&format!("pipelines.{pipeline}"))
+                .map_err(|message| FileError::at(name.clone(), line, message))?;
+        }
         let base = file
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -215,6 +238,7 @@ impl Config {
                 .unwrap_or(DEFAULT_RELOAD_SETTLE),
             limits: parsed.limits.apply(Limits::default()),
             plugins: parsed.plugins,
+            pipelines: parsed.pipelines,
         }
     }
 
@@ -226,6 +250,19 @@ impl Config {
                 .map(|p| p.config.clone())
                 .unwrap_or_default(),
         )
+    }
+
+    /// The configuration `plugin` gets in a stage: the stage's own, or else
+    /// its `[plugins.NAME.config]`.
+    pub fn stage_config(
+        &self,
+        plugin: &str,
+        stage: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> serde_json::Value {
+        match stage {
+            Some(config) => serde_json::Value::Object(config.clone()),
+            None => self.plugin_config(plugin),
+        }
     }
 
     /// The database file.
@@ -280,5 +317,25 @@ mod tests {
         assert_eq!(config.limits.call_timeout, Duration::from_secs(2));
         assert_eq!(config.plugin_config("x")["a"], 1);
         assert_eq!(config.plugin_config("y"), serde_json::json!({}));
+    }
+
+    #[test]
+    fn pipeline_errors_name_the_pipeline_the_key_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("causeway.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::load(Some(&file)).unwrap_err().to_string()
+        };
+        let err = load(
+            "listen = \"127.0.0.1:1\"\n[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = []\n",
+        );
+        assert!(err.contains("line 2: pipelines.p.sinks is empty"), "{err}");
+        let err = load("[pipelines.p]\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n");
+        assert!(err.contains("pipelines.p: no trigger"), "{err}");
+        let err = load("[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\", bogus = 1 }\nsinks = [{ plugin = \"k\" }]\n");
+        assert!(err.contains("line 3") && err.contains("bogus"), "{err}");
+        let err = load("[pipelines.P]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n");
+        assert!(err.contains("pipelines.\"P\""), "{err}");
     }
 }

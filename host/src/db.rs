@@ -83,6 +83,43 @@ const MIGRATIONS: &[&str] = &[
         not_granted TEXT NOT NULL,
         updated_at  TEXT NOT NULL
     );",
+    // 4: pipelines: their state, run history and dead letters.
+    "CREATE TABLE pipeline_state (
+        pipeline     TEXT PRIMARY KEY,
+        paused       INTEGER NOT NULL DEFAULT 0,
+        state        TEXT NOT NULL,
+        reason       TEXT,
+        circuit_until TEXT,
+        updated_at   TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE pipeline_run (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        pipeline    TEXT NOT NULL,
+        trigger     TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        read        INTEGER NOT NULL DEFAULT 0,
+        written     INTEGER NOT NULL DEFAULT 0,
+        rejected    INTEGER NOT NULL DEFAULT 0,
+        outcome     TEXT NOT NULL,
+        error       TEXT
+    );
+    CREATE INDEX pipeline_run_pipeline ON pipeline_run (pipeline, id);
+    CREATE TABLE dead_letter (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        pipeline    TEXT NOT NULL,
+        sink        TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        op          TEXT NOT NULL,
+        data        TEXT NOT NULL,
+        source_timestamp INTEGER,
+        reason      TEXT NOT NULL,
+        run_id      INTEGER,
+        created_at  TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX dead_letter_pipeline ON dead_letter (pipeline, id);",
 ];
 
 /// The schema version of a fully migrated database.

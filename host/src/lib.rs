@@ -24,6 +24,7 @@ pub mod host;
 pub mod live;
 pub mod manifest;
 pub mod operation;
+pub mod pipeline;
 pub mod plugin;
 pub mod registry;
 pub mod reload;

@@ -238,20 +238,128 @@ impl Operation {
     }
 }
 
+/// What kind of contract error a plugin answered, as the host acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Misconfigured: fatal until an operator fixes it.
+    Config,
+    /// The third party refused the credentials: fatal until fixed.
+    Auth,
+    /// Slow down: retry after the delay, if given.
+    RateLimited,
+    /// Try again later, with backoff.
+    Transient,
+    /// Will never work as asked.
+    Fatal,
+}
+
+/// A contract error a plugin answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFailure {
+    /// What kind.
+    pub kind: FailureKind,
+    /// The plugin's message.
+    pub message: String,
+    /// For `rate-limited`: how long the third party asked to wait.
+    pub retry_after: Option<Duration>,
+}
+
+impl std::fmt::Display for PluginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            FailureKind::Config => "config",
+            FailureKind::Auth => "auth",
+            FailureKind::RateLimited => "rate-limited",
+            FailureKind::Transient => "transient",
+            FailureKind::Fatal => "fatal",
+        };
+        match self.retry_after {
+            Some(after) => write!(
+                f,
+                "{kind} (retry after {} ms): {}",
+                after.as_millis(),
+                self.message
+            ),
+            None => write!(f, "{kind}: {}", self.message),
+        }
+    }
+}
+
 fn plugin_error(plugin: &Plugin, error: PluginError) -> CallError {
-    let error = match error {
-        PluginError::Config(m) => format!("config: {m}"),
-        PluginError::Auth(m) => format!("auth: {m}"),
-        PluginError::RateLimited(r) => match r.retry_after_ms {
-            Some(ms) => format!("rate-limited (retry after {ms} ms): {}", r.message),
-            None => format!("rate-limited: {}", r.message),
-        },
-        PluginError::Transient(m) => format!("transient: {m}"),
-        PluginError::Fatal(m) => format!("fatal: {m}"),
+    let (kind, message, retry_after) = match error {
+        PluginError::Config(m) => (FailureKind::Config, m, None),
+        PluginError::Auth(m) => (FailureKind::Auth, m, None),
+        PluginError::RateLimited(r) => (
+            FailureKind::RateLimited,
+            r.message,
+            r.retry_after_ms.map(Duration::from_millis),
+        ),
+        PluginError::Transient(m) => (FailureKind::Transient, m, None),
+        PluginError::Fatal(m) => (FailureKind::Fatal, m, None),
     };
     CallError::Plugin {
         plugin: plugin.info.label(),
-        error,
+        error: PluginFailure {
+            kind,
+            message,
+            retry_after,
+        },
+    }
+}
+
+/// What a call answered, typed.
+#[derive(Debug)]
+pub enum Answer {
+    /// `check` passed.
+    Checked,
+    /// `discover`: the streams.
+    Streams(Vec<crate::bindings::StreamInfo>),
+    /// `read`: one page.
+    Page(crate::bindings::Page),
+    /// `transform` or `handle`: records.
+    Records(Vec<Record>),
+    /// `write`: one outcome per record, in order.
+    Outcomes(Vec<WriteOutcome>),
+}
+
+impl Answer {
+    /// The answer as JSON; `keys` are the written records' keys (for
+    /// `write`, whose outcomes are shown beside them).
+    pub fn into_json(self, keys: &[String]) -> Value {
+        match self {
+            Answer::Checked => json!({ "ok": true }),
+            Answer::Streams(streams) => json!(
+                streams
+                    .into_iter()
+                    .map(|s| json!({
+                        "name": s.name,
+                        "description": s.description,
+                        "incremental": s.incremental,
+                        "json_schema": s.json_schema,
+                    }))
+                    .collect::<Vec<_>>()
+            ),
+            Answer::Page(page) => json!({
+                "records": records_to(page.records),
+                "checkpoint": page.checkpoint,
+                "has_more": page.has_more,
+            }),
+            Answer::Records(records) => records_to(records),
+            Answer::Outcomes(outcomes) => json!(
+                keys.iter()
+                    .zip(outcomes)
+                    .map(|(key, outcome)| match outcome {
+                        WriteOutcome::Ok => json!({ "key": key, "outcome": "ok" }),
+                        WriteOutcome::Retry(reason) => {
+                            json!({ "key": key, "outcome": "retry", "reason": reason })
+                        }
+                        WriteOutcome::Rejected(reason) => {
+                            json!({ "key": key, "outcome": "rejected", "reason": reason })
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            ),
+        }
     }
 }
 
@@ -271,6 +379,23 @@ impl Plugin {
         operation: Operation,
         context: &CallContext,
     ) -> Result<Value, CallError> {
+        let keys: Vec<String> = match &operation {
+            Operation::Write(batch) => batch.iter().map(|r| r.key.clone()).collect(),
+            _ => Vec::new(),
+        };
+        Ok(self
+            .call_typed(engine, operation, context)
+            .await?
+            .into_json(&keys))
+    }
+
+    /// [`Plugin::call`], answering the contract's types.
+    pub async fn call_typed(
+        &self,
+        engine: &Engine,
+        operation: Operation,
+        context: &CallContext,
+    ) -> Result<Answer, CallError> {
         let limits = &context.policy.limits;
         let mut store = sandbox::new_store(engine, self.info.clone(), context);
         let call = async {
@@ -283,34 +408,16 @@ impl Plugin {
                     let guest = indices.load(&mut store, &instance)?;
                     match operation {
                         Operation::Discover => {
-                            guest.call_discover(&mut store).await?.map(|streams| {
-                                json!(
-                                    streams
-                                        .into_iter()
-                                        .map(|s| json!({
-                                            "name": s.name,
-                                            "description": s.description,
-                                            "incremental": s.incremental,
-                                            "json_schema": s.json_schema,
-                                        }))
-                                        .collect::<Vec<_>>()
-                                )
-                            })
+                            guest.call_discover(&mut store).await?.map(Answer::Streams)
                         }
                         Operation::Read { stream, checkpoint } => guest
                             .call_read(&mut store, &stream, checkpoint.as_deref())
                             .await?
-                            .map(|page| {
-                                json!({
-                                    "records": records_to(page.records),
-                                    "checkpoint": page.checkpoint,
-                                    "has_more": page.has_more,
-                                })
-                            }),
+                            .map(Answer::Page),
                         _ => guest
                             .call_check(&mut store)
                             .await?
-                            .map(|()| json!({ "ok": true })),
+                            .map(|()| Answer::Checked),
                     }
                 }
                 Operation::Check(_) | Operation::Write(_) => {
@@ -320,27 +427,23 @@ impl Plugin {
                     let guest = indices.load(&mut store, &instance)?;
                     match operation {
                         Operation::Write(batch) => {
-                            let keys: Vec<String> = batch.iter().map(|r| r.key.clone()).collect();
-                            guest.call_write(&mut store, &batch).await?.map(|outcomes| {
-                                json!(keys
-                                    .into_iter()
-                                    .zip(outcomes)
-                                    .map(|(key, outcome)| match outcome {
-                                        WriteOutcome::Ok => json!({ "key": key, "outcome": "ok" }),
-                                        WriteOutcome::Retry(reason) => {
-                                            json!({ "key": key, "outcome": "retry", "reason": reason })
-                                        }
-                                        WriteOutcome::Rejected(reason) => {
-                                            json!({ "key": key, "outcome": "rejected", "reason": reason })
-                                        }
-                                    })
-                                    .collect::<Vec<_>>())
-                            })
+                            let answer = guest.call_write(&mut store, &batch).await?;
+                            match answer {
+                                Ok(outcomes) if outcomes.len() != batch.len() => {
+                                    return Ok(Err(CallError::Invalid(format!(
+                                        "plugin {} answered {} outcomes for {} records",
+                                        self.info.label(),
+                                        outcomes.len(),
+                                        batch.len()
+                                    ))));
+                                }
+                                other => other.map(Answer::Outcomes),
+                            }
                         }
                         _ => guest
                             .call_check(&mut store)
                             .await?
-                            .map(|()| json!({ "ok": true })),
+                            .map(|()| Answer::Checked),
                     }
                 }
                 Operation::Handle(request) => {
@@ -351,7 +454,7 @@ impl Plugin {
                     guest
                         .call_handle(&mut store, &request)
                         .await?
-                        .map(records_to)
+                        .map(Answer::Records)
                 }
                 Operation::Transform(batch) => {
                     let Some(indices) = &self.exports.transform else {
@@ -361,7 +464,7 @@ impl Plugin {
                     guest
                         .call_transform(&mut store, &batch)
                         .await?
-                        .map(records_to)
+                        .map(Answer::Records)
                 }
             };
             wasmtime::Result::Ok(Ok(answer))
@@ -375,7 +478,7 @@ impl Plugin {
             Ok(Err(trap)) => Err(CallError::from_trap(&store, limits, trap)),
             Ok(Ok(Err(invalid))) => Err(invalid),
             Ok(Ok(Ok(Err(error)))) => Err(plugin_error(self, error)),
-            Ok(Ok(Ok(Ok(value)))) => Ok(value),
+            Ok(Ok(Ok(Ok(answer)))) => Ok(answer),
         }
     }
 }

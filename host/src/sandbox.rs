@@ -224,8 +224,8 @@ pub enum CallError {
     Plugin {
         /// `name@version`.
         plugin: String,
-        /// The error, as `kind: message`.
-        error: String,
+        /// The error: its kind, message and, when rate-limited, delay.
+        error: crate::operation::PluginFailure,
     },
     /// The call cannot be made (unknown operation, bad input, no such export).
     #[error("{0}")]

@@ -4,8 +4,10 @@
 
 pub mod check;
 pub mod demo;
+pub mod dlq;
 pub mod inspect;
 pub mod invoke;
+pub mod pipelines;
 pub mod plugins;
 pub mod run;
 pub mod storage;
@@ -67,6 +69,12 @@ pub enum Command {
     Invoke(invoke::Opts),
     /// Install the example plugins and run the transform on sample contacts.
     Demo(demo::Opts),
+    /// List the pipelines: trigger, state, last run, lag.
+    Pipelines(pipelines::Opts),
+    /// List pipeline runs: counts, duration, outcome.
+    Runs(pipelines::RunsOpts),
+    /// The dead-letter queue: list and replay records sinks rejected.
+    Dlq(dlq::Opts),
 }
 
 /// Runs the parsed command line.
@@ -79,6 +87,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(opts) => opts.run(),
         Command::Invoke(opts) => opts.run(&cli).await,
         Command::Demo(opts) => opts.run().await,
+        Command::Pipelines(opts) => opts.run(&cli),
+        Command::Runs(opts) => opts.run(&cli),
+        Command::Dlq(opts) => opts.run(&cli).await,
     }
 }
 
@@ -99,6 +110,16 @@ impl Cli {
         }
         Ok(config)
     }
+}
+
+/// The database for reading, if it exists and has this version's schema
+/// (an older one has recorded nothing this version reads yet).
+fn read_database(config: &Config) -> anyhow::Result<Option<rusqlite::Connection>> {
+    let Some(conn) = crate::db::open_read_only(&config.database_file())? else {
+        return Ok(None);
+    };
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    Ok((version == crate::db::SCHEMA_VERSION).then_some(conn))
 }
 
 /// Builds the runtime for commands that load no configuration.

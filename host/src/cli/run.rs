@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::sync::Notify;
 
 use crate::live::{Live, Snapshot};
+use crate::pipeline::Pipelines;
 use crate::reload::Reloader;
 use crate::server::{self, AppState};
 
@@ -61,6 +62,12 @@ impl Opts {
                     host.config.plugins_dir.display()
                 )
             })?;
+        let pipelines = Pipelines::start(
+            live.clone(),
+            host.runtime.clone(),
+            host.secrets.clone(),
+            handle.clone(),
+        );
         let state = Arc::new(AppState {
             database: host.config.database_file(),
             db: handle.clone(),
@@ -86,6 +93,7 @@ impl Opts {
                 tokio::time::sleep(drain_bound).await;
             } => tracing::warn!("calls still in flight after {drain_bound:?}: stopping without them"),
         }
+        pipelines.stop(drain_bound).await;
         handle.host_stopped();
         writer.close();
         tracing::info!("stopped");

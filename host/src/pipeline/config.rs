@@ -1,0 +1,140 @@
+//! A pipeline as `causeway.toml` names it:
+//!
+//! ```toml
+//! [pipelines.contacts-to-mailer]
+//! every = "30s"                                       # the schedule
+//! source = { plugin = "crm-source", stream = "contacts" }
+//! transforms = [{ plugin = "map-fullname" }]          # in order; may be empty
+//! sinks = [{ plugin = "mailer-sink" }]                # one or more
+//! [pipelines.contacts-to-mailer.retry]                # optional, defaults shown
+//! initial = "500ms"
+//! max = "30s"
+//! budget = "2m"
+//! circuit-cooldown = "30s"
+//! ```
+//!
+//! A stage's `config` table, if given, replaces the plugin's
+//! `[plugins.NAME.config]` for this pipeline.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::TextDuration;
+
+/// One pipeline.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PipelineConfig {
+    /// Run on this schedule.
+    pub every: Option<TextDuration>,
+    /// Where records come from.
+    pub source: SourceStage,
+    /// What reshapes them, in order.
+    #[serde(default)]
+    pub transforms: Vec<Stage>,
+    /// Where they go: every sink gets every record.
+    pub sinks: Vec<Stage>,
+    /// Retries, backoff and the circuit breaker.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// How long dead letters are kept.
+    #[serde(default = "default_retention")]
+    pub dlq_retention: TextDuration,
+}
+
+fn default_retention() -> TextDuration {
+    TextDuration(Duration::from_secs(7 * 24 * 3600))
+}
+
+/// The source stage: a plugin and the stream it reads.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SourceStage {
+    /// The plugin.
+    pub plugin: String,
+    /// The stream.
+    pub stream: String,
+    /// The plugin's configuration in this pipeline.
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A transform or sink stage.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Stage {
+    /// The plugin.
+    pub plugin: String,
+    /// The plugin's configuration in this pipeline.
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// How failures are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetryConfig {
+    /// The first backoff.
+    #[serde(default = "default_initial")]
+    pub initial: TextDuration,
+    /// The longest backoff.
+    #[serde(default = "default_max")]
+    pub max: TextDuration,
+    /// The most time one step may spend backing off (rate-limit waits do
+    /// not count) before the run fails and the circuit opens.
+    #[serde(default = "default_budget")]
+    pub budget: TextDuration,
+    /// How long an open circuit waits before it probes.
+    #[serde(default = "default_cooldown")]
+    pub circuit_cooldown: TextDuration,
+}
+
+fn default_initial() -> TextDuration {
+    TextDuration(Duration::from_millis(500))
+}
+
+fn default_max() -> TextDuration {
+    TextDuration(Duration::from_secs(30))
+}
+
+fn default_budget() -> TextDuration {
+    TextDuration(Duration::from_secs(120))
+}
+
+fn default_cooldown() -> TextDuration {
+    TextDuration(Duration::from_secs(30))
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial: default_initial(),
+            max: default_max(),
+            budget: default_budget(),
+            circuit_cooldown: default_cooldown(),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Checks what the types cannot: `at` names the pipeline's section.
+    pub fn validate(&self, at: &str) -> Result<(), String> {
+        if self.every.is_none() {
+            return Err(format!(
+                "{at}: no trigger: set every = \"30s\" (a schedule)"
+            ));
+        }
+        if self.every.is_some_and(|d| d.0.is_zero()) {
+            return Err(format!("{at}.every must be longer than zero"));
+        }
+        if self.sinks.is_empty() {
+            return Err(format!("{at}.sinks is empty: name at least one sink"));
+        }
+        if self.source.stream.is_empty() {
+            return Err(format!("{at}.source.stream is empty"));
+        }
+        if self.retry.initial.0 > self.retry.max.0 {
+            return Err(format!("{at}.retry.initial is longer than retry.max"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! What the database remembers of pipelines: each one's state (paused, and
+//! why it is not running) and the history of its runs.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// A pipeline's recorded state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineRow {
+    /// The pipeline.
+    pub pipeline: String,
+    /// Paused by an operator (survives restarts).
+    pub paused: bool,
+    /// `idle`, `running`, `circuit-open`, `stopped`, `waiting`.
+    pub state: String,
+    /// Why it is not running normally.
+    pub reason: Option<String>,
+    /// While the circuit is open: when it probes next.
+    pub circuit_until: Option<String>,
+    /// When this row last changed.
+    pub updated_at: String,
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    /// Its id.
+    pub id: i64,
+    /// The pipeline.
+    pub pipeline: String,
+    /// `schedule`, `run-now`, `webhook`.
+    pub trigger: String,
+    /// When it started.
+    pub started_at: String,
+    /// When it ended; `None` while it runs (or if the host died mid-run).
+    pub finished_at: Option<String>,
+    /// Records read from the source.
+    pub read: i64,
+    /// Records every sink acknowledged.
+    pub written: i64,
+    /// Records a sink rejected (to the dead-letter queue).
+    pub rejected: i64,
+    /// `running`, `ok`, `failed`, `stopped`.
+    pub outcome: String,
+    /// Why it failed or stopped.
+    pub error: Option<String>,
+}
+
+/// Sets the state of `pipeline`, keeping its paused flag.
+pub fn set_state(
+    conn: &Connection,
+    pipeline: &str,
+    state: &str,
+    reason: Option<&str>,
+    circuit_until: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO pipeline_state (pipeline, paused, state, reason, circuit_until, updated_at)
+         VALUES (?1, 0, ?2, ?3, ?4, ?5)
+         ON CONFLICT (pipeline) DO UPDATE SET state = excluded.state, reason = excluded.reason,
+             circuit_until = excluded.circuit_until, updated_at = excluded.updated_at",
+        params![pipeline, state, reason, circuit_until, crate::audit::now()],
+    )?;
+    Ok(())
+}
+
+/// Pauses or resumes `pipeline`.
+pub fn set_paused(conn: &Connection, pipeline: &str, paused: bool) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO pipeline_state (pipeline, paused, state, updated_at) VALUES (?1, ?2, 'idle', ?3)
+         ON CONFLICT (pipeline) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+        params![pipeline, paused, crate::audit::now()],
+    )?;
+    Ok(())
+}
+
+/// The recorded state of `pipeline`, if any.
+pub fn state(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<PipelineRow>> {
+    conn.query_row(
+        "SELECT pipeline, paused, state, reason, circuit_until, updated_at FROM pipeline_state WHERE pipeline = ?1",
+        params![pipeline],
+        |row| {
+            Ok(PipelineRow {
+                pipeline: row.get(0)?,
+                paused: row.get(1)?,
+                state: row.get(2)?,
+                reason: row.get(3)?,
+                circuit_until: row.get(4)?,
+                updated_at: row.get(5)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Starts a run; its id.
+pub fn start_run(conn: &Connection, pipeline: &str, trigger: &str) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO pipeline_run (pipeline, trigger, started_at, outcome) VALUES (?1, ?2, ?3, 'running')",
+        params![pipeline, trigger, crate::audit::now()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Adds to a run's counts (inside the checkpoint's transaction).
+pub fn count(
+    conn: &Connection,
+    run_id: i64,
+    read: usize,
+    written: usize,
+    rejected: usize,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE pipeline_run SET read = read + ?2, written = written + ?3, rejected = rejected + ?4 WHERE id = ?1",
+    )?
+    .execute(params![run_id, read as i64, written as i64, rejected as i64])?;
+    Ok(())
+}
+
+/// Ends a run with `outcome` and, if it did not succeed, why.
+pub fn finish_run(
+    conn: &Connection,
+    run_id: i64,
+    outcome: &str,
+    error: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE pipeline_run SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
+        params![run_id, crate::audit::now(), outcome, error],
+    )?;
+    Ok(())
+}
+
+/// Marks runs a dead host left `running` as `interrupted`.
+pub fn interrupt_unfinished(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE pipeline_run SET outcome = 'interrupted', error = 'the host stopped during the run' WHERE outcome = 'running'",
+        [],
+    )
+}
+
+/// The runs, newest first; of one pipeline, or all; at most `limit`.
+pub fn runs(
+    conn: &Connection,
+    pipeline: Option<&str>,
+    limit: usize,
+) -> rusqlite::Result<Vec<RunRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, pipeline, trigger, started_at, finished_at, read, written, rejected, outcome, error
+         FROM pipeline_run WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![pipeline, limit as i64], |row| {
+        Ok(RunRow {
+            id: row.get(0)?,
+            pipeline: row.get(1)?,
+            trigger: row.get(2)?,
+            started_at: row.get(3)?,
+            finished_at: row.get(4)?,
+            read: row.get(5)?,
+            written: row.get(6)?,
+            rejected: row.get(7)?,
+            outcome: row.get(8)?,
+            error: row.get(9)?,
+        })
+    })?;
+    rows.collect()
+}

@@ -1,0 +1,232 @@
+//! Retrying one step of a run: exponential backoff with jitter inside a total
+//! budget; a rate limit waits as long as the third party asked without
+//! spending the budget; errors that cannot heal by waiting stop at once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::operation::FailureKind;
+use crate::sandbox::CallError;
+
+use super::config::RetryConfig;
+
+/// The longest a single rate-limit wait may be: an absurd `Retry-After`
+/// must not park a pipeline for days.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// What to do about a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Wait this long (a rate limit), without spending the budget.
+    WaitFor(Duration),
+    /// Back off and try again, spending the budget.
+    Backoff,
+    /// Waiting will not help: stop the pipeline until an operator acts.
+    Stop,
+}
+
+/// How a failed call is retried.
+pub fn verdict(error: &CallError) -> Verdict {
+    match error {
+        CallError::Plugin { error, .. } => match error.kind {
+            FailureKind::RateLimited => match error.retry_after {
+                Some(after) => Verdict::WaitFor(after.min(MAX_RATE_LIMIT_WAIT)),
+                None => Verdict::Backoff,
+            },
+            FailureKind::Transient => Verdict::Backoff,
+            FailureKind::Config | FailureKind::Auth | FailureKind::Fatal => Verdict::Stop,
+        },
+        CallError::Timeout { .. } => Verdict::Backoff,
+        CallError::OutOfMemory { .. } | CallError::Trap { .. } | CallError::Invalid(_) => {
+            Verdict::Stop
+        }
+    }
+}
+
+/// Why a step gave up.
+#[derive(Debug)]
+pub enum GaveUp {
+    /// Backing off spent the budget; the last error.
+    Exhausted(CallError),
+    /// An error waiting cannot heal.
+    Stopped(CallError),
+}
+
+/// The backoff before attempt `attempt` (0-based): `initial · 2^attempt`,
+/// capped at `max`, then scaled by a jitter factor in [0.5, 1.0).
+pub fn backoff(config: &RetryConfig, attempt: u32, jitter: f64) -> Duration {
+    let base = config
+        .initial
+        .0
+        .saturating_mul(2u32.saturating_pow(attempt.min(30)))
+        .min(config.max.0);
+    base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// A number in [0, 1) that differs between calls (jitter need not be
+/// cryptographic, only spread out).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Runs `step` until it succeeds, retrying as [`verdict`] says; `what`
+/// names the step in logs.
+pub async fn retry<T, F, Fut>(config: &RetryConfig, what: &str, mut step: F) -> Result<T, GaveUp>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let mut spent = Duration::ZERO;
+    let mut attempt = 0;
+    loop {
+        let error = match step().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let wait = match verdict(&error) {
+            Verdict::Stop => return Err(GaveUp::Stopped(error)),
+            Verdict::WaitFor(wait) => {
+                tracing::warn!("{what}: {error}; waiting {wait:?} as asked");
+                wait
+            }
+            Verdict::Backoff => {
+                let wait = backoff(config, attempt, jitter());
+                if spent + wait > config.budget.0 {
+                    return Err(GaveUp::Exhausted(error));
+                }
+                tracing::warn!("{what}: {error}; retrying in {wait:?}");
+                spent += wait;
+                attempt += 1;
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TextDuration;
+    use crate::operation::PluginFailure;
+
+    fn config() -> RetryConfig {
+        RetryConfig {
+            initial: TextDuration(Duration::from_millis(100)),
+            max: TextDuration(Duration::from_secs(1)),
+            budget: TextDuration(Duration::from_secs(2)),
+            circuit_cooldown: TextDuration(Duration::from_secs(1)),
+        }
+    }
+
+    fn failure(kind: FailureKind, retry_after: Option<Duration>) -> CallError {
+        CallError::Plugin {
+            plugin: "p@1".into(),
+            error: PluginFailure {
+                kind,
+                message: "m".into(),
+                retry_after,
+            },
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let c = config();
+        assert_eq!(backoff(&c, 0, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(&c, 0, 0.0), Duration::from_millis(50));
+        assert_eq!(backoff(&c, 3, 1.0), Duration::from_millis(800));
+        assert_eq!(backoff(&c, 4, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(&c, 60, 1.0), Duration::from_secs(1));
+        let j = jitter();
+        assert!((0.0..1.0).contains(&j));
+    }
+
+    #[test]
+    fn verdicts_follow_the_error_kind() {
+        let after = Some(Duration::from_secs(7));
+        assert_eq!(
+            verdict(&failure(FailureKind::RateLimited, after)),
+            Verdict::WaitFor(Duration::from_secs(7))
+        );
+        assert_eq!(
+            verdict(&failure(
+                FailureKind::RateLimited,
+                Some(Duration::from_secs(1 << 30))
+            )),
+            Verdict::WaitFor(MAX_RATE_LIMIT_WAIT)
+        );
+        assert_eq!(
+            verdict(&failure(FailureKind::RateLimited, None)),
+            Verdict::Backoff
+        );
+        assert_eq!(
+            verdict(&failure(FailureKind::Transient, None)),
+            Verdict::Backoff
+        );
+        for kind in [FailureKind::Config, FailureKind::Auth, FailureKind::Fatal] {
+            assert_eq!(verdict(&failure(kind, None)), Verdict::Stop);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_error_is_retried_until_the_budget_is_spent() {
+        let mut calls = 0;
+        let result: Result<(), GaveUp> = retry(&config(), "step", || {
+            calls += 1;
+            async { Err(failure(FailureKind::Transient, None)) }
+        })
+        .await;
+        assert!(matches!(result, Err(GaveUp::Exhausted(_))));
+        // 50..100, 100..200, 200..400, 400..800 ms fit in 2 s; the caps
+        // after that do not all fit: at least 4 retries, at most 8.
+        assert!((5..=9).contains(&calls), "{calls} calls");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_waits_do_not_spend_the_budget() {
+        let mut calls = 0;
+        let started = tokio::time::Instant::now();
+        let result = retry(&config(), "step", || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n <= 5 {
+                    Err(failure(
+                        FailureKind::RateLimited,
+                        Some(Duration::from_secs(7)),
+                    ))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(result.ok(), Some(6));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(35),
+            "five waits of 7 s, as asked"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fatal_error_stops_at_once() {
+        let mut calls = 0;
+        let result: Result<(), GaveUp> = retry(&config(), "step", || {
+            calls += 1;
+            async { Err(failure(FailureKind::Config, None)) }
+        })
+        .await;
+        assert!(matches!(result, Err(GaveUp::Stopped(_))));
+        assert_eq!(calls, 1);
+    }
+}

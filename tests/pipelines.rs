@@ -1,0 +1,271 @@
+//! Pipelines end to end: the real host runs CRM → map-fullname → mailer
+//! against the fake CRM and mailer on 127.0.0.1, through outages, rate
+//! limits and rejections.
+
+mod support;
+
+use std::time::Duration;
+
+use causeway::fakes::{FakeCrm, FakeMailer, Fault};
+use serde_json::{Map, Value, json};
+use support::{RunningHost, Scratch, run, run_json, wait_until};
+
+const CRM_TOKEN: &str = "crm-t0ken-5ecret";
+const MAILER_KEY: &str = "ma1ler-key-5ecret";
+const LIST: &str = "newsletter";
+
+struct World {
+    scratch: Scratch,
+    crm: FakeCrm,
+    mailer: FakeMailer,
+}
+
+fn world(retry: &str) -> World {
+    let crm = FakeCrm::start(CRM_TOKEN, 0).unwrap();
+    let mailer = FakeMailer::start(MAILER_KEY, 0).unwrap();
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    scratch.install("map-fullname", "map-fullname.wasm");
+    scratch.install("mailer-sink", "mailer-sink.wasm");
+    scratch.grants(&format!(
+        r#"
+[[plugins.crm-source.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {}
+methods = ["GET"]
+path-prefix = "/v1/"
+
+[plugins.crm-source.credentials.crm-token]
+secret = "env:CRM_TOKEN"
+hosts = ["127.0.0.1"]
+
+[[plugins.mailer-sink.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {}
+methods = ["POST"]
+path-prefix = "/v1/lists/"
+
+[plugins.mailer-sink.credentials.mailer-key]
+secret = "env:MAILER_KEY"
+hosts = ["127.0.0.1"]
+"#,
+        crm.addr().port(),
+        mailer.addr().port()
+    ));
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        format!(
+            r#"
+[plugins.crm-source.config]
+base_url = "{}"
+page_size = 3
+
+[plugins.mailer-sink.config]
+base_url = "{}"
+list_id = "{LIST}"
+
+[pipelines.contacts-to-mailer]
+every = "200ms"
+source = {{ plugin = "crm-source", stream = "contacts" }}
+transforms = [{{ plugin = "map-fullname" }}]
+sinks = [{{ plugin = "mailer-sink" }}]
+
+[pipelines.contacts-to-mailer.retry]
+{retry}
+"#,
+            crm.base_url(),
+            mailer.base_url()
+        ),
+    )
+    .unwrap();
+    World {
+        scratch,
+        crm,
+        mailer,
+    }
+}
+
+impl World {
+    fn start(&self) -> RunningHost {
+        RunningHost::start(
+            self.scratch
+                .causeway()
+                .env("CRM_TOKEN", CRM_TOKEN)
+                .env("MAILER_KEY", MAILER_KEY)
+                .args(["run", "--listen", "127.0.0.1:0"]),
+        )
+    }
+
+    /// Waits until the mailer holds exactly `expected` (key → fullName).
+    fn wait_for_subscribers(&self, expected: &[(String, String)], within: Duration) {
+        wait_until("the mailer to hold every contact", within, || {
+            let subscribers = self.mailer.subscribers(LIST);
+            let got: Vec<(String, String)> = subscribers
+                .iter()
+                .map(|(k, v)| (k.clone(), v["fullName"].as_str().unwrap_or("").to_string()))
+                .collect();
+            (got == expected).then_some(())
+        });
+    }
+}
+
+fn person(first: &str, last: &str, email: &str) -> Map<String, Value> {
+    let Value::Object(fields) = json!({ "firstName": first, "lastName": last, "email": email })
+    else {
+        unreachable!()
+    };
+    fields
+}
+
+fn create(crm: &FakeCrm, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let first = format!("First{i}");
+            let contact = crm.create(person(&first, "Last", &format!("p{i}@example.com")));
+            (contact.id, format!("{first} Last"))
+        })
+        .collect()
+}
+
+#[test]
+fn created_and_updated_contacts_arrive_in_the_mailer_mapped() {
+    let w = world("");
+    let mut expected = create(&w.crm, 7);
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+
+    // More contacts and an update, while it runs.
+    expected.extend(create(&w.crm, 2));
+    w.crm
+        .update(&expected[0].0, person("Ada", "Lovelace", "ada@example.com"));
+    expected[0].1 = "Ada Lovelace".to_string();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+
+    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let runs = runs.as_array().unwrap();
+    assert!(runs.iter().all(|r| r["outcome"] != "failed"), "{runs:#?}");
+    let read: i64 = runs.iter().map(|r| r["read"].as_i64().unwrap()).sum();
+    let written: i64 = runs.iter().map(|r| r["written"].as_i64().unwrap()).sum();
+    // 9 created and 1 updated, each read and written once: the checkpoint
+    // never lets a page be read twice when nothing failed.
+    assert_eq!((read, written), (10, 10), "{runs:#?}");
+}
+
+#[test]
+fn with_the_mailer_down_for_a_while_nothing_is_lost() {
+    let w = world(
+        "initial = \"50ms\"\nmax = \"100ms\"\nbudget = \"300ms\"\ncircuit-cooldown = \"300ms\"\n",
+    );
+    w.mailer.faults().set_down(true);
+    let expected = create(&w.crm, 5);
+    let host = w.start();
+    // The budget runs out, the circuit opens, and it probes.
+    host.wait_for_log("circuit open", 20);
+    wait_until(
+        "a second failed run (a probe)",
+        Duration::from_secs(20),
+        || {
+            let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+            (runs
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["outcome"] == "failed")
+                .count()
+                >= 2)
+                .then_some(())
+        },
+    );
+    let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+    assert_eq!(pipelines[0]["state"], "circuit-open", "{pipelines:#}");
+    assert!(w.mailer.subscribers(LIST).is_empty());
+
+    w.mailer.faults().set_down(false);
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    wait_until("the pipeline idle again", Duration::from_secs(10), || {
+        let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+        (pipelines[0]["state"] == "idle").then_some(())
+    });
+}
+
+#[test]
+fn a_rejected_record_goes_to_the_dead_letter_queue_while_the_rest_flow_and_replays_once_fixed() {
+    let w = world("");
+    let mut expected = create(&w.crm, 4);
+    let blocked = expected.remove(1);
+    w.mailer.reject_key(&blocked.0);
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+
+    let letters = wait_until("a dead letter", Duration::from_secs(10), || {
+        let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+        (!letters.as_array().unwrap().is_empty()).then_some(letters)
+    });
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0]["key"], blocked.0.as_str());
+    assert_eq!(letters[0]["sink"], "mailer-sink");
+    assert!(letters[0]["reason"].as_str().unwrap().contains("blocked"));
+
+    // Still blocked: a replay keeps it, counting the attempt.
+    let id = letters[0]["id"].to_string();
+    let out = run(w
+        .scratch
+        .causeway()
+        .env("MAILER_KEY", MAILER_KEY)
+        .args(["dlq", "replay", &id]));
+    assert!(
+        out.stdout.contains("rejected again"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+    assert_eq!(letters[0]["attempts"], 2);
+
+    // Fixed: the replay writes it and empties the queue.
+    w.mailer.accept_key(&blocked.0);
+    let out = run(w.scratch.causeway().env("MAILER_KEY", MAILER_KEY).args([
+        "dlq",
+        "replay",
+        "--pipeline",
+        "contacts-to-mailer",
+    ]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("1 written"), "{}", out.stdout);
+    let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+    assert_eq!(letters, json!([]));
+    expected.insert(1, blocked);
+    w.wait_for_subscribers(&expected, Duration::from_secs(5));
+}
+
+#[test]
+fn a_429_with_retry_after_is_honoured_without_spending_the_budget() {
+    // A budget far smaller than the wait asked for: only a wait that does
+    // not count against the budget lets the run through.
+    let w = world("initial = \"10ms\"\nmax = \"20ms\"\nbudget = \"50ms\"\n");
+    let expected = create(&w.crm, 2);
+    w.crm.faults().inject(
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+        1,
+    );
+    let host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    assert!(
+        host.logs().contains("waiting 1s as asked"),
+        "{}",
+        host.logs()
+    );
+    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] != "failed"),
+        "{runs:#?}"
+    );
+}
