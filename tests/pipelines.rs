@@ -269,3 +269,109 @@ fn a_429_with_retry_after_is_honoured_without_spending_the_budget() {
         "{runs:#?}"
     );
 }
+
+#[test]
+fn operators_pause_resume_run_now_and_reset_a_pipeline() {
+    let w = world("");
+    let mut expected = create(&w.crm, 2);
+    let lever = |action: &str| {
+        let out = run(w
+            .scratch
+            .causeway()
+            .env("CRM_TOKEN", CRM_TOKEN)
+            .env("MAILER_KEY", MAILER_KEY)
+            .args(["pipeline", action, "contacts-to-mailer"]));
+        assert!(out.success, "{action}: {}{}", out.stdout, out.stderr);
+        out.stdout
+    };
+    let triggers = || -> Vec<String> {
+        let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["trigger"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // No host: run-now runs in this process.
+    assert!(lever("run-now").contains("run ok"));
+    w.wait_for_subscribers(&expected, Duration::from_secs(1));
+
+    // Paused: the host's schedule skips it, but run-now still runs it.
+    lever("pause");
+    let _host = w.start();
+    expected.extend(create(&w.crm, 1));
+    assert!(lever("run-now").contains("running host started a run"));
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    assert_eq!(
+        triggers(),
+        ["run-now", "run-now"],
+        "a paused pipeline ran on schedule"
+    );
+
+    // Resumed: scheduled runs again.
+    lever("resume");
+    wait_until("a scheduled run", Duration::from_secs(20), || {
+        triggers().contains(&"schedule".to_string()).then_some(())
+    });
+
+    // Reset: the next run reads every contact again.
+    lever("pause");
+    wait_until(
+        "the run in progress to end",
+        Duration::from_secs(20),
+        || {
+            let p = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+            (p[0]["state"] != "running").then_some(())
+        },
+    );
+    lever("reset");
+    lever("run-now");
+    wait_until(
+        "a run reading all three again",
+        Duration::from_secs(20),
+        || {
+            let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+            (runs[0]["read"] == 3 && runs[0]["outcome"] == "ok").then_some(())
+        },
+    );
+    assert_eq!(
+        w.mailer.subscribers(LIST).len(),
+        3,
+        "replayed upserts are idempotent"
+    );
+}
+
+#[test]
+fn an_auth_error_stops_the_pipeline_with_a_visible_reason() {
+    let w = world("");
+    create(&w.crm, 1);
+    let host = RunningHost::start(
+        w.scratch
+            .causeway()
+            .env("CRM_TOKEN", CRM_TOKEN)
+            .env("MAILER_KEY", "a-wrong-key")
+            .args(["run", "--listen", "127.0.0.1:0"]),
+    );
+    let pipelines = wait_until("the pipeline stopped", Duration::from_secs(20), || {
+        let p = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+        (p[0]["state"] == "stopped").then_some(p)
+    });
+    let reason = pipelines[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("mailer-sink") && reason.contains("auth"),
+        "{reason}"
+    );
+    assert!(host.logs().contains("stopped:"), "{}", host.logs());
+    let out = run(w.scratch.causeway().args(["pipelines"]));
+    assert!(
+        out.stdout
+            .contains("contacts-to-mailer: pipeline contacts-to-mailer: write mailer-sink"),
+        "{}",
+        out.stdout
+    );
+    // Stopped means no more attempts: the run count stays put.
+    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["outcome"], "stopped");
+}

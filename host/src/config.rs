@@ -331,11 +331,17 @@ mod tests {
             "listen = \"127.0.0.1:1\"\n[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = []\n",
         );
         assert!(err.contains("line 2: pipelines.p.sinks is empty"), "{err}");
-        let err = load("[pipelines.p]\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n");
+        let err = load(
+            "[pipelines.p]\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n",
+        );
         assert!(err.contains("pipelines.p: no trigger"), "{err}");
-        let err = load("[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\", bogus = 1 }\nsinks = [{ plugin = \"k\" }]\n");
+        let err = load(
+            "[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\", bogus = 1 }\nsinks = [{ plugin = \"k\" }]\n",
+        );
         assert!(err.contains("line 3") && err.contains("bogus"), "{err}");
-        let err = load("[pipelines.P]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n");
+        let err = load(
+            "[pipelines.P]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n",
+        );
         assert!(err.contains("pipelines.\"P\""), "{err}");
     }
 }

@@ -453,24 +453,28 @@ fn write_batch(
     tx.commit()
 }
 
+/// The listen address of the host running on this database, if one is.
+pub fn running_host(conn: &Connection) -> Option<String> {
+    let (pid, listen): (u32, String) = conn
+        .query_row(
+            "SELECT pid, listen FROM host_status WHERE id = 1 AND stopped_at IS NULL",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .ok()?;
+    // A host killed without a clean stop leaves its row: trust it only while
+    // that process still exists.
+    Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(listen)
+}
+
 /// The plugin states recorded by a running host, if one is running.
 pub fn running_host_states(path: &Path) -> Result<Option<Vec<PluginRow>>, DbError> {
     let Some(conn) = open_read_only(path)? else {
         return Ok(None);
     };
-    let running: Option<u32> = conn
-        .query_row(
-            "SELECT pid FROM host_status WHERE id = 1 AND stopped_at IS NULL",
-            [],
-            |row| row.get(0),
-        )
-        .ok();
-    let Some(pid) = running else {
-        return Ok(None);
-    };
-    // A host killed without a clean stop leaves its row: trust it only while
-    // that process still exists.
-    if !Path::new(&format!("/proc/{pid}")).exists() {
+    if running_host(&conn).is_none() {
         return Ok(None);
     }
     let mut stmt = conn.prepare("SELECT file, name, version, digest, worlds, state, error, not_granted FROM plugin_state ORDER BY name, file")?;

@@ -7,6 +7,8 @@
 //! - `POST /api/plugins/{name}/invoke` with `{"operation", "input"?}`: one
 //!   call, exactly as `causeway invoke` makes it, with the plugin's
 //!   configuration from causeway.toml (a caller cannot supply one).
+//! - `POST /api/pipelines/{name}/run-now`: 202 once the pipeline is asked to
+//!   run (even if paused or stopped), 404 for an unknown one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub secrets: Arc<Secrets>,
     /// Configuration, grants and plugins, as the reloader last swapped them.
     pub live: Arc<Live>,
+    /// The pipelines the host drives.
+    pub pipelines: crate::pipeline::Control,
     /// The database's writer: storage and the audit log.
     pub db: WriterHandle,
     /// The database file the status API reads.
@@ -47,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/plugins", get(plugins))
         .route("/api/plugins/{name}/invoke", post(invoke))
+        .route("/api/pipelines/{name}/run-now", post(run_now))
         .with_state(state)
 }
 
@@ -72,6 +77,22 @@ async fn plugins(State(state): State<Arc<AppState>>) -> Response {
         }
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "database", e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn run_now(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    if state.pipelines.run_now(&name) {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({ "status": "started", "pipeline": name })),
+        )
+            .into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "unknown-pipeline",
+            format!("no pipeline named {name:?} in the configuration (see `causeway pipelines`)"),
+        )
     }
 }
 

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod dlq;
 pub mod inspect;
 pub mod invoke;
+pub mod pipeline;
 pub mod pipelines;
 pub mod plugins;
 pub mod run;
@@ -71,6 +72,8 @@ pub enum Command {
     Demo(demo::Opts),
     /// List the pipelines: trigger, state, last run, lag.
     Pipelines(pipelines::Opts),
+    /// Pause, resume, run now, or reset one pipeline.
+    Pipeline(pipeline::Opts),
     /// List pipeline runs: counts, duration, outcome.
     Runs(pipelines::RunsOpts),
     /// The dead-letter queue: list and replay records sinks rejected.
@@ -89,6 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(opts) => opts.run().await,
         Command::Pipelines(opts) => opts.run(&cli),
         Command::Runs(opts) => opts.run(&cli),
+        Command::Pipeline(opts) => opts.run(&cli).await,
         Command::Dlq(opts) => opts.run(&cli).await,
     }
 }

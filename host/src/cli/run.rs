@@ -74,6 +74,7 @@ impl Opts {
             runtime: host.runtime.clone(),
             secrets: host.secrets.clone(),
             live,
+            pipelines: pipelines.control(),
         });
 
         let draining = Arc::new(Notify::new());

@@ -74,6 +74,27 @@ pub fn set_paused(conn: &Connection, pipeline: &str, paused: bool) -> rusqlite::
     Ok(())
 }
 
+/// Resumes `pipeline`: not paused, and a stop or an open circuit cleared.
+pub fn resume(conn: &Connection, pipeline: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO pipeline_state (pipeline, paused, state, updated_at) VALUES (?1, 0, 'idle', ?2)
+         ON CONFLICT (pipeline) DO UPDATE SET paused = 0,
+             state = CASE WHEN state IN ('stopped', 'circuit-open') THEN 'idle' ELSE state END,
+             reason = CASE WHEN state IN ('stopped', 'circuit-open') THEN NULL ELSE reason END,
+             circuit_until = NULL, updated_at = excluded.updated_at",
+        params![pipeline, crate::audit::now()],
+    )?;
+    Ok(())
+}
+
+/// Forgets where `pipeline` stands in its source: the next run starts over.
+pub fn reset(conn: &Connection, pipeline: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM checkpoint WHERE pipeline = ?1",
+        params![pipeline],
+    )
+}
+
 /// The recorded state of `pipeline`, if any.
 pub fn state(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<PipelineRow>> {
     conn.query_row(

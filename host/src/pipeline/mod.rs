@@ -75,16 +75,9 @@ impl Pipelines {
         Pipelines { shared, supervisor }
     }
 
-    /// Asks `pipeline` to run now; false if there is no such pipeline.
-    pub fn run_now(&self, pipeline: &str) -> bool {
-        let tasks = self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        match tasks.get(pipeline) {
-            Some((wake, _)) => {
-                wake.notify_one();
-                true
-            }
-            None => false,
-        }
+    /// A handle to ask pipelines to run now.
+    pub fn control(&self) -> Control {
+        Control(self.shared.clone())
     }
 
     /// Stops every pipeline between pages and waits for them, at most
@@ -108,6 +101,25 @@ impl Pipelines {
         };
         if tokio::time::timeout(bound, all).await.is_err() {
             tracing::warn!("pipelines still running after {bound:?}: stopping without them");
+        }
+    }
+}
+
+/// Asks a running host's pipelines to run now.
+#[derive(Clone)]
+pub struct Control(Arc<Shared>);
+
+impl Control {
+    /// Asks `pipeline` to run now (even if paused or stopped); false if the
+    /// host drives no such pipeline.
+    pub fn run_now(&self, pipeline: &str) -> bool {
+        let tasks = self.0.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        match tasks.get(pipeline) {
+            Some((wake, _)) => {
+                wake.notify_one();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -204,25 +216,33 @@ async fn drive(shared: Arc<Shared>, name: String, wake: Arc<Notify>) {
         let every = config.every.map(|d| d.0).unwrap_or(Duration::from_secs(60));
         let cooldown = config.retry.circuit_cooldown.0;
         next = Instant::now() + every;
-        if !asked {
-            let paused = {
-                let name = name.clone();
-                shared
-                    .db
-                    .transact(move |conn| Ok::<_, DbError>(history::state(conn, &name)?))
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|row| row.paused)
-            };
-            if paused
+        // The recorded state is also the operator's lever: `resume` clears
+        // a stop or an open circuit there.
+        let row = {
+            let name = name.clone();
+            shared
+                .db
+                .transact(move |conn| Ok::<_, DbError>(history::state(conn, &name)?))
+                .await
+                .ok()
+                .flatten()
+        };
+        if let Some(row) = &row {
+            if row.state != "stopped" {
+                stopped_on = None;
+            }
+            if row.circuit_until.is_none() {
+                circuit_until = None;
+            }
+        }
+        if !asked
+            && (row.as_ref().is_some_and(|r| r.paused)
                 || circuit_until.is_some_and(|until| Instant::now() < until)
                 || stopped_on
                     .as_ref()
-                    .is_some_and(|s| Arc::ptr_eq(s, &snapshot))
-            {
-                continue;
-            }
+                    .is_some_and(|s| Arc::ptr_eq(s, &snapshot)))
+        {
+            continue;
         }
         let end = match runner
             .run(if asked { "run-now" } else { "schedule" }, &shared.stop)

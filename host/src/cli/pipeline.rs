@@ -1,0 +1,140 @@
+//! `causeway pipeline ACTION NAME`: an operator's levers on one pipeline.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+
+use crate::db;
+use crate::live::{Live, Snapshot};
+use crate::pipeline::{RunEnd, Runner, history};
+
+/// Pause, resume, run now, or reset one pipeline.
+///
+/// pause: scheduled runs stop (a run in progress finishes); it survives
+/// restarts. resume: runs again, and clears a stop or an open circuit.
+/// run-now: one run at once (by the running host if there is one, else in
+/// this process). reset: forget the checkpoint, so the next run reads the
+/// source from the start (refused while a run is in progress).
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  causeway pipeline pause contacts-to-mailer\n  causeway pipeline run-now contacts-to-mailer"
+)]
+pub struct Opts {
+    /// What to do.
+    #[arg(value_enum)]
+    pub action: Action,
+    /// The pipeline.
+    pub name: String,
+}
+
+/// A lever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Action {
+    /// Stop scheduled runs.
+    Pause,
+    /// Start scheduled runs again; clear a stop or an open circuit.
+    Resume,
+    /// Run once, now.
+    RunNow,
+    /// Forget the checkpoint: read the source from the start.
+    Reset,
+}
+
+impl Opts {
+    /// Runs the command.
+    pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        anyhow::ensure!(
+            config.pipelines.contains_key(&self.name),
+            "no pipeline named {:?} in {} (see `causeway pipelines`)",
+            self.name,
+            config
+                .file
+                .as_deref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| "the configuration".into())
+        );
+        let database = config.database_file();
+        let conn = db::open(&database)?;
+        let name = &self.name;
+        match self.action {
+            Action::Pause => {
+                history::set_paused(&conn, name, true)?;
+                super::print(&format!("{name}: paused\n"))?;
+            }
+            Action::Resume => {
+                history::resume(&conn, name)?;
+                super::print(&format!("{name}: resumed\n"))?;
+            }
+            Action::Reset => {
+                let running = history::state(&conn, name)?.is_some_and(|r| r.state == "running");
+                anyhow::ensure!(
+                    !(running && db::running_host(&conn).is_some()),
+                    "{name} is running: pause it, wait for the run to end, then reset"
+                );
+                history::reset(&conn, name)?;
+                super::print(&format!(
+                    "{name}: checkpoint forgotten; the next run reads from the start\n"
+                ))?;
+            }
+            Action::RunNow => match db::running_host(&conn) {
+                Some(listen) => {
+                    let url = format!("http://{listen}/api/pipelines/{name}/run-now");
+                    let response = reqwest::Client::builder()
+                        .no_proxy()
+                        .build()?
+                        .post(&url)
+                        .send()
+                        .await
+                        .with_context(|| format!("cannot reach the running host at {listen}"))?;
+                    anyhow::ensure!(
+                        response.status().is_success(),
+                        "the running host answered {}: {}",
+                        response.status(),
+                        response.text().await.unwrap_or_default()
+                    );
+                    super::print(&format!(
+                        "{name}: the running host started a run (see `causeway runs`)\n"
+                    ))?;
+                }
+                None => {
+                    drop(conn);
+                    return self.run_here(cli).await;
+                }
+            },
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// One run in this process, when no host runs.
+    async fn run_here(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+        let host = cli.host()?;
+        let registry = host.registry()?;
+        let writer = host.open_database()?;
+        let runner = Runner {
+            name: self.name.clone(),
+            live: Arc::new(Live::new(Snapshot {
+                config: host.config.clone(),
+                grants: host.grants.clone(),
+                registry,
+            })),
+            runtime: host.runtime.clone(),
+            secrets: host.secrets.clone(),
+            db: writer.handle(),
+        };
+        let end = runner.run("run-now", &AtomicBool::new(false)).await?;
+        writer.close();
+        match end {
+            RunEnd::Done => {
+                super::print(&format!("{}: run ok (see `causeway runs`)\n", self.name))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            RunEnd::Interrupted => Ok(ExitCode::FAILURE),
+            RunEnd::Exhausted(reason) | RunEnd::Stopped(reason) => {
+                anyhow::bail!("{}: the run failed: {reason}", self.name)
+            }
+        }
+    }
+}
