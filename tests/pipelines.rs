@@ -375,3 +375,80 @@ fn an_auth_error_stops_the_pipeline_with_a_visible_reason() {
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs:#?}");
     assert_eq!(runs[0]["outcome"], "stopped");
 }
+
+/// The committed checkpoint of the pipeline, as `(updated_at, id)`.
+fn committed_cursor(w: &World) -> Option<(i64, String)> {
+    let db = w.scratch.path().join("causeway-data/causeway.db");
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    let text: String = conn
+        .query_row(
+            "SELECT checkpoint FROM checkpoint WHERE pipeline = 'contacts-to-mailer'",
+            [],
+            |row| row.get(0),
+        )
+        .ok()?;
+    let cursor: Value = serde_json::from_str(&text).unwrap();
+    Some((
+        cursor["updated_at"].as_i64().unwrap(),
+        cursor["id"].as_str().unwrap().to_string(),
+    ))
+}
+
+#[test]
+fn killed_at_any_point_of_a_run_the_host_loses_nothing_and_never_checkpoints_ahead() {
+    let w = world("initial = \"20ms\"\nmax = \"50ms\"\n");
+    let expected = create(&w.crm, 30);
+    // Every mailer write takes 150 ms: a window to be killed in.
+    w.mailer
+        .faults()
+        .inject(Fault::Slow(Duration::from_millis(150)), 10_000);
+    for round in 0..9 {
+        let mut host = w.start();
+        let before = w.mailer.faults().requests();
+        match round % 3 {
+            // During a sink write: the request has arrived, no answer yet.
+            0 => {
+                wait_until("a sink write", Duration::from_secs(20), || {
+                    (w.mailer.faults().requests() > before).then_some(())
+                });
+            }
+            // Just after a write was answered: around the checkpoint commit.
+            1 => {
+                wait_until("a sink write", Duration::from_secs(20), || {
+                    (w.mailer.faults().requests() > before).then_some(())
+                });
+                std::thread::sleep(Duration::from_millis(150 + 5 * round as u64));
+            }
+            // Before any write: while the first page is read.
+            _ => {}
+        }
+        host.kill();
+        // Whatever the point, everything at or before the committed
+        // checkpoint is in the mailer.
+        if let Some(cursor) = committed_cursor(&w) {
+            let delivered = w.mailer.subscribers(LIST);
+            for contact in w.crm.contacts() {
+                if (contact.updated_at, contact.id.clone()) <= cursor {
+                    assert!(
+                        delivered.contains_key(&contact.id),
+                        "round {round}: the checkpoint passed {} before the mailer had it",
+                        contact.id
+                    );
+                }
+            }
+        }
+    }
+    // Restarted for good: every contact arrives.
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(60));
+    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["outcome"] == "interrupted"),
+        "the killed runs show as interrupted: {runs:#?}"
+    );
+}
