@@ -2,12 +2,15 @@
 
 mod support;
 
-use support::run;
+use support::{run, run_json};
 
 #[test]
-fn demo_installs_the_examples_and_maps_sample_contacts() {
+fn demo_moves_every_contact_from_the_crm_to_the_mailer_mapped() {
     let scratch = tempfile::tempdir().unwrap();
-    let out = run(support::causeway().current_dir(scratch.path()).arg("demo"));
+    let out =
+        run(support::causeway()
+            .current_dir(scratch.path())
+            .args(["demo", "--contacts", "25"]));
     assert!(out.success, "{}\n{}", out.stdout, out.stderr);
     for plugin in ["map-fullname.wasm", "crm-source.wasm", "mailer-sink.wasm"] {
         assert!(
@@ -19,16 +22,6 @@ fn demo_installs_the_examples_and_maps_sample_contacts() {
             "{plugin} not installed"
         );
     }
-    assert!(
-        out.stdout.contains("\"fullName\": \"Ada Lovelace\""),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("\"firstName\": \"Ada\""),
-        "{}",
-        out.stdout
-    );
     let state_of = |name: &str| {
         out.stdout
             .lines()
@@ -37,16 +30,49 @@ fn demo_installs_the_examples_and_maps_sample_contacts() {
             .unwrap_or_default()
             .to_string()
     };
-    assert_eq!(state_of("map-fullname"), "active", "{}", out.stdout);
-    // Nothing is granted by default: the connectors wait for approval.
-    assert_eq!(state_of("crm-source"), "pending-approval", "{}", out.stdout);
-    assert_eq!(
-        state_of("mailer-sink"),
-        "pending-approval",
+    // The demo grants the connectors exactly what they need.
+    for plugin in ["map-fullname", "crm-source", "mailer-sink"] {
+        assert_eq!(state_of(plugin), "active", "{}", out.stdout);
+    }
+    // Two samples with an email (one without is dropped) and 25 more.
+    assert!(
+        out.stdout
+            .contains("All 27 contacts with an email are in the mailer"),
         "{}",
         out.stdout
     );
+    assert!(
+        out.stdout.contains("\"fullName\": \"Ada Lovelace\""),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("mailer: 27 subscribers"),
+        "{}",
+        out.stdout
+    );
+
+    // The runs it made are there to see, with the demo's own configuration.
+    let config = scratch.path().join("causeway-data/demo/causeway.toml");
+    let runs = run_json(
+        support::causeway()
+            .current_dir(scratch.path())
+            .arg("--config-file")
+            .arg(&config)
+            .args(["runs", "--json"]),
+    );
+    let written: i64 = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["written"].as_i64().unwrap())
+        .sum();
+    assert!(written >= 27, "{runs:#?}");
+
     // Running it again over an existing data directory works too.
-    let again = run(support::causeway().current_dir(scratch.path()).arg("demo"));
+    let again =
+        run(support::causeway()
+            .current_dir(scratch.path())
+            .args(["demo", "--contacts", "3"]));
     assert!(again.success, "{}", again.stderr);
 }

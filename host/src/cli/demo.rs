@@ -1,16 +1,25 @@
-//! `causeway demo`: the main job on embedded defaults. Today it installs the
-//! example plugins into a plugins folder under the data directory, loads them
-//! like any plugin, and runs `map-fullname` on sample contacts.
+//! `causeway demo`: the whole story on one machine. A fake CRM and a fake
+//! mailer start on 127.0.0.1; the example plugins are installed and granted
+//! exactly what they need; the pipeline CRM → map-fullname → mailer runs on
+//! its schedule while contacts are created and updated in the CRM, until
+//! every contact with an email is in the mailer as a subscriber with a
+//! `fullName`.
+//!
+//! The demo writes its configuration to `DATA_DIR/demo/` (`causeway.toml`,
+//! `grants.toml`, `secrets.toml`): a working example to read.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::config::Config;
+use crate::fakes::{FakeCrm, FakeMailer};
 use crate::host::Host;
-use crate::operation::Operation;
+use crate::live::{Live, Snapshot};
+use crate::pipeline::{Pipelines, history};
 
 /// The example plugins, built by `build.rs` for wasm32-wasip2.
 const EXAMPLES: &[(&str, &[u8])] = &[
@@ -34,41 +43,44 @@ const EXAMPLES: &[(&str, &[u8])] = &[
 /// Sample CRM contacts, as records.
 const CONTACTS: &str = include_str!("../../../examples/contacts.json");
 
-/// Install the example plugins into DATA_DIR/plugins and run the
-/// `map-fullname` transform on sample contacts, printing what went in and
-/// what came out.
+/// The demo's secrets: the fakes accept nothing else.
+const CRM_TOKEN: &str = "demo-crm-token";
+const MAILER_KEY: &str = "demo-mailer-key";
+const LIST: &str = "newsletter";
+const PIPELINE: &str = "crm-to-mailer";
+
+/// Run the main job on one machine: fake CRM and mailer servers on
+/// 127.0.0.1, the example plugins installed and granted, and the pipeline
+/// CRM → map-fullname → mailer moving contacts until all have arrived.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  cargo run --release -- demo")]
 pub struct Opts {
     /// The data directory.
     #[arg(long, default_value = "causeway-data")]
     pub data_dir: PathBuf,
+    /// How many contacts to create in the CRM, beyond the samples.
+    #[arg(long, default_value_t = 40)]
+    pub contacts: usize,
 }
 
 impl Opts {
     /// Runs the demo.
     pub async fn run(&self) -> anyhow::Result<ExitCode> {
         let plugins = self.data_dir.join("plugins");
-        std::fs::create_dir_all(&plugins)
-            .with_context(|| format!("cannot create the plugins folder {}", plugins.display()))?;
-        for (file, bytes) in EXAMPLES {
-            let path = plugins.join(file);
-            // Write beside, then rename: a running host never sees half a file.
-            let partial = plugins.join(format!(".{file}.partial"));
-            std::fs::write(&partial, bytes)
-                .with_context(|| format!("cannot write {}", partial.display()))?;
-            std::fs::rename(&partial, &path)
-                .with_context(|| format!("cannot install {}", path.display()))?;
-        }
-        let mut config = Config::load(None)?;
-        config.data_dir = self.data_dir.clone();
-        config.plugins_dir = plugins.clone();
-        let host = Host::with_config(config)?;
+        install_examples(&plugins)?;
+        let crm = FakeCrm::start(CRM_TOKEN, 0).context("cannot start the fake CRM")?;
+        let mailer = FakeMailer::start(MAILER_KEY, 0).context("cannot start the fake mailer")?;
+        let config_file = write_config(&self.data_dir, &crm, &mailer)?;
+        super::print(&format!(
+            "A fake CRM listens on {} and a fake mailer on {}.\nThe demo's configuration is in {}.\n\n",
+            crm.base_url(),
+            mailer.base_url(),
+            config_file.parent().unwrap_or(Path::new(".")).display()
+        ))?;
+
+        let host = Host::load(Some(&config_file), None)?;
         let registry = host.registry()?;
-        let mut out = format!(
-            "Installed the example plugins into {}:\n",
-            plugins.display()
-        );
+        let mut out = format!("Plugins in {}:\n", plugins.display());
         for status in registry.statuses() {
             out.push_str(&format!(
                 "  {:<14} {:<8} {:<16} {}\n",
@@ -83,32 +95,276 @@ impl Opts {
                 status.state.name(),
             ));
         }
-        out.push_str(
-            "  (nothing is granted by default: the connectors wait for an operator's grants.toml; see `causeway check`)\n",
-        );
-        let installed = registry.callable("map-fullname")?;
-        let plugin = &installed.plugin;
-        let input: Value =
-            serde_json::from_str(CONTACTS).context("the sample contacts are not JSON")?;
-        out.push_str("\nCRM contacts in:\n");
-        out.push_str(&serde_json::to_string_pretty(&input)?);
-        let operation = Operation::parse(plugin, "transform", Some(input))?;
+        super::print(&out)?;
+        let database = host.config.database_file();
+        let since = last_run(&database);
         let writer = host.open_database()?;
-        let context = installed.call_context(
-            &Value::Object(Default::default()),
-            &writer.handle(),
-            &host.secrets,
-            "",
+        // The fakes start empty every time: so does the pipeline.
+        writer
+            .handle()
+            .transact(|conn| Ok::<_, crate::db::DbError>(history::reset(conn, PIPELINE)?))
+            .await?;
+        let live = Arc::new(Live::new(Snapshot {
+            config: host.config.clone(),
+            grants: host.grants.clone(),
+            registry,
+        }));
+        let pipelines = Pipelines::start(
+            live,
+            host.runtime.clone(),
+            host.secrets.clone(),
+            writer.handle(),
         );
-        let output = plugin.call(&host.runtime.engine, operation, &context).await;
+
+        super::print(&format!(
+            "\nPipeline {PIPELINE}: crm-source → map-fullname → mailer-sink, every second.\n"
+        ))?;
+        // Two waves, and an update in between: each run reads only what
+        // changed since the checkpoint.
+        let half = self.contacts / 2;
+        let mut expected = Vec::new();
+        let mut wave = samples()?;
+        wave.extend(people(0, half));
+        feed(&crm, wave, &mut expected);
+        let mut outcome = watch(&crm, &mailer, &expected, &database, since).await;
+        if outcome.is_ok() {
+            super::print("  … more contacts, and Grace Hopper changes her name in the CRM:\n")?;
+            feed(&crm, people(half, self.contacts), &mut expected);
+            if let Some((id, name)) = expected.iter_mut().find(|(_, n)| n == "Grace Hopper") {
+                let mut change = Map::new();
+                change.insert("lastName".into(), "Hopper-Murray".into());
+                crm.update(id, change);
+                *name = "Grace Hopper-Murray".to_string();
+            }
+            outcome = watch(&crm, &mailer, &expected, &database, since).await;
+        }
+        pipelines.stop(Duration::from_secs(5)).await;
         writer.close();
-        let output = output?;
-        out.push_str(
-            "\n\nmap-fullname out (firstName + lastName → fullName; no email → dropped):\n",
+        outcome?;
+
+        let runs: Vec<_> = crate::db::open_read_only(&database)?
+            .map(|conn| history::runs(&conn, Some(PIPELINE), 1000))
+            .transpose()?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.id > since)
+            .collect();
+        super::print(&format!(
+            "  {} runs read {} records and wrote {} ({} rejected)\n",
+            runs.len(),
+            runs.iter().map(|r| r.read).sum::<i64>(),
+            runs.iter().map(|r| r.written).sum::<i64>(),
+            runs.iter().map(|r| r.rejected).sum::<i64>(),
+        ))?;
+        let subscribers = mailer.subscribers(LIST);
+        let sample: Vec<&Value> = subscribers.values().take(3).collect();
+        let mut out = format!(
+            "\nAll {} contacts with an email are in the mailer as subscribers (contacts without one are dropped by map-fullname). A few:\n",
+            subscribers.len()
         );
-        out.push_str(&serde_json::to_string_pretty(&output)?);
-        out.push('\n');
+        out.push_str(&serde_json::to_string_pretty(&sample)?);
+        out.push_str("\n\nSee what happened: causeway --config-file ");
+        out.push_str(&config_file.display().to_string());
+        out.push_str(" runs\n");
         super::print(&out)?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The id of the pipeline's latest run so far (0 if none).
+fn last_run(database: &Path) -> i64 {
+    crate::db::open_read_only(database)
+        .ok()
+        .flatten()
+        .and_then(|conn| history::runs(&conn, Some(PIPELINE), 1).ok())
+        .and_then(|runs| runs.first().map(|r| r.id))
+        .unwrap_or(0)
+}
+
+/// Copies the example plugins into `plugins`, each by write-and-rename so a
+/// running host never sees half a file.
+fn install_examples(plugins: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(plugins)
+        .with_context(|| format!("cannot create the plugins folder {}", plugins.display()))?;
+    for (file, bytes) in EXAMPLES {
+        let path = plugins.join(file);
+        let partial = plugins.join(format!(".{file}.partial"));
+        std::fs::write(&partial, bytes)
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("cannot install {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes the demo's `causeway.toml`, `grants.toml` and `secrets.toml`.
+fn write_config(data_dir: &Path, crm: &FakeCrm, mailer: &FakeMailer) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join("demo");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config = format!(
+        r#"# Written by `causeway demo`: the fakes' ports change every run.
+data-dir = ".."
+plugins-dir = "../plugins"
+grants = "grants.toml"
+secrets-file = "secrets.toml"
+
+[plugins.crm-source.config]
+base_url = "{crm}"
+page_size = 10
+
+[plugins.mailer-sink.config]
+base_url = "{mailer}"
+list_id = "{LIST}"
+
+[pipelines.{PIPELINE}]
+every = "1s"
+source = {{ plugin = "crm-source", stream = "contacts" }}
+transforms = [{{ plugin = "map-fullname" }}]
+sinks = [{{ plugin = "mailer-sink" }}]
+"#,
+        crm = crm.base_url(),
+        mailer = mailer.base_url(),
+    );
+    let grants = format!(
+        r#"# Written by `causeway demo`: each connector may reach its own fake, and
+# nothing else; its credential is sent only there.
+[[plugins.crm-source.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {crm_port}
+methods = ["GET"]
+path-prefix = "/v1/contacts"
+
+[plugins.crm-source.credentials.crm-token]
+secret = "file:crm-token"
+hosts = ["127.0.0.1"]
+
+[[plugins.mailer-sink.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {mailer_port}
+methods = ["POST"]
+path-prefix = "/v1/lists/"
+
+[plugins.mailer-sink.credentials.mailer-key]
+secret = "file:mailer-key"
+hosts = ["127.0.0.1"]
+"#,
+        crm_port = crm.addr().port(),
+        mailer_port = mailer.addr().port(),
+    );
+    let secrets = format!("crm-token = \"{CRM_TOKEN}\"\nmailer-key = \"{MAILER_KEY}\"\n");
+    let file = dir.join("causeway.toml");
+    std::fs::write(&file, config).with_context(|| format!("cannot write {}", file.display()))?;
+    let grants_file = dir.join("grants.toml");
+    std::fs::write(&grants_file, grants)
+        .with_context(|| format!("cannot write {}", grants_file.display()))?;
+    write_private(&dir.join("secrets.toml"), &secrets)?;
+    Ok(file)
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The sample contacts, as CRM fields.
+fn samples() -> anyhow::Result<Vec<Map<String, Value>>> {
+    let samples: Vec<Value> =
+        serde_json::from_str(CONTACTS).context("the sample contacts are not JSON")?;
+    Ok(samples
+        .into_iter()
+        .filter(|r| r["op"] != "delete")
+        .filter_map(|r| r["data"].as_object().cloned())
+        .map(|mut data| {
+            data.remove("id");
+            data
+        })
+        .collect())
+}
+
+/// Generated contacts `from..to`.
+fn people(from: usize, to: usize) -> Vec<Map<String, Value>> {
+    (from..to)
+        .map(|i| {
+            let mut person = Map::new();
+            person.insert("firstName".into(), format!("Person{i:03}").into());
+            person.insert("lastName".into(), "Example".into());
+            person.insert("email".into(), format!("person{i:03}@example.com").into());
+            person
+        })
+        .collect()
+}
+
+/// Creates `people` in the CRM; adds the `fullName` each one with an email
+/// should arrive with to `expected`, by id.
+fn feed(crm: &FakeCrm, people: Vec<Map<String, Value>>, expected: &mut Vec<(String, String)>) {
+    for person in people {
+        let full = format!(
+            "{} {}",
+            person["firstName"].as_str().unwrap_or_default(),
+            person["lastName"].as_str().unwrap_or_default()
+        );
+        let has_email = person.contains_key("email");
+        let contact = crm.create(person);
+        if has_email {
+            expected.push((contact.id, full));
+        }
+    }
+    expected.sort();
+}
+
+/// Shows progress until the mailer holds `expected`, within a minute;
+/// runs are counted from after run `since`.
+async fn watch(
+    crm: &FakeCrm,
+    mailer: &FakeMailer,
+    expected: &[(String, String)],
+    database: &Path,
+    since: i64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    loop {
+        let subscribers = mailer.subscribers(LIST);
+        let got: Vec<(String, String)> = subscribers
+            .iter()
+            .map(|(k, v)| (k.clone(), v["fullName"].as_str().unwrap_or("").to_string()))
+            .collect();
+        let runs = crate::db::open_read_only(database)
+            .ok()
+            .flatten()
+            .and_then(|conn| history::runs(&conn, Some(PIPELINE), 1000).ok())
+            .unwrap_or_default();
+        let runs = runs.iter().filter(|r| r.id > since).count();
+        let line = format!(
+            "  CRM: {} contacts · mailer: {} subscribers · pipeline runs: {runs}\n",
+            crm.contacts().len(),
+            subscribers.len(),
+        );
+        if line != last {
+            super::print(&line)?;
+            last = line;
+        }
+        if got == expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the mailer did not receive every contact within a minute; see `causeway runs` and the log"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -68,7 +68,8 @@ pub enum Command {
     Inspect(inspect::Opts),
     /// Call one operation of a plugin: JSON in, JSON out.
     Invoke(invoke::Opts),
-    /// Install the example plugins and run the transform on sample contacts.
+    /// The whole story on one machine: fake CRM and mailer, the example
+    /// plugins, and a pipeline moving contacts between them.
     Demo(demo::Opts),
     /// List the pipelines: trigger, state, last run, lag.
     Pipelines(pipelines::Opts),
