@@ -1,6 +1,6 @@
 //! Pipelines end to end: the real host runs CRM → map-fullname → mailer
-//! against the fake CRM and mailer on 127.0.0.1, through outages, rate
-//! limits and rejections.
+//! against the fake CRM and mailer on 127.0.0.1, by polling and by webhook,
+//! through outages, rate limits, rejections, crashes and forged deliveries.
 
 mod support;
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use causeway::fakes::{FakeCrm, FakeMailer, Fault};
 use serde_json::{Map, Value, json};
-use support::{RunningHost, Scratch, run, run_json, wait_until};
+use support::{RunningHost, Scratch, audit_rows, run, run_json, wait_until};
 
 const CRM_TOKEN: &str = "crm-t0ken-5ecret";
 const MAILER_KEY: &str = "ma1ler-key-5ecret";
@@ -21,6 +21,11 @@ struct World {
 }
 
 fn world(retry: &str) -> World {
+    world_with("every = \"200ms\"", retry)
+}
+
+/// The pipeline CRM → map-fullname → mailer with `trigger` and `retry`.
+fn world_with(trigger: &str, retry: &str) -> World {
     let crm = FakeCrm::start(CRM_TOKEN, 0).unwrap();
     let mailer = FakeMailer::start(MAILER_KEY, 0).unwrap();
     let scratch = Scratch::new();
@@ -67,7 +72,7 @@ base_url = "{}"
 list_id = "{LIST}"
 
 [pipelines.contacts-to-mailer]
-every = "200ms"
+{trigger}
 source = {{ plugin = "crm-source", stream = "contacts" }}
 transforms = [{{ plugin = "map-fullname" }}]
 sinks = [{{ plugin = "mailer-sink" }}]
@@ -450,5 +455,170 @@ fn killed_at_any_point_of_a_run_the_host_loses_nothing_and_never_checkpoints_ahe
             .iter()
             .any(|r| r["outcome"] == "interrupted"),
         "the killed runs show as interrupted: {runs:#?}"
+    );
+}
+
+const HOOK_KEY: &[u8] = b"a 32-byte key for the crm hooks!";
+
+fn hook_secret() -> String {
+    use base64::Engine as _;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(HOOK_KEY)
+    )
+}
+
+fn webhook_world(retry: &str) -> World {
+    world_with(
+        "webhook = { path = \"/hooks/crm\", scheme = \"standard-webhooks\", secret = \"env:CRM_HOOK_SECRET\", max-body-bytes = 4096 }",
+        retry,
+    )
+}
+
+fn start_with_hooks(w: &World) -> RunningHost {
+    RunningHost::start(
+        w.scratch
+            .causeway()
+            .env("CRM_TOKEN", CRM_TOKEN)
+            .env("MAILER_KEY", MAILER_KEY)
+            .env("CRM_HOOK_SECRET", hook_secret())
+            .args(["run", "--listen", "127.0.0.1:0"]),
+    )
+}
+
+/// A contact event as the CRM would post it, signed; its status and body.
+fn deliver(host: &RunningHost, id: &str, body: &[u8], signed_body: &[u8]) -> (u16, String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let signature = causeway::webhook::verify::sign_standard(HOOK_KEY, id, now, signed_body);
+    let timestamp = now.to_string();
+    support::try_http_with(
+        &host.addr,
+        "POST",
+        "/hooks/crm",
+        &[
+            ("content-type", "application/json"),
+            ("webhook-id", id),
+            ("webhook-timestamp", &timestamp),
+            ("webhook-signature", &signature),
+        ],
+        body,
+    )
+    .unwrap()
+}
+
+fn contact_event(id: &str, first: &str) -> Vec<u8> {
+    json!({
+        "event": "contact.created",
+        "contact": {
+            "id": id, "updated_at": 1_700_000_000_000i64,
+            "firstName": first, "lastName": "Hook", "email": format!("{id}@example.com"),
+        },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn webhook_runs_read(w: &World) -> i64 {
+    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == "webhook")
+        .map(|r| r["read"].as_i64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refused() {
+    let w = webhook_world("");
+    let host = start_with_hooks(&w);
+    let body = contact_event("h1", "Webby");
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| deliver(&host, "msg_1", &body, &body).0)
+        .collect();
+    assert_eq!(statuses, [202, 200, 200], "stored once, then recognised");
+    w.wait_for_subscribers(
+        &[("h1".into(), "Webby Hook".into())],
+        Duration::from_secs(20),
+    );
+    wait_until("the webhook run recorded", Duration::from_secs(10), || {
+        (webhook_runs_read(&w) == 1).then_some(())
+    });
+
+    // Tampered: the body differs from what was signed.
+    let forged = contact_event("h2", "Mallory");
+    let (status, answer) = deliver(&host, "msg_2", &forged, &body);
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("bad-signature"), "{answer}");
+    // Oversized: refused before anything is verified or stored.
+    let (status, _) = deliver(&host, "msg_3", &vec![b' '; 5000], &vec![b' '; 5000]);
+    assert_eq!(status, 413);
+    // Unknown path: nothing there.
+    let (status, _) = support::try_http(&host.addr, "POST", "/hooks/other", Some("{}")).unwrap();
+    assert_eq!(status, 404);
+
+    drop(host);
+    let rows = audit_rows(&w.scratch.path().join("causeway-data"));
+    let hooks: Vec<_> = rows.iter().filter(|r| r.1 == "webhook").collect();
+    assert!(
+        hooks
+            .iter()
+            .any(|r| r.4 == "denied" && r.5.contains("no signature matches")),
+        "{hooks:#?}"
+    );
+    assert!(
+        hooks
+            .iter()
+            .any(|r| r.4 == "denied" && r.5.contains("over 4096 bytes")),
+        "{hooks:#?}"
+    );
+    assert_eq!(
+        hooks.iter().filter(|r| r.4 == "allowed").count(),
+        3,
+        "{hooks:#?}"
+    );
+    assert!(!w.mailer.subscribers(LIST).contains_key("h2"));
+    assert_eq!(
+        webhook_runs_read(&w),
+        1,
+        "the duplicates were not processed"
+    );
+}
+
+#[test]
+fn a_delivery_stored_before_a_crash_is_processed_after_restart_and_its_redelivery_deduplicated() {
+    let w = webhook_world("initial = \"100ms\"\nmax = \"200ms\"\nbudget = \"1m\"\n");
+    // The mailer is down: the delivery is stored, answered, and stuck.
+    w.mailer.faults().set_down(true);
+    let mut host = start_with_hooks(&w);
+    let body = contact_event("h9", "Crashy");
+    assert_eq!(deliver(&host, "msg_9", &body, &body).0, 202);
+    wait_until("a write attempt", Duration::from_secs(20), || {
+        (w.mailer.faults().requests() > 0).then_some(())
+    });
+    host.kill();
+    assert!(w.mailer.subscribers(LIST).is_empty());
+
+    w.mailer.faults().set_down(false);
+    let host = start_with_hooks(&w);
+    w.wait_for_subscribers(
+        &[("h9".into(), "Crashy Hook".into())],
+        Duration::from_secs(20),
+    );
+    // Sent again after the restart: recognised, not processed again.
+    let batches = w.mailer.batches().len();
+    assert_eq!(deliver(&host, "msg_9", &body, &body).0, 200);
+    wait_until(
+        "the delivery processed once",
+        Duration::from_secs(10),
+        || (webhook_runs_read(&w) == 1).then_some(()),
+    );
+    assert_eq!(
+        w.mailer.batches().len(),
+        batches,
+        "a duplicate reached the mailer"
     );
 }

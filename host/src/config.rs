@@ -207,6 +207,20 @@ impl Config {
             config
                 .validate(&format!("pipelines.{pipeline}"))
                 .map_err(|message| FileError::at(name.clone(), line, message))?;
+            if let Some(webhook) = &config.webhook
+                && let Some((other, _)) = parsed.pipelines.iter().find(|(other, c)| {
+                    *other < pipeline && c.webhook.as_ref().is_some_and(|w| w.path == webhook.path)
+                })
+            {
+                return Err(FileError::at(
+                    name,
+                    line,
+                    format!(
+                        "pipelines.{pipeline}.webhook.path {:?} is already the path of pipelines.{other}",
+                        webhook.path
+                    ),
+                ));
+            }
         }
         let base = file
             .parent()

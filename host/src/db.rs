@@ -120,6 +120,23 @@ const MIGRATIONS: &[&str] = &[
         attempts    INTEGER NOT NULL DEFAULT 1
     );
     CREATE INDEX dead_letter_pipeline ON dead_letter (pipeline, id);",
+    // 5: the webhook inbox: every verified delivery, before its 2xx.
+    "CREATE TABLE webhook_inbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        pipeline    TEXT NOT NULL,
+        delivery_id TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        method      TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        query       TEXT NOT NULL,
+        headers     TEXT NOT NULL,
+        body        BLOB NOT NULL,
+        state       TEXT NOT NULL,
+        error       TEXT,
+        processed_at TEXT,
+        UNIQUE (pipeline, delivery_id)
+    );
+    CREATE INDEX webhook_inbox_pending ON webhook_inbox (pipeline, state, id);",
 ];
 
 /// The schema version of a fully migrated database.

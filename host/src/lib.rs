@@ -32,3 +32,4 @@ pub mod sandbox;
 pub mod schema;
 pub mod secrets;
 pub mod server;
+pub mod webhook;

@@ -9,6 +9,10 @@
 //!   configuration from causeway.toml (a caller cannot supply one).
 //! - `POST /api/pipelines/{name}/run-now`: 202 once the pipeline is asked to
 //!   run (even if paused or stopped), 404 for an unknown one.
+//! - `POST <a pipeline's webhook path>`: a webhook delivery, verified on the
+//!   raw body (401 and an audit row if it is not), stored in the inbox
+//!   before the answer (202; 200 for a delivery id already stored), 413 over
+//!   the size limit, 503 if it could not be stored (the sender retries).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +25,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::audit::{AuditEvent, Decision};
+use crate::bindings::IncomingRequest;
 use crate::db::{self, WriterHandle};
 use crate::engine::Runtime;
 use crate::live::Live;
@@ -28,6 +34,8 @@ use crate::operation::Operation;
 use crate::registry::{NotCallable, PluginStatus};
 use crate::sandbox::CallError;
 use crate::secrets::Secrets;
+use crate::webhook::inbox;
+use crate::webhook::verify::{self, Scheme};
 
 /// What the handlers share.
 pub struct AppState {
@@ -52,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/plugins", get(plugins))
         .route("/api/plugins/{name}/invoke", post(invoke))
         .route("/api/pipelines/{name}/run-now", post(run_now))
+        .fallback(webhook)
         .with_state(state)
 }
 
@@ -93,6 +102,163 @@ async fn run_now(State(state): State<Arc<AppState>>, Path(name): Path<String>) -
             "unknown-pipeline",
             format!("no pipeline named {name:?} in the configuration (see `causeway pipelines`)"),
         )
+    }
+}
+
+/// A webhook delivery to one of the pipelines' paths.
+async fn webhook(
+    State(state): State<Arc<AppState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let snapshot = state.live.snapshot();
+    let Some((name, pipeline)) = snapshot
+        .config
+        .pipelines
+        .iter()
+        .find(|(_, p)| p.webhook.as_ref().is_some_and(|w| w.path == uri.path()))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("nothing at {}", uri.path()),
+        );
+    };
+    let Some(trigger) = &pipeline.webhook else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("nothing at {}", uri.path()),
+        );
+    };
+    if method != axum::http::Method::POST {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{} takes POST", uri.path()),
+        );
+    }
+    let audit = |decision: Decision, detail: String| {
+        let plugin = snapshot.registry.get(&pipeline.source.plugin);
+        state.db.audit(AuditEvent {
+            time: crate::audit::now(),
+            plugin: pipeline.source.plugin.clone(),
+            version: plugin
+                .map(|p| p.plugin.info.version.clone())
+                .unwrap_or("-".into()),
+            digest: plugin
+                .map(|p| p.plugin.info.digest.clone())
+                .unwrap_or("-".into()),
+            capability: "webhook".into(),
+            action: "POST".into(),
+            target: format!("pipeline {name} {}", trigger.path),
+            decision,
+            detail,
+            run_id: None,
+        });
+    };
+    let Ok(body) = axum::body::to_bytes(body, trigger.max_body_bytes).await else {
+        audit(
+            Decision::Denied,
+            format!("refused: body over {} bytes", trigger.max_body_bytes),
+        );
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!(
+                "the body is over the limit of {} bytes",
+                trigger.max_body_bytes
+            ),
+        );
+    };
+    let key = state
+        .secrets
+        .resolve(&trigger.secret)
+        .map_err(|e| e.to_string())
+        .and_then(|secret| match trigger.scheme {
+            Scheme::StandardWebhooks => verify::standard_key(secret.expose()),
+            Scheme::Github | Scheme::Stripe => Ok(secret.expose().as_bytes().to_vec()),
+        });
+    let key = match key {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::error!(pipeline = %name, "the webhook secret {} cannot be used: {e}", trigger.secret);
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "misconfigured",
+                "the webhook secret is not available; the operator has been told".into(),
+            );
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let verified = match verify::verify(
+        trigger.scheme,
+        &key,
+        header,
+        &body,
+        now,
+        trigger.tolerance.0,
+    ) {
+        Ok(verified) => verified,
+        Err(refused) => {
+            tracing::warn!(pipeline = %name, "webhook refused: {refused}");
+            audit(Decision::Denied, format!("refused: {refused}"));
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "bad-signature",
+                refused.to_string(),
+            );
+        }
+    };
+    let id = verified.id.unwrap_or_else(|| crate::plugin::digest(&body));
+    let request = IncomingRequest {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or_default().to_string(),
+        headers: headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let stored = {
+        let (name, id) = (name.clone(), id.clone());
+        state
+            .db
+            .transact(move |conn| Ok::<_, db::DbError>(inbox::insert(conn, &name, &id, &request)?))
+            .await
+    };
+    match stored {
+        Ok(true) => {
+            audit(Decision::Allowed, format!("delivery {id} stored"));
+            state.pipelines.delivered(name);
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "status": "accepted", "id": id })),
+            )
+                .into_response()
+        }
+        Ok(false) => {
+            audit(
+                Decision::Allowed,
+                format!("delivery {id} already stored: not processed again"),
+            );
+            Json(json!({ "status": "duplicate", "id": id })).into_response()
+        }
+        Err(e) => {
+            tracing::error!(pipeline = %name, "webhook delivery {id} not stored: {e}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the delivery could not be stored; send it again".into(),
+            )
+        }
     }
 }
 

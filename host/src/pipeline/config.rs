@@ -21,6 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::TextDuration;
+use crate::secrets::SecretRef;
+use crate::webhook::verify::Scheme;
 
 /// One pipeline.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -28,6 +30,8 @@ use crate::config::TextDuration;
 pub struct PipelineConfig {
     /// Run on this schedule.
     pub every: Option<TextDuration>,
+    /// Run on each verified delivery to this webhook.
+    pub webhook: Option<WebhookTrigger>,
     /// Where records come from.
     pub source: SourceStage,
     /// What reshapes them, in order.
@@ -45,6 +49,32 @@ pub struct PipelineConfig {
 
 fn default_retention() -> TextDuration {
     TextDuration(Duration::from_secs(7 * 24 * 3600))
+}
+
+/// A webhook trigger: where deliveries arrive and how they are verified.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookTrigger {
+    /// The path on the listen address, e.g. `/hooks/crm`.
+    pub path: String,
+    /// The sender's signature scheme.
+    pub scheme: Scheme,
+    /// The signing secret, as a reference (`env:NAME` or `file:KEY`).
+    pub secret: SecretRef,
+    /// How far a delivery's timestamp may be from now.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: TextDuration,
+    /// The largest body accepted; a larger one gets 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_tolerance() -> TextDuration {
+    TextDuration(Duration::from_secs(300))
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
 }
 
 /// The source stage: a plugin and the stream it reads.
@@ -118,10 +148,21 @@ impl Default for RetryConfig {
 impl PipelineConfig {
     /// Checks what the types cannot: `at` names the pipeline's section.
     pub fn validate(&self, at: &str) -> Result<(), String> {
-        if self.every.is_none() {
+        if self.every.is_none() && self.webhook.is_none() {
             return Err(format!(
-                "{at}: no trigger: set every = \"30s\" (a schedule)"
+                "{at}: no trigger: set every = \"30s\" (a schedule) or webhook = {{ path, scheme, secret }}"
             ));
+        }
+        if let Some(webhook) = &self.webhook {
+            let reserved = ["/api", "/healthz"]
+                .iter()
+                .any(|r| webhook.path == *r || webhook.path.starts_with(&format!("{r}/")));
+            if !webhook.path.starts_with('/') || reserved || webhook.path.contains("..") {
+                return Err(format!(
+                    "{at}.webhook.path {:?} must start with '/' and stay out of /api and /healthz",
+                    webhook.path
+                ));
+            }
         }
         if self.every.is_some_and(|d| d.0.is_zero()) {
             return Err(format!("{at}.every must be longer than zero"));

@@ -5,7 +5,8 @@
 //! pipeline page by page; [`retry`] is the backoff policy; [`dlq`] the
 //! dead-letter queue; [`history`] each pipeline's state and runs. This module
 //! drives them: one task per pipeline, which runs on its schedule (or when
-//! asked), skips while paused, opens a circuit after a run that spent its
+//! asked), handles webhook deliveries as they land in the inbox, skips while
+//! paused, opens a circuit after a run that spent its
 //! retry budget (and probes once the cooldown is over), and stops with a
 //! visible reason on an error waiting cannot heal.
 
@@ -50,8 +51,15 @@ struct Shared {
     tasks: Mutex<BTreeMap<String, Task>>,
 }
 
-/// A pipeline's task, and how to wake it for a run now.
-type Task = (Arc<Notify>, tokio::task::JoinHandle<()>);
+/// How to wake a pipeline's task.
+#[derive(Default)]
+struct Wakers {
+    run_now: Notify,
+    inbox: Notify,
+}
+
+/// A pipeline's task, and how to wake it.
+type Task = (Arc<Wakers>, tokio::task::JoinHandle<()>);
 
 impl Pipelines {
     /// Starts driving every pipeline of the current configuration, and any
@@ -89,8 +97,8 @@ impl Pipelines {
         let tasks: Vec<_> =
             std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_values()
-                .map(|(wake, task)| {
-                    wake.notify_one();
+                .map(|(wakers, task)| {
+                    wakers.run_now.notify_one();
                     task
                 })
                 .collect();
@@ -115,11 +123,19 @@ impl Control {
     pub fn run_now(&self, pipeline: &str) -> bool {
         let tasks = self.0.tasks.lock().unwrap_or_else(|p| p.into_inner());
         match tasks.get(pipeline) {
-            Some((wake, _)) => {
-                wake.notify_one();
+            Some((wakers, _)) => {
+                wakers.run_now.notify_one();
                 true
             }
             None => false,
+        }
+    }
+
+    /// Tells `pipeline` a webhook delivery is waiting in its inbox.
+    pub fn delivered(&self, pipeline: &str) {
+        let tasks = self.0.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((wakers, _)) = tasks.get(pipeline) {
+            wakers.inbox.notify_one();
         }
     }
 }
@@ -151,9 +167,9 @@ async fn supervise(shared: Arc<Shared>) {
                 if tasks.contains_key(&name) {
                     continue;
                 }
-                let wake = Arc::new(Notify::new());
-                let task = tokio::spawn(drive(shared.clone(), name.clone(), wake.clone()));
-                tasks.insert(name, (wake, task));
+                let wakers = Arc::new(Wakers::default());
+                let task = tokio::spawn(drive(shared.clone(), name.clone(), wakers.clone()));
+                tasks.insert(name, (wakers, task));
             }
         }
         tokio::time::sleep(SUPERVISE_EVERY).await;
@@ -185,8 +201,27 @@ async fn record_state(
     }
 }
 
+/// Why a pipeline's task woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Its schedule (or the end of an open circuit's cooldown).
+    Tick,
+    /// An operator's run-now.
+    RunNow,
+    /// A webhook delivery arrived in the inbox.
+    Inbox,
+}
+
+/// What a pipeline's task remembers between wake-ups.
+struct Driving {
+    circuit_until: Option<Instant>,
+    // The snapshot a stop happened on: a new one (an edit, an upgrade) is
+    // worth another try.
+    stopped_on: Option<Arc<crate::live::Snapshot>>,
+}
+
 /// Drives one pipeline until the host stops or the pipeline is removed.
-async fn drive(shared: Arc<Shared>, name: String, wake: Arc<Notify>) {
+async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
     let runner = Runner {
         name: name.clone(),
         live: shared.live.clone(),
@@ -194,15 +229,18 @@ async fn drive(shared: Arc<Shared>, name: String, wake: Arc<Notify>) {
         secrets: shared.secrets.clone(),
         db: shared.db.clone(),
     };
-    let mut next = Instant::now();
-    let mut circuit_until: Option<Instant> = None;
-    // The snapshot a stop happened on: a new one (an edit, an upgrade) is
-    // worth another try.
-    let mut stopped_on: Option<Arc<crate::live::Snapshot>> = None;
+    // At start: deliveries a previous host stored but did not process, and
+    // a first pull.
+    let mut next = Some(Instant::now());
+    let mut driving = Driving {
+        circuit_until: None,
+        stopped_on: None,
+    };
     loop {
-        let asked = tokio::select! {
-            () = tokio::time::sleep_until(next) => false,
-            () = wake.notified() => true,
+        let wake = tokio::select! {
+            () = sleep_until(next) => Wake::Tick,
+            () = wakers.run_now.notified() => Wake::RunNow,
+            () = wakers.inbox.notified() => Wake::Inbox,
             () = shared.stopping.notified() => return,
         };
         if shared.stop.load(Ordering::SeqCst) {
@@ -213,9 +251,9 @@ async fn drive(shared: Arc<Shared>, name: String, wake: Arc<Notify>) {
             record_state(&shared.db, &name, "removed", None, None).await;
             return;
         };
-        let every = config.every.map(|d| d.0).unwrap_or(Duration::from_secs(60));
-        let cooldown = config.retry.circuit_cooldown.0;
-        next = Instant::now() + every;
+        if wake != Wake::Inbox {
+            next = config.every.map(|every| Instant::now() + every.0);
+        }
         // The recorded state is also the operator's lever: `resume` clears
         // a stop or an open circuit there.
         let row = {
@@ -229,68 +267,141 @@ async fn drive(shared: Arc<Shared>, name: String, wake: Arc<Notify>) {
         };
         if let Some(row) = &row {
             if row.state != "stopped" {
-                stopped_on = None;
+                driving.stopped_on = None;
             }
             if row.circuit_until.is_none() {
-                circuit_until = None;
+                driving.circuit_until = None;
             }
         }
-        if !asked
+        if wake != Wake::RunNow
             && (row.as_ref().is_some_and(|r| r.paused)
-                || circuit_until.is_some_and(|until| Instant::now() < until)
-                || stopped_on
+                || driving
+                    .circuit_until
+                    .is_some_and(|until| Instant::now() < until)
+                || driving
+                    .stopped_on
                     .as_ref()
                     .is_some_and(|s| Arc::ptr_eq(s, &snapshot)))
         {
+            // Deliveries wait, durable, in the inbox.
             continue;
         }
-        let end = match runner
-            .run(if asked { "run-now" } else { "schedule" }, &shared.stop)
+        if config.webhook.is_some() && has_pending(&shared.db, &name).await {
+            let end = run(&runner, runner::WEBHOOK, &shared.stop).await;
+            if !settle(
+                &shared,
+                &name,
+                &snapshot,
+                config,
+                end,
+                &mut driving,
+                &mut next,
+            )
             .await
-        {
-            Ok(end) => end,
-            Err(e) => {
-                tracing::error!(pipeline = %name, "the run could not be recorded: {e}");
-                RunEnd::Exhausted(e.to_string())
+            {
+                continue;
             }
-        };
-        match end {
-            RunEnd::Done => {
-                circuit_until = None;
-                stopped_on = None;
-                record_state(&shared.db, &name, "idle", None, None).await;
-            }
-            RunEnd::Interrupted => {
-                record_state(
-                    &shared.db,
-                    &name,
-                    "idle",
-                    Some("the host stopped".into()),
-                    None,
-                )
-                .await;
-                return;
-            }
-            RunEnd::Exhausted(reason) => {
-                let until = Instant::now() + cooldown;
-                circuit_until = Some(until);
-                next = until;
-                let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + cooldown);
-                tracing::warn!(pipeline = %name, "circuit open until {at}: {reason}");
-                record_state(
-                    &shared.db,
-                    &name,
-                    "circuit-open",
-                    Some(reason),
-                    Some(at.to_string()),
-                )
-                .await;
-            }
-            RunEnd::Stopped(reason) => {
-                stopped_on = Some(snapshot.clone());
-                tracing::error!(pipeline = %name, "stopped: {reason}");
-                record_state(&shared.db, &name, "stopped", Some(reason), None).await;
-            }
+        }
+        if wake != Wake::Inbox && (config.every.is_some() || wake == Wake::RunNow) {
+            let trigger = if wake == Wake::RunNow {
+                "run-now"
+            } else {
+                "schedule"
+            };
+            let end = run(&runner, trigger, &shared.stop).await;
+            settle(
+                &shared,
+                &name,
+                &snapshot,
+                config,
+                end,
+                &mut driving,
+                &mut next,
+            )
+            .await;
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn has_pending(db: &WriterHandle, pipeline: &str) -> bool {
+    let name = pipeline.to_string();
+    db.transact(move |conn| {
+        Ok::<_, DbError>(crate::webhook::inbox::next_pending(conn, &name)?.is_some())
+    })
+    .await
+    .unwrap_or(false)
+}
+
+async fn run(runner: &Runner, trigger: &str, stop: &AtomicBool) -> RunEnd {
+    match runner.run(trigger, stop).await {
+        Ok(end) => end,
+        Err(e) => {
+            tracing::error!(pipeline = %runner.name, "the run could not be recorded: {e}");
+            RunEnd::Exhausted(e.to_string())
+        }
+    }
+}
+
+/// Records how a run ended; whether the pipeline may go on now.
+async fn settle(
+    shared: &Shared,
+    name: &str,
+    snapshot: &Arc<crate::live::Snapshot>,
+    config: &PipelineConfig,
+    end: RunEnd,
+    driving: &mut Driving,
+    next: &mut Option<Instant>,
+) -> bool {
+    match end {
+        RunEnd::Done => {
+            driving.circuit_until = None;
+            driving.stopped_on = None;
+            record_state(&shared.db, name, "idle", None, None).await;
+            true
+        }
+        RunEnd::Interrupted => {
+            record_state(
+                &shared.db,
+                name,
+                "idle",
+                Some("the host stopped".into()),
+                None,
+            )
+            .await;
+            false
+        }
+        RunEnd::Exhausted(reason) => {
+            let cooldown = config.retry.circuit_cooldown.0;
+            let until = Instant::now() + cooldown;
+            driving.circuit_until = Some(until);
+            *next = Some(until);
+            let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + cooldown);
+            tracing::warn!(pipeline = %name, "circuit open until {at}: {reason}");
+            record_state(
+                &shared.db,
+                name,
+                "circuit-open",
+                Some(reason),
+                Some(at.to_string()),
+            )
+            .await;
+            false
+        }
+        RunEnd::Stopped(reason) => {
+            driving.stopped_on = Some(snapshot.clone());
+            tracing::error!(pipeline = %name, "stopped: {reason}");
+            record_state(&shared.db, name, "stopped", Some(reason), None).await;
+            false
         }
     }
 }

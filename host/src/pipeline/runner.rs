@@ -21,6 +21,13 @@ use crate::secrets::Secrets;
 use super::config::{PipelineConfig, RetryConfig};
 use super::retry::{GaveUp, backoff, retry};
 use super::{dlq, history};
+use crate::operation::FailureKind;
+use crate::sandbox::CallError;
+use crate::webhook::inbox;
+
+/// The trigger of a run that handles the pending webhook deliveries
+/// (every other trigger reads the source from its checkpoint).
+pub const WEBHOOK: &str = "webhook";
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +66,19 @@ struct PageCounts {
     rejected: usize,
 }
 
+/// What one page or delivery did.
+struct Delivered {
+    dead: Vec<(String, Record, String)>,
+    counts: PageCounts,
+}
+
+/// A pipeline's stages, bound to the plugins of one snapshot.
+struct Stages<'a> {
+    source: Bound<'a>,
+    transforms: Vec<Bound<'a>>,
+    sinks: Vec<Bound<'a>>,
+}
+
 /// A stage's plugin, callable, and its configuration in this pipeline.
 struct Bound<'a> {
     installed: &'a Installed,
@@ -70,6 +90,7 @@ impl Runner {
     /// or a step fails for good. Records the run in the history.
     pub async fn run(&self, trigger: &str, stop: &AtomicBool) -> Result<RunEnd, DbError> {
         let name = self.name.clone();
+        let trigger_is_webhook = trigger == WEBHOOK;
         let trigger = trigger.to_string();
         let run_id = self
             .db
@@ -82,7 +103,12 @@ impl Runner {
             if stop.load(Ordering::SeqCst) {
                 break RunEnd::Interrupted;
             }
-            match self.page(run_id).await {
+            let step = if trigger_is_webhook {
+                self.delivery(run_id).await
+            } else {
+                self.page(run_id).await
+            };
+            match step {
                 Ok(true) => continue,
                 Ok(false) => break RunEnd::Done,
                 Err(end) => break end,
@@ -115,29 +141,7 @@ impl Runner {
     /// One page; whether the source has more.
     async fn page(&self, run_id: i64) -> Result<bool, RunEnd> {
         let snapshot = self.live.snapshot();
-        let pipeline = snapshot.config.pipelines.get(&self.name).ok_or_else(|| {
-            RunEnd::Stopped(format!(
-                "pipeline {} is no longer in the configuration",
-                self.name
-            ))
-        })?;
-        let retry_config = pipeline.retry;
-        let source = bind(
-            &snapshot,
-            &pipeline.source.plugin,
-            pipeline.source.config.as_ref(),
-        )?;
-        let transforms = pipeline
-            .transforms
-            .iter()
-            .map(|t| bind(&snapshot, &t.plugin, t.config.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let sinks = pipeline
-            .sinks
-            .iter()
-            .map(|s| bind(&snapshot, &s.plugin, s.config.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-
+        let (pipeline, stages) = self.stages(&snapshot)?;
         let (name, stream) = (self.name.clone(), pipeline.source.stream.clone());
         let previous = self
             .db
@@ -147,7 +151,7 @@ impl Runner {
 
         let what = format!("pipeline {}: read {}", self.name, pipeline.source.plugin);
         let page = match self
-            .step(&retry_config, &what, &source, || Operation::Read {
+            .step(&pipeline.retry, &what, &stages.source, || Operation::Read {
                 stream: pipeline.source.stream.clone(),
                 checkpoint: previous.clone(),
             })
@@ -156,18 +160,130 @@ impl Runner {
             Answer::Page(page) => page,
             other => return Err(unexpected(&pipeline.source.plugin, &other)),
         };
-        let mut records = page.records;
+        let has_more = page.has_more;
+        let delivered = self.flow(pipeline, &stages, page.records).await?;
+        let checkpoint = page
+            .checkpoint
+            .filter(|c| Some(c.as_str()) != previous.as_deref());
+        self.commit(pipeline, run_id, checkpoint, None, delivered)
+            .await?;
+        Ok(has_more)
+    }
+
+    /// The oldest pending webhook delivery, handled; whether there may be
+    /// more.
+    async fn delivery(&self, run_id: i64) -> Result<bool, RunEnd> {
+        let snapshot = self.live.snapshot();
+        let (pipeline, stages) = self.stages(&snapshot)?;
+        let name = self.name.clone();
+        let Some(delivery) = self
+            .db
+            .transact(move |conn| Ok::<_, DbError>(inbox::next_pending(conn, &name)?))
+            .await
+            .map_err(|e| RunEnd::Exhausted(format!("cannot read the webhook inbox: {e}")))?
+        else {
+            return Ok(false);
+        };
+        let what = format!(
+            "pipeline {}: handle webhook {} with {}",
+            self.name, delivery.delivery_id, pipeline.source.plugin
+        );
+        let context = stages.source.installed.call_context(
+            &stages.source.config,
+            &self.db,
+            &self.secrets,
+            &self.name,
+        );
+        let plugin = &stages.source.installed.plugin;
+        let handled = retry(&pipeline.retry, &what, || {
+            plugin.call_typed(
+                &self.runtime.engine,
+                Operation::Handle(delivery.request.clone()),
+                &context,
+            )
+        })
+        .await;
+        let records = match handled {
+            Ok(Answer::Records(records)) => records,
+            Ok(other) => return Err(unexpected(&pipeline.source.plugin, &other)),
+            // The plugin cannot make sense of this one delivery: it is set
+            // aside, visibly, and the others go on.
+            Err(GaveUp::Stopped(CallError::Plugin { error, .. }))
+                if error.kind == FailureKind::Fatal =>
+            {
+                let reason = format!("{what}: {error}");
+                tracing::warn!("{reason}: the delivery is set aside");
+                let id = delivery.id;
+                self.db
+                    .transact(move |conn| Ok::<_, DbError>(inbox::finish(conn, id, Some(&reason))?))
+                    .await
+                    .map_err(|e| RunEnd::Exhausted(e.to_string()))?;
+                return Ok(true);
+            }
+            Err(GaveUp::Exhausted(e)) => return Err(RunEnd::Exhausted(format!("{what}: {e}"))),
+            Err(GaveUp::Stopped(e)) => return Err(RunEnd::Stopped(format!("{what}: {e}"))),
+        };
+        let delivered = self.flow(pipeline, &stages, records).await?;
+        self.commit(pipeline, run_id, None, Some(delivery.id), delivered)
+            .await?;
+        Ok(true)
+    }
+
+    /// The pipeline's configuration and its stages, callable now.
+    fn stages<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+    ) -> Result<(&'a PipelineConfig, Stages<'a>), RunEnd> {
+        let pipeline = snapshot.config.pipelines.get(&self.name).ok_or_else(|| {
+            RunEnd::Stopped(format!(
+                "pipeline {} is no longer in the configuration",
+                self.name
+            ))
+        })?;
+        let source = bind(
+            snapshot,
+            &pipeline.source.plugin,
+            pipeline.source.config.as_ref(),
+        )?;
+        let transforms = pipeline
+            .transforms
+            .iter()
+            .map(|t| bind(snapshot, &t.plugin, t.config.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sinks = pipeline
+            .sinks
+            .iter()
+            .map(|s| bind(snapshot, &s.plugin, s.config.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            pipeline,
+            Stages {
+                source,
+                transforms,
+                sinks,
+            },
+        ))
+    }
+
+    /// Transforms `records` and writes them to every sink: what was
+    /// rejected, and the counts.
+    async fn flow(
+        &self,
+        pipeline: &PipelineConfig,
+        stages: &Stages<'_>,
+        mut records: Vec<Record>,
+    ) -> Result<Delivered, RunEnd> {
         let mut counts = PageCounts {
             read: records.len(),
             ..PageCounts::default()
         };
-        for (stage, transform) in pipeline.transforms.iter().zip(&transforms) {
+        for (stage, transform) in pipeline.transforms.iter().zip(&stages.transforms) {
             if records.is_empty() {
                 break;
             }
             let what = format!("pipeline {}: transform {}", self.name, stage.plugin);
             records = match self
-                .step(&retry_config, &what, transform, || {
+                .step(&pipeline.retry, &what, transform, || {
                     Operation::Transform(records.clone())
                 })
                 .await?
@@ -178,7 +294,7 @@ impl Runner {
         }
         let mut dead: Vec<(String, Record, String)> = Vec::new();
         let mut rejected_keys = std::collections::BTreeSet::new();
-        for (stage, sink) in pipeline.sinks.iter().zip(&sinks) {
+        for (stage, sink) in pipeline.sinks.iter().zip(&stages.sinks) {
             if records.is_empty() {
                 break;
             }
@@ -189,16 +305,7 @@ impl Runner {
         }
         counts.rejected = rejected_keys.len();
         counts.written = records.len().saturating_sub(counts.rejected);
-        self.commit(
-            pipeline,
-            run_id,
-            previous.as_deref(),
-            page.checkpoint,
-            dead,
-            counts,
-        )
-        .await?;
-        Ok(page.has_more)
+        Ok(Delivered { dead, counts })
     }
 
     /// Writes `records` to one sink until each is acknowledged or rejected;
@@ -282,20 +389,21 @@ impl Runner {
         })
     }
 
-    /// Commits the page: dead letters, counts and the checkpoint, in one
-    /// transaction.
+    /// Commits what a page or a delivery did, in one transaction: its dead
+    /// letters and counts, and the new checkpoint or the delivery marked
+    /// done.
     async fn commit(
         &self,
         pipeline: &PipelineConfig,
         run_id: i64,
-        previous: Option<&str>,
         checkpoint: Option<String>,
-        dead: Vec<(String, Record, String)>,
-        counts: PageCounts,
+        delivery: Option<i64>,
+        delivered: Delivered,
     ) -> Result<(), RunEnd> {
         let name = self.name.clone();
         let stream = pipeline.source.stream.clone();
         let retention = pipeline.dlq_retention.0;
+        let Delivered { dead, counts } = delivered;
         let bookkeeping = move |conn: &rusqlite::Connection| -> Result<(), String> {
             for (sink, record, reason) in &dead {
                 dlq::insert(conn, &name, sink, record, reason, Some(run_id))
@@ -303,6 +411,9 @@ impl Runner {
             }
             history::count(conn, run_id, counts.read, counts.written, counts.rejected)
                 .map_err(|e| e.to_string())?;
+            if let Some(id) = delivery {
+                inbox::finish(conn, id, None).map_err(|e| e.to_string())?;
+            }
             let cutoff = humantime::format_rfc3339_micros(
                 std::time::SystemTime::now()
                     .checked_sub(retention)
@@ -310,9 +421,10 @@ impl Runner {
             )
             .to_string();
             dlq::expire(conn, &name, &cutoff).map_err(|e| e.to_string())?;
+            inbox::expire(conn, &name, &cutoff).map_err(|e| e.to_string())?;
             Ok(())
         };
-        let committed = match checkpoint.filter(|c| Some(c.as_str()) != previous) {
+        let committed = match checkpoint {
             Some(checkpoint) => {
                 crate::checkpoint::commit(&self.db, &self.name, &stream, &checkpoint, bookkeeping)
                     .await
@@ -328,7 +440,7 @@ impl Runner {
         };
         committed.map_err(|e| {
             RunEnd::Exhausted(format!(
-                "pipeline {}: the checkpoint was not committed ({e}); the page will be read again",
+                "pipeline {}: the page's bookkeeping was not committed ({e}); it will be read again",
                 self.name
             ))
         })

@@ -1,0 +1,92 @@
+//! The webhook inbox: each verified delivery is stored before the sender
+//! gets its 2xx, so a crash after the answer loses nothing, and the
+//! delivery id is unique per pipeline, so a redelivery (even after a
+//! restart) is recognised and not processed twice. Processed deliveries stay
+//! (for deduplication) until their retention is over.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::bindings::IncomingRequest;
+
+/// One stored delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The inbox row.
+    pub id: i64,
+    /// The sender's delivery id.
+    pub delivery_id: String,
+    /// The request, as the webhook plugin receives it.
+    pub request: IncomingRequest,
+}
+
+/// Stores a delivery; `false` if this pipeline already has its id.
+pub fn insert(
+    conn: &Connection,
+    pipeline: &str,
+    delivery_id: &str,
+    request: &IncomingRequest,
+) -> rusqlite::Result<bool> {
+    let headers = serde_json::to_string(&request.headers).unwrap_or_else(|_| "[]".into());
+    let inserted = conn.execute(
+        "INSERT INTO webhook_inbox (pipeline, delivery_id, received_at, method, path, query, headers, body, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending')
+         ON CONFLICT (pipeline, delivery_id) DO NOTHING",
+        params![
+            pipeline,
+            delivery_id,
+            crate::audit::now(),
+            request.method,
+            request.path,
+            request.query,
+            headers,
+            request.body,
+        ],
+    )?;
+    Ok(inserted == 1)
+}
+
+/// The oldest delivery of `pipeline` not yet processed.
+pub fn next_pending(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<Delivery>> {
+    conn.query_row(
+        "SELECT id, delivery_id, method, path, query, headers, body FROM webhook_inbox
+         WHERE pipeline = ?1 AND state = 'pending' ORDER BY id LIMIT 1",
+        params![pipeline],
+        |row| {
+            let headers: String = row.get(5)?;
+            Ok(Delivery {
+                id: row.get(0)?,
+                delivery_id: row.get(1)?,
+                request: IncomingRequest {
+                    method: row.get(2)?,
+                    path: row.get(3)?,
+                    query: row.get(4)?,
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    body: row.get(6)?,
+                },
+            })
+        },
+    )
+    .optional()
+}
+
+/// Marks a delivery processed (`done`) or given up on (`failed`, with why).
+pub fn finish(conn: &Connection, id: i64, error: Option<&str>) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE webhook_inbox SET state = ?2, error = ?3, processed_at = ?4 WHERE id = ?1",
+        params![
+            id,
+            if error.is_some() { "failed" } else { "done" },
+            error,
+            crate::audit::now()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Drops processed deliveries of `pipeline` received before `cutoff`.
+pub fn expire(conn: &Connection, pipeline: &str, cutoff: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM webhook_inbox WHERE pipeline = ?1 AND state != 'pending' AND received_at < ?2",
+        params![pipeline, cutoff],
+    )
+}

@@ -1,0 +1,6 @@
+//! Incoming webhooks: verified on the raw body ([`verify`]), written to a
+//! durable inbox and deduplicated by delivery id ([`inbox`]) before the
+//! sender gets its 2xx, then handed to the pipeline.
+
+pub mod inbox;
+pub mod verify;
