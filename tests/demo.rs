@@ -68,6 +68,15 @@ fn demo_moves_every_contact_from_the_crm_to_the_mailer_mapped() {
         .map(|r| r["written"].as_i64().unwrap())
         .sum();
     assert!(written >= 27, "{runs:#?}");
+    // Both ways: the CRM's webhooks and polling.
+    let triggers: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["trigger"].as_str().unwrap())
+        .collect();
+    assert!(triggers.contains(&"webhook"), "{triggers:?}");
+    assert!(triggers.contains(&"schedule"), "{triggers:?}");
 
     // Running it again over an existing data directory works too.
     let again =

@@ -5,6 +5,9 @@
 //! every contact with an email is in the mailer as a subscriber with a
 //! `fullName`.
 //!
+//! The CRM pushes each change by webhook (signed, Standard Webhooks) to the
+//! host's server, and the pipeline also polls it.
+//!
 //! The demo writes its configuration to `DATA_DIR/demo/` (`causeway.toml`,
 //! `grants.toml`, `secrets.toml`): a working example to read.
 
@@ -20,6 +23,7 @@ use crate::fakes::{FakeCrm, FakeMailer};
 use crate::host::Host;
 use crate::live::{Live, Snapshot};
 use crate::pipeline::{Pipelines, history};
+use crate::server::{self, AppState};
 
 /// The example plugins, built by `build.rs` for wasm32-wasip2.
 const EXAMPLES: &[(&str, &[u8])] = &[
@@ -47,6 +51,9 @@ const CONTACTS: &str = include_str!("../../../examples/contacts.json");
 const CRM_TOKEN: &str = "demo-crm-token";
 const MAILER_KEY: &str = "demo-mailer-key";
 const LIST: &str = "newsletter";
+/// The key the fake CRM signs its webhooks with.
+const HOOK_KEY: &[u8] = b"the demo CRM's webhook key, 32B!";
+const HOOK_PATH: &str = "/hooks/crm";
 const PIPELINE: &str = "crm-to-mailer";
 
 /// Run the main job on one machine: fake CRM and mailer servers on
@@ -110,14 +117,37 @@ impl Opts {
             registry,
         }));
         let pipelines = Pipelines::start(
-            live,
+            live.clone(),
             host.runtime.clone(),
             host.secrets.clone(),
             writer.handle(),
         );
+        // The host's server, for the CRM's webhooks.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot listen on 127.0.0.1")?;
+        let address = listener.local_addr()?;
+        let state = Arc::new(AppState {
+            runtime: host.runtime.clone(),
+            secrets: host.secrets.clone(),
+            live,
+            db: writer.handle(),
+            database: host.config.database_file(),
+            pipelines: pipelines.control(),
+        });
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            axum::serve(listener, server::router(state))
+                .with_graceful_shutdown(async {
+                    let _ = server_stopped.await;
+                })
+                .into_future(),
+        );
+        crm.send_webhooks(&format!("http://{address}{HOOK_PATH}"), HOOK_KEY)
+            .map_err(anyhow::Error::msg)?;
 
         super::print(&format!(
-            "\nPipeline {PIPELINE}: crm-source → map-fullname → mailer-sink, every second.\n"
+            "\nPipeline {PIPELINE}: crm-source → map-fullname → mailer-sink, on each CRM webhook (to http://{address}{HOOK_PATH}) and every 3 s.\n"
         ))?;
         // Two waves, and an update in between: each run reads only what
         // changed since the checkpoint.
@@ -138,6 +168,8 @@ impl Opts {
             }
             outcome = watch(&crm, &mailer, &expected, &database, since).await;
         }
+        let _ = stop_server.send(());
+        let _ = server.await;
         pipelines.stop(Duration::from_secs(5)).await;
         writer.close();
         outcome?;
@@ -216,8 +248,11 @@ page_size = 10
 base_url = "{mailer}"
 list_id = "{LIST}"
 
+# Pushed by webhook as contacts change, and polled every few seconds for
+# anything a webhook missed: a contact may arrive both ways, harmlessly.
 [pipelines.{PIPELINE}]
-every = "1s"
+every = "3s"
+webhook = {{ path = "{HOOK_PATH}", scheme = "standard-webhooks", secret = "file:crm-webhook" }}
 source = {{ plugin = "crm-source", stream = "contacts" }}
 transforms = [{{ plugin = "map-fullname" }}]
 sinks = [{{ plugin = "mailer-sink" }}]
@@ -253,7 +288,13 @@ hosts = ["127.0.0.1"]
         crm_port = crm.addr().port(),
         mailer_port = mailer.addr().port(),
     );
-    let secrets = format!("crm-token = \"{CRM_TOKEN}\"\nmailer-key = \"{MAILER_KEY}\"\n");
+    let hook_secret = format!(
+        "whsec_{}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, HOOK_KEY)
+    );
+    let secrets = format!(
+        "crm-token = \"{CRM_TOKEN}\"\nmailer-key = \"{MAILER_KEY}\"\ncrm-webhook = \"{hook_secret}\"\n"
+    );
     let file = dir.join("causeway.toml");
     std::fs::write(&file, config).with_context(|| format!("cannot write {}", file.display()))?;
     let grants_file = dir.join("grants.toml");
@@ -348,11 +389,13 @@ async fn watch(
             .flatten()
             .and_then(|conn| history::runs(&conn, Some(PIPELINE), 1000).ok())
             .unwrap_or_default();
-        let runs = runs.iter().filter(|r| r.id > since).count();
+        let runs: Vec<_> = runs.iter().filter(|r| r.id > since).collect();
+        let by_hook = runs.iter().filter(|r| r.trigger == "webhook").count();
         let line = format!(
-            "  CRM: {} contacts · mailer: {} subscribers · pipeline runs: {runs}\n",
+            "  CRM: {} contacts · mailer: {} subscribers · pipeline runs: {by_hook} on webhooks, {} polling\n",
             crm.contacts().len(),
             subscribers.len(),
+            runs.len() - by_hook,
         );
         if line != last {
             super::print(&line)?;

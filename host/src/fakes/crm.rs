@@ -9,6 +9,10 @@
 //! Every request needs `Authorization: Bearer TOKEN`. Timestamps come from a
 //! clock that never repeats, so two changes never share an `updated_at`
 //! unless a test sets it.
+//!
+//! Like a real CRM it can also push: after [`FakeCrm::send_webhooks`], every
+//! change is posted as `{"event": "contact.created" | "contact.updated",
+//! "contact": {...}}`, signed the Standard Webhooks way.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,6 +65,45 @@ fn epoch_ms() -> i64 {
 struct Shared {
     token: String,
     store: Mutex<Store>,
+    hooks: Mutex<Option<Hooks>>,
+}
+
+/// Where and how the CRM posts its events.
+struct Hooks {
+    url: String,
+    key: Vec<u8>,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+    sent: u64,
+}
+
+impl Shared {
+    /// Posts `event` about `contact` to the webhook URL, if one is set.
+    fn push(&self, event: &str, contact: &Contact) {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(hooks) = hooks.as_mut() else {
+            return;
+        };
+        hooks.sent += 1;
+        let id = format!("evt_{:06}", hooks.sent);
+        let body = json!({ "event": event, "contact": contact }).to_string();
+        let timestamp = epoch_ms() / 1000;
+        let signature =
+            crate::webhook::verify::sign_standard(&hooks.key, &id, timestamp, body.as_bytes());
+        let request = hooks
+            .client
+            .post(&hooks.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body);
+        hooks.runtime.spawn(async move {
+            if let Err(e) = request.send().await {
+                tracing::warn!("the fake CRM could not deliver a webhook: {e}");
+            }
+        });
+    }
 }
 
 impl Shared {
@@ -104,6 +147,7 @@ impl FakeCrm {
         let shared = Arc::new(Shared {
             token: token.to_string(),
             store: Mutex::new(Store::default()),
+            hooks: Mutex::new(None),
         });
         let faults = Arc::new(Faults::default());
         let app = Router::new()
@@ -137,15 +181,36 @@ impl FakeCrm {
         &self.faults
     }
 
+    /// From now on, posts every change to `url`, signed with `key` (the
+    /// Standard Webhooks way).
+    pub fn send_webhooks(&self, url: &str, key: &[u8]) -> Result<(), String> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build the webhook client: {e}"))?;
+        *self.shared.hooks.lock().unwrap_or_else(|p| p.into_inner()) = Some(Hooks {
+            url: url.to_string(),
+            key: key.to_vec(),
+            client,
+            runtime: self.serving.handle.clone(),
+            sent: 0,
+        });
+        Ok(())
+    }
+
     /// Creates a contact with `fields`; its id is `c` and a zero-padded
     /// sequence number, so ids sort in creation order.
     pub fn create(&self, fields: Map<String, Value>) -> Contact {
-        self.shared.create(fields)
+        let contact = self.shared.create(fields);
+        self.shared.push("contact.created", &contact);
+        contact
     }
 
     /// Changes some fields of a contact; `None` when there is no such id.
     pub fn update(&self, id: &str, fields: Map<String, Value>) -> Option<Contact> {
-        self.shared.update(id, fields)
+        let contact = self.shared.update(id, fields)?;
+        self.shared.push("contact.updated", &contact);
+        Some(contact)
     }
 
     /// Every contact, by id.
@@ -192,7 +257,9 @@ async fn create(
     if !authorized(&headers, &shared.token) {
         return unauthorized();
     }
-    (StatusCode::CREATED, Json(shared.create(fields))).into_response()
+    let contact = shared.create(fields);
+    shared.push("contact.created", &contact);
+    (StatusCode::CREATED, Json(contact)).into_response()
 }
 
 async fn update(
@@ -210,6 +277,9 @@ async fn update(
             Json(json!({ "error": "no such contact" })),
         )
             .into_response(),
-        Some(contact) => Json(contact).into_response(),
+        Some(contact) => {
+            shared.push("contact.updated", &contact);
+            Json(contact).into_response()
+        }
     }
 }

@@ -117,6 +117,8 @@ fn unauthorized() -> Response {
 /// A running fake: its address, and the thread serving it.
 struct Serving {
     addr: SocketAddr,
+    /// The fake's runtime, for work it starts itself (webhooks it sends).
+    handle: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -130,6 +132,7 @@ impl Serving {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("fake-{addr}"))
@@ -147,6 +150,7 @@ impl Serving {
             })?;
         Ok(Serving {
             addr,
+            handle,
             stop: Some(stop),
             thread: Some(thread),
         })
