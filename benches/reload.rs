@@ -1,0 +1,78 @@
+//! Hot reload latency: a new version of a plugin renamed into the plugins
+//! folder of a running host → the first call answered by it. The real
+//! binary, the real watcher, two builds of `test-version` alternating.
+//!
+//! `cargo bench --bench reload`; results in docs/performance.md.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use support::{RunningHost, Scratch, try_http};
+
+const A: &str = "build-aaaa";
+const B: &str = "build-bbbb";
+const FILE: &str = "test-version.wasm";
+
+fn build(marker: &str) -> Vec<u8> {
+    let bytes = std::fs::read(support::built("test-version")).expect("built test-version");
+    let mut out = bytes.clone();
+    let from = A.as_bytes();
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(marker.as_bytes());
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn answered_by(addr: &str) -> Option<String> {
+    let body = r#"{"operation":"transform","input":[{"stream":"s","key":"k","data":{}}]}"#;
+    let (status, answer) =
+        try_http(addr, "POST", "/api/plugins/test-version/invoke", Some(body)).ok()?;
+    if status != 200 {
+        return None;
+    }
+    let answer: serde_json::Value = serde_json::from_str(&answer).ok()?;
+    answer[0]["data"]["build"].as_str().map(str::to_string)
+}
+
+fn reload(c: &mut Criterion) {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.plugins().join(FILE), build(A)).expect("install");
+    let host = RunningHost::start(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
+    let builds = [(B, build(B)), (A, build(A))];
+    let mut turn = 0;
+    c.bench_function("reload: atomic rename to new version answering", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (marker, bytes) = &builds[turn % 2];
+                turn += 1;
+                let partial = scratch.plugins().join(format!(".{FILE}.partial"));
+                std::fs::write(&partial, bytes).expect("write");
+                let started = Instant::now();
+                std::fs::rename(&partial, scratch.plugins().join(FILE)).expect("rename");
+                let deadline = started + Duration::from_secs(30);
+                while answered_by(&host.addr).as_deref() != Some(*marker) {
+                    assert!(Instant::now() < deadline, "the new version never answered");
+                }
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(20));
+    targets = reload
+}
+criterion_main!(benches);
