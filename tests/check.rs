@@ -199,3 +199,41 @@ secret = true
         "the value leaked into the report"
     );
 }
+
+#[test]
+fn a_pipeline_stage_that_is_missing_or_of_the_wrong_kind_is_named() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        r#"
+[pipelines.p]
+every = "1m"
+source = { plugin = "map-fullname", stream = "contacts" }
+transforms = [{ plugin = "map-fullname", config = { target_stream = 5 } }]
+sinks = [{ plugin = "no-such-sink" }]
+"#,
+    )
+    .unwrap();
+    let report = check(&scratch);
+    let messages: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
+    assert!(
+        has("pipelines.p.source: plugin map-fullname@0.1.0 does not implement source"),
+        "{messages:#?}"
+    );
+    assert!(
+        has("pipelines.p.sinks[0]: plugin \"no-such-sink\" is not installed"),
+        "{messages:#?}"
+    );
+    assert!(
+        has("pipelines.p.transforms[0].config.target_stream: expected string"),
+        "{messages:#?}"
+    );
+}

@@ -181,6 +181,7 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             });
         }
     }
+    findings.extend(check_pipelines(host, &registry, &config_file));
     for installed in registry.plugins() {
         let info = &installed.plugin.info;
         let Some(schema) = &info.manifest.config_schema else {
@@ -197,4 +198,87 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         }
     }
     Ok((findings, statuses))
+}
+
+/// Each pipeline's stages: installed, and implementing the world their
+/// place needs; a stage's own configuration fits the plugin's schema.
+fn check_pipelines(
+    host: &Host,
+    registry: &crate::registry::Registry,
+    config_file: &str,
+) -> Vec<Finding> {
+    use crate::contract::World;
+    let mut findings = Vec::new();
+    for (name, pipeline) in &host.config.pipelines {
+        let mut stages: Vec<(
+            String,
+            &str,
+            World,
+            Option<&serde_json::Map<String, serde_json::Value>>,
+        )> = vec![(
+            "source".to_string(),
+            pipeline.source.plugin.as_str(),
+            World::Source,
+            pipeline.source.config.as_ref(),
+        )];
+        if pipeline.webhook.is_some() {
+            stages.push((
+                "source".to_string(),
+                pipeline.source.plugin.as_str(),
+                World::Webhook,
+                None,
+            ));
+        }
+        for (i, t) in pipeline.transforms.iter().enumerate() {
+            stages.push((
+                format!("transforms[{i}]"),
+                t.plugin.as_str(),
+                World::Transform,
+                t.config.as_ref(),
+            ));
+        }
+        for (i, k) in pipeline.sinks.iter().enumerate() {
+            stages.push((
+                format!("sinks[{i}]"),
+                k.plugin.as_str(),
+                World::Sink,
+                k.config.as_ref(),
+            ));
+        }
+        for (at, plugin, world, stage_config) in stages {
+            let finding = |message: String| Finding {
+                severity: "error",
+                file: config_file.to_string(),
+                line: None,
+                message,
+            };
+            let Some(installed) = registry.get(plugin) else {
+                findings.push(finding(format!(
+                    "pipelines.{name}.{at}: plugin {plugin:?} is not installed in {}",
+                    host.config.plugins_dir.display()
+                )));
+                continue;
+            };
+            let info = &installed.plugin.info;
+            if !info.worlds.contains(&world) {
+                findings.push(finding(format!(
+                    "pipelines.{name}.{at}: plugin {} does not implement {world} (it implements: {})",
+                    info.label(),
+                    info.worlds.iter().map(|w| w.name()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            if let (Some(config), Some(schema)) = (stage_config, &info.manifest.config_schema) {
+                let config = serde_json::Value::Object(config.clone());
+                for problem in
+                    schema::validate(schema, &config, &format!("pipelines.{name}.{at}.config"))
+                {
+                    findings.push(finding(format!(
+                        "{problem} (per the config schema of {})",
+                        info.label()
+                    )));
+                }
+            }
+        }
+    }
+    findings
 }
