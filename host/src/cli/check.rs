@@ -200,6 +200,15 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
     Ok((findings, statuses))
 }
 
+/// A stage to check: where it is, its plugin, the world its place needs,
+/// and its own configuration.
+type Stage<'a> = (
+    String,
+    &'a str,
+    crate::contract::World,
+    Option<&'a serde_json::Map<String, serde_json::Value>>,
+);
+
 /// Each pipeline's stages: installed, and implementing the world their
 /// place needs; a stage's own configuration fits the plugin's schema.
 fn check_pipelines(
@@ -210,12 +219,7 @@ fn check_pipelines(
     use crate::contract::World;
     let mut findings = Vec::new();
     for (name, pipeline) in &host.config.pipelines {
-        let mut stages: Vec<(
-            String,
-            &str,
-            World,
-            Option<&serde_json::Map<String, serde_json::Value>>,
-        )> = vec![(
+        let mut stages: Vec<Stage<'_>> = vec![(
             "source".to_string(),
             pipeline.source.plugin.as_str(),
             World::Source,
