@@ -452,7 +452,7 @@ fn requests_over_the_rate_limit_wait_their_turn_and_fail_only_past_the_deadline(
         &port(&server),
         "[plugins.test-fetch.http-limits]\nrequests-per-second = 1\nburst = 1\ntimeout = \"300ms\"\n",
     ));
-    let host = serve(&scratch);
+    let mut host = serve(&scratch);
     let before = server.received().len();
     let (first, _) = invoke_fetch(&host, &url);
     assert_eq!(first, 200);
@@ -464,7 +464,9 @@ fn requests_over_the_rate_limit_wait_their_turn_and_fail_only_past_the_deadline(
         before + 1,
         "the throttled request was sent"
     );
-    drop(host);
+    // A clean stop flushes the audit log before it is read.
+    host.terminate();
+    assert!(host.wait_exit(30));
     let rows = audit_rows(&scratch.path().join("causeway-data"));
     assert!(
         rows.iter()

@@ -534,7 +534,7 @@ fn webhook_runs_read(w: &World) -> i64 {
 #[test]
 fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refused() {
     let w = webhook_world("");
-    let host = start_with_hooks(&w);
+    let mut host = start_with_hooks(&w);
     let body = contact_event("h1", "Webby");
     let statuses: Vec<u16> = (0..3)
         .map(|_| deliver(&host, "msg_1", &body, &body).0)
@@ -560,7 +560,9 @@ fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refuse
     let (status, _) = support::try_http(&host.addr, "POST", "/hooks/other", Some("{}")).unwrap();
     assert_eq!(status, 404);
 
-    drop(host);
+    // A clean stop flushes the audit log before it is read.
+    host.terminate();
+    assert!(host.wait_exit(30));
     let rows = audit_rows(&w.scratch.path().join("causeway-data"));
     let hooks: Vec<_> = rows.iter().filter(|r| r.1 == "webhook").collect();
     assert!(

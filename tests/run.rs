@@ -201,3 +201,68 @@ fn the_audit_is_flushed_on_a_clean_stop() {
             .all(|r| r.4 == "denied" && r.3.starts_with("https://elsewhere.example"))
     );
 }
+
+#[test]
+fn a_restart_loads_plugins_from_the_cache_and_a_corrupted_artifact_is_recompiled() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let start = || {
+        RunningHost::start(
+            scratch
+                .causeway()
+                .env("CAUSEWAY_LOG", "causeway=debug")
+                .args(["run", "--listen", "127.0.0.1:0"]),
+        )
+    };
+    let transform = |host: &RunningHost| {
+        let body = json!({
+            "operation": "transform",
+            "input": [{"stream": "c", "key": "1", "data": {"firstName": "Ada", "lastName": "L", "email": "a@x"}}],
+        })
+        .to_string();
+        http(
+            &host.addr,
+            "POST",
+            "/api/plugins/map-fullname/invoke",
+            Some(&body),
+        )
+    };
+    let compiled = "compiled in";
+    let cached = "loaded from the precompiled cache";
+
+    let mut host = start();
+    assert!(host.logs().contains(compiled), "{}", host.logs());
+    assert_eq!(transform(&host).0, 200);
+    host.terminate();
+    assert!(host.wait_exit(30));
+
+    let mut host = start();
+    assert!(host.logs().contains(cached), "{}", host.logs());
+    assert!(!host.logs().contains(compiled), "{}", host.logs());
+    assert_eq!(transform(&host).0, 200);
+    host.terminate();
+    assert!(host.wait_exit(30));
+
+    // Flip one byte of the artifact: it no longer verifies, so it is
+    // compiled again rather than trusted.
+    let artifact = std::fs::read_dir(scratch.path().join("causeway-data/cache"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .flat_map(|dir| {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(Result::ok)
+        })
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("an artifact in the cache");
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&artifact, &bytes).unwrap();
+    let host = start();
+    assert!(host.logs().contains("does not verify"), "{}", host.logs());
+    assert!(host.logs().contains(compiled), "{}", host.logs());
+    assert_eq!(transform(&host).0, 200);
+}

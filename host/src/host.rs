@@ -70,11 +70,25 @@ impl Host {
         })
     }
 
+    /// Keeps compiled plugins in `DATA_DIR/cache` (see
+    /// [`ArtifactCache`](crate::engine::cache::ArtifactCache)), for the
+    /// commands that load plugins again and again. A cache that cannot be
+    /// opened is logged, and plugins are compiled every time.
+    pub fn with_artifact_cache(mut self) -> Host {
+        let dir = self.config.data_dir.join("cache");
+        if let Some(runtime) = Arc::get_mut(&mut self.runtime) {
+            match crate::engine::cache::ArtifactCache::open(&runtime.engine, &dir) {
+                Ok(cache) => runtime.cache = Some(cache),
+                Err(e) => tracing::warn!("no precompiled cache: {e}"),
+            }
+        }
+        self
+    }
+
     /// Loads every plugin in the plugins folder against the grants.
     pub fn registry(&self) -> Result<Registry, HostError> {
         Registry::load_dir(
-            &self.runtime.engine,
-            &self.runtime.linker,
+            &self.runtime,
             &self.config.plugins_dir,
             &self.grants,
             self.config.limits,

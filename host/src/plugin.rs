@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::engine::cache::ArtifactCache;
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
@@ -109,12 +111,18 @@ pub fn inspect(engine: &Engine, path: &Path) -> Result<Inspection, LoadError> {
         file: path.to_path_buf(),
         problem: e.into(),
     })?;
-    inspect_bytes(engine, path, &bytes)
+    inspect_bytes(engine, None, path, &bytes)
 }
 
 /// [`inspect`] for a file already read: `bytes` are the contents of `path`
-/// (a sidecar manifest is still read beside it).
-pub fn inspect_bytes(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Inspection, LoadError> {
+/// (a sidecar manifest is still read beside it); the component comes from
+/// `cache` when it has it.
+pub fn inspect_bytes(
+    engine: &Engine,
+    cache: Option<&ArtifactCache>,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Inspection, LoadError> {
     let fail = |problem: Problem| LoadError {
         file: path.to_path_buf(),
         problem,
@@ -128,8 +136,14 @@ pub fn inspect_bytes(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Inspe
     }
     let digest = digest(bytes);
     let (manifest, manifest_origin) = Manifest::load(path, bytes).map_err(|e| fail(e.into()))?;
-    let component =
-        Component::new(engine, bytes).map_err(|e| fail(Problem::Compile(format!("{e:#}"))))?;
+    let label = format!("{}@{}", manifest.name, manifest.version);
+    let component = match cache {
+        Some(cache) => cache
+            .component(engine, &digest, bytes, &label)
+            .map(|(component, _)| component),
+        None => Component::new(engine, bytes),
+    }
+    .map_err(|e| fail(Problem::Compile(format!("{e:#}"))))?;
     let ty = component.component_type();
     let imports: Vec<String> = ty
         .imports(engine)
@@ -216,18 +230,19 @@ impl Plugin {
             file: path.to_path_buf(),
             problem: e.into(),
         })?;
-        Plugin::from_bytes(engine, linker, path, &bytes)
+        Plugin::from_bytes(engine, linker, None, path, &bytes)
     }
 
     /// [`Plugin::load`] for a file already read: `bytes` are the contents of
-    /// `path`.
+    /// `path`; compiled through `cache` if given.
     pub fn from_bytes(
         engine: &Engine,
         linker: &Linker<StoreState>,
+        cache: Option<&ArtifactCache>,
         path: &Path,
         bytes: &[u8],
     ) -> Result<Plugin, LoadError> {
-        let inspection = inspect_bytes(engine, path, bytes)?;
+        let inspection = inspect_bytes(engine, cache, path, bytes)?;
         let fail = |problem: Problem| LoadError {
             file: path.to_path_buf(),
             problem,

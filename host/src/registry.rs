@@ -5,13 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::engine::Runtime;
 use serde::Serialize;
-use wasmtime::Engine;
-use wasmtime::component::Linker;
 
 use crate::grants::{Grants, Policy};
 use crate::plugin::{LoadError, Plugin, PluginInfo, Problem};
-use crate::sandbox::{Limits, StoreState};
+use crate::sandbox::Limits;
 
 /// The state of an installed plugin file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -251,13 +250,12 @@ impl Registry {
     /// (with `defaults` as the base limits). A missing folder is an empty
     /// registry.
     pub fn load_dir(
-        engine: &Engine,
-        linker: &Linker<StoreState>,
+        runtime: &Runtime,
         dir: &Path,
         grants: &Grants,
         defaults: Limits,
     ) -> std::io::Result<Registry> {
-        Registry::empty(dir, grants).rescan(engine, linker, grants, defaults, &BTreeSet::new())
+        Registry::empty(dir, grants).rescan(runtime, grants, defaults, &BTreeSet::new())
     }
 
     /// The next registry: the folder as it is now, against `grants`.
@@ -271,8 +269,7 @@ impl Registry {
     /// shows as failed or pending approval beside it.
     pub fn rescan(
         &self,
-        engine: &Engine,
-        linker: &Linker<StoreState>,
+        runtime: &Runtime,
         grants: &Grants,
         defaults: Limits,
         unsettled: &BTreeSet<PathBuf>,
@@ -331,7 +328,13 @@ impl Registry {
             });
             let plugin = match unchanged {
                 Some(installed) => installed.plugin.clone(),
-                None => match Plugin::from_bytes(engine, linker, &file, &bytes) {
+                None => match Plugin::from_bytes(
+                    &runtime.engine,
+                    &runtime.linker,
+                    runtime.cache.as_ref(),
+                    &file,
+                    &bytes,
+                ) {
                     Ok(plugin) => Arc::new(plugin),
                     Err(e) => {
                         tracing::warn!("plugin not loaded: {e}");

@@ -240,13 +240,9 @@ impl State {
         let (grants, registry) = {
             let current = current.clone();
             match tokio::task::spawn_blocking(move || {
-                let registry = current.registry.rescan(
-                    &runtime.engine,
-                    &runtime.linker,
-                    &grants,
-                    limits,
-                    &unsettled,
-                );
+                let registry = current
+                    .registry
+                    .rescan(&runtime, &grants, limits, &unsettled);
                 (grants, registry)
             })
             .await

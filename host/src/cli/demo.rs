@@ -85,7 +85,7 @@ impl Opts {
             config_file.parent().unwrap_or(Path::new(".")).display()
         ))?;
 
-        let host = Host::load(Some(&config_file), None)?;
+        let host = Host::load(Some(&config_file), None)?.with_artifact_cache();
         let registry = host.registry()?;
         let mut out = format!("Plugins in {}:\n", plugins.display());
         for status in registry.statuses() {

@@ -35,7 +35,7 @@ pub struct Opts {
 impl Opts {
     /// Runs the host until it is told to stop.
     pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
-        let mut host = cli.host()?;
+        let mut host = cli.host()?.with_artifact_cache();
         if let Some(listen) = self.listen {
             host.config.listen = listen;
         }

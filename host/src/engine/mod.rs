@@ -1,5 +1,5 @@
-//! The wasmtime engine every plugin is compiled for, and the epoch ticker that
-//! drives call deadlines.
+//! The wasmtime engine every plugin is compiled for, the epoch ticker that
+//! drives call deadlines, and the precompiled-artifact [`cache`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +7,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::{Config, Engine};
+
+pub mod cache;
 
 /// How often the epoch advances: the granularity of call deadlines, and how
 /// often a CPU-bound guest yields to the async runtime.
@@ -67,6 +69,8 @@ pub struct Runtime {
     pub engine: Engine,
     /// The linker with the fixed WASI set and the contract's capabilities.
     pub linker: wasmtime::component::Linker<crate::sandbox::StoreState>,
+    /// Where compiled components are kept, for the long-running commands.
+    pub cache: Option<cache::ArtifactCache>,
     _ticker: EpochTicker,
 }
 
@@ -81,6 +85,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            cache: None,
             _ticker: ticker,
         })
     }
