@@ -67,6 +67,8 @@ pub struct Installed {
     pub not_granted: Vec<String>,
     /// Its outbound client, when its policy allows any HTTP.
     pub http: Option<Arc<crate::caps::http::HttpClient>>,
+    /// Its log budget, shared by all its calls.
+    pub log_limit: Arc<crate::caps::log::LogLimiter>,
 }
 
 impl Installed {
@@ -90,6 +92,7 @@ impl Installed {
             policy: Arc::new(policy),
             not_granted,
             http,
+            log_limit: Arc::default(),
         }
     }
 
@@ -126,6 +129,7 @@ impl Installed {
             pipeline: pipeline.to_string(),
             secrets: secrets.clone(),
             http: self.http.clone(),
+            log_limit: self.log_limit.clone(),
         }
     }
 

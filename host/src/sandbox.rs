@@ -106,6 +106,8 @@ pub struct StoreState {
     pub secrets: Arc<Secrets>,
     /// The plugin version's outbound client, if it may use HTTP.
     pub http: Option<Arc<HttpClient>>,
+    /// The plugin version's log budget.
+    pub log_limit: Arc<crate::caps::log::LogLimiter>,
     /// The plugin's configuration as a JSON object.
     pub config_json: String,
     /// When the call must end; host calls get the remaining time.
@@ -138,6 +140,8 @@ pub struct CallContext {
     pub secrets: Arc<Secrets>,
     /// The plugin version's outbound client, if it may use HTTP.
     pub http: Option<Arc<HttpClient>>,
+    /// The plugin version's log budget.
+    pub log_limit: Arc<crate::caps::log::LogLimiter>,
 }
 
 /// Builds a fresh store for one call of `plugin`.
@@ -170,6 +174,7 @@ pub fn new_store(
         pipeline: context.pipeline.clone(),
         secrets: context.secrets.clone(),
         http: context.http.clone(),
+        log_limit: context.log_limit.clone(),
         config_json: context.config.to_string(),
         deadline,
     };

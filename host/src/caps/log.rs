@@ -1,14 +1,66 @@
-//! `log`: plugin log lines into the host's logs, attributed and size-capped.
+//! `log`: plugin log lines into the host's logs, attributed, size-capped and
+//! rate-limited per plugin version, so no plugin can flood the host's logs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::bindings::causeway::plugin::log::{Host, Level};
+use crate::caps::rate::TokenBucket;
 use crate::sandbox::StoreState;
 
 /// The longest log line kept; the rest is cut, so a plugin cannot flood the
 /// host's logs with one call.
 pub const MAX_LINE_BYTES: usize = 4096;
 
+/// Log lines a plugin may write per second, sustained.
+pub const LINES_PER_SECOND: u32 = 50;
+
+/// Log lines a plugin may write at once after a quiet spell.
+pub const LINES_BURST: u32 = 200;
+
+/// The log budget of one plugin version, shared by all its calls.
+#[derive(Debug)]
+pub struct LogLimiter {
+    bucket: TokenBucket,
+    dropped: AtomicU64,
+}
+
+impl Default for LogLimiter {
+    fn default() -> Self {
+        LogLimiter {
+            bucket: TokenBucket::new(LINES_PER_SECOND, LINES_BURST, Instant::now()),
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LogLimiter {
+    /// Whether a line may be written now; if so, how many were dropped since
+    /// the last one written.
+    pub fn admit(&self, now: Instant) -> Option<u64> {
+        match self.bucket.reserve(now, now) {
+            Ok(_) => Some(self.dropped.swap(0, Ordering::Relaxed)),
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
 impl Host for StoreState {
     async fn log(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
+        let plugin = self.plugin.label();
+        let Some(dropped) = self.log_limit.admit(Instant::now()) else {
+            return Ok(());
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                target: "plugin",
+                %plugin,
+                "{dropped} log lines dropped: over {LINES_PER_SECOND} lines per second"
+            );
+        }
         if message.len() > MAX_LINE_BYTES {
             let mut cut = MAX_LINE_BYTES;
             while !message.is_char_boundary(cut) {
@@ -17,7 +69,6 @@ impl Host for StoreState {
             message.truncate(cut);
             message.push_str(" [cut]");
         }
-        let plugin = self.plugin.label();
         match level {
             Level::Trace => tracing::trace!(target: "plugin", %plugin, "{message}"),
             Level::Debug => tracing::debug!(target: "plugin", %plugin, "{message}"),
@@ -26,5 +77,23 @@ impl Host for StoreState {
             Level::Error => tracing::error!(target: "plugin", %plugin, "{message}"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_cut_to_the_burst_then_the_rate_and_the_drops_are_counted() {
+        let limiter = LogLimiter::default();
+        let t0 = Instant::now();
+        let written = (0..1000).filter(|_| limiter.admit(t0).is_some()).count();
+        assert_eq!(written, LINES_BURST as usize);
+        // A second later, room for the rate again; the first line written
+        // says how many were dropped.
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        assert_eq!(limiter.admit(t1), Some(1000 - u64::from(LINES_BURST)));
+        assert_eq!(limiter.admit(t1), Some(0));
     }
 }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod rate;
 pub mod storage;
 
 use wasmtime::component::{HasSelf, Linker};
