@@ -65,7 +65,7 @@ pub fn backoff(config: &RetryConfig, attempt: u32, jitter: f64) -> Duration {
 
 /// A number in [0, 1) that differs between calls (jitter need not be
 /// cryptographic, only spread out).
-fn jitter() -> f64 {
+pub(super) fn jitter() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(

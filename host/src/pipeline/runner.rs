@@ -19,7 +19,7 @@ use crate::registry::Installed;
 use crate::secrets::Secrets;
 
 use super::config::{PipelineConfig, RetryConfig};
-use super::retry::{GaveUp, backoff, retry};
+use super::retry::{GaveUp, backoff, jitter, retry};
 use super::{dlq, history};
 use crate::operation::FailureKind;
 use crate::sandbox::CallError;
@@ -348,7 +348,7 @@ impl Runner {
                 return Ok(rejected);
             }
             // Records the sink asked to retry share the step's budget.
-            let wait = backoff(&pipeline.retry, attempt, 0.75);
+            let wait = backoff(&pipeline.retry, attempt, jitter());
             if spent + wait > pipeline.retry.budget.0 {
                 return Err(RunEnd::Exhausted(format!(
                     "{what}: {} records still asked to be retried after {spent:?}: {last_reason}",
