@@ -447,6 +447,11 @@ impl Registry {
         self.plugins.values()
     }
 
+    /// Newer versions held back, pending approval, while an older one serves.
+    pub fn held(&self) -> &[Arc<Installed>] {
+        &self.held
+    }
+
     /// The files that failed to load.
     pub fn failures(&self) -> &[Arc<LoadError>] {
         &self.failures

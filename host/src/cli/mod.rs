@@ -5,6 +5,7 @@
 pub mod check;
 pub mod demo;
 pub mod dlq;
+pub mod grants;
 pub mod inspect;
 pub mod invoke;
 pub mod pipeline;
@@ -62,6 +63,8 @@ pub enum Command {
     Check(check::Opts),
     /// List the installed plugins: name, version, worlds, digest, state, error.
     Plugins(plugins::Opts),
+    /// Every plugin's requested, granted and effective capabilities.
+    Grants(grants::Opts),
     /// Show the keys a plugin keeps in storage, and their sizes.
     Storage(storage::Opts),
     /// Show what a plugin file is and asks for, without running it.
@@ -88,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(opts) => opts.run(&cli),
         Command::Plugins(opts) => opts.run(&cli),
         Command::Storage(opts) => opts.run(&cli),
+        Command::Grants(opts) => opts.run(&cli),
         Command::Inspect(opts) => opts.run(),
         Command::Invoke(opts) => opts.run(&cli).await,
         Command::Demo(opts) => opts.run().await,
