@@ -624,3 +624,19 @@ fn a_delivery_stored_before_a_crash_is_processed_after_restart_and_its_redeliver
         "a duplicate reached the mailer"
     );
 }
+
+#[test]
+fn sigterm_during_a_backoff_stops_the_host_promptly_and_the_run_shows_interrupted() {
+    let w = world("initial = \"20s\"\nmax = \"20s\"\nbudget = \"1h\"\n");
+    w.mailer.faults().set_down(true);
+    create(&w.crm, 1);
+    let mut host = w.start();
+    host.wait_for_log("retrying in", 20);
+    let asked = std::time::Instant::now();
+    host.terminate();
+    // Well inside the backoff (10-20 s) and the drain bound (35 s).
+    assert!(host.wait_exit(10), "{}", host.logs());
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    assert_eq!(runs[0]["outcome"], "interrupted", "{runs:#}");
+}

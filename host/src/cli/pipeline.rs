@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
 use crate::db;
 use crate::live::{Live, Snapshot};
-use crate::pipeline::{RunEnd, Runner, history};
+use crate::pipeline::{RunEnd, Runner, Stop, history};
 
 /// Pause, resume, run now, or reset one pipeline.
 ///
@@ -124,7 +123,7 @@ impl Opts {
             secrets: host.secrets.clone(),
             db: writer.handle(),
         };
-        let end = runner.run("run-now", &AtomicBool::new(false)).await?;
+        let end = runner.run("run-now", &Stop::never()).await?;
         writer.close();
         match end {
             RunEnd::Done => {

@@ -17,7 +17,6 @@ pub mod retry;
 pub mod runner;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use config::PipelineConfig;
-pub use runner::{RunEnd, Runner};
+pub use runner::{RunEnd, Runner, Stop};
 
 use crate::db::{DbError, WriterHandle};
 use crate::engine::Runtime;
@@ -46,8 +45,8 @@ struct Shared {
     runtime: Arc<Runtime>,
     secrets: Arc<Secrets>,
     db: WriterHandle,
-    stop: AtomicBool,
-    stopping: Notify,
+    stop_lever: tokio::sync::watch::Sender<bool>,
+    stop: Stop,
     tasks: Mutex<BTreeMap<String, Task>>,
 }
 
@@ -70,13 +69,14 @@ impl Pipelines {
         secrets: Arc<Secrets>,
         db: WriterHandle,
     ) -> Pipelines {
+        let (stop_lever, stop) = Stop::new();
         let shared = Arc::new(Shared {
             live,
             runtime,
             secrets,
             db,
-            stop: AtomicBool::new(false),
-            stopping: Notify::new(),
+            stop_lever,
+            stop,
             tasks: Mutex::new(BTreeMap::new()),
         });
         let supervisor = tokio::spawn(supervise(shared.clone()));
@@ -91,8 +91,7 @@ impl Pipelines {
     /// Stops every pipeline between pages and waits for them, at most
     /// `bound`.
     pub async fn stop(self, bound: Duration) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.stopping.notify_waiters();
+        let _ = self.shared.stop_lever.send(true);
         self.supervisor.abort();
         let tasks: Vec<_> =
             std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()))
@@ -149,7 +148,7 @@ async fn supervise(shared: Arc<Shared>) {
         tracing::error!("cannot mark interrupted runs: {e}");
     }
     loop {
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stop.is_set() {
             return;
         }
         let names: Vec<String> = shared
@@ -241,9 +240,9 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             () = sleep_until(next) => Wake::Tick,
             () = wakers.run_now.notified() => Wake::RunNow,
             () = wakers.inbox.notified() => Wake::Inbox,
-            () = shared.stopping.notified() => return,
+            () = shared.stop.wait() => return,
         };
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stop.is_set() {
             return;
         }
         let snapshot = shared.live.snapshot();
@@ -320,7 +319,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             )
             .await;
         }
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stop.is_set() {
             return;
         }
     }
@@ -342,7 +341,7 @@ async fn has_pending(db: &WriterHandle, pipeline: &str) -> bool {
     .unwrap_or(false)
 }
 
-async fn run(runner: &Runner, trigger: &str, stop: &AtomicBool) -> RunEnd {
+async fn run(runner: &Runner, trigger: &str, stop: &Stop) -> RunEnd {
     match runner.run(trigger, stop).await {
         Ok(end) => end,
         Err(e) => {

@@ -9,6 +9,7 @@ use crate::operation::FailureKind;
 use crate::sandbox::CallError;
 
 use super::config::RetryConfig;
+use super::runner::Stop;
 
 /// The longest a single rate-limit wait may be: an absurd `Retry-After`
 /// must not park a pipeline for days.
@@ -50,6 +51,8 @@ pub enum GaveUp {
     Exhausted(CallError),
     /// An error waiting cannot heal.
     Stopped(CallError),
+    /// The host is stopping: the wait was cut short.
+    Interrupted,
 }
 
 /// The backoff before attempt `attempt` (0-based): `initial · 2^attempt`,
@@ -79,7 +82,12 @@ pub(super) fn jitter() -> f64 {
 
 /// Runs `step` until it succeeds, retrying as [`verdict`] says; `what`
 /// names the step in logs.
-pub async fn retry<T, F, Fut>(config: &RetryConfig, what: &str, mut step: F) -> Result<T, GaveUp>
+pub async fn retry<T, F, Fut>(
+    config: &RetryConfig,
+    what: &str,
+    stop: &Stop,
+    mut step: F,
+) -> Result<T, GaveUp>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
@@ -108,7 +116,10 @@ where
                 wait
             }
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.wait() => return Err(GaveUp::Interrupted),
+        }
     }
 }
 
@@ -180,7 +191,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_transient_error_is_retried_until_the_budget_is_spent() {
         let mut calls = 0;
-        let result: Result<(), GaveUp> = retry(&config(), "step", || {
+        let result: Result<(), GaveUp> = retry(&config(), "step", &Stop::never(), || {
             calls += 1;
             async { Err(failure(FailureKind::Transient, None)) }
         })
@@ -195,7 +206,7 @@ mod tests {
     async fn rate_limit_waits_do_not_spend_the_budget() {
         let mut calls = 0;
         let started = tokio::time::Instant::now();
-        let result = retry(&config(), "step", || {
+        let result = retry(&config(), "step", &Stop::never(), || {
             calls += 1;
             let n = calls;
             async move {
@@ -221,7 +232,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fatal_error_stops_at_once() {
         let mut calls = 0;
-        let result: Result<(), GaveUp> = retry(&config(), "step", || {
+        let result: Result<(), GaveUp> = retry(&config(), "step", &Stop::never(), || {
             calls += 1;
             async { Err(failure(FailureKind::Config, None)) }
         })

@@ -7,7 +7,6 @@
 //! plugin upgraded mid-run is swapped in between pages, never inside one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::bindings::{Record, WriteOutcome};
@@ -41,6 +40,47 @@ pub enum RunEnd {
     /// A step failed in a way waiting cannot heal: the pipeline stops until
     /// an operator acts (or the configuration or a plugin changes).
     Stopped(String),
+}
+
+/// The host's stop signal: a run checks it between pages, and a step
+/// waiting to retry wakes up for it.
+#[derive(Clone)]
+pub struct Stop {
+    signal: tokio::sync::watch::Receiver<bool>,
+    // Keeps the channel open for a stop nobody will ever give.
+    _never: Option<Arc<tokio::sync::watch::Sender<bool>>>,
+}
+
+impl Stop {
+    /// A stop signal and the lever that gives it.
+    pub fn new() -> (tokio::sync::watch::Sender<bool>, Stop) {
+        let (lever, signal) = tokio::sync::watch::channel(false);
+        (
+            lever,
+            Stop {
+                signal,
+                _never: None,
+            },
+        )
+    }
+
+    /// A stop that never comes (a one-off run in a command).
+    pub fn never() -> Stop {
+        let (lever, mut stop) = Stop::new();
+        stop._never = Some(Arc::new(lever));
+        stop
+    }
+
+    /// Whether the stop was given.
+    pub fn is_set(&self) -> bool {
+        *self.signal.borrow()
+    }
+
+    /// Resolves once the stop is given (or its lever is gone).
+    pub async fn wait(&self) {
+        let mut signal = self.signal.clone();
+        let _ = signal.wait_for(|stop| *stop).await;
+    }
 }
 
 /// What a run needs from the host.
@@ -88,7 +128,7 @@ struct Bound<'a> {
 impl Runner {
     /// Runs the pipeline until the source has nothing more, `stop` is set,
     /// or a step fails for good. Records the run in the history.
-    pub async fn run(&self, trigger: &str, stop: &AtomicBool) -> Result<RunEnd, DbError> {
+    pub async fn run(&self, trigger: &str, stop: &Stop) -> Result<RunEnd, DbError> {
         let name = self.name.clone();
         let trigger_is_webhook = trigger == WEBHOOK;
         let trigger = trigger.to_string();
@@ -100,13 +140,13 @@ impl Runner {
             })
             .await?;
         let end = loop {
-            if stop.load(Ordering::SeqCst) {
+            if stop.is_set() {
                 break RunEnd::Interrupted;
             }
             let step = if trigger_is_webhook {
-                self.delivery(run_id).await
+                self.delivery(run_id, stop).await
             } else {
-                self.page(run_id).await
+                self.page(run_id, stop).await
             };
             match step {
                 Ok(true) => continue,
@@ -139,7 +179,7 @@ impl Runner {
     }
 
     /// One page; whether the source has more.
-    async fn page(&self, run_id: i64) -> Result<bool, RunEnd> {
+    async fn page(&self, run_id: i64, stop: &Stop) -> Result<bool, RunEnd> {
         let snapshot = self.live.snapshot();
         let (pipeline, stages) = self.stages(&snapshot)?;
         let (name, stream) = (self.name.clone(), pipeline.source.stream.clone());
@@ -151,9 +191,11 @@ impl Runner {
 
         let what = format!("pipeline {}: read {}", self.name, pipeline.source.plugin);
         let page = match self
-            .step(&pipeline.retry, &what, &stages.source, || Operation::Read {
-                stream: pipeline.source.stream.clone(),
-                checkpoint: previous.clone(),
+            .step(&pipeline.retry, &what, &stages.source, stop, || {
+                Operation::Read {
+                    stream: pipeline.source.stream.clone(),
+                    checkpoint: previous.clone(),
+                }
             })
             .await?
         {
@@ -161,7 +203,7 @@ impl Runner {
             other => return Err(unexpected(&pipeline.source.plugin, &other)),
         };
         let has_more = page.has_more;
-        let delivered = self.flow(pipeline, &stages, page.records).await?;
+        let delivered = self.flow(pipeline, &stages, page.records, stop).await?;
         let checkpoint = page
             .checkpoint
             .filter(|c| Some(c.as_str()) != previous.as_deref());
@@ -172,7 +214,7 @@ impl Runner {
 
     /// The oldest pending webhook delivery, handled; whether there may be
     /// more.
-    async fn delivery(&self, run_id: i64) -> Result<bool, RunEnd> {
+    async fn delivery(&self, run_id: i64, stop: &Stop) -> Result<bool, RunEnd> {
         let snapshot = self.live.snapshot();
         let (pipeline, stages) = self.stages(&snapshot)?;
         let name = self.name.clone();
@@ -195,7 +237,7 @@ impl Runner {
             &self.name,
         );
         let plugin = &stages.source.installed.plugin;
-        let handled = retry(&pipeline.retry, &what, || {
+        let handled = retry(&pipeline.retry, &what, stop, || {
             plugin.call_typed(
                 &self.runtime.engine,
                 Operation::Handle(delivery.request.clone()),
@@ -221,9 +263,10 @@ impl Runner {
                 return Ok(true);
             }
             Err(GaveUp::Exhausted(e)) => return Err(RunEnd::Exhausted(format!("{what}: {e}"))),
+            Err(GaveUp::Interrupted) => return Err(RunEnd::Interrupted),
             Err(GaveUp::Stopped(e)) => return Err(RunEnd::Stopped(format!("{what}: {e}"))),
         };
-        let delivered = self.flow(pipeline, &stages, records).await?;
+        let delivered = self.flow(pipeline, &stages, records, stop).await?;
         self.commit(pipeline, run_id, None, Some(delivery.id), delivered)
             .await?;
         Ok(true)
@@ -272,6 +315,7 @@ impl Runner {
         pipeline: &PipelineConfig,
         stages: &Stages<'_>,
         mut records: Vec<Record>,
+        stop: &Stop,
     ) -> Result<Delivered, RunEnd> {
         let mut counts = PageCounts {
             read: records.len(),
@@ -283,7 +327,7 @@ impl Runner {
             }
             let what = format!("pipeline {}: transform {}", self.name, stage.plugin);
             records = match self
-                .step(&pipeline.retry, &what, transform, || {
+                .step(&pipeline.retry, &what, transform, stop, || {
                     Operation::Transform(records.clone())
                 })
                 .await?
@@ -298,7 +342,10 @@ impl Runner {
             if records.is_empty() {
                 break;
             }
-            for (record, reason) in self.write(pipeline, &stage.plugin, sink, &records).await? {
+            for (record, reason) in self
+                .write(pipeline, &stage.plugin, sink, &records, stop)
+                .await?
+            {
                 rejected_keys.insert((record.stream.clone(), record.key.clone()));
                 dead.push((stage.plugin.clone(), record, reason));
             }
@@ -316,6 +363,7 @@ impl Runner {
         sink_name: &str,
         sink: &Bound<'_>,
         records: &[Record],
+        stop: &Stop,
     ) -> Result<Vec<(Record, String)>, RunEnd> {
         let what = format!("pipeline {}: write {sink_name}", self.name);
         let mut pending: Vec<Record> = records.to_vec();
@@ -324,7 +372,7 @@ impl Runner {
         let mut attempt = 0;
         loop {
             let outcomes = match self
-                .step(&pipeline.retry, &what, sink, || {
+                .step(&pipeline.retry, &what, sink, stop, || {
                     Operation::Write(pending.clone())
                 })
                 .await?
@@ -359,7 +407,10 @@ impl Runner {
                 "{what}: {} records to retry in {wait:?}: {last_reason}",
                 again.len()
             );
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.wait() => return Err(RunEnd::Interrupted),
+            }
             spent += wait;
             attempt += 1;
             pending = again;
@@ -372,6 +423,7 @@ impl Runner {
         config: &RetryConfig,
         what: &str,
         bound: &Bound<'_>,
+        stop: &Stop,
         operation: impl Fn() -> Operation,
     ) -> Result<Answer, RunEnd> {
         let context =
@@ -379,13 +431,14 @@ impl Runner {
                 .installed
                 .call_context(&bound.config, &self.db, &self.secrets, &self.name);
         let plugin = &bound.installed.plugin;
-        retry(config, what, || {
+        retry(config, what, stop, || {
             plugin.call_typed(&self.runtime.engine, operation(), &context)
         })
         .await
         .map_err(|gave_up| match gave_up {
             GaveUp::Exhausted(e) => RunEnd::Exhausted(format!("{what}: {e}")),
             GaveUp::Stopped(e) => RunEnd::Stopped(format!("{what}: {e}")),
+            GaveUp::Interrupted => RunEnd::Interrupted,
         })
     }
 
