@@ -246,6 +246,11 @@ impl RunningHost {
         );
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything it wrote to stderr so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().expect("lines").join("\n")

@@ -1,0 +1,99 @@
+//! A hostile transform for the sandbox tests. The first record's
+//! `data.mode` picks the misbehaviour:
+//!
+//! - `loop`: spins forever;
+//! - `memory`: allocates until memory runs out;
+//! - `panic`: panics;
+//! - `stack`: recurses until the stack overflows;
+//! - `huge-output`: answers 200 MiB of records;
+//! - `log-spam`: writes 100,000 log lines, then answers;
+//! - `host-calls`: calls the host in a loop, forever;
+//! - `wasi`: tries the filesystem, the environment, sockets and the clock,
+//!   and answers what it got;
+//! - anything else: answers its input (a benign call).
+
+use causeway_sdk::{PluginError, Record, Transform, plugin};
+use serde_json::{Value, json};
+
+struct Hostile;
+
+#[inline(never)]
+fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    pad[(depth % 256) as usize] = depth as u8;
+    let mut next = [0u8; 256];
+    next.copy_from_slice(pad);
+    recurse(depth + 1, &mut next) + u64::from(next[0])
+}
+
+fn wasi_probe() -> Value {
+    let fs = match std::fs::read_dir("/") {
+        Ok(entries) => format!("listed {} entries", entries.count()),
+        Err(e) => format!("refused: {e}"),
+    };
+    let etc = match std::fs::read("/etc/passwd") {
+        Ok(bytes) => format!("read {} bytes", bytes.len()),
+        Err(e) => format!("refused: {e}"),
+    };
+    let env = std::env::vars().count();
+    let net = match std::net::TcpStream::connect("127.0.0.1:22") {
+        Ok(_) => "connected".to_string(),
+        Err(e) => format!("refused: {e}"),
+    };
+    let udp = match std::net::UdpSocket::bind("0.0.0.0:0") {
+        Ok(_) => "bound".to_string(),
+        Err(e) => format!("refused: {e}"),
+    };
+    json!({ "fs": fs, "etc": etc, "env_vars": env, "tcp": net, "udp": udp })
+}
+
+impl Transform for Hostile {
+    fn transform(batch: Vec<Record>) -> Result<Vec<Record>, PluginError> {
+        let mode = batch
+            .first()
+            .and_then(|r| serde_json::from_str::<Value>(&r.data).ok())
+            .and_then(|d| d["mode"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        match mode.as_str() {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = n.wrapping_add(1);
+                    std::hint::black_box(n);
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let mut block = vec![0u8; 1 << 20];
+                    block[0] = 1;
+                    hoard.push(std::hint::black_box(block));
+                }
+            }
+            "panic" => panic!("the hostile plugin panics on purpose"),
+            "stack" => {
+                let mut pad = [0u8; 256];
+                let depth = recurse(0, &mut pad);
+                Ok(vec![Record::upsert("s", "k", &json!({ "depth": depth }))?])
+            }
+            "huge-output" => {
+                let chunk = "x".repeat(1 << 20);
+                (0..200)
+                    .map(|i| Record::upsert("s", format!("k{i}"), &json!({ "blob": chunk })))
+                    .collect()
+            }
+            "log-spam" => {
+                for i in 0..100_000 {
+                    causeway_sdk::log::info(format!("spam line {i}"));
+                }
+                Ok(batch)
+            }
+            "host-calls" => loop {
+                let _ = std::hint::black_box(causeway_sdk::config::<Value>());
+            },
+            "wasi" => Ok(vec![Record::upsert("s", "wasi", &wasi_probe())?]),
+            _ => Ok(batch),
+        }
+    }
+}
+
+plugin!(transform: Hostile);

@@ -1,0 +1,166 @@
+//! Hostile plugins against the real host: each misbehaviour fails with its
+//! own error kind within its bound, the host stays up, a well-behaved plugin
+//! keeps answering, and the hostile plugin answers its next, benign call.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{RunningHost, Scratch, try_http};
+
+fn start() -> (Scratch, RunningHost) {
+    let scratch = Scratch::new();
+    scratch.install("test-hostile", "hostile.wasm");
+    scratch.install("map-fullname", "map-fullname.wasm");
+    scratch.grants("[plugins.test-hostile]\nlimits = { memory-mb = 32, call-timeout = \"1s\" }\n");
+    let host = RunningHost::start(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
+    (scratch, host)
+}
+
+/// One call of the hostile plugin: status, body as JSON, and how long it took.
+fn provoke(host: &RunningHost, mode: &str) -> (u16, Value, Duration) {
+    let body = json!({
+        "operation": "transform",
+        "input": [{"stream": "s", "key": "k", "data": {"mode": mode}}],
+    })
+    .to_string();
+    let started = Instant::now();
+    let (status, answer) = try_http(
+        &host.addr,
+        "POST",
+        "/api/plugins/test-hostile/invoke",
+        Some(&body),
+    )
+    .unwrap();
+    (
+        status,
+        serde_json::from_str(&answer).unwrap_or(Value::String(answer)),
+        started.elapsed(),
+    )
+}
+
+fn benign_answers(host: &RunningHost) {
+    let (status, answer, _) = provoke(host, "none");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer[0]["data"]["mode"], "none");
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn each_hostile_plugin_fails_with_its_own_kind_within_its_bound() {
+    let (_scratch, host) = start();
+    for (mode, status, kind) in [
+        ("loop", 504, "timeout"),
+        ("host-calls", 504, "timeout"),
+        ("memory", 500, "out-of-memory"),
+        ("huge-output", 500, "out-of-memory"),
+        ("panic", 500, "trap"),
+        ("stack", 500, "trap"),
+    ] {
+        let (got, answer, took) = provoke(&host, mode);
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (status, Some(kind)),
+            "{mode}: {answer}"
+        );
+        assert!(took < Duration::from_secs(5), "{mode} took {took:?}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("test-hostile@0.1.0"),
+            "{mode}: the error names the plugin and version: {answer}"
+        );
+        benign_answers(&host);
+    }
+    let (_, answer, _) = provoke(&host, "panic");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("panics on purpose"),
+        "{answer}"
+    );
+    let (status, body) = try_http(&host.addr, "GET", "/healthz", None).unwrap();
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+}
+
+#[test]
+fn a_looping_plugin_stops_costing_cpu_after_its_bound_and_others_keep_answering() {
+    let (_scratch, host) = start();
+    let host = std::sync::Arc::new(host);
+    let looping = {
+        let host = host.clone();
+        std::thread::spawn(move || provoke(&host, "loop"))
+    };
+    // While it spins, the well-behaved plugin answers promptly.
+    let body = json!({
+        "operation": "transform",
+        "input": [{"stream": "c", "key": "1", "data": {"firstName": "Ada", "lastName": "L", "email": "a@x"}}],
+    })
+    .to_string();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, answer) = try_http(
+            &host.addr,
+            "POST",
+            "/api/plugins/map-fullname/invoke",
+            Some(&body),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a neighbour waited {:?}",
+            started.elapsed()
+        );
+    }
+    let (status, _, _) = looping.join().unwrap();
+    assert_eq!(status, 504);
+    // After the bound, the host is idle again: its CPU time stops growing.
+    let before = cpu_ticks(host.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(host.pid()) - before;
+    assert!(
+        spent < 30,
+        "the host spent {spent} ticks in a second after the loop ended"
+    );
+}
+
+#[test]
+fn log_spam_is_cut_and_wasi_gives_nothing_beyond_the_fixed_set() {
+    let (_scratch, host) = start();
+    let (status, answer, _) = provoke(&host, "log-spam");
+    assert_eq!(status, 200, "{answer}");
+    host.wait_for_log("spam line", 5);
+    let spam = host.logs().matches("spam line").count();
+    assert!(spam <= 1000, "{spam} spam lines reached the host's log");
+
+    let (status, answer, _) = provoke(&host, "wasi");
+    assert_eq!(status, 200, "{answer}");
+    let probe = &answer[0]["data"];
+    for key in ["fs", "etc", "tcp", "udp"] {
+        assert!(
+            probe[key].as_str().unwrap().starts_with("refused"),
+            "{key}: {probe}"
+        );
+    }
+    assert_eq!(probe["env_vars"], 0, "{probe}");
+    // The next line written after the flood says how much was dropped.
+    benign_answers(&host);
+    let (status, _, _) = provoke(&host, "log-spam");
+    assert_eq!(status, 200);
+    host.wait_for_log("log lines dropped", 5);
+}
