@@ -12,25 +12,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use support::{RunningHost, Scratch, try_http};
 
-const A: &str = "build-aaaa";
+const A: &str = support::TEST_VERSION_BUILD;
 const B: &str = "build-bbbb";
 const FILE: &str = "test-version.wasm";
-
-fn build(marker: &str) -> Vec<u8> {
-    let bytes = std::fs::read(support::built("test-version")).expect("built test-version");
-    let mut out = bytes.clone();
-    let from = A.as_bytes();
-    let mut i = 0;
-    while i + from.len() <= out.len() {
-        if &out[i..i + from.len()] == from {
-            out[i..i + from.len()].copy_from_slice(marker.as_bytes());
-            i += from.len();
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
 
 fn answered_by(addr: &str) -> Option<String> {
     let body = r#"{"operation":"transform","input":[{"stream":"s","key":"k","data":{}}]}"#;
@@ -45,9 +29,9 @@ fn answered_by(addr: &str) -> Option<String> {
 
 fn reload(c: &mut Criterion) {
     let scratch = Scratch::new();
-    std::fs::write(scratch.plugins().join(FILE), build(A)).expect("install");
+    std::fs::write(scratch.plugins().join(FILE), support::test_version(A)).expect("install");
     let host = RunningHost::start(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
-    let builds = [(B, build(B)), (A, build(A))];
+    let builds = [(B, support::test_version(B)), (A, support::test_version(A))];
     let mut turn = 0;
     c.bench_function("reload: atomic rename to new version answering", |b| {
         b.iter_custom(|iters| {

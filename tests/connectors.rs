@@ -5,80 +5,13 @@
 
 mod support;
 
-use causeway::fakes::{FakeCrm, FakeMailer, Fault};
-use serde_json::{Map, Value, json};
-use support::{Scratch, run};
-
-const CRM_TOKEN: &str = "crm-t0ken-5ecret";
-const MAILER_KEY: &str = "ma1ler-key-5ecret";
-
-/// Grants both connectors plain http to their fake, by explicit address.
-fn grants(crm: &FakeCrm, mailer: &FakeMailer, extra: &str) -> String {
-    format!(
-        r#"
-[[plugins.crm-source.http]]
-scheme = "http"
-host = "127.0.0.1"
-port = {crm_port}
-methods = ["GET"]
-path-prefix = "/v1/"
-
-[plugins.crm-source.credentials.crm-token]
-secret = "env:CRM_TOKEN"
-hosts = ["127.0.0.1"]
-
-[[plugins.mailer-sink.http]]
-scheme = "http"
-host = "127.0.0.1"
-port = {mailer_port}
-methods = ["POST"]
-path-prefix = "/v1/lists/"
-
-[plugins.mailer-sink.credentials.mailer-key]
-secret = "env:MAILER_KEY"
-hosts = ["127.0.0.1"]
-{extra}
-"#,
-        crm_port = crm.addr().port(),
-        mailer_port = mailer.addr().port(),
-    )
-}
-
-struct World {
-    scratch: Scratch,
-    crm: FakeCrm,
-    mailer: FakeMailer,
-}
+use causeway::fakes::Fault;
+use serde_json::{Value, json};
+use support::connectors::{CRM_TOKEN, LIST, MAILER_KEY, World, person};
+use support::run;
 
 fn world(extra_grants: &str, page_size: u32) -> World {
-    let crm = FakeCrm::start(CRM_TOKEN, 0).unwrap();
-    let mailer = FakeMailer::start(MAILER_KEY, 0).unwrap();
-    let scratch = Scratch::new();
-    scratch.install("crm-source", "crm-source.wasm");
-    scratch.install("mailer-sink", "mailer-sink.wasm");
-    scratch.grants(&grants(&crm, &mailer, extra_grants));
-    std::fs::write(
-        scratch.path().join("causeway.toml"),
-        format!(
-            r#"
-[plugins.crm-source.config]
-base_url = "{}"
-page_size = {page_size}
-
-[plugins.mailer-sink.config]
-base_url = "{}"
-list_id = "newsletter"
-"#,
-            crm.base_url(),
-            mailer.base_url()
-        ),
-    )
-    .unwrap();
-    World {
-        scratch,
-        crm,
-        mailer,
-    }
+    World::new(page_size, extra_grants, "")
 }
 
 impl World {
@@ -87,10 +20,7 @@ impl World {
         let file = self.scratch.path().join("input.json");
         std::fs::write(&file, input.to_string()).unwrap();
         let out = run(self
-            .scratch
             .causeway()
-            .env("CRM_TOKEN", CRM_TOKEN)
-            .env("MAILER_KEY", MAILER_KEY)
             .args(["invoke", plugin, operation, "--input"])
             .arg(&file));
         for secret in [CRM_TOKEN, MAILER_KEY] {
@@ -120,14 +50,6 @@ impl World {
             json!({ "stream": "contacts", "checkpoint": checkpoint }),
         )
     }
-}
-
-fn person(first: &str, last: &str, email: &str) -> Map<String, Value> {
-    let Value::Object(fields) = json!({ "firstName": first, "lastName": last, "email": email })
-    else {
-        unreachable!()
-    };
-    fields
 }
 
 fn keys(page: &Value) -> Vec<String> {
@@ -270,24 +192,21 @@ fn mailer_sink_writes_a_batch_and_answers_per_record() {
         outcomes[1]["reason"].as_str().unwrap().contains("email"),
         "{outcomes}"
     );
-    let subscribers = w.mailer.subscribers("newsletter");
+    let subscribers = w.mailer.subscribers(LIST);
     assert_eq!(subscribers.keys().collect::<Vec<_>>(), ["c1", "c3"]);
     assert_eq!(subscribers["c1"]["fullName"], "Ada Lovelace");
     assert_eq!(w.mailer.batches(), [3], "one request per batch");
 
     // Writing the same batch again is harmless: the key is the idempotency key.
     w.invoke("mailer-sink", "write", batch).unwrap();
-    assert_eq!(w.mailer.subscribers("newsletter").len(), 2);
+    assert_eq!(w.mailer.subscribers(LIST).len(), 2);
 
     // A delete removes the subscriber.
     let delete = json!([{ "stream": "contacts", "key": "c1", "op": "delete", "data": null }]);
     let outcomes = w.invoke("mailer-sink", "write", delete).unwrap();
     assert_eq!(outcomes[0]["outcome"], "ok", "{outcomes}");
     assert_eq!(
-        w.mailer
-            .subscribers("newsletter")
-            .keys()
-            .collect::<Vec<_>>(),
+        w.mailer.subscribers(LIST).keys().collect::<Vec<_>>(),
         ["c3"]
     );
 }
@@ -299,9 +218,9 @@ fn a_mailer_that_is_down_fails_the_batch_as_transient_and_loses_nothing_it_accep
     let batch = json!([record("c1", json!({ "email": "a@example.com" }))]);
     let err = w.invoke("mailer-sink", "write", batch.clone()).unwrap_err();
     assert!(err.contains("transient") && err.contains("503"), "{err}");
-    assert!(w.mailer.subscribers("newsletter").is_empty());
+    assert!(w.mailer.subscribers(LIST).is_empty());
     w.mailer.faults().set_down(false);
     let outcomes = w.invoke("mailer-sink", "write", batch).unwrap();
     assert_eq!(outcomes[0]["outcome"], "ok", "{outcomes}");
-    assert_eq!(w.mailer.subscribers("newsletter").len(), 1);
+    assert_eq!(w.mailer.subscribers(LIST).len(), 1);
 }

@@ -6,19 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use causeway::fakes::{FakeCrm, FakeMailer, Fault};
-use serde_json::{Map, Value, json};
-use support::{RunningHost, Scratch, audit_rows, run, run_json, wait_until};
-
-const CRM_TOKEN: &str = "crm-t0ken-5ecret";
-const MAILER_KEY: &str = "ma1ler-key-5ecret";
-const LIST: &str = "newsletter";
-
-struct World {
-    scratch: Scratch,
-    crm: FakeCrm,
-    mailer: FakeMailer,
-}
+use causeway::fakes::{FakeCrm, Fault};
+use serde_json::{Value, json};
+use support::connectors::{CRM_TOKEN, LIST, MAILER_KEY, World, person};
+use support::{RunningHost, audit_rows, run, run_json, wait_until};
 
 fn world(retry: &str) -> World {
     world_with("every = \"200ms\"", retry)
@@ -26,51 +17,11 @@ fn world(retry: &str) -> World {
 
 /// The pipeline CRM → map-fullname → mailer with `trigger` and `retry`.
 fn world_with(trigger: &str, retry: &str) -> World {
-    let crm = FakeCrm::start(CRM_TOKEN, 0).unwrap();
-    let mailer = FakeMailer::start(MAILER_KEY, 0).unwrap();
-    let scratch = Scratch::new();
-    scratch.install("crm-source", "crm-source.wasm");
-    scratch.install("map-fullname", "map-fullname.wasm");
-    scratch.install("mailer-sink", "mailer-sink.wasm");
-    scratch.grants(&format!(
-        r#"
-[[plugins.crm-source.http]]
-scheme = "http"
-host = "127.0.0.1"
-port = {}
-methods = ["GET"]
-path-prefix = "/v1/"
-
-[plugins.crm-source.credentials.crm-token]
-secret = "env:CRM_TOKEN"
-hosts = ["127.0.0.1"]
-
-[[plugins.mailer-sink.http]]
-scheme = "http"
-host = "127.0.0.1"
-port = {}
-methods = ["POST"]
-path-prefix = "/v1/lists/"
-
-[plugins.mailer-sink.credentials.mailer-key]
-secret = "env:MAILER_KEY"
-hosts = ["127.0.0.1"]
-"#,
-        crm.addr().port(),
-        mailer.addr().port()
-    ));
-    std::fs::write(
-        scratch.path().join("causeway.toml"),
-        format!(
+    World::new(
+        3,
+        "",
+        &format!(
             r#"
-[plugins.crm-source.config]
-base_url = "{}"
-page_size = 3
-
-[plugins.mailer-sink.config]
-base_url = "{}"
-list_id = "{LIST}"
-
 [pipelines.contacts-to-mailer]
 {trigger}
 source = {{ plugin = "crm-source", stream = "contacts" }}
@@ -79,30 +30,12 @@ sinks = [{{ plugin = "mailer-sink" }}]
 
 [pipelines.contacts-to-mailer.retry]
 {retry}
-"#,
-            crm.base_url(),
-            mailer.base_url()
+"#
         ),
     )
-    .unwrap();
-    World {
-        scratch,
-        crm,
-        mailer,
-    }
 }
 
 impl World {
-    fn start(&self) -> RunningHost {
-        RunningHost::start(
-            self.scratch
-                .causeway()
-                .env("CRM_TOKEN", CRM_TOKEN)
-                .env("MAILER_KEY", MAILER_KEY)
-                .args(["run", "--listen", "127.0.0.1:0"]),
-        )
-    }
-
     /// Waits until the mailer holds exactly `expected` (key → fullName).
     fn wait_for_subscribers(&self, expected: &[(String, String)], within: Duration) {
         wait_until("the mailer to hold every contact", within, || {
@@ -114,14 +47,6 @@ impl World {
             (got == expected).then_some(())
         });
     }
-}
-
-fn person(first: &str, last: &str, email: &str) -> Map<String, Value> {
-    let Value::Object(fields) = json!({ "firstName": first, "lastName": last, "email": email })
-    else {
-        unreachable!()
-    };
-    fields
 }
 
 fn create(crm: &FakeCrm, n: usize) -> Vec<(String, String)> {
@@ -476,14 +401,11 @@ fn webhook_world(retry: &str) -> World {
 }
 
 fn start_with_hooks(w: &World) -> RunningHost {
-    RunningHost::start(
-        w.scratch
-            .causeway()
-            .env("CRM_TOKEN", CRM_TOKEN)
-            .env("MAILER_KEY", MAILER_KEY)
-            .env("CRM_HOOK_SECRET", hook_secret())
-            .args(["run", "--listen", "127.0.0.1:0"]),
-    )
+    RunningHost::start(w.causeway().env("CRM_HOOK_SECRET", hook_secret()).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+    ]))
 }
 
 /// A contact event as the CRM would post it, signed; its status and body.

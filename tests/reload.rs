@@ -10,40 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Answer, FakeServer, RunningHost, Scratch, http, try_http, wait_until};
+use support::{
+    Answer, FakeServer, RunningHost, Scratch, http, patched, test_version, try_http, wait_until,
+};
 
-const A: &str = "build-aaaa";
+const A: &str = support::TEST_VERSION_BUILD;
 const B: &str = "build-bbbb";
 const FILE: &str = "test-version.wasm";
-
-/// `bytes` with every occurrence of `from` replaced by `to` (same length,
-/// so the file stays a valid component).
-fn patch(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
-    assert_eq!(from.len(), to.len());
-    let mut out = bytes.to_vec();
-    let mut found = 0;
-    let mut i = 0;
-    while i + from.len() <= out.len() {
-        if &out[i..i + from.len()] == from.as_bytes() {
-            out[i..i + from.len()].copy_from_slice(to.as_bytes());
-            found += 1;
-            i += from.len();
-        } else {
-            i += 1;
-        }
-    }
-    assert!(found > 0, "{from:?} is not in the plugin");
-    out
-}
-
-fn build(marker: &str) -> Vec<u8> {
-    let bytes = std::fs::read(support::built("test-version")).unwrap();
-    if marker == A {
-        bytes
-    } else {
-        patch(&bytes, A, marker)
-    }
-}
 
 /// Writes beside and renames into place: the folder never shows half a file.
 fn replace_atomically(scratch: &Scratch, bytes: &[u8]) {
@@ -64,7 +37,7 @@ fn write_slowly(scratch: &Scratch, bytes: &[u8]) {
 
 fn setup(spin_ms: u64, extra_config: &str) -> Scratch {
     let scratch = Scratch::new();
-    std::fs::write(scratch.plugins().join(FILE), build(A)).unwrap();
+    std::fs::write(scratch.plugins().join(FILE), test_version(A)).unwrap();
     std::fs::write(
         scratch.path().join("causeway.toml"),
         format!("{extra_config}\n[plugins.test-version.config]\nspin_ms = {spin_ms}\n"),
@@ -154,7 +127,7 @@ fn twenty_swaps_under_load_never_fail_a_call_and_the_last_is_live_within_a_secon
     let mut last_latency = Duration::ZERO;
     for i in 0..20 {
         let marker = if i % 2 == 0 { B } else { A };
-        let bytes = build(marker);
+        let bytes = test_version(marker);
         // Two renames, two slow writes, and again: each kind with each build.
         if i % 4 < 2 {
             replace_atomically(&scratch, &bytes);
@@ -210,7 +183,7 @@ fn a_call_in_flight_during_a_swap_answers_from_the_old_version() {
         std::thread::spawn(move || call(&host.addr))
     };
     host.wait_for_log(&format!("call started on {A}"), 30);
-    replace_atomically(&scratch, &build(B));
+    replace_atomically(&scratch, &test_version(B));
     host.wait_for_log("reloaded", 10);
     assert!(
         !in_flight.is_finished(),
@@ -244,7 +217,7 @@ fn a_broken_upgrade_leaves_the_old_version_answering_and_shows_the_failure() {
     host.wait_for_log("the version loaded before keeps serving", 5);
 
     // A good file again: it serves, and the failure is gone.
-    replace_atomically(&scratch, &build(B));
+    replace_atomically(&scratch, &test_version(B));
     wait_for_build(&host.addr, B, Duration::from_secs(10));
     let rows = plugin_rows(&host.addr);
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -255,7 +228,7 @@ fn a_broken_upgrade_leaves_the_old_version_answering_and_shows_the_failure() {
 fn an_upgrade_asking_for_more_is_held_pending_until_granted_while_the_old_serves() {
     let scratch = setup(0, "");
     let host = start(&scratch);
-    let greedy = patch(&build(B), "storage = false", "storage = true ");
+    let greedy = patched(&test_version(B), "storage = false", "storage = true ");
     replace_atomically(&scratch, &greedy);
     let rows = wait_until("a pending row", Duration::from_secs(10), || {
         let rows = plugin_rows(&host.addr);

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod connectors;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -476,5 +478,39 @@ pub fn wait_until<T>(
             "{what}: not within {within:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `bytes` with every occurrence of `from` replaced by `to` (same length,
+/// so a component stays a valid component).
+pub fn patched(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let mut found = 0;
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from.as_bytes() {
+            out[i..i + from.len()].copy_from_slice(to.as_bytes());
+            found += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(found > 0, "{from:?} is not in the plugin");
+    out
+}
+
+/// The marker the `test-version` plugin answers with, as built.
+pub const TEST_VERSION_BUILD: &str = "build-aaaa";
+
+/// The `test-version` plugin answering `marker` (10 bytes), as a second
+/// build would.
+pub fn test_version(marker: &str) -> Vec<u8> {
+    let bytes = std::fs::read(built("test-version")).expect("read the built test-version");
+    if marker == TEST_VERSION_BUILD {
+        bytes
+    } else {
+        patched(&bytes, TEST_VERSION_BUILD, marker)
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Map, Value};
 
-use crate::fakes::{FakeCrm, FakeMailer};
+use crate::fakes::{self, FakeCrm, FakeMailer};
 use crate::host::Host;
 use crate::live::{Live, Snapshot};
 use crate::pipeline::{Pipelines, history};
@@ -240,14 +240,7 @@ plugins-dir = "../plugins"
 grants = "grants.toml"
 secrets-file = "secrets.toml"
 
-[plugins.crm-source.config]
-base_url = "{crm}"
-page_size = 10
-
-[plugins.mailer-sink.config]
-base_url = "{mailer}"
-list_id = "{LIST}"
-
+{connectors}
 # Pushed by webhook as contacts change, and polled every few seconds for
 # anything a webhook missed: a contact may arrive both ways, harmlessly.
 [pipelines.{PIPELINE}]
@@ -257,36 +250,11 @@ source = {{ plugin = "crm-source", stream = "contacts" }}
 transforms = [{{ plugin = "map-fullname" }}]
 sinks = [{{ plugin = "mailer-sink" }}]
 "#,
-        crm = crm.base_url(),
-        mailer = mailer.base_url(),
+        connectors = fakes::connector_config(crm, mailer, LIST, 10),
     );
     let grants = format!(
-        r#"# Written by `causeway demo`: each connector may reach its own fake, and
-# nothing else; its credential is sent only there.
-[[plugins.crm-source.http]]
-scheme = "http"
-host = "127.0.0.1"
-port = {crm_port}
-methods = ["GET"]
-path-prefix = "/v1/contacts"
-
-[plugins.crm-source.credentials.crm-token]
-secret = "file:crm-token"
-hosts = ["127.0.0.1"]
-
-[[plugins.mailer-sink.http]]
-scheme = "http"
-host = "127.0.0.1"
-port = {mailer_port}
-methods = ["POST"]
-path-prefix = "/v1/lists/"
-
-[plugins.mailer-sink.credentials.mailer-key]
-secret = "file:mailer-key"
-hosts = ["127.0.0.1"]
-"#,
-        crm_port = crm.addr().port(),
-        mailer_port = mailer.addr().port(),
+        "# Written by `causeway demo`: each connector may reach its own fake, and\n# nothing else; its credential is sent only there.\n{}",
+        fakes::connector_grants(crm, mailer, "file:crm-token", "file:mailer-key")
     );
     let hook_secret = format!(
         "whsec_{}",

@@ -149,16 +149,11 @@ impl FakeCrm {
             store: Mutex::new(Store::default()),
             hooks: Mutex::new(None),
         });
-        let faults = Arc::new(Faults::default());
         let app = Router::new()
             .route("/v1/contacts", get(list).post(create))
             .route("/v1/contacts/{id}", put(update))
-            .with_state(shared.clone())
-            .layer(axum::middleware::from_fn_with_state(
-                faults.clone(),
-                super::apply_faults,
-            ));
-        let serving = Serving::start(app, port)?;
+            .with_state(shared.clone());
+        let (faults, serving) = Serving::with_faults(app, port)?;
         Ok(FakeCrm {
             shared,
             faults,

@@ -57,16 +57,11 @@ impl FakeMailer {
             key: key.to_string(),
             lists: Mutex::new(Lists::default()),
         });
-        let faults = Arc::new(Faults::default());
         let app = Router::new()
             .route("/v1/lists/{list}/subscribers/batch", post(batch))
             .route("/v1/lists/{list}/subscribers", get(subscribers))
-            .with_state(shared.clone())
-            .layer(axum::middleware::from_fn_with_state(
-                faults.clone(),
-                super::apply_faults,
-            ));
-        let serving = Serving::start(app, port)?;
+            .with_state(shared.clone());
+        let (faults, serving) = Serving::with_faults(app, port)?;
         Ok(FakeMailer {
             shared,
             faults,

@@ -97,6 +97,60 @@ async fn apply_faults(State(faults): State<Arc<Faults>>, request: Request, next:
     }
 }
 
+/// Grants `crm-source` and `mailer-sink` plain http to their fakes, by
+/// explicit address, and nothing else; each credential is the secret
+/// reference given (`env:NAME` or `file:KEY`), sent only there.
+pub fn connector_grants(
+    crm: &FakeCrm,
+    mailer: &FakeMailer,
+    crm_token: &str,
+    mailer_key: &str,
+) -> String {
+    format!(
+        r#"[[plugins.crm-source.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {crm_port}
+methods = ["GET"]
+path-prefix = "/v1/contacts"
+
+[plugins.crm-source.credentials.crm-token]
+secret = "{crm_token}"
+hosts = ["127.0.0.1"]
+
+[[plugins.mailer-sink.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {mailer_port}
+methods = ["POST"]
+path-prefix = "/v1/lists/"
+
+[plugins.mailer-sink.credentials.mailer-key]
+secret = "{mailer_key}"
+hosts = ["127.0.0.1"]
+"#,
+        crm_port = crm.addr().port(),
+        mailer_port = mailer.addr().port(),
+    )
+}
+
+/// The `causeway.toml` sections configuring `crm-source` and `mailer-sink`
+/// for their fakes.
+pub fn connector_config(crm: &FakeCrm, mailer: &FakeMailer, list: &str, page_size: u32) -> String {
+    format!(
+        r#"[plugins.crm-source.config]
+base_url = "{}"
+page_size = {page_size}
+
+[plugins.mailer-sink.config]
+base_url = "{}"
+list_id = "{list}"
+"#,
+        crm.base_url(),
+        mailer.base_url()
+    )
+}
+
 /// Whether `request` carries `Authorization: Bearer TOKEN`.
 fn authorized(headers: &axum::http::HeaderMap, token: &str) -> bool {
     headers
@@ -124,6 +178,17 @@ struct Serving {
 }
 
 impl Serving {
+    /// Serves `app` behind a fault switchboard on 127.0.0.1 at `port` (0:
+    /// any free port); the switchboard, and the server.
+    fn with_faults(app: Router, port: u16) -> std::io::Result<(Arc<Faults>, Serving)> {
+        let faults = Arc::new(Faults::default());
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            faults.clone(),
+            apply_faults,
+        ));
+        Ok((faults, Serving::start(app, port)?))
+    }
+
     /// Serves `app` on 127.0.0.1 at `port` (0: any free port).
     fn start(app: Router, port: u16) -> std::io::Result<Serving> {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
