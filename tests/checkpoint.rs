@@ -34,7 +34,12 @@ fn checkpoint_worker() {
                 .expect("read the checkpoint")
                 .map_or(1, |c| c.parse::<u64>().expect("a number") + 1)
         };
-        let writer = Writer::start(path).expect("start the writer");
+        let chain = causeway::audit::Chain::open(
+            &path.with_extension("key"),
+            &path.with_extension("head"),
+        )
+        .expect("open the audit chain");
+        let writer = Writer::start(path, chain).expect("start the writer");
         let handle = writer.handle();
         for n in start.. {
             checkpoint::commit(&handle, "p", "s", &n.to_string(), move |conn| {

@@ -69,7 +69,11 @@ mod tests {
     async fn a_failing_bookkeeping_leaves_the_checkpoint_where_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let writer = crate::db::Writer::start(&path).unwrap();
+        let writer = crate::db::Writer::start(
+            &path,
+            crate::audit::Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap(),
+        )
+        .unwrap();
         let db = writer.handle();
         commit(&db, "p", "contacts", "1", |_| Ok(())).await.unwrap();
         let err = commit(&db, "p", "contacts", "2", |conn| {

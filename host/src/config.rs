@@ -130,9 +130,39 @@ pub struct PluginConfig {
     pub config: serde_json::Map<String, serde_json::Value>,
 }
 
+/// `[audit]` as written in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct AuditFile {
+    retention: Option<TextDuration>,
+    key_file: Option<PathBuf>,
+    head_file: Option<PathBuf>,
+}
+
+/// Where the audit chain's key and head live, and how long rows are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Rows older than this are pruned (hourly, and at start); `None`
+    /// keeps them all.
+    pub retention: Option<Duration>,
+    /// The HMAC key chaining the rows (created on first use).
+    pub key_file: PathBuf,
+    /// The chain's head and base, kept outside the database.
+    pub head_file: PathBuf,
+}
+
+impl AuditConfig {
+    /// Opens the chain these files describe.
+    pub fn chain(&self) -> Result<crate::audit::Chain, String> {
+        crate::audit::Chain::open(&self.key_file, &self.head_file)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ConfigFile {
+    #[serde(default)]
+    audit: AuditFile,
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     plugins_dir: Option<PathBuf>,
@@ -168,6 +198,8 @@ pub struct Config {
     pub reload_settle: Duration,
     /// Default per-call limits.
     pub limits: Limits,
+    /// The audit trail's files and retention.
+    pub audit: AuditConfig,
     /// Per-plugin sections, by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
     /// The pipelines, by name.
@@ -231,6 +263,20 @@ impl Config {
 
     fn from_file(parsed: ConfigFile, file: Option<PathBuf>, base: &Path) -> Config {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let data_dir = resolve(parsed.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+        let audit = AuditConfig {
+            retention: parsed.audit.retention.map(|d| d.0),
+            key_file: parsed
+                .audit
+                .key_file
+                .map(resolve)
+                .unwrap_or_else(|| data_dir.join("audit.key")),
+            head_file: parsed
+                .audit
+                .head_file
+                .map(resolve)
+                .unwrap_or_else(|| data_dir.join("audit.head")),
+        };
         Config {
             file,
             listen: parsed.listen.unwrap_or_else(|| {
@@ -238,7 +284,7 @@ impl Config {
                     .parse()
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8700)))
             }),
-            data_dir: resolve(parsed.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
+            data_dir,
             plugins_dir: resolve(
                 parsed
                     .plugins_dir
@@ -251,6 +297,7 @@ impl Config {
                 .map(|d| d.0)
                 .unwrap_or(DEFAULT_RELOAD_SETTLE),
             limits: parsed.limits.apply(Limits::default()),
+            audit,
             plugins: parsed.plugins,
             pipelines: parsed.pipelines,
         }

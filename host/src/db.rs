@@ -13,9 +13,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Chain, Head};
 
 /// The schema version this build writes; migration `i` brings a database
 /// from version `i` to `i + 1`.
@@ -137,6 +137,14 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (pipeline, delivery_id)
     );
     CREATE INDEX webhook_inbox_pending ON webhook_inbox (pipeline, state, id);",
+    // 6: the audit chain (rows written before are chained by the next
+    // writer to start), and the grants last recorded in the audit log.
+    "ALTER TABLE audit ADD COLUMN hash TEXT;
+    CREATE INDEX audit_time ON audit (time);
+    CREATE TABLE grants_seen (
+        plugin      TEXT PRIMARY KEY,
+        grant       TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version of a fully migrated database.
@@ -181,6 +189,10 @@ type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// Work run by the writer inside its current transaction.
 type Job = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Deliver + Send>;
+
+/// Work whose outcome is audit events, chained in the same transaction.
+pub type AuditedJob =
+    Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<Vec<AuditEvent>> + Send>;
 
 /// Opens (creating if needed) and migrates the database at `path`.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
@@ -264,6 +276,8 @@ pub struct PluginRow {
 /// One write for the writer thread.
 enum Write {
     Audit(AuditEvent),
+    Audited(AuditedJob),
+    Prune(String),
     PluginStates(Vec<PluginRow>),
     HostStarted { pid: u32, listen: String },
     HostStopped,
@@ -284,13 +298,15 @@ pub struct WriterHandle {
 }
 
 impl Writer {
-    /// Opens the database at `path` and starts the writer thread.
-    pub fn start(path: &Path) -> Result<Writer, DbError> {
-        let conn = open(path)?;
+    /// Opens the database at `path` and starts the writer thread, which
+    /// chains audit rows with `chain`.
+    pub fn start(path: &Path, chain: Chain) -> Result<Writer, DbError> {
+        let mut conn = open(path)?;
+        chain_legacy_rows(&mut conn, &chain)?;
         let (queue, jobs) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("causeway-db-writer".into())
-            .spawn(move || write_loop(conn, jobs))
+            .spawn(move || write_loop(conn, chain, jobs))
             .map_err(|e| DbError::Open {
                 path: path.to_path_buf(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -340,6 +356,18 @@ impl WriterHandle {
                 "audit event not written: the database writer has stopped"
             );
         }
+    }
+
+    /// Runs `job` in the next transaction and chains the events it returns
+    /// into the audit log; if it fails, none of its writes stay.
+    pub fn audited(&self, job: AuditedJob) {
+        let _ = self.queue.send(Write::Audited(job));
+    }
+
+    /// Prunes audit rows older than `before` (RFC 3339), recording the
+    /// pruning in the log itself.
+    pub fn prune_audit(&self, before: String) {
+        let _ = self.queue.send(Write::Prune(before));
     }
 
     /// Replaces the recorded plugin states.
@@ -402,16 +430,45 @@ impl WriterHandle {
     }
 }
 
-fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Write>) {
+/// Chains rows a writer from before schema 6 left unchained.
+fn chain_legacy_rows(conn: &mut Connection, chain: &Chain) -> Result<(), DbError> {
+    let _lock = chain.lock();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let head = chain.chain_legacy_rows(&tx)?;
+    tx.commit()?;
+    if let Some(head) = head
+        && let Err(e) = chain.write_head(&head)
+    {
+        tracing::error!("{e}");
+    }
+    Ok(())
+}
+
+fn write_loop(mut conn: Connection, chain: Chain, jobs: mpsc::Receiver<Write>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
         let mut flushes = Vec::new();
         let mut answers = Vec::new();
-        let committed = write_batch(&mut conn, batch, &mut flushes, &mut answers).map_err(|e| {
-            tracing::error!("database write failed: {e}");
-            e.to_string()
-        });
+        let audited = batch
+            .iter()
+            .any(|w| matches!(w, Write::Audit(_) | Write::Audited(_) | Write::Prune(_)));
+        // Other processes append to the chain too (a command-line tool):
+        // the lock, held from before the transaction reads the chain's end
+        // until the head is recorded, keeps them from forking it.
+        let lock = audited.then(|| chain.lock());
+        let committed =
+            write_batch(&mut conn, &chain, batch, &mut flushes, &mut answers).map_err(|e| {
+                tracing::error!("database write failed: {e}");
+                e.to_string()
+            });
+        if let Ok(Some(head)) = &committed
+            && let Err(e) = chain.write_head(head)
+        {
+            tracing::error!("{e}");
+        }
+        drop(lock);
+        let committed = committed.map(|_| ());
         for answer in answers {
             answer(committed.clone());
         }
@@ -421,24 +478,40 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Write>) {
     }
 }
 
+/// Writes one batch in one transaction; the chain's new head, if the batch
+/// touched the audit log.
 fn write_batch(
     conn: &mut Connection,
+    chain: &Chain,
     batch: Vec<Write>,
     flushes: &mut Vec<mpsc::Sender<()>>,
     answers: &mut Vec<Deliver>,
-) -> Result<(), rusqlite::Error> {
-    let mut tx = conn.transaction()?;
+) -> Result<Option<Head>, rusqlite::Error> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut events = Vec::new();
+    let mut audited = false;
+    let mut prune: Option<String> = None;
     for write in batch {
         match write {
             Write::Audit(e) => {
-                tx.prepare_cached(
-                    "INSERT INTO audit (time, plugin, version, digest, capability, action, target, decision, detail, run_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?
-                .execute(params![
-                    e.time, e.plugin, e.version, e.digest, e.capability, e.action, e.target,
-                    e.decision.name(), e.detail, e.run_id
-                ])?;
+                audited = true;
+                events.push(e);
+            }
+            Write::Audited(job) => {
+                audited = true;
+                let savepoint = tx.savepoint()?;
+                match job(&savepoint) {
+                    Ok(more) => {
+                        savepoint.commit()?;
+                        events.extend(more);
+                    }
+                    // Dropping the savepoint rolls its writes back.
+                    Err(e) => tracing::error!("an audited write failed: {e}"),
+                }
+            }
+            Write::Prune(before) => {
+                audited = true;
+                prune = Some(prune.map_or(before.clone(), |p| p.max(before)));
             }
             Write::PluginStates(rows) => {
                 tx.execute("DELETE FROM plugin_state", [])?;
@@ -467,7 +540,13 @@ fn write_batch(
             Write::Flush(done) => flushes.push(done),
         }
     }
-    tx.commit()
+    let head = if audited {
+        Some(chain.append(&tx, events, prune.as_deref())?)
+    } else {
+        None
+    };
+    tx.commit()?;
+    Ok(head)
 }
 
 /// The listen address of the host running on this database, if one is.

@@ -24,6 +24,9 @@ pub enum HostError {
     /// The engine could not be built.
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
+    /// The audit chain's key or head cannot be opened.
+    #[error("cannot open the audit trail: {0}")]
+    AuditChain(String),
     /// The plugins folder cannot be read.
     #[error("cannot read the plugins folder {path}: {source}")]
     PluginsDir {
@@ -101,6 +104,7 @@ impl Host {
 
     /// Starts the database's single writer.
     pub fn open_database(&self) -> Result<db::Writer, HostError> {
-        Ok(db::Writer::start(&self.config.database_file())?)
+        let chain = self.config.audit.chain().map_err(HostError::AuditChain)?;
+        Ok(db::Writer::start(&self.config.database_file(), chain)?)
     }
 }

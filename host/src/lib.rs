@@ -21,6 +21,7 @@ pub mod engine;
 pub mod fakes;
 pub mod grants;
 pub mod host;
+pub mod keyfile;
 pub mod live;
 pub mod manifest;
 pub mod operation;

@@ -184,6 +184,12 @@ impl Manifest {
                 self.name
             ));
         }
+        if self.name == crate::audit::HOST {
+            return Err(format!(
+                "name {:?} is reserved: the audit log records the host's own events under it",
+                self.name
+            ));
+        }
         if !is_version(&self.version) {
             return Err(format!(
                 "version {:?} is not a semantic version like 1.2.3",

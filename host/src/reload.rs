@@ -231,7 +231,10 @@ impl State {
         let mut grants = current.grants.clone();
         if ready.contains(&Changed::Grants) || config.grants_file != current.config.grants_file {
             match Grants::load(&config.grants_file) {
-                Ok(new) => grants = new,
+                Ok(new) => {
+                    self.db.audited(crate::grants::changes::record(&new));
+                    grants = new;
+                }
                 Err(e) => tracing::error!("{e}: keeping the last good grants"),
             }
         }

@@ -293,13 +293,15 @@ impl Drop for RunningHost {
     }
 }
 
-/// The audit rows in the database under `data_dir`, oldest first, as
+/// The capability uses in the audit log under `data_dir` (not the grants
+/// changes or the host's own events), oldest first, as
 /// `(plugin, capability, action, target, decision, detail)`.
 pub fn audit_rows(data_dir: &Path) -> Vec<(String, String, String, String, String, String)> {
     let conn = rusqlite::Connection::open(data_dir.join("causeway.db")).expect("open the database");
     let mut stmt = conn
         .prepare(
-            "SELECT plugin, capability, action, target, decision, detail FROM audit ORDER BY seq",
+            "SELECT plugin, capability, action, target, decision, detail FROM audit
+             WHERE capability <> 'grants' AND plugin <> 'causeway' ORDER BY seq",
         )
         .expect("query audit");
     stmt.query_map([], |r| {

@@ -1,26 +1,80 @@
 //! `causeway grants`: for every plugin, what it requests, what grants.toml
 //! grants it, and what it may therefore do, side by side — the one command
-//! a security team reads.
+//! a security team reads; `grants approve` and `grants revoke` change the
+//! file (keeping its comments) and record the change in the audit log.
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::grants::PluginGrant;
+use crate::grants::edit::{self, ApproveInput, Edited};
+use crate::grants::{Grants, Injection, PluginGrant};
+use crate::host::Host;
 use crate::manifest::Capabilities;
 use crate::registry::{Installed, PluginState};
+use crate::secrets::SecretRef;
 
 /// Show every plugin's requested, granted and effective capabilities side
-/// by side, with what it requests beyond its grants marked.
+/// by side, with what it requests beyond its grants marked; approve or
+/// revoke them.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  causeway grants\n  causeway grants --json | jq '.[] | select(.not_granted != [])'"
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  causeway grants\n  causeway grants --json | jq '.[] | select(.not_granted != [])'\n  causeway grants approve crm-source --by alice --host crm.example.com --secret crm-token=env:CRM_TOKEN\n  causeway grants revoke crm-source http:crm.example.com --by bob"
 )]
 pub struct Opts {
+    /// Approve or revoke instead of listing.
+    #[command(subcommand)]
+    pub action: Option<Action>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Changes to grants.toml.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Grant everything the installed plugin NAME requests (its held
+    /// upgrade, if one waits), recording who approved, when, and the
+    /// file's digest. A running host picks it up at once.
+    Approve {
+        /// The plugin.
+        name: String,
+        /// Who approves (default: $USER).
+        #[arg(long, value_name = "WHO")]
+        by: Option<String>,
+        /// The host to grant where the plugin asks for one of your choosing
+        /// (`host = "*"`); repeat for several.
+        #[arg(long, value_name = "HOST")]
+        host: Vec<String>,
+        /// The scheme to grant where the plugin leaves it open (`https`
+        /// unless you say `http`).
+        #[arg(long, value_parser = ["https", "http"])]
+        scheme: Option<String>,
+        /// Where a requested credential's value is: NAME=env:VAR or
+        /// NAME=file:PATH; repeat for each credential.
+        #[arg(long, value_name = "NAME=REF")]
+        secret: Vec<String>,
+        /// How a credential is injected: NAME=bearer|basic|header:H|query:Q
+        /// (default bearer).
+        #[arg(long, value_name = "NAME=HOW")]
+        inject: Vec<String>,
+    },
+    /// Take back what NAME was granted: all (default), http, http:HOST,
+    /// credentials, credential:CRED or storage. The next call is refused.
+    Revoke {
+        /// The plugin.
+        name: String,
+        /// What to take back.
+        #[arg(default_value = "all")]
+        what: String,
+        /// Who revokes (default: $USER).
+        #[arg(long, value_name = "WHO")]
+        by: Option<String>,
+    },
 }
 
 /// One plugin version's view.
@@ -68,7 +122,62 @@ fn view(installed: &Installed, grant: Option<&PluginGrant>, serving: bool) -> Gr
 
 impl Opts {
     /// Runs the command.
-    pub fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+    pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+        match &self.action {
+            None => self.list(cli),
+            Some(Action::Approve {
+                name,
+                by,
+                host,
+                scheme,
+                secret,
+                inject,
+            }) => {
+                let mut input = ApproveInput {
+                    by: approver(by.as_deref())?,
+                    at: crate::audit::now(),
+                    hosts: host.clone(),
+                    scheme: scheme.clone(),
+                    ..ApproveInput::default()
+                };
+                for pair in secret {
+                    let (credential, reference) = split_pair(pair, "--secret")?;
+                    let reference = SecretRef::try_from(reference.to_string())
+                        .map_err(|e| anyhow::anyhow!("--secret {credential}: {e}"))?;
+                    input.secrets.insert(credential.to_string(), reference);
+                }
+                for pair in inject {
+                    let (credential, how) = split_pair(pair, "--inject")?;
+                    let how = Injection::try_from(how.to_string())
+                        .map_err(|e| anyhow::anyhow!("--inject {credential}: {e}"))?;
+                    input.injects.insert(credential.to_string(), how);
+                }
+                approve(cli, name, input)
+            }
+            Some(Action::Revoke { name, what, by }) => {
+                let host = cli.host()?;
+                let by = approver(by.as_deref())?;
+                let text = read_grants(&host.grants.file)?;
+                let edited = edit::revoke(
+                    &text,
+                    &host.grants.file,
+                    name,
+                    what,
+                    &by,
+                    &crate::audit::now(),
+                )
+                .map_err(anyhow::Error::msg)?;
+                write_grants(&host, &edited)?;
+                super::print(&format!(
+                    "revoked from {name} by {by}:\n{}",
+                    lines(&edited.changes)
+                ))?;
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+
+    fn list(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
         let host = cli.host()?;
         let registry = host.registry()?;
         let mut views: Vec<GrantView> = registry
@@ -104,6 +213,90 @@ impl Opts {
         super::print(&text(&views, &host.grants.file.display().to_string()))?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+fn approve(cli: &super::Cli, name: &str, mut input: ApproveInput) -> anyhow::Result<ExitCode> {
+    let host = cli.host()?;
+    let registry = host.registry()?;
+    // A held upgrade is what waits for approval; else the installed version.
+    let installed = registry
+        .held()
+        .iter()
+        .find(|i| i.plugin.info.name == name)
+        .or_else(|| registry.get(name))
+        .with_context(|| {
+            format!(
+                "no plugin {name} in {}: see `causeway plugins`",
+                host.config.plugins_dir.display()
+            )
+        })?;
+    let info = &installed.plugin.info;
+    input.digest = info.digest.clone();
+    let text = read_grants(&host.grants.file)?;
+    let edited = edit::approve(&text, &host.grants.file, &info.manifest, &input)
+        .map_err(anyhow::Error::msg)?;
+    if edited.changes.is_empty() {
+        super::print(&format!(
+            "{name} {} ({}) is already approved: nothing changed\n",
+            info.version, info.digest
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    write_grants(&host, &edited)?;
+    super::print(&format!(
+        "{name} {} approved by {}:\n{}",
+        info.version,
+        input.by,
+        lines(&edited.changes)
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn approver(by: Option<&str>) -> anyhow::Result<String> {
+    by.map(str::to_string)
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|who| !who.trim().is_empty())
+        .context("say who you are with --by WHO")
+}
+
+fn split_pair<'a>(pair: &'a str, flag: &str) -> anyhow::Result<(&'a str, &'a str)> {
+    pair.split_once('=')
+        .filter(|(name, value)| !name.is_empty() && !value.is_empty())
+        .with_context(|| format!("{flag} {pair:?}: write NAME=VALUE"))
+}
+
+fn lines(changes: &[String]) -> String {
+    changes.iter().map(|c| format!("  {c}\n")).collect()
+}
+
+fn read_grants(file: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", file.display())),
+    }
+}
+
+/// Replaces grants.toml atomically (keeping its permissions), then records
+/// the change in the audit log; a running host reloads the file by itself.
+fn write_grants(host: &Host, edited: &Edited) -> anyhow::Result<()> {
+    let file = &host.grants.file;
+    let partial = file.with_extension("toml.partial");
+    std::fs::write(&partial, &edited.text)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    if let Ok(meta) = std::fs::metadata(file) {
+        let _ = std::fs::set_permissions(&partial, meta.permissions());
+    }
+    std::fs::rename(&partial, file)
+        .with_context(|| format!("cannot replace {}", file.display()))?;
+    let grants = Grants::parse(&edited.text, file)?;
+    let writer = host.open_database()?;
+    writer
+        .handle()
+        .audited(crate::grants::changes::record(&grants));
+    writer.close();
+    Ok(())
 }
 
 /// The human view: one block per plugin version.

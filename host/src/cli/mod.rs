@@ -2,6 +2,7 @@
 //! (its doc comment is the help text) and a `run`. This is the binary's edge,
 //! so errors are `anyhow` here.
 
+pub mod audit;
 pub mod check;
 pub mod demo;
 pub mod dlq;
@@ -65,6 +66,8 @@ pub enum Command {
     Plugins(plugins::Opts),
     /// Every plugin's requested, granted and effective capabilities.
     Grants(grants::Opts),
+    /// The audit trail: query, verify, export, prune.
+    Audit(audit::Opts),
     /// Show the keys a plugin keeps in storage, and their sizes.
     Storage(storage::Opts),
     /// Show what a plugin file is and asks for, without running it.
@@ -91,7 +94,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(opts) => opts.run(&cli),
         Command::Plugins(opts) => opts.run(&cli),
         Command::Storage(opts) => opts.run(&cli),
-        Command::Grants(opts) => opts.run(&cli),
+        Command::Grants(opts) => opts.run(&cli).await,
+        Command::Audit(opts) => opts.run(&cli).await,
         Command::Inspect(opts) => opts.run(),
         Command::Invoke(opts) => opts.run(&cli).await,
         Command::Demo(opts) => opts.run().await,

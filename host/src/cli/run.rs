@@ -17,6 +17,9 @@ use crate::server::{self, AppState};
 /// in flight before it gives up on them.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
+/// How often the host prunes audit rows past `[audit] retention`.
+const AUDIT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Run the host: load the plugins, record their states, serve /healthz and the
 /// status API on the listen address, reload plugins, grants and configuration
 /// when their files change, until SIGTERM or Ctrl-C; then stop
@@ -47,6 +50,8 @@ impl Opts {
         let address = listener.local_addr()?;
         let handle = writer.handle();
         handle.host_started(std::process::id(), address.to_string());
+        // Grants changed while no host ran are recorded now.
+        handle.audited(crate::grants::changes::record(&host.grants));
         handle.plugin_states(registry.statuses().iter().map(|s| s.to_row()).collect());
         handle.flush().await?;
         let drain_bound = host.config.limits.call_timeout + DRAIN_GRACE;
@@ -62,6 +67,18 @@ impl Opts {
                     host.config.plugins_dir.display()
                 )
             })?;
+        let _pruner = host.config.audit.retention.map(|keep| {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(AUDIT_PRUNE_EVERY);
+                loop {
+                    every.tick().await;
+                    if let Some(before) = super::audit::cutoff(keep) {
+                        handle.prune_audit(before);
+                    }
+                }
+            })
+        });
         let pipelines = Pipelines::start(
             live.clone(),
             host.runtime.clone(),

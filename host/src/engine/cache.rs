@@ -56,39 +56,6 @@ impl Hasher for StableHasher {
     }
 }
 
-/// Reads the host key at `path`, or creates one (32 random bytes, owner-only).
-fn host_key(path: &Path) -> Result<Vec<u8>, String> {
-    if let Ok(key) = std::fs::read(path)
-        && key.len() == 32
-    {
-        return Ok(key);
-    }
-    let mut key = vec![0u8; 32];
-    {
-        use std::io::Read;
-        let mut random = std::fs::File::open("/dev/urandom")
-            .map_err(|e| format!("cannot read /dev/urandom for a host key: {e}"))?;
-        random
-            .read_exact(&mut key)
-            .map_err(|e| format!("cannot read /dev/urandom for a host key: {e}"))?;
-    }
-    let partial = path.with_extension("partial");
-    {
-        use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&partial)
-            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
-        file.write_all(&key)
-            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
-    }
-    std::fs::rename(&partial, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(key)
-}
-
 impl ArtifactCache {
     /// The cache under `dir` for `engine`, created if need be.
     pub fn open(engine: &Engine, dir: &Path) -> Result<ArtifactCache, String> {
@@ -98,7 +65,7 @@ impl ArtifactCache {
         let folder = dir.join(&engine_hash);
         std::fs::create_dir_all(&folder)
             .map_err(|e| format!("cannot create the cache {}: {e}", folder.display()))?;
-        let key = host_key(&dir.join("host.key"))?;
+        let key = crate::keyfile::load_or_create(&dir.join("host.key"))?;
         Ok(ArtifactCache {
             dir: folder,
             engine_hash,

@@ -5,6 +5,12 @@
 //! into one object per capability; every capability checks calls against it
 //! and nothing else. A plugin that requests anything not granted is
 //! `pending-approval` and does not run. Nothing is granted by default.
+//!
+//! [`edit`] changes the file for `causeway grants approve|revoke` keeping its
+//! comments; [`changes`] records every change, however made, in the audit log.
+
+pub mod changes;
+pub mod edit;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +99,18 @@ pub struct Approval {
     pub digest: String,
 }
 
+/// Who took grants back, when, and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Revocation {
+    /// Who revoked.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// What: `all`, `http`, `http:HOST`, `credential:NAME`, `storage`.
+    pub what: String,
+}
+
 /// Everything granted to one plugin name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -115,6 +133,9 @@ pub struct PluginGrant {
     /// The last approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Approval>,
+    /// The last revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Revocation>,
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,12 @@
 //! The audit log: one event per capability use, allowed or denied, written
 //! through the database's single writer. Every capability calls
-//! [`AuditLog::record`] and nothing else.
+//! [`AuditLog::record`] and nothing else. Rows are chained ([`chain`]) so
+//! that tampering is detected.
+
+pub mod chain;
+pub mod query;
+
+pub use chain::{Broken, Chain, Head, Report};
 
 use std::time::SystemTime;
 
@@ -27,7 +33,19 @@ impl Decision {
             Decision::Denied => "denied",
         }
     }
+
+    /// The decision stored as `text` (anything but `allowed` reads as denied).
+    pub fn parse(text: &str) -> Decision {
+        if text == "allowed" {
+            Decision::Allowed
+        } else {
+            Decision::Denied
+        }
+    }
 }
+
+/// The name host events are recorded under, where a plugin's would be.
+pub const HOST: &str = "causeway";
 
 /// One capability use.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -69,6 +87,29 @@ impl AuditEvent {
             plugin: plugin.name.clone(),
             version: plugin.version.clone(),
             digest: plugin.digest.clone(),
+            capability: capability.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            decision,
+            detail,
+            run_id: None,
+        }
+    }
+
+    /// An event of the host itself (grants changed, the log pruned), under
+    /// the plugin name [`HOST`].
+    pub fn host(
+        capability: &str,
+        action: &str,
+        target: &str,
+        decision: Decision,
+        detail: String,
+    ) -> AuditEvent {
+        AuditEvent {
+            time: now(),
+            plugin: HOST.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            digest: "-".to_string(),
             capability: capability.to_string(),
             action: action.to_string(),
             target: target.to_string(),

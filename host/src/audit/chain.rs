@@ -1,0 +1,735 @@
+//! The audit chain: every row carries an HMAC-SHA256 over the row before's
+//! hash and its own fields, keyed with a host key kept outside the database;
+//! the chain's head (last sequence number and hash) and its base (where
+//! pruning cut it) are kept outside the database too.
+//!
+//! So: an altered, reordered or inserted row breaks its own hash; a deleted
+//! row leaves a gap in the sequence; a truncated tail ends before the head;
+//! a chain recomputed with the key still ends on a hash the head does not
+//! hold. Writers (the host's, and a command-line tool's when it writes) take
+//! an exclusive lock beside the head file for the whole transaction, so two
+//! processes never fork the chain.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::{AuditEvent, Decision};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The chain's end and its start, as recorded outside the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// The sequence number of the last row written.
+    pub seq: i64,
+    /// That row's hash.
+    pub hash: String,
+    /// The last row pruned away (0 when nothing was pruned).
+    pub base_seq: i64,
+    /// Its hash: the first remaining row chains from it.
+    pub base_hash: String,
+}
+
+/// The key and head files, and the lock serialising writers.
+#[derive(Debug)]
+pub struct Chain {
+    key: Vec<u8>,
+    head_file: PathBuf,
+    lock_file: PathBuf,
+}
+
+/// One stored row, as the chain sees it.
+struct Row {
+    seq: i64,
+    hash: Option<String>,
+    decision: String,
+    event: AuditEvent,
+}
+
+impl Chain {
+    /// The chain keyed by `key_file` (created on first use) whose head lives
+    /// in `head_file`.
+    pub fn open(key_file: &Path, head_file: &Path) -> Result<Chain, String> {
+        let key = crate::keyfile::load_or_create(key_file)?;
+        if let Some(dir) = head_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        Ok(Chain {
+            key,
+            lock_file: head_file.with_extension("lock"),
+            head_file: head_file.to_path_buf(),
+        })
+    }
+
+    /// Where the head is kept.
+    pub fn head_file(&self) -> &Path {
+        &self.head_file
+    }
+
+    /// The hash the first row chains from when nothing was pruned.
+    pub fn genesis(&self) -> String {
+        let mut mac = self.mac();
+        mac.update(b"causeway-audit-v1 genesis");
+        hex(&mac.finalize().into_bytes())
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC takes keys of any length: this cannot fail.
+        <HmacSha256 as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The hash of row `seq` holding `event`, chained from `prev`.
+    pub fn row_hash(&self, prev: &str, seq: i64, event: &AuditEvent) -> String {
+        self.hash_fields(prev, seq, event, event.decision.name())
+    }
+
+    /// As [`Chain::row_hash`], over the decision as stored: a verifier
+    /// must hash what is in the row, not what it parses to.
+    fn hash_fields(&self, prev: &str, seq: i64, event: &AuditEvent, decision: &str) -> String {
+        let mut mac = self.mac();
+        mac.update(b"causeway-audit-v1 row");
+        mac.update(prev.as_bytes());
+        mac.update(&seq.to_be_bytes());
+        // Length-prefixed fields: no two rows encode alike.
+        for field in [
+            &event.time,
+            &event.plugin,
+            &event.version,
+            &event.digest,
+            &event.capability,
+            &event.action,
+            &event.target,
+            decision,
+            &event.detail,
+        ] {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field.as_bytes());
+        }
+        match &event.run_id {
+            None => mac.update(&[0]),
+            Some(run) => {
+                mac.update(&[1]);
+                mac.update(&(run.len() as u64).to_be_bytes());
+                mac.update(run.as_bytes());
+            }
+        }
+        hex(&mac.finalize().into_bytes())
+    }
+
+    /// Takes the writers' lock; released when the file is dropped. Without
+    /// a lock file (a read-only folder) writing goes on unlocked: losing the
+    /// audit would be worse than risking a fork the verifier reports.
+    pub fn lock(&self) -> Option<File> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_file)
+            .and_then(|file| file.lock().map(|()| file));
+        match file {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::error!(
+                    "cannot lock {}: writing the audit log unlocked: {e}",
+                    self.lock_file.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// The recorded head; `None` when there is no head file yet.
+    pub fn read_head(&self) -> Result<Option<Head>, String> {
+        match std::fs::read(&self.head_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                format!(
+                    "the audit head file {} is unreadable: {e}",
+                    self.head_file.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!(
+                "cannot read the audit head file {}: {e}",
+                self.head_file.display()
+            )),
+        }
+    }
+
+    /// Replaces the head file atomically.
+    pub fn write_head(&self, head: &Head) -> Result<(), String> {
+        let partial = self.head_file.with_extension("partial");
+        let text = serde_json::to_vec(head).map_err(|e| e.to_string())?;
+        std::fs::write(&partial, text)
+            .and_then(|()| std::fs::rename(&partial, &self.head_file))
+            .map_err(|e| {
+                format!(
+                    "cannot write the audit head file {}: {e}",
+                    self.head_file.display()
+                )
+            })
+    }
+
+    /// Appends `events` to the chain inside `tx`, pruning first every row
+    /// older than `prune_before` (RFC 3339) if asked. Returns the head to
+    /// record once `tx` has committed.
+    ///
+    /// The caller holds [`Chain::lock`].
+    pub fn append(
+        &self,
+        tx: &Transaction<'_>,
+        events: Vec<AuditEvent>,
+        prune_before: Option<&str>,
+    ) -> rusqlite::Result<Head> {
+        let mut notes = Vec::new();
+        let head = match self.read_head() {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::error!("{e}: the chain goes on from the database's last row");
+                notes.push(AuditEvent::host(
+                    "audit",
+                    "head-unreadable",
+                    &self.head_file.display().to_string(),
+                    Decision::Denied,
+                    e,
+                ));
+                None
+            }
+        };
+        let last: Option<(i64, Option<String>)> = tx
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (mut base_seq, mut base_hash) = head
+            .as_ref()
+            .map(|h| (h.base_seq, h.base_hash.clone()))
+            .unwrap_or_else(|| (0, self.genesis()));
+        let (mut seq, mut prev) = match (&head, last) {
+            (Some(h), Some((s, hash))) if s >= h.seq => (s, hash.unwrap_or_default()),
+            // The database ends before the head: rows were deleted. Going
+            // on from the head keeps the gap where the verifier sees it.
+            (Some(h), _) => (h.seq, h.hash.clone()),
+            (None, Some((s, hash))) => {
+                if notes.is_empty() {
+                    notes.push(AuditEvent::host(
+                        "audit",
+                        "head-missing",
+                        &self.head_file.display().to_string(),
+                        Decision::Denied,
+                        format!("no head file, yet the log holds rows up to {s}: the chain goes on from there"),
+                    ));
+                }
+                (s, hash.unwrap_or_default())
+            }
+            (None, None) => (0, self.genesis()),
+        };
+        if let Some(before) = prune_before {
+            let cut: Option<(i64, Option<String>)> = tx
+                .query_row(
+                    "SELECT seq, hash FROM audit WHERE seq = (SELECT MAX(seq) FROM audit WHERE time < ?1)",
+                    [before],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((cut, Some(cut_hash))) = cut.filter(|(cut, _)| *cut > base_seq) {
+                // The new base goes out before the rows go: a crash in
+                // between leaves rows older than the base, which the
+                // verifier skips, never a base the rows do not reach.
+                let staged = Head {
+                    seq: head.as_ref().map_or(seq, |h| h.seq),
+                    hash: head.as_ref().map_or(prev.clone(), |h| h.hash.clone()),
+                    base_seq: cut,
+                    base_hash: cut_hash.clone(),
+                };
+                if let Err(e) = self.write_head(&staged) {
+                    tracing::error!("{e}: not pruning the audit log");
+                } else {
+                    let removed = tx.execute("DELETE FROM audit WHERE seq <= ?1", [cut])?;
+                    base_seq = cut;
+                    base_hash = cut_hash;
+                    notes.push(AuditEvent::host(
+                        "audit",
+                        "prune",
+                        "audit log",
+                        Decision::Allowed,
+                        format!(
+                            "removed {removed} rows up to {cut}, older than {before}; the chain now starts after {cut}"
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO audit (seq, time, plugin, version, digest, capability, action, target, decision, detail, run_id, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for e in notes.into_iter().chain(events) {
+            seq += 1;
+            prev = self.row_hash(&prev, seq, &e);
+            insert.execute(params![
+                seq,
+                e.time,
+                e.plugin,
+                e.version,
+                e.digest,
+                e.capability,
+                e.action,
+                e.target,
+                e.decision.name(),
+                e.detail,
+                e.run_id,
+                prev
+            ])?;
+        }
+        Ok(Head {
+            seq,
+            hash: prev,
+            base_seq,
+            base_hash,
+        })
+    }
+
+    /// Chains rows written before the log was chained (schema 6), once.
+    pub fn chain_legacy_rows(&self, tx: &Transaction<'_>) -> rusqlite::Result<Option<Head>> {
+        let rows = read_rows(tx, "WHERE hash IS NULL")?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut prev: String = tx
+            .query_row(
+                "SELECT hash FROM audit WHERE seq < ?1 AND hash IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                [first.seq],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_else(|| self.genesis());
+        let mut seq = 0;
+        for row in &rows {
+            seq = row.seq;
+            prev = self.hash_fields(&prev, row.seq, &row.event, &row.decision);
+            tx.execute(
+                "UPDATE audit SET hash = ?1 WHERE seq = ?2",
+                params![prev, row.seq],
+            )?;
+        }
+        Ok(Some(Head {
+            seq,
+            hash: prev,
+            base_seq: 0,
+            base_hash: self.genesis(),
+        }))
+    }
+
+    /// Checks the whole chain in `conn` against the key and the head file.
+    pub fn verify(&self, conn: &rusqlite::Connection) -> Result<Report, Broken> {
+        let head = self
+            .read_head()
+            .map_err(|message| Broken { seq: 0, message })?;
+        let rows = read_rows(conn, "").map_err(|e| Broken {
+            seq: 0,
+            message: format!("cannot read the audit log: {e}"),
+        })?;
+        let (base_seq, base_hash) = head
+            .as_ref()
+            .map(|h| (h.base_seq, h.base_hash.clone()))
+            .unwrap_or_else(|| (0, self.genesis()));
+        let (mut prev_seq, mut prev) = (base_seq, base_hash.clone());
+        let mut checked = 0u64;
+        for row in &rows {
+            let broken = |message: String| Broken {
+                seq: row.seq,
+                message,
+            };
+            if row.seq < base_seq {
+                // Pruning wrote its base and stopped before deleting.
+                continue;
+            }
+            if row.seq == base_seq {
+                if row.hash.as_deref() != Some(base_hash.as_str()) {
+                    return Err(broken(format!(
+                        "row {} is where pruning cut the chain, but its hash is not the one the head file records",
+                        row.seq
+                    )));
+                }
+                continue;
+            }
+            if row.seq != prev_seq + 1 {
+                let missing = prev_seq + 1;
+                return Err(Broken {
+                    seq: missing,
+                    message: if row.seq == missing + 1 {
+                        format!(
+                            "row {missing} is missing (deleted): the next row is {}",
+                            row.seq
+                        )
+                    } else {
+                        format!(
+                            "rows {missing} to {} are missing (deleted): the next row is {}",
+                            row.seq - 1,
+                            row.seq
+                        )
+                    },
+                });
+            }
+            let hash = self.hash_fields(&prev, row.seq, &row.event, &row.decision);
+            match &row.hash {
+                None => {
+                    return Err(broken(format!(
+                        "row {} has no chain hash: it was inserted behind the host's back",
+                        row.seq
+                    )));
+                }
+                Some(stored) if *stored != hash => {
+                    return Err(broken(format!(
+                        "row {} does not match its chain hash: it, or the row before it, was altered, reordered or replaced",
+                        row.seq
+                    )));
+                }
+                Some(_) => {}
+            }
+            if let Some(h) = &head
+                && h.seq == row.seq
+                && h.hash != hash
+            {
+                return Err(broken(format!(
+                    "row {} is where the head file says the chain ends, but its hash differs: the chain was rewritten",
+                    row.seq
+                )));
+            }
+            prev_seq = row.seq;
+            prev = hash;
+            checked += 1;
+        }
+        let Some(head) = head else {
+            return match rows.first() {
+                None => Ok(Report::default()),
+                Some(first) => Err(Broken {
+                    seq: first.seq,
+                    message: format!(
+                        "the audit head file {} is missing, so truncation cannot be ruled out: restore it from a backup",
+                        self.head_file.display()
+                    ),
+                }),
+            };
+        };
+        if prev_seq < head.seq {
+            let missing = prev_seq + 1;
+            return Err(Broken {
+                seq: missing,
+                message: if missing == head.seq {
+                    format!(
+                        "row {missing} is missing: the log ends at {prev_seq} but the head file records {}",
+                        head.seq
+                    )
+                } else {
+                    format!(
+                        "rows {missing} to {} are missing: the log ends at {prev_seq} but the head file records {}",
+                        head.seq, head.seq
+                    )
+                },
+            });
+        }
+        Ok(Report {
+            rows: checked,
+            first: rows.iter().map(|r| r.seq).find(|s| *s > base_seq),
+            last: (prev_seq > base_seq).then_some(prev_seq),
+            head: head.seq,
+            after_head: (prev_seq - head.seq).max(0) as u64,
+            pruned_through: base_seq,
+        })
+    }
+}
+
+/// What a verification found intact.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Rows checked.
+    pub rows: u64,
+    /// The first row's sequence number.
+    pub first: Option<i64>,
+    /// The last row's.
+    pub last: Option<i64>,
+    /// Where the head file says the chain ends.
+    pub head: i64,
+    /// Rows past the head: written since it was read, or by a host that
+    /// stopped between committing them and recording the head.
+    pub after_head: u64,
+    /// The last row pruned away (0: none).
+    pub pruned_through: i64,
+}
+
+/// Where the chain breaks, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit log broken at row {seq}: {message}")]
+pub struct Broken {
+    /// The first bad row (0 when the log could not be read at all).
+    pub seq: i64,
+    /// What is wrong there.
+    pub message: String,
+}
+
+fn read_rows(conn: &rusqlite::Connection, filter: &str) -> rusqlite::Result<Vec<Row>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT seq, time, plugin, version, digest, capability, action, target, decision, detail, run_id, hash
+         FROM audit {filter} ORDER BY seq"
+    ))?;
+    stmt.query_map([], |r| {
+        Ok(Row {
+            seq: r.get(0)?,
+            decision: r.get(8)?,
+            event: AuditEvent {
+                time: r.get(1)?,
+                plugin: r.get(2)?,
+                version: r.get(3)?,
+                digest: r.get(4)?,
+                capability: r.get(5)?,
+                action: r.get(6)?,
+                target: r.get(7)?,
+                decision: Decision::parse(&r.get::<_, String>(8)?),
+                detail: r.get(9)?,
+                run_id: r.get(10)?,
+            },
+            hash: r.get(11)?,
+        })
+    })?
+    .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Writer;
+    use rusqlite::Connection;
+
+    struct World {
+        _dir: tempfile::TempDir,
+        db: PathBuf,
+        key: PathBuf,
+        head: PathBuf,
+    }
+
+    impl World {
+        /// A log of `n` rows written through the real writer.
+        fn with_rows(n: usize) -> World {
+            let dir = tempfile::tempdir().unwrap();
+            let world = World {
+                db: dir.path().join("causeway.db"),
+                key: dir.path().join("audit.key"),
+                head: dir.path().join("audit.head"),
+                _dir: dir,
+            };
+            world.write(n, "plugin-a");
+            world
+        }
+
+        fn chain(&self) -> Chain {
+            Chain::open(&self.key, &self.head).unwrap()
+        }
+
+        fn write(&self, n: usize, plugin: &str) {
+            let writer = Writer::start(&self.db, self.chain()).unwrap();
+            let handle = writer.handle();
+            for i in 0..n {
+                let mut event = AuditEvent::host(
+                    "http",
+                    "GET",
+                    "https://a.example/",
+                    Decision::Allowed,
+                    format!("{i}"),
+                );
+                event.plugin = plugin.to_string();
+                handle.audit(event);
+            }
+            writer.close();
+        }
+
+        fn conn(&self) -> Connection {
+            Connection::open(&self.db).unwrap()
+        }
+
+        fn verify(&self) -> Result<Report, Broken> {
+            self.chain().verify(&self.conn())
+        }
+    }
+
+    #[test]
+    fn an_untouched_log_verifies_and_every_row_is_chained() {
+        let world = World::with_rows(5);
+        world.write(3, "plugin-b");
+        let report = world.verify().unwrap();
+        assert_eq!(
+            (report.rows, report.first, report.last),
+            (8, Some(1), Some(8))
+        );
+        assert_eq!((report.head, report.after_head), (8, 0));
+    }
+
+    #[test]
+    fn an_altered_row_is_named() {
+        let world = World::with_rows(5);
+        world
+            .conn()
+            .execute("UPDATE audit SET decision = 'denied' WHERE seq = 3", [])
+            .unwrap();
+        let err = world.verify().unwrap_err();
+        assert_eq!(err.seq, 3, "{err}");
+        assert!(
+            err.message.contains("does not match its chain hash"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reordered_rows_are_named() {
+        let world = World::with_rows(5);
+        let conn = world.conn();
+        // Swap rows 2 and 4 whole, hashes included.
+        conn.execute_batch(
+            "UPDATE audit SET seq = -2 WHERE seq = 2;
+             UPDATE audit SET seq = 2 WHERE seq = 4;
+             UPDATE audit SET seq = 4 WHERE seq = -2;",
+        )
+        .unwrap();
+        let err = world.verify().unwrap_err();
+        assert_eq!(err.seq, 2, "{err}");
+    }
+
+    #[test]
+    fn a_deleted_row_is_named() {
+        let world = World::with_rows(5);
+        world
+            .conn()
+            .execute("DELETE FROM audit WHERE seq = 2", [])
+            .unwrap();
+        let err = world.verify().unwrap_err();
+        assert_eq!(err.seq, 2, "{err}");
+        assert!(err.message.contains("row 2 is missing"), "{err}");
+        let world = World::with_rows(5);
+        world
+            .conn()
+            .execute("DELETE FROM audit WHERE seq = 1", [])
+            .unwrap();
+        assert_eq!(world.verify().unwrap_err().seq, 1);
+    }
+
+    #[test]
+    fn a_truncated_tail_is_named_and_not_papered_over_by_later_writes() {
+        let world = World::with_rows(5);
+        world
+            .conn()
+            .execute("DELETE FROM audit WHERE seq >= 4", [])
+            .unwrap();
+        let err = world.verify().unwrap_err();
+        assert_eq!(err.seq, 4, "{err}");
+        assert!(err.message.contains("head file records 5"), "{err}");
+        // A host writing on after the truncation does not hide it.
+        world.write(2, "plugin-a");
+        let err = world.verify().unwrap_err();
+        assert_eq!(err.seq, 4, "{err}");
+    }
+
+    #[test]
+    fn a_chain_rewritten_with_fresh_hashes_is_detected() {
+        // Without the key: the first rewritten row breaks.
+        let world = World::with_rows(5);
+        let impostor = Chain::open(&world.key.with_extension("other"), &world.head).unwrap();
+        rechain(&world.conn(), &impostor, "plugin-evil");
+        let err = world.verify().unwrap_err();
+        assert_eq!(err.seq, 1, "{err}");
+        // With the key itself: the head outside the database still differs.
+        let world = World::with_rows(5);
+        rechain(&world.conn(), &world.chain(), "plugin-evil");
+        let err = world.verify().unwrap_err();
+        assert_eq!(err.seq, 5, "{err}");
+        assert!(err.message.contains("chain was rewritten"), "{err}");
+    }
+
+    /// Rewrites every row's plugin and recomputes every hash with `chain`.
+    fn rechain(conn: &Connection, chain: &Chain, plugin: &str) {
+        conn.execute("UPDATE audit SET plugin = ?1", [plugin])
+            .unwrap();
+        let rows = read_rows(conn, "").unwrap();
+        let mut prev = chain.genesis();
+        for row in rows {
+            prev = chain.row_hash(&prev, row.seq, &row.event);
+            conn.execute(
+                "UPDATE audit SET hash = ?1 WHERE seq = ?2",
+                params![prev, row.seq],
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_missing_head_file_fails_verification_and_is_recorded_by_the_next_writer() {
+        let world = World::with_rows(3);
+        std::fs::remove_file(&world.head).unwrap();
+        let err = world.verify().unwrap_err();
+        assert!(err.message.contains("head file"), "{err}");
+        world.write(1, "plugin-a");
+        let action: String = world
+            .conn()
+            .query_row("SELECT action FROM audit WHERE seq = 4", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(action, "head-missing");
+    }
+
+    #[test]
+    fn pruning_is_recorded_and_leaves_the_remainder_verifiable() {
+        let world = World::with_rows(5);
+        let cutoff = super::super::now();
+        world.write(2, "plugin-b");
+        let writer = Writer::start(&world.db, world.chain()).unwrap();
+        writer.handle().prune_audit(cutoff.clone());
+        writer.close();
+        let conn = world.conn();
+        let (first, count): (i64, i64) = conn
+            .query_row("SELECT MIN(seq), COUNT(*) FROM audit", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (first, count),
+            (6, 3),
+            "rows 1-5 pruned, 6-7 kept, the prune row added"
+        );
+        let detail: String = conn
+            .query_row("SELECT detail FROM audit WHERE action = 'prune'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(detail.contains("removed 5 rows up to 5"), "{detail}");
+        let report = world.verify().unwrap();
+        assert_eq!(
+            (report.pruned_through, report.first, report.last),
+            (5, Some(6), Some(8))
+        );
+        // Deleting the first remaining row is still caught.
+        conn.execute("DELETE FROM audit WHERE seq = 6", []).unwrap();
+        assert_eq!(world.verify().unwrap_err().seq, 6);
+    }
+
+    #[test]
+    fn rows_from_before_the_chain_are_chained_once_by_the_next_writer() {
+        let world = World::with_rows(3);
+        let conn = world.conn();
+        conn.execute("UPDATE audit SET hash = NULL", []).unwrap();
+        std::fs::remove_file(&world.head).unwrap();
+        assert!(world.verify().is_err());
+        world.write(1, "plugin-a");
+        let report = world.verify().unwrap();
+        assert_eq!(report.rows, 4);
+    }
+}

@@ -1,0 +1,112 @@
+//! Reading the audit log back: filtered queries for `causeway audit` and a
+//! full export for a SIEM.
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::{AuditEvent, Decision};
+
+/// One stored row: its place in the chain, the event, and its hash.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    /// The sequence number.
+    pub seq: i64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    /// The chain hash (HMAC-SHA256, hex).
+    pub hash: Option<String>,
+}
+
+/// Which rows to read.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this plugin's (or `causeway` for the host's own events).
+    pub plugin: Option<String>,
+    /// Only rows at or after this time (RFC 3339, as stored).
+    pub since: Option<String>,
+    /// Only denied uses.
+    pub denied: bool,
+    /// At most this many, the latest.
+    pub limit: Option<u64>,
+}
+
+/// The rows `filter` selects, oldest first.
+pub fn query(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<StoredEvent>> {
+    let mut sql = String::from(
+        "SELECT seq, time, plugin, version, digest, capability, action, target, decision, detail, run_id, hash
+         FROM audit WHERE 1 = 1",
+    );
+    let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(plugin) = &filter.plugin {
+        params.push(Box::new(plugin.clone()));
+        sql.push_str(&format!(" AND plugin = ?{}", params.len()));
+    }
+    if let Some(since) = &filter.since {
+        params.push(Box::new(since.clone()));
+        sql.push_str(&format!(" AND time >= ?{}", params.len()));
+    }
+    if filter.denied {
+        sql.push_str(" AND decision = 'denied'");
+    }
+    sql.push_str(" ORDER BY seq DESC");
+    if let Some(limit) = filter.limit {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt
+        .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+            Ok(StoredEvent {
+                seq: r.get(0)?,
+                event: AuditEvent {
+                    time: r.get(1)?,
+                    plugin: r.get(2)?,
+                    version: r.get(3)?,
+                    digest: r.get(4)?,
+                    capability: r.get(5)?,
+                    action: r.get(6)?,
+                    target: r.get(7)?,
+                    decision: Decision::parse(&r.get::<_, String>(8)?),
+                    detail: r.get(9)?,
+                    run_id: r.get(10)?,
+                },
+                hash: r.get(11)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// `text` as a stored time: RFC 3339 (normalised to the stored form), or a
+/// duration meaning that long ago (`15m`, `2h`, `7d`).
+pub fn parse_since(text: &str) -> Result<String, String> {
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        return Ok(humantime::format_rfc3339_micros(at).to_string());
+    }
+    let ago = humantime::parse_duration(text).map_err(|_| {
+        format!(
+            "--since {text:?} is neither a time like 2026-11-24T09:00:00Z nor a duration like 2h"
+        )
+    })?;
+    let at = std::time::SystemTime::now()
+        .checked_sub(ago)
+        .ok_or_else(|| format!("--since {text:?} is too long ago"))?;
+    Ok(humantime::format_rfc3339_micros(at).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_times_and_durations_in_the_stored_form() {
+        assert_eq!(
+            parse_since("2026-11-24T09:00:00Z").unwrap(),
+            "2026-11-24T09:00:00.000000Z"
+        );
+        let ago = parse_since("1h").unwrap();
+        assert!(ago < super::super::now(), "{ago}");
+        assert!(parse_since("yesterday").unwrap_err().contains("--since"));
+    }
+}

@@ -1,0 +1,251 @@
+//! `causeway audit`: query, verify, export and prune the audit trail.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::audit::query::{self, Filter};
+
+/// Every capability use, allowed or denied, and every change of the grants:
+/// query it, verify its chain, export it for a SIEM, prune it.
+#[derive(Debug, clap::Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  causeway audit --plugin crm-source --since 2h\n  causeway audit --denied --json\n  causeway audit verify\n  causeway audit export --output audit.jsonl\n  causeway audit prune --older-than 90d"
+)]
+pub struct Opts {
+    /// What to do besides listing.
+    #[command(subcommand)]
+    pub action: Option<Action>,
+    /// Only this plugin's events (`causeway` for the host's own).
+    #[arg(long, value_name = "NAME")]
+    pub plugin: Option<String>,
+    /// Only events since TIME: RFC 3339 (2026-11-24T09:00:00Z) or a
+    /// duration ago (15m, 2h, 7d).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only denied uses.
+    #[arg(long)]
+    pub denied: bool,
+    /// At most this many events, the latest.
+    #[arg(long, default_value_t = 200)]
+    pub limit: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The audit subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Check the chain against the key and the head file; name the first
+    /// bad row. Exit status 1 when the chain is broken.
+    Verify {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every event as JSON lines (seq and chain hash included).
+    Export {
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Only events since TIME (as for `causeway audit --since`).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
+    /// Remove events older than the retention now, recording the pruning
+    /// in the log (a running host also prunes hourly by `[audit] retention`).
+    Prune {
+        /// Keep this much (default: `[audit] retention`).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
+}
+
+impl Opts {
+    /// Runs the command.
+    pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+        match &self.action {
+            None => self.list(cli),
+            Some(Action::Verify { json }) => verify(cli, *json),
+            Some(Action::Export { output, since }) => {
+                export(cli, output.as_ref(), since.as_deref())
+            }
+            Some(Action::Prune { older_than }) => prune(cli, *older_than).await,
+        }
+    }
+
+    fn list(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        let filter = Filter {
+            plugin: self.plugin.clone(),
+            since: self
+                .since
+                .as_deref()
+                .map(query::parse_since)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            denied: self.denied,
+            limit: Some(self.limit),
+        };
+        let rows = match super::read_database(&config)? {
+            Some(conn) => query::query(&conn, &filter)?,
+            None => Vec::new(),
+        };
+        if self.json {
+            super::print_json(&rows)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                let e = &r.event;
+                vec![
+                    r.seq.to_string(),
+                    e.time.clone(),
+                    format!("{}@{}", e.plugin, e.version),
+                    e.capability.clone(),
+                    e.action.clone(),
+                    e.target.clone(),
+                    e.decision.name().to_string(),
+                    e.detail.clone(),
+                    e.run_id.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        super::print(&super::table::render(
+            &[
+                "SEQ",
+                "TIME",
+                "PLUGIN",
+                "CAPABILITY",
+                "ACTION",
+                "TARGET",
+                "DECISION",
+                "DETAIL",
+                "RUN",
+            ],
+            &table,
+        ))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn verify(cli: &super::Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let config = cli.config()?;
+    let audit = &config.audit;
+    anyhow::ensure!(
+        audit.key_file.is_file(),
+        "no audit key at {}: nothing was audited with this configuration, or the key was moved (set [audit] key-file)",
+        audit.key_file.display()
+    );
+    let chain = audit.chain().map_err(anyhow::Error::msg)?;
+    let conn = crate::db::open_read_only(&config.database_file())?
+        .with_context(|| format!("no database at {}", config.database_file().display()))?;
+    // Writers hold this lock from reading the chain's end to recording the
+    // head: holding it too, the head and the rows read agree.
+    let _lock = chain.lock();
+    let outcome = chain.verify(&conn);
+    drop(_lock);
+    match outcome {
+        Ok(report) => {
+            if json {
+                super::print_json(&json!({ "ok": true, "report": report }))?;
+            } else {
+                let span = match (report.first, report.last) {
+                    (Some(first), Some(last)) => format!("rows {first} to {last}"),
+                    _ => "no rows".into(),
+                };
+                let mut text = format!(
+                    "audit log intact: {} rows checked ({span}), head at {}",
+                    report.rows, report.head
+                );
+                if report.pruned_through > 0 {
+                    text.push_str(&format!(", pruned through {}", report.pruned_through));
+                }
+                if report.after_head > 0 {
+                    text.push_str(&format!(
+                        ", {} rows after the head (written since it was recorded, or before an unclean stop)",
+                        report.after_head
+                    ));
+                }
+                super::print(&(text + "\n"))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(broken) => {
+            if json {
+                super::print_json(
+                    &json!({ "ok": false, "seq": broken.seq, "message": broken.message }),
+                )?;
+            } else {
+                eprintln!("causeway: {broken}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn export(
+    cli: &super::Cli,
+    output: Option<&PathBuf>,
+    since: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let config = cli.config()?;
+    let filter = Filter {
+        since: since
+            .map(query::parse_since)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        ..Filter::default()
+    };
+    let rows = match super::read_database(&config)? {
+        Some(conn) => query::query(&conn, &filter)?,
+        None => Vec::new(),
+    };
+    let mut text = String::new();
+    for row in &rows {
+        text.push_str(&serde_json::to_string(row)?);
+        text.push('\n');
+    }
+    match output {
+        Some(path) => {
+            let mut file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("{} events written to {}", rows.len(), path.display());
+        }
+        None => super::print(&text)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn prune(
+    cli: &super::Cli,
+    older_than: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
+    let host = cli.host()?;
+    let keep = older_than.or(host.config.audit.retention).context(
+        "no retention: pass --older-than DURATION or set [audit] retention in causeway.toml",
+    )?;
+    let before = cutoff(keep).context("--older-than is too long")?;
+    let writer = host.open_database()?;
+    writer.handle().prune_audit(before.clone());
+    writer.close();
+    super::print(&format!(
+        "audit events before {before} pruned (see `causeway audit --plugin causeway`)\n"
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The stored time `keep` ago.
+pub fn cutoff(keep: std::time::Duration) -> Option<String> {
+    std::time::SystemTime::now()
+        .checked_sub(keep)
+        .map(|at| humantime::format_rfc3339_micros(at).to_string())
+}
