@@ -220,6 +220,24 @@ impl fmt::Debug for Plugin {
 }
 
 impl Plugin {
+    /// The size of its compiled code in memory, in bytes.
+    pub fn code_bytes(&self) -> usize {
+        let range = self.pre.component().image_range();
+        range.end as usize - range.start as usize
+    }
+
+    /// A fresh instance in a fresh store with `context`'s limits, as each
+    /// call starts with; the benchmarks measure and hold these.
+    pub async fn instantiate(
+        &self,
+        engine: &wasmtime::Engine,
+        context: &crate::sandbox::CallContext,
+    ) -> wasmtime::Result<(wasmtime::Store<StoreState>, wasmtime::component::Instance)> {
+        let mut store = crate::sandbox::new_store(engine, self.info.clone(), context);
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        Ok((store, instance))
+    }
+
     /// Inspects, validates and links the plugin at `path`.
     pub fn load(
         engine: &Engine,

@@ -129,8 +129,16 @@ macro_rules! plugin {
 #[macro_export]
 macro_rules! __export_worlds {
     ($ty:ty; $($world:ident)+) => {
+        // Only a wasm build exports: natively the export names (which hold
+        // `:` and `@`) cannot be linked into a cdylib, and a native build of
+        // a plugin crate is for its unit tests and benchmarks, which call
+        // its functions directly.
+        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
         type __CausewayPlugin = $crate::adapters::Export<$ty>;
-        $($crate::__export_world!($world);)+
+        $(
+            #[cfg(target_arch = "wasm32")]
+            $crate::__export_world!($world);
+        )+
     };
 }
 

@@ -1,0 +1,144 @@
+//! The `http` capability's cost: a GET through the host's implementation
+//! (grant check, address check, credential injection, redaction, audit
+//! event, limits) against the same GET with reqwest called directly, both to
+//! one axum server on 127.0.0.1 with keep-alive connections.
+//!
+//! `cargo bench -p causeway --bench http`; results in docs/performance.md.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use causeway::bindings::causeway::plugin::http::{Host, Request};
+use causeway::grants::Grants;
+use causeway::plugin::Plugin;
+use causeway::registry::Installed;
+use causeway::sandbox::Limits;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+/// Serves `GET /v1/ping` on 127.0.0.1 from its own thread; the address.
+fn server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let app =
+                axum::Router::new().route("/v1/ping", axum::routing::get(|| async { "pong" }));
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+    addr
+}
+
+fn http(c: &mut Criterion) {
+    let addr = server();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let secrets_file = dir.path().join("secrets.toml");
+    std::fs::write(&secrets_file, "token = \"s3cret-value\"\n").expect("write secrets");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 600");
+    }
+    let grants = Grants::parse(
+        &format!(
+            "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"GET\"]\n\
+             [plugins.test-fetch.http-limits]\nrequests-per-second = 1000000\nburst = 1000000\n\
+             [plugins.test-fetch.credentials.token]\nsecret = \"file:token\"\nhosts = [\"127.0.0.1\"]\n",
+            addr.port()
+        ),
+        std::path::Path::new("grants.toml"),
+    )
+    .expect("grants");
+    let runtime = causeway::engine::Runtime::new().expect("the engine");
+    let plugin = Plugin::load(
+        &runtime.engine,
+        &runtime.linker,
+        &support::built("test-fetch"),
+    )
+    .expect("load test-fetch");
+    let installed = Installed::new(plugin, &grants, Limits::default());
+    assert!(
+        installed.not_granted.is_empty(),
+        "{:?}",
+        installed.not_granted
+    );
+    let chain = causeway::audit::Chain::open(&dir.path().join("k"), &dir.path().join("h"))
+        .expect("the audit chain");
+    let writer = causeway::db::Writer::start(&dir.path().join("db"), chain).expect("the database");
+    let secrets =
+        Arc::new(causeway::secrets::Secrets::load(Some(&secrets_file)).expect("the secrets"));
+    let context = installed.call_context(&serde_json::json!({}), &writer.handle(), &secrets, "");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let url = format!("http://{addr}/v1/ping");
+    let request = || Request {
+        method: "GET".into(),
+        url: url.clone(),
+        headers: vec![],
+        body: None,
+        credential: Some("token".into()),
+        timeout_ms: None,
+    };
+
+    let mut group = c.benchmark_group("http GET on 127.0.0.1");
+    group.bench_function("reqwest directly", |b| {
+        let client = reqwest::Client::new();
+        b.iter_custom(|iters| {
+            tokio.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let response = client
+                        .get(&url)
+                        .bearer_auth("s3cret-value")
+                        .send()
+                        .await
+                        .expect("send");
+                    black_box(response.bytes().await.expect("body"));
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.bench_function("through the http capability", |b| {
+        b.iter_custom(|iters| {
+            // A store per sample: each carries the call deadline it was made with.
+            let mut store = causeway::sandbox::new_store(
+                &runtime.engine,
+                installed.plugin.info.clone(),
+                &context,
+            );
+            tokio.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let answer = store.data_mut().send(request()).await.expect("send");
+                    let response = answer.expect("allowed");
+                    assert_eq!(response.status, 200);
+                    black_box(response);
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.finish();
+    writer.close();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5));
+    targets = http
+}
+criterion_main!(benches);

@@ -1,0 +1,103 @@
+//! Resident memory, from `/proc/self/statm`: before and after loading N
+//! plugins (each `map-fullname` compiled anew, as N distinct plugins would
+//! be), then holding N live instances. Prints per-plugin and per-instance
+//! figures; the target is about an idle loaded plugin beyond its code.
+//!
+//! `cargo bench -p causeway --bench memory`; results in docs/performance.md.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use causeway::grants::Grants;
+use causeway::plugin::Plugin;
+use causeway::registry::Installed;
+use causeway::sandbox::Limits;
+
+const N: usize = 20;
+
+/// Resident memory in bytes.
+fn resident() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    // 4 KiB pages on the x86-64 and aarch64 Linux machines this runs on.
+    pages * 4096
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.3} MiB", bytes / (1024.0 * 1024.0))
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let runtime = causeway::engine::Runtime::new().expect("the engine");
+    let path = support::built("map-fullname");
+    let chain = causeway::audit::Chain::open(&dir.path().join("k"), &dir.path().join("h"))
+        .expect("the audit chain");
+    let writer = causeway::db::Writer::start(&dir.path().join("db"), chain).expect("the database");
+    let secrets = Arc::new(causeway::secrets::Secrets::load(None).expect("no secrets"));
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    // Warm up allocator and engine with one plugin and one instance, so the
+    // first-use costs do not land on plugin 1.
+    let warm = Installed::new(
+        Plugin::load(&runtime.engine, &runtime.linker, &path).expect("load"),
+        &Grants::default(),
+        Limits::default(),
+    );
+    let warm_context = warm.call_context(&serde_json::json!({}), &writer.handle(), &secrets, "");
+    let _warm_instance = tokio
+        .block_on(warm.plugin.instantiate(&runtime.engine, &warm_context))
+        .expect("instantiate");
+
+    let before = resident();
+    let plugins: Vec<Installed> = (0..N)
+        .map(|_| {
+            Installed::new(
+                Plugin::load(&runtime.engine, &runtime.linker, &path).expect("load"),
+                &Grants::default(),
+                Limits::default(),
+            )
+        })
+        .collect();
+    let loaded = resident();
+    let code: usize = plugins.iter().map(|p| p.plugin.code_bytes()).sum();
+    let contexts: Vec<_> = plugins
+        .iter()
+        .map(|p| p.call_context(&serde_json::json!({}), &writer.handle(), &secrets, ""))
+        .collect();
+    let instances: Vec<_> = plugins
+        .iter()
+        .zip(&contexts)
+        .map(|(p, context)| {
+            tokio
+                .block_on(p.plugin.instantiate(&runtime.engine, context))
+                .expect("instantiate")
+        })
+        .collect();
+    let live = resident();
+
+    let per_plugin = (loaded - before) as f64 / N as f64;
+    let per_code = code as f64 / N as f64;
+    let per_instance = (live - loaded) as f64 / N as f64;
+    println!("memory: {N} plugins (map-fullname, compiled anew each), then one live instance each");
+    println!("  resident before loading:        {}", mib(before as f64));
+    println!("  resident after loading {N}:      {}", mib(loaded as f64));
+    println!("  resident with {N} instances:     {}", mib(live as f64));
+    println!("  per loaded plugin:              {}", mib(per_plugin));
+    println!("    of which compiled code:       {}", mib(per_code));
+    println!(
+        "    beyond its compiled code:     {}",
+        mib(per_plugin - per_code)
+    );
+    println!("  per live instance:              {}", mib(per_instance));
+    drop(instances);
+    writer.close();
+}

@@ -1,0 +1,129 @@
+//! End to end: records per second from `crm-source` (paging a fake CRM over
+//! HTTP on 127.0.0.1) through `map-fullname` into `mailer-sink` (batches to a
+//! fake mailer), each page checkpointed in its own transaction after the
+//! sink answered — the production runner, plugins, capabilities and audit.
+//!
+//! `cargo bench -p causeway --bench pipeline`; results in docs/performance.md.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use causeway::fakes::{self, FakeCrm, FakeMailer};
+use causeway::live::{Live, Snapshot};
+use causeway::pipeline::runner::{RunEnd, Runner, Stop};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::{Map, json};
+
+const CONTACTS: usize = 20_000;
+const PAGE: u32 = 1000;
+
+fn pipeline(c: &mut Criterion) {
+    let crm = FakeCrm::start("crm-token", 0).expect("the fake CRM");
+    let mailer = FakeMailer::start("mailer-key", 0).expect("the fake mailer");
+    for i in 0..CONTACTS {
+        let mut fields = Map::new();
+        fields.insert("firstName".into(), json!(format!("Ada{i}")));
+        fields.insert("lastName".into(), json!("Lovelace"));
+        fields.insert("email".into(), json!(format!("ada{i}@example.com")));
+        crm.create(fields);
+    }
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugins folder");
+    for plugin in ["crm-source", "map-fullname", "mailer-sink"] {
+        std::fs::copy(
+            support::built(plugin),
+            plugins.join(format!("{plugin}.wasm")),
+        )
+        .expect("install");
+    }
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, "crm = \"crm-token\"\nmailer = \"mailer-key\"\n").expect("secrets");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 600");
+    }
+    std::fs::write(
+        dir.path().join("grants.toml"),
+        fakes::connector_grants(&crm, &mailer, "file:crm", "file:mailer")
+            + "[plugins.crm-source.http-limits]\nrequests-per-second = 100000\nburst = 100000\n\
+               [plugins.mailer-sink.http-limits]\nrequests-per-second = 100000\nburst = 100000\n",
+    )
+    .expect("grants");
+    let config = dir.path().join("causeway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "secrets-file = \"secrets.toml\"\n{}\n\
+             [pipelines.contacts]\nevery = \"1h\"\n\
+             source = {{ plugin = \"crm-source\", stream = \"contacts\" }}\n\
+             transforms = [{{ plugin = \"map-fullname\" }}]\n\
+             sinks = [{{ plugin = \"mailer-sink\" }}]\n",
+            fakes::connector_config(&crm, &mailer, "newsletter", PAGE)
+        ),
+    )
+    .expect("config");
+
+    let host = causeway::host::Host::load(Some(&config), None).expect("the host");
+    let registry = host.registry().expect("the plugins");
+    let writer = host.open_database().expect("the database");
+    let runner = Runner {
+        name: "contacts".into(),
+        live: Arc::new(Live::new(Snapshot {
+            config: host.config.clone(),
+            grants: host.grants.clone(),
+            registry,
+        })),
+        runtime: host.runtime.clone(),
+        secrets: host.secrets.clone(),
+        db: writer.handle(),
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let stop = Stop::never();
+
+    let mut group = c.benchmark_group("pipeline");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(30));
+    group.throughput(Throughput::Elements(CONTACTS as u64));
+    group.bench_function(
+        "crm-source -> map-fullname -> mailer-sink, 20000 records, pages of 1000",
+        |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    tokio.block_on(async {
+                        // From the start again: the mailer upserts by key.
+                        let handle = writer.handle();
+                        handle
+                            .transact(|c| {
+                                c.execute("DELETE FROM checkpoint", [])
+                                    .map(|_| ())
+                                    .map_err(causeway::db::DbError::from)
+                            })
+                            .await
+                            .expect("reset the checkpoint");
+                        let started = Instant::now();
+                        let end = runner.run("bench", &stop).await.expect("run");
+                        total += started.elapsed();
+                        assert!(matches!(end, RunEnd::Done), "{end:?}");
+                    });
+                }
+                total
+            })
+        },
+    );
+    group.finish();
+    assert_eq!(mailer.subscribers("newsletter").len(), CONTACTS);
+    writer.close();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);

@@ -1,0 +1,118 @@
+//! Transform throughput: `map-fullname` through the host (fresh instance per
+//! call, the production sandbox, typed bindings) against the same
+//! `map_batch` compiled natively, on identical input: records as the host
+//! holds them, JSON text inside. Batches of 1, 100 and 1000.
+//!
+//! `cargo bench -p causeway --bench transform`; results in docs/performance.md.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use causeway::bindings::{Op, Record};
+use causeway::grants::Grants;
+use causeway::operation::{Answer, Operation};
+use causeway::plugin::Plugin;
+use causeway::registry::Installed;
+use causeway::sandbox::Limits;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+fn contacts(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            stream: "contacts".into(),
+            key: format!("c-{i}"),
+            op: Op::Upsert,
+            data: serde_json::json!({
+                "firstName": format!("Ada{i}"),
+                "lastName": "Lovelace",
+                "email": format!("ada{i}@example.com"),
+                "company": "Analytical Engines",
+            })
+            .to_string(),
+            source_timestamp: Some(1_700_000_000_000 + i as i64),
+        })
+        .collect()
+}
+
+/// The same records as the SDK types the plugin's code receives.
+fn as_sdk(records: &[Record]) -> Vec<causeway_sdk::Record> {
+    records
+        .iter()
+        .map(|r| causeway_sdk::Record {
+            stream: r.stream.clone(),
+            key: r.key.clone(),
+            op: causeway_sdk::Op::Upsert,
+            data: r.data.clone(),
+            source_timestamp: r.source_timestamp,
+        })
+        .collect()
+}
+
+fn transform(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let runtime = causeway::engine::Runtime::new().expect("the engine");
+    let plugin = Plugin::load(
+        &runtime.engine,
+        &runtime.linker,
+        &support::built("map-fullname"),
+    )
+    .expect("load map-fullname");
+    let installed = Installed::new(plugin, &Grants::default(), Limits::default());
+    let chain = causeway::audit::Chain::open(&dir.path().join("k"), &dir.path().join("h"))
+        .expect("the audit chain");
+    let writer = causeway::db::Writer::start(&dir.path().join("db"), chain).expect("the database");
+    let secrets = Arc::new(causeway::secrets::Secrets::load(None).expect("no secrets"));
+    let context = installed.call_context(&serde_json::json!({}), &writer.handle(), &secrets, "");
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+
+    let mut group = c.benchmark_group("transform");
+    for size in [1usize, 100, 1000] {
+        let input = contacts(size);
+        let sdk_input = as_sdk(&input);
+        // Both sides produce the same records.
+        let native = map_fullname::map_batch(sdk_input.clone(), "subscribers").expect("native");
+        let wasm = match tokio
+            .block_on(installed.plugin.call_typed(
+                &runtime.engine,
+                Operation::Transform(input.clone()),
+                &context,
+            ))
+            .expect("wasm")
+        {
+            Answer::Records(records) => records,
+            _ => panic!("not records"),
+        };
+        assert_eq!(native.len(), wasm.len());
+        assert!(
+            native
+                .iter()
+                .zip(&wasm)
+                .all(|(n, w)| n.data == w.data && n.key == w.key)
+        );
+
+        group.throughput(Throughput::Elements(size as u64));
+        group.bench_with_input(BenchmarkId::new("native", size), &sdk_input, |b, batch| {
+            b.iter(|| black_box(map_fullname::map_batch(batch.clone(), "subscribers")))
+        });
+        group.bench_with_input(BenchmarkId::new("wasm", size), &input, |b, batch| {
+            b.iter(|| {
+                black_box(tokio.block_on(installed.plugin.call_typed(
+                    &runtime.engine,
+                    Operation::Transform(batch.clone()),
+                    &context,
+                )))
+            })
+        });
+    }
+    group.finish();
+    writer.close();
+}
+
+criterion_group!(benches, transform);
+criterion_main!(benches);
