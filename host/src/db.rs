@@ -145,6 +145,9 @@ const MIGRATIONS: &[&str] = &[
         plugin      TEXT PRIMARY KEY,
         grant       TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 7: every writer looks for unchained rows at start: keep that instant
+    // however long the log.
+    "CREATE INDEX audit_unchained ON audit (seq) WHERE hash IS NULL;",
 ];
 
 /// The schema version of a fully migrated database.

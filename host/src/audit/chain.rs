@@ -123,8 +123,8 @@ impl Chain {
     }
 
     /// Takes the writers' lock; released when the file is dropped. Without
-    /// a lock file (a read-only folder) writing goes on unlocked: losing the
-    /// audit would be worse than risking a fork the verifier reports.
+    /// a lock file (a read-only folder) the caller goes on unlocked: losing
+    /// the audit would be worse than risking a fork the verifier reports.
     pub fn lock(&self) -> Option<File> {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -135,8 +135,8 @@ impl Chain {
         match file {
             Ok(file) => Some(file),
             Err(e) => {
-                tracing::error!(
-                    "cannot lock {}: writing the audit log unlocked: {e}",
+                tracing::warn!(
+                    "cannot lock {}: going on without the audit lock: {e}",
                     self.lock_file.display()
                 );
                 None
