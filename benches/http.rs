@@ -5,18 +5,17 @@
 //!
 //! `cargo bench -p causeway --bench http`; results in docs/performance.md.
 
+#[path = "common.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use causeway::bindings::causeway::plugin::http::{Host, Request};
 use causeway::grants::Grants;
-use causeway::plugin::Plugin;
-use causeway::registry::Installed;
-use causeway::sandbox::Limits;
+use common::Bench;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// Serves `GET /v1/ping` on 127.0.0.1 from its own thread; the address.
@@ -41,14 +40,7 @@ fn server() -> std::net::SocketAddr {
 
 fn http(c: &mut Criterion) {
     let addr = server();
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let secrets_file = dir.path().join("secrets.toml");
-    std::fs::write(&secrets_file, "token = \"s3cret-value\"\n").expect("write secrets");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secrets_file, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod 600");
-    }
+    let bench = Bench::new(Some("token = \"s3cret-value\"\n"));
     let grants = Grants::parse(
         &format!(
             "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"GET\"]\n\
@@ -59,30 +51,14 @@ fn http(c: &mut Criterion) {
         std::path::Path::new("grants.toml"),
     )
     .expect("grants");
-    let runtime = causeway::engine::Runtime::new().expect("the engine");
-    let plugin = Plugin::load(
-        &runtime.engine,
-        &runtime.linker,
-        &support::built("test-fetch"),
-    )
-    .expect("load test-fetch");
-    let installed = Installed::new(plugin, &grants, Limits::default());
+    let installed = bench.install("test-fetch", &grants);
     assert!(
         installed.not_granted.is_empty(),
         "{:?}",
         installed.not_granted
     );
-    let chain = causeway::audit::Chain::open(&dir.path().join("k"), &dir.path().join("h"))
-        .expect("the audit chain");
-    let writer = causeway::db::Writer::start(&dir.path().join("db"), chain).expect("the database");
-    let secrets =
-        Arc::new(causeway::secrets::Secrets::load(Some(&secrets_file)).expect("the secrets"));
-    let context = installed.call_context(&serde_json::json!({}), &writer.handle(), &secrets, "");
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let context = bench.context(&installed);
+    let (runtime, tokio) = (&bench.runtime, &bench.tokio);
     let url = format!("http://{addr}/v1/ping");
     let request = || Request {
         method: "GET".into(),
@@ -133,7 +109,6 @@ fn http(c: &mut Criterion) {
         })
     });
     group.finish();
-    writer.close();
 }
 
 criterion_group! {

@@ -5,15 +5,14 @@
 //!
 //! `cargo bench -p causeway --bench memory`; results in docs/performance.md.
 
+#[path = "common.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
-
 use causeway::grants::Grants;
-use causeway::plugin::Plugin;
 use causeway::registry::Installed;
-use causeway::sandbox::Limits;
+use common::Bench;
 
 const N: usize = 20;
 
@@ -34,45 +33,23 @@ fn mib(bytes: f64) -> String {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let runtime = causeway::engine::Runtime::new().expect("the engine");
-    let path = support::built("map-fullname");
-    let chain = causeway::audit::Chain::open(&dir.path().join("k"), &dir.path().join("h"))
-        .expect("the audit chain");
-    let writer = causeway::db::Writer::start(&dir.path().join("db"), chain).expect("the database");
-    let secrets = Arc::new(causeway::secrets::Secrets::load(None).expect("no secrets"));
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let bench = Bench::new(None);
+    let (runtime, tokio) = (&bench.runtime, &bench.tokio);
     // Warm up allocator and engine with one plugin and one instance, so the
     // first-use costs do not land on plugin 1.
-    let warm = Installed::new(
-        Plugin::load(&runtime.engine, &runtime.linker, &path).expect("load"),
-        &Grants::default(),
-        Limits::default(),
-    );
-    let warm_context = warm.call_context(&serde_json::json!({}), &writer.handle(), &secrets, "");
+    let warm = bench.install("map-fullname", &Grants::default());
+    let warm_context = bench.context(&warm);
     let _warm_instance = tokio
         .block_on(warm.plugin.instantiate(&runtime.engine, &warm_context))
         .expect("instantiate");
 
     let before = resident();
     let plugins: Vec<Installed> = (0..N)
-        .map(|_| {
-            Installed::new(
-                Plugin::load(&runtime.engine, &runtime.linker, &path).expect("load"),
-                &Grants::default(),
-                Limits::default(),
-            )
-        })
+        .map(|_| bench.install("map-fullname", &Grants::default()))
         .collect();
     let loaded = resident();
     let code: usize = plugins.iter().map(|p| p.plugin.code_bytes()).sum();
-    let contexts: Vec<_> = plugins
-        .iter()
-        .map(|p| p.call_context(&serde_json::json!({}), &writer.handle(), &secrets, ""))
-        .collect();
+    let contexts: Vec<_> = plugins.iter().map(|p| bench.context(p)).collect();
     let instances: Vec<_> = plugins
         .iter()
         .zip(&contexts)
@@ -99,5 +76,4 @@ fn main() {
     );
     println!("  per live instance:              {}", mib(per_instance));
     drop(instances);
-    writer.close();
 }

@@ -5,18 +5,17 @@
 //!
 //! `cargo bench -p causeway --bench transform`; results in docs/performance.md.
 
+#[path = "common.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use causeway::bindings::{Op, Record};
 use causeway::grants::Grants;
 use causeway::operation::{Answer, Operation};
-use causeway::plugin::Plugin;
-use causeway::registry::Installed;
-use causeway::sandbox::Limits;
+use common::Bench;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn contacts(n: usize) -> Vec<Record> {
@@ -52,24 +51,10 @@ fn as_sdk(records: &[Record]) -> Vec<causeway_sdk::Record> {
 }
 
 fn transform(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let runtime = causeway::engine::Runtime::new().expect("the engine");
-    let plugin = Plugin::load(
-        &runtime.engine,
-        &runtime.linker,
-        &support::built("map-fullname"),
-    )
-    .expect("load map-fullname");
-    let installed = Installed::new(plugin, &Grants::default(), Limits::default());
-    let chain = causeway::audit::Chain::open(&dir.path().join("k"), &dir.path().join("h"))
-        .expect("the audit chain");
-    let writer = causeway::db::Writer::start(&dir.path().join("db"), chain).expect("the database");
-    let secrets = Arc::new(causeway::secrets::Secrets::load(None).expect("no secrets"));
-    let context = installed.call_context(&serde_json::json!({}), &writer.handle(), &secrets, "");
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let bench = Bench::new(None);
+    let installed = bench.install("map-fullname", &Grants::default());
+    let context = bench.context(&installed);
+    let (runtime, tokio) = (&bench.runtime, &bench.tokio);
 
     let mut group = c.benchmark_group("transform");
     for size in [1usize, 100, 1000] {
@@ -111,7 +96,6 @@ fn transform(c: &mut Criterion) {
         });
     }
     group.finish();
-    writer.close();
 }
 
 criterion_group!(benches, transform);

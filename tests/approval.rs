@@ -27,6 +27,23 @@ fn fetch(host: &RunningHost, url: &str) -> (u16, String) {
     )
 }
 
+/// `causeway grants approve test-fetch` as alice, for 127.0.0.1 over http.
+fn approve_fetch(scratch: &Scratch) -> support::Run {
+    run(scratch.causeway().args([
+        "grants",
+        "approve",
+        "test-fetch",
+        "--by",
+        "alice",
+        "--host",
+        "127.0.0.1",
+        "--scheme",
+        "http",
+        "--secret",
+        "token=env:TOKEN",
+    ]))
+}
+
 fn audit_json(scratch: &Scratch, args: &[&str]) -> Vec<Value> {
     let rows = run_json(scratch.causeway().arg("audit").args(args).arg("--json"));
     rows.as_array().expect("an array").clone()
@@ -51,19 +68,7 @@ fn a_new_plugin_waits_for_approval_and_revoke_stops_the_next_call() {
     assert!(body.contains("pending-approval"), "{body}");
     assert!(server.received().is_empty());
 
-    let approved = run(scratch.causeway().args([
-        "grants",
-        "approve",
-        "test-fetch",
-        "--by",
-        "alice",
-        "--host",
-        "127.0.0.1",
-        "--scheme",
-        "http",
-        "--secret",
-        "token=env:TOKEN",
-    ]));
+    let approved = approve_fetch(&scratch);
     assert!(approved.success, "{}", approved.stderr);
     assert!(
         approved.stdout.contains("approved by alice"),
@@ -211,19 +216,7 @@ fn audited_scratch() -> Scratch {
     let scratch = Scratch::new();
     scratch.install("test-fetch", "fetch.wasm");
     scratch.grants(&format!("{SECURITY_COMMENT}\n"));
-    let approved = run(scratch.causeway().args([
-        "grants",
-        "approve",
-        "test-fetch",
-        "--by",
-        "alice",
-        "--host",
-        "127.0.0.1",
-        "--scheme",
-        "http",
-        "--secret",
-        "token=env:TOKEN",
-    ]));
+    let approved = approve_fetch(&scratch);
     assert!(approved.success, "{}", approved.stderr);
     let stream = json!({ "method": "GET", "url": format!("http://{}/x", server.addr) });
     let input = scratch.path().join("input.json");

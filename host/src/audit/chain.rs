@@ -478,26 +478,16 @@ pub struct Broken {
 
 fn read_rows(conn: &rusqlite::Connection, filter: &str) -> rusqlite::Result<Vec<Row>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT seq, time, plugin, version, digest, capability, action, target, decision, detail, run_id, hash
-         FROM audit {filter} ORDER BY seq"
+        "SELECT {} FROM audit {filter} ORDER BY seq",
+        super::query::COLUMNS
     ))?;
     stmt.query_map([], |r| {
+        let (stored, decision) = super::query::from_row(r)?;
         Ok(Row {
-            seq: r.get(0)?,
-            decision: r.get(8)?,
-            event: AuditEvent {
-                time: r.get(1)?,
-                plugin: r.get(2)?,
-                version: r.get(3)?,
-                digest: r.get(4)?,
-                capability: r.get(5)?,
-                action: r.get(6)?,
-                target: r.get(7)?,
-                decision: Decision::parse(&r.get::<_, String>(8)?),
-                detail: r.get(9)?,
-                run_id: r.get(10)?,
-            },
-            hash: r.get(11)?,
+            seq: stored.seq,
+            hash: stored.hash,
+            decision,
+            event: stored.event,
         })
     })?
     .collect()

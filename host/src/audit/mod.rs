@@ -82,18 +82,12 @@ impl AuditEvent {
         decision: Decision,
         detail: String,
     ) -> AuditEvent {
-        AuditEvent {
-            time: now(),
-            plugin: plugin.name.clone(),
-            version: plugin.version.clone(),
-            digest: plugin.digest.clone(),
-            capability: capability.to_string(),
-            action: action.to_string(),
-            target: target.to_string(),
-            decision,
-            detail,
-            run_id: None,
-        }
+        let who = (
+            plugin.name.as_str(),
+            plugin.version.as_str(),
+            plugin.digest.as_str(),
+        );
+        AuditEvent::by(who, capability, action, target, decision, detail)
     }
 
     /// An event of the host itself (grants changed, the log pruned), under
@@ -105,11 +99,24 @@ impl AuditEvent {
         decision: Decision,
         detail: String,
     ) -> AuditEvent {
+        let who = (HOST, env!("CARGO_PKG_VERSION"), "-");
+        AuditEvent::by(who, capability, action, target, decision, detail)
+    }
+
+    /// An event by `(name, version, digest)`, timed now.
+    fn by(
+        (name, version, digest): (&str, &str, &str),
+        capability: &str,
+        action: &str,
+        target: &str,
+        decision: Decision,
+        detail: String,
+    ) -> AuditEvent {
         AuditEvent {
             time: now(),
-            plugin: HOST.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            digest: "-".to_string(),
+            plugin: name.to_string(),
+            version: version.to_string(),
+            digest: digest.to_string(),
             capability: capability.to_string(),
             action: action.to_string(),
             target: target.to_string(),

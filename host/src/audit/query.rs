@@ -33,10 +33,7 @@ pub struct Filter {
 
 /// The rows `filter` selects, oldest first.
 pub fn query(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<StoredEvent>> {
-    let mut sql = String::from(
-        "SELECT seq, time, plugin, version, digest, capability, action, target, decision, detail, run_id, hash
-         FROM audit WHERE 1 = 1",
-    );
+    let mut sql = format!("SELECT {COLUMNS} FROM audit WHERE 1 = 1");
     let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
     if let Some(plugin) = &filter.plugin {
         params.push(Box::new(plugin.clone()));
@@ -56,26 +53,37 @@ pub fn query(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<StoredE
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt
         .query_map(rusqlite::params_from_iter(params.iter()), |r| {
-            Ok(StoredEvent {
-                seq: r.get(0)?,
-                event: AuditEvent {
-                    time: r.get(1)?,
-                    plugin: r.get(2)?,
-                    version: r.get(3)?,
-                    digest: r.get(4)?,
-                    capability: r.get(5)?,
-                    action: r.get(6)?,
-                    target: r.get(7)?,
-                    decision: Decision::parse(&r.get::<_, String>(8)?),
-                    detail: r.get(9)?,
-                    run_id: r.get(10)?,
-                },
-                hash: r.get(11)?,
-            })
+            from_row(r).map(|(stored, _)| stored)
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.reverse();
     Ok(rows)
+}
+
+/// The columns [`from_row`] reads, in its order.
+pub(crate) const COLUMNS: &str = "seq, time, plugin, version, digest, capability, action, target, decision, detail, run_id, hash";
+
+/// A row selected with [`COLUMNS`], and its decision exactly as stored (the
+/// chain hashes that, not what it parses to).
+pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredEvent, String)> {
+    let decision: String = r.get(8)?;
+    let stored = StoredEvent {
+        seq: r.get(0)?,
+        event: AuditEvent {
+            time: r.get(1)?,
+            plugin: r.get(2)?,
+            version: r.get(3)?,
+            digest: r.get(4)?,
+            capability: r.get(5)?,
+            action: r.get(6)?,
+            target: r.get(7)?,
+            decision: Decision::parse(&decision),
+            detail: r.get(9)?,
+            run_id: r.get(10)?,
+        },
+        hash: r.get(11)?,
+    };
+    Ok((stored, decision))
 }
 
 /// `text` as a stored time: RFC 3339 (normalised to the stored form), or a

@@ -1,0 +1,85 @@
+//! What the in-process benchmarks share: an engine, a database with its
+//! audit chain and (optionally) a secrets file in a temporary folder, and
+//! plugins loaded and given call contexts as the host does.
+
+// Each benchmark uses part of this module.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use causeway::grants::Grants;
+use causeway::plugin::Plugin;
+use causeway::registry::Installed;
+use causeway::sandbox::{CallContext, Limits};
+use causeway::secrets::Secrets;
+
+/// One benchmark's host parts.
+pub struct Bench {
+    /// Holds the database, the audit files and the secrets file.
+    pub dir: tempfile::TempDir,
+    /// The engine and linker.
+    pub runtime: causeway::engine::Runtime,
+    /// The database's writer (audit events land here).
+    pub writer: causeway::db::Writer,
+    /// The secrets the plugins' credentials resolve from.
+    pub secrets: Arc<Secrets>,
+    /// Drives the async calls (one worker for what they spawn).
+    pub tokio: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    /// Fresh parts; `secrets` is the text of a secrets file, if any.
+    pub fn new(secrets: Option<&str>) -> Bench {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let runtime = causeway::engine::Runtime::new().expect("the engine");
+        let chain = causeway::audit::Chain::open(&dir.path().join("k"), &dir.path().join("h"))
+            .expect("the audit chain");
+        let writer =
+            causeway::db::Writer::start(&dir.path().join("db"), chain).expect("the database");
+        let secrets = match secrets {
+            None => Secrets::load(None),
+            Some(text) => {
+                use std::os::unix::fs::PermissionsExt;
+                let file = dir.path().join("secrets.toml");
+                std::fs::write(&file, text).expect("write the secrets");
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod 600");
+                Secrets::load(Some(&file))
+            }
+        }
+        .expect("the secrets");
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        Bench {
+            dir,
+            runtime,
+            writer,
+            secrets: Arc::new(secrets),
+            tokio,
+        }
+    }
+
+    /// The built plugin `crate_name`, compiled and evaluated against `grants`.
+    pub fn install(&self, crate_name: &str, grants: &Grants) -> Installed {
+        let plugin = Plugin::load(
+            &self.runtime.engine,
+            &self.runtime.linker,
+            &super::support::built(crate_name),
+        )
+        .unwrap_or_else(|e| panic!("load {crate_name}: {e}"));
+        Installed::new(plugin, grants, Limits::default())
+    }
+
+    /// A call context for `installed` with an empty configuration.
+    pub fn context(&self, installed: &Installed) -> CallContext {
+        installed.call_context(
+            &serde_json::json!({}),
+            &self.writer.handle(),
+            &self.secrets,
+            "",
+        )
+    }
+}
