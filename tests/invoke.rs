@@ -45,7 +45,9 @@ fn invoke_by_path_with_config_and_stdin_input() {
     let scratch = Scratch::new();
     let config = scratch.path().join("config.json");
     std::fs::write(&config, r#"{"target_stream": "people"}"#).unwrap();
+    // In the scratch folder: invoke writes its audit to ./causeway-data.
     let mut child = support::causeway()
+        .current_dir(scratch.path())
         .arg("invoke")
         .arg(support::built("map-fullname"))
         .args(["transform", "--input", "-", "--config"])
