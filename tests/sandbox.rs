@@ -86,11 +86,12 @@ fn each_hostile_plugin_fails_with_its_own_kind_within_its_bound() {
         benign_answers(&host);
     }
     let (_, answer, _) = provoke(&host, "panic");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("panics on purpose"), "{answer}");
+    // A wasm backtrace down to the export that was called, frames named.
+    assert!(message.contains("wasm backtrace"), "{answer}");
     assert!(
-        answer["message"]
-            .as_str()
-            .unwrap()
-            .contains("panics on purpose"),
+        message.contains("test_hostile.wasm!causeway:plugin/transform@0.1.0#transform"),
         "{answer}"
     );
     let (status, body) = try_http(&host.addr, "GET", "/healthz", None).unwrap();
