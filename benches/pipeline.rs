@@ -8,11 +8,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use causeway::fakes::{self, FakeCrm, FakeMailer};
-use causeway::live::{Live, Snapshot};
 use causeway::pipeline::runner::{RunEnd, Runner, Stop};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Map, json};
@@ -71,17 +69,7 @@ fn pipeline(c: &mut Criterion) {
     let host = causeway::host::Host::load(Some(&config), None).expect("the host");
     let registry = host.registry().expect("the plugins");
     let writer = host.open_database().expect("the database");
-    let runner = Runner {
-        name: "contacts".into(),
-        live: Arc::new(Live::new(Snapshot {
-            config: host.config.clone(),
-            grants: host.grants.clone(),
-            registry,
-        })),
-        runtime: host.runtime.clone(),
-        secrets: host.secrets.clone(),
-        db: writer.handle(),
-    };
+    let runner = Runner::in_process(&host, "contacts", registry, writer.handle());
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

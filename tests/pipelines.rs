@@ -120,8 +120,15 @@ fn with_the_mailer_down_for_a_while_nothing_is_lost() {
                 .then_some(())
         },
     );
-    let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
-    assert_eq!(pipelines[0]["state"], "circuit-open", "{pipelines:#}");
+    // Between probes the circuit is open (during one, the run shows).
+    wait_until(
+        "the circuit open between probes",
+        Duration::from_secs(10),
+        || {
+            let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+            (pipelines[0]["state"] == "circuit-open").then_some(())
+        },
+    );
     assert!(w.mailer.subscribers(LIST).is_empty());
 
     w.mailer.faults().set_down(false);

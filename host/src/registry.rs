@@ -238,6 +238,37 @@ pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A plugin file found by the name in its manifest, read but not compiled.
+#[derive(Debug)]
+pub struct NamedFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Its contents.
+    pub bytes: Vec<u8>,
+    /// Its manifest.
+    pub manifest: crate::manifest::Manifest,
+}
+
+/// The plugin file in `dir` whose manifest names `name`; only manifests are
+/// read, nothing is compiled.
+pub fn find_named(dir: &Path, name: &str) -> std::io::Result<Option<NamedFile>> {
+    for path in plugin_files(dir)? {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if let Ok((manifest, _)) = crate::manifest::Manifest::load(&path, &bytes)
+            && manifest.name == name
+        {
+            return Ok(Some(NamedFile {
+                path,
+                bytes,
+                manifest,
+            }));
+        }
+    }
+    Ok(None)
+}
+
 impl Registry {
     /// A registry of nothing, for `dir`.
     pub fn empty(dir: &Path, grants: &Grants) -> Registry {

@@ -12,6 +12,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use hmac::{Hmac, Mac};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -41,6 +42,8 @@ pub struct Chain {
     key: Vec<u8>,
     head_file: PathBuf,
     lock_file: PathBuf,
+    /// The head this chain last wrote.
+    written: Mutex<Option<Head>>,
 }
 
 /// One stored row, as the chain sees it.
@@ -64,7 +67,13 @@ impl Chain {
             key,
             lock_file: head_file.with_extension("lock"),
             head_file: head_file.to_path_buf(),
+            written: Mutex::new(None),
         })
+    }
+
+    /// The head this chain last wrote, if any.
+    fn written(&self) -> Option<Head> {
+        self.written.lock().ok().and_then(|head| head.clone())
     }
 
     /// Where the head is kept.
@@ -172,7 +181,11 @@ impl Chain {
                     "cannot write the audit head file {}: {e}",
                     self.head_file.display()
                 )
-            })
+            })?;
+        if let Ok(mut written) = self.written.lock() {
+            *written = Some(head.clone());
+        }
+        Ok(())
     }
 
     /// Appends `events` to the chain inside `tx`, pruning first every row
@@ -187,20 +200,6 @@ impl Chain {
         prune_before: Option<&str>,
     ) -> rusqlite::Result<Head> {
         let mut notes = Vec::new();
-        let head = match self.read_head() {
-            Ok(head) => head,
-            Err(e) => {
-                tracing::error!("{e}: the chain goes on from the database's last row");
-                notes.push(AuditEvent::host(
-                    "audit",
-                    "head-unreadable",
-                    &self.head_file.display().to_string(),
-                    Decision::Denied,
-                    e,
-                ));
-                None
-            }
-        };
         let last: Option<(i64, Option<String>)> = tx
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -208,6 +207,30 @@ impl Chain {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
+        // The head this chain wrote last is still the head while the log
+        // ends on it (any other writer's row, or a deletion, would change
+        // the last row): then the file need not be read again.
+        let cached = self.written().filter(|h| {
+            last.as_ref()
+                .is_some_and(|(s, hash)| *s == h.seq && hash.as_deref() == Some(h.hash.as_str()))
+        });
+        let head = match cached {
+            Some(head) => Some(head),
+            None => match self.read_head() {
+                Ok(head) => head,
+                Err(e) => {
+                    tracing::error!("{e}: the chain goes on from the database's last row");
+                    notes.push(AuditEvent::host(
+                        "audit",
+                        "head-unreadable",
+                        &self.head_file.display().to_string(),
+                        Decision::Denied,
+                        e,
+                    ));
+                    None
+                }
+            },
+        };
         let (mut base_seq, mut base_hash) = head
             .as_ref()
             .map(|h| (h.base_seq, h.base_hash.clone()))
@@ -333,17 +356,28 @@ impl Chain {
         let head = self
             .read_head()
             .map_err(|message| Broken { seq: 0, message })?;
-        let rows = read_rows(conn, "").map_err(|e| Broken {
+        let unreadable = |e: rusqlite::Error| Broken {
             seq: 0,
             message: format!("cannot read the audit log: {e}"),
-        })?;
+        };
+        // Streamed: a long log is checked without holding it in memory.
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {} FROM audit ORDER BY seq",
+                super::query::COLUMNS
+            ))
+            .map_err(unreadable)?;
+        let rows = stmt.query_map([], row_of).map_err(unreadable)?;
+        let (mut first_row, mut first_checked) = (None, None);
         let (base_seq, base_hash) = head
             .as_ref()
             .map(|h| (h.base_seq, h.base_hash.clone()))
             .unwrap_or_else(|| (0, self.genesis()));
         let (mut prev_seq, mut prev) = (base_seq, base_hash.clone());
         let mut checked = 0u64;
-        for row in &rows {
+        for row in rows {
+            let row = row.map_err(unreadable)?;
+            first_row.get_or_insert(row.seq);
             let broken = |message: String| Broken {
                 seq: row.seq,
                 message,
@@ -407,12 +441,13 @@ impl Chain {
             prev_seq = row.seq;
             prev = hash;
             checked += 1;
+            first_checked.get_or_insert(row.seq);
         }
         let Some(head) = head else {
-            return match rows.first() {
+            return match first_row {
                 None => Ok(Report::default()),
                 Some(first) => Err(Broken {
-                    seq: first.seq,
+                    seq: first,
                     message: format!(
                         "the audit head file {} is missing, so truncation cannot be ruled out: restore it from a backup",
                         self.head_file.display()
@@ -439,7 +474,7 @@ impl Chain {
         }
         Ok(Report {
             rows: checked,
-            first: rows.iter().map(|r| r.seq).find(|s| *s > base_seq),
+            first: first_checked,
             last: (prev_seq > base_seq).then_some(prev_seq),
             head: head.seq,
             after_head: (prev_seq - head.seq).max(0) as u64,
@@ -481,16 +516,17 @@ fn read_rows(conn: &rusqlite::Connection, filter: &str) -> rusqlite::Result<Vec<
         "SELECT {} FROM audit {filter} ORDER BY seq",
         super::query::COLUMNS
     ))?;
-    stmt.query_map([], |r| {
-        let (stored, decision) = super::query::from_row(r)?;
-        Ok(Row {
-            seq: stored.seq,
-            hash: stored.hash,
-            decision,
-            event: stored.event,
-        })
-    })?
-    .collect()
+    stmt.query_map([], row_of)?.collect()
+}
+
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let (stored, decision) = super::query::from_row(r)?;
+    Ok(Row {
+        seq: stored.seq,
+        hash: stored.hash,
+        decision,
+        event: stored.event,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

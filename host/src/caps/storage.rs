@@ -31,6 +31,16 @@ pub struct StorageGrant {
     pub quota_keys: u64,
 }
 
+impl Default for StorageGrant {
+    /// The quotas a grant without numbers gets.
+    fn default() -> StorageGrant {
+        StorageGrant {
+            quota_bytes: default_quota_bytes(),
+            quota_keys: default_quota_keys(),
+        }
+    }
+}
+
 fn default_quota_bytes() -> u64 {
     10 * 1024 * 1024
 }

@@ -217,35 +217,34 @@ impl Opts {
 
 fn approve(cli: &super::Cli, name: &str, mut input: ApproveInput) -> anyhow::Result<ExitCode> {
     let host = cli.host()?;
-    let registry = host.registry()?;
-    // A held upgrade is what waits for approval; else the installed version.
-    let installed = registry
-        .held()
-        .iter()
-        .find(|i| i.plugin.info.name == name)
-        .or_else(|| registry.get(name))
+    // The file in the folder is what waits for approval (a held upgrade
+    // included); only its manifest is read, nothing is compiled.
+    let dir = &host.config.plugins_dir;
+    let found = crate::registry::find_named(dir, name)
+        .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?
         .with_context(|| {
             format!(
                 "no plugin {name} in {}: see `causeway plugins`",
-                host.config.plugins_dir.display()
+                dir.display()
             )
         })?;
-    let info = &installed.plugin.info;
-    input.digest = info.digest.clone();
+    let manifest = &found.manifest;
+    let digest = crate::plugin::digest(&found.bytes);
+    input.digest = digest.clone();
     let text = read_grants(&host.grants.file)?;
-    let edited = edit::approve(&text, &host.grants.file, &info.manifest, &input)
-        .map_err(anyhow::Error::msg)?;
+    let edited =
+        edit::approve(&text, &host.grants.file, manifest, &input).map_err(anyhow::Error::msg)?;
     if edited.changes.is_empty() {
         super::print(&format!(
-            "{name} {} ({}) is already approved: nothing changed\n",
-            info.version, info.digest
+            "{name} {} ({digest}) is already approved: nothing changed\n",
+            manifest.version
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
     write_grants(&host, &edited)?;
     super::print(&format!(
         "{name} {} approved by {}:\n{}",
-        info.version,
+        manifest.version,
         input.by,
         lines(&edited.changes)
     ))?;

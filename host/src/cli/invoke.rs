@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::manifest::Manifest;
 use crate::operation::Operation;
 use crate::plugin::Plugin;
 use crate::registry::{self, Installed};
@@ -79,18 +78,10 @@ impl Opts {
         if self.plugin.ends_with(".wasm") || self.plugin.contains(std::path::MAIN_SEPARATOR) {
             return Ok(named.to_path_buf());
         }
-        let files = registry::plugin_files(dir)
-            .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?;
-        // Only the manifests are read to find the file: nothing else is compiled.
-        for file in files {
-            let Ok(bytes) = std::fs::read(&file) else {
-                continue;
-            };
-            if let Ok((manifest, _)) = Manifest::load(&file, &bytes)
-                && manifest.name == self.plugin
-            {
-                return Ok(file);
-            }
+        if let Some(found) = registry::find_named(dir, &self.plugin)
+            .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?
+        {
+            return Ok(found.path);
         }
         anyhow::bail!(
             "no plugin named {:?} in {} (see `causeway plugins`)",

@@ -1,12 +1,10 @@
 //! `causeway pipeline ACTION NAME`: an operator's levers on one pipeline.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::db;
-use crate::live::{Live, Snapshot};
 use crate::pipeline::{RunEnd, Runner, Stop, history};
 
 /// Pause, resume, run now, or reset one pipeline.
@@ -112,17 +110,7 @@ impl Opts {
         let host = cli.host()?;
         let registry = host.registry()?;
         let writer = host.open_database()?;
-        let runner = Runner {
-            name: self.name.clone(),
-            live: Arc::new(Live::new(Snapshot {
-                config: host.config.clone(),
-                grants: host.grants.clone(),
-                registry,
-            })),
-            runtime: host.runtime.clone(),
-            secrets: host.secrets.clone(),
-            db: writer.handle(),
-        };
+        let runner = Runner::in_process(&host, &self.name, registry, writer.handle());
         let end = runner.run("run-now", &Stop::never()).await?;
         writer.close();
         match end {

@@ -154,8 +154,7 @@ pub fn approve(
 
     // Storage, with the default quotas written out for the reviewer to see.
     if manifest.capabilities.storage && current.storage.is_none() {
-        let defaults: crate::caps::storage::StorageGrant =
-            toml::from_str("").map_err(|e| e.to_string())?;
+        let defaults = crate::caps::storage::StorageGrant::default();
         let mut storage = InlineTable::new();
         storage.insert("quota-bytes", (defaults.quota_bytes as i64).into());
         storage.insert("quota-keys", (defaults.quota_keys as i64).into());

@@ -126,6 +126,27 @@ struct Bound<'a> {
 }
 
 impl Runner {
+    /// A runner for pipeline `name` in this process, over `registry` as
+    /// loaded by `host` (no hot reload: for one-off runs and benchmarks).
+    pub fn in_process(
+        host: &crate::host::Host,
+        name: &str,
+        registry: crate::registry::Registry,
+        db: WriterHandle,
+    ) -> Runner {
+        Runner {
+            name: name.to_string(),
+            live: Arc::new(Live::new(Snapshot {
+                config: host.config.clone(),
+                grants: host.grants.clone(),
+                registry,
+            })),
+            runtime: host.runtime.clone(),
+            secrets: host.secrets.clone(),
+            db,
+        }
+    }
+
     /// Runs the pipeline until the source has nothing more, `stop` is set,
     /// or a step fails for good. Records the run in the history.
     pub async fn run(&self, trigger: &str, stop: &Stop) -> Result<RunEnd, DbError> {
