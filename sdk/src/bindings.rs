@@ -21,6 +21,8 @@ pub mod source {
         default_bindings_module: "::causeway_sdk::bindings::source",
         pub_export_macro: true,
         export_macro_name: "__export_source",
+        // Records and answers compare in plugin authors' unit tests.
+        additional_derives: [PartialEq],
     });
 }
 

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::PluginError;
-use crate::RateLimit;
 use crate::bindings::source::causeway::plugin::http as wit;
+use crate::{RateLimit, WriteOutcome};
 
 pub use wit::HttpError;
 
@@ -116,22 +116,18 @@ impl Response {
     }
 
     /// This response if it is a success (2xx); otherwise the error the host
-    /// should act on: 429 → rate-limited (honouring `Retry-After` seconds),
-    /// 401/403 → auth, 5xx and 408 → transient, other 4xx → config.
+    /// should act on: 429 → rate-limited (honouring `Retry-After`, in seconds
+    /// or as an HTTP date), 401/403 → auth, 5xx and 408 → transient, other
+    /// 4xx → config (the request the configuration produced is wrong).
     pub fn error_for_status(self) -> Result<Response, PluginError> {
         let status = self.inner.status;
         if (200..300).contains(&status) {
             return Ok(self);
         }
-        let body = String::from_utf8_lossy(&self.inner.body);
-        let snippet: String = body.chars().take(200).collect();
-        let message = format!("the API answered {status}: {snippet}");
+        let message = self.failure_message();
         Err(match status {
             429 => PluginError::RateLimited(RateLimit {
-                retry_after_ms: self
-                    .header("retry-after")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(|s| s.saturating_mul(1000)),
+                retry_after_ms: self.retry_after_ms(),
                 message,
             }),
             401 | 403 => PluginError::Auth(message),
@@ -139,6 +135,69 @@ impl Response {
             _ => PluginError::Config(message),
         })
     }
+
+    /// A sink's answer for one record written by its own request: 2xx → ok;
+    /// 408, 429 and 5xx → retry later; 401/403 → an error for the whole
+    /// batch (the credentials are wrong, no record can be written); any other
+    /// 4xx → rejected for good (the record goes to the dead-letter queue with
+    /// the API's answer).
+    pub fn write_outcome(&self) -> Result<WriteOutcome, PluginError> {
+        let status = self.inner.status;
+        Ok(match status {
+            200..=299 => WriteOutcome::Ok,
+            401 | 403 => return Err(PluginError::Auth(self.failure_message())),
+            408 | 429 | 500..=599 => WriteOutcome::Retry(self.failure_message()),
+            _ => WriteOutcome::Rejected(self.failure_message()),
+        })
+    }
+
+    /// How long the server asked to wait (`Retry-After`), in milliseconds.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        let value = self.header("retry-after")?.trim();
+        if let Ok(seconds) = value.parse::<u64>() {
+            return Some(seconds.saturating_mul(1000));
+        }
+        let at = parse_http_date(value)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        Some(at.saturating_sub(now).saturating_mul(1000))
+    }
+
+    fn failure_message(&self) -> String {
+        let body = String::from_utf8_lossy(&self.inner.body);
+        let snippet: String = body.chars().take(200).collect();
+        format!("the API answered {}: {snippet}", self.inner.status)
+    }
+}
+
+/// Seconds since the Unix epoch of an IMF-fixdate (`Sun, 06 Nov 1994
+/// 08:49:37 GMT`), the date format HTTP requires servers to send.
+fn parse_http_date(text: &str) -> Option<u64> {
+    let (_, rest) = text.split_once(", ")?;
+    let parts: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let [day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let mut clock = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, s) = (clock.next()??, clock.next()??, clock.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()
 }
 
 impl From<HttpError> for PluginError {
@@ -152,5 +211,95 @@ impl From<HttpError> for PluginError {
             }
             HttpError::Network(m) => PluginError::Transient(format!("network error: {m}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> Response {
+        Response {
+            inner: wit::Response {
+                status,
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body: b"{\"error\":\"nope\"}".to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_the_error_the_host_acts_on() {
+        assert!(response(204, &[]).error_for_status().is_ok());
+        let kind = |status| match response(status, &[]).error_for_status() {
+            Err(PluginError::Auth(_)) => "auth",
+            Err(PluginError::Transient(_)) => "transient",
+            Err(PluginError::Config(_)) => "config",
+            Err(PluginError::RateLimited(_)) => "rate-limited",
+            Err(PluginError::Fatal(_)) => "fatal",
+            Ok(_) => "ok",
+        };
+        assert_eq!(
+            [401, 403, 408, 500, 503, 400, 404, 422, 429].map(kind),
+            [
+                "auth",
+                "auth",
+                "transient",
+                "transient",
+                "transient",
+                "config",
+                "config",
+                "config",
+                "rate-limited"
+            ]
+        );
+        match response(400, &[]).error_for_status() {
+            Err(PluginError::Config(m)) => assert!(m.contains("400") && m.contains("nope"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_or_as_a_date() {
+        match response(429, &[("retry-after", "7")]).error_for_status() {
+            Err(PluginError::RateLimited(limit)) => assert_eq!(limit.retry_after_ms, Some(7000)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(parse_http_date("yesterday"), None);
+        // A date in the past means "now".
+        let past = response(429, &[("Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+        assert_eq!(past.retry_after_ms(), Some(0));
+        assert_eq!(response(429, &[]).retry_after_ms(), None);
+    }
+
+    #[test]
+    fn a_sink_request_maps_to_a_write_outcome() {
+        assert_eq!(
+            response(201, &[]).write_outcome().unwrap(),
+            WriteOutcome::Ok
+        );
+        assert!(matches!(
+            response(503, &[]).write_outcome(),
+            Ok(WriteOutcome::Retry(_))
+        ));
+        assert!(matches!(
+            response(429, &[]).write_outcome(),
+            Ok(WriteOutcome::Retry(_))
+        ));
+        assert!(
+            matches!(response(422, &[]).write_outcome(), Ok(WriteOutcome::Rejected(m)) if m.contains("422"))
+        );
+        assert!(matches!(
+            response(401, &[]).write_outcome(),
+            Err(PluginError::Auth(_))
+        ));
     }
 }

@@ -28,6 +28,7 @@ pub mod adapters;
 pub mod bindings;
 pub mod http;
 pub mod log;
+pub mod paging;
 mod record;
 pub mod storage;
 
