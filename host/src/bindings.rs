@@ -12,6 +12,8 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: { default: async | trappable },
     exports: { default: async },
+    // The conformance suite compares records and answers.
+    additional_derives: [PartialEq],
 });
 
 pub use self::causeway::plugin::types::{

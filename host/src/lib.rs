@@ -15,6 +15,7 @@ pub mod caps;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod conformance;
 pub mod contract;
 pub mod db;
 pub mod engine;

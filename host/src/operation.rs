@@ -140,7 +140,8 @@ impl RecordJson {
     }
 }
 
-fn records_from(input: Value) -> Result<Vec<Record>, String> {
+/// Records from their JSON form (an array of `RecordJson`).
+pub fn records_from(input: Value) -> Result<Vec<Record>, String> {
     let rows: Vec<RecordJson> = serde_json::from_value(input)
         .map_err(|e| format!("input must be a JSON array of records: {e}"))?;
     rows.into_iter().map(RecordJson::into_record).collect()

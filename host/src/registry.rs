@@ -76,14 +76,21 @@ impl Installed {
     pub fn new(plugin: impl Into<Arc<Plugin>>, grants: &Grants, defaults: Limits) -> Installed {
         let plugin = plugin.into();
         let (policy, not_granted) = evaluate(&plugin, grants, defaults);
-        Installed::with_policy(plugin, policy, not_granted)
+        Installed::with_policy(plugin, policy, not_granted, None)
     }
 
-    fn with_policy(plugin: Arc<Plugin>, policy: Policy, not_granted: Vec<String>) -> Installed {
+    /// A plugin under a policy computed elsewhere (the conformance suite's),
+    /// its HTTP answered from or recorded into `tape` when one is given.
+    pub fn with_policy(
+        plugin: Arc<Plugin>,
+        policy: Policy,
+        not_granted: Vec<String>,
+        tape: Option<Arc<crate::caps::http::Tape>>,
+    ) -> Installed {
         let http = if policy.http.rules.is_empty() {
             None
         } else {
-            crate::caps::http::HttpClient::for_policy(&policy.http, &policy.http_limits)
+            crate::caps::http::HttpClient::for_policy(&policy.http, &policy.http_limits, tape)
                 .inspect_err(|e| tracing::error!(plugin = %plugin.info.label(), "{e}"))
                 .ok()
         };
@@ -325,7 +332,12 @@ impl Registry {
             });
             match same {
                 Some(installed) => Arc::clone(installed),
-                None => Arc::new(Installed::with_policy(plugin.clone(), policy, not_granted)),
+                None => Arc::new(Installed::with_policy(
+                    plugin.clone(),
+                    policy,
+                    not_granted,
+                    None,
+                )),
             }
         };
         let mut next = Registry::empty(&self.dir, grants);

@@ -127,6 +127,112 @@ fn check_object(
     }
 }
 
+/// The keywords this subset understands, plus the annotations it allows.
+const KEYWORDS: &[&str] = &[
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "enum",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "items",
+    "secret",
+    "description",
+    "title",
+    "default",
+    "examples",
+];
+
+const TYPES: &[&str] = &[
+    "null", "boolean", "integer", "number", "string", "array", "object",
+];
+
+/// Every way a manifest's config schema is not a schema this host can check
+/// configurations against, each naming its place (`at`, e.g.
+/// `config-schema`). The whole schema must describe an object.
+pub fn lint(schema: &Value, at: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if schema.get("type").and_then(Value::as_str) != Some("object") {
+        problems.push(format!(
+            "{at}.type: a configuration is a JSON object, so the schema must say type = \"object\""
+        ));
+    }
+    lint_node(schema, at, &mut problems);
+    problems
+}
+
+fn lint_node(schema: &Value, at: &str, problems: &mut Vec<String>) {
+    let Some(node) = schema.as_object() else {
+        problems.push(format!("{at}: a schema must be a table"));
+        return;
+    };
+    for key in node.keys().filter(|k| !KEYWORDS.contains(&k.as_str())) {
+        problems.push(format!(
+            "{at}.{key}: not a keyword this host understands ({})",
+            KEYWORDS.join(", ")
+        ));
+    }
+    if let Some(kind) = node.get("type")
+        && !kind.as_str().is_some_and(|t| TYPES.contains(&t))
+    {
+        problems.push(format!(
+            "{at}.type: {kind} is not one of {}",
+            TYPES.join(", ")
+        ));
+    }
+    let properties = node.get("properties");
+    match properties {
+        Some(Value::Object(properties)) => {
+            for (name, property) in properties {
+                lint_node(property, &format!("{at}.properties.{name}"), problems);
+            }
+        }
+        Some(_) => problems.push(format!("{at}.properties: must be a table")),
+        None => {}
+    }
+    match node.get("required") {
+        Some(Value::Array(names)) => {
+            for name in names {
+                let known = name
+                    .as_str()
+                    .is_some_and(|n| properties.and_then(|p| p.get(n)).is_some());
+                if !known {
+                    problems.push(format!(
+                        "{at}.required: {name} is not one of the schema's properties"
+                    ));
+                }
+            }
+        }
+        Some(_) => problems.push(format!("{at}.required: must be a list of property names")),
+        None => {}
+    }
+    let expect = |key: &str, fits: fn(&Value) -> bool, what: &str, problems: &mut Vec<String>| {
+        if let Some(value) = node.get(key)
+            && !fits(value)
+        {
+            problems.push(format!("{at}.{key}: must be {what}"));
+        }
+    };
+    expect(
+        "additionalProperties",
+        Value::is_boolean,
+        "true or false",
+        problems,
+    );
+    expect("secret", Value::is_boolean, "true or false", problems);
+    expect("enum", Value::is_array, "a list", problems);
+    expect("minimum", Value::is_number, "a number", problems);
+    expect("maximum", Value::is_number, "a number", problems);
+    expect("minLength", Value::is_u64, "a whole number", problems);
+    expect("maxLength", Value::is_u64, "a whole number", problems);
+    if let Some(items) = node.get("items") {
+        lint_node(items, &format!("{at}.items"), problems);
+    }
+}
+
 fn is_secret(property: &Value) -> bool {
     property.get("secret") == Some(&Value::Bool(true))
 }
@@ -167,6 +273,33 @@ mod tests {
                 "webhook_secret": {"type": "string", "secret": true}
             }
         })
+    }
+
+    #[test]
+    fn a_schema_in_the_supported_subset_lints_clean_and_mistakes_are_named() {
+        assert_eq!(lint(&schema(), "config-schema"), Vec::<String>::new());
+        let bad = json!({
+            "type": "object",
+            "required": ["base_url", "missing"],
+            "properties": {
+                "base_url": {"type": "url"},
+                "size": {"type": "integer", "minimum": "1", "pattern": "^x"}
+            }
+        });
+        let problems = lint(&bad, "config-schema");
+        for expected in [
+            "config-schema.required: \"missing\" is not one of the schema's properties",
+            "config-schema.properties.base_url.type: \"url\" is not one of",
+            "config-schema.properties.size.minimum: must be a number",
+            "config-schema.properties.size.pattern: not a keyword",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected} not in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(lint(&json!({"type": "string"}), "s")[0].contains("must say type = \"object\""));
     }
 
     #[test]

@@ -116,6 +116,21 @@ impl Secrets {
         })
     }
 
+    /// Secrets held in memory under `file:KEY` references, `label` naming
+    /// where they came from in messages (the conformance suite's).
+    pub fn in_memory(label: &str, values: BTreeMap<String, Secret>) -> Secrets {
+        Secrets {
+            file: Some(PathBuf::from(label)),
+            values,
+        }
+    }
+
+    /// A secret with this value, for a process that holds secrets itself
+    /// (the conformance suite's placeholders and recorded credentials).
+    pub fn value(text: String) -> Secret {
+        Secret(text)
+    }
+
     /// Resolves a reference, or says what is missing (never a value).
     pub fn resolve(&self, reference: &SecretRef) -> Result<Secret, String> {
         match reference {

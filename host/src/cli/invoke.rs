@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::operation::Operation;
 use crate::plugin::Plugin;
-use crate::registry::{self, Installed};
+use crate::registry::Installed;
 
 /// Call one operation of a plugin, by name from the plugins folder or by path:
 /// JSON in, JSON out.
@@ -45,7 +45,7 @@ impl Opts {
     /// Runs the command.
     pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
         let host = cli.host()?;
-        let file = self.plugin_file(&host.config.plugins_dir)?;
+        let file = super::plugin_path(&host.config.plugins_dir, &self.plugin)?;
         let plugin = Plugin::load(&host.runtime.engine, &host.runtime.linker, &file)?;
         let installed = Installed::new(plugin, &host.grants, host.config.limits);
         let installed = installed.callable(&host.grants.file)?;
@@ -70,24 +70,6 @@ impl Opts {
         writer.close();
         super::print_json(&answer?)?;
         Ok(ExitCode::SUCCESS)
-    }
-
-    /// The file of the plugin the user named.
-    fn plugin_file(&self, dir: &Path) -> anyhow::Result<PathBuf> {
-        let named = Path::new(&self.plugin);
-        if self.plugin.ends_with(".wasm") || self.plugin.contains(std::path::MAIN_SEPARATOR) {
-            return Ok(named.to_path_buf());
-        }
-        if let Some(found) = registry::find_named(dir, &self.plugin)
-            .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?
-        {
-            return Ok(found.path);
-        }
-        anyhow::bail!(
-            "no plugin named {:?} in {} (see `causeway plugins`)",
-            self.plugin,
-            dir.display()
-        )
     }
 }
 

@@ -15,9 +15,12 @@ pub mod plugins;
 pub mod run;
 pub mod storage;
 mod table;
+pub mod test;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -74,6 +77,8 @@ pub enum Command {
     Inspect(inspect::Opts),
     /// Call one operation of a plugin: JSON in, JSON out.
     Invoke(invoke::Opts),
+    /// Check a plugin against the contract, HTTP answered from recorded fixtures.
+    Test(test::Opts),
     /// The whole story on one machine: fake CRM and mailer, the example
     /// plugins, and a pipeline moving contacts between them.
     Demo(demo::Opts),
@@ -98,6 +103,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(opts) => opts.run(&cli).await,
         Command::Inspect(opts) => opts.run(),
         Command::Invoke(opts) => opts.run(&cli).await,
+        Command::Test(opts) => opts.run(&cli).await,
         Command::Demo(opts) => opts.run().await,
         Command::Pipelines(opts) => opts.run(&cli),
         Command::Runs(opts) => opts.run(&cli),
@@ -133,6 +139,23 @@ fn read_database(config: &Config) -> anyhow::Result<Option<rusqlite::Connection>
     };
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     Ok((version == crate::db::SCHEMA_VERSION).then_some(conn))
+}
+
+/// The file of the plugin a user named: a path (it ends in `.wasm` or holds a
+/// separator) or a plugin name from the plugins folder `dir`.
+fn plugin_path(dir: &Path, named: &str) -> anyhow::Result<PathBuf> {
+    if named.ends_with(".wasm") || named.contains(std::path::MAIN_SEPARATOR) {
+        return Ok(PathBuf::from(named));
+    }
+    if let Some(found) = crate::registry::find_named(dir, named)
+        .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?
+    {
+        return Ok(found.path);
+    }
+    anyhow::bail!(
+        "no plugin named {named:?} in {} (see `causeway plugins`)",
+        dir.display()
+    )
 }
 
 /// Builds the runtime for commands that load no configuration.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::address::CheckedResolver;
 use super::limiter::Limiter;
 use super::rule::HttpPolicy;
+use super::tape::Tape;
 
 /// Per-plugin HTTP limits, from `grants.toml` (`[plugins.NAME.http-limits]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,11 +108,19 @@ pub struct HttpClient {
     pub explicit: BTreeSet<String>,
     /// The plugin's rate and concurrency limits.
     pub limiter: Limiter,
+    /// Recorded exchanges to answer from or record into (`causeway test`);
+    /// `None` in the host, where every request goes to the network.
+    pub tape: Option<Arc<Tape>>,
 }
 
 impl HttpClient {
     /// The client for a plugin whose effective HTTP policy is `policy`.
-    pub fn for_policy(policy: &HttpPolicy, limits: &HttpLimits) -> Result<Arc<HttpClient>, String> {
+    /// With a `tape`, the network leg of each request is replayed or recorded.
+    pub fn for_policy(
+        policy: &HttpPolicy,
+        limits: &HttpLimits,
+        tape: Option<Arc<Tape>>,
+    ) -> Result<Arc<HttpClient>, String> {
         let explicit: BTreeSet<String> = policy
             .rules
             .iter()
@@ -136,6 +145,7 @@ impl HttpClient {
             client,
             explicit,
             limiter,
+            tape,
         }))
     }
 }

@@ -10,12 +10,14 @@ mod address;
 mod client;
 mod limiter;
 mod rule;
+pub mod tape;
 
 use std::time::{Duration, Instant};
 
 pub use address::is_public;
 pub use client::{HttpClient, HttpLimits};
 pub use rule::{Denial, HttpPolicy, HttpRule, Target};
+pub use tape::{Tape, TapeAnswer, TapeMode};
 
 use crate::audit::{AuditEvent, Decision};
 use crate::bindings::causeway::plugin::http::{Host, HttpError, Request, Response};
@@ -201,6 +203,77 @@ enum Exchange {
     Redirect { status: u16, location: String },
     /// The final answer.
     Done(Response),
+}
+
+impl Exchange {
+    fn to_tape(&self) -> TapeAnswer {
+        match self {
+            Exchange::Redirect { status, location } => TapeAnswer {
+                status: *status,
+                headers: vec![("location".to_string(), location.clone())],
+                body: Vec::new(),
+            },
+            Exchange::Done(response) => TapeAnswer {
+                status: response.status,
+                headers: response.headers.clone(),
+                body: response.body.clone(),
+            },
+        }
+    }
+}
+
+/// One hop answered from a tape instead of the network.
+fn replayed(
+    tape: &Tape,
+    method: &str,
+    url: &url::Url,
+    body: &[u8],
+    target: &Target,
+    max_response_bytes: u64,
+) -> Result<Exchange, HopFailure> {
+    let Some(answer) = tape.answer(method, url.as_str(), body) else {
+        return Err(HopFailure {
+            error: HttpError::Network(format!(
+                "{target}: {} holds no recorded answer to {method} {url}{}: record the fixtures again (causeway test --record) against the live API",
+                tape.file().display(),
+                if body.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with this {}-byte body", body.len())
+                },
+            )),
+            detail: "no recorded answer".to_string(),
+        });
+    };
+    if answer.body.len() as u64 > max_response_bytes {
+        return Err(HopFailure {
+            error: HttpError::TooLarge(format!(
+                "{target}: the response is larger than the limit of {max_response_bytes} bytes"
+            )),
+            detail: format!(
+                "status {}, recorded response over {max_response_bytes} bytes",
+                answer.status
+            ),
+        });
+    }
+    let location = answer
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("location"))
+        .map(|(_, value)| value.clone());
+    Ok(match location {
+        Some(location) if matches!(answer.status, 301 | 302 | 303 | 307 | 308) => {
+            Exchange::Redirect {
+                status: answer.status,
+                location,
+            }
+        }
+        _ => Exchange::Done(Response {
+            status: answer.status,
+            headers: answer.headers,
+            body: answer.body,
+        }),
+    })
 }
 
 /// A failed hop: what the plugin sees, and what the audit log records.
@@ -441,14 +514,30 @@ impl StoreState {
                 }
             };
             let started = Instant::now();
-            let outcome = exchange(
-                request,
-                &target,
-                deadline,
-                limits.max_response_bytes,
-                &echoes,
-            )
-            .await;
+            let outcome = match &client.tape {
+                Some(tape) if tape.mode() == TapeMode::Replay => replayed(
+                    tape,
+                    &method,
+                    &url,
+                    &body,
+                    &target,
+                    limits.max_response_bytes,
+                ),
+                tape => {
+                    let outcome = exchange(
+                        request,
+                        &target,
+                        deadline,
+                        limits.max_response_bytes,
+                        &echoes,
+                    )
+                    .await;
+                    if let (Some(tape), Ok(answer)) = (tape, &outcome) {
+                        tape.keep(&method, url.as_str(), &body, &answer.to_tape());
+                    }
+                    outcome
+                }
+            };
             let took = started.elapsed().as_millis();
             match outcome {
                 Err(HopFailure { error, detail }) => {
