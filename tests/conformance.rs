@@ -1,0 +1,387 @@
+//! `causeway test`: the conformance suite, on the example plugins with their
+//! committed fixtures, on a recording made against a live (fake) API and
+//! replayed without it, and on plugins that each break one rule.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use causeway::fakes::{FakeCrm, FakeMailer};
+use serde_json::{Value, json};
+use support::{Scratch, built, repo_root, run};
+
+const CRM_TOKEN: &str = "crm-t0ken-for-rec0rding";
+const MAILER_KEY: &str = "ma1ler-key-for-rec0rding";
+
+/// Runs `causeway test --json` with `args` in the scratch folder: whether it
+/// passed (exit 0), and the report.
+fn suite(scratch: &Scratch, plugin: &Path, args: &[&str]) -> (bool, Value) {
+    let out = run(scratch
+        .causeway()
+        .arg("test")
+        .arg(plugin)
+        .arg("--json")
+        .args(args)
+        .env("CRM_TOKEN", CRM_TOKEN)
+        .env("MAILER_KEY", MAILER_KEY));
+    let report: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON report ({e}):\nstdout: {}\nstderr: {}",
+            out.stdout, out.stderr
+        )
+    });
+    assert_eq!(report["passed"], json!(out.success), "{report:#}");
+    (out.success, report)
+}
+
+/// The verdict of each rule in a report.
+fn verdicts(report: &Value) -> Vec<(String, String)> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap_or_default().to_string(),
+                f["verdict"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn all_pass(rules: &[&str]) -> Vec<(String, String)> {
+    rules
+        .iter()
+        .map(|r| (r.to_string(), "pass".to_string()))
+        .collect()
+}
+
+fn fixtures_of(plugin: &str) -> PathBuf {
+    repo_root().join("plugins").join(plugin).join("fixtures")
+}
+
+const SOURCE_RULES: &[&str] = &[
+    "manifest-valid",
+    "config-matches-schema",
+    "check-accepts-config",
+    "check-rejects-bad-config",
+    "discover-stable",
+    "read-completes",
+    "read-resumes",
+    "records-valid",
+];
+
+#[test]
+fn the_example_plugins_pass_with_their_committed_fixtures() {
+    let scratch = Scratch::new();
+    let fixtures = fixtures_of("crm-source");
+    let (passed, report) = suite(
+        &scratch,
+        &built("crm-source"),
+        &["--fixtures", fixtures.to_str().unwrap()],
+    );
+    assert!(passed, "{report:#}");
+    assert_eq!(verdicts(&report), all_pass(SOURCE_RULES));
+
+    let fixtures = fixtures_of("mailer-sink");
+    let (passed, report) = suite(
+        &scratch,
+        &built("mailer-sink"),
+        &["--fixtures", fixtures.to_str().unwrap()],
+    );
+    assert!(passed, "{report:#}");
+    assert_eq!(
+        verdicts(&report),
+        all_pass(&[
+            "manifest-valid",
+            "config-matches-schema",
+            "check-accepts-config",
+            "check-rejects-bad-config",
+            "sink-answers-each"
+        ])
+    );
+
+    let fixtures = fixtures_of("map-fullname");
+    let (passed, report) = suite(
+        &scratch,
+        &built("map-fullname"),
+        &["--fixtures", fixtures.to_str().unwrap()],
+    );
+    assert!(passed, "{report:#}");
+    assert_eq!(
+        verdicts(&report),
+        all_pass(&[
+            "manifest-valid",
+            "config-matches-schema",
+            "records-valid",
+            "transform-deterministic",
+            "transform-keeps-keys"
+        ])
+    );
+}
+
+#[test]
+fn a_recording_against_the_live_api_replays_without_it_and_holds_no_secret() {
+    let scratch = Scratch::new();
+    let crm = FakeCrm::start(CRM_TOKEN, 0).expect("start the fake CRM");
+    for (first, last) in [("Ada", "Lovelace"), ("Grace", "Hopper"), ("Alan", "Turing")] {
+        crm.create(support::connectors::person(
+            first,
+            last,
+            &format!("{}@example.com", first.to_lowercase()),
+        ));
+    }
+    let live = scratch.path().join("live.json");
+    std::fs::write(
+        &live,
+        json!({"base_url": crm.base_url(), "page_size": 2}).to_string(),
+    )
+    .unwrap();
+    let fixtures = scratch.path().join("fixtures");
+    let plugin = built("crm-source");
+
+    // Recording needs the credential's secret, and says how to give it.
+    let out = run(scratch
+        .causeway()
+        .arg("test")
+        .arg(&plugin)
+        .args(["--record", "--config"])
+        .arg(&live));
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("--secret crm-token=env:VAR"),
+        "{}",
+        out.stderr
+    );
+
+    let (passed, recorded) = suite(
+        &scratch,
+        &plugin,
+        &[
+            "--record",
+            "--config",
+            live.to_str().unwrap(),
+            "--secret",
+            "crm-token=env:CRM_TOKEN",
+        ],
+    );
+    assert!(passed, "{recorded:#}");
+    let requests_live = crm.faults().requests();
+    assert!(requests_live >= 4, "the CRM saw {requests_live} requests");
+    let tape = std::fs::read_to_string(fixtures.join("http.json")).expect("http.json written");
+    assert!(tape.contains("Grace"), "{tape}");
+    assert!(
+        !tape.contains(CRM_TOKEN),
+        "the token leaked into the fixtures:\n{tape}"
+    );
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["base_url"], json!(crm.base_url()));
+
+    // Replayed: the same verdicts, and not one request reaches the API.
+    let (passed, replayed) = suite(&scratch, &plugin, &[]);
+    assert!(passed, "{replayed:#}");
+    assert_eq!(verdicts(&replayed), verdicts(&recorded));
+    assert_eq!(verdicts(&replayed), all_pass(SOURCE_RULES));
+    assert_eq!(crm.faults().requests(), requests_live);
+    drop(crm);
+    let (passed, _) = suite(&scratch, &plugin, &[]);
+    assert!(passed, "the replay needed the live API");
+
+    // A request the tape does not hold fails, naming the file and the fix.
+    std::fs::write(
+        fixtures.join("config.json"),
+        json!({"base_url": config["base_url"], "page_size": 3}).to_string(),
+    )
+    .unwrap();
+    let (passed, report) = suite(&scratch, &plugin, &[]);
+    assert!(!passed);
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["verdict"] == "fail")
+        .expect("a failed rule");
+    let message = finding["message"].as_str().unwrap();
+    assert!(
+        message.contains("http.json holds no recorded answer") && message.contains("--record"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_sink_recording_replays_its_writes() {
+    let scratch = Scratch::new();
+    let mailer = FakeMailer::start(MAILER_KEY, 0).expect("start the fake mailer");
+    let live = scratch.path().join("live.json");
+    std::fs::write(
+        &live,
+        json!({"base_url": mailer.base_url(), "list_id": "newsletter"}).to_string(),
+    )
+    .unwrap();
+    let fixtures = scratch.path().join("fixtures");
+    std::fs::create_dir_all(&fixtures).unwrap();
+    std::fs::copy(
+        fixtures_of("mailer-sink").join("records.json"),
+        fixtures.join("records.json"),
+    )
+    .unwrap();
+    let plugin = built("mailer-sink");
+    let (passed, recorded) = suite(
+        &scratch,
+        &plugin,
+        &[
+            "--record",
+            "--config",
+            live.to_str().unwrap(),
+            "--secret",
+            "mailer-key=env:MAILER_KEY",
+        ],
+    );
+    assert!(passed, "{recorded:#}");
+    assert_eq!(mailer.subscribers("newsletter").len(), 2);
+    let writes = mailer.faults().requests();
+    let (passed, replayed) = suite(&scratch, &plugin, &[]);
+    assert!(passed, "{replayed:#}");
+    assert_eq!(mailer.faults().requests(), writes);
+}
+
+/// `causeway test` on the nonconformant plugin told to break `rule`: that
+/// rule, and only that rule, fails, and the text report names it.
+fn breaks(plugin: &str, rule: &str, bad_config: Option<Value>) {
+    let scratch = Scratch::new();
+    let fixtures = scratch.path().join("fixtures");
+    std::fs::create_dir_all(&fixtures).unwrap();
+    std::fs::write(
+        fixtures.join("config.json"),
+        json!({ "break": rule }).to_string(),
+    )
+    .unwrap();
+    if let Some(bad) = bad_config {
+        std::fs::write(fixtures.join("bad-config.json"), bad.to_string()).unwrap();
+    }
+    let (passed, report) = suite(&scratch, &built(plugin), &[]);
+    assert!(!passed, "{rule}: {report:#}");
+    let failed: Vec<String> = verdicts(&report)
+        .into_iter()
+        .filter(|(_, v)| v == "fail")
+        .map(|(r, _)| r)
+        .collect();
+    assert_eq!(failed, [rule], "{report:#}");
+    let text = run(scratch.causeway().arg("test").arg(built(plugin)));
+    assert!(!text.success);
+    assert!(
+        text.stdout.contains(&format!("FAIL  {rule}")),
+        "{rule}:\n{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn each_connector_rule_is_named_when_broken() {
+    // Conforming, it passes every rule that applies to a source + sink.
+    let scratch = Scratch::new();
+    let config = scratch.path().join("none.json");
+    std::fs::write(&config, r#"{"break": "none"}"#).unwrap();
+    let (passed, report) = suite(
+        &scratch,
+        &built("test-nonconformant"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(passed, "{report:#}");
+    let mut rules = SOURCE_RULES.to_vec();
+    rules.push("sink-answers-each");
+    assert_eq!(verdicts(&report), all_pass(&rules));
+
+    for rule in [
+        "check-accepts-config",
+        "discover-stable",
+        "read-completes",
+        "read-resumes",
+        "records-valid",
+        "sink-answers-each",
+    ] {
+        breaks("test-nonconformant", rule, None);
+    }
+    breaks(
+        "test-nonconformant",
+        "check-rejects-bad-config",
+        Some(json!({"break": "check-rejects-bad-config", "surplus": true})),
+    );
+}
+
+#[test]
+fn each_transform_rule_is_named_when_broken() {
+    for rule in ["transform-deterministic", "transform-keeps-keys"] {
+        breaks("test-nonconformant-transform", rule, None);
+    }
+}
+
+#[test]
+fn a_broken_manifest_or_config_is_named() {
+    let scratch = Scratch::new();
+    // A config schema the host cannot check configurations against.
+    let plugin = scratch.install("test-no-manifest", "odd.wasm");
+    scratch.write(
+        "odd.toml",
+        r#"contract = "0.1.0"
+name = "odd"
+version = "0.1.0"
+[config-schema]
+type = "object"
+required = ["base_url"]
+[config-schema.properties.url]
+type = "uri"
+"#,
+    );
+    let (passed, report) = suite(&scratch, &plugin, &[]);
+    assert!(!passed);
+    let finding = &report["findings"][0];
+    assert_eq!(finding["rule"], "manifest-valid");
+    assert_eq!(finding["verdict"], "fail");
+    let message = finding["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("config-schema.required: \"base_url\" is not one of the schema's properties")
+            && message.contains("config-schema.properties.url.type"),
+        "{message}"
+    );
+
+    // No manifest at all: the plugin does not load.
+    let bare = scratch.install("test-no-manifest", "bare.wasm");
+    let (passed, report) = suite(&scratch, &bare, &[]);
+    assert!(!passed);
+    assert_eq!(
+        verdicts(&report),
+        [("manifest-valid".into(), "fail".into())]
+    );
+    assert!(
+        report["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no manifest"),
+        "{report:#}"
+    );
+
+    // A test configuration its schema refuses.
+    let config = scratch.path().join("bad.json");
+    std::fs::write(&config, r#"{"target_stream": 5}"#).unwrap();
+    let (passed, report) = suite(
+        &scratch,
+        &built("map-fullname"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(!passed);
+    let failed: Vec<(String, String)> = verdicts(&report)
+        .into_iter()
+        .filter(|(_, v)| v == "fail")
+        .collect();
+    assert_eq!(failed, [("config-matches-schema".into(), "fail".into())]);
+    // The rules that would call the plugin with it are not run.
+    let skipped = verdicts(&report)
+        .into_iter()
+        .filter(|(_, v)| v == "skip")
+        .count();
+    assert_eq!(skipped, 3, "{report:#}");
+}
