@@ -2,6 +2,9 @@
 //! wasmtime's test-programs artifacts are built: a nested cargo with its own
 //! target directory. The example plugins are embedded for `causeway demo`;
 //! tests find every built plugin through `CAUSEWAY_BUILT_PLUGINS`.
+//!
+//! It also lists the SDK's sources and the WIT contract for `causeway new`,
+//! which writes them into every new plugin crate (`OUT_DIR/sdk_files.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,6 +25,8 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("plugins");
+
+    write_sdk_files(&root);
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
@@ -59,4 +64,45 @@ fn main() {
     );
     let built = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=CAUSEWAY_BUILT_PLUGINS={}", built.display());
+}
+
+/// Writes `OUT_DIR/sdk_files.rs`: `SDK_FILES`, every file of the SDK crate
+/// `causeway new` vendors (its `src/`, `plugin.toml`) and of `wit/`, as
+/// (path under the vendor folder, contents).
+fn write_sdk_files(root: &std::path::Path) {
+    let mut files = Vec::new();
+    let mut add_dir = |dir: PathBuf, under: &str| {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path
+                .file_name()
+                .expect("a file name")
+                .to_string_lossy()
+                .into_owned();
+            files.push((format!("{under}/{name}"), path));
+        }
+    };
+    add_dir(root.join("sdk").join("src"), "causeway-sdk/src");
+    add_dir(root.join("wit"), "wit");
+    files.push((
+        "causeway-sdk/plugin.toml".to_string(),
+        root.join("sdk").join("plugin.toml"),
+    ));
+    let mut out = String::from(
+        "/// The SDK and contract files `causeway new` vendors.\npub const SDK_FILES: &[(&str, &str)] = &[\n",
+    );
+    for (name, path) in files {
+        out.push_str(&format!(
+            "    ({name:?}, include_str!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    out.push_str("];\n");
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(out_dir.join("sdk_files.rs"), out).expect("write sdk_files.rs");
 }

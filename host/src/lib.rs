@@ -31,6 +31,7 @@ pub mod plugin;
 pub mod registry;
 pub mod reload;
 pub mod sandbox;
+pub mod scaffold;
 pub mod schema;
 pub mod secrets;
 pub mod server;

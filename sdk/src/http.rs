@@ -13,6 +13,20 @@ use crate::{RateLimit, WriteOutcome};
 
 pub use wit::HttpError;
 
+/// `text` percent-encoded for one URL component (a path segment or a query
+/// value): everything but letters, digits and `-_.~` is escaped.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// A request being built.
 #[derive(Debug, Clone)]
 pub struct RequestBuilder {
@@ -43,6 +57,16 @@ pub fn post(url: impl Into<String>) -> RequestBuilder {
     request("POST", url)
 }
 
+/// Starts a `PUT`.
+pub fn put(url: impl Into<String>) -> RequestBuilder {
+    request("PUT", url)
+}
+
+/// Starts a `DELETE`.
+pub fn delete(url: impl Into<String>) -> RequestBuilder {
+    request("DELETE", url)
+}
+
 impl RequestBuilder {
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -65,6 +89,12 @@ impl RequestBuilder {
         })?;
         self.request.body = Some(bytes);
         Ok(self.header("content-type", "application/json"))
+    }
+
+    /// Sets the body as given (set its content type with [`Self::header`]).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.request.body = Some(body.into());
+        self
     }
 
     /// Sets a timeout in milliseconds (the host's limits still apply).

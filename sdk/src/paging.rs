@@ -13,7 +13,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::http::Response;
+use crate::http::{Response, escape};
 use crate::{Page, PluginError, Record};
 
 /// Reads a checkpoint into `T`; no checkpoint (a first read) is `T::default()`.
@@ -105,23 +105,7 @@ impl Cursor {
 /// `url` with `name=value` appended to its query, the value percent-encoded.
 pub fn with_query(url: &str, name: &str, value: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
-    format!(
-        "{url}{separator}{}={}",
-        encode_component(name),
-        encode_component(value)
-    )
-}
-
-fn encode_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    format!("{url}{separator}{}={}", escape(name), escape(value))
 }
 
 /// The `rel="next"` URL of the response's `Link` header (RFC 8288), as GitHub

@@ -9,6 +9,7 @@ pub mod dlq;
 pub mod grants;
 pub mod inspect;
 pub mod invoke;
+pub mod new;
 pub mod pipeline;
 pub mod pipelines;
 pub mod plugins;
@@ -77,6 +78,8 @@ pub enum Command {
     Inspect(inspect::Opts),
     /// Call one operation of a plugin: JSON in, JSON out.
     Invoke(invoke::Opts),
+    /// Create a plugin crate: a connector or a transform, ready to build and test.
+    New(new::Opts),
     /// Check a plugin against the contract, HTTP answered from recorded fixtures.
     Test(test::Opts),
     /// The whole story on one machine: fake CRM and mailer, the example
@@ -104,6 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(opts) => opts.run(),
         Command::Invoke(opts) => opts.run(&cli).await,
         Command::Test(opts) => opts.run(&cli).await,
+        Command::New(opts) => opts.run(),
         Command::Demo(opts) => opts.run().await,
         Command::Pipelines(opts) => opts.run(&cli),
         Command::Runs(opts) => opts.run(&cli),
