@@ -165,6 +165,7 @@ struct ConfigFile {
     audit: AuditFile,
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
     plugins_dir: Option<PathBuf>,
     grants: Option<PathBuf>,
     secrets_file: Option<PathBuf>,
@@ -187,6 +188,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The data directory: the database and the host's own files.
     pub data_dir: PathBuf,
+    /// Where compiled plugins are kept (default `DATA_DIR/cache`); hosts
+    /// sharing one compile each plugin once.
+    pub cache_dir: PathBuf,
     /// The plugins folder.
     pub plugins_dir: PathBuf,
     /// The grants file (it need not exist: then nothing is granted).
@@ -277,8 +281,13 @@ impl Config {
                 .map(resolve)
                 .unwrap_or_else(|| data_dir.join("audit.head")),
         };
+        let cache_dir = parsed
+            .cache_dir
+            .map(resolve)
+            .unwrap_or_else(|| data_dir.join("cache"));
         Config {
             file,
+            cache_dir,
             listen: parsed.listen.unwrap_or_else(|| {
                 DEFAULT_LISTEN
                     .parse()

@@ -73,12 +73,12 @@ impl Host {
         })
     }
 
-    /// Keeps compiled plugins in `DATA_DIR/cache` (see
+    /// Keeps compiled plugins in the cache folder (`cache-dir`, default `DATA_DIR/cache`; see
     /// [`ArtifactCache`](crate::engine::cache::ArtifactCache)), for the
     /// commands that load plugins again and again. A cache that cannot be
     /// opened is logged, and plugins are compiled every time.
     pub fn with_artifact_cache(mut self) -> Host {
-        let dir = self.config.data_dir.join("cache");
+        let dir = self.config.cache_dir.clone();
         if let Some(runtime) = Arc::get_mut(&mut self.runtime) {
             match crate::engine::cache::ArtifactCache::open(&runtime.engine, &dir) {
                 Ok(cache) => runtime.cache = Some(cache),

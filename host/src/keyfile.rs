@@ -32,7 +32,11 @@ pub fn load_or_create(path: &Path) -> Result<Vec<u8>, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let partial = path.with_extension("partial");
+    // A partial file of this process's own, published with a hard link,
+    // which fails if another process published first: then its key, not
+    // ours, is the one (two hosts starting together agree on one key).
+    let tag: String = key[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let partial = path.with_extension(format!("partial.{}.{tag}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -41,8 +45,19 @@ pub fn load_or_create(path: &Path) -> Result<Vec<u8>, String> {
         .open(&partial)
         .and_then(|mut file| file.write_all(&key).and_then(|()| file.sync_all()))
         .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
-    std::fs::rename(&partial, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(key)
+    let published = std::fs::hard_link(&partial, path);
+    let _ = std::fs::remove_file(&partial);
+    match published {
+        Ok(()) => Ok(key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::read(path) {
+            Ok(theirs) if theirs.len() == KEY_LEN => Ok(theirs),
+            Ok(_) | Err(_) => Err(format!(
+                "the key file {} was created by another process but cannot be read back",
+                path.display()
+            )),
+        },
+        Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+    }
 }
 
 #[cfg(test)]
@@ -59,5 +74,22 @@ mod tests {
         std::fs::write(&path, b"short").unwrap();
         let err = load_or_create(&path).unwrap_err();
         assert!(err.contains("holds 5 bytes"), "{err}");
+    }
+
+    #[test]
+    fn processes_creating_a_key_at_once_agree_on_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k/host.key");
+        let keys: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| load_or_create(&path).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(
+            keys.iter().all(|k| *k == on_disk),
+            "threads got different keys"
+        );
     }
 }

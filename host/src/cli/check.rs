@@ -70,7 +70,7 @@ impl Opts {
             Ok(config) => match Host::with_config(config) {
                 Err(crate::host::HostError::File(e)) => (vec![Finding::error(e)], Vec::new()),
                 Err(e) => return Err(e.into()),
-                Ok(host) => check_host(&host)?,
+                Ok(host) => check_host(&host.with_artifact_cache())?,
             },
         };
         let errors = findings.iter().filter(|f| f.severity == "error").count();

@@ -44,9 +44,18 @@ pub struct Opts {
 impl Opts {
     /// Runs the command.
     pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
-        let host = cli.host()?;
+        let host = cli.host()?.with_artifact_cache();
         let file = super::plugin_path(&host.config.plugins_dir, &self.plugin)?;
-        let plugin = Plugin::load(&host.runtime.engine, &host.runtime.linker, &file)?;
+        let bytes =
+            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let runtime = &host.runtime;
+        let plugin = Plugin::from_bytes(
+            &runtime.engine,
+            &runtime.linker,
+            runtime.cache.as_ref(),
+            &file,
+            &bytes,
+        )?;
         let installed = Installed::new(plugin, &host.grants, host.config.limits);
         let installed = installed.callable(&host.grants.file)?;
         let input = self.input.as_deref().map(read_json).transpose()?;

@@ -26,7 +26,10 @@ impl Opts {
         let config = cli.config()?;
         let statuses = match db::running_host_states(&config.database_file())? {
             Some(rows) => rows.into_iter().map(PluginStatus::from_row).collect(),
-            None => Host::with_config(config.clone())?.registry()?.statuses(),
+            None => Host::with_config(config.clone())?
+                .with_artifact_cache()
+                .registry()?
+                .statuses(),
         };
         if self.json {
             super::print_json(&statuses)?;
