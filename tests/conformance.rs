@@ -74,50 +74,34 @@ const SOURCE_RULES: &[&str] = &[
 #[test]
 fn the_example_plugins_pass_with_their_committed_fixtures() {
     let scratch = Scratch::new();
-    let fixtures = fixtures_of("crm-source");
-    let (passed, report) = suite(
-        &scratch,
-        &built("crm-source"),
-        &["--fixtures", fixtures.to_str().unwrap()],
-    );
-    assert!(passed, "{report:#}");
-    assert_eq!(verdicts(&report), all_pass(SOURCE_RULES));
-
-    let fixtures = fixtures_of("mailer-sink");
-    let (passed, report) = suite(
-        &scratch,
-        &built("mailer-sink"),
-        &["--fixtures", fixtures.to_str().unwrap()],
-    );
-    assert!(passed, "{report:#}");
-    assert_eq!(
-        verdicts(&report),
-        all_pass(&[
-            "manifest-valid",
-            "config-matches-schema",
-            "check-accepts-config",
-            "check-rejects-bad-config",
-            "sink-answers-each"
-        ])
-    );
-
-    let fixtures = fixtures_of("map-fullname");
-    let (passed, report) = suite(
-        &scratch,
-        &built("map-fullname"),
-        &["--fixtures", fixtures.to_str().unwrap()],
-    );
-    assert!(passed, "{report:#}");
-    assert_eq!(
-        verdicts(&report),
-        all_pass(&[
-            "manifest-valid",
-            "config-matches-schema",
-            "records-valid",
-            "transform-deterministic",
-            "transform-keeps-keys"
-        ])
-    );
+    let sink_rules = [
+        "manifest-valid",
+        "config-matches-schema",
+        "check-accepts-config",
+        "check-rejects-bad-config",
+        "sink-answers-each",
+    ];
+    let transform_rules = [
+        "manifest-valid",
+        "config-matches-schema",
+        "records-valid",
+        "transform-deterministic",
+        "transform-keeps-keys",
+    ];
+    for (plugin, rules) in [
+        ("crm-source", SOURCE_RULES),
+        ("mailer-sink", &sink_rules[..]),
+        ("map-fullname", &transform_rules[..]),
+    ] {
+        let fixtures = fixtures_of(plugin);
+        let (passed, report) = suite(
+            &scratch,
+            &built(plugin),
+            &["--fixtures", fixtures.to_str().unwrap()],
+        );
+        assert!(passed, "{plugin}: {report:#}");
+        assert_eq!(verdicts(&report), all_pass(rules), "{plugin}");
+    }
 }
 
 #[test]
