@@ -56,7 +56,7 @@ world_of() {
 stale() {
   local target="$1"
   shift
-  [ ! -f "$target" ] || [ -n "$(find "$@" -newer "$target" -print -quit)" ]
+  [ ! -f "$target" ] || [ -n "$(find "$@" -newer "$target" -not -path '*/__pycache__/*' -print -quit)" ]
 }
 
 for dir in "$root"/plugins/python/*/; do
