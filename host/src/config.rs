@@ -350,6 +350,7 @@ mod tests {
         let config = Config::from_file(ConfigFile::default(), None, Path::new("."));
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.plugins_dir, Path::new("./plugins"));
+        assert_eq!(config.cache_dir, Path::new("./causeway-data/cache"));
         assert_eq!(config.data_dir, Path::new("./causeway-data"));
         assert_eq!(config.grants_file, Path::new("./grants.toml"));
         assert_eq!(config.limits, Limits::default());
