@@ -34,6 +34,17 @@ fn suite(scratch: &Scratch, plugin: &Path, args: &[&str]) -> (bool, Value) {
     (out.success, report)
 }
 
+/// `causeway test --record` with the configuration `live` and one
+/// credential's secret reference (`NAME=env:VAR`).
+fn record(scratch: &Scratch, plugin: &Path, live: &Path, secret: &str) -> (bool, Value) {
+    let live = live.to_str().expect("a UTF-8 path");
+    suite(
+        scratch,
+        plugin,
+        &["--record", "--config", live, "--secret", secret],
+    )
+}
+
 /// The verdict of each rule in a report.
 fn verdicts(report: &Value) -> Vec<(String, String)> {
     report["findings"]
@@ -138,17 +149,7 @@ fn a_recording_against_the_live_api_replays_without_it_and_holds_no_secret() {
         out.stderr
     );
 
-    let (passed, recorded) = suite(
-        &scratch,
-        &plugin,
-        &[
-            "--record",
-            "--config",
-            live.to_str().unwrap(),
-            "--secret",
-            "crm-token=env:CRM_TOKEN",
-        ],
-    );
+    let (passed, recorded) = record(&scratch, &plugin, &live, "crm-token=env:CRM_TOKEN");
     assert!(passed, "{recorded:#}");
     let requests_live = crm.faults().requests();
     assert!(requests_live >= 4, "the CRM saw {requests_live} requests");
@@ -212,17 +213,7 @@ fn a_sink_recording_replays_its_writes() {
     )
     .unwrap();
     let plugin = built("mailer-sink");
-    let (passed, recorded) = suite(
-        &scratch,
-        &plugin,
-        &[
-            "--record",
-            "--config",
-            live.to_str().unwrap(),
-            "--secret",
-            "mailer-key=env:MAILER_KEY",
-        ],
-    );
+    let (passed, recorded) = record(&scratch, &plugin, &live, "mailer-key=env:MAILER_KEY");
     assert!(passed, "{recorded:#}");
     assert_eq!(mailer.subscribers("newsletter").len(), 2);
     let writes = mailer.faults().requests();

@@ -23,10 +23,7 @@ fn wasm_target() -> PathBuf {
 /// outer cargo's settings (as host/build.rs runs the plugins' build).
 fn cargo(dir: &Path, target: &Path, args: &[&str]) -> String {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    command
-        .current_dir(dir)
-        .args(args)
-        .env("CARGO_TARGET_DIR", target);
+    command.current_dir(dir).args(args);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key == "RUSTFLAGS"

@@ -8,7 +8,6 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::operation::Operation;
-use crate::plugin::Plugin;
 use crate::registry::Installed;
 
 /// Call one operation of a plugin, by name from the plugins folder or by path:
@@ -46,16 +45,7 @@ impl Opts {
     pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
         let host = cli.host()?.with_artifact_cache();
         let file = super::plugin_path(&host.config.plugins_dir, &self.plugin)?;
-        let bytes =
-            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        let runtime = &host.runtime;
-        let plugin = Plugin::from_bytes(
-            &runtime.engine,
-            &runtime.linker,
-            runtime.cache.as_ref(),
-            &file,
-            &bytes,
-        )?;
+        let plugin = host.runtime.load_plugin(&file)?;
         let installed = Installed::new(plugin, &host.grants, host.config.limits);
         let installed = installed.callable(&host.grants.file)?;
         let input = self.input.as_deref().map(read_json).transpose()?;

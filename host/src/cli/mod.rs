@@ -149,7 +149,9 @@ fn read_database(config: &Config) -> anyhow::Result<Option<rusqlite::Connection>
 /// separator) or a plugin name from the plugins folder `dir`.
 fn plugin_path(dir: &Path, named: &str) -> anyhow::Result<PathBuf> {
     if named.ends_with(".wasm") || named.contains(std::path::MAIN_SEPARATOR) {
-        return Ok(PathBuf::from(named));
+        let path = PathBuf::from(named);
+        anyhow::ensure!(path.is_file(), "{named}: no such plugin file");
+        return Ok(path);
     }
     if let Some(found) = crate::registry::find_named(dir, named)
         .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?

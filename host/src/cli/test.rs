@@ -86,16 +86,8 @@ impl Opts {
         } else {
             Tape::replay(&http_file)?
         });
-        let bytes =
-            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
         let runtime = host.runtime.clone();
-        let plugin = match Plugin::from_bytes(
-            &runtime.engine,
-            &runtime.linker,
-            runtime.cache.as_ref(),
-            &file,
-            &bytes,
-        ) {
+        let plugin = match runtime.load_plugin(&file) {
             Ok(plugin) => plugin,
             Err(e) => {
                 let mut report = conformance::Report::default();

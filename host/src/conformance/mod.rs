@@ -614,22 +614,24 @@ async fn transform_rules(
             return;
         }
     };
-    match a.iter().zip(&b).position(|(x, y)| x != y) {
-        _ if a.len() != b.len() => report.fail(
+    if a.len() != b.len() {
+        report.fail(
             Rule::TransformDeterministic,
             format!("the same input gave {} records, then {}", a.len(), b.len()),
-        ),
-        Some(i) => report.fail(
+        );
+    } else if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+        report.fail(
             Rule::TransformDeterministic,
             format!(
                 "the same input gave different records at position {i} (key {}): {} then {}",
                 a[i].key, a[i].data, b[i].data
             ),
-        ),
-        None => report.pass(
+        );
+    } else {
+        report.pass(
             Rule::TransformDeterministic,
             format!("{} records in, the same {} out twice", input.len(), a.len()),
-        ),
+        );
     }
     let keys: BTreeSet<&str> = input.iter().map(|r| r.key.as_str()).collect();
     match a.iter().find(|r| !keys.contains(r.key.as_str())) {

@@ -75,6 +75,25 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Inspects, validates and links the plugin at `path`, compiled through
+    /// this runtime's cache when it has one.
+    pub fn load_plugin(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<crate::plugin::Plugin, crate::plugin::LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| crate::plugin::LoadError {
+            file: path.to_path_buf(),
+            problem: e.into(),
+        })?;
+        crate::plugin::Plugin::from_bytes(
+            &self.engine,
+            &self.linker,
+            self.cache.as_ref(),
+            path,
+            &bytes,
+        )
+    }
+
     /// Builds the engine, the linker and starts the epoch ticker.
     pub fn new() -> wasmtime::Result<Runtime> {
         let engine = new_engine()?;
