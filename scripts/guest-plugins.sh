@@ -9,7 +9,9 @@
 set -euo pipefail
 
 COMPONENTIZE_PY=0.25.1
-COMPONENTIZE_JS=0.19.3
+# 0.23: earlier versions corrupt an async export's option<string> result
+# after fetch (ComponentizeJS issue #224 and kin): a source's checkpoint.
+COMPONENTIZE_JS=0.23.0
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:?usage: scripts/guest-plugins.sh OUT_DIR}"
@@ -29,19 +31,32 @@ need npm "to install componentize-js (JavaScript plugins)"
 exec 9>"$tools/.guest-plugins.lock"
 flock 9
 
-py="$tools/python/bin/componentize-py"
-if ! "$py" --version 2>/dev/null | grep -qx "componentize-py $COMPONENTIZE_PY"; then
-  echo "guest-plugins: installing componentize-py $COMPONENTIZE_PY into $tools/python" >&2
-  python3 -m venv "$tools/python"
-  "$tools/python/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY"
+# One folder per pinned version: a new pin installs from scratch beside the
+# old one (npm upgrading in place can leave a broken tree), and its
+# .installed stamp makes every plugin built by an older toolchain stale.
+py_dir="$tools/componentize-py-$COMPONENTIZE_PY"
+py="$py_dir/bin/componentize-py"
+if [ ! -f "$py_dir/.installed" ]; then
+  echo "guest-plugins: installing componentize-py $COMPONENTIZE_PY into $py_dir" >&2
+  rm -rf "$py_dir"
+  python3 -m venv "$py_dir"
+  "$py_dir/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY"
+  "$py" --version | grep -qx "componentize-py $COMPONENTIZE_PY" ||
+    { echo "guest-plugins: $py is not componentize-py $COMPONENTIZE_PY" >&2; exit 1; }
+  touch "$py_dir/.installed"
 fi
 
-js="$tools/node/node_modules/.bin/componentize-js"
-if ! "$js" --version 2>/dev/null | grep -qx "$COMPONENTIZE_JS"; then
-  echo "guest-plugins: installing componentize-js $COMPONENTIZE_JS into $tools/node" >&2
-  mkdir -p "$tools/node"
-  npm install --prefix "$tools/node" --no-audit --no-fund --loglevel=error \
+js_dir="$tools/componentize-js-$COMPONENTIZE_JS"
+js="$js_dir/node_modules/.bin/componentize-js"
+if [ ! -f "$js_dir/.installed" ]; then
+  echo "guest-plugins: installing componentize-js $COMPONENTIZE_JS into $js_dir" >&2
+  rm -rf "$js_dir"
+  mkdir -p "$js_dir"
+  npm install --prefix "$js_dir" --no-audit --no-fund --loglevel=error \
     "@bytecodealliance/componentize-js@$COMPONENTIZE_JS"
+  "$js" --version | grep -qx "$COMPONENTIZE_JS" ||
+    { echo "guest-plugins: $js is not componentize-js $COMPONENTIZE_JS" >&2; exit 1; }
+  touch "$js_dir/.installed"
 fi
 
 # The world a plugin targets, from its manifest's `worlds = ["transform"]`.
@@ -52,7 +67,7 @@ world_of() {
   echo "causeway:plugin/$world-plugin@0.1.0"
 }
 
-# Whether $1 is missing or older than anything in the folders after it.
+# Whether $1 is missing or older than anything in the paths after it.
 stale() {
   local target="$1"
   shift
@@ -62,7 +77,7 @@ stale() {
 for dir in "$root"/plugins/python/*/; do
   name="$(basename "$dir")"
   wasm="$out/$name.wasm"
-  if stale "$wasm" "$dir" "$root/wit"; then
+  if stale "$wasm" "$dir" "$root/wit" "$py_dir/.installed"; then
     echo "guest-plugins: building $name (componentize-py)" >&2
     "$py" -d "$root/wit" -w "$(world_of "$dir/$name.toml")" componentize -p "$dir" app -o "$wasm.partial"
     mv "$wasm.partial" "$wasm"
@@ -73,11 +88,16 @@ done
 for dir in "$root"/plugins/js/*/; do
   name="$(basename "$dir")"
   wasm="$out/$name.wasm"
-  if stale "$wasm" "$dir" "$root/wit"; then
+  if stale "$wasm" "$dir" "$root/wit" "$js_dir/.installed"; then
     echo "guest-plugins: building $name (componentize-js)" >&2
-    # No fetch and no wasi:http in a transform: it imports what its world allows.
-    "$js" --wit "$root/wit" --world-name "$(world_of "$dir/$name.toml")" \
-      --disable http fetch-event -o "$wasm.partial" "$dir/app.js"
+    world="$(world_of "$dir/$name.toml")"
+    # A connector's fetch imports wasi:http, which the host serves under the
+    # http grants; a transform gets no network, so no fetch. None serves
+    # requests (fetch-event would export wasi:http/incoming-handler).
+    disable=(fetch-event)
+    [ "$world" != "causeway:plugin/transform-plugin@0.1.0" ] || disable+=(http)
+    "$js" --wit "$root/wit" --world-name "$world" \
+      --disable "${disable[@]}" -o "$wasm.partial" "$dir/app.js"
     mv "$wasm.partial" "$wasm"
   fi
   cp "$dir/$name.toml" "$out/$name.toml"

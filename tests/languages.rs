@@ -1,7 +1,9 @@
 //! Plugins beyond Rust: the Python (componentize-py) and JavaScript
 //! (componentize-js) ports of map-fullname, built by scripts/guest-plugins.sh
 //! (which installs their toolchains), load like any plugin, pass `causeway
-//! test`, and answer exactly what the Rust plugin answers.
+//! test`, and answer exactly what the Rust plugin answers; crm-source-js, a
+//! JavaScript connector reading with `fetch` (wasi:http), is held to the same
+//! grants, credentials and audit as the Rust crm-source.
 //!
 //! Their runtimes are large (an interpreter each): every command here shares
 //! one compiled-artifact cache, so each is compiled once per machine.
@@ -12,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use serde_json::Value;
-use support::{BUILT_PLUGINS, Scratch, repo_root, run, run_json};
+use serde_json::{Value, json};
+use support::{Answer, BUILT_PLUGINS, FakeServer, Scratch, audit_rows, repo_root, run, run_json};
 
 /// The target folder (BUILT_PLUGINS is TARGET/plugins/wasm32-wasip2/release).
 fn target() -> PathBuf {
@@ -50,26 +52,37 @@ fn guest_plugins() -> &'static Path {
 /// the shared cache, the others load it from there.
 static CACHE: Mutex<()> = Mutex::new(());
 
-/// A scratch host with map-fullname and its Python and JavaScript ports
-/// installed, sharing the artifact cache.
-fn host() -> Scratch {
-    let scratch = Scratch::new();
-    scratch.install("map-fullname", "map-fullname.wasm");
-    for name in ["map-fullname-py", "map-fullname-js"] {
-        for ext in ["wasm", "toml"] {
-            std::fs::copy(
-                guest_plugins().join(format!("{name}.{ext}")),
-                scratch.plugins().join(format!("{name}.{ext}")),
-            )
-            .expect("install a guest plugin");
-        }
+/// Copies a guest plugin and its sidecar manifest into the scratch's plugins.
+fn install_guest(scratch: &Scratch, name: &str) {
+    for ext in ["wasm", "toml"] {
+        std::fs::copy(
+            guest_plugins().join(format!("{name}.{ext}")),
+            scratch.plugins().join(format!("{name}.{ext}")),
+        )
+        .expect("install a guest plugin");
     }
+}
+
+/// A scratch host sharing the artifact cache of every test here.
+fn shared_cache_host() -> Scratch {
+    let scratch = Scratch::new();
     let cache = target().join("guest-plugins").join("cache");
     std::fs::write(
         scratch.path().join("causeway.toml"),
         format!("cache-dir = {:?}\n", cache.display().to_string()),
     )
     .expect("write causeway.toml");
+    scratch
+}
+
+/// A scratch host with map-fullname and its Python and JavaScript ports
+/// installed, sharing the artifact cache.
+fn host() -> Scratch {
+    let scratch = shared_cache_host();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    for name in ["map-fullname-py", "map-fullname-js"] {
+        install_guest(&scratch, name);
+    }
     scratch
 }
 
@@ -163,5 +176,174 @@ fn python_and_javascript_transforms_answer_what_the_rust_one_does() {
             "JavaScript differs on {}",
             file.display()
         );
+    }
+}
+
+const SECRET: &str = "crm-s3cret-7c1e";
+
+/// The Rust crm-source and its JavaScript port, which reads with `fetch`
+/// (wasi:http), both granted GET /v1/contacts on the server at `port` by
+/// its address, with the crm-token credential bound to it.
+fn connectors(port: &str) -> Scratch {
+    let scratch = shared_cache_host();
+    scratch.install("crm-source", "crm-source.wasm");
+    install_guest(&scratch, "crm-source-js");
+    let mut grants = String::new();
+    for name in ["crm-source", "crm-source-js"] {
+        grants.push_str(&format!(
+            r#"
+[[plugins.{name}.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+methods = ["GET"]
+path-prefix = "/v1/contacts"
+
+[plugins.{name}.credentials.crm-token]
+secret = "env:CAUSEWAY_TEST_TOKEN"
+hosts = ["127.0.0.1"]
+"#
+        ));
+    }
+    scratch.grants(&grants);
+    scratch
+}
+
+/// Reads one page of contacts from `base_url` with `plugin`: the page, or
+/// the error line.
+fn read_contacts(scratch: &Scratch, plugin: &str, base_url: &str) -> Result<Value, String> {
+    let config = scratch.path().join("crm.json");
+    std::fs::write(&config, json!({ "base_url": base_url }).to_string()).unwrap();
+    let input = scratch.path().join("read.json");
+    std::fs::write(&input, r#"{"stream": "contacts"}"#).unwrap();
+    let _one = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run(scratch
+        .causeway()
+        .env("CAUSEWAY_TEST_TOKEN", SECRET)
+        .args(["invoke", plugin, "read", "--config"])
+        .arg(&config)
+        .arg("--input")
+        .arg(&input));
+    assert!(
+        !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
+        "{plugin}: the secret leaked:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    if out.success {
+        Ok(serde_json::from_str(&out.stdout).unwrap())
+    } else {
+        Err(out.stderr)
+    }
+}
+
+#[test]
+fn a_javascript_connector_using_fetch_is_held_to_the_same_grants_as_a_rust_one() {
+    // The CRM echoes the authorization it got inside the contact: what the
+    // plugin sees of it must be redacted.
+    let server = FakeServer::start(|request| {
+        let auth = request
+            .headers
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        Answer::ok(
+            json!({
+                "contacts": [{"id": 7, "updated_at": 1700000000000_i64, "email": "ada@example.com", "seen": auth}],
+                "has_more": false
+            })
+            .to_string(),
+        )
+    });
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let scratch = connectors(&port);
+    let granted = format!("http://{}", server.addr);
+    let ungranted = format!("http://localhost:{port}");
+
+    let mut rows_of = Vec::new();
+    for plugin in ["crm-source", "crm-source-js"] {
+        let before = server.received().len();
+        let page = read_contacts(&scratch, plugin, &granted)
+            .unwrap_or_else(|e| panic!("{plugin} on a granted host: {e}"));
+        let record = &page["records"][0];
+        assert_eq!(record["key"], "7", "{plugin}: {page:#}");
+        assert_eq!(record["data"]["seen"], "Bearer [redacted]", "{plugin}");
+        let received = server.received();
+        assert_eq!(received.len(), before + 1, "{plugin}");
+        let sent = &received[before].headers;
+        assert!(
+            sent.contains(&("authorization".into(), format!("Bearer {SECRET}"))),
+            "{plugin}: the credential was not injected: {sent:?}"
+        );
+        assert!(
+            sent.iter().all(|(n, _)| n != "x-causeway-credential"),
+            "{plugin}: the credential header left the host: {sent:?}"
+        );
+
+        let error = read_contacts(&scratch, plugin, &ungranted).unwrap_err();
+        assert!(error.contains("error:"), "{plugin}: {error}");
+        assert_eq!(
+            server.received().len(),
+            before + 1,
+            "{plugin}: a denied request reached the server"
+        );
+
+        let rows: Vec<_> = audit_rows(&scratch.path().join("causeway-data"))
+            .into_iter()
+            .filter(|row| row.0 == plugin && row.1 == "http")
+            .collect();
+        rows_of.push(rows);
+    }
+
+    // The same rows, allowed then denied, for the same requests and reasons;
+    // the JavaScript ones say which door they came by.
+    let (rust, js) = (&rows_of[0], &rows_of[1]);
+    assert_eq!(rust.len(), 2, "{rust:#?}");
+    assert_eq!(js.len(), 2, "{js:#?}");
+    for (r, j) in rust.iter().zip(js) {
+        assert_eq!((&r.2, &r.3, &r.4), (&j.2, &j.3, &j.4), "{rust:#?}\n{js:#?}");
+        assert!(j.5.ends_with(" (wasi:http)"), "{}", j.5);
+    }
+    assert_eq!(
+        (rust[0].4.as_str(), rust[1].4.as_str()),
+        ("allowed", "denied")
+    );
+    assert_eq!(
+        rust[1].5.replace("crm-source", "PLUGIN"),
+        js[1]
+            .5
+            .trim_end_matches(" (wasi:http)")
+            .replace("crm-source-js", "PLUGIN"),
+    );
+    assert!(
+        js[1].3.starts_with(&format!("{ungranted}/v1/contacts?")),
+        "{js:#?}"
+    );
+}
+
+#[test]
+fn the_javascript_connector_passes_causeway_test_on_crm_sources_recordings() {
+    // crm-source's recorded CRM answers, replayed at the network leg of the
+    // one policy both doors share: fetch gets them through wasi:http.
+    let scratch = shared_cache_host();
+    install_guest(&scratch, "crm-source-js");
+    let _one = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run(scratch
+        .causeway()
+        .args(["test", "crm-source-js", "--json", "--fixtures"])
+        .arg(repo_root().join("plugins/crm-source/fixtures")));
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not a report ({e}): {}{}", out.stdout, out.stderr));
+    assert!(out.success, "{report:#}");
+    let passed: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["verdict"] == "pass")
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    for rule in ["check-accepts-config", "read-completes", "read-resumes"] {
+        assert!(passed.contains(&rule), "{rule}: {report:#}");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The worlds a plugin implements are read from its export names, never taken
 //! from its manifest. Imports must be the contract's capabilities or the fixed
-//! WASI set the host links; anything else is refused at load, by name.
+//! WASI set the host links (and, for connectors, wasi:http, held to the same
+//! grants as the `http` capability); anything else is refused at load, by name.
 
 use std::fmt;
 
@@ -24,6 +25,10 @@ pub const WASI_PACKAGES: &[&str] = &[
     "wasi:filesystem",
     "wasi:sockets",
 ];
+
+/// The WASI package connectors may import besides the fixed set: a guest
+/// language's own HTTP client, served through the `http` capability's checks.
+pub const WASI_HTTP: &str = "wasi:http";
 
 /// A role a plugin can play, read from the interface it exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -139,6 +144,11 @@ pub fn check_imports<'a>(
             }
         } else if WASI_PACKAGES.contains(&package) {
             continue;
+        } else if package == WASI_HTTP {
+            if transform_only {
+                return Err(ContractError::TransformCapability(import.to_string()));
+            }
+            continue;
         }
         return Err(ContractError::ForeignImport(import.to_string()));
     }
@@ -197,8 +207,12 @@ mod tests {
     }
 
     #[test]
-    fn wasi_http_is_not_in_the_fixed_set() {
-        assert!(check_imports(["wasi:http/outgoing-handler@0.2.6"], &[World::Source]).is_err());
+    fn wasi_http_is_for_connectors_only() {
+        let imports = ["wasi:http/types@0.2.3", "wasi:http/outgoing-handler@0.2.3"];
+        assert!(check_imports(imports, &[World::Source]).is_ok());
+        let err = check_imports(imports, &[World::Transform]).unwrap_err();
+        assert!(matches!(err, ContractError::TransformCapability(_)));
+        assert!(check_imports(["wasi:httpx/raw@0.2.3"], &[World::Source]).is_err());
     }
 
     #[test]

@@ -14,9 +14,10 @@ use wasmtime::{
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::audit::AuditLog;
-use crate::caps::http::HttpClient;
+use crate::caps::http::{Door, HttpClient, Outbound, WasiHttpDoor};
 use crate::db::WriterHandle;
 use crate::grants::Policy;
 use crate::plugin::PluginInfo;
@@ -90,6 +91,8 @@ impl ResourceLimiter for MemoryLimiter {
 pub struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http_ctx: WasiHttpCtx,
+    http_door: WasiHttpDoor,
     limiter: MemoryLimiter,
     stderr: MemoryOutputPipe,
     /// Who is calling: every capability names the plugin in logs and audit.
@@ -119,6 +122,18 @@ impl WasiView for StoreState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+/// wasi:http, for guests whose HTTP client speaks it: served through the
+/// same checks as the `http` capability (see [`crate::caps::http`]).
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http_door,
         }
     }
 }
@@ -162,9 +177,20 @@ pub fn new_store(
         .socket_addr_check(|_, _| Box::pin(async { false }))
         .build();
     let deadline = Instant::now() + limits.call_timeout;
+    let http_door = WasiHttpDoor::new(Outbound {
+        plugin: plugin.clone(),
+        policy: context.policy.clone(),
+        audit: context.audit.clone(),
+        secrets: context.secrets.clone(),
+        client: context.http.clone(),
+        deadline,
+        door: Door::WasiHttp,
+    });
     let state = StoreState {
         wasi,
         table: ResourceTable::new(),
+        http_ctx: WasiHttpCtx::new(),
+        http_door,
         limiter: MemoryLimiter::new(limits),
         stderr,
         plugin,

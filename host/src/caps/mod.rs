@@ -17,10 +17,12 @@ use crate::sandbox::StoreState;
 
 impl causeway::plugin::types::Host for StoreState {}
 
-/// A linker with the fixed WASI set and every contract capability.
+/// A linker with the fixed WASI set, wasi:http and every contract capability.
 pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    // Linked for every plugin; the contract refuses it to transforms at load.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     PluginHost::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
     Ok(linker)
 }

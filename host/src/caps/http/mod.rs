@@ -11,19 +11,24 @@ mod client;
 mod limiter;
 mod rule;
 pub mod tape;
+mod wasi;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use address::is_public;
 pub use client::{HttpClient, HttpLimits};
 pub use rule::{Denial, HttpPolicy, HttpRule, Target};
 pub use tape::{Tape, TapeAnswer, TapeMode};
+pub use wasi::{CREDENTIAL_HEADER, WasiHttpDoor};
 
+use crate::audit::AuditLog;
 use crate::audit::{AuditEvent, Decision};
 use crate::bindings::causeway::plugin::http::{Host, HttpError, Request, Response};
-use crate::grants::{CredentialBinding, Injection};
+use crate::grants::{CredentialBinding, Injection, Policy};
+use crate::plugin::PluginInfo;
 use crate::sandbox::StoreState;
-use crate::secrets::Secret;
+use crate::secrets::{Secret, Secrets};
 
 /// Headers a plugin may not set: credentials come from the host, framing
 /// from the client.
@@ -88,40 +93,54 @@ fn audit_target(url: &url::Url) -> String {
     }
 }
 
-/// The one check every hop passes through: the policy, then, for an IP
-/// literal that is not public, whether a grant names it.
-pub fn decide(state: &StoreState, target: &Target) -> Result<(), String> {
-    state
-        .policy
+/// The one check every hop passes through, whichever door it came by: the
+/// policy, then, for an IP literal that is not public, whether a grant names
+/// it.
+pub fn decide(plugin: &PluginInfo, policy: &Policy, target: &Target) -> Result<(), String> {
+    policy
         .http
-        .check(&state.plugin.name, &state.policy.requested_http, target)
+        .check(&plugin.name, &policy.requested_http, target)
         .map_err(|d| d.to_string())?;
     if let Ok(ip) = target.host.parse::<std::net::IpAddr>()
         && !is_public(ip)
-        && !state
-            .policy
-            .http
-            .rules
-            .iter()
-            .any(|r| r.host == target.host)
+        && !policy.http.rules.iter().any(|r| r.host == target.host)
     {
         return Err(format!(
             "plugin {} may not reach {}: a non-public address is reachable only when a grant names it explicitly",
-            state.plugin.name, target.host
+            plugin.name, target.host
         ));
     }
     Ok(())
 }
 
-fn audit(state: &StoreState, target: &Target, shown: &str, decision: Decision, detail: String) {
-    state.audit.record(AuditEvent::new(
-        &state.plugin,
-        "http",
-        &target.method,
-        shown,
-        decision,
-        detail,
-    ));
+/// The way a request came in: both are held to the same policy, and the
+/// audit log says which one it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The contract's `causeway:plugin/http` capability.
+    Capability,
+    /// `wasi:http/outgoing-handler`: the guest language's own HTTP client.
+    WasiHttp,
+}
+
+/// Everything one outbound request is checked and sent with, owned, so a
+/// request can run on its own task (wasi:http sends off the store).
+#[derive(Clone)]
+pub struct Outbound {
+    /// Who is asking.
+    pub plugin: Arc<PluginInfo>,
+    /// What it may do.
+    pub policy: Arc<Policy>,
+    /// Where each hop is recorded.
+    pub audit: AuditLog,
+    /// The secrets credentials are resolved from.
+    pub secrets: Arc<Secrets>,
+    /// The plugin version's client, if it may use HTTP.
+    pub client: Option<Arc<HttpClient>>,
+    /// When the plugin call ends: no request outlives it.
+    pub deadline: Instant,
+    /// How the request came in.
+    pub door: Door,
 }
 
 /// Replaces every occurrence of `secret` in `text`.
@@ -399,8 +418,37 @@ async fn exchange(
     }))
 }
 
-impl StoreState {
-    async fn send_checked(&mut self, req: Request) -> Result<Response, HttpError> {
+impl Outbound {
+    /// The store's view of outbound HTTP, for a request coming in by `door`.
+    pub fn of(state: &StoreState, door: Door) -> Outbound {
+        Outbound {
+            plugin: state.plugin.clone(),
+            policy: state.policy.clone(),
+            audit: state.audit.clone(),
+            secrets: state.secrets.clone(),
+            client: state.http.clone(),
+            deadline: state.deadline,
+            door,
+        }
+    }
+
+    fn audit(&self, target: &Target, shown: &str, decision: Decision, detail: String) {
+        let detail = match self.door {
+            Door::Capability => detail,
+            Door::WasiHttp => format!("{detail} (wasi:http)"),
+        };
+        self.audit.record(AuditEvent::new(
+            &self.plugin,
+            "http",
+            &target.method,
+            shown,
+            decision,
+            detail,
+        ));
+    }
+
+    /// Checks, sends and audits one request, following redirects hop by hop.
+    pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
         let limits = self.policy.http_limits;
         for (name, _) in &req.headers {
             if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
@@ -429,7 +477,7 @@ impl StoreState {
             )),
         };
         let client = self
-            .http
+            .client
             .clone()
             .ok_or_else(|| HttpError::Network("the plugin has no HTTP client".to_string()))?;
         let timeout = req
@@ -449,8 +497,8 @@ impl StoreState {
         for hop in 0..=limits.max_redirects {
             let target = target_of_url(&method, &url).map_err(HttpError::InvalidRequest)?;
             let shown = audit_target(&url);
-            if let Err(reason) = decide(self, &target) {
-                audit(self, &target, &shown, Decision::Denied, reason.clone());
+            if let Err(reason) = decide(&self.plugin, &self.policy, &target) {
+                self.audit(&target, &shown, Decision::Denied, reason.clone());
                 tracing::warn!(plugin = %self.plugin.label(), "http request denied: {reason}");
                 return Err(HttpError::Denied(reason));
             }
@@ -473,7 +521,7 @@ impl StoreState {
                             "credential {name:?} is not bound to host {}: bind it in grants.toml ([plugins.{}.credentials.{name}] hosts)",
                             target.host, self.plugin.name
                         );
-                        audit(self, &target, &shown, Decision::Denied, reason.clone());
+                        self.audit(&target, &shown, Decision::Denied, reason.clone());
                         return Err(HttpError::Denied(reason));
                     }
                     // A redirect to a host the credential is not bound to: it is not carried.
@@ -502,8 +550,7 @@ impl StoreState {
                 Ok(permit) => permit,
                 Err(throttled) => {
                     let reason = throttled.to_string();
-                    audit(
-                        self,
+                    self.audit(
                         &target,
                         &shown,
                         Decision::Denied,
@@ -541,8 +588,7 @@ impl StoreState {
             let took = started.elapsed().as_millis();
             match outcome {
                 Err(HopFailure { error, detail }) => {
-                    audit(
-                        self,
+                    self.audit(
                         &target,
                         &shown,
                         Decision::Allowed,
@@ -557,7 +603,7 @@ impl StoreState {
                         body.len(),
                         response.body.len()
                     );
-                    audit(self, &target, &shown, Decision::Allowed, detail);
+                    self.audit(&target, &shown, Decision::Allowed, detail);
                     return Ok(response);
                 }
                 Ok(Exchange::Redirect { status, location }) => {
@@ -565,7 +611,7 @@ impl StoreState {
                         "status {status}, redirect, {} bytes out, {took} ms",
                         body.len()
                     );
-                    audit(self, &target, &shown, Decision::Allowed, detail);
+                    self.audit(&target, &shown, Decision::Allowed, detail);
                     url = url.join(&location).map_err(|e| {
                         HttpError::Network(format!("{target}: bad redirect location: {e}"))
                     })?;
@@ -599,7 +645,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl Host for StoreState {
     async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
-        Ok(self.send_checked(req).await)
+        Ok(Outbound::of(self, Door::Capability).send(req).await)
     }
 }
 
