@@ -7,13 +7,22 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{RunningHost, Scratch, try_http};
+use support::{RunningHost, Scratch, try_http, wait_until};
 
 fn start() -> (Scratch, RunningHost) {
+    start_with(r#"memory-mb = 32, call-timeout = "1s""#, "")
+}
+
+/// A host running the hostile plugin with `limits` in its grant and
+/// `causeway.toml` holding `config`.
+fn start_with(limits: &str, config: &str) -> (Scratch, RunningHost) {
     let scratch = Scratch::new();
     scratch.install("test-hostile", "hostile.wasm");
     scratch.install("map-fullname", "map-fullname.wasm");
-    scratch.grants("[plugins.test-hostile]\nlimits = { memory-mb = 32, call-timeout = \"1s\" }\n");
+    scratch.grants(&format!(
+        "[plugins.test-hostile]\nlimits = {{ {limits} }}\n"
+    ));
+    std::fs::write(scratch.path().join("causeway.toml"), config).unwrap();
     let host = RunningHost::start(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
     (scratch, host)
 }
@@ -58,9 +67,34 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// One call of the well-behaved map-fullname; asserts it answered, within
+/// a bound however busy its neighbour is.
+fn neighbour_answers_promptly(host: &RunningHost) {
+    let body = json!({
+        "operation": "transform",
+        "input": [{"stream": "c", "key": "1", "data": {"firstName": "Ada", "lastName": "L", "email": "a@x"}}],
+    })
+    .to_string();
+    let started = Instant::now();
+    let (status, answer) = try_http(
+        &host.addr,
+        "POST",
+        "/api/plugins/map-fullname/invoke",
+        Some(&body),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a neighbour waited {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn each_hostile_plugin_fails_with_its_own_kind_within_its_bound() {
     let (_scratch, host) = start();
+    let host = std::sync::Arc::new(host);
     for (mode, status, kind) in [
         ("loop", 504, "timeout"),
         ("host-calls", 504, "timeout"),
@@ -69,7 +103,13 @@ fn each_hostile_plugin_fails_with_its_own_kind_within_its_bound() {
         ("panic", 500, "trap"),
         ("stack", 500, "trap"),
     ] {
-        let (got, answer, took) = provoke(&host, mode);
+        let hostile = {
+            let host = host.clone();
+            std::thread::spawn(move || provoke(&host, mode))
+        };
+        // Called while the hostile call runs: it is not held up by it.
+        neighbour_answers_promptly(&host);
+        let (got, answer, took) = hostile.join().unwrap();
         assert_eq!(
             (got, answer["error"].as_str()),
             (status, Some(kind)),
@@ -107,26 +147,8 @@ fn a_looping_plugin_stops_costing_cpu_after_its_bound_and_others_keep_answering(
         std::thread::spawn(move || provoke(&host, "loop"))
     };
     // While it spins, the well-behaved plugin answers promptly.
-    let body = json!({
-        "operation": "transform",
-        "input": [{"stream": "c", "key": "1", "data": {"firstName": "Ada", "lastName": "L", "email": "a@x"}}],
-    })
-    .to_string();
     for _ in 0..5 {
-        let started = Instant::now();
-        let (status, answer) = try_http(
-            &host.addr,
-            "POST",
-            "/api/plugins/map-fullname/invoke",
-            Some(&body),
-        )
-        .unwrap();
-        assert_eq!(status, 200, "{answer}");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "a neighbour waited {:?}",
-            started.elapsed()
-        );
+        neighbour_answers_promptly(&host);
     }
     let (status, _, _) = looping.join().unwrap();
     assert_eq!(status, 504);
@@ -164,4 +186,49 @@ fn log_spam_is_cut_and_wasi_gives_nothing_beyond_the_fixed_set() {
     let (status, _, _) = provoke(&host, "log-spam");
     assert_eq!(status, 200);
     host.wait_for_log("log lines dropped", 5);
+}
+
+#[test]
+fn a_call_beyond_the_hosts_instance_slots_fails_as_busy_and_later_ones_run() {
+    // One slot: while the looping call holds it, nothing else can start.
+    let (_scratch, host) = start_with(r#"call-timeout = "5s""#, "[engine]\nmax-instances = 1\n");
+    let host = std::sync::Arc::new(host);
+    let looping = {
+        let host = host.clone();
+        std::thread::spawn(move || provoke(&host, "loop"))
+    };
+    let answer = wait_until("a call refused as busy", Duration::from_secs(4), || {
+        let (status, answer, _) = provoke(&host, "none");
+        (status == 503).then_some(answer)
+    });
+    assert_eq!(answer["error"], "busy", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("max-instances"),
+        "{answer}"
+    );
+    let (status, _, _) = looping.join().unwrap();
+    assert_eq!(status, 504);
+    // The slot came back with the looping call's store.
+    benign_answers(&host);
+}
+
+#[test]
+fn a_plugin_needing_more_instances_than_its_grant_allows_fails_naming_the_limit() {
+    let (_scratch, host) = start_with("instances = 1", "");
+    let (status, answer, _) = provoke(&host, "none");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (500, Some("resource-limit")),
+        "{answer}"
+    );
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("test-hostile@0.1.0") && message.contains("instances = "),
+        "{answer}"
+    );
+    // Other plugins keep their own, default, limits.
+    neighbour_answers_promptly(&host);
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::engine::EngineSettings;
 use crate::pipeline::PipelineConfig;
 use crate::sandbox::Limits;
 
@@ -106,6 +107,10 @@ pub struct LimitsConfig {
     pub memory_mb: Option<u32>,
     /// Wall-clock time per call.
     pub call_timeout: Option<TextDuration>,
+    /// Elements one table may grow to.
+    pub table_elements: Option<usize>,
+    /// Core instances one call may create.
+    pub instances: Option<usize>,
 }
 
 impl LimitsConfig {
@@ -117,6 +122,8 @@ impl LimitsConfig {
                 .map(|mb| mb as usize * 1024 * 1024)
                 .unwrap_or(base.memory_bytes),
             call_timeout: self.call_timeout.map(|d| d.0).unwrap_or(base.call_timeout),
+            table_elements: self.table_elements.unwrap_or(base.table_elements),
+            instances: self.instances.unwrap_or(base.instances),
         }
     }
 }
@@ -166,12 +173,15 @@ struct ConfigFile {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    cache_max_mb: Option<u64>,
     plugins_dir: Option<PathBuf>,
     grants: Option<PathBuf>,
     secrets_file: Option<PathBuf>,
     reload_settle: Option<TextDuration>,
     #[serde(default)]
     limits: LimitsConfig,
+    #[serde(default)]
+    engine: EngineSettings,
     #[serde(default)]
     plugins: BTreeMap<String, PluginConfig>,
     #[serde(default)]
@@ -191,6 +201,8 @@ pub struct Config {
     /// Where compiled plugins are kept (default `DATA_DIR/cache`); hosts
     /// sharing one compile each plugin once.
     pub cache_dir: PathBuf,
+    /// The most the cache may hold; the least recently used artifacts go.
+    pub cache_max_bytes: u64,
     /// The plugins folder.
     pub plugins_dir: PathBuf,
     /// The grants file (it need not exist: then nothing is granted).
@@ -202,6 +214,8 @@ pub struct Config {
     pub reload_settle: Duration,
     /// Default per-call limits.
     pub limits: Limits,
+    /// How plugin instances are allocated (`[engine]`).
+    pub engine: EngineSettings,
     /// The audit trail's files and retention.
     pub audit: AuditConfig,
     /// Per-plugin sections, by plugin name.
@@ -288,6 +302,10 @@ impl Config {
         Config {
             file,
             cache_dir,
+            cache_max_bytes: parsed
+                .cache_max_mb
+                .map(|mb| mb.saturating_mul(1024 * 1024))
+                .unwrap_or(crate::engine::cache::DEFAULT_MAX_BYTES),
             listen: parsed.listen.unwrap_or_else(|| {
                 DEFAULT_LISTEN
                     .parse()
@@ -306,6 +324,7 @@ impl Config {
                 .map(|d| d.0)
                 .unwrap_or(DEFAULT_RELOAD_SETTLE),
             limits: parsed.limits.apply(Limits::default()),
+            engine: parsed.engine,
             audit,
             plugins: parsed.plugins,
             pipelines: parsed.pipelines,
@@ -378,7 +397,7 @@ mod tests {
     #[test]
     fn paths_resolve_beside_the_file_and_limits_apply() {
         let parsed: ConfigFile = parse_toml(
-            "data-dir = \"d\"\n[limits]\nmemory-mb = 16\ncall-timeout = \"2s\"\n[plugins.x.config]\na = 1\n",
+            "data-dir = \"d\"\n[limits]\nmemory-mb = 16\ncall-timeout = \"2s\"\ninstances = 4\n[engine]\nmax-instances = 8\n[plugins.x.config]\na = 1\n",
             "c.toml",
         )
         .unwrap();
@@ -386,6 +405,24 @@ mod tests {
         assert_eq!(config.data_dir, Path::new("/etc/causeway/d"));
         assert_eq!(config.limits.memory_bytes, 16 * 1024 * 1024);
         assert_eq!(config.limits.call_timeout, Duration::from_secs(2));
+        assert_eq!(config.limits.instances, 4);
+        assert_eq!(
+            config.limits.table_elements,
+            Limits::default().table_elements
+        );
+        assert_eq!(
+            config.engine,
+            EngineSettings {
+                pooling: true,
+                max_instances: 8
+            }
+        );
+        assert!(
+            parse_toml::<ConfigFile>("[engine]\npool = false\n", "c.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("pool")
+        );
         assert_eq!(config.plugin_config("x")["a"], 1);
         assert_eq!(config.plugin_config("y"), serde_json::json!({}));
     }

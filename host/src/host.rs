@@ -64,7 +64,10 @@ impl Host {
     pub fn with_config(config: Config) -> Result<Host, HostError> {
         let grants = Grants::load(&config.grants_file)?;
         let secrets = Arc::new(Secrets::load(config.secrets_file.as_deref())?);
-        let runtime = Arc::new(Runtime::new().map_err(|e| HostError::Engine(format!("{e:#}")))?);
+        let runtime = Arc::new(
+            Runtime::with_settings(&config.engine)
+                .map_err(|e| HostError::Engine(format!("{e:#}")))?,
+        );
         Ok(Host {
             config,
             grants,
@@ -81,7 +84,9 @@ impl Host {
         let dir = self.config.cache_dir.clone();
         if let Some(runtime) = Arc::get_mut(&mut self.runtime) {
             match crate::engine::cache::ArtifactCache::open(&runtime.engine, &dir) {
-                Ok(cache) => runtime.cache = Some(cache),
+                Ok(cache) => {
+                    runtime.cache = Some(cache.with_max_bytes(self.config.cache_max_bytes));
+                }
                 Err(e) => tracing::warn!("no precompiled cache: {e}"),
             }
         }

@@ -33,6 +33,11 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// The wall-clock time one call may take, host calls included.
     pub call_timeout: Duration,
+    /// The most elements one table may grow to.
+    pub table_elements: usize,
+    /// The most core instances one call's store may create (a component
+    /// instantiates several: CPython 14, most others ≤ 4).
+    pub instances: usize,
 }
 
 impl Default for Limits {
@@ -40,15 +45,26 @@ impl Default for Limits {
         Limits {
             memory_bytes: 64 * 1024 * 1024,
             call_timeout: Duration::from_secs(30),
+            table_elements: 50_000,
+            instances: 32,
         }
     }
 }
 
-/// A `ResourceLimiter` that remembers a refused memory growth, so an
+/// A growth the limiter refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Linear memory, to this many bytes.
+    Memory(usize),
+    /// A table, to this many elements.
+    Table(usize),
+}
+
+/// A `ResourceLimiter` that remembers a refused growth, so an
 /// out-of-memory abort is reported as such and not as a bare trap.
 pub struct MemoryLimiter {
     inner: StoreLimits,
-    refused: Option<usize>,
+    refused: Option<Refused>,
 }
 
 impl MemoryLimiter {
@@ -56,6 +72,8 @@ impl MemoryLimiter {
         MemoryLimiter {
             inner: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)
+                .table_elements(limits.table_elements)
+                .instances(limits.instances)
                 .build(),
             refused: None,
         }
@@ -71,7 +89,7 @@ impl ResourceLimiter for MemoryLimiter {
     ) -> wasmtime::Result<bool> {
         let allowed = self.inner.memory_growing(current, desired, maximum)?;
         if !allowed {
-            self.refused = Some(desired);
+            self.refused = Some(Refused::Memory(desired));
         }
         Ok(allowed)
     }
@@ -82,7 +100,23 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
+        let allowed = self.inner.table_growing(current, desired, maximum)?;
+        if !allowed {
+            self.refused = Some(Refused::Table(desired));
+        }
+        Ok(allowed)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }
 
@@ -242,6 +276,25 @@ pub enum CallError {
         /// The limit.
         limit: usize,
     },
+    /// The plugin needs more than its limits allow besides memory: a table
+    /// grown past `table-elements`, more core instances than `instances`.
+    #[error("plugin {plugin} exceeded a resource limit: {message}")]
+    ResourceLimit {
+        /// `name@version`.
+        plugin: String,
+        /// What it asked for, the limit, and the grant that raises it.
+        message: String,
+    },
+    /// Every instance slot of the host is in use: retry shortly.
+    #[error(
+        "plugin {plugin} was not started: the host is at its instance limit ({reason}); retry shortly, or raise [engine] max-instances"
+    )]
+    Busy {
+        /// `name@version`.
+        plugin: String,
+        /// Which of the pool's limits was reached.
+        reason: String,
+    },
     /// The guest trapped (a panic, an `unreachable`, a bad memory access).
     #[error("plugin {plugin} crashed: {message}")]
     Trap {
@@ -269,6 +322,8 @@ impl CallError {
         match self {
             CallError::Timeout { .. } => "timeout",
             CallError::OutOfMemory { .. } => "out-of-memory",
+            CallError::ResourceLimit { .. } => "resource-limit",
+            CallError::Busy { .. } => "busy",
             CallError::Trap { .. } => "trap",
             CallError::Plugin { .. } => "plugin-error",
             CallError::Invalid(_) => "invalid-call",
@@ -283,11 +338,49 @@ impl CallError {
     ) -> CallError {
         let state = store.data();
         let plugin = state.plugin.label();
-        if let Some(requested) = state.limiter.refused {
-            return CallError::OutOfMemory {
+        let raise = |what: &str| {
+            format!(
+                "raise it for this plugin in grants.toml ([plugins.{}] limits = {{ {what} = … }}) if it is expected",
+                state.plugin.name
+            )
+        };
+        match state.limiter.refused {
+            Some(Refused::Memory(requested)) => {
+                return CallError::OutOfMemory {
+                    plugin,
+                    requested,
+                    limit: limits.memory_bytes,
+                };
+            }
+            Some(Refused::Table(requested)) => {
+                return CallError::ResourceLimit {
+                    plugin,
+                    message: format!(
+                        "a table asked for {requested} elements, the limit is {}; {}",
+                        limits.table_elements,
+                        raise("table-elements")
+                    ),
+                };
+            }
+            None => {}
+        }
+        if let Some(busy) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+            return CallError::Busy {
                 plugin,
-                requested,
-                limit: limits.memory_bytes,
+                reason: busy.to_string(),
+            };
+        }
+        // wasmtime refuses an instantiation beyond the store's counts with
+        // this message and no error type of its own.
+        let text = format!("{error:#}");
+        if text.contains("resource limit exceeded: instance count") {
+            return CallError::ResourceLimit {
+                plugin,
+                message: format!(
+                    "it needs more than {} core instances; {}",
+                    limits.instances,
+                    raise("instances")
+                ),
             };
         }
         if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
@@ -304,5 +397,27 @@ impl CallError {
             message = format!("{stderr}\n{message}");
         }
         CallError::Trap { plugin, message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_growth_is_remembered_as_memory_or_table() {
+        let limits = Limits {
+            memory_bytes: 1 << 16,
+            table_elements: 10,
+            ..Limits::default()
+        };
+        let mut limiter = MemoryLimiter::new(&limits);
+        assert!(limiter.table_growing(0, 10, None).unwrap());
+        assert_eq!(limiter.refused, None);
+        assert!(!limiter.table_growing(10, 11, None).unwrap());
+        assert_eq!(limiter.refused, Some(Refused::Table(11)));
+        assert!(!limiter.memory_growing(0, 1 << 17, None).unwrap());
+        assert_eq!(limiter.refused, Some(Refused::Memory(1 << 17)));
+        assert_eq!(limiter.instances(), limits.instances);
     }
 }

@@ -311,9 +311,10 @@ async fn invoke(
                 CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 CallError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 CallError::Plugin { .. } => StatusCode::BAD_GATEWAY,
-                CallError::OutOfMemory { .. } | CallError::Trap { .. } => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                CallError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                CallError::OutOfMemory { .. }
+                | CallError::ResourceLimit { .. }
+                | CallError::Trap { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(status, e.kind(), e.to_string())
         }

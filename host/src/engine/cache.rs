@@ -10,6 +10,10 @@
 //! artifact; it is checked before the unsafe load. A missing, corrupted or
 //! foreign artifact is recompiled, never trusted. Files in the plugins folder
 //! are never deserialized: they must be components, compiled here.
+//!
+//! The cache is bounded: after each store the least recently used artifacts
+//! (a load counts as a use) are removed until it fits its size, across engine
+//! folders, so an upgrade's old folder ages out.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -24,10 +28,15 @@ type HmacSha256 = Hmac<Sha256>;
 /// Where compiled components are kept.
 #[derive(Debug)]
 pub struct ArtifactCache {
+    root: PathBuf,
     dir: PathBuf,
     engine_hash: String,
     key: Vec<u8>,
+    max_bytes: u64,
 }
+
+/// The default bound of a cache folder: about fifty CPython plugins.
+pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
 /// How a component was had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +76,61 @@ impl ArtifactCache {
             .map_err(|e| format!("cannot create the cache {}: {e}", folder.display()))?;
         let key = crate::keyfile::load_or_create(&dir.join("host.key"))?;
         Ok(ArtifactCache {
+            root: dir.to_path_buf(),
             dir: folder,
             engine_hash,
             key,
+            max_bytes: DEFAULT_MAX_BYTES,
         })
+    }
+
+    /// The same cache, bounded to `max_bytes` of artifacts.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> ArtifactCache {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Removes the least recently used artifacts until the cache fits,
+    /// never `keep` (the one just stored). Best effort: a file another host
+    /// removed first, or one it is writing, is skipped.
+    fn evict(&self, keep: &Path) {
+        let mut artifacts = Vec::new();
+        let folders = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten();
+        for folder in folders.filter(|f| f.path().is_dir()) {
+            for file in std::fs::read_dir(folder.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let path = file.path();
+                if path.extension().is_some_and(|e| e == "cwasm")
+                    && let Ok(meta) = file.metadata()
+                {
+                    let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    artifacts.push((used, meta.len(), path));
+                }
+            }
+        }
+        let mut total: u64 = artifacts.iter().map(|(_, size, _)| size).sum();
+        artifacts.sort();
+        for (_, size, path) in artifacts {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path != keep && std::fs::remove_file(&path).is_ok() {
+                tracing::debug!("evicted {} from the precompiled cache", path.display());
+                total -= size;
+                if let Some(folder) = path.parent()
+                    && folder != self.dir
+                {
+                    // An old engine's folder goes once it is empty.
+                    let _ = std::fs::remove_dir(folder);
+                }
+            }
+        }
     }
 
     fn tag(&self, digest: &str, artifact: &[u8]) -> HmacSha256 {
@@ -118,6 +178,11 @@ impl ArtifactCache {
                     match unsafe { Component::deserialize(engine, artifact) } {
                         Ok(component) => {
                             tracing::debug!(plugin = label, "loaded from the precompiled cache");
+                            // A use: eviction goes by modification time.
+                            let _ = std::fs::File::options()
+                                .write(true)
+                                .open(&path)
+                                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
                             return Ok((component, Origin::Cached));
                         }
                         Err(e) => tracing::warn!(
@@ -158,7 +223,9 @@ impl ArtifactCache {
         let partial = path.with_extension("partial");
         std::fs::write(&partial, &stored)
             .and_then(|()| std::fs::rename(&partial, path))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        self.evict(path);
+        Ok(())
     }
 }
 
@@ -168,7 +235,7 @@ mod tests {
 
     #[test]
     fn an_artifact_is_stored_then_loaded_and_a_corrupted_one_is_recompiled() {
-        let engine = crate::engine::new_engine().unwrap();
+        let engine = crate::engine::new_engine(&Default::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let bytes = wat_free_component();
         let cache = ArtifactCache::open(&engine, dir.path()).unwrap();
@@ -204,6 +271,44 @@ mod tests {
         let foreign = ArtifactCache::open(&engine, other.path()).unwrap();
         let (_, origin) = foreign.component(&engine, &digest, &bytes, "t").unwrap();
         assert_eq!(origin, Origin::Compiled);
+    }
+
+    #[test]
+    fn the_least_recently_used_artifacts_go_when_the_cache_is_full() {
+        let engine = crate::engine::new_engine(&Default::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = wat_free_component();
+        let probe = ArtifactCache::open(&engine, dir.path()).unwrap();
+        probe.component(&engine, "sha256:00", &bytes, "t").unwrap();
+        let size = std::fs::metadata(probe.path_of("sha256:00")).unwrap().len();
+        // Room for two artifacts; an old engine's folder holds one more.
+        let cache = ArtifactCache::open(&engine, dir.path())
+            .unwrap()
+            .with_max_bytes(2 * size + size / 2);
+        let old = dir.path().join("0123456789abcdef");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::copy(cache.path_of("sha256:00"), old.join("aa.cwasm")).unwrap();
+        let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(old.join("aa.cwasm"))
+            .unwrap()
+            .set_modified(stale)
+            .unwrap();
+
+        // Storing a second one: the old engine's artifact is the least
+        // recently used, and its folder goes with it.
+        cache.component(&engine, "sha256:01", &bytes, "t").unwrap();
+        assert!(!old.exists());
+        // 00 is used again, so storing 02 evicts 01, not 00.
+        let (_, origin) = cache.component(&engine, "sha256:00", &bytes, "t").unwrap();
+        assert_eq!(origin, Origin::Cached);
+        cache.component(&engine, "sha256:02", &bytes, "t").unwrap();
+        let kept = |d: &str| cache.path_of(d).exists();
+        assert_eq!(
+            (kept("sha256:00"), kept("sha256:01"), kept("sha256:02")),
+            (true, false, true)
+        );
     }
 
     /// The smallest component: the binary preamble and nothing else.

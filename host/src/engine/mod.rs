@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub mod cache;
 
@@ -14,11 +14,74 @@ pub mod cache;
 /// often a CPU-bound guest yields to the async runtime.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Builds the engine: component model, epoch interruption for deadlines.
-pub fn new_engine() -> wasmtime::Result<Engine> {
+/// How instances are allocated: `[engine]` in causeway.toml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct EngineSettings {
+    /// Whether instances come from the pooling allocator (memory and tables
+    /// reserved up front, linear memory initialised copy-on-write, slots
+    /// reused) or are allocated on demand.
+    pub pooling: bool,
+    /// How many plugin instances may be live at once (each call holds one):
+    /// the pool's size. A call beyond it fails as busy and is retried.
+    pub max_instances: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            pooling: true,
+            max_instances: 100,
+        }
+    }
+}
+
+/// What one component may hold, and what the pool reserves per instance on
+/// average. Measured on the largest guests we ship: CPython
+/// (componentize-py) links 14 core instances, 2 tables of up to 5,672
+/// elements and 1 memory; StarlingMonkey (componentize-js) 4 core instances,
+/// 2 tables (7,690 elements), 1 memory; a Rust plugin ≤ 4, 2, 1. A component
+/// beyond these is refused at load, naming the limit.
+mod slot {
+    /// Core instances one component may have.
+    pub const CORE_INSTANCES: u32 = 32;
+    /// Core instances reserved per pool instance (Python needs 14).
+    pub const CORE_INSTANCES_AVERAGE: u32 = 16;
+    /// Linear memories one component may define.
+    pub const MEMORIES: u32 = 2;
+    /// Tables one component may have.
+    pub const TABLES: u32 = 4;
+    /// Elements one table may have.
+    pub const TABLE_ELEMENTS: usize = 50_000;
+    /// The most linear memory one instance may reach: wasm32's whole 4 GiB,
+    /// reserved (not committed) so every `memory-mb` a grant may give fits
+    /// and bounds checks stay elided; the limiter enforces the plugin's own.
+    pub const MEMORY_BYTES: usize = 4 << 30;
+}
+
+/// Builds the engine: component model, epoch interruption for deadlines,
+/// and the allocator `settings` choose.
+pub fn new_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    if settings.pooling {
+        let n = settings.max_instances.max(1);
+        // One memory per instance on average (each reserves 4 GiB of
+        // address space, nothing more until used).
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(slot::CORE_INSTANCES_AVERAGE))
+            .total_memories(n)
+            .total_tables(n.saturating_mul(slot::TABLES))
+            .total_stacks(n)
+            .max_core_instances_per_component(slot::CORE_INSTANCES)
+            .max_memories_per_component(slot::MEMORIES)
+            .max_tables_per_component(slot::TABLES)
+            .table_elements(slot::TABLE_ELEMENTS)
+            .max_memory_size(slot::MEMORY_BYTES);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
     Engine::new(&config)
 }
 
@@ -94,9 +157,15 @@ impl Runtime {
         )
     }
 
-    /// Builds the engine, the linker and starts the epoch ticker.
+    /// Builds the engine (with the default [`EngineSettings`]), the linker
+    /// and starts the epoch ticker.
     pub fn new() -> wasmtime::Result<Runtime> {
-        let engine = new_engine()?;
+        Runtime::with_settings(&EngineSettings::default())
+    }
+
+    /// [`Runtime::new`] with the allocator `settings` choose.
+    pub fn with_settings(settings: &EngineSettings) -> wasmtime::Result<Runtime> {
+        let engine = new_engine(settings)?;
         let linker = crate::caps::linker(&engine)?;
         let ticker = EpochTicker::start(&engine).map_err(|e| {
             wasmtime::Error::msg(format!("cannot start the epoch ticker thread: {e}"))

@@ -37,10 +37,11 @@ pub fn verdict(error: &CallError) -> Verdict {
             FailureKind::Transient => Verdict::Backoff,
             FailureKind::Config | FailureKind::Auth | FailureKind::Fatal => Verdict::Stop,
         },
-        CallError::Timeout { .. } => Verdict::Backoff,
-        CallError::OutOfMemory { .. } | CallError::Trap { .. } | CallError::Invalid(_) => {
-            Verdict::Stop
-        }
+        CallError::Timeout { .. } | CallError::Busy { .. } => Verdict::Backoff,
+        CallError::OutOfMemory { .. }
+        | CallError::ResourceLimit { .. }
+        | CallError::Trap { .. }
+        | CallError::Invalid(_) => Verdict::Stop,
     }
 }
 
