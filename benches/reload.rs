@@ -31,27 +31,47 @@ fn reload(c: &mut Criterion) {
     let scratch = Scratch::new();
     std::fs::write(scratch.plugins().join(FILE), support::test_version(A)).expect("install");
     let host = RunningHost::start(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
-    let builds = [(B, support::test_version(B)), (A, support::test_version(A))];
-    let mut turn = 0;
+    let mut turn: u32 = 0;
+    // A never-seen build each time: the watcher, a compile, the swap, a call.
     c.bench_function("reload: atomic rename to new version answering", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let (marker, bytes) = &builds[turn % 2];
                 turn += 1;
-                let partial = scratch.plugins().join(format!(".{FILE}.partial"));
-                std::fs::write(&partial, bytes).expect("write");
-                let started = Instant::now();
-                std::fs::rename(&partial, scratch.plugins().join(FILE)).expect("rename");
-                let deadline = started + Duration::from_secs(30);
-                while answered_by(&host.addr).as_deref() != Some(*marker) {
-                    assert!(Instant::now() < deadline, "the new version never answered");
-                }
-                total += started.elapsed();
+                let marker = format!("b-{turn:08}");
+                total += swap_in(&scratch, &host, &marker, &support::test_version(&marker));
             }
             total
         })
     });
+    // Two builds alternating: after the first round both come from the
+    // precompiled cache, as a rollback does.
+    let builds = [(B, support::test_version(B)), (A, support::test_version(A))];
+    c.bench_function("reload: rename to a version seen before (cached)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (marker, bytes) = &builds[turn as usize % 2];
+                turn += 1;
+                total += swap_in(&scratch, &host, marker, bytes);
+            }
+            total
+        })
+    });
+}
+
+/// Renames `bytes` into place and waits for `marker` to answer: the time
+/// from the rename to that answer.
+fn swap_in(scratch: &Scratch, host: &RunningHost, marker: &str, bytes: &[u8]) -> Duration {
+    let partial = scratch.plugins().join(format!(".{FILE}.partial"));
+    std::fs::write(&partial, bytes).expect("write");
+    let started = Instant::now();
+    std::fs::rename(&partial, scratch.plugins().join(FILE)).expect("rename");
+    let deadline = started + Duration::from_secs(30);
+    while answered_by(&host.addr).as_deref() != Some(marker) {
+        assert!(Instant::now() < deadline, "the new version never answered");
+    }
+    started.elapsed()
 }
 
 criterion_group! {
