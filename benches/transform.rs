@@ -1,5 +1,6 @@
-//! Transform throughput: `map-fullname` through the host (fresh instance per
-//! call, the production sandbox, typed bindings) against the same
+//! Transform throughput: `map-fullname` through the host (the production
+//! sandbox, typed bindings; a fresh instance per call as the API makes, and a
+//! warm one as a pipeline stage reuses) against the same
 //! `map_batch` compiled natively, on identical input: records as the host
 //! holds them, JSON text inside. Batches of 1, 100 and 1000.
 //!
@@ -88,6 +89,16 @@ fn transform(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("wasm", size), &input, |b, batch| {
             b.iter(|| {
                 black_box(tokio.block_on(installed.plugin.call_typed(
+                    &runtime.engine,
+                    Operation::Transform(batch.clone()),
+                    &context,
+                )))
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("wasm-warm", size), &input, |b, batch| {
+            b.iter(|| {
+                black_box(tokio.block_on(installed.warm.call(
+                    &installed.plugin,
                     &runtime.engine,
                     Operation::Transform(batch.clone()),
                     &context,

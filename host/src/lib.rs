@@ -35,4 +35,5 @@ pub mod scaffold;
 pub mod schema;
 pub mod secrets;
 pub mod server;
+pub mod warm;
 pub mod webhook;

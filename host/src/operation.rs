@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use wasmtime::Engine;
+use wasmtime::component::Instance;
+use wasmtime::{Engine, Store};
 
 use crate::bindings::{IncomingRequest, Op, PluginError, Record, WriteOutcome};
 use crate::contract::World;
 use crate::plugin::Plugin;
-use crate::sandbox::{self, CallContext, CallError};
+use crate::sandbox::{self, CallContext, CallError, Limits, StoreState};
 
 /// Extra time the host allows past a call's deadline before it abandons a
 /// call stuck in a host function (epochs interrupt only guest code).
@@ -397,89 +398,121 @@ impl Plugin {
         operation: Operation,
         context: &CallContext,
     ) -> Result<Answer, CallError> {
-        let limits = &context.policy.limits;
         let mut store = sandbox::new_store(engine, self.info.clone(), context);
+        self.call_in(&mut store, None, operation, &context.policy.limits)
+            .await
+            .0
+    }
+
+    /// Runs `operation` in `store`: in `instance` (a warm one) if given,
+    /// else in a new one. With the answer comes the instance when it may
+    /// serve another call: the call ended with an answer or the plugin's own
+    /// error value, not a trap, a timeout or a broken contract.
+    pub(crate) async fn call_in(
+        &self,
+        store: &mut Store<StoreState>,
+        instance: Option<Instance>,
+        operation: Operation,
+        limits: &Limits,
+    ) -> (Result<Answer, CallError>, Option<Instance>) {
         let call = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            let answer = match operation {
-                Operation::Check(World::Source) | Operation::Discover | Operation::Read { .. } => {
-                    let Some(indices) = &self.exports.source else {
-                        return Ok(Err(missing_export(self, World::Source)));
-                    };
-                    let guest = indices.load(&mut store, &instance)?;
-                    match operation {
-                        Operation::Discover => {
-                            guest.call_discover(&mut store).await?.map(Answer::Streams)
-                        }
-                        Operation::Read { stream, checkpoint } => guest
-                            .call_read(&mut store, &stream, checkpoint.as_deref())
-                            .await?
-                            .map(Answer::Page),
-                        _ => guest
-                            .call_check(&mut store)
-                            .await?
-                            .map(|()| Answer::Checked),
-                    }
-                }
-                Operation::Check(_) | Operation::Write(_) => {
-                    let Some(indices) = &self.exports.sink else {
-                        return Ok(Err(missing_export(self, World::Sink)));
-                    };
-                    let guest = indices.load(&mut store, &instance)?;
-                    match operation {
-                        Operation::Write(batch) => {
-                            let answer = guest.call_write(&mut store, &batch).await?;
-                            match answer {
-                                Ok(outcomes) if outcomes.len() != batch.len() => {
-                                    return Ok(Err(CallError::Invalid(format!(
-                                        "plugin {} answered {} outcomes for {} records",
-                                        self.info.label(),
-                                        outcomes.len(),
-                                        batch.len()
-                                    ))));
-                                }
-                                other => other.map(Answer::Outcomes),
-                            }
-                        }
-                        _ => guest
-                            .call_check(&mut store)
-                            .await?
-                            .map(|()| Answer::Checked),
-                    }
-                }
-                Operation::Handle(request) => {
-                    let Some(indices) = &self.exports.webhook else {
-                        return Ok(Err(missing_export(self, World::Webhook)));
-                    };
-                    let guest = indices.load(&mut store, &instance)?;
-                    guest
-                        .call_handle(&mut store, &request)
-                        .await?
-                        .map(Answer::Records)
-                }
-                Operation::Transform(batch) => {
-                    let Some(indices) = &self.exports.transform else {
-                        return Ok(Err(missing_export(self, World::Transform)));
-                    };
-                    let guest = indices.load(&mut store, &instance)?;
-                    guest
-                        .call_transform(&mut store, &batch)
-                        .await?
-                        .map(Answer::Records)
-                }
+            let instance = match instance {
+                Some(instance) => instance,
+                None => self.pre.instantiate_async(&mut *store).await?,
             };
-            wasmtime::Result::Ok(Ok(answer))
+            let answer = self.dispatch(&mut *store, &instance, operation).await?;
+            wasmtime::Result::Ok((answer, instance))
         };
         let outcome = tokio::time::timeout(limits.call_timeout + ABANDON_GRACE, call).await;
         match outcome {
-            Err(_elapsed) => Err(CallError::Timeout {
-                plugin: self.info.label(),
-                timeout: limits.call_timeout,
-            }),
-            Ok(Err(trap)) => Err(CallError::from_trap(&store, limits, trap)),
-            Ok(Ok(Err(invalid))) => Err(invalid),
-            Ok(Ok(Ok(Err(error)))) => Err(plugin_error(self, error)),
-            Ok(Ok(Ok(Ok(answer)))) => Ok(answer),
+            Err(_elapsed) => (
+                Err(CallError::Timeout {
+                    plugin: self.info.label(),
+                    timeout: limits.call_timeout,
+                }),
+                None,
+            ),
+            Ok(Err(trap)) => (Err(CallError::from_trap(store, limits, trap)), None),
+            Ok(Ok((Err(invalid), _))) => (Err(invalid), None),
+            Ok(Ok((Ok(Err(error)), instance))) => (Err(plugin_error(self, error)), Some(instance)),
+            Ok(Ok((Ok(Ok(answer)), instance))) => (Ok(answer), Some(instance)),
         }
+    }
+
+    /// Calls the export `operation` names.
+    async fn dispatch(
+        &self,
+        store: &mut Store<StoreState>,
+        instance: &Instance,
+        operation: Operation,
+    ) -> wasmtime::Result<Result<Result<Answer, PluginError>, CallError>> {
+        let answer = match operation {
+            Operation::Check(World::Source) | Operation::Discover | Operation::Read { .. } => {
+                let Some(indices) = &self.exports.source else {
+                    return Ok(Err(missing_export(self, World::Source)));
+                };
+                let guest = indices.load(&mut *store, instance)?;
+                match operation {
+                    Operation::Discover => {
+                        guest.call_discover(&mut *store).await?.map(Answer::Streams)
+                    }
+                    Operation::Read { stream, checkpoint } => guest
+                        .call_read(&mut *store, &stream, checkpoint.as_deref())
+                        .await?
+                        .map(Answer::Page),
+                    _ => guest
+                        .call_check(&mut *store)
+                        .await?
+                        .map(|()| Answer::Checked),
+                }
+            }
+            Operation::Check(_) | Operation::Write(_) => {
+                let Some(indices) = &self.exports.sink else {
+                    return Ok(Err(missing_export(self, World::Sink)));
+                };
+                let guest = indices.load(&mut *store, instance)?;
+                match operation {
+                    Operation::Write(batch) => {
+                        let answer = guest.call_write(&mut *store, &batch).await?;
+                        match answer {
+                            Ok(outcomes) if outcomes.len() != batch.len() => {
+                                return Ok(Err(CallError::Invalid(format!(
+                                    "plugin {} answered {} outcomes for {} records",
+                                    self.info.label(),
+                                    outcomes.len(),
+                                    batch.len()
+                                ))));
+                            }
+                            other => other.map(Answer::Outcomes),
+                        }
+                    }
+                    _ => guest
+                        .call_check(&mut *store)
+                        .await?
+                        .map(|()| Answer::Checked),
+                }
+            }
+            Operation::Handle(request) => {
+                let Some(indices) = &self.exports.webhook else {
+                    return Ok(Err(missing_export(self, World::Webhook)));
+                };
+                let guest = indices.load(&mut *store, instance)?;
+                guest
+                    .call_handle(&mut *store, &request)
+                    .await?
+                    .map(Answer::Records)
+            }
+            Operation::Transform(batch) => {
+                let Some(indices) = &self.exports.transform else {
+                    return Ok(Err(missing_export(self, World::Transform)));
+                };
+                let guest = indices.load(&mut *store, instance)?;
+                guest
+                    .call_transform(&mut *store, &batch)
+                    .await?
+                    .map(Answer::Records)
+            }
+        };
+        wasmtime::Result::Ok(Ok(answer))
     }
 }

@@ -69,6 +69,8 @@ pub struct Installed {
     pub http: Option<Arc<crate::caps::http::HttpClient>>,
     /// Its log budget, shared by all its calls.
     pub log_limit: Arc<crate::caps::log::LogLimiter>,
+    /// Its instances kept between the calls of a pipeline stage.
+    pub warm: crate::warm::WarmPool,
 }
 
 impl Installed {
@@ -100,6 +102,7 @@ impl Installed {
             not_granted,
             http,
             log_limit: Arc::default(),
+            warm: Default::default(),
         }
     }
 

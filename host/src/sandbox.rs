@@ -129,6 +129,8 @@ pub struct StoreState {
     http_door: WasiHttpDoor,
     limiter: MemoryLimiter,
     stderr: MemoryOutputPipe,
+    /// Where this call's stderr starts (a warm store served calls before).
+    stderr_mark: usize,
     /// Who is calling: every capability names the plugin in logs and audit.
     pub plugin: Arc<PluginInfo>,
     /// What the plugin may do: every capability checks this and nothing else.
@@ -227,6 +229,7 @@ pub fn new_store(
         http_door,
         limiter: MemoryLimiter::new(limits),
         stderr,
+        stderr_mark: 0,
         plugin,
         policy: context.policy.clone(),
         audit: context.audit.clone(),
@@ -243,14 +246,33 @@ pub fn new_store(
     // Each epoch tick a running guest yields to the async runtime (so it never
     // starves other tasks) until its deadline passes, then it is interrupted.
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline {
+    store.epoch_deadline_callback(|store| {
+        if Instant::now() >= store.data().deadline {
             Err(Trap::Interrupt.into())
         } else {
             Ok(UpdateDeadline::Yield(1))
         }
     });
     store
+}
+
+impl StoreState {
+    /// Whether a growth was refused during this call: even if the guest
+    /// coped, its instance is not kept for another call.
+    pub fn refused_growth(&self) -> bool {
+        self.limiter.refused.is_some()
+    }
+
+    /// Readies a warm store for its next call: a new deadline (for the
+    /// guest and for host calls), no refused growth, stderr from here on.
+    pub fn begin_call(&mut self, limits: &Limits) {
+        self.deadline = Instant::now() + limits.call_timeout;
+        self.http_door.set_deadline(self.deadline);
+        self.limiter.refused = None;
+        // A full pipe keeps its first bytes: a warm store that filled it
+        // reports no stderr (the trap and backtrace still come).
+        self.stderr_mark = self.stderr.contents().len();
+    }
 }
 
 /// How a plugin call failed.
@@ -389,7 +411,8 @@ impl CallError {
                 timeout: limits.call_timeout,
             };
         }
-        let stderr = String::from_utf8_lossy(&state.stderr.contents())
+        let contents = state.stderr.contents();
+        let stderr = String::from_utf8_lossy(contents.get(state.stderr_mark..).unwrap_or_default())
             .trim()
             .to_string();
         let mut message = format!("{error:?}");

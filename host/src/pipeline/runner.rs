@@ -257,9 +257,10 @@ impl Runner {
             &self.secrets,
             &self.name,
         );
-        let plugin = &stages.source.installed.plugin;
+        let installed = &stages.source.installed;
         let handled = retry(&pipeline.retry, &what, stop, || {
-            plugin.call_typed(
+            installed.warm.call(
+                &installed.plugin,
                 &self.runtime.engine,
                 Operation::Handle(delivery.request.clone()),
                 &context,
@@ -451,9 +452,14 @@ impl Runner {
             bound
                 .installed
                 .call_context(&bound.config, &self.db, &self.secrets, &self.name);
-        let plugin = &bound.installed.plugin;
+        let installed = &bound.installed;
         retry(config, what, stop, || {
-            plugin.call_typed(&self.runtime.engine, operation(), &context)
+            installed.warm.call(
+                &installed.plugin,
+                &self.runtime.engine,
+                operation(),
+                &context,
+            )
         })
         .await
         .map_err(|gave_up| match gave_up {

@@ -36,6 +36,11 @@ impl WasiHttpDoor {
     pub fn new(outbound: Outbound) -> WasiHttpDoor {
         WasiHttpDoor { outbound }
     }
+
+    /// A new call's deadline, for a store that serves another call.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.outbound.deadline = deadline;
+    }
 }
 
 type Pending = Box<dyn Future<Output = Result<(), Error>> + Send>;

@@ -10,12 +10,19 @@
 //! - `host-calls`: calls the host in a loop, forever;
 //! - `wasi`: tries the filesystem, the environment, sockets and the clock,
 //!   and answers what it got;
+//! - `count`: answers how many calls this instance has served (a warm
+//!   instance counts on, a fresh one starts at 1);
 //! - anything else: answers its input (a benign call).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use causeway_sdk::{PluginError, Record, Transform, plugin};
 use serde_json::{Value, json};
 
 struct Hostile;
+
+/// Calls this instance has served.
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 #[inline(never)]
 fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
@@ -53,7 +60,9 @@ impl Transform for Hostile {
             .and_then(|r| serde_json::from_str::<Value>(&r.data).ok())
             .and_then(|d| d["mode"].as_str().map(str::to_string))
             .unwrap_or_default();
+        let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         match mode.as_str() {
+            "count" => Ok(vec![Record::upsert("s", "count", &json!({ "calls": calls }))?]),
             "loop" => {
                 let mut n: u64 = 0;
                 loop {

@@ -1,0 +1,111 @@
+//! Warm instances: a plugin version's instances kept between the calls of
+//! one pipeline stage, so a page or a webhook delivery does not pay for a new
+//! instance and a cold guest each time.
+//!
+//! An instance is reused only by the same plugin version (the pool belongs to
+//! its [`Installed`](crate::registry::Installed)), in the same pipeline with
+//! the same configuration (its key), and only after a call that ended
+//! normally: with an answer or the plugin's own error value. A trap, a
+//! timeout, a broken contract or a refused growth drops it, so one failure
+//! never poisons the next call; so does a hot reload (a new version has a
+//! new pool). After [`MAX_CALLS`] calls an instance is retired, bounding
+//! whatever a guest accumulates. Calls from the API (`invoke`) and the
+//! conformance suite keep a fresh instance each.
+
+use std::sync::Mutex;
+
+use wasmtime::component::Instance;
+use wasmtime::{Engine, Store};
+
+use crate::operation::{Answer, Operation};
+use crate::plugin::Plugin;
+use crate::sandbox::{self, CallContext, CallError, StoreState};
+
+/// Calls one instance serves before it is retired.
+pub const MAX_CALLS: u32 = 1000;
+
+/// Idle instances one plugin version keeps (each holds a slot of the
+/// instance pool).
+const MAX_IDLE: usize = 4;
+
+/// An instance between two calls.
+struct Warm {
+    /// The pipeline and configuration it was made for.
+    key: String,
+    store: Store<StoreState>,
+    instance: Instance,
+    calls: u32,
+}
+
+/// The idle instances of one plugin version.
+#[derive(Default)]
+pub struct WarmPool {
+    idle: Mutex<Vec<Warm>>,
+}
+
+impl std::fmt::Debug for WarmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmPool").finish_non_exhaustive()
+    }
+}
+
+impl WarmPool {
+    /// How many instances wait for a call.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+
+    fn take(&self, key: &str) -> Option<Warm> {
+        let mut idle = self.idle.lock().ok()?;
+        let at = idle.iter().rposition(|w| w.key == key)?;
+        Some(idle.swap_remove(at))
+    }
+
+    fn put(&self, warm: Warm) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(warm);
+        }
+    }
+
+    /// Calls `operation` of `plugin` in a warm instance made for the same
+    /// context if one is idle, else in a fresh one; the instance is kept for
+    /// the next call if this one ended normally.
+    pub async fn call(
+        &self,
+        plugin: &Plugin,
+        engine: &Engine,
+        operation: Operation,
+        context: &CallContext,
+    ) -> Result<Answer, CallError> {
+        let limits = &context.policy.limits;
+        let key = format!("{}\n{}", context.pipeline, context.config);
+        let (mut store, instance, calls) = match self.take(&key) {
+            Some(mut warm) => {
+                warm.store.data_mut().begin_call(limits);
+                (warm.store, Some(warm.instance), warm.calls)
+            }
+            None => (
+                sandbox::new_store(engine, plugin.info.clone(), context),
+                None,
+                0,
+            ),
+        };
+        let (answer, reusable) = plugin
+            .call_in(&mut store, instance, operation, limits)
+            .await;
+        if let Some(instance) = reusable
+            && calls + 1 < MAX_CALLS
+            && !store.data().refused_growth()
+        {
+            self.put(Warm {
+                key,
+                store,
+                instance,
+                calls: calls + 1,
+            });
+        }
+        answer
+    }
+}
