@@ -97,8 +97,7 @@ fn transform(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("wasm-warm", size), &input, |b, batch| {
             b.iter(|| {
-                black_box(tokio.block_on(installed.warm.call(
-                    &installed.plugin,
+                black_box(tokio.block_on(installed.call_warm(
                     &runtime.engine,
                     Operation::Transform(batch.clone()),
                     &context,

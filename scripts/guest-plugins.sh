@@ -9,8 +9,9 @@
 set -euo pipefail
 
 COMPONENTIZE_PY=0.25.1
-# 0.23: earlier versions corrupt an async export's option<string> result
-# after fetch (ComponentizeJS issue #224 and kin): a source's checkpoint.
+# 0.23: with 0.19.3 an async export returning an option<string> (a source's
+# checkpoint) after a fetch crashed in its post-return (out-of-bounds
+# memory access, as in ComponentizeJS issue #224); 0.23.0 does not.
 COMPONENTIZE_JS=0.23.0
 
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -44,12 +44,7 @@ fn probe(scratch: &Scratch, request: Value) -> Result<Value, String> {
         .env("CAUSEWAY_LOG", "info")
         .args(["invoke", "test-fetch", "read", "--input"])
         .arg(&input));
-    assert!(
-        !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
-        "the secret leaked:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    out.assert_hides(SECRET, "probe");
     if out.success {
         let page: Value = serde_json::from_str(&out.stdout).unwrap();
         Ok(page["records"][0]["data"].clone())

@@ -224,12 +224,7 @@ fn read_contacts(scratch: &Scratch, plugin: &str, base_url: &str) -> Result<Valu
         .arg(&config)
         .arg("--input")
         .arg(&input));
-    assert!(
-        !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
-        "{plugin}: the secret leaked:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    out.assert_hides(SECRET, plugin);
     if out.success {
         Ok(serde_json::from_str(&out.stdout).unwrap())
     } else {

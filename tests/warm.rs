@@ -1,4 +1,4 @@
-//! Warm instances (`causeway::warm`): a pipeline stage's instance serves its
+//! Warm instances (`causeway::warm`, `Installed::call_warm`): a pipeline stage's instance serves its
 //! next call, each call with its own deadline; a failure drops it, and
 //! another pipeline or configuration never gets it.
 
@@ -41,8 +41,7 @@ fn call(
         data: json!({ "mode": mode }).to_string(),
         source_timestamp: None,
     }];
-    let answer = bench.tokio.block_on(installed.warm.call(
-        &installed.plugin,
+    let answer = bench.tokio.block_on(installed.call_warm(
         &bench.runtime.engine,
         Operation::Transform(batch),
         context,

@@ -143,6 +143,20 @@ impl Installed {
         }
     }
 
+    /// Calls `operation` in one of this version's warm instances made for
+    /// the same context, or a fresh one (see [`crate::warm`]): how pipeline
+    /// stages call.
+    pub async fn call_warm(
+        &self,
+        engine: &wasmtime::Engine,
+        operation: crate::operation::Operation,
+        context: &crate::sandbox::CallContext,
+    ) -> Result<crate::operation::Answer, crate::sandbox::CallError> {
+        self.warm
+            .call(&self.plugin, engine, operation, context)
+            .await
+    }
+
     /// Active, or pending approval.
     pub fn state(&self) -> PluginState {
         if self.not_granted.is_empty() {

@@ -1,8 +1,10 @@
-//! The sandbox one plugin call runs in: a fresh `Store` with its own memory
-//! limit, deadline and WASI context, and the errors a call can end with.
+//! The sandbox one plugin call runs in: a `Store` with its own memory,
+//! table and instance limits, deadline and WASI context, and the errors a
+//! call can end with.
 //!
-//! Every call gets a fresh store: once a call traps or is cancelled its
-//! instance is dead, and a fresh store per call means one failure never
+//! A call gets a fresh store, or a pipeline stage's warm one (see
+//! [`crate::warm`]) readied by [`StoreState::begin_call`]; once a call traps
+//! or is cancelled its instance is dead and dropped, so one failure never
 //! poisons the next call.
 
 use std::sync::Arc;

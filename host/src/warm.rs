@@ -69,10 +69,11 @@ impl WarmPool {
         }
     }
 
-    /// Calls `operation` of `plugin` in a warm instance made for the same
-    /// context if one is idle, else in a fresh one; the instance is kept for
-    /// the next call if this one ended normally.
-    pub async fn call(
+    /// Calls `operation` of `plugin` (the pool's owner: instances never move
+    /// between versions) in a warm instance made for the same context if one
+    /// is idle, else in a fresh one; the instance is kept for the next call
+    /// if this one ended normally.
+    pub(crate) async fn call(
         &self,
         plugin: &Plugin,
         engine: &Engine,

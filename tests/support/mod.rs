@@ -96,6 +96,18 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// Asserts `secret` appears in neither stdout nor stderr.
+    pub fn assert_hides(&self, secret: &str, what: &str) {
+        assert!(
+            !self.stdout.contains(secret) && !self.stderr.contains(secret),
+            "{what}: the secret leaked:\n{}\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
 /// Runs `command` to completion.
 pub fn run(command: &mut Command) -> Run {
     let Output {

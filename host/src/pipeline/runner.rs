@@ -259,8 +259,7 @@ impl Runner {
         );
         let installed = &stages.source.installed;
         let handled = retry(&pipeline.retry, &what, stop, || {
-            installed.warm.call(
-                &installed.plugin,
+            installed.call_warm(
                 &self.runtime.engine,
                 Operation::Handle(delivery.request.clone()),
                 &context,
@@ -454,12 +453,7 @@ impl Runner {
                 .call_context(&bound.config, &self.db, &self.secrets, &self.name);
         let installed = &bound.installed;
         retry(config, what, stop, || {
-            installed.warm.call(
-                &installed.plugin,
-                &self.runtime.engine,
-                operation(),
-                &context,
-            )
+            installed.call_warm(&self.runtime.engine, operation(), &context)
         })
         .await
         .map_err(|gave_up| match gave_up {

@@ -2,6 +2,10 @@
 //! effective policy at one choke point ([`decide`]) and audited, allowed or
 //! denied. A denial is an error value naming the grant to add, never a trap.
 //!
+//! Two doors lead to [`Outbound::send`]: the contract's `http` capability
+//! and `wasi:http` (the guest language's own client, `wasi.rs`); one policy
+//! holds both.
+//!
 //! The host follows redirects itself, hop by hop, each hop checked again; a
 //! credential is injected only into requests to hosts it is bound to, and a
 //! secret echoed back is redacted before the guest sees the response.
