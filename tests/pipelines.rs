@@ -60,6 +60,29 @@ fn create(crm: &FakeCrm, n: usize) -> Vec<(String, String)> {
 }
 
 #[test]
+fn a_host_with_one_instance_slot_still_runs_every_stage() {
+    // Idle warm instances never hold the slots calls need: with one slot,
+    // no stage keeps one, and each stage in turn gets it.
+    let w = World::new(
+        3,
+        "",
+        r#"
+[engine]
+max-instances = 1
+
+[pipelines.contacts-to-mailer]
+every = "200ms"
+source = { plugin = "crm-source", stream = "contacts" }
+transforms = [{ plugin = "map-fullname" }]
+sinks = [{ plugin = "mailer-sink" }]
+"#,
+    );
+    let expected = create(&w.crm, 7);
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+}
+
+#[test]
 fn created_and_updated_contacts_arrive_in_the_mailer_mapped() {
     let w = world("");
     let mut expected = create(&w.crm, 7);

@@ -9,10 +9,12 @@
 //! timeout, a broken contract or a refused growth drops it, so one failure
 //! never poisons the next call; so does a hot reload (a new version has a
 //! new pool). After [`MAX_CALLS`] calls an instance is retired, bounding
-//! whatever a guest accumulates. Calls from the API (`invoke`) and the
+//! whatever a guest accumulates. Idle instances hold pool slots, so the
+//! whole process keeps at most a quarter of the slots idle. Calls from the API (`invoke`) and the
 //! conformance suite keep a fresh instance each.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::component::Instance;
 use wasmtime::{Engine, Store};
@@ -24,9 +26,41 @@ use crate::sandbox::{self, CallContext, CallError, StoreState};
 /// Calls one instance serves before it is retired.
 pub const MAX_CALLS: u32 = 1000;
 
-/// Idle instances one plugin version keeps (each holds a slot of the
-/// instance pool).
+/// Idle instances one plugin version keeps.
 const MAX_IDLE: usize = 4;
+
+/// Idle instances the whole process may keep: each holds a slot of the
+/// instance pool, and idle ones must never take the slots calls need (a
+/// pool of one slot would otherwise be held by one stage's idle instance
+/// while the next stage waits for it). Set from the engine settings.
+static IDLE_BUDGET: AtomicUsize = AtomicUsize::new(16);
+
+/// Idle instances kept now, across every plugin version.
+static IDLE: AtomicUsize = AtomicUsize::new(0);
+
+/// Lets idle instances hold at most `slots` of the instance pool.
+pub fn set_idle_budget(slots: usize) {
+    IDLE_BUDGET.store(slots, Ordering::Relaxed);
+}
+
+/// One unit of [`IDLE_BUDGET`], given back when dropped.
+struct IdleSlot;
+
+impl IdleSlot {
+    fn claim() -> Option<IdleSlot> {
+        IDLE.fetch_update(Ordering::AcqRel, Ordering::Acquire, |idle| {
+            (idle < IDLE_BUDGET.load(Ordering::Relaxed)).then_some(idle + 1)
+        })
+        .ok()
+        .map(|_| IdleSlot)
+    }
+}
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        IDLE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// An instance between two calls.
 struct Warm {
@@ -35,6 +69,7 @@ struct Warm {
     store: Store<StoreState>,
     instance: Instance,
     calls: u32,
+    _slot: IdleSlot,
 }
 
 /// The idle instances of one plugin version.
@@ -61,11 +96,18 @@ impl WarmPool {
         Some(idle.swap_remove(at))
     }
 
-    fn put(&self, warm: Warm) {
+    fn put(&self, key: String, store: Store<StoreState>, instance: Instance, calls: u32) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
+            && let Some(slot) = IdleSlot::claim()
         {
-            idle.push(warm);
+            idle.push(Warm {
+                key,
+                store,
+                instance,
+                calls,
+                _slot: slot,
+            });
         }
     }
 
@@ -100,12 +142,7 @@ impl WarmPool {
             && calls + 1 < MAX_CALLS
             && !store.data().refused_growth()
         {
-            self.put(Warm {
-                key,
-                store,
-                instance,
-                calls: calls + 1,
-            });
+            self.put(key, store, instance, calls + 1);
         }
         answer
     }

@@ -86,6 +86,8 @@ pub fn new_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
             .max_memory_size(slot::MEMORY_BYTES)
             .decommit_batch_size(slot::DECOMMIT_BATCH);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // A quarter of the slots at most wait idle for a pipeline stage.
+        crate::warm::set_idle_budget(n as usize / 4);
     }
     Engine::new(&config)
 }
