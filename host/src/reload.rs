@@ -9,7 +9,7 @@
 //!   they started with.
 //! - A plugin file that fails to load, or an upgrade that requests more than
 //!   is granted, leaves the version that served before serving (see
-//!   [`Registry::rescan`]).
+//!   [`Registry::rescan`](crate::registry::Registry::rescan)).
 //! - An invalid `grants.toml` or `causeway.toml` is refused, logged, and the
 //!   last good one kept. The listen address, the data directory and the
 //!   plugins folder are fixed for the life of the process.

@@ -3,7 +3,7 @@
 //! answered for every record of the page (at-least-once: a crash before the
 //! commit re-reads the page; a record's key is the sink's idempotency key).
 //!
-//! Each page takes the current [`Snapshot`](crate::live::Snapshot), so a
+//! Each page takes the current [`Snapshot`], so a
 //! plugin upgraded mid-run is swapped in between pages, never inside one.
 
 use std::sync::Arc;
