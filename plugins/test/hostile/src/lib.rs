@@ -62,7 +62,11 @@ impl Transform for Hostile {
             .unwrap_or_default();
         let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         match mode.as_str() {
-            "count" => Ok(vec![Record::upsert("s", "count", &json!({ "calls": calls }))?]),
+            "count" => Ok(vec![Record::upsert(
+                "s",
+                "count",
+                &json!({ "calls": calls }),
+            )?]),
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
