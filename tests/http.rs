@@ -274,12 +274,7 @@ fn a_plugin_never_learns_its_credential() {
     let elsewhere = FakeServer::start(|_| Answer::ok("{}"));
     let hop = format!("http://localhost:{}/api/landed", port(&elsewhere));
     let server = FakeServer::start(move |request| {
-        let auth = request
-            .headers
-            .iter()
-            .find(|(n, _)| n == "authorization")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
+        let auth = request.header("authorization");
         if request.target.starts_with("/api/redirect") {
             return Answer {
                 status: 307,

@@ -237,12 +237,7 @@ fn a_javascript_connector_using_fetch_is_held_to_the_same_grants_as_a_rust_one()
     // The CRM echoes the authorization it got inside the contact: what the
     // plugin sees of it must be redacted.
     let server = FakeServer::start(|request| {
-        let auth = request
-            .headers
-            .iter()
-            .find(|(n, _)| n == "authorization")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
+        let auth = request.header("authorization");
         Answer::ok(
             json!({
                 "contacts": [{"id": 7, "updated_at": 1700000000000_i64, "email": "ada@example.com", "seen": auth}],

@@ -369,6 +369,17 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
 }
 
+impl Received {
+    /// The value of header `name` (lower case), or "" when absent.
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// What a [`FakeServer`] answers: status, headers, body, and a delay first.
 pub struct Answer {
     /// The status code.
