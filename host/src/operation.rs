@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use wasmtime::component::Instance;
 use wasmtime::{Engine, Store};
 
-use crate::bindings::{IncomingRequest, Op, PluginError, Record, WriteOutcome};
+use crate::bindings::{
+    IncomingRequest, Op, PluginError, Record, WriteOutcome, sink, source, transform, webhook,
+};
 use crate::contract::World;
 use crate::plugin::Plugin;
 use crate::sandbox::{self, CallContext, CallError, Limits, StoreState};
@@ -404,25 +406,28 @@ impl Plugin {
             .0
     }
 
-    /// Runs `operation` in `store`: in `instance` (a warm one) if given,
+    /// Runs `operation` in `store`: in `live` (a warm instance) if given,
     /// else in a new one. With the answer comes the instance when it may
     /// serve another call: the call ended with an answer or the plugin's own
     /// error value, not a trap, a timeout or a broken contract.
     pub(crate) async fn call_in(
         &self,
         store: &mut Store<StoreState>,
-        instance: Option<Instance>,
+        live: Option<Live>,
         operation: Operation,
         limits: &Limits,
-    ) -> (Result<Answer, CallError>, Option<Instance>) {
+    ) -> (Result<Answer, CallError>, Option<Live>) {
         let call = async {
-            let instance = match instance {
-                Some(instance) => instance,
-                None => self.pre.instantiate_async(&mut *store).await?,
+            let mut live = match live {
+                Some(live) => live,
+                None => Live::new(self.pre.instantiate_async(&mut *store).await?),
             };
-            let answer = self.dispatch(&mut *store, &instance, operation).await?;
-            wasmtime::Result::Ok((answer, instance))
+            let answer = self.dispatch(&mut *store, &mut live, operation).await?;
+            wasmtime::Result::Ok((answer, live))
         };
+        // Boxed: the call's state (2 KiB of nested wasmtime futures) is then
+        // allocated once instead of copied at every level that moves it.
+        let call = Box::pin(call);
         let outcome = tokio::time::timeout(limits.call_timeout + ABANDON_GRACE, call).await;
         match outcome {
             Err(_elapsed) => (
@@ -434,8 +439,8 @@ impl Plugin {
             ),
             Ok(Err(trap)) => (Err(CallError::from_trap(store, limits, trap)), None),
             Ok(Ok((Err(invalid), _))) => (Err(invalid), None),
-            Ok(Ok((Ok(Err(error)), instance))) => (Err(plugin_error(self, error)), Some(instance)),
-            Ok(Ok((Ok(Ok(answer)), instance))) => (Ok(answer), Some(instance)),
+            Ok(Ok((Ok(Err(error)), live))) => (Err(plugin_error(self, error)), Some(live)),
+            Ok(Ok((Ok(Ok(answer)), live))) => (Ok(answer), Some(live)),
         }
     }
 
@@ -443,15 +448,16 @@ impl Plugin {
     async fn dispatch(
         &self,
         store: &mut Store<StoreState>,
-        instance: &Instance,
+        live: &mut Live,
         operation: Operation,
     ) -> wasmtime::Result<Result<Result<Answer, PluginError>, CallError>> {
+        let instance = live.instance;
         let answer = match operation {
             Operation::Check(World::Source) | Operation::Discover | Operation::Read { .. } => {
                 let Some(indices) = &self.exports.source else {
                     return Ok(Err(missing_export(self, World::Source)));
                 };
-                let guest = indices.load(&mut *store, instance)?;
+                let guest = looked_up(&mut live.source, || indices.load(&mut *store, &instance))?;
                 match operation {
                     Operation::Discover => {
                         guest.call_discover(&mut *store).await?.map(Answer::Streams)
@@ -470,7 +476,7 @@ impl Plugin {
                 let Some(indices) = &self.exports.sink else {
                     return Ok(Err(missing_export(self, World::Sink)));
                 };
-                let guest = indices.load(&mut *store, instance)?;
+                let guest = looked_up(&mut live.sink, || indices.load(&mut *store, &instance))?;
                 match operation {
                     Operation::Write(batch) => {
                         let answer = guest.call_write(&mut *store, &batch).await?;
@@ -496,7 +502,7 @@ impl Plugin {
                 let Some(indices) = &self.exports.webhook else {
                     return Ok(Err(missing_export(self, World::Webhook)));
                 };
-                let guest = indices.load(&mut *store, instance)?;
+                let guest = looked_up(&mut live.webhook, || indices.load(&mut *store, &instance))?;
                 guest
                     .call_handle(&mut *store, &request)
                     .await?
@@ -506,7 +512,8 @@ impl Plugin {
                 let Some(indices) = &self.exports.transform else {
                     return Ok(Err(missing_export(self, World::Transform)));
                 };
-                let guest = indices.load(&mut *store, instance)?;
+                let guest =
+                    looked_up(&mut live.transform, || indices.load(&mut *store, &instance))?;
                 guest
                     .call_transform(&mut *store, &batch)
                     .await?
@@ -515,4 +522,39 @@ impl Plugin {
         };
         wasmtime::Result::Ok(Ok(answer))
     }
+}
+
+/// An instance and the exports already looked up in it: a warm instance
+/// finds its functions (by name, type-checked) once, not on every call.
+pub(crate) struct Live {
+    instance: Instance,
+    source: Option<source::Guest>,
+    sink: Option<sink::Guest>,
+    webhook: Option<webhook::Guest>,
+    transform: Option<transform::Guest>,
+}
+
+impl Live {
+    fn new(instance: Instance) -> Live {
+        Live {
+            instance,
+            source: None,
+            sink: None,
+            webhook: None,
+            transform: None,
+        }
+    }
+}
+
+/// The functions in `slot`, looked up by `load` the first time.
+fn looked_up<G: Clone>(
+    slot: &mut Option<G>,
+    load: impl FnOnce() -> wasmtime::Result<G>,
+) -> wasmtime::Result<G> {
+    if let Some(guest) = slot {
+        return Ok(guest.clone());
+    }
+    let guest = load()?;
+    *slot = Some(guest.clone());
+    Ok(guest)
 }

@@ -133,7 +133,8 @@ impl Installed {
             config: crate::schema::without_secrets(
                 self.plugin.info.manifest.config_schema.as_ref(),
                 config,
-            ),
+            )
+            .to_string(),
             audit: crate::audit::AuditLog::new(db.clone()),
             db: db.clone(),
             pipeline: pipeline.to_string(),

@@ -181,8 +181,9 @@ impl WasiHttpView for StoreState {
 pub struct CallContext {
     /// The plugin version's effective policy (its limits included).
     pub policy: Arc<Policy>,
-    /// The plugin's configuration, a JSON object.
-    pub config: serde_json::Value,
+    /// The plugin's configuration, a JSON object as text (as the `config`
+    /// capability hands it over and warm instances are matched by).
+    pub config: String,
     /// Where capability uses are recorded.
     pub audit: AuditLog,
     /// The database's writer, for storage.
@@ -240,7 +241,7 @@ pub fn new_store(
         secrets: context.secrets.clone(),
         http: context.http.clone(),
         log_limit: context.log_limit.clone(),
-        config_json: context.config.to_string(),
+        config_json: context.config.clone(),
         deadline,
     };
     let mut store = Store::new(engine, state);

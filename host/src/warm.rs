@@ -16,10 +16,9 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use wasmtime::component::Instance;
 use wasmtime::{Engine, Store};
 
-use crate::operation::{Answer, Operation};
+use crate::operation::{Answer, Live, Operation};
 use crate::plugin::Plugin;
 use crate::sandbox::{self, CallContext, CallError, StoreState};
 
@@ -64,10 +63,10 @@ impl Drop for IdleSlot {
 
 /// An instance between two calls.
 struct Warm {
-    /// The pipeline and configuration it was made for.
-    key: String,
+    /// The pipeline and configuration (JSON text) it was made for.
+    key: (String, String),
     store: Store<StoreState>,
-    instance: Instance,
+    live: Live,
     calls: u32,
     _slot: IdleSlot,
 }
@@ -90,13 +89,15 @@ impl WarmPool {
         self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
     }
 
-    fn take(&self, key: &str) -> Option<Warm> {
+    fn take(&self, pipeline: &str, config: &str) -> Option<Warm> {
         let mut idle = self.idle.lock().ok()?;
-        let at = idle.iter().rposition(|w| w.key == key)?;
+        let at = idle
+            .iter()
+            .rposition(|w| w.key.0 == pipeline && w.key.1 == config)?;
         Some(idle.swap_remove(at))
     }
 
-    fn put(&self, key: String, store: Store<StoreState>, instance: Instance, calls: u32) {
+    fn put(&self, key: (String, String), store: Store<StoreState>, live: Live, calls: u32) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
             && let Some(slot) = IdleSlot::claim()
@@ -104,7 +105,7 @@ impl WarmPool {
             idle.push(Warm {
                 key,
                 store,
-                instance,
+                live,
                 calls,
                 _slot: slot,
             });
@@ -123,26 +124,24 @@ impl WarmPool {
         context: &CallContext,
     ) -> Result<Answer, CallError> {
         let limits = &context.policy.limits;
-        let key = format!("{}\n{}", context.pipeline, context.config);
-        let (mut store, instance, calls) = match self.take(&key) {
+        let (key, mut store, live, calls) = match self.take(&context.pipeline, &context.config) {
             Some(mut warm) => {
                 warm.store.data_mut().begin_call(limits);
-                (warm.store, Some(warm.instance), warm.calls)
+                (warm.key, warm.store, Some(warm.live), warm.calls)
             }
             None => (
+                (context.pipeline.clone(), context.config.clone()),
                 sandbox::new_store(engine, plugin.info.clone(), context),
                 None,
                 0,
             ),
         };
-        let (answer, reusable) = plugin
-            .call_in(&mut store, instance, operation, limits)
-            .await;
-        if let Some(instance) = reusable
+        let (answer, reusable) = plugin.call_in(&mut store, live, operation, limits).await;
+        if let Some(live) = reusable
             && calls + 1 < MAX_CALLS
             && !store.data().refused_growth()
         {
-            self.put(key, store, instance, calls + 1);
+            self.put(key, store, live, calls + 1);
         }
         answer
     }

@@ -79,9 +79,14 @@ pub trait Webhook {
 }
 
 /// Reads this plugin's configuration (given by the operator) into `T`.
+///
+/// An instance's configuration never changes (the host reuses an instance
+/// only for the same configuration), so the text crosses from the host once
+/// per instance, not once per call.
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, PluginError> {
-    let text = bindings::source::causeway::plugin::config::get();
-    serde_json::from_str(&text)
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = TEXT.get_or_init(bindings::source::causeway::plugin::config::get);
+    serde_json::from_str(text)
         .map_err(|e| PluginError::Config(format!("the plugin's configuration is invalid: {e}")))
 }
 

@@ -1,8 +1,7 @@
 //! Conveniences on [`Record`]: build one from a serde value, read one into a
 //! serde type.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::{Op, PluginError, Record};
 
@@ -43,9 +42,10 @@ impl Record {
         self
     }
 
-    /// Reads `data` into `T`. A record whose data does not fit is a fatal
-    /// error naming the stream and key.
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
+    /// Reads `data` into `T`, which may borrow from it (`&str`, `Cow<str>`
+    /// with `#[serde(borrow)]`) to spare copies. A record whose data does not
+    /// fit is a fatal error naming the stream and key.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, PluginError> {
         serde_json::from_str(&self.data).map_err(|e| {
             PluginError::Fatal(format!(
                 "record {} in stream {}: data does not match the expected shape: {e}",

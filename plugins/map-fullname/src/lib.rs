@@ -4,31 +4,48 @@
 //! `{fullName, email, organization}`; a contact with no email is dropped, since
 //! a mailing list cannot hold it. Deletes pass through with the same key.
 
+use std::borrow::Cow;
+
 use causeway_sdk::{Op, PluginError, Record, Transform, plugin};
 use serde::{Deserialize, Serialize};
 
-/// A contact as the CRM sends it.
+/// A contact as the CRM sends it. Its text borrows from the record's JSON
+/// (owned only where the JSON escapes a character): a batch of 1000 maps
+/// without 4000 string copies.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Contact {
-    #[serde(default)]
-    pub first_name: String,
-    #[serde(default)]
-    pub last_name: String,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub company: Option<String>,
+pub struct Contact<'a> {
+    #[serde(default, borrow)]
+    pub first_name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub last_name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub email: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub company: Option<Text<'a>>,
+}
+
+/// A JSON string borrowed where it can be. serde borrows a bare `Cow<str>`
+/// field only, not one inside an `Option`; this wrapper carries the borrow
+/// through `null`-able fields.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Self {
+        Text(Cow::Borrowed(s))
+    }
 }
 
 /// A subscriber as the mailer expects it.
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct Subscriber {
+pub struct Subscriber<'a> {
     pub full_name: String,
-    pub email: String,
+    pub email: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub organization: Option<String>,
+    pub organization: Option<&'a str>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,18 +54,26 @@ struct Config {
 }
 
 /// Maps one contact; `None` when it has no email.
-pub fn map_contact(contact: Contact) -> Option<Subscriber> {
-    let email = contact.email.filter(|e| !e.trim().is_empty())?;
-    let full_name = [contact.first_name.trim(), contact.last_name.trim()]
-        .iter()
-        .filter(|part| !part.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" ");
+pub fn map_contact<'a>(contact: &'a Contact<'_>) -> Option<Subscriber<'a>> {
+    let email = contact.email.as_ref().map(|e| e.0.trim())?;
+    if email.is_empty() {
+        return None;
+    }
+    let (first, last) = (contact.first_name.trim(), contact.last_name.trim());
+    let mut full_name = String::with_capacity(first.len() + 1 + last.len());
+    full_name.push_str(first);
+    if !first.is_empty() && !last.is_empty() {
+        full_name.push(' ');
+    }
+    full_name.push_str(last);
     Some(Subscriber {
         full_name,
-        email: email.trim().to_string(),
-        organization: contact.company.filter(|c| !c.trim().is_empty()),
+        email,
+        organization: contact
+            .company
+            .as_ref()
+            .map(|c| c.0.as_ref())
+            .filter(|c| !c.trim().is_empty()),
     })
 }
 
@@ -64,10 +89,18 @@ pub fn map_batch(batch: Vec<Record>, target_stream: &str) -> Result<Vec<Record>,
             }),
             Op::Upsert => {
                 let contact: Contact = record.parse()?;
-                if let Some(subscriber) = map_contact(contact) {
-                    let mut mapped = Record::upsert(target_stream, record.key, &subscriber)?;
-                    mapped.source_timestamp = record.source_timestamp;
-                    out.push(mapped);
+                if let Some(subscriber) = map_contact(&contact) {
+                    let data = serde_json::to_string(&subscriber).map_err(|e| {
+                        PluginError::Fatal(format!("record {}: cannot write JSON: {e}", record.key))
+                    })?;
+                    // The key moves over: the contact's borrow of the record ends above.
+                    out.push(Record {
+                        stream: target_stream.to_string(),
+                        key: record.key,
+                        op: Op::Upsert,
+                        data,
+                        source_timestamp: record.source_timestamp,
+                    });
                 }
             }
         }
@@ -93,7 +126,7 @@ plugin!(transform: MapFullname);
 mod tests {
     use super::*;
 
-    fn contact(first: &str, last: &str, email: Option<&str>) -> Contact {
+    fn contact<'a>(first: &'a str, last: &'a str, email: Option<&'a str>) -> Contact<'a> {
         Contact {
             first_name: first.into(),
             last_name: last.into(),
@@ -104,20 +137,43 @@ mod tests {
 
     #[test]
     fn joins_first_and_last_name() {
-        let s = map_contact(contact("Ada", "Lovelace", Some("ada@example.com"))).unwrap();
+        let c = contact("Ada", "Lovelace", Some("ada@example.com"));
+        let s = map_contact(&c).unwrap();
         assert_eq!(s.full_name, "Ada Lovelace");
         assert_eq!(s.email, "ada@example.com");
     }
 
     #[test]
     fn drops_contacts_without_email() {
-        assert!(map_contact(contact("No", "Mail", None)).is_none());
-        assert!(map_contact(contact("No", "Mail", Some("  "))).is_none());
+        assert!(map_contact(&contact("No", "Mail", None)).is_none());
+        assert!(map_contact(&contact("No", "Mail", Some("  "))).is_none());
     }
 
     #[test]
     fn a_missing_name_part_leaves_no_stray_space() {
-        let s = map_contact(contact("", "Hopper", Some("g@example.com"))).unwrap();
+        let c = contact("", "Hopper", Some("g@example.com"));
+        let s = map_contact(&c).unwrap();
         assert_eq!(s.full_name, "Hopper");
+    }
+
+    #[test]
+    fn escaped_and_null_fields_map_like_plain_ones() {
+        let data = r#"{"firstName":"Ada \"the Countess\"","lastName":"Lovelace","email":" ada@example.com ","company":null}"#;
+        let batch = vec![Record {
+            stream: "contacts".into(),
+            key: "c1".into(),
+            op: Op::Upsert,
+            data: data.into(),
+            source_timestamp: Some(7),
+        }];
+        let out = map_batch(batch, "subscribers").unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].stream, "subscribers");
+        assert_eq!(out[0].key, "c1");
+        assert_eq!(out[0].source_timestamp, Some(7));
+        assert_eq!(
+            out[0].data,
+            r#"{"fullName":"Ada \"the Countess\" Lovelace","email":"ada@example.com"}"#
+        );
     }
 }

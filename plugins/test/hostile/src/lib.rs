@@ -24,6 +24,8 @@ struct Hostile;
 /// Calls this instance has served.
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
+// Unbounded on purpose: the stack-overflow mode.
+#[allow(unconditional_recursion)]
 #[inline(never)]
 fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
     pad[(depth % 256) as usize] = depth as u8;
