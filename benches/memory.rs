@@ -1,7 +1,10 @@
 //! Resident memory, from `/proc/self/statm`: before and after loading N
 //! plugins (each `map-fullname` compiled anew, as N distinct plugins would
-//! be), then holding N live instances. Prints per-plugin and per-instance
-//! figures; the target is about an idle loaded plugin beyond its code.
+//! be), then holding N live instances, then after each plugin has served a
+//! call of 1000 records (the freed slots keep the pages the call dirtied,
+//! up to the engine's keep-resident bound). Prints per-plugin and
+//! per-instance figures; the target is about an idle loaded plugin beyond
+//! its code.
 //!
 //! `cargo bench -p causeway --bench memory`; results in docs/performance.md.
 
@@ -10,7 +13,9 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use causeway::bindings::{Op, Record};
 use causeway::grants::Grants;
+use causeway::operation::Operation;
 use causeway::registry::Installed;
 use common::Bench;
 
@@ -60,10 +65,34 @@ fn main() {
         })
         .collect();
     let live = resident();
+    drop(instances);
+
+    let batch: Vec<Record> = (0..1000)
+        .map(|i| Record {
+            stream: "contacts".into(),
+            key: format!("c-{i}"),
+            op: Op::Upsert,
+            data: format!(
+                r#"{{"firstName":"Ada{i}","lastName":"Lovelace","email":"ada{i}@example.com"}}"#
+            ),
+            source_timestamp: None,
+        })
+        .collect();
+    for (p, context) in plugins.iter().zip(&contexts) {
+        tokio
+            .block_on(p.plugin.call_typed(
+                &runtime.engine,
+                Operation::Transform(batch.clone()),
+                context,
+            ))
+            .expect("a transform call");
+    }
+    let served = resident();
 
     let per_plugin = (loaded - before) as f64 / N as f64;
     let per_code = code as f64 / N as f64;
     let per_instance = (live - loaded) as f64 / N as f64;
+    let per_served = served.saturating_sub(loaded) as f64 / N as f64;
     println!("memory: {N} plugins (map-fullname, compiled anew each), then one live instance each");
     println!("  resident before loading:        {}", mib(before as f64));
     println!("  resident after loading {N}:      {}", mib(loaded as f64));
@@ -75,5 +104,6 @@ fn main() {
         mib(per_plugin - per_code)
     );
     println!("  per live instance:              {}", mib(per_instance));
-    drop(instances);
+    println!("  resident after a call each:     {}", mib(served as f64));
+    println!("  per plugin, kept by its slot:   {}", mib(per_served));
 }
