@@ -4,6 +4,9 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use causeway::audit::MAX_DENIALS_PER_CALL;
 
 use serde_json::{Value, json};
 use support::{RunningHost, Scratch, audit_rows, run, run_json, try_http};
@@ -114,6 +117,52 @@ fn written_keys_read_back_and_pipelines_never_share_a_namespace() {
             .all(|r| !r.3.contains("{\"v\"") && !r.5.contains("{\"v\"")),
         "a value was audited"
     );
+}
+
+#[test]
+fn a_plugin_looping_on_a_denied_call_is_stopped_not_audited_without_end() {
+    let scratch = Scratch::new();
+    scratch.install("test-kv", "kv.wasm");
+    scratch.grants(KV_GRANT);
+    let input = scratch.path().join("storm.json");
+    std::fs::write(&input, json!({ "stream": "!denied-storm" }).to_string()).unwrap();
+    let started = Instant::now();
+    let out = run(scratch
+        .causeway()
+        .args(["invoke", "test-kv", "read", "--input"])
+        .arg(&input));
+    let took = started.elapsed();
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("exceeded a resource limit")
+            && out
+                .stderr
+                .contains(&format!("over the limit of {MAX_DENIALS_PER_CALL}")),
+        "{}",
+        out.stderr
+    );
+    // Stopped at the next epoch tick, long before its 30 s deadline.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    let denied = rows
+        .iter()
+        .filter(|r| r.1 == "storage" && r.4 == "denied")
+        .count();
+    assert_eq!(
+        denied as u32, MAX_DENIALS_PER_CALL,
+        "one row per denial up to the budget"
+    );
+    let stop: Vec<_> = rows.iter().filter(|r| r.1 == "call").collect();
+    assert_eq!(stop.len(), 1, "{stop:?}");
+    assert_eq!(
+        (stop[0].0.as_str(), stop[0].2.as_str()),
+        ("test-kv", "stop")
+    );
+    assert!(stop[0].5.contains("the call was stopped"), "{:?}", stop[0]);
+
+    // The plugin's next, benign call runs.
+    assert!(write(&scratch, None, &["after"]).success);
 }
 
 #[test]

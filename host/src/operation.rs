@@ -429,6 +429,16 @@ impl Plugin {
         // allocated once instead of copied at every level that moves it.
         let call = Box::pin(call);
         let outcome = tokio::time::timeout(limits.call_timeout + ABANDON_GRACE, call).await;
+        // Stopped at an epoch tick, or ended before one came: either way
+        // the call fails, and its instance goes.
+        let state = store.data();
+        if let Some(denied) = state.audit.over_budget() {
+            state.audit.record_stopped(&state.plugin, denied);
+            return (
+                Err(CallError::denied_too_often(&state.plugin, denied)),
+                None,
+            );
+        }
         match outcome {
             Err(_elapsed) => (
                 Err(CallError::Timeout {

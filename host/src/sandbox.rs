@@ -216,10 +216,12 @@ pub fn new_store(
         .socket_addr_check(|_, _| Box::pin(async { false }))
         .build();
     let deadline = Instant::now() + limits.call_timeout;
+    // One log for the call and its wasi:http door: they share its denials.
+    let audit = context.audit.for_call();
     let http_door = WasiHttpDoor::new(Outbound {
         plugin: plugin.clone(),
         policy: context.policy.clone(),
-        audit: context.audit.clone(),
+        audit: audit.clone(),
         secrets: context.secrets.clone(),
         client: context.http.clone(),
         deadline,
@@ -235,7 +237,7 @@ pub fn new_store(
         stderr_mark: 0,
         plugin,
         policy: context.policy.clone(),
-        audit: context.audit.clone(),
+        audit,
         db: context.db.clone(),
         pipeline: context.pipeline.clone(),
         secrets: context.secrets.clone(),
@@ -247,10 +249,15 @@ pub fn new_store(
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
     // Each epoch tick a running guest yields to the async runtime (so it never
-    // starves other tasks) until its deadline passes, then it is interrupted.
+    // starves other tasks) until its deadline passes or it has been denied
+    // too often, then it is interrupted.
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|store| {
-        if Instant::now() >= store.data().deadline {
+        if let Some(denied) = store.data().audit.over_budget() {
+            Err(wasmtime::Error::msg(format!(
+                "stopped after {denied} denied capability uses"
+            )))
+        } else if Instant::now() >= store.data().deadline {
             Err(Trap::Interrupt.into())
         } else {
             Ok(UpdateDeadline::Yield(1))
@@ -271,6 +278,7 @@ impl StoreState {
     pub fn begin_call(&mut self, limits: &Limits) {
         self.deadline = Instant::now() + limits.call_timeout;
         self.http_door.set_deadline(self.deadline);
+        self.audit.begin_call();
         self.limiter.refused = None;
         // A full pipe keeps its first bytes: a warm store that filled it
         // reports no stderr (the trap and backtrace still come).
@@ -352,6 +360,19 @@ impl CallError {
             CallError::Trap { .. } => "trap",
             CallError::Plugin { .. } => "plugin-error",
             CallError::Invalid(_) => "invalid-call",
+        }
+    }
+
+    /// The call was stopped (or ended) after more denied capability uses
+    /// than [`crate::audit::MAX_DENIALS_PER_CALL`].
+    pub fn denied_too_often(plugin: &PluginInfo, denied: u32) -> CallError {
+        CallError::ResourceLimit {
+            plugin: plugin.label(),
+            message: format!(
+                "it was denied {denied} capability uses in one call, over the limit of {}: the call was stopped (the denials: causeway audit --plugin {} --denied)",
+                crate::audit::MAX_DENIALS_PER_CALL,
+                plugin.name
+            ),
         }
     }
 

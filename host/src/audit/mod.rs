@@ -8,6 +8,8 @@ pub mod query;
 
 pub use chain::{Broken, Chain, Head, Report};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -132,20 +134,62 @@ pub fn now() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
+/// Denied capability uses one plugin call may make. Each is audited one by
+/// one; a plugin looping on a refused call would otherwise write hundreds of
+/// thousands of rows a second (and queue them in memory faster than they are
+/// written) until its deadline. Beyond this the call is stopped.
+pub const MAX_DENIALS_PER_CALL: u32 = 100;
+
 /// Where capability implementations send their events.
 #[derive(Clone)]
 pub struct AuditLog {
     writer: WriterHandle,
+    /// For a plugin call's log: the denials counted in this call.
+    denials: Option<Arc<AtomicU32>>,
 }
 
 impl AuditLog {
     /// An audit log writing through `writer`.
     pub fn new(writer: WriterHandle) -> AuditLog {
-        AuditLog { writer }
+        AuditLog {
+            writer,
+            denials: None,
+        }
+    }
+
+    /// The log for one plugin call (its clones share it): denials beyond
+    /// [`MAX_DENIALS_PER_CALL`] are counted, not recorded, and
+    /// [`AuditLog::over_budget`] tells the sandbox to stop the call.
+    pub fn for_call(&self) -> AuditLog {
+        AuditLog {
+            writer: self.writer.clone(),
+            denials: Some(Arc::new(AtomicU32::new(0))),
+        }
+    }
+
+    /// Starts a new call's count (a warm instance's next call).
+    pub fn begin_call(&self) {
+        if let Some(denials) = &self.denials {
+            denials.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// How many denials this call has had, once they exceed the budget.
+    pub fn over_budget(&self) -> Option<u32> {
+        let denied = self.denials.as_ref()?.load(Ordering::Relaxed);
+        (denied > MAX_DENIALS_PER_CALL).then_some(denied)
     }
 
     /// Records one event (queued; batched into the next transaction).
-    pub fn record(&self, event: AuditEvent) {
+    /// `false` when it was a denial over the call's budget: counted, not
+    /// recorded (the caller then logs nothing either).
+    pub fn record(&self, event: AuditEvent) -> bool {
+        if event.decision == Decision::Denied
+            && let Some(denials) = &self.denials
+            && denials.fetch_add(1, Ordering::Relaxed) >= MAX_DENIALS_PER_CALL
+        {
+            return false;
+        }
         tracing::debug!(
             target: "audit",
             plugin = %event.plugin,
@@ -157,5 +201,78 @@ impl AuditLog {
             event.detail
         );
         self.writer.audit(event);
+        true
+    }
+
+    /// Records that `plugin`'s call was stopped after `denied` denials.
+    pub fn record_stopped(&self, plugin: &PluginInfo, denied: u32) {
+        self.writer.audit(AuditEvent::new(
+            plugin,
+            "call",
+            "stop",
+            "",
+            Decision::Denied,
+            format!(
+                "{denied} capability uses denied in one call, over the limit of {MAX_DENIALS_PER_CALL}: the call was stopped; the denials after the {MAX_DENIALS_PER_CALL}th are not recorded one by one"
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::query::{Filter, query};
+
+    fn event(decision: Decision) -> AuditEvent {
+        AuditEvent::by(
+            ("p", "1", "-"),
+            "storage",
+            "get",
+            "k",
+            decision,
+            String::new(),
+        )
+    }
+
+    #[test]
+    fn a_calls_denials_beyond_the_budget_are_counted_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let chain = Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
+        let writer = crate::db::Writer::start(&db, chain).unwrap();
+        let host_log = AuditLog::new(writer.handle());
+        let call = host_log.for_call();
+        let shared = call.clone();
+
+        for _ in 0..MAX_DENIALS_PER_CALL {
+            assert!(shared.record(event(Decision::Denied)));
+        }
+        assert_eq!(call.over_budget(), None);
+        assert!(!call.record(event(Decision::Denied)));
+        assert!(!shared.record(event(Decision::Denied)));
+        assert_eq!(call.over_budget(), Some(MAX_DENIALS_PER_CALL + 2));
+        // Allowed uses are always recorded; the host's own log has no budget.
+        assert!(call.record(event(Decision::Allowed)));
+        assert!(host_log.record(event(Decision::Denied)));
+        assert_eq!(host_log.over_budget(), None);
+        // A warm instance's next call starts a new count.
+        call.begin_call();
+        assert_eq!(shared.over_budget(), None);
+        assert!(call.record(event(Decision::Denied)));
+        writer.close();
+
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let rows = query(&conn, &Filter::default()).unwrap();
+        let denied = rows
+            .iter()
+            .filter(|r| r.event.decision == Decision::Denied)
+            .count();
+        assert_eq!(
+            denied as u32,
+            MAX_DENIALS_PER_CALL + 2,
+            "the budget, the host's, the next call's"
+        );
+        assert_eq!(rows.len() as u32, MAX_DENIALS_PER_CALL + 3);
     }
 }

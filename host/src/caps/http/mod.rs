@@ -449,7 +449,9 @@ impl Outbound {
         }
     }
 
-    fn audit(&self, target: &Target, shown: &str, decision: Decision, detail: String) {
+    /// Records a use; `false` for a denial over the call's budget (then
+    /// nothing is logged either).
+    fn audit(&self, target: &Target, shown: &str, decision: Decision, detail: String) -> bool {
         let detail = match self.door {
             Door::Capability => detail,
             Door::WasiHttp => format!("{detail} (wasi:http)"),
@@ -461,7 +463,7 @@ impl Outbound {
             shown,
             decision,
             detail,
-        ));
+        ))
     }
 
     /// Checks, sends and audits one request, following redirects hop by hop.
@@ -515,8 +517,9 @@ impl Outbound {
             let target = target_of_url(&method, &url).map_err(HttpError::InvalidRequest)?;
             let shown = audit_target(&url);
             if let Err(reason) = decide(&self.plugin, &self.policy, &target) {
-                self.audit(&target, &shown, Decision::Denied, reason.clone());
-                tracing::warn!(plugin = %self.plugin.label(), "http request denied: {reason}");
+                if self.audit(&target, &shown, Decision::Denied, reason.clone()) {
+                    tracing::warn!(plugin = %self.plugin.label(), "http request denied: {reason}");
+                }
                 return Err(HttpError::Denied(reason));
             }
             let mut headers = reqwest::header::HeaderMap::new();
@@ -567,13 +570,14 @@ impl Outbound {
                 Ok(permit) => permit,
                 Err(throttled) => {
                     let reason = throttled.to_string();
-                    self.audit(
+                    if self.audit(
                         &target,
                         &shown,
                         Decision::Denied,
                         format!("throttled: {reason}"),
-                    );
-                    tracing::warn!(plugin = %self.plugin.label(), "http request throttled: {reason}");
+                    ) {
+                        tracing::warn!(plugin = %self.plugin.label(), "http request throttled: {reason}");
+                    }
                     return Err(HttpError::Timeout(format!("{target}: {reason}")));
                 }
             };

@@ -102,8 +102,13 @@ impl Transform for Hostile {
                 }
                 Ok(batch)
             }
+            // The raw import, not `causeway_sdk::config`: the SDK fetches
+            // the configuration once per instance, and the storm must reach
+            // the host on every turn.
             "host-calls" => loop {
-                let _ = std::hint::black_box(causeway_sdk::config::<Value>());
+                let _ = std::hint::black_box(
+                    causeway_sdk::bindings::source::causeway::plugin::config::get(),
+                );
             },
             "wasi" => Ok(vec![Record::upsert("s", "wasi", &wasi_probe())?]),
             _ => Ok(batch),

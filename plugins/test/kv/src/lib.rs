@@ -1,6 +1,8 @@
 //! Storage under test. `write` stores a batch of records as one atomic
 //! storage batch (key → data; deletes remove); `read` with stream = a key
-//! prefix returns the stored keys and values as records.
+//! prefix returns the stored keys and values as records; `read` of the
+//! stream `!denied-storm` asks for an invalid key in a loop, forever (a
+//! plugin the host must stop, not audit to death).
 
 use causeway_sdk::storage::{self, StorageError, Write};
 use causeway_sdk::{Op, Page, PluginError, Record, Sink, Source, StreamInfo, WriteOutcome, plugin};
@@ -36,6 +38,11 @@ impl Source for Kv {
     }
 
     fn read(prefix: String, _checkpoint: Option<String>) -> Result<Page, PluginError> {
+        if prefix == "!denied-storm" {
+            loop {
+                let _ = std::hint::black_box(storage::get(""));
+            }
+        }
         let mut records = Vec::new();
         for key in storage::list_keys(&prefix).map_err(failed)? {
             let value = storage::get(&key).map_err(failed)?.unwrap_or_default();
