@@ -3,7 +3,8 @@
 //! (which installs their toolchains), load like any plugin, pass `causeway
 //! test`, and answer exactly what the Rust plugin answers; crm-source-js, a
 //! JavaScript connector reading with `fetch` (wasi:http), is held to the same
-//! grants, credentials and audit as the Rust crm-source.
+//! grants, credentials and audit as the Rust crm-source; mailer-sink-js,
+//! writing with `fetch` (a POST with a body), sends what mailer-sink sends.
 //!
 //! Their runtimes are large (an interpreter each): every command here shares
 //! one compiled-artifact cache, so each is compiled once per machine.
@@ -309,6 +310,168 @@ fn a_javascript_connector_using_fetch_is_held_to_the_same_grants_as_a_rust_one()
     assert!(
         js[1].3.starts_with(&format!("{ungranted}/v1/contacts?")),
         "{js:#?}"
+    );
+}
+
+/// The Rust mailer-sink and its JavaScript port, which writes with `fetch`
+/// (a POST with a body, through wasi:http), both granted POST /v1/lists/ on
+/// the server at `port`, with the mailer-key credential bound to it and
+/// request bodies limited to `max_request_bytes`.
+fn sinks(port: &str, max_request_bytes: usize) -> Scratch {
+    let scratch = shared_cache_host();
+    scratch.install("mailer-sink", "mailer-sink.wasm");
+    install_guest(&scratch, "mailer-sink-js");
+    let mut grants = String::new();
+    for name in ["mailer-sink", "mailer-sink-js"] {
+        grants.push_str(&format!(
+            r#"
+[[plugins.{name}.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+methods = ["POST"]
+path-prefix = "/v1/lists/"
+
+[plugins.{name}.credentials.mailer-key]
+secret = "env:CAUSEWAY_TEST_TOKEN"
+hosts = ["127.0.0.1"]
+
+[plugins.{name}.http-limits]
+max-request-bytes = {max_request_bytes}
+"#
+        ));
+    }
+    scratch.grants(&grants);
+    scratch
+}
+
+/// Writes `batch` to the mailer at `base_url` with `plugin`: the outcomes,
+/// or the error line.
+fn write_batch(
+    scratch: &Scratch,
+    plugin: &str,
+    base_url: &str,
+    batch: &Value,
+) -> Result<Value, String> {
+    let config = scratch.path().join("mailer.json");
+    std::fs::write(
+        &config,
+        json!({ "base_url": base_url, "list_id": "news" }).to_string(),
+    )
+    .unwrap();
+    let input = scratch.path().join("batch.json");
+    std::fs::write(&input, batch.to_string()).unwrap();
+    let _one = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run(scratch
+        .causeway()
+        .env("CAUSEWAY_TEST_TOKEN", SECRET)
+        .args(["invoke", plugin, "write", "--config"])
+        .arg(&config)
+        .arg("--input")
+        .arg(&input));
+    out.assert_hides(SECRET, plugin);
+    if out.success {
+        Ok(serde_json::from_str(&out.stdout).unwrap())
+    } else {
+        Err(out.stderr)
+    }
+}
+
+#[test]
+fn a_javascript_sink_posting_with_fetch_sends_what_the_rust_one_sends() {
+    // Answers one result per operation: keys starting with "bad" rejected.
+    let server = FakeServer::start(|request| {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let results: Vec<Value> = body["operations"]
+            .as_array()
+            .map(|ops| {
+                ops.iter()
+                    .map(|op| match op["key"].as_str() {
+                        Some(k) if k.starts_with("bad") => {
+                            json!({"status": "rejected", "reason": "no such address"})
+                        }
+                        _ => json!({"status": "ok"}),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Answer::ok(json!({ "results": results }).to_string())
+    });
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let scratch = sinks(&port, 4096);
+    let base_url = format!("http://{}", server.addr);
+    let batch = json!([
+        {"stream": "subscribers", "key": "c-1", "data": {"email": "ada@example.com", "fullName": "Ada Lovelace"}},
+        {"stream": "subscribers", "key": "bad-2", "data": {"email": "nobody", "fullName": "Ünïcode Ñame"}},
+        {"stream": "subscribers", "key": "c-3", "op": "delete", "data": {}},
+    ]);
+
+    let mut sent = Vec::new();
+    for plugin in ["mailer-sink", "mailer-sink-js"] {
+        let before = server.received().len();
+        let outcomes = write_batch(&scratch, plugin, &base_url, &batch)
+            .unwrap_or_else(|e| panic!("{plugin}: {e}"));
+        assert_eq!(
+            outcomes,
+            json!([
+                {"key": "c-1", "outcome": "ok"},
+                {"key": "bad-2", "outcome": "rejected", "reason": "no such address"},
+                {"key": "c-3", "outcome": "ok"},
+            ]),
+            "{plugin}"
+        );
+        let received = server.received();
+        assert_eq!(received.len(), before + 1, "{plugin}");
+        let request = &received[before];
+        assert_eq!(
+            (request.method.as_str(), request.target.as_str()),
+            ("POST", "/v1/lists/news/subscribers/batch"),
+            "{plugin}"
+        );
+        assert_eq!(
+            request.header("authorization"),
+            format!("Bearer {SECRET}"),
+            "{plugin}"
+        );
+        assert_eq!(request.header("x-causeway-credential"), "", "{plugin}");
+        sent.push(serde_json::from_slice::<Value>(&request.body).expect("a JSON body"));
+    }
+    // The same operations, whichever language wrote them.
+    assert_eq!(sent[0], sent[1]);
+    assert_eq!(
+        sent[1]["operations"][1]["subscriber"]["fullName"],
+        "Ünïcode Ñame"
+    );
+
+    // A body over the grant's limit never leaves the host, by either door.
+    let big = json!([{"stream": "subscribers", "key": "c-9", "data": {"note": "x".repeat(5000)}}]);
+    let before = server.received().len();
+    for plugin in ["mailer-sink", "mailer-sink-js"] {
+        let error = write_batch(&scratch, plugin, &base_url, &big).unwrap_err();
+        assert!(
+            error.contains("over the limit of 4096 bytes") || error.contains("the limit is 4096"),
+            "{plugin}: {error}"
+        );
+    }
+    assert_eq!(
+        server.received().len(),
+        before,
+        "an oversized body reached the server"
+    );
+
+    let rows: Vec<_> = audit_rows(&scratch.path().join("causeway-data"))
+        .into_iter()
+        .filter(|row| row.1 == "http")
+        .collect();
+    let allowed = |plugin: &str| {
+        rows.iter()
+            .filter(|r| r.0 == plugin && r.4 == "allowed")
+            .count()
+    };
+    assert_eq!(
+        (allowed("mailer-sink"), allowed("mailer-sink-js")),
+        (1, 1),
+        "{rows:#?}"
     );
 }
 

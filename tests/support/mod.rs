@@ -367,6 +367,8 @@ pub struct Received {
     pub target: String,
     /// The headers, names lower case.
     pub headers: Vec<(String, String)>,
+    /// The body (as long as its content-length said).
+    pub body: Vec<u8>,
 }
 
 impl Received {
@@ -459,6 +461,7 @@ impl FakeServer {
                         method,
                         target,
                         headers,
+                        body,
                     };
                     log.lock().expect("log").push(request.clone());
                     let answer = handler(&request);

@@ -108,6 +108,13 @@ async fn read_request(
     let body = match collected {
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            // Guests' fetch implementations tend to hide the error code
+            // (StarlingMonkey: "NetworkError"): the host's log says why.
+            tracing::warn!(
+                plugin = %outbound.plugin.label(),
+                "wasi:http request to {} not sent: its body is over the limit of {limit} bytes (http-limits max-request-bytes)",
+                url.split('?').next().unwrap_or_default()
+            );
             return Err(Error::HttpRequestBodySize(Some(limit)));
         }
         Err(e) => return Err(internal(format!("reading the request body: {e}"))),
