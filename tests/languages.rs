@@ -182,55 +182,82 @@ fn python_and_javascript_transforms_answer_what_the_rust_one_does() {
 
 const SECRET: &str = "crm-s3cret-7c1e";
 
+/// A host sharing the artifact cache with the Rust plugin `rust` and its
+/// JavaScript port `js` installed, each granted `grant` (one plugin's TOML,
+/// `{name}` standing for its name).
+fn rust_and_javascript(rust: &str, js: &str, grant: &str) -> Scratch {
+    let scratch = shared_cache_host();
+    scratch.install(rust, &format!("{rust}.wasm"));
+    install_guest(&scratch, js);
+    let grants: String = [rust, js]
+        .iter()
+        .map(|name| grant.replace("{name}", name))
+        .collect();
+    scratch.grants(&grants);
+    scratch
+}
+
 /// The Rust crm-source and its JavaScript port, which reads with `fetch`
 /// (wasi:http), both granted GET /v1/contacts on the server at `port` by
 /// its address, with the crm-token credential bound to it.
 fn connectors(port: &str) -> Scratch {
-    let scratch = shared_cache_host();
-    scratch.install("crm-source", "crm-source.wasm");
-    install_guest(&scratch, "crm-source-js");
-    let mut grants = String::new();
-    for name in ["crm-source", "crm-source-js"] {
-        grants.push_str(&format!(
-            r#"
-[[plugins.{name}.http]]
+    let grant = format!(
+        r#"
+[[plugins.{{name}}.http]]
 scheme = "http"
 host = "127.0.0.1"
 port = {port}
 methods = ["GET"]
 path-prefix = "/v1/contacts"
 
-[plugins.{name}.credentials.crm-token]
+[plugins.{{name}}.credentials.crm-token]
 secret = "env:CAUSEWAY_TEST_TOKEN"
 hosts = ["127.0.0.1"]
 "#
-        ));
-    }
-    scratch.grants(&grants);
-    scratch
+    );
+    rust_and_javascript("crm-source", "crm-source-js", &grant)
 }
 
-/// Reads one page of contacts from `base_url` with `plugin`: the page, or
-/// the error line.
-fn read_contacts(scratch: &Scratch, plugin: &str, base_url: &str) -> Result<Value, String> {
-    let config = scratch.path().join("crm.json");
-    std::fs::write(&config, json!({ "base_url": base_url }).to_string()).unwrap();
-    let input = scratch.path().join("read.json");
-    std::fs::write(&input, r#"{"stream": "contacts"}"#).unwrap();
+/// `causeway invoke PLUGIN OPERATION` with `config` and `input`, the test
+/// token in the environment (and nowhere in the output): the answer, or the
+/// error output.
+fn invoke(
+    scratch: &Scratch,
+    plugin: &str,
+    operation: &str,
+    config: &Value,
+    input: &Value,
+) -> Result<Value, String> {
+    let config_file = scratch.path().join("config.json");
+    std::fs::write(&config_file, config.to_string()).unwrap();
+    let input_file = scratch.path().join("input.json");
+    std::fs::write(&input_file, input.to_string()).unwrap();
     let _one = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let out = run(scratch
         .causeway()
         .env("CAUSEWAY_TEST_TOKEN", SECRET)
-        .args(["invoke", plugin, "read", "--config"])
-        .arg(&config)
+        .args(["invoke", plugin, operation, "--config"])
+        .arg(&config_file)
         .arg("--input")
-        .arg(&input));
+        .arg(&input_file));
     out.assert_hides(SECRET, plugin);
     if out.success {
         Ok(serde_json::from_str(&out.stdout).unwrap())
     } else {
         Err(out.stderr)
     }
+}
+
+/// Reads one page of contacts from `base_url` with `plugin`.
+fn read_contacts(scratch: &Scratch, plugin: &str, base_url: &str) -> Result<Value, String> {
+    let config = json!({ "base_url": base_url });
+    invoke(
+        scratch,
+        plugin,
+        "read",
+        &config,
+        &json!({ "stream": "contacts" }),
+    )
 }
 
 #[test]
@@ -318,63 +345,35 @@ fn a_javascript_connector_using_fetch_is_held_to_the_same_grants_as_a_rust_one()
 /// the server at `port`, with the mailer-key credential bound to it and
 /// request bodies limited to `max_request_bytes`.
 fn sinks(port: &str, max_request_bytes: usize) -> Scratch {
-    let scratch = shared_cache_host();
-    scratch.install("mailer-sink", "mailer-sink.wasm");
-    install_guest(&scratch, "mailer-sink-js");
-    let mut grants = String::new();
-    for name in ["mailer-sink", "mailer-sink-js"] {
-        grants.push_str(&format!(
-            r#"
-[[plugins.{name}.http]]
+    let grant = format!(
+        r#"
+[[plugins.{{name}}.http]]
 scheme = "http"
 host = "127.0.0.1"
 port = {port}
 methods = ["POST"]
 path-prefix = "/v1/lists/"
 
-[plugins.{name}.credentials.mailer-key]
+[plugins.{{name}}.credentials.mailer-key]
 secret = "env:CAUSEWAY_TEST_TOKEN"
 hosts = ["127.0.0.1"]
 
-[plugins.{name}.http-limits]
+[plugins.{{name}}.http-limits]
 max-request-bytes = {max_request_bytes}
 "#
-        ));
-    }
-    scratch.grants(&grants);
-    scratch
+    );
+    rust_and_javascript("mailer-sink", "mailer-sink-js", &grant)
 }
 
-/// Writes `batch` to the mailer at `base_url` with `plugin`: the outcomes,
-/// or the error line.
+/// Writes `batch` to the mailer at `base_url` with `plugin`.
 fn write_batch(
     scratch: &Scratch,
     plugin: &str,
     base_url: &str,
     batch: &Value,
 ) -> Result<Value, String> {
-    let config = scratch.path().join("mailer.json");
-    std::fs::write(
-        &config,
-        json!({ "base_url": base_url, "list_id": "news" }).to_string(),
-    )
-    .unwrap();
-    let input = scratch.path().join("batch.json");
-    std::fs::write(&input, batch.to_string()).unwrap();
-    let _one = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let out = run(scratch
-        .causeway()
-        .env("CAUSEWAY_TEST_TOKEN", SECRET)
-        .args(["invoke", plugin, "write", "--config"])
-        .arg(&config)
-        .arg("--input")
-        .arg(&input));
-    out.assert_hides(SECRET, plugin);
-    if out.success {
-        Ok(serde_json::from_str(&out.stdout).unwrap())
-    } else {
-        Err(out.stderr)
-    }
+    let config = json!({ "base_url": base_url, "list_id": "news" });
+    invoke(scratch, plugin, "write", &config, batch)
 }
 
 #[test]
