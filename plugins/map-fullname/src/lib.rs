@@ -91,9 +91,14 @@ pub fn map_batch(batch: Vec<Record>, target_stream: &str) -> Result<Vec<Record>,
                 let contact: Contact = record.parse()?;
                 if let Some(subscriber) = map_contact(&contact) {
                     let data = serde_json::to_string(&subscriber).map_err(|e| {
-                        PluginError::Fatal(format!("record {}: cannot write JSON: {e}", record.key))
+                        PluginError::Fatal(format!(
+                            "record {}: data cannot be written as JSON: {e}",
+                            record.key
+                        ))
                     })?;
-                    // The key moves over: the contact's borrow of the record ends above.
+                    // Built here, not by `Record::upsert`: that would need the
+                    // key while the contact still borrows the record; here the
+                    // key moves over once the data is written, uncopied.
                     out.push(Record {
                         stream: target_stream.to_string(),
                         key: record.key,
