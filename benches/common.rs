@@ -5,7 +5,10 @@
 // Each benchmark uses part of this module.
 #![allow(dead_code)]
 
+use std::future::Future;
+use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 
 use causeway::grants::Grants;
 use causeway::plugin::Plugin;
@@ -81,5 +84,25 @@ impl Bench {
             &self.secrets,
             "",
         )
+    }
+
+    /// Times `routine` as the host runs it: awaited inside the async
+    /// runtime, as a pipeline stage or an API handler awaits a call. One
+    /// `block_on` per sample, not per call: entering the runtime from
+    /// outside is not part of a call (the http benchmark does the same).
+    pub fn iter_async<T, F: Future<Output = T>>(
+        &self,
+        b: &mut criterion::Bencher,
+        mut routine: impl FnMut() -> F,
+    ) {
+        b.iter_custom(|iters| {
+            self.tokio.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    black_box(routine().await);
+                }
+                started.elapsed()
+            })
+        })
     }
 }

@@ -20,7 +20,7 @@ use wasmtime::component::Component;
 
 fn load(c: &mut Criterion) {
     let bench = Bench::new(None);
-    let (runtime, tokio) = (&bench.runtime, &bench.tokio);
+    let runtime = &bench.runtime;
     let bytes = std::fs::read(support::built("map-fullname")).expect("read map-fullname");
     let installed = bench.install("map-fullname", &Grants::default());
     let context = bench.context(&installed);
@@ -28,12 +28,12 @@ fn load(c: &mut Criterion) {
     c.bench_function(
         "instantiate: fresh store and instance of map-fullname",
         |b| {
-            b.iter(|| {
-                black_box(
-                    tokio
-                        .block_on(installed.plugin.instantiate(&runtime.engine, &context))
-                        .expect("instantiate"),
-                )
+            bench.iter_async(b, || async {
+                installed
+                    .plugin
+                    .instantiate(&runtime.engine, &context)
+                    .await
+                    .expect("instantiate")
             })
         },
     );

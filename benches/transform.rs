@@ -2,7 +2,10 @@
 //! sandbox, typed bindings; a fresh instance per call as the API makes, and a
 //! warm one as a pipeline stage reuses) against the same
 //! `map_batch` compiled natively, on identical input: records as the host
-//! holds them, JSON text inside. Batches of 1, 100 and 1000.
+//! holds them, JSON text inside. Batches of 1, 100 and 1000. Beside them,
+//! the boundary alone: the same records through a transform that answers
+//! its batch unchanged (`test-echo`, warm), lowered into the guest and
+//! lifted back, no mapping in between.
 //!
 //! `cargo bench -p causeway --bench transform`; results in docs/performance.md.
 
@@ -55,6 +58,8 @@ fn transform(c: &mut Criterion) {
     let bench = Bench::new(None);
     let installed = bench.install("map-fullname", &Grants::default());
     let context = bench.context(&installed);
+    let echo = bench.install("test-echo", &Grants::default());
+    let echo_context = bench.context(&echo);
     let (runtime, tokio) = (&bench.runtime, &bench.tokio);
 
     let mut group = c.benchmark_group("transform");
@@ -87,21 +92,34 @@ fn transform(c: &mut Criterion) {
             b.iter(|| black_box(map_fullname::map_batch(batch.clone(), "subscribers")))
         });
         group.bench_with_input(BenchmarkId::new("wasm", size), &input, |b, batch| {
-            b.iter(|| {
-                black_box(tokio.block_on(installed.plugin.call_typed(
+            bench.iter_async(b, || {
+                installed.plugin.call_typed(
                     &runtime.engine,
                     Operation::Transform(batch.clone()),
                     &context,
-                )))
+                )
             })
         });
         group.bench_with_input(BenchmarkId::new("wasm-warm", size), &input, |b, batch| {
-            b.iter(|| {
-                black_box(tokio.block_on(installed.call_warm(
+            bench.iter_async(b, || {
+                installed.call_warm(
                     &runtime.engine,
                     Operation::Transform(batch.clone()),
                     &context,
-                )))
+                )
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("boundary", size), &input, |b, batch| {
+            bench.iter_async(b, || async {
+                let answer = echo
+                    .call_warm(
+                        &runtime.engine,
+                        Operation::Transform(batch.clone()),
+                        &echo_context,
+                    )
+                    .await;
+                assert!(matches!(&answer, Ok(Answer::Records(r)) if r.len() == batch.len()));
+                answer
             })
         });
     }
