@@ -1,5 +1,9 @@
 //! The host's HTTP server: health, the status API, and the operator's invoke
 //! endpoint. It listens on the configured address (loopback by default).
+//! Webhooks must be reachable by third parties, so an operator may listen on
+//! a public address; the operator API (`/api/...`) still answers only
+//! clients on this machine (loopback peers): 403 and an audit row for any
+//! other. Serve [`router`] with [`app`], which gives handlers the peer.
 //!
 //! - `GET /healthz`: `{"status": "ok"}` while the host serves.
 //! - `GET /api/plugins`: the plugin states the host recorded in the database,
@@ -14,11 +18,14 @@
 //!   before the answer (202; 200 for a delivery id already stored), 413 over
 //!   the size limit, 503 if it could not be stored (the sender retries).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -55,13 +62,72 @@ pub struct AppState {
 
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let operator = Router::new()
         .route("/api/plugins", get(plugins))
         .route("/api/plugins/{name}/invoke", post(invoke))
         .route("/api/pipelines/{name}/run-now", post(run_now))
+        .route_layer(middleware::from_fn_with_state(
+            state.db.clone(),
+            local_operator_only,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(operator)
         .fallback(webhook)
         .with_state(state)
+}
+
+/// [`router`] as `axum::serve` takes it, telling handlers each connection's
+/// peer (the operator API needs it).
+pub fn app(state: Arc<AppState>) -> IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
+    router(state).into_make_service_with_connect_info::<SocketAddr>()
+}
+
+/// Lets operator API requests through from loopback peers only. A request
+/// whose peer is unknown (a server not built by [`app`]) is refused too:
+/// the guard fails closed.
+async fn local_operator_only(
+    State(db): State<WriterHandle>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer);
+    if let Some(peer) = peer
+        && is_local(peer)
+    {
+        return next.run(request).await;
+    }
+    let peer = peer.map_or("an unknown peer".to_string(), |p| p.ip().to_string());
+    let target = format!("{} {}", request.method(), request.uri().path());
+    tracing::warn!(%peer, %target, "operator API refused: not a loopback client");
+    db.audit(AuditEvent::host(
+        "api",
+        "remote-call",
+        &target,
+        Decision::Denied,
+        format!("refused {peer}: the operator API answers only clients on this machine"),
+    ));
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "the operator API answers only clients on the host's own machine (loopback), not {peer}; \
+             call it there, or through an SSH tunnel to it"
+        ),
+    )
+}
+
+/// A loopback peer, including IPv4 loopback mapped into IPv6.
+fn is_local(peer: SocketAddr) -> bool {
+    match peer.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
 }
 
 async fn healthz() -> Json<Value> {
@@ -318,5 +384,84 @@ async fn invoke(
             };
             error(status, e.kind(), e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Chain;
+    use crate::audit::query::{Filter, query};
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    /// The operator guard in front of one route, as [`router`] puts it.
+    fn guarded(db: WriterHandle) -> Router {
+        Router::new()
+            .route("/api/plugins", get(|| async { "the plugins" }))
+            .route_layer(middleware::from_fn_with_state(db, local_operator_only))
+    }
+
+    async fn status_from(app: &Router, peer: Option<&str>) -> StatusCode {
+        let mut request = axum::http::Request::get("/api/plugins")
+            .body(Body::empty())
+            .unwrap();
+        if let Some(peer) = peer {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        }
+        app.clone().oneshot(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn the_operator_api_answers_loopback_peers_only_and_audits_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let chain = Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
+        let writer = db::Writer::start(&db, chain).unwrap();
+        let app = guarded(writer.handle());
+
+        for local in [
+            "127.0.0.1:5000",
+            "127.8.9.10:1",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert_eq!(
+                status_from(&app, Some(local)).await,
+                StatusCode::OK,
+                "{local}"
+            );
+        }
+        for remote in [
+            "192.0.2.7:5000",
+            "[2001:db8::1]:443",
+            "[::ffff:192.0.2.7]:80",
+        ] {
+            assert_eq!(
+                status_from(&app, Some(remote)).await,
+                StatusCode::FORBIDDEN,
+                "{remote}"
+            );
+        }
+        // Served without the peer (not through `app`): refused, not opened.
+        assert_eq!(status_from(&app, None).await, StatusCode::FORBIDDEN);
+        writer.close();
+
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let refused: Vec<String> = query(&conn, &Filter::default())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event.capability == "api")
+            .map(|r| {
+                assert_eq!(r.event.decision, Decision::Denied);
+                assert_eq!(r.event.target, "GET /api/plugins");
+                r.event.detail
+            })
+            .collect();
+        assert_eq!(refused.len(), 4, "one row per refused request: {refused:?}");
+        assert!(refused[0].contains("192.0.2.7"), "{}", refused[0]);
+        assert!(refused[3].contains("unknown peer"), "{}", refused[3]);
     }
 }

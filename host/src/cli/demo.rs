@@ -137,7 +137,7 @@ impl Opts {
         });
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
-            axum::serve(listener, server::router(state))
+            axum::serve(listener, server::app(state))
                 .with_graceful_shutdown(async {
                     let _ = server_stopped.await;
                 })

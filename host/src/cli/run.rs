@@ -96,12 +96,11 @@ impl Opts {
 
         let draining = Arc::new(Notify::new());
         let notify = draining.clone();
-        let serve =
-            axum::serve(listener, server::router(state)).with_graceful_shutdown(async move {
-                stop_signal().await;
-                tracing::info!("stopping: no new work; draining calls in flight");
-                notify.notify_one();
-            });
+        let serve = axum::serve(listener, server::app(state)).with_graceful_shutdown(async move {
+            stop_signal().await;
+            tracing::info!("stopping: no new work; draining calls in flight");
+            notify.notify_one();
+        });
         tracing::info!(%address, "causeway listening");
         super::print(&format!("causeway listening on http://{address}\n"))?;
         tokio::select! {
