@@ -82,6 +82,22 @@ const SOURCE_RULES: &[&str] = &[
     "records-valid",
 ];
 
+/// crm-source is a source and a webhook.
+const CRM_RULES: &[&str] = &[
+    "manifest-valid",
+    "config-matches-schema",
+    "check-accepts-config",
+    "check-rejects-bad-config",
+    "discover-stable",
+    "read-completes",
+    "read-resumes",
+    "records-valid",
+    "webhook-deterministic",
+];
+
+/// A delivery the nonconformant plugin's webhook accepts.
+const NONCONFORMANT_DELIVERY: &str = r#"{"body": "{\"n\": 3}"}"#;
+
 #[test]
 fn the_example_plugins_pass_with_their_committed_fixtures() {
     let scratch = Scratch::new();
@@ -100,7 +116,7 @@ fn the_example_plugins_pass_with_their_committed_fixtures() {
         "transform-keeps-keys",
     ];
     for (plugin, rules) in [
-        ("crm-source", SOURCE_RULES),
+        ("crm-source", CRM_RULES),
         ("mailer-sink", &sink_rules[..]),
         ("map-fullname", &transform_rules[..]),
     ] {
@@ -133,6 +149,12 @@ fn a_recording_against_the_live_api_replays_without_it_and_holds_no_secret() {
     )
     .unwrap();
     let fixtures = scratch.path().join("fixtures");
+    std::fs::create_dir_all(&fixtures).unwrap();
+    std::fs::copy(
+        fixtures_of("crm-source").join("webhook.json"),
+        fixtures.join("webhook.json"),
+    )
+    .unwrap();
     let plugin = built("crm-source");
 
     // Recording needs the credential's secret, and says how to give it.
@@ -168,7 +190,7 @@ fn a_recording_against_the_live_api_replays_without_it_and_holds_no_secret() {
     let (passed, replayed) = suite(&scratch, &plugin, &[]);
     assert!(passed, "{replayed:#}");
     assert_eq!(verdicts(&replayed), verdicts(&recorded));
-    assert_eq!(verdicts(&replayed), all_pass(SOURCE_RULES));
+    assert_eq!(verdicts(&replayed), all_pass(CRM_RULES));
     assert_eq!(crm.faults().requests(), requests_live);
     drop(crm);
     let (passed, _) = suite(&scratch, &plugin, &[]);
@@ -236,6 +258,7 @@ fn breaks(plugin: &str, rule: &str, bad_config: Option<Value>) {
     if let Some(bad) = bad_config {
         std::fs::write(fixtures.join("bad-config.json"), bad.to_string()).unwrap();
     }
+    std::fs::write(fixtures.join("webhook.json"), NONCONFORMANT_DELIVERY).unwrap();
     let (passed, report) = suite(&scratch, &built(plugin), &[]);
     assert!(!passed, "{rule}: {report:#}");
     let failed: Vec<String> = verdicts(&report)
@@ -255,8 +278,12 @@ fn breaks(plugin: &str, rule: &str, bad_config: Option<Value>) {
 
 #[test]
 fn each_connector_rule_is_named_when_broken() {
-    // Conforming, it passes every rule that applies to a source + sink.
+    // Conforming, it passes every rule that applies to a source + sink +
+    // webhook.
     let scratch = Scratch::new();
+    let fixtures = scratch.path().join("fixtures");
+    std::fs::create_dir_all(&fixtures).unwrap();
+    std::fs::write(fixtures.join("webhook.json"), NONCONFORMANT_DELIVERY).unwrap();
     let config = scratch.path().join("none.json");
     std::fs::write(&config, r#"{"break": "none"}"#).unwrap();
     let (passed, report) = suite(
@@ -266,7 +293,7 @@ fn each_connector_rule_is_named_when_broken() {
     );
     assert!(passed, "{report:#}");
     let mut rules = SOURCE_RULES.to_vec();
-    rules.push("sink-answers-each");
+    rules.extend(["sink-answers-each", "webhook-deterministic"]);
     assert_eq!(verdicts(&report), all_pass(&rules));
 
     for rule in [
@@ -276,6 +303,7 @@ fn each_connector_rule_is_named_when_broken() {
         "read-resumes",
         "records-valid",
         "sink-answers-each",
+        "webhook-deterministic",
     ] {
         breaks("test-nonconformant", rule, None);
     }
@@ -359,4 +387,41 @@ type = "uri"
         .filter(|(_, v)| v == "skip")
         .count();
     assert_eq!(skipped, 3, "{report:#}");
+}
+
+#[test]
+fn a_webhook_without_a_delivery_is_skipped_and_a_bad_delivery_is_named() {
+    let scratch = Scratch::new();
+    let fixtures = scratch.path().join("fixtures");
+    std::fs::create_dir_all(&fixtures).unwrap();
+    for file in ["config.json", "http.json"] {
+        std::fs::copy(fixtures_of("crm-source").join(file), fixtures.join(file)).unwrap();
+    }
+    let plugin = built("crm-source");
+
+    let (passed, report) = suite(&scratch, &plugin, &[]);
+    assert!(passed, "a skip is not a failure: {report:#}");
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "webhook-deterministic")
+        .expect("the webhook rule applies to crm-source");
+    assert_eq!(finding["verdict"], "skip", "{finding:#}");
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains("webhook.json"),
+        "{finding:#}"
+    );
+
+    std::fs::write(fixtures.join("webhook.json"), r#"{"body": {"n": 3}}"#).unwrap();
+    let out = run(scratch.causeway().arg("test").arg(&plugin));
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("webhook.json") && out.stderr.contains("body"),
+        "{}",
+        out.stderr
+    );
 }

@@ -143,6 +143,29 @@ impl RecordJson {
     }
 }
 
+/// An incoming webhook request from its JSON form: `{"method"? (POST),
+/// "path"? (/), "query"?, "headers"?: [[name, value]], "body"}`, the body as
+/// text. Names are normalised as the server hands them over: the method
+/// upper-case, header names lower-case.
+pub fn request_from(input: Value) -> Result<IncomingRequest, String> {
+    let req: RequestInput = serde_json::from_value(input).map_err(|e| {
+        format!(
+            "a request must be {{\"method\"?, \"path\"?, \"query\"?, \"headers\"?: [[name, value]], \"body\"}}: {e}"
+        )
+    })?;
+    Ok(IncomingRequest {
+        method: req.method.to_ascii_uppercase(),
+        path: req.path,
+        query: req.query,
+        headers: req
+            .headers
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect(),
+        body: req.body.into_bytes(),
+    })
+}
+
 /// Records from their JSON form (an array of `RecordJson`).
 pub fn records_from(input: Value) -> Result<Vec<Record>, String> {
     let rows: Vec<RecordJson> = serde_json::from_value(input)
@@ -191,24 +214,7 @@ impl Operation {
             }
             "write" => Operation::Write(records_from(input()?).map_err(invalid)?),
             "transform" => Operation::Transform(records_from(input()?).map_err(invalid)?),
-            "handle" => {
-                let req: RequestInput = serde_json::from_value(input()?).map_err(|e| {
-                    invalid(format!(
-                        "handle input must be {{\"method\"?, \"path\"?, \"query\"?, \"headers\"?: [[name, value]], \"body\"}}: {e}"
-                    ))
-                })?;
-                Operation::Handle(IncomingRequest {
-                    method: req.method.to_ascii_uppercase(),
-                    path: req.path,
-                    query: req.query,
-                    headers: req
-                        .headers
-                        .into_iter()
-                        .map(|(n, v)| (n.to_ascii_lowercase(), v))
-                        .collect(),
-                    body: req.body.into_bytes(),
-                })
-            }
+            "handle" => Operation::Handle(request_from(input()?).map_err(invalid)?),
             other => {
                 return Err(invalid(format!(
                     "unknown operation {other:?}: use check, discover, read, write, handle or transform"

@@ -5,6 +5,8 @@
 //!   configuration without the properties its schema requires);
 //! - `records.json`: the records a transform or a sink is given (default:
 //!   four sample contacts, one of them a delete);
+//! - `webhook.json`: a delivery a webhook must accept, as `causeway invoke
+//!   handle` takes it (without it the webhook rule is skipped);
 //! - `http.json`: the recorded HTTP exchanges the plugin's requests are
 //!   answered from (written by `causeway test --record`).
 
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::bindings::Record;
+use crate::bindings::{IncomingRequest, Record};
 
 /// The sample records used when the fixtures hold none.
 const SAMPLE_RECORDS: &str = include_str!("../../../examples/contacts.json");
@@ -23,6 +25,8 @@ pub const CONFIG: &str = "config.json";
 pub const BAD_CONFIG: &str = "bad-config.json";
 /// The input records file.
 pub const RECORDS: &str = "records.json";
+/// The webhook delivery file.
+pub const WEBHOOK: &str = "webhook.json";
 /// The recorded HTTP file.
 pub const HTTP: &str = "http.json";
 
@@ -47,6 +51,8 @@ pub struct Fixtures {
     pub bad_config: Option<(Value, PathBuf)>,
     /// The records for transforms and sinks, and their file (`None`: the sample).
     pub records: (Vec<Record>, Option<PathBuf>),
+    /// A delivery for webhooks, if given.
+    pub webhook: Option<IncomingRequest>,
 }
 
 fn read_json(file: &Path) -> Result<Option<Value>, FixtureError> {
@@ -105,11 +111,21 @@ impl Fixtures {
             ),
             None => (sample_records(), None),
         };
+        let webhook_file = dir.join(WEBHOOK);
+        let webhook = read_json(&webhook_file)?
+            .map(|value| {
+                crate::operation::request_from(value).map_err(|message| FixtureError {
+                    file: webhook_file.display().to_string(),
+                    message,
+                })
+            })
+            .transpose()?;
         Ok(Fixtures {
             dir: dir.to_path_buf(),
             config,
             bad_config,
             records,
+            webhook,
         })
     }
 

@@ -56,11 +56,13 @@ pub enum Rule {
     TransformKeepsKeys,
     /// A sink answers exactly one outcome per record.
     SinkAnswersEach,
+    /// A webhook turns the same delivery into the same records.
+    WebhookDeterministic,
 }
 
 impl Rule {
     /// Every rule, in the order the suite reports them.
-    pub const ALL: [Rule; 11] = [
+    pub const ALL: [Rule; 12] = [
         Rule::ManifestValid,
         Rule::ConfigMatchesSchema,
         Rule::CheckAcceptsConfig,
@@ -72,6 +74,7 @@ impl Rule {
         Rule::TransformDeterministic,
         Rule::TransformKeepsKeys,
         Rule::SinkAnswersEach,
+        Rule::WebhookDeterministic,
     ];
 
     /// The rule's name, as reports show it.
@@ -88,6 +91,7 @@ impl Rule {
             Rule::TransformDeterministic => "transform-deterministic",
             Rule::TransformKeepsKeys => "transform-keeps-keys",
             Rule::SinkAnswersEach => "sink-answers-each",
+            Rule::WebhookDeterministic => "webhook-deterministic",
         }
     }
 }
@@ -355,6 +359,9 @@ pub async fn run(subject: &Subject, fixtures: &Fixtures) -> Report {
     if info.worlds.contains(&World::Sink) {
         sink_rules(subject, fixtures, config, &mut report).await;
     }
+    if info.worlds.contains(&World::Webhook) {
+        webhook_rules(subject, fixtures, config, &mut report).await;
+    }
     report.sort();
     report
 }
@@ -369,7 +376,7 @@ fn applicable(worlds: &[World]) -> Vec<Rule> {
     if has(World::Source) {
         rules.extend([Rule::DiscoverStable, Rule::ReadCompletes, Rule::ReadResumes]);
     }
-    if has(World::Source) || has(World::Transform) {
+    if has(World::Source) || has(World::Transform) || has(World::Webhook) {
         rules.push(Rule::RecordsValid);
     }
     if has(World::Transform) {
@@ -377,6 +384,9 @@ fn applicable(worlds: &[World]) -> Vec<Rule> {
     }
     if has(World::Sink) {
         rules.push(Rule::SinkAnswersEach);
+    }
+    if has(World::Webhook) {
+        rules.push(Rule::WebhookDeterministic);
     }
     rules
 }
@@ -645,6 +655,72 @@ async fn transform_rules(
         None => report.pass(Rule::TransformKeepsKeys, "every output key is an input key"),
     }
     check_records(report, &a, "transform output");
+}
+
+async fn webhook_rules(
+    subject: &Subject,
+    fixtures: &Fixtures,
+    config: &Value,
+    report: &mut Report,
+) {
+    let Some(delivery) = &fixtures.webhook else {
+        report.skip(
+            Rule::WebhookDeterministic,
+            format!(
+                "no delivery to hand the webhook: put one it must accept in {}, as `causeway invoke handle` takes it",
+                fixtures.dir.join(fixtures::WEBHOOK).display()
+            ),
+        );
+        return;
+    };
+    let first = subject
+        .call(Operation::Handle(delivery.clone()), config)
+        .await;
+    let second = subject
+        .call(Operation::Handle(delivery.clone()), config)
+        .await;
+    let (a, b) = match (first, second) {
+        (Ok(Answer::Records(a)), Ok(Answer::Records(b))) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            report.fail(
+                Rule::WebhookDeterministic,
+                format!(
+                    "handle refused the delivery in {}: {e}",
+                    fixtures.dir.join(fixtures::WEBHOOK).display()
+                ),
+            );
+            return;
+        }
+        _ => {
+            report.fail(Rule::WebhookDeterministic, "handle did not answer records");
+            return;
+        }
+    };
+    if a != b {
+        report.fail(
+            Rule::WebhookDeterministic,
+            format!(
+                "the same delivery gave different records: {} then {}",
+                records_text(&a),
+                records_text(&b)
+            ),
+        );
+    } else {
+        report.pass(
+            Rule::WebhookDeterministic,
+            format!("the same delivery gave the same {} records twice", a.len()),
+        );
+    }
+    check_records(report, &a, "webhook output");
+}
+
+/// Records as a short text for a message: key and data of each.
+fn records_text(records: &[Record]) -> String {
+    let shown: Vec<String> = records
+        .iter()
+        .map(|r| format!("{} {}", r.key, r.data))
+        .collect();
+    format!("[{}]", shown.join(", "))
 }
 
 async fn sink_rules(subject: &Subject, fixtures: &Fixtures, config: &Value, report: &mut Report) {

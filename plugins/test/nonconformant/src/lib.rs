@@ -1,9 +1,12 @@
-//! A source + sink over five in-memory items that breaks, on purpose, the
+//! A source + sink + webhook over five in-memory items that breaks, on purpose, the
 //! conformance rule its config names, so the tests can show `causeway test`
 //! names each rule broken. With `break = "none"` it conforms.
 
 use causeway_sdk::paging::{self, PageNumber};
-use causeway_sdk::{Page, PluginError, Record, Sink, Source, StreamInfo, WriteOutcome, plugin};
+use causeway_sdk::{
+    IncomingRequest, Page, PluginError, Record, Sink, Source, StreamInfo, Webhook, WriteOutcome,
+    plugin,
+};
 use serde::Deserialize;
 
 const STREAM: &str = "items";
@@ -108,4 +111,25 @@ impl Sink for Nonconformant {
     }
 }
 
-plugin!(source + sink: Nonconformant);
+impl Webhook for Nonconformant {
+    /// A delivery names an item by its body (`{"n": N}`); told to break
+    /// webhook-deterministic, the record also carries when it was handled.
+    fn handle(request: IncomingRequest) -> Result<Vec<Record>, PluginError> {
+        #[derive(Deserialize)]
+        struct Delivery {
+            n: u64,
+        }
+        let delivery: Delivery = serde_json::from_slice(&request.body)
+            .map_err(|e| PluginError::Fatal(format!("a delivery must be {{\"n\": N}}: {e}")))?;
+        if broken()? == "webhook-deterministic" {
+            return Ok(vec![Record::upsert(
+                STREAM,
+                format!("item-{}", delivery.n),
+                &serde_json::json!({ "n": delivery.n, "handled_at": nanos().to_string() }),
+            )?]);
+        }
+        Ok(vec![item(delivery.n)?])
+    }
+}
+
+plugin!(source + sink + webhook: Nonconformant);
