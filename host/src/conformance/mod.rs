@@ -221,6 +221,22 @@ impl Subject {
             .call_typed(&self.runtime.engine, operation, &context)
             .await
     }
+
+    /// Calls `operation` twice (for the determinism rules): both answers'
+    /// records, or why there are none.
+    async fn records_twice(
+        &self,
+        operation: Operation,
+        config: &Value,
+    ) -> Result<(Vec<Record>, Vec<Record>), String> {
+        let first = self.call(operation.clone(), config).await;
+        let second = self.call(operation, config).await;
+        match (first, second) {
+            (Ok(Answer::Records(a)), Ok(Answer::Records(b))) => Ok((a, b)),
+            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+            _ => Err("it did not answer records".to_string()),
+        }
+    }
 }
 
 /// The problems of one record, if any: `at` names it.
@@ -602,25 +618,15 @@ async fn transform_rules(
     report: &mut Report,
 ) {
     let input = &fixtures.records.0;
-    let first = subject
-        .call(Operation::Transform(input.clone()), config)
-        .await;
-    let second = subject
-        .call(Operation::Transform(input.clone()), config)
-        .await;
-    let (a, b) = match (first, second) {
-        (Ok(Answer::Records(a)), Ok(Answer::Records(b))) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
+    let (a, b) = match subject
+        .records_twice(Operation::Transform(input.clone()), config)
+        .await
+    {
+        Ok(both) => both,
+        Err(e) => {
             let message = format!("transform of {} records failed: {e}", input.len());
             report.fail(Rule::TransformDeterministic, message.clone());
             report.fail(Rule::TransformKeepsKeys, message);
-            return;
-        }
-        _ => {
-            report.fail(
-                Rule::TransformDeterministic,
-                "transform answered no records",
-            );
             return;
         }
     };
@@ -673,15 +679,12 @@ async fn webhook_rules(
         );
         return;
     };
-    let first = subject
-        .call(Operation::Handle(delivery.clone()), config)
-        .await;
-    let second = subject
-        .call(Operation::Handle(delivery.clone()), config)
-        .await;
-    let (a, b) = match (first, second) {
-        (Ok(Answer::Records(a)), Ok(Answer::Records(b))) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
+    let (a, b) = match subject
+        .records_twice(Operation::Handle(delivery.clone()), config)
+        .await
+    {
+        Ok(both) => both,
+        Err(e) => {
             report.fail(
                 Rule::WebhookDeterministic,
                 format!(
@@ -689,10 +692,6 @@ async fn webhook_rules(
                     fixtures.dir.join(fixtures::WEBHOOK).display()
                 ),
             );
-            return;
-        }
-        _ => {
-            report.fail(Rule::WebhookDeterministic, "handle did not answer records");
             return;
         }
     };
