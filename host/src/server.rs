@@ -4,6 +4,9 @@
 //! a public address; the operator API (`/api/...`) still answers only
 //! clients on this machine (loopback peers): 403 and an audit row for any
 //! other. Serve [`router`] with [`app`], which gives handlers the peer.
+//! Refused requests (those, and webhook deliveries that fail verification)
+//! come from outside, so they are audited at a bounded rate ([`Refusals`]):
+//! a flood is recorded as a count, not a row per request.
 //!
 //! - `GET /healthz`: `{"status": "ok"}` while the host serves.
 //! - `GET /api/plugins`: the plugin states the host recorded in the database,
@@ -21,6 +24,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -34,6 +38,7 @@ use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, Decision};
 use crate::bindings::IncomingRequest;
+use crate::caps::rate::Admission;
 use crate::db::{self, WriterHandle};
 use crate::engine::Runtime;
 use crate::live::Live;
@@ -58,6 +63,57 @@ pub struct AppState {
     pub db: WriterHandle,
     /// The database file the status API reads.
     pub database: PathBuf,
+    /// Where refused requests are recorded, at a bounded rate.
+    pub refusals: Refusals,
+}
+
+/// Refused requests audited one by one per second, sustained.
+pub const REFUSALS_PER_SECOND: u32 = 10;
+
+/// Refused requests audited one by one at once after a quiet spell.
+pub const REFUSALS_BURST: u32 = 100;
+
+/// The audit trail of refused requests: anyone who can reach the listen
+/// address can be refused, so beyond [`REFUSALS_PER_SECOND`] (bursts of
+/// [`REFUSALS_BURST`]) refusals are counted, and the next row recorded says
+/// how many were not.
+#[derive(Clone)]
+pub struct Refusals {
+    db: WriterHandle,
+    admission: Arc<Admission>,
+}
+
+impl Refusals {
+    /// Refusals recorded through `db`.
+    pub fn new(db: WriterHandle) -> Refusals {
+        Refusals::at_rate(db, REFUSALS_PER_SECOND, REFUSALS_BURST)
+    }
+
+    fn at_rate(db: WriterHandle, rate: u32, burst: u32) -> Refusals {
+        Refusals {
+            db,
+            admission: Arc::new(Admission::new(rate, burst)),
+        }
+    }
+
+    /// Audits `event` unless refusals come faster than the rate; `false`
+    /// when it was only counted (the caller then logs nothing either).
+    fn record(&self, event: AuditEvent) -> bool {
+        self.record_at(event, Instant::now())
+    }
+
+    fn record_at(&self, mut event: AuditEvent, now: Instant) -> bool {
+        let Some(uncounted) = self.admission.admit(now) else {
+            return false;
+        };
+        if uncounted > 0 {
+            event.detail.push_str(&format!(
+                " ({uncounted} more refused requests since the last row were counted, not recorded)"
+            ));
+        }
+        self.db.audit(event);
+        true
+    }
 }
 
 /// The router.
@@ -67,7 +123,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/plugins/{name}/invoke", post(invoke))
         .route("/api/pipelines/{name}/run-now", post(run_now))
         .route_layer(middleware::from_fn_with_state(
-            state.db.clone(),
+            state.refusals.clone(),
             local_operator_only,
         ));
     Router::new()
@@ -87,7 +143,7 @@ pub fn app(state: Arc<AppState>) -> IntoMakeServiceWithConnectInfo<Router, Socke
 /// whose peer is unknown (a server not built by [`app`]) is refused too:
 /// the guard fails closed.
 async fn local_operator_only(
-    State(db): State<WriterHandle>,
+    State(refusals): State<Refusals>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -102,14 +158,16 @@ async fn local_operator_only(
     }
     let peer = peer.map_or("an unknown peer".to_string(), |p| p.ip().to_string());
     let target = format!("{} {}", request.method(), request.uri().path());
-    tracing::warn!(%peer, %target, "operator API refused: not a loopback client");
-    db.audit(AuditEvent::host(
+    let recorded = refusals.record(AuditEvent::host(
         "api",
         "remote-call",
         &target,
         Decision::Denied,
         format!("refused {peer}: the operator API answers only clients on this machine"),
     ));
+    if recorded {
+        tracing::warn!(%peer, %target, "operator API refused: not a loopback client");
+    }
     error(
         StatusCode::FORBIDDEN,
         "forbidden",
@@ -206,9 +264,10 @@ async fn webhook(
             format!("{} takes POST", uri.path()),
         );
     }
+    // Deliveries stored are always audited; refusals at the bounded rate.
     let audit = |decision: Decision, detail: String| {
         let plugin = snapshot.registry.get(&pipeline.source.plugin);
-        state.db.audit(AuditEvent {
+        let event = AuditEvent {
             time: crate::audit::now(),
             plugin: pipeline.source.plugin.clone(),
             version: plugin
@@ -223,7 +282,14 @@ async fn webhook(
             decision,
             detail,
             run_id: None,
-        });
+        };
+        match decision {
+            Decision::Allowed => {
+                state.db.audit(event);
+                true
+            }
+            Decision::Denied => state.refusals.record(event),
+        }
     };
     let Ok(body) = axum::body::to_bytes(body, trigger.max_body_bytes).await else {
         audit(
@@ -273,8 +339,9 @@ async fn webhook(
     ) {
         Ok(verified) => verified,
         Err(refused) => {
-            tracing::warn!(pipeline = %name, "webhook refused: {refused}");
-            audit(Decision::Denied, format!("refused: {refused}"));
+            if audit(Decision::Denied, format!("refused: {refused}")) {
+                tracing::warn!(pipeline = %name, "webhook refused: {refused}");
+            }
             return error(
                 StatusCode::UNAUTHORIZED,
                 "bad-signature",
@@ -396,10 +463,27 @@ mod tests {
     use tower::ServiceExt;
 
     /// The operator guard in front of one route, as [`router`] puts it.
-    fn guarded(db: WriterHandle) -> Router {
+    fn guarded(refusals: Refusals) -> Router {
         Router::new()
             .route("/api/plugins", get(|| async { "the plugins" }))
-            .route_layer(middleware::from_fn_with_state(db, local_operator_only))
+            .route_layer(middleware::from_fn_with_state(
+                refusals,
+                local_operator_only,
+            ))
+    }
+
+    fn scratch_writer(dir: &std::path::Path) -> db::Writer {
+        let chain = Chain::open(&dir.join("k"), &dir.join("h")).unwrap();
+        db::Writer::start(&dir.join("db"), chain).unwrap()
+    }
+
+    fn refused_rows(dir: &std::path::Path) -> Vec<crate::audit::query::StoredEvent> {
+        let conn = rusqlite::Connection::open(dir.join("db")).unwrap();
+        query(&conn, &Filter::default())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event.decision == Decision::Denied)
+            .collect()
     }
 
     async fn status_from(app: &Router, peer: Option<&str>) -> StatusCode {
@@ -417,10 +501,8 @@ mod tests {
     #[tokio::test]
     async fn the_operator_api_answers_loopback_peers_only_and_audits_the_others() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db");
-        let chain = Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
-        let writer = db::Writer::start(&db, chain).unwrap();
-        let app = guarded(writer.handle());
+        let writer = scratch_writer(dir.path());
+        let app = guarded(Refusals::new(writer.handle()));
 
         for local in [
             "127.0.0.1:5000",
@@ -449,13 +531,10 @@ mod tests {
         assert_eq!(status_from(&app, None).await, StatusCode::FORBIDDEN);
         writer.close();
 
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        let refused: Vec<String> = query(&conn, &Filter::default())
-            .unwrap()
+        let refused: Vec<String> = refused_rows(dir.path())
             .into_iter()
-            .filter(|r| r.event.capability == "api")
             .map(|r| {
-                assert_eq!(r.event.decision, Decision::Denied);
+                assert_eq!(r.event.capability, "api");
                 assert_eq!(r.event.target, "GET /api/plugins");
                 r.event.detail
             })
@@ -463,5 +542,42 @@ mod tests {
         assert_eq!(refused.len(), 4, "one row per refused request: {refused:?}");
         assert!(refused[0].contains("192.0.2.7"), "{}", refused[0]);
         assert!(refused[3].contains("unknown peer"), "{}", refused[3]);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_refusals_is_audited_as_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = scratch_writer(dir.path());
+        // Three at once, then one a second.
+        let refusals = Refusals::at_rate(writer.handle(), 1, 3);
+        let app = guarded(refusals.clone());
+        for _ in 0..20 {
+            assert_eq!(
+                status_from(&app, Some("192.0.2.7:5000")).await,
+                StatusCode::FORBIDDEN,
+                "refused whether recorded or counted"
+            );
+        }
+        // The next one recorded, once the rate allows, gives the count.
+        let later = Instant::now() + std::time::Duration::from_secs(2);
+        let event = AuditEvent::host(
+            "api",
+            "remote-call",
+            "GET /api/plugins",
+            Decision::Denied,
+            "refused 192.0.2.7".into(),
+        );
+        assert!(refusals.record_at(event, later));
+        writer.close();
+
+        let rows = refused_rows(dir.path());
+        assert_eq!(rows.len(), 4, "the burst, then one row for the rest");
+        assert!(
+            rows[3].event.detail.ends_with(
+                "(17 more refused requests since the last row were counted, not recorded)"
+            ),
+            "{}",
+            rows[3].event.detail
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! A token bucket, shared by the capabilities that limit a plugin's rate
-//! (outbound requests, log lines).
+//! (outbound requests, log lines), and [`Admission`] on top of it: what a
+//! flood of events may leave in the logs or the audit trail.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
@@ -48,9 +50,52 @@ impl TokenBucket {
     }
 }
 
+/// Admits events at a rate and counts those it turns away, so a flood is
+/// written down as a count rather than event by event.
+#[derive(Debug)]
+pub struct Admission {
+    bucket: TokenBucket,
+    dropped: AtomicU64,
+}
+
+impl Admission {
+    /// `rate` events a second, bursts of `burst`.
+    pub fn new(rate: u32, burst: u32) -> Admission {
+        Admission {
+            bucket: TokenBucket::new(rate, burst, Instant::now()),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether an event may be written now; if so, how many were turned
+    /// away since the last one written.
+    pub fn admit(&self, now: Instant) -> Option<u64> {
+        match self.bucket.reserve(now, now) {
+            Ok(_) => Some(self.dropped.swap(0, Ordering::Relaxed)),
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_is_cut_to_the_burst_then_the_rate_and_the_drops_are_counted() {
+        let admission = Admission::new(50, 200);
+        let t0 = Instant::now();
+        let written = (0..1000).filter(|_| admission.admit(t0).is_some()).count();
+        assert_eq!(written, 200);
+        // A second later, room for the rate again; the first event written
+        // says how many were turned away.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(admission.admit(t1), Some(800));
+        assert_eq!(admission.admit(t1), Some(0));
+    }
 
     #[test]
     fn a_full_bucket_lets_a_burst_through_then_paces() {

@@ -134,6 +134,7 @@ impl Opts {
             db: writer.handle(),
             database: host.config.database_file(),
             pipelines: pipelines.control(),
+            refusals: server::Refusals::new(writer.handle()),
         });
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(

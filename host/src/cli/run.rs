@@ -92,6 +92,7 @@ impl Opts {
             secrets: host.secrets.clone(),
             live,
             pipelines: pipelines.control(),
+            refusals: server::Refusals::new(handle.clone()),
         });
 
         let draining = Arc::new(Notify::new());
