@@ -102,13 +102,14 @@ impl Refusals {
         self.record_at(event, Instant::now())
     }
 
+    /// [`Refusals::record`] at `now` (tests give the time).
     fn record_at(&self, mut event: AuditEvent, now: Instant) -> bool {
-        let Some(uncounted) = self.admission.admit(now) else {
+        let Some(unrecorded) = self.admission.admit(now) else {
             return false;
         };
-        if uncounted > 0 {
+        if unrecorded > 0 {
             event.detail.push_str(&format!(
-                " ({uncounted} more refused requests since the last row were counted, not recorded)"
+                " ({unrecorded} more refused requests since the last row were counted, not recorded)"
             ));
         }
         self.db.audit(event);
