@@ -1,0 +1,164 @@
+//! An experiment for the contract decision in docs/performance.md §1: what
+//! `map-fullname`'s mapping costs when its batch crosses the boundary as one
+//! buffer instead of a `list<record>` of strings. `plugins/test/packed` runs
+//! map-fullname's own contact code behind that contract (its WIT is its own,
+//! `causeway-experiment:packed`; the host does not load it as a plugin).
+//! Here it runs in a warm instance in the production sandbox (the engine,
+//! linker and store every plugin gets), the host encoding the batch from
+//! its records and decoding the answer into records, against
+//! `map_fullname::map_batch` compiled natively on the same records.
+//!
+//! `cargo bench -p causeway --bench packed`; results in docs/performance.md.
+
+#[path = "../plugins/test/packed/src/codec.rs"]
+#[allow(dead_code)]
+mod codec;
+#[path = "common.rs"]
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+
+use causeway::bindings::{Op, Record};
+use causeway::grants::Grants;
+use causeway::sandbox::Limits;
+use codec::{Reader, Writer};
+use common::Bench;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+mod experiment {
+    wasmtime::component::bindgen!({
+        world: "packed-transform",
+        path: "../plugins/test/packed/wit",
+        exports: { default: async },
+    });
+}
+
+fn contacts(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            stream: "contacts".into(),
+            key: format!("c-{i}"),
+            op: Op::Upsert,
+            data: serde_json::json!({
+                "firstName": format!("Ada{i}"),
+                "lastName": "Lovelace",
+                "email": format!("ada{i}@example.com"),
+                "company": "Analytical Engines",
+            })
+            .to_string(),
+            source_timestamp: Some(1_700_000_000_000 + i as i64),
+        })
+        .collect()
+}
+
+/// The batch as the host would send it: one buffer.
+fn encode(batch: &[Record]) -> Vec<u8> {
+    let bytes = batch
+        .iter()
+        .map(|r| r.stream.len() + r.key.len() + r.data.len() + 22)
+        .sum();
+    let mut out = Writer::with_capacity(bytes);
+    for r in batch {
+        out.push(codec::View {
+            stream: &r.stream,
+            key: &r.key,
+            delete: r.op == Op::Delete,
+            source_timestamp: r.source_timestamp,
+            data: &r.data,
+        });
+    }
+    out.finish()
+}
+
+/// The answer as the host would hold it: records.
+fn decode(buf: &[u8]) -> Vec<Record> {
+    let mut reader = Reader::new(buf).expect("an encoded batch");
+    let mut out = Vec::new();
+    while let Some(r) = reader.next_record().expect("an encoded record") {
+        out.push(Record {
+            stream: r.stream.to_owned(),
+            key: r.key.to_owned(),
+            op: if r.delete { Op::Delete } else { Op::Upsert },
+            data: r.data.to_owned(),
+            source_timestamp: r.source_timestamp,
+        });
+    }
+    out
+}
+
+fn packed(c: &mut Criterion) {
+    let bench = Bench::new(None);
+    // Any installed plugin lends the production store its identity and limits.
+    let echo = bench.install("test-echo", &Grants::default());
+    let context = bench.context(&echo);
+    let component = wasmtime::component::Component::from_file(
+        &bench.runtime.engine,
+        support::built("test-packed"),
+    )
+    .expect("compile test-packed");
+    let mut store =
+        causeway::sandbox::new_store(&bench.runtime.engine, echo.plugin.info.clone(), &context);
+    let instance = bench
+        .tokio
+        .block_on(experiment::PackedTransform::instantiate_async(
+            &mut store,
+            &component,
+            &bench.runtime.linker,
+        ))
+        .expect("instantiate test-packed");
+    let store = tokio::sync::Mutex::new(store);
+    let limits = Limits::default();
+    let call = |batch: &[Record]| {
+        let (store, instance, limits) = (&store, &instance, &limits);
+        let buf = encode(batch);
+        async move {
+            let mut store = store.lock().await;
+            // As a warm instance readies its store for each call.
+            store.data_mut().begin_call(limits);
+            let answer = instance
+                .causeway_experiment_packed_transform()
+                .call_transform(&mut *store, &buf)
+                .await
+                .expect("the call")
+                .expect("the mapping");
+            decode(&answer)
+        }
+    };
+
+    let mut group = c.benchmark_group("packed");
+    for size in [1usize, 100, 1000] {
+        let input = contacts(size);
+        let sdk_input: Vec<causeway_sdk::Record> = input
+            .iter()
+            .map(|r| causeway_sdk::Record {
+                stream: r.stream.clone(),
+                key: r.key.clone(),
+                op: causeway_sdk::Op::Upsert,
+                data: r.data.clone(),
+                source_timestamp: r.source_timestamp,
+            })
+            .collect();
+        // Both sides produce the same records.
+        let native = map_fullname::map_batch(sdk_input.clone(), "subscribers").expect("native");
+        let wasm = bench.tokio.block_on(call(&input));
+        assert_eq!(native.len(), wasm.len());
+        assert!(native.iter().zip(&wasm).all(|(n, w)| n.stream == w.stream
+            && n.key == w.key
+            && n.data == w.data
+            && n.source_timestamp == w.source_timestamp));
+
+        group.throughput(Throughput::Elements(size as u64));
+        group.bench_with_input(BenchmarkId::new("native", size), &sdk_input, |b, batch| {
+            b.iter(|| black_box(map_fullname::map_batch(batch.clone(), "subscribers")))
+        });
+        group.bench_with_input(BenchmarkId::new("one-buffer", size), &input, |b, batch| {
+            bench.iter_async(b, || call(batch))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, packed);
+criterion_main!(benches);

@@ -1,0 +1,48 @@
+//! `map-fullname`'s mapping behind an experimental contract: the batch crosses
+//! the boundary as one buffer, read in place, and the answer is written into
+//! one buffer (see `wit/packed.wit`). It runs map-fullname's own contact
+//! code (`contact.rs`, included from that crate), so benches/packed.rs
+//! measures the contract, not a different mapping.
+
+mod codec;
+#[path = "../../../map-fullname/src/contact.rs"]
+mod contact;
+
+use codec::{Reader, View, Writer};
+use contact::{Contact, map_contact};
+
+wit_bindgen::generate!({ path: "wit", world: "packed-transform" });
+
+/// map-fullname's default target stream.
+const TARGET: &str = "subscribers";
+
+struct Packed;
+
+impl exports::causeway_experiment::packed::transform::Guest for Packed {
+    fn transform(batch: Vec<u8>) -> Result<Vec<u8>, String> {
+        let mut records = Reader::new(&batch)?;
+        let mut out = Writer::with_capacity(batch.len());
+        while let Some(record) = records.next_record()? {
+            if record.delete {
+                out.push(View {
+                    stream: TARGET,
+                    ..record
+                });
+                continue;
+            }
+            let contact: Contact = serde_json::from_str(record.data)
+                .map_err(|e| format!("record {}: data is not a contact: {e}", record.key))?;
+            if let Some(subscriber) = map_contact(&contact) {
+                out.push_with(TARGET, record.key, false, record.source_timestamp, |buf| {
+                    serde_json::to_writer(buf, &subscriber)
+                })
+                .map_err(|e| {
+                    format!("record {}: data cannot be written as JSON: {e}", record.key)
+                })?;
+            }
+        }
+        Ok(out.finish())
+    }
+}
+
+export!(Packed);
