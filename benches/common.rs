@@ -10,6 +10,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
+use causeway::bindings::{Op, Record};
 use causeway::grants::Grants;
 use causeway::plugin::Plugin;
 use causeway::registry::Installed;
@@ -105,4 +106,40 @@ impl Bench {
             })
         })
     }
+}
+
+/// `n` CRM contacts as the host holds them, the input of the transform benchmarks.
+pub fn contacts(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            stream: "contacts".into(),
+            key: format!("c-{i}"),
+            op: Op::Upsert,
+            data: serde_json::json!({
+                "firstName": format!("Ada{i}"),
+                "lastName": "Lovelace",
+                "email": format!("ada{i}@example.com"),
+                "company": "Analytical Engines",
+            })
+            .to_string(),
+            source_timestamp: Some(1_700_000_000_000 + i as i64),
+        })
+        .collect()
+}
+
+/// The same records as the SDK types the plugin's code receives.
+pub fn as_sdk(records: &[Record]) -> Vec<causeway_sdk::Record> {
+    records
+        .iter()
+        .map(|r| causeway_sdk::Record {
+            stream: r.stream.clone(),
+            key: r.key.clone(),
+            op: match r.op {
+                Op::Upsert => causeway_sdk::Op::Upsert,
+                Op::Delete => causeway_sdk::Op::Delete,
+            },
+            data: r.data.clone(),
+            source_timestamp: r.source_timestamp,
+        })
+        .collect()
 }

@@ -24,7 +24,7 @@ use causeway::bindings::{Op, Record};
 use causeway::grants::Grants;
 use causeway::sandbox::Limits;
 use codec::{Reader, Writer};
-use common::Bench;
+use common::{Bench, as_sdk, contacts};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 mod experiment {
@@ -33,24 +33,6 @@ mod experiment {
         path: "../plugins/test/packed/wit",
         exports: { default: async },
     });
-}
-
-fn contacts(n: usize) -> Vec<Record> {
-    (0..n)
-        .map(|i| Record {
-            stream: "contacts".into(),
-            key: format!("c-{i}"),
-            op: Op::Upsert,
-            data: serde_json::json!({
-                "firstName": format!("Ada{i}"),
-                "lastName": "Lovelace",
-                "email": format!("ada{i}@example.com"),
-                "company": "Analytical Engines",
-            })
-            .to_string(),
-            source_timestamp: Some(1_700_000_000_000 + i as i64),
-        })
-        .collect()
 }
 
 /// The batch as the host would send it: one buffer.
@@ -130,16 +112,7 @@ fn packed(c: &mut Criterion) {
     let mut group = c.benchmark_group("packed");
     for size in [1usize, 100, 1000] {
         let input = contacts(size);
-        let sdk_input: Vec<causeway_sdk::Record> = input
-            .iter()
-            .map(|r| causeway_sdk::Record {
-                stream: r.stream.clone(),
-                key: r.key.clone(),
-                op: causeway_sdk::Op::Upsert,
-                data: r.data.clone(),
-                source_timestamp: r.source_timestamp,
-            })
-            .collect();
+        let sdk_input = as_sdk(&input);
         // Both sides produce the same records.
         let native = map_fullname::map_batch(sdk_input.clone(), "subscribers").expect("native");
         let wasm = bench.tokio.block_on(call(&input));

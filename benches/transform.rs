@@ -16,43 +16,10 @@ mod support;
 
 use std::hint::black_box;
 
-use causeway::bindings::{Op, Record};
 use causeway::grants::Grants;
 use causeway::operation::{Answer, Operation};
-use common::Bench;
+use common::{Bench, as_sdk, contacts};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-
-fn contacts(n: usize) -> Vec<Record> {
-    (0..n)
-        .map(|i| Record {
-            stream: "contacts".into(),
-            key: format!("c-{i}"),
-            op: Op::Upsert,
-            data: serde_json::json!({
-                "firstName": format!("Ada{i}"),
-                "lastName": "Lovelace",
-                "email": format!("ada{i}@example.com"),
-                "company": "Analytical Engines",
-            })
-            .to_string(),
-            source_timestamp: Some(1_700_000_000_000 + i as i64),
-        })
-        .collect()
-}
-
-/// The same records as the SDK types the plugin's code receives.
-fn as_sdk(records: &[Record]) -> Vec<causeway_sdk::Record> {
-    records
-        .iter()
-        .map(|r| causeway_sdk::Record {
-            stream: r.stream.clone(),
-            key: r.key.clone(),
-            op: causeway_sdk::Op::Upsert,
-            data: r.data.clone(),
-            source_timestamp: r.source_timestamp,
-        })
-        .collect()
-}
 
 fn transform(c: &mut Criterion) {
     let bench = Bench::new(None);
