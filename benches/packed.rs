@@ -6,13 +6,14 @@
 //! Here it runs in a warm instance in the production sandbox (the engine,
 //! linker and store every plugin gets), the host encoding the batch from
 //! its records and decoding the answer into records, against
-//! `map_fullname::map_batch` compiled natively on the same records.
+//! `map_fullname::map_batch` compiled natively on the same records. Beside
+//! them, the mapping alone: the experiment's own `map` on a batch already in
+//! the guest (`map-kept`, no boundary but the call) against the same `map`
+//! compiled natively: what the sandbox costs this code, with no contract in
+//! between.
 //!
 //! `cargo bench -p causeway --bench packed`; results in docs/performance.md.
 
-#[path = "../plugins/test/packed/src/codec.rs"]
-#[allow(dead_code)]
-mod codec;
 #[path = "common.rs"]
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -23,9 +24,9 @@ use std::hint::black_box;
 use causeway::bindings::{Op, Record};
 use causeway::grants::Grants;
 use causeway::sandbox::Limits;
-use codec::{Reader, Writer};
 use common::{Bench, as_sdk, contacts};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use test_packed::codec::{self, Reader, Writer};
 
 mod experiment {
     wasmtime::component::bindgen!({
@@ -128,6 +129,38 @@ fn packed(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("one-buffer", size), &input, |b, batch| {
             bench.iter_async(b, || call(batch))
+        });
+
+        let encoded = encode(&input);
+        let kept = bench.tokio.block_on(async {
+            let mut store = store.lock().await;
+            store.data_mut().begin_call(&limits);
+            let exports = instance.causeway_experiment_packed_transform();
+            exports
+                .call_keep(&mut *store, &encoded)
+                .await
+                .expect("keep");
+            exports.call_map_kept(&mut *store).await.expect("map-kept")
+        });
+        assert_eq!(kept, Ok(native.len() as u32));
+        assert_eq!(
+            decode(&test_packed::map(&encoded).expect("native map")),
+            wasm
+        );
+        group.bench_with_input(
+            BenchmarkId::new("mapping-native", size),
+            &encoded,
+            |b, batch| b.iter(|| black_box(test_packed::map(batch))),
+        );
+        group.bench_function(BenchmarkId::new("mapping-wasm", size), |b| {
+            bench.iter_async(b, || async {
+                let mut store = store.lock().await;
+                store.data_mut().begin_call(&limits);
+                instance
+                    .causeway_experiment_packed_transform()
+                    .call_map_kept(&mut *store)
+                    .await
+            })
         });
     }
     group.finish();

@@ -32,6 +32,11 @@ impl<'a> Reader<'a> {
         Ok(reader)
     }
 
+    /// How many records are left to read.
+    pub fn remaining(&self) -> u32 {
+        self.left
+    }
+
     /// The next record, `None` after the last.
     pub fn next_record(&mut self) -> Result<Option<View<'a>>, String> {
         if self.left == 0 {
