@@ -96,7 +96,8 @@ impl Writer {
         Writer { buf, count: 0 }
     }
 
-    /// Appends a record whose data `write_data` writes straight into the buffer.
+    /// Appends a record whose data `write_data` writes straight into the
+    /// buffer; if that fails, nothing of the record stays.
     pub fn push_with<E>(
         &mut self,
         stream: &str,
@@ -105,6 +106,7 @@ impl Writer {
         source_timestamp: Option<i64>,
         write_data: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
+        let start = self.buf.len();
         self.text(stream);
         self.text(key);
         self.buf.push(u8::from(delete));
@@ -113,7 +115,10 @@ impl Writer {
             .extend_from_slice(&source_timestamp.unwrap_or(0).to_le_bytes());
         let at = self.buf.len();
         self.buf.extend_from_slice(&0u32.to_le_bytes());
-        write_data(&mut self.buf)?;
+        if let Err(e) = write_data(&mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
         let len = (self.buf.len() - at - 4) as u32;
         self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
         self.count += 1;
