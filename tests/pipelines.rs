@@ -603,4 +603,11 @@ fn sigterm_during_a_backoff_stops_the_host_promptly_and_the_run_shows_interrupte
     assert!(asked.elapsed() < Duration::from_secs(10));
     let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
     assert_eq!(runs[0]["outcome"], "interrupted", "{runs:#}");
+    // Stopping is not a problem to act on: no warning for it.
+    let logs = host.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("run interrupted"))
+        .unwrap_or_else(|| panic!("the interrupted run is not logged:\n{logs}"));
+    assert!(line.contains(" INFO "), "logged as a problem: {line}");
 }

@@ -181,10 +181,18 @@ impl Runner {
             RunEnd::Exhausted(e) => ("failed", Some(e.clone())),
             RunEnd::Stopped(e) => ("stopped", Some(e.clone())),
         };
-        if let Some(error) = &error {
-            tracing::warn!(pipeline = %self.name, run = run_id, "run {outcome}: {error}");
-        } else {
-            tracing::info!(pipeline = %self.name, run = run_id, "run ok");
+        match (&end, &error) {
+            // Stopping between pages is how a host stops: nothing to act on,
+            // the next run resumes from the last committed checkpoint.
+            (RunEnd::Interrupted, _) => tracing::info!(
+                pipeline = %self.name,
+                run = run_id,
+                "run interrupted: the host is stopping; what it had not committed is done again at the next start"
+            ),
+            (_, Some(error)) => {
+                tracing::warn!(pipeline = %self.name, run = run_id, "run {outcome}: {error}")
+            }
+            (_, None) => tracing::info!(pipeline = %self.name, run = run_id, "run ok"),
         }
         self.db
             .transact(move |conn| {
