@@ -114,3 +114,28 @@ fn each_call_of_a_warm_instance_gets_its_own_deadline() {
     let error = call(&bench, &installed, &context, "loop").unwrap_err();
     assert_eq!(error.kind(), "timeout", "{error}");
 }
+
+#[test]
+fn a_guest_chatty_on_stderr_still_answers_and_its_panics_are_still_reported() {
+    let (bench, installed) = hostile();
+    let context = bench.context(&installed);
+    // 8 KiB of stderr a call, twice what the host keeps: writing past it
+    // once failed the guest's write, and so the call.
+    for _ in 0..3 {
+        let chatty = call(&bench, &installed, &context, "stderr");
+        assert!(chatty.is_ok(), "{chatty:?}");
+    }
+    assert_eq!(installed.warm.idle(), 1);
+    // The warm instance reports its next panic; the report is the end of
+    // that call's stderr, where the panic message is, not the chatter of
+    // the calls before.
+    let error = call(&bench, &installed, &context, "panic").unwrap_err();
+    let report = error.to_string();
+    assert!(report.contains("panics on purpose"), "{report}");
+    assert!(!report.contains("debug line"), "{report}");
+    let error = call(&bench, &installed, &context, "stderr-panic").unwrap_err();
+    let report = error.to_string();
+    assert!(report.contains("panics after its chatter"), "{report}");
+    assert!(report.contains("debug line 127"), "{report}");
+    assert!(!report.contains("debug line 000"), "{report}");
+}

@@ -10,6 +10,8 @@
 //! - `host-calls`: calls the host in a loop, forever;
 //! - `wasi`: tries the filesystem, the environment, sockets and the clock,
 //!   and answers what it got;
+//! - `stderr`: writes 8 KiB to stderr, then answers its input;
+//! - `stderr-panic`: writes 8 KiB to stderr, then panics;
 //! - `count`: answers how many calls this instance has served (a warm
 //!   instance counts on, a fresh one starts at 1);
 //! - anything else: answers its input (a benign call).
@@ -53,6 +55,13 @@ fn wasi_probe() -> Value {
         Err(e) => format!("refused: {e}"),
     };
     json!({ "fs": fs, "etc": etc, "env_vars": env, "tcp": net, "udp": udp })
+}
+
+/// 8 KiB on stderr, twice what the host keeps of it.
+fn chatter() {
+    for i in 0..128 {
+        eprintln!("debug line {i:03} {}", "-".repeat(48));
+    }
 }
 
 impl Transform for Hostile {
@@ -111,6 +120,14 @@ impl Transform for Hostile {
                 );
             },
             "wasi" => Ok(vec![Record::upsert("s", "wasi", &wasi_probe())?]),
+            "stderr" => {
+                chatter();
+                Ok(batch)
+            }
+            "stderr-panic" => {
+                chatter();
+                panic!("the hostile plugin panics after its chatter")
+            }
             _ => Ok(batch),
         }
     }

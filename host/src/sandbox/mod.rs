@@ -14,9 +14,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{
     Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+mod stderr;
+use stderr::StderrTail;
 
 use crate::audit::AuditLog;
 use crate::caps::http::{Door, HttpClient, Outbound, WasiHttpDoor};
@@ -25,7 +27,8 @@ use crate::grants::Policy;
 use crate::plugin::PluginInfo;
 use crate::secrets::Secrets;
 
-/// How much of a guest's stderr (panic messages) is kept for error reports.
+/// How much of a guest's stderr is kept for error reports: the last bytes a
+/// call wrote, where a panic message is.
 const STDERR_CAPACITY: usize = 4 * 1024;
 
 /// Per-call resource limits.
@@ -130,9 +133,7 @@ pub struct StoreState {
     http_ctx: WasiHttpCtx,
     http_door: WasiHttpDoor,
     limiter: MemoryLimiter,
-    stderr: MemoryOutputPipe,
-    /// Where this call's stderr starts (a warm store served calls before).
-    stderr_mark: usize,
+    stderr: StderrTail,
     /// Who is calling: every capability names the plugin in logs and audit.
     pub plugin: Arc<PluginInfo>,
     /// What the plugin may do: every capability checks this and nothing else.
@@ -205,7 +206,7 @@ pub fn new_store(
     context: &CallContext,
 ) -> Store<StoreState> {
     let limits = &context.policy.limits;
-    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+    let stderr = StderrTail::new(STDERR_CAPACITY);
     // The fixed WASI set: no preopened directory, an empty environment, no
     // arguments, stdin closed, stdout discarded, every socket refused.
     let wasi = WasiCtx::builder()
@@ -234,7 +235,6 @@ pub fn new_store(
         http_door,
         limiter: MemoryLimiter::new(limits),
         stderr,
-        stderr_mark: 0,
         plugin,
         policy: context.policy.clone(),
         audit,
@@ -280,9 +280,7 @@ impl StoreState {
         self.http_door.set_deadline(self.deadline);
         self.audit.begin_call();
         self.limiter.refused = None;
-        // A full pipe keeps its first bytes: a warm store that filled it
-        // reports no stderr (the trap and backtrace still come).
-        self.stderr_mark = self.stderr.contents().len();
+        self.stderr.clear();
     }
 }
 
@@ -435,8 +433,7 @@ impl CallError {
                 timeout: limits.call_timeout,
             };
         }
-        let contents = state.stderr.contents();
-        let stderr = String::from_utf8_lossy(contents.get(state.stderr_mark..).unwrap_or_default())
+        let stderr = String::from_utf8_lossy(&state.stderr.contents())
             .trim()
             .to_string();
         let mut message = format!("{error:?}");
