@@ -29,9 +29,14 @@ fn start_with(limits: &str, config: &str) -> (Scratch, RunningHost) {
 
 /// One call of the hostile plugin: status, body as JSON, and how long it took.
 fn provoke(host: &RunningHost, mode: &str) -> (u16, Value, Duration) {
+    provoke_with(host, json!({ "mode": mode }))
+}
+
+/// [`provoke`] with the whole record's `data`.
+fn provoke_with(host: &RunningHost, data: Value) -> (u16, Value, Duration) {
     let body = json!({
         "operation": "transform",
-        "input": [{"stream": "s", "key": "k", "data": {"mode": mode}}],
+        "input": [{"stream": "s", "key": "k", "data": data}],
     })
     .to_string();
     let started = Instant::now();
@@ -102,6 +107,7 @@ fn each_hostile_plugin_fails_with_its_own_kind_within_its_bound() {
         ("huge-output", 500, "out-of-memory"),
         ("panic", 500, "trap"),
         ("stack", 500, "trap"),
+        ("resources", 500, "resource-limit"),
     ] {
         let hostile = {
             let host = host.clone();
@@ -231,4 +237,26 @@ fn a_plugin_needing_more_instances_than_its_grant_allows_fails_naming_the_limit(
     );
     // Other plugins keep their own, default, limits.
     neighbour_answers_promptly(&host);
+}
+
+#[test]
+fn host_resources_a_plugin_holds_are_bounded_by_its_grant() {
+    let (_scratch, host) = start_with("resources = 100", "");
+    // Within the limit, the handles it keeps are its own business.
+    let (status, answer, _) = provoke_with(&host, json!({ "mode": "resources", "count": 50 }));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer[0]["data"]["made"], 50);
+    // Beyond it, the call fails naming the limit and where to raise it.
+    let (status, answer, _) = provoke_with(&host, json!({ "mode": "resources", "count": 150 }));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (500, Some("resource-limit")),
+        "{answer}"
+    );
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("more than 100 host resources") && message.contains("resources = "),
+        "{answer}"
+    );
+    benign_answers(&host);
 }

@@ -111,6 +111,8 @@ pub struct LimitsConfig {
     pub table_elements: Option<usize>,
     /// Core instances one call may create.
     pub instances: Option<usize>,
+    /// Host resources (WASI streams, pollables, HTTP handles) one call may hold.
+    pub resources: Option<usize>,
 }
 
 impl LimitsConfig {
@@ -124,6 +126,7 @@ impl LimitsConfig {
             call_timeout: self.call_timeout.map(|d| d.0).unwrap_or(base.call_timeout),
             table_elements: self.table_elements.unwrap_or(base.table_elements),
             instances: self.instances.unwrap_or(base.instances),
+            resources: self.resources.unwrap_or(base.resources),
         }
     }
 }

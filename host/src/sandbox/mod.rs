@@ -43,6 +43,10 @@ pub struct Limits {
     /// The most core instances one call's store may create (a component
     /// instantiates several: CPython 14, most others ≤ 4).
     pub instances: usize,
+    /// The most host resources (WASI streams, pollables, HTTP handles) one
+    /// store may hold at once: each costs host memory the guest's own
+    /// memory limit does not count.
+    pub resources: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +56,7 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(30),
             table_elements: 50_000,
             instances: 32,
+            resources: 10_000,
         }
     }
 }
@@ -228,9 +233,11 @@ pub fn new_store(
         deadline,
         door: Door::WasiHttp,
     });
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(limits.resources);
     let state = StoreState {
         wasi,
-        table: ResourceTable::new(),
+        table,
         http_ctx: WasiHttpCtx::new(),
         http_door,
         limiter: MemoryLimiter::new(limits),
@@ -424,6 +431,19 @@ impl CallError {
                     "it needs more than {} core instances; {}",
                     limits.instances,
                     raise("instances")
+                ),
+            };
+        }
+        if matches!(
+            error.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        ) {
+            return CallError::ResourceLimit {
+                plugin,
+                message: format!(
+                    "it holds more than {} host resources at once (WASI streams, pollables, HTTP handles it has not dropped); {}",
+                    limits.resources,
+                    raise("resources")
                 ),
             };
         }

@@ -10,6 +10,8 @@
 //! - `host-calls`: calls the host in a loop, forever;
 //! - `wasi`: tries the filesystem, the environment, sockets and the clock,
 //!   and answers what it got;
+//! - `resources`: makes WASI resources (pollables, `data.count` of them or
+//!   until refused) and never drops them, then answers how many;
 //! - `stderr`: writes 8 KiB to stderr, then answers its input;
 //! - `stderr-panic`: writes 8 KiB to stderr, then panics;
 //! - `count`: answers how many calls this instance has served (a warm
@@ -55,6 +57,27 @@ fn wasi_probe() -> Value {
         Err(e) => format!("refused: {e}"),
     };
     json!({ "fs": fs, "etc": etc, "env_vars": env, "tcp": net, "udp": udp })
+}
+
+// A WASI import std has no safe door to: each call makes a pollable, a
+// resource in the host's table for this store.
+#[link(wasm_import_module = "wasi:clocks/monotonic-clock@0.2.6")]
+unsafe extern "C" {
+    #[link_name = "subscribe-duration"]
+    fn subscribe_duration(nanoseconds: i64) -> i32;
+}
+
+/// Makes `count` pollables (without one: until the host refuses) and never
+/// drops them.
+fn hoard_resources(count: Option<u64>) -> u64 {
+    let mut made = 0u64;
+    while count.is_none_or(|n| made < n) {
+        // SAFETY: the import takes a u64 (as i64) and returns a handle; the
+        // handle is deliberately leaked.
+        std::hint::black_box(unsafe { subscribe_duration(1_000_000_000) });
+        made += 1;
+    }
+    made
 }
 
 /// 8 KiB on stderr, twice what the host keeps of it.
@@ -120,6 +143,17 @@ impl Transform for Hostile {
                 );
             },
             "wasi" => Ok(vec![Record::upsert("s", "wasi", &wasi_probe())?]),
+            "resources" => {
+                let count = batch
+                    .first()
+                    .and_then(|r| serde_json::from_str::<Value>(&r.data).ok())
+                    .and_then(|d| d["count"].as_u64());
+                Ok(vec![Record::upsert(
+                    "s",
+                    "resources",
+                    &json!({ "made": hoard_resources(count) }),
+                )?])
+            }
             "stderr" => {
                 chatter();
                 Ok(batch)
