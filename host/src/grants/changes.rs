@@ -57,6 +57,15 @@ pub fn describe(grant: &PluginGrant) -> Vec<String> {
             humantime::format_duration(timeout.0)
         ));
     }
+    for (key, value) in [
+        ("table-elements", grant.limits.table_elements),
+        ("instances", grant.limits.instances),
+        ("resources", grant.limits.resources),
+    ] {
+        if let Some(value) = value {
+            lines.push(format!("limits: {key} = {value}"));
+        }
+    }
     lines
 }
 
@@ -212,5 +221,24 @@ mod tests {
         assert_eq!(actions[2].0, "revoke");
         assert!(actions[2].1.contains("section removed"), "{actions:?}");
         assert!(rows.iter().all(|r| r.event.plugin == "a"));
+    }
+
+    #[test]
+    fn every_limit_a_grant_raises_is_described() {
+        let grants = Grants::parse(
+            "[plugins.a]\nlimits = { memory-mb = 8, call-timeout = \"2s\", table-elements = 9, instances = 3, resources = 7 }\n",
+            Path::new("grants.toml"),
+        )
+        .unwrap();
+        let lines = describe(grants.get("a").unwrap());
+        for expected in [
+            "limits: memory-mb = 8",
+            "limits: call-timeout = 2s",
+            "limits: table-elements = 9",
+            "limits: instances = 3",
+            "limits: resources = 7",
+        ] {
+            assert!(lines.iter().any(|l| l == expected), "{expected}: {lines:?}");
+        }
     }
 }

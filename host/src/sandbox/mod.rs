@@ -1,11 +1,13 @@
 //! The sandbox one plugin call runs in: a `Store` with its own memory,
-//! table and instance limits, deadline and WASI context, and the errors a
-//! call can end with.
+//! table, instance and host-resource limits, deadline and WASI context, and
+//! the errors a call can end with.
 //!
 //! A call gets a fresh store, or a pipeline stage's warm one (see
 //! [`crate::warm`]) readied by [`StoreState::begin_call`]; once a call traps
 //! or is cancelled its instance is dead and dropped, so one failure never
 //! poisons the next call.
+
+mod stderr;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,15 +19,13 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-mod stderr;
-use stderr::StderrTail;
-
 use crate::audit::AuditLog;
 use crate::caps::http::{Door, HttpClient, Outbound, WasiHttpDoor};
 use crate::db::WriterHandle;
 use crate::grants::Policy;
 use crate::plugin::PluginInfo;
 use crate::secrets::Secrets;
+use stderr::StderrTail;
 
 /// How much of a guest's stderr is kept for error reports: the last bytes a
 /// call wrote, where a panic message is.
