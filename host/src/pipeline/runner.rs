@@ -183,7 +183,7 @@ impl Runner {
         };
         match (&end, &error) {
             // Stopping between pages is how a host stops: nothing to act on,
-            // the next run resumes from the last committed checkpoint.
+            // what was not committed (a page, a pending delivery) is redone.
             (RunEnd::Interrupted, _) => tracing::info!(
                 pipeline = %self.name,
                 run = run_id,
