@@ -30,6 +30,9 @@ fn grants_shows_requested_granted_and_effective_side_by_side() {
     assert_eq!(crm["effective"]["credentials"][0], "crm-token");
     assert_eq!(crm["not_granted"], serde_json::json!([]));
     assert!(crm["digest"].as_str().unwrap().starts_with("sha256:"));
+    // The limits each call runs under: the defaults unless granted otherwise.
+    assert_eq!(crm["effective"]["limits"]["resources"], 10000);
+    assert_eq!(crm["effective"]["limits"]["call-timeout"], "30s");
     // Granted, but no such file: visible, so a stale grant is noticed.
     assert_eq!(view("mailer-sink")["state"], "not-installed");
     assert_eq!(
@@ -43,8 +46,9 @@ fn what_is_requested_beyond_the_grants_is_marked() {
     let scratch = Scratch::new();
     scratch.install("crm-source", "crm-source.wasm");
     // HTTP granted, the credential not bound.
-    scratch
-        .grants("[[plugins.crm-source.http]]\nhost = \"crm.example.com\"\nmethods = [\"GET\"]\n");
+    scratch.grants(
+        "[plugins.crm-source]\nlimits = { resources = 20 }\n[[plugins.crm-source.http]]\nhost = \"crm.example.com\"\nmethods = [\"GET\"]\n",
+    );
     let views = run_json(scratch.causeway().args(["grants", "--json"]));
     assert_eq!(views[0]["state"], "pending-approval");
     assert_eq!(
@@ -64,4 +68,11 @@ fn what_is_requested_beyond_the_grants_is_marked() {
         out.stdout
     );
     assert!(out.stdout.contains("http granted"), "{}", out.stdout);
+    // A limit the grant sets shows among the effective ones.
+    assert_eq!(views[0]["effective"]["limits"]["resources"], 20);
+    assert!(
+        out.stdout.contains("call-timeout = \"30s\"") && out.stdout.contains("resources = 20"),
+        "{}",
+        out.stdout
+    );
 }

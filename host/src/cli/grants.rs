@@ -115,9 +115,21 @@ fn view(installed: &Installed, grant: Option<&PluginGrant>, serving: bool) -> Gr
             "http": policy.http.rules,
             "credentials": policy.credentials.keys().collect::<Vec<_>>(),
             "storage": policy.storage,
+            "limits": limits_view(&policy.limits),
         }),
         not_granted: installed.not_granted.clone(),
     }
+}
+
+/// A plugin's effective per-call limits, keyed as `[limits]` is written.
+fn limits_view(limits: &crate::sandbox::Limits) -> serde_json::Value {
+    json!({
+        "memory-mb": limits.memory_bytes / (1024 * 1024),
+        "call-timeout": humantime::format_duration(limits.call_timeout).to_string(),
+        "table-elements": limits.table_elements,
+        "instances": limits.instances,
+        "resources": limits.resources,
+    })
 }
 
 impl Opts {
@@ -388,6 +400,13 @@ fn text(views: &[GrantView], grants_file: &str) -> String {
                     .map(|s| format!("{} bytes, {} keys", s.quota_bytes, s.quota_keys))
                     .unwrap_or_else(|| "no".into())
             ));
+        }
+        if let Some(limits) = v.effective["limits"].as_object() {
+            let line: Vec<String> = limits
+                .iter()
+                .map(|(key, value)| format!("{key} = {value}"))
+                .collect();
+            out.push_str(&format!("  {:<16} {}\n", "limits", line.join(", ")));
         }
         for missing in &v.not_granted {
             out.push_str(&format!("  ! not granted: {missing}\n"));
