@@ -209,7 +209,12 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
     let mut conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // FULL syncs the WAL at every commit. NORMAL survives a killed process
+    // but not a power cut, and a commit here can be a webhook delivery its
+    // sender was already told we have (2xx), or the audit rows the head
+    // file is written after: both must still be there after a reboot. The
+    // writer batches commits, so this is one sync per batch.
+    conn.pragma_update(None, "synchronous", "FULL")?;
     migrate(&mut conn, path)?;
     Ok(conn)
 }
@@ -606,6 +611,18 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn every_commit_is_synced_to_disk() {
+        // 2 is FULL: NORMAL (1) loses the last commits on a power cut, and
+        // with them webhook deliveries already answered 2xx.
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("causeway.db")).unwrap();
+        let synchronous: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 2);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! processes never fork the chain.
 
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -170,12 +171,28 @@ impl Chain {
         }
     }
 
-    /// Replaces the head file atomically.
+    /// Replaces the head file atomically. Its bytes reach the disk before
+    /// the rename, so after a power cut the head file is the old head or the
+    /// new one, never an empty file.
     pub fn write_head(&self, head: &Head) -> Result<(), String> {
+        self.replace_head(head, false)
+    }
+
+    /// [`Chain::write_head`]; with `sync_rename`, the rename reaches the
+    /// disk too before this returns, for a head that must be on disk before
+    /// the transaction after it commits.
+    fn replace_head(&self, head: &Head, sync_rename: bool) -> Result<(), String> {
         let partial = self.head_file.with_extension("partial");
         let text = serde_json::to_vec(head).map_err(|e| e.to_string())?;
-        std::fs::write(&partial, text)
+        File::create(&partial)
+            .and_then(|mut file| file.write_all(&text).and_then(|()| file.sync_all()))
             .and_then(|()| std::fs::rename(&partial, &self.head_file))
+            .and_then(|()| match self.head_file.parent() {
+                Some(dir) if sync_rename && !dir.as_os_str().is_empty() => {
+                    File::open(dir)?.sync_all()
+                }
+                _ => Ok(()),
+            })
             .map_err(|e| {
                 format!(
                     "cannot write the audit head file {}: {e}",
@@ -263,16 +280,17 @@ impl Chain {
                 )
                 .optional()?;
             if let Some((cut, Some(cut_hash))) = cut.filter(|(cut, _)| *cut > base_seq) {
-                // The new base goes out before the rows go: a crash in
-                // between leaves rows older than the base, which the
-                // verifier skips, never a base the rows do not reach.
+                // The new base goes out (on disk, rename included) before
+                // the rows go: a crash or power cut in between leaves rows
+                // older than the base, which the verifier skips, never a
+                // base the rows do not reach.
                 let staged = Head {
                     seq: head.as_ref().map_or(seq, |h| h.seq),
                     hash: head.as_ref().map_or(prev.clone(), |h| h.hash.clone()),
                     base_seq: cut,
                     base_hash: cut_hash.clone(),
                 };
-                if let Err(e) = self.write_head(&staged) {
+                if let Err(e) = self.replace_head(&staged, true) {
                     tracing::error!("{e}: not pruning the audit log");
                 } else {
                     let removed = tx.execute("DELETE FROM audit WHERE seq <= ?1", [cut])?;
