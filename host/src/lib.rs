@@ -20,6 +20,7 @@ pub mod contract;
 pub mod db;
 pub mod engine;
 pub mod fakes;
+pub mod files;
 pub mod grants;
 pub mod host;
 pub mod keyfile;

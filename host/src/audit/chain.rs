@@ -11,7 +11,6 @@
 //! processes never fork the chain.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -21,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::{AuditEvent, Decision};
+use crate::files::{self, Durability};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -175,30 +175,18 @@ impl Chain {
     /// the rename, so after a power cut the head file is the old head or the
     /// new one, never an empty file.
     pub fn write_head(&self, head: &Head) -> Result<(), String> {
-        self.replace_head(head, false)
+        self.replace_head(head, Durability::Contents)
     }
 
-    /// [`Chain::write_head`]; with `sync_rename`, the rename reaches the
-    /// disk too before this returns, for a head that must be on disk before
-    /// the transaction after it commits.
-    fn replace_head(&self, head: &Head, sync_rename: bool) -> Result<(), String> {
+    fn replace_head(&self, head: &Head, durability: Durability) -> Result<(), String> {
         let partial = self.head_file.with_extension("partial");
         let text = serde_json::to_vec(head).map_err(|e| e.to_string())?;
-        File::create(&partial)
-            .and_then(|mut file| file.write_all(&text).and_then(|()| file.sync_all()))
-            .and_then(|()| std::fs::rename(&partial, &self.head_file))
-            .and_then(|()| match self.head_file.parent() {
-                Some(dir) if sync_rename && !dir.as_os_str().is_empty() => {
-                    File::open(dir)?.sync_all()
-                }
-                _ => Ok(()),
-            })
-            .map_err(|e| {
-                format!(
-                    "cannot write the audit head file {}: {e}",
-                    self.head_file.display()
-                )
-            })?;
+        files::replace(&self.head_file, &partial, &text, durability).map_err(|e| {
+            format!(
+                "cannot write the audit head file {}: {e}",
+                self.head_file.display()
+            )
+        })?;
         if let Ok(mut written) = self.written.lock() {
             *written = Some(head.clone());
         }
@@ -290,7 +278,7 @@ impl Chain {
                     base_seq: cut,
                     base_hash: cut_hash.clone(),
                 };
-                if let Err(e) = self.replace_head(&staged, true) {
+                if let Err(e) = self.replace_head(&staged, Durability::Rename) {
                     tracing::error!("{e}: not pruning the audit log");
                 } else {
                     let removed = tx.execute("DELETE FROM audit WHERE seq <= ?1", [cut])?;

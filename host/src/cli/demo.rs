@@ -20,6 +20,7 @@ use anyhow::Context;
 use serde_json::{Map, Value};
 
 use crate::fakes::{self, FakeCrm, FakeMailer};
+use crate::files::{self, Durability};
 use crate::host::Host;
 use crate::live::{Live, Snapshot};
 use crate::pipeline::{Pipelines, history};
@@ -221,10 +222,9 @@ fn install_examples(plugins: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the plugins folder {}", plugins.display()))?;
     for (file, bytes) in EXAMPLES {
         let path = plugins.join(file);
+        // A hidden partial: the host's watcher ignores it.
         let partial = plugins.join(format!(".{file}.partial"));
-        std::fs::write(&partial, bytes)
-            .with_context(|| format!("cannot write {}", partial.display()))?;
-        std::fs::rename(&partial, &path)
+        files::replace(&path, &partial, bytes, Durability::Contents)
             .with_context(|| format!("cannot install {}", path.display()))?;
     }
     Ok(())

@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::files::{self, Durability};
 use crate::grants::edit::{self, ApproveInput, Edited};
 use crate::grants::{Grants, Injection, PluginGrant};
 use crate::host::Host;
@@ -293,14 +294,14 @@ fn read_grants(file: &Path) -> anyhow::Result<String> {
 /// the change in the audit log; a running host reloads the file by itself.
 fn write_grants(host: &Host, edited: &Edited) -> anyhow::Result<()> {
     let file = &host.grants.file;
-    let partial = file.with_extension("toml.partial");
-    std::fs::write(&partial, &edited.text)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    if let Ok(meta) = std::fs::metadata(file) {
-        let _ = std::fs::set_permissions(&partial, meta.permissions());
-    }
-    std::fs::rename(&partial, file)
-        .with_context(|| format!("cannot replace {}", file.display()))?;
+    // On disk, rename included, before the audit row says it changed.
+    files::replace(
+        file,
+        &file.with_extension("toml.partial"),
+        edited.text.as_bytes(),
+        Durability::Rename,
+    )
+    .with_context(|| format!("cannot replace {}", file.display()))?;
     let grants = Grants::parse(&edited.text, file)?;
     let writer = host.open_database()?;
     writer

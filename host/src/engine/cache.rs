@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::files::{self, Durability};
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Where compiled components are kept.
@@ -218,12 +220,16 @@ impl ArtifactCache {
         let mut stored = Vec::with_capacity(32 + artifact.len());
         stored.extend_from_slice(&tag);
         stored.extend_from_slice(&artifact);
-        // Write beside, then rename: a crash never leaves half an artifact
-        // under the real name (and half a one would not verify anyway).
-        let partial = path.with_extension("partial");
-        std::fs::write(&partial, &stored)
-            .and_then(|()| std::fs::rename(&partial, path))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        // A crash never leaves half an artifact under the real name; a
+        // power cut might, but half a one does not verify and is recompiled,
+        // so it is not worth a sync on every compile.
+        files::replace(
+            path,
+            &path.with_extension("partial"),
+            &stored,
+            Durability::Unsynced,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         self.evict(path);
         Ok(())
     }

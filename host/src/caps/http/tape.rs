@@ -15,6 +15,8 @@ use std::sync::Mutex;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::files::{self, Durability};
+
 /// Whether a tape answers requests or records them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TapeMode {
@@ -263,9 +265,13 @@ impl Tape {
         if let Some(dir) = self.file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let partial = self.file.with_extension("json.partial");
-        std::fs::write(&partial, text + "\n").map_err(io)?;
-        std::fs::rename(&partial, &self.file).map_err(io)?;
+        files::replace(
+            &self.file,
+            &self.file.with_extension("json.partial"),
+            (text + "\n").as_bytes(),
+            Durability::Contents,
+        )
+        .map_err(io)?;
         Ok(state.exchanges.len())
     }
 }

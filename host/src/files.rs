@@ -1,0 +1,87 @@
+//! Replacing a file so that a reader, a crash or a power cut finds the old
+//! contents or the new, never a mix or an empty file.
+//!
+//! The new bytes go to a partial file beside the target (same folder, so
+//! the rename stays on one filesystem), are synced, and the partial is
+//! renamed over the target. Callers name the partial: a file the host
+//! watches (the plugins folder) needs a name the watcher ignores.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// How far a replacement must reach the disk before [`replace`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Nothing is synced: a crash of this process leaves the old file or
+    /// the new one, a power cut may leave an empty or partial one. For files
+    /// checked when read and rebuilt when wrong (compiled artifacts).
+    Unsynced,
+    /// The new bytes are on disk before the rename: after a power cut the
+    /// file is the old one or the new one, either whole.
+    Contents,
+    /// The rename is on disk too: for a file that must be in place before
+    /// whatever the caller does next (a grant approval before its audit
+    /// row, a pruning base before the rows it cuts are deleted).
+    Rename,
+}
+
+/// Replaces `path` with `bytes` through `partial`, keeping `path`'s
+/// permissions if it exists.
+pub fn replace(
+    path: &Path,
+    partial: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
+    let mut file = File::create(partial)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        file.set_permissions(meta.permissions())?;
+    }
+    file.write_all(bytes)?;
+    if durability != Durability::Unsynced {
+        file.sync_all()?;
+    }
+    drop(file);
+    std::fs::rename(partial, path)?;
+    if durability == Durability::Rename {
+        // A rename is an entry in the folder: syncing the folder keeps it.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_is_replaced_whole_and_keeps_its_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grants.toml");
+        let partial = dir.path().join("grants.toml.partial");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        replace(&path, &partial, b"new", Durability::Rename).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert!(!partial.exists(), "the partial file is gone");
+    }
+
+    #[test]
+    fn a_failed_replacement_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.head");
+        std::fs::write(&path, "old").unwrap();
+        // The partial cannot be created: its folder does not exist.
+        let partial = dir.path().join("missing/audit.partial");
+        assert!(replace(&path, &partial, b"new", Durability::Contents).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+    }
+}
