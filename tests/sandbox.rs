@@ -243,6 +243,56 @@ fn host_resources_a_plugin_holds_are_bounded_by_its_grant() {
     benign_answers(&host);
 }
 
+#[test]
+fn an_answer_whose_strings_share_one_buffer_costs_the_host_no_more_than_the_plugins_grant() {
+    // test-alias answers 100,000 records whose data all point at one 4 MiB
+    // buffer: 9 MB of its memory, 400 GB if the host copied every string.
+    let scratch = Scratch::new();
+    scratch.install("test-alias", "alias.wasm");
+    scratch.install("map-fullname", "map-fullname.wasm");
+    scratch.grants("[plugins.test-alias]\nlimits = { memory-mb = 16 }\n");
+    let host = RunningHost::start(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
+    // The peak so far (start-up compiles) would hide the call's own.
+    std::fs::write(format!("/proc/{}/clear_refs", host.pid()), "5").unwrap();
+    let before = status_kib(host.pid(), "VmRSS:");
+    let body = json!({
+        "operation": "transform",
+        "input": [{"stream": "s", "key": "100000x4096", "data": {}}],
+    })
+    .to_string();
+    let (status, answer) = try_http(
+        &host.addr,
+        "POST",
+        "/api/plugins/test-alias/invoke",
+        Some(&body),
+    )
+    .unwrap();
+    let answer: Value = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
+    assert_resource_limit(
+        (status, answer, Duration::ZERO),
+        &[
+            "test-alias@0.1.0",
+            "more than 33554432 bytes",
+            "memory-mb = ",
+        ],
+    );
+    // Twice its 16 MiB, not wasmtime's default 128 MiB, was copied before
+    // the answer was refused.
+    let grew = status_kib(host.pid(), "VmHWM:").saturating_sub(before);
+    assert!(grew < 64 * 1024, "the host's peak grew by {grew} KiB");
+    neighbour_answers_promptly(&host);
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS:`, `VmHWM:`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
 /// `answer` is a 500 of kind `resource-limit` whose message says each of `says`.
 fn assert_resource_limit((status, answer, _): (u16, Value, Duration), says: &[&str]) {
     assert_eq!(

@@ -49,6 +49,20 @@ pub struct Limits {
     pub resources: usize,
 }
 
+impl Limits {
+    /// The most bytes one transfer from a plugin to the host may make the
+    /// host allocate: an answer, or one host call's arguments (wasmtime's
+    /// hostcall fuel: string bytes plus list elements at their host size).
+    /// A plugin's strings may all point at one buffer of its memory, and
+    /// each would be copied; twice its memory limit is what any answer
+    /// without such sharing can need (a host record is at most twice its
+    /// guest size), so a plugin claims host memory in proportion to its
+    /// grant, not wasmtime's fixed 128 MiB.
+    pub fn transfer_bytes(&self) -> usize {
+        self.memory_bytes.saturating_mul(2)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -255,6 +269,7 @@ pub fn new_store(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
+    store.set_hostcall_fuel(limits.transfer_bytes());
     // Each epoch tick a running guest yields to the async runtime (so it never
     // starves other tasks) until its deadline passes or it has been denied
     // too often, then it is interrupted.
@@ -444,6 +459,17 @@ impl CallError {
                     "it holds more than {} host resources at once (WASI streams, pollables, HTTP handles it has not dropped); {}",
                     limits.resources,
                     raise("resources")
+                ),
+            };
+        }
+        // wasmtime's hostcall fuel, spent: its error type is private.
+        if text.contains("fuel allocated for hostcalls has been exhausted") {
+            return CallError::ResourceLimit {
+                plugin,
+                message: format!(
+                    "it handed the host more than {} bytes in one answer or host call (twice its memory limit): its strings or lists overlap in its memory, as only a hand-written export makes them, or its answers are larger than its memory; {}",
+                    limits.transfer_bytes(),
+                    raise("memory-mb")
                 ),
             };
         }
