@@ -27,8 +27,32 @@ pub enum Durability {
 }
 
 /// Replaces `path` with `bytes` through `partial`, keeping `path`'s
-/// permissions if it exists.
+/// permissions if it exists. On failure `path` is untouched and `partial`
+/// removed.
 pub fn replace(
+    path: &Path,
+    partial: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
+    let written = write_partial(path, partial, bytes, durability)
+        .and_then(|()| std::fs::rename(partial, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(partial);
+    }
+    written?;
+    if durability == Durability::Rename {
+        // A rename is an entry in the folder: syncing the folder keeps it.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn write_partial(
     path: &Path,
     partial: &Path,
     bytes: &[u8],
@@ -41,16 +65,6 @@ pub fn replace(
     file.write_all(bytes)?;
     if durability != Durability::Unsynced {
         file.sync_all()?;
-    }
-    drop(file);
-    std::fs::rename(partial, path)?;
-    if durability == Durability::Rename {
-        // A rename is an entry in the folder: syncing the folder keeps it.
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        File::open(dir)?.sync_all()?;
     }
     Ok(())
 }
@@ -83,5 +97,12 @@ mod tests {
         let partial = dir.path().join("missing/audit.partial");
         assert!(replace(&path, &partial, b"new", Durability::Contents).is_err());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        // The rename fails (a folder is in the way): no partial is left.
+        let folder = dir.path().join("in-the-way");
+        std::fs::create_dir_all(folder.join("inside")).unwrap();
+        let partial = dir.path().join("in-the-way.partial");
+        assert!(replace(&folder, &partial, b"new", Durability::Contents).is_err());
+        assert!(!partial.exists(), "the partial file is removed");
+        assert!(folder.join("inside").is_dir());
     }
 }
