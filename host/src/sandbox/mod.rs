@@ -54,10 +54,10 @@ impl Limits {
     /// host allocate: an answer, or one host call's arguments (wasmtime's
     /// hostcall fuel: string bytes plus list elements at their host size).
     /// A plugin's strings may all point at one buffer of its memory, and
-    /// each would be copied; twice its memory limit is what any answer
-    /// without such sharing can need (a host record is at most twice its
-    /// guest size), so a plugin claims host memory in proportion to its
-    /// grant, not wasmtime's fixed 128 MiB.
+    /// each would be copied. Twice its memory limit covers any batch of
+    /// records without such sharing (a record takes twice its guest size on
+    /// the host), so a plugin claims host memory in proportion to its grant,
+    /// not wasmtime's fixed 128 MiB.
     pub fn transfer_bytes(&self) -> usize {
         self.memory_bytes.saturating_mul(2)
     }
