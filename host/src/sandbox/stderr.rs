@@ -27,9 +27,11 @@ pub struct StderrTail {
 impl StderrTail {
     /// A tail keeping the last `capacity` bytes.
     pub fn new(capacity: usize) -> StderrTail {
+        // Empty until written to: most calls write nothing, and every
+        // store makes one.
         StderrTail {
             capacity,
-            bytes: Arc::new(Mutex::new(VecDeque::with_capacity(capacity))),
+            bytes: Arc::new(Mutex::new(VecDeque::new())),
         }
     }
 
