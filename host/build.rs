@@ -27,6 +27,7 @@ fn main() {
         .join("plugins");
 
     write_sdk_files(&root);
+    ensure_wasm_target();
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
@@ -37,7 +38,7 @@ fn main() {
             "--release",
             "--workspace",
             "--target",
-            "wasm32-wasip2",
+            TARGET,
             "--target-dir",
         ])
         .arg(&target_dir);
@@ -64,6 +65,41 @@ fn main() {
     );
     let built = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=CAUSEWAY_BUILT_PLUGINS={}", built.display());
+}
+
+/// The plugins' target.
+const TARGET: &str = "wasm32-wasip2";
+
+/// Adds the `wasm32-wasip2` standard library when the toolchain lacks it.
+/// rust-toolchain.toml names the target, but rustup adds a toolchain file's
+/// targets only when it installs the toolchain itself (and not at all with
+/// `RUSTUP_AUTO_INSTALL=0`): a machine whose `stable` came without it would
+/// otherwise fail the build with "can't find crate for `std`".
+fn ensure_wasm_target() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let libdir = Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output();
+    let installed = match libdir {
+        Ok(out) if out.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).is_dir()
+        }
+        // A rustc that cannot say: the plugins' build says what is wrong.
+        _ => true,
+    };
+    if installed {
+        return;
+    }
+    println!("cargo:warning=the {TARGET} target is not installed: adding it with rustup");
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status();
+    if !added.as_ref().is_ok_and(|s| s.success()) {
+        panic!(
+            "the {TARGET} target is not installed and `rustup target add {TARGET}` failed ({added:?}): \
+             add it to the toolchain rust-toolchain.toml names, then build again"
+        );
+    }
 }
 
 /// Writes `OUT_DIR/sdk_files.rs`: `SDK_FILES`, every file of the SDK crate
