@@ -9,7 +9,7 @@ use std::time::Duration;
 use causeway::fakes::{FakeCrm, Fault};
 use serde_json::{Value, json};
 use support::connectors::{CRM_TOKEN, LIST, MAILER_KEY, World, person};
-use support::{RunningHost, audit_rows, run, run_json, wait_until};
+use support::{Metrics, RunningHost, audit_rows, run, run_json, wait_until};
 
 fn world(retry: &str) -> World {
     world_with("every = \"200ms\"", retry)
@@ -211,6 +211,112 @@ fn a_rejected_record_goes_to_the_dead_letter_queue_while_the_rest_flow_and_repla
     assert_eq!(letters, json!([]));
     expected.insert(1, blocked);
     w.wait_for_subscribers(&expected, Duration::from_secs(5));
+}
+
+#[test]
+fn the_metrics_page_counts_the_calls_records_and_dead_letters_a_run_made() {
+    let w = world("");
+    let mut expected = create(&w.crm, 4);
+    let blocked = expected.remove(1);
+    w.mailer.reject_key(&blocked.0);
+    let host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+
+    let pipeline = ("pipeline", "contacts-to-mailer");
+    let records = |m: &Metrics, stage: &str| {
+        m.value(
+            "causeway_pipeline_records_total",
+            &[pipeline, ("stage", stage)],
+        )
+    };
+    // The counts move when the page's bookkeeping commits, just after the
+    // sink answered.
+    let m = wait_until("the page counted", Duration::from_secs(20), || {
+        let m = Metrics::scrape(&host.addr);
+        (records(&m, "written") == Some(3.0)).then_some(m)
+    });
+    assert_eq!(records(&m, "read"), Some(4.0), "{}", m.page);
+    assert_eq!(records(&m, "rejected"), Some(1.0), "{}", m.page);
+    assert_eq!(
+        m.value("causeway_pipeline_dead_letters", &[pipeline]),
+        Some(1.0),
+        "{}",
+        m.page
+    );
+    assert_eq!(
+        m.value("causeway_pipeline_paused", &[pipeline]),
+        Some(0.0),
+        "{}",
+        m.page
+    );
+    // Each stage's plugin: active, called, and (the connector) its HTTP
+    // uses counted as allowed.
+    for (plugin, operation) in [
+        ("crm-source", "read"),
+        ("map-fullname", "transform"),
+        ("mailer-sink", "write"),
+    ] {
+        let of = ("plugin", plugin);
+        assert_eq!(
+            m.value("causeway_plugin_state", &[of, ("state", "active")]),
+            Some(1.0),
+            "{}",
+            m.page
+        );
+        let ok = m
+            .value(
+                "causeway_plugin_calls_total",
+                &[of, ("operation", operation), ("outcome", "ok")],
+            )
+            .unwrap_or(0.0);
+        assert!(ok >= 1.0, "{plugin} {operation}: {}", m.page);
+        let timed = m
+            .value(
+                "causeway_plugin_call_duration_seconds_count",
+                &[of, ("operation", operation)],
+            )
+            .unwrap_or(0.0);
+        assert!(timed >= ok, "every call timed: {}", m.page);
+    }
+    let allowed = |plugin: &str| {
+        m.value(
+            "causeway_capability_uses_total",
+            &[
+                ("plugin", plugin),
+                ("capability", "http"),
+                ("decision", "allowed"),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(allowed("crm-source") >= 1.0, "{}", m.page);
+    assert!(allowed("mailer-sink") >= 1.0, "{}", m.page);
+    assert_eq!(
+        m.value(
+            "causeway_capability_uses_total",
+            &[("plugin", "map-fullname"), ("capability", "http")]
+        ),
+        None,
+        "a transform has no HTTP: {}",
+        m.page
+    );
+    // The run itself is counted when it ends.
+    let m = wait_until("a run counted", Duration::from_secs(20), || {
+        let m = Metrics::scrape(&host.addr);
+        m.value(
+            "causeway_pipeline_last_success_timestamp_seconds",
+            &[pipeline],
+        )
+        .is_some()
+        .then_some(m)
+    });
+    let ok = m
+        .value(
+            "causeway_pipeline_runs_total",
+            &[pipeline, ("outcome", "ok")],
+        )
+        .unwrap_or(0.0);
+    assert!(ok >= 1.0, "{}", m.page);
 }
 
 #[test]
@@ -523,6 +629,33 @@ fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refuse
     // Unknown path: nothing there.
     let (status, _) = support::try_http(&host.addr, "POST", "/hooks/other", Some("{}")).unwrap();
     assert_eq!(status, 404);
+
+    // Each answer counted by its kind; nothing left waiting.
+    let m = Metrics::scrape(&host.addr);
+    let pipeline = ("pipeline", "contacts-to-mailer");
+    for (outcome, n) in [
+        ("accepted", 1.0),
+        ("duplicate", 2.0),
+        ("bad-signature", 1.0),
+        ("too-large", 1.0),
+        ("unavailable", 0.0),
+    ] {
+        assert_eq!(
+            m.value(
+                "causeway_webhook_deliveries_total",
+                &[pipeline, ("outcome", outcome)]
+            ),
+            Some(n),
+            "{outcome}: {}",
+            m.page
+        );
+    }
+    assert_eq!(
+        m.value("causeway_webhook_deliveries_pending", &[pipeline]),
+        Some(0.0),
+        "{}",
+        m.page
+    );
 
     // A clean stop flushes the audit log before it is read.
     host.terminate();

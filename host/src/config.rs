@@ -454,5 +454,15 @@ mod tests {
             "[pipelines.P]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n",
         );
         assert!(err.contains("pipelines.\"P\""), "{err}");
+        // The host's own routes are never a webhook's.
+        for path in ["/api/hooks", "/healthz", "/metrics", "/metrics/x"] {
+            let err = load(&format!(
+                "[pipelines.p]\nwebhook = {{ path = \"{path}\", scheme = \"github\", secret = \"env:S\" }}\nsource = {{ plugin = \"s\", stream = \"c\" }}\nsinks = [{{ plugin = \"k\" }}]\n"
+            ));
+            assert!(
+                err.contains("stay out of /api, /healthz and /metrics"),
+                "{path}: {err}"
+            );
+        }
     }
 }

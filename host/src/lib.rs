@@ -26,6 +26,7 @@ pub mod host;
 pub mod keyfile;
 pub mod live;
 pub mod manifest;
+pub mod metrics;
 pub mod operation;
 pub mod pipeline;
 pub mod plugin;

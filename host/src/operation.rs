@@ -236,6 +236,18 @@ impl Operation {
         Ok(op)
     }
 
+    /// The export's name within its world (`check`, `read`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Check(_) => "check",
+            Operation::Discover => "discover",
+            Operation::Read { .. } => "read",
+            Operation::Write(_) => "write",
+            Operation::Handle(_) => "handle",
+            Operation::Transform(_) => "transform",
+        }
+    }
+
     /// The world this operation belongs to.
     pub fn world(&self) -> World {
         match self {
@@ -274,15 +286,22 @@ pub struct PluginFailure {
     pub retry_after: Option<Duration>,
 }
 
-impl std::fmt::Display for PluginFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.kind {
+impl FailureKind {
+    /// The kind's name, as the contract spells it.
+    pub fn name(self) -> &'static str {
+        match self {
             FailureKind::Config => "config",
             FailureKind::Auth => "auth",
             FailureKind::RateLimited => "rate-limited",
             FailureKind::Transient => "transient",
             FailureKind::Fatal => "fatal",
-        };
+        }
+    }
+}
+
+impl std::fmt::Display for PluginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = self.kind.name();
         match self.retry_after {
             Some(after) => write!(
                 f,
@@ -417,6 +436,26 @@ impl Plugin {
     /// serve another call: the call ended with an answer or the plugin's own
     /// error value, not a trap, a timeout or a broken contract.
     pub(crate) async fn call_in(
+        &self,
+        store: &mut Store<StoreState>,
+        live: Option<Live>,
+        operation: Operation,
+        limits: &Limits,
+    ) -> (Result<Answer, CallError>, Option<Live>) {
+        let started = std::time::Instant::now();
+        let name = operation.name();
+        let (answer, live) = self.call_unmeasured(store, live, operation, limits).await;
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(CallError::Plugin { error, .. }) => error.kind.name(),
+            Err(e) => e.kind(),
+        };
+        self.stats.record_call(name, outcome, started.elapsed());
+        (answer, live)
+    }
+
+    /// [`Plugin::call_in`] without counting the call.
+    async fn call_unmeasured(
         &self,
         store: &mut Store<StoreState>,
         live: Option<Live>,

@@ -209,6 +209,8 @@ pub struct Plugin {
     pub info: Arc<PluginInfo>,
     pub(crate) pre: InstancePre<StoreState>,
     pub(crate) exports: Exports,
+    /// What this version's calls and capability uses did (`/metrics`).
+    pub stats: Arc<crate::metrics::CallStats>,
 }
 
 impl fmt::Debug for Plugin {
@@ -294,6 +296,7 @@ impl Plugin {
             info: Arc::new(info),
             pre,
             exports,
+            stats: Arc::default(),
         })
     }
 }

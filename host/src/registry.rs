@@ -135,7 +135,7 @@ impl Installed {
                 config,
             )
             .to_string(),
-            audit: crate::audit::AuditLog::new(db.clone()),
+            audit: crate::audit::AuditLog::new(db.clone()).counting_in(self.plugin.stats.clone()),
             db: db.clone(),
             pipeline: pipeline.to_string(),
             secrets: secrets.clone(),

@@ -16,6 +16,8 @@
 //!   configuration from causeway.toml (a caller cannot supply one).
 //! - `POST /api/pipelines/{name}/run-now`: 202 once the pipeline is asked to
 //!   run (even if paused or stopped), 404 for an unknown one.
+//! - `GET /metrics`: [`crate::metrics`] in Prometheus' text format (an
+//!   operator route: loopback peers only, like `/api`).
 //! - `POST <a pipeline's webhook path>`: a webhook delivery, verified on the
 //!   raw body (401 and an audit row if it is not), stored in the inbox
 //!   before the answer (202; 200 for a delivery id already stored), 413 over
@@ -123,6 +125,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/plugins", get(plugins))
         .route("/api/plugins/{name}/invoke", post(invoke))
         .route("/api/pipelines/{name}/run-now", post(run_now))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             state.refusals.clone(),
             local_operator_only,
@@ -214,6 +217,38 @@ async fn plugins(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The Prometheus page: the counters, and the states read now.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let snapshot = state.live.snapshot();
+    let pipelines: Vec<String> = snapshot.config.pipelines.keys().cloned().collect();
+    let database = state.database.clone();
+    let now = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let Some(conn) = db::open_read_only(&database).map_err(|e| e.to_string())? else {
+            return Ok(Vec::new());
+        };
+        crate::metrics::pipelines_now(&conn, &pipelines).map_err(|e| e.to_string())
+    })
+    .await;
+    let now = match now {
+        Ok(Ok(now)) => now,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, "database", e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    let page = crate::metrics::render(&crate::metrics::Scrape {
+        registry: &snapshot.registry,
+        pipelines: state.pipelines.stats(),
+        now: &now,
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        page,
+    )
+        .into_response()
+}
+
 async fn run_now(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     if state.pipelines.run_now(&name) {
         (
@@ -292,7 +327,9 @@ async fn webhook(
             Decision::Denied => state.refusals.record(event),
         }
     };
+    let stats = state.pipelines.stats().get(name);
     let Ok(body) = axum::body::to_bytes(body, trigger.max_body_bytes).await else {
+        stats.delivery("too-large");
         audit(
             Decision::Denied,
             format!("refused: body over {} bytes", trigger.max_body_bytes),
@@ -318,6 +355,7 @@ async fn webhook(
         Ok(key) => key,
         Err(e) => {
             tracing::error!(pipeline = %name, "the webhook secret {} cannot be used: {e}", trigger.secret);
+            stats.delivery("misconfigured");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "misconfigured",
@@ -340,6 +378,7 @@ async fn webhook(
     ) {
         Ok(verified) => verified,
         Err(refused) => {
+            stats.delivery("bad-signature");
             if audit(Decision::Denied, format!("refused: {refused}")) {
                 tracing::warn!(pipeline = %name, "webhook refused: {refused}");
             }
@@ -370,6 +409,7 @@ async fn webhook(
     };
     match stored {
         Ok(true) => {
+            stats.delivery("accepted");
             audit(Decision::Allowed, format!("delivery {id} stored"));
             state.pipelines.delivered(name);
             (
@@ -379,6 +419,7 @@ async fn webhook(
                 .into_response()
         }
         Ok(false) => {
+            stats.delivery("duplicate");
             audit(
                 Decision::Allowed,
                 format!("delivery {id} already stored: not processed again"),
@@ -386,6 +427,7 @@ async fn webhook(
             Json(json!({ "status": "duplicate", "id": id })).into_response()
         }
         Err(e) => {
+            stats.delivery("unavailable");
             tracing::error!(pipeline = %name, "webhook delivery {id} not stored: {e}");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -543,6 +585,76 @@ mod tests {
         assert_eq!(refused.len(), 4, "one row per refused request: {refused:?}");
         assert!(refused[0].contains("192.0.2.7"), "{}", refused[0]);
         assert!(refused[3].contains("unknown peer"), "{}", refused[3]);
+    }
+
+    #[tokio::test]
+    async fn every_operator_route_of_the_real_router_is_for_loopback_peers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = scratch_writer(dir.path());
+        let grants = crate::grants::Grants::default();
+        let live = Arc::new(Live::new(crate::live::Snapshot {
+            config: crate::config::Config::load(None).unwrap(),
+            registry: crate::registry::Registry::empty(dir.path(), &grants),
+            grants,
+        }));
+        let runtime = Arc::new(Runtime::new().unwrap());
+        let secrets = Arc::new(Secrets::load(None).unwrap());
+        let pipelines = crate::pipeline::Pipelines::start(
+            live.clone(),
+            runtime.clone(),
+            secrets.clone(),
+            writer.handle(),
+        );
+        let app = router(Arc::new(AppState {
+            runtime,
+            secrets,
+            live,
+            pipelines: pipelines.control(),
+            db: writer.handle(),
+            database: dir.path().join("db"),
+            refusals: Refusals::new(writer.handle()),
+        }));
+        let call = |method: &str, path: &str, peer: &str| {
+            let mut request = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("content-type", "application/json")
+                .body(Body::from("{\"operation\": \"check\"}"))
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+            app.clone().oneshot(request)
+        };
+        let operator = [
+            ("GET", "/api/plugins"),
+            ("POST", "/api/plugins/x/invoke"),
+            ("POST", "/api/pipelines/x/run-now"),
+            ("GET", "/metrics"),
+        ];
+        for (method, path) in operator {
+            let answer = call(method, path, "192.0.2.7:5000").await.unwrap();
+            assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        }
+        let answer = call("GET", "/healthz", "192.0.2.7:5000").await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "health is public");
+
+        let answer = call("GET", "/metrics", "127.0.0.1:5000").await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(
+            answer.headers()["content-type"],
+            crate::metrics::CONTENT_TYPE
+        );
+        let page = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let page = String::from_utf8(page.to_vec()).unwrap();
+        assert!(
+            page.contains("# TYPE causeway_plugin_calls_total counter\n"),
+            "{page}"
+        );
+        pipelines.stop(std::time::Duration::from_secs(5)).await;
+        writer.close();
     }
 
     #[tokio::test]

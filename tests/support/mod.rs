@@ -542,3 +542,92 @@ pub fn test_version(marker: &str) -> Vec<u8> {
         patched(&bytes, TEST_VERSION_BUILD, marker)
     }
 }
+
+/// A `/metrics` page, parsed: each sample's name, labels and value.
+pub struct Metrics {
+    /// The page as served.
+    pub page: String,
+    samples: Vec<Sample>,
+}
+
+/// A sample's name, labels and value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+impl Metrics {
+    /// Scrapes `GET /metrics` on `addr` and parses it, checking the format on
+    /// the way: every sample follows its family's `# TYPE` line, each family
+    /// is declared once, and labels are `name="value"` pairs.
+    pub fn scrape(addr: &str) -> Metrics {
+        let (status, page) = http(addr, "GET", "/metrics", None);
+        assert_eq!(status, 200, "{page}");
+        let mut samples = Vec::new();
+        let mut family: Option<(String, String)> = None;
+        let mut declared = std::collections::BTreeSet::new();
+        for line in page.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+                assert!(declared.insert(name.to_string()), "{name} declared twice");
+                family = Some((name.to_string(), kind.to_string()));
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("a sample: series value");
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().unwrap_or_else(|e| panic!("{line}: {e}")),
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => {
+                    (name, labels.strip_suffix('}').expect("labels end with }"))
+                }
+                None => (series, ""),
+            };
+            let labels: Vec<(String, String)> = labels
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let (k, v) = l.split_once("=\"").expect("label=\"value\"");
+                    (
+                        k.to_string(),
+                        v.strip_suffix('"').expect("a closing quote").to_string(),
+                    )
+                })
+                .collect();
+            let (declared_name, kind) = family
+                .as_ref()
+                .unwrap_or_else(|| panic!("{line} before any # TYPE"));
+            let base = match kind.as_str() {
+                "histogram" => ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name),
+                _ => name,
+            };
+            assert_eq!(
+                base, declared_name,
+                "{line} is not of the family declared before it"
+            );
+            samples.push((name.to_string(), labels, value));
+        }
+        Metrics { page, samples }
+    }
+
+    /// The sum of the samples named `name` carrying every label in `labels`
+    /// (`None` when there is none).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matching: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, _, v)| *v)
+            .collect();
+        (!matching.is_empty()).then(|| matching.iter().sum())
+    }
+}

@@ -146,6 +146,8 @@ pub struct AuditLog {
     writer: WriterHandle,
     /// For a plugin call's log: the denials counted in this call.
     denials: Option<Arc<AtomicU32>>,
+    /// For a plugin's log: its version's counters (`/metrics`).
+    stats: Option<Arc<crate::metrics::CallStats>>,
 }
 
 impl AuditLog {
@@ -154,6 +156,15 @@ impl AuditLog {
         AuditLog {
             writer,
             denials: None,
+            stats: None,
+        }
+    }
+
+    /// This log, also counting each event in `stats` (a plugin version's).
+    pub fn counting_in(self, stats: Arc<crate::metrics::CallStats>) -> AuditLog {
+        AuditLog {
+            stats: Some(stats),
+            ..self
         }
     }
 
@@ -164,6 +175,7 @@ impl AuditLog {
         AuditLog {
             writer: self.writer.clone(),
             denials: Some(Arc::new(AtomicU32::new(0))),
+            stats: self.stats.clone(),
         }
     }
 
@@ -184,6 +196,9 @@ impl AuditLog {
     /// `false` when it was a denial over the call's budget: counted, not
     /// recorded (the caller then logs nothing either).
     pub fn record(&self, event: AuditEvent) -> bool {
+        if let Some(stats) = &self.stats {
+            stats.record_use(&event.capability, event.decision.name());
+        }
         if event.decision == Decision::Denied
             && let Some(denials) = &self.denials
             && denials.fetch_add(1, Ordering::Relaxed) >= MAX_DENIALS_PER_CALL

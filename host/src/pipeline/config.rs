@@ -154,12 +154,12 @@ impl PipelineConfig {
             ));
         }
         if let Some(webhook) = &self.webhook {
-            let reserved = ["/api", "/healthz"]
+            let reserved = ["/api", "/healthz", "/metrics"]
                 .iter()
                 .any(|r| webhook.path == *r || webhook.path.starts_with(&format!("{r}/")));
             if !webhook.path.starts_with('/') || reserved || webhook.path.contains("..") {
                 return Err(format!(
-                    "{at}.webhook.path {:?} must start with '/' and stay out of /api and /healthz",
+                    "{at}.webhook.path {:?} must start with '/' and stay out of /api, /healthz and /metrics",
                     webhook.path
                 ));
             }

@@ -48,6 +48,7 @@ struct Shared {
     stop_lever: tokio::sync::watch::Sender<bool>,
     stop: Stop,
     tasks: Mutex<BTreeMap<String, Task>>,
+    stats: crate::metrics::PipelineStatsSet,
 }
 
 /// How to wake a pipeline's task.
@@ -78,6 +79,7 @@ impl Pipelines {
             stop_lever,
             stop,
             tasks: Mutex::new(BTreeMap::new()),
+            stats: Default::default(),
         });
         let supervisor = tokio::spawn(supervise(shared.clone()));
         Pipelines { shared, supervisor }
@@ -128,6 +130,11 @@ impl Control {
             }
             None => false,
         }
+    }
+
+    /// What the pipelines did since the host started (`/metrics`).
+    pub fn stats(&self) -> &crate::metrics::PipelineStatsSet {
+        &self.0.stats
     }
 
     /// Tells `pipeline` a webhook delivery is waiting in its inbox.
@@ -227,6 +234,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         runtime: shared.runtime.clone(),
         secrets: shared.secrets.clone(),
         db: shared.db.clone(),
+        stats: shared.stats.get(&name),
     };
     // At start: deliveries a previous host stored but did not process, and
     // a first pull.

@@ -96,6 +96,8 @@ pub struct Runner {
     pub secrets: Arc<Secrets>,
     /// The database.
     pub db: WriterHandle,
+    /// Its counters (`/metrics`).
+    pub stats: Arc<crate::metrics::PipelineStats>,
 }
 
 /// Counts of one page.
@@ -144,6 +146,7 @@ impl Runner {
             runtime: host.runtime.clone(),
             secrets: host.secrets.clone(),
             db,
+            stats: Arc::default(),
         }
     }
 
@@ -181,6 +184,7 @@ impl Runner {
             RunEnd::Exhausted(e) => ("failed", Some(e.clone())),
             RunEnd::Stopped(e) => ("stopped", Some(e.clone())),
         };
+        self.stats.run_ended(outcome);
         match (&end, &error) {
             // Stopping between pages is how a host stops: nothing to act on,
             // what was not committed (a page, a pending delivery) is redone.
@@ -486,6 +490,7 @@ impl Runner {
         let stream = pipeline.source.stream.clone();
         let retention = pipeline.dlq_retention.0;
         let Delivered { dead, counts } = delivered;
+        let counted = (counts.read, counts.written, counts.rejected);
         let bookkeeping = move |conn: &rusqlite::Connection| -> Result<(), String> {
             for (sink, record, reason) in &dead {
                 dlq::insert(conn, &name, sink, record, reason, Some(run_id))
@@ -525,7 +530,10 @@ impl Runner {
                 "pipeline {}: the page's bookkeeping was not committed ({e}); it will be read again",
                 self.name
             ))
-        })
+        })?;
+        // Counted once committed, as the run's history counts them.
+        self.stats.records(counted.0, counted.1, counted.2);
+        Ok(())
     }
 }
 
