@@ -5,7 +5,8 @@
 //! [`manifest`] and [`contract`] (what a plugin says and what it may be),
 //! [`plugin`] and [`registry`] (loading and the installed set), [`sandbox`]
 //! (limits and call errors), [`caps`] (one module per capability),
-//! [`operation`] (calling a plugin), [`cli`] (one module per subcommand).
+//! [`operation`] (calling a plugin), [`server`] and [`metrics`] (what a
+//! running host answers), [`cli`] (one module per subcommand).
 
 #![deny(missing_docs)]
 
