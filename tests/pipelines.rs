@@ -317,6 +317,27 @@ fn the_metrics_page_counts_the_calls_records_and_dead_letters_a_run_made() {
         )
         .unwrap_or(0.0);
     assert!(ok >= 1.0, "{}", m.page);
+    // Every HTTP use is an audit event the writer commits (within its
+    // linger of a few milliseconds: the pipeline keeps polling meanwhile).
+    wait_until(
+        "the uses' audit events committed",
+        Duration::from_secs(10),
+        || {
+            let m = Metrics::scrape(&host.addr);
+            let uses: f64 = ["crm-source", "mailer-sink"]
+                .iter()
+                .filter_map(|p| {
+                    m.value(
+                        "causeway_capability_uses_total",
+                        &[("plugin", p), ("capability", "http")],
+                    )
+                })
+                .sum();
+            let audited = m.value("causeway_audit_events_total", &[])?;
+            let commits = m.value("causeway_database_commits_total", &[])?;
+            (uses >= 2.0 && audited >= uses && commits >= 1.0).then_some(())
+        },
+    );
 }
 
 #[test]

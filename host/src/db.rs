@@ -9,7 +9,8 @@
 //! while the writer writes).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -283,26 +284,67 @@ pub struct PluginRow {
 
 /// One write for the writer thread.
 enum Write {
-    Audit(AuditEvent),
+    /// Audit events wait in the [`AuditQueue`]; this wakes the writer for
+    /// the first of them.
+    AuditsWaiting,
     Audited(AuditedJob),
     Prune(String),
     PluginStates(Vec<PluginRow>),
-    HostStarted { pid: u32, listen: String },
+    HostStarted {
+        pid: u32,
+        listen: String,
+    },
     HostStopped,
     Job(Job),
     Flush(mpsc::Sender<()>),
 }
 
+/// How long audit events alone wait for more before they commit. Nobody
+/// waits on an audit event, and every commit is synced to disk: a busy host
+/// (an audited HTTP request every 100 µs) then commits a few hundred times a
+/// second instead of after every event or two. A write somebody waits on (a
+/// job, a flush) ends the wait at once, and takes the events with it.
+pub const AUDIT_LINGER: Duration = Duration::from_millis(5);
+
+/// Audit events on their way to the writer. They wait beside the writer's
+/// queue, not in it: only the first of a batch wakes the writer, so the
+/// capability that records an event (on every HTTP request, every storage
+/// call) never pays for waking a thread.
+type AuditQueue = Arc<Mutex<Vec<AuditEvent>>>;
+
 /// The single writer: a thread owning the write connection.
 pub struct Writer {
     queue: mpsc::Sender<Write>,
+    audits: AuditQueue,
     thread: Option<JoinHandle<()>>,
+    stats: Arc<WriterStats>,
 }
 
 /// A cheap, cloneable handle to queue writes.
 #[derive(Clone)]
 pub struct WriterHandle {
     queue: mpsc::Sender<Write>,
+    audits: AuditQueue,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer has committed since it started (`/metrics`).
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    commits: AtomicU64,
+    audit_events: AtomicU64,
+}
+
+impl WriterStats {
+    /// Transactions committed.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Audit events committed into the chain.
+    pub fn audit_events(&self) -> u64 {
+        self.audit_events.load(Ordering::Relaxed)
+    }
 }
 
 impl Writer {
@@ -312,16 +354,21 @@ impl Writer {
         let mut conn = open(path)?;
         chain_legacy_rows(&mut conn, &chain)?;
         let (queue, jobs) = mpsc::channel();
+        let stats = Arc::new(WriterStats::default());
+        let audits = AuditQueue::default();
+        let (counted, waiting) = (stats.clone(), audits.clone());
         let thread = std::thread::Builder::new()
             .name("causeway-db-writer".into())
-            .spawn(move || write_loop(conn, chain, jobs))
+            .spawn(move || write_loop(conn, chain, jobs, &waiting, &counted))
             .map_err(|e| DbError::Open {
                 path: path.to_path_buf(),
                 message: format!("cannot start the writer thread: {e}"),
             })?;
         Ok(Writer {
             queue,
+            audits,
             thread: Some(thread),
+            stats,
         })
     }
 
@@ -329,6 +376,8 @@ impl Writer {
     pub fn handle(&self) -> WriterHandle {
         WriterHandle {
             queue: self.queue.clone(),
+            audits: self.audits.clone(),
+            stats: self.stats.clone(),
         }
     }
 
@@ -356,12 +405,23 @@ impl Drop for Writer {
 }
 
 impl WriterHandle {
+    /// What the writer has committed.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
     /// Queues an audit event.
     pub fn audit(&self, event: AuditEvent) {
-        if self.queue.send(Write::Audit(event.clone())).is_err() {
+        let first = {
+            let mut audits = self.audits.lock().unwrap_or_else(|p| p.into_inner());
+            audits.push(event);
+            audits.len() == 1
+        };
+        if first && self.queue.send(Write::AuditsWaiting).is_err() {
+            let lost = std::mem::take(&mut *self.audits.lock().unwrap_or_else(|p| p.into_inner()));
             tracing::error!(
-                ?event,
-                "audit event not written: the database writer has stopped"
+                ?lost,
+                "audit events not written: the database writer has stopped"
             );
         }
     }
@@ -452,30 +512,46 @@ fn chain_legacy_rows(conn: &mut Connection, chain: &Chain) -> Result<(), DbError
     Ok(())
 }
 
-fn write_loop(mut conn: Connection, chain: Chain, jobs: mpsc::Receiver<Write>) {
+fn write_loop(
+    mut conn: Connection,
+    chain: Chain,
+    jobs: mpsc::Receiver<Write>,
+    audits: &Mutex<Vec<AuditEvent>>,
+    stats: &WriterStats,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
+        linger(&jobs, &mut batch);
+        // Every event recorded before anything in the batch was sent.
+        let events = std::mem::take(&mut *audits.lock().unwrap_or_else(|p| p.into_inner()));
         let mut flushes = Vec::new();
         let mut answers = Vec::new();
         let audited = batch
             .iter()
-            .any(|w| matches!(w, Write::Audit(_) | Write::Audited(_) | Write::Prune(_)));
+            .any(|w| matches!(w, Write::Audited(_) | Write::Prune(_)))
+            || !events.is_empty();
         // Other processes append to the chain too (a command-line tool):
         // the lock, held from before the transaction reads the chain's end
         // until the head is recorded, keeps them from forking it.
         let lock = audited.then(|| chain.lock());
-        let committed =
-            write_batch(&mut conn, &chain, batch, &mut flushes, &mut answers).map_err(|e| {
+        let committed = write_batch(&mut conn, &chain, events, batch, &mut flushes, &mut answers)
+            .map_err(|e| {
                 tracing::error!("database write failed: {e}");
                 e.to_string()
             });
-        if let Ok(Some(head)) = &committed
+        if let Ok((Some(head), _)) = &committed
             && let Err(e) = chain.write_head(head)
         {
             tracing::error!("{e}");
         }
         drop(lock);
+        if let Ok((_, events)) = &committed {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .audit_events
+                .fetch_add(*events as u64, Ordering::Relaxed);
+        }
         let committed = committed.map(|_| ());
         for answer in answers {
             answer(committed.clone());
@@ -486,25 +562,37 @@ fn write_loop(mut conn: Connection, chain: Chain, jobs: mpsc::Receiver<Write>) {
     }
 }
 
+/// When `batch` only says audit events are waiting, waits up to
+/// [`AUDIT_LINGER`] for more, ending at once when a write somebody waits on
+/// arrives. The events themselves do not wake the writer meanwhile.
+fn linger(jobs: &mpsc::Receiver<Write>, batch: &mut Vec<Write>) {
+    if !batch.iter().all(|w| matches!(w, Write::AuditsWaiting)) {
+        return;
+    }
+    // Time is up, or every handle is gone: commit what there is.
+    if let Ok(next) = jobs.recv_timeout(AUDIT_LINGER) {
+        batch.push(next);
+        batch.extend(jobs.try_iter());
+    }
+}
+
 /// Writes one batch in one transaction; the chain's new head, if the batch
-/// touched the audit log.
+/// touched the audit log, and how many audit events it chained.
 fn write_batch(
     conn: &mut Connection,
     chain: &Chain,
+    mut events: Vec<AuditEvent>,
     batch: Vec<Write>,
     flushes: &mut Vec<mpsc::Sender<()>>,
     answers: &mut Vec<Deliver>,
-) -> Result<Option<Head>, rusqlite::Error> {
+) -> Result<(Option<Head>, usize), rusqlite::Error> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut events = Vec::new();
-    let mut audited = false;
+    let mut audited = !events.is_empty();
     let mut prune: Option<String> = None;
     for write in batch {
         match write {
-            Write::Audit(e) => {
-                audited = true;
-                events.push(e);
-            }
+            // Its events came in `events`.
+            Write::AuditsWaiting => {}
             Write::Audited(job) => {
                 audited = true;
                 let savepoint = tx.savepoint()?;
@@ -548,13 +636,14 @@ fn write_batch(
             Write::Flush(done) => flushes.push(done),
         }
     }
+    let chained = events.len();
     let head = if audited {
         Some(chain.append(&tx, events, prune.as_deref())?)
     } else {
         None
     };
     tx.commit()?;
-    Ok(head)
+    Ok((head, chained))
 }
 
 /// The listen address of the host running on this database, if one is.
@@ -602,6 +691,7 @@ pub fn running_host_states(path: &Path) -> Result<Option<Vec<PluginRow>>, DbErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn a_fresh_database_is_migrated_to_the_current_version() {
@@ -611,6 +701,57 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn audit_events_arriving_one_by_one_are_committed_together_and_a_job_commits_them_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
+        let writer = Writer::start(&dir.path().join("causeway.db"), chain).unwrap();
+        let handle = writer.handle();
+        let event = || {
+            AuditEvent::host(
+                "api",
+                "test",
+                "",
+                crate::audit::Decision::Allowed,
+                String::new(),
+            )
+        };
+        // Events one by one, as audited HTTP requests come: without the
+        // linger each would be a commit of its own (each a sync to disk).
+        let started = Instant::now();
+        for _ in 0..300 {
+            handle.audit(event());
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(handle.flush()).unwrap();
+        let elapsed = started.elapsed();
+        let commits = handle.stats().commits();
+        let bound = elapsed.as_millis() as u64 / AUDIT_LINGER.as_millis() as u64 + 2;
+        assert!(
+            commits <= bound,
+            "{commits} commits for 300 events in {elapsed:?}: at most one per {AUDIT_LINGER:?} (+2)"
+        );
+        assert_eq!(handle.stats().audit_events(), 300);
+
+        // Events queued before a job are committed by the time the job's
+        // answer comes (the linger never holds them back behind it).
+        handle.audit(event());
+        runtime
+            .block_on(handle.transact(|_| Ok::<_, DbError>(())))
+            .unwrap();
+        let conn = open_read_only(&dir.path().join("causeway.db"))
+            .unwrap()
+            .unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 301);
+        writer.close();
     }
 
     #[test]

@@ -366,6 +366,8 @@ pub struct Scrape<'a> {
     pub pipelines: &'a PipelineStatsSet,
     /// What the database says of each configured pipeline.
     pub now: &'a [(String, PipelineNow)],
+    /// What the database's writer committed.
+    pub writer: &'a crate::db::WriterStats,
 }
 
 /// The `/metrics` page.
@@ -373,6 +375,26 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     let mut page = Exposition::default();
     render_plugins(&mut page, scrape.registry);
     render_pipelines(&mut page, scrape.pipelines, scrape.now);
+    page.family(
+        "causeway_database_commits_total",
+        Kind::Counter,
+        "Transactions the database's writer committed (each synced to disk) since the host started.",
+    );
+    page.sample(
+        "causeway_database_commits_total",
+        &[],
+        scrape.writer.commits() as f64,
+    );
+    page.family(
+        "causeway_audit_events_total",
+        Kind::Counter,
+        "Audit events committed into the chain since the host started.",
+    );
+    page.sample(
+        "causeway_audit_events_total",
+        &[],
+        scrape.writer.audit_events() as f64,
+    );
     page.finish()
 }
 

@@ -238,6 +238,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         registry: &snapshot.registry,
         pipelines: state.pipelines.stats(),
         now: &now,
+        writer: state.db.stats(),
     });
     (
         [(
