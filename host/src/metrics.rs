@@ -15,8 +15,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The content type of the exposition format.
@@ -284,12 +284,12 @@ fn bump(counters: &[AtomicU64], names: &[&str], name: &str, by: u64) {
 /// The pipelines' stats, by name, shared by their tasks and the server.
 #[derive(Debug, Default)]
 pub struct PipelineStatsSet {
-    by_name: Mutex<BTreeMap<String, std::sync::Arc<PipelineStats>>>,
+    by_name: Mutex<BTreeMap<String, Arc<PipelineStats>>>,
 }
 
 impl PipelineStatsSet {
     /// `pipeline`'s stats, made on first use.
-    pub fn get(&self, pipeline: &str) -> std::sync::Arc<PipelineStats> {
+    pub fn get(&self, pipeline: &str) -> Arc<PipelineStats> {
         let mut by_name = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
         by_name.entry(pipeline.to_string()).or_default().clone()
     }
@@ -312,7 +312,9 @@ pub struct PipelineNow {
 }
 
 /// Reads what `pipelines` are now from the database. Each query walks an
-/// index by pipeline: a scrape costs the same with a year of history.
+/// index by pipeline over what waits (dead letters within their retention,
+/// pending deliveries) or the runs since the last good one, never the
+/// whole history.
 pub fn pipelines_now(
     conn: &rusqlite::Connection,
     pipelines: &[String],
