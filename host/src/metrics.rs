@@ -212,7 +212,16 @@ impl CallStats {
     /// Counts one use of `capability`, `decision` being `allowed` or `denied`.
     pub fn record_use(&self, capability: &str, decision: &'static str) {
         let mut uses = self.capabilities.lock().unwrap_or_else(|p| p.into_inner());
-        *uses.entry((capability.to_string(), decision)).or_default() += 1;
+        // A key is allocated once per (capability, decision), not per use.
+        match uses
+            .iter_mut()
+            .find(|((c, d), _)| c == capability && *d == decision)
+        {
+            Some((_, n)) => *n += 1,
+            None => {
+                uses.insert((capability.to_string(), decision), 1);
+            }
+        }
     }
 
     /// Calls of `operation` that ended with `outcome`.
@@ -291,6 +300,9 @@ impl PipelineStatsSet {
     /// `pipeline`'s stats, made on first use.
     pub fn get(&self, pipeline: &str) -> Arc<PipelineStats> {
         let mut by_name = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(stats) = by_name.get(pipeline) {
+            return stats.clone();
+        }
         by_name.entry(pipeline.to_string()).or_default().clone()
     }
 }
@@ -319,7 +331,6 @@ pub fn pipelines_now(
     conn: &rusqlite::Connection,
     pipelines: &[String],
 ) -> rusqlite::Result<Vec<(String, PipelineNow)>> {
-    use rusqlite::OptionalExtension;
     let mut now = Vec::new();
     for name in pipelines {
         let row = crate::pipeline::history::state(conn, name)?;
@@ -331,15 +342,7 @@ pub fn pipelines_now(
                 "SELECT COUNT(*) FROM webhook_inbox WHERE pipeline = ?1 AND state = 'pending'",
             )?
             .query_row([name], |r| r.get(0))?;
-        let last_ok: Option<String> = conn
-            .prepare_cached(
-                "SELECT finished_at FROM pipeline_run WHERE pipeline = ?1 AND outcome = 'ok'
-                 ORDER BY id DESC LIMIT 1",
-            )?
-            .query_row([name], |r| r.get(0))
-            .optional()?
-            .flatten();
-        let last_success = last_ok
+        let last_success = crate::pipeline::history::last_ok_at(conn, name)?
             .as_deref()
             .and_then(|at| humantime::parse_rfc3339(at).ok())
             .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())

@@ -52,14 +52,13 @@ impl Opts {
                 Some(conn) => history::state(conn, name)?,
                 None => None,
             };
-            let runs = match &conn {
-                Some(conn) => history::runs(conn, Some(name), 200)?,
-                None => Vec::new(),
+            let (last_run, last_ok_at) = match &conn {
+                Some(conn) => (
+                    history::runs(conn, Some(name), 1)?.pop(),
+                    history::last_ok_at(conn, name)?,
+                ),
+                None => (None, None),
             };
-            let last_ok_at = runs
-                .iter()
-                .find(|r| r.outcome == "ok")
-                .and_then(|r| r.finished_at.clone());
             let lag_seconds = last_ok_at
                 .as_deref()
                 .and_then(|at| humantime::parse_rfc3339(at).ok())
@@ -78,7 +77,7 @@ impl Opts {
                 paused: row.as_ref().is_some_and(|r| r.paused),
                 reason: row.as_ref().and_then(|r| r.reason.clone()),
                 circuit_until: row.as_ref().and_then(|r| r.circuit_until.clone()),
-                last_run: runs.into_iter().next(),
+                last_run,
                 last_ok_at,
                 lag_seconds,
             });

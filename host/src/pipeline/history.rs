@@ -160,6 +160,20 @@ pub fn interrupt_unfinished(conn: &Connection) -> rusqlite::Result<usize> {
     )
 }
 
+/// When a run of `pipeline` last ended `ok`: how far behind its source it
+/// may be (`causeway pipelines`, `/metrics`). Walks the pipeline's runs
+/// back from the newest to the first good one.
+pub fn last_ok_at(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT finished_at FROM pipeline_run WHERE pipeline = ?1 AND outcome = 'ok'
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![pipeline], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
 /// The runs, newest first; of one pipeline, or all; at most `limit`.
 pub fn runs(
     conn: &Connection,
