@@ -219,9 +219,12 @@ fn a_broken_upgrade_leaves_the_old_version_answering_and_shows_the_failure() {
     // A good file again: it serves, and the failure is gone.
     replace_atomically(&scratch, &test_version(B));
     wait_for_build(&host.addr, B, Duration::from_secs(10));
-    let rows = plugin_rows(&host.addr);
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0]["state"], "active");
+    // The states are recorded (committed) just after the swap: wait for them.
+    let rows = wait_until("the states recorded", Duration::from_secs(10), || {
+        let rows = plugin_rows(&host.addr);
+        (rows.len() == 1).then_some(rows)
+    });
+    assert_eq!(rows[0]["state"], "active", "{rows:?}");
 }
 
 #[test]
@@ -244,9 +247,12 @@ fn an_upgrade_asking_for_more_is_held_pending_until_granted_while_the_old_serves
     // Granting it (grants.toml edited while the host runs) swaps it in.
     scratch.grants("[plugins.test-version.storage]\nquota-bytes = 1024\n");
     wait_for_build(&host.addr, B, Duration::from_secs(10));
-    let rows = plugin_rows(&host.addr);
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0]["state"], "active");
+    // The states are recorded (committed) just after the swap: wait for them.
+    let rows = wait_until("the states recorded", Duration::from_secs(10), || {
+        let rows = plugin_rows(&host.addr);
+        (rows.len() == 1).then_some(rows)
+    });
+    assert_eq!(rows[0]["state"], "active", "{rows:?}");
 }
 
 #[test]
