@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
@@ -299,12 +299,20 @@ enum Write {
     Flush(mpsc::Sender<()>),
 }
 
-/// How long audit events alone wait for more before they commit. Nobody
-/// waits on an audit event, and every commit is synced to disk: a busy host
-/// (an audited HTTP request every 100 µs) then commits a few hundred times a
-/// second instead of after every event or two. A write somebody waits on (a
-/// job, a flush) ends the wait at once, and takes the events with it.
+/// How long audit events alone wait for more before they commit, when the
+/// writer has been quiet. Nobody waits on an audit event, and every commit
+/// is synced to disk (the WAL and the chain's head file): committing after
+/// every event or two would spend the machine on syncing.
 pub const AUDIT_LINGER: Duration = Duration::from_millis(5);
+
+/// The least time between two commits that only carry audit events. A busy
+/// host (an audited HTTP request every 100 µs) then syncs twenty times a
+/// second, not two hundred: with commits 5 ms apart an audited loopback
+/// request cost 14–22% more than a plain one on a two-core machine, with
+/// 50 ms about 9% (docs/performance.md §4). A write
+/// somebody waits on (a job, a flush) never waits for this, and takes the
+/// waiting events with it.
+pub const AUDIT_COMMIT_SPACING: Duration = Duration::from_millis(50);
 
 /// Audit events on their way to the writer. They wait beside the writer's
 /// queue, not in it: only the first of a batch wakes the writer, so the
@@ -519,10 +527,11 @@ fn write_loop(
     audits: &Mutex<Vec<AuditEvent>>,
     stats: &WriterStats,
 ) {
+    let mut last_commit = None;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
-        linger(&jobs, &mut batch);
+        linger(&jobs, &mut batch, last_commit);
         // Every event recorded before anything in the batch was sent.
         let events = std::mem::take(&mut *audits.lock().unwrap_or_else(|p| p.into_inner()));
         let mut flushes = Vec::new();
@@ -547,6 +556,7 @@ fn write_loop(
         }
         drop(lock);
         if let Ok((_, events)) = &committed {
+            last_commit = Some(Instant::now());
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
                 .audit_events
@@ -562,18 +572,25 @@ fn write_loop(
     }
 }
 
-/// When `batch` only says audit events are waiting, waits up to
-/// [`AUDIT_LINGER`] for more, ending at once when a write somebody waits on
-/// arrives. The events themselves do not wake the writer meanwhile.
-fn linger(jobs: &mpsc::Receiver<Write>, batch: &mut Vec<Write>) {
+/// When `batch` only says audit events are waiting, waits for more: for
+/// [`AUDIT_LINGER`], and at least until [`AUDIT_COMMIT_SPACING`] has passed
+/// since the `last` commit. A write somebody waits on ends the wait at once.
+/// The events themselves do not wake the writer meanwhile.
+fn linger(jobs: &mpsc::Receiver<Write>, batch: &mut Vec<Write>, last: Option<Instant>) {
     if !batch.iter().all(|w| matches!(w, Write::AuditsWaiting)) {
         return;
     }
     // Time is up, or every handle is gone: commit what there is.
-    if let Ok(next) = jobs.recv_timeout(AUDIT_LINGER) {
+    if let Ok(next) = jobs.recv_timeout(audit_wait(Instant::now(), last)) {
         batch.push(next);
         batch.extend(jobs.try_iter());
     }
+}
+
+/// How long audit events alone wait at `now`, the last commit being `last`.
+fn audit_wait(now: Instant, last: Option<Instant>) -> Duration {
+    let until = last.map_or(now, |last| last + AUDIT_COMMIT_SPACING);
+    until.saturating_duration_since(now).max(AUDIT_LINGER)
 }
 
 /// Writes one batch in one transaction; the chain's new head, if the batch
@@ -691,7 +708,6 @@ pub fn running_host_states(path: &Path) -> Result<Option<Vec<PluginRow>>, DbErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn a_fresh_database_is_migrated_to_the_current_version() {
@@ -719,7 +735,8 @@ mod tests {
             )
         };
         // Events one by one, as audited HTTP requests come: without the
-        // linger each would be a commit of its own (each a sync to disk).
+        // wait each would be a commit of its own (each a sync to disk), and
+        // with only the short linger one every 5 ms.
         let started = Instant::now();
         for _ in 0..300 {
             handle.audit(event());
@@ -731,10 +748,10 @@ mod tests {
         runtime.block_on(handle.flush()).unwrap();
         let elapsed = started.elapsed();
         let commits = handle.stats().commits();
-        let bound = elapsed.as_millis() as u64 / AUDIT_LINGER.as_millis() as u64 + 2;
+        let bound = elapsed.as_millis() as u64 / AUDIT_COMMIT_SPACING.as_millis() as u64 + 2;
         assert!(
             commits <= bound,
-            "{commits} commits for 300 events in {elapsed:?}: at most one per {AUDIT_LINGER:?} (+2)"
+            "{commits} commits for 300 events in {elapsed:?}: at most one per {AUDIT_COMMIT_SPACING:?} (+2)"
         );
         assert_eq!(handle.stats().audit_events(), 300);
 
@@ -752,6 +769,28 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 301);
         writer.close();
+    }
+
+    #[test]
+    fn audit_events_wait_briefly_after_a_quiet_spell_and_commits_stay_spaced_while_busy() {
+        let now = Instant::now();
+        assert_eq!(audit_wait(now, None), AUDIT_LINGER);
+        assert_eq!(
+            audit_wait(now, Some(now - Duration::from_secs(1))),
+            AUDIT_LINGER
+        );
+        assert_eq!(audit_wait(now, Some(now)), AUDIT_COMMIT_SPACING);
+        assert_eq!(
+            audit_wait(now, Some(now - Duration::from_millis(20))),
+            AUDIT_COMMIT_SPACING - Duration::from_millis(20)
+        );
+        assert_eq!(
+            audit_wait(
+                now,
+                Some(now - AUDIT_COMMIT_SPACING + Duration::from_millis(1))
+            ),
+            AUDIT_LINGER
+        );
     }
 
     #[test]

@@ -86,11 +86,7 @@ pub fn sign_hex(key: &[u8], parts: &[&[u8]]) -> String {
     for part in parts {
         mac.update(part);
     }
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", mac.finalize().into_bytes())
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
