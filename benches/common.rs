@@ -1,6 +1,7 @@
 //! What the in-process benchmarks share: an engine, a database with its
 //! audit chain and (optionally) a secrets file in a temporary folder, and
-//! plugins loaded and given call contexts as the host does.
+//! plugins loaded and given call contexts as the host does; and the paired
+//! measurement of one side against another.
 
 // Each benchmark uses part of this module.
 #![allow(dead_code)]
@@ -8,7 +9,7 @@
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use causeway::bindings::{Op, Record};
 use causeway::grants::Grants;
@@ -142,4 +143,57 @@ pub fn as_sdk(records: &[Record]) -> Vec<causeway_sdk::Record> {
             source_timestamp: r.source_timestamp,
         })
         .collect()
+}
+
+/// The quartiles and median of a paired measurement's per-round ratios.
+pub struct Ratio {
+    pub q1: f64,
+    pub median: f64,
+    pub q3: f64,
+}
+
+/// Whether the benchmark measures (`cargo bench`), rather than running each
+/// row once to check it works (`cargo test --benches`).
+pub fn measuring() -> bool {
+    !std::env::args().any(|arg| arg == "--test")
+}
+
+/// Compares `candidate` with `base` in `rounds` rounds, each timing one
+/// block of each back to back (the order alternating round by round): the
+/// ratios candidate / base. Criterion measures its rows one after the
+/// other, seconds apart, and on a shared VM the load drifts more in between
+/// than a few percent; a round's two blocks see the same machine. Each
+/// closure runs and times one block itself, so it can leave out its set-up.
+pub fn paired(
+    rounds: usize,
+    mut base: impl FnMut() -> Duration,
+    mut candidate: impl FnMut() -> Duration,
+) -> Ratio {
+    let mut ratios: Vec<f64> = (0..rounds)
+        .map(|round| {
+            let (b, c) = if round % 2 == 0 {
+                let b = base();
+                (b, candidate())
+            } else {
+                let c = candidate();
+                (base(), c)
+            };
+            c.as_secs_f64() / b.as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    Ratio {
+        q1: at(0.25),
+        median: at(0.5),
+        q3: at(0.75),
+    }
+}
+
+/// Prints a paired ratio under criterion's rows, in their layout.
+pub fn print_ratio(id: &str, ratio: &Ratio) {
+    println!(
+        "{id}\n{:24}ratio:  [{:.3} {:.3} {:.3}]  (quartile, median, quartile)",
+        "", ratio.q1, ratio.median, ratio.q3
+    );
 }

@@ -3,7 +3,10 @@
 //! event, limits) against the same GET with reqwest called directly, both to
 //! one axum server on 127.0.0.1 with keep-alive connections.
 //!
-//! `cargo bench -p causeway --bench http`; results in docs/performance.md.
+//! Last, the ratio of the two paired round by round (`common::paired`).
+//!
+//! `cargo bench -p causeway --bench http` (`-- paired`: the ratio alone);
+//! results in docs/performance.md.
 
 #[path = "common.rs"]
 mod common;
@@ -69,88 +72,58 @@ fn http(c: &mut Criterion) {
         timeout_ms: None,
     };
 
+    // A block of `n` requests each way, timed. A store per block: each
+    // carries the call deadline it was made with. `flush`: the block ends
+    // when the writer has committed its audit events (timed with it).
+    let client = reqwest::Client::new();
+    let writer = bench.writer.handle();
+    let directly = |n: u64| {
+        tokio.block_on(async {
+            let started = Instant::now();
+            for _ in 0..n {
+                get_directly(&client, &url).await;
+            }
+            started.elapsed()
+        })
+    };
+    let through = |n: u64, flush: bool| {
+        let mut store =
+            causeway::sandbox::new_store(&runtime.engine, installed.plugin.info.clone(), &context);
+        tokio.block_on(async {
+            let started = Instant::now();
+            for _ in 0..n {
+                get_through(&mut store, request()).await;
+            }
+            if flush {
+                writer.flush().await.expect("the writer commits");
+            }
+            started.elapsed()
+        })
+    };
+
     let mut group = c.benchmark_group("http GET on 127.0.0.1");
-    group.bench_function("reqwest directly", |b| {
-        let client = reqwest::Client::new();
-        b.iter_custom(|iters| {
-            tokio.block_on(async {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    get_directly(&client, &url).await;
-                }
-                started.elapsed()
-            })
-        })
-    });
+    group.bench_function("reqwest directly", |b| b.iter_custom(directly));
     group.bench_function("through the http capability", |b| {
-        b.iter_custom(|iters| {
-            // A store per sample: each carries the call deadline it was made with.
-            let mut store = causeway::sandbox::new_store(
-                &runtime.engine,
-                installed.plugin.info.clone(),
-                &context,
-            );
-            tokio.block_on(async {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    get_through(&mut store, request()).await;
-                }
-                started.elapsed()
-            })
-        })
+        b.iter_custom(|iters| through(iters, false))
     });
     group.finish();
 
-    // Criterion measures the two rows one after the other, seconds apart; on
-    // a shared VM the machine's load drifts more than the capability costs
-    // in between. This pairs them instead: each round times a block of each
-    // (in alternating order) back to back, and the ratio of the two is the
-    // round's. The median of the rounds is the number docs/performance.md
-    // compares with the target. The capability's block ends when the writer
-    // has committed its audit events (a flush, timed with it): the next
-    // block, direct or not, must not pay for them, and the capability must.
-    if std::env::args().any(|arg| arg == "--test") {
+    // The ratio the target is about, paired (common::paired): rounds of
+    // 3000 requests each way. The capability's block ends with a flush: the
+    // next block must not pay for its audit events, and the capability must.
+    if !common::measuring() {
         return;
     }
-    let client = reqwest::Client::new();
-    let writer = bench.writer.handle();
-    let mut ratios = Vec::with_capacity(PAIRED_ROUNDS);
-    tokio.block_on(async {
-        for round in 0..PAIRED_ROUNDS {
-            let mut store = causeway::sandbox::new_store(
-                &runtime.engine,
-                installed.plugin.info.clone(),
-                &context,
-            );
-            let mut direct = Duration::ZERO;
-            let mut through = Duration::ZERO;
-            for turn in 0..2 {
-                let started = Instant::now();
-                if (round + turn) % 2 == 0 {
-                    for _ in 0..PAIRED_BLOCK {
-                        get_directly(&client, &url).await;
-                    }
-                    direct += started.elapsed();
-                } else {
-                    for _ in 0..PAIRED_BLOCK {
-                        get_through(&mut store, request()).await;
-                    }
-                    writer.flush().await.expect("the writer commits");
-                    through += started.elapsed();
-                }
-            }
-            ratios.push(through.as_secs_f64() / direct.as_secs_f64());
-        }
-    });
-    ratios.sort_by(f64::total_cmp);
-    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "http GET on 127.0.0.1/capability ÷ reqwest, paired ({PAIRED_ROUNDS} rounds of {PAIRED_BLOCK} each)\n\
-         {:24}ratio:  [{:.3} {:.3} {:.3}]  (quartiles and median)",
-        "",
-        at(0.25),
-        at(0.5),
-        at(0.75)
+    let ratio = common::paired(
+        PAIRED_ROUNDS,
+        || directly(PAIRED_BLOCK),
+        || through(PAIRED_BLOCK, true),
+    );
+    common::print_ratio(
+        &format!(
+            "http GET on 127.0.0.1/capability ÷ reqwest, paired ({PAIRED_ROUNDS} rounds of {PAIRED_BLOCK} each)"
+        ),
+        &ratio,
     );
 }
 
@@ -175,7 +148,7 @@ async fn get_through(store: &mut wasmtime::Store<causeway::sandbox::StoreState>,
 
 /// Rounds of the paired measurement, and requests each way per round.
 const PAIRED_ROUNDS: usize = 30;
-const PAIRED_BLOCK: usize = 3000;
+const PAIRED_BLOCK: u64 = 3000;
 
 criterion_group! {
     name = benches;

@@ -5,9 +5,12 @@
 //! holds them, JSON text inside. Batches of 1, 100 and 1000. Beside them,
 //! the boundary alone: the same records through a transform that answers
 //! its batch unchanged (`test-echo`, warm), lowered into the guest and
-//! lifted back, no mapping in between.
+//! lifted back, no mapping in between. Last, the ratios to native paired
+//! round by round (`common::paired`), which the machine's drift between
+//! criterion's rows does not move.
 //!
-//! `cargo bench -p causeway --bench transform`; results in docs/performance.md.
+//! `cargo bench -p causeway --bench transform` (`-- paired`: the ratios
+//! alone); results in docs/performance.md.
 
 #[path = "common.rs"]
 mod common;
@@ -15,9 +18,12 @@ mod common;
 mod support;
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use causeway::grants::Grants;
 use causeway::operation::{Answer, Operation};
+use causeway::registry::Installed;
+use causeway::sandbox::CallContext;
 use common::{Bench, as_sdk, contacts};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -91,7 +97,58 @@ fn transform(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The ratios the targets are about, paired (common::paired): each round
+    // times a block of native calls and a block of warm wasm calls (or of
+    // the boundary alone) back to back, on the same records.
+    if !common::measuring() {
+        return;
+    }
+    for (size, block) in [(1usize, 20_000usize), (1000, 50)] {
+        let input = contacts(size);
+        let sdk_input = as_sdk(&input);
+        let native = || {
+            let started = Instant::now();
+            for _ in 0..block {
+                black_box(
+                    map_fullname::map_batch(sdk_input.clone(), "subscribers").expect("native"),
+                );
+            }
+            started.elapsed()
+        };
+        let warm = |installed: &Installed, context: &CallContext| {
+            tokio.block_on(async {
+                let started = Instant::now();
+                for _ in 0..block {
+                    let answer = installed
+                        .call_warm(
+                            &runtime.engine,
+                            Operation::Transform(input.clone()),
+                            context,
+                        )
+                        .await;
+                    assert!(matches!(&answer, Ok(Answer::Records(r)) if r.len() == size));
+                }
+                started.elapsed()
+            })
+        };
+        for (row, plugin, context) in [
+            ("wasm-warm", &installed, &context),
+            ("boundary", &echo, &echo_context),
+        ] {
+            let ratio = common::paired(PAIRED_ROUNDS, native, || warm(plugin, context));
+            common::print_ratio(
+                &format!(
+                    "transform/{row} ÷ native, batches of {size}, paired ({PAIRED_ROUNDS} rounds of {block} calls)"
+                ),
+                &ratio,
+            );
+        }
+    }
 }
+
+/// Rounds of the paired measurements.
+const PAIRED_ROUNDS: usize = 30;
 
 criterion_group!(benches, transform);
 criterion_main!(benches);
