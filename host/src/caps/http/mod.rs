@@ -147,12 +147,14 @@ pub struct Outbound {
     pub door: Door,
 }
 
-/// Replaces every occurrence of `secret` in `text`.
+/// Replaces every occurrence of each of `secrets` in `text`.
 fn redact_text(text: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text.to_string(), |t, s| t.replace(s.as_str(), REDACTED))
+    // As bytes: one copy, and none more unless a secret is there (this runs
+    // on every response header). A secret is whole UTF-8 characters and the
+    // replacement is ASCII, so the result is still UTF-8.
+    let redacted = redact_bytes(text.as_bytes().to_vec(), secrets);
+    String::from_utf8(redacted)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Where `needle` (not empty) first occurs in `haystack` at or after `from`.
@@ -702,6 +704,12 @@ mod tests {
         let body = b"a user:p&ss b dXNlcjpwJnNz c user%3Ap%26ss".to_vec();
         let redacted = String::from_utf8(redact_bytes(body, &forms)).unwrap();
         assert_eq!(redacted, "a [redacted] b [redacted] c [redacted]");
+        assert_eq!(
+            redact_text("é user:p&ss ü", &forms),
+            "é [redacted] ü",
+            "text is redacted as bytes and stays UTF-8"
+        );
+        assert_eq!(redact_text("nothing here", &forms), "nothing here");
         let forms = ["ab".to_string()];
         assert_eq!(
             redact_bytes(b"abab-a-ab".to_vec(), &forms),
