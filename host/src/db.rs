@@ -305,13 +305,13 @@ enum Write {
 /// every event or two would spend the machine on syncing.
 pub const AUDIT_LINGER: Duration = Duration::from_millis(5);
 
-/// The least time between two commits that only carry audit events. A busy
-/// host (an audited HTTP request every 100 µs) then syncs twenty times a
-/// second, not two hundred: on a two-core machine an audited loopback
-/// request cost 5–10 points more (against plain reqwest) with commits 5 ms
-/// apart than with 50 ms (docs/performance.md §4). A write
-/// somebody waits on (a job, a flush) never waits for this, and takes the
-/// waiting events with it.
+/// The least time from one commit to the next when that next one carries
+/// only audit events. A busy host (an audited HTTP request every 100 µs)
+/// then syncs twenty times a second, not two hundred: on a two-core machine
+/// an audited loopback request cost 5–10 points more (against plain
+/// reqwest) with commits 5 ms apart than with 50 ms (docs/performance.md
+/// §4). A write somebody waits on (a job, a flush) never waits for this,
+/// and takes the waiting events with it.
 pub const AUDIT_COMMIT_SPACING: Duration = Duration::from_millis(50);
 
 /// Audit events on their way to the writer. They wait beside the writer's
