@@ -98,9 +98,10 @@ fn transform(c: &mut Criterion) {
     }
     group.finish();
 
-    // The ratios the targets are about, paired (common::paired): each round
-    // times a block of native calls and a block of warm wasm calls (or of
-    // the boundary alone) back to back, on the same records.
+    // The ratio the batch-1000 target is about (and batch 1's, for scale),
+    // paired (common::paired): each round times a block of native calls and
+    // a block of warm wasm calls (or of the boundary alone) back to back, on
+    // the same records.
     if !common::measuring() {
         return;
     }
