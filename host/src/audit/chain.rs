@@ -678,6 +678,58 @@ mod tests {
     }
 
     #[test]
+    fn a_rows_hash_is_the_documented_hmac_in_lower_case_hex() {
+        // Computed here by hand, field by field, and hexed byte by byte as
+        // the first chained rows were: rows any build wrote must verify
+        // under every later one.
+        let dir = tempfile::tempdir().unwrap();
+        let key = [7u8; crate::keyfile::KEY_LEN];
+        std::fs::write(dir.path().join("k"), key).unwrap();
+        let chain = Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
+        let event = AuditEvent {
+            time: "2026-11-25T10:00:00.000001Z".into(),
+            plugin: "crm-source".into(),
+            version: "1.2.0".into(),
+            digest: "sha256:00ff".into(),
+            capability: "http".into(),
+            action: "GET".into(),
+            target: "https://api.crm.example/v1/contacts?page=…".into(),
+            decision: Decision::Allowed,
+            detail: "status 200".into(),
+            run_id: Some("run-1".into()),
+        };
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&key).unwrap();
+        mac.update(b"causeway-audit-v1 row");
+        mac.update(b"prev");
+        mac.update(&41i64.to_be_bytes());
+        for field in [
+            "2026-11-25T10:00:00.000001Z",
+            "crm-source",
+            "1.2.0",
+            "sha256:00ff",
+            "http",
+            "GET",
+            "https://api.crm.example/v1/contacts?page=…",
+            "allowed",
+            "status 200",
+        ] {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field.as_bytes());
+        }
+        mac.update(&[1]);
+        mac.update(&5u64.to_be_bytes());
+        mac.update(b"run-1");
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(chain.row_hash("prev", 41, &event), expected);
+        assert_eq!(expected.len(), 64);
+    }
+
+    #[test]
     fn a_chain_rewritten_with_fresh_hashes_is_detected() {
         // Without the key: the first rewritten row breaks.
         let world = World::with_rows(5);
