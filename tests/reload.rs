@@ -264,7 +264,11 @@ fn removing_the_file_unloads_the_plugin() {
     wait_until("the plugin gone", Duration::from_secs(10), || {
         call(&host.addr).err().filter(|e| e.starts_with("404"))
     });
-    assert!(plugin_rows(&host.addr).is_empty());
+    // The unload is recorded (committed) just after the plugin is dropped
+    // from the registry: wait for it, as for a swap's states above.
+    wait_until("its state row removed", Duration::from_secs(10), || {
+        plugin_rows(&host.addr).is_empty().then_some(())
+    });
 }
 
 #[test]
