@@ -403,6 +403,27 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     page.finish()
 }
 
+/// Each serving plugin version's operations that were called at least once
+/// (a family's samples must be contiguous, so each family walks them anew).
+fn operations_called<'a>(
+    plugins: &'a [&Arc<crate::registry::Installed>],
+) -> impl Iterator<
+    Item = (
+        &'a crate::plugin::PluginInfo,
+        &'static str,
+        &'a OperationStats,
+    ),
+> {
+    plugins.iter().flat_map(|installed| {
+        let plugin = &installed.plugin;
+        OPERATIONS
+            .iter()
+            .zip(&plugin.stats.operations)
+            .filter(|(_, stats)| stats.duration.count() > 0)
+            .map(move |(operation, stats)| (&*plugin.info, *operation, stats))
+    })
+}
+
 fn render_plugins(page: &mut Exposition, registry: &crate::registry::Registry) {
     page.family(
         "causeway_plugin_state",
@@ -410,8 +431,8 @@ fn render_plugins(page: &mut Exposition, registry: &crate::registry::Registry) {
         "1 for each plugin file in the plugins folder, labelled with its plugin, version and state (active, pending-approval, failed).",
     );
     for status in registry.statuses() {
-        // The file keeps two files of one name (a duplicate, a failed copy)
-        // two series.
+        // The file label keeps two files of one plugin (a duplicate, a
+        // failed copy) apart as two series.
         let file = status
             .file
             .file_name()
@@ -435,25 +456,18 @@ fn render_plugins(page: &mut Exposition, registry: &crate::registry::Registry) {
         Kind::Counter,
         "Plugin calls since the host started, by operation and outcome (ok, the plugin's error kind, or the host's: timeout, out-of-memory, resource-limit, busy, trap, invalid-call).",
     );
-    for installed in &plugins {
-        let info = &installed.plugin.info;
-        let stats = &installed.plugin.stats;
-        for (op, operation) in OPERATIONS.iter().enumerate() {
-            if stats.operations[op].duration.count() == 0 {
-                continue;
-            }
-            for (out, outcome) in OUTCOMES.iter().enumerate() {
-                page.sample(
-                    "causeway_plugin_calls_total",
-                    &[
-                        ("plugin", &info.name),
-                        ("version", &info.version),
-                        ("operation", operation),
-                        ("outcome", outcome),
-                    ],
-                    stats.operations[op].outcomes[out].load(Relaxed) as f64,
-                );
-            }
+    for (info, operation, stats) in operations_called(&plugins) {
+        for (out, outcome) in OUTCOMES.iter().enumerate() {
+            page.sample(
+                "causeway_plugin_calls_total",
+                &[
+                    ("plugin", &info.name),
+                    ("version", &info.version),
+                    ("operation", operation),
+                    ("outcome", outcome),
+                ],
+                stats.outcomes[out].load(Relaxed) as f64,
+            );
         }
     }
     page.family(
@@ -461,23 +475,16 @@ fn render_plugins(page: &mut Exposition, registry: &crate::registry::Registry) {
         Kind::Histogram,
         "How long plugin calls took, instantiation included, by operation.",
     );
-    for installed in &plugins {
-        let info = &installed.plugin.info;
-        for (op, operation) in OPERATIONS.iter().enumerate() {
-            let duration = &installed.plugin.stats.operations[op].duration;
-            if duration.count() == 0 {
-                continue;
-            }
-            page.histogram(
-                "causeway_plugin_call_duration_seconds",
-                &[
-                    ("plugin", &info.name),
-                    ("version", &info.version),
-                    ("operation", operation),
-                ],
-                duration,
-            );
-        }
+    for (info, operation, stats) in operations_called(&plugins) {
+        page.histogram(
+            "causeway_plugin_call_duration_seconds",
+            &[
+                ("plugin", &info.name),
+                ("version", &info.version),
+                ("operation", operation),
+            ],
+            &stats.duration,
+        );
     }
     page.family(
         "causeway_capability_uses_total",
