@@ -32,6 +32,23 @@ fn provoke(host: &RunningHost, mode: &str) -> (u16, Value, Duration) {
     provoke_with(host, json!({ "mode": mode }))
 }
 
+/// Starts a looping call on its own thread. The probes a test sends
+/// meanwhile may hold the slot when the loop asks for it: it asks again
+/// until it holds the slot itself.
+fn spawn_loop(
+    host: &std::sync::Arc<RunningHost>,
+) -> std::thread::JoinHandle<(u16, Value, Duration)> {
+    let host = host.clone();
+    std::thread::spawn(move || {
+        loop {
+            let answer = provoke(&host, "loop");
+            if answer.0 != 503 {
+                return answer;
+            }
+        }
+    })
+}
+
 /// [`provoke`] with the whole record's `data`.
 fn provoke_with(host: &RunningHost, data: Value) -> (u16, Value, Duration) {
     let body = json!({
@@ -148,19 +165,7 @@ fn each_hostile_plugin_fails_with_its_own_kind_within_its_bound() {
 fn a_looping_plugin_stops_costing_cpu_after_its_bound_and_others_keep_answering() {
     let (_scratch, host) = start();
     let host = std::sync::Arc::new(host);
-    let looping = {
-        let host = host.clone();
-        // The probes below may hold the slot when the loop asks for it:
-        // it asks again until it holds the slot itself.
-        std::thread::spawn(move || {
-            loop {
-                let answer = provoke(&host, "loop");
-                if answer.0 != 503 {
-                    return answer;
-                }
-            }
-        })
-    };
+    let looping = spawn_loop(&host);
     // While it spins, the well-behaved plugin answers promptly.
     for _ in 0..5 {
         neighbour_answers_promptly(&host);
@@ -208,19 +213,7 @@ fn a_call_beyond_the_hosts_instance_slots_fails_as_busy_and_later_ones_run() {
     // One slot: while the looping call holds it, nothing else can start.
     let (_scratch, host) = start_with(r#"call-timeout = "5s""#, "[engine]\nmax-instances = 1\n");
     let host = std::sync::Arc::new(host);
-    let looping = {
-        let host = host.clone();
-        // The probes below may hold the slot when the loop asks for it:
-        // it asks again until it holds the slot itself.
-        std::thread::spawn(move || {
-            loop {
-                let answer = provoke(&host, "loop");
-                if answer.0 != 503 {
-                    return answer;
-                }
-            }
-        })
-    };
+    let looping = spawn_loop(&host);
     let answer = wait_until("a call refused as busy", Duration::from_secs(4), || {
         let (status, answer, _) = provoke(&host, "none");
         (status == 503).then_some(answer)
