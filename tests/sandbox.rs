@@ -40,12 +40,14 @@ fn spawn_loop(
 ) -> std::thread::JoinHandle<(u16, Value, Duration)> {
     let host = host.clone();
     std::thread::spawn(move || {
-        loop {
-            let answer = provoke(&host, "loop");
-            if answer.0 != 503 {
-                return answer;
-            }
-        }
+        wait_until(
+            "the looping call holding the slot",
+            Duration::from_secs(30),
+            || {
+                let answer = provoke(&host, "loop");
+                (answer.0 != 503).then_some(answer)
+            },
+        )
     })
 }
 
