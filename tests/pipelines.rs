@@ -744,6 +744,60 @@ fn a_delivery_stored_before_a_crash_is_processed_after_restart_and_its_redeliver
 }
 
 #[test]
+fn deliveries_waiting_together_reach_the_sink_in_one_write_and_one_it_cannot_parse_is_set_aside() {
+    let w = webhook_world("initial = \"100ms\"\nmax = \"200ms\"\nbudget = \"1m\"\n");
+    // The mailer is down: the first deliveries' run retries its write, and
+    // the rest wait in the inbox meanwhile.
+    w.mailer.faults().set_down(true);
+    let host = start_with_hooks(&w);
+    let mut expected = Vec::new();
+    for i in 0..30 {
+        let id = format!("b{i:02}");
+        let body = contact_event(&id, "Batch");
+        assert_eq!(deliver(&host, &format!("msg_{id}"), &body, &body).0, 202);
+        expected.push((id, "Batch Hook".to_string()));
+        if i == 10 {
+            // Signed, but no contact event: set aside, and the rest go on.
+            let junk = b"not a contact event";
+            assert_eq!(deliver(&host, "msg_junk", junk, junk).0, 202);
+        }
+    }
+    wait_until("a write attempt", Duration::from_secs(20), || {
+        (w.mailer.faults().requests() > 0).then_some(())
+    });
+    w.mailer.faults().set_down(false);
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    // The run's first batch held what was stored when it started; the next
+    // takes everything that arrived while it waited.
+    let batches = w.mailer.batches();
+    assert!(
+        batches.len() <= 2,
+        "30 deliveries took {} writes: {batches:?}",
+        batches.len()
+    );
+    assert_eq!(batches.iter().sum::<usize>(), 30, "{batches:?}");
+    wait_until("the runs recorded", Duration::from_secs(10), || {
+        (webhook_runs_read(&w) == 30).then_some(())
+    });
+    let logs = host.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("webhook msg_junk") && l.contains("the delivery is set aside")),
+        "{logs}"
+    );
+    let m = Metrics::scrape(&host.addr);
+    assert_eq!(
+        m.value(
+            "causeway_webhook_deliveries_pending",
+            &[("pipeline", "contacts-to-mailer")]
+        ),
+        Some(0.0),
+        "{}",
+        m.page
+    );
+}
+
+#[test]
 fn sigterm_during_a_backoff_stops_the_host_promptly_and_the_run_shows_interrupted() {
     let w = world("initial = \"20s\"\nmax = \"20s\"\nbudget = \"1h\"\n");
     w.mailer.faults().set_down(true);

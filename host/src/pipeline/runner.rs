@@ -21,12 +21,18 @@ use super::config::{PipelineConfig, RetryConfig};
 use super::retry::{GaveUp, backoff, jitter, retry};
 use super::{dlq, history};
 use crate::operation::FailureKind;
-use crate::sandbox::CallError;
+use crate::sandbox::{CallContext, CallError};
 use crate::webhook::inbox;
 
 /// The trigger of a run that handles the pending webhook deliveries
 /// (every other trigger reads the source from its checkpoint).
 pub const WEBHOOK: &str = "webhook";
+
+/// The most webhook deliveries a run takes from the inbox at once.
+const DELIVERIES_PER_BATCH: usize = 100;
+
+/// A batch of deliveries takes no more once it holds this many records.
+const RECORDS_PER_BATCH: usize = 1000;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +114,7 @@ struct PageCounts {
     rejected: usize,
 }
 
-/// What one page or delivery did.
+/// What one page or batch of deliveries did.
 struct Delivered {
     dead: Vec<(String, Record, String)>,
     counts: PageCounts,
@@ -168,7 +174,7 @@ impl Runner {
                 break RunEnd::Interrupted;
             }
             let step = if trigger_is_webhook {
-                self.delivery(run_id, stop).await
+                self.deliveries(run_id, stop).await
             } else {
                 self.page(run_id, stop).await
             };
@@ -240,49 +246,92 @@ impl Runner {
         let checkpoint = page
             .checkpoint
             .filter(|c| Some(c.as_str()) != previous.as_deref());
-        self.commit(pipeline, run_id, checkpoint, None, delivered)
+        self.commit(pipeline, run_id, checkpoint, Vec::new(), delivered)
             .await?;
         Ok(has_more)
     }
 
-    /// The oldest pending webhook delivery, handled; whether there may be
-    /// more.
-    async fn delivery(&self, run_id: i64, stop: &Stop) -> Result<bool, RunEnd> {
+    /// The oldest pending webhook deliveries, handled together: each turned
+    /// into records by the source, then all their records transformed and
+    /// written as one batch, and the deliveries marked done in one commit.
+    /// A burst of deliveries costs the sinks a request per batch, not one
+    /// per delivery (against a rate limit of 20 a second, the difference
+    /// between keeping up and falling behind). Whether there may be more.
+    async fn deliveries(&self, run_id: i64, stop: &Stop) -> Result<bool, RunEnd> {
         let snapshot = self.live.snapshot();
         let (pipeline, stages) = self.stages(&snapshot)?;
         let name = self.name.clone();
-        let Some(delivery) = self
+        let pending = self
             .db
-            .transact(move |conn| Ok::<_, DbError>(inbox::next_pending(conn, &name)?))
+            .transact(move |conn| {
+                Ok::<_, DbError>(inbox::pending(conn, &name, DELIVERIES_PER_BATCH)?)
+            })
             .await
-            .map_err(|e| RunEnd::Exhausted(format!("cannot read the webhook inbox: {e}")))?
-        else {
+            .map_err(|e| RunEnd::Exhausted(format!("cannot read the webhook inbox: {e}")))?;
+        if pending.is_empty() {
             return Ok(false);
-        };
-        let what = format!(
-            "pipeline {}: handle webhook {} with {}",
-            self.name, delivery.delivery_id, pipeline.source.plugin
-        );
+        }
         let context = stages.source.installed.call_context(
             &stages.source.config,
             &self.db,
             &self.secrets,
             &self.name,
         );
+        let mut records = Vec::new();
+        let mut done = Vec::new();
+        for delivery in pending {
+            // What was handled and not committed is handled again later.
+            if stop.is_set() {
+                return Err(RunEnd::Interrupted);
+            }
+            // The rest stay pending for the next batch.
+            if records.len() >= RECORDS_PER_BATCH {
+                break;
+            }
+            if let Some(handled) = self
+                .handle(pipeline, &stages, &context, &delivery, stop)
+                .await?
+            {
+                records.extend(handled);
+                done.push(delivery.id);
+            }
+        }
+        if done.is_empty() {
+            // Every one was set aside: look for more.
+            return Ok(true);
+        }
+        let delivered = self.flow(pipeline, &stages, records, stop).await?;
+        self.commit(pipeline, run_id, None, done, delivered).await?;
+        Ok(true)
+    }
+
+    /// One delivery turned into records by the source; `None` when the
+    /// plugin cannot make sense of it, and it is set aside, visibly, for
+    /// the others to go on.
+    async fn handle(
+        &self,
+        pipeline: &PipelineConfig,
+        stages: &Stages<'_>,
+        context: &CallContext,
+        delivery: &inbox::Delivery,
+        stop: &Stop,
+    ) -> Result<Option<Vec<Record>>, RunEnd> {
+        let what = format!(
+            "pipeline {}: handle webhook {} with {}",
+            self.name, delivery.delivery_id, pipeline.source.plugin
+        );
         let installed = &stages.source.installed;
         let handled = retry(&pipeline.retry, &what, stop, || {
             installed.call_warm(
                 &self.runtime.engine,
                 Operation::Handle(delivery.request.clone()),
-                &context,
+                context,
             )
         })
         .await;
-        let records = match handled {
-            Ok(Answer::Records(records)) => records,
-            Ok(other) => return Err(unexpected(&pipeline.source.plugin, &other)),
-            // The plugin cannot make sense of this one delivery: it is set
-            // aside, visibly, and the others go on.
+        match handled {
+            Ok(Answer::Records(records)) => Ok(Some(records)),
+            Ok(other) => Err(unexpected(&pipeline.source.plugin, &other)),
             Err(GaveUp::Stopped(CallError::Plugin { error, .. }))
                 if error.kind == FailureKind::Fatal =>
             {
@@ -293,16 +342,12 @@ impl Runner {
                     .transact(move |conn| Ok::<_, DbError>(inbox::finish(conn, id, Some(&reason))?))
                     .await
                     .map_err(|e| RunEnd::Exhausted(e.to_string()))?;
-                return Ok(true);
+                Ok(None)
             }
-            Err(GaveUp::Exhausted(e)) => return Err(RunEnd::Exhausted(format!("{what}: {e}"))),
-            Err(GaveUp::Interrupted) => return Err(RunEnd::Interrupted),
-            Err(GaveUp::Stopped(e)) => return Err(RunEnd::Stopped(format!("{what}: {e}"))),
-        };
-        let delivered = self.flow(pipeline, &stages, records, stop).await?;
-        self.commit(pipeline, run_id, None, Some(delivery.id), delivered)
-            .await?;
-        Ok(true)
+            Err(GaveUp::Exhausted(e)) => Err(RunEnd::Exhausted(format!("{what}: {e}"))),
+            Err(GaveUp::Interrupted) => Err(RunEnd::Interrupted),
+            Err(GaveUp::Stopped(e)) => Err(RunEnd::Stopped(format!("{what}: {e}"))),
+        }
     }
 
     /// The pipeline's configuration and its stages, callable now.
@@ -475,15 +520,15 @@ impl Runner {
         })
     }
 
-    /// Commits what a page or a delivery did, in one transaction: its dead
-    /// letters and counts, and the new checkpoint or the delivery marked
-    /// done.
+    /// Commits what a page or a batch of deliveries did, in one
+    /// transaction: its dead letters and counts, and the new checkpoint or
+    /// the deliveries marked done.
     async fn commit(
         &self,
         pipeline: &PipelineConfig,
         run_id: i64,
         checkpoint: Option<String>,
-        delivery: Option<i64>,
+        deliveries: Vec<i64>,
         delivered: Delivered,
     ) -> Result<(), RunEnd> {
         let name = self.name.clone();
@@ -498,7 +543,7 @@ impl Runner {
             }
             history::count(conn, run_id, counts.read, counts.written, counts.rejected)
                 .map_err(|e| e.to_string())?;
-            if let Some(id) = delivery {
+            for &id in &deliveries {
                 inbox::finish(conn, id, None).map_err(|e| e.to_string())?;
             }
             let cutoff = humantime::format_rfc3339_micros(

@@ -4,7 +4,7 @@
 //! restart) is recognised and not processed twice. Processed deliveries stay
 //! (for deduplication) until their retention is over.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::bindings::IncomingRequest;
 
@@ -45,28 +45,29 @@ pub fn insert(
     Ok(inserted == 1)
 }
 
-/// The oldest delivery of `pipeline` not yet processed.
-pub fn next_pending(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<Delivery>> {
-    conn.query_row(
+/// The oldest deliveries of `pipeline` not yet processed, at most `limit`,
+/// oldest first.
+pub fn pending(conn: &Connection, pipeline: &str, limit: usize) -> rusqlite::Result<Vec<Delivery>> {
+    let mut statement = conn.prepare_cached(
         "SELECT id, delivery_id, method, path, query, headers, body FROM webhook_inbox
-         WHERE pipeline = ?1 AND state = 'pending' ORDER BY id LIMIT 1",
-        params![pipeline],
-        |row| {
-            let headers: String = row.get(5)?;
-            Ok(Delivery {
-                id: row.get(0)?,
-                delivery_id: row.get(1)?,
-                request: IncomingRequest {
-                    method: row.get(2)?,
-                    path: row.get(3)?,
-                    query: row.get(4)?,
-                    headers: serde_json::from_str(&headers).unwrap_or_default(),
-                    body: row.get(6)?,
-                },
-            })
-        },
-    )
-    .optional()
+         WHERE pipeline = ?1 AND state = 'pending' ORDER BY id LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map(params![pipeline, limit], |row| {
+        let headers: String = row.get(5)?;
+        Ok(Delivery {
+            id: row.get(0)?,
+            delivery_id: row.get(1)?,
+            request: IncomingRequest {
+                method: row.get(2)?,
+                path: row.get(3)?,
+                query: row.get(4)?,
+                headers: serde_json::from_str(&headers).unwrap_or_default(),
+                body: row.get(6)?,
+            },
+        })
+    })?;
+    rows.collect()
 }
 
 /// Marks a delivery processed (`done`) or given up on (`failed`, with why).
@@ -89,4 +90,56 @@ pub fn expire(conn: &Connection, pipeline: &str, cutoff: &str) -> rusqlite::Resu
         "DELETE FROM webhook_inbox WHERE pipeline = ?1 AND state != 'pending' AND received_at < ?2",
         params![pipeline, cutoff],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: &str) -> IncomingRequest {
+        IncomingRequest {
+            method: "POST".into(),
+            path: "/hooks/crm".into(),
+            query: String::new(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn pending_deliveries_come_oldest_first_up_to_the_limit_and_only_the_pipelines_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        for (pipeline, id) in [("p", "a"), ("q", "x"), ("p", "b"), ("p", "c")] {
+            assert!(insert(&conn, pipeline, id, &request(id)).unwrap());
+        }
+        assert!(
+            !insert(&conn, "p", "a", &request("again")).unwrap(),
+            "a redelivery is recognised"
+        );
+        let ids = |limit| {
+            pending(&conn, "p", limit)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.delivery_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(2), ["a", "b"]);
+        assert_eq!(ids(100), ["a", "b", "c"]);
+
+        let oldest = pending(&conn, "p", 1).unwrap().remove(0);
+        assert_eq!(
+            oldest.request.body, b"a",
+            "the first body stored, not the redelivery"
+        );
+        assert_eq!(oldest.request.headers, request("a").headers);
+        finish(&conn, oldest.id, None).unwrap();
+        let next = pending(&conn, "p", 1).unwrap().remove(0);
+        finish(&conn, next.id, Some("cannot parse it")).unwrap();
+        assert_eq!(
+            ids(100),
+            ["c"],
+            "done and set-aside deliveries are not pending"
+        );
+    }
 }
