@@ -34,6 +34,10 @@ const DELIVERIES_PER_BATCH: usize = 100;
 /// A batch of deliveries takes no more once it holds this many records.
 const RECORDS_PER_BATCH: usize = 1000;
 
+/// ... nor once their bodies add up to this many bytes (a body may be up to
+/// its trigger's `max-body-bytes`, 1 MiB by default).
+const BYTES_PER_BATCH: usize = 8 << 20;
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEnd {
@@ -264,7 +268,12 @@ impl Runner {
         let pending = self
             .db
             .transact(move |conn| {
-                Ok::<_, DbError>(inbox::pending(conn, &name, DELIVERIES_PER_BATCH)?)
+                Ok::<_, DbError>(inbox::pending(
+                    conn,
+                    &name,
+                    DELIVERIES_PER_BATCH,
+                    BYTES_PER_BATCH,
+                )?)
             })
             .await
             .map_err(|e| RunEnd::Exhausted(format!("cannot read the webhook inbox: {e}")))?;

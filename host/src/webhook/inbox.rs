@@ -45,9 +45,16 @@ pub fn insert(
     Ok(inserted == 1)
 }
 
-/// The oldest deliveries of `pipeline` not yet processed, at most `limit`,
-/// oldest first.
-pub fn pending(conn: &Connection, pipeline: &str, limit: usize) -> rusqlite::Result<Vec<Delivery>> {
+/// The oldest deliveries of `pipeline` not yet processed, oldest first: at
+/// most `limit`, and no more once their bodies add up to `max_bytes` (the
+/// oldest is always taken), so a burst of large bodies is not all loaded at
+/// once.
+pub fn pending(
+    conn: &Connection,
+    pipeline: &str,
+    limit: usize,
+    max_bytes: usize,
+) -> rusqlite::Result<Vec<Delivery>> {
     let mut statement = conn.prepare_cached(
         "SELECT id, delivery_id, method, path, query, headers, body FROM webhook_inbox
          WHERE pipeline = ?1 AND state = 'pending' ORDER BY id LIMIT ?2",
@@ -67,7 +74,18 @@ pub fn pending(conn: &Connection, pipeline: &str, limit: usize) -> rusqlite::Res
             },
         })
     })?;
-    rows.collect()
+    let mut taken = Vec::new();
+    let mut bytes = 0;
+    // Rows are read one by one: the bodies left over are never loaded.
+    for row in rows {
+        let delivery = row?;
+        bytes += delivery.request.body.len();
+        taken.push(delivery);
+        if bytes >= max_bytes {
+            break;
+        }
+    }
+    Ok(taken)
 }
 
 /// Marks a delivery processed (`done`) or given up on (`failed`, with why).
@@ -118,7 +136,7 @@ mod tests {
             "a redelivery is recognised"
         );
         let ids = |limit| {
-            pending(&conn, "p", limit)
+            pending(&conn, "p", limit, usize::MAX)
                 .unwrap()
                 .into_iter()
                 .map(|d| d.delivery_id)
@@ -126,15 +144,18 @@ mod tests {
         };
         assert_eq!(ids(2), ["a", "b"]);
         assert_eq!(ids(100), ["a", "b", "c"]);
+        let within = |max_bytes| pending(&conn, "p", 100, max_bytes).unwrap().len();
+        assert_eq!(within(0), 1, "the oldest is always taken");
+        assert_eq!(within(2), 2, "no more once the bodies reach the budget");
 
-        let oldest = pending(&conn, "p", 1).unwrap().remove(0);
+        let oldest = pending(&conn, "p", 1, usize::MAX).unwrap().remove(0);
         assert_eq!(
             oldest.request.body, b"a",
             "the first body stored, not the redelivery"
         );
         assert_eq!(oldest.request.headers, request("a").headers);
         finish(&conn, oldest.id, None).unwrap();
-        let next = pending(&conn, "p", 1).unwrap().remove(0);
+        let next = pending(&conn, "p", 1, usize::MAX).unwrap().remove(0);
         finish(&conn, next.id, Some("cannot parse it")).unwrap();
         assert_eq!(
             ids(100),
