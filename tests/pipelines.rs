@@ -779,6 +779,8 @@ fn deliveries_waiting_together_reach_the_sink_in_one_write_and_one_it_cannot_par
     wait_until("the runs recorded", Duration::from_secs(10), || {
         (webhook_runs_read(&w) == 30).then_some(())
     });
+    // The log is read by another thread: wait for the line, then check it.
+    host.wait_for_log("the delivery is set aside", 10);
     let logs = host.logs();
     assert!(
         logs.lines()
