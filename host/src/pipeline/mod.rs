@@ -342,11 +342,9 @@ async fn sleep_until(at: Option<Instant>) {
 
 async fn has_pending(db: &WriterHandle, pipeline: &str) -> bool {
     let name = pipeline.to_string();
-    db.transact(move |conn| {
-        Ok::<_, DbError>(!crate::webhook::inbox::pending(conn, &name, 1, 0)?.is_empty())
-    })
-    .await
-    .unwrap_or(false)
+    db.transact(move |conn| Ok::<_, DbError>(crate::webhook::inbox::has_pending(conn, &name)?))
+        .await
+        .unwrap_or(false)
 }
 
 async fn run(runner: &Runner, trigger: &str, stop: &Stop) -> RunEnd {

@@ -88,6 +88,15 @@ pub fn pending(
     Ok(taken)
 }
 
+/// Whether `pipeline` has a delivery not yet processed (nothing loaded).
+pub fn has_pending(conn: &Connection, pipeline: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM webhook_inbox WHERE pipeline = ?1 AND state = 'pending')",
+        params![pipeline],
+        |row| row.get(0),
+    )
+}
+
 /// Marks a delivery processed (`done`) or given up on (`failed`, with why).
 pub fn finish(conn: &Connection, id: i64, error: Option<&str>) -> rusqlite::Result<()> {
     conn.execute(
@@ -161,6 +170,15 @@ mod tests {
             ids(100),
             ["c"],
             "done and set-aside deliveries are not pending"
+        );
+        assert!(has_pending(&conn, "p").unwrap());
+        assert!(!has_pending(&conn, "none").unwrap());
+        let last = pending(&conn, "p", 1, usize::MAX).unwrap().remove(0);
+        finish(&conn, last.id, None).unwrap();
+        assert!(!has_pending(&conn, "p").unwrap(), "every delivery is done");
+        assert!(
+            has_pending(&conn, "q").unwrap(),
+            "another pipeline's is its own"
         );
     }
 }
