@@ -117,9 +117,11 @@ license = "Apache-2.0"
 publish = false
 
 [dependencies]
-{dependencies}"#,
+{dependencies}
+{features}"#,
         version = env!("CARGO_PKG_VERSION"),
         dependencies = SDK_DEPENDENCIES,
+        features = SDK_FEATURES,
     )
 }
 
@@ -128,6 +130,15 @@ publish = false
 const SDK_DEPENDENCIES: &str = r#"serde = { version = "1", features = ["derive"] }
 serde_json = "1"
 wit-bindgen = { version = "0.46", default-features = false, features = ["macros", "realloc", "std"] }
+"#;
+
+/// The SDK's features, as sdk/Cargo.toml declares them (the same unit test
+/// keeps the two the same).
+const SDK_FEATURES: &str = r#"[features]
+default = ["allocator"]
+# The SDK's size-class allocator as the plugin's `#[global_allocator]` (wasm
+# builds only). Turn it off to bring your own.
+allocator = []
 "#;
 
 /// The versions the example plugins build with, for the new crate's lock file.
@@ -321,6 +332,12 @@ mod tests {
                 "{name}: the vendored SDK's version differs from the workspace's"
             );
         }
+        let features: toml::Table = toml::from_str(SDK_FEATURES).expect("SDK_FEATURES");
+        assert_eq!(
+            features.get("features"),
+            sdk.get("features"),
+            "the vendored SDK's features differ from sdk/Cargo.toml's"
+        );
         let names: Vec<&str> = embedded::SDK_FILES.iter().map(|(p, _)| *p).collect();
         for expected in [
             "causeway-sdk/src/lib.rs",

@@ -25,6 +25,8 @@ extern crate self as causeway_sdk;
 
 #[doc(hidden)]
 pub mod adapters;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod allocator;
 pub mod bindings;
 pub mod http;
 pub mod log;
@@ -38,6 +40,16 @@ pub use wit_bindgen as __wit_bindgen;
 pub use bindings::source::causeway::plugin::types::{
     IncomingRequest, Op, Page, PluginError, RateLimit, Record, StreamInfo, WriteOutcome,
 };
+
+// The SDK's allocator serves the many small blocks a batch needs (one per
+// string lowered into the guest) from free lists: docs/performance.md §1.
+#[cfg(all(
+    feature = "allocator",
+    target_arch = "wasm32",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: allocator::SizeClasses = allocator::SizeClasses::new();
 
 /// The version of the `causeway:plugin` WIT package this SDK implements; the
 /// [`plugin!`] macro stamps it into every plugin's manifest.

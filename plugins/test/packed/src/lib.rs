@@ -46,6 +46,10 @@ mod component {
 
     wit_bindgen::generate!({ path: "wit", world: "packed-transform" });
 
+    // Linked for its global allocator, which every SDK plugin gets: the
+    // contracts compare with the same allocator on both sides.
+    use causeway_sdk as _;
+
     /// The batch `keep` was given, for `map-kept`.
     static KEPT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
