@@ -69,13 +69,12 @@ impl Bench {
 
     /// The built plugin `crate_name`, compiled and evaluated against `grants`.
     pub fn install(&self, crate_name: &str, grants: &Grants) -> Installed {
-        let plugin = Plugin::load(
+        install(
             &self.runtime.engine,
             &self.runtime.linker,
-            &super::support::built(crate_name),
+            crate_name,
+            grants,
         )
-        .unwrap_or_else(|e| panic!("load {crate_name}: {e}"));
-        Installed::new(plugin, grants, Limits::default())
     }
 
     /// A call context for `installed` with an empty configuration.
@@ -107,6 +106,43 @@ impl Bench {
             })
         })
     }
+}
+
+/// The production engine with one thing taken out, its deadline checks (no
+/// epoch interruption: nothing could stop a guest that never returns), and a
+/// linker for it. Not a way to run plugins: a yardstick for what the checks
+/// cost the guest's code (docs/performance.md §1).
+pub struct WithoutDeadlines {
+    pub engine: wasmtime::Engine,
+    pub linker: wasmtime::component::Linker<causeway::sandbox::StoreState>,
+}
+
+impl WithoutDeadlines {
+    pub fn new() -> WithoutDeadlines {
+        let mut config = causeway::engine::config(&Default::default());
+        config.epoch_interruption(false);
+        let engine = wasmtime::Engine::new(&config).expect("the engine without deadlines");
+        let linker = causeway::caps::linker(&engine).expect("its linker");
+        WithoutDeadlines { engine, linker }
+    }
+
+    /// The built plugin `crate_name`, compiled for this engine.
+    pub fn install(&self, crate_name: &str, grants: &Grants) -> Installed {
+        install(&self.engine, &self.linker, crate_name, grants)
+    }
+}
+
+/// The built plugin `crate_name`, compiled for `engine` and evaluated
+/// against `grants`.
+fn install(
+    engine: &wasmtime::Engine,
+    linker: &wasmtime::component::Linker<causeway::sandbox::StoreState>,
+    crate_name: &str,
+    grants: &Grants,
+) -> Installed {
+    let plugin = Plugin::load(engine, linker, &super::support::built(crate_name))
+        .unwrap_or_else(|e| panic!("load {crate_name}: {e}"));
+    Installed::new(plugin, grants, Limits::default())
 }
 
 /// `n` CRM contacts as the host holds them, the input of the transform benchmarks.

@@ -5,7 +5,9 @@
 //! holds them, JSON text inside. Batches of 1, 100 and 1000. Beside them,
 //! the boundary alone: the same records through a transform that answers
 //! its batch unchanged (`test-echo`, warm), lowered into the guest and
-//! lifted back, no mapping in between. Last, the ratios to native paired
+//! lifted back, no mapping in between; and the warm call on an engine
+//! without deadline checks (`wasm-warm-no-deadlines`, a yardstick, not a way
+//! to run plugins): what the checks cost. Last, the ratios to native paired
 //! round by round (`common::paired`), which the machine's drift between
 //! criterion's rows does not move.
 //!
@@ -26,6 +28,7 @@ use causeway::registry::Installed;
 use causeway::sandbox::CallContext;
 use common::{Bench, as_sdk, contacts};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use wasmtime::Engine;
 
 fn transform(c: &mut Criterion) {
     let bench = Bench::new(None);
@@ -33,6 +36,10 @@ fn transform(c: &mut Criterion) {
     let context = bench.context(&installed);
     let echo = bench.install("test-echo", &Grants::default());
     let echo_context = bench.context(&echo);
+    // The same plugin on an engine without deadline checks: what they cost.
+    let unchecked = common::WithoutDeadlines::new();
+    let unchecked_installed = unchecked.install("map-fullname", &Grants::default());
+    let unchecked_context = bench.context(&unchecked_installed);
     let (runtime, tokio) = (&bench.runtime, &bench.tokio);
 
     let mut group = c.benchmark_group("transform");
@@ -82,6 +89,19 @@ fn transform(c: &mut Criterion) {
                 )
             })
         });
+        group.bench_with_input(
+            BenchmarkId::new("wasm-warm-no-deadlines", size),
+            &input,
+            |b, batch| {
+                bench.iter_async(b, || {
+                    unchecked_installed.call_warm(
+                        &unchecked.engine,
+                        Operation::Transform(batch.clone()),
+                        &unchecked_context,
+                    )
+                })
+            },
+        );
         group.bench_with_input(BenchmarkId::new("boundary", size), &input, |b, batch| {
             bench.iter_async(b, || async {
                 let answer = echo
@@ -117,27 +137,29 @@ fn transform(c: &mut Criterion) {
             }
             started.elapsed()
         };
-        let warm = |installed: &Installed, context: &CallContext| {
+        let warm = |engine: &Engine, installed: &Installed, context: &CallContext| {
             tokio.block_on(async {
                 let started = Instant::now();
                 for _ in 0..block {
                     let answer = installed
-                        .call_warm(
-                            &runtime.engine,
-                            Operation::Transform(input.clone()),
-                            context,
-                        )
+                        .call_warm(engine, Operation::Transform(input.clone()), context)
                         .await;
                     assert!(matches!(&answer, Ok(Answer::Records(r)) if r.len() == size));
                 }
                 started.elapsed()
             })
         };
-        for (row, plugin, context) in [
-            ("wasm-warm", &installed, &context),
-            ("boundary", &echo, &echo_context),
+        for (row, engine, plugin, context) in [
+            ("wasm-warm", &runtime.engine, &installed, &context),
+            (
+                "wasm-warm-no-deadlines",
+                &unchecked.engine,
+                &unchecked_installed,
+                &unchecked_context,
+            ),
+            ("boundary", &runtime.engine, &echo, &echo_context),
         ] {
-            let ratio = common::paired(PAIRED_ROUNDS, native, || warm(plugin, context));
+            let ratio = common::paired(PAIRED_ROUNDS, native, || warm(engine, plugin, context));
             common::print_ratio(
                 &format!(
                     "transform/{row} ÷ native, batches of {size}, paired ({PAIRED_ROUNDS} rounds of {block} calls)"

@@ -76,6 +76,16 @@ mod slot {
 /// Builds the engine: component model, epoch interruption for deadlines,
 /// and the allocator `settings` choose.
 pub fn new_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
+    if settings.pooling {
+        // A quarter of the slots at most wait idle for a pipeline stage.
+        crate::warm::set_idle_budget(settings.max_instances.max(1) as usize / 4);
+    }
+    Engine::new(&config(settings))
+}
+
+/// The engine's configuration, for [`new_engine`] (and for benchmarks that
+/// measure what one of its settings costs).
+pub fn config(settings: &EngineSettings) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
@@ -105,10 +115,8 @@ pub fn new_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
                 .table_keep_resident(slot::TABLE_KEEP_RESIDENT);
         }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        // A quarter of the slots at most wait idle for a pipeline stage.
-        crate::warm::set_idle_budget(n as usize / 4);
     }
-    Engine::new(&config)
+    config
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
