@@ -40,8 +40,12 @@ struct State {
     end: *mut u8,
 }
 
-/// The allocator the SDK installs in wasm builds.
-pub struct SizeClasses(UnsafeCell<State>);
+/// The allocator the SDK installs in wasm builds, over a `backing`
+/// allocator (the system's: dlmalloc) for chunks and large blocks.
+pub struct SizeClasses<B = System> {
+    state: UnsafeCell<State>,
+    backing: B,
+}
 
 // SAFETY: without the atomics feature a wasm module has no threads: no two
 // calls into the allocator can overlap.
@@ -49,19 +53,29 @@ pub struct SizeClasses(UnsafeCell<State>);
 unsafe impl Sync for SizeClasses {}
 
 impl SizeClasses {
-    /// An allocator with nothing carved yet.
+    /// An allocator over the system's, with nothing carved yet.
     pub const fn new() -> SizeClasses {
-        SizeClasses(UnsafeCell::new(State {
-            free: [ptr::null_mut(); CLASSES],
-            next: ptr::null_mut(),
-            end: ptr::null_mut(),
-        }))
+        SizeClasses::over(System)
     }
 }
 
 impl Default for SizeClasses {
     fn default() -> Self {
         SizeClasses::new()
+    }
+}
+
+impl<B> SizeClasses<B> {
+    /// An allocator over `backing`, with nothing carved yet.
+    pub const fn over(backing: B) -> SizeClasses<B> {
+        SizeClasses {
+            state: UnsafeCell::new(State {
+                free: [ptr::null_mut(); CLASSES],
+                next: ptr::null_mut(),
+                end: ptr::null_mut(),
+            }),
+            backing,
+        }
     }
 }
 
@@ -83,24 +97,26 @@ fn class_size(class: usize) -> usize {
 
 impl State {
     #[inline]
-    unsafe fn alloc(&mut self, class: usize) -> *mut u8 {
+    unsafe fn alloc(&mut self, class: usize, backing: &impl GlobalAlloc) -> *mut u8 {
         let head = self.free[class];
         if !head.is_null() {
             // SAFETY: a freed block holds the next free block's address.
             self.free[class] = unsafe { head.cast::<*mut u8>().read() };
             return head;
         }
-        unsafe { self.carve(class) }
+        unsafe { self.carve(class, backing) }
     }
 
     #[cold]
-    unsafe fn carve(&mut self, class: usize) -> *mut u8 {
+    unsafe fn carve(&mut self, class: usize, backing: &impl GlobalAlloc) -> *mut u8 {
         let size = class_size(class);
         if (self.end as usize) - (self.next as usize) < size {
-            // SAFETY: CHUNK is non-zero and ALIGN a power of two.
-            let chunk = unsafe { System.alloc(Layout::from_size_align_unchecked(CHUNK, ALIGN)) };
+            // SAFETY: both sizes are non-zero and ALIGN a power of two.
+            let chunk = unsafe { backing.alloc(Layout::from_size_align_unchecked(CHUNK, ALIGN)) };
             if chunk.is_null() {
-                return chunk;
+                // Near the memory limit a whole chunk may not fit where this
+                // one block still does: it joins its class's list when freed.
+                return unsafe { backing.alloc(Layout::from_size_align_unchecked(size, ALIGN)) };
             }
             // The old chunk's tail (smaller than this block) is left unused.
             self.next = chunk;
@@ -119,13 +135,13 @@ impl State {
     }
 }
 
-unsafe impl GlobalAlloc for SizeClasses {
+unsafe impl<B: GlobalAlloc> GlobalAlloc for SizeClasses<B> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class(layout) {
             // SAFETY: single-threaded (see `Sync` above).
-            Some(c) => unsafe { (*self.0.get()).alloc(c) },
-            None => unsafe { System.alloc(layout) },
+            Some(c) => unsafe { (*self.state.get()).alloc(c, &self.backing) },
+            None => unsafe { self.backing.alloc(layout) },
         }
     }
 
@@ -139,15 +155,15 @@ unsafe impl GlobalAlloc for SizeClasses {
                 }
                 block
             }
-            None => unsafe { System.alloc_zeroed(layout) },
+            None => unsafe { self.backing.alloc_zeroed(layout) },
         }
     }
 
     #[inline]
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         match class(layout) {
-            Some(c) => unsafe { (*self.0.get()).free(block, c) },
-            None => unsafe { System.dealloc(block, layout) },
+            Some(c) => unsafe { (*self.state.get()).free(block, c) },
+            None => unsafe { self.backing.dealloc(block, layout) },
         }
     }
 
@@ -157,7 +173,7 @@ unsafe impl GlobalAlloc for SizeClasses {
         let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         match (class(layout), class(new)) {
             (Some(old), Some(c)) if old == c => block,
-            (None, None) => unsafe { System.realloc(block, layout, new_size) },
+            (None, None) => unsafe { self.backing.realloc(block, layout, new_size) },
             _ => {
                 let moved = unsafe { self.alloc(new) };
                 if !moved.is_null() {
@@ -229,6 +245,39 @@ mod tests {
                 assert_eq!(small.add(i).read(), i as u8, "byte {i}");
             }
             a.dealloc(small, layout(40, 1));
+        }
+    }
+
+    /// A backing allocator that refuses chunks (as dlmalloc does near the
+    /// plugin's memory limit) and records the sizes it gives.
+    struct Tight(std::cell::RefCell<Vec<usize>>);
+
+    unsafe impl GlobalAlloc for Tight {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if layout.size() >= CHUNK {
+                return ptr::null_mut();
+            }
+            self.0.borrow_mut().push(layout.size());
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(block, layout) }
+        }
+    }
+
+    #[test]
+    fn without_room_for_a_chunk_a_block_is_still_served_and_then_reused() {
+        let a = SizeClasses::over(Tight(Default::default()));
+        unsafe {
+            let block = a.alloc(layout(100, 8));
+            assert!(!block.is_null());
+            assert_eq!(block as usize % ALIGN, 0);
+            // The block is as large as its class: it may serve any request
+            // of the class once it is on the list.
+            assert_eq!(*a.backing.0.borrow(), [class_size(3)]);
+            a.dealloc(block, layout(100, 8));
+            assert_eq!(a.alloc(layout(128, 16)), block);
+            assert_eq!(a.backing.0.borrow().len(), 1);
         }
     }
 
