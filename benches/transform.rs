@@ -46,19 +46,24 @@ fn transform(c: &mut Criterion) {
     for size in [1usize, 100, 1000] {
         let input = contacts(size);
         let sdk_input = as_sdk(&input);
-        // Both sides produce the same records.
+        // Every side produces the same records.
         let native = map_fullname::map_batch(sdk_input.clone(), "subscribers").expect("native");
-        let wasm = match tokio
+        let mapped = |engine: &Engine, installed: &Installed, context: &CallContext| match tokio
             .block_on(installed.plugin.call_typed(
-                &runtime.engine,
+                engine,
                 Operation::Transform(input.clone()),
-                &context,
+                context,
             ))
             .expect("wasm")
         {
             Answer::Records(records) => records,
             _ => panic!("not records"),
         };
+        let wasm = mapped(&runtime.engine, &installed, &context);
+        assert_eq!(
+            mapped(&unchecked.engine, &unchecked_installed, &unchecked_context),
+            wasm
+        );
         assert_eq!(native.len(), wasm.len());
         assert!(
             native
