@@ -25,7 +25,15 @@ extern crate self as causeway_sdk;
 
 #[doc(hidden)]
 pub mod adapters;
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+// Unit-tested natively; installed only where the static below is.
+#[cfg_attr(
+    not(all(
+        feature = "allocator",
+        target_arch = "wasm32",
+        not(target_feature = "atomics")
+    )),
+    allow(dead_code)
+)]
 mod allocator;
 pub mod bindings;
 pub mod http;
