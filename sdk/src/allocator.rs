@@ -66,12 +66,6 @@ impl SizeClasses {
     }
 }
 
-impl Default for SizeClasses {
-    fn default() -> Self {
-        SizeClasses::new()
-    }
-}
-
 impl<B> SizeClasses<B> {
     /// An allocator over `backing`, with nothing carved yet.
     pub const fn over(backing: B) -> SizeClasses<B> {
