@@ -237,3 +237,49 @@ sinks = [{ plugin = "no-such-sink" }]
         "{messages:#?}"
     );
 }
+
+#[test]
+fn a_broken_plugin_file_is_reported_once_naming_the_file_once() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let file = scratch.write("broken.wasm", "not wasm");
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success, "check must fail");
+    let problem = "is not a WebAssembly file";
+    assert_eq!(
+        out.stdout.matches(problem).count(),
+        1,
+        "stdout:\n{}",
+        out.stdout
+    );
+    let line = format!("error: {}: {problem}\n", file.display());
+    assert!(out.stdout.contains(&line), "{line} in:\n{}", out.stdout);
+    // The listing says it; the log does not say it again.
+    assert!(!out.stderr.contains(problem), "stderr:\n{}", out.stderr);
+    assert!(out.stdout.contains("map-fullname"), "{}", out.stdout);
+}
+
+#[test]
+fn a_limit_no_plugin_could_run_under_is_refused_naming_file_line_and_key() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    std::fs::write(
+        scratch.path().join("grants.toml"),
+        "# security team\n[plugins.map-fullname]\nlimits = { memory-mb = 0 }\n",
+    )
+    .unwrap();
+    let error = first_error(&check(&scratch));
+    assert!(
+        error.starts_with("./grants.toml line 3: memory-mb = 0: must be from 1 to 4096"),
+        "{error}"
+    );
+    // Said once, even where the error passes through several layers.
+    let out = run(scratch.causeway().arg("grants"));
+    assert!(!out.success);
+    assert_eq!(
+        out.stderr.matches("memory-mb = 0").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+}

@@ -12,14 +12,21 @@ use crate::db::{DbError, WriterHandle};
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// The database failed or is gone; nothing was committed.
-    #[error("{0}")]
+    #[error(transparent)]
     Db(#[from] DbError),
     /// A query failed; nothing was committed.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// The caller's bookkeeping failed; nothing was committed.
     #[error("bookkeeping failed: {0}")]
     Bookkeeping(String),
+}
+
+// Not `#[from]`: the message already carries the error (see DbError).
+impl From<rusqlite::Error> for CheckpointError {
+    fn from(e: rusqlite::Error) -> Self {
+        CheckpointError::Sqlite(e)
+    }
 }
 
 /// The committed checkpoint of `stream` in `pipeline`, if any.

@@ -104,15 +104,113 @@ impl<'de> Deserialize<'de> for TextDuration {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LimitsConfig {
     /// Linear memory per instance, in MiB.
+    #[serde(default, deserialize_with = "range::memory_mb")]
     pub memory_mb: Option<u32>,
     /// Wall-clock time per call.
+    #[serde(default, deserialize_with = "range::call_timeout")]
     pub call_timeout: Option<TextDuration>,
     /// Elements one table may grow to.
+    #[serde(default, deserialize_with = "range::table_elements")]
     pub table_elements: Option<usize>,
     /// Core instances one call may create.
+    #[serde(default, deserialize_with = "range::instances")]
     pub instances: Option<usize>,
     /// Host resources (WASI streams, pollables, HTTP handles) one call may hold.
+    #[serde(default, deserialize_with = "range::resources")]
     pub resources: Option<usize>,
+}
+
+/// The values a limit may take. A limit no plugin could run under (zero
+/// memory, a call with no time) or one the engine cannot give (more than
+/// wasm32's 4 GiB, more than a pool slot holds) is refused where it is
+/// written, naming the key, rather than surfacing later as every call
+/// failing.
+mod range {
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    use super::TextDuration;
+
+    /// A 32-bit memory's whole address space.
+    pub const MEMORY_MB: RangeInclusive<u32> = 1..=4096;
+    /// Long enough for any one call; short enough that a deadline computed
+    /// from it cannot overflow.
+    pub const CALL_TIMEOUT: RangeInclusive<Duration> =
+        Duration::from_millis(1)..=Duration::from_secs(24 * 60 * 60);
+
+    fn within<'de, D, T>(
+        d: D,
+        key: &str,
+        range: RangeInclusive<T>,
+        why: &str,
+    ) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + PartialOrd + std::fmt::Display,
+    {
+        let value = T::deserialize(d)?;
+        if range.contains(&value) {
+            Ok(Some(value))
+        } else {
+            Err(D::Error::custom(format!(
+                "{key} = {value}: must be from {} to {} ({why})",
+                range.start(),
+                range.end()
+            )))
+        }
+    }
+
+    pub fn memory_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        within(
+            d,
+            "memory-mb",
+            MEMORY_MB,
+            "a plugin's memory is 32-bit: 4 GiB at most",
+        )
+    }
+
+    pub fn call_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TextDuration>, D::Error> {
+        let TextDuration(timeout) = TextDuration::deserialize(d)?;
+        if CALL_TIMEOUT.contains(&timeout) {
+            Ok(Some(TextDuration(timeout)))
+        } else {
+            Err(D::Error::custom(format!(
+                "call-timeout = {:?}: must be from 1ms to 24h",
+                humantime::format_duration(timeout).to_string()
+            )))
+        }
+    }
+
+    pub fn table_elements<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        let most = crate::engine::MAX_TABLE_ELEMENTS;
+        within(
+            d,
+            "table-elements",
+            1..=most,
+            "a pool slot's tables hold at most that many",
+        )
+    }
+
+    pub fn instances<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        let most = crate::engine::MAX_CORE_INSTANCES;
+        within(
+            d,
+            "instances",
+            1..=most,
+            "a pool slot holds at most that many core instances",
+        )
+    }
+
+    pub fn resources<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        match usize::deserialize(d)? {
+            0 => Err(D::Error::custom(
+                "resources = 0: must be at least 1 (a call holding none could not read its input)",
+            )),
+            n => Ok(Some(n)),
+        }
+    }
 }
 
 impl LimitsConfig {
@@ -395,6 +493,64 @@ mod tests {
         let err =
             parse_toml::<ConfigFile>("[limits]\ncall-timeout = \"soon\"\n", "c.toml").unwrap_err();
         assert!(err.to_string().contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn limits_no_call_could_run_under_are_refused_naming_key_and_line() {
+        for (text, expected) in [
+            ("memory-mb = 0", "memory-mb = 0: must be from 1 to 4096"),
+            (
+                "memory-mb = 5000",
+                "memory-mb = 5000: must be from 1 to 4096",
+            ),
+            (
+                "call-timeout = \"0s\"",
+                "call-timeout = \"0s\": must be from 1ms to 24h",
+            ),
+            (
+                "call-timeout = \"2days\"",
+                "call-timeout = \"2days\": must be from 1ms to 24h",
+            ),
+            (
+                "table-elements = 0",
+                "table-elements = 0: must be from 1 to 50000",
+            ),
+            (
+                "table-elements = 50001",
+                "table-elements = 50001: must be from 1 to 50000",
+            ),
+            ("instances = 0", "instances = 0: must be from 1 to 32"),
+            ("instances = 33", "instances = 33: must be from 1 to 32"),
+            ("resources = 0", "resources = 0: must be at least 1"),
+        ] {
+            let err =
+                parse_toml::<ConfigFile>(&format!("\n[limits]\n{text}\n"), "c.toml").unwrap_err();
+            assert_eq!(err.line, Some(3), "{text}: {err}");
+            assert!(err.message.contains(expected), "{text}: {err}");
+        }
+        for (text, expected) in [
+            (
+                "max-instances = 0",
+                "max-instances = 0: must be from 1 to 10000",
+            ),
+            (
+                "max-instances = 100000",
+                "max-instances = 100000: must be from 1 to 10000",
+            ),
+        ] {
+            let err =
+                parse_toml::<ConfigFile>(&format!("[engine]\n{text}\n"), "c.toml").unwrap_err();
+            assert_eq!(err.line, Some(2), "{text}: {err}");
+            assert!(err.message.contains(expected), "{text}: {err}");
+        }
+        // The bounds themselves are accepted.
+        let parsed: ConfigFile = parse_toml(
+            "[limits]\nmemory-mb = 4096\ncall-timeout = \"1ms\"\ntable-elements = 50000\ninstances = 32\nresources = 1\n[engine]\nmax-instances = 10000\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(parsed.limits.memory_mb, Some(4096));
+        assert_eq!(parsed.engine.max_instances, 10_000);
     }
 
     #[test]

@@ -179,13 +179,21 @@ pub enum DbError {
     },
     /// A query failed.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// The writer thread is gone.
     #[error("the database writer has stopped")]
     WriterGone,
     /// The transaction a job ran in did not commit.
     #[error("the database did not commit: {0}")]
     NotCommitted(String),
+}
+
+// Not `#[from]`: that would also make the error its source, and the
+// message, which already carries it, would print it twice.
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sqlite(e)
+    }
 }
 
 /// Delivers a job's answer once its transaction's fate is known.

@@ -16,10 +16,10 @@ use crate::secrets::Secrets;
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     /// A file is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     File(#[from] FileError),
     /// The database is unusable.
-    #[error("{0}")]
+    #[error(transparent)]
     Db(#[from] DbError),
     /// The engine could not be built.
     #[error("cannot start the WebAssembly engine: {0}")]
@@ -28,12 +28,12 @@ pub enum HostError {
     #[error("cannot open the audit trail: {0}")]
     AuditChain(String),
     /// The plugins folder cannot be read.
-    #[error("cannot read the plugins folder {path}: {source}")]
+    #[error("cannot read the plugins folder {path}: {error}")]
     PluginsDir {
         /// The folder.
         path: String,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -103,7 +103,7 @@ impl Host {
         )
         .map_err(|source| HostError::PluginsDir {
             path: self.config.plugins_dir.display().to_string(),
-            source,
+            error: source,
         })
     }
 

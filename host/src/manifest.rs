@@ -91,18 +91,26 @@ pub enum ManifestError {
     },
     /// The manifest text is not valid.
     #[error("manifest {0}")]
-    Invalid(#[from] FileError),
+    Invalid(FileError),
     /// The sidecar could not be read.
-    #[error("cannot read manifest sidecar {path}: {source}")]
+    #[error("cannot read manifest sidecar {path}: {error}")]
     Io {
         /// The sidecar path.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The component's sections could not be parsed.
     #[error("cannot read the component's custom sections: {0}")]
     Wasm(String),
+}
+
+// Not `#[from]`: the message already carries the error, and a source
+// would print it twice.
+impl From<FileError> for ManifestError {
+    fn from(e: FileError) -> Self {
+        ManifestError::Invalid(e)
+    }
 }
 
 /// Where a manifest was found.
@@ -148,7 +156,7 @@ impl Manifest {
                 let text =
                     std::fs::read_to_string(&sidecar_path).map_err(|source| ManifestError::Io {
                         path: sidecar_path.display().to_string(),
-                        source,
+                        error: source,
                     })?;
                 Ok((
                     Manifest::parse(&text, &sidecar_name)?,

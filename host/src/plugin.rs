@@ -62,7 +62,7 @@ pub struct LoadError {
 pub enum Problem {
     /// The file cannot be read.
     #[error("cannot read: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// Not WebAssembly at all.
     #[error("is not a WebAssembly file")]
     NotWasm,
@@ -72,13 +72,13 @@ pub enum Problem {
     )]
     CoreModule,
     /// The manifest is missing or invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Manifest(#[from] ManifestError),
     /// The component does not compile.
     #[error("does not compile: {0}")]
     Compile(String),
     /// The component does not fit the contract.
-    #[error("{0}")]
+    #[error(transparent)]
     Contract(#[from] ContractError),
     /// The component's imports cannot be satisfied by the host.
     #[error("cannot be linked: {0}")]
@@ -91,6 +91,14 @@ pub enum Problem {
         /// The other file.
         other: String,
     },
+}
+
+// Not `#[from]`: the message already carries the error, and a source
+// would print it twice.
+impl From<std::io::Error> for Problem {
+    fn from(e: std::io::Error) -> Self {
+        Problem::Io(e)
+    }
 }
 
 /// A compiled component and what it says about itself, before validation.

@@ -46,12 +46,12 @@ pub enum ScaffoldError {
     #[error("{0} already exists and is not empty: choose another --dir or name")]
     Exists(String),
     /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -285,7 +285,7 @@ pub fn create(
         let path = dir.join(&relative);
         let io = |source| ScaffoldError::Io {
             path: path.display().to_string(),
-            source,
+            error: source,
         };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;

@@ -79,16 +79,16 @@ impl Opts {
                 &json!({ "ok": errors == 0, "findings": findings, "plugins": plugins }),
             )?;
         } else {
+            // The plugins first, then every problem once (the findings
+            // include each plugin's), then the verdict.
             let mut out = String::new();
+            if !plugins.is_empty() {
+                out.push_str(&super::plugins::grid(&plugins));
+                out.push('\n');
+            }
             for finding in &findings {
                 out.push_str(&finding.text());
                 out.push('\n');
-            }
-            if !plugins.is_empty() {
-                if !out.is_empty() {
-                    out.push('\n');
-                }
-                out.push_str(&super::plugins::table(&plugins));
             }
             out.push_str(&match errors {
                 0 => "\ncheck: ok\n".to_string(),
@@ -119,12 +119,22 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
     let statuses = registry.statuses();
     for status in &statuses {
         match status.state {
-            PluginState::Failed => findings.push(Finding {
-                severity: "error",
-                file: status.file.display().to_string(),
-                line: None,
-                message: status.error.clone().unwrap_or_default(),
-            }),
+            PluginState::Failed => {
+                let file = status.file.display().to_string();
+                // The load error names its file; the finding names it once.
+                let error = status.error.as_deref().unwrap_or_default();
+                let message = error
+                    .strip_prefix(file.as_str())
+                    .and_then(|rest| rest.strip_prefix(": "))
+                    .unwrap_or(error)
+                    .to_string();
+                findings.push(Finding {
+                    severity: "error",
+                    file,
+                    line: None,
+                    message,
+                })
+            }
             PluginState::PendingApproval => findings.push(Finding {
                 severity: "warning",
                 file: status.file.display().to_string(),

@@ -46,6 +46,21 @@ impl Opts {
 
 /// The human table, with one `error:` line per plugin that is not active.
 pub fn table(statuses: &[PluginStatus]) -> String {
+    let mut out = grid(statuses);
+    for s in statuses.iter().filter(|s| s.error.is_some()) {
+        out.push_str(&format!(
+            "\nerror: {}",
+            s.error.as_deref().unwrap_or_default()
+        ));
+    }
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// The table alone: a row per plugin.
+pub fn grid(statuses: &[PluginStatus]) -> String {
     let rows: Vec<Vec<String>> = statuses
         .iter()
         .map(|s| {
@@ -69,17 +84,7 @@ pub fn table(statuses: &[PluginStatus]) -> String {
             ]
         })
         .collect();
-    let mut out = super::table::render(&["NAME", "VERSION", "WORLDS", "STATE", "DIGEST"], &rows);
-    for s in statuses.iter().filter(|s| s.error.is_some()) {
-        out.push_str(&format!(
-            "\nerror: {}",
-            s.error.as_deref().unwrap_or_default()
-        ));
-    }
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out
+    super::table::render(&["NAME", "VERSION", "WORLDS", "STATE", "DIGEST"], &rows)
 }
 
 /// `sha256:` and the first 12 hex digits: enough to tell versions apart.

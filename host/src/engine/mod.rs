@@ -14,6 +14,17 @@ pub mod cache;
 /// often a CPU-bound guest yields to the async runtime.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The most elements a plugin's table may be allowed (`table-elements`):
+/// what a pool slot's tables hold.
+pub const MAX_TABLE_ELEMENTS: usize = slot::TABLE_ELEMENTS;
+/// The most core instances a plugin's call may be allowed (`instances`):
+/// what a pool slot holds.
+pub const MAX_CORE_INSTANCES: usize = slot::CORE_INSTANCES as usize;
+/// The most instances `[engine] max-instances` may ask for: each pool slot
+/// reserves 4 GiB of address space, and 10,000 of them take 40 of the 128
+/// TiB a 64-bit Linux process has.
+pub const MAX_INSTANCES: u32 = 10_000;
+
 /// How instances are allocated: `[engine]` in causeway.toml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -24,7 +35,20 @@ pub struct EngineSettings {
     pub pooling: bool,
     /// How many plugin instances may be live at once (each call holds one):
     /// the pool's size. A call beyond it fails as busy and is retried.
+    #[serde(deserialize_with = "max_instances")]
     pub max_instances: u32,
+}
+
+/// `max-instances`, from 1 to [`MAX_INSTANCES`], refused where it is written.
+fn max_instances<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = <u32 as serde::Deserialize>::deserialize(d)?;
+    if (1..=MAX_INSTANCES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "max-instances = {n}: must be from 1 to {MAX_INSTANCES} (each instance slot reserves 4 GiB of address space)"
+        )))
+    }
 }
 
 impl Default for EngineSettings {

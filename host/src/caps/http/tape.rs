@@ -68,12 +68,12 @@ pub struct TapeAnswer {
 #[derive(Debug, thiserror::Error)]
 pub enum TapeError {
     /// The file cannot be read or written.
-    #[error("{file}: {source}")]
+    #[error("{file}: {error}")]
     Io {
         /// The fixtures file.
         file: String,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a list of exchanges.
     #[error("{file} is not a list of recorded HTTP exchanges: {message}")]
@@ -140,7 +140,7 @@ impl Tape {
             Err(source) => {
                 return Err(TapeError::Io {
                     file: file.display().to_string(),
-                    source,
+                    error: source,
                 });
             }
             Ok(bytes) => {
@@ -255,7 +255,7 @@ impl Tape {
         let state = self.lock();
         let io = |source| TapeError::Io {
             file: self.file.display().to_string(),
-            source,
+            error: source,
         };
         let text =
             serde_json::to_string_pretty(&state.exchanges).map_err(|e| TapeError::Invalid {
