@@ -439,6 +439,26 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
         3,
         "replayed upserts are idempotent"
     );
+
+    // Its runs by name; a name no pipeline has is an error, not an empty list.
+    let runs =
+        run_json(
+            w.scratch
+                .causeway()
+                .args(["runs", "--pipeline", "contacts-to-mailer", "--json"]),
+        );
+    assert!(runs.as_array().is_some_and(|r| !r.is_empty()), "{runs}");
+    let out = run(w
+        .scratch
+        .causeway()
+        .args(["runs", "--pipeline", "contacts-to-mailr"]));
+    assert!(!out.success, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("no pipeline named \"contacts-to-mailr\" in the configuration"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

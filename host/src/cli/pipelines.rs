@@ -151,6 +151,14 @@ impl RunsOpts {
             Some(conn) => history::runs(&conn, self.pipeline.as_deref(), self.limit)?,
             None => Vec::new(),
         };
+        // A removed pipeline's runs still show; a name that was never one
+        // (a typo) is said to be unknown, not shown as an empty history.
+        if let Some(name) = &self.pipeline {
+            anyhow::ensure!(
+                !runs.is_empty() || config.pipelines.contains_key(name),
+                "no pipeline named {name:?} in the configuration, and no runs recorded for one (see `causeway pipelines`)"
+            );
+        }
         if self.json {
             super::print_json(&runs)?;
             return Ok(ExitCode::SUCCESS);
