@@ -135,8 +135,8 @@ mod range {
 
     /// A 32-bit memory's whole address space.
     pub const MEMORY_MB: RangeInclusive<u32> = 1..=4096;
-    /// Long enough for any one call; short enough that a deadline computed
-    /// from it cannot overflow.
+    /// Long enough for any one call: one running for a day is stuck, and
+    /// holds an instance slot all that time.
     pub const CALL_TIMEOUT: RangeInclusive<Duration> =
         Duration::from_millis(1)..=Duration::from_secs(24 * 60 * 60);
 
@@ -162,6 +162,7 @@ mod range {
         }
     }
 
+    /// `memory-mb`: within [`MEMORY_MB`].
     pub fn memory_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
         within(
             d,
@@ -171,6 +172,7 @@ mod range {
         )
     }
 
+    /// `call-timeout`: within [`CALL_TIMEOUT`].
     pub fn call_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TextDuration>, D::Error> {
         let TextDuration(timeout) = TextDuration::deserialize(d)?;
         if CALL_TIMEOUT.contains(&timeout) {
@@ -183,6 +185,7 @@ mod range {
         }
     }
 
+    /// `table-elements`: at least one, at most a pool slot's tables hold.
     pub fn table_elements<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
         let most = crate::engine::MAX_TABLE_ELEMENTS;
         within(
@@ -193,6 +196,7 @@ mod range {
         )
     }
 
+    /// `instances`: at least one, at most a pool slot holds.
     pub fn instances<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
         let most = crate::engine::MAX_CORE_INSTANCES;
         within(
@@ -203,6 +207,7 @@ mod range {
         )
     }
 
+    /// `resources`: at least one.
     pub fn resources<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
         match usize::deserialize(d)? {
             0 => Err(D::Error::custom(
