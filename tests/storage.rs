@@ -104,6 +104,24 @@ fn written_keys_read_back_and_pipelines_never_share_a_namespace() {
         "{}",
         human.stdout
     );
+    // An installed plugin with nothing stored lists nothing; a name no
+    // plugin has is an error naming it.
+    let empty = run(scratch
+        .causeway()
+        .args(["storage", "test-kv", "--pipeline", "p2"]));
+    assert!(
+        empty.success && empty.stdout.contains("0 keys"),
+        "{}{}",
+        empty.stdout,
+        empty.stderr
+    );
+    let typo = run(scratch.causeway().args(["storage", "test-kb"]));
+    assert!(!typo.success, "{}", typo.stdout);
+    assert!(
+        typo.stderr.contains("no plugin named \"test-kb\""),
+        "{}",
+        typo.stderr
+    );
 
     // Writes are audited with their keys, never their values.
     let rows = audit_rows(&scratch.path().join("causeway-data"));

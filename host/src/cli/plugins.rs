@@ -24,13 +24,7 @@ impl Opts {
     /// Runs the command.
     pub fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
         let config = cli.config()?;
-        let statuses = match db::running_host_states(&config.database_file())? {
-            Some(rows) => rows.into_iter().map(PluginStatus::from_row).collect(),
-            None => Host::with_config(config.clone())?
-                .with_artifact_cache()
-                .registry()?
-                .statuses(),
-        };
+        let statuses = statuses(&config)?;
         if self.json {
             super::print_json(&statuses)?;
             return Ok(ExitCode::SUCCESS);
@@ -42,6 +36,18 @@ impl Opts {
         super::print(&table(&statuses))?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The installed plugins' states: a running host's, as it recorded them in
+/// the database, or else the plugins folder loaded against the grants here.
+pub fn statuses(config: &crate::config::Config) -> anyhow::Result<Vec<PluginStatus>> {
+    Ok(match db::running_host_states(&config.database_file())? {
+        Some(rows) => rows.into_iter().map(PluginStatus::from_row).collect(),
+        None => Host::with_config(config.clone())?
+            .with_artifact_cache()
+            .registry()?
+            .statuses(),
+    })
 }
 
 /// The human table, with one `error:` line per plugin that is not active.

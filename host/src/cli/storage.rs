@@ -36,6 +36,17 @@ impl Opts {
             Some(conn) => storage::list(&conn, &namespace, "")?,
             None => Vec::new(),
         };
+        // A removed plugin's keys still show; a name no plugin has, with
+        // nothing stored under it (a typo), is said to be unknown.
+        if keys.is_empty() {
+            let statuses = super::plugins::statuses(&config)?;
+            anyhow::ensure!(
+                statuses.iter().any(|s| s.name == self.plugin),
+                "no plugin named {:?} in {}, and nothing stored under that name (see `causeway plugins`)",
+                self.plugin,
+                config.plugins_dir.display()
+            );
+        }
         if self.json {
             let rows: Vec<_> = keys
                 .iter()
