@@ -125,7 +125,7 @@ pub struct LimitsConfig {
 /// wasm32's 4 GiB, more than a pool slot holds) is refused where it is
 /// written, naming the key, rather than surfacing later as every call
 /// failing.
-mod range {
+pub(crate) mod range {
     use std::ops::RangeInclusive;
     use std::time::Duration;
 
@@ -140,19 +140,20 @@ mod range {
     pub const CALL_TIMEOUT: RangeInclusive<Duration> =
         Duration::from_millis(1)..=Duration::from_secs(24 * 60 * 60);
 
-    fn within<'de, D, T>(
+    /// A number within `range`, or an error naming `key`, the range and why.
+    pub(crate) fn within<'de, D, T>(
         d: D,
         key: &str,
         range: RangeInclusive<T>,
         why: &str,
-    ) -> Result<Option<T>, D::Error>
+    ) -> Result<T, D::Error>
     where
         D: Deserializer<'de>,
         T: Deserialize<'de> + PartialOrd + std::fmt::Display,
     {
         let value = T::deserialize(d)?;
         if range.contains(&value) {
-            Ok(Some(value))
+            Ok(value)
         } else {
             Err(D::Error::custom(format!(
                 "{key} = {value}: must be from {} to {} ({why})",
@@ -170,6 +171,7 @@ mod range {
             MEMORY_MB,
             "a plugin's memory is 32-bit: 4 GiB at most",
         )
+        .map(Some)
     }
 
     /// `call-timeout`: within [`CALL_TIMEOUT`].
@@ -194,6 +196,7 @@ mod range {
             1..=most,
             "a pool slot's tables hold at most that many",
         )
+        .map(Some)
     }
 
     /// `instances`: at least one, at most a pool slot holds.
@@ -205,6 +208,7 @@ mod range {
             1..=most,
             "a pool slot holds at most that many core instances",
         )
+        .map(Some)
     }
 
     /// `resources`: at least one.

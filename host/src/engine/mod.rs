@@ -41,14 +41,12 @@ pub struct EngineSettings {
 
 /// `max-instances`, from 1 to [`MAX_INSTANCES`], refused where it is written.
 fn max_instances<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let n = <u32 as serde::Deserialize>::deserialize(d)?;
-    if (1..=MAX_INSTANCES).contains(&n) {
-        Ok(n)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "max-instances = {n}: must be from 1 to {MAX_INSTANCES} (each instance slot reserves 4 GiB of address space)"
-        )))
-    }
+    crate::config::range::within(
+        d,
+        "max-instances",
+        1..=MAX_INSTANCES,
+        "each instance slot reserves 4 GiB of address space",
+    )
 }
 
 impl Default for EngineSettings {
