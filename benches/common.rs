@@ -140,7 +140,9 @@ fn install(
     crate_name: &str,
     grants: &Grants,
 ) -> Installed {
-    let plugin = Plugin::load(engine, linker, &super::support::built(crate_name))
+    let path = super::support::built(crate_name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {crate_name}: {e}"));
+    let plugin = Plugin::from_bytes(engine, linker, None, &path, &bytes)
         .unwrap_or_else(|e| panic!("load {crate_name}: {e}"));
     Installed::new(plugin, grants, Limits::default())
 }

@@ -283,3 +283,45 @@ fn a_limit_no_plugin_could_run_under_is_refused_naming_file_line_and_key() {
         out.stderr
     );
 }
+
+#[test]
+fn a_plugin_file_over_the_size_limit_is_refused_unread_naming_its_size_and_the_setting() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    // Sparse: 65 MiB long, nothing on disk. Read, it would be zeros: not wasm.
+    let huge = scratch.plugins().join("huge.wasm");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    let refused = "is 65.0 MiB, over the 64 MiB a plugin file may be: not read (raise `max-plugin-mb` under `[engine]` in causeway.toml to load it)";
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success, "check must fail");
+    let line = format!("error: {}: {refused}\n", huge.display());
+    assert!(out.stdout.contains(&line), "{line} in:\n{}", out.stdout);
+    assert!(out.stdout.contains("map-fullname"), "{}", out.stdout);
+    let out = run(scratch.causeway().args(["inspect"]).arg(&huge));
+    assert!(!out.success);
+    assert!(out.stderr.contains(refused), "{}", out.stderr);
+
+    // Raised, the limit lets the file be read (and found not to be wasm);
+    // lowered below a real plugin's size, it refuses that one.
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "[engine]\nmax-plugin-mb = 66\n",
+    )
+    .unwrap();
+    let out = run(scratch.causeway().args(["inspect"]).arg(&huge));
+    assert!(
+        out.stderr.contains("is not a WebAssembly file"),
+        "{}",
+        out.stderr
+    );
+    let out = run(scratch.causeway().arg("check"));
+    assert!(
+        out.stdout.contains("huge.wasm: is not a WebAssembly file"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("over the"), "{}", out.stdout);
+}

@@ -546,6 +546,14 @@ mod tests {
                 "max-instances = 100000",
                 "max-instances = 100000: must be from 1 to 10000",
             ),
+            (
+                "max-plugin-mb = 0",
+                "max-plugin-mb = 0: must be from 1 to 4096",
+            ),
+            (
+                "max-plugin-mb = 4097",
+                "max-plugin-mb = 4097: must be from 1 to 4096",
+            ),
         ] {
             let err =
                 parse_toml::<ConfigFile>(&format!("[engine]\n{text}\n"), "c.toml").unwrap_err();
@@ -554,12 +562,13 @@ mod tests {
         }
         // The bounds themselves are accepted.
         let parsed: ConfigFile = parse_toml(
-            "[limits]\nmemory-mb = 4096\ncall-timeout = \"1ms\"\ntable-elements = 50000\ninstances = 32\nresources = 1\n[engine]\nmax-instances = 10000\n",
+            "[limits]\nmemory-mb = 4096\ncall-timeout = \"1ms\"\ntable-elements = 50000\ninstances = 32\nresources = 1\n[engine]\nmax-instances = 10000\nmax-plugin-mb = 4096\n",
             "c.toml",
         )
         .unwrap();
         assert_eq!(parsed.limits.memory_mb, Some(4096));
         assert_eq!(parsed.engine.max_instances, 10_000);
+        assert_eq!(parsed.engine.max_plugin_bytes(), 4 << 30);
     }
 
     #[test]
@@ -582,7 +591,8 @@ mod tests {
             config.engine,
             EngineSettings {
                 pooling: true,
-                max_instances: 8
+                max_instances: 8,
+                max_plugin_mb: 64,
             }
         );
         assert!(

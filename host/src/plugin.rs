@@ -83,6 +83,18 @@ pub enum Problem {
     /// The component's imports cannot be satisfied by the host.
     #[error("cannot be linked: {0}")]
     Link(String),
+    /// Larger than the host reads (`[engine] max-plugin-mb`).
+    #[error(
+        "is {} MiB, over the {} MiB a plugin file may be: not read (raise `max-plugin-mb` under `[engine]` in causeway.toml to load it)",
+        mib(*.size),
+        .max >> 20
+    )]
+    TooLarge {
+        /// The file's size in bytes (as far as it was read).
+        size: u64,
+        /// The most a plugin file may be, in bytes (a whole number of MiB).
+        max: u64,
+    },
     /// Another file already provides a plugin of this name.
     #[error("declares plugin name {name:?}, already provided by {other}")]
     DuplicateName {
@@ -111,14 +123,42 @@ pub struct Inspection {
     pub worlds_error: Option<ContractError>,
 }
 
+/// Bytes in MiB, to one decimal place, for messages.
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / f64::from(1 << 20))
+}
+
+/// The contents of the plugin file at `path`, or [`Problem::TooLarge`]
+/// without reading it when it is over `max` bytes. Read through a bound, so
+/// a file that grows after its size was checked is refused all the same.
+pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let fail = |problem: Problem| LoadError {
+        file: path.to_path_buf(),
+        problem,
+    };
+    let file = std::fs::File::open(path).map_err(|e| fail(e.into()))?;
+    let size = file.metadata().map_err(|e| fail(e.into()))?.len();
+    if size > max {
+        return Err(fail(Problem::TooLarge { size, max }));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.into()))?;
+    let read = bytes.len() as u64;
+    if read > max {
+        return Err(fail(Problem::TooLarge { size: read, max }));
+    }
+    Ok(bytes)
+}
+
 /// Reads, digests and compiles a plugin file, and reads its manifest, worlds,
 /// imports and exports. Contract problems other than "no world" are left to
-/// [`Plugin::load`]: an inspection shows a reviewer what the file asks for.
-pub fn inspect(engine: &Engine, path: &Path) -> Result<Inspection, LoadError> {
-    let bytes = std::fs::read(path).map_err(|e| LoadError {
-        file: path.to_path_buf(),
-        problem: e.into(),
-    })?;
+/// [`Plugin::from_bytes`]: an inspection shows a reviewer what the file asks for.
+/// A file over `max_bytes` is refused unread.
+pub fn inspect(engine: &Engine, path: &Path, max_bytes: u64) -> Result<Inspection, LoadError> {
+    let bytes = read_file(path, max_bytes)?;
     inspect_bytes(engine, None, path, &bytes)
 }
 
@@ -248,19 +288,6 @@ impl Plugin {
         Ok((store, instance))
     }
 
-    /// Inspects, validates and links the plugin at `path`.
-    pub fn load(
-        engine: &Engine,
-        linker: &Linker<StoreState>,
-        path: &Path,
-    ) -> Result<Plugin, LoadError> {
-        let bytes = std::fs::read(path).map_err(|e| LoadError {
-            file: path.to_path_buf(),
-            problem: e.into(),
-        })?;
-        Plugin::from_bytes(engine, linker, None, path, &bytes)
-    }
-
     /// [`Plugin::load`] for a file already read: `bytes` are the contents of
     /// `path`; compiled through `cache` if given.
     pub fn from_bytes(
@@ -306,5 +333,33 @@ impl Plugin {
             exports,
             stats: Arc::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_naming_it_and_one_within_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.wasm");
+        std::fs::write(&path, vec![7u8; (1 << 20) + 1]).unwrap();
+        let err = read_file(&path, 1 << 20).unwrap_err();
+        assert!(
+            matches!(err.problem, Problem::TooLarge { size, max } if size == (1 << 20) + 1 && max == 1 << 20),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: is 1.0 MiB, over the 1 MiB a plugin file may be: not read (raise `max-plugin-mb` under `[engine]` in causeway.toml to load it)",
+                path.display()
+            )
+        );
+        std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+        assert_eq!(read_file(&path, 1 << 20).unwrap().len(), 1 << 20);
+        let missing = read_file(&dir.path().join("none.wasm"), 1 << 20).unwrap_err();
+        assert!(matches!(missing.problem, Problem::Io(_)), "{missing:?}");
     }
 }

@@ -275,10 +275,11 @@ pub struct NamedFile {
 }
 
 /// The plugin file in `dir` whose manifest names `name`; only manifests are
-/// read, nothing is compiled.
-pub fn find_named(dir: &Path, name: &str) -> std::io::Result<Option<NamedFile>> {
+/// read, nothing is compiled. Files over `max_bytes` are passed over unread,
+/// as unreadable ones are.
+pub fn find_named(dir: &Path, name: &str, max_bytes: u64) -> std::io::Result<Option<NamedFile>> {
     for path in plugin_files(dir)? {
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Ok(bytes) = crate::plugin::read_file(&path, max_bytes) else {
             continue;
         };
         if let Ok((manifest, _)) = crate::manifest::Manifest::load(&path, &bytes)
@@ -373,13 +374,9 @@ impl Registry {
                     .extend(self.failures.iter().filter(|f| f.file == file).cloned());
                 continue;
             }
-            let bytes = match std::fs::read(&file) {
+            let bytes = match runtime.read_plugin(&file) {
                 Ok(bytes) => bytes,
-                Err(e) => {
-                    let error = LoadError {
-                        file: file.clone(),
-                        problem: e.into(),
-                    };
+                Err(error) => {
                     tracing::warn!("plugin not loaded: {error}");
                     next.failures.push(Arc::new(error));
                     continue;

@@ -233,7 +233,7 @@ fn approve(cli: &super::Cli, name: &str, mut input: ApproveInput) -> anyhow::Res
     // The file in the folder is what waits for approval (a held upgrade
     // included); only its manifest is read, nothing is compiled.
     let dir = &host.config.plugins_dir;
-    let found = crate::registry::find_named(dir, name)
+    let found = crate::registry::find_named(dir, name, host.runtime.max_plugin_bytes)
         .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?
         .with_context(|| {
             format!(

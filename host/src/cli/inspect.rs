@@ -24,9 +24,9 @@ pub struct Opts {
 
 impl Opts {
     /// Runs the command.
-    pub fn run(&self) -> anyhow::Result<ExitCode> {
-        let runtime = super::runtime()?;
-        let inspection = plugin::inspect(&runtime.engine, &self.file)?;
+    pub fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
+        let runtime = super::runtime(cli)?;
+        let inspection = plugin::inspect(&runtime.engine, &self.file, runtime.max_plugin_bytes)?;
         let problem = inspection
             .validate()
             .err()

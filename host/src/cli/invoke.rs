@@ -44,7 +44,11 @@ impl Opts {
     /// Runs the command.
     pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
         let host = cli.host()?.with_artifact_cache();
-        let file = super::plugin_path(&host.config.plugins_dir, &self.plugin)?;
+        let file = super::plugin_path(
+            &host.config.plugins_dir,
+            &self.plugin,
+            host.runtime.max_plugin_bytes,
+        )?;
         let plugin = host.runtime.load_plugin(&file)?;
         let installed = Installed::new(plugin, &host.grants, host.config.limits);
         let installed = installed.callable(&host.grants.file)?;

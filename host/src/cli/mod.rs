@@ -104,7 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Storage(opts) => opts.run(&cli),
         Command::Grants(opts) => opts.run(&cli).await,
         Command::Audit(opts) => opts.run(&cli).await,
-        Command::Inspect(opts) => opts.run(),
+        Command::Inspect(opts) => opts.run(&cli),
         Command::Invoke(opts) => opts.run(&cli).await,
         Command::Test(opts) => opts.run(&cli).await,
         Command::New(opts) => opts.run(),
@@ -147,13 +147,14 @@ fn read_database(config: &Config) -> anyhow::Result<Option<rusqlite::Connection>
 
 /// The file of the plugin a user named: a path (it ends in `.wasm` or holds a
 /// separator) or a plugin name from the plugins folder `dir`.
-fn plugin_path(dir: &Path, named: &str) -> anyhow::Result<PathBuf> {
+/// Files over `max_bytes` are passed over.
+fn plugin_path(dir: &Path, named: &str, max_bytes: u64) -> anyhow::Result<PathBuf> {
     if named.ends_with(".wasm") || named.contains(std::path::MAIN_SEPARATOR) {
         let path = PathBuf::from(named);
         anyhow::ensure!(path.is_file(), "{named}: no such plugin file");
         return Ok(path);
     }
-    if let Some(found) = crate::registry::find_named(dir, named)
+    if let Some(found) = crate::registry::find_named(dir, named, max_bytes)
         .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?
     {
         return Ok(found.path);
@@ -164,9 +165,12 @@ fn plugin_path(dir: &Path, named: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Builds the runtime for commands that load no configuration.
-fn runtime() -> anyhow::Result<Runtime> {
-    Runtime::new().map_err(|e| anyhow::anyhow!("cannot start the WebAssembly engine: {e:#}"))
+/// Builds the runtime for commands that need no host: the engine as
+/// causeway.toml's `[engine]` sets it (its largest plugin file included).
+fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
+    let config = cli.config()?;
+    Runtime::with_settings(&config.engine)
+        .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly engine: {e:#}"))
 }
 
 /// Writes `text` to stdout; a closed pipe (`causeway plugins | head`) is not an error.

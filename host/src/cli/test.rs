@@ -78,7 +78,11 @@ impl Opts {
     /// Runs the command.
     pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
         let host = cli.host()?.with_artifact_cache();
-        let file = super::plugin_path(&host.config.plugins_dir, &self.plugin)?;
+        let file = super::plugin_path(
+            &host.config.plugins_dir,
+            &self.plugin,
+            host.runtime.max_plugin_bytes,
+        )?;
         let fixtures = Fixtures::load(&self.fixtures, self.config.as_deref())?;
         let http_file = fixtures.http_file();
         let tape = Arc::new(if self.record {

@@ -24,6 +24,9 @@ pub const MAX_CORE_INSTANCES: usize = slot::CORE_INSTANCES as usize;
 /// reserves 4 GiB of address space, and 10,000 of them take 40 of the 128
 /// TiB a 64-bit Linux process has.
 pub const MAX_INSTANCES: u32 = 10_000;
+/// The most `[engine] max-plugin-mb` may allow: a plugin file is read whole
+/// into memory and compiled, and 4 GiB is past any component we know of.
+pub const MAX_PLUGIN_MB: u32 = 4096;
 
 /// How instances are allocated: `[engine]` in causeway.toml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -37,6 +40,28 @@ pub struct EngineSettings {
     /// the pool's size. A call beyond it fails as busy and is retried.
     #[serde(deserialize_with = "max_instances")]
     pub max_instances: u32,
+    /// The largest plugin file the host reads, in MiB. A file is read whole
+    /// and compiled before anything else in the folder reloads: a bigger
+    /// one is refused unread, naming its size and this setting.
+    #[serde(deserialize_with = "max_plugin_mb")]
+    pub max_plugin_mb: u32,
+}
+
+/// `max-plugin-mb`, from 1 to [`MAX_PLUGIN_MB`], refused where it is written.
+fn max_plugin_mb<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    crate::config::range::within(
+        d,
+        "max-plugin-mb",
+        1..=MAX_PLUGIN_MB,
+        "a plugin file is read whole into memory and compiled",
+    )
+}
+
+impl EngineSettings {
+    /// [`EngineSettings::max_plugin_mb`] in bytes.
+    pub fn max_plugin_bytes(&self) -> u64 {
+        u64::from(self.max_plugin_mb) << 20
+    }
 }
 
 /// `max-instances`, from 1 to [`MAX_INSTANCES`], refused where it is written.
@@ -54,6 +79,8 @@ impl Default for EngineSettings {
         EngineSettings {
             pooling: true,
             max_instances: 100,
+            // CPython's component is 18 MB, a JavaScript one 12 MB.
+            max_plugin_mb: 64,
         }
     }
 }
@@ -190,6 +217,8 @@ pub struct Runtime {
     pub linker: wasmtime::component::Linker<crate::sandbox::StoreState>,
     /// Where compiled components are kept, for the long-running commands.
     pub cache: Option<cache::ArtifactCache>,
+    /// The largest plugin file read (`[engine] max-plugin-mb`).
+    pub max_plugin_bytes: u64,
     _ticker: EpochTicker,
 }
 
@@ -200,10 +229,7 @@ impl Runtime {
         &self,
         path: &std::path::Path,
     ) -> Result<crate::plugin::Plugin, crate::plugin::LoadError> {
-        let bytes = std::fs::read(path).map_err(|e| crate::plugin::LoadError {
-            file: path.to_path_buf(),
-            problem: e.into(),
-        })?;
+        let bytes = self.read_plugin(path)?;
         crate::plugin::Plugin::from_bytes(
             &self.engine,
             &self.linker,
@@ -211,6 +237,12 @@ impl Runtime {
             path,
             &bytes,
         )
+    }
+
+    /// The contents of the plugin file at `path`, refused unread when it is
+    /// larger than `[engine] max-plugin-mb` allows.
+    pub fn read_plugin(&self, path: &std::path::Path) -> Result<Vec<u8>, crate::plugin::LoadError> {
+        crate::plugin::read_file(path, self.max_plugin_bytes)
     }
 
     /// Builds the engine (with the default [`EngineSettings`]), the linker
@@ -230,6 +262,7 @@ impl Runtime {
             engine,
             linker,
             cache: None,
+            max_plugin_bytes: settings.max_plugin_bytes(),
             _ticker: ticker,
         })
     }
