@@ -288,8 +288,9 @@ impl Plugin {
         Ok((store, instance))
     }
 
-    /// [`Plugin::load`] for a file already read: `bytes` are the contents of
-    /// `path`; compiled through `cache` if given.
+    /// Inspects, validates and links the plugin file `path`, already read:
+    /// `bytes` are its contents (read with [`read_file`], which bounds
+    /// them); compiled through `cache` if given.
     pub fn from_bytes(
         engine: &Engine,
         linker: &Linker<StoreState>,

@@ -50,7 +50,8 @@ impl Subscriber<'_> {
     /// it (the tests hold them equal). Written here rather than by
     /// serde_json, whose escaping steps through a string one byte at a time:
     /// in the sandbox each step also pays a deadline check, so that loop
-    /// cost the plugin twice what it costs natively (docs/performance.md §1).
+    /// cost the plugin several times what it costs natively
+    /// (docs/performance.md §1, session 16).
     pub fn to_json(&self) -> String {
         // The keys, quotes and braces take 44 bytes with an organization.
         let mut out = String::with_capacity(
