@@ -289,10 +289,20 @@ fn keep_fixed(current: &Config, mut new: Config) -> Config {
     if new.plugins_dir != current.plugins_dir {
         tracing::warn!("plugins-dir changed: it takes effect when the host restarts");
     }
+    // The engine, its pool and its artifact cache are built once, at start.
+    if new.engine != current.engine {
+        tracing::warn!("[engine] changed: it takes effect when the host restarts");
+    }
+    if new.cache_dir != current.cache_dir || new.cache_max_bytes != current.cache_max_bytes {
+        tracing::warn!("cache-dir or cache-max-mb changed: it takes effect when the host restarts");
+    }
     new.listen = current.listen;
     new.data_dir = current.data_dir.clone();
     new.plugins_dir = current.plugins_dir.clone();
     new.reload_settle = current.reload_settle;
+    new.engine = current.engine;
+    new.cache_dir = current.cache_dir.clone();
+    new.cache_max_bytes = current.cache_max_bytes;
     new
 }
 
@@ -300,5 +310,29 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_built_at_start_is_kept_and_the_rest_of_an_edit_taken() {
+        let current = Config::load(None).unwrap();
+        let mut edited = current.clone();
+        edited.listen = "127.0.0.1:1".parse().unwrap();
+        edited.data_dir = "elsewhere".into();
+        edited.plugins_dir = "other-plugins".into();
+        edited.reload_settle = Duration::from_secs(9);
+        edited.engine.max_plugin_mb = 1;
+        edited.engine.max_instances = 5;
+        edited.cache_dir = "other-cache".into();
+        edited.cache_max_bytes = 1;
+        edited.limits.call_timeout = Duration::from_secs(1);
+        let kept = keep_fixed(&current, edited);
+        let mut expected = current.clone();
+        expected.limits.call_timeout = Duration::from_secs(1);
+        assert_eq!(kept, expected);
     }
 }
