@@ -11,43 +11,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use serde_json::{Value, json};
-use support::{Answer, BUILT_PLUGINS, FakeServer, Scratch, audit_rows, repo_root, run, run_json};
-
-/// The target folder (BUILT_PLUGINS is TARGET/plugins/wasm32-wasip2/release).
-fn target() -> PathBuf {
-    Path::new(BUILT_PLUGINS)
-        .ancestors()
-        .nth(3)
-        .expect("the target folder")
-        .to_path_buf()
-}
-
-/// Builds the guest-language plugins once for this test binary; a missing
-/// toolchain fails the tests, with the script's own message.
-fn guest_plugins() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = target().join("guest-plugins");
-        let result = Command::new("bash")
-            .arg(repo_root().join("scripts/guest-plugins.sh"))
-            .arg(&out)
-            .env("CARGO_TARGET_DIR", target())
-            .output()
-            .expect("run scripts/guest-plugins.sh");
-        assert!(
-            result.status.success(),
-            "scripts/guest-plugins.sh failed:\n{}{}",
-            String::from_utf8_lossy(&result.stdout),
-            String::from_utf8_lossy(&result.stderr)
-        );
-        out
-    })
-}
+use support::{
+    Answer, FakeServer, Scratch, audit_rows, guest_plugins, repo_root, run, run_json, target,
+};
 
 /// One compile at a time: the first test to need a runtime compiles it into
 /// the shared cache, the others load it from there.

@@ -353,3 +353,72 @@ fn configuration_edits_apply_live_and_an_invalid_edit_keeps_the_last_good_one() 
         call(&host.addr).err().filter(|e| e.starts_with("504"))
     });
 }
+
+/// CPython's component (18 MB) compiles for seconds, on its own thread:
+/// the folder's other changes do not wait for it.
+#[test]
+fn a_slow_compile_holds_back_no_other_change_and_a_sidecar_edit_is_taken_live() {
+    let scratch = setup(0, "");
+    let host = start(&scratch);
+    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    let guests = support::guest_plugins();
+    let python = scratch.plugins().join("map-fullname-py.wasm");
+    std::fs::copy(
+        guests.join("map-fullname-py.toml"),
+        scratch.plugins().join("map-fullname-py.toml"),
+    )
+    .unwrap();
+    let partial = scratch.plugins().join(".map-fullname-py.partial");
+    std::fs::copy(guests.join("map-fullname-py.wasm"), &partial).unwrap();
+    std::fs::rename(&partial, &python).unwrap();
+    // While it compiles, another plugin's upgrade goes live...
+    replace_atomically(&scratch, &test_version(B));
+    wait_for_build(&host.addr, B, Duration::from_secs(30));
+    // ...while the slow one is not live yet (a reload waiting for its
+    // compile would have taken it first, and the upgrade after).
+    let invoke_python = || {
+        let body = json!({
+            "operation": "transform",
+            "input": [{ "stream": "contacts", "key": "c1", "data": {
+                "firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com"
+            }}],
+        })
+        .to_string();
+        try_http(
+            &host.addr,
+            "POST",
+            "/api/plugins/map-fullname-py/invoke",
+            Some(&body),
+        )
+        .unwrap_or_else(|e| (0, e.to_string()))
+    };
+    let (status, answer) = invoke_python();
+    assert_eq!(status, 404, "live already: {answer}");
+    // Then its compile finishes and it is taken.
+    wait_until(
+        "map-fullname-py answering",
+        Duration::from_secs(180),
+        || {
+            let (status, answer) = invoke_python();
+            (status == 200).then_some(answer)
+        },
+    );
+    let (_, answer) = invoke_python();
+    assert!(answer.contains("Ada Lovelace"), "{answer}");
+
+    // Its sidecar manifest edited, the same component is taken again with it.
+    let sidecar = scratch.plugins().join("map-fullname-py.toml");
+    let manifest = std::fs::read_to_string(&sidecar).unwrap();
+    assert!(manifest.contains("version = \"0.1.0\""), "{manifest}");
+    std::fs::write(
+        &sidecar,
+        manifest.replace("version = \"0.1.0\"", "version = \"0.1.1\""),
+    )
+    .unwrap();
+    wait_until("map-fullname-py at 0.1.1", Duration::from_secs(60), || {
+        plugin_rows(&host.addr)
+            .iter()
+            .any(|row| row["name"] == "map-fullname-py" && row["version"] == "0.1.1")
+            .then_some(())
+    });
+}

@@ -263,6 +263,17 @@ pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// How [`Registry::rescan`] has a changed file compiled.
+#[derive(Clone, Copy)]
+pub enum Compile<'a> {
+    /// At once, the rescan waiting for it: loading a folder at start, and the
+    /// commands that list or check it.
+    Now,
+    /// In the background, for the running host's reloader: a file not yet
+    /// compiled keeps what it had until its compile is done.
+    Background(&'a crate::reload::compile::Background),
+}
+
 /// A plugin file found by the name in its manifest, read but not compiled.
 #[derive(Debug)]
 pub struct NamedFile {
@@ -316,7 +327,13 @@ impl Registry {
         grants: &Grants,
         defaults: Limits,
     ) -> std::io::Result<Registry> {
-        Registry::empty(dir, grants).rescan(runtime, grants, defaults, &BTreeSet::new())
+        Registry::empty(dir, grants).rescan(
+            runtime,
+            grants,
+            defaults,
+            &BTreeSet::new(),
+            Compile::Now,
+        )
     }
 
     /// The next registry: the folder as it is now, against `grants`.
@@ -324,16 +341,18 @@ impl Registry {
     /// A file whose bytes (and manifest) did not change keeps its compiled
     /// plugin, and keeps its [`Installed`] (HTTP client and limits included)
     /// if its policy did not change either. Files in `unsettled` (still being
-    /// written) keep whatever they had. An upgrade that fails to load, or
-    /// that requests more than is granted, does not replace the version that
-    /// served from the same file: that one keeps serving, and the new file
-    /// shows as failed or pending approval beside it.
+    /// written) keep whatever they had, and so do files `compile` has not
+    /// compiled yet. An upgrade that fails to load, or that requests more
+    /// than is granted, does not replace the version that served from the
+    /// same file: that one keeps serving, and the new file shows as failed
+    /// or pending approval beside it.
     pub fn rescan(
         &self,
         runtime: &Runtime,
         grants: &Grants,
         defaults: Limits,
         unsettled: &BTreeSet<PathBuf>,
+        compile: Compile<'_>,
     ) -> std::io::Result<Registry> {
         let files = match plugin_files(&self.dir) {
             Ok(files) => files,
@@ -361,9 +380,11 @@ impl Registry {
         };
         let mut next = Registry::empty(&self.dir, grants);
         let mut candidates: Vec<Arc<Installed>> = Vec::new();
-        for file in files {
+        for file in &files {
+            let file = file.clone();
             let from_file = |p: &&&Arc<Installed>| p.plugin.info.path == file;
-            if unsettled.contains(&file) {
+            // What the file had: for one still being written or compiled.
+            let keep = |candidates: &mut Vec<Arc<Installed>>, next: &mut Registry| {
                 candidates.extend(
                     previous
                         .iter()
@@ -372,6 +393,9 @@ impl Registry {
                 );
                 next.failures
                     .extend(self.failures.iter().filter(|f| f.file == file).cloned());
+            };
+            if unsettled.contains(&file) {
+                keep(&mut candidates, &mut next);
                 continue;
             }
             let bytes = match runtime.read_plugin(&file) {
@@ -390,22 +414,41 @@ impl Registry {
             });
             let plugin = match unchanged {
                 Some(installed) => installed.plugin.clone(),
-                None => match Plugin::from_bytes(
-                    &runtime.engine,
-                    &runtime.linker,
-                    runtime.cache.as_ref(),
-                    &file,
-                    &bytes,
-                ) {
-                    Ok(plugin) => Arc::new(plugin),
-                    Err(e) => {
-                        tracing::warn!("plugin not loaded: {e}");
-                        next.failures.push(Arc::new(e));
-                        continue;
+                None => {
+                    let compiled = match compile {
+                        Compile::Now => runtime
+                            .compile_plugin(&file, &bytes)
+                            .map(Arc::new)
+                            .map_err(Arc::new),
+                        Compile::Background(background) => {
+                            // A sidecar manifest is part of what is compiled.
+                            let sidecar = std::fs::read(file.with_extension("toml"))
+                                .map(|text| crate::plugin::digest(&text))
+                                .unwrap_or_default();
+                            let version = format!("{digest} {sidecar}");
+                            match background.get(&file, &version, bytes) {
+                                Some(compiled) => compiled,
+                                None => {
+                                    keep(&mut candidates, &mut next);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    match compiled {
+                        Ok(plugin) => plugin,
+                        Err(e) => {
+                            tracing::warn!("plugin not loaded: {e}");
+                            next.failures.push(e);
+                            continue;
+                        }
                     }
-                },
+                }
             };
             candidates.push(install(&plugin));
+        }
+        if let Compile::Background(background) = compile {
+            background.retain(&files);
         }
         for candidate in candidates {
             let name = &candidate.plugin.info.name;

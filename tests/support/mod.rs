@@ -7,6 +7,7 @@ pub mod connectors;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use tempfile::TempDir;
 
@@ -630,4 +631,35 @@ impl Metrics {
             .collect();
         (!matching.is_empty()).then(|| matching.iter().sum())
     }
+}
+
+/// The target folder (BUILT_PLUGINS is TARGET/plugins/wasm32-wasip2/release).
+pub fn target() -> PathBuf {
+    Path::new(BUILT_PLUGINS)
+        .ancestors()
+        .nth(3)
+        .expect("the target folder")
+        .to_path_buf()
+}
+
+/// Builds the guest-language plugins once for this test binary; a missing
+/// toolchain fails the tests, with the script's own message.
+pub fn guest_plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = target().join("guest-plugins");
+        let result = Command::new("bash")
+            .arg(repo_root().join("scripts/guest-plugins.sh"))
+            .arg(&out)
+            .env("CARGO_TARGET_DIR", target())
+            .output()
+            .expect("run scripts/guest-plugins.sh");
+        assert!(
+            result.status.success(),
+            "scripts/guest-plugins.sh failed:\n{}{}",
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
+        out
+    })
 }

@@ -230,12 +230,22 @@ impl Runtime {
         path: &std::path::Path,
     ) -> Result<crate::plugin::Plugin, crate::plugin::LoadError> {
         let bytes = self.read_plugin(path)?;
+        self.compile_plugin(path, &bytes)
+    }
+
+    /// Inspects, validates and links the plugin file `path` already read
+    /// (`bytes`), compiled through this runtime's cache when it has one.
+    pub fn compile_plugin(
+        &self,
+        path: &std::path::Path,
+        bytes: &[u8],
+    ) -> Result<crate::plugin::Plugin, crate::plugin::LoadError> {
         crate::plugin::Plugin::from_bytes(
             &self.engine,
             &self.linker,
             self.cache.as_ref(),
             path,
-            &bytes,
+            bytes,
         )
     }
 

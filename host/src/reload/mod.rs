@@ -4,9 +4,12 @@
 //! - A file renamed into place, or removed, is handled at once; a file
 //!   written in place is taken once it has not changed for the settle window
 //!   (`reload-settle`), so a slow copy is never loaded half-written.
-//! - Compiling happens on a blocking thread, off the serving path; the swap
-//!   is one pointer store ([`Live::swap`]). Calls in flight keep the snapshot
-//!   they started with.
+//! - Compiling happens on a thread of its own ([`compile`]), off the serving
+//!   path and off the reloader's: a large component compiling for seconds
+//!   holds back neither a grants edit nor another plugin's upgrade. The
+//!   file counts as still being written until its compile is done; then
+//!   the folder is rescanned. The swap is one pointer store ([`Live::swap`]).
+//!   Calls in flight keep the snapshot they started with.
 //! - A plugin file that fails to load, or an upgrade that requests more than
 //!   is granted, leaves the version that served before serving (see
 //!   [`Registry::rescan`](crate::registry::Registry::rescan)).
@@ -29,6 +32,9 @@ use crate::db::WriterHandle;
 use crate::engine::Runtime;
 use crate::grants::Grants;
 use crate::live::{Live, Snapshot};
+use crate::registry::Compile;
+
+pub mod compile;
 
 /// A watched file whose change is waiting for its moment.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -134,14 +140,16 @@ impl Reloader {
                 Err(e) => return Err(e),
             }
         }
+        let (compiled, compiled_files) = mpsc::unbounded_channel();
         let state = State {
             live,
+            compiler: Arc::new(compile::Background::new(runtime.clone(), compiled)),
             runtime,
             db,
             watched,
             settle: config.reload_settle,
         };
-        let task = tokio::spawn(state.run(receiver));
+        let task = tokio::spawn(state.run(receiver, compiled_files));
         Ok(Reloader {
             _watcher: watcher,
             task,
@@ -151,6 +159,7 @@ impl Reloader {
 
 struct State {
     live: Arc<Live>,
+    compiler: Arc<compile::Background>,
     runtime: Arc<Runtime>,
     db: WriterHandle,
     watched: Watched,
@@ -158,7 +167,11 @@ struct State {
 }
 
 impl State {
-    async fn run(self, mut events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>) {
+    async fn run(
+        self,
+        mut events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+        mut compiled: mpsc::UnboundedReceiver<PathBuf>,
+    ) {
         let mut pending: BTreeMap<Changed, Instant> = BTreeMap::new();
         loop {
             let next = pending.values().min().copied();
@@ -168,6 +181,15 @@ impl State {
                     Some(Err(e)) => tracing::warn!("watching the plugins folder: {e}"),
                     Some(Ok(event)) => self.note(&event, &mut pending),
                 },
+                // A compile finished: its file is ready to be taken now,
+                // unless it is being written again (then it waits for that).
+                Some(file) = compiled.recv() => {
+                    if let Some(name) = file.file_name() {
+                        pending
+                            .entry(Changed::Plugin(name.to_os_string()))
+                            .or_insert_with(Instant::now);
+                    }
+                }
                 () = sleep_until(next) => {}
             }
             let now = Instant::now();
@@ -239,13 +261,18 @@ impl State {
             }
         }
         let runtime = self.runtime.clone();
+        let compiler = self.compiler.clone();
         let limits = config.limits;
         let (grants, registry) = {
             let current = current.clone();
             match tokio::task::spawn_blocking(move || {
-                let registry = current
-                    .registry
-                    .rescan(&runtime, &grants, limits, &unsettled);
+                let registry = current.registry.rescan(
+                    &runtime,
+                    &grants,
+                    limits,
+                    &unsettled,
+                    Compile::Background(&compiler),
+                );
                 (grants, registry)
             })
             .await
