@@ -14,8 +14,9 @@
 //!   is granted, leaves the version that served before serving (see
 //!   [`Registry::rescan`](crate::registry::Registry::rescan)).
 //! - An invalid `grants.toml` or `causeway.toml` is refused, logged, and the
-//!   last good one kept. The listen address, the data directory and the
-//!   plugins folder are fixed for the life of the process.
+//!   last good one kept. The listen address, the data directory, the
+//!   plugins folder, the artifact cache and `[engine]` are fixed for the
+//!   life of the process.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
