@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::mpsc;
 
@@ -31,12 +31,58 @@ type Jobs = Arc<Mutex<BTreeMap<PathBuf, Job>>>;
 pub struct Background {
     runtime: Arc<Runtime>,
     jobs: Jobs,
+    permits: Arc<Permits>,
     done: mpsc::UnboundedSender<PathBuf>,
 }
 
-fn lock(jobs: &Jobs) -> MutexGuard<'_, BTreeMap<PathBuf, Job>> {
-    // A job's state is whole at every store: a panic elsewhere leaves it usable.
-    jobs.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // What these mutexes guard is whole at every store: a panic elsewhere
+    // leaves it usable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How many compiles run at once: one per core, and at least two, so that
+/// one slow compile never holds all the others. A folder filled at once
+/// compiles a few files at a time, not all of them in memory together.
+struct Permits {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Permits {
+    fn new() -> Permits {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Permits::with(cores.max(2))
+    }
+
+    fn with(permits: usize) -> Permits {
+        Permits {
+            free: Mutex::new(permits),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits for a free permit; it is given back when the guard drops.
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = lock(&self.free);
+        while *free == 0 {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+struct Permit<'a>(&'a Permits);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.free) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl Background {
@@ -45,6 +91,7 @@ impl Background {
         Background {
             runtime,
             jobs: Arc::default(),
+            permits: Arc::new(Permits::new()),
             done,
         }
     }
@@ -71,10 +118,19 @@ impl Background {
             );
         }
         let (runtime, jobs, done) = (self.runtime.clone(), self.jobs.clone(), self.done.clone());
+        let permits = self.permits.clone();
         let (path, version) = (file.to_path_buf(), version.to_string());
         let started = std::thread::Builder::new()
             .name("causeway-compile".into())
             .spawn(move || {
+                let _permit = permits.acquire();
+                // Replaced or removed while it waited: nothing to compile.
+                let current = lock(&jobs)
+                    .get(&path)
+                    .is_some_and(|job| job.version == version);
+                if !current {
+                    return;
+                }
                 let outcome = runtime
                     .compile_plugin(&path, &bytes)
                     .map(Arc::new)
@@ -106,5 +162,36 @@ impl Background {
     /// longer in the folder.
     pub fn retain(&self, files: &[PathBuf]) {
         lock(&self.jobs).retain(|path, _| files.contains(path));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_compile_beyond_the_permits_waits_for_one_to_be_given_back() {
+        let permits = Arc::new(Permits::with(2));
+        let first = permits.acquire();
+        let _second = permits.acquire();
+        let (acquired, waiting) = std::sync::mpsc::channel();
+        let third = {
+            let permits = permits.clone();
+            std::thread::spawn(move || {
+                let _permit = permits.acquire();
+                let _ = acquired.send(());
+            })
+        };
+        assert!(
+            waiting.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a third permit was handed out while two were held"
+        );
+        drop(first);
+        waiting
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the freed permit goes to the waiting compile");
+        third.join().unwrap();
+        assert_eq!(*lock(&permits.free), 1);
     }
 }
