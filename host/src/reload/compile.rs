@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use tokio::sync::mpsc;
 
 use crate::engine::Runtime;
-use crate::plugin::{LoadError, Plugin};
+use crate::plugin::{LoadError, Plugin, Problem};
 
 /// A compile's outcome, kept for every rescan that asks for it.
 pub type Compiled = Result<Arc<Plugin>, Arc<LoadError>>;
@@ -85,6 +85,25 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// Runs `compile`, a panic in it (a compiler bug a file may find) turned
+/// into that file's failure: otherwise its job would run for ever, the file
+/// neither loaded nor shown as failed.
+fn guarded(path: &Path, compile: impl FnOnce() -> Result<Plugin, LoadError>) -> Compiled {
+    let compiled =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(compile)).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(LoadError {
+                file: path.to_path_buf(),
+                problem: Problem::Compile(format!("the compiler panicked: {what}")),
+            })
+        });
+    compiled.map(Arc::new).map_err(Arc::new)
+}
+
 impl Background {
     /// Compiles with `runtime` (through its cache), reporting on `done`.
     pub fn new(runtime: Arc<Runtime>, done: mpsc::UnboundedSender<PathBuf>) -> Background {
@@ -131,10 +150,7 @@ impl Background {
                 if !current {
                     return;
                 }
-                let outcome = runtime
-                    .compile_plugin(&path, &bytes)
-                    .map(Arc::new)
-                    .map_err(Arc::new);
+                let outcome = guarded(&path, || runtime.compile_plugin(&path, &bytes));
                 let mut jobs = lock(&jobs);
                 if let Some(job) = jobs.get_mut(&path)
                     && job.version == version
@@ -193,5 +209,15 @@ mod tests {
             .expect("the freed permit goes to the waiting compile");
         third.join().unwrap();
         assert_eq!(*lock(&permits.free), 1);
+    }
+
+    #[test]
+    fn a_compiler_panic_is_the_files_failure() {
+        let path = Path::new("plugins/x.wasm");
+        let failed = guarded(path, || panic!("an unforeseen {}", "case")).unwrap_err();
+        assert_eq!(
+            failed.to_string(),
+            "plugins/x.wasm: does not compile: the compiler panicked: an unforeseen case"
+        );
     }
 }
