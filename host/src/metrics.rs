@@ -428,7 +428,7 @@ fn render_plugins(page: &mut Exposition, registry: &crate::registry::Registry) {
     page.family(
         "causeway_plugin_state",
         Kind::Gauge,
-        "1 for each plugin file in the plugins folder, labelled with its plugin, version and state (active, pending-approval, failed).",
+        "1 for each plugin file in the plugins folder, labelled with its plugin, version and state (active, pending-approval, failed, compiling).",
     );
     for status in registry.statuses() {
         // The file label keeps two files of one plugin (a duplicate, a

@@ -22,6 +22,9 @@ pub enum PluginState {
     PendingApproval,
     /// Not loadable; the error says why.
     Failed,
+    /// A new file, or a new version of one, still compiling in the running
+    /// host's background; the version it replaces (if any) keeps serving.
+    Compiling,
 }
 
 impl PluginState {
@@ -31,6 +34,7 @@ impl PluginState {
             PluginState::Active => "active",
             PluginState::PendingApproval => "pending-approval",
             PluginState::Failed => "failed",
+            PluginState::Compiling => "compiling",
         }
     }
 }
@@ -48,7 +52,7 @@ pub struct PluginStatus {
     pub digest: Option<String>,
     /// The file.
     pub file: PathBuf,
-    /// Active, pending approval, or failed.
+    /// Active, pending approval, failed, or (in a running host) compiling.
     pub state: PluginState,
     /// Why it is not active, as one line.
     pub error: Option<String>,
@@ -227,6 +231,7 @@ impl PluginStatus {
             state: match row.state.as_str() {
                 "active" => PluginState::Active,
                 "pending-approval" => PluginState::PendingApproval,
+                "compiling" => PluginState::Compiling,
                 _ => PluginState::Failed,
             },
             error: row.error,
@@ -246,6 +251,8 @@ pub struct Registry {
     held: Vec<Arc<Installed>>,
     /// Files that failed to load (an older version may still serve).
     failures: Vec<Arc<LoadError>>,
+    /// Files still compiling in the background, as their status rows.
+    compiling: Vec<PluginStatus>,
 }
 
 /// The `.wasm` files at the top level of `dir`, sorted by name. Subfolders
@@ -314,6 +321,7 @@ impl Registry {
             grants_file: grants.file.clone(),
             plugins: BTreeMap::new(),
             held: Vec::new(),
+            compiling: Vec::new(),
             failures: Vec::new(),
         }
     }
@@ -426,10 +434,17 @@ impl Registry {
                                 .map(|text| crate::plugin::digest(&text))
                                 .unwrap_or_default();
                             let version = format!("{digest} {sidecar}");
+                            // Named as far as its manifest can be read yet.
+                            let manifest = crate::manifest::Manifest::load(&file, &bytes).ok();
                             match background.get(&file, &version, bytes) {
                                 Some(compiled) => compiled,
                                 None => {
                                     keep(&mut candidates, &mut next);
+                                    next.compiling.push(compiling_status(
+                                        &file,
+                                        &digest,
+                                        manifest.map(|(m, _)| m),
+                                    ));
                                     continue;
                                 }
                             }
@@ -568,6 +583,7 @@ impl Registry {
             .map(|i| loaded_status(i))
             .collect();
         rows.extend(self.failures.iter().map(|f| failed_status(f)));
+        rows.extend(self.compiling.iter().cloned());
         rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.file.cmp(&b.file)));
         rows
     }
@@ -599,6 +615,28 @@ fn loaded_status(installed: &Installed) -> PluginStatus {
             )
         }),
         not_granted: installed.not_granted.clone(),
+    }
+}
+
+fn compiling_status(
+    file: &Path,
+    digest: &str,
+    manifest: Option<crate::manifest::Manifest>,
+) -> PluginStatus {
+    let stem = || {
+        file.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    PluginStatus {
+        name: manifest.as_ref().map_or_else(stem, |m| m.name.clone()),
+        version: manifest.map(|m| m.version),
+        worlds: Vec::new(),
+        digest: Some(digest.to_string()),
+        file: file.to_path_buf(),
+        state: PluginState::Compiling,
+        error: None,
+        not_granted: Vec::new(),
     }
 }
 

@@ -146,7 +146,8 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
                     status.not_granted.join("; ")
                 ),
             }),
-            PluginState::Active => {}
+            // Compiling is the running host's state: `check` compiles.
+            PluginState::Active | PluginState::Compiling => {}
         }
     }
     let grants_file = host.grants.file.display().to_string();
