@@ -389,8 +389,7 @@ impl Registry {
         let mut next = Registry::empty(&self.dir, grants);
         let mut candidates: Vec<Arc<Installed>> = Vec::new();
         for file in &files {
-            let file = file.clone();
-            let from_file = |p: &&&Arc<Installed>| p.plugin.info.path == file;
+            let from_file = |p: &&&Arc<Installed>| p.plugin.info.path == *file;
             // What the file had: for one still being written or compiled.
             let keep = |candidates: &mut Vec<Arc<Installed>>, next: &mut Registry| {
                 candidates.extend(
@@ -400,13 +399,13 @@ impl Registry {
                         .map(|p| install(&p.plugin)),
                 );
                 next.failures
-                    .extend(self.failures.iter().filter(|f| f.file == file).cloned());
+                    .extend(self.failures.iter().filter(|f| f.file == *file).cloned());
             };
-            if unsettled.contains(&file) {
+            if unsettled.contains(file) {
                 keep(&mut candidates, &mut next);
                 continue;
             }
-            let bytes = match runtime.read_plugin(&file) {
+            let bytes = match runtime.read_plugin(file) {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     tracing::warn!("plugin not loaded: {error}");
@@ -417,7 +416,7 @@ impl Registry {
             let digest = crate::plugin::digest(&bytes);
             let unchanged = previous.iter().filter(from_file).find(|p| {
                 p.plugin.info.digest == digest
-                    && crate::manifest::Manifest::load(&file, &bytes)
+                    && crate::manifest::Manifest::load(file, &bytes)
                         .is_ok_and(|(m, _)| m == p.plugin.info.manifest)
             });
             let plugin = match unchanged {
@@ -425,26 +424,15 @@ impl Registry {
                 None => {
                     let compiled = match compile {
                         Compile::Now => runtime
-                            .compile_plugin(&file, &bytes)
+                            .compile_plugin(file, &bytes)
                             .map(Arc::new)
                             .map_err(Arc::new),
                         Compile::Background(background) => {
-                            // A sidecar manifest is part of what is compiled.
-                            let sidecar = std::fs::read(file.with_extension("toml"))
-                                .map(|text| crate::plugin::digest(&text))
-                                .unwrap_or_default();
-                            let version = format!("{digest} {sidecar}");
-                            // Named as far as its manifest can be read yet.
-                            let manifest = crate::manifest::Manifest::load(&file, &bytes).ok();
-                            match background.get(&file, &version, bytes) {
+                            match background.get(file, &digest, &bytes) {
                                 Some(compiled) => compiled,
                                 None => {
                                     keep(&mut candidates, &mut next);
-                                    next.compiling.push(compiling_status(
-                                        &file,
-                                        &digest,
-                                        manifest.map(|(m, _)| m),
-                                    ));
+                                    next.compiling.push(compiling_status(file, &digest, &bytes));
                                     continue;
                                 }
                             }
@@ -618,18 +606,24 @@ fn loaded_status(installed: &Installed) -> PluginStatus {
     }
 }
 
-fn compiling_status(
-    file: &Path,
-    digest: &str,
-    manifest: Option<crate::manifest::Manifest>,
-) -> PluginStatus {
-    let stem = || {
-        file.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
+/// The file's name without `.wasm`: what names a row whose manifest is
+/// not known.
+fn file_stem(file: &Path) -> String {
+    file.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The row of `file` (`bytes`, `digest`) while it compiles, named as far as
+/// its manifest can be read yet.
+fn compiling_status(file: &Path, digest: &str, bytes: &[u8]) -> PluginStatus {
+    let manifest = crate::manifest::Manifest::load(file, bytes)
+        .ok()
+        .map(|(m, _)| m);
     PluginStatus {
-        name: manifest.as_ref().map_or_else(stem, |m| m.name.clone()),
+        name: manifest
+            .as_ref()
+            .map_or_else(|| file_stem(file), |m| m.name.clone()),
         version: manifest.map(|m| m.version),
         worlds: Vec::new(),
         digest: Some(digest.to_string()),
@@ -642,11 +636,7 @@ fn compiling_status(
 
 fn failed_status(error: &LoadError) -> PluginStatus {
     PluginStatus {
-        name: error
-            .file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: file_stem(&error.file),
         version: None,
         worlds: Vec::new(),
         digest: None,

@@ -115,12 +115,17 @@ impl Background {
         }
     }
 
-    /// The outcome of compiling `bytes`, the contents of `file` (`version`
-    /// names them, and its sidecar manifest's), if it is ready. If not,
-    /// `None`, and a compile of them is running: started now unless it
-    /// already was. A file whose version changed since its last job gets a
-    /// new one; the old one's outcome, when it comes, is dropped.
-    pub fn get(&self, file: &Path, version: &str, bytes: Vec<u8>) -> Option<Compiled> {
+    /// The outcome of compiling `bytes`, the contents of `file` with
+    /// `digest`, if it is ready. If not, `None`, and a compile of them is
+    /// running: started now unless it already was. A file whose contents or
+    /// sidecar manifest changed since its last job gets a new one; the old
+    /// one's outcome, when it comes, is dropped.
+    pub fn get(&self, file: &Path, digest: &str, bytes: &[u8]) -> Option<Compiled> {
+        // A sidecar manifest is part of what is compiled.
+        let sidecar = std::fs::read(file.with_extension("toml"))
+            .map(|text| crate::plugin::digest(&text))
+            .unwrap_or_default();
+        let version = format!("{digest} {sidecar}");
         {
             let mut jobs = lock(&self.jobs);
             if let Some(job) = jobs.get(file)
@@ -131,14 +136,14 @@ impl Background {
             jobs.insert(
                 file.to_path_buf(),
                 Job {
-                    version: version.to_string(),
+                    version: version.clone(),
                     outcome: None,
                 },
             );
         }
         let (runtime, jobs, done) = (self.runtime.clone(), self.jobs.clone(), self.done.clone());
         let permits = self.permits.clone();
-        let (path, version) = (file.to_path_buf(), version.to_string());
+        let (path, bytes) = (file.to_path_buf(), bytes.to_vec());
         let started = std::thread::Builder::new()
             .name("causeway-compile".into())
             .spawn(move || {
