@@ -341,6 +341,33 @@ fn the_metrics_page_counts_the_calls_records_and_dead_letters_a_run_made() {
 }
 
 #[test]
+fn a_source_announcing_more_without_moving_on_ends_the_run_instead_of_looping() {
+    let w = world("circuit-cooldown = \"300ms\"\n");
+    let expected = create(&w.crm, 3);
+    // The CRM lies three times: no contacts, and more to come.
+    w.crm
+        .faults()
+        .inject(Fault::Lie(r#"{"contacts": [], "has_more": true}"#), 3);
+    let _host = w.start();
+    // Each lie ends its run, and the circuit paces the next; then the
+    // truth gets through.
+    w.wait_for_subscribers(&expected, Duration::from_secs(30));
+    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let runs = runs.as_array().unwrap();
+    let failed: Vec<&Value> = runs.iter().filter(|r| r["outcome"] == "failed").collect();
+    assert_eq!(failed.len(), 3, "one failed run per lie: {runs:#?}");
+    for run in &failed {
+        let error = run["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("read crm-source")
+                && error.contains("says more follows but keeps the checkpoint (none)"),
+            "{error}"
+        );
+    }
+    assert!(runs.iter().any(|r| r["outcome"] == "ok"), "{runs:#?}");
+}
+
+#[test]
 fn a_429_with_retry_after_is_honoured_without_spending_the_budget() {
     // A budget far smaller than the wait asked for: only a wait that does
     // not count against the budget lets the run through.

@@ -6,6 +6,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::bindings::Page;
 use crate::db::{DbError, WriterHandle};
 
 /// Why a checkpoint was not committed.
@@ -27,6 +28,17 @@ impl From<rusqlite::Error> for CheckpointError {
     fn from(e: rusqlite::Error) -> Self {
         CheckpointError::Sqlite(e)
     }
+}
+
+/// Whether a page that says more follows leaves the checkpoint where it was
+/// read from (the contract's `none` keeps it): read again from there, the
+/// source would answer the same page, and a run would never end.
+pub fn stuck(read_from: Option<&str>, page: &Page) -> bool {
+    page.has_more
+        && page
+            .checkpoint
+            .as_deref()
+            .is_none_or(|next| Some(next) == read_from)
 }
 
 /// The committed checkpoint of `stream` in `pipeline`, if any.
@@ -71,6 +83,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn page(checkpoint: Option<&str>, has_more: bool) -> Page {
+        Page {
+            records: Vec::new(),
+            checkpoint: checkpoint.map(str::to_string),
+            has_more,
+        }
+    }
+
+    #[test]
+    fn a_page_announcing_more_must_move_the_checkpoint() {
+        // Stuck: more follows, and the next read would start where this one did.
+        assert!(stuck(None, &page(None, true)));
+        assert!(stuck(Some("a"), &page(None, true)), "`none` keeps `a`");
+        assert!(stuck(Some("a"), &page(Some("a"), true)));
+        // Moving on, or at the end.
+        assert!(!stuck(None, &page(Some("a"), true)));
+        assert!(!stuck(Some("a"), &page(Some("b"), true)));
+        assert!(!stuck(Some("a"), &page(None, false)));
+        assert!(!stuck(Some("a"), &page(Some("a"), false)));
+    }
 
     #[tokio::test]
     async fn a_failing_bookkeeping_leaves_the_checkpoint_where_it_was() {

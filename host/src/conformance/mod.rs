@@ -548,7 +548,7 @@ async fn read_rules(subject: &Subject, config: &Value, stream: &StreamInfo, repo
                 ),
             );
         }
-        let stuck = page.has_more && page.checkpoint == checkpoint;
+        let stuck = crate::checkpoint::stuck(checkpoint.as_deref(), &page);
         seen.extend(page.records);
         if stuck {
             report.fail(
@@ -559,7 +559,8 @@ async fn read_rules(subject: &Subject, config: &Value, stream: &StreamInfo, repo
             );
             return;
         }
-        checkpoint = page.checkpoint;
+        // `none` keeps the checkpoint, as the host does.
+        checkpoint = page.checkpoint.or(checkpoint);
         if !page.has_more {
             break;
         }

@@ -1,7 +1,7 @@
 //! Stand-ins for the third-party systems of the demo: a CRM and an
 //! email-marketing API on 127.0.0.1, speaking the HTTP APIs `crm-source` and
 //! `mailer-sink` talk to, with the failures real APIs have (rate limits,
-//! outages, slow answers) available on demand.
+//! outages, slow answers, wrong answers) available on demand.
 //!
 //! `causeway demo` runs them so the whole story fits on one machine; the
 //! black-box tests drive the real binary against them. Each runs on its own
@@ -36,6 +36,9 @@ pub enum Fault {
     Unavailable,
     /// The request is served, but only after this long.
     Slow(Duration),
+    /// 200 with this JSON body instead of the real answer: a system that
+    /// answers, and answers wrong.
+    Lie(&'static str),
 }
 
 /// Faults queued for the next requests, and the count of requests seen.
@@ -94,6 +97,12 @@ async fn apply_faults(State(faults): State<Arc<Faults>>, request: Request, next:
         Some(Fault::Unavailable) => {
             (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response()
         }
+        Some(Fault::Lie(body)) => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
     }
 }
 

@@ -246,12 +246,22 @@ impl Runner {
             other => return Err(unexpected(&pipeline.source.plugin, &other)),
         };
         let has_more = page.has_more;
+        let stuck = crate::checkpoint::stuck(previous.as_deref(), &page);
         let delivered = self.flow(pipeline, &stages, page.records, stop).await?;
         let checkpoint = page
             .checkpoint
             .filter(|c| Some(c.as_str()) != previous.as_deref());
         self.commit(pipeline, run_id, checkpoint, Vec::new(), delivered)
             .await?;
+        // The page is delivered; reading it again would deliver it again,
+        // forever. Whether the source system or the plugin is at fault, the
+        // circuit's cooldown paces the next tries.
+        if stuck {
+            return Err(RunEnd::Exhausted(format!(
+                "{what}: the page says more follows but keeps the checkpoint {}: read again, it would be the same page, forever; the page was delivered, and the next read waits for the circuit's cooldown (if the plugin never moves its checkpoint, `causeway test` fails its read-completes rule)",
+                previous.as_deref().unwrap_or("(none)")
+            )));
+        }
         Ok(has_more)
     }
 
