@@ -352,8 +352,11 @@ fn a_source_announcing_more_without_moving_on_ends_the_run_instead_of_looping() 
     // Each lie ends its run, and the circuit paces the next; then the
     // truth gets through.
     w.wait_for_subscribers(&expected, Duration::from_secs(30));
-    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
-    let runs = runs.as_array().unwrap();
+    let runs = wait_until("a run that ends ok", Duration::from_secs(10), || {
+        let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+        let runs = runs.as_array().unwrap().clone();
+        runs.iter().any(|r| r["outcome"] == "ok").then_some(runs)
+    });
     let failed: Vec<&Value> = runs.iter().filter(|r| r["outcome"] == "failed").collect();
     assert_eq!(failed.len(), 3, "one failed run per lie: {runs:#?}");
     for run in &failed {
@@ -364,7 +367,37 @@ fn a_source_announcing_more_without_moving_on_ends_the_run_instead_of_looping() 
             "{error}"
         );
     }
-    assert!(runs.iter().any(|r| r["outcome"] == "ok"), "{runs:#?}");
+}
+
+#[test]
+fn a_source_sent_back_to_a_checkpoint_it_read_from_ends_the_run_instead_of_circling() {
+    let w = world("circuit-cooldown = \"300ms\"\n");
+    let expected = create(&w.crm, 7);
+    // Pages of 3: the first two reads are answered truly (the cursor moves
+    // to c3, then c6); the third, from c6, gets the first page again with
+    // more to come, which sends the next read back to c3.
+    let first_page = json!({ "contacts": &w.crm.contacts()[..3], "has_more": true });
+    w.crm.faults().inject(Fault::Slow(Duration::ZERO), 2);
+    w.crm
+        .faults()
+        .inject(Fault::Lie(first_page.to_string().leak()), 1);
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(30));
+    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let runs = runs.as_array().unwrap();
+    let failed: Vec<&str> = runs
+        .iter()
+        .filter(|r| r["outcome"] == "failed")
+        .map(|r| r["error"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(failed.len(), 1, "{runs:#?}");
+    assert!(
+        failed[0].contains("sends the next read back to checkpoint")
+            && failed[0].contains("c000003")
+            && failed[0].contains("read from before"),
+        "{}",
+        failed[0]
+    );
 }
 
 #[test]

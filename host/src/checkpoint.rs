@@ -4,6 +4,9 @@
 //! durable. The pipeline runner commits a checkpoint only after every sink
 //! acknowledged the page it ends.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::bindings::Page;
@@ -30,15 +33,40 @@ impl From<rusqlite::Error> for CheckpointError {
     }
 }
 
-/// Whether a page that says more follows leaves the checkpoint where it was
-/// read from (the contract's `none` keeps it): read again from there, the
-/// source would answer the same page, and a run would never end.
-pub fn stuck(read_from: Option<&str>, page: &Page) -> bool {
-    page.has_more
-        && page
-            .checkpoint
-            .as_deref()
-            .is_none_or(|next| Some(next) == read_from)
+/// The checkpoints one read of a stream has started from, so that a source
+/// sending the next read back to one of them (keeping the checkpoint, or
+/// going round a circle) is caught instead of read forever. Kept as hashes,
+/// with keys of its own so a source cannot aim for a collision: a run may
+/// read millions of pages.
+#[derive(Debug, Default)]
+pub struct Visited {
+    seen: HashSet<u64>,
+    keys: RandomState,
+}
+
+impl Visited {
+    /// Notes that a read starts from `from`.
+    pub fn start(&mut self, from: Option<&str>) {
+        self.seen.insert(self.keys.hash_one(from));
+    }
+
+    /// When `page`, read from `from`, says more follows but the next read
+    /// would start from a checkpoint already read from (the contract's
+    /// `none` keeps `from`): what it did, for the operator.
+    pub fn loops(&self, from: Option<&str>, page: &Page) -> Option<String> {
+        let next = page.checkpoint.as_deref().or(from);
+        if !page.has_more || !self.seen.contains(&self.keys.hash_one(next)) {
+            return None;
+        }
+        let next_text = next.unwrap_or("(none)");
+        Some(if next == from {
+            format!("the page says more follows but keeps the checkpoint {next_text}")
+        } else {
+            format!(
+                "the page says more follows but sends the next read back to checkpoint {next_text}, read from before"
+            )
+        })
+    }
 }
 
 /// The committed checkpoint of `stream` in `pipeline`, if any.
@@ -92,17 +120,42 @@ mod tests {
         }
     }
 
+    /// Reads from each of `from` in turn, each page naming the next as its
+    /// checkpoint, and the last page answering `last`.
+    fn pages(from: &[Option<&str>], last: Page) -> Option<String> {
+        let mut visited = Visited::default();
+        for pair in from.windows(2) {
+            visited.start(pair[0]);
+            assert_eq!(visited.loops(pair[0], &page(pair[1], true)), None);
+        }
+        let at = from.last().copied().flatten();
+        visited.start(at);
+        visited.loops(at, &last)
+    }
+
     #[test]
-    fn a_page_announcing_more_must_move_the_checkpoint() {
-        // Stuck: more follows, and the next read would start where this one did.
-        assert!(stuck(None, &page(None, true)));
-        assert!(stuck(Some("a"), &page(None, true)), "`none` keeps `a`");
-        assert!(stuck(Some("a"), &page(Some("a"), true)));
+    fn a_page_announcing_more_must_send_the_next_read_somewhere_new() {
+        // Kept: the same checkpoint, or `none`, which keeps it.
+        let kept = Some("the page says more follows but keeps the checkpoint a".to_string());
+        assert_eq!(pages(&[None, Some("a")], page(Some("a"), true)), kept);
+        assert_eq!(pages(&[None, Some("a")], page(None, true)), kept);
+        assert!(
+            pages(&[None], page(None, true))
+                .unwrap()
+                .ends_with("(none)")
+        );
+        // Round a circle: back to where an earlier read started.
+        let back = pages(&[Some("a"), Some("b"), Some("c")], page(Some("a"), true));
+        assert_eq!(
+            back.as_deref(),
+            Some(
+                "the page says more follows but sends the next read back to checkpoint a, read from before"
+            )
+        );
         // Moving on, or at the end.
-        assert!(!stuck(None, &page(Some("a"), true)));
-        assert!(!stuck(Some("a"), &page(Some("b"), true)));
-        assert!(!stuck(Some("a"), &page(None, false)));
-        assert!(!stuck(Some("a"), &page(Some("a"), false)));
+        assert_eq!(pages(&[None, Some("a")], page(Some("b"), true)), None);
+        assert_eq!(pages(&[None, Some("a")], page(None, false)), None);
+        assert_eq!(pages(&[Some("a"), Some("b")], page(Some("a"), false)), None);
     }
 
     #[tokio::test]

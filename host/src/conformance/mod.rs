@@ -511,6 +511,7 @@ async fn read_rules(subject: &Subject, config: &Value, stream: &StreamInfo, repo
     let mut checkpoint: Option<String> = None;
     let mut seen: Vec<Record> = Vec::new();
     let mut pages = 0;
+    let mut visited = crate::checkpoint::Visited::default();
     loop {
         let read = Operation::Read {
             stream: name.clone(),
@@ -548,17 +549,15 @@ async fn read_rules(subject: &Subject, config: &Value, stream: &StreamInfo, repo
                 ),
             );
         }
-        let stuck = crate::checkpoint::stuck(checkpoint.as_deref(), &page);
-        seen.extend(page.records);
-        if stuck {
+        visited.start(checkpoint.as_deref());
+        if let Some(looped) = visited.loops(checkpoint.as_deref(), &page) {
             report.fail(
                 Rule::ReadCompletes,
-                format!(
-                    "stream {name}: page {pages} says more follows but keeps checkpoint {checkpoint:?}: the next read would repeat it forever"
-                ),
+                format!("stream {name}: page {pages}: {looped}: the reads would go round forever"),
             );
             return;
         }
+        seen.extend(page.records);
         // `none` keeps the checkpoint, as the host does.
         checkpoint = page.checkpoint.or(checkpoint);
         if !page.has_more {

@@ -173,6 +173,7 @@ impl Runner {
                 Ok::<_, DbError>(history::start_run(conn, &name, &trigger)?)
             })
             .await?;
+        let mut visited = crate::checkpoint::Visited::default();
         let end = loop {
             if stop.is_set() {
                 break RunEnd::Interrupted;
@@ -180,7 +181,7 @@ impl Runner {
             let step = if trigger_is_webhook {
                 self.deliveries(run_id, stop).await
             } else {
-                self.page(run_id, stop).await
+                self.page(run_id, stop, &mut visited).await
             };
             match step {
                 Ok(true) => continue,
@@ -221,8 +222,14 @@ impl Runner {
         Ok(end)
     }
 
-    /// One page; whether the source has more.
-    async fn page(&self, run_id: i64, stop: &Stop) -> Result<bool, RunEnd> {
+    /// One page; whether the source has more. `visited` holds the
+    /// checkpoints this run has read from.
+    async fn page(
+        &self,
+        run_id: i64,
+        stop: &Stop,
+        visited: &mut crate::checkpoint::Visited,
+    ) -> Result<bool, RunEnd> {
         let snapshot = self.live.snapshot();
         let (pipeline, stages) = self.stages(&snapshot)?;
         let (name, stream) = (self.name.clone(), pipeline.source.stream.clone());
@@ -246,20 +253,20 @@ impl Runner {
             other => return Err(unexpected(&pipeline.source.plugin, &other)),
         };
         let has_more = page.has_more;
-        let stuck = crate::checkpoint::stuck(previous.as_deref(), &page);
+        visited.start(previous.as_deref());
+        let looped = visited.loops(previous.as_deref(), &page);
         let delivered = self.flow(pipeline, &stages, page.records, stop).await?;
         let checkpoint = page
             .checkpoint
             .filter(|c| Some(c.as_str()) != previous.as_deref());
         self.commit(pipeline, run_id, checkpoint, Vec::new(), delivered)
             .await?;
-        // The page is delivered; reading it again would deliver it again,
-        // forever. Whether the source system or the plugin is at fault, the
-        // circuit's cooldown paces the next tries.
-        if stuck {
+        // The page is delivered; the reads after it would go round forever.
+        // Whether the source system or the plugin is at fault, the circuit's
+        // cooldown paces the next tries.
+        if let Some(looped) = looped {
             return Err(RunEnd::Exhausted(format!(
-                "{what}: the page says more follows but keeps the checkpoint {}: read again, it would be the same page, forever; the page was delivered, and the next read waits for the circuit's cooldown (if the plugin never moves its checkpoint, `causeway test` fails its read-completes rule)",
-                previous.as_deref().unwrap_or("(none)")
+                "{what}: {looped}: reading on would go round forever; the page was delivered, and the next read waits for the circuit's cooldown (if the plugin does this whatever its API answers, `causeway test` fails its read-completes rule)"
             )));
         }
         Ok(has_more)
