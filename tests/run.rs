@@ -104,6 +104,37 @@ fn sigterm_with_a_call_in_flight_lets_it_finish_and_exits_0() {
 }
 
 #[test]
+fn a_second_host_on_the_same_data_folder_is_refused_and_the_first_keeps_serving() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let mut host = start(&scratch);
+    let in_use = format!("is in use by another causeway process (pid {})", host.pid());
+    let second = run(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
+    assert!(!second.success);
+    assert!(
+        second.stderr.contains("causeway-data is in use") && second.stderr.contains(&in_use),
+        "{}",
+        second.stderr
+    );
+    // The demo is refused before it writes anything into the folder.
+    let demo =
+        run(scratch
+            .causeway()
+            .args(["demo", "--data-dir", "causeway-data", "--contacts", "1"]));
+    assert!(!demo.success);
+    assert!(demo.stderr.contains(&in_use), "{}", demo.stderr);
+    assert!(!scratch.path().join("causeway-data/plugins").exists());
+    assert_eq!(http(&host.addr, "GET", "/healthz", None).0, 200);
+
+    // Killed, the first leaves no claim behind: the next host starts.
+    host.kill();
+    let mut next = start(&scratch);
+    assert_eq!(http(&next.addr, "GET", "/healthz", None).0, 200);
+    next.terminate();
+    assert!(next.wait_exit(30), "{}", next.logs());
+}
+
+#[test]
 fn a_database_from_a_newer_causeway_is_refused() {
     let scratch = Scratch::new();
     let data = scratch.path().join("causeway-data");

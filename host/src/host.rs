@@ -27,6 +27,24 @@ pub enum HostError {
     /// The audit chain's key or head cannot be opened.
     #[error("cannot open the audit trail: {0}")]
     AuditChain(String),
+    /// Another process is running a host (or a pipeline) on the data folder.
+    #[error(
+        "the data folder {dir} is in use by another causeway process{by}: stop it first, or give this one a folder of its own (`data-dir` in causeway.toml)"
+    )]
+    DataDirInUse {
+        /// The data folder.
+        dir: String,
+        /// ` (pid N)`, when the holder wrote it down.
+        by: String,
+    },
+    /// The data folder's lock file cannot be made.
+    #[error("cannot claim the data folder {dir}: {error}")]
+    DataDir {
+        /// The data folder.
+        dir: String,
+        /// The error.
+        error: std::io::Error,
+    },
     /// The plugins folder cannot be read.
     #[error("cannot read the plugins folder {path}: {error}")]
     PluginsDir {
@@ -35,6 +53,67 @@ pub enum HostError {
         /// The error.
         error: std::io::Error,
     },
+}
+
+/// The lock file in the data folder held by the process running a host.
+pub const CLAIM_FILE: &str = "host.lock";
+
+/// This process's claim on the data folder ([`Claim::take`]),
+/// released when dropped or when the process ends, however it ends.
+#[derive(Debug)]
+pub struct Claim {
+    _file: Option<std::fs::File>,
+}
+
+impl Claim {
+    /// Claims the data folder `dir` for this process, for as long as the claim
+    /// lives: two hosts on one folder would both run every pipeline and
+    /// both answer for the same plugins. The lock is the kernel's, so a
+    /// killed host leaves none behind. Where the file system cannot lock,
+    /// the host goes on unclaimed, with a warning.
+    pub fn take(dir: &Path) -> Result<Claim, HostError> {
+        let failed = |error| HostError::DataDir {
+            dir: dir.display().to_string(),
+            error,
+        };
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        let path = dir.join(CLAIM_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(failed)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let by = match holder.trim().parse::<u32>() {
+                    Ok(pid) => format!(" (pid {pid})"),
+                    Err(_) => String::new(),
+                };
+                return Err(HostError::DataDirInUse {
+                    dir: dir.display().to_string(),
+                    by,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!(
+                    "cannot lock {}: going on without making sure no other host uses {}: {e}",
+                    path.display(),
+                    dir.display()
+                );
+                return Ok(Claim { _file: None });
+            }
+        }
+        // The holder's pid, for the message a second process gets.
+        use std::io::Write;
+        let _ = file
+            .set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(Claim { _file: Some(file) })
+    }
 }
 
 /// The configured host.

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::fakes::{self, FakeCrm, FakeMailer};
 use crate::files::{self, Durability};
-use crate::host::Host;
+use crate::host::{Claim, Host};
 use crate::live::{Live, Snapshot};
 use crate::pipeline::{Pipelines, history};
 use crate::server::{self, AppState};
@@ -74,6 +74,9 @@ pub struct Opts {
 impl Opts {
     /// Runs the demo.
     pub async fn run(&self) -> anyhow::Result<ExitCode> {
+        // Before anything is written into it: another demo or host may be
+        // using the folder.
+        let _claim = Claim::take(&self.data_dir)?;
         let plugins = self.data_dir.join("plugins");
         install_examples(&plugins)?;
         let crm = FakeCrm::start(CRM_TOKEN, 0).context("cannot start the fake CRM")?;

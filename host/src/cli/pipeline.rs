@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::db;
+use crate::host::Claim;
 use crate::pipeline::{RunEnd, Runner, Stop, history};
 
 /// Pause, resume, run now, or reset one pipeline.
@@ -108,6 +109,9 @@ impl Opts {
     /// One run in this process, when no host runs.
     async fn run_here(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
         let host = cli.host()?;
+        // A host started since the check above, or another run-now, would
+        // run the pipeline beside this one.
+        let _claim = Claim::take(&host.config.data_dir)?;
         let registry = host.registry()?;
         let writer = host.open_database()?;
         let runner = Runner::in_process(&host, &self.name, registry, writer.handle());

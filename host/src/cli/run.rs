@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::Notify;
 
+use crate::host::Claim;
 use crate::live::{Live, Snapshot};
 use crate::pipeline::Pipelines;
 use crate::reload::Reloader;
@@ -42,6 +43,7 @@ impl Opts {
         if let Some(listen) = self.listen {
             host.config.listen = listen;
         }
+        let _claim = Claim::take(&host.config.data_dir)?;
         let writer = host.open_database()?;
         let registry = host.registry()?;
         let listener = tokio::net::TcpListener::bind(host.config.listen)
