@@ -260,6 +260,43 @@ fn an_upgrade_asking_for_more_is_held_pending_until_granted_while_the_old_serves
 }
 
 #[test]
+fn sighup_reads_a_grants_file_the_watcher_could_not_see_and_watches_it_from_then_on() {
+    // The grants file's folder does not exist when the host starts, so
+    // nothing can watch it: the storage the plugin asks for is not granted.
+    let scratch = Scratch::new();
+    scratch.install("test-kv", "kv.wasm");
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "grants = \"policy/grants.toml\"\n",
+    )
+    .unwrap();
+    let mut host = start(&scratch);
+    let state = |addr: &str| plugin_rows(addr)[0]["state"].clone();
+    assert_eq!(state(&host.addr), "pending-approval");
+    let policy = scratch.path().join("policy");
+    std::fs::create_dir(&policy).unwrap();
+    std::fs::write(policy.join("grants.toml"), "[plugins.test-kv.storage]\n").unwrap();
+
+    let hangup = std::process::Command::new("kill")
+        .args(["-HUP", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+    wait_until("the grant read", Duration::from_secs(10), || {
+        (state(&host.addr) == "active").then_some(())
+    });
+    assert!(host.logs().contains("SIGHUP: reading"), "{}", host.logs());
+
+    // From then on the folder is watched: a revocation needs no signal.
+    std::fs::write(policy.join("grants.toml"), "").unwrap();
+    wait_until("the revocation taken", Duration::from_secs(10), || {
+        (state(&host.addr) == "pending-approval").then_some(())
+    });
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
+}
+
+#[test]
 fn removing_the_file_unloads_the_plugin() {
     let scratch = setup(0, "");
     let host = start(&scratch);

@@ -13,6 +13,7 @@
 //! - A plugin file that fails to load, or an upgrade that requests more than
 //!   is granted, leaves the version that served before serving (see
 //!   [`Registry::rescan`](crate::registry::Registry::rescan)).
+//! - SIGHUP reads all three again, as if each had changed.
 //! - An invalid `grants.toml` or `causeway.toml` is refused, logged, and the
 //!   last good one kept. The listen address, the data directory, the
 //!   plugins folder, the artifact cache and `[engine]` are fixed for the
@@ -50,7 +51,6 @@ enum Changed {
 
 /// The running reloader: dropping it stops the watching.
 pub struct Reloader {
-    _watcher: RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -124,38 +124,66 @@ impl Reloader {
         let mut watcher = notify::recommended_watcher(move |event| {
             let _ = events.send(event);
         })?;
-        let mut dirs: BTreeSet<&Path> = BTreeSet::new();
-        dirs.insert(&watched.plugins_canonical);
-        dirs.insert(&watched.grants.0);
+        watcher.watch(&watched.plugins_canonical, RecursiveMode::NonRecursive)?;
+        let mut unwatched = BTreeSet::new();
+        unwatched.insert(watched.grants.0.clone());
         if let Some((dir, _)) = &watched.config {
-            dirs.insert(dir);
+            unwatched.insert(dir.clone());
         }
-        for dir in dirs {
-            // A grants file's folder may not exist yet: then nothing is
-            // granted until the host restarts with one.
-            match watcher.watch(dir, RecursiveMode::NonRecursive) {
-                Ok(()) => {}
-                Err(e) if dir != watched.plugins_canonical => {
-                    tracing::warn!("cannot watch {}: {e}", dir.display())
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        unwatched.remove(&watched.plugins_canonical);
         let (compiled, compiled_files) = mpsc::unbounded_channel();
-        let state = State {
+        let mut state = State {
             live,
             compiler: Arc::new(compile::Background::new(runtime.clone(), compiled)),
             runtime,
             db,
             watched,
+            watcher,
+            unwatched,
             settle: config.reload_settle,
         };
-        let task = tokio::spawn(state.run(receiver, compiled_files));
-        Ok(Reloader {
-            _watcher: watcher,
-            task,
-        })
+        state.watch_the_rest();
+        let hangup = hangup();
+        let task = tokio::spawn(state.run(receiver, compiled_files, hangup));
+        Ok(Reloader { task })
     }
+}
+
+/// SIGHUP, where there is such a thing: an operator's (or a service
+/// manager's) "read everything again", for file systems whose changes never
+/// reach the watcher, and a reload rather than the default stop.
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<std::convert::Infallible>;
+
+#[cfg(unix)]
+fn hangup() -> Hangup {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup() -> Hangup {
+    None
+}
+
+/// The next SIGHUP; never, without one.
+async fn hung_up(signal: &mut Hangup) {
+    #[cfg(unix)]
+    if let Some(signal) = signal
+        && signal.recv().await.is_some()
+    {
+        return;
+    }
+    #[cfg(not(unix))]
+    let _ = signal;
+    std::future::pending().await
 }
 
 struct State {
@@ -164,14 +192,43 @@ struct State {
     runtime: Arc<Runtime>,
     db: WriterHandle,
     watched: Watched,
+    // Dropped with the task: then the events stop.
+    watcher: RecommendedWatcher,
+    /// The folders of `grants.toml` and `causeway.toml` not watched yet.
+    unwatched: BTreeSet<PathBuf>,
     settle: Duration,
 }
 
 impl State {
+    /// Watches the folders of `grants.toml` and `causeway.toml` not watched
+    /// yet. A grants file's folder may not exist at start: its file is then
+    /// read at the next SIGHUP (or restart), which watches it from then on.
+    fn watch_the_rest(&mut self) {
+        for dir in std::mem::take(&mut self.unwatched) {
+            // A folder made since the start has a canonical name only now:
+            // the events will carry it.
+            let canonical = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+            if let Err(e) = self.watcher.watch(&canonical, RecursiveMode::NonRecursive) {
+                tracing::warn!("cannot watch {}: {e}", dir.display());
+                self.unwatched.insert(dir);
+                continue;
+            }
+            let watched = &mut self.watched;
+            for known in std::iter::once(&mut watched.grants.0)
+                .chain(watched.config.as_mut().map(|(dir, _)| dir))
+            {
+                if *known == dir {
+                    known.clone_from(&canonical);
+                }
+            }
+        }
+    }
+
     async fn run(
-        self,
+        mut self,
         mut events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
         mut compiled: mpsc::UnboundedReceiver<PathBuf>,
+        mut hangup: Hangup,
     ) {
         let mut pending: BTreeMap<Changed, Instant> = BTreeMap::new();
         loop {
@@ -182,6 +239,17 @@ impl State {
                     Some(Err(e)) => tracing::warn!("watching the plugins folder: {e}"),
                     Some(Ok(event)) => self.note(&event, &mut pending),
                 },
+                // Everything again, now: the two files, and the folder
+                // (every rescan reads the whole folder).
+                () = hung_up(&mut hangup) => {
+                    tracing::info!(
+                        "SIGHUP: reading causeway.toml, grants.toml and the plugins folder again"
+                    );
+                    self.watch_the_rest();
+                    let now = Instant::now();
+                    pending.insert(Changed::Config, now);
+                    pending.insert(Changed::Grants, now);
+                }
                 // A compile finished: its file is ready to be taken now,
                 // unless it is being written again (then it waits for that).
                 Some(file) = compiled.recv() => {
