@@ -522,6 +522,55 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
 }
 
 #[test]
+fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
+    let w = world("");
+    let expected = create(&w.crm, 30);
+    // Ten pages of three, each read slowly: the run is still going when
+    // the pause comes.
+    w.crm
+        .faults()
+        .inject(Fault::Slow(Duration::from_millis(300)), 10);
+    let lever = |action: &str| {
+        let out = run(w
+            .scratch
+            .causeway()
+            .args(["pipeline", action, "contacts-to-mailer"]));
+        assert!(out.success, "{action}: {}{}", out.stdout, out.stderr);
+    };
+    let runs = || run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let _host = w.start();
+    wait_until("the run under way", Duration::from_secs(20), || {
+        (runs()[0]["read"].as_i64() >= Some(3)).then_some(())
+    });
+    lever("pause");
+    let paused = wait_until("the run paused", Duration::from_secs(20), || {
+        let run = runs()[0].clone();
+        (run["outcome"] == "paused").then_some(run)
+    });
+    assert_eq!(paused["error"], "paused by an operator", "{paused:#}");
+    assert!(paused["read"].as_i64() < Some(30), "{paused:#}");
+    assert!(w.mailer.subscribers(LIST).len() < 30);
+    let pipeline = run_json(w.scratch.causeway().args(["pipelines", "--json"]))[0].clone();
+    assert_eq!(
+        (&pipeline["state"], &pipeline["paused"]),
+        (&json!("idle"), &json!(true)),
+        "{pipeline:#}"
+    );
+
+    lever("resume");
+    w.wait_for_subscribers(&expected, Duration::from_secs(30));
+    // Each contact was read once: the paused run read no page it did not
+    // deliver, and the next went on from its checkpoint.
+    let read: i64 = runs()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["read"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(read, 30);
+}
+
+#[test]
 fn an_auth_error_stops_the_pipeline_with_a_visible_reason() {
     let w = world("");
     create(&w.crm, 1);

@@ -237,7 +237,7 @@ impl CallStats {
 }
 
 /// How a run can end, as `outcome` labels.
-pub const RUN_OUTCOMES: [&str; 4] = ["ok", "failed", "stopped", "interrupted"];
+pub const RUN_OUTCOMES: [&str; 5] = ["ok", "failed", "stopped", "interrupted", "paused"];
 
 /// What a record can have become in a pipeline, as `stage` labels: read
 /// from the source, acknowledged by every sink, rejected by a sink (a

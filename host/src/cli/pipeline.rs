@@ -10,8 +10,8 @@ use crate::pipeline::{RunEnd, Runner, Stop, history};
 
 /// Pause, resume, run now, or reset one pipeline.
 ///
-/// pause: scheduled runs stop (a run in progress finishes); it survives
-/// restarts. resume: runs again, and clears a stop or an open circuit.
+/// pause: scheduled runs stop, and a run in progress after its current page;
+/// it survives restarts. resume: runs again, and clears a stop or an open circuit.
 /// run-now: one run at once (by the running host if there is one, else in
 /// this process). reset: forget the checkpoint, so the next run reads the
 /// source from the start (refused while a run is in progress).
@@ -60,7 +60,9 @@ impl Opts {
         match self.action {
             Action::Pause => {
                 history::set_paused(&conn, name, true)?;
-                super::print(&format!("{name}: paused\n"))?;
+                super::print(&format!(
+                    "{name}: paused (a run in progress stops after its current page)\n"
+                ))?;
             }
             Action::Resume => {
                 history::resume(&conn, name)?;
@@ -123,6 +125,13 @@ impl Opts {
                 Ok(ExitCode::SUCCESS)
             }
             RunEnd::Interrupted => Ok(ExitCode::FAILURE),
+            RunEnd::Paused => {
+                super::print(&format!(
+                    "{}: paused while it ran: the run stopped between pages (see `causeway runs`)\n",
+                    self.name
+                ))?;
+                Ok(ExitCode::FAILURE)
+            }
             RunEnd::Exhausted(reason) | RunEnd::Stopped(reason) => {
                 anyhow::bail!("{}: the run failed: {reason}", self.name)
             }

@@ -385,6 +385,11 @@ async fn settle(
             .await;
             false
         }
+        // The pause itself keeps the next runs from starting.
+        RunEnd::Paused => {
+            record_state(&shared.db, name, "idle", None, None).await;
+            false
+        }
         RunEnd::Exhausted(reason) => {
             let cooldown = config.retry.circuit_cooldown.0;
             let until = Instant::now() + cooldown;

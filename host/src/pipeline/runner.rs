@@ -45,6 +45,9 @@ pub enum RunEnd {
     Done,
     /// The host is stopping: the run ended between pages.
     Interrupted,
+    /// An operator paused the pipeline while it ran: the run ended between
+    /// pages, and the next one goes on from the checkpoint.
+    Paused,
     /// A step kept failing past its retry budget: the circuit opens.
     Exhausted(String),
     /// A step failed in a way waiting cannot heal: the pipeline stops until
@@ -110,6 +113,29 @@ pub struct Runner {
     pub stats: Arc<crate::metrics::PipelineStats>,
 }
 
+/// What one run carries from page to page.
+struct ThisRun {
+    id: i64,
+    /// Paused when it started (a `run-now` of a paused pipeline), and not
+    /// resumed since: only a pause that comes while it runs stops it.
+    started_paused: bool,
+    /// The checkpoints it has read from.
+    visited: crate::checkpoint::Visited,
+}
+
+impl ThisRun {
+    /// Ends the run (between pages) when the pipeline was paused since it
+    /// started, or since it was last seen resumed.
+    fn pause_taken(&mut self, paused: bool) -> Result<(), RunEnd> {
+        if !paused {
+            self.started_paused = false;
+        } else if !self.started_paused {
+            return Err(RunEnd::Paused);
+        }
+        Ok(())
+    }
+}
+
 /// Counts of one page.
 #[derive(Debug, Default)]
 struct PageCounts {
@@ -166,22 +192,27 @@ impl Runner {
         let name = self.name.clone();
         let trigger_is_webhook = trigger == WEBHOOK;
         let trigger = trigger.to_string();
-        let run_id = self
+        let (run_id, started_paused) = self
             .db
             .transact(move |conn| {
                 history::set_state(conn, &name, "running", None, None)?;
-                Ok::<_, DbError>(history::start_run(conn, &name, &trigger)?)
+                let paused = history::state(conn, &name)?.is_some_and(|r| r.paused);
+                Ok::<_, DbError>((history::start_run(conn, &name, &trigger)?, paused))
             })
             .await?;
-        let mut visited = crate::checkpoint::Visited::default();
+        let mut run = ThisRun {
+            id: run_id,
+            started_paused,
+            visited: crate::checkpoint::Visited::default(),
+        };
         let end = loop {
             if stop.is_set() {
                 break RunEnd::Interrupted;
             }
             let step = if trigger_is_webhook {
-                self.deliveries(run_id, stop).await
+                self.deliveries(&mut run, stop).await
             } else {
-                self.page(run_id, stop, &mut visited).await
+                self.page(&mut run, stop).await
             };
             match step {
                 Ok(true) => continue,
@@ -192,6 +223,7 @@ impl Runner {
         let (outcome, error) = match &end {
             RunEnd::Done => ("ok", None),
             RunEnd::Interrupted => ("interrupted", Some("the host is stopping".to_string())),
+            RunEnd::Paused => ("paused", Some("paused by an operator".to_string())),
             RunEnd::Exhausted(e) => ("failed", Some(e.clone())),
             RunEnd::Stopped(e) => ("stopped", Some(e.clone())),
         };
@@ -203,6 +235,11 @@ impl Runner {
                 pipeline = %self.name,
                 run = run_id,
                 "run interrupted: the host is stopping; what it had not committed is done again at the next start"
+            ),
+            (RunEnd::Paused, _) => tracing::info!(
+                pipeline = %self.name,
+                run = run_id,
+                "run paused by an operator between pages; `causeway pipeline resume` goes on from the checkpoint"
             ),
             (_, Some(error)) => {
                 tracing::warn!(pipeline = %self.name, run = run_id, "run {outcome}: {error}")
@@ -222,22 +259,21 @@ impl Runner {
         Ok(end)
     }
 
-    /// One page; whether the source has more. `visited` holds the
-    /// checkpoints this run has read from.
-    async fn page(
-        &self,
-        run_id: i64,
-        stop: &Stop,
-        visited: &mut crate::checkpoint::Visited,
-    ) -> Result<bool, RunEnd> {
+    /// One page; whether the source has more.
+    async fn page(&self, run: &mut ThisRun, stop: &Stop) -> Result<bool, RunEnd> {
         let snapshot = self.live.snapshot();
         let (pipeline, stages) = self.stages(&snapshot)?;
         let (name, stream) = (self.name.clone(), pipeline.source.stream.clone());
-        let previous = self
+        let (previous, paused) = self
             .db
-            .transact(move |conn| Ok::<_, DbError>(crate::checkpoint::read(conn, &name, &stream)?))
+            .transact(move |conn| {
+                let paused = history::state(conn, &name)?.is_some_and(|r| r.paused);
+                Ok::<_, DbError>((crate::checkpoint::read(conn, &name, &stream)?, paused))
+            })
             .await
             .map_err(|e| RunEnd::Exhausted(format!("cannot read the checkpoint: {e}")))?;
+        run.pause_taken(paused)?;
+        let run_id = run.id;
 
         let what = format!("pipeline {}: read {}", self.name, pipeline.source.plugin);
         let page = match self
@@ -253,8 +289,8 @@ impl Runner {
             other => return Err(unexpected(&pipeline.source.plugin, &other)),
         };
         let has_more = page.has_more;
-        visited.start(previous.as_deref());
-        let looped = visited.loops(previous.as_deref(), &page);
+        run.visited.start(previous.as_deref());
+        let looped = run.visited.loops(previous.as_deref(), &page);
         let delivered = self.flow(pipeline, &stages, page.records, stop).await?;
         let checkpoint = page
             .checkpoint
@@ -278,22 +314,21 @@ impl Runner {
     /// A burst of deliveries costs the sinks a request per batch, not one
     /// per delivery (against a rate limit of 20 a second, the difference
     /// between keeping up and falling behind). Whether there may be more.
-    async fn deliveries(&self, run_id: i64, stop: &Stop) -> Result<bool, RunEnd> {
+    async fn deliveries(&self, run: &mut ThisRun, stop: &Stop) -> Result<bool, RunEnd> {
         let snapshot = self.live.snapshot();
         let (pipeline, stages) = self.stages(&snapshot)?;
         let name = self.name.clone();
-        let pending = self
+        let (pending, paused) = self
             .db
             .transact(move |conn| {
-                Ok::<_, DbError>(inbox::pending(
-                    conn,
-                    &name,
-                    DELIVERIES_PER_BATCH,
-                    BYTES_PER_BATCH,
-                )?)
+                let paused = history::state(conn, &name)?.is_some_and(|r| r.paused);
+                let pending = inbox::pending(conn, &name, DELIVERIES_PER_BATCH, BYTES_PER_BATCH)?;
+                Ok::<_, DbError>((pending, paused))
             })
             .await
             .map_err(|e| RunEnd::Exhausted(format!("cannot read the webhook inbox: {e}")))?;
+        run.pause_taken(paused)?;
+        let run_id = run.id;
         if pending.is_empty() {
             return Ok(false);
         }
