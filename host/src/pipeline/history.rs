@@ -114,6 +114,11 @@ pub fn state(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<Pipel
     .optional()
 }
 
+/// Whether an operator paused `pipeline`.
+pub fn paused(conn: &Connection, pipeline: &str) -> rusqlite::Result<bool> {
+    Ok(state(conn, pipeline)?.is_some_and(|r| r.paused))
+}
+
 /// Starts a run; its id.
 pub fn start_run(conn: &Connection, pipeline: &str, trigger: &str) -> rusqlite::Result<i64> {
     conn.execute(

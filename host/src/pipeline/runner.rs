@@ -196,7 +196,7 @@ impl Runner {
             .db
             .transact(move |conn| {
                 history::set_state(conn, &name, "running", None, None)?;
-                let paused = history::state(conn, &name)?.is_some_and(|r| r.paused);
+                let paused = history::paused(conn, &name)?;
                 Ok::<_, DbError>((history::start_run(conn, &name, &trigger)?, paused))
             })
             .await?;
@@ -267,7 +267,7 @@ impl Runner {
         let (previous, paused) = self
             .db
             .transact(move |conn| {
-                let paused = history::state(conn, &name)?.is_some_and(|r| r.paused);
+                let paused = history::paused(conn, &name)?;
                 Ok::<_, DbError>((crate::checkpoint::read(conn, &name, &stream)?, paused))
             })
             .await
@@ -321,7 +321,7 @@ impl Runner {
         let (pending, paused) = self
             .db
             .transact(move |conn| {
-                let paused = history::state(conn, &name)?.is_some_and(|r| r.paused);
+                let paused = history::paused(conn, &name)?;
                 let pending = inbox::pending(conn, &name, DELIVERIES_PER_BATCH, BYTES_PER_BATCH)?;
                 Ok::<_, DbError>((pending, paused))
             })
