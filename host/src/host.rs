@@ -29,7 +29,7 @@ pub enum HostError {
     AuditChain(String),
     /// Another process is running a host (or a pipeline) on the data folder.
     #[error(
-        "the data folder {dir} is in use by another causeway process{by}: stop it first, or give this one a folder of its own (`data-dir` in causeway.toml)"
+        "the data folder {dir} is in use by another causeway process{by}: stop it first, or give this one a folder of its own (`data-dir` in causeway.toml; `--data-dir` for the demo)"
     )]
     DataDirInUse {
         /// The data folder.
