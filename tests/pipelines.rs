@@ -571,6 +571,70 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
 }
 
 #[test]
+fn runs_past_their_retention_are_forgotten_when_the_host_starts() {
+    let w = world_with("every = \"1h\"\nruns-retention = \"1day\"", "");
+    create(&w.crm, 1);
+    // Old runs, as a host years ago would have left them.
+    let db = w.scratch.path().join("causeway-data/causeway.db");
+    let out = run(w
+        .scratch
+        .causeway()
+        .env("CRM_TOKEN", CRM_TOKEN)
+        .env("MAILER_KEY", MAILER_KEY)
+        .args(["pipeline", "run-now", "contacts-to-mailer"]));
+    assert!(out.success, "{}", out.stderr);
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for outcome in ["ok", "failed", "failed"] {
+            conn.execute(
+                "INSERT INTO pipeline_run (pipeline, trigger, started_at, finished_at, outcome)
+                 VALUES ('contacts-to-mailer', 'schedule', '2020-01-01T00:00:00Z', '2020-01-01T00:00:01Z', ?1)",
+                [outcome],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO pipeline_run (pipeline, trigger, started_at, finished_at, outcome)
+             VALUES ('a-removed-pipeline', 'schedule', '2020-01-01T00:00:00Z', '2020-01-01T00:00:01Z', 'ok')",
+            [],
+        )
+        .unwrap();
+    }
+    let started = |runs: &Value, at: &str| {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["started_at"].as_str().unwrap().starts_with(at))
+            .count()
+    };
+    // A run of today after them: the newest, and the newest good one.
+    let out = run(w
+        .scratch
+        .causeway()
+        .env("CRM_TOKEN", CRM_TOKEN)
+        .env("MAILER_KEY", MAILER_KEY)
+        .args(["pipeline", "run-now", "contacts-to-mailer"]));
+    assert!(out.success, "{}", out.stderr);
+    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    assert_eq!(started(&runs, "2020"), 4, "{runs:#}");
+
+    // The host forgets them when it starts (and every hour): the
+    // removed pipeline's go too, but not a run of today.
+    let _host = w.start();
+    let runs = wait_until("the old runs forgotten", Duration::from_secs(20), || {
+        let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+        (started(&runs, "2020") == 0).then_some(runs)
+    });
+    let today = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == "run-now" && r["outcome"] == "ok")
+        .count();
+    assert_eq!(today, 2, "{runs:#}");
+}
+
+#[test]
 fn an_auth_error_stops_the_pipeline_with_a_visible_reason() {
     let w = world("");
     create(&w.crm, 1);

@@ -42,13 +42,26 @@ pub struct PipelineConfig {
     /// Retries, backoff and the circuit breaker.
     #[serde(default)]
     pub retry: RetryConfig,
-    /// How long dead letters are kept.
+    /// How long dead letters (and processed webhook deliveries, the
+    /// window in which a redelivery is recognised) are kept.
     #[serde(default = "default_retention")]
     pub dlq_retention: TextDuration,
+    /// How long the run history is kept (the newest run, and the newest
+    /// that ended well, are kept whatever their age).
+    #[serde(default = "default_runs_retention")]
+    pub runs_retention: TextDuration,
 }
 
 fn default_retention() -> TextDuration {
     TextDuration(Duration::from_secs(7 * 24 * 3600))
+}
+
+/// How long a pipeline's runs are kept unless it says otherwise, and the
+/// runs of a pipeline no longer configured.
+pub const DEFAULT_RUNS_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn default_runs_retention() -> TextDuration {
+    TextDuration(DEFAULT_RUNS_RETENTION)
 }
 
 /// A webhook trigger: where deliveries arrive and how they are verified.

@@ -165,6 +165,31 @@ pub fn interrupt_unfinished(conn: &Connection) -> rusqlite::Result<usize> {
     )
 }
 
+/// Forgets `pipeline`'s finished runs that started before `cutoff` (RFC
+/// 3339). A configured pipeline (`keep_last`) keeps its newest run and its
+/// newest run that ended `ok`, whatever their age: what `causeway
+/// pipelines` shows as the last run and counts the lag from.
+pub fn expire_runs(
+    conn: &Connection,
+    pipeline: &str,
+    cutoff: &str,
+    keep_last: bool,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM pipeline_run WHERE pipeline = ?1 AND started_at < ?2 AND finished_at IS NOT NULL
+         AND (NOT ?3 OR (id < (SELECT max(id) FROM pipeline_run WHERE pipeline = ?1)
+             AND id IS NOT (SELECT max(id) FROM pipeline_run WHERE pipeline = ?1 AND outcome = 'ok')))",
+        params![pipeline, cutoff, keep_last],
+    )
+}
+
+/// The pipelines with runs on record, configured or not.
+pub fn pipelines_with_runs(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT DISTINCT pipeline FROM pipeline_run")?;
+    let names = stmt.query_map([], |row| row.get(0))?;
+    names.collect()
+}
+
 /// When a run of `pipeline` last ended `ok`: how far behind its source it
 /// may be (`causeway pipelines`, `/metrics`). Walks the pipeline's runs
 /// back from the newest to the first good one.
@@ -204,4 +229,62 @@ pub fn runs(
         })
     })?;
     rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(conn: &Connection, pipeline: &str, started_at: &str, outcome: &str) -> i64 {
+        let finished = (outcome != "running").then_some(started_at);
+        conn.execute(
+            "INSERT INTO pipeline_run (pipeline, trigger, started_at, finished_at, outcome) VALUES (?1, 'schedule', ?2, ?3, ?4)",
+            params![pipeline, started_at, finished, outcome],
+        )
+        .unwrap();
+        conn.last_insert_rowid()
+    }
+
+    fn ids(conn: &Connection, pipeline: &str) -> Vec<i64> {
+        runs(conn, Some(pipeline), 100)
+            .unwrap()
+            .into_iter()
+            .rev()
+            .map(|r| r.id)
+            .collect()
+    }
+
+    #[test]
+    fn old_runs_are_forgotten_but_the_newest_and_the_newest_good_one_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let (old, cutoff, new) = (
+            "2020-01-01T00:00:00Z",
+            "2020-06-01T00:00:00Z",
+            "2021-01-01T00:00:00Z",
+        );
+        let good = add(&conn, "p", old, "ok");
+        add(&conn, "p", old, "failed");
+        let unfinished = add(&conn, "p", old, "running");
+        let newest = add(&conn, "p", old, "failed");
+        let other = add(&conn, "q", old, "ok");
+        add(&conn, "q", old, "ok");
+
+        assert_eq!(expire_runs(&conn, "p", cutoff, true).unwrap(), 1);
+        assert_eq!(ids(&conn, "p"), [good, unfinished, newest]);
+        assert_eq!(last_ok_at(&conn, "p").unwrap().as_deref(), Some(old));
+
+        // A newer good run: the old ones all go, the unfinished one stays.
+        let recent = add(&conn, "p", new, "ok");
+        assert_eq!(expire_runs(&conn, "p", cutoff, true).unwrap(), 2);
+        assert_eq!(ids(&conn, "p"), [unfinished, recent]);
+        assert_eq!(ids(&conn, "q").len(), 2, "another pipeline's runs stay");
+        assert_eq!(expire_runs(&conn, "q", cutoff, true).unwrap(), 1);
+        assert_eq!(ids(&conn, "q").len(), 1);
+        assert_ne!(ids(&conn, "q"), [other], "the newest is kept");
+        assert_eq!(pipelines_with_runs(&conn).unwrap().len(), 2);
+        // A pipeline no longer configured keeps nothing old.
+        assert_eq!(expire_runs(&conn, "q", cutoff, false).unwrap(), 1);
+        assert_eq!(pipelines_with_runs(&conn).unwrap(), ["p"]);
+    }
 }

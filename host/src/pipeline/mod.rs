@@ -34,6 +34,9 @@ use crate::secrets::Secrets;
 /// How often the supervisor looks for pipelines added to the configuration.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
 
+/// How often the supervisor forgets runs past their retention.
+const EXPIRE_RUNS_EVERY: Duration = Duration::from_secs(3600);
+
 /// The pipelines a running host drives.
 pub struct Pipelines {
     shared: Arc<Shared>,
@@ -154,9 +157,14 @@ async fn supervise(shared: Arc<Shared>) {
     {
         tracing::error!("cannot mark interrupted runs: {e}");
     }
+    let mut runs_expired: Option<Instant> = None;
     loop {
         if shared.stop.is_set() {
             return;
+        }
+        if runs_expired.is_none_or(|at| at.elapsed() >= EXPIRE_RUNS_EVERY) {
+            runs_expired = Some(Instant::now());
+            expire_runs(&shared).await;
         }
         let names: Vec<String> = shared
             .live
@@ -179,6 +187,40 @@ async fn supervise(shared: Arc<Shared>) {
             }
         }
         tokio::time::sleep(SUPERVISE_EVERY).await;
+    }
+}
+
+/// Forgets each pipeline's runs past its `runs-retention` (a pipeline no
+/// longer configured: the default); a failure is logged, not fatal.
+async fn expire_runs(shared: &Shared) {
+    let retention: BTreeMap<String, Duration> = shared
+        .live
+        .snapshot()
+        .config
+        .pipelines
+        .iter()
+        .map(|(name, p)| (name.clone(), p.runs_retention.0))
+        .collect();
+    let result = shared
+        .db
+        .transact(move |conn| {
+            let mut expired = 0;
+            for name in history::pipelines_with_runs(conn)? {
+                let configured = retention.get(&name).copied();
+                let keep = configured.unwrap_or(config::DEFAULT_RUNS_RETENTION);
+                let cutoff = std::time::SystemTime::now()
+                    .checked_sub(keep)
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                let cutoff = humantime::format_rfc3339_micros(cutoff).to_string();
+                expired += history::expire_runs(conn, &name, &cutoff, configured.is_some())?;
+            }
+            Ok::<_, DbError>(expired)
+        })
+        .await;
+    match result {
+        Ok(0) => {}
+        Ok(expired) => tracing::info!("{expired} pipeline runs past their retention forgotten"),
+        Err(e) => tracing::error!("cannot forget pipeline runs past their retention: {e}"),
     }
 }
 
