@@ -2,6 +2,7 @@
 //! secrets, and the WebAssembly runtime. Every command that loads plugins
 //! starts here, so they all see the same files the same way.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -108,7 +109,6 @@ impl Claim {
             }
         }
         // The holder's pid, for the message a second process gets.
-        use std::io::Write;
         let _ = file
             .set_len(0)
             .and_then(|()| writeln!(file, "{}", std::process::id()));

@@ -134,6 +134,15 @@ pub fn now() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
+/// The time `keep` ago, as [`now`] writes it (the epoch, if that is later):
+/// what a retention compares stored times with.
+pub fn ago(keep: std::time::Duration) -> String {
+    let at = SystemTime::now()
+        .checked_sub(keep)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    humantime::format_rfc3339_micros(at).to_string()
+}
+
 /// Denied capability uses one plugin call may make. Each is audited one by
 /// one; a plugin looping on a refused call would otherwise write hundreds of
 /// thousands of rows a second (and queue them in memory faster than they are

@@ -208,10 +208,7 @@ async fn expire_runs(shared: &Shared) {
             for name in history::pipelines_with_runs(conn)? {
                 let configured = retention.get(&name).copied();
                 let keep = configured.unwrap_or(config::DEFAULT_RUNS_RETENTION);
-                let cutoff = std::time::SystemTime::now()
-                    .checked_sub(keep)
-                    .unwrap_or(std::time::UNIX_EPOCH);
-                let cutoff = humantime::format_rfc3339_micros(cutoff).to_string();
+                let cutoff = crate::audit::ago(keep);
                 expired += history::expire_runs(conn, &name, &cutoff, configured.is_some())?;
             }
             Ok::<_, DbError>(expired)

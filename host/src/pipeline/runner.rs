@@ -607,12 +607,7 @@ impl Runner {
             for &id in &deliveries {
                 inbox::finish(conn, id, None).map_err(|e| e.to_string())?;
             }
-            let cutoff = humantime::format_rfc3339_micros(
-                std::time::SystemTime::now()
-                    .checked_sub(retention)
-                    .unwrap_or(std::time::UNIX_EPOCH),
-            )
-            .to_string();
+            let cutoff = crate::audit::ago(retention);
             dlq::expire(conn, &name, &cutoff).map_err(|e| e.to_string())?;
             inbox::expire(conn, &name, &cutoff).map_err(|e| e.to_string())?;
             Ok(())
