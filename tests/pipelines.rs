@@ -571,7 +571,7 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
 }
 
 #[test]
-fn runs_past_their_retention_are_forgotten_when_the_host_starts() {
+fn runs_dead_letters_and_deliveries_past_their_retention_are_forgotten_when_the_host_starts() {
     let w = world_with("every = \"1h\"\nruns-retention = \"1day\"", "");
     create(&w.crm, 1);
     // Old runs, as a host years ago would have left them.
@@ -599,7 +599,31 @@ fn runs_past_their_retention_are_forgotten_when_the_host_starts() {
             [],
         )
         .unwrap();
+        // Dead letters, one old and one recent, and an old delivery.
+        for (key, at) in [
+            ("old", "2020-01-01T00:00:00Z"),
+            ("new", "2099-01-01T00:00:00Z"),
+        ] {
+            conn.execute(
+                "INSERT INTO dead_letter (pipeline, sink, stream, key, op, data, reason, created_at)
+                 VALUES ('contacts-to-mailer', 'mailer-sink', 'subscribers', ?1, 'upsert', '{}', 'r', ?2)",
+                [key, at],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO webhook_inbox (pipeline, delivery_id, received_at, method, path, query, headers, body, state)
+             VALUES ('a-removed-pipeline', 'd1', '2020-01-01T00:00:00Z', 'POST', '/h', '', '[]', x'', 'done')",
+            [],
+        )
+        .unwrap();
     }
+    let count = |table: &str| -> i64 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
     let started = |runs: &Value, at: &str| {
         runs.as_array()
             .unwrap()
@@ -619,12 +643,21 @@ fn runs_past_their_retention_are_forgotten_when_the_host_starts() {
     assert_eq!(started(&runs, "2020"), 4, "{runs:#}");
 
     // The host forgets them when it starts (and every hour): the
-    // removed pipeline's go too, but not a run of today.
+    // removed pipeline's go too, but not a run or a dead letter of today.
     let _host = w.start();
     let runs = wait_until("the old runs forgotten", Duration::from_secs(20), || {
         let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
         (started(&runs, "2020") == 0).then_some(runs)
     });
+    let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+    let keys: Vec<&str> = letters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["new"], "{letters:#}");
+    assert_eq!(count("webhook_inbox"), 0);
     let today = runs
         .as_array()
         .unwrap()

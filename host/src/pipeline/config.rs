@@ -52,8 +52,12 @@ pub struct PipelineConfig {
     pub runs_retention: TextDuration,
 }
 
+/// How long dead letters are kept unless a pipeline says otherwise, and
+/// those of a pipeline no longer configured.
+pub const DEFAULT_DLQ_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn default_retention() -> TextDuration {
-    TextDuration(Duration::from_secs(7 * 24 * 3600))
+    TextDuration(DEFAULT_DLQ_RETENTION)
 }
 
 /// How long a pipeline's runs are kept unless it says otherwise, and the

@@ -183,9 +183,13 @@ pub fn expire_runs(
     )
 }
 
-/// The pipelines with runs on record, configured or not.
-pub fn pipelines_with_runs(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT DISTINCT pipeline FROM pipeline_run")?;
+/// The pipelines with runs, dead letters or webhook deliveries on record,
+/// configured or not.
+pub fn pipelines_on_record(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT pipeline FROM pipeline_run UNION SELECT pipeline FROM dead_letter
+         UNION SELECT pipeline FROM webhook_inbox",
+    )?;
     let names = stmt.query_map([], |row| row.get(0))?;
     names.collect()
 }
@@ -282,9 +286,9 @@ mod tests {
         assert_eq!(expire_runs(&conn, "q", cutoff, true).unwrap(), 1);
         assert_eq!(ids(&conn, "q").len(), 1);
         assert_ne!(ids(&conn, "q"), [other], "the newest is kept");
-        assert_eq!(pipelines_with_runs(&conn).unwrap().len(), 2);
+        assert_eq!(pipelines_on_record(&conn).unwrap().len(), 2);
         // A pipeline no longer configured keeps nothing old.
         assert_eq!(expire_runs(&conn, "q", cutoff, false).unwrap(), 1);
-        assert_eq!(pipelines_with_runs(&conn).unwrap(), ["p"]);
+        assert_eq!(pipelines_on_record(&conn).unwrap(), ["p"]);
     }
 }

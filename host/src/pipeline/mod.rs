@@ -26,6 +26,7 @@ use tokio::time::Instant;
 pub use config::PipelineConfig;
 pub use runner::{RunEnd, Runner, Stop};
 
+use crate::audit::ago;
 use crate::db::{DbError, WriterHandle};
 use crate::engine::Runtime;
 use crate::live::Live;
@@ -34,8 +35,8 @@ use crate::secrets::Secrets;
 /// How often the supervisor looks for pipelines added to the configuration.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
 
-/// How often the supervisor forgets runs past their retention.
-const EXPIRE_RUNS_EVERY: Duration = Duration::from_secs(3600);
+/// How often the supervisor forgets what is past its retention.
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The pipelines a running host drives.
 pub struct Pipelines {
@@ -157,14 +158,14 @@ async fn supervise(shared: Arc<Shared>) {
     {
         tracing::error!("cannot mark interrupted runs: {e}");
     }
-    let mut runs_expired: Option<Instant> = None;
+    let mut expired: Option<Instant> = None;
     loop {
         if shared.stop.is_set() {
             return;
         }
-        if runs_expired.is_none_or(|at| at.elapsed() >= EXPIRE_RUNS_EVERY) {
-            runs_expired = Some(Instant::now());
-            expire_runs(&shared).await;
+        if expired.is_none_or(|at| at.elapsed() >= EXPIRE_EVERY) {
+            expired = Some(Instant::now());
+            expire(&shared).await;
         }
         let names: Vec<String> = shared
             .live
@@ -190,34 +191,44 @@ async fn supervise(shared: Arc<Shared>) {
     }
 }
 
-/// Forgets each pipeline's runs past its `runs-retention` (a pipeline no
-/// longer configured: the default); a failure is logged, not fatal.
-async fn expire_runs(shared: &Shared) {
-    let retention: BTreeMap<String, Duration> = shared
+/// Forgets what is past its pipeline's retention: runs past
+/// `runs-retention`, dead letters and processed webhook deliveries past
+/// `dlq-retention` (a pipeline no longer configured: the defaults). A
+/// failure is logged, not fatal.
+async fn expire(shared: &Shared) {
+    let retention: BTreeMap<String, (Duration, Duration)> = shared
         .live
         .snapshot()
         .config
         .pipelines
         .iter()
-        .map(|(name, p)| (name.clone(), p.runs_retention.0))
+        .map(|(name, p)| (name.clone(), (p.runs_retention.0, p.dlq_retention.0)))
         .collect();
     let result = shared
         .db
         .transact(move |conn| {
-            let mut expired = 0;
-            for name in history::pipelines_with_runs(conn)? {
+            let mut expired = [0; 3];
+            for name in history::pipelines_on_record(conn)? {
                 let configured = retention.get(&name).copied();
-                let keep = configured.unwrap_or(config::DEFAULT_RUNS_RETENTION);
-                let cutoff = crate::audit::ago(keep);
-                expired += history::expire_runs(conn, &name, &cutoff, configured.is_some())?;
+                let (runs, letters) = configured.unwrap_or((
+                    config::DEFAULT_RUNS_RETENTION,
+                    config::DEFAULT_DLQ_RETENTION,
+                ));
+                let keep_last = configured.is_some();
+                expired[0] += history::expire_runs(conn, &name, &ago(runs), keep_last)?;
+                let cutoff = ago(letters);
+                expired[1] += dlq::expire(conn, &name, &cutoff)?;
+                expired[2] += crate::webhook::inbox::expire(conn, &name, &cutoff)?;
             }
             Ok::<_, DbError>(expired)
         })
         .await;
     match result {
-        Ok(0) => {}
-        Ok(expired) => tracing::info!("{expired} pipeline runs past their retention forgotten"),
-        Err(e) => tracing::error!("cannot forget pipeline runs past their retention: {e}"),
+        Ok([0, 0, 0]) => {}
+        Ok([runs, letters, deliveries]) => tracing::info!(
+            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries"
+        ),
+        Err(e) => tracing::error!("cannot forget what is past its retention: {e}"),
     }
 }
 

@@ -594,7 +594,6 @@ impl Runner {
     ) -> Result<(), RunEnd> {
         let name = self.name.clone();
         let stream = pipeline.source.stream.clone();
-        let retention = pipeline.dlq_retention.0;
         let Delivered { dead, counts } = delivered;
         let counted = (counts.read, counts.written, counts.rejected);
         let bookkeeping = move |conn: &rusqlite::Connection| -> Result<(), String> {
@@ -607,9 +606,6 @@ impl Runner {
             for &id in &deliveries {
                 inbox::finish(conn, id, None).map_err(|e| e.to_string())?;
             }
-            let cutoff = crate::audit::ago(retention);
-            dlq::expire(conn, &name, &cutoff).map_err(|e| e.to_string())?;
-            inbox::expire(conn, &name, &cutoff).map_err(|e| e.to_string())?;
             Ok(())
         };
         let committed = match checkpoint {
