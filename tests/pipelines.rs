@@ -849,6 +849,29 @@ fn webhook_runs_read(w: &World) -> i64 {
 }
 
 #[test]
+fn deliveries_stored_while_paused_are_processed_once_resumed() {
+    let w = webhook_world("");
+    let lever = |action: &str| {
+        let out = run(w
+            .scratch
+            .causeway()
+            .args(["pipeline", action, "contacts-to-mailer"]));
+        assert!(out.success, "{action}: {}{}", out.stdout, out.stderr);
+    };
+    lever("pause");
+    let host = start_with_hooks(&w);
+    let body = contact_event("p1", "Paula");
+    // Stored before the 202, and waiting: a paused pipeline takes none.
+    assert_eq!(deliver(&host, "msg_p1", &body, &body).0, 202);
+    // A webhook-only pipeline has no schedule to notice the resume by.
+    lever("resume");
+    w.wait_for_subscribers(
+        &[("p1".into(), "Paula Hook".into())],
+        Duration::from_secs(20),
+    );
+}
+
+#[test]
 fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refused() {
     let w = webhook_world("");
     let mut host = start_with_hooks(&w);

@@ -35,6 +35,10 @@ use crate::secrets::Secrets;
 /// How often the supervisor looks for pipelines added to the configuration.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
 
+/// How often a paused, stopped or open-circuited pipeline looks whether it
+/// was resumed.
+const HELD_RECHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// How often the supervisor forgets what is past its retention.
 const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -340,7 +344,11 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
                     .as_ref()
                     .is_some_and(|s| Arc::ptr_eq(s, &snapshot)))
         {
-            // Deliveries wait, durable, in the inbox.
+            // Deliveries wait, durable, in the inbox. A `resume` is written
+            // to the database by another process, and a webhook-only
+            // pipeline has no schedule to notice it by: look again soon.
+            let again = Instant::now() + HELD_RECHECK_EVERY;
+            next = Some(next.map_or(again, |n| n.min(again)));
             continue;
         }
         if config.webhook.is_some() && has_pending(&shared.db, &name).await {
