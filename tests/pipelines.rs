@@ -668,6 +668,49 @@ fn runs_dead_letters_and_deliveries_past_their_retention_are_forgotten_when_the_
 }
 
 #[test]
+fn an_edited_schedule_applies_at_once_not_after_the_old_interval() {
+    let w = world_with("every = \"1h\"", "");
+    let mut expected = create(&w.crm, 1);
+    let host = w.start();
+    // The first run, at start; the next would be an hour away.
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    let config = w.scratch.path().join("causeway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let edited = config.with_extension("toml.partial");
+    std::fs::write(&edited, text.replace("every = \"1h\"", "every = \"200ms\"")).unwrap();
+    std::fs::rename(&edited, &config).unwrap();
+    host.wait_for_log("reloaded", 10);
+    expected.extend(create(&w.crm, 1));
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+
+    // Removed from the configuration, it says so.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let without: String = text
+        .split("[pipelines.contacts-to-mailer")
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&edited, without).unwrap();
+    std::fs::rename(&edited, &config).unwrap();
+    wait_until(
+        "the pipeline shown removed",
+        Duration::from_secs(20),
+        || {
+            let db = w.scratch.path().join("causeway-data/causeway.db");
+            let conn = rusqlite::Connection::open(db).ok()?;
+            let state: String = conn
+                .query_row(
+                    "SELECT state FROM pipeline_state WHERE pipeline = 'contacts-to-mailer'",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok()?;
+            (state == "removed").then_some(())
+        },
+    );
+}
+
+#[test]
 fn an_auth_error_stops_the_pipeline_with_a_visible_reason() {
     let w = world("");
     create(&w.crm, 1);

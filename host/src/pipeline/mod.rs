@@ -64,6 +64,8 @@ struct Shared {
 struct Wakers {
     run_now: Notify,
     inbox: Notify,
+    /// Its schedule was edited, or it was removed from the configuration.
+    rescheduled: Notify,
 }
 
 /// A pipeline's task, and how to wake it.
@@ -163,6 +165,7 @@ async fn supervise(shared: Arc<Shared>) {
         tracing::error!("cannot mark interrupted runs: {e}");
     }
     let mut expired: Option<Instant> = None;
+    let mut scheduled: BTreeMap<String, Option<Duration>> = BTreeMap::new();
     loop {
         if shared.stop.is_set() {
             return;
@@ -171,26 +174,34 @@ async fn supervise(shared: Arc<Shared>) {
             expired = Some(Instant::now());
             expire(&shared).await;
         }
-        let names: Vec<String> = shared
+        let schedules: BTreeMap<String, Option<Duration>> = shared
             .live
             .snapshot()
             .config
             .pipelines
-            .keys()
-            .cloned()
+            .iter()
+            .map(|(name, p)| (name.clone(), p.every.map(|e| e.0)))
             .collect();
         {
             let mut tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
             tasks.retain(|_, (_, task)| !task.is_finished());
-            for name in names {
-                if tasks.contains_key(&name) {
+            // A task sleeps until its next scheduled run: an edited
+            // schedule, or the pipeline's removal, must wake it.
+            for (name, (wakers, _)) in tasks.iter() {
+                if schedules.get(name) != scheduled.get(name) {
+                    wakers.rescheduled.notify_one();
+                }
+            }
+            for name in schedules.keys() {
+                if tasks.contains_key(name) {
                     continue;
                 }
                 let wakers = Arc::new(Wakers::default());
                 let task = tokio::spawn(drive(shared.clone(), name.clone(), wakers.clone()));
-                tasks.insert(name, (wakers, task));
+                tasks.insert(name.clone(), (wakers, task));
             }
         }
+        scheduled = schedules;
         tokio::time::sleep(SUPERVISE_EVERY).await;
     }
 }
@@ -270,6 +281,8 @@ enum Wake {
     RunNow,
     /// A webhook delivery arrived in the inbox.
     Inbox,
+    /// Its schedule was edited (or it was removed).
+    Rescheduled,
 }
 
 /// What a pipeline's task remembers between wake-ups.
@@ -302,6 +315,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             () = sleep_until(next) => Wake::Tick,
             () = wakers.run_now.notified() => Wake::RunNow,
             () = wakers.inbox.notified() => Wake::Inbox,
+            () = wakers.rescheduled.notified() => Wake::Rescheduled,
             () = shared.stop.wait() => return,
         };
         if shared.stop.is_set() {
@@ -349,6 +363,10 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             // pipeline has no schedule to notice it by: look again soon.
             let again = Instant::now() + HELD_RECHECK_EVERY;
             next = Some(next.map_or(again, |n| n.min(again)));
+            continue;
+        }
+        // The new schedule counts from now; nothing runs for the edit.
+        if wake == Wake::Rescheduled {
             continue;
         }
         if config.webhook.is_some() && has_pending(&shared.db, &name).await {
