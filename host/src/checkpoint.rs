@@ -58,7 +58,7 @@ impl Visited {
         if !page.has_more || !self.seen.contains(&self.keys.hash_one(next)) {
             return None;
         }
-        let next_text = next.unwrap_or("(none)");
+        let next_text = shown(next.unwrap_or("(none)"));
         Some(if next == from {
             format!("the page says more follows but keeps the checkpoint {next_text}")
         } else {
@@ -66,6 +66,15 @@ impl Visited {
                 "the page says more follows but sends the next read back to checkpoint {next_text}, read from before"
             )
         })
+    }
+}
+
+/// A checkpoint as a message shows it: a source may write kilobytes.
+fn shown(checkpoint: &str) -> String {
+    const MAX: usize = 200;
+    match checkpoint.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &checkpoint[..cut], checkpoint.len()),
+        None => checkpoint.to_string(),
     }
 }
 
@@ -151,6 +160,13 @@ mod tests {
             Some(
                 "the page says more follows but sends the next read back to checkpoint a, read from before"
             )
+        );
+        // A long checkpoint is cut in the message.
+        let long = "é".repeat(300);
+        let cut = pages(&[Some(&long)], page(None, true)).unwrap();
+        assert!(
+            cut.ends_with(&format!("{}… (600 bytes)", "é".repeat(200))),
+            "{cut}"
         );
         // Moving on, or at the end.
         assert_eq!(pages(&[None, Some("a")], page(Some("b"), true)), None);
