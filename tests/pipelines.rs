@@ -560,13 +560,17 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
     lever("resume");
     w.wait_for_subscribers(&expected, Duration::from_secs(30));
     // Each contact was read once: the paused run read no page it did not
-    // deliver, and the next went on from its checkpoint.
-    let read: i64 = runs()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["read"].as_i64().unwrap_or(0))
-        .sum();
+    // deliver, and the next went on from its checkpoint. (A page's counts
+    // commit just after its sink write: wait for the last.)
+    let read = wait_until("every page counted", Duration::from_secs(10), || {
+        let read: i64 = runs()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["read"].as_i64().unwrap_or(0))
+            .sum();
+        (read >= 60).then_some(read)
+    });
     assert_eq!(read, 60);
 }
 
