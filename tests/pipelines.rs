@@ -36,6 +36,16 @@ sinks = [{{ plugin = "mailer-sink" }}]
 }
 
 impl World {
+    /// `causeway pipeline ACTION contacts-to-mailer`, which must succeed;
+    /// what it printed.
+    fn lever(&self, action: &str) -> String {
+        let out = run(self
+            .causeway()
+            .args(["pipeline", action, "contacts-to-mailer"]));
+        assert!(out.success, "{action}: {}{}", out.stdout, out.stderr);
+        out.stdout
+    }
+
     /// Waits until the mailer holds exactly `expected` (key → fullName).
     fn wait_for_subscribers(&self, expected: &[(String, String)], within: Duration) {
         wait_until("the mailer to hold every contact", within, || {
@@ -433,16 +443,6 @@ fn a_429_with_retry_after_is_honoured_without_spending_the_budget() {
 fn operators_pause_resume_run_now_and_reset_a_pipeline() {
     let w = world("");
     let mut expected = create(&w.crm, 2);
-    let lever = |action: &str| {
-        let out = run(w
-            .scratch
-            .causeway()
-            .env("CRM_TOKEN", CRM_TOKEN)
-            .env("MAILER_KEY", MAILER_KEY)
-            .args(["pipeline", action, "contacts-to-mailer"]));
-        assert!(out.success, "{action}: {}{}", out.stdout, out.stderr);
-        out.stdout
-    };
     let triggers = || -> Vec<String> {
         let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
         runs.as_array()
@@ -453,14 +453,14 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
     };
 
     // No host: run-now runs in this process.
-    assert!(lever("run-now").contains("run ok"));
+    assert!(w.lever("run-now").contains("run ok"));
     w.wait_for_subscribers(&expected, Duration::from_secs(1));
 
     // Paused: the host's schedule skips it, but run-now still runs it.
-    lever("pause");
+    w.lever("pause");
     let _host = w.start();
     expected.extend(create(&w.crm, 1));
-    assert!(lever("run-now").contains("running host started a run"));
+    assert!(w.lever("run-now").contains("running host started a run"));
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
     assert_eq!(
         triggers(),
@@ -469,13 +469,13 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
     );
 
     // Resumed: scheduled runs again.
-    lever("resume");
+    w.lever("resume");
     wait_until("a scheduled run", Duration::from_secs(20), || {
         triggers().contains(&"schedule".to_string()).then_some(())
     });
 
     // Reset: the next run reads every contact again.
-    lever("pause");
+    w.lever("pause");
     wait_until(
         "the run in progress to end",
         Duration::from_secs(20),
@@ -484,8 +484,8 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
             (p[0]["state"] != "running").then_some(())
         },
     );
-    lever("reset");
-    lever("run-now");
+    w.lever("reset");
+    w.lever("run-now");
     wait_until(
         "a run reading all three again",
         Duration::from_secs(20),
@@ -530,19 +530,12 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
     w.crm
         .faults()
         .inject(Fault::Slow(Duration::from_millis(300)), 20);
-    let lever = |action: &str| {
-        let out = run(w
-            .scratch
-            .causeway()
-            .args(["pipeline", action, "contacts-to-mailer"]));
-        assert!(out.success, "{action}: {}{}", out.stdout, out.stderr);
-    };
     let runs = || run_json(w.scratch.causeway().args(["runs", "--json"]));
     let _host = w.start();
     wait_until("the run under way", Duration::from_secs(20), || {
         (runs()[0]["read"].as_i64() >= Some(3)).then_some(())
     });
-    lever("pause");
+    w.lever("pause");
     let paused = wait_until("the run paused", Duration::from_secs(20), || {
         let run = runs()[0].clone();
         (run["outcome"] == "paused").then_some(run)
@@ -557,7 +550,7 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
     });
     assert_eq!(pipeline["paused"], true, "{pipeline:#}");
 
-    lever("resume");
+    w.lever("resume");
     w.wait_for_subscribers(&expected, Duration::from_secs(30));
     // Each contact was read once: the paused run read no page it did not
     // deliver, and the next went on from its checkpoint. (A page's counts
@@ -898,20 +891,13 @@ fn webhook_runs_read(w: &World) -> i64 {
 #[test]
 fn deliveries_stored_while_paused_are_processed_once_resumed() {
     let w = webhook_world("");
-    let lever = |action: &str| {
-        let out = run(w
-            .scratch
-            .causeway()
-            .args(["pipeline", action, "contacts-to-mailer"]));
-        assert!(out.success, "{action}: {}{}", out.stdout, out.stderr);
-    };
-    lever("pause");
+    w.lever("pause");
     let host = start_with_hooks(&w);
     let body = contact_event("p1", "Paula");
     // Stored before the 202, and waiting: a paused pipeline takes none.
     assert_eq!(deliver(&host, "msg_p1", &body, &body).0, 202);
     // A webhook-only pipeline has no schedule to notice the resume by.
-    lever("resume");
+    w.lever("resume");
     w.wait_for_subscribers(
         &[("p1".into(), "Paula Hook".into())],
         Duration::from_secs(20),
