@@ -727,7 +727,7 @@ fn an_auth_error_stops_the_pipeline_with_a_visible_reason() {
         reason.contains("mailer-sink") && reason.contains("auth"),
         "{reason}"
     );
-    assert!(host.logs().contains("stopped:"), "{}", host.logs());
+    host.wait_for_log("stopped:", 10);
     let out = run(w.scratch.causeway().args(["pipelines"]));
     assert!(
         out.stdout

@@ -135,6 +135,22 @@ fn a_second_host_on_the_same_data_folder_is_refused_and_the_first_keeps_serving(
 }
 
 #[test]
+fn sigterm_the_moment_the_host_says_it_listens_still_stops_it_cleanly() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    for round in 0..5 {
+        let mut host = start(&scratch);
+        host.terminate();
+        assert!(host.wait_exit(30), "round {round}: {}", host.logs());
+        assert!(
+            host.logs().contains("stopped"),
+            "round {round}: {}",
+            host.logs()
+        );
+    }
+}
+
+#[test]
 fn a_database_from_a_newer_causeway_is_refused() {
     let scratch = Scratch::new();
     let data = scratch.path().join("causeway-data");
@@ -261,18 +277,20 @@ fn a_restart_loads_plugins_from_the_cache_and_a_corrupted_artifact_is_recompiled
     let compiled = "compiled in";
     let cached = "loaded from the precompiled cache";
 
+    // The log lines come on stderr, read beside the stdout line that says
+    // the host listens: wait for them.
     let mut host = start();
-    assert!(host.logs().contains(compiled), "{}", host.logs());
+    host.wait_for_log(compiled, 10);
     assert_eq!(transform(&host).0, 200);
     host.terminate();
-    assert!(host.wait_exit(30));
+    assert!(host.wait_exit(30), "{}", host.logs());
 
     let mut host = start();
-    assert!(host.logs().contains(cached), "{}", host.logs());
+    host.wait_for_log(cached, 10);
     assert!(!host.logs().contains(compiled), "{}", host.logs());
     assert_eq!(transform(&host).0, 200);
     host.terminate();
-    assert!(host.wait_exit(30));
+    assert!(host.wait_exit(30), "{}", host.logs());
 
     // Flip one byte of the artifact: it no longer verifies, so it is
     // compiled again rather than trusted.
@@ -293,7 +311,7 @@ fn a_restart_loads_plugins_from_the_cache_and_a_corrupted_artifact_is_recompiled
     bytes[middle] ^= 0x55;
     std::fs::write(&artifact, &bytes).unwrap();
     let host = start();
-    assert!(host.logs().contains("does not verify"), "{}", host.logs());
-    assert!(host.logs().contains(compiled), "{}", host.logs());
+    host.wait_for_log("does not verify", 10);
+    host.wait_for_log(compiled, 10);
     assert_eq!(transform(&host).0, 200);
 }

@@ -192,6 +192,9 @@ pub struct RunningHost {
     /// `127.0.0.1:PORT`.
     pub addr: String,
     stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    // Reads stderr until the process closes it: joined once it has exited,
+    // so `logs` then holds its last lines too.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RunningHost {
@@ -207,7 +210,7 @@ impl RunningHost {
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let lines = stderr.clone();
         let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
                 lines.lock().expect("lines").push(line);
             }
@@ -237,6 +240,7 @@ impl RunningHost {
             child,
             addr,
             stderr,
+            stderr_reader: Some(stderr_reader),
         }
     }
 
@@ -286,11 +290,15 @@ impl RunningHost {
         self.child.wait().expect("reap the host");
     }
 
-    /// Waits up to `seconds` for it to exit; returns whether it exited 0.
+    /// Waits up to `seconds` for it to exit, and for the last of its
+    /// stderr; returns whether it exited 0.
     pub fn wait_exit(&mut self, seconds: u64) -> bool {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
         while std::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("wait") {
+                if let Some(reader) = self.stderr_reader.take() {
+                    reader.join().expect("the stderr reader");
+                }
                 return status.success();
             }
             std::thread::sleep(std::time::Duration::from_millis(20));

@@ -43,6 +43,10 @@ impl Opts {
         if let Some(listen) = self.listen {
             host.config.listen = listen;
         }
+        // Listened for from the start: the server would set up its stop
+        // signal only when it first polls it, and a SIGTERM before that
+        // killed the host without its clean stop (seen in CI, under load).
+        let stop = StopSignal::listen()?;
         let _claim = Claim::take(&host.config.data_dir)?;
         let writer = host.open_database()?;
         let registry = host.registry()?;
@@ -100,7 +104,7 @@ impl Opts {
         let draining = Arc::new(Notify::new());
         let notify = draining.clone();
         let serve = axum::serve(listener, server::app(state)).with_graceful_shutdown(async move {
-            stop_signal().await;
+            stop.wait().await;
             tracing::info!("stopping: no new work; draining calls in flight");
             notify.notify_one();
         });
@@ -122,25 +126,39 @@ impl Opts {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn stop_signal() {
-    let ctrl_c = async {
+/// SIGTERM or Ctrl-C (SIGINT), its handlers installed when made.
+struct StopSignal {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    #[cfg(unix)]
+    fn listen() -> anyhow::Result<StopSignal> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignal {
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn listen() -> anyhow::Result<StopSignal> {
+        Ok(StopSignal {})
+    }
+
+    /// The first of them.
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
