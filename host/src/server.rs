@@ -9,8 +9,8 @@
 //! a flood is recorded as a count, not a row per request.
 //!
 //! - `GET /healthz`: `{"status": "ok"}` while the host serves.
-//! - `GET /api/plugins`: the plugin states the host recorded in the database,
-//!   the same rows `causeway plugins` reads.
+//! - `GET /api/plugins`: the plugin states of the snapshot serving now, as
+//!   the rows `causeway plugins` reads once they are recorded.
 //! - `POST /api/plugins/{name}/invoke` with `{"operation", "input"?}`: one
 //!   call, exactly as `causeway invoke` makes it, with the plugin's
 //!   configuration from causeway.toml (a caller cannot supply one).
@@ -200,21 +200,19 @@ fn error(status: StatusCode, kind: &str, message: String) -> Response {
     (status, Json(json!({ "error": kind, "message": message }))).into_response()
 }
 
+/// The plugins of the snapshot serving now: the rows the database records
+/// are committed a moment after each swap. Shown through those rows, so the
+/// answer is exactly what `causeway plugins --json` reads once they are.
 async fn plugins(State(state): State<Arc<AppState>>) -> Response {
-    let database = state.database.clone();
-    let rows = tokio::task::spawn_blocking(move || db::running_host_states(&database)).await;
-    match rows {
-        Ok(Ok(rows)) => {
-            let statuses: Vec<PluginStatus> = rows
-                .unwrap_or_default()
-                .into_iter()
-                .map(PluginStatus::from_row)
-                .collect();
-            Json(statuses).into_response()
-        }
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "database", e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
+    let statuses: Vec<PluginStatus> = state
+        .live
+        .snapshot()
+        .registry
+        .statuses()
+        .iter()
+        .map(|s| PluginStatus::from_row(s.to_row()))
+        .collect();
+    Json(statuses).into_response()
 }
 
 /// The Prometheus page: the counters, and the states read now.
