@@ -125,7 +125,6 @@ impl Opts {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
 /// SIGTERM or Ctrl-C (SIGINT), its handlers installed when made.
 struct StopSignal {
     #[cfg(unix)]
