@@ -109,7 +109,11 @@ fn a_second_host_on_the_same_data_folder_is_refused_and_the_first_keeps_serving(
     scratch.install("map-fullname", "map-fullname.wasm");
     let mut host = start(&scratch);
     let in_use = format!("is in use by another causeway process (pid {})", host.pid());
-    let second = run(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
+    // Within a deadline: a second host that started would never end.
+    let second = support::run_within(
+        scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]),
+        20,
+    );
     assert!(!second.success);
     assert!(
         second.stderr.contains("causeway-data is in use") && second.stderr.contains(&in_use),
@@ -117,10 +121,12 @@ fn a_second_host_on_the_same_data_folder_is_refused_and_the_first_keeps_serving(
         second.stderr
     );
     // The demo is refused before it writes anything into the folder.
-    let demo =
-        run(scratch
+    let demo = support::run_within(
+        scratch
             .causeway()
-            .args(["demo", "--data-dir", "causeway-data", "--contacts", "1"]));
+            .args(["demo", "--data-dir", "causeway-data", "--contacts", "1"]),
+        60,
+    );
     assert!(!demo.success);
     assert!(demo.stderr.contains(&in_use), "{}", demo.stderr);
     assert!(!scratch.path().join("causeway-data/plugins").exists());

@@ -123,6 +123,41 @@ pub fn run(command: &mut Command) -> Run {
     }
 }
 
+/// Runs `command` like [`run`], for one that must end by itself: past
+/// `seconds` it is killed and the test fails, instead of waiting for ever.
+pub fn run_within(command: &mut Command, seconds: u64) -> Run {
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start causeway");
+    let pid = child.id();
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match wait.recv_timeout(std::time::Duration::from_secs(seconds)) {
+        Ok(output) => {
+            let Output {
+                status,
+                stdout,
+                stderr,
+            } = output.expect("wait for causeway");
+            Run {
+                success: status.success(),
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            }
+        }
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{command:?} was still running after {seconds} s");
+        }
+    }
+}
+
 /// Runs `command`, asserts it succeeded, and parses its stdout as JSON.
 pub fn run_json(command: &mut Command) -> serde_json::Value {
     let run = run(command);
