@@ -111,15 +111,16 @@ impl Run {
 
 /// Runs `command` to completion.
 pub fn run(command: &mut Command) -> Run {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().expect("run causeway");
-    Run {
-        success: status.success(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    Run::from(command.output().expect("run causeway"))
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
 }
 
@@ -137,18 +138,7 @@ pub fn run_within(command: &mut Command, seconds: u64) -> Run {
         let _ = done.send(child.wait_with_output());
     });
     match wait.recv_timeout(std::time::Duration::from_secs(seconds)) {
-        Ok(output) => {
-            let Output {
-                status,
-                stdout,
-                stderr,
-            } = output.expect("wait for causeway");
-            Run {
-                success: status.success(),
-                stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&stderr).into_owned(),
-            }
-        }
+        Ok(output) => Run::from(output.expect("wait for causeway")),
         Err(_) => {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
