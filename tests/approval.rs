@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    Answer, FakeServer, RunningHost, Scratch, TEST_VERSION_BUILD, http, patched, run, run_json,
+    Answer, FakeServer, RunningHost, Scratch, TEST_VERSION_BUILD, patched, run, run_json,
     test_version, wait_until,
 };
 
@@ -19,8 +19,7 @@ const SECURITY_COMMENT: &str = "# Owned by the security team: review before edit
 fn fetch(host: &RunningHost, url: &str) -> (u16, String) {
     let stream = json!({ "method": "GET", "url": url });
     let body = json!({ "operation": "read", "input": { "stream": stream.to_string() } });
-    http(
-        &host.addr,
+    host.api(
         "POST",
         "/api/plugins/test-fetch/invoke",
         Some(&body.to_string()),
@@ -154,8 +153,7 @@ fn an_upgrade_that_adds_a_host_is_held_while_the_old_version_serves_then_swaps_i
             "operation": "transform",
             "input": [{ "stream": "s", "key": "k", "data": {} }],
         });
-        let (status, answer) = http(
-            &host.addr,
+        let (status, answer) = host.api(
             "POST",
             "/api/plugins/test-version/invoke",
             Some(&body.to_string()),
@@ -171,7 +169,7 @@ fn an_upgrade_that_adds_a_host_is_held_while_the_old_version_serves_then_swaps_i
     std::fs::write(&partial, upgrade).unwrap();
     std::fs::rename(&partial, scratch.plugins().join("version.wasm")).unwrap();
     wait_until("the upgrade held", Duration::from_secs(10), || {
-        let (_, body) = http(&host.addr, "GET", "/api/plugins", None);
+        let (_, body) = host.api("GET", "/api/plugins", None);
         let rows: Vec<Value> = serde_json::from_str(&body).ok()?;
         rows.iter()
             .any(|r| r["state"] == "pending-approval")

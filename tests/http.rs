@@ -359,12 +359,7 @@ fn serve(scratch: &Scratch) -> support::RunningHost {
 fn invoke_fetch(host: &support::RunningHost, url: &str) -> (u16, String) {
     let stream = json!({ "method": "GET", "url": url }).to_string();
     let body = json!({ "operation": "read", "input": { "stream": stream } }).to_string();
-    support::http(
-        &host.addr,
-        "POST",
-        "/api/plugins/test-fetch/invoke",
-        Some(&body),
-    )
+    host.api("POST", "/api/plugins/test-fetch/invoke", Some(&body))
 }
 
 #[test]

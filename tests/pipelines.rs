@@ -242,7 +242,7 @@ fn the_metrics_page_counts_the_calls_records_and_dead_letters_a_run_made() {
     // The counts move when the page's bookkeeping commits, just after the
     // sink answered.
     let m = wait_until("the page counted", Duration::from_secs(20), || {
-        let m = Metrics::scrape(&host.addr);
+        let m = Metrics::scrape(&host);
         (records(&m, "written") == Some(3.0)).then_some(m)
     });
     assert_eq!(records(&m, "read"), Some(4.0), "{}", m.page);
@@ -312,7 +312,7 @@ fn the_metrics_page_counts_the_calls_records_and_dead_letters_a_run_made() {
     );
     // The run itself is counted when it ends.
     let m = wait_until("a run counted", Duration::from_secs(20), || {
-        let m = Metrics::scrape(&host.addr);
+        let m = Metrics::scrape(&host);
         m.value(
             "causeway_pipeline_last_success_timestamp_seconds",
             &[pipeline],
@@ -333,7 +333,7 @@ fn the_metrics_page_counts_the_calls_records_and_dead_letters_a_run_made() {
         "the uses' audit events committed",
         Duration::from_secs(10),
         || {
-            let m = Metrics::scrape(&host.addr);
+            let m = Metrics::scrape(&host);
             let uses: f64 = ["crm-source", "mailer-sink"]
                 .iter()
                 .filter_map(|p| {
@@ -934,7 +934,7 @@ fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refuse
     assert_eq!(status, 404);
 
     // Each answer counted by its kind; nothing left waiting.
-    let m = Metrics::scrape(&host.addr);
+    let m = Metrics::scrape(&host);
     let pipeline = ("pipeline", "contacts-to-mailer");
     for (outcome, n) in [
         ("accepted", 1.0),
@@ -1069,7 +1069,7 @@ fn deliveries_waiting_together_reach_the_sink_in_one_write_and_one_it_cannot_par
             .any(|l| l.contains("webhook msg_junk") && l.contains("the delivery is set aside")),
         "{logs}"
     );
-    let m = Metrics::scrape(&host.addr);
+    let m = Metrics::scrape(&host);
     assert_eq!(
         m.value(
             "causeway_webhook_deliveries_pending",

@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{
-    Answer, FakeServer, RunningHost, Scratch, http, patched, test_version, try_http, wait_until,
-};
+use support::{Answer, FakeServer, RunningHost, Scratch, patched, test_version, wait_until};
 
 const A: &str = support::TEST_VERSION_BUILD;
 const B: &str = "build-bbbb";
@@ -51,19 +49,15 @@ fn start(scratch: &Scratch) -> RunningHost {
 }
 
 /// One transform call: the build that answered, or the failure.
-fn call(addr: &str) -> Result<String, String> {
+fn call(host: &RunningHost) -> Result<String, String> {
     let body = json!({
         "operation": "transform",
         "input": [{ "stream": "s", "key": "k", "data": {} }],
     })
     .to_string();
-    let (status, answer) = try_http(
-        addr,
-        "POST",
-        "/api/plugins/test-version/invoke",
-        Some(&body),
-    )
-    .map_err(|e| e.to_string())?;
+    let (status, answer) = host
+        .try_api("POST", "/api/plugins/test-version/invoke", Some(&body))
+        .map_err(|e| e.to_string())?;
     if status != 200 {
         return Err(format!("{status}: {answer}"));
     }
@@ -74,17 +68,17 @@ fn call(addr: &str) -> Result<String, String> {
         .ok_or_else(|| format!("no build in {answer}"))
 }
 
-fn plugin_rows(addr: &str) -> Vec<Value> {
-    let (status, body) = http(addr, "GET", "/api/plugins", None);
+fn plugin_rows(host: &RunningHost) -> Vec<Value> {
+    let (status, body) = host.api("GET", "/api/plugins", None);
     assert_eq!(status, 200, "{body}");
     serde_json::from_str::<Vec<Value>>(&body).unwrap()
 }
 
 /// Waits until calls answer from `marker`; how long that took.
-fn wait_for_build(addr: &str, marker: &str, within: Duration) -> Duration {
+fn wait_for_build(host: &RunningHost, marker: &str, within: Duration) -> Duration {
     let started = Instant::now();
     wait_until(&format!("calls answering from {marker}"), within, || {
-        (call(addr).ok().as_deref() == Some(marker)).then_some(())
+        (call(host).ok().as_deref() == Some(marker)).then_some(())
     });
     started.elapsed()
 }
@@ -93,7 +87,7 @@ fn wait_for_build(addr: &str, marker: &str, within: Duration) -> Duration {
 fn twenty_swaps_under_load_never_fail_a_call_and_the_last_is_live_within_a_second() {
     let scratch = setup(5, "");
     let host = Arc::new(start(&scratch));
-    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    assert_eq!(call(&host), Ok(A.to_string()));
 
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(Mutex::new(Vec::new()));
@@ -102,7 +96,7 @@ fn twenty_swaps_under_load_never_fail_a_call_and_the_last_is_live_within_a_secon
             let (host, stop, answers) = (host.clone(), stop.clone(), answers.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
-                    let answer = call(&host.addr);
+                    let answer = call(&host);
                     answers.lock().unwrap().push(answer);
                 }
             })
@@ -115,7 +109,7 @@ fn twenty_swaps_under_load_never_fail_a_call_and_the_last_is_live_within_a_secon
         let (host, stop, failed_seen) = (host.clone(), stop.clone(), failed_seen.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                let rows = plugin_rows(&host.addr);
+                let rows = plugin_rows(&host);
                 let serving = rows.iter().any(|row| row["state"] == "active");
                 for row in rows {
                     let compiling = row["state"] == "compiling";
@@ -138,7 +132,7 @@ fn twenty_swaps_under_load_never_fail_a_call_and_the_last_is_live_within_a_secon
         } else {
             write_slowly(&scratch, &bytes);
         }
-        last_latency = wait_for_build(&host.addr, marker, Duration::from_secs(10));
+        last_latency = wait_for_build(&host, marker, Duration::from_secs(10));
     }
     assert!(
         last_latency < Duration::from_secs(1),
@@ -146,7 +140,7 @@ fn twenty_swaps_under_load_never_fail_a_call_and_the_last_is_live_within_a_secon
     );
     // From then on every call answers from the final build (A).
     for _ in 0..10 {
-        assert_eq!(call(&host.addr), Ok(A.to_string()));
+        assert_eq!(call(&host), Ok(A.to_string()));
     }
 
     stop.store(true, Ordering::SeqCst);
@@ -184,7 +178,7 @@ fn a_call_in_flight_during_a_swap_answers_from_the_old_version() {
     let host = Arc::new(start(&scratch));
     let in_flight = {
         let host = host.clone();
-        std::thread::spawn(move || call(&host.addr))
+        std::thread::spawn(move || call(&host))
     };
     host.wait_for_log(&format!("call started on {A}"), 30);
     replace_atomically(&scratch, &test_version(B));
@@ -194,17 +188,17 @@ fn a_call_in_flight_during_a_swap_answers_from_the_old_version() {
         "the swap must happen while the call is in flight"
     );
     assert_eq!(in_flight.join().unwrap(), Ok(A.to_string()));
-    assert_eq!(call(&host.addr), Ok(B.to_string()));
+    assert_eq!(call(&host), Ok(B.to_string()));
 }
 
 #[test]
 fn a_broken_upgrade_leaves_the_old_version_answering_and_shows_the_failure() {
     let scratch = setup(0, "");
     let host = start(&scratch);
-    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    assert_eq!(call(&host), Ok(A.to_string()));
     replace_atomically(&scratch, b"\0asm this is not a plugin");
     let rows = wait_until("a failed row", Duration::from_secs(10), || {
-        let rows = plugin_rows(&host.addr);
+        let rows = plugin_rows(&host);
         rows.iter().any(|r| r["state"] == "failed").then_some(rows)
     });
     let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();
@@ -214,7 +208,7 @@ fn a_broken_upgrade_leaves_the_old_version_answering_and_shows_the_failure() {
         "{rows:?}"
     );
     assert_eq!(
-        call(&host.addr),
+        call(&host),
         Ok(A.to_string()),
         "the old version must keep answering"
     );
@@ -222,9 +216,9 @@ fn a_broken_upgrade_leaves_the_old_version_answering_and_shows_the_failure() {
 
     // A good file again: it serves, and the failure is gone.
     replace_atomically(&scratch, &test_version(B));
-    wait_for_build(&host.addr, B, Duration::from_secs(10));
+    wait_for_build(&host, B, Duration::from_secs(10));
     // The API answers from the plugins serving: no lag behind the swap.
-    let rows = plugin_rows(&host.addr);
+    let rows = plugin_rows(&host);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["state"], "active", "{rows:?}");
 }
@@ -236,7 +230,7 @@ fn an_upgrade_asking_for_more_is_held_pending_until_granted_while_the_old_serves
     let greedy = patched(&test_version(B), "storage = false", "storage = true ");
     replace_atomically(&scratch, &greedy);
     let rows = wait_until("a pending row", Duration::from_secs(10), || {
-        let rows = plugin_rows(&host.addr);
+        let rows = plugin_rows(&host);
         rows.iter()
             .any(|r| r["state"] == "pending-approval")
             .then_some(rows)
@@ -244,13 +238,13 @@ fn an_upgrade_asking_for_more_is_held_pending_until_granted_while_the_old_serves
     let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["active", "pending-approval"], "{rows:?}");
     assert_eq!(rows[1]["not_granted"], json!(["storage"]), "{rows:?}");
-    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    assert_eq!(call(&host), Ok(A.to_string()));
 
     // Granting it (grants.toml edited while the host runs) swaps it in.
     scratch.grants("[plugins.test-version.storage]\nquota-bytes = 1024\n");
-    wait_for_build(&host.addr, B, Duration::from_secs(10));
+    wait_for_build(&host, B, Duration::from_secs(10));
     // The API answers from the plugins serving: no lag behind the swap.
-    let rows = plugin_rows(&host.addr);
+    let rows = plugin_rows(&host);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["state"], "active", "{rows:?}");
 }
@@ -267,8 +261,8 @@ fn sighup_reads_a_grants_file_the_watcher_could_not_see_and_watches_it_from_then
     )
     .unwrap();
     let mut host = start(&scratch);
-    let state = |addr: &str| plugin_rows(addr)[0]["state"].clone();
-    assert_eq!(state(&host.addr), "pending-approval");
+    let state = |host: &RunningHost| plugin_rows(host)[0]["state"].clone();
+    assert_eq!(state(&host), "pending-approval");
     let policy = scratch.path().join("policy");
     std::fs::create_dir(&policy).unwrap();
     std::fs::write(policy.join("grants.toml"), "[plugins.test-kv.storage]\n").unwrap();
@@ -279,14 +273,14 @@ fn sighup_reads_a_grants_file_the_watcher_could_not_see_and_watches_it_from_then
         .unwrap();
     assert!(hangup.success());
     wait_until("the grant read", Duration::from_secs(10), || {
-        (state(&host.addr) == "active").then_some(())
+        (state(&host) == "active").then_some(())
     });
     host.wait_for_log("SIGHUP: reading", 10);
 
     // From then on the folder is watched: a revocation needs no signal.
     std::fs::write(policy.join("grants.toml"), "").unwrap();
     wait_until("the revocation taken", Duration::from_secs(10), || {
-        (state(&host.addr) == "pending-approval").then_some(())
+        (state(&host) == "pending-approval").then_some(())
     });
     host.terminate();
     assert!(host.wait_exit(30), "{}", host.logs());
@@ -296,15 +290,15 @@ fn sighup_reads_a_grants_file_the_watcher_could_not_see_and_watches_it_from_then
 fn removing_the_file_unloads_the_plugin() {
     let scratch = setup(0, "");
     let host = start(&scratch);
-    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    assert_eq!(call(&host), Ok(A.to_string()));
     std::fs::remove_file(scratch.plugins().join(FILE)).unwrap();
     wait_until("the plugin gone", Duration::from_secs(10), || {
-        call(&host.addr).err().filter(|e| e.starts_with("404"))
+        call(&host).err().filter(|e| e.starts_with("404"))
     });
     // The unload is recorded (committed) just after the plugin is dropped
     // from the registry: wait for it, as for a swap's states above.
     wait_until("its state row removed", Duration::from_secs(10), || {
-        plugin_rows(&host.addr).is_empty().then_some(())
+        plugin_rows(&host).is_empty().then_some(())
     });
 }
 
@@ -336,12 +330,7 @@ fn a_revoked_http_grant_denies_the_next_request() {
         let stream = json!({ "method": "GET", "url": format!("http://{}/x", server.addr) });
         let body =
             json!({ "operation": "read", "input": { "stream": stream.to_string() } }).to_string();
-        http(
-            &host.addr,
-            "POST",
-            "/api/plugins/test-fetch/invoke",
-            Some(&body),
-        )
+        host.api("POST", "/api/plugins/test-fetch/invoke", Some(&body))
     };
     assert_eq!(fetch(&revoked).0, 200);
 
@@ -367,7 +356,7 @@ fn a_revoked_http_grant_denies_the_next_request() {
 fn configuration_edits_apply_live_and_an_invalid_edit_keeps_the_last_good_one() {
     let scratch = setup(300, "");
     let host = start(&scratch);
-    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    assert_eq!(call(&host), Ok(A.to_string()));
     let config = scratch.path().join("causeway.toml");
 
     // Invalid: refused, logged with file and line, the old one kept.
@@ -378,7 +367,7 @@ fn configuration_edits_apply_live_and_an_invalid_edit_keeps_the_last_good_one() 
         "{}",
         host.logs()
     );
-    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    assert_eq!(call(&host), Ok(A.to_string()));
 
     // Valid: a call timeout shorter than the plugin's spin applies at once.
     std::fs::write(
@@ -387,7 +376,7 @@ fn configuration_edits_apply_live_and_an_invalid_edit_keeps_the_last_good_one() 
     )
     .unwrap();
     wait_until("the new call timeout", Duration::from_secs(10), || {
-        call(&host.addr).err().filter(|e| e.starts_with("504"))
+        call(&host).err().filter(|e| e.starts_with("504"))
     });
 }
 
@@ -397,7 +386,7 @@ fn configuration_edits_apply_live_and_an_invalid_edit_keeps_the_last_good_one() 
 fn a_slow_compile_holds_back_no_other_change_and_a_sidecar_edit_is_taken_live() {
     let scratch = setup(0, "");
     let host = start(&scratch);
-    assert_eq!(call(&host.addr), Ok(A.to_string()));
+    assert_eq!(call(&host), Ok(A.to_string()));
     let guests = support::guest_plugins();
     let python = scratch.plugins().join("map-fullname-py.wasm");
     std::fs::copy(
@@ -410,7 +399,7 @@ fn a_slow_compile_holds_back_no_other_change_and_a_sidecar_edit_is_taken_live() 
     std::fs::rename(&partial, &python).unwrap();
     // While it compiles, another plugin's upgrade goes live...
     replace_atomically(&scratch, &test_version(B));
-    wait_for_build(&host.addr, B, Duration::from_secs(30));
+    wait_for_build(&host, B, Duration::from_secs(30));
     // ...while the slow one is not live yet (a reload waiting for its
     // compile would have taken it first, and the upgrade after).
     let invoke_python = || {
@@ -421,13 +410,8 @@ fn a_slow_compile_holds_back_no_other_change_and_a_sidecar_edit_is_taken_live() 
             }}],
         })
         .to_string();
-        try_http(
-            &host.addr,
-            "POST",
-            "/api/plugins/map-fullname-py/invoke",
-            Some(&body),
-        )
-        .unwrap_or_else(|e| (0, e.to_string()))
+        host.try_api("POST", "/api/plugins/map-fullname-py/invoke", Some(&body))
+            .unwrap_or_else(|e| (0, e.to_string()))
     };
     let (status, answer) = invoke_python();
     assert_eq!(status, 404, "live already: {answer}");
@@ -436,7 +420,7 @@ fn a_slow_compile_holds_back_no_other_change_and_a_sidecar_edit_is_taken_live() 
         "map-fullname-py shown compiling",
         Duration::from_secs(10),
         || {
-            plugin_rows(&host.addr)
+            plugin_rows(&host)
                 .into_iter()
                 .find(|row| row["name"] == "map-fullname-py")
                 .filter(|row| row["state"] == "compiling" && row["version"] == "0.1.0")
@@ -457,7 +441,7 @@ fn a_slow_compile_holds_back_no_other_change_and_a_sidecar_edit_is_taken_live() 
         "map-fullname-py shown active",
         Duration::from_secs(10),
         || {
-            let rows = plugin_rows(&host.addr);
+            let rows = plugin_rows(&host);
             let python: Vec<_> = rows
                 .iter()
                 .filter(|row| row["name"] == "map-fullname-py")
@@ -476,7 +460,7 @@ fn a_slow_compile_holds_back_no_other_change_and_a_sidecar_edit_is_taken_live() 
     )
     .unwrap();
     wait_until("map-fullname-py at 0.1.1", Duration::from_secs(60), || {
-        plugin_rows(&host.addr)
+        plugin_rows(&host)
             .iter()
             .any(|row| row["name"] == "map-fullname-py" && row["version"] == "0.1.1")
             .then_some(())

@@ -23,7 +23,7 @@ fn run_with_no_config_file_serves_healthz_and_api_plugins() {
     ]));
     let (status, body) = http(&host.addr, "GET", "/healthz", None);
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
-    let (status, body) = http(&host.addr, "GET", "/api/plugins", None);
+    let (status, body) = host.api("GET", "/api/plugins", None);
     assert_eq!(status, 200);
     let plugins: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(plugins[0]["name"], "crm-source");
@@ -44,20 +44,95 @@ fn run_with_no_config_file_serves_healthz_and_api_plugins() {
 }
 
 #[test]
+fn the_operator_api_wants_the_token_the_host_keeps_in_its_data_folder() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let mut host = start(&scratch);
+    let token_file = scratch.path().join("causeway-data/operator.token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(
+            mode(&token_file) & 0o777,
+            0o600,
+            "the token is the owner's alone"
+        );
+        let data = scratch.path().join("causeway-data");
+        assert_eq!(
+            mode(&data) & 0o777,
+            0o700,
+            "so is the data folder the host made"
+        );
+    }
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(token.len(), 64, "{token}");
+    assert_eq!(http(&host.addr, "GET", "/healthz", None).0, 200);
+    for (method, path) in [
+        ("GET", "/api/plugins"),
+        ("GET", "/metrics"),
+        ("POST", "/api/plugins/map-fullname/invoke"),
+        ("POST", "/api/pipelines/any/run-now"),
+    ] {
+        let (status, body) = http(&host.addr, method, path, Some("{}"));
+        assert_eq!(status, 401, "{method} {path} without the token: {body}");
+        assert!(
+            body.contains(&token_file.canonicalize().unwrap().display().to_string()),
+            "the refusal says where the token is: {body}"
+        );
+        let (status, _) = support::try_http_with(
+            &host.addr,
+            method,
+            path,
+            &[("authorization", "Bearer 0123")],
+            b"{}",
+        )
+        .unwrap();
+        assert_eq!(status, 401, "{method} {path} with a wrong token");
+    }
+    let (status, body) = host.api("GET", "/api/plugins", None);
+    assert_eq!(status, 200, "{body}");
+    // A restart keeps the token: a scraper's copy stays good.
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
+    let mut host = start(&scratch);
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
+    assert!(!host.logs().contains(&token), "the token reached the log");
+    // The refusals are audited, as the host's own rows; never the token.
+    let out = run(scratch.causeway().args(["audit", "--denied", "--json"]));
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        !out.stdout.contains(&token),
+        "the token reached the audit log"
+    );
+    let rows: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    let refused: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["action"] == "unauthorized")
+        .collect();
+    assert_eq!(refused.len(), 8, "{rows:#?}");
+    assert!(
+        refused.iter().any(|r| r["target"] == "GET /metrics"
+            && r["detail"] == "refused 127.0.0.1: no operator token"),
+        "{refused:#?}"
+    );
+}
+
+#[test]
 fn a_pending_plugin_cannot_be_invoked_through_the_api() {
     let scratch = Scratch::new();
     scratch.install("crm-source", "crm-source.wasm");
     let host = start(&scratch);
-    let (status, body) = http(
-        &host.addr,
+    let (status, body) = host.api(
         "POST",
         "/api/plugins/crm-source/invoke",
         Some(r#"{"operation": "discover"}"#),
     );
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("pending-approval"), "{body}");
-    let (status, _) = http(
-        &host.addr,
+    let (status, _) = host.api(
         "POST",
         "/api/plugins/nope/invoke",
         Some(r#"{"operation": "check"}"#),
@@ -75,10 +150,9 @@ fn sigterm_with_a_call_in_flight_lets_it_finish_and_exits_0() {
     )
     .unwrap();
     let mut host = start(&scratch);
-    let addr = host.addr.clone();
+    let api = host.api_client();
     let call = std::thread::spawn(move || {
-        http(
-            &addr,
+        api.call(
             "POST",
             "/api/plugins/test-slow/invoke",
             Some(
@@ -236,8 +310,7 @@ fn the_audit_is_flushed_on_a_clean_stop() {
     .unwrap();
     let mut host = start(&scratch);
     for _ in 0..3 {
-        let (status, body) = http(
-            &host.addr,
+        let (status, body) = host.api(
             "POST",
             "/api/plugins/crm-source/invoke",
             Some(r#"{"operation": "read", "input": {"stream": "contacts"}}"#),
@@ -273,12 +346,7 @@ fn a_restart_loads_plugins_from_the_cache_and_a_corrupted_artifact_is_recompiled
             "input": [{"stream": "c", "key": "1", "data": {"firstName": "Ada", "lastName": "L", "email": "a@x"}}],
         })
         .to_string();
-        http(
-            &host.addr,
-            "POST",
-            "/api/plugins/map-fullname/invoke",
-            Some(&body),
-        )
+        host.api("POST", "/api/plugins/map-fullname/invoke", Some(&body))
     };
     let compiled = "compiled in";
     let cached = "loaded from the precompiled cache";

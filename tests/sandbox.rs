@@ -59,13 +59,9 @@ fn provoke_with(host: &RunningHost, data: Value) -> (u16, Value, Duration) {
     })
     .to_string();
     let started = Instant::now();
-    let (status, answer) = try_http(
-        &host.addr,
-        "POST",
-        "/api/plugins/test-hostile/invoke",
-        Some(&body),
-    )
-    .unwrap();
+    let (status, answer) = host
+        .try_api("POST", "/api/plugins/test-hostile/invoke", Some(&body))
+        .unwrap();
     (
         status,
         serde_json::from_str(&answer).unwrap_or(Value::String(answer)),
@@ -100,13 +96,9 @@ fn neighbour_answers_promptly(host: &RunningHost) {
     })
     .to_string();
     let started = Instant::now();
-    let (status, answer) = try_http(
-        &host.addr,
-        "POST",
-        "/api/plugins/map-fullname/invoke",
-        Some(&body),
-    )
-    .unwrap();
+    let (status, answer) = host
+        .try_api("POST", "/api/plugins/map-fullname/invoke", Some(&body))
+        .unwrap();
     assert_eq!(status, 200, "{answer}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -273,13 +265,9 @@ fn an_answer_whose_strings_share_one_buffer_costs_the_host_no_more_than_the_plug
         "input": [{"stream": "s", "key": "100000x4096", "data": {}}],
     })
     .to_string();
-    let (status, answer) = try_http(
-        &host.addr,
-        "POST",
-        "/api/plugins/test-alias/invoke",
-        Some(&body),
-    )
-    .unwrap();
+    let (status, answer) = host
+        .try_api("POST", "/api/plugins/test-alias/invoke", Some(&body))
+        .unwrap();
     let answer: Value = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
     assert_resource_limit(
         (status, answer, Duration::ZERO),

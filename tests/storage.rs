@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use causeway::audit::MAX_DENIALS_PER_CALL;
 
 use serde_json::{Value, json};
-use support::{RunningHost, Scratch, audit_rows, run, run_json, try_http};
+use support::{RunningHost, Scratch, audit_rows, run, run_json};
 
 const KV_GRANT: &str = "[plugins.test-kv.storage]\nquota-keys = 1000\n";
 
@@ -247,7 +247,7 @@ fn sigkill_at_random_points_never_loses_an_acknowledged_batch_or_leaves_half_of_
     for round in 0..20 {
         let mut host =
             RunningHost::start(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
-        let addr = host.addr.clone();
+        let api = host.api_client();
         let first = next_batch;
         let writer = std::thread::spawn(move || {
             let mut done = Vec::new();
@@ -258,7 +258,7 @@ fn sigkill_at_random_points_never_loses_an_acknowledged_batch_or_leaves_half_of_
                     "input": records(&keys.iter().map(String::as_str).collect::<Vec<_>>()),
                 })
                 .to_string();
-                match try_http(&addr, "POST", "/api/plugins/test-kv/invoke", Some(&body)) {
+                match api.try_call("POST", "/api/plugins/test-kv/invoke", Some(&body)) {
                     Ok((200, _)) => done.push(batch),
                     _ => return (done, batch),
                 }

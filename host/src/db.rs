@@ -213,7 +213,7 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         message,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        crate::files::create_private_dir(dir).map_err(|e| open_error(e.to_string()))?;
     }
     let mut conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
     conn.busy_timeout(Duration::from_secs(5))?;

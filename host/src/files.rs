@@ -5,10 +5,24 @@
 //! the rename stays on one filesystem), are synced, and the partial is
 //! renamed over the target. Callers name the partial: a file the host
 //! watches (the plugins folder) needs a name the watcher ignores.
+//!
+//! And the folders the host makes for its own data: owner-only.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
+
+/// Creates `dir` and any missing parents, owner-only (`0700` on Unix): the
+/// data folder holds the database (stored records, plugins' storage), the
+/// keys and the operator token, none of them for other accounts. An
+/// existing folder keeps its permissions: they are the operator's choice.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
 
 /// How far a replacement must reach the disk before [`replace`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +86,21 @@ fn write_partial(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_folder_and_its_new_parents_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        create_private_dir(&dir.path().join("a/b")).unwrap();
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+        assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+        // An existing folder is left as the operator made it.
+        std::fs::set_permissions(dir.path().join("a/b"), PermissionsExt::from_mode(0o750)).unwrap();
+        create_private_dir(&dir.path().join("a/b")).unwrap();
+        assert_eq!(mode(&dir.path().join("a/b")), 0o750);
+    }
 
     #[test]
     fn the_file_is_replaced_whole_and_keeps_its_permissions() {

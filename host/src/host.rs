@@ -77,7 +77,7 @@ impl Claim {
             dir: dir.display().to_string(),
             error,
         };
-        std::fs::create_dir_all(dir).map_err(failed)?;
+        crate::files::create_private_dir(dir).map_err(failed)?;
         let path = dir.join(CLAIM_FILE);
         let mut file = std::fs::OpenOptions::new()
             .create(true)

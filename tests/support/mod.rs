@@ -211,11 +211,49 @@ pub fn try_http_with(
     Ok((status, body))
 }
 
+/// A client of a host's operator API: its address and the token it needs.
+#[derive(Clone)]
+pub struct Api {
+    addr: String,
+    bearer: String,
+}
+
+impl Api {
+    /// One operator request, with the token: the status and body.
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.addr))
+    }
+
+    /// [`Api::call`], with a failed exchange as an error.
+    pub fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
+        let headers = [
+            ("content-type", "application/json"),
+            ("authorization", self.bearer.as_str()),
+        ];
+        try_http_with(
+            &self.addr,
+            method,
+            path,
+            &headers,
+            body.unwrap_or("").as_bytes(),
+        )
+    }
+}
+
 /// A running `causeway run`, its stderr collected line by line.
 pub struct RunningHost {
     child: std::process::Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// Its data folder (`causeway-data` in the command's folder, or the
+    /// `--data-dir` it was given).
+    pub data_dir: PathBuf,
     stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     // Reads stderr until the process closes it: joined once it has exited,
     // so `logs` then holds its last lines too.
@@ -227,6 +265,15 @@ impl RunningHost {
     /// up to 60 s, for it to say where it listens.
     pub fn start(command: &mut Command) -> RunningHost {
         use std::io::BufRead;
+        let folder = command
+            .get_current_dir()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let args: Vec<_> = command.get_args().collect();
+        let data_dir = args
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .and_then(|i| args.get(i + 1))
+            .map_or_else(|| folder.join("causeway-data"), |d| folder.join(d));
         let mut child = command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -264,9 +311,36 @@ impl RunningHost {
         RunningHost {
             child,
             addr,
+            data_dir,
             stderr,
             stderr_reader: Some(stderr_reader),
         }
+    }
+
+    /// A client of its operator API, with the token the host made.
+    pub fn api_client(&self) -> Api {
+        let file = self.data_dir.join("operator.token");
+        let token = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("the operator token {}: {e}", file.display()));
+        Api {
+            addr: self.addr.clone(),
+            bearer: format!("Bearer {}", token.trim()),
+        }
+    }
+
+    /// One operator request (`/api/...`, `/metrics`), with the token.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.api_client().call(method, path, body)
+    }
+
+    /// [`RunningHost::api`], with a failed exchange as an error.
+    pub fn try_api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
+        self.api_client().try_call(method, path, body)
     }
 
     /// Waits up to `seconds` for a stderr line containing `needle`.
@@ -588,11 +662,11 @@ pub struct Metrics {
 type Sample = (String, Vec<(String, String)>, f64);
 
 impl Metrics {
-    /// Scrapes `GET /metrics` on `addr` and parses it, checking the format on
+    /// Scrapes `GET /metrics` on `host` and parses it, checking the format on
     /// the way: every sample follows its family's `# TYPE` line, each family
     /// is declared once, and labels are `name="value"` pairs.
-    pub fn scrape(addr: &str) -> Metrics {
-        let (status, page) = http(addr, "GET", "/metrics", None);
+    pub fn scrape(host: &RunningHost) -> Metrics {
+        let (status, page) = host.api("GET", "/metrics", None);
         assert_eq!(status, 200, "{page}");
         let mut samples = Vec::new();
         let mut family: Option<(String, String)> = None;

@@ -63,7 +63,7 @@ impl Chain {
     pub fn open(key_file: &Path, head_file: &Path) -> Result<Chain, String> {
         let key = crate::keyfile::load_or_create(key_file)?;
         if let Some(dir) = head_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::files::create_private_dir(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         // HMAC takes keys of any length: this cannot fail.

@@ -139,6 +139,10 @@ impl Opts {
             database: host.config.database_file(),
             pipelines: pipelines.control(),
             refusals: server::Refusals::new(writer.handle()),
+            token: Arc::new(
+                server::OperatorToken::load_or_create(&host.config.data_dir)
+                    .map_err(anyhow::Error::msg)?,
+            ),
         });
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(

@@ -7,6 +7,7 @@ use anyhow::Context;
 use crate::db;
 use crate::host::Claim;
 use crate::pipeline::{RunEnd, Runner, Stop, history};
+use crate::server::OperatorToken;
 
 /// Pause, resume, run now, or reset one pipeline.
 ///
@@ -82,10 +83,13 @@ impl Opts {
             Action::RunNow => match db::running_host(&conn) {
                 Some(listen) => {
                     let url = format!("http://{listen}/api/pipelines/{name}/run-now");
+                    let token =
+                        OperatorToken::load(&config.data_dir).map_err(anyhow::Error::msg)?;
                     let response = reqwest::Client::builder()
                         .no_proxy()
                         .build()?
                         .post(&url)
+                        .header(reqwest::header::AUTHORIZATION, token.bearer())
                         .send()
                         .await
                         .with_context(|| format!("cannot reach the running host at {listen}"))?;

@@ -48,6 +48,8 @@ impl Opts {
         // killed the host without its clean stop (seen in CI, under load).
         let stop = StopSignal::listen()?;
         let _claim = Claim::take(&host.config.data_dir)?;
+        let token = server::OperatorToken::load_or_create(&host.config.data_dir)
+            .map_err(anyhow::Error::msg)?;
         let writer = host.open_database()?;
         let registry = host.registry()?;
         let listener = tokio::net::TcpListener::bind(host.config.listen)
@@ -99,6 +101,7 @@ impl Opts {
             live,
             pipelines: pipelines.control(),
             refusals: server::Refusals::new(handle.clone()),
+            token: Arc::new(token),
         });
 
         let draining = Arc::new(Notify::new());

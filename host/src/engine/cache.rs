@@ -74,7 +74,8 @@ impl ArtifactCache {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = format!("{:016x}", hasher.finish());
         let folder = dir.join(&engine_hash);
-        std::fs::create_dir_all(&folder)
+        // Usually inside the data folder, which this may be the first to make.
+        crate::files::create_private_dir(&folder)
             .map_err(|e| format!("cannot create the cache {}: {e}", folder.display()))?;
         let key = crate::keyfile::load_or_create(&dir.join("host.key"))?;
         Ok(ArtifactCache {

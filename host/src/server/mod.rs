@@ -1,9 +1,11 @@
 //! The host's HTTP server: health, the status API, and the operator's invoke
 //! endpoint. It listens on the configured address (loopback by default).
 //! Webhooks must be reachable by third parties, so an operator may listen on
-//! a public address; the operator API (`/api/...`) still answers only
-//! clients on this machine (loopback peers): 403 and an audit row for any
-//! other. Serve [`router`] with [`app`], which gives handlers the peer.
+//! a public address; the operator API (`/api/...` and `/metrics`) still
+//! answers only clients on this machine (loopback peers: 403 and an audit
+//! row for any other) that send the operator token ([`token`]: 401 and an
+//! audit row without it). Serve [`router`] with [`app`], which gives
+//! handlers the peer.
 //! Refused requests (those, and webhook deliveries that fail verification)
 //! come from outside, so they are audited at a bounded rate ([`Refusals`]):
 //! a flood is recorded as a count, not a row per request.
@@ -17,7 +19,7 @@
 //! - `POST /api/pipelines/{name}/run-now`: 202 once the pipeline is asked to
 //!   run (even if paused or stopped), 404 for an unknown one.
 //! - `GET /metrics`: [`crate::metrics`] in Prometheus' text format (an
-//!   operator route: loopback peers only, like `/api`).
+//!   operator route, like `/api`).
 //! - `POST <a pipeline's webhook path>`: a webhook delivery, verified on the
 //!   raw body (401 and an audit row if it is not), stored in the inbox
 //!   before the answer (202; 200 for a delivery id already stored), 413 over
@@ -37,6 +39,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+pub mod token;
+pub use token::OperatorToken;
 
 use crate::audit::{AuditEvent, Decision};
 use crate::bindings::IncomingRequest;
@@ -67,6 +72,8 @@ pub struct AppState {
     pub database: PathBuf,
     /// Where refused requests are recorded, at a bounded rate.
     pub refusals: Refusals,
+    /// The token operator requests must carry.
+    pub token: Arc<OperatorToken>,
 }
 
 /// Refused requests audited one by one per second, sustained.
@@ -127,8 +134,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/pipelines/{name}/run-now", post(run_now))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
-            state.refusals.clone(),
-            local_operator_only,
+            Operators {
+                refusals: state.refusals.clone(),
+                token: state.token.clone(),
+            },
+            operators_only,
         ));
     Router::new()
         .route("/healthz", get(healthz))
@@ -143,11 +153,18 @@ pub fn app(state: Arc<AppState>) -> IntoMakeServiceWithConnectInfo<Router, Socke
     router(state).into_make_service_with_connect_info::<SocketAddr>()
 }
 
-/// Lets operator API requests through from loopback peers only. A request
-/// whose peer is unknown (a server not built by [`app`]) is refused too:
-/// the guard fails closed.
-async fn local_operator_only(
-    State(refusals): State<Refusals>,
+/// Who the operator API answers, for [`operators_only`].
+#[derive(Clone)]
+struct Operators {
+    refusals: Refusals,
+    token: Arc<OperatorToken>,
+}
+
+/// Lets operator API requests through from loopback peers that send the
+/// operator token. A request whose peer is unknown (a server not built by
+/// [`app`]) is refused too: the guard fails closed.
+async fn operators_only(
+    State(operators): State<Operators>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -155,31 +172,60 @@ async fn local_operator_only(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| *peer);
-    if let Some(peer) = peer
-        && is_local(peer)
-    {
+    let target = format!("{} {}", request.method(), request.uri().path());
+    let Some(peer) = peer.filter(|p| is_local(*p)) else {
+        let peer = peer.map_or("an unknown peer".to_string(), |p| p.ip().to_string());
+        let recorded = operators.refusals.record(AuditEvent::host(
+            "api",
+            "remote-call",
+            &target,
+            Decision::Denied,
+            format!("refused {peer}: the operator API answers only clients on this machine"),
+        ));
+        if recorded {
+            tracing::warn!(%peer, %target, "operator API refused: not a loopback client");
+        }
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "the operator API answers only clients on the host's own machine (loopback), not {peer}; \
+                 call it there, or through an SSH tunnel to it"
+            ),
+        );
+    };
+    let sent = request.headers().get(axum::http::header::AUTHORIZATION);
+    if sent.is_some_and(|value| operators.token.admits(value.as_bytes())) {
         return next.run(request).await;
     }
-    let peer = peer.map_or("an unknown peer".to_string(), |p| p.ip().to_string());
-    let target = format!("{} {}", request.method(), request.uri().path());
-    let recorded = refusals.record(AuditEvent::host(
+    let how = if sent.is_some() {
+        "a wrong operator token"
+    } else {
+        "no operator token"
+    };
+    let recorded = operators.refusals.record(AuditEvent::host(
         "api",
-        "remote-call",
+        "unauthorized",
         &target,
         Decision::Denied,
-        format!("refused {peer}: the operator API answers only clients on this machine"),
+        format!("refused {}: {how}", peer.ip()),
     ));
     if recorded {
-        tracing::warn!(%peer, %target, "operator API refused: not a loopback client");
+        tracing::warn!(peer = %peer.ip(), %target, "operator API refused: {how}");
     }
-    error(
-        StatusCode::FORBIDDEN,
-        "forbidden",
+    let mut answer = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
         format!(
-            "the operator API answers only clients on the host's own machine (loopback), not {peer}; \
-             call it there, or through an SSH tunnel to it"
+            "the operator API needs the token in {}, sent as `Authorization: Bearer TOKEN`; this request had {how}",
+            operators.token.path().display()
         ),
-    )
+    );
+    answer.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer realm=\"causeway\""),
+    );
+    answer
 }
 
 /// A loopback peer, including IPv4 loopback mapped into IPv6.
@@ -505,18 +551,22 @@ mod tests {
     use tower::ServiceExt;
 
     /// The operator guard in front of one route, as [`router`] puts it.
-    fn guarded(refusals: Refusals) -> Router {
+    fn guarded(refusals: Refusals, token: Arc<OperatorToken>) -> Router {
         Router::new()
             .route("/api/plugins", get(|| async { "the plugins" }))
             .route_layer(middleware::from_fn_with_state(
-                refusals,
-                local_operator_only,
+                Operators { refusals, token },
+                operators_only,
             ))
     }
 
     fn scratch_writer(dir: &std::path::Path) -> db::Writer {
         let chain = Chain::open(&dir.join("k"), &dir.join("h")).unwrap();
         db::Writer::start(&dir.join("db"), chain).unwrap()
+    }
+
+    fn scratch_token(dir: &std::path::Path) -> Arc<OperatorToken> {
+        Arc::new(OperatorToken::load_or_create(dir).unwrap())
     }
 
     fn refused_rows(dir: &std::path::Path) -> Vec<crate::audit::query::StoredEvent> {
@@ -528,23 +578,32 @@ mod tests {
             .collect()
     }
 
-    async fn status_from(app: &Router, peer: Option<&str>) -> StatusCode {
-        let mut request = axum::http::Request::get("/api/plugins")
-            .body(Body::empty())
-            .unwrap();
+    /// `GET /api/plugins` from `peer` with `authorization`: its answer.
+    async fn answer_to(app: &Router, peer: Option<&str>, authorization: Option<&str>) -> Response {
+        let mut request = axum::http::Request::get("/api/plugins");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let mut request = request.body(Body::empty()).unwrap();
         if let Some(peer) = peer {
             request
                 .extensions_mut()
                 .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
         }
-        app.clone().oneshot(request).await.unwrap().status()
+        app.clone().oneshot(request).await.unwrap()
+    }
+
+    async fn status_from(app: &Router, peer: Option<&str>, authorization: &str) -> StatusCode {
+        answer_to(app, peer, Some(authorization)).await.status()
     }
 
     #[tokio::test]
     async fn the_operator_api_answers_loopback_peers_only_and_audits_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let writer = scratch_writer(dir.path());
-        let app = guarded(Refusals::new(writer.handle()));
+        let token = scratch_token(dir.path());
+        let bearer = token.bearer();
+        let app = guarded(Refusals::new(writer.handle()), token);
 
         for local in [
             "127.0.0.1:5000",
@@ -553,30 +612,35 @@ mod tests {
             "[::ffff:127.0.0.1]:80",
         ] {
             assert_eq!(
-                status_from(&app, Some(local)).await,
+                status_from(&app, Some(local), &bearer).await,
                 StatusCode::OK,
                 "{local}"
             );
         }
+        // The token does not open the API to other machines.
         for remote in [
             "192.0.2.7:5000",
             "[2001:db8::1]:443",
             "[::ffff:192.0.2.7]:80",
         ] {
             assert_eq!(
-                status_from(&app, Some(remote)).await,
+                status_from(&app, Some(remote), &bearer).await,
                 StatusCode::FORBIDDEN,
                 "{remote}"
             );
         }
         // Served without the peer (not through `app`): refused, not opened.
-        assert_eq!(status_from(&app, None).await, StatusCode::FORBIDDEN);
+        assert_eq!(
+            status_from(&app, None, &bearer).await,
+            StatusCode::FORBIDDEN
+        );
         writer.close();
 
         let refused: Vec<String> = refused_rows(dir.path())
             .into_iter()
             .map(|r| {
                 assert_eq!(r.event.capability, "api");
+                assert_eq!(r.event.action, "remote-call");
                 assert_eq!(r.event.target, "GET /api/plugins");
                 r.event.detail
             })
@@ -587,7 +651,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_operator_route_of_the_real_router_is_for_loopback_peers_only() {
+    async fn a_loopback_request_without_the_token_is_refused_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = scratch_writer(dir.path());
+        let token = scratch_token(dir.path());
+        let bearer = token.bearer();
+        let app = guarded(Refusals::new(writer.handle()), token.clone());
+        let local = Some("127.0.0.1:5000");
+
+        let answer = answer_to(&app, local, None).await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            answer.headers()["www-authenticate"],
+            "Bearer realm=\"causeway\""
+        );
+        let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "unauthorized");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&token.path().display().to_string())
+                && message.contains("Authorization: Bearer"),
+            "the answer says where the token is and how to send it: {message}"
+        );
+        let (kept, last) = bearer.split_at(bearer.len() - 1);
+        for wrong in [
+            format!("{kept}{}", if last == "0" { "1" } else { "0" }),
+            bearer["Bearer ".len()..].to_string(),
+            "Bearer ".to_string(),
+        ] {
+            assert_eq!(
+                status_from(&app, local, &wrong).await,
+                StatusCode::UNAUTHORIZED,
+                "{wrong}"
+            );
+        }
+        assert_eq!(status_from(&app, local, &bearer).await, StatusCode::OK);
+        writer.close();
+
+        let refused = refused_rows(dir.path());
+        let details: Vec<&str> = refused.iter().map(|r| r.event.detail.as_str()).collect();
+        assert_eq!(refused.len(), 4, "one row per refused request: {details:?}");
+        assert!(refused.iter().all(|r| r.event.action == "unauthorized"));
+        assert_eq!(details[0], "refused 127.0.0.1: no operator token");
+        assert_eq!(details[1], "refused 127.0.0.1: a wrong operator token");
+        let rows = format!("{refused:?}");
+        assert!(
+            !rows.contains(&bearer["Bearer ".len()..]),
+            "the token reached the audit log"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_operator_route_of_the_real_router_is_for_loopback_peers_with_the_token() {
         let dir = tempfile::tempdir().unwrap();
         let writer = scratch_writer(dir.path());
         let grants = crate::grants::Grants::default();
@@ -604,6 +722,7 @@ mod tests {
             secrets.clone(),
             writer.handle(),
         );
+        let token = scratch_token(dir.path());
         let app = router(Arc::new(AppState {
             runtime,
             secrets,
@@ -612,12 +731,14 @@ mod tests {
             db: writer.handle(),
             database: dir.path().join("db"),
             refusals: Refusals::new(writer.handle()),
+            token: token.clone(),
         }));
         let call = |method: &str, path: &str, peer: &str| {
             let mut request = axum::http::Request::builder()
                 .method(method)
                 .uri(path)
                 .header("content-type", "application/json")
+                .header("authorization", token.bearer())
                 .body(Body::from("{\"operation\": \"check\"}"))
                 .unwrap();
             request
@@ -637,6 +758,21 @@ mod tests {
         }
         let answer = call("GET", "/healthz", "192.0.2.7:5000").await.unwrap();
         assert_eq!(answer.status(), StatusCode::OK, "health is public");
+        let without_token = operator
+            .iter()
+            .map(|&(m, p)| (m, p, StatusCode::UNAUTHORIZED));
+        for (method, path, status) in without_token.chain([("GET", "/healthz", StatusCode::OK)]) {
+            let mut request = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(ConnectInfo("127.0.0.1:5000".parse::<SocketAddr>().unwrap()));
+            let answer = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(answer.status(), status, "{method} {path} without the token");
+        }
 
         let answer = call("GET", "/metrics", "127.0.0.1:5000").await.unwrap();
         assert_eq!(answer.status(), StatusCode::OK);
@@ -662,10 +798,12 @@ mod tests {
         let writer = scratch_writer(dir.path());
         // Three at once, then one a second.
         let refusals = Refusals::at_rate(writer.handle(), 1, 3);
-        let app = guarded(refusals.clone());
+        let token = scratch_token(dir.path());
+        let bearer = token.bearer();
+        let app = guarded(refusals.clone(), token);
         for _ in 0..20 {
             assert_eq!(
-                status_from(&app, Some("192.0.2.7:5000")).await,
+                status_from(&app, Some("192.0.2.7:5000"), &bearer).await,
                 StatusCode::FORBIDDEN,
                 "refused whether recorded or counted"
             );
