@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod backup;
 pub mod bindings;
 pub mod caps;
 pub mod checkpoint;

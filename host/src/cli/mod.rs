@@ -3,6 +3,7 @@
 //! so errors are `anyhow` here.
 
 pub mod audit;
+pub mod backup;
 pub mod check;
 pub mod demo;
 pub mod dlq;
@@ -93,6 +94,10 @@ pub enum Command {
     Runs(pipelines::RunsOpts),
     /// The dead-letter queue: list and replay records sinks rejected.
     Dlq(dlq::Opts),
+    /// Back up the database and its audit head, while the host runs or not.
+    Backup(backup::BackupOpts),
+    /// Restore a backup, with no host running.
+    Restore(backup::RestoreOpts),
 }
 
 /// Runs the parsed command line.
@@ -113,6 +118,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(opts) => opts.run(&cli),
         Command::Pipeline(opts) => opts.run(&cli).await,
         Command::Dlq(opts) => opts.run(&cli).await,
+        Command::Backup(opts) => opts.run(&cli),
+        Command::Restore(opts) => opts.run(&cli),
     }
 }
 
