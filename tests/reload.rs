@@ -466,3 +466,80 @@ fn a_slow_compile_holds_back_no_other_change_and_a_sidecar_edit_is_taken_live() 
             .then_some(())
     });
 }
+
+#[test]
+fn a_rotated_secret_is_used_from_the_next_request_and_a_bad_secrets_file_is_refused() {
+    let server = FakeServer::start(|_| Answer::ok("{}"));
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let scratch = Scratch::new();
+    scratch.install("test-fetch", "fetch.wasm");
+    scratch.grants(&format!(
+        "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\nmethods = [\"GET\"]\n\
+         [plugins.test-fetch.credentials.token]\nsecret = \"file:crm\"\nhosts = [\"127.0.0.1\"]\n"
+    ));
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "secrets-file = \"secrets.toml\"\nreload-settle = \"50ms\"\n",
+    )
+    .unwrap();
+    let secrets = scratch.path().join("secrets.toml");
+    let write_secrets = |text: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        let partial = scratch.path().join(".secrets.partial");
+        std::fs::write(&partial, text).unwrap();
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::rename(&partial, &secrets).unwrap();
+    };
+    write_secrets("crm = \"first-s3cret\"\n", 0o600);
+    let host = start(&scratch);
+    // The credential the server got on a fresh request.
+    let sent = || {
+        let stream = json!({
+            "method": "GET",
+            "url": format!("http://{}/x", server.addr),
+            "credential": "token",
+        });
+        let body =
+            json!({ "operation": "read", "input": { "stream": stream.to_string() } }).to_string();
+        let (status, answer) = host.api("POST", "/api/plugins/test-fetch/invoke", Some(&body));
+        assert_eq!(status, 200, "{answer}");
+        server.received().last().unwrap().header("authorization")
+    };
+    assert_eq!(sent(), "Bearer first-s3cret");
+
+    write_secrets("crm = \"second-s3cret\"\n", 0o600);
+    wait_until("the rotated secret in use", Duration::from_secs(10), || {
+        (sent() == "Bearer second-s3cret").then_some(())
+    });
+    host.wait_for_log("secrets file reloaded: changed crm", 10);
+
+    // Readable by others: refused, and the last good value stays in use.
+    write_secrets("crm = \"third-s3cret\"\n", 0o644);
+    host.wait_for_log("keeping the last good secrets", 10);
+    assert_eq!(sent(), "Bearer second-s3cret");
+    assert!(host.logs().contains("chmod 600"), "{}", host.logs());
+
+    // Audited once committed: by key name, never a value.
+    let (out, rows) = wait_until("the reload audited", Duration::from_secs(10), || {
+        let out = support::run(
+            scratch
+                .causeway()
+                .args(["audit", "--plugin", "causeway", "--json"]),
+        );
+        let rows: Vec<Value> = serde_json::from_str(&out.stdout).ok()?;
+        rows.iter()
+            .any(|r| r["capability"] == "secrets")
+            .then_some((out, rows))
+    });
+    let reloads: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["capability"] == "secrets")
+        .collect();
+    assert_eq!(reloads.len(), 1, "{rows:#?}");
+    assert_eq!(reloads[0]["action"], "reload");
+    assert_eq!(reloads[0]["detail"], "changed crm");
+    for value in ["first-s3cret", "second-s3cret", "third-s3cret"] {
+        assert!(!out.stdout.contains(value), "a secret in the audit log");
+        assert!(!host.logs().contains(value), "a secret in the log");
+    }
+}

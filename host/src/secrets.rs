@@ -4,10 +4,15 @@
 //! readable by group or others.
 //!
 //! A [`Secret`] never prints its value: not in `Debug`, not in `Display`.
+//!
+//! The running host reads the secrets file again when it changes
+//! ([`Secrets::reload`]): a rotated credential is used from the next request
+//! on, without a restart.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,12 +97,46 @@ impl fmt::Display for Secret {
 #[derive(Debug, Default)]
 pub struct Secrets {
     file: Option<PathBuf>,
-    values: BTreeMap<String, Secret>,
+    // Swapped whole by a reload; a request resolves against one version.
+    values: RwLock<BTreeMap<String, Secret>>,
 }
 
 #[derive(Deserialize)]
 #[serde(transparent)]
 struct SecretsFile(BTreeMap<String, String>);
+
+/// What a reload of the secrets file changed: key names only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Keys new in the file.
+    pub added: Vec<String>,
+    /// Keys whose value changed.
+    pub changed: Vec<String>,
+    /// Keys no longer in the file.
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl fmt::Display for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = [
+            ("added", &self.added),
+            ("changed", &self.changed),
+            ("removed", &self.removed),
+        ]
+        .into_iter()
+        .filter(|(_, keys)| !keys.is_empty())
+        .map(|(what, keys)| format!("{what} {}", keys.join(", ")))
+        .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
 
 impl Secrets {
     /// Loads the secrets file, if one is configured. It must be a TOML table
@@ -106,14 +145,41 @@ impl Secrets {
         let Some(file) = file else {
             return Ok(Secrets::default());
         };
-        let name = file.display().to_string();
-        check_private(file, &name)?;
-        let text = config::read_file(file)?;
-        let SecretsFile(values) = config::parse_toml(&text, &name)?;
         Ok(Secrets {
             file: Some(file.to_path_buf()),
-            values: values.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
+            values: RwLock::new(read(file)?),
         })
+    }
+
+    /// The secrets file, if one is configured.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Reads the secrets file again and takes its values, saying which keys
+    /// changed. A file that cannot be taken (unreadable, readable by others,
+    /// not TOML) is an error, and the values read last stay.
+    pub fn reload(&self) -> Result<Changes, FileError> {
+        let Some(file) = &self.file else {
+            return Ok(Changes::default());
+        };
+        let new = read(file)?;
+        let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+        let mut changes = Changes::default();
+        for (key, value) in &new {
+            match values.get(key) {
+                None => changes.added.push(key.clone()),
+                Some(old) if old != value => changes.changed.push(key.clone()),
+                Some(_) => {}
+            }
+        }
+        changes.removed = values
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
+        *values = new;
+        Ok(changes)
     }
 
     /// Secrets held in memory under `file:KEY` references, `label` naming
@@ -121,7 +187,7 @@ impl Secrets {
     pub fn in_memory(label: &str, values: BTreeMap<String, Secret>) -> Secrets {
         Secrets {
             file: Some(PathBuf::from(label)),
-            values,
+            values: RwLock::new(values),
         }
     }
 
@@ -137,8 +203,15 @@ impl Secrets {
             SecretRef::Env(name) => std::env::var(name).map(Secret).map_err(|_| {
                 format!("secret {reference}: the environment variable {name} is not set")
             }),
-            SecretRef::File(key) => match (&self.file, self.values.get(key)) {
-                (Some(_), Some(value)) => Ok(value.clone()),
+            SecretRef::File(key) => match (
+                &self.file,
+                self.values
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(key)
+                    .cloned(),
+            ) {
+                (Some(_), Some(value)) => Ok(value),
                 (Some(file), None) => Err(format!(
                     "secret {reference}: {} has no key {key:?}",
                     file.display()
@@ -149,6 +222,15 @@ impl Secrets {
             },
         }
     }
+}
+
+/// The values in the secrets file `file`, once it is checked private.
+fn read(file: &Path) -> Result<BTreeMap<String, Secret>, FileError> {
+    let name = file.display().to_string();
+    check_private(file, &name)?;
+    let text = config::read_file(file)?;
+    let SecretsFile(values) = config::parse_toml(&text, &name)?;
+    Ok(values.into_iter().map(|(k, v)| (k, Secret(v))).collect())
 }
 
 #[cfg(unix)]
@@ -220,5 +302,30 @@ mod tests {
             .resolve(&SecretRef::File("nope".into()))
             .unwrap_err();
         assert!(!missing.contains("s3cret"));
+
+        // Rotated, one key added and one gone: taken by a reload, which
+        // names the keys and never a value.
+        std::fs::write(&file, "crm = \"n3w\"\nmailer = \"m4il\"\n").unwrap();
+        let changes = secrets.reload().unwrap();
+        assert_eq!(
+            changes,
+            Changes {
+                added: vec!["mailer".into()],
+                changed: vec!["crm".into()],
+                removed: vec![],
+            }
+        );
+        assert_eq!(changes.to_string(), "added mailer; changed crm");
+        let crm = SecretRef::File("crm".into());
+        assert_eq!(secrets.resolve(&crm).unwrap().expose(), "n3w");
+        std::fs::write(&file, "mailer = \"m4il\"\n").unwrap();
+        assert_eq!(secrets.reload().unwrap().to_string(), "removed crm");
+        assert!(secrets.reload().unwrap().is_empty());
+        // A file that cannot be taken leaves the last values in place.
+        std::fs::write(&file, "mailer = \"other\"\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(secrets.reload().is_err());
+        let mailer = SecretRef::File("mailer".into());
+        assert_eq!(secrets.resolve(&mailer).unwrap().expose(), "m4il");
     }
 }

@@ -68,13 +68,18 @@ impl Opts {
             grants: host.grants.clone(),
             registry,
         }));
-        let _reloader = Reloader::start(live.clone(), host.runtime.clone(), handle.clone())
-            .with_context(|| {
-                format!(
-                    "cannot watch the plugins folder {}",
-                    host.config.plugins_dir.display()
-                )
-            })?;
+        let _reloader = Reloader::start(
+            live.clone(),
+            host.secrets.clone(),
+            host.runtime.clone(),
+            handle.clone(),
+        )
+        .with_context(|| {
+            format!(
+                "cannot watch the plugins folder {}",
+                host.config.plugins_dir.display()
+            )
+        })?;
         let _pruner = host.config.audit.retention.map(|keep| {
             let handle = handle.clone();
             tokio::spawn(async move {

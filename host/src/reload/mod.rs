@@ -1,5 +1,7 @@
 //! Hot reload: the running host watches the plugins folder, `grants.toml`
-//! and `causeway.toml`, and swaps in a new [`Snapshot`] when they change.
+//! and `causeway.toml`, and swaps in a new [`Snapshot`] when they change;
+//! and the secrets file, whose values it takes in place
+//! ([`Secrets::reload`]).
 //!
 //! - A file renamed into place, or removed, is handled at once; a file
 //!   written in place is taken once it has not changed for the settle window
@@ -13,11 +15,11 @@
 //! - A plugin file that fails to load, or an upgrade that requests more than
 //!   is granted, leaves the version that served before serving (see
 //!   [`Registry::rescan`](crate::registry::Registry::rescan)).
-//! - SIGHUP reads all three again, as if each had changed.
-//! - An invalid `grants.toml` or `causeway.toml` is refused, logged, and the
-//!   last good one kept. The listen address, the data directory, the
-//!   plugins folder, the artifact cache and `[engine]` are fixed for the
-//!   life of the process.
+//! - SIGHUP reads them all again, as if each had changed.
+//! - An invalid `grants.toml`, `causeway.toml` or secrets file is refused,
+//!   logged, and the last good one kept. The listen address, the data
+//!   directory, the plugins folder, the secrets file's place, the artifact
+//!   cache and `[engine]` are fixed for the life of the process.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -35,6 +37,7 @@ use crate::engine::Runtime;
 use crate::grants::Grants;
 use crate::live::{Live, Snapshot};
 use crate::registry::Compile;
+use crate::secrets::Secrets;
 
 pub mod compile;
 
@@ -47,6 +50,8 @@ enum Changed {
     Grants,
     /// `causeway.toml`.
     Config,
+    /// The secrets file.
+    Secrets,
 }
 
 /// The running reloader: dropping it stops the watching.
@@ -66,6 +71,7 @@ struct Watched {
     plugins_canonical: PathBuf,
     grants: (PathBuf, Option<OsString>),
     config: Option<(PathBuf, Option<OsString>)>,
+    secrets: Option<(PathBuf, Option<OsString>)>,
 }
 
 impl Watched {
@@ -81,6 +87,12 @@ impl Watched {
         }
         if parent == self.grants.0 && Some(name) == self.grants.1.as_deref() {
             return Some(Changed::Grants);
+        }
+        if let Some((dir, file)) = &self.secrets
+            && parent == dir
+            && Some(name) == file.as_deref()
+        {
+            return Some(Changed::Secrets);
         }
         let is_plugin_file = Path::new(name)
             .extension()
@@ -103,10 +115,12 @@ fn split(file: &Path) -> (PathBuf, Option<OsString>) {
 }
 
 impl Reloader {
-    /// Starts watching for the host whose current state is `live`; every
-    /// swap records the new plugin states through `db`.
+    /// Starts watching for the host whose current state is `live` and whose
+    /// secrets are `secrets`; every swap records the new plugin states
+    /// through `db`.
     pub fn start(
         live: Arc<Live>,
+        secrets: Arc<Secrets>,
         runtime: Arc<Runtime>,
         db: WriterHandle,
     ) -> notify::Result<Reloader> {
@@ -119,6 +133,7 @@ impl Reloader {
                 .map_err(notify::Error::io)?,
             grants: split(&config.grants_file),
             config: config.file.as_deref().map(split),
+            secrets: secrets.file().map(split),
         };
         let (events, receiver) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |event| {
@@ -127,13 +142,14 @@ impl Reloader {
         watcher.watch(&watched.plugins_canonical, RecursiveMode::NonRecursive)?;
         let mut unwatched = BTreeSet::new();
         unwatched.insert(watched.grants.0.clone());
-        if let Some((dir, _)) = &watched.config {
+        for (dir, _) in watched.config.iter().chain(&watched.secrets) {
             unwatched.insert(dir.clone());
         }
         unwatched.remove(&watched.plugins_canonical);
         let (compiled, compiled_files) = mpsc::unbounded_channel();
         let mut state = State {
             live,
+            secrets,
             compiler: Arc::new(compile::Background::new(runtime.clone(), compiled)),
             runtime,
             db,
@@ -188,20 +204,22 @@ async fn hung_up(signal: &mut Hangup) {
 
 struct State {
     live: Arc<Live>,
+    secrets: Arc<Secrets>,
     compiler: Arc<compile::Background>,
     runtime: Arc<Runtime>,
     db: WriterHandle,
     watched: Watched,
     // Dropped with the task: then the events stop.
     watcher: RecommendedWatcher,
-    /// The folders of `grants.toml` and `causeway.toml` not watched yet.
+    /// The folders of `grants.toml`, `causeway.toml` and the secrets file
+    /// not watched yet.
     unwatched: BTreeSet<PathBuf>,
     settle: Duration,
 }
 
 impl State {
-    /// Watches the folders of `grants.toml` and `causeway.toml` not watched
-    /// yet. A grants file's folder may not exist at start: its file is then
+    /// Watches the folders of `grants.toml`, `causeway.toml` and the secrets
+    /// file not watched yet. A grants file's folder may not exist at start: its file is then
     /// read at the next SIGHUP (or restart), which watches it from then on.
     fn watch_the_rest(&mut self) {
         for dir in std::mem::take(&mut self.unwatched) {
@@ -216,6 +234,7 @@ impl State {
             let watched = &mut self.watched;
             for known in std::iter::once(&mut watched.grants.0)
                 .chain(watched.config.as_mut().map(|(dir, _)| dir))
+                .chain(watched.secrets.as_mut().map(|(dir, _)| dir))
             {
                 if *known == dir {
                     known.clone_from(&canonical);
@@ -243,12 +262,13 @@ impl State {
                 // (every rescan reads the whole folder).
                 () = hung_up(&mut hangup) => {
                     tracing::info!(
-                        "SIGHUP: reading causeway.toml, grants.toml and the plugins folder again"
+                        "SIGHUP: reading causeway.toml, grants.toml, the secrets file and the plugins folder again"
                     );
                     self.watch_the_rest();
                     let now = Instant::now();
                     pending.insert(Changed::Config, now);
                     pending.insert(Changed::Grants, now);
+                    pending.insert(Changed::Secrets, now);
                 }
                 // A compile finished: its file is ready to be taken now,
                 // unless it is being written again (then it waits for that).
@@ -309,6 +329,10 @@ impl State {
 
     /// Builds the next snapshot from what changed, and swaps it in.
     async fn apply(&self, ready: &BTreeSet<Changed>, unsettled: BTreeSet<PathBuf>) {
+        // First: new grants may name a credential the same edit added.
+        if ready.contains(&Changed::Secrets) {
+            self.reload_secrets();
+        }
         let current = self.live.snapshot();
         let mut config = current.config.clone();
         if ready.contains(&Changed::Config)
@@ -371,6 +395,30 @@ impl State {
     }
 }
 
+impl State {
+    /// Takes the secrets file's values again; a change is audited, by key
+    /// name.
+    fn reload_secrets(&self) {
+        let Some(file) = self.secrets.file() else {
+            return;
+        };
+        match self.secrets.reload() {
+            Ok(changes) if changes.is_empty() => {}
+            Ok(changes) => {
+                tracing::info!("secrets file reloaded: {changes}");
+                self.db.audit(crate::audit::AuditEvent::host(
+                    "secrets",
+                    "reload",
+                    &file.display().to_string(),
+                    crate::audit::Decision::Allowed,
+                    changes.to_string(),
+                ));
+            }
+            Err(e) => tracing::error!("{e}: keeping the last good secrets"),
+        }
+    }
+}
+
 /// `new`, with what cannot change while the host runs kept from `current`.
 fn keep_fixed(current: &Config, mut new: Config) -> Config {
     if new.listen != current.listen {
@@ -392,6 +440,10 @@ fn keep_fixed(current: &Config, mut new: Config) -> Config {
     if new.cache_dir != current.cache_dir || new.cache_max_bytes != current.cache_max_bytes {
         tracing::warn!("cache-dir or cache-max-mb changed: it takes effect when the host restarts");
     }
+    // Its values are reloaded in place; its place is where they are read.
+    if new.secrets_file != current.secrets_file {
+        tracing::warn!("secrets-file changed: it takes effect when the host restarts");
+    }
     new.listen = current.listen;
     new.data_dir = current.data_dir.clone();
     new.plugins_dir = current.plugins_dir.clone();
@@ -399,6 +451,7 @@ fn keep_fixed(current: &Config, mut new: Config) -> Config {
     new.engine = current.engine;
     new.cache_dir = current.cache_dir.clone();
     new.cache_max_bytes = current.cache_max_bytes;
+    new.secrets_file = current.secrets_file.clone();
     new
 }
 
