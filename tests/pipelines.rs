@@ -904,6 +904,68 @@ fn deliveries_stored_while_paused_are_processed_once_resumed() {
     );
 }
 
+/// `causeway pipelines --json`'s row for `name`.
+fn pipeline_row(w: &World, name: &str) -> Option<Value> {
+    let rows = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+}
+
+#[test]
+fn deliveries_of_a_removed_pipeline_are_shown_waiting_and_processed_once_it_is_back_without_its_trigger()
+ {
+    let w = webhook_world("");
+    w.lever("pause");
+    let mut host = start_with_hooks(&w);
+    let body = contact_event("r1", "Rita");
+    assert_eq!(deliver(&host, "msg_r1", &body, &body).0, 202);
+    let row = pipeline_row(&w, "contacts-to-mailer").unwrap();
+    assert_eq!(row["trigger"], "webhook /hooks/crm", "{row:#}");
+    assert_eq!(row["pending_deliveries"], 1, "{row:#}");
+    let table = run(w.scratch.causeway().arg("pipelines"));
+    assert!(table.stdout.contains("INBOX"), "{}", table.stdout);
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
+
+    // Removed from the configuration, with a delivery it accepted waiting.
+    let config = w.scratch.path().join("causeway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let start = text.find("[pipelines.contacts-to-mailer]").unwrap();
+    std::fs::write(&config, &text[..start]).unwrap();
+    let row = pipeline_row(&w, "contacts-to-mailer")
+        .expect("a removed pipeline with work waiting is listed");
+    assert_eq!(row["state"], "removed", "{row:#}");
+    assert_eq!(row["pending_deliveries"], 1, "{row:#}");
+    let reason = row["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("1 webhook deliveries it accepted wait unprocessed")
+            && reason.contains("configure it again"),
+        "{reason}"
+    );
+
+    // Back, without its webhook trigger now, and resumed: the delivery it
+    // accepted is processed all the same, and nothing waits.
+    let hook = text.lines().find(|l| l.starts_with("webhook = ")).unwrap();
+    std::fs::write(&config, text.replace(hook, "every = \"1h\"")).unwrap();
+    let _host = start_with_hooks(&w);
+    w.lever("resume");
+    w.wait_for_subscribers(
+        &[("r1".into(), "Rita Hook".into())],
+        Duration::from_secs(20),
+    );
+    wait_until(
+        "the delivery marked processed",
+        Duration::from_secs(10),
+        || {
+            let row = pipeline_row(&w, "contacts-to-mailer")?;
+            (row["pending_deliveries"] == 0 && row["state"] != "removed").then_some(())
+        },
+    );
+}
+
 #[test]
 fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refused() {
     let w = webhook_world("");

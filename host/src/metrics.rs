@@ -337,11 +337,7 @@ pub fn pipelines_now(
         let dead_letters: u64 = conn
             .prepare_cached("SELECT COUNT(*) FROM dead_letter WHERE pipeline = ?1")?
             .query_row([name], |r| r.get(0))?;
-        let pending_deliveries: u64 = conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM webhook_inbox WHERE pipeline = ?1 AND state = 'pending'",
-            )?
-            .query_row([name], |r| r.get(0))?;
+        let pending_deliveries = crate::webhook::inbox::pending_count(conn, name)?;
         let last_success = crate::pipeline::history::last_ok_at(conn, name)?
             .as_deref()
             .and_then(|at| humantime::parse_rfc3339(at).ok())

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::pipeline::history::{self, PipelineRow, RunRow};
 
 /// List the configured pipelines: trigger, state (idle, running,
-/// circuit-open, stopped), paused, last run and lag.
+/// circuit-open, stopped), paused, webhook deliveries waiting, last run and
+/// lag; and any pipeline no longer configured whose deliveries still wait.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  causeway pipelines\n  causeway pipelines --json")]
 pub struct Opts {
@@ -23,9 +24,11 @@ pub struct Opts {
 pub struct PipelineStatus {
     /// The pipeline.
     pub name: String,
-    /// What starts it.
+    /// What starts it: `every 30s`, `webhook /hooks/crm`, both joined by
+    /// ` + `, or `-` (run-now only; `removed` for one no longer configured).
     pub trigger: String,
-    /// `idle`, `running`, `circuit-open`, `stopped`, or `never-run`.
+    /// `idle`, `running`, `circuit-open`, `stopped`, `never-run`, or
+    /// `removed`.
     pub state: String,
     /// Paused by an operator.
     pub paused: bool,
@@ -33,6 +36,8 @@ pub struct PipelineStatus {
     pub reason: Option<String>,
     /// While the circuit is open: when it probes next.
     pub circuit_until: Option<String>,
+    /// Webhook deliveries stored and not yet processed.
+    pub pending_deliveries: u64,
     /// The latest run.
     pub last_run: Option<RunRow>,
     /// When a run last ended well.
@@ -48,39 +53,29 @@ impl Opts {
         let conn = super::read_database(&config)?;
         let mut statuses = Vec::new();
         for (name, pipeline) in &config.pipelines {
-            let row: Option<PipelineRow> = match &conn {
-                Some(conn) => history::state(conn, name)?,
-                None => None,
-            };
-            let (last_run, last_ok_at) = match &conn {
-                Some(conn) => (
-                    history::runs(conn, Some(name), 1)?.pop(),
-                    history::last_ok_at(conn, name)?,
-                ),
-                None => (None, None),
-            };
-            let lag_seconds = last_ok_at
-                .as_deref()
-                .and_then(|at| humantime::parse_rfc3339(at).ok())
-                .and_then(|at| SystemTime::now().duration_since(at).ok())
-                .map(|d| d.as_secs());
-            statuses.push(PipelineStatus {
-                name: name.clone(),
-                trigger: pipeline
-                    .every
-                    .map(|d| format!("every {}", humantime::format_duration(d.0)))
-                    .unwrap_or_else(|| "-".into()),
-                state: row
-                    .as_ref()
-                    .map(|r| r.state.clone())
-                    .unwrap_or_else(|| "never-run".into()),
-                paused: row.as_ref().is_some_and(|r| r.paused),
-                reason: row.as_ref().and_then(|r| r.reason.clone()),
-                circuit_until: row.as_ref().and_then(|r| r.circuit_until.clone()),
-                last_run,
-                last_ok_at,
-                lag_seconds,
-            });
+            let mut status = status(conn.as_ref(), name)?;
+            status.trigger = trigger(pipeline);
+            statuses.push(status);
+        }
+        // Deliveries accepted for a pipeline since removed wait for it to
+        // come back: say so, or nobody would know they are there.
+        if let Some(conn) = &conn {
+            for name in history::pipelines_on_record(conn)? {
+                if config.pipelines.contains_key(&name) {
+                    continue;
+                }
+                let mut status = status(Some(conn), &name)?;
+                if status.pending_deliveries == 0 {
+                    continue;
+                }
+                status.trigger = "removed".into();
+                status.state = "removed".into();
+                status.reason = Some(format!(
+                    "not in the configuration, yet {} webhook deliveries it accepted wait unprocessed: configure it again to process them",
+                    status.pending_deliveries
+                ));
+                statuses.push(status);
+            }
         }
         if self.json {
             super::print_json(&statuses)?;
@@ -101,6 +96,7 @@ impl Opts {
                     } else {
                         s.state.clone()
                     },
+                    s.pending_deliveries.to_string(),
                     s.last_run
                         .as_ref()
                         .map(|r| format!("#{} {}", r.id, r.outcome))
@@ -111,7 +107,10 @@ impl Opts {
                 ]
             })
             .collect();
-        let mut out = super::table::render(&["NAME", "TRIGGER", "STATE", "LAST RUN", "LAG"], &rows);
+        let mut out = super::table::render(
+            &["NAME", "TRIGGER", "STATE", "INBOX", "LAST RUN", "LAG"],
+            &rows,
+        );
         for s in statuses.iter().filter(|s| s.reason.is_some()) {
             out.push_str(&format!(
                 "\n{}: {}",
@@ -123,6 +122,63 @@ impl Opts {
         super::print(&out)?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// What `pipeline`'s trigger column says.
+fn trigger(pipeline: &crate::pipeline::config::PipelineConfig) -> String {
+    let every = pipeline
+        .every
+        .map(|d| format!("every {}", humantime::format_duration(d.0)));
+    let webhook = pipeline
+        .webhook
+        .as_ref()
+        .map(|w| format!("webhook {}", w.path));
+    let both: Vec<String> = every.into_iter().chain(webhook).collect();
+    if both.is_empty() {
+        "-".into()
+    } else {
+        both.join(" + ")
+    }
+}
+
+/// `name`'s status as the database records it (`conn`: none yet), its
+/// trigger left for the caller.
+fn status(conn: Option<&rusqlite::Connection>, name: &str) -> anyhow::Result<PipelineStatus> {
+    let Some(conn) = conn else {
+        return Ok(PipelineStatus {
+            name: name.to_string(),
+            trigger: String::new(),
+            state: "never-run".into(),
+            paused: false,
+            reason: None,
+            circuit_until: None,
+            pending_deliveries: 0,
+            last_run: None,
+            last_ok_at: None,
+            lag_seconds: None,
+        });
+    };
+    let row: Option<PipelineRow> = history::state(conn, name)?;
+    let last_ok_at = history::last_ok_at(conn, name)?;
+    let lag_seconds = last_ok_at
+        .as_deref()
+        .and_then(|at| humantime::parse_rfc3339(at).ok())
+        .and_then(|at| SystemTime::now().duration_since(at).ok())
+        .map(|d| d.as_secs());
+    Ok(PipelineStatus {
+        name: name.to_string(),
+        trigger: String::new(),
+        state: row
+            .as_ref()
+            .map_or_else(|| "never-run".into(), |r| r.state.clone()),
+        paused: row.as_ref().is_some_and(|r| r.paused),
+        reason: row.as_ref().and_then(|r| r.reason.clone()),
+        circuit_until: row.as_ref().and_then(|r| r.circuit_until.clone()),
+        pending_deliveries: crate::webhook::inbox::pending_count(conn, name)?,
+        last_run: history::runs(conn, Some(name), 1)?.pop(),
+        last_ok_at,
+        lag_seconds,
+    })
 }
 
 /// List pipeline runs, newest first: counts read, written and rejected,

@@ -369,7 +369,9 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         if wake == Wake::Rescheduled {
             continue;
         }
-        if config.webhook.is_some() && has_pending(&shared.db, &name).await {
+        // Deliveries accepted are processed even once the webhook trigger
+        // is gone from the configuration: the sender was told they were.
+        if has_pending(&shared.db, &name).await {
             let end = run(&runner, runner::WEBHOOK, &shared.stop).await;
             if !settle(
                 &shared,

@@ -97,6 +97,14 @@ pub fn has_pending(conn: &Connection, pipeline: &str) -> rusqlite::Result<bool> 
     )
 }
 
+/// How many deliveries of `pipeline` are not yet processed.
+pub fn pending_count(conn: &Connection, pipeline: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM webhook_inbox WHERE pipeline = ?1 AND state = 'pending'",
+    )?
+    .query_row(params![pipeline], |row| row.get(0))
+}
+
 /// Marks a delivery processed (`done`) or given up on (`failed`, with why).
 pub fn finish(conn: &Connection, id: i64, error: Option<&str>) -> rusqlite::Result<()> {
     conn.execute(
