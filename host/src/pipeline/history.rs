@@ -165,6 +165,19 @@ pub fn interrupt_unfinished(conn: &Connection) -> rusqlite::Result<usize> {
     )
 }
 
+/// Marks `pipeline`'s runs left `running` as `interrupted`, for `why`
+/// (its task ended while the host goes on).
+pub fn interrupt_unfinished_of(
+    conn: &Connection,
+    pipeline: &str,
+    why: &str,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE pipeline_run SET outcome = 'interrupted', error = ?2, finished_at = ?3 WHERE pipeline = ?1 AND outcome = 'running'",
+        params![pipeline, why, crate::audit::now()],
+    )
+}
+
 /// Forgets `pipeline`'s finished runs that started before `cutoff` (RFC
 /// 3339). A configured pipeline (`keep_last`) keeps its newest run and its
 /// newest run that ended `ok`, whatever their age: what `causeway
@@ -256,6 +269,36 @@ mod tests {
             .rev()
             .map(|r| r.id)
             .collect()
+    }
+
+    #[test]
+    fn one_pipelines_unfinished_runs_are_marked_interrupted_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let t = "2026-01-01T00:00:00Z";
+        let (mine, done, other) = (
+            add(&conn, "p", t, "running"),
+            add(&conn, "p", t, "ok"),
+            add(&conn, "q", t, "running"),
+        );
+        assert_eq!(
+            interrupt_unfinished_of(&conn, "p", "its task failed").unwrap(),
+            1
+        );
+        let outcome = |id: i64| -> (String, Option<String>) {
+            conn.query_row(
+                "SELECT outcome, error FROM pipeline_run WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            outcome(mine),
+            ("interrupted".into(), Some("its task failed".into()))
+        );
+        assert_eq!(outcome(done).0, "ok");
+        assert_eq!(outcome(other).0, "running");
     }
 
     #[test]

@@ -170,6 +170,7 @@ async fn supervise(shared: Arc<Shared>) {
         if shared.stop.is_set() {
             return;
         }
+        reap(&shared).await;
         if expired.is_none_or(|at| at.elapsed() >= EXPIRE_EVERY) {
             expired = Some(Instant::now());
             expire(&shared).await;
@@ -184,7 +185,6 @@ async fn supervise(shared: Arc<Shared>) {
             .collect();
         {
             let mut tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            tasks.retain(|_, (_, task)| !task.is_finished());
             // A task sleeps until its next scheduled run: an edited
             // schedule, or the pipeline's removal, must wake it.
             for (name, (wakers, _)) in tasks.iter() {
@@ -204,6 +204,53 @@ async fn supervise(shared: Arc<Shared>) {
         scheduled = schedules;
         tokio::time::sleep(SUPERVISE_EVERY).await;
     }
+}
+
+/// Takes the pipeline tasks that ended out of the table, to be started
+/// again. One that panicked (a bug of the host's, never a plugin's doing:
+/// those are call errors) is logged, and the run it was in is marked
+/// `interrupted` now rather than left `running` until the next start.
+async fn reap(shared: &Shared) {
+    let ended: Vec<(String, tokio::task::JoinHandle<()>)> = {
+        let mut tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let names: Vec<String> = tasks
+            .iter()
+            .filter(|(_, (_, task))| task.is_finished())
+            .map(|(name, _)| name.clone())
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|name| tasks.remove(&name).map(|(_, task)| (name, task)))
+            .collect()
+    };
+    for (name, task) in ended {
+        let Some(why) = panicked(task.await) else {
+            continue;
+        };
+        let why = format!("the pipeline's task failed ({why}); it was started again");
+        tracing::error!(pipeline = %name, "{why}");
+        let result = shared
+            .db
+            .transact(move |conn| {
+                Ok::<_, DbError>(history::interrupt_unfinished_of(conn, &name, &why)?)
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!("cannot mark the interrupted run: {e}");
+        }
+    }
+}
+
+/// What a task that ended with `result` panicked with, if it did.
+fn panicked(result: Result<(), tokio::task::JoinError>) -> Option<String> {
+    let payload = result.err()?.try_into_panic().ok()?;
+    Some(
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into()),
+    )
 }
 
 /// Forgets what is past its pipeline's retention: runs past
@@ -491,5 +538,22 @@ async fn settle(
             record_state(&shared.db, name, "stopped", Some(reason), None).await;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panicked_says_with_what_and_one_that_returned_says_nothing() {
+        let boom = tokio::spawn(async { panic!("boom") });
+        assert_eq!(panicked(boom.await).as_deref(), Some("boom"));
+        let formatted = tokio::spawn(async { panic!("{} went wrong", "it") });
+        assert_eq!(panicked(formatted.await).as_deref(), Some("it went wrong"));
+        assert_eq!(panicked(tokio::spawn(async {}).await), None);
+        let aborted = tokio::spawn(std::future::pending::<()>());
+        aborted.abort();
+        assert_eq!(panicked(aborted.await), None, "an abort is no panic");
     }
 }
