@@ -94,6 +94,27 @@ fn a_clean_setup_checks_ok_and_lists_the_plugins() {
     assert_eq!(report["plugins"][0]["state"], "active");
 }
 
+#[cfg(unix)]
+#[test]
+fn a_data_folder_open_to_other_accounts_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let report = check(&scratch);
+    assert_eq!(report["findings"], serde_json::json!([]), "{report:#}");
+    let data = scratch.path().join("causeway-data");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let report = check(&scratch);
+    assert_eq!(report["ok"], true, "a warning: {report:#}");
+    let finding = &report["findings"][0];
+    assert_eq!(finding["severity"], "warning", "{report:#}");
+    let message = finding["message"].as_str().unwrap();
+    assert!(
+        message.contains("open to other accounts (mode 755)") && message.contains("chmod 700"),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_credential_whose_secret_cannot_be_resolved_is_an_error() {
     let scratch = Scratch::new();

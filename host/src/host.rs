@@ -56,6 +56,30 @@ pub enum HostError {
     },
 }
 
+/// What is wrong with the data folder `dir`'s permissions, if anything: it
+/// holds the database (stored records, plugins' storage, the audit log) and
+/// the operator token, which other accounts must not read. The host makes
+/// it owner-only; one made by hand may not be.
+pub fn data_dir_exposure(dir: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "the data folder {} is open to other accounts (mode {mode:o}): it holds the database and the operator token; run chmod 700 {}",
+                dir.display(),
+                dir.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
 /// The lock file in the data folder held by the process running a host.
 pub const CLAIM_FILE: &str = "host.lock";
 

@@ -115,6 +115,14 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             message: e.to_string(),
         });
     }
+    if let Some(message) = crate::host::data_dir_exposure(&host.config.data_dir) {
+        findings.push(Finding {
+            severity: "warning",
+            file: host.config.data_dir.display().to_string(),
+            line: None,
+            message,
+        });
+    }
     let registry = host.registry()?;
     let statuses = registry.statuses();
     for status in &statuses {

@@ -48,6 +48,9 @@ impl Opts {
         // killed the host without its clean stop (seen in CI, under load).
         let stop = StopSignal::listen()?;
         let _claim = Claim::take(&host.config.data_dir)?;
+        if let Some(exposed) = crate::host::data_dir_exposure(&host.config.data_dir) {
+            tracing::warn!("{exposed}");
+        }
         let token = server::OperatorToken::load_or_create(&host.config.data_dir)
             .map_err(anyhow::Error::msg)?;
         let writer = host.open_database()?;
