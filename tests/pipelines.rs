@@ -967,6 +967,65 @@ fn deliveries_of_a_removed_pipeline_are_shown_waiting_and_processed_once_it_is_b
 }
 
 #[test]
+fn a_delivery_is_processed_between_the_pages_of_a_long_poll_not_after_it() {
+    let w = world_with(
+        "every = \"1h\"\nwebhook = { path = \"/hooks/crm\", scheme = \"standard-webhooks\", secret = \"env:CRM_HOOK_SECRET\" }",
+        "",
+    );
+    create(&w.crm, 60);
+    // Twenty pages of three, each read slowly: an initial sync of about
+    // six seconds.
+    w.crm
+        .faults()
+        .inject(Fault::Slow(Duration::from_millis(300)), 20);
+    let runs = || run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let host = start_with_hooks(&w);
+    wait_until("the sync under way", Duration::from_secs(20), || {
+        (runs()[0]["read"].as_i64() >= Some(3)).then_some(())
+    });
+    let body = contact_event("w1", "Wanda");
+    assert_eq!(deliver(&host, "msg_w1", &body, &body).0, 202);
+    wait_until(
+        "the delivery in the mailer",
+        Duration::from_secs(20),
+        || w.mailer.subscribers(LIST).contains_key("w1").then_some(()),
+    );
+    let all = runs();
+    let sync = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["trigger"] == "schedule")
+        .unwrap();
+    assert_eq!(
+        sync["outcome"], "running",
+        "the delivery waited for the whole sync: {all:#}"
+    );
+    assert!(sync["read"].as_i64() < Some(60), "{all:#}");
+    // The sync goes on to the end after it.
+    wait_until("the sync done", Duration::from_secs(30), || {
+        let all = runs();
+        let sync = all
+            .as_array()?
+            .iter()
+            .find(|r| r["trigger"] == "schedule")?
+            .clone();
+        (sync["outcome"] == "ok").then_some(())
+    });
+    assert_eq!(w.mailer.subscribers(LIST).len(), 61);
+    let webhook_runs: Vec<Value> = runs()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == "webhook")
+        .cloned()
+        .collect();
+    assert_eq!(webhook_runs.len(), 1, "{webhook_runs:#?}");
+    assert_eq!(webhook_runs[0]["outcome"], "ok");
+    assert_eq!(webhook_runs[0]["read"], 1);
+}
+
+#[test]
 fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refused() {
     let w = webhook_world("");
     let mut host = start_with_hooks(&w);

@@ -121,6 +121,8 @@ struct ThisRun {
     started_paused: bool,
     /// The checkpoints it has read from.
     visited: crate::checkpoint::Visited,
+    /// Webhook deliveries were waiting when its last page began.
+    deliveries_waiting: bool,
 }
 
 impl ThisRun {
@@ -204,6 +206,7 @@ impl Runner {
             id: run_id,
             started_paused,
             visited: crate::checkpoint::Visited::default(),
+            deliveries_waiting: false,
         };
         let end = loop {
             if stop.is_set() {
@@ -215,9 +218,19 @@ impl Runner {
                 self.page(&mut run, stop).await
             };
             match step {
-                Ok(true) => continue,
+                Ok(true) => {}
                 Ok(false) => break RunEnd::Done,
                 Err(end) => break end,
+            }
+            // Deliveries are pushed for their speed: a long poll (an
+            // initial sync) does not hold them back. They run between its
+            // pages, as a run of their own.
+            if run.deliveries_waiting {
+                match Box::pin(self.run(WEBHOOK, stop)).await {
+                    Ok(RunEnd::Done) => {}
+                    Ok(end) => break end,
+                    Err(e) => break RunEnd::Exhausted(format!("cannot record a webhook run: {e}")),
+                }
             }
         };
         let (outcome, error) = match &end {
@@ -264,15 +277,18 @@ impl Runner {
         let snapshot = self.live.snapshot();
         let (pipeline, stages) = self.stages(&snapshot)?;
         let (name, stream) = (self.name.clone(), pipeline.source.stream.clone());
-        let (previous, paused) = self
+        let (previous, paused, waiting) = self
             .db
             .transact(move |conn| {
                 let paused = history::paused(conn, &name)?;
-                Ok::<_, DbError>((crate::checkpoint::read(conn, &name, &stream)?, paused))
+                let waiting = inbox::has_pending(conn, &name)?;
+                let checkpoint = crate::checkpoint::read(conn, &name, &stream)?;
+                Ok::<_, DbError>((checkpoint, paused, waiting))
             })
             .await
             .map_err(|e| RunEnd::Exhausted(format!("cannot read the checkpoint: {e}")))?;
         run.pause_taken(paused)?;
+        run.deliveries_waiting = waiting;
         let run_id = run.id;
 
         let what = format!("pipeline {}: read {}", self.name, pipeline.source.plugin);
