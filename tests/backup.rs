@@ -48,6 +48,18 @@ fn denied_read_via(host: &RunningHost) {
     assert_eq!(status, 502, "{body}");
 }
 
+/// The databases a restore moved aside in `data` (not their logs).
+fn set_aside(data: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.starts_with("causeway.db.replaced-") && !name.ends_with("-wal")
+        })
+        .collect()
+}
+
 fn verify(scratch: &Scratch) -> support::Run {
     run(scratch.causeway().args(["audit", "verify"]))
 }
@@ -130,12 +142,9 @@ fn a_backup_made_while_the_host_runs_restores_with_an_audit_log_that_verifies() 
         3,
         "the uses recorded when the backup was made"
     );
-    // What the restore replaced is kept whole, WAL and all.
-    let aside: Vec<_> = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains("causeway.db.replaced-"))
-        .collect();
+    // What the restore replaced is kept whole: SQLite reads it with the
+    // write-ahead log moved beside it.
+    let aside = set_aside(&data);
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(denied_http_rows(&aside[0]), 5);
     // The backup is on the record of the log it was made from (after the
@@ -240,5 +249,36 @@ fn backup_json_says_what_it_wrote() {
     assert_eq!(
         out["audit"]["report"]["rows"], out["audit"]["report"]["last"],
         "{out}"
+    );
+}
+
+#[test]
+fn a_corrupt_database_is_replaced_by_its_backup_and_kept_aside() {
+    let scratch = setup();
+    let data = scratch.path().join("causeway-data");
+    denied_read(&scratch);
+    assert!(run(scratch.causeway().args(["backup", "bk"])).success);
+    let garbage = b"this is not a database, not any more".repeat(200);
+    // The file itself broken (its log, which may hold every page, gone).
+    for log in ["causeway.db-wal", "causeway.db-shm"] {
+        let _ = std::fs::remove_file(data.join(log));
+    }
+    std::fs::write(data.join("causeway.db"), &garbage).unwrap();
+    let out = verify(&scratch);
+    assert!(!out.success, "the corruption is seen");
+
+    let out = run(scratch.causeway().args(["restore", "bk"]));
+    assert!(out.success, "{}", out.stderr);
+    let out = verify(&scratch);
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert_eq!(audit_rows(&data).len(), 1);
+    let aside = set_aside(&data);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let kept = std::fs::read(&aside[0]).unwrap();
+    assert!(
+        kept == garbage,
+        "kept as it was: {} bytes, not {}",
+        kept.len(),
+        garbage.len()
     );
 }

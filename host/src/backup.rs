@@ -112,12 +112,15 @@ pub fn make(database: &Path, audit: &AuditConfig, out: &Path) -> Result<Made, Ba
     // Writers hold this lock from reading the chain's end to recording the
     // head: holding it, the copy and the head agree.
     let lock = chain.as_ref().and_then(Chain::lock);
-    conn.execute("VACUUM INTO ?1", [target])
-        .map_err(|e| BackupError::Io {
+    conn.execute("VACUUM INTO ?1", [target]).map_err(|e| {
+        // A partial copy would make the folder look like a backup.
+        let _ = std::fs::remove_file(&copy);
+        BackupError::Io {
             what: "copy the database into",
             path: copy.clone(),
             message: e.to_string(),
-        })?;
+        }
+    })?;
     let head = chain
         .as_ref()
         .map(Chain::read_head)
@@ -167,8 +170,9 @@ pub struct Restored {
 }
 
 /// Restores the backup in `backup` as `database` and `audit`'s head file,
-/// once its audit log verifies with `audit`'s key. The current database and
-/// head are moved aside, named `…replaced-TIME`. No host may be running on
+/// once its audit log verifies with `audit`'s key. The current database
+/// (with its write-ahead log) and head are moved aside, as they are, named
+/// `…replaced-TIME`. No host may be running on
 /// the data folder (the caller holds its claim).
 pub fn restore(
     backup: &Path,
@@ -189,18 +193,18 @@ pub fn restore(
     let stamp = crate::audit::now().replace(':', "");
     let mut set_aside = Vec::new();
     if database.is_file() {
-        // Closing the last connection checkpoints the write-ahead log into
-        // the file and removes it: the file moved aside is then whole.
-        let conn = rusqlite::Connection::open(database).map_err(DbError::from)?;
-        conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
-            .map_err(DbError::from)?;
-        conn.close().map_err(|(_, e)| DbError::from(e))?;
-        set_aside.push(move_aside(database, &stamp)?);
-        for suffix in ["-wal", "-shm"] {
-            let mut name = database.as_os_str().to_os_string();
-            name.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(name));
+        // Moved as they are, never opened (a broken database is why one
+        // restores, often): its write-ahead log goes beside it under the
+        // name SQLite looks for, `NAME-wal`; the index beside them is
+        // rebuilt from the log when needed.
+        let aside = move_aside(database, &stamp)?;
+        let log = sibling(database, "-wal");
+        if log.exists() {
+            std::fs::rename(&log, sibling(&aside, "-wal"))
+                .map_err(BackupError::io("move aside", &log))?;
         }
+        let _ = std::fs::remove_file(sibling(database, "-shm"));
+        set_aside.push(aside);
     }
     if audit.head_file.is_file() {
         set_aside.push(move_aside(&audit.head_file, &stamp)?);
@@ -233,11 +237,16 @@ pub fn restore(
     })
 }
 
+/// `file`'s name with `suffix` appended (SQLite's `-wal` and `-shm`).
+fn sibling(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// Renames `file` to `FILE.replaced-STAMP` beside it.
 fn move_aside(file: &Path, stamp: &str) -> Result<PathBuf, BackupError> {
-    let mut name = file.as_os_str().to_os_string();
-    name.push(format!(".replaced-{stamp}"));
-    let aside = PathBuf::from(name);
+    let aside = sibling(file, &format!(".replaced-{stamp}"));
     std::fs::rename(file, &aside).map_err(BackupError::io("move aside", file))?;
     Ok(aside)
 }
