@@ -105,9 +105,10 @@ pub fn make(database: &Path, audit: &AuditConfig, out: &Path) -> Result<Made, Ba
         path: copy.clone(),
         message: "SQLite takes UTF-8 file names only".into(),
     })?;
-    let chain = match audit.key_file.is_file() {
-        true => Some(audit.chain().map_err(BackupError::Chain)?),
-        false => None,
+    let chain = if audit.key_file.is_file() {
+        Some(audit.chain().map_err(BackupError::Chain)?)
+    } else {
+        None
     };
     // Writers hold this lock from reading the chain's end to recording the
     // head: holding it, the copy and the head agree.

@@ -98,9 +98,10 @@ impl RestoreOpts {
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        let aside = match aside.is_empty() {
-            true => "nothing was there before".to_string(),
-            false => format!("what was there is kept as {}", aside.join(" and ")),
+        let aside = if aside.is_empty() {
+            "nothing was there before".to_string()
+        } else {
+            format!("what was there is kept as {}", aside.join(" and "))
         };
         record(
             &config,

@@ -219,8 +219,9 @@ struct State {
 
 impl State {
     /// Watches the folders of `grants.toml`, `causeway.toml` and the secrets
-    /// file not watched yet. A grants file's folder may not exist at start: its file is then
-    /// read at the next SIGHUP (or restart), which watches it from then on.
+    /// file not watched yet. A grants file's folder may not exist at start:
+    /// its file is then read at the next SIGHUP (or restart), which watches
+    /// it from then on.
     fn watch_the_rest(&mut self) {
         for dir in std::mem::take(&mut self.unwatched) {
             // A folder made since the start has a canonical name only now:
@@ -327,6 +328,28 @@ impl State {
         }
     }
 
+    /// Takes the secrets file's values again; a change is audited, by key
+    /// name.
+    fn reload_secrets(&self) {
+        let Some(file) = self.secrets.file() else {
+            return;
+        };
+        match self.secrets.reload() {
+            Ok(changes) if changes.is_empty() => {}
+            Ok(changes) => {
+                tracing::info!("secrets file reloaded: {changes}");
+                self.db.audit(crate::audit::AuditEvent::host(
+                    "secrets",
+                    "reload",
+                    &file.display().to_string(),
+                    crate::audit::Decision::Allowed,
+                    changes.to_string(),
+                ));
+            }
+            Err(e) => tracing::error!("{e}: keeping the last good secrets"),
+        }
+    }
+
     /// Builds the next snapshot from what changed, and swaps it in.
     async fn apply(&self, ready: &BTreeSet<Changed>, unsettled: BTreeSet<PathBuf>) {
         // First: new grants may name a credential the same edit added.
@@ -392,30 +415,6 @@ impl State {
         });
         self.db.plugin_states(rows);
         tracing::info!("reloaded");
-    }
-}
-
-impl State {
-    /// Takes the secrets file's values again; a change is audited, by key
-    /// name.
-    fn reload_secrets(&self) {
-        let Some(file) = self.secrets.file() else {
-            return;
-        };
-        match self.secrets.reload() {
-            Ok(changes) if changes.is_empty() => {}
-            Ok(changes) => {
-                tracing::info!("secrets file reloaded: {changes}");
-                self.db.audit(crate::audit::AuditEvent::host(
-                    "secrets",
-                    "reload",
-                    &file.display().to_string(),
-                    crate::audit::Decision::Allowed,
-                    changes.to_string(),
-                ));
-            }
-            Err(e) => tracing::error!("{e}: keeping the last good secrets"),
-        }
     }
 }
 
