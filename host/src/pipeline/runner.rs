@@ -552,14 +552,16 @@ impl Runner {
             }
             // Records the sink asked to retry share the step's budget.
             let wait = backoff(&pipeline.retry, attempt, jitter());
+            // Named, so a record the sink can never take is found.
+            let keys = some_keys(&again);
             if spent + wait > pipeline.retry.budget.0 {
                 return Err(RunEnd::Exhausted(format!(
-                    "{what}: {} records still asked to be retried after {spent:?}: {last_reason}",
+                    "{what}: {} records ({keys}) still asked to be retried after {spent:?}: {last_reason}",
                     again.len()
                 )));
             }
             tracing::warn!(
-                "{what}: {} records to retry in {wait:?}: {last_reason}",
+                "{what}: {} records ({keys}) to retry in {wait:?}: {last_reason}",
                 again.len()
             );
             tokio::select! {
@@ -677,4 +679,48 @@ fn unexpected(plugin: &str, answer: &Answer) -> RunEnd {
     RunEnd::Stopped(format!(
         "plugin {plugin} answered {kind} where the pipeline expected another kind of answer"
     ))
+}
+
+/// The keys of `records` for a message: the first few, each cut short
+/// (a source chooses them), and how many more.
+fn some_keys(records: &[Record]) -> String {
+    const SHOWN: usize = 5;
+    const KEY_CHARS: usize = 80;
+    let mut keys: Vec<String> = records
+        .iter()
+        .take(SHOWN)
+        .map(|r| match r.key.char_indices().nth(KEY_CHARS) {
+            Some((cut, _)) => format!("{}…", &r.key[..cut]),
+            None => r.key.clone(),
+        })
+        .collect();
+    if records.len() > SHOWN {
+        keys.push(format!("and {} more", records.len() - SHOWN));
+    }
+    keys.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed(key: &str) -> Record {
+        Record {
+            stream: "contacts".into(),
+            key: key.into(),
+            op: crate::bindings::Op::Upsert,
+            data: "{}".into(),
+            source_timestamp: None,
+        }
+    }
+
+    #[test]
+    fn a_message_names_the_first_keys_cut_short_and_counts_the_rest() {
+        let few: Vec<Record> = ["c-1", "c-2"].map(keyed).into();
+        assert_eq!(some_keys(&few), "c-1, c-2");
+        let many: Vec<Record> = (0..8).map(|i| keyed(&format!("c-{i}"))).collect();
+        assert_eq!(some_keys(&many), "c-0, c-1, c-2, c-3, c-4, and 3 more");
+        let long = keyed(&"é".repeat(300));
+        assert_eq!(some_keys(&[long]), format!("{}…", "é".repeat(80)));
+    }
 }
