@@ -528,6 +528,10 @@ fn chain_legacy_rows(conn: &mut Connection, chain: &Chain) -> Result<(), DbError
     Ok(())
 }
 
+/// How long after a failed commit the writer tries the audit events it
+/// put back again, if nothing else comes first.
+pub const WRITE_RETRY: Duration = Duration::from_secs(1);
+
 fn write_loop(
     mut conn: Connection,
     chain: Chain,
@@ -536,7 +540,25 @@ fn write_loop(
     stats: &WriterStats,
 ) {
     let mut last_commit = None;
-    while let Ok(first) = jobs.recv() {
+    // Set while audit events from a failed commit wait to be tried again.
+    let mut retry_at: Option<Instant> = None;
+    let mut last_try = false;
+    loop {
+        let first = match retry_at {
+            None => match jobs.recv() {
+                Ok(first) => first,
+                Err(_) => return,
+            },
+            Some(at) => match jobs.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => Write::AuditsWaiting,
+                // The last handle is gone: one last try for them.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    last_try = true;
+                    Write::AuditsWaiting
+                }
+            },
+        };
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
         linger(&jobs, &mut batch, last_commit);
@@ -552,30 +574,53 @@ fn write_loop(
         // the lock, held from before the transaction reads the chain's end
         // until the head is recorded, keeps them from forking it.
         let lock = audited.then(|| chain.lock());
-        let committed = write_batch(&mut conn, &chain, events, batch, &mut flushes, &mut answers)
-            .map_err(|e| {
-                tracing::error!("database write failed: {e}");
-                e.to_string()
-            });
+        let committed = write_batch(&mut conn, &chain, events, batch, &mut flushes, &mut answers);
         if let Ok((Some(head), _)) = &committed
             && let Err(e) = chain.write_head(head)
         {
             tracing::error!("{e}");
         }
         drop(lock);
-        if let Ok((_, events)) = &committed {
-            last_commit = Some(Instant::now());
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats
-                .audit_events
-                .fetch_add(*events as u64, Ordering::Relaxed);
-        }
-        let committed = committed.map(|_| ());
+        let committed = match committed {
+            Ok((_, events)) => {
+                retry_at = None;
+                last_commit = Some(Instant::now());
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .audit_events
+                    .fetch_add(events as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err((e, unwritten)) => {
+                tracing::error!("database write failed: {e}");
+                // A full disk or a failing one: the capability uses stay
+                // queued, ahead of those recorded since, and are tried
+                // again, rather than lost from the audit log.
+                if !unwritten.is_empty() {
+                    tracing::error!(
+                        "{} audit events wait to be written again in {WRITE_RETRY:?}",
+                        unwritten.len()
+                    );
+                    let mut queue = audits.lock().unwrap_or_else(|p| p.into_inner());
+                    let since = std::mem::replace(&mut *queue, unwritten);
+                    queue.extend(since);
+                    retry_at = Some(Instant::now() + WRITE_RETRY);
+                }
+                Err(e.to_string())
+            }
+        };
         for answer in answers {
             answer(committed.clone());
         }
         for done in flushes {
             let _ = done.send(());
+        }
+        if last_try && retry_at.is_some() {
+            let lost = audits.lock().unwrap_or_else(|p| p.into_inner()).len();
+            tracing::error!(
+                "{lost} audit events not written: the database could not be written when the writer stopped"
+            );
+            return;
         }
     }
 }
@@ -602,11 +647,29 @@ fn audit_wait(now: Instant, last: Option<Instant>) -> Duration {
 }
 
 /// Writes one batch in one transaction; the chain's new head, if the batch
-/// touched the audit log, and how many audit events it chained.
+/// touched the audit log, and how many audit events it chained. If it
+/// fails, the queued `events` come back, to be tried again (the events of
+/// an audited job went with its writes).
 fn write_batch(
     conn: &mut Connection,
     chain: &Chain,
     mut events: Vec<AuditEvent>,
+    batch: Vec<Write>,
+    flushes: &mut Vec<mpsc::Sender<()>>,
+    answers: &mut Vec<Deliver>,
+) -> Result<(Option<Head>, usize), (rusqlite::Error, Vec<AuditEvent>)> {
+    let queued = events.len();
+    write_batch_in(conn, chain, &mut events, batch, flushes, answers).map_err(|e| {
+        events.truncate(queued);
+        (e, events)
+    })
+}
+
+/// [`write_batch`]'s transaction; job-made events are added to `events`.
+fn write_batch_in(
+    conn: &mut Connection,
+    chain: &Chain,
+    events: &mut Vec<AuditEvent>,
     batch: Vec<Write>,
     flushes: &mut Vec<mpsc::Sender<()>>,
     answers: &mut Vec<Deliver>,
@@ -725,6 +788,59 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn audit_events_a_full_disk_refused_are_written_once_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, head) = (dir.path().join("k"), dir.path().join("h"));
+        let path = dir.path().join("causeway.db");
+        let writer = Writer::start(&path, Chain::open(&key, &head).unwrap()).unwrap();
+        let handle = writer.handle();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let room = |pages: Option<i64>| {
+            runtime
+                .block_on(handle.transact(move |conn| {
+                    let now: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+                    conn.pragma_update(None, "max_page_count", pages.unwrap_or(now))?;
+                    Ok::<_, DbError>(())
+                }))
+                .unwrap()
+        };
+        // A database that may not grow: SQLITE_FULL, as on a full disk.
+        room(None);
+        for i in 0..100 {
+            handle.audit(AuditEvent::host(
+                "api",
+                "test",
+                &format!("use {i}"),
+                crate::audit::Decision::Allowed,
+                "x".repeat(4096),
+            ));
+        }
+        runtime.block_on(handle.flush()).unwrap();
+        let rows = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+                .unwrap()
+        };
+        let reader = open_read_only(&path).unwrap().unwrap();
+        assert_eq!(rows(&reader), 0, "nothing fits");
+        // Room again: the uses refused are written, in order, chained.
+        room(Some(1 << 20));
+        runtime.block_on(handle.flush()).unwrap();
+        writer.close();
+        assert_eq!(rows(&reader), 100, "no capability use lost");
+        let first: String = reader
+            .query_row("SELECT target FROM audit ORDER BY seq LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(first, "use 0");
+        let report = Chain::open(&key, &head).unwrap().verify(&reader).unwrap();
+        assert_eq!(report.rows, 100);
     }
 
     #[test]

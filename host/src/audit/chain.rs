@@ -204,7 +204,7 @@ impl Chain {
     pub fn append(
         &self,
         tx: &Transaction<'_>,
-        events: Vec<AuditEvent>,
+        events: &[AuditEvent],
         prune_before: Option<&str>,
     ) -> rusqlite::Result<Head> {
         let mut notes = Vec::new();
@@ -303,9 +303,9 @@ impl Chain {
             "INSERT INTO audit (seq, time, plugin, version, digest, capability, action, target, decision, detail, run_id, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
-        for e in notes.into_iter().chain(events) {
+        for e in notes.iter().chain(events) {
             seq += 1;
-            prev = self.row_hash(&prev, seq, &e);
+            prev = self.row_hash(&prev, seq, e);
             insert.execute(params![
                 seq,
                 e.time,
