@@ -344,14 +344,39 @@ pub struct WriterHandle {
     stats: Arc<WriterStats>,
 }
 
-/// What the writer has committed since it started (`/metrics`).
+/// What the writer has committed since it started (`/metrics`), and
+/// whether it is failing (`/healthz`).
 #[derive(Debug, Default)]
 pub struct WriterStats {
     commits: AtomicU64,
     audit_events: AtomicU64,
+    /// Since when audit events wait to be written again, and why.
+    failing: Mutex<Option<(String, String)>>,
 }
 
 impl WriterStats {
+    /// While audit events from a refused commit wait to be written again:
+    /// since when (RFC 3339) and the database's error.
+    pub fn failing(&self) -> Option<(String, String)> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_failing(&self, error: Option<&str>) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            None => *failing = None,
+            Some(e) => {
+                let since = failing
+                    .take()
+                    .map_or_else(crate::audit::now, |(since, _)| since);
+                *failing = Some((since, e.to_string()));
+            }
+        }
+    }
+
     /// Transactions committed.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
@@ -583,7 +608,10 @@ fn write_loop(
         drop(lock);
         let committed = match committed {
             Ok((_, events)) => {
-                retry_at = None;
+                if retry_at.take().is_some() {
+                    stats.set_failing(None);
+                    tracing::info!("the audit events that waited are written");
+                }
                 last_commit = Some(Instant::now());
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats
@@ -605,6 +633,7 @@ fn write_loop(
                     let since = std::mem::replace(&mut *queue, unwritten);
                     queue.extend(since);
                     retry_at = Some(Instant::now() + WRITE_RETRY);
+                    stats.set_failing(Some(&e.to_string()));
                 }
                 Err(e.to_string())
             }
@@ -828,9 +857,12 @@ mod tests {
         };
         let reader = open_read_only(&path).unwrap().unwrap();
         assert_eq!(rows(&reader), 0, "nothing fits");
+        let (_, error) = handle.stats().failing().expect("failing, and saying so");
+        assert!(error.contains("full"), "{error}");
         // Room again: the uses refused are written, in order, chained.
         room(Some(1 << 20));
         runtime.block_on(handle.flush()).unwrap();
+        assert_eq!(handle.stats().failing(), None);
         writer.close();
         assert_eq!(rows(&reader), 100, "no capability use lost");
         let first: String = reader

@@ -396,6 +396,16 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         &[],
         scrape.writer.audit_events() as f64,
     );
+    page.family(
+        "causeway_database_failing",
+        Kind::Gauge,
+        "1 while the database refuses writes (a full disk) and audit events wait to be written again; /healthz says why.",
+    );
+    page.sample(
+        "causeway_database_failing",
+        &[],
+        f64::from(u8::from(scrape.writer.failing().is_some())),
+    );
     page.finish()
 }
 

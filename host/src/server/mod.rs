@@ -10,7 +10,8 @@
 //! come from outside, so they are audited at a bounded rate ([`Refusals`]):
 //! a flood is recorded as a count, not a row per request.
 //!
-//! - `GET /healthz`: `{"status": "ok"}` while the host serves.
+//! - `GET /healthz`: `{"status": "ok"}` while the host serves; 503 and
+//!   `"failing"` while its database refuses writes.
 //! - `GET /api/plugins`: the plugin states of the snapshot serving now, as
 //!   the rows `causeway plugins` reads once they are recorded.
 //! - `POST /api/plugins/{name}/invoke` with `{"operation", "input"?}`: one
@@ -238,8 +239,21 @@ fn is_local(peer: SocketAddr) -> bool {
     }
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `ok` while the host serves and its database takes writes; 503 while
+/// audit events wait for a database that refuses them (a full disk), so a
+/// monitor or a load balancer sees what the log says.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.db.stats().failing() {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some((since, error)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "failing",
+                "database": format!("refusing writes since {since}: {error}; audit events wait to be written"),
+            })),
+        )
+            .into_response(),
+    }
 }
 
 fn error(status: StatusCode, kind: &str, message: String) -> Response {
@@ -704,14 +718,17 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn every_operator_route_of_the_real_router_is_for_loopback_peers_with_the_token() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = scratch_writer(dir.path());
+    /// The real router over an empty host in `dir`, and its pipelines (to
+    /// stop).
+    fn real_app(
+        dir: &std::path::Path,
+        writer: &db::Writer,
+        token: Arc<OperatorToken>,
+    ) -> (Router, crate::pipeline::Pipelines) {
         let grants = crate::grants::Grants::default();
         let live = Arc::new(Live::new(crate::live::Snapshot {
             config: crate::config::Config::load(None).unwrap(),
-            registry: crate::registry::Registry::empty(dir.path(), &grants),
+            registry: crate::registry::Registry::empty(dir, &grants),
             grants,
         }));
         let runtime = Arc::new(Runtime::new().unwrap());
@@ -722,17 +739,100 @@ mod tests {
             secrets.clone(),
             writer.handle(),
         );
-        let token = scratch_token(dir.path());
         let app = router(Arc::new(AppState {
             runtime,
             secrets,
             live,
             pipelines: pipelines.control(),
             db: writer.handle(),
-            database: dir.path().join("db"),
+            database: dir.join("db"),
             refusals: Refusals::new(writer.handle()),
-            token: token.clone(),
+            token,
         }));
+        (app, pipelines)
+    }
+
+    #[tokio::test]
+    async fn health_says_failing_while_the_database_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = scratch_writer(dir.path());
+        let token = scratch_token(dir.path());
+        let (app, pipelines) = real_app(dir.path(), &writer, token.clone());
+        let failing_gauge = || async {
+            let mut request = axum::http::Request::get("/metrics")
+                .header("authorization", token.bearer())
+                .body(Body::empty())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(ConnectInfo("127.0.0.1:5000".parse::<SocketAddr>().unwrap()));
+            let answer = app.clone().oneshot(request).await.unwrap();
+            let page = axum::body::to_bytes(answer.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            String::from_utf8(page.to_vec())
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("causeway_database_failing ")
+                        .map(str::to_string)
+                })
+        };
+        assert_eq!(failing_gauge().await.as_deref(), Some("0"));
+        let health = || async {
+            let answer = app
+                .clone()
+                .oneshot(
+                    axum::http::Request::get("/healthz")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = answer.status();
+            let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        };
+        assert_eq!(health().await.0, StatusCode::OK);
+        let handle = writer.handle();
+        let room = |pages: Option<i64>| {
+            handle.transact(move |conn| {
+                let now: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+                conn.pragma_update(None, "max_page_count", pages.unwrap_or(now))?;
+                Ok::<_, db::DbError>(())
+            })
+        };
+        // Full: an audited use cannot be written.
+        room(None).await.unwrap();
+        let event = AuditEvent::host("api", "t", "", Decision::Allowed, "x".repeat(8192));
+        handle.audit(event);
+        handle.flush().await.unwrap();
+        let (status, body) = health().await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["status"], "failing");
+        let database = body["database"].as_str().unwrap();
+        assert!(
+            database.contains("full") && database.contains("audit events wait"),
+            "{database}"
+        );
+        assert_eq!(failing_gauge().await.as_deref(), Some("1"));
+        // Room again: written, and healthy.
+        room(Some(1 << 20)).await.unwrap();
+        handle.flush().await.unwrap();
+        assert_eq!(health().await.0, StatusCode::OK);
+        assert_eq!(failing_gauge().await.as_deref(), Some("0"));
+        pipelines.stop(std::time::Duration::from_secs(5)).await;
+        writer.close();
+    }
+
+    #[tokio::test]
+    async fn every_operator_route_of_the_real_router_is_for_loopback_peers_with_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = scratch_writer(dir.path());
+        let token = scratch_token(dir.path());
+        let (app, pipelines) = real_app(dir.path(), &writer, token.clone());
         let call = |method: &str, path: &str, peer: &str| {
             let mut request = axum::http::Request::builder()
                 .method(method)
