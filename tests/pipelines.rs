@@ -1062,6 +1062,7 @@ fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refuse
         ("duplicate", 2.0),
         ("bad-signature", 1.0),
         ("too-large", 1.0),
+        ("too-slow", 0.0),
         ("unavailable", 0.0),
     ] {
         assert_eq!(

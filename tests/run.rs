@@ -120,6 +120,30 @@ fn the_operator_api_wants_the_token_the_host_keeps_in_its_data_folder() {
     );
 }
 
+/// The listen address may be public (webhooks): a client that opens a
+/// connection and trickles its request holds it for a bounded time only.
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off_while_others_are_served() {
+    use std::io::{Read, Write};
+    let scratch = Scratch::new();
+    let mut host = start(&scratch);
+    let mut slow = std::net::TcpStream::connect(&host.addr).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    slow.write_all(b"POST /hooks/crm HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(http(&host.addr, "GET", "/healthz", None).0, 200);
+    let _ = slow.read_to_end(&mut Vec::new());
+    let held = started.elapsed();
+    assert!(
+        held < std::time::Duration::from_secs(30),
+        "held for {held:?} (the header timeout is 10 s)"
+    );
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
+}
+
 #[test]
 fn a_pending_plugin_cannot_be_invoked_through_the_api() {
     let scratch = Scratch::new();

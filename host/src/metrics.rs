@@ -245,11 +245,12 @@ pub const RUN_OUTCOMES: [&str; 5] = ["ok", "failed", "stopped", "interrupted", "
 pub const RECORD_STAGES: [&str; 3] = ["read", "written", "rejected"];
 
 /// How a webhook delivery can be answered, as `outcome` labels.
-pub const DELIVERY_OUTCOMES: [&str; 6] = [
+pub const DELIVERY_OUTCOMES: [&str; 7] = [
     "accepted",
     "duplicate",
     "bad-signature",
     "too-large",
+    "too-slow",
     "misconfigured",
     "unavailable",
 ];

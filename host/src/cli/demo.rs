@@ -145,13 +145,9 @@ impl Opts {
             ),
         });
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(
-            axum::serve(listener, server::app(state))
-                .with_graceful_shutdown(async {
-                    let _ = server_stopped.await;
-                })
-                .into_future(),
-        );
+        let server = tokio::spawn(server::serve(listener, server::router(state), async {
+            let _ = server_stopped.await;
+        }));
         crm.send_webhooks(&format!("http://{address}{HOOK_PATH}"), HOOK_KEY)
             .map_err(anyhow::Error::msg)?;
 

@@ -114,7 +114,7 @@ impl Opts {
 
         let draining = Arc::new(Notify::new());
         let notify = draining.clone();
-        let serve = axum::serve(listener, server::app(state)).with_graceful_shutdown(async move {
+        let serve = server::serve(listener, server::router(state), async move {
             stop.wait().await;
             tracing::info!("stopping: no new work; draining calls in flight");
             notify.notify_one();
@@ -122,7 +122,7 @@ impl Opts {
         tracing::info!(%address, "causeway listening");
         super::print(&format!("causeway listening on http://{address}\n"))?;
         tokio::select! {
-            served = serve.into_future() => served.context("the HTTP server failed")?,
+            () = serve => {}
             () = async {
                 draining.notified().await;
                 tokio::time::sleep(drain_bound).await;

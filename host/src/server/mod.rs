@@ -4,8 +4,8 @@
 //! a public address; the operator API (`/api/...` and `/metrics`) still
 //! answers only clients on this machine (loopback peers: 403 and an audit
 //! row for any other) that send the operator token ([`token`]: 401 and an
-//! audit row without it). Serve [`router`] with [`app`], which gives
-//! handlers the peer.
+//! audit row without it). Serve [`router`] with [`serve`], which gives
+//! handlers the peer and bounds what a slow client can hold.
 //! Refused requests (those, and webhook deliveries that fail verification)
 //! come from outside, so they are audited at a bounded rate ([`Refusals`]):
 //! a flood is recorded as a count, not a row per request.
@@ -31,7 +31,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -41,7 +40,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub mod serve;
 pub mod token;
+pub use serve::serve;
 pub use token::OperatorToken;
 
 use crate::audit::{AuditEvent, Decision};
@@ -148,12 +149,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// [`router`] as `axum::serve` takes it, telling handlers each connection's
-/// peer (the operator API needs it).
-pub fn app(state: Arc<AppState>) -> IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
-    router(state).into_make_service_with_connect_info::<SocketAddr>()
-}
-
 /// Who the operator API answers, for [`operators_only`].
 #[derive(Clone)]
 struct Operators {
@@ -162,8 +157,8 @@ struct Operators {
 }
 
 /// Lets operator API requests through from loopback peers that send the
-/// operator token. A request whose peer is unknown (a server not built by
-/// [`app`]) is refused too: the guard fails closed.
+/// operator token. A request whose peer is unknown (a server other than
+/// [`serve`]) is refused too: the guard fails closed.
 async fn operators_only(
     State(operators): State<Operators>,
     request: Request,
@@ -387,7 +382,29 @@ async fn webhook(
         }
     };
     let stats = state.pipelines.stats().get(name);
-    let Ok(body) = axum::body::to_bytes(body, trigger.max_body_bytes).await else {
+    // A body sent a byte at a time would hold the connection for as long
+    // as the sender liked.
+    let read = tokio::time::timeout(
+        serve::BODY_TIMEOUT,
+        axum::body::to_bytes(body, trigger.max_body_bytes),
+    )
+    .await;
+    let Ok(read) = read else {
+        stats.delivery("too-slow");
+        audit(
+            Decision::Denied,
+            format!(
+                "refused: the body did not arrive within {:?}",
+                serve::BODY_TIMEOUT
+            ),
+        );
+        return error(
+            StatusCode::REQUEST_TIMEOUT,
+            "too-slow",
+            format!("the body did not arrive within {:?}", serve::BODY_TIMEOUT),
+        );
+    };
+    let Ok(body) = read else {
         stats.delivery("too-large");
         audit(
             Decision::Denied,
@@ -725,9 +742,24 @@ mod tests {
         writer: &db::Writer,
         token: Arc<OperatorToken>,
     ) -> (Router, crate::pipeline::Pipelines) {
+        real_app_with(
+            dir,
+            writer,
+            token,
+            crate::config::Config::load(None).unwrap(),
+        )
+    }
+
+    /// [`real_app`] with `config`.
+    fn real_app_with(
+        dir: &std::path::Path,
+        writer: &db::Writer,
+        token: Arc<OperatorToken>,
+        config: crate::config::Config,
+    ) -> (Router, crate::pipeline::Pipelines) {
         let grants = crate::grants::Grants::default();
         let live = Arc::new(Live::new(crate::live::Snapshot {
-            config: crate::config::Config::load(None).unwrap(),
+            config,
             registry: crate::registry::Registry::empty(dir, &grants),
             grants,
         }));
@@ -750,6 +782,62 @@ mod tests {
             token,
         }));
         (app, pipelines)
+    }
+
+    /// A request body that never comes.
+    struct Trickle;
+
+    impl hyper::body::Body for Trickle {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>>
+        {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_webhook_body_that_does_not_arrive_in_time_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("causeway.toml");
+        std::fs::write(
+            &file,
+            "[pipelines.p]\nwebhook = { path = \"/hooks/crm\", scheme = \"github\", secret = \"env:NOPE\" }\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::load(Some(&file)).unwrap();
+        let writer = scratch_writer(dir.path());
+        let (app, pipelines) =
+            real_app_with(dir.path(), &writer, scratch_token(dir.path()), config);
+        let request = axum::http::Request::post("/hooks/crm")
+            .body(Body::new(Trickle))
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        // Bounded, so a handler that waits forever fails the test.
+        let answer = tokio::time::timeout(serve::BODY_TIMEOUT * 4, app.oneshot(request))
+            .await
+            .expect("an answer, not an endless wait")
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+        let waited = started.elapsed();
+        assert!(
+            waited >= serve::BODY_TIMEOUT && waited < serve::BODY_TIMEOUT * 2,
+            "on the clock, not before: {waited:?}"
+        );
+        pipelines.stop(std::time::Duration::from_secs(5)).await;
+        writer.close();
+        let refused = refused_rows(dir.path());
+        assert!(
+            refused.iter().any(|r| r
+                .event
+                .detail
+                .contains("the body did not arrive within 30s")),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]
