@@ -116,6 +116,22 @@ fn a_data_folder_open_to_other_accounts_is_a_warning() {
 }
 
 #[test]
+fn an_operator_token_file_the_host_could_not_read_is_an_error() {
+    let scratch = Scratch::new();
+    let data = scratch.path().join("causeway-data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("operator.token"), "hunter2\n").unwrap();
+    let report = check(&scratch);
+    assert_eq!(report["ok"], false, "{report:#}");
+    let error = first_error(&report);
+    assert!(
+        error.contains("operator.token") && error.contains("does not hold 64 hex digits"),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"), "the file's content is not shown: {error}");
+}
+
+#[test]
 fn a_credential_whose_secret_cannot_be_resolved_is_an_error() {
     let scratch = Scratch::new();
     scratch.install("crm-source", "crm-source.wasm");

@@ -115,6 +115,18 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             message: e.to_string(),
         });
     }
+    // A token file the host could not read would stop it at start.
+    let token = host.config.data_dir.join(crate::server::token::FILE);
+    if token.exists()
+        && let Err(message) = crate::server::OperatorToken::load(&host.config.data_dir)
+    {
+        findings.push(Finding {
+            severity: "error",
+            file: token.display().to_string(),
+            line: None,
+            message,
+        });
+    }
     if let Some(message) = crate::host::data_dir_exposure(&host.config.data_dir) {
         findings.push(Finding {
             severity: "warning",
