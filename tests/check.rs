@@ -128,7 +128,10 @@ fn an_operator_token_file_the_host_could_not_read_is_an_error() {
         error.contains("operator.token") && error.contains("does not hold 64 hex digits"),
         "{error}"
     );
-    assert!(!error.contains("hunter2"), "the file's content is not shown: {error}");
+    assert!(
+        !error.contains("hunter2"),
+        "the file's content is not shown: {error}"
+    );
 }
 
 #[test]

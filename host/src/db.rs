@@ -344,12 +344,21 @@ pub struct WriterHandle {
     stats: Arc<WriterStats>,
 }
 
+/// Audit events that may wait for the database at once. Only a database
+/// refusing writes for long fills the queue (a writer keeping up holds a
+/// few dozen); past it, events are counted rather than held, so the host
+/// is not killed for its memory with all of them, and the count goes into
+/// the log once it is written again. About 50 MB of events.
+pub const MAX_QUEUED_AUDIT_EVENTS: usize = 100_000;
+
 /// What the writer has committed since it started (`/metrics`), and
 /// whether it is failing (`/healthz`).
 #[derive(Debug, Default)]
 pub struct WriterStats {
     commits: AtomicU64,
     audit_events: AtomicU64,
+    /// Audit events counted, not queued: the queue was full.
+    dropped: AtomicU64,
     /// Since when audit events wait to be written again, and why.
     failing: Mutex<Option<(String, String)>>,
 }
@@ -451,10 +460,16 @@ impl WriterHandle {
         &self.stats
     }
 
-    /// Queues an audit event.
+    /// Queues an audit event. Past [`MAX_QUEUED_AUDIT_EVENTS`] waiting (a
+    /// database refusing writes for long) it is counted instead, and the
+    /// count is recorded once the log is written again.
     pub fn audit(&self, event: AuditEvent) {
         let first = {
             let mut audits = self.audits.lock().unwrap_or_else(|p| p.into_inner());
+            if audits.len() >= MAX_QUEUED_AUDIT_EVENTS {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             audits.push(event);
             audits.len() == 1
         };
@@ -588,7 +603,11 @@ fn write_loop(
         batch.extend(jobs.try_iter());
         linger(&jobs, &mut batch, last_commit);
         // Every event recorded before anything in the batch was sent.
-        let events = std::mem::take(&mut *audits.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut events = std::mem::take(&mut *audits.lock().unwrap_or_else(|p| p.into_inner()));
+        let dropped = stats.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            events.push(dropped_event(dropped));
+        }
         let mut flushes = Vec::new();
         let mut answers = Vec::new();
         let audited = batch
@@ -619,8 +638,13 @@ fn write_loop(
                     .fetch_add(events as u64, Ordering::Relaxed);
                 Ok(())
             }
-            Err((e, unwritten)) => {
+            Err((e, mut unwritten)) => {
                 tracing::error!("database write failed: {e}");
+                // The count goes back to the count, not into the queue.
+                if dropped > 0 {
+                    unwritten.pop();
+                    stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+                }
                 // A full disk or a failing one: the capability uses stay
                 // queued, ahead of those recorded since, and are tried
                 // again, rather than lost from the audit log.
@@ -630,7 +654,14 @@ fn write_loop(
                         unwritten.len()
                     );
                     let mut queue = audits.lock().unwrap_or_else(|p| p.into_inner());
-                    let since = std::mem::replace(&mut *queue, unwritten);
+                    let mut since = std::mem::replace(&mut *queue, unwritten);
+                    // The oldest stay; what is past the cap is counted.
+                    let room = MAX_QUEUED_AUDIT_EVENTS.saturating_sub(queue.len());
+                    if since.len() > room {
+                        let over = since.len() - room;
+                        since.truncate(room);
+                        stats.dropped.fetch_add(over as u64, Ordering::Relaxed);
+                    }
                     queue.extend(since);
                     retry_at = Some(Instant::now() + WRITE_RETRY);
                     stats.set_failing(Some(&e.to_string()));
@@ -652,6 +683,19 @@ fn write_loop(
             return;
         }
     }
+}
+
+/// The audit row that says `dropped` events were counted, not recorded.
+fn dropped_event(dropped: u64) -> AuditEvent {
+    AuditEvent::host(
+        "audit",
+        "dropped",
+        "audit log",
+        crate::audit::Decision::Denied,
+        format!(
+            "{dropped} audit events were counted, not recorded: {MAX_QUEUED_AUDIT_EVENTS} already waited for a database that refused writes"
+        ),
+    )
 }
 
 /// When `batch` only says audit events are waiting, waits for more: for
@@ -873,6 +917,76 @@ mod tests {
         assert_eq!(first, "use 0");
         let report = Chain::open(&key, &head).unwrap().verify(&reader).unwrap();
         assert_eq!(report.rows, 100);
+    }
+
+    #[test]
+    fn past_the_cap_audit_events_are_counted_and_the_count_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, head) = (dir.path().join("k"), dir.path().join("h"));
+        let path = dir.path().join("causeway.db");
+        let writer = Writer::start(&path, Chain::open(&key, &head).unwrap()).unwrap();
+        let handle = writer.handle();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let room = |pages: Option<i64>| {
+            runtime
+                .block_on(handle.transact(move |conn| {
+                    let now: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+                    conn.pragma_update(None, "max_page_count", pages.unwrap_or(now))?;
+                    Ok::<_, DbError>(())
+                }))
+                .unwrap()
+        };
+        room(None);
+        let use_ = |i: usize| {
+            AuditEvent::host(
+                "api",
+                "t",
+                &i.to_string(),
+                crate::audit::Decision::Allowed,
+                String::new(),
+            )
+        };
+        // Refused by the full database (too large for the room left in its
+        // pages), then more than the queue holds.
+        let mut first = use_(0);
+        first.detail = "x".repeat(16 << 10);
+        handle.audit(first);
+        runtime.block_on(handle.flush()).unwrap();
+        assert!(handle.stats().failing().is_some(), "the first is refused");
+        for i in 1..MAX_QUEUED_AUDIT_EVENTS + 25 {
+            handle.audit(use_(i));
+        }
+        room(Some(1 << 22));
+        runtime.block_on(handle.flush()).unwrap();
+        writer.close();
+        let reader = open_read_only(&path).unwrap().unwrap();
+        let (rows, last_target, last_detail): (usize, String, String) = reader
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM audit), target, detail FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            rows,
+            MAX_QUEUED_AUDIT_EVENTS + 1,
+            "the cap's worth, and the count"
+        );
+        assert_eq!(last_target, "audit log");
+        assert!(
+            last_detail.starts_with("25 audit events were counted, not recorded"),
+            "{last_detail}"
+        );
+        let first: String = reader
+            .query_row("SELECT target FROM audit ORDER BY seq LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(first, "0", "the oldest are kept");
+        Chain::open(&key, &head).unwrap().verify(&reader).unwrap();
     }
 
     #[test]
