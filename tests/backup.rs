@@ -10,17 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{RunningHost, Scratch, audit_rows, run, run_json, wait_until};
 
-/// crm-source granted its CRM but configured for another host: each read is
-/// one denied, audited request.
+/// crm-source pointed at a host it may not reach, and its read's input.
 fn setup() -> Scratch {
-    let scratch = Scratch::new();
-    scratch.install("crm-source", "crm-source.wasm");
-    scratch.grants(support::EXAMPLE_GRANTS);
-    std::fs::write(
-        scratch.path().join("causeway.toml"),
-        "[plugins.crm-source.config]\nbase_url = \"https://elsewhere.example\"\n",
-    )
-    .unwrap();
+    let scratch = support::crm_source_pointed_elsewhere();
     std::fs::write(
         scratch.path().join("read.json"),
         r#"{"stream": "contacts"}"#,

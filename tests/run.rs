@@ -324,14 +324,7 @@ fn capability_calls_leave_audit_rows() {
 /// once it has stopped cleanly.
 #[test]
 fn the_audit_is_flushed_on_a_clean_stop() {
-    let scratch = Scratch::new();
-    scratch.install("crm-source", "crm-source.wasm");
-    scratch.grants(support::EXAMPLE_GRANTS);
-    std::fs::write(
-        scratch.path().join("causeway.toml"),
-        "[plugins.crm-source.config]\nbase_url = \"https://elsewhere.example\"\n",
-    )
-    .unwrap();
+    let scratch = support::crm_source_pointed_elsewhere();
     let mut host = start(&scratch);
     for _ in 0..3 {
         let (status, body) = host.api(

@@ -348,7 +348,7 @@ pub struct WriterHandle {
 /// refusing writes for long fills the queue (a writer keeping up holds a
 /// few dozen); past it, events are counted rather than held, so the host
 /// is not killed for its memory with all of them, and the count goes into
-/// the log once it is written again. About 50 MB of events.
+/// the log once it is written again. Tens of MB of events.
 pub const MAX_QUEUED_AUDIT_EVENTS: usize = 100_000;
 
 /// What the writer has committed since it started (`/metrics`), and
@@ -685,6 +685,14 @@ fn write_loop(
     }
 }
 
+/// Caps the database at `pages` (its size now: `None`): a write past it
+/// fails with SQLITE_FULL, as on a full disk. For tests.
+#[cfg(test)]
+pub(crate) fn cap_pages(conn: &Connection, pages: Option<i64>) -> rusqlite::Result<()> {
+    let now: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    conn.pragma_update(None, "max_page_count", pages.unwrap_or(now))
+}
+
 /// The audit row that says `dropped` events were counted, not recorded.
 fn dropped_event(dropped: u64) -> AuditEvent {
     AuditEvent::host(
@@ -863,130 +871,139 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
     }
 
+    /// A writer on a scratch database whose room can be taken away, as a
+    /// full disk does.
+    struct Cramped {
+        dir: tempfile::TempDir,
+        writer: Writer,
+        handle: WriterHandle,
+        runtime: tokio::runtime::Runtime,
+    }
+
+    impl Cramped {
+        fn new() -> Cramped {
+            let dir = tempfile::tempdir().unwrap();
+            let chain = Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
+            let writer = Writer::start(&dir.path().join("causeway.db"), chain).unwrap();
+            let handle = writer.handle();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            Cramped {
+                dir,
+                writer,
+                handle,
+                runtime,
+            }
+        }
+
+        /// Caps the database at `pages` (at its size now: `None`).
+        fn room(&self, pages: Option<i64>) {
+            self.runtime
+                .block_on(
+                    self.handle
+                        .transact(move |conn| Ok::<_, DbError>(cap_pages(conn, pages)?)),
+                )
+                .unwrap()
+        }
+
+        fn flush(&self) {
+            self.runtime.block_on(self.handle.flush()).unwrap();
+        }
+
+        /// Closes the writer; a reader of the database, and its chain.
+        fn close(self) -> (Connection, Chain, tempfile::TempDir) {
+            self.writer.close();
+            let d = self.dir.path();
+            let reader = open_read_only(&d.join("causeway.db")).unwrap().unwrap();
+            let chain = Chain::open(&d.join("k"), &d.join("h")).unwrap();
+            (reader, chain, self.dir)
+        }
+    }
+
+    fn use_(target: &str, detail: String) -> AuditEvent {
+        AuditEvent::host(
+            "api",
+            "test",
+            target,
+            crate::audit::Decision::Allowed,
+            detail,
+        )
+    }
+
+    /// `(rows, the first row's target, the last row's detail)`.
+    fn audit_rows(conn: &Connection) -> (usize, String, String) {
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM audit), (SELECT target FROM audit ORDER BY seq LIMIT 1), detail FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap_or((0, String::new(), String::new()))
+    }
+
     #[test]
     fn audit_events_a_full_disk_refused_are_written_once_there_is_room() {
-        let dir = tempfile::tempdir().unwrap();
-        let (key, head) = (dir.path().join("k"), dir.path().join("h"));
-        let path = dir.path().join("causeway.db");
-        let writer = Writer::start(&path, Chain::open(&key, &head).unwrap()).unwrap();
-        let handle = writer.handle();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let room = |pages: Option<i64>| {
-            runtime
-                .block_on(handle.transact(move |conn| {
-                    let now: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
-                    conn.pragma_update(None, "max_page_count", pages.unwrap_or(now))?;
-                    Ok::<_, DbError>(())
-                }))
-                .unwrap()
-        };
+        let cramped = Cramped::new();
         // A database that may not grow: SQLITE_FULL, as on a full disk.
-        room(None);
+        cramped.room(None);
         for i in 0..100 {
-            handle.audit(AuditEvent::host(
-                "api",
-                "test",
-                &format!("use {i}"),
-                crate::audit::Decision::Allowed,
-                "x".repeat(4096),
-            ));
+            cramped
+                .handle
+                .audit(use_(&format!("use {i}"), "x".repeat(4096)));
         }
-        runtime.block_on(handle.flush()).unwrap();
-        let rows = |conn: &Connection| -> i64 {
-            conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
-                .unwrap()
-        };
-        let reader = open_read_only(&path).unwrap().unwrap();
-        assert_eq!(rows(&reader), 0, "nothing fits");
-        let (_, error) = handle.stats().failing().expect("failing, and saying so");
+        cramped.flush();
+        let reader = open_read_only(&cramped.dir.path().join("causeway.db"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(audit_rows(&reader).0, 0, "nothing fits");
+        let (_, error) = cramped
+            .handle
+            .stats()
+            .failing()
+            .expect("failing, and saying so");
         assert!(error.contains("full"), "{error}");
         // Room again: the uses refused are written, in order, chained.
-        room(Some(1 << 20));
-        runtime.block_on(handle.flush()).unwrap();
-        assert_eq!(handle.stats().failing(), None);
-        writer.close();
-        assert_eq!(rows(&reader), 100, "no capability use lost");
-        let first: String = reader
-            .query_row("SELECT target FROM audit ORDER BY seq LIMIT 1", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        cramped.room(Some(1 << 20));
+        cramped.flush();
+        assert_eq!(cramped.handle.stats().failing(), None);
+        let (reader, chain, _dir) = cramped.close();
+        let (rows, first, _) = audit_rows(&reader);
+        assert_eq!(rows, 100, "no capability use lost");
         assert_eq!(first, "use 0");
-        let report = Chain::open(&key, &head).unwrap().verify(&reader).unwrap();
-        assert_eq!(report.rows, 100);
+        assert_eq!(chain.verify(&reader).unwrap().rows, 100);
     }
 
     #[test]
     fn past_the_cap_audit_events_are_counted_and_the_count_is_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let (key, head) = (dir.path().join("k"), dir.path().join("h"));
-        let path = dir.path().join("causeway.db");
-        let writer = Writer::start(&path, Chain::open(&key, &head).unwrap()).unwrap();
-        let handle = writer.handle();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let room = |pages: Option<i64>| {
-            runtime
-                .block_on(handle.transact(move |conn| {
-                    let now: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
-                    conn.pragma_update(None, "max_page_count", pages.unwrap_or(now))?;
-                    Ok::<_, DbError>(())
-                }))
-                .unwrap()
-        };
-        room(None);
-        let use_ = |i: usize| {
-            AuditEvent::host(
-                "api",
-                "t",
-                &i.to_string(),
-                crate::audit::Decision::Allowed,
-                String::new(),
-            )
-        };
+        let cramped = Cramped::new();
+        cramped.room(None);
         // Refused by the full database (too large for the room left in its
         // pages), then more than the queue holds.
-        let mut first = use_(0);
-        first.detail = "x".repeat(16 << 10);
-        handle.audit(first);
-        runtime.block_on(handle.flush()).unwrap();
-        assert!(handle.stats().failing().is_some(), "the first is refused");
+        cramped.handle.audit(use_("0", "x".repeat(16 << 10)));
+        cramped.flush();
+        assert!(
+            cramped.handle.stats().failing().is_some(),
+            "the first is refused"
+        );
         for i in 1..MAX_QUEUED_AUDIT_EVENTS + 25 {
-            handle.audit(use_(i));
+            cramped.handle.audit(use_(&i.to_string(), String::new()));
         }
-        room(Some(1 << 22));
-        runtime.block_on(handle.flush()).unwrap();
-        writer.close();
-        let reader = open_read_only(&path).unwrap().unwrap();
-        let (rows, last_target, last_detail): (usize, String, String) = reader
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM audit), target, detail FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .unwrap();
+        cramped.room(Some(1 << 22));
+        cramped.flush();
+        let (reader, chain, _dir) = cramped.close();
+        let (rows, first, last_detail) = audit_rows(&reader);
         assert_eq!(
             rows,
             MAX_QUEUED_AUDIT_EVENTS + 1,
             "the cap's worth, and the count"
         );
-        assert_eq!(last_target, "audit log");
+        assert_eq!(first, "0", "the oldest are kept");
         assert!(
             last_detail.starts_with("25 audit events were counted, not recorded"),
             "{last_detail}"
         );
-        let first: String = reader
-            .query_row("SELECT target FROM audit ORDER BY seq LIMIT 1", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(first, "0", "the oldest are kept");
-        Chain::open(&key, &head).unwrap().verify(&reader).unwrap();
+        chain.verify(&reader).unwrap();
     }
 
     #[test]

@@ -439,6 +439,20 @@ pub fn audit_rows(data_dir: &Path) -> Vec<(String, String, String, String, Strin
     .expect("rows")
 }
 
+/// A scratch with crm-source installed and granted its CRM, but configured
+/// for another host: each read is one denied, audited request.
+pub fn crm_source_pointed_elsewhere() -> Scratch {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    scratch.grants(EXAMPLE_GRANTS);
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "[plugins.crm-source.config]\nbase_url = \"https://elsewhere.example\"\n",
+    )
+    .expect("write causeway.toml");
+    scratch
+}
+
 /// Grants the example connectors what their manifests request, so they load
 /// as active.
 pub const EXAMPLE_GRANTS: &str = r#"

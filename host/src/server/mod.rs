@@ -886,11 +886,7 @@ mod tests {
         assert_eq!(health().await.0, StatusCode::OK);
         let handle = writer.handle();
         let room = |pages: Option<i64>| {
-            handle.transact(move |conn| {
-                let now: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
-                conn.pragma_update(None, "max_page_count", pages.unwrap_or(now))?;
-                Ok::<_, db::DbError>(())
-            })
+            handle.transact(move |conn| Ok::<_, db::DbError>(db::cap_pages(conn, pages)?))
         };
         // Full: an audited use cannot be written.
         room(None).await.unwrap();
