@@ -1192,14 +1192,38 @@ fn deliveries_waiting_together_reach_the_sink_in_one_write_and_one_it_cannot_par
         "{logs}"
     );
     let m = Metrics::scrape(&host);
+    let pipeline = [("pipeline", "contacts-to-mailer")];
     assert_eq!(
-        m.value(
-            "causeway_webhook_deliveries_pending",
-            &[("pipeline", "contacts-to-mailer")]
-        ),
+        m.value("causeway_webhook_deliveries_pending", &pipeline),
         Some(0.0),
         "{}",
         m.page
+    );
+    // Set aside, and shown as such: not lost from sight.
+    assert_eq!(
+        m.value("causeway_webhook_deliveries_set_aside", &pipeline),
+        Some(1.0),
+        "{}",
+        m.page
+    );
+    let row = pipeline_row(&w, "contacts-to-mailer").unwrap();
+    assert_eq!(row["failed_deliveries"], 1, "{row:#}");
+    // Queued again (as after fixing the plugin), the running host reads it
+    // at once; this plugin still cannot, so it is set aside again.
+    let set_aside = || host.logs().matches("msg_junk with crm-source").count();
+    let before = set_aside();
+    let out = w.lever("redeliver");
+    assert!(out.contains("1 webhook deliveries queued again"), "{out}");
+    wait_until("the delivery read again", Duration::from_secs(20), || {
+        (set_aside() > before).then_some(())
+    });
+    wait_until("set aside again", Duration::from_secs(10), || {
+        let row = pipeline_row(&w, "contacts-to-mailer")?;
+        (row["failed_deliveries"] == 1 && row["pending_deliveries"] == 0).then_some(())
+    });
+    assert!(
+        w.lever("redeliver")
+            .contains("1 webhook deliveries queued again")
     );
 }
 

@@ -320,6 +320,8 @@ pub struct PipelineNow {
     pub dead_letters: u64,
     /// Webhook deliveries stored and not yet processed.
     pub pending_deliveries: u64,
+    /// Webhook deliveries set aside: the source could not make sense of them.
+    pub failed_deliveries: u64,
     /// When a run last ended well, in seconds since the Unix epoch.
     pub last_success: Option<f64>,
 }
@@ -339,6 +341,7 @@ pub fn pipelines_now(
             .prepare_cached("SELECT COUNT(*) FROM dead_letter WHERE pipeline = ?1")?
             .query_row([name], |r| r.get(0))?;
         let pending_deliveries = crate::webhook::inbox::pending_count(conn, name)?;
+        let failed_deliveries = crate::webhook::inbox::failed_count(conn, name)?;
         let last_success = crate::pipeline::history::last_ok_at(conn, name)?
             .as_deref()
             .and_then(|at| humantime::parse_rfc3339(at).ok())
@@ -353,6 +356,7 @@ pub fn pipelines_now(
                 paused: row.as_ref().is_some_and(|r| r.paused),
                 dead_letters,
                 pending_deliveries,
+                failed_deliveries,
                 last_success,
             },
         ));
@@ -574,7 +578,7 @@ fn render_pipelines(
         }
     }
     type Gauge = (&'static str, &'static str, fn(&PipelineNow) -> Option<f64>);
-    let gauges: [Gauge; 4] = [
+    let gauges: [Gauge; 5] = [
         (
             "causeway_pipeline_paused",
             "1 while an operator has the pipeline paused.",
@@ -589,6 +593,11 @@ fn render_pipelines(
             "causeway_webhook_deliveries_pending",
             "Webhook deliveries stored and not yet processed.",
             |p| Some(p.pending_deliveries as f64),
+        ),
+        (
+            "causeway_webhook_deliveries_set_aside",
+            "Webhook deliveries the source plugin could not make sense of, set aside (causeway pipeline redeliver queues them again).",
+            |p| Some(p.failed_deliveries as f64),
         ),
         (
             "causeway_pipeline_last_success_timestamp_seconds",

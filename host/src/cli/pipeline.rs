@@ -15,7 +15,9 @@ use crate::server::OperatorToken;
 /// it survives restarts. resume: runs again, and clears a stop or an open circuit.
 /// run-now: one run at once (by the running host if there is one, else in
 /// this process). reset: forget the checkpoint, so the next run reads the
-/// source from the start (refused while a run is in progress).
+/// source from the start (refused while a run is in progress). redeliver:
+/// queue again the webhook deliveries set aside because the source plugin
+/// could not make sense of them (after fixing it).
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  causeway pipeline pause contacts-to-mailer\n  causeway pipeline run-now contacts-to-mailer"
@@ -39,6 +41,8 @@ pub enum Action {
     RunNow,
     /// Forget the checkpoint: read the source from the start.
     Reset,
+    /// Queue again the webhook deliveries set aside.
+    Redeliver,
 }
 
 impl Opts {
@@ -80,25 +84,25 @@ impl Opts {
                     "{name}: checkpoint forgotten; the next run reads from the start\n"
                 ))?;
             }
+            Action::Redeliver => {
+                let queued = crate::webhook::inbox::redeliver(&conn, name)?;
+                if queued > 0
+                    && let Some(listen) = db::running_host(&conn)
+                {
+                    // Its task may sleep until a delivery or a tick: wake it.
+                    run_now_on(&listen, name, &config.data_dir).await?;
+                    super::print(&format!(
+                        "{name}: {queued} webhook deliveries queued again; the running host handles them now\n"
+                    ))?;
+                } else {
+                    super::print(&format!(
+                        "{name}: {queued} webhook deliveries queued again; they are handled at the pipeline's next run\n"
+                    ))?;
+                }
+            }
             Action::RunNow => match db::running_host(&conn) {
                 Some(listen) => {
-                    let url = format!("http://{listen}/api/pipelines/{name}/run-now");
-                    let token =
-                        OperatorToken::load(&config.data_dir).map_err(anyhow::Error::msg)?;
-                    let response = reqwest::Client::builder()
-                        .no_proxy()
-                        .build()?
-                        .post(&url)
-                        .header(reqwest::header::AUTHORIZATION, token.bearer())
-                        .send()
-                        .await
-                        .with_context(|| format!("cannot reach the running host at {listen}"))?;
-                    anyhow::ensure!(
-                        response.status().is_success(),
-                        "the running host answered {}: {}",
-                        response.status(),
-                        response.text().await.unwrap_or_default()
-                    );
+                    run_now_on(&listen, name, &config.data_dir).await?;
                     super::print(&format!(
                         "{name}: the running host started a run (see `causeway runs`)\n"
                     ))?;
@@ -141,4 +145,25 @@ impl Opts {
             }
         }
     }
+}
+
+/// Asks the host listening on `listen` to run `name` now.
+async fn run_now_on(listen: &str, name: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let url = format!("http://{listen}/api/pipelines/{name}/run-now");
+    let token = OperatorToken::load(data_dir).map_err(anyhow::Error::msg)?;
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .post(&url)
+        .header(reqwest::header::AUTHORIZATION, token.bearer())
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the running host at {listen}"))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "the running host answered {}: {}",
+        response.status(),
+        response.text().await.unwrap_or_default()
+    );
+    Ok(())
 }

@@ -38,6 +38,9 @@ pub struct PipelineStatus {
     pub circuit_until: Option<String>,
     /// Webhook deliveries stored and not yet processed.
     pub pending_deliveries: u64,
+    /// Webhook deliveries the source could not make sense of, set aside
+    /// (`causeway pipeline redeliver` queues them again).
+    pub failed_deliveries: u64,
     /// The latest run.
     pub last_run: Option<RunRow>,
     /// When a run last ended well.
@@ -96,7 +99,10 @@ impl Opts {
                     } else {
                         s.state.clone()
                     },
-                    s.pending_deliveries.to_string(),
+                    match s.failed_deliveries {
+                        0 => s.pending_deliveries.to_string(),
+                        failed => format!("{} ({failed} set aside)", s.pending_deliveries),
+                    },
                     s.last_run
                         .as_ref()
                         .map(|r| format!("#{} {}", r.id, r.outcome))
@@ -153,6 +159,7 @@ fn status(conn: Option<&rusqlite::Connection>, name: &str) -> anyhow::Result<Pip
             reason: None,
             circuit_until: None,
             pending_deliveries: 0,
+            failed_deliveries: 0,
             last_run: None,
             last_ok_at: None,
             lag_seconds: None,
@@ -175,6 +182,7 @@ fn status(conn: Option<&rusqlite::Connection>, name: &str) -> anyhow::Result<Pip
         reason: row.as_ref().and_then(|r| r.reason.clone()),
         circuit_until: row.as_ref().and_then(|r| r.circuit_until.clone()),
         pending_deliveries: crate::webhook::inbox::pending_count(conn, name)?,
+        failed_deliveries: crate::webhook::inbox::failed_count(conn, name)?,
         last_run: history::runs(conn, Some(name), 1)?.pop(),
         last_ok_at,
         lag_seconds,

@@ -105,6 +105,25 @@ pub fn pending_count(conn: &Connection, pipeline: &str) -> rusqlite::Result<u64>
     .query_row(params![pipeline], |row| row.get(0))
 }
 
+/// How many deliveries of `pipeline` were set aside (`failed`: the plugin
+/// could not make sense of them), within their retention.
+pub fn failed_count(conn: &Connection, pipeline: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM webhook_inbox WHERE pipeline = ?1 AND state = 'failed'",
+    )?
+    .query_row(params![pipeline], |row| row.get(0))
+}
+
+/// Puts `pipeline`'s set-aside deliveries back in the queue (a fixed plugin
+/// will read them again); how many.
+pub fn redeliver(conn: &Connection, pipeline: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE webhook_inbox SET state = 'pending', error = NULL, processed_at = NULL
+         WHERE pipeline = ?1 AND state = 'failed'",
+        params![pipeline],
+    )
+}
+
 /// Marks a delivery processed (`done`) or given up on (`failed`, with why).
 pub fn finish(conn: &Connection, id: i64, error: Option<&str>) -> rusqlite::Result<()> {
     conn.execute(
