@@ -945,6 +945,14 @@ fn deliveries_of_a_removed_pipeline_are_shown_waiting_and_processed_once_it_is_b
             && reason.contains("configure it again"),
         "{reason}"
     );
+    let check = run(w.scratch.causeway().args(["check"]));
+    assert!(
+        check.stdout.contains(
+            "pipelines.contacts-to-mailer is not configured, yet 1 webhook deliveries it accepted wait"
+        ),
+        "{}",
+        check.stdout
+    );
 
     // Back, without its webhook trigger now, and resumed: the delivery it
     // accepted is processed all the same, and nothing waits.

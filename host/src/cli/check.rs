@@ -213,6 +213,7 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         }
     }
     findings.extend(check_pipelines(host, &registry, &config_file));
+    findings.extend(stranded_deliveries(host, &config_file)?);
     for installed in registry.plugins() {
         let info = &installed.plugin.info;
         let Some(schema) = &info.manifest.config_schema else {
@@ -229,6 +230,32 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         }
     }
     Ok((findings, statuses))
+}
+
+/// Pipelines gone from the configuration whose accepted webhook deliveries
+/// still wait: processed only once the pipeline is back.
+fn stranded_deliveries(host: &Host, config_file: &str) -> anyhow::Result<Vec<Finding>> {
+    let Some(conn) = super::read_database(&host.config)? else {
+        return Ok(Vec::new());
+    };
+    let mut findings = Vec::new();
+    for name in crate::pipeline::history::pipelines_on_record(&conn)? {
+        if host.config.pipelines.contains_key(&name) {
+            continue;
+        }
+        let waiting = crate::webhook::inbox::pending_count(&conn, &name)?;
+        if waiting > 0 {
+            findings.push(Finding {
+                severity: "warning",
+                file: config_file.to_string(),
+                line: None,
+                message: format!(
+                    "pipelines.{name} is not configured, yet {waiting} webhook deliveries it accepted wait: they are processed once it is configured again"
+                ),
+            });
+        }
+    }
+    Ok(findings)
 }
 
 /// A stage to check: where it is, its plugin, the world its place needs,
