@@ -239,25 +239,19 @@ fn stranded_deliveries(host: &Host, config_file: &str) -> Vec<Finding> {
     let Ok(Some(conn)) = super::read_database(&host.config) else {
         return Vec::new();
     };
-    let names = crate::pipeline::history::pipelines_on_record(&conn).unwrap_or_default();
-    let mut findings = Vec::new();
-    for name in names {
-        if host.config.pipelines.contains_key(&name) {
-            continue;
-        }
-        let waiting = crate::webhook::inbox::pending_count(&conn, &name).unwrap_or(0);
-        if waiting > 0 {
-            findings.push(Finding {
-                severity: "warning",
-                file: config_file.to_string(),
-                line: None,
-                message: format!(
-                    "pipelines.{name} is not configured, yet {waiting} webhook deliveries it accepted wait: they are processed once it is configured again"
-                ),
-            });
-        }
-    }
-    findings
+    let configured = |name: &str| host.config.pipelines.contains_key(name);
+    let stranded = crate::webhook::inbox::stranded(&conn, configured).unwrap_or_default();
+    stranded
+        .into_iter()
+        .map(|(name, waiting)| Finding {
+            severity: "warning",
+            file: config_file.to_string(),
+            line: None,
+            message: format!(
+                "pipelines.{name} is not configured, yet {waiting} webhook deliveries it accepted wait: they are processed once it is configured again"
+            ),
+        })
+        .collect()
 }
 
 /// A stage to check: where it is, its plugin, the world its place needs,

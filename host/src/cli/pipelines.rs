@@ -63,14 +63,9 @@ impl Opts {
         // Deliveries accepted for a pipeline since removed wait for it to
         // come back: say so, or nobody would know they are there.
         if let Some(conn) = &conn {
-            for name in history::pipelines_on_record(conn)? {
-                if config.pipelines.contains_key(&name) {
-                    continue;
-                }
+            let configured = |name: &str| config.pipelines.contains_key(name);
+            for (name, _) in crate::webhook::inbox::stranded(conn, configured)? {
                 let mut status = status(Some(conn), &name)?;
-                if status.pending_deliveries == 0 {
-                    continue;
-                }
                 status.trigger = "removed".into();
                 status.state = "removed".into();
                 status.reason = Some(format!(

@@ -105,6 +105,26 @@ pub fn pending_count(conn: &Connection, pipeline: &str) -> rusqlite::Result<u64>
     .query_row(params![pipeline], |row| row.get(0))
 }
 
+/// The pipelines `configured` does not know whose deliveries still wait,
+/// with how many: they are processed once the pipeline is back.
+pub fn stranded(
+    conn: &Connection,
+    configured: impl Fn(&str) -> bool,
+) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT pipeline, COUNT(*) FROM webhook_inbox WHERE state = 'pending' GROUP BY pipeline ORDER BY pipeline",
+    )?;
+    let waiting = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))?;
+    let mut stranded = Vec::new();
+    for row in waiting {
+        let (pipeline, count) = row?;
+        if !configured(&pipeline) {
+            stranded.push((pipeline, count));
+        }
+    }
+    Ok(stranded)
+}
+
 /// How many deliveries of `pipeline` were set aside (`failed`: the plugin
 /// could not make sense of them), within their retention.
 pub fn failed_count(conn: &Connection, pipeline: &str) -> rusqlite::Result<u64> {
