@@ -36,6 +36,11 @@ sinks = [{{ plugin = "mailer-sink" }}]
 }
 
 impl World {
+    /// `causeway runs --json`: the runs, newest first.
+    fn runs(&self) -> Value {
+        run_json(self.scratch.causeway().args(["runs", "--json"]))
+    }
+
     /// `causeway pipeline ACTION contacts-to-mailer`, which must succeed;
     /// what it printed.
     fn lever(&self, action: &str) -> String {
@@ -116,7 +121,7 @@ fn created_and_updated_contacts_arrive_in_the_mailer_mapped() {
         "the runs' counts committed",
         Duration::from_secs(20),
         || {
-            let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+            let runs = w.runs();
             let runs = runs.as_array().unwrap().clone();
             let (read, written) = sums(&runs);
             (read >= 10 && written >= 10).then_some(runs)
@@ -142,7 +147,7 @@ fn with_the_mailer_down_for_a_while_nothing_is_lost() {
         "a second failed run (a probe)",
         Duration::from_secs(20),
         || {
-            let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+            let runs = w.runs();
             (runs
                 .as_array()
                 .unwrap()
@@ -363,7 +368,7 @@ fn a_source_announcing_more_without_moving_on_ends_the_run_instead_of_looping() 
     // truth gets through.
     w.wait_for_subscribers(&expected, Duration::from_secs(30));
     let runs = wait_until("a run that ends ok", Duration::from_secs(10), || {
-        let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+        let runs = w.runs();
         let runs = runs.as_array().unwrap().clone();
         runs.iter().any(|r| r["outcome"] == "ok").then_some(runs)
     });
@@ -393,7 +398,7 @@ fn a_source_sent_back_to_a_checkpoint_it_read_from_ends_the_run_instead_of_circl
         .inject(Fault::Lie(first_page.to_string().leak()), 1);
     let _host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(30));
-    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let runs = w.runs();
     let runs = runs.as_array().unwrap();
     let failed: Vec<&str> = runs
         .iter()
@@ -429,7 +434,7 @@ fn a_429_with_retry_after_is_honoured_without_spending_the_budget() {
         "{}",
         host.logs()
     );
-    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let runs = w.runs();
     assert!(
         runs.as_array()
             .unwrap()
@@ -444,7 +449,7 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
     let w = world("");
     let mut expected = create(&w.crm, 2);
     let triggers = || -> Vec<String> {
-        let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+        let runs = w.runs();
         runs.as_array()
             .unwrap()
             .iter()
@@ -490,7 +495,7 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
         "a run reading all three again",
         Duration::from_secs(20),
         || {
-            let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+            let runs = w.runs();
             (runs[0]["read"] == 3 && runs[0]["outcome"] == "ok").then_some(())
         },
     );
@@ -530,14 +535,13 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
     w.crm
         .faults()
         .inject(Fault::Slow(Duration::from_millis(300)), 20);
-    let runs = || run_json(w.scratch.causeway().args(["runs", "--json"]));
     let _host = w.start();
     wait_until("the run under way", Duration::from_secs(20), || {
-        (runs()[0]["read"].as_i64() >= Some(3)).then_some(())
+        (w.runs()[0]["read"].as_i64() >= Some(3)).then_some(())
     });
     w.lever("pause");
     let paused = wait_until("the run paused", Duration::from_secs(20), || {
-        let run = runs()[0].clone();
+        let run = w.runs()[0].clone();
         (run["outcome"] == "paused").then_some(run)
     });
     assert_eq!(paused["error"], "paused by an operator", "{paused:#}");
@@ -556,7 +560,8 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
     // deliver, and the next went on from its checkpoint. (A page's counts
     // commit just after its sink write: wait for the last.)
     let read = wait_until("every page counted", Duration::from_secs(10), || {
-        let read: i64 = runs()
+        let read: i64 = w
+            .runs()
             .as_array()
             .unwrap()
             .iter()
@@ -636,14 +641,14 @@ fn runs_dead_letters_and_deliveries_past_their_retention_are_forgotten_when_the_
         .env("MAILER_KEY", MAILER_KEY)
         .args(["pipeline", "run-now", "contacts-to-mailer"]));
     assert!(out.success, "{}", out.stderr);
-    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let runs = w.runs();
     assert_eq!(started(&runs, "2020"), 4, "{runs:#}");
 
     // The host forgets them when it starts (and every hour): the
     // removed pipeline's go too, but not a run or a dead letter of today.
     let _host = w.start();
     let runs = wait_until("the old runs forgotten", Duration::from_secs(20), || {
-        let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+        let runs = w.runs();
         (started(&runs, "2020") == 0).then_some(runs)
     });
     let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
@@ -736,7 +741,7 @@ fn an_auth_error_stops_the_pipeline_with_a_visible_reason() {
         out.stdout
     );
     // Stopped means no more attempts: the run count stays put.
-    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let runs = w.runs();
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs:#?}");
     assert_eq!(runs[0]["outcome"], "stopped");
 }
@@ -808,7 +813,7 @@ fn killed_at_any_point_of_a_run_the_host_loses_nothing_and_never_checkpoints_ahe
     // Restarted for good: every contact arrives.
     let _host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(60));
-    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let runs = w.runs();
     assert!(
         runs.as_array()
             .unwrap()
@@ -879,7 +884,7 @@ fn contact_event(id: &str, first: &str) -> Vec<u8> {
 }
 
 fn webhook_runs_read(w: &World) -> i64 {
-    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let runs = w.runs();
     runs.as_array()
         .unwrap()
         .iter()
@@ -986,10 +991,9 @@ fn a_delivery_is_processed_between_the_pages_of_a_long_poll_not_after_it() {
     w.crm
         .faults()
         .inject(Fault::Slow(Duration::from_millis(300)), 20);
-    let runs = || run_json(w.scratch.causeway().args(["runs", "--json"]));
     let host = start_with_hooks(&w);
     wait_until("the sync under way", Duration::from_secs(20), || {
-        (runs()[0]["read"].as_i64() >= Some(3)).then_some(())
+        (w.runs()[0]["read"].as_i64() >= Some(3)).then_some(())
     });
     let body = contact_event("w1", "Wanda");
     assert_eq!(deliver(&host, "msg_w1", &body, &body).0, 202);
@@ -998,7 +1002,7 @@ fn a_delivery_is_processed_between_the_pages_of_a_long_poll_not_after_it() {
         Duration::from_secs(20),
         || w.mailer.subscribers(LIST).contains_key("w1").then_some(()),
     );
-    let all = runs();
+    let all = w.runs();
     let sync = all
         .as_array()
         .unwrap()
@@ -1012,7 +1016,7 @@ fn a_delivery_is_processed_between_the_pages_of_a_long_poll_not_after_it() {
     assert!(sync["read"].as_i64() < Some(60), "{all:#}");
     // The sync goes on to the end after it.
     wait_until("the sync done", Duration::from_secs(30), || {
-        let all = runs();
+        let all = w.runs();
         let sync = all
             .as_array()?
             .iter()
@@ -1021,7 +1025,8 @@ fn a_delivery_is_processed_between_the_pages_of_a_long_poll_not_after_it() {
         (sync["outcome"] == "ok").then_some(())
     });
     assert_eq!(w.mailer.subscribers(LIST).len(), 61);
-    let webhook_runs: Vec<Value> = runs()
+    let webhook_runs: Vec<Value> = w
+        .runs()
         .as_array()
         .unwrap()
         .iter()
@@ -1247,7 +1252,7 @@ fn sigterm_during_a_backoff_stops_the_host_promptly_and_the_run_shows_interrupte
     // Well inside the backoff (10-20 s) and the drain bound (35 s).
     assert!(host.wait_exit(10), "{}", host.logs());
     assert!(asked.elapsed() < Duration::from_secs(10));
-    let runs = run_json(w.scratch.causeway().args(["runs", "--json"]));
+    let runs = w.runs();
     assert_eq!(runs[0]["outcome"], "interrupted", "{runs:#}");
     // Stopping is not a problem to act on: no warning for it.
     let logs = host.logs();

@@ -340,8 +340,7 @@ pub fn pipelines_now(
         let dead_letters: u64 = conn
             .prepare_cached("SELECT COUNT(*) FROM dead_letter WHERE pipeline = ?1")?
             .query_row([name], |r| r.get(0))?;
-        let pending_deliveries = crate::webhook::inbox::pending_count(conn, name)?;
-        let failed_deliveries = crate::webhook::inbox::failed_count(conn, name)?;
+        let inbox = crate::webhook::inbox::counts(conn, name)?;
         let last_success = crate::pipeline::history::last_ok_at(conn, name)?
             .as_deref()
             .and_then(|at| humantime::parse_rfc3339(at).ok())
@@ -355,8 +354,8 @@ pub fn pipelines_now(
                     .map_or("never-run".to_string(), |r| r.state.clone()),
                 paused: row.as_ref().is_some_and(|r| r.paused),
                 dead_letters,
-                pending_deliveries,
-                failed_deliveries,
+                pending_deliveries: inbox.pending,
+                failed_deliveries: inbox.set_aside,
                 last_success,
             },
         ));

@@ -510,6 +510,16 @@ pub struct Report {
     pub pruned_through: i64,
 }
 
+impl Report {
+    /// "rows A to B", or "no rows".
+    pub fn span(&self) -> String {
+        match (self.first, self.last) {
+            (Some(first), Some(last)) => format!("rows {first} to {last}"),
+            _ => "no rows".into(),
+        }
+    }
+}
+
 /// Where the chain breaks, and how.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("audit log broken at row {seq}: {message}")]

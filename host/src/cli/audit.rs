@@ -156,13 +156,11 @@ fn verify(cli: &super::Cli, json: bool) -> anyhow::Result<ExitCode> {
             if json {
                 super::print_json(&json!({ "ok": true, "report": report }))?;
             } else {
-                let span = match (report.first, report.last) {
-                    (Some(first), Some(last)) => format!("rows {first} to {last}"),
-                    _ => "no rows".into(),
-                };
                 let mut text = format!(
-                    "audit log intact: {} rows checked ({span}), head at {}",
-                    report.rows, report.head
+                    "audit log intact: {} rows checked ({}), head at {}",
+                    report.rows,
+                    report.span(),
+                    report.head
                 );
                 if report.pruned_through > 0 {
                     text.push_str(&format!(", pruned through {}", report.pruned_through));

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::audit::{AuditEvent, Decision, Report};
+use crate::audit::{AuditEvent, Decision};
 use crate::backup::{self, DATABASE, HEAD};
 use crate::config::Config;
 use crate::host::Claim;
@@ -35,7 +35,7 @@ impl BackupOpts {
         let config = cli.config()?;
         let made = backup::make(&config.database_file(), &config.audit, &self.dir)?;
         let (verdict, intact) = match &made.audit {
-            Some(Ok(report)) => (format!("audit log intact: {}", span(report)), true),
+            Some(Ok(report)) => (format!("audit log intact: {}", report.span()), true),
             Some(Err(broken)) => (format!("the copy's {broken}"), false),
             None => ("no audit key, so no audit log to check".to_string(), true),
         };
@@ -107,23 +107,15 @@ impl RestoreOpts {
             &config,
             "restore",
             &self.dir,
-            format!("audit log {}; {aside}", span(&restored.audit)),
+            format!("audit log {}; {aside}", restored.audit.span()),
         )?;
         super::print(&format!(
             "restored {} as {}: its audit log verifies ({}); {aside}\n",
             self.dir.display(),
             database.display(),
-            span(&restored.audit),
+            restored.audit.span(),
         ))?;
         Ok(ExitCode::SUCCESS)
-    }
-}
-
-/// "rows A to B", or "no rows".
-fn span(report: &Report) -> String {
-    match (report.first, report.last) {
-        (Some(first), Some(last)) => format!("rows {first} to {last}"),
-        _ => "no rows".into(),
     }
 }
 

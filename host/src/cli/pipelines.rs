@@ -161,6 +161,7 @@ fn status(conn: Option<&rusqlite::Connection>, name: &str) -> anyhow::Result<Pip
         });
     };
     let row: Option<PipelineRow> = history::state(conn, name)?;
+    let inbox = crate::webhook::inbox::counts(conn, name)?;
     let last_ok_at = history::last_ok_at(conn, name)?;
     let lag_seconds = last_ok_at
         .as_deref()
@@ -176,8 +177,8 @@ fn status(conn: Option<&rusqlite::Connection>, name: &str) -> anyhow::Result<Pip
         paused: row.as_ref().is_some_and(|r| r.paused),
         reason: row.as_ref().and_then(|r| r.reason.clone()),
         circuit_until: row.as_ref().and_then(|r| r.circuit_until.clone()),
-        pending_deliveries: crate::webhook::inbox::pending_count(conn, name)?,
-        failed_deliveries: crate::webhook::inbox::failed_count(conn, name)?,
+        pending_deliveries: inbox.pending,
+        failed_deliveries: inbox.set_aside,
         last_run: history::runs(conn, Some(name), 1)?.pop(),
         last_ok_at,
         lag_seconds,

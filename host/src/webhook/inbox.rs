@@ -97,12 +97,24 @@ pub fn has_pending(conn: &Connection, pipeline: &str) -> rusqlite::Result<bool> 
     )
 }
 
-/// How many deliveries of `pipeline` are not yet processed.
-pub fn pending_count(conn: &Connection, pipeline: &str) -> rusqlite::Result<u64> {
-    conn.prepare_cached(
-        "SELECT COUNT(*) FROM webhook_inbox WHERE pipeline = ?1 AND state = 'pending'",
-    )?
-    .query_row(params![pipeline], |row| row.get(0))
+/// How many deliveries of `pipeline` wait, and how many were set aside.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Stored and not yet processed.
+    pub pending: u64,
+    /// Set aside (`failed`): the plugin could not make sense of them.
+    pub set_aside: u64,
+}
+
+/// `pipeline`'s [`Counts`], each along the inbox's (pipeline, state) index.
+pub fn counts(conn: &Connection, pipeline: &str) -> rusqlite::Result<Counts> {
+    let mut stmt = conn
+        .prepare_cached("SELECT COUNT(*) FROM webhook_inbox WHERE pipeline = ?1 AND state = ?2")?;
+    let mut count = |state: &str| stmt.query_row(params![pipeline, state], |row| row.get(0));
+    Ok(Counts {
+        pending: count("pending")?,
+        set_aside: count("failed")?,
+    })
 }
 
 /// The pipelines `configured` does not know whose deliveries still wait,
@@ -123,15 +135,6 @@ pub fn stranded(
         }
     }
     Ok(stranded)
-}
-
-/// How many deliveries of `pipeline` were set aside (`failed`: the plugin
-/// could not make sense of them), within their retention.
-pub fn failed_count(conn: &Connection, pipeline: &str) -> rusqlite::Result<u64> {
-    conn.prepare_cached(
-        "SELECT COUNT(*) FROM webhook_inbox WHERE pipeline = ?1 AND state = 'failed'",
-    )?
-    .query_row(params![pipeline], |row| row.get(0))
 }
 
 /// Puts `pipeline`'s set-aside deliveries back in the queue (a fixed plugin
