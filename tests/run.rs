@@ -120,6 +120,66 @@ fn the_operator_api_wants_the_token_the_host_keeps_in_its_data_folder() {
     );
 }
 
+/// A leaked token is revoked without a restart: `causeway token rotate`
+/// replaces the file, and the running host refuses the old token with the
+/// next request.
+#[test]
+fn a_rotated_token_is_refused_at_once_and_the_new_one_admitted_without_a_restart() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let mut host = start(&scratch);
+    let token_file = scratch.path().join("causeway-data/operator.token");
+    let old_token = std::fs::read_to_string(&token_file).unwrap();
+    let old = host.api_client();
+    assert_eq!(old.call("GET", "/api/plugins", None).0, 200);
+    let out = run(scratch.causeway().args(["token", "rotate"]));
+    assert!(out.success, "{}", out.stderr);
+    let new_token = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(new_token.len(), 64, "{new_token}");
+    assert_ne!(new_token, old_token);
+    assert!(
+        out.stdout.contains("rotated the operator token")
+            && out
+                .stdout
+                .contains(&token_file.canonicalize().unwrap().display().to_string())
+            && !out.stdout.contains(&new_token),
+        "{}",
+        out.stdout
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the new token is the owner's alone");
+    }
+    let (status, body) = old.call("GET", "/metrics", None);
+    assert_eq!(status, 401, "the old token still admitted: {body}");
+    let (status, body) = host.api("GET", "/api/plugins", None);
+    assert_eq!(status, 200, "the new token refused: {body}");
+    host.wait_for_log("operator token in", 10);
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
+    for token in [&old_token, &new_token] {
+        assert!(
+            !host.logs().contains(token.as_str()),
+            "a token reached the log"
+        );
+    }
+    let out = run(scratch.causeway().args(["audit", "--json"]));
+    assert!(out.success, "{}", out.stderr);
+    let rows: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    let rotations: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["capability"] == "api" && r["action"] == "token-rotate")
+        .collect();
+    assert_eq!(rotations.len(), 1, "{rows:#?}");
+    assert_eq!(rotations[0]["decision"], "allowed");
+    assert!(
+        !out.stdout.contains(&old_token) && !out.stdout.contains(&new_token),
+        "a token reached the audit log"
+    );
+}
+
 /// The listen address may be public (webhooks): a client that opens a
 /// connection and trickles its request holds it for a bounded time only.
 #[test]

@@ -70,30 +70,11 @@ pub fn load_or_create_as(path: &Path, form: Form) -> Result<Vec<u8>, String> {
     if let Some(key) = load_as(path, form)? {
         return Ok(key);
     }
-    let mut key = vec![0u8; KEY_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut key))
-        .map_err(|e| format!("cannot read /dev/urandom for a host key: {e}"))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::files::create_private_dir(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
+    let key = fresh()?;
     // A partial file of this process's own, published with a hard link,
     // which fails if another process published first: then its key, not
     // ours, is the one (two hosts starting together agree on one key).
-    let tag = hex(&key[..8]);
-    let partial = path.with_extension(format!("partial.{}.{tag}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(&partial)
-        .and_then(|mut file| {
-            file.write_all(&form.encode(&key))
-                .and_then(|()| file.sync_all())
-        })
-        .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    let partial = write_partial(path, form, &key)?;
     let published = std::fs::hard_link(&partial, path);
     let _ = std::fs::remove_file(&partial);
     match published {
@@ -107,6 +88,60 @@ pub fn load_or_create_as(path: &Path, form: Form) -> Result<Vec<u8>, String> {
         },
         Err(e) => Err(format!("cannot write {}: {e}", path.display())),
     }
+}
+
+/// Writes a new key kept in `form` at `path` in place of the one there, if
+/// any, in one rename: a reader finds the old key or the new one, whole.
+/// For the operator token, which is rotated; never for a key that signs
+/// what is kept (the audit chain's, the artifact cache's).
+pub fn replace_as(path: &Path, form: Form) -> Result<Vec<u8>, String> {
+    let key = fresh()?;
+    let partial = write_partial(path, form, &key)?;
+    let replaced = std::fs::rename(&partial, path).and_then(|()| {
+        // The rename is an entry in the folder: syncing it keeps the new key
+        // over a power cut.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+    });
+    if let Err(e) = replaced {
+        let _ = std::fs::remove_file(&partial);
+        return Err(format!("cannot replace {}: {e}", path.display()));
+    }
+    Ok(key)
+}
+
+/// [`KEY_LEN`] bytes from the kernel's random source.
+fn fresh() -> Result<Vec<u8>, String> {
+    let mut key = vec![0u8; KEY_LEN];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut key))
+        .map_err(|e| format!("cannot read /dev/urandom for a host key: {e}"))?;
+    Ok(key)
+}
+
+/// Writes `key` kept in `form`, owner-only and synced, to a partial file
+/// of this process's own beside `path` (its folder made owner-only if it
+/// is new), and returns the partial file's path.
+fn write_partial(path: &Path, form: Form, key: &[u8]) -> Result<std::path::PathBuf, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::files::create_private_dir(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let tag = hex(&key[..8]);
+    let partial = path.with_extension(format!("partial.{}.{tag}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&partial).and_then(|mut file| {
+        file.write_all(&form.encode(key))
+            .and_then(|()| file.sync_all())
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(format!("cannot write {}: {e}", partial.display()));
+    }
+    Ok(partial)
 }
 
 /// Reads the key kept in `form` at `path`: `None` if there is no file.

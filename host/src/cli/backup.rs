@@ -127,19 +127,18 @@ fn record(
     dir: &std::path::Path,
     detail: String,
 ) -> anyhow::Result<()> {
-    let chain = config.audit.chain().map_err(anyhow::Error::msg)?;
-    let writer = crate::db::Writer::start(&config.database_file(), chain)?;
     let target = dir
         .canonicalize()
         .or_else(|_| std::path::absolute(dir))
         .unwrap_or_else(|_| dir.to_path_buf());
-    writer.handle().audit(AuditEvent::host(
-        "database",
-        action,
-        &target.display().to_string(),
-        Decision::Allowed,
-        detail,
-    ));
-    writer.close();
-    Ok(())
+    super::record(
+        config,
+        AuditEvent::host(
+            "database",
+            action,
+            &target.display().to_string(),
+            Decision::Allowed,
+            detail,
+        ),
+    )
 }

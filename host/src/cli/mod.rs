@@ -18,6 +18,7 @@ pub mod run;
 pub mod storage;
 mod table;
 pub mod test;
+pub mod token;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -98,6 +99,8 @@ pub enum Command {
     Backup(backup::BackupOpts),
     /// Restore a backup, with no host running.
     Restore(backup::RestoreOpts),
+    /// The operator API's token: rotate it.
+    Token(token::Opts),
 }
 
 /// Runs the parsed command line.
@@ -120,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(opts) => opts.run(&cli).await,
         Command::Backup(opts) => opts.run(&cli),
         Command::Restore(opts) => opts.run(&cli),
+        Command::Token(opts) => opts.run(&cli),
     }
 }
 
@@ -140,6 +144,15 @@ impl Cli {
         }
         Ok(config)
     }
+}
+
+/// Records what a command did in the audit log, as the host's own row.
+fn record(config: &Config, event: crate::audit::AuditEvent) -> anyhow::Result<()> {
+    let chain = config.audit.chain().map_err(anyhow::Error::msg)?;
+    let writer = crate::db::Writer::start(&config.database_file(), chain)?;
+    writer.handle().audit(event);
+    writer.close();
+    Ok(())
 }
 
 /// The database for reading, if it exists and has this version's schema

@@ -7,6 +7,7 @@
 //! reach loopback but cannot read the file or make the browser send it.
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use crate::keyfile::{self, Form};
 
@@ -14,9 +15,49 @@ use crate::keyfile::{self, Form};
 pub const FILE: &str = "operator.token";
 
 /// The token a running host expects, or a client sends.
+///
+/// The host's follows its file: each request is checked against what the
+/// file holds then, so `causeway token rotate` (or any replacement of the
+/// file) takes effect with the next request, and a missing or unreadable
+/// file admits no one.
 pub struct OperatorToken {
-    hex: String,
     path: PathBuf,
+    current: RwLock<Current>,
+}
+
+/// What the file held when last read, and how it looked then.
+struct Current {
+    /// `None`: the file is gone or holds no token, and nothing is admitted.
+    hex: Option<String>,
+    stamp: Option<Stamp>,
+}
+
+/// What tells that a file was replaced or rewritten: its identity, size
+/// and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: (u64, u64),
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Stamp {
+    /// The file's stamp; `None` if it cannot be read.
+    fn of(path: &Path) -> Option<Stamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let inode = (0, 0);
+        Some(Stamp {
+            inode,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
 }
 
 impl std::fmt::Debug for OperatorToken {
@@ -36,10 +77,7 @@ impl OperatorToken {
         let key = keyfile::load_or_create_as(&path, Form::Hex)?;
         // Named in full in refusals, for a client in another folder.
         let path = std::fs::canonicalize(&path).unwrap_or(path);
-        Ok(OperatorToken {
-            hex: keyfile::hex(&key),
-            path,
-        })
+        Ok(OperatorToken::holding(path, &key))
     }
 
     /// The token of the host whose data folder is `data_dir` (a client of
@@ -47,14 +85,31 @@ impl OperatorToken {
     pub fn load(data_dir: &Path) -> Result<OperatorToken, String> {
         let path = data_dir.join(FILE);
         match keyfile::load_as(&path, Form::Hex)? {
-            Some(key) => Ok(OperatorToken {
-                hex: keyfile::hex(&key),
-                path,
-            }),
+            Some(key) => Ok(OperatorToken::holding(path, &key)),
             None => Err(format!(
                 "there is no operator token at {}: the host makes it when it starts",
                 path.display()
             )),
+        }
+    }
+
+    /// Replaces the token of the data folder `data_dir` with a new one; the
+    /// old one is refused from a running host's next request on.
+    pub fn rotate(data_dir: &Path) -> Result<OperatorToken, String> {
+        let path = data_dir.join(FILE);
+        let key = keyfile::replace_as(&path, Form::Hex)?;
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        Ok(OperatorToken::holding(path, &key))
+    }
+
+    fn holding(path: PathBuf, key: &[u8]) -> OperatorToken {
+        let stamp = Stamp::of(&path);
+        OperatorToken {
+            current: RwLock::new(Current {
+                hex: Some(keyfile::hex(key)),
+                stamp,
+            }),
+            path,
         }
     }
 
@@ -63,24 +118,82 @@ impl OperatorToken {
         &self.path
     }
 
-    /// The `Authorization` header's value a client sends.
+    /// The `Authorization` header's value a client sends (empty once the
+    /// file no longer holds a token).
     pub fn bearer(&self) -> String {
-        format!("Bearer {}", self.hex)
+        self.read(|hex| format!("Bearer {}", hex.unwrap_or_default()))
     }
 
-    /// Whether an `Authorization` header's value carries this token. The
-    /// comparison takes as long wherever the first difference is.
+    /// Whether an `Authorization` header's value carries the token the file
+    /// holds now. The comparison takes as long wherever the first
+    /// difference is.
     pub fn admits(&self, authorization: &[u8]) -> bool {
+        self.follow();
         let Some(sent) = strip_bearer(authorization) else {
             return false;
         };
-        let expected = self.hex.as_bytes();
-        sent.len() == expected.len()
-            && sent
-                .iter()
-                .zip(expected)
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
+        self.read(|hex| {
+            let Some(expected) = hex.map(str::as_bytes) else {
+                return false;
+            };
+            sent.len() == expected.len()
+                && sent
+                    .iter()
+                    .zip(expected)
+                    .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                    == 0
+        })
+    }
+
+    fn read<T>(&self, with: impl FnOnce(Option<&str>) -> T) -> T {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        with(current.hex.as_deref())
+    }
+
+    /// Reads the file again if it changed since it was last read.
+    fn follow(&self) {
+        let stamp = Stamp::of(&self.path);
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if current.stamp == stamp {
+                return;
+            }
+        }
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.stamp == stamp {
+            return;
+        }
+        let had = current.hex.take();
+        current.stamp = stamp;
+        current.hex = match keyfile::load_as(&self.path, Form::Hex) {
+            Ok(Some(key)) => {
+                let hex = keyfile::hex(&key);
+                if had.as_ref() != Some(&hex) {
+                    tracing::info!(
+                        "the operator token in {} changed: requests with the one before are refused",
+                        self.path.display()
+                    );
+                }
+                Some(hex)
+            }
+            Ok(None) => {
+                if had.is_some() {
+                    tracing::warn!(
+                        "the operator token {} is gone: the operator API refuses every request until `causeway token rotate` makes a new one",
+                        self.path.display()
+                    );
+                }
+                None
+            }
+            Err(e) => {
+                if had.is_some() {
+                    tracing::error!(
+                        "{e}: the operator API refuses every request until `causeway token rotate` makes a new token"
+                    );
+                }
+                None
+            }
+        };
     }
 }
 
@@ -135,5 +248,43 @@ mod tests {
             client.bearer(),
             "a restart keeps the token"
         );
+    }
+
+    #[test]
+    fn the_host_follows_its_file_a_rotation_refuses_the_old_token_and_no_file_admits_no_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = OperatorToken::load_or_create(dir.path()).unwrap();
+        let old = OperatorToken::load(dir.path()).unwrap().bearer();
+        assert!(host.admits(old.as_bytes()));
+        let rotated = OperatorToken::rotate(dir.path()).unwrap();
+        let new = OperatorToken::load(dir.path()).unwrap().bearer();
+        assert_eq!(rotated.bearer(), new);
+        assert_ne!(new, old);
+        assert!(!host.admits(old.as_bytes()), "the old token still admitted");
+        assert!(host.admits(new.as_bytes()), "the new token refused");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(host.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "a rotated token is the owner's alone");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, [FILE], "the rotation left a partial file");
+        // Gone or garbled, the file admits no one: the guard fails closed.
+        std::fs::remove_file(host.path()).unwrap();
+        assert!(!host.admits(new.as_bytes()));
+        assert!(!host.admits(b"Bearer "));
+        std::fs::write(host.path(), "not a token").unwrap();
+        assert!(!host.admits(new.as_bytes()));
+        let again = OperatorToken::rotate(dir.path()).unwrap().bearer();
+        assert!(host.admits(again.as_bytes()));
+        // Written in place by hand, it is taken too.
+        let by_hand = format!("{}\n", "ab".repeat(32));
+        std::fs::write(host.path(), &by_hand).unwrap();
+        assert!(host.admits(format!("Bearer {}", by_hand.trim()).as_bytes()));
+        assert!(!host.admits(again.as_bytes()));
     }
 }
