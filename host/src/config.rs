@@ -621,6 +621,16 @@ mod tests {
             "[pipelines.p]\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n",
         );
         assert!(err.contains("pipelines.p: no trigger"), "{err}");
+        for typo in ["0s", "1ms", "99ms"] {
+            let err = load(&format!(
+                "[pipelines.p]\nevery = \"{typo}\"\nsource = {{ plugin = \"s\", stream = \"c\" }}\nsinks = [{{ plugin = \"k\" }}]\n"
+            ));
+            assert!(
+                err.contains("line 1: pipelines.p.every = ")
+                    && err.contains("is shorter than 100ms"),
+                "{typo}: {err}"
+            );
+        }
         let err = load(
             "[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\", bogus = 1 }\nsinks = [{ plugin = \"k\" }]\n",
         );

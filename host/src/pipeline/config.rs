@@ -162,6 +162,10 @@ impl Default for RetryConfig {
     }
 }
 
+/// The shortest schedule: below it, `every` is more likely a typo ("1ms"
+/// for "1m") than a wish, and would poll a third party without pause.
+pub const MIN_EVERY: Duration = Duration::from_millis(100);
+
 impl PipelineConfig {
     /// Checks what the types cannot: `at` names the pipeline's section.
     pub fn validate(&self, at: &str) -> Result<(), String> {
@@ -181,8 +185,14 @@ impl PipelineConfig {
                 ));
             }
         }
-        if self.every.is_some_and(|d| d.0.is_zero()) {
-            return Err(format!("{at}.every must be longer than zero"));
+        if let Some(every) = self.every.filter(|d| d.0 < MIN_EVERY) {
+            return Err(format!(
+                "{at}.every = \"{}\" is shorter than {}: each run reads the source's API, so a \
+                 schedule this tight hammers it (\"1m\" is a minute, \"1ms\" a millisecond); \
+                 for changes as they happen, add a webhook",
+                humantime::format_duration(every.0),
+                humantime::format_duration(MIN_EVERY)
+            ));
         }
         if self.sinks.is_empty() {
             return Err(format!("{at}.sinks is empty: name at least one sink"));
