@@ -314,6 +314,69 @@ fn sigterm_the_moment_the_host_says_it_listens_still_stops_it_cleanly() {
     }
 }
 
+/// A compile cannot be interrupted, but a stop need not wait for it: a
+/// host told to stop while CPython's component (18 MB, seconds to compile)
+/// loads ends at once, cleanly, and leaves the compile behind.
+#[test]
+fn a_stop_while_the_plugins_compile_ends_the_host_without_waiting_for_them() {
+    use std::io::BufRead;
+    let scratch = Scratch::new();
+    for ext in ["wasm", "toml"] {
+        let file = format!("map-fullname-py.{ext}");
+        std::fs::copy(
+            support::guest_plugins().join(&file),
+            scratch.plugins().join(&file),
+        )
+        .unwrap();
+    }
+    let mut child = scratch
+        .causeway()
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, logged) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !log
+        .iter()
+        .any(|l: &String| l.contains("loading the plugins"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match logged.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => panic!("the host never said it loads the plugins: {log:#?}"),
+        }
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = support::wait_within(child, 20);
+    reader.join().unwrap();
+    log.extend(logged.try_iter());
+    let log = log.join("\n");
+    assert!(out.success, "{log}");
+    assert!(
+        log.contains("stopped before the plugins had loaded"),
+        "{log}"
+    );
+    // Had the stop waited for the compile, the plugin would have loaded.
+    assert!(!log.contains("plugin loaded"), "{log}");
+    assert!(out.stdout.is_empty(), "it listened: {:?}", out.stdout);
+}
+
 #[test]
 fn a_database_from_a_newer_causeway_is_refused() {
     let scratch = Scratch::new();

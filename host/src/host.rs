@@ -210,6 +210,32 @@ impl Host {
         })
     }
 
+    /// [`Host::registry`] on a thread of its own, for a caller that must
+    /// stay responsive meanwhile: a compile cannot be interrupted, but a
+    /// caller that stops waiting leaves it behind, to end with the compile
+    /// or with the process (a stop at start need not wait for it).
+    pub async fn registry_apart(&self) -> Result<Registry, HostError> {
+        let runtime = self.runtime.clone();
+        let dir = self.config.plugins_dir.clone();
+        let grants = self.grants.clone();
+        let limits = self.config.limits;
+        let (done, loaded) = tokio::sync::oneshot::channel();
+        let unreadable = |error| HostError::PluginsDir {
+            path: self.config.plugins_dir.display().to_string(),
+            error,
+        };
+        std::thread::Builder::new()
+            .name("causeway-load".into())
+            .spawn(move || {
+                let _ = done.send(Registry::load_dir(&runtime, &dir, &grants, limits));
+            })
+            .map_err(unreadable)?;
+        loaded
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("loading it failed (a panic)")))
+            .map_err(unreadable)
+    }
+
     /// Starts the database's single writer.
     pub fn open_database(&self) -> Result<db::Writer, HostError> {
         let chain = self.config.audit.chain().map_err(HostError::AuditChain)?;

@@ -132,6 +132,12 @@ pub fn run_within(command: &mut Command, seconds: u64) -> Run {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start causeway");
+    wait_within(child, seconds)
+}
+
+/// Waits for `child` to end and reads what it printed (what was not taken
+/// from it); past `seconds` it is killed and the test fails.
+pub fn wait_within(child: std::process::Child, seconds: u64) -> Run {
     let pid = child.id();
     let (done, wait) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -143,7 +149,7 @@ pub fn run_within(command: &mut Command, seconds: u64) -> Run {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
-            panic!("{command:?} was still running after {seconds} s");
+            panic!("causeway (pid {pid}) was still running after {seconds} s");
         }
     }
 }

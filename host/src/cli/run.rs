@@ -46,7 +46,7 @@ impl Opts {
         // Listened for from the start: the server would set up its stop
         // signal only when it first polls it, and a SIGTERM before that
         // killed the host without its clean stop (seen in CI, under load).
-        let stop = StopSignal::listen()?;
+        let mut stop = StopSignal::listen()?;
         let _claim = Claim::take(&host.config.data_dir)?;
         if let Some(exposed) = crate::host::data_dir_exposure(&host.config.data_dir) {
             tracing::warn!("{exposed}");
@@ -54,7 +54,17 @@ impl Opts {
         let token = server::OperatorToken::load_or_create(&host.config.data_dir)
             .map_err(anyhow::Error::msg)?;
         let writer = host.open_database()?;
-        let registry = host.registry()?;
+        tracing::info!(folder = %host.config.plugins_dir.display(), "loading the plugins");
+        let registry = tokio::select! {
+            loaded = host.registry_apart() => loaded?,
+            () = stop.wait() => {
+                // Nothing has started that must be drained; the compile in
+                // progress ends with the process.
+                writer.close();
+                tracing::info!("stopped before the plugins had loaded");
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
         let listener = tokio::net::TcpListener::bind(host.config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", host.config.listen))?;
@@ -160,7 +170,7 @@ impl StopSignal {
     }
 
     /// The first of them.
-    async fn wait(mut self) {
+    async fn wait(&mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.terminate.recv() => {}
