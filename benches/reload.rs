@@ -10,16 +10,19 @@ mod support;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use support::{RunningHost, Scratch, try_http};
+use support::{Api, RunningHost, Scratch};
 
 const A: &str = support::TEST_VERSION_BUILD;
 const B: &str = "build-bbbb";
 const FILE: &str = "test-version.wasm";
 
-fn answered_by(addr: &str) -> Option<String> {
+fn answered_by(api: &Api) -> Option<String> {
     let body = r#"{"operation":"transform","input":[{"stream":"s","key":"k","data":{}}]}"#;
-    let (status, answer) =
-        try_http(addr, "POST", "/api/plugins/test-version/invoke", Some(body)).ok()?;
+    let (status, answer) = api
+        .try_call("POST", "/api/plugins/test-version/invoke", Some(body))
+        .ok()?;
+    // Refused is not "not swapped in yet": waiting would hide it.
+    assert!(status != 401 && status != 403, "{status}: {answer}");
     if status != 200 {
         return None;
     }
@@ -65,10 +68,12 @@ fn reload(c: &mut Criterion) {
 fn swap_in(scratch: &Scratch, host: &RunningHost, marker: &str, bytes: &[u8]) -> Duration {
     let partial = scratch.plugins().join(format!(".{FILE}.partial"));
     std::fs::write(&partial, bytes).expect("write");
+    // The operator API wants the token (read once, outside the timing).
+    let api = host.api_client();
     let started = Instant::now();
     std::fs::rename(&partial, scratch.plugins().join(FILE)).expect("rename");
     let deadline = started + Duration::from_secs(30);
-    while answered_by(&host.addr).as_deref() != Some(marker) {
+    while answered_by(&api).as_deref() != Some(marker) {
         assert!(Instant::now() < deadline, "the new version never answered");
     }
     started.elapsed()
