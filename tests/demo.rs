@@ -78,10 +78,42 @@ fn demo_moves_every_contact_from_the_crm_to_the_mailer_mapped() {
     assert!(triggers.contains(&"webhook"), "{triggers:?}");
     assert!(triggers.contains(&"schedule"), "{triggers:?}");
 
+    // What it granted is in the audit log beside what the plugins did with
+    // it, as under `causeway run`: every grant and every use is visible.
+    let audit = |config: &std::path::Path| {
+        run_json(
+            support::causeway()
+                .current_dir(scratch.path())
+                .arg("--config-file")
+                .arg(config)
+                .args(["audit", "--json"]),
+        )
+    };
+    let granted = |rows: &serde_json::Value| -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["capability"] == "grants")
+            .map(|r| format!("{} {}", r["plugin"], r["detail"]))
+            .collect()
+    };
+    let first = granted(&audit(&config));
+    for plugin in ["crm-source", "mailer-sink"] {
+        assert!(
+            first
+                .iter()
+                .any(|g| g.contains(plugin) && g.contains("127.0.0.1")),
+            "{plugin}'s grant is not in the audit log: {first:#?}"
+        );
+    }
+
     // Running it again over an existing data directory works too.
     let again =
         run(support::causeway()
             .current_dir(scratch.path())
             .args(["demo", "--contacts", "3"]));
     assert!(again.success, "{}", again.stderr);
+    // Its fakes listen on new ports: the grants changed, and say so.
+    let second = granted(&audit(&config));
+    assert!(second.len() > first.len(), "{second:#?}");
 }

@@ -228,6 +228,97 @@ fn a_rejected_record_goes_to_the_dead_letter_queue_while_the_rest_flow_and_repla
     w.wait_for_subscribers(&expected, Duration::from_secs(5));
 }
 
+/// Quick retries, so three budgets and their cooldowns pass in a second.
+const QUICK_RETRIES: &str =
+    "initial = \"20ms\"\nmax = \"40ms\"\nbudget = \"120ms\"\ncircuit-cooldown = \"150ms\"\n";
+
+/// A record the mailer fails on every time (`retry`, as a 500 for that
+/// one record would be) while it takes the rest of the page: after three
+/// retry budgets in a row it is set aside as a dead letter, and the pages
+/// behind it flow instead of waiting for it for ever.
+#[test]
+fn a_record_the_sink_always_asks_to_retry_is_set_aside_and_the_pages_behind_it_flow() {
+    let w = world(QUICK_RETRIES);
+    // Pages of three: the failing record is in the first, c3 behind it.
+    let mut expected = create(&w.crm, 4);
+    let failing = expected.remove(1);
+    w.mailer.fail_key(&failing.0);
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(30));
+    let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0]["key"], failing.0.as_str());
+    assert_eq!(letters[0]["sink"], "mailer-sink");
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("set aside") && reason.contains("3 retry budgets in a row"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("internal error, try again later"),
+        "{reason}"
+    );
+    // It took failed runs (the circuit opened twice), then the pipeline
+    // went on by itself.
+    let runs = w.runs();
+    let failed = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "failed")
+        .count();
+    assert!(failed >= 2, "{runs:#?}");
+    wait_until("the pipeline idle again", Duration::from_secs(10), || {
+        let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+        (pipelines[0]["state"] == "idle").then_some(())
+    });
+
+    // Fixed, it replays like any dead letter.
+    w.mailer.accept_key(&failing.0);
+    let out = run(w.scratch.causeway().env("MAILER_KEY", MAILER_KEY).args([
+        "dlq",
+        "replay",
+        "--pipeline",
+        "contacts-to-mailer",
+    ]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("1 written"), "{}", out.stdout);
+    expected.insert(1, failing);
+    w.wait_for_subscribers(&expected, Duration::from_secs(5));
+}
+
+/// The same answer for every record of a page is the sink's trouble, not
+/// the records': however many budgets it lasts, nothing is set aside, and
+/// everything arrives once the mailer takes them again.
+#[test]
+fn records_a_sink_asks_to_retry_all_together_are_never_set_aside() {
+    let w = world(QUICK_RETRIES);
+    let expected = create(&w.crm, 3);
+    for (key, _) in &expected {
+        w.mailer.fail_key(key);
+    }
+    let _host = w.start();
+    // Well past three budgets.
+    wait_until("five failed runs", Duration::from_secs(30), || {
+        let runs = w.runs();
+        (runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["outcome"] == "failed")
+            .count()
+            >= 5)
+            .then_some(())
+    });
+    for (key, _) in &expected {
+        w.mailer.accept_key(key);
+    }
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+    assert_eq!(letters, json!([]));
+}
+
 #[test]
 fn the_metrics_page_counts_the_calls_records_and_dead_letters_a_run_made() {
     let w = world("");

@@ -110,6 +110,11 @@ impl Opts {
         let database = host.config.database_file();
         let since = last_run(&database);
         let writer = host.open_database()?;
+        // The grants it wrote are in the audit log, as a host records them
+        // (each run's fakes listen on new ports: a change each time).
+        writer
+            .handle()
+            .audited(crate::grants::changes::record(&host.grants));
         // The fakes start empty every time: so does the pipeline.
         writer
             .handle()

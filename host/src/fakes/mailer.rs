@@ -2,12 +2,13 @@
 //!
 //! - `POST /v1/lists/{list}/subscribers/batch` with `{"operations": [{"op":
 //!   "upsert", "key", "subscriber"} | {"op": "delete", "key"}]}` →
-//!   `{"results": [{"status": "ok" | "rejected", "reason"?}]}`, one per
+//!   `{"results": [{"status": "ok" | "rejected" | "retry", "reason"?}]}`, one per
 //!   operation, in order; the key makes a repeated upsert harmless;
 //! - `GET /v1/lists/{list}/subscribers` → `{"subscribers": {KEY: {...}}}`.
 //!
 //! A subscriber without an `email` containing `@` is rejected, as is any key
-//! a test marks with [`FakeMailer::reject_key`]. Every request needs
+//! a test marks with [`FakeMailer::reject_key`]; a key marked with
+//! [`FakeMailer::fail_key`] is answered `retry`, every time. Every request needs
 //! `Authorization: Bearer KEY`; a malformed body is a 400.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +30,7 @@ use super::{Faults, Serving, authorized, unauthorized};
 struct Lists {
     subscribers: BTreeMap<String, BTreeMap<String, Value>>,
     rejected_keys: BTreeSet<String>,
+    failing_keys: BTreeSet<String>,
     batches: Vec<usize>,
 }
 
@@ -99,9 +101,17 @@ impl FakeMailer {
         self.shared.lists().rejected_keys.insert(key.to_string());
     }
 
-    /// Stops rejecting `key`.
+    /// Stops rejecting or failing `key`.
     pub fn accept_key(&self, key: &str) {
-        self.shared.lists().rejected_keys.remove(key);
+        let mut lists = self.shared.lists();
+        lists.rejected_keys.remove(key);
+        lists.failing_keys.remove(key);
+    }
+
+    /// Answers `retry` for every operation on `key` (a record the system
+    /// fails on each time, as with a 500) until [`FakeMailer::accept_key`].
+    pub fn fail_key(&self, key: &str) {
+        self.shared.lists().failing_keys.insert(key.to_string());
     }
 
     /// The size of every batch accepted so far, in order.
@@ -150,6 +160,13 @@ async fn batch(
             results.push(
                 json!({ "status": "rejected", "reason": format!("subscriber {key} is blocked") }),
             );
+            continue;
+        }
+        if lists.failing_keys.contains(&key) {
+            results.push(json!({
+                "status": "retry",
+                "reason": format!("subscriber {key}: internal error, try again later")
+            }));
             continue;
         }
         match operation {

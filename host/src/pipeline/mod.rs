@@ -15,6 +15,7 @@ pub mod dlq;
 pub mod history;
 pub mod retry;
 pub mod runner;
+pub mod stuck;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -349,6 +350,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         secrets: shared.secrets.clone(),
         db: shared.db.clone(),
         stats: shared.stats.get(&name),
+        stuck: Arc::default(),
     };
     // At start: deliveries a previous host stored but did not process, and
     // a first pull.

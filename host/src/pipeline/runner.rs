@@ -19,6 +19,7 @@ use crate::secrets::Secrets;
 
 use super::config::{PipelineConfig, RetryConfig};
 use super::retry::{GaveUp, backoff, jitter, retry};
+use super::stuck::{SET_ASIDE_AFTER, Stuck};
 use super::{dlq, history};
 use crate::operation::FailureKind;
 use crate::sandbox::{CallContext, CallError};
@@ -111,6 +112,8 @@ pub struct Runner {
     pub db: WriterHandle,
     /// Its counters (`/metrics`).
     pub stats: Arc<crate::metrics::PipelineStats>,
+    /// Records its sinks keep asking to retry, from run to run.
+    pub stuck: Arc<Stuck>,
 }
 
 /// What one run carries from page to page.
@@ -185,6 +188,7 @@ impl Runner {
             secrets: host.secrets.clone(),
             db,
             stats: Arc::default(),
+            stuck: Arc::default(),
         }
     }
 
@@ -525,6 +529,8 @@ impl Runner {
         let mut rejected = Vec::new();
         let mut spent = Duration::ZERO;
         let mut attempt = 0;
+        // Whether the sink took or refused any record of the batch yet.
+        let mut took_some = false;
         loop {
             let outcomes = match self
                 .step(&pipeline.retry, &what, sink, stop, || {
@@ -537,9 +543,11 @@ impl Runner {
             };
             let mut again = Vec::new();
             let mut last_reason = String::new();
+            let before = rejected.len();
+            let mut written = Vec::new();
             for (record, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
-                    WriteOutcome::Ok => {}
+                    WriteOutcome::Ok => written.push(record),
                     WriteOutcome::Rejected(reason) => rejected.push((record, reason)),
                     WriteOutcome::Retry(reason) => {
                         last_reason = reason;
@@ -547,6 +555,14 @@ impl Runner {
                     }
                 }
             }
+            let took = !written.is_empty() || rejected.len() > before;
+            took_some |= took;
+            self.stuck.settled(
+                sink_name,
+                written
+                    .iter()
+                    .chain(rejected[before..].iter().map(|(r, _)| r)),
+            );
             if again.is_empty() {
                 return Ok(rejected);
             }
@@ -555,6 +571,20 @@ impl Runner {
             // Named, so a record the sink can never take is found.
             let keys = some_keys(&again);
             if spent + wait > pipeline.retry.budget.0 {
+                // The sink wrote the rest but none of these in its last
+                // answer: once they have spent enough budgets in a row,
+                // they are set aside instead of holding back the rest.
+                if took_some && !took && self.stuck.spent_budget(sink_name, &again) {
+                    tracing::warn!(
+                        "{what}: {} records ({keys}) set aside as dead letters: the sink asked to retry them through {SET_ASIDE_AFTER} retry budgets in a row while it wrote the rest: {last_reason}",
+                        again.len()
+                    );
+                    let reason = format!(
+                        "set aside: the sink asked to retry it through {SET_ASIDE_AFTER} retry budgets in a row while it wrote the rest of its batch; last: {last_reason}"
+                    );
+                    rejected.extend(again.into_iter().map(|r| (r, reason.clone())));
+                    return Ok(rejected);
+                }
                 return Err(RunEnd::Exhausted(format!(
                     "{what}: {} records ({keys}) still asked to be retried after {spent:?}: {last_reason}",
                     again.len()
