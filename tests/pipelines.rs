@@ -51,6 +51,29 @@ impl World {
         out.stdout
     }
 
+    /// `causeway dlq list --json`: the dead letters.
+    fn dead_letters(&self) -> Value {
+        run_json(self.scratch.causeway().args(["dlq", "list", "--json"]))
+    }
+
+    /// `causeway dlq replay --pipeline contacts-to-mailer`, which must
+    /// succeed: what it printed.
+    fn replay_all(&self) -> String {
+        let out = run(self
+            .causeway()
+            .args(["dlq", "replay", "--pipeline", "contacts-to-mailer"]));
+        assert!(out.success, "{}{}", out.stdout, out.stderr);
+        out.stdout
+    }
+
+    /// Waits until `causeway pipelines` shows the pipeline idle.
+    fn wait_until_idle(&self) {
+        wait_until("the pipeline idle again", Duration::from_secs(10), || {
+            let pipelines = run_json(self.scratch.causeway().args(["pipelines", "--json"]));
+            (pipelines[0]["state"] == "idle").then_some(())
+        });
+    }
+
     /// Waits until the mailer holds exactly `expected` (key → fullName).
     fn wait_for_subscribers(&self, expected: &[(String, String)], within: Duration) {
         wait_until("the mailer to hold every contact", within, || {
@@ -171,10 +194,7 @@ fn with_the_mailer_down_for_a_while_nothing_is_lost() {
 
     w.mailer.faults().set_down(false);
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
-    wait_until("the pipeline idle again", Duration::from_secs(10), || {
-        let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
-        (pipelines[0]["state"] == "idle").then_some(())
-    });
+    w.wait_until_idle();
 }
 
 #[test]
@@ -187,7 +207,7 @@ fn a_rejected_record_goes_to_the_dead_letter_queue_while_the_rest_flow_and_repla
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
 
     let letters = wait_until("a dead letter", Duration::from_secs(10), || {
-        let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+        let letters = w.dead_letters();
         (!letters.as_array().unwrap().is_empty()).then_some(letters)
     });
     let letters = letters.as_array().unwrap();
@@ -209,20 +229,14 @@ fn a_rejected_record_goes_to_the_dead_letter_queue_while_the_rest_flow_and_repla
         out.stdout,
         out.stderr
     );
-    let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+    let letters = w.dead_letters();
     assert_eq!(letters[0]["attempts"], 2);
 
     // Fixed: the replay writes it and empties the queue.
     w.mailer.accept_key(&blocked.0);
-    let out = run(w.scratch.causeway().env("MAILER_KEY", MAILER_KEY).args([
-        "dlq",
-        "replay",
-        "--pipeline",
-        "contacts-to-mailer",
-    ]));
-    assert!(out.success, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("1 written"), "{}", out.stdout);
-    let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+    let replayed = w.replay_all();
+    assert!(replayed.contains("1 written"), "{replayed}");
+    let letters = w.dead_letters();
     assert_eq!(letters, json!([]));
     expected.insert(1, blocked);
     w.wait_for_subscribers(&expected, Duration::from_secs(5));
@@ -245,7 +259,7 @@ fn a_record_the_sink_always_asks_to_retry_is_set_aside_and_the_pages_behind_it_f
     w.mailer.fail_key(&failing.0);
     let _host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(30));
-    let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+    let letters = w.dead_letters();
     let letters = letters.as_array().unwrap();
     assert_eq!(letters.len(), 1, "{letters:#?}");
     assert_eq!(letters[0]["key"], failing.0.as_str());
@@ -269,21 +283,12 @@ fn a_record_the_sink_always_asks_to_retry_is_set_aside_and_the_pages_behind_it_f
         .filter(|r| r["outcome"] == "failed")
         .count();
     assert!(failed >= 2, "{runs:#?}");
-    wait_until("the pipeline idle again", Duration::from_secs(10), || {
-        let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
-        (pipelines[0]["state"] == "idle").then_some(())
-    });
+    w.wait_until_idle();
 
     // Fixed, it replays like any dead letter.
     w.mailer.accept_key(&failing.0);
-    let out = run(w.scratch.causeway().env("MAILER_KEY", MAILER_KEY).args([
-        "dlq",
-        "replay",
-        "--pipeline",
-        "contacts-to-mailer",
-    ]));
-    assert!(out.success, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("1 written"), "{}", out.stdout);
+    let replayed = w.replay_all();
+    assert!(replayed.contains("1 written"), "{replayed}");
     expected.insert(1, failing);
     w.wait_for_subscribers(&expected, Duration::from_secs(5));
 }
@@ -315,7 +320,7 @@ fn records_a_sink_asks_to_retry_all_together_are_never_set_aside() {
         w.mailer.accept_key(key);
     }
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
-    let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+    let letters = w.dead_letters();
     assert_eq!(letters, json!([]));
 }
 
@@ -742,7 +747,7 @@ fn runs_dead_letters_and_deliveries_past_their_retention_are_forgotten_when_the_
         let runs = w.runs();
         (started(&runs, "2020") == 0).then_some(runs)
     });
-    let letters = run_json(w.scratch.causeway().args(["dlq", "list", "--json"]));
+    let letters = w.dead_letters();
     let keys: Vec<&str> = letters
         .as_array()
         .unwrap()
