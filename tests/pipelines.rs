@@ -51,6 +51,14 @@ impl World {
         out.stdout
     }
 
+    /// How many runs failed so far.
+    fn failed_runs(&self) -> usize {
+        let runs = self.runs();
+        runs.as_array().map_or(0, |runs| {
+            runs.iter().filter(|r| r["outcome"] == "failed").count()
+        })
+    }
+
     /// `causeway dlq list --json`: the dead letters.
     fn dead_letters(&self) -> Value {
         run_json(self.scratch.causeway().args(["dlq", "list", "--json"]))
@@ -169,17 +177,7 @@ fn with_the_mailer_down_for_a_while_nothing_is_lost() {
     wait_until(
         "a second failed run (a probe)",
         Duration::from_secs(20),
-        || {
-            let runs = w.runs();
-            (runs
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r["outcome"] == "failed")
-                .count()
-                >= 2)
-                .then_some(())
-        },
+        || (w.failed_runs() >= 2).then_some(()),
     );
     // Between probes the circuit is open (during one, the run shows).
     wait_until(
@@ -275,14 +273,7 @@ fn a_record_the_sink_always_asks_to_retry_is_set_aside_and_the_pages_behind_it_f
     );
     // It took failed runs (the circuit opened twice), then the pipeline
     // went on by itself.
-    let runs = w.runs();
-    let failed = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["outcome"] == "failed")
-        .count();
-    assert!(failed >= 2, "{runs:#?}");
+    assert!(w.failed_runs() >= 2, "{:#?}", w.runs());
     w.wait_until_idle();
 
     // Fixed, it replays like any dead letter.
@@ -306,15 +297,7 @@ fn records_a_sink_asks_to_retry_all_together_are_never_set_aside() {
     let _host = w.start();
     // Well past three budgets.
     wait_until("five failed runs", Duration::from_secs(30), || {
-        let runs = w.runs();
-        (runs
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["outcome"] == "failed")
-            .count()
-            >= 5)
-            .then_some(())
+        (w.failed_runs() >= 5).then_some(())
     });
     for (key, _) in &expected {
         w.mailer.accept_key(key);
