@@ -127,7 +127,9 @@ fn write_partial(path: &Path, form: Form, key: &[u8]) -> Result<std::path::PathB
         crate::files::create_private_dir(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let tag = hex(&key[..8]);
+    // A name of its own, and one that says nothing of the key: a folder
+    // listing may show it.
+    let tag = hex(&fresh()?[..8]);
     let partial = path.with_extension(format!("partial.{}.{tag}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

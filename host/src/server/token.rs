@@ -5,6 +5,8 @@
 //! another account on the machine, and not a web page in the operator's
 //! browser (a cross-site form, or a name rebound to 127.0.0.1), which can
 //! reach loopback but cannot read the file or make the browser send it.
+//! `causeway token rotate` replaces it; a running host takes the new one
+//! with the next request.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
