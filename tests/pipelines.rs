@@ -307,6 +307,28 @@ fn records_a_sink_asks_to_retry_all_together_are_never_set_aside() {
     assert_eq!(letters, json!([]));
 }
 
+/// A sink that takes a few records with each answer makes progress: the
+/// record it has not reached when the budget runs out is not one it will
+/// never take, and is never set aside.
+#[test]
+fn records_a_slow_sink_has_not_reached_yet_are_never_set_aside() {
+    // Two answers fit in a budget (waits of 10-20 ms, then 20-40 ms: the
+    // second is always past it), one record each: the third of a page is
+    // never reached while the quota lasts.
+    let w = world(
+        "initial = \"20ms\"\nmax = \"40ms\"\nbudget = \"25ms\"\ncircuit-cooldown = \"100ms\"\n",
+    );
+    let expected = create(&w.crm, 3);
+    w.mailer.take_at_most(Some(1));
+    let _host = w.start();
+    wait_until("five failed runs", Duration::from_secs(30), || {
+        (w.failed_runs() >= 5).then_some(())
+    });
+    w.mailer.take_at_most(None);
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    assert_eq!(w.dead_letters(), json!([]));
+}
+
 #[test]
 fn the_metrics_page_counts_the_calls_records_and_dead_letters_a_run_made() {
     let w = world("");

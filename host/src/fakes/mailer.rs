@@ -31,6 +31,9 @@ struct Lists {
     subscribers: BTreeMap<String, BTreeMap<String, Value>>,
     rejected_keys: BTreeSet<String>,
     failing_keys: BTreeSet<String>,
+    /// At most this many operations taken per batch; the rest answered
+    /// `retry`.
+    per_batch: Option<usize>,
     batches: Vec<usize>,
 }
 
@@ -108,6 +111,12 @@ impl FakeMailer {
         lists.failing_keys.remove(key);
     }
 
+    /// Takes at most `n` operations of each batch (`None`: all) and answers
+    /// `retry` for the rest, as a system with a per-request quota would.
+    pub fn take_at_most(&self, n: Option<usize>) {
+        self.shared.lists().per_batch = n;
+    }
+
     /// Answers `retry` for every operation on `key` (a record the system
     /// fails on each time, as with a 500) until [`FakeMailer::accept_key`].
     pub fn fail_key(&self, key: &str) {
@@ -152,7 +161,12 @@ async fn batch(
     let mut lists = shared.lists();
     let mut results = Vec::with_capacity(batch.operations.len());
     lists.batches.push(batch.operations.len());
-    for operation in batch.operations {
+    let quota = lists.per_batch.unwrap_or(usize::MAX);
+    for (taken, operation) in batch.operations.into_iter().enumerate() {
+        if taken >= quota {
+            results.push(json!({ "status": "retry", "reason": "over this request's quota" }));
+            continue;
+        }
         let key = match &operation {
             Operation::Upsert { key, .. } | Operation::Delete { key } => key.clone(),
         };
