@@ -6,6 +6,13 @@ mod support;
 use serde_json::{Value, json};
 use support::{RunningHost, Scratch, audit_rows, http, run};
 
+/// A file's permission bits.
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode()
+}
+
 fn start(scratch: &Scratch) -> RunningHost {
     RunningHost::start(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]))
 }
@@ -51,8 +58,6 @@ fn the_operator_api_wants_the_token_the_host_keeps_in_its_data_folder() {
     let token_file = scratch.path().join("causeway-data/operator.token");
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
         assert_eq!(
             mode(&token_file) & 0o777,
             0o600,
@@ -147,11 +152,11 @@ fn a_rotated_token_is_refused_at_once_and_the_new_one_admitted_without_a_restart
         out.stdout
     );
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "the new token is the owner's alone");
-    }
+    assert_eq!(
+        mode(&token_file) & 0o777,
+        0o600,
+        "the new token is the owner's alone"
+    );
     let (status, body) = old.call("GET", "/metrics", None);
     assert_eq!(status, 401, "the old token still admitted: {body}");
     let (status, body) = host.api("GET", "/api/plugins", None);

@@ -204,10 +204,15 @@ impl Host {
             &self.grants,
             self.config.limits,
         )
-        .map_err(|source| HostError::PluginsDir {
+        .map_err(|error| self.unreadable(error))
+    }
+
+    /// The plugins folder could not be read.
+    fn unreadable(&self, error: std::io::Error) -> HostError {
+        HostError::PluginsDir {
             path: self.config.plugins_dir.display().to_string(),
-            error: source,
-        })
+            error,
+        }
     }
 
     /// [`Host::registry`] on a thread of its own, for a caller that must
@@ -220,20 +225,16 @@ impl Host {
         let grants = self.grants.clone();
         let limits = self.config.limits;
         let (done, loaded) = tokio::sync::oneshot::channel();
-        let unreadable = |error| HostError::PluginsDir {
-            path: self.config.plugins_dir.display().to_string(),
-            error,
-        };
         std::thread::Builder::new()
             .name("causeway-load".into())
             .spawn(move || {
                 let _ = done.send(Registry::load_dir(&runtime, &dir, &grants, limits));
             })
-            .map_err(unreadable)?;
+            .map_err(|e| self.unreadable(e))?;
         loaded
             .await
             .unwrap_or_else(|_| Err(std::io::Error::other("loading it failed (a panic)")))
-            .map_err(unreadable)
+            .map_err(|e| self.unreadable(e))
     }
 
     /// Starts the database's single writer.

@@ -23,11 +23,18 @@ pub const SET_ASIDE_AFTER: u32 = 3;
 /// records stuck at once is the sink's trouble, not theirs.
 const MAX_COUNTED: usize = 10_000;
 
+/// A record at a sink: the sink, the record's stream and key.
+type Key = (String, String, String);
+
+fn key(sink: &str, record: &Record) -> Key {
+    (sink.to_string(), record.stream.clone(), record.key.clone())
+}
+
 /// A pipeline's count of spent budgets per record, by sink, stream and key.
 /// Kept in memory: a restart starts the count over.
 #[derive(Debug, Default)]
 pub struct Stuck {
-    counts: Mutex<HashMap<(String, String, String), u32>>,
+    counts: Mutex<HashMap<Key, u32>>,
 }
 
 impl Stuck {
@@ -40,15 +47,13 @@ impl Stuck {
         }
         let mut all = !records.is_empty();
         for record in records {
-            let count = counts
-                .entry((sink.to_string(), record.stream.clone(), record.key.clone()))
-                .or_default();
+            let count = counts.entry(key(sink, record)).or_default();
             *count += 1;
             all &= *count >= SET_ASIDE_AFTER;
         }
         if all {
             for record in records {
-                counts.remove(&(sink.to_string(), record.stream.clone(), record.key.clone()));
+                counts.remove(&key(sink, record));
             }
         }
         all
@@ -62,7 +67,7 @@ impl Stuck {
             return;
         }
         for record in records {
-            counts.remove(&(sink.to_string(), record.stream.clone(), record.key.clone()));
+            counts.remove(&key(sink, record));
         }
     }
 }
