@@ -329,6 +329,192 @@ fn records_a_slow_sink_has_not_reached_yet_are_never_set_aside() {
     assert_eq!(w.dead_letters(), json!([]));
 }
 
+/// Waits until the pipeline's dead-letter queue holds exactly one letter.
+fn one_dead_letter(w: &World) -> Value {
+    let letters = wait_until("a dead letter", Duration::from_secs(10), || {
+        let letters = w.dead_letters();
+        (!letters.as_array().unwrap().is_empty()).then_some(letters)
+    });
+    assert_eq!(letters.as_array().unwrap().len(), 1, "{letters:#?}");
+    letters[0].clone()
+}
+
+/// A contact map-fullname cannot read (its first name is a number) among
+/// good ones: the transform fails the whole batch, as its contract allows
+/// no other answer. The host splits the batch until it finds the record,
+/// sets it aside as a dead letter, and the rest of the page flows; the
+/// pipeline goes on. Fixed in the CRM, the contact arrives.
+#[test]
+fn a_record_a_transform_cannot_map_is_set_aside_and_the_rest_of_its_batch_flows() {
+    let w = world("");
+    // Pages of three: the odd contact shares its page with others.
+    let mut expected = create(&w.crm, 5);
+    let odd = expected.remove(1);
+    let mut shape = serde_json::Map::new();
+    shape.insert("firstName".into(), json!(42));
+    w.crm.update(&odd.0, shape).unwrap();
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+
+    let letter = one_dead_letter(&w);
+    assert_eq!(letter["key"], odd.0.as_str());
+    assert_eq!(letter["stage"], "transform");
+    assert_eq!(letter["sink"], "map-fullname");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("set aside") && reason.contains("does not match the expected shape"),
+        "{reason}"
+    );
+    w.wait_until_idle();
+    let runs = w.runs();
+    let counted = |field: &str| -> i64 {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[field].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (counted("read"), counted("written"), counted("rejected")),
+        (5, 4, 1),
+        "{runs:#?}"
+    );
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] != "stopped" && r["outcome"] != "failed"),
+        "{runs:#?}"
+    );
+    let table = run(w.scratch.causeway().args(["dlq", "list"]));
+    assert!(
+        table.stdout.contains("map-fullname (transform)"),
+        "{}",
+        table.stdout
+    );
+
+    // Replayed as it is, it fails in the transform again and stays.
+    let replayed = w.replay_all();
+    assert!(replayed.contains("1 rejected again"), "{replayed}");
+    let letter = one_dead_letter(&w);
+    assert_eq!(letter["attempts"], 2);
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("transform map-fullname"),
+        "{letter:#}"
+    );
+
+    // Mended at the source, it arrives like any update.
+    w.crm
+        .update(&odd.0, person("Grace", "Last", "odd@example.com"))
+        .unwrap();
+    expected.insert(1, (odd.0.clone(), "Grace Last".into()));
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+}
+
+/// The connectors' world with test-picky installed too; its pipeline is
+/// written by [`picky_refuses`] once the contacts' keys are known.
+fn picky_world() -> World {
+    let w = World::new(3, "", "");
+    w.scratch.install("test-picky", "picky.wasm");
+    w
+}
+
+/// Writes into causeway.toml the pipeline CRM → test-picky (refusing the
+/// keys `refuse`) → map-fullname → mailer, polled every 200 ms.
+fn picky_refuses(w: &World, refuse: &[&str]) {
+    let path = w.scratch.path().join("causeway.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let connectors = config.split("\n[pipelines.").next().unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            r#"{connectors}
+[pipelines.contacts-to-mailer]
+every = "200ms"
+source = {{ plugin = "crm-source", stream = "contacts" }}
+transforms = [{{ plugin = "test-picky", config = {{ refuse = {refuse:?} }} }}, {{ plugin = "map-fullname" }}]
+sinks = [{{ plugin = "mailer-sink" }}]
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// A letter a transform set aside replays from that transform on: through
+/// the transforms after it, into every sink. What a sink rejects then
+/// becomes that sink's letter, which replays like any other.
+#[test]
+fn a_record_a_transform_set_aside_replays_through_the_rest_of_the_pipeline() {
+    let w = picky_world();
+    let mut expected = create(&w.crm, 5);
+    let refused = expected.remove(1);
+    picky_refuses(&w, &[&refused.0]);
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    let letter = one_dead_letter(&w);
+    assert_eq!(
+        (&letter["stage"], &letter["sink"]),
+        (&json!("transform"), &json!("test-picky"))
+    );
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused by configuration"),
+        "{letter:#}"
+    );
+
+    // Let through, but the mailer refuses it: it becomes the mailer's.
+    picky_refuses(&w, &[]);
+    w.mailer.reject_key(&refused.0);
+    let replayed = w.replay_all();
+    assert!(replayed.contains("1 rejected again"), "{replayed}");
+    let letter = one_dead_letter(&w);
+    assert_eq!(
+        (&letter["stage"], &letter["sink"]),
+        (&json!("sink"), &json!("mailer-sink"))
+    );
+    assert_eq!(
+        letter["stream"], "subscribers",
+        "mapped by map-fullname: {letter:#}"
+    );
+
+    w.mailer.accept_key(&refused.0);
+    let replayed = w.replay_all();
+    assert!(replayed.contains("1 written"), "{replayed}");
+    assert_eq!(w.dead_letters(), json!([]));
+    expected.insert(1, refused);
+    w.wait_for_subscribers(&expected, Duration::from_secs(5));
+}
+
+/// A transform that fails every record of its batch, each alone too, is
+/// not taken for bad records: nothing is set aside, and the pipeline stops
+/// with the plugin's reason, as for any fatal error.
+#[test]
+fn a_transform_failing_every_record_stops_the_pipeline_and_sets_nothing_aside() {
+    let w = picky_world();
+    let contacts = create(&w.crm, 3);
+    let keys: Vec<&str> = contacts.iter().map(|(k, _)| k.as_str()).collect();
+    picky_refuses(&w, &keys);
+    let _host = w.start();
+    let pipelines = wait_until("the pipeline stopped", Duration::from_secs(20), || {
+        let p = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+        (p[0]["state"] == "stopped").then_some(p)
+    });
+    let reason = pipelines[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("test-picky")
+            && reason.contains("refused by configuration")
+            && reason.contains("fails its records alone too"),
+        "{reason}"
+    );
+    assert_eq!(w.dead_letters(), json!([]));
+    assert!(w.mailer.subscribers(LIST).is_empty());
+}
+
 #[test]
 fn the_metrics_page_counts_the_calls_records_and_dead_letters_a_run_made() {
     let w = world("");

@@ -149,6 +149,8 @@ const MIGRATIONS: &[&str] = &[
     // 7: every writer looks for unchained rows at start: keep that instant
     // however long the log.
     "CREATE INDEX audit_unchained ON audit (seq) WHERE hash IS NULL;",
+    // 8: dead letters a transform set aside, beside those of sinks.
+    "ALTER TABLE dead_letter ADD COLUMN stage TEXT NOT NULL DEFAULT 'sink';",
 ];
 
 /// The schema version of a fully migrated database.

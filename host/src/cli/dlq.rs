@@ -1,17 +1,18 @@
-//! `causeway dlq`: the records sinks rejected, and replaying them once the
-//! cause is fixed.
+//! `causeway dlq`: the records sinks rejected or transforms could not map,
+//! and replaying them once the cause is fixed.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::bindings::WriteOutcome;
+use crate::bindings::{Record, WriteOutcome};
 use crate::db::DbError;
 use crate::operation::{Answer, Operation};
-use crate::pipeline::dlq::{self, DeadLetter};
+use crate::pipeline::dlq::{self, DeadLetter, Stage};
 
-/// The dead-letter queue: records a sink rejected.
+/// The dead-letter queue: records a sink rejected or a transform could not
+/// map.
 #[derive(Debug, clap::Args)]
 pub struct Opts {
     /// What to do.
@@ -34,9 +35,10 @@ pub enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Write dead letters to their sink again: one by id, or all of a
-    /// pipeline's. Written ones leave the queue; rejected ones stay, with the
-    /// new reason.
+    /// Write dead letters to their sink again (a transform's: map them from
+    /// that transform on, then write them to every sink): one by id, or all
+    /// of a pipeline's. Written ones leave the queue; rejected ones stay,
+    /// with the new reason.
     #[command(
         after_help = "Examples:\n  causeway dlq replay 42\n  causeway dlq replay --pipeline contacts-to-mailer"
     )]
@@ -76,7 +78,10 @@ fn list(cli: &super::Cli, pipeline: Option<&str>, json: bool) -> anyhow::Result<
             vec![
                 l.id.to_string(),
                 l.pipeline.clone(),
-                l.sink.clone(),
+                match l.stage {
+                    Stage::Sink => l.sink.clone(),
+                    Stage::Transform => format!("{} (transform)", l.sink),
+                },
                 l.key.clone(),
                 l.attempts.to_string(),
                 l.created_at.clone(),
@@ -88,7 +93,7 @@ fn list(cli: &super::Cli, pipeline: Option<&str>, json: bool) -> anyhow::Result<
         "{}\n",
         super::table::render(
             &[
-                "ID", "PIPELINE", "SINK", "KEY", "ATTEMPTS", "SINCE", "REASON"
+                "ID", "PIPELINE", "STAGE", "KEY", "ATTEMPTS", "SINCE", "REASON"
             ],
             &rows
         )
@@ -116,66 +121,252 @@ async fn replay(
     }
     let registry = host.registry()?;
     let writer = host.open_database()?;
-    let db = writer.handle();
-    let mut groups: BTreeMap<(String, String), Vec<DeadLetter>> = BTreeMap::new();
+    let replay = Replay {
+        host: &host,
+        registry: &registry,
+        db: writer.handle(),
+    };
+    let mut sinks: BTreeMap<(String, String), Vec<DeadLetter>> = BTreeMap::new();
+    let mut transformed: BTreeMap<String, Vec<DeadLetter>> = BTreeMap::new();
     for letter in letters {
-        groups
-            .entry((letter.pipeline.clone(), letter.sink.clone()))
-            .or_default()
-            .push(letter);
+        match letter.stage {
+            Stage::Sink => sinks
+                .entry((letter.pipeline.clone(), letter.sink.clone()))
+                .or_default()
+                .push(letter),
+            Stage::Transform => transformed
+                .entry(letter.pipeline.clone())
+                .or_default()
+                .push(letter),
+        }
     }
-    let (mut written, mut rejected, mut retry) = (0, 0, 0);
-    for ((pipeline, sink), letters) in groups {
-        let installed = registry
-            .callable(&sink)
-            .with_context(|| format!("cannot replay into {sink}"))?;
-        // The sink's configuration in that pipeline, if it still has one.
-        let stage = host
+    let mut counts = Counts::default();
+    for ((pipeline, sink), letters) in sinks {
+        replay
+            .to_sink(&pipeline, &sink, letters, &mut counts)
+            .await?;
+    }
+    for (pipeline, letters) in transformed {
+        replay
+            .through_pipeline(&pipeline, letters, &mut counts)
+            .await?;
+    }
+    writer.close();
+    super::print(&format!(
+        "{} written, {} rejected again, {} left for a later replay\n",
+        counts.written, counts.rejected, counts.retry
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a replay did, letter by letter.
+#[derive(Debug, Default)]
+struct Counts {
+    written: usize,
+    rejected: usize,
+    retry: usize,
+}
+
+/// What a replay calls plugins with.
+struct Replay<'a> {
+    host: &'a crate::host::Host,
+    registry: &'a crate::registry::Registry,
+    db: crate::db::WriterHandle,
+}
+
+impl Replay<'_> {
+    /// One call of `plugin` as a stage of `pipeline` (with its stage
+    /// configuration there, if the pipeline still has one).
+    async fn call(
+        &self,
+        pipeline: &str,
+        plugin: &str,
+        stage: Option<&serde_json::Map<String, serde_json::Value>>,
+        operation: Operation,
+    ) -> anyhow::Result<Result<Answer, crate::sandbox::CallError>> {
+        let installed = self
+            .registry
+            .callable(plugin)
+            .with_context(|| format!("cannot replay through {plugin}"))?;
+        let config = self.host.config.stage_config(plugin, stage);
+        let context = installed.call_context(&config, &self.db, &self.host.secrets, pipeline);
+        Ok(installed
+            .plugin
+            .call_typed(&self.host.runtime.engine, operation, &context)
+            .await)
+    }
+
+    /// Writes `batch` to `sink` as a stage of `pipeline`: an outcome per
+    /// record.
+    async fn write(
+        &self,
+        pipeline: &str,
+        sink: &str,
+        batch: Vec<Record>,
+    ) -> anyhow::Result<Vec<WriteOutcome>> {
+        let stage = self
+            .host
             .config
             .pipelines
-            .get(&pipeline)
+            .get(pipeline)
             .and_then(|p| p.sinks.iter().find(|s| s.plugin == sink))
             .and_then(|s| s.config.as_ref());
-        let config = host.config.stage_config(&sink, stage);
-        let context = installed.call_context(&config, &db, &host.secrets, &pipeline);
+        let count = batch.len();
+        match self
+            .call(pipeline, sink, stage, Operation::Write(batch))
+            .await?
+            .with_context(|| format!("replaying {count} records into {sink}"))?
+        {
+            Answer::Outcomes(outcomes) => Ok(outcomes),
+            _ => anyhow::bail!("{sink} did not answer write outcomes"),
+        }
+    }
+
+    /// Letters a sink set aside: written to that sink again.
+    async fn to_sink(
+        &self,
+        pipeline: &str,
+        sink: &str,
+        letters: Vec<DeadLetter>,
+        counts: &mut Counts,
+    ) -> anyhow::Result<()> {
         let batch = letters.iter().map(DeadLetter::record).collect();
-        let answer = installed
-            .plugin
-            .call_typed(&host.runtime.engine, Operation::Write(batch), &context)
-            .await
-            .with_context(|| format!("replaying {} records into {sink}", letters.len()))?;
-        let Answer::Outcomes(outcomes) = answer else {
-            anyhow::bail!("{sink} did not answer write outcomes");
-        };
+        let outcomes = self.write(pipeline, sink, batch).await?;
         let mut done = Vec::new();
         let mut again = Vec::new();
         for (letter, outcome) in letters.iter().zip(outcomes) {
             match outcome {
                 WriteOutcome::Ok => {
-                    written += 1;
+                    counts.written += 1;
                     done.push(letter.id);
                 }
                 WriteOutcome::Rejected(reason) => {
-                    rejected += 1;
+                    counts.rejected += 1;
                     again.push((letter.id, reason));
                 }
-                WriteOutcome::Retry(_) => retry += 1,
+                WriteOutcome::Retry(_) => counts.retry += 1,
             }
         }
-        db.transact(move |conn| {
-            for id in done {
-                dlq::delete(conn, id)?;
-            }
-            for (id, reason) in again {
-                dlq::rejected_again(conn, id, &reason)?;
-            }
-            Ok::<_, DbError>(())
-        })
-        .await?;
+        self.db
+            .transact(move |conn| {
+                for id in done {
+                    dlq::delete(conn, id)?;
+                }
+                for (id, reason) in again {
+                    dlq::rejected_again(conn, id, &reason)?;
+                }
+                Ok::<_, DbError>(())
+            })
+            .await?;
+        Ok(())
     }
-    writer.close();
-    super::print(&format!(
-        "{written} written, {rejected} rejected again, {retry} left for a later replay\n"
-    ))?;
-    Ok(ExitCode::SUCCESS)
+
+    /// Letters a transform of `pipeline` set aside: each mapped from that
+    /// transform on, alone (so a failure is its own), then what they became
+    /// written to every sink of the pipeline together. A letter leaves the
+    /// queue once every sink took or rejected what it became; what a sink
+    /// rejects becomes that sink's dead letter. One a transform still fails
+    /// on stays, with the new reason; one a sink asks to retry stays as it
+    /// is.
+    async fn through_pipeline(
+        &self,
+        name: &str,
+        letters: Vec<DeadLetter>,
+        counts: &mut Counts,
+    ) -> anyhow::Result<()> {
+        let pipeline = self.host.config.pipelines.get(name).with_context(|| {
+            format!(
+                "cannot replay the {} dead letters transforms of pipeline {name} set aside: it is no longer in the configuration",
+                letters.len()
+            )
+        })?;
+        let mut failed = Vec::new();
+        let mut mapped = Vec::new();
+        // What each mapped letter became, with the letter's place in `mapped`.
+        let mut records: Vec<(usize, Record)> = Vec::new();
+        'letters: for letter in &letters {
+            let from = pipeline
+                .transforms
+                .iter()
+                .position(|t| t.plugin == letter.sink)
+                .with_context(|| {
+                    format!(
+                        "cannot replay dead letter {}: transform {} is no longer a stage of pipeline {name}",
+                        letter.id, letter.sink
+                    )
+                })?;
+            let mut batch = vec![letter.record()];
+            for stage in &pipeline.transforms[from..] {
+                if batch.is_empty() {
+                    break;
+                }
+                let operation = Operation::Transform(batch);
+                match self
+                    .call(name, &stage.plugin, stage.config.as_ref(), operation)
+                    .await?
+                {
+                    Ok(Answer::Records(answer)) => batch = answer,
+                    Ok(_) => anyhow::bail!("{} did not answer records", stage.plugin),
+                    Err(e) => {
+                        failed.push((letter.id, format!("transform {}: {e}", stage.plugin)));
+                        continue 'letters;
+                    }
+                }
+            }
+            records.extend(batch.into_iter().map(|r| (mapped.len(), r)));
+            mapped.push(letter.id);
+        }
+        // Per mapped letter: whether a sink asked to retry, and what sinks
+        // rejected.
+        let mut retry = vec![false; mapped.len()];
+        let mut rejected: Vec<Vec<(String, Record, String)>> = vec![Vec::new(); mapped.len()];
+        for sink in &pipeline.sinks {
+            if records.is_empty() {
+                break;
+            }
+            let batch = records.iter().map(|(_, r)| r.clone()).collect();
+            let outcomes = self.write(name, &sink.plugin, batch).await?;
+            for ((at, record), outcome) in records.iter().zip(outcomes) {
+                match outcome {
+                    WriteOutcome::Ok => {}
+                    WriteOutcome::Retry(_) => retry[*at] = true,
+                    WriteOutcome::Rejected(reason) => {
+                        rejected[*at].push((sink.plugin.clone(), record.clone(), reason))
+                    }
+                }
+            }
+        }
+        let mut done = Vec::new();
+        let mut moved = Vec::new();
+        for ((id, retry), rejected) in mapped.into_iter().zip(retry).zip(rejected) {
+            if retry {
+                counts.retry += 1;
+                continue;
+            }
+            if rejected.is_empty() {
+                counts.written += 1;
+            } else {
+                counts.rejected += 1;
+            }
+            done.push(id);
+            moved.extend(rejected);
+        }
+        counts.rejected += failed.len();
+        let pipeline = name.to_string();
+        self.db
+            .transact(move |conn| {
+                for id in done {
+                    dlq::delete(conn, id)?;
+                }
+                for (sink, record, reason) in &moved {
+                    dlq::insert(conn, &pipeline, (sink, Stage::Sink), record, reason, None)?;
+                }
+                for (id, reason) in failed {
+                    dlq::rejected_again(conn, id, &reason)?;
+                }
+                Ok::<_, DbError>(())
+            })
+            .await?;
+        Ok(())
+    }
 }

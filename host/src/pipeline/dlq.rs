@@ -1,10 +1,31 @@
-//! The dead-letter queue: records a sink rejected, kept in SQLite (with a
-//! retention) until an operator replays them.
+//! The dead-letter queue: records a sink rejected (or a transform could not
+//! map), kept in SQLite (with a retention) until an operator replays them.
 
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::bindings::{Op, Record};
+
+/// The kind of stage that set a record aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// A sink rejected it (or would never take it): a replay writes it to
+    /// that sink again.
+    Sink,
+    /// A transform failed on it alone: a replay maps it from that transform
+    /// on and writes it to every sink of the pipeline.
+    Transform,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Sink => "sink",
+            Stage::Transform => "transform",
+        }
+    }
+}
 
 /// One dead letter.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -13,8 +34,11 @@ pub struct DeadLetter {
     pub id: i64,
     /// The pipeline.
     pub pipeline: String,
-    /// The sink that rejected it.
+    /// The plugin that set it aside: the sink, or the transform when
+    /// `stage` says so (the name is kept for the JSON of earlier versions).
     pub sink: String,
+    /// Which kind of stage that plugin was.
+    pub stage: Stage,
     /// The record's stream.
     pub stream: String,
     /// The record's key.
@@ -52,22 +76,23 @@ impl DeadLetter {
     }
 }
 
-/// Adds a rejected record (inside the caller's transaction).
+/// Adds a record `plugin`, a stage of kind `stage`, set aside (inside the
+/// caller's transaction).
 pub fn insert(
     conn: &Connection,
     pipeline: &str,
-    sink: &str,
+    (plugin, stage): (&str, Stage),
     record: &Record,
     reason: &str,
     run_id: Option<i64>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO dead_letter (pipeline, sink, stream, key, op, data, source_timestamp, reason, run_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO dead_letter (pipeline, sink, stream, key, op, data, source_timestamp, reason, run_id, created_at, stage)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         pipeline,
-        sink,
+        plugin,
         record.stream,
         record.key,
         match record.op {
@@ -79,6 +104,7 @@ pub fn insert(
         reason,
         run_id,
         crate::audit::now(),
+        stage.as_str(),
     ])?;
     Ok(())
 }
@@ -86,7 +112,7 @@ pub fn insert(
 /// The dead letters, oldest first; of one pipeline, or all.
 pub fn list(conn: &Connection, pipeline: Option<&str>) -> rusqlite::Result<Vec<DeadLetter>> {
     let mut stmt = conn.prepare(
-        "SELECT id, pipeline, sink, stream, key, op, data, source_timestamp, reason, run_id, created_at, attempts
+        "SELECT id, pipeline, sink, stream, key, op, data, source_timestamp, reason, run_id, created_at, attempts, stage
          FROM dead_letter WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map(params![pipeline], |row| {
@@ -103,6 +129,11 @@ pub fn list(conn: &Connection, pipeline: Option<&str>) -> rusqlite::Result<Vec<D
             run_id: row.get(9)?,
             created_at: row.get(10)?,
             attempts: row.get(11)?,
+            stage: if row.get_ref(12)?.as_str()? == "transform" {
+                Stage::Transform
+            } else {
+                Stage::Sink
+            },
         })
     })?;
     rows.collect()

@@ -3,7 +3,9 @@
 //!
 //! [`config`] is the `[pipelines.NAME]` section; [`runner`] runs one
 //! pipeline page by page; [`retry`] is the backoff policy; [`dlq`] the
-//! dead-letter queue; [`history`] each pipeline's state and runs. This module
+//! dead-letter queue; [`stuck`] and [`isolate`] find the records a sink or a
+//! transform will never take, for the dead-letter queue; [`history`] each
+//! pipeline's state and runs. This module
 //! drives them: one task per pipeline, which runs on its schedule (or when
 //! asked), handles webhook deliveries as they land in the inbox, skips while
 //! paused, opens a circuit after a run that spent its
@@ -13,6 +15,7 @@
 pub mod config;
 pub mod dlq;
 pub mod history;
+pub mod isolate;
 pub mod retry;
 pub mod runner;
 pub mod stuck;

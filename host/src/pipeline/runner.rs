@@ -20,7 +20,7 @@ use crate::secrets::Secrets;
 use super::config::{PipelineConfig, RetryConfig};
 use super::retry::{GaveUp, backoff, jitter, retry};
 use super::stuck::{SET_ASIDE_AFTER, Stuck};
-use super::{dlq, history};
+use super::{dlq, history, isolate};
 use crate::operation::FailureKind;
 use crate::sandbox::{CallContext, CallError};
 use crate::webhook::inbox;
@@ -151,8 +151,17 @@ struct PageCounts {
 
 /// What one page or batch of deliveries did.
 struct Delivered {
-    dead: Vec<(String, Record, String)>,
+    dead: Vec<SetAside>,
     counts: PageCounts,
+}
+
+/// A record a stage set aside, for the dead-letter queue.
+struct SetAside {
+    /// The stage's plugin, and its kind.
+    plugin: String,
+    stage: dlq::Stage,
+    record: Record,
+    reason: String,
 }
 
 /// A pipeline's stages, bound to the plugins of one snapshot.
@@ -425,9 +434,7 @@ impl Runner {
                     .map_err(|e| RunEnd::Exhausted(e.to_string()))?;
                 Ok(None)
             }
-            Err(GaveUp::Exhausted(e)) => Err(RunEnd::Exhausted(format!("{what}: {e}"))),
-            Err(GaveUp::Interrupted) => Err(RunEnd::Interrupted),
-            Err(GaveUp::Stopped(e)) => Err(RunEnd::Stopped(format!("{what}: {e}"))),
+            Err(gave_up) => Err(ended(&what, gave_up)),
         }
     }
 
@@ -480,23 +487,28 @@ impl Runner {
             read: records.len(),
             ..PageCounts::default()
         };
+        let mut dead: Vec<SetAside> = Vec::new();
         for (stage, transform) in pipeline.transforms.iter().zip(&stages.transforms) {
             if records.is_empty() {
                 break;
             }
-            let what = format!("pipeline {}: transform {}", self.name, stage.plugin);
-            records = match self
-                .step(&pipeline.retry, &what, transform, stop, || {
-                    Operation::Transform(records.clone())
-                })
-                .await?
-            {
-                Answer::Records(records) => records,
-                other => return Err(unexpected(&stage.plugin, &other)),
-            };
+            let (mapped, aside) = self
+                .transform(pipeline, &stage.plugin, transform, records, stop)
+                .await?;
+            records = mapped;
+            dead.extend(aside.into_iter().map(|(record, reason)| SetAside {
+                plugin: stage.plugin.clone(),
+                stage: dlq::Stage::Transform,
+                record,
+                reason,
+            }));
         }
-        let mut dead: Vec<(String, Record, String)> = Vec::new();
-        let mut rejected_keys = std::collections::BTreeSet::new();
+        // Records a transform set aside count once each, as a sink's do.
+        let mut rejected_keys: std::collections::BTreeSet<(String, String)> = dead
+            .iter()
+            .map(|d| (d.record.stream.clone(), d.record.key.clone()))
+            .collect();
+        let mut rejected_by_sinks = std::collections::BTreeSet::new();
         for (stage, sink) in pipeline.sinks.iter().zip(&stages.sinks) {
             if records.is_empty() {
                 break;
@@ -505,12 +517,18 @@ impl Runner {
                 .write(pipeline, &stage.plugin, sink, &records, stop)
                 .await?
             {
-                rejected_keys.insert((record.stream.clone(), record.key.clone()));
-                dead.push((stage.plugin.clone(), record, reason));
+                rejected_by_sinks.insert((record.stream.clone(), record.key.clone()));
+                dead.push(SetAside {
+                    plugin: stage.plugin.clone(),
+                    stage: dlq::Stage::Sink,
+                    record,
+                    reason,
+                });
             }
         }
+        counts.written = records.len().saturating_sub(rejected_by_sinks.len());
+        rejected_keys.extend(rejected_by_sinks);
         counts.rejected = rejected_keys.len();
-        counts.written = records.len().saturating_sub(counts.rejected);
         Ok(Delivered { dead, counts })
     }
 
@@ -604,6 +622,81 @@ impl Runner {
         }
     }
 
+    /// Maps `records` through one transform: what it answered, and the
+    /// records it failed on alone while it mapped the rest, set aside with
+    /// why ([`isolate`]).
+    async fn transform(
+        &self,
+        pipeline: &PipelineConfig,
+        plugin: &str,
+        transform: &Bound<'_>,
+        records: Vec<Record>,
+        stop: &Stop,
+    ) -> Result<(Vec<Record>, Vec<(Record, String)>), RunEnd> {
+        let what = format!("pipeline {}: transform {plugin}", self.name);
+        let records_of = |answer| match answer {
+            Answer::Records(records) => Ok(records),
+            other => Err(unexpected(plugin, &other)),
+        };
+        let first = self
+            .attempt(&pipeline.retry, &what, transform, stop, || {
+                Operation::Transform(records.clone())
+            })
+            .await;
+        let error = match first {
+            Ok(answer) => return Ok((records_of(answer)?, Vec::new())),
+            Err(GaveUp::Stopped(error))
+                if records.len() > 1 && isolate::may_be_a_record(&error) =>
+            {
+                error
+            }
+            Err(gave_up) => return Err(ended(&what, gave_up)),
+        };
+        tracing::warn!(
+            "{what}: {error}; looking for the records of the {} it fails on",
+            records.len()
+        );
+        let found = isolate::isolate(records, |part| {
+            let what = &what;
+            async move {
+                match self
+                    .attempt(&pipeline.retry, what, transform, stop, || {
+                        Operation::Transform(part.clone())
+                    })
+                    .await
+                {
+                    Ok(answer) => records_of(answer).map_err(isolate::Failure::End),
+                    Err(GaveUp::Stopped(error)) if isolate::may_be_a_record(&error) => {
+                        Err(isolate::Failure::Record(error.to_string()))
+                    }
+                    Err(gave_up) => Err(isolate::Failure::End(ended(what, gave_up))),
+                }
+            }
+        })
+        .await?;
+        let Some(found) = found else {
+            return Err(RunEnd::Stopped(format!(
+                "{what}: {error} (it fails its records alone too: the plugin's trouble, not a record's)"
+            )));
+        };
+        let keys = some_keys(found.aside.iter().map(|(r, _)| r));
+        tracing::warn!(
+            "{what}: {} records ({keys}) set aside as dead letters: the transform fails on each alone while it maps the rest",
+            found.aside.len()
+        );
+        let aside = found
+            .aside
+            .into_iter()
+            .map(|(record, why)| {
+                let reason = format!(
+                    "set aside: transform {plugin} fails on this record alone while it maps the rest of its batch: {why}"
+                );
+                (record, reason)
+            })
+            .collect();
+        Ok((found.mapped, aside))
+    }
+
     /// One call, retried as the retry policy says.
     async fn step(
         &self,
@@ -613,6 +706,20 @@ impl Runner {
         stop: &Stop,
         operation: impl Fn() -> Operation,
     ) -> Result<Answer, RunEnd> {
+        self.attempt(config, what, bound, stop, operation)
+            .await
+            .map_err(|gave_up| ended(what, gave_up))
+    }
+
+    /// [`Runner::step`], telling why it gave up.
+    async fn attempt(
+        &self,
+        config: &RetryConfig,
+        what: &str,
+        bound: &Bound<'_>,
+        stop: &Stop,
+        operation: impl Fn() -> Operation,
+    ) -> Result<Answer, GaveUp> {
         let context =
             bound
                 .installed
@@ -622,11 +729,6 @@ impl Runner {
             installed.call_warm(&self.runtime.engine, operation(), &context)
         })
         .await
-        .map_err(|gave_up| match gave_up {
-            GaveUp::Exhausted(e) => RunEnd::Exhausted(format!("{what}: {e}")),
-            GaveUp::Stopped(e) => RunEnd::Stopped(format!("{what}: {e}")),
-            GaveUp::Interrupted => RunEnd::Interrupted,
-        })
     }
 
     /// Commits what a page or a batch of deliveries did, in one
@@ -645,9 +747,16 @@ impl Runner {
         let Delivered { dead, counts } = delivered;
         let counted = (counts.read, counts.written, counts.rejected);
         let bookkeeping = move |conn: &rusqlite::Connection| -> Result<(), String> {
-            for (sink, record, reason) in &dead {
-                dlq::insert(conn, &name, sink, record, reason, Some(run_id))
-                    .map_err(|e| e.to_string())?;
+            for d in &dead {
+                dlq::insert(
+                    conn,
+                    &name,
+                    (&d.plugin, d.stage),
+                    &d.record,
+                    &d.reason,
+                    Some(run_id),
+                )
+                .map_err(|e| e.to_string())?;
             }
             history::count(conn, run_id, counts.read, counts.written, counts.rejected)
                 .map_err(|e| e.to_string())?;
@@ -698,6 +807,15 @@ fn bind<'a>(
     })
 }
 
+/// How a run ends when `what` gave up.
+fn ended(what: &str, gave_up: GaveUp) -> RunEnd {
+    match gave_up {
+        GaveUp::Exhausted(e) => RunEnd::Exhausted(format!("{what}: {e}")),
+        GaveUp::Stopped(e) => RunEnd::Stopped(format!("{what}: {e}")),
+        GaveUp::Interrupted => RunEnd::Interrupted,
+    }
+}
+
 fn unexpected(plugin: &str, answer: &Answer) -> RunEnd {
     let kind = match answer {
         Answer::Checked => "a check",
@@ -713,19 +831,23 @@ fn unexpected(plugin: &str, answer: &Answer) -> RunEnd {
 
 /// The keys of `records` for a message: the first few, each cut short
 /// (a source chooses them), and how many more.
-fn some_keys(records: &[Record]) -> String {
+fn some_keys<'a>(records: impl IntoIterator<Item = &'a Record>) -> String {
     const SHOWN: usize = 5;
     const KEY_CHARS: usize = 80;
-    let mut keys: Vec<String> = records
-        .iter()
-        .take(SHOWN)
-        .map(|r| match r.key.char_indices().nth(KEY_CHARS) {
+    let mut keys = Vec::new();
+    let mut more = 0;
+    for r in records {
+        if keys.len() == SHOWN {
+            more += 1;
+            continue;
+        }
+        keys.push(match r.key.char_indices().nth(KEY_CHARS) {
             Some((cut, _)) => format!("{}…", &r.key[..cut]),
             None => r.key.clone(),
-        })
-        .collect();
-    if records.len() > SHOWN {
-        keys.push(format!("and {} more", records.len() - SHOWN));
+        });
+    }
+    if more > 0 {
+        keys.push(format!("and {more} more"));
     }
     keys.join(", ")
 }

@@ -1,0 +1,212 @@
+//! Records a transform cannot map. The contract gives a transform no
+//! per-record answer: it maps its whole batch or fails it. When it fails a
+//! batch in a way one record can cause (it answers `fatal`, it crashes, it
+//! runs out of memory), the batch is split in halves, and halves of those,
+//! until the records it fails on alone are found; they are set aside as
+//! dead letters and the rest flow. Transforms are deterministic and touch
+//! nothing outside (no `http`, no `storage`), so calling one again on part
+//! of its batch is safe.
+//!
+//! A failure is taken for a record's only when the transform maps other
+//! records of the same batch: one that fails every record (a bug, a CRM
+//! whose every contact changed shape) is the plugin's trouble, and the
+//! pipeline stops with its reason, as before. So does a batch of one
+//! record: nothing tells that record from the plugin.
+
+use crate::bindings::Record;
+use crate::sandbox::CallError;
+
+/// When this many records in a row failed alone and none was mapped yet,
+/// the search stops: the plugin fails everything, and splitting further
+/// would only cost calls.
+pub const GIVE_UP_AFTER: usize = 16;
+
+/// How a call on part of a batch failed.
+#[derive(Debug)]
+pub enum Failure<E> {
+    /// In a way one record can cause: why, to tell in the dead letter.
+    Record(String),
+    /// In a way that ends the search (and the run), such as the host
+    /// stopping or the plugin's configuration being wrong.
+    End(E),
+}
+
+/// What the search found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Isolated {
+    /// The answers of the parts the transform mapped, in batch order.
+    pub mapped: Vec<Record>,
+    /// The records it failed on alone, with why.
+    pub aside: Vec<(Record, String)>,
+}
+
+/// Whether `error` may be one record's doing, so that looking for that
+/// record is worth it. Configuration, authorisation and limits the plugin
+/// shares with every record are not; nor are waits that spent a budget.
+pub fn may_be_a_record(error: &CallError) -> bool {
+    match error {
+        CallError::Plugin { error, .. } => error.kind == crate::operation::FailureKind::Fatal,
+        CallError::Trap { .. } | CallError::OutOfMemory { .. } => true,
+        CallError::Timeout { .. }
+        | CallError::Busy { .. }
+        | CallError::ResourceLimit { .. }
+        | CallError::Invalid(_) => false,
+    }
+}
+
+/// Splits `batch`, which the transform failed as a whole, until the
+/// records it fails on alone are found; `call` maps one part. `None` when
+/// it mapped no part at all (or the first [`GIVE_UP_AFTER`] records each
+/// failed alone before any part was mapped): the failure is the plugin's,
+/// not a record's.
+pub async fn isolate<E, F, Fut>(batch: Vec<Record>, mut call: F) -> Result<Option<Isolated>, E>
+where
+    F: FnMut(Vec<Record>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Record>, Failure<E>>>,
+{
+    let mut found = Isolated::default();
+    let mut mapped_some = false;
+    // Parts still to try, the next one last: depth first, left to right,
+    // so the answers come in the batch's order.
+    let mut parts = halves(batch).into_iter().rev().collect::<Vec<_>>();
+    while let Some(part) = parts.pop() {
+        match call(part.clone()).await {
+            Ok(answer) => {
+                mapped_some = true;
+                found.mapped.extend(answer);
+            }
+            Err(Failure::End(end)) => return Err(end),
+            Err(Failure::Record(why)) => {
+                if part.len() > 1 {
+                    parts.extend(halves(part).into_iter().rev());
+                    continue;
+                }
+                found
+                    .aside
+                    .extend(part.into_iter().map(|r| (r, why.clone())));
+                if !mapped_some && found.aside.len() >= GIVE_UP_AFTER {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(mapped_some.then_some(found))
+}
+
+/// The first half and the rest (a part of one record has no second half).
+fn halves(mut part: Vec<Record>) -> Vec<Vec<Record>> {
+    if part.len() < 2 {
+        return vec![part];
+    }
+    let rest = part.split_off(part.len() / 2);
+    vec![part, rest]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::Op;
+    use std::cell::Cell;
+
+    fn batch(n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| Record {
+                stream: "contacts".into(),
+                key: format!("c-{i}"),
+                op: Op::Upsert,
+                data: "{}".into(),
+                source_timestamp: None,
+            })
+            .collect()
+    }
+
+    fn keys(records: &[Record]) -> Vec<String> {
+        records.iter().map(|r| r.key.clone()).collect()
+    }
+
+    /// A transform that fails any part holding one of `bad`, and else
+    /// answers each record twice (so the answers are told from the input);
+    /// and the calls it served.
+    async fn search(n: usize, bad: &[&str]) -> (Option<Isolated>, usize) {
+        let calls = Cell::new(0);
+        let found = isolate::<(), _, _>(batch(n), |part| {
+            calls.set(calls.get() + 1);
+            let failed = part.iter().find(|r| bad.contains(&r.key.as_str()));
+            let answer = match failed {
+                Some(r) => Err(Failure::Record(format!("cannot map {}", r.key))),
+                None => Ok(part.iter().flat_map(|r| [r.clone(), r.clone()]).collect()),
+            };
+            async move { answer }
+        })
+        .await;
+        (
+            found.unwrap_or_else(|()| panic!("no end was given")),
+            calls.get(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_records_a_transform_fails_on_alone_are_set_aside_and_the_rest_mapped_in_order() {
+        let (found, calls) = search(1000, &["c-3", "c-500", "c-999"]).await;
+        let found = found.expect("the rest were mapped");
+        let aside: Vec<(String, String)> = found
+            .aside
+            .iter()
+            .map(|(r, why)| (r.key.clone(), why.clone()))
+            .collect();
+        assert_eq!(
+            aside,
+            ["c-3", "c-500", "c-999"].map(|k| (k.to_string(), format!("cannot map {k}")))
+        );
+        let expected: Vec<String> = (0..1000)
+            .filter(|i| ![3, 500, 999].contains(i))
+            .flat_map(|i| [format!("c-{i}"), format!("c-{i}")])
+            .collect();
+        assert_eq!(keys(&found.mapped), expected);
+        // Three records among 1000: about 2 · 3 · log2(1000) calls, not 1000.
+        assert!(calls <= 60, "{calls} calls");
+    }
+
+    #[tokio::test]
+    async fn a_transform_that_fails_every_record_is_the_plugins_trouble_and_the_search_is_short() {
+        let all: Vec<String> = (0..1000).map(|i| format!("c-{i}")).collect();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let (found, calls) = search(1000, &all).await;
+        assert_eq!(found, None);
+        // The left edge down to one record, then the next records alone.
+        assert!(calls <= 2 * GIVE_UP_AFTER + 10, "{calls} calls");
+
+        // Fewer records than the give-up count: every one tried alone.
+        let (found, _) = search(2, &["c-0", "c-1"]).await;
+        assert_eq!(found, None);
+    }
+
+    #[tokio::test]
+    async fn a_part_it_maps_to_nothing_counts_as_mapped() {
+        let found = isolate::<(), _, _>(batch(4), |part| {
+            let answer = if part.iter().any(|r| r.key == "c-0") {
+                Err(Failure::Record("no".into()))
+            } else {
+                Ok(Vec::new())
+            };
+            async move { answer }
+        })
+        .await
+        .unwrap_or_else(|()| panic!("no end was given"))
+        .expect("the filter mapped the rest");
+        assert_eq!(keys(&found.mapped), Vec::<String>::new());
+        assert_eq!(found.aside.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_end_ends_the_search_at_once() {
+        let calls = Cell::new(0);
+        let ended = isolate(batch(8), |_| {
+            calls.set(calls.get() + 1);
+            async { Err::<Vec<Record>, _>(Failure::End("the host is stopping")) }
+        })
+        .await;
+        assert_eq!(ended, Err("the host is stopping"));
+        assert_eq!(calls.get(), 1);
+    }
+}
