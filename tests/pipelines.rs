@@ -422,9 +422,9 @@ fn picky_world() -> World {
     w
 }
 
-/// Writes into causeway.toml the pipeline CRM → test-picky (refusing the
-/// keys `refuse`) → map-fullname → mailer, polled every 200 ms.
-fn picky_refuses(w: &World, refuse: &[&str]) {
+/// Writes into causeway.toml the pipeline CRM → `transform` (a stage, as
+/// TOML) → map-fullname → mailer, polled every 200 ms.
+fn pipeline_through(w: &World, transform: &str) {
     let path = w.scratch.path().join("causeway.toml");
     let config = std::fs::read_to_string(&path).unwrap();
     let connectors = config.split("\n[pipelines.").next().unwrap();
@@ -435,12 +435,20 @@ fn picky_refuses(w: &World, refuse: &[&str]) {
 [pipelines.contacts-to-mailer]
 every = "200ms"
 source = {{ plugin = "crm-source", stream = "contacts" }}
-transforms = [{{ plugin = "test-picky", config = {{ refuse = {refuse:?} }} }}, {{ plugin = "map-fullname" }}]
+transforms = [{transform}, {{ plugin = "map-fullname" }}]
 sinks = [{{ plugin = "mailer-sink" }}]
 "#
         ),
     )
     .unwrap();
+}
+
+/// [`pipeline_through`] test-picky, refusing the keys `refuse`.
+fn picky_refuses(w: &World, refuse: &[&str]) {
+    pipeline_through(
+        w,
+        &format!(r#"{{ plugin = "test-picky", config = {{ refuse = {refuse:?} }} }}"#),
+    );
 }
 
 /// A letter a transform set aside replays from that transform on: through
@@ -488,6 +496,38 @@ fn a_record_a_transform_set_aside_replays_through_the_rest_of_the_pipeline() {
     assert_eq!(w.dead_letters(), json!([]));
     expected.insert(1, refused);
     w.wait_for_subscribers(&expected, Duration::from_secs(5));
+}
+
+/// A transform that crashes on one record (test-hostile panics when the
+/// first record of its batch says `"mode": "panic"`): the crash is looked
+/// into like a `fatal` answer, the record is set aside with the panic's
+/// message, and the instances after the crash map the rest.
+#[test]
+fn a_record_a_transform_crashes_on_is_set_aside_and_the_rest_flow() {
+    let w = World::new(3, "", "");
+    w.scratch.install("test-hostile", "hostile.wasm");
+    // Pages of three: the crashing contact opens the second page.
+    let mut expected = create(&w.crm, 3);
+    let mut crashing = person("Odd", "Last", "odd@example.com");
+    crashing.insert("mode".into(), json!("panic"));
+    let crashing = w.crm.create(crashing).id;
+    let last = w.crm.create(person("First4", "Last", "p4@example.com")).id;
+    expected.push((last, "First4 Last".into()));
+    pipeline_through(&w, r#"{ plugin = "test-hostile" }"#);
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    let letter = one_dead_letter(&w);
+    assert_eq!(letter["key"], crashing.as_str());
+    assert_eq!(
+        (&letter["stage"], &letter["sink"]),
+        (&json!("transform"), &json!("test-hostile"))
+    );
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("crashed") && reason.contains("panic"),
+        "{reason}"
+    );
+    w.wait_until_idle();
 }
 
 /// A transform that fails every record of its batch, each alone too, is
