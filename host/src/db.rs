@@ -585,21 +585,28 @@ fn write_loop(
     // Set while audit events from a failed commit wait to be tried again.
     let mut retry_at: Option<Instant> = None;
     let mut last_try = false;
+    // A prune with more chunks to go, for the next batch; the flushes that
+    // wait for its end.
+    let mut pruning: Option<String> = None;
+    let mut held_flushes = Vec::new();
     loop {
-        let first = match retry_at {
-            None => match jobs.recv() {
+        let first = match (pruning.take(), retry_at) {
+            (Some(before), _) => Write::Prune(before),
+            (None, None) => match jobs.recv() {
                 Ok(first) => first,
                 Err(_) => return,
             },
-            Some(at) => match jobs.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                Ok(first) => first,
-                Err(mpsc::RecvTimeoutError::Timeout) => Write::AuditsWaiting,
-                // The last handle is gone: one last try for them.
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    last_try = true;
-                    Write::AuditsWaiting
+            (None, Some(at)) => {
+                match jobs.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(first) => first,
+                    Err(mpsc::RecvTimeoutError::Timeout) => Write::AuditsWaiting,
+                    // The last handle is gone: one last try for them.
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        last_try = true;
+                        Write::AuditsWaiting
+                    }
                 }
-            },
+            }
         };
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
@@ -621,14 +628,15 @@ fn write_loop(
         // until the head is recorded, keeps them from forking it.
         let lock = audited.then(|| chain.lock());
         let committed = write_batch(&mut conn, &chain, events, batch, &mut flushes, &mut answers);
-        if let Ok((Some(head), _)) = &committed
+        if let Ok((Some(head), _, _)) = &committed
             && let Err(e) = chain.write_head(head)
         {
             tracing::error!("{e}");
         }
         drop(lock);
         let committed = match committed {
-            Ok((_, events)) => {
+            Ok((_, events, more)) => {
+                pruning = more;
                 if retry_at.take().is_some() {
                     stats.set_failing(None);
                     tracing::info!("the audit events that waited are written");
@@ -674,8 +682,12 @@ fn write_loop(
         for answer in answers {
             answer(committed.clone());
         }
-        for done in flushes {
-            let _ = done.send(());
+        // A flush waits for what was queued before it: a prune, to its end.
+        held_flushes.extend(flushes);
+        if pruning.is_none() {
+            for done in held_flushes.drain(..) {
+                let _ = done.send(());
+            }
         }
         if last_try && retry_at.is_some() {
             let lost = audits.lock().unwrap_or_else(|p| p.into_inner()).len();
@@ -729,10 +741,14 @@ fn audit_wait(now: Instant, last: Option<Instant>) -> Duration {
     until.saturating_duration_since(now).max(AUDIT_LINGER)
 }
 
-/// Writes one batch in one transaction; the chain's new head, if the batch
-/// touched the audit log, and how many audit events it chained. If it
-/// fails, the queued `events` come back, to be tried again (the events of
-/// an audited job went with its writes).
+/// What a committed batch did: the chain's new head, if the batch touched
+/// the audit log; how many audit events it chained; and the prune to go on
+/// with in the next batch, if it left older rows.
+type Committed = (Option<Head>, usize, Option<String>);
+
+/// Writes one batch in one transaction ([`Committed`]). If it fails, the
+/// queued `events` come back, to be tried again (the events of an audited
+/// job went with its writes).
 fn write_batch(
     conn: &mut Connection,
     chain: &Chain,
@@ -740,7 +756,7 @@ fn write_batch(
     batch: Vec<Write>,
     flushes: &mut Vec<mpsc::Sender<()>>,
     answers: &mut Vec<Deliver>,
-) -> Result<(Option<Head>, usize), (rusqlite::Error, Vec<AuditEvent>)> {
+) -> Result<Committed, (rusqlite::Error, Vec<AuditEvent>)> {
     let queued = events.len();
     write_batch_in(conn, chain, &mut events, batch, flushes, answers).map_err(|e| {
         events.truncate(queued);
@@ -756,7 +772,7 @@ fn write_batch_in(
     batch: Vec<Write>,
     flushes: &mut Vec<mpsc::Sender<()>>,
     answers: &mut Vec<Deliver>,
-) -> Result<(Option<Head>, usize), rusqlite::Error> {
+) -> Result<Committed, rusqlite::Error> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut audited = !events.is_empty();
     let mut prune: Option<String> = None;
@@ -808,13 +824,14 @@ fn write_batch_in(
         }
     }
     let chained = events.len();
-    let head = if audited {
-        Some(chain.append(&tx, events, prune.as_deref())?)
+    let (head, more) = if audited {
+        let (head, more) = chain.append(&tx, events, prune.as_deref())?;
+        (Some(head), prune.filter(|_| more))
     } else {
-        None
+        (None, None)
     };
     tx.commit()?;
-    Ok((head, chained))
+    Ok((head, chained, more))
 }
 
 /// The listen address of the host running on this database, if one is.

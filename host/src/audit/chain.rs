@@ -37,6 +37,10 @@ pub struct Head {
     pub base_hash: String,
 }
 
+/// The most audit rows one transaction prunes; a longer prune goes on in
+/// the next ones (about 0.1 s and a few tens of MB of write-ahead log each).
+pub const PRUNE_CHUNK: usize = if cfg!(test) { 4 } else { 50_000 };
+
 /// The key and head files, and the lock serialising writers.
 #[derive(Debug)]
 pub struct Chain {
@@ -196,9 +200,11 @@ impl Chain {
         Ok(())
     }
 
-    /// Appends `events` to the chain inside `tx`, pruning first every row
-    /// older than `prune_before` (RFC 3339) if asked. Returns the head to
-    /// record once `tx` has committed.
+    /// Appends `events` to the chain inside `tx`, pruning first the rows
+    /// older than `prune_before` (RFC 3339) if asked, at most
+    /// [`PRUNE_CHUNK`] of them. Returns the head to record once `tx` has
+    /// committed, and whether older rows remain to prune (in the next
+    /// transaction).
     ///
     /// The caller holds [`Chain::lock`].
     pub fn append(
@@ -206,7 +212,7 @@ impl Chain {
         tx: &Transaction<'_>,
         events: &[AuditEvent],
         prune_before: Option<&str>,
-    ) -> rusqlite::Result<Head> {
+    ) -> rusqlite::Result<(Head, bool)> {
         let mut notes = Vec::new();
         let last: Option<(i64, Option<String>)> = tx
             .query_row(
@@ -262,14 +268,39 @@ impl Chain {
             }
             (None, None) => (0, self.genesis()),
         };
+        let mut more_to_prune = false;
         if let Some(before) = prune_before {
-            let cut: Option<(i64, Option<String>)> = tx
-                .query_row(
-                    "SELECT seq, hash FROM audit WHERE seq = (SELECT MAX(seq) FROM audit WHERE time < ?1)",
-                    [before],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
+            // A chunk at a time: one transaction deleting months of rows
+            // would hold the database from every other writer for minutes
+            // and grow the write-ahead log by as much as it deletes. The
+            // chunk is a range of `seq`, read by the primary key alone: the
+            // rows of the next PRUNE_CHUNK that are older than `before`.
+            let first: Option<i64> = tx.query_row(
+                "SELECT MIN(seq) FROM audit WHERE seq > ?1",
+                [base_seq],
+                |r| r.get(0),
+            )?;
+            let (cut, chunk_end) = match first {
+                Some(first) => {
+                    let end = first.saturating_add(PRUNE_CHUNK as i64 - 1);
+                    let (cut, last): (Option<i64>, Option<i64>) = tx.query_row(
+                        "SELECT MAX(CASE WHEN time < ?3 THEN seq END), MAX(seq) FROM audit
+                         WHERE seq BETWEEN ?1 AND ?2",
+                        params![first, end, before],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    (cut, last.filter(|&last| last == end))
+                }
+                None => (None, None),
+            };
+            let cut: Option<(i64, Option<String>)> = match cut {
+                Some(cut) => tx
+                    .query_row("SELECT seq, hash FROM audit WHERE seq = ?1", [cut], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?,
+                None => None,
+            };
             if let Some((cut, Some(cut_hash))) = cut.filter(|(cut, _)| *cut > base_seq) {
                 // The new base goes out (on disk, rename included) before
                 // the rows go: a crash or power cut in between leaves rows
@@ -284,6 +315,9 @@ impl Chain {
                 if let Err(e) = self.replace_head(&staged, Durability::Rename) {
                     tracing::error!("{e}: not pruning the audit log");
                 } else {
+                    // Rows come in time order: when the chunk's last row is
+                    // old enough, the next chunk may hold more.
+                    more_to_prune = chunk_end == Some(cut);
                     let removed = tx.execute("DELETE FROM audit WHERE seq <= ?1", [cut])?;
                     base_seq = cut;
                     base_hash = cut_hash;
@@ -321,12 +355,15 @@ impl Chain {
                 prev
             ])?;
         }
-        Ok(Head {
-            seq,
-            hash: prev,
-            base_seq,
-            base_hash,
-        })
+        Ok((
+            Head {
+                seq,
+                hash: prev,
+                base_seq,
+                base_hash,
+            },
+            more_to_prune,
+        ))
     }
 
     /// Chains rows written before the log was chained (schema 6), once.
@@ -801,19 +838,25 @@ mod tests {
             .unwrap();
         assert_eq!(
             (first, count),
-            (6, 3),
-            "rows 1-5 pruned, 6-7 kept, the prune row added"
+            (6, 4),
+            "rows 1-5 pruned, 6-7 kept, a prune row added per chunk"
         );
-        let detail: String = conn
-            .query_row("SELECT detail FROM audit WHERE action = 'prune'", [], |r| {
-                r.get(0)
-            })
+        // PRUNE_CHUNK rows at a time (4 in tests), each chunk recorded; the
+        // writer's close waited for the last.
+        let details: Vec<String> = conn
+            .prepare("SELECT detail FROM audit WHERE action = 'prune' ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
             .unwrap();
-        assert!(detail.contains("removed 5 rows up to 5"), "{detail}");
+        assert_eq!(details.len(), 2, "{details:?}");
+        assert!(details[0].contains("removed 4 rows up to 4"), "{details:?}");
+        assert!(details[1].contains("removed 1 rows up to 5"), "{details:?}");
         let report = world.verify().unwrap();
         assert_eq!(
             (report.pruned_through, report.first, report.last),
-            (5, Some(6), Some(8))
+            (5, Some(6), Some(9))
         );
         // Deleting the first remaining row is still caught.
         conn.execute("DELETE FROM audit WHERE seq = 6", []).unwrap();
