@@ -154,10 +154,17 @@ pub fn rejected_again(conn: &Connection, id: i64, reason: &str) -> rusqlite::Res
     Ok(())
 }
 
-/// Drops the dead letters of `pipeline` older than `cutoff` (RFC 3339).
-pub fn expire(conn: &Connection, pipeline: &str, cutoff: &str) -> rusqlite::Result<usize> {
+/// Drops the dead letters of `pipeline` older than `cutoff` (RFC 3339), at
+/// most `limit` of them.
+pub fn expire(
+    conn: &Connection,
+    pipeline: &str,
+    cutoff: &str,
+    limit: usize,
+) -> rusqlite::Result<usize> {
     conn.execute(
-        "DELETE FROM dead_letter WHERE pipeline = ?1 AND created_at < ?2",
-        params![pipeline, cutoff],
+        "DELETE FROM dead_letter WHERE id IN (SELECT id FROM dead_letter
+             WHERE pipeline = ?1 AND created_at < ?2 LIMIT ?3)",
+        params![pipeline, cutoff, i64::try_from(limit).unwrap_or(i64::MAX)],
     )
 }

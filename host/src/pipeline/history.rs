@@ -179,20 +179,24 @@ pub fn interrupt_unfinished_of(
 }
 
 /// Forgets `pipeline`'s finished runs that started before `cutoff` (RFC
-/// 3339). A configured pipeline (`keep_last`) keeps its newest run and its
-/// newest run that ended `ok`, whatever their age: what `causeway
-/// pipelines` shows as the last run and counts the lag from.
+/// 3339), at most `limit` of them. A configured pipeline (`keep_last`)
+/// keeps its newest run and its newest run that ended `ok`, whatever their
+/// age: what `causeway pipelines` shows as the last run and counts the lag
+/// from.
 pub fn expire_runs(
     conn: &Connection,
     pipeline: &str,
     cutoff: &str,
     keep_last: bool,
+    limit: usize,
 ) -> rusqlite::Result<usize> {
     conn.execute(
-        "DELETE FROM pipeline_run WHERE pipeline = ?1 AND started_at < ?2 AND finished_at IS NOT NULL
-         AND (NOT ?3 OR (id < (SELECT max(id) FROM pipeline_run WHERE pipeline = ?1)
-             AND id IS NOT (SELECT max(id) FROM pipeline_run WHERE pipeline = ?1 AND outcome = 'ok')))",
-        params![pipeline, cutoff, keep_last],
+        "DELETE FROM pipeline_run WHERE id IN (SELECT id FROM pipeline_run
+             WHERE pipeline = ?1 AND started_at < ?2 AND finished_at IS NOT NULL
+             AND (NOT ?3 OR (id < (SELECT max(id) FROM pipeline_run WHERE pipeline = ?1)
+                 AND id IS NOT (SELECT max(id) FROM pipeline_run WHERE pipeline = ?1 AND outcome = 'ok')))
+             LIMIT ?4)",
+        params![pipeline, cutoff, keep_last, i64::try_from(limit).unwrap_or(i64::MAX)],
     )
 }
 
@@ -301,6 +305,9 @@ mod tests {
         assert_eq!(outcome(other).0, "running");
     }
 
+    /// No limit on how many rows go at once.
+    const ALL: usize = usize::MAX;
+
     #[test]
     fn old_runs_are_forgotten_but_the_newest_and_the_newest_good_one_are_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -317,21 +324,21 @@ mod tests {
         let other = add(&conn, "q", old, "ok");
         add(&conn, "q", old, "ok");
 
-        assert_eq!(expire_runs(&conn, "p", cutoff, true).unwrap(), 1);
+        assert_eq!(expire_runs(&conn, "p", cutoff, true, ALL).unwrap(), 1);
         assert_eq!(ids(&conn, "p"), [good, unfinished, newest]);
         assert_eq!(last_ok_at(&conn, "p").unwrap().as_deref(), Some(old));
 
         // A newer good run: the old ones all go, the unfinished one stays.
         let recent = add(&conn, "p", new, "ok");
-        assert_eq!(expire_runs(&conn, "p", cutoff, true).unwrap(), 2);
+        assert_eq!(expire_runs(&conn, "p", cutoff, true, ALL).unwrap(), 2);
         assert_eq!(ids(&conn, "p"), [unfinished, recent]);
         assert_eq!(ids(&conn, "q").len(), 2, "another pipeline's runs stay");
-        assert_eq!(expire_runs(&conn, "q", cutoff, true).unwrap(), 1);
+        assert_eq!(expire_runs(&conn, "q", cutoff, true, ALL).unwrap(), 1);
         assert_eq!(ids(&conn, "q").len(), 1);
         assert_ne!(ids(&conn, "q"), [other], "the newest is kept");
         assert_eq!(pipelines_on_record(&conn).unwrap().len(), 2);
         // A pipeline no longer configured keeps nothing old.
-        assert_eq!(expire_runs(&conn, "q", cutoff, false).unwrap(), 1);
+        assert_eq!(expire_runs(&conn, "q", cutoff, false, ALL).unwrap(), 1);
         assert_eq!(pipelines_on_record(&conn).unwrap(), ["p"]);
     }
 }

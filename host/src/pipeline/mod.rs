@@ -257,45 +257,92 @@ fn panicked(result: Result<(), tokio::task::JoinError>) -> Option<String> {
     )
 }
 
+/// The most rows one transaction of [`expire`] deletes: a first expiry of
+/// a long backlog (a retention shortened, webhook bodies of up to 1 MiB
+/// each) would otherwise hold the database from pipelines' commits for as
+/// long as it takes.
+const EXPIRE_CHUNK: usize = 10_000;
+
 /// Forgets what is past its pipeline's retention: runs past
 /// `runs-retention`, dead letters and processed webhook deliveries past
-/// `dlq-retention` (a pipeline no longer configured: the defaults). A
-/// failure is logged, not fatal.
+/// `dlq-retention` (a pipeline no longer configured: the defaults), in
+/// transactions of at most [`EXPIRE_CHUNK`] rows. A failure is logged, not
+/// fatal.
 async fn expire(shared: &Shared) {
-    let retention: BTreeMap<String, (Duration, Duration)> = shared
-        .live
-        .snapshot()
-        .config
-        .pipelines
-        .iter()
-        .map(|(name, p)| (name.clone(), (p.runs_retention.0, p.dlq_retention.0)))
-        .collect();
-    let result = shared
-        .db
-        .transact(move |conn| {
-            let mut expired = [0; 3];
-            for name in history::pipelines_on_record(conn)? {
-                let configured = retention.get(&name).copied();
-                let (runs, letters) = configured.unwrap_or((
-                    config::DEFAULT_RUNS_RETENTION,
-                    config::DEFAULT_DLQ_RETENTION,
-                ));
-                let keep_last = configured.is_some();
-                expired[0] += history::expire_runs(conn, &name, &ago(runs), keep_last)?;
-                let cutoff = ago(letters);
-                expired[1] += dlq::expire(conn, &name, &cutoff)?;
-                expired[2] += crate::webhook::inbox::expire(conn, &name, &cutoff)?;
+    let retention: Arc<BTreeMap<String, (Duration, Duration)>> = Arc::new(
+        shared
+            .live
+            .snapshot()
+            .config
+            .pipelines
+            .iter()
+            .map(|(name, p)| (name.clone(), (p.runs_retention.0, p.dlq_retention.0)))
+            .collect(),
+    );
+    let mut total = [0; 3];
+    loop {
+        let retention = retention.clone();
+        let result = shared
+            .db
+            .transact(move |conn| expire_some(conn, &retention, EXPIRE_CHUNK))
+            .await;
+        match result {
+            Ok((expired, more)) => {
+                for (total, expired) in total.iter_mut().zip(expired) {
+                    *total += expired;
+                }
+                if !more || shared.stop.is_set() {
+                    break;
+                }
             }
-            Ok::<_, DbError>(expired)
-        })
-        .await;
-    match result {
-        Ok([0, 0, 0]) => {}
-        Ok([runs, letters, deliveries]) => tracing::info!(
-            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries"
-        ),
-        Err(e) => tracing::error!("cannot forget what is past its retention: {e}"),
+            Err(e) => {
+                tracing::error!("cannot forget what is past its retention: {e}");
+                break;
+            }
+        }
     }
+    if let [runs, letters, deliveries] = total
+        && runs + letters + deliveries > 0
+    {
+        tracing::info!(
+            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries"
+        );
+    }
+}
+
+/// One transaction of [`expire`]: at most `chunk` rows forgotten (runs,
+/// dead letters, deliveries), and whether more may be left.
+fn expire_some(
+    conn: &rusqlite::Connection,
+    retention: &BTreeMap<String, (Duration, Duration)>,
+    chunk: usize,
+) -> Result<([usize; 3], bool), DbError> {
+    let mut expired = [0; 3];
+    let mut room = chunk;
+    for name in history::pipelines_on_record(conn)? {
+        let configured = retention.get(&name).copied();
+        let (runs, letters) = configured.unwrap_or((
+            config::DEFAULT_RUNS_RETENTION,
+            config::DEFAULT_DLQ_RETENTION,
+        ));
+        let keep_last = configured.is_some();
+        let cutoff = ago(letters);
+        let runs_cutoff = ago(runs);
+        let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 3] = [
+            &|room| history::expire_runs(conn, &name, &runs_cutoff, keep_last, room),
+            &|room| dlq::expire(conn, &name, &cutoff, room),
+            &|room| crate::webhook::inbox::expire(conn, &name, &cutoff, room),
+        ];
+        for (kind, forget) in forgets.into_iter().enumerate() {
+            let forgotten = forget(room)?;
+            expired[kind] += forgotten;
+            room -= forgotten;
+            if room == 0 {
+                return Ok((expired, true));
+            }
+        }
+    }
+    Ok((expired, false))
 }
 
 /// Records a pipeline's state; a failure is logged, not fatal.
@@ -560,5 +607,45 @@ mod tests {
         let aborted = tokio::spawn(std::future::pending::<()>());
         aborted.abort();
         assert_eq!(panicked(aborted.await), None, "an abort is no panic");
+    }
+
+    #[test]
+    fn a_long_backlog_is_forgotten_a_chunk_per_transaction_and_the_last_run_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let record = crate::bindings::Record {
+            stream: "contacts".into(),
+            key: "c-1".into(),
+            op: crate::bindings::Op::Upsert,
+            data: "{}".into(),
+            source_timestamp: None,
+        };
+        for _ in 0..7 {
+            let run = history::start_run(&conn, "p", "schedule").unwrap();
+            history::finish_run(&conn, run, "ok", None).unwrap();
+        }
+        for _ in 0..18 {
+            dlq::insert(&conn, "p", ("sink", dlq::Stage::Sink), &record, "no", None).unwrap();
+        }
+        // A pipeline configured with no retention at all: everything is
+        // past it, but its newest run.
+        let retention = BTreeMap::from([("p".to_string(), (Duration::ZERO, Duration::ZERO))]);
+        let mut chunks = Vec::new();
+        loop {
+            let (expired, more) = expire_some(&conn, &retention, 10).unwrap();
+            chunks.push(expired);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(chunks, [[6, 4, 0], [0, 10, 0], [0, 4, 0]]);
+        let left: (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM pipeline_run), (SELECT COUNT(*) FROM dead_letter)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(left, (1, 0));
     }
 }

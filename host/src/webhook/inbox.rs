@@ -161,11 +161,18 @@ pub fn finish(conn: &Connection, id: i64, error: Option<&str>) -> rusqlite::Resu
     Ok(())
 }
 
-/// Drops processed deliveries of `pipeline` received before `cutoff`.
-pub fn expire(conn: &Connection, pipeline: &str, cutoff: &str) -> rusqlite::Result<usize> {
+/// Drops processed deliveries of `pipeline` received before `cutoff`, at
+/// most `limit` of them.
+pub fn expire(
+    conn: &Connection,
+    pipeline: &str,
+    cutoff: &str,
+    limit: usize,
+) -> rusqlite::Result<usize> {
     conn.execute(
-        "DELETE FROM webhook_inbox WHERE pipeline = ?1 AND state != 'pending' AND received_at < ?2",
-        params![pipeline, cutoff],
+        "DELETE FROM webhook_inbox WHERE id IN (SELECT id FROM webhook_inbox
+             WHERE pipeline = ?1 AND state != 'pending' AND received_at < ?2 LIMIT ?3)",
+        params![pipeline, cutoff, i64::try_from(limit).unwrap_or(i64::MAX)],
     )
 }
 
