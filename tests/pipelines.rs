@@ -422,9 +422,9 @@ fn picky_world() -> World {
     w
 }
 
-/// Writes into causeway.toml the pipeline CRM → `transform` (a stage, as
-/// TOML) → map-fullname → mailer, polled every 200 ms.
-fn pipeline_through(w: &World, transform: &str) {
+/// Writes into causeway.toml the pipeline CRM → `transforms` (a TOML
+/// list of stages) → mailer, polled every 200 ms.
+fn pipeline_through(w: &World, transforms: &str) {
     let path = w.scratch.path().join("causeway.toml");
     let config = std::fs::read_to_string(&path).unwrap();
     let connectors = config.split("\n[pipelines.").next().unwrap();
@@ -435,7 +435,7 @@ fn pipeline_through(w: &World, transform: &str) {
 [pipelines.contacts-to-mailer]
 every = "200ms"
 source = {{ plugin = "crm-source", stream = "contacts" }}
-transforms = [{transform}, {{ plugin = "map-fullname" }}]
+transforms = {transforms}
 sinks = [{{ plugin = "mailer-sink" }}]
 "#
         ),
@@ -443,11 +443,14 @@ sinks = [{{ plugin = "mailer-sink" }}]
     .unwrap();
 }
 
-/// [`pipeline_through`] test-picky, refusing the keys `refuse`.
+/// [`pipeline_through`] test-picky (refusing the keys `refuse`) and
+/// map-fullname.
 fn picky_refuses(w: &World, refuse: &[&str]) {
     pipeline_through(
         w,
-        &format!(r#"{{ plugin = "test-picky", config = {{ refuse = {refuse:?} }} }}"#),
+        &format!(
+            r#"[{{ plugin = "test-picky", config = {{ refuse = {refuse:?} }} }}, {{ plugin = "map-fullname" }}]"#
+        ),
     );
 }
 
@@ -513,7 +516,10 @@ fn a_record_a_transform_crashes_on_is_set_aside_and_the_rest_flow() {
     let crashing = w.crm.create(crashing).id;
     let last = w.crm.create(person("First4", "Last", "p4@example.com")).id;
     expected.push((last, "First4 Last".into()));
-    pipeline_through(&w, r#"{ plugin = "test-hostile" }"#);
+    pipeline_through(
+        &w,
+        r#"[{ plugin = "test-hostile" }, { plugin = "map-fullname" }]"#,
+    );
     let _host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
     let letter = one_dead_letter(&w);
@@ -528,6 +534,103 @@ fn a_record_a_transform_crashes_on_is_set_aside_and_the_rest_flow() {
         "{reason}"
     );
     w.wait_until_idle();
+}
+
+/// A sink fails its whole batch for one record it cannot write: test-kv
+/// stores a batch atomically, and a contact too big for its storage quota
+/// fails the batch (`fatal`, before anything is stored). The records are
+/// found the same way, set aside as the sink's dead letters, and the rest
+/// are stored. A replay the sink fails as a whole is tried letter by
+/// letter, so the one that fits is written.
+#[test]
+fn records_a_sink_fails_its_batch_on_are_set_aside_and_the_rest_are_written() {
+    let w = World::new(
+        3,
+        "[plugins.test-kv]\nstorage = { quota-bytes = 4096 }\n",
+        r#"
+[pipelines.contacts-to-kv]
+every = "200ms"
+source = { plugin = "crm-source", stream = "contacts" }
+sinks = [{ plugin = "test-kv" }]
+"#,
+    );
+    w.scratch.install("test-kv", "kv.wasm");
+    let mut keys: Vec<String> = create(&w.crm, 6).into_iter().map(|(k, _)| k).collect();
+    let big = [keys.remove(4), keys.remove(1)];
+    for key in &big {
+        let mut note = serde_json::Map::new();
+        note.insert("note".into(), json!("x".repeat(8192)));
+        w.crm.update(key, note).unwrap();
+    }
+    let stored = || -> Vec<String> {
+        let stored = run_json(w.scratch.causeway().args([
+            "storage",
+            "test-kv",
+            "--pipeline",
+            "contacts-to-kv",
+            "--json",
+        ]));
+        stored
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let host = w.start();
+    wait_until("the other contacts stored", Duration::from_secs(20), || {
+        (stored().len() == keys.len()).then_some(())
+    });
+    assert_eq!(stored(), keys);
+    let letters = wait_until("two dead letters", Duration::from_secs(10), || {
+        let letters = w.dead_letters();
+        (letters.as_array().unwrap().len() == 2).then_some(letters)
+    });
+    for letter in letters.as_array().unwrap() {
+        assert!(
+            big.contains(&letter["key"].as_str().unwrap().to_string()),
+            "{letter:#}"
+        );
+        assert_eq!(
+            (&letter["stage"], &letter["sink"]),
+            (&json!("sink"), &json!("test-kv"))
+        );
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("set aside: sink test-kv fails on this record alone")
+                && reason.contains("quota"),
+            "{reason}"
+        );
+    }
+    w.wait_until_idle();
+    drop(host);
+
+    // Room for one of them, not both: the replay's batch fails, and the
+    // letters are written one at a time.
+    let grants = w.scratch.path().join("grants.toml");
+    let text = std::fs::read_to_string(&grants).unwrap();
+    std::fs::write(
+        &grants,
+        text.replace("quota-bytes = 4096", "quota-bytes = 12288"),
+    )
+    .unwrap();
+    let replayed = run(w
+        .causeway()
+        .args(["dlq", "replay", "--pipeline", "contacts-to-kv"]));
+    assert!(
+        replayed.stdout.contains("1 written, 1 rejected again"),
+        "{}{}",
+        replayed.stdout,
+        replayed.stderr
+    );
+    let letters = w.dead_letters();
+    assert_eq!(letters.as_array().unwrap().len(), 1, "{letters:#}");
+    assert_eq!(letters[0]["attempts"], 2);
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains("quota"),
+        "{letters:#}"
+    );
+    assert_eq!(stored().len(), keys.len() + 1);
 }
 
 /// A transform that fails every record of its batch, each alone too, is

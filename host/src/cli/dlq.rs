@@ -10,6 +10,8 @@ use crate::bindings::{Record, WriteOutcome};
 use crate::db::DbError;
 use crate::operation::{Answer, Operation};
 use crate::pipeline::dlq::{self, DeadLetter, Stage};
+use crate::pipeline::isolate;
+use crate::sandbox::CallError;
 
 /// The dead-letter queue: records a sink rejected or a transform could not
 /// map.
@@ -183,7 +185,7 @@ impl Replay<'_> {
         plugin: &str,
         stage: Option<&serde_json::Map<String, serde_json::Value>>,
         operation: Operation,
-    ) -> anyhow::Result<Result<Answer, crate::sandbox::CallError>> {
+    ) -> anyhow::Result<Result<Answer, CallError>> {
         let installed = self
             .registry
             .callable(plugin)
@@ -197,13 +199,13 @@ impl Replay<'_> {
     }
 
     /// Writes `batch` to `sink` as a stage of `pipeline`: an outcome per
-    /// record.
+    /// record, or the sink's error.
     async fn write(
         &self,
         pipeline: &str,
         sink: &str,
         batch: Vec<Record>,
-    ) -> anyhow::Result<Vec<WriteOutcome>> {
+    ) -> anyhow::Result<Result<Vec<WriteOutcome>, CallError>> {
         let stage = self
             .host
             .config
@@ -211,14 +213,70 @@ impl Replay<'_> {
             .get(pipeline)
             .and_then(|p| p.sinks.iter().find(|s| s.plugin == sink))
             .and_then(|s| s.config.as_ref());
-        let count = batch.len();
         match self
             .call(pipeline, sink, stage, Operation::Write(batch))
             .await?
-            .with_context(|| format!("replaying {count} records into {sink}"))?
         {
-            Answer::Outcomes(outcomes) => Ok(outcomes),
-            _ => anyhow::bail!("{sink} did not answer write outcomes"),
+            Ok(Answer::Outcomes(outcomes)) => Ok(Ok(outcomes)),
+            Ok(_) => anyhow::bail!("{sink} did not answer write outcomes"),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Writes the `groups` of records (a dead letter's each) to `sink` in
+    /// one batch: per group, its outcomes, or why the sink failed it. A
+    /// sink that fails the batch in a way one record can cause (as the
+    /// runner looks into, [`isolate`]) gets each group alone, so one
+    /// group's failure is its own; any other failure ends the replay.
+    async fn write_groups(
+        &self,
+        pipeline: &str,
+        sink: &str,
+        groups: &[Vec<Record>],
+    ) -> anyhow::Result<Vec<Result<Vec<WriteOutcome>, String>>> {
+        let failed = |e: CallError| -> anyhow::Result<String> {
+            if isolate::may_be_a_record(&e) {
+                Ok(format!("sink {sink}: {e}"))
+            } else {
+                Err(anyhow::Error::new(e).context(format!("replaying records into {sink}")))
+            }
+        };
+        let batch: Vec<Record> = groups.iter().flatten().cloned().collect();
+        let count = batch.len();
+        match self.write(pipeline, sink, batch).await? {
+            Ok(mut outcomes) => Ok(groups
+                .iter()
+                .map(|group| Ok(outcomes.drain(..group.len().min(outcomes.len())).collect()))
+                .collect()),
+            Err(e) if groups.iter().filter(|g| !g.is_empty()).count() < 2 => {
+                let why = failed(e)?;
+                Ok(groups
+                    .iter()
+                    .map(|g| {
+                        if g.is_empty() {
+                            Ok(Vec::new())
+                        } else {
+                            Err(why.clone())
+                        }
+                    })
+                    .collect())
+            }
+            Err(e) => {
+                let why = failed(e)?;
+                tracing::warn!("{why}; replaying the {count} records one dead letter at a time");
+                let mut answers = Vec::with_capacity(groups.len());
+                for group in groups {
+                    answers.push(if group.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        match self.write(pipeline, sink, group.clone()).await? {
+                            Ok(outcomes) => Ok(outcomes),
+                            Err(e) => Err(failed(e)?),
+                        }
+                    });
+                }
+                Ok(answers)
+            }
         }
     }
 
@@ -230,21 +288,25 @@ impl Replay<'_> {
         letters: Vec<DeadLetter>,
         counts: &mut Counts,
     ) -> anyhow::Result<()> {
-        let batch = letters.iter().map(DeadLetter::record).collect();
-        let outcomes = self.write(pipeline, sink, batch).await?;
+        let groups: Vec<Vec<Record>> = letters.iter().map(|l| vec![l.record()]).collect();
+        let answers = self.write_groups(pipeline, sink, &groups).await?;
         let mut done = Vec::new();
         let mut again = Vec::new();
-        for (letter, outcome) in letters.iter().zip(outcomes) {
+        for (letter, answer) in letters.iter().zip(answers) {
+            let outcome = match answer {
+                Ok(mut outcomes) => outcomes.pop(),
+                Err(why) => Some(WriteOutcome::Rejected(why)),
+            };
             match outcome {
-                WriteOutcome::Ok => {
+                Some(WriteOutcome::Ok) => {
                     counts.written += 1;
                     done.push(letter.id);
                 }
-                WriteOutcome::Rejected(reason) => {
+                Some(WriteOutcome::Rejected(reason)) => {
                     counts.rejected += 1;
                     again.push((letter.id, reason));
                 }
-                WriteOutcome::Retry(_) => counts.retry += 1,
+                Some(WriteOutcome::Retry(_)) | None => counts.retry += 1,
             }
         }
         self.db
@@ -282,8 +344,8 @@ impl Replay<'_> {
         })?;
         let mut failed = Vec::new();
         let mut mapped = Vec::new();
-        // What each mapped letter became, with the letter's place in `mapped`.
-        let mut records: Vec<(usize, Record)> = Vec::new();
+        // What each mapped letter became, in the order of `mapped`.
+        let mut groups: Vec<Vec<Record>> = Vec::new();
         'letters: for letter in &letters {
             let from = pipeline
                 .transforms
@@ -313,25 +375,30 @@ impl Replay<'_> {
                     }
                 }
             }
-            records.extend(batch.into_iter().map(|r| (mapped.len(), r)));
+            groups.push(batch);
             mapped.push(letter.id);
         }
         // Per mapped letter: whether a sink asked to retry, and what sinks
-        // rejected.
+        // rejected (or failed).
         let mut retry = vec![false; mapped.len()];
         let mut rejected: Vec<Vec<(String, Record, String)>> = vec![Vec::new(); mapped.len()];
         for sink in &pipeline.sinks {
-            if records.is_empty() {
+            if groups.iter().all(Vec::is_empty) {
                 break;
             }
-            let batch = records.iter().map(|(_, r)| r.clone()).collect();
-            let outcomes = self.write(name, &sink.plugin, batch).await?;
-            for ((at, record), outcome) in records.iter().zip(outcomes) {
-                match outcome {
-                    WriteOutcome::Ok => {}
-                    WriteOutcome::Retry(_) => retry[*at] = true,
-                    WriteOutcome::Rejected(reason) => {
-                        rejected[*at].push((sink.plugin.clone(), record.clone(), reason))
+            let answers = self.write_groups(name, &sink.plugin, &groups).await?;
+            for (at, (group, answer)) in groups.iter().zip(answers).enumerate() {
+                let outcomes: Vec<WriteOutcome> = match answer {
+                    Ok(outcomes) => outcomes,
+                    Err(why) => vec![WriteOutcome::Rejected(why); group.len()],
+                };
+                for (record, outcome) in group.iter().zip(outcomes) {
+                    match outcome {
+                        WriteOutcome::Ok => {}
+                        WriteOutcome::Retry(_) => retry[at] = true,
+                        WriteOutcome::Rejected(reason) => {
+                            rejected[at].push((sink.plugin.clone(), record.clone(), reason))
+                        }
                     }
                 }
             }

@@ -19,7 +19,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    fn as_str(self) -> &'static str {
+    /// `sink` or `transform`, as stored.
+    pub fn as_str(self) -> &'static str {
         match self {
             Stage::Sink => "sink",
             Stage::Transform => "transform",

@@ -1,17 +1,19 @@
-//! Records a transform cannot map. The contract gives a transform no
-//! per-record answer: it maps its whole batch or fails it. When it fails a
-//! batch in a way one record can cause (it answers `fatal`, it crashes, it
-//! runs out of memory), the batch is split in halves, and halves of those,
-//! until the records it fails on alone are found; they are set aside as
-//! dead letters and the rest flow. Transforms are deterministic and touch
-//! nothing outside (no `http`, no `storage`), so calling one again on part
-//! of its batch is safe.
+//! Records a transform cannot map, or a sink cannot write. A transform
+//! answers for its whole batch, and a sink's error fails its whole batch:
+//! one record can make either fail every time. When a stage fails a batch
+//! in a way one record can cause (it answers `fatal`, it crashes, it runs
+//! out of memory), the batch is split in halves, and halves of those, until
+//! the records it fails on alone are found; they are set aside as dead
+//! letters and the rest flow. Calling the stage again on part of its batch
+//! is safe: transforms are deterministic and touch nothing outside, and a
+//! sink's writes are idempotent by key (delivery is at-least-once).
 //!
-//! A failure is taken for a record's only when the transform maps other
+//! A failure is taken for a record's only when the stage takes other
 //! records of the same batch: one that fails every record (a bug, a CRM
-//! whose every contact changed shape) is the plugin's trouble, and the
-//! pipeline stops with its reason, as before. So does a batch of one
-//! record: nothing tells that record from the plugin.
+//! whose every contact changed shape, a sink wired to the wrong stream) is
+//! the plugin's trouble, and the pipeline stops with its reason, as
+//! before. So does a batch of one record: nothing tells that record from
+//! the plugin.
 
 use crate::bindings::Record;
 use crate::sandbox::CallError;
@@ -32,10 +34,10 @@ pub enum Failure<E> {
 }
 
 /// What the search found.
-#[derive(Debug, Default, PartialEq)]
-pub struct Isolated {
-    /// The answers of the parts the transform mapped, in batch order.
-    pub mapped: Vec<Record>,
+#[derive(Debug, PartialEq)]
+pub struct Isolated<T> {
+    /// The answers of the parts the stage took, in batch order.
+    pub mapped: Vec<T>,
     /// The records it failed on alone, with why.
     pub aside: Vec<(Record, String)>,
 }
@@ -54,17 +56,23 @@ pub fn may_be_a_record(error: &CallError) -> bool {
     }
 }
 
-/// Splits `batch`, which the transform failed as a whole, until the
-/// records it fails on alone are found; `call` maps one part. `None` when
-/// it mapped no part at all (or the first [`GIVE_UP_AFTER`] records each
-/// failed alone before any part was mapped): the failure is the plugin's,
+/// Splits `batch`, which the stage failed as a whole, until the records it
+/// fails on alone are found; `call` hands one part to the stage. `None`
+/// when it took no part at all (or the first [`GIVE_UP_AFTER`] records each
+/// failed alone before any part was taken): the failure is the plugin's,
 /// not a record's.
-pub async fn isolate<E, F, Fut>(batch: Vec<Record>, mut call: F) -> Result<Option<Isolated>, E>
+pub async fn isolate<T, E, F, Fut>(
+    batch: Vec<Record>,
+    mut call: F,
+) -> Result<Option<Isolated<T>>, E>
 where
     F: FnMut(Vec<Record>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<Record>, Failure<E>>>,
+    Fut: std::future::Future<Output = Result<Vec<T>, Failure<E>>>,
 {
-    let mut found = Isolated::default();
+    let mut found = Isolated {
+        mapped: Vec::new(),
+        aside: Vec::new(),
+    };
     let mut mapped_some = false;
     // Parts still to try, the next one last: depth first, left to right,
     // so the answers come in the batch's order.
@@ -127,9 +135,9 @@ mod tests {
     /// A transform that fails any part holding one of `bad`, and else
     /// answers each record twice (so the answers are told from the input);
     /// and the calls it served.
-    async fn search(n: usize, bad: &[&str]) -> (Option<Isolated>, usize) {
+    async fn search(n: usize, bad: &[&str]) -> (Option<Isolated<Record>>, usize) {
         let calls = Cell::new(0);
-        let found = isolate::<(), _, _>(batch(n), |part| {
+        let found = isolate::<_, (), _, _>(batch(n), |part| {
             calls.set(calls.get() + 1);
             let failed = part.iter().find(|r| bad.contains(&r.key.as_str()));
             let answer = match failed {
@@ -183,7 +191,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_part_it_maps_to_nothing_counts_as_mapped() {
-        let found = isolate::<(), _, _>(batch(4), |part| {
+        let found = isolate::<Record, (), _, _>(batch(4), |part| {
             let answer = if part.iter().any(|r| r.key == "c-0") {
                 Err(Failure::Record("no".into()))
             } else {

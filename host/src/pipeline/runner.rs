@@ -164,6 +164,44 @@ struct SetAside {
     reason: String,
 }
 
+/// A transform or a sink of a pipeline, called.
+struct StageCall<'a> {
+    /// `pipeline NAME: transform PLUGIN` (or `write PLUGIN`), for messages.
+    what: String,
+    kind: dlq::Stage,
+    plugin: &'a str,
+}
+
+impl<'a> StageCall<'a> {
+    fn new(pipeline: &str, kind: dlq::Stage, plugin: &'a str) -> StageCall<'a> {
+        let verb = match kind {
+            dlq::Stage::Transform => "transform",
+            dlq::Stage::Sink => "write",
+        };
+        StageCall {
+            what: format!("pipeline {pipeline}: {verb} {plugin}"),
+            kind,
+            plugin,
+        }
+    }
+
+    /// The call that hands it `records`.
+    fn operation(&self, records: &[Record]) -> Operation {
+        match self.kind {
+            dlq::Stage::Transform => Operation::Transform(records.to_vec()),
+            dlq::Stage::Sink => Operation::Write(records.to_vec()),
+        }
+    }
+
+    /// What it does with a record, for messages.
+    fn takes(&self) -> &'static str {
+        match self.kind {
+            dlq::Stage::Transform => "maps",
+            dlq::Stage::Sink => "writes",
+        }
+    }
+}
+
 /// A pipeline's stages, bound to the plugins of one snapshot.
 struct Stages<'a> {
     source: Bound<'a>,
@@ -542,7 +580,8 @@ impl Runner {
         records: &[Record],
         stop: &Stop,
     ) -> Result<Vec<(Record, String)>, RunEnd> {
-        let what = format!("pipeline {}: write {sink_name}", self.name);
+        let stage = StageCall::new(&self.name, dlq::Stage::Sink, sink_name);
+        let what = &stage.what;
         let mut pending: Vec<Record> = records.to_vec();
         let mut rejected = Vec::new();
         let mut spent = Duration::ZERO;
@@ -550,20 +589,14 @@ impl Runner {
         // Whether the sink took or refused any record of the batch yet.
         let mut took_some = false;
         loop {
-            let outcomes = match self
-                .step(&pipeline.retry, &what, sink, stop, || {
-                    Operation::Write(pending.clone())
-                })
-                .await?
-            {
-                Answer::Outcomes(outcomes) => outcomes,
-                other => return Err(unexpected(sink_name, &other)),
-            };
+            let answered = self
+                .write_once(pipeline, &stage, sink, pending, stop)
+                .await?;
             let mut again = Vec::new();
             let mut last_reason = String::new();
             let before = rejected.len();
             let mut written = Vec::new();
-            for (record, outcome) in pending.into_iter().zip(outcomes) {
+            for (record, outcome) in answered {
                 match outcome {
                     WriteOutcome::Ok => written.push(record),
                     WriteOutcome::Rejected(reason) => rejected.push((record, reason)),
@@ -633,39 +666,97 @@ impl Runner {
         records: Vec<Record>,
         stop: &Stop,
     ) -> Result<(Vec<Record>, Vec<(Record, String)>), RunEnd> {
-        let what = format!("pipeline {}: transform {plugin}", self.name);
-        let records_of = |answer| match answer {
-            Answer::Records(records) => Ok(records),
-            other => Err(unexpected(plugin, &other)),
-        };
+        let stage = StageCall::new(&self.name, dlq::Stage::Transform, plugin);
+        self.isolating(
+            pipeline,
+            &stage,
+            transform,
+            records,
+            stop,
+            |_, answer| match answer {
+                Answer::Records(records) => Ok(records),
+                other => Err(unexpected(plugin, &other)),
+            },
+        )
+        .await
+    }
+
+    /// Writes `records` to one sink once (retried as the policy says): each
+    /// record with its outcome. Records the sink fails the whole batch on,
+    /// alone, while it writes the rest ([`isolate`]), come back rejected
+    /// (set aside).
+    async fn write_once(
+        &self,
+        pipeline: &PipelineConfig,
+        stage: &StageCall<'_>,
+        sink: &Bound<'_>,
+        records: Vec<Record>,
+        stop: &Stop,
+    ) -> Result<Vec<(Record, WriteOutcome)>, RunEnd> {
+        let (mut answered, aside) = self
+            .isolating(
+                pipeline,
+                stage,
+                sink,
+                records,
+                stop,
+                |part, answer| match answer {
+                    Answer::Outcomes(outcomes) => Ok(part.into_iter().zip(outcomes).collect()),
+                    other => Err(unexpected(stage.plugin, &other)),
+                },
+            )
+            .await?;
+        answered.extend(
+            aside
+                .into_iter()
+                .map(|(record, reason)| (record, WriteOutcome::Rejected(reason))),
+        );
+        Ok(answered)
+    }
+
+    /// Hands `records` to a transform or a sink: what `answer` makes of its
+    /// answers, and the records it fails on alone while it takes the rest,
+    /// set aside with why. A batch it fails in a way one record can cause
+    /// is split until they are found ([`isolate`]); one it fails record by
+    /// record too stops the pipeline, as any such failure does.
+    async fn isolating<T>(
+        &self,
+        pipeline: &PipelineConfig,
+        stage: &StageCall<'_>,
+        bound: &Bound<'_>,
+        records: Vec<Record>,
+        stop: &Stop,
+        answer: impl Fn(Vec<Record>, Answer) -> Result<Vec<T>, RunEnd>,
+    ) -> Result<(Vec<T>, Vec<(Record, String)>), RunEnd> {
+        let what = &stage.what;
         let first = self
-            .attempt(&pipeline.retry, &what, transform, stop, || {
-                Operation::Transform(records.clone())
+            .attempt(&pipeline.retry, what, bound, stop, || {
+                stage.operation(&records)
             })
             .await;
         let error = match first {
-            Ok(answer) => return Ok((records_of(answer)?, Vec::new())),
+            Ok(answered) => return Ok((answer(records, answered)?, Vec::new())),
             Err(GaveUp::Stopped(error))
                 if records.len() > 1 && isolate::may_be_a_record(&error) =>
             {
                 error
             }
-            Err(gave_up) => return Err(ended(&what, gave_up)),
+            Err(gave_up) => return Err(ended(what, gave_up)),
         };
         tracing::warn!(
             "{what}: {error}; looking for the records of the {} it fails on",
             records.len()
         );
         let found = isolate::isolate(records, |part| {
-            let what = &what;
+            let answer = &answer;
             async move {
                 match self
-                    .attempt(&pipeline.retry, what, transform, stop, || {
-                        Operation::Transform(part.clone())
+                    .attempt(&pipeline.retry, what, bound, stop, || {
+                        stage.operation(&part)
                     })
                     .await
                 {
-                    Ok(answer) => records_of(answer).map_err(isolate::Failure::End),
+                    Ok(answered) => answer(part, answered).map_err(isolate::Failure::End),
                     Err(GaveUp::Stopped(error)) if isolate::may_be_a_record(&error) => {
                         Err(isolate::Failure::Record(error.to_string()))
                     }
@@ -681,15 +772,20 @@ impl Runner {
         };
         let keys = some_keys(found.aside.iter().map(|(r, _)| r));
         tracing::warn!(
-            "{what}: {} records ({keys}) set aside as dead letters: the transform fails on each alone while it maps the rest",
-            found.aside.len()
+            "{what}: {} records ({keys}) set aside as dead letters: the {} fails on each alone while it {} the rest",
+            found.aside.len(),
+            stage.kind.as_str(),
+            stage.takes(),
         );
         let aside = found
             .aside
             .into_iter()
             .map(|(record, why)| {
                 let reason = format!(
-                    "set aside: transform {plugin} fails on this record alone while it maps the rest of its batch: {why}"
+                    "set aside: {} {} fails on this record alone while it {} the rest of its batch: {why}",
+                    stage.kind.as_str(),
+                    stage.plugin,
+                    stage.takes()
                 );
                 (record, reason)
             })
