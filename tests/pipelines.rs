@@ -67,9 +67,13 @@ impl World {
     /// `causeway dlq replay --pipeline contacts-to-mailer`, which must
     /// succeed: what it printed.
     fn replay_all(&self) -> String {
-        let out = run(self
-            .causeway()
-            .args(["dlq", "replay", "--pipeline", "contacts-to-mailer"]));
+        self.replay_pipeline("contacts-to-mailer")
+    }
+
+    /// `causeway dlq replay --pipeline NAME`, which must succeed: what it
+    /// printed.
+    fn replay_pipeline(&self, name: &str) -> String {
+        let out = run(self.causeway().args(["dlq", "replay", "--pipeline", name]));
         assert!(out.success, "{}{}", out.stdout, out.stderr);
         out.stdout
     }
@@ -614,14 +618,10 @@ sinks = [{ plugin = "test-kv" }]
         text.replace("quota-bytes = 4096", "quota-bytes = 12288"),
     )
     .unwrap();
-    let replayed = run(w
-        .causeway()
-        .args(["dlq", "replay", "--pipeline", "contacts-to-kv"]));
+    let replayed = w.replay_pipeline("contacts-to-kv");
     assert!(
-        replayed.stdout.contains("1 written, 1 rejected again"),
-        "{}{}",
-        replayed.stdout,
-        replayed.stderr
+        replayed.contains("1 written, 1 rejected again"),
+        "{replayed}"
     );
     let letters = w.dead_letters();
     assert_eq!(letters.as_array().unwrap().len(), 1, "{letters:#}");
