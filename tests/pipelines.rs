@@ -390,6 +390,8 @@ fn a_record_a_transform_cannot_map_is_set_aside_and_the_rest_of_its_batch_flows(
             .all(|r| r["outcome"] != "stopped" && r["outcome"] != "failed"),
         "{runs:#?}"
     );
+    let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+    assert_eq!(pipelines[0]["dead_letters"], 1, "{pipelines:#}");
     let table = run(w.scratch.causeway().args(["dlq", "list"]));
     assert!(
         table.stdout.contains("map-fullname (transform)"),

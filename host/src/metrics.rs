@@ -337,9 +337,7 @@ pub fn pipelines_now(
     let mut now = Vec::new();
     for name in pipelines {
         let row = crate::pipeline::history::state(conn, name)?;
-        let dead_letters: u64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM dead_letter WHERE pipeline = ?1")?
-            .query_row([name], |r| r.get(0))?;
+        let dead_letters = crate::pipeline::dlq::count(conn, name)?;
         let inbox = crate::webhook::inbox::counts(conn, name)?;
         let last_success = crate::pipeline::history::last_ok_at(conn, name)?
             .as_deref()

@@ -9,8 +9,9 @@ use serde::Serialize;
 use crate::pipeline::history::{self, PipelineRow, RunRow};
 
 /// List the configured pipelines: trigger, state (idle, running,
-/// circuit-open, stopped), paused, webhook deliveries waiting, last run and
-/// lag; and any pipeline no longer configured whose deliveries still wait.
+/// circuit-open, stopped), paused, webhook deliveries waiting, dead
+/// letters, last run and lag; and any pipeline no longer configured whose
+/// deliveries still wait.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  causeway pipelines\n  causeway pipelines --json")]
 pub struct Opts {
@@ -41,6 +42,8 @@ pub struct PipelineStatus {
     /// Webhook deliveries the source could not make sense of, set aside
     /// (`causeway pipeline redeliver` queues them again).
     pub failed_deliveries: u64,
+    /// Records set aside in the dead-letter queue (`causeway dlq list`).
+    pub dead_letters: u64,
     /// The latest run.
     pub last_run: Option<RunRow>,
     /// When a run last ended well.
@@ -98,6 +101,7 @@ impl Opts {
                         0 => s.pending_deliveries.to_string(),
                         failed => format!("{} ({failed} set aside)", s.pending_deliveries),
                     },
+                    s.dead_letters.to_string(),
                     s.last_run
                         .as_ref()
                         .map(|r| format!("#{} {}", r.id, r.outcome))
@@ -109,7 +113,7 @@ impl Opts {
             })
             .collect();
         let mut out = super::table::render(
-            &["NAME", "TRIGGER", "STATE", "INBOX", "LAST RUN", "LAG"],
+            &["NAME", "TRIGGER", "STATE", "INBOX", "DLQ", "LAST RUN", "LAG"],
             &rows,
         );
         for s in statuses.iter().filter(|s| s.reason.is_some()) {
@@ -155,6 +159,7 @@ fn status(conn: Option<&rusqlite::Connection>, name: &str) -> anyhow::Result<Pip
             circuit_until: None,
             pending_deliveries: 0,
             failed_deliveries: 0,
+            dead_letters: 0,
             last_run: None,
             last_ok_at: None,
             lag_seconds: None,
@@ -179,6 +184,7 @@ fn status(conn: Option<&rusqlite::Connection>, name: &str) -> anyhow::Result<Pip
         circuit_until: row.as_ref().and_then(|r| r.circuit_until.clone()),
         pending_deliveries: inbox.pending,
         failed_deliveries: inbox.set_aside,
+        dead_letters: crate::pipeline::dlq::count(conn, name)?,
         last_run: history::runs(conn, Some(name), 1)?.pop(),
         last_ok_at,
         lag_seconds,

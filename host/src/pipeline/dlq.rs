@@ -140,6 +140,12 @@ pub fn list(conn: &Connection, pipeline: Option<&str>) -> rusqlite::Result<Vec<D
     rows.collect()
 }
 
+/// How many dead letters `pipeline` has.
+pub fn count(conn: &Connection, pipeline: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM dead_letter WHERE pipeline = ?1")?
+        .query_row([pipeline], |r| r.get(0))
+}
+
 /// Forgets a dead letter that was written after all.
 pub fn delete(conn: &Connection, id: i64) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM dead_letter WHERE id = ?1", params![id])?;
