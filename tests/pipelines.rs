@@ -484,6 +484,27 @@ fn a_record_a_transform_set_aside_replays_through_the_rest_of_the_pipeline() {
         "{letter:#}"
     );
 
+    // Without that transform in the pipeline any more, it cannot be
+    // replayed: the letter stays as it was, and the command says why.
+    pipeline_through(&w, r#"[{ plugin = "map-fullname" }]"#);
+    let out = run(w
+        .causeway()
+        .args(["dlq", "replay", "--pipeline", "contacts-to-mailer"]));
+    assert!(!out.success, "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("0 written, 0 rejected again, 1 left for a later replay"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr
+            .contains("transform test-picky is no longer a stage of pipeline contacts-to-mailer"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(one_dead_letter(&w)["attempts"], 1);
+
     // Let through, but the mailer refuses it: it becomes the mailer's.
     picky_refuses(&w, &[]);
     w.mailer.reject_key(&refused.0);

@@ -143,22 +143,51 @@ async fn replay(
         }
     }
     let mut counts = Counts::default();
+    // A group that cannot be replayed (its plugin gone, its sink down)
+    // keeps its letters, untouched, and does not hold back the others.
+    let mut problems = Vec::new();
     for ((pipeline, sink), letters) in sinks {
-        replay
-            .to_sink(&pipeline, &sink, letters, &mut counts)
-            .await?;
+        let count = letters.len();
+        let mut group = Counts::default();
+        match replay.to_sink(&pipeline, &sink, letters, &mut group).await {
+            Ok(()) => counts.add(group),
+            Err(e) => {
+                counts.retry += count;
+                problems.push(format!(
+                    "{count} dead letters of {sink} in {pipeline}: {e:#}"
+                ));
+            }
+        }
     }
     for (pipeline, letters) in transformed {
-        replay
-            .through_pipeline(&pipeline, letters, &mut counts)
-            .await?;
+        let count = letters.len();
+        let mut group = Counts::default();
+        match replay
+            .through_pipeline(&pipeline, letters, &mut group)
+            .await
+        {
+            Ok(()) => counts.add(group),
+            Err(e) => {
+                counts.retry += count;
+                problems.push(format!(
+                    "{count} dead letters of transforms in {pipeline}: {e:#}"
+                ));
+            }
+        }
     }
     writer.close();
     super::print(&format!(
         "{} written, {} rejected again, {} left for a later replay\n",
         counts.written, counts.rejected, counts.retry
     ))?;
-    Ok(ExitCode::SUCCESS)
+    for problem in &problems {
+        eprintln!("error: not replayed: {problem}");
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// What a replay did, letter by letter.
@@ -167,6 +196,14 @@ struct Counts {
     written: usize,
     rejected: usize,
     retry: usize,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.written += other.written;
+        self.rejected += other.rejected;
+        self.retry += other.retry;
+    }
 }
 
 /// What a replay calls plugins with.

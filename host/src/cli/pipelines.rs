@@ -113,7 +113,9 @@ impl Opts {
             })
             .collect();
         let mut out = super::table::render(
-            &["NAME", "TRIGGER", "STATE", "INBOX", "DLQ", "LAST RUN", "LAG"],
+            &[
+                "NAME", "TRIGGER", "STATE", "INBOX", "DLQ", "LAST RUN", "LAG",
+            ],
             &rows,
         );
         for s in statuses.iter().filter(|s| s.reason.is_some()) {
