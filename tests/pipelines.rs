@@ -418,6 +418,41 @@ fn a_record_a_transform_cannot_map_is_set_aside_and_the_rest_of_its_batch_flows(
         .unwrap();
     expected.insert(1, (odd.0.clone(), "Grace Last".into()));
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
+
+    // Its stale letter is dropped, on the record.
+    let id = letter["id"].to_string();
+    let dropped = run(w.scratch.causeway().args(["dlq", "drop", &id]));
+    assert!(
+        dropped.success && dropped.stdout.contains("1 dead letters dropped"),
+        "{}{}",
+        dropped.stdout,
+        dropped.stderr
+    );
+    assert_eq!(w.dead_letters(), json!([]));
+    let audit = run_json(
+        w.scratch
+            .causeway()
+            .args(["audit", "--plugin", "causeway", "--json"]),
+    );
+    let drop = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["action"] == "drop")
+        .unwrap_or_else(|| panic!("no drop row: {audit:#}"));
+    assert_eq!(drop["target"], "pipeline contacts-to-mailer");
+    let detail = drop["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{id} ({}, map-fullname)", odd.0)),
+        "{detail}"
+    );
+    let again = run(w.scratch.causeway().args(["dlq", "drop", &id]));
+    assert!(
+        !again.success
+            && again
+                .stderr
+                .contains(&format!("no dead letter with id {id}"))
+    );
 }
 
 /// The connectors' world with test-picky installed too; its pipeline is

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::audit::{AuditEvent, Decision};
 use crate::bindings::{Record, WriteOutcome};
 use crate::db::DbError;
 use crate::operation::{Answer, Operation};
@@ -52,6 +53,20 @@ pub enum DlqCommand {
         #[arg(long, value_name = "NAME")]
         pipeline: Option<String>,
     },
+    /// Forget dead letters that are not to be written (looked at, and
+    /// found to be garbage): one by id, or all of a pipeline's. Recorded in
+    /// the audit log with their keys.
+    #[command(
+        after_help = "Examples:\n  causeway dlq drop 42\n  causeway dlq drop --pipeline contacts-to-mailer"
+    )]
+    Drop {
+        /// The dead letter's id.
+        #[arg(required_unless_present = "pipeline", conflicts_with = "pipeline")]
+        id: Option<i64>,
+        /// Every dead letter of this pipeline.
+        #[arg(long, value_name = "NAME")]
+        pipeline: Option<String>,
+    },
 }
 
 impl Opts {
@@ -60,8 +75,103 @@ impl Opts {
         match &self.command {
             DlqCommand::List { pipeline, json } => list(cli, pipeline.as_deref(), *json),
             DlqCommand::Replay { id, pipeline } => replay(cli, *id, pipeline.as_deref()).await,
+            DlqCommand::Drop { id, pipeline } => drop_letters(cli, *id, pipeline.as_deref()),
         }
     }
+}
+
+/// The dead letters a command names: one by id (which must exist), or a
+/// pipeline's (all, without one).
+fn named(
+    config: &crate::config::Config,
+    id: Option<i64>,
+    pipeline: Option<&str>,
+) -> anyhow::Result<Vec<DeadLetter>> {
+    let letters: Vec<DeadLetter> = match super::read_database(config)? {
+        Some(conn) => dlq::list(&conn, pipeline)?
+            .into_iter()
+            .filter(|l| id.is_none_or(|id| l.id == id))
+            .collect(),
+        None => Vec::new(),
+    };
+    if let Some(id) = id
+        && letters.is_empty()
+    {
+        anyhow::bail!("no dead letter with id {id} (see `causeway dlq list`)");
+    }
+    Ok(letters)
+}
+
+fn drop_letters(
+    cli: &super::Cli,
+    id: Option<i64>,
+    pipeline: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let config = cli.config()?;
+    let letters = named(&config, id, pipeline)?;
+    if letters.is_empty() {
+        super::print("no dead letters to drop\n")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let chain = config.audit.chain().map_err(anyhow::Error::msg)?;
+    let writer = crate::db::Writer::start(&config.database_file(), chain)?;
+    let (dropped, count) = std::sync::mpsc::channel();
+    writer.handle().audited(Box::new(move |conn| {
+        let mut events = Vec::new();
+        let mut by_pipeline: BTreeMap<&str, Vec<&DeadLetter>> = BTreeMap::new();
+        for letter in &letters {
+            by_pipeline
+                .entry(&letter.pipeline)
+                .or_default()
+                .push(letter);
+        }
+        let mut total = 0;
+        for (pipeline, letters) in by_pipeline {
+            let mut gone = Vec::new();
+            for letter in letters {
+                // One a replay or the retention took meanwhile is not counted.
+                if dlq::delete(conn, letter.id)? {
+                    gone.push(letter);
+                }
+            }
+            if gone.is_empty() {
+                continue;
+            }
+            total += gone.len();
+            let keys: Vec<String> = gone
+                .iter()
+                .take(20)
+                .map(|l| format!("{} ({}, {})", l.id, l.key, l.sink))
+                .collect();
+            let more = gone.len().saturating_sub(keys.len());
+            events.push(AuditEvent::host(
+                "dlq",
+                "drop",
+                &format!("pipeline {pipeline}"),
+                Decision::Allowed,
+                format!(
+                    "dropped {} dead letters, not to be written: {}{}",
+                    gone.len(),
+                    keys.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
+        }
+        let _ = dropped.send(total);
+        Ok(events)
+    }));
+    writer.close();
+    let total = count
+        .recv()
+        .context("the dead letters were not dropped: the database write failed (see the log)")?;
+    super::print(&format!(
+        "{total} dead letters dropped (recorded in the audit log: `causeway audit --plugin causeway`)\n"
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(cli: &super::Cli, pipeline: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
@@ -109,18 +219,7 @@ async fn replay(
     pipeline: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let host = cli.host()?;
-    let letters: Vec<DeadLetter> = match super::read_database(&host.config)? {
-        Some(conn) => dlq::list(&conn, pipeline)?
-            .into_iter()
-            .filter(|l| id.is_none_or(|id| l.id == id))
-            .collect(),
-        None => Vec::new(),
-    };
-    if let Some(id) = id
-        && letters.is_empty()
-    {
-        anyhow::bail!("no dead letter with id {id} (see `causeway dlq list`)");
-    }
+    let letters = named(&host.config, id, pipeline)?;
     let registry = host.registry()?;
     let writer = host.open_database()?;
     let replay = Replay {

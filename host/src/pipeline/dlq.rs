@@ -146,10 +146,10 @@ pub fn count(conn: &Connection, pipeline: &str) -> rusqlite::Result<u64> {
         .query_row([pipeline], |r| r.get(0))
 }
 
-/// Forgets a dead letter that was written after all.
-pub fn delete(conn: &Connection, id: i64) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM dead_letter WHERE id = ?1", params![id])?;
-    Ok(())
+/// Forgets a dead letter (written after all, or dropped): whether it was
+/// there.
+pub fn delete(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM dead_letter WHERE id = ?1", params![id])? > 0)
 }
 
 /// Records that a replay was rejected again.
