@@ -115,7 +115,7 @@ fn drop_letters(
     }
     let chain = config.audit.chain().map_err(anyhow::Error::msg)?;
     let writer = crate::db::Writer::start(&config.database_file(), chain)?;
-    let (dropped, count) = std::sync::mpsc::channel();
+    let (dropped, answer) = std::sync::mpsc::channel();
     writer.handle().audited(Box::new(move |conn| {
         let mut events = Vec::new();
         let mut by_pipeline: BTreeMap<&str, Vec<&DeadLetter>> = BTreeMap::new();
@@ -125,7 +125,7 @@ fn drop_letters(
                 .or_default()
                 .push(letter);
         }
-        let mut total = 0;
+        let mut ids = Vec::new();
         for (pipeline, letters) in by_pipeline {
             let mut gone = Vec::new();
             for letter in letters {
@@ -137,7 +137,7 @@ fn drop_letters(
             if gone.is_empty() {
                 continue;
             }
-            total += gone.len();
+            ids.extend(gone.iter().map(|l| l.id));
             let keys: Vec<String> = gone
                 .iter()
                 .take(20)
@@ -161,15 +161,24 @@ fn drop_letters(
                 ),
             ));
         }
-        let _ = dropped.send(total);
+        let _ = dropped.send(ids);
         Ok(events)
     }));
     writer.close();
-    let total = count
-        .recv()
-        .context("the dead letters were not dropped: the database write failed (see the log)")?;
+    // The job ran; whether its transaction committed, the queue says.
+    let not_dropped = || {
+        anyhow::anyhow!(
+            "the dead letters were not dropped: the database write failed (see the log above)"
+        )
+    };
+    let ids = answer.recv().map_err(|_| not_dropped())?;
+    let left = named(&config, None, pipeline)?;
+    if left.iter().any(|l| ids.contains(&l.id)) {
+        return Err(not_dropped());
+    }
     super::print(&format!(
-        "{total} dead letters dropped (recorded in the audit log: `causeway audit --plugin causeway`)\n"
+        "{} dead letters dropped (recorded in the audit log: `causeway audit --plugin causeway`)\n",
+        ids.len()
     ))?;
     Ok(ExitCode::SUCCESS)
 }
