@@ -269,22 +269,33 @@ const EXPIRE_CHUNK: usize = 10_000;
 /// transactions of at most [`EXPIRE_CHUNK`] rows. A failure is logged, not
 /// fatal.
 async fn expire(shared: &Shared) {
-    let retention: Arc<BTreeMap<String, (Duration, Duration)>> = Arc::new(
-        shared
-            .live
-            .snapshot()
-            .config
-            .pipelines
-            .iter()
-            .map(|(name, p)| (name.clone(), (p.runs_retention.0, p.dlq_retention.0)))
-            .collect(),
-    );
+    let retention: BTreeMap<String, (Duration, Duration)> = shared
+        .live
+        .snapshot()
+        .config
+        .pipelines
+        .iter()
+        .map(|(name, p)| (name.clone(), (p.runs_retention.0, p.dlq_retention.0)))
+        .collect();
+    // The pipelines on record and their cutoffs, once: the chunks after
+    // need not look for them again.
+    let planned = shared
+        .db
+        .transact(move |conn| Ok::<_, DbError>(expiries(conn, &retention)?))
+        .await;
+    let expiries = match planned {
+        Ok(expiries) => Arc::new(expiries),
+        Err(e) => {
+            tracing::error!("cannot forget what is past its retention: {e}");
+            return;
+        }
+    };
     let mut total = [0; 3];
     loop {
-        let retention = retention.clone();
+        let expiries = expiries.clone();
         let result = shared
             .db
-            .transact(move |conn| expire_some(conn, &retention, EXPIRE_CHUNK))
+            .transact(move |conn| Ok::<_, DbError>(expire_some(conn, &expiries, EXPIRE_CHUNK)?))
             .await;
         match result {
             Ok((expired, more)) => {
@@ -310,28 +321,54 @@ async fn expire(shared: &Shared) {
     }
 }
 
+/// What [`expire`] forgets of one pipeline: what is older than these.
+#[derive(Debug)]
+struct Expiry {
+    pipeline: String,
+    runs_before: String,
+    letters_before: String,
+    /// A configured pipeline keeps its last runs, whatever their age.
+    keep_last: bool,
+}
+
+/// The pipelines with anything on record, each with its retention
+/// (`retention`, by name; a pipeline no longer configured: the defaults).
+fn expiries(
+    conn: &rusqlite::Connection,
+    retention: &BTreeMap<String, (Duration, Duration)>,
+) -> rusqlite::Result<Vec<Expiry>> {
+    Ok(history::pipelines_on_record(conn)?
+        .into_iter()
+        .map(|pipeline| {
+            let configured = retention.get(&pipeline).copied();
+            let (runs, letters) = configured.unwrap_or((
+                config::DEFAULT_RUNS_RETENTION,
+                config::DEFAULT_DLQ_RETENTION,
+            ));
+            Expiry {
+                pipeline,
+                runs_before: ago(runs),
+                letters_before: ago(letters),
+                keep_last: configured.is_some(),
+            }
+        })
+        .collect())
+}
+
 /// One transaction of [`expire`]: at most `chunk` rows forgotten (runs,
 /// dead letters, deliveries), and whether more may be left.
 fn expire_some(
     conn: &rusqlite::Connection,
-    retention: &BTreeMap<String, (Duration, Duration)>,
+    expiries: &[Expiry],
     chunk: usize,
-) -> Result<([usize; 3], bool), DbError> {
+) -> rusqlite::Result<([usize; 3], bool)> {
     let mut expired = [0; 3];
     let mut room = chunk;
-    for name in history::pipelines_on_record(conn)? {
-        let configured = retention.get(&name).copied();
-        let (runs, letters) = configured.unwrap_or((
-            config::DEFAULT_RUNS_RETENTION,
-            config::DEFAULT_DLQ_RETENTION,
-        ));
-        let keep_last = configured.is_some();
-        let cutoff = ago(letters);
-        let runs_cutoff = ago(runs);
+    for e in expiries {
         let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 3] = [
-            &|room| history::expire_runs(conn, &name, &runs_cutoff, keep_last, room),
-            &|room| dlq::expire(conn, &name, &cutoff, room),
-            &|room| crate::webhook::inbox::expire(conn, &name, &cutoff, room),
+            &|room| history::expire_runs(conn, &e.pipeline, &e.runs_before, e.keep_last, room),
+            &|room| dlq::expire(conn, &e.pipeline, &e.letters_before, room),
+            &|room| crate::webhook::inbox::expire(conn, &e.pipeline, &e.letters_before, room),
         ];
         for (kind, forget) in forgets.into_iter().enumerate() {
             let forgotten = forget(room)?;
@@ -630,9 +667,10 @@ mod tests {
         // A pipeline configured with no retention at all: everything is
         // past it, but its newest run.
         let retention = BTreeMap::from([("p".to_string(), (Duration::ZERO, Duration::ZERO))]);
+        let expiries = expiries(&conn, &retention).unwrap();
         let mut chunks = Vec::new();
         loop {
-            let (expired, more) = expire_some(&conn, &retention, 10).unwrap();
+            let (expired, more) = expire_some(&conn, &expiries, 10).unwrap();
             chunks.push(expired);
             if !more {
                 break;
