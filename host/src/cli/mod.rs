@@ -93,7 +93,7 @@ pub enum Command {
     Pipeline(pipeline::Opts),
     /// List pipeline runs: counts, duration, outcome.
     Runs(pipelines::RunsOpts),
-    /// The dead-letter queue: list and replay records sinks rejected.
+    /// The dead-letter queue: list, replay and drop the records a sink rejected or a stage set aside.
     Dlq(dlq::Opts),
     /// Back up the database and its audit head, while the host runs or not.
     Backup(backup::BackupOpts),
