@@ -23,6 +23,12 @@ use crate::sandbox::CallError;
 /// would only cost calls.
 pub const GIVE_UP_AFTER: usize = 16;
 
+/// The most calls one search makes. A few bad records in a batch of 1000
+/// take a few dozen; a batch where many records fail alone, or a stage
+/// that fails every part of more than one record, is not worth more (and
+/// a slow stage's calls add up).
+pub const MAX_CALLS: usize = 256;
+
 /// How a call on part of a batch failed.
 #[derive(Debug)]
 pub enum Failure<E> {
@@ -33,7 +39,20 @@ pub enum Failure<E> {
     End(E),
 }
 
-/// What the search found.
+/// How a search ended.
+#[derive(Debug, PartialEq)]
+pub enum Search<T> {
+    /// The records the stage fails on alone were found.
+    Found(Isolated<T>),
+    /// The stage took no part (or the first [`GIVE_UP_AFTER`] records
+    /// each failed alone before it took any): the failure is the plugin's,
+    /// not a record's.
+    Plugin,
+    /// [`MAX_CALLS`] calls did not find them all.
+    TooLong,
+}
+
+/// What a search found.
 #[derive(Debug, PartialEq)]
 pub struct Isolated<T> {
     /// The answers of the parts the stage took, in batch order.
@@ -57,14 +76,8 @@ pub fn may_be_a_record(error: &CallError) -> bool {
 }
 
 /// Splits `batch`, which the stage failed as a whole, until the records it
-/// fails on alone are found; `call` hands one part to the stage. `None`
-/// when it took no part at all (or the first [`GIVE_UP_AFTER`] records each
-/// failed alone before any part was taken): the failure is the plugin's,
-/// not a record's.
-pub async fn isolate<T, E, F, Fut>(
-    batch: Vec<Record>,
-    mut call: F,
-) -> Result<Option<Isolated<T>>, E>
+/// fails on alone are found; `call` hands one part to the stage.
+pub async fn isolate<T, E, F, Fut>(batch: Vec<Record>, mut call: F) -> Result<Search<T>, E>
 where
     F: FnMut(Vec<Record>) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<T>, Failure<E>>>,
@@ -77,7 +90,12 @@ where
     // Parts still to try, the next one last: depth first, left to right,
     // so the answers come in the batch's order.
     let mut parts = halves(batch).into_iter().rev().collect::<Vec<_>>();
+    let mut calls = 0;
     while let Some(part) = parts.pop() {
+        if calls == MAX_CALLS {
+            return Ok(Search::TooLong);
+        }
+        calls += 1;
         match call(part.clone()).await {
             Ok(answer) => {
                 mapped_some = true;
@@ -93,12 +111,16 @@ where
                     .aside
                     .extend(part.into_iter().map(|r| (r, why.clone())));
                 if !mapped_some && found.aside.len() >= GIVE_UP_AFTER {
-                    return Ok(None);
+                    return Ok(Search::Plugin);
                 }
             }
         }
     }
-    Ok(mapped_some.then_some(found))
+    Ok(if mapped_some {
+        Search::Found(found)
+    } else {
+        Search::Plugin
+    })
 }
 
 /// The first half and the rest (a part of one record has no second half).
@@ -135,7 +157,7 @@ mod tests {
     /// A transform that fails any part holding one of `bad`, and else
     /// answers each record twice (so the answers are told from the input);
     /// and the calls it served.
-    async fn search(n: usize, bad: &[&str]) -> (Option<Isolated<Record>>, usize) {
+    async fn search(n: usize, bad: &[&str]) -> (Search<Record>, usize) {
         let calls = Cell::new(0);
         let found = isolate::<_, (), _, _>(batch(n), |part| {
             calls.set(calls.get() + 1);
@@ -156,7 +178,9 @@ mod tests {
     #[tokio::test]
     async fn the_records_a_transform_fails_on_alone_are_set_aside_and_the_rest_mapped_in_order() {
         let (found, calls) = search(1000, &["c-3", "c-500", "c-999"]).await;
-        let found = found.expect("the rest were mapped");
+        let Search::Found(found) = found else {
+            panic!("the rest were mapped: {found:?}")
+        };
         let aside: Vec<(String, String)> = found
             .aside
             .iter()
@@ -180,13 +204,24 @@ mod tests {
         let all: Vec<String> = (0..1000).map(|i| format!("c-{i}")).collect();
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let (found, calls) = search(1000, &all).await;
-        assert_eq!(found, None);
+        assert_eq!(found, Search::Plugin);
         // The left edge down to one record, then the next records alone.
         assert!(calls <= 2 * GIVE_UP_AFTER + 10, "{calls} calls");
 
         // Fewer records than the give-up count: every one tried alone.
         let (found, _) = search(2, &["c-0", "c-1"]).await;
-        assert_eq!(found, None);
+        assert_eq!(found, Search::Plugin);
+    }
+
+    #[tokio::test]
+    async fn a_search_that_would_take_too_many_calls_is_cut_short() {
+        // Every other record of 1000 fails alone: hundreds of calls to
+        // find them all.
+        let odd: Vec<String> = (0..1000).step_by(2).map(|i| format!("c-{i}")).collect();
+        let odd: Vec<&str> = odd.iter().map(String::as_str).collect();
+        let (found, calls) = search(1000, &odd).await;
+        assert_eq!(found, Search::TooLong);
+        assert_eq!(calls, MAX_CALLS);
     }
 
     #[tokio::test]
@@ -200,8 +235,10 @@ mod tests {
             async move { answer }
         })
         .await
-        .unwrap_or_else(|()| panic!("no end was given"))
-        .expect("the filter mapped the rest");
+        .unwrap_or_else(|()| panic!("no end was given"));
+        let Search::Found(found) = found else {
+            panic!("the filter mapped the rest: {found:?}")
+        };
         assert_eq!(keys(&found.mapped), Vec::<String>::new());
         assert_eq!(found.aside.len(), 1);
     }

@@ -765,10 +765,19 @@ impl Runner {
             }
         })
         .await?;
-        let Some(found) = found else {
-            return Err(RunEnd::Stopped(format!(
-                "{what}: {error} (it fails its records alone too: the plugin's trouble, not a record's)"
-            )));
+        let found = match found {
+            isolate::Search::Found(found) => found,
+            isolate::Search::Plugin => {
+                return Err(RunEnd::Stopped(format!(
+                    "{what}: {error} (it fails its records alone too: the plugin's trouble, not a record's)"
+                )));
+            }
+            isolate::Search::TooLong => {
+                return Err(RunEnd::Stopped(format!(
+                    "{what}: {error} (so many of its records fail alone that {} calls did not find them all: the plugin's trouble, or the batch's)",
+                    isolate::MAX_CALLS
+                )));
+            }
         };
         let keys = some_keys(found.aside.iter().map(|(r, _)| r));
         tracing::warn!(
