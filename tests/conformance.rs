@@ -108,6 +108,7 @@ fn the_example_plugins_pass_with_their_committed_fixtures() {
         "records-valid",
         "transform-deterministic",
         "transform-keeps-keys",
+        "transform-record-wise",
     ];
     for (plugin, rules) in [
         ("crm-source", &crm_rules()[..]),
@@ -310,7 +311,11 @@ fn each_connector_rule_is_named_when_broken() {
 
 #[test]
 fn each_transform_rule_is_named_when_broken() {
-    for rule in ["transform-deterministic", "transform-keeps-keys"] {
+    for rule in [
+        "transform-deterministic",
+        "transform-keeps-keys",
+        "transform-record-wise",
+    ] {
         breaks("test-nonconformant-transform", rule, None);
     }
 }
@@ -380,7 +385,7 @@ type = "uri"
         .into_iter()
         .filter(|(_, v)| v == "skip")
         .count();
-    assert_eq!(skipped, 3, "{report:#}");
+    assert_eq!(skipped, 4, "{report:#}");
 }
 
 #[test]

@@ -83,6 +83,7 @@ fn python_and_javascript_transforms_pass_causeway_test() {
                 ("records-valid", "pass"),
                 ("transform-deterministic", "pass"),
                 ("transform-keeps-keys", "pass"),
+                ("transform-record-wise", "pass"),
             ],
             "{name}"
         );

@@ -54,6 +54,9 @@ pub enum Rule {
     TransformDeterministic,
     /// A transform answers only keys it was given.
     TransformKeepsKeys,
+    /// A transform maps a batch as it maps its records one by one (the
+    /// host splits a batch it fails on to find the record at fault).
+    TransformRecordWise,
     /// A sink answers exactly one outcome per record.
     SinkAnswersEach,
     /// A webhook turns the same delivery into the same records.
@@ -62,7 +65,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in the order the suite reports them.
-    pub const ALL: [Rule; 12] = [
+    pub const ALL: [Rule; 13] = [
         Rule::ManifestValid,
         Rule::ConfigMatchesSchema,
         Rule::CheckAcceptsConfig,
@@ -73,6 +76,7 @@ impl Rule {
         Rule::RecordsValid,
         Rule::TransformDeterministic,
         Rule::TransformKeepsKeys,
+        Rule::TransformRecordWise,
         Rule::SinkAnswersEach,
         Rule::WebhookDeterministic,
     ];
@@ -90,6 +94,7 @@ impl Rule {
             Rule::RecordsValid => "records-valid",
             Rule::TransformDeterministic => "transform-deterministic",
             Rule::TransformKeepsKeys => "transform-keeps-keys",
+            Rule::TransformRecordWise => "transform-record-wise",
             Rule::SinkAnswersEach => "sink-answers-each",
             Rule::WebhookDeterministic => "webhook-deterministic",
         }
@@ -396,7 +401,11 @@ fn applicable(worlds: &[World]) -> Vec<Rule> {
         rules.push(Rule::RecordsValid);
     }
     if has(World::Transform) {
-        rules.extend([Rule::TransformDeterministic, Rule::TransformKeepsKeys]);
+        rules.extend([
+            Rule::TransformDeterministic,
+            Rule::TransformKeepsKeys,
+            Rule::TransformRecordWise,
+        ]);
     }
     if has(World::Sink) {
         rules.push(Rule::SinkAnswersEach);
@@ -626,10 +635,12 @@ async fn transform_rules(
         Err(e) => {
             let message = format!("transform of {} records failed: {e}", input.len());
             report.fail(Rule::TransformDeterministic, message.clone());
-            report.fail(Rule::TransformKeepsKeys, message);
+            report.fail(Rule::TransformKeepsKeys, message.clone());
+            report.fail(Rule::TransformRecordWise, message);
             return;
         }
     };
+    let deterministic = a == b;
     if a.len() != b.len() {
         report.fail(
             Rule::TransformDeterministic,
@@ -660,7 +671,73 @@ async fn transform_rules(
         ),
         None => report.pass(Rule::TransformKeepsKeys, "every output key is an input key"),
     }
+    if deterministic {
+        record_wise(subject, input, &a, config, report).await;
+    } else {
+        report.skip(
+            Rule::TransformRecordWise,
+            "not checked: the same batch does not map into the same records twice",
+        );
+    }
     check_records(report, &a, "transform output");
+}
+
+/// [`Rule::TransformRecordWise`]: `batch`, mapped as a whole into
+/// `whole`, maps into the same records one record at a time.
+async fn record_wise(
+    subject: &Subject,
+    batch: &[Record],
+    whole: &[Record],
+    config: &Value,
+    report: &mut Report,
+) {
+    let mut alone = Vec::new();
+    for record in batch {
+        match subject
+            .call(Operation::Transform(vec![record.clone()]), config)
+            .await
+        {
+            Ok(Answer::Records(records)) => alone.extend(records),
+            Ok(_) => {
+                return report.fail(Rule::TransformRecordWise, "it did not answer records");
+            }
+            Err(e) => {
+                return report.fail(
+                    Rule::TransformRecordWise,
+                    format!(
+                        "record {} alone failed, though its batch was mapped: {e}",
+                        record.key
+                    ),
+                );
+            }
+        }
+    }
+    if alone.len() != whole.len() {
+        report.fail(
+            Rule::TransformRecordWise,
+            format!(
+                "the batch gave {} records, its records one by one {}",
+                whole.len(),
+                alone.len()
+            ),
+        );
+    } else if let Some(i) = whole.iter().zip(&alone).position(|(x, y)| x != y) {
+        report.fail(
+            Rule::TransformRecordWise,
+            format!(
+                "the batch and its records one by one differ at position {i} (key {}): {} then {}",
+                whole[i].key, whole[i].data, alone[i].data
+            ),
+        );
+    } else {
+        report.pass(
+            Rule::TransformRecordWise,
+            format!(
+                "{} records mapped as a batch and one by one alike",
+                batch.len()
+            ),
+        );
+    }
 }
 
 async fn webhook_rules(

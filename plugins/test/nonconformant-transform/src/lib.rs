@@ -19,6 +19,7 @@ impl Transform for NonconformantTransform {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
+        let size = batch.len();
         Ok(batch
             .into_iter()
             .map(|mut record| {
@@ -27,6 +28,11 @@ impl Transform for NonconformantTransform {
                         record.data = format!("{{\"at\": {nanos}}}");
                     }
                     Some("transform-keeps-keys") => record.key = format!("{}-renamed", record.key),
+                    // Deterministic, keys kept, but a record's answer
+                    // depends on the batch it came in.
+                    Some("transform-record-wise") => {
+                        record.data = format!("{{\"batch\": {size}}}");
+                    }
                     _ => {}
                 }
                 record
