@@ -691,6 +691,43 @@ sinks = [{ plugin = "test-kv" }]
     assert_eq!(stored().len(), keys.len() + 1);
 }
 
+/// The last page of a read holds one record, which the transform fails
+/// on: nothing beside it tells it from a broken transform, but the
+/// transform mapped the pages before, so the record is set aside.
+#[test]
+fn a_record_alone_in_its_batch_is_set_aside_once_the_stage_has_taken_others() {
+    let w = picky_world();
+    // Pages of three: the refused contact is the fourth, alone.
+    let mut expected = create(&w.crm, 4);
+    let last = expected.pop().unwrap();
+    picky_refuses(&w, &[&last.0]);
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    let letter = one_dead_letter(&w);
+    assert_eq!(letter["key"], last.0.as_str());
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("alone in its batch, though it mapped others before"),
+        "{reason}"
+    );
+    w.wait_until_idle();
+}
+
+/// ... but a first batch of one record the transform fails on is not
+/// taken for the record's: the pipeline stops, nothing is set aside.
+#[test]
+fn a_first_batch_of_one_record_a_transform_fails_on_stops_the_pipeline() {
+    let w = picky_world();
+    let only = create(&w.crm, 1);
+    picky_refuses(&w, &[&only[0].0]);
+    let _host = w.start();
+    wait_until("the pipeline stopped", Duration::from_secs(20), || {
+        let p = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+        (p[0]["state"] == "stopped").then_some(())
+    });
+    assert_eq!(w.dead_letters(), json!([]));
+}
+
 /// A transform that fails every record of its batch, each alone too, is
 /// not taken for bad records: nothing is set aside, and the pipeline stops
 /// with the plugin's reason, as for any fatal error.
@@ -1726,6 +1763,41 @@ fn deliveries_waiting_together_reach_the_sink_in_one_write_and_one_it_cannot_par
         w.lever("redeliver")
             .contains("1 webhook deliveries queued again")
     );
+}
+
+/// A pushed contact map-fullname cannot read, delivered alone: its batch
+/// holds no other record, but the transform mapped an earlier delivery, so
+/// the record is set aside and the deliveries after it flow.
+#[test]
+fn a_pushed_record_a_transform_cannot_map_is_set_aside_though_alone_in_its_batch() {
+    let w = webhook_world("");
+    let host = start_with_hooks(&w);
+    let first = contact_event("w1", "Ada");
+    assert_eq!(deliver(&host, "msg_w1", &first, &first).0, 202);
+    let mut expected = vec![("w1".to_string(), "Ada Hook".to_string())];
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    let odd = json!({
+        "event": "contact.created",
+        "contact": {
+            "id": "w2", "updated_at": 1_700_000_000_000i64,
+            "firstName": 42, "lastName": "Hook", "email": "w2@example.com",
+        },
+    })
+    .to_string()
+    .into_bytes();
+    assert_eq!(deliver(&host, "msg_w2", &odd, &odd).0, 202);
+    let letter = one_dead_letter(&w);
+    assert_eq!(letter["key"], "w2");
+    assert_eq!(letter["stage"], "transform");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(reason.contains("alone in its batch"), "{reason}");
+    let third = contact_event("w3", "Grace");
+    assert_eq!(deliver(&host, "msg_w3", &third, &third).0, 202);
+    expected.push(("w3".to_string(), "Grace Hook".to_string()));
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    let row = pipeline_row(&w, "contacts-to-mailer").unwrap();
+    assert_ne!(row["state"], "stopped", "{row:#}");
+    assert_eq!(row["pending_deliveries"], 0, "{row:#}");
 }
 
 #[test]

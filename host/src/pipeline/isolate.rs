@@ -12,8 +12,14 @@
 //! records of the same batch: one that fails every record (a bug, a CRM
 //! whose every contact changed shape, a sink wired to the wrong stream) is
 //! the plugin's trouble, and the pipeline stops with its reason, as
-//! before. So does a batch of one record: nothing tells that record from
-//! the plugin.
+//! before. A record alone in its batch (the last page of a read, a webhook
+//! delivery of one contact) has no others beside it: it is set aside only
+//! when the same stage (plugin build and stage configuration) took other
+//! batches in this pipeline since the host started, and has not failed
+//! [`GIVE_UP_AFTER`] such records in a row since ([`Proven`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use crate::bindings::Record;
 use crate::sandbox::CallError;
@@ -28,6 +34,48 @@ pub const GIVE_UP_AFTER: usize = 16;
 /// that fails every part of more than one record, is not worth more (and
 /// a slow stage's calls add up).
 pub const MAX_CALLS: usize = 256;
+
+/// A pipeline's stages that took a batch since the host started, by
+/// plugin digest and stage configuration (a key [`Proven::took`] is given),
+/// each with the records it failed on alone, batch after batch, since.
+/// Kept in memory: a restart, an upgrade or a configuration edit starts
+/// over, and a stage is proven again by the next batch it takes.
+#[derive(Debug, Default)]
+pub struct Proven {
+    stages: Mutex<HashMap<String, usize>>,
+}
+
+impl Proven {
+    /// `stage` took a batch.
+    pub fn took(&self, stage: &str) {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        match stages.get_mut(stage) {
+            Some(failed) => *failed = 0,
+            None => {
+                stages.insert(stage.to_string(), 0);
+            }
+        }
+    }
+
+    /// `stage` failed a batch of one record in a way the record can cause:
+    /// whether to set that record aside (the stage took batches before,
+    /// and fewer than [`GIVE_UP_AFTER`] such records in a row since). Past
+    /// that, the stage is no longer taken for proven.
+    pub fn failed_alone(&self, stage: &str) -> bool {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        match stages.get_mut(stage) {
+            Some(failed) if *failed + 1 < GIVE_UP_AFTER => {
+                *failed += 1;
+                true
+            }
+            Some(_) => {
+                stages.remove(stage);
+                false
+            }
+            None => false,
+        }
+    }
+}
 
 /// How a call on part of a batch failed.
 #[derive(Debug)]
@@ -241,6 +289,33 @@ mod tests {
         };
         assert_eq!(keys(&found.mapped), Vec::<String>::new());
         assert_eq!(found.aside.len(), 1);
+    }
+
+    #[test]
+    fn a_record_alone_is_set_aside_only_by_a_stage_that_took_others_and_not_for_ever() {
+        let proven = Proven::default();
+        assert!(!proven.failed_alone("map@1"), "never took a batch");
+        proven.took("map@1");
+        assert!(
+            !proven.failed_alone("map@2"),
+            "another build, or configuration"
+        );
+        for _ in 1..GIVE_UP_AFTER {
+            assert!(proven.failed_alone("map@1"));
+        }
+        // So many in a row: the stage's trouble; proven again only by a
+        // batch it takes.
+        assert!(!proven.failed_alone("map@1"));
+        assert!(!proven.failed_alone("map@1"));
+        proven.took("map@1");
+        assert!(proven.failed_alone("map@1"));
+        proven.took("map@1");
+        for _ in 1..GIVE_UP_AFTER {
+            assert!(
+                proven.failed_alone("map@1"),
+                "a batch taken starts the count over"
+            );
+        }
     }
 
     #[tokio::test]

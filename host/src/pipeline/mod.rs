@@ -438,6 +438,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         db: shared.db.clone(),
         stats: shared.stats.get(&name),
         stuck: Arc::default(),
+        proven: Arc::default(),
     };
     // At start: deliveries a previous host stored but did not process, and
     // a first pull.

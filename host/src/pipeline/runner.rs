@@ -114,6 +114,8 @@ pub struct Runner {
     pub stats: Arc<crate::metrics::PipelineStats>,
     /// Records its sinks keep asking to retry, from run to run.
     pub stuck: Arc<Stuck>,
+    /// Its stages that took batches, from run to run.
+    pub proven: Arc<isolate::Proven>,
 }
 
 /// What one run carries from page to page.
@@ -200,6 +202,14 @@ impl<'a> StageCall<'a> {
             dlq::Stage::Sink => "writes",
         }
     }
+
+    /// What it did with records, for messages.
+    fn took(&self) -> &'static str {
+        match self.kind {
+            dlq::Stage::Transform => "mapped",
+            dlq::Stage::Sink => "wrote",
+        }
+    }
 }
 
 /// A pipeline's stages, bound to the plugins of one snapshot.
@@ -236,6 +246,7 @@ impl Runner {
             db,
             stats: Arc::default(),
             stuck: Arc::default(),
+            proven: Arc::default(),
         }
     }
 
@@ -718,7 +729,9 @@ impl Runner {
     /// answers, and the records it fails on alone while it takes the rest,
     /// set aside with why. A batch it fails in a way one record can cause
     /// is split until they are found ([`isolate`]); one it fails record by
-    /// record too stops the pipeline, as any such failure does.
+    /// record too stops the pipeline, as any such failure does. A batch of
+    /// one record is set aside only by a stage proven to work
+    /// ([`isolate::Proven`]).
     async fn isolating<T>(
         &self,
         pipeline: &PipelineConfig,
@@ -729,26 +742,48 @@ impl Runner {
         answer: impl Fn(Vec<Record>, Answer) -> Result<Vec<T>, RunEnd>,
     ) -> Result<(Vec<T>, Vec<(Record, String)>), RunEnd> {
         let what = &stage.what;
+        // The stage as this pipeline runs it: its build and configuration.
+        let proven_as = format!("{}#{}", bound.installed.plugin.info.digest, bound.config);
         let first = self
             .attempt(&pipeline.retry, what, bound, stop, || {
                 stage.operation(&records)
             })
             .await;
         let error = match first {
-            Ok(answered) => return Ok((answer(records, answered)?, Vec::new())),
-            Err(GaveUp::Stopped(error))
-                if records.len() > 1 && isolate::may_be_a_record(&error) =>
-            {
-                error
+            Ok(answered) => {
+                self.proven.took(&proven_as);
+                return Ok((answer(records, answered)?, Vec::new()));
             }
+            Err(GaveUp::Stopped(error)) if isolate::may_be_a_record(&error) => error,
             Err(gave_up) => return Err(ended(what, gave_up)),
+        };
+        let records = match <[Record; 1]>::try_from(records) {
+            Ok([record]) => {
+                if !self.proven.failed_alone(&proven_as) {
+                    return Err(ended(what, GaveUp::Stopped(error)));
+                }
+                tracing::warn!(
+                    "{what}: {error}; record {} set aside as a dead letter: alone in its batch, and the {} {} others before",
+                    some_keys([&record]),
+                    stage.kind.as_str(),
+                    stage.took(),
+                );
+                let reason = format!(
+                    "set aside: {} {} fails on this record, alone in its batch, though it {} others before: {error}",
+                    stage.kind.as_str(),
+                    stage.plugin,
+                    stage.took(),
+                );
+                return Ok((Vec::new(), vec![(record, reason)]));
+            }
+            Err(records) => records,
         };
         tracing::warn!(
             "{what}: {error}; looking for the records of the {} it fails on",
             records.len()
         );
         let found = isolate::isolate(records, |part| {
-            let answer = &answer;
+            let (answer, proven_as) = (&answer, &proven_as);
             async move {
                 match self
                     .attempt(&pipeline.retry, what, bound, stop, || {
@@ -756,7 +791,10 @@ impl Runner {
                     })
                     .await
                 {
-                    Ok(answered) => answer(part, answered).map_err(isolate::Failure::End),
+                    Ok(answered) => {
+                        self.proven.took(proven_as);
+                        answer(part, answered).map_err(isolate::Failure::End)
+                    }
                     Err(GaveUp::Stopped(error)) if isolate::may_be_a_record(&error) => {
                         Err(isolate::Failure::Record(error.to_string()))
                     }
