@@ -641,24 +641,15 @@ async fn transform_rules(
         }
     };
     let deterministic = a == b;
-    if a.len() != b.len() {
-        report.fail(
+    match difference(&a, &b) {
+        Some(how) => report.fail(
             Rule::TransformDeterministic,
-            format!("the same input gave {} records, then {}", a.len(), b.len()),
-        );
-    } else if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        report.fail(
-            Rule::TransformDeterministic,
-            format!(
-                "the same input gave different records at position {i} (key {}): {} then {}",
-                a[i].key, a[i].data, b[i].data
-            ),
-        );
-    } else {
-        report.pass(
+            format!("the same input, mapped twice: {how}"),
+        ),
+        None => report.pass(
             Rule::TransformDeterministic,
             format!("{} records in, the same {} out twice", input.len(), a.len()),
-        );
+        ),
     }
     let keys: BTreeSet<&str> = input.iter().map(|r| r.key.as_str()).collect();
     match a.iter().find(|r| !keys.contains(r.key.as_str())) {
@@ -712,32 +703,32 @@ async fn record_wise(
             }
         }
     }
-    if alone.len() != whole.len() {
-        report.fail(
+    match difference(whole, &alone) {
+        Some(how) => report.fail(
             Rule::TransformRecordWise,
-            format!(
-                "the batch gave {} records, its records one by one {}",
-                whole.len(),
-                alone.len()
-            ),
-        );
-    } else if let Some(i) = whole.iter().zip(&alone).position(|(x, y)| x != y) {
-        report.fail(
-            Rule::TransformRecordWise,
-            format!(
-                "the batch and its records one by one differ at position {i} (key {}): {} then {}",
-                whole[i].key, whole[i].data, alone[i].data
-            ),
-        );
-    } else {
-        report.pass(
+            format!("the batch, then its records one by one: {how}"),
+        ),
+        None => report.pass(
             Rule::TransformRecordWise,
             format!(
                 "{} records mapped as a batch and one by one alike",
                 batch.len()
             ),
-        );
+        ),
     }
+}
+
+/// How two answers differ, if they do: in length, or at the first record
+/// that differs.
+fn difference(a: &[Record], b: &[Record]) -> Option<String> {
+    if a.len() != b.len() {
+        return Some(format!("{} records, then {}", a.len(), b.len()));
+    }
+    let i = a.iter().zip(b).position(|(x, y)| x != y)?;
+    Some(format!(
+        "different records at position {i} (key {}): {} then {}",
+        a[i].key, a[i].data, b[i].data
+    ))
 }
 
 async fn webhook_rules(
