@@ -35,9 +35,9 @@ pub const GIVE_UP_AFTER: usize = 16;
 /// a slow stage's calls add up).
 pub const MAX_CALLS: usize = 256;
 
-/// A pipeline's stages that took a batch since the host started, by
-/// plugin digest and stage configuration (a key [`Proven::took`] is given),
-/// each with the records it failed on alone, batch after batch, since.
+/// A pipeline's stages that took a batch since the host started, each
+/// keyed by its plugin's digest and its stage configuration, with the
+/// records it failed on alone, batch after batch, since.
 /// Kept in memory: a restart, an upgrade or a configuration edit starts
 /// over, and a stage is proven again by the next batch it takes.
 #[derive(Debug, Default)]
