@@ -355,13 +355,14 @@ impl Runner {
 
         let what = format!("pipeline {}: read {}", self.name, pipeline.source.plugin);
         let page = match self
-            .step(&pipeline.retry, &what, &stages.source, stop, || {
+            .attempt(&pipeline.retry, &what, &stages.source, stop, || {
                 Operation::Read {
                     stream: pipeline.source.stream.clone(),
                     checkpoint: previous.clone(),
                 }
             })
-            .await?
+            .await
+            .map_err(|gave_up| ended(&what, gave_up))?
         {
             Answer::Page(page) => page,
             other => return Err(unexpected(&pipeline.source.plugin, &other)),
@@ -840,21 +841,8 @@ impl Runner {
         Ok((found.mapped, aside))
     }
 
-    /// One call, retried as the retry policy says.
-    async fn step(
-        &self,
-        config: &RetryConfig,
-        what: &str,
-        bound: &Bound<'_>,
-        stop: &Stop,
-        operation: impl Fn() -> Operation,
-    ) -> Result<Answer, RunEnd> {
-        self.attempt(config, what, bound, stop, operation)
-            .await
-            .map_err(|gave_up| ended(what, gave_up))
-    }
-
-    /// [`Runner::step`], telling why it gave up.
+    /// One call, retried as the retry policy says; why it gave up, if it
+    /// did ([`ended`] makes that the run's end).
     async fn attempt(
         &self,
         config: &RetryConfig,
