@@ -1563,6 +1563,86 @@ fn a_delivery_is_processed_between_the_pages_of_a_long_poll_not_after_it() {
     assert_eq!(webhook_runs[0]["read"], 1);
 }
 
+/// The pipeline polled every 200 ms and pushed by the CRM's webhook, with
+/// `retry`.
+fn pushed_and_polled_world(retry: &str) -> World {
+    world_with(
+        "every = \"200ms\"\nwebhook = { path = \"/hooks/crm\", scheme = \"standard-webhooks\", secret = \"env:CRM_HOOK_SECRET\" }",
+        retry,
+    )
+}
+
+#[test]
+fn a_delivery_is_processed_while_a_read_waits_out_a_rate_limit() {
+    let w = pushed_and_polled_world("");
+    // The CRM's API asks the first read to come back in ten minutes.
+    w.crm.faults().inject(
+        Fault::RateLimited {
+            retry_after_secs: 600,
+        },
+        1,
+    );
+    let host = start_with_hooks(&w);
+    host.wait_for_log("waiting 600s as asked", 20);
+    let body = contact_event("r1", "Rita");
+    assert_eq!(deliver(&host, "msg_r1", &body, &body).0, 202);
+    wait_until(
+        "the delivery in the mailer",
+        Duration::from_secs(20),
+        || w.mailer.subscribers(LIST).contains_key("r1").then_some(()),
+    );
+    let all = w.runs();
+    let poll = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["trigger"] == "schedule")
+        .unwrap();
+    assert_eq!(poll["outcome"], "running", "{all:#}");
+    assert_eq!(w.crm.faults().requests(), 1, "the read still waits");
+}
+
+#[test]
+fn deliveries_go_on_while_the_source_api_is_down_and_its_reads_wait_for_the_circuit() {
+    let w = pushed_and_polled_world(
+        "initial = \"50ms\"\nmax = \"100ms\"\nbudget = \"300ms\"\ncircuit-cooldown = \"1h\"\n",
+    );
+    let expected = create(&w.crm, 3);
+    w.crm.faults().set_down(true);
+    let host = start_with_hooks(&w);
+    let state = || pipeline_row(&w, "contacts-to-mailer").unwrap();
+    wait_until(
+        "the circuit open on the failing reads",
+        Duration::from_secs(20),
+        || (state()["state"] == "circuit-open").then_some(()),
+    );
+    let reads = w.crm.faults().requests();
+    let body = contact_event("d1", "Dora");
+    assert_eq!(deliver(&host, "msg_d1", &body, &body).0, 202);
+    wait_until(
+        "the delivery in the mailer",
+        Duration::from_secs(20),
+        || w.mailer.subscribers(LIST).contains_key("d1").then_some(()),
+    );
+    // The reads still wait for the cooldown, and say deliveries do not.
+    let row = state();
+    assert_eq!(row["state"], "circuit-open", "{row:#}");
+    let reason = row["reason"].as_str().unwrap();
+    assert!(reason.contains("read crm-source"), "{reason}");
+    assert!(reason.contains("webhook deliveries go on"), "{reason}");
+    assert_eq!(w.crm.faults().requests(), reads, "no read in the cooldown");
+    assert_eq!(w.failed_runs(), 1);
+
+    // Back up, and resumed by the operator: the polls catch up.
+    w.crm.faults().set_down(false);
+    w.lever("resume");
+    let mut all = expected;
+    all.push(("d1".into(), "Dora Hook".into()));
+    all.sort();
+    w.wait_for_subscribers(&all, Duration::from_secs(20));
+    w.wait_until_idle();
+}
+
 #[test]
 fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refused() {
     let w = webhook_world("");

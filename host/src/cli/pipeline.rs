@@ -140,7 +140,9 @@ impl Opts {
                 ))?;
                 Ok(ExitCode::FAILURE)
             }
-            RunEnd::Exhausted(reason) | RunEnd::Stopped(reason) => {
+            RunEnd::Exhausted(reason)
+            | RunEnd::SourceExhausted(reason)
+            | RunEnd::Stopped(reason) => {
                 anyhow::bail!("{}: the run failed: {reason}", self.name)
             }
         }

@@ -67,7 +67,9 @@ struct Shared {
 #[derive(Default)]
 struct Wakers {
     run_now: Notify,
-    inbox: Notify,
+    /// A delivery was accepted; shared with the pipeline's runner, whose
+    /// source read, waiting to be retried, handles deliveries meanwhile.
+    inbox: Arc<Notify>,
     /// Its schedule was edited, or it was removed from the configuration.
     rescheduled: Notify,
 }
@@ -423,9 +425,19 @@ enum Wake {
 /// What a pipeline's task remembers between wake-ups.
 struct Driving {
     circuit_until: Option<Instant>,
+    /// The circuit opened by the source's reads: it holds reads only.
+    reads: Option<ReadCircuit>,
     // The snapshot a stop happened on: a new one (an edit, an upgrade) is
     // worth another try.
     stopped_on: Option<Arc<crate::live::Snapshot>>,
+}
+
+/// A circuit the source's reads opened, as recorded.
+struct ReadCircuit {
+    until: Instant,
+    reason: String,
+    /// `until`, as the operator reads it.
+    at: String,
 }
 
 /// Drives one pipeline until the host stops or the pipeline is removed.
@@ -439,12 +451,14 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         stats: shared.stats.get(&name),
         stuck: Arc::default(),
         proven: Arc::default(),
+        arrivals: wakers.inbox.clone(),
     };
     // At start: deliveries a previous host stored but did not process, and
     // a first pull.
     let mut next = Some(Instant::now());
     let mut driving = Driving {
         circuit_until: None,
+        reads: None,
         stopped_on: None,
     };
     loop {
@@ -483,6 +497,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             }
             if row.circuit_until.is_none() {
                 driving.circuit_until = None;
+                driving.reads = None;
             }
         }
         if wake != Wake::RunNow
@@ -524,13 +539,23 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
                 continue;
             }
         }
-        if wake != Wake::Inbox && (config.every.is_some() || wake == Wake::RunNow) {
+        // The source's API failing holds its reads, and only them; a
+        // `resume` clears that too, so look again soon.
+        let reads_until = driving.reads.as_ref().map(|r| r.until);
+        if wake != Wake::RunNow
+            && let Some(until) = reads_until.filter(|&until| Instant::now() < until)
+        {
+            next = Some(until.min(Instant::now() + HELD_RECHECK_EVERY));
+        } else if wake != Wake::Inbox && (config.every.is_some() || wake == Wake::RunNow) {
             let trigger = if wake == Wake::RunNow {
                 "run-now"
             } else {
                 "schedule"
             };
             let end = run(&runner, trigger, &shared.stop).await;
+            if end == RunEnd::Done {
+                driving.reads = None;
+            }
             settle(
                 &shared,
                 &name,
@@ -586,7 +611,14 @@ async fn settle(
         RunEnd::Done => {
             driving.circuit_until = None;
             driving.stopped_on = None;
-            record_state(&shared.db, name, "idle", None, None).await;
+            // Deliveries handled while the source's reads wait.
+            match driving.reads.as_ref().filter(|r| Instant::now() < r.until) {
+                Some(reads) => {
+                    let (reason, at) = (reads.reason.clone(), reads.at.clone());
+                    record_state(&shared.db, name, "circuit-open", Some(reason), Some(at)).await;
+                }
+                None => record_state(&shared.db, name, "idle", None, None).await,
+            }
             true
         }
         RunEnd::Interrupted => {
@@ -620,6 +652,29 @@ async fn settle(
                 Some(at.to_string()),
             )
             .await;
+            false
+        }
+        RunEnd::SourceExhausted(reason) => {
+            let cooldown = config.retry.circuit_cooldown.0;
+            let until = Instant::now() + cooldown;
+            *next = Some(until);
+            let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + cooldown)
+                .to_string();
+            tracing::warn!(pipeline = %name, "circuit open for reads until {at}: {reason}");
+            let reason = if config.webhook.is_some() {
+                format!("{reason} (webhook deliveries go on meanwhile)")
+            } else {
+                reason
+            };
+            record_state(
+                &shared.db,
+                name,
+                "circuit-open",
+                Some(reason.clone()),
+                Some(at.clone()),
+            )
+            .await;
+            driving.reads = Some(ReadCircuit { until, reason, at });
             false
         }
         RunEnd::Stopped(reason) => {

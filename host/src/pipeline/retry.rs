@@ -9,7 +9,7 @@ use crate::operation::FailureKind;
 use crate::sandbox::CallError;
 
 use super::config::RetryConfig;
-use super::runner::Stop;
+use super::runner::{RunEnd, Stop};
 
 /// The longest a single rate-limit wait may be: an absurd `Retry-After`
 /// must not park a pipeline for days.
@@ -54,6 +54,9 @@ pub enum GaveUp {
     Stopped(CallError),
     /// The host is stopping: the wait was cut short.
     Interrupted,
+    /// What a wait was spent on ended the run: webhook deliveries handled
+    /// while a source read waited to be retried met a sink that is down.
+    Meanwhile(RunEnd),
 }
 
 /// The backoff before attempt `attempt` (0-based): `initial · 2^attempt`,
@@ -87,11 +90,36 @@ pub async fn retry<T, F, Fut>(
     config: &RetryConfig,
     what: &str,
     stop: &Stop,
-    mut step: F,
+    step: F,
 ) -> Result<T, GaveUp>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
+{
+    retry_spending_waits(config, what, step, |wait| pause(wait, stop)).await
+}
+
+/// Sleeps `wait`, unless the host stops first.
+pub async fn pause(wait: Duration, stop: &Stop) -> Result<(), GaveUp> {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => Ok(()),
+        () = stop.wait() => Err(GaveUp::Interrupted),
+    }
+}
+
+/// [`retry`], each wait spent in `spend`, which may do other work
+/// meanwhile and ends the retries by failing.
+pub async fn retry_spending_waits<T, F, Fut, S, SFut>(
+    config: &RetryConfig,
+    what: &str,
+    mut step: F,
+    mut spend: S,
+) -> Result<T, GaveUp>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+    S: FnMut(Duration) -> SFut,
+    SFut: Future<Output = Result<(), GaveUp>>,
 {
     let mut spent = Duration::ZERO;
     let mut attempt = 0;
@@ -117,10 +145,7 @@ where
                 wait
             }
         };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = stop.wait() => return Err(GaveUp::Interrupted),
-        }
+        spend(wait).await?;
     }
 }
 
@@ -228,6 +253,23 @@ mod tests {
             Duration::from_secs(35),
             "five waits of 7 s, as asked"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_a_wait_is_spent_on_may_end_the_retries() {
+        let mut waits = Vec::new();
+        let result: Result<(), GaveUp> = retry_spending_waits(
+            &config(),
+            "step",
+            || async { Err(failure(FailureKind::Transient, None)) },
+            |wait| {
+                waits.push(wait);
+                async { Err(GaveUp::Meanwhile(RunEnd::Paused)) }
+            },
+        )
+        .await;
+        assert!(matches!(result, Err(GaveUp::Meanwhile(RunEnd::Paused))));
+        assert_eq!(waits.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@ use crate::registry::Installed;
 use crate::secrets::Secrets;
 
 use super::config::{PipelineConfig, RetryConfig};
-use super::retry::{GaveUp, backoff, jitter, retry};
+use super::retry::{GaveUp, backoff, jitter, retry, retry_spending_waits};
 use super::stuck::{SET_ASIDE_AFTER, Stuck};
 use super::{dlq, history, isolate};
 use crate::operation::FailureKind;
@@ -51,6 +51,10 @@ pub enum RunEnd {
     Paused,
     /// A step kept failing past its retry budget: the circuit opens.
     Exhausted(String),
+    /// The source's reads kept failing past the retry budget (its API is
+    /// down), or its pages go round: the circuit opens for reads, and
+    /// webhook deliveries, which need nothing from that API, go on.
+    SourceExhausted(String),
     /// A step failed in a way waiting cannot heal: the pipeline stops until
     /// an operator acts (or the configuration or a plugin changes).
     Stopped(String),
@@ -116,6 +120,9 @@ pub struct Runner {
     pub stuck: Arc<Stuck>,
     /// Its stages that took batches, from run to run.
     pub proven: Arc<isolate::Proven>,
+    /// Told of each webhook delivery accepted for the pipeline: a source
+    /// read waiting to be retried handles them meanwhile.
+    pub arrivals: Arc<tokio::sync::Notify>,
 }
 
 /// What one run carries from page to page.
@@ -247,6 +254,7 @@ impl Runner {
             stats: Arc::default(),
             stuck: Arc::default(),
             proven: Arc::default(),
+            arrivals: Arc::default(),
         }
     }
 
@@ -299,7 +307,7 @@ impl Runner {
             RunEnd::Done => ("ok", None),
             RunEnd::Interrupted => ("interrupted", Some("the host is stopping".to_string())),
             RunEnd::Paused => ("paused", Some("paused by an operator".to_string())),
-            RunEnd::Exhausted(e) => ("failed", Some(e.clone())),
+            RunEnd::Exhausted(e) | RunEnd::SourceExhausted(e) => ("failed", Some(e.clone())),
             RunEnd::Stopped(e) => ("stopped", Some(e.clone())),
         };
         self.stats.run_ended(outcome);
@@ -355,15 +363,12 @@ impl Runner {
 
         let what = format!("pipeline {}: read {}", self.name, pipeline.source.plugin);
         let page = match self
-            .attempt(&pipeline.retry, &what, &stages.source, stop, || {
-                Operation::Read {
-                    stream: pipeline.source.stream.clone(),
-                    checkpoint: previous.clone(),
-                }
-            })
+            .read(pipeline, &stages.source, &what, previous.as_deref(), stop)
             .await
-            .map_err(|gave_up| ended(&what, gave_up))?
-        {
+            .map_err(|gave_up| match gave_up {
+                GaveUp::Exhausted(e) => RunEnd::SourceExhausted(format!("{what}: {e}")),
+                other => ended(&what, other),
+            })? {
             Answer::Page(page) => page,
             other => return Err(unexpected(&pipeline.source.plugin, &other)),
         };
@@ -380,11 +385,80 @@ impl Runner {
         // Whether the source system or the plugin is at fault, the circuit's
         // cooldown paces the next tries.
         if let Some(looped) = looped {
-            return Err(RunEnd::Exhausted(format!(
+            return Err(RunEnd::SourceExhausted(format!(
                 "{what}: {looped}: reading on would go round forever; the page was delivered, and the next read waits for the circuit's cooldown (if the plugin does this whatever its API answers, `causeway test` fails its read-completes rule)"
             )));
         }
         Ok(has_more)
+    }
+
+    /// The source's page at `checkpoint`. While a failed read waits to be
+    /// retried (an outage's backoff, a rate limit's `Retry-After`), webhook
+    /// deliveries are handled: they carry their records, and need nothing
+    /// from the API that is failing.
+    async fn read(
+        &self,
+        pipeline: &PipelineConfig,
+        source: &Bound<'_>,
+        what: &str,
+        checkpoint: Option<&str>,
+        stop: &Stop,
+    ) -> Result<Answer, GaveUp> {
+        let context =
+            source
+                .installed
+                .call_context(&source.config, &self.db, &self.secrets, &self.name);
+        let read = || Operation::Read {
+            stream: pipeline.source.stream.clone(),
+            checkpoint: checkpoint.map(str::to_string),
+        };
+        retry_spending_waits(
+            &pipeline.retry,
+            what,
+            || {
+                source
+                    .installed
+                    .call_warm(&self.runtime.engine, read(), &context)
+            },
+            |wait| self.deliveries_meanwhile(wait, stop),
+        )
+        .await
+    }
+
+    /// Waits `wait`, handling the webhook deliveries waiting or arriving
+    /// meanwhile, as runs of their own.
+    async fn deliveries_meanwhile(&self, wait: Duration, stop: &Stop) -> Result<(), GaveUp> {
+        let until = tokio::time::Instant::now() + wait;
+        // Some may have come before the wait began.
+        let mut look = true;
+        loop {
+            if look && self.deliveries_pending().await {
+                match Box::pin(self.run(WEBHOOK, stop)).await {
+                    Ok(RunEnd::Done) => {}
+                    Ok(end) => return Err(GaveUp::Meanwhile(end)),
+                    Err(e) => {
+                        return Err(GaveUp::Meanwhile(RunEnd::Exhausted(format!(
+                            "cannot record a webhook run: {e}"
+                        ))));
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return Ok(()),
+                () = stop.wait() => return Err(GaveUp::Interrupted),
+                () = self.arrivals.notified() => look = true,
+            }
+        }
+    }
+
+    /// Whether webhook deliveries wait in the pipeline's inbox (not when
+    /// the inbox cannot be read: the run's own steps will say so).
+    async fn deliveries_pending(&self) -> bool {
+        let name = self.name.clone();
+        self.db
+            .transact(move |conn| Ok::<_, DbError>(inbox::has_pending(conn, &name)?))
+            .await
+            .unwrap_or(false)
     }
 
     /// The oldest pending webhook deliveries, handled together: each turned
@@ -944,6 +1018,7 @@ fn ended(what: &str, gave_up: GaveUp) -> RunEnd {
         GaveUp::Exhausted(e) => RunEnd::Exhausted(format!("{what}: {e}")),
         GaveUp::Stopped(e) => RunEnd::Stopped(format!("{what}: {e}")),
         GaveUp::Interrupted => RunEnd::Interrupted,
+        GaveUp::Meanwhile(end) => end,
     }
 }
 
