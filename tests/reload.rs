@@ -224,6 +224,36 @@ fn a_broken_upgrade_leaves_the_old_version_answering_and_shows_the_failure() {
 }
 
 #[test]
+fn a_second_file_of_a_serving_plugin_fails_and_the_serving_file_keeps_answering() {
+    let scratch = setup(0, "");
+    let host = start(&scratch);
+    assert_eq!(call(&host), Ok(A.to_string()));
+    // Another build under a name that sorts first, like a copy kept beside
+    // the plugin: it must not swap versions behind the operator's back.
+    let copy = "test-version-backup.wasm";
+    std::fs::write(scratch.plugins().join(copy), test_version(B)).unwrap();
+    let rows = wait_until("a failed row", Duration::from_secs(10), || {
+        let rows = plugin_rows(&host);
+        rows.iter().any(|r| r["state"] == "failed").then_some(rows)
+    });
+    let failed = rows.iter().find(|r| r["state"] == "failed").unwrap();
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains(copy)
+            && error.contains(&format!(
+                "already provided by {}",
+                scratch.plugins().join(FILE).display()
+            )),
+        "{error}"
+    );
+    assert_eq!(call(&host), Ok(A.to_string()), "the serving file answers");
+
+    // The serving file removed: the other one takes over.
+    std::fs::remove_file(scratch.plugins().join(FILE)).unwrap();
+    wait_for_build(&host, B, Duration::from_secs(10));
+}
+
+#[test]
 fn an_upgrade_asking_for_more_is_held_pending_until_granted_while_the_old_serves() {
     let scratch = setup(0, "");
     let host = start(&scratch);

@@ -96,7 +96,9 @@ pub enum Problem {
         max: u64,
     },
     /// Another file already provides a plugin of this name.
-    #[error("declares plugin name {name:?}, already provided by {other}")]
+    #[error(
+        "declares plugin name {name:?}, already provided by {other}: a plugin name comes from one file; remove one of the two"
+    )]
     DuplicateName {
         /// The plugin name.
         name: String,

@@ -453,6 +453,15 @@ impl Registry {
         if let Compile::Background(background) = compile {
             background.retain(&files);
         }
+        // Two files naming one plugin: the file serving it keeps it, so a
+        // copy dropped beside it (a backup, another version) swaps nothing
+        // and fails instead; with neither serving, the first by name.
+        candidates.sort_by_key(|candidate| {
+            let info = &candidate.plugin.info;
+            self.plugins
+                .get(&info.name)
+                .is_none_or(|serving| serving.plugin.info.path != info.path)
+        });
         for candidate in candidates {
             let name = &candidate.plugin.info.name;
             let serving = self.plugins.get(name).filter(|old| {
