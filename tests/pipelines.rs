@@ -1644,6 +1644,62 @@ fn deliveries_go_on_while_the_source_api_is_down_and_its_reads_wait_for_the_circ
 }
 
 #[test]
+fn a_steady_stream_of_deliveries_does_not_hold_the_polls_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Ends the stream however the test ends, so the scope can join it.
+    struct EndStream<'a>(&'a AtomicBool);
+    impl Drop for EndStream<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+    let w = pushed_and_polled_world("");
+    let host = start_with_hooks(&w);
+    let streaming = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let _end = EndStream(&streaming);
+        scope.spawn(|| {
+            let mut i = 0;
+            while streaming.load(Ordering::SeqCst) {
+                i += 1;
+                let id = format!("s{i}");
+                let body = contact_event(&id, "Stream");
+                assert_eq!(deliver(&host, &format!("msg_{id}"), &body, &body).0, 202);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        wait_until("the stream flowing", Duration::from_secs(20), || {
+            (w.mailer.subscribers(LIST).len() >= 20).then_some(())
+        });
+        // Changes no webhook announces: only a poll finds them.
+        let polled = create(&w.crm, 3);
+        wait_until(
+            "the polled contacts in the mailer, the stream still flowing",
+            Duration::from_secs(20),
+            || {
+                let subscribers = w.mailer.subscribers(LIST);
+                polled
+                    .iter()
+                    .all(|(key, _)| subscribers.contains_key(key))
+                    .then_some(())
+            },
+        );
+    });
+    // Each run of deliveries ended: none takes the stream for ever.
+    let all = w.runs();
+    let webhook_runs: Vec<&Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == "webhook")
+        .collect();
+    assert!(
+        webhook_runs.iter().filter(|r| r["outcome"] == "ok").count() >= 2,
+        "{all:#}"
+    );
+}
+
+#[test]
 fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refused() {
     let w = webhook_world("");
     let mut host = start_with_hooks(&w);

@@ -135,6 +135,10 @@ struct ThisRun {
     visited: crate::checkpoint::Visited,
     /// Webhook deliveries were waiting when its last page began.
     deliveries_waiting: bool,
+    /// A run of deliveries takes those stored up to this inbox id when it
+    /// began: the ones arriving meanwhile are the next run's, so a steady
+    /// stream cannot keep it going, nor hold back the polls behind it.
+    deliveries_up_to: i64,
 }
 
 impl ThisRun {
@@ -264,12 +268,18 @@ impl Runner {
         let name = self.name.clone();
         let trigger_is_webhook = trigger == WEBHOOK;
         let trigger = trigger.to_string();
-        let (run_id, started_paused) = self
+        let (run_id, started_paused, deliveries_up_to) = self
             .db
             .transact(move |conn| {
                 history::set_state(conn, &name, "running", None, None)?;
                 let paused = history::paused(conn, &name)?;
-                Ok::<_, DbError>((history::start_run(conn, &name, &trigger)?, paused))
+                let newest = if trigger_is_webhook {
+                    inbox::newest_pending(conn, &name)?.unwrap_or(0)
+                } else {
+                    0
+                };
+                let run = history::start_run(conn, &name, &trigger)?;
+                Ok::<_, DbError>((run, paused, newest))
             })
             .await?;
         let mut run = ThisRun {
@@ -277,6 +287,7 @@ impl Runner {
             started_paused,
             visited: crate::checkpoint::Visited::default(),
             deliveries_waiting: false,
+            deliveries_up_to,
         };
         let end = loop {
             if stop.is_set() {
@@ -471,11 +482,13 @@ impl Runner {
         let snapshot = self.live.snapshot();
         let (pipeline, stages) = self.stages(&snapshot)?;
         let name = self.name.clone();
+        let up_to = run.deliveries_up_to;
         let (pending, paused) = self
             .db
             .transact(move |conn| {
                 let paused = history::paused(conn, &name)?;
-                let pending = inbox::pending(conn, &name, DELIVERIES_PER_BATCH, BYTES_PER_BATCH)?;
+                let pending =
+                    inbox::pending(conn, &name, up_to, DELIVERIES_PER_BATCH, BYTES_PER_BATCH)?;
                 Ok::<_, DbError>((pending, paused))
             })
             .await

@@ -45,22 +45,23 @@ pub fn insert(
     Ok(inserted == 1)
 }
 
-/// The oldest deliveries of `pipeline` not yet processed, oldest first: at
-/// most `limit`, and no more once their bodies add up to `max_bytes` (the
-/// oldest is always taken), so a burst of large bodies is not all loaded at
-/// once.
+/// The oldest deliveries of `pipeline` not yet processed, oldest first, of
+/// those stored up to id `up_to`: at most `limit`, and no more once their
+/// bodies add up to `max_bytes` (the oldest is always taken), so a burst of
+/// large bodies is not all loaded at once.
 pub fn pending(
     conn: &Connection,
     pipeline: &str,
+    up_to: i64,
     limit: usize,
     max_bytes: usize,
 ) -> rusqlite::Result<Vec<Delivery>> {
     let mut statement = conn.prepare_cached(
         "SELECT id, delivery_id, method, path, query, headers, body FROM webhook_inbox
-         WHERE pipeline = ?1 AND state = 'pending' ORDER BY id LIMIT ?2",
+         WHERE pipeline = ?1 AND state = 'pending' AND id <= ?2 ORDER BY id LIMIT ?3",
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = statement.query_map(params![pipeline, limit], |row| {
+    let rows = statement.query_map(params![pipeline, up_to, limit], |row| {
         let headers: String = row.get(5)?;
         Ok(Delivery {
             id: row.get(0)?,
@@ -92,6 +93,17 @@ pub fn pending(
 pub fn has_pending(conn: &Connection, pipeline: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM webhook_inbox WHERE pipeline = ?1 AND state = 'pending')",
+        params![pipeline],
+        |row| row.get(0),
+    )
+}
+
+/// The id of `pipeline`'s newest delivery not yet processed, if any: a run
+/// takes the deliveries up to it, and those arriving meanwhile are the
+/// next run's, so a steady stream never keeps one run going.
+pub fn newest_pending(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT MAX(id) FROM webhook_inbox WHERE pipeline = ?1 AND state = 'pending'",
         params![pipeline],
         |row| row.get(0),
     )
@@ -202,7 +214,7 @@ mod tests {
             "a redelivery is recognised"
         );
         let ids = |limit| {
-            pending(&conn, "p", limit, usize::MAX)
+            pending(&conn, "p", i64::MAX, limit, usize::MAX)
                 .unwrap()
                 .into_iter()
                 .map(|d| d.delivery_id)
@@ -210,28 +222,43 @@ mod tests {
         };
         assert_eq!(ids(2), ["a", "b"]);
         assert_eq!(ids(100), ["a", "b", "c"]);
-        let within = |max_bytes| pending(&conn, "p", 100, max_bytes).unwrap().len();
+        // A run takes those stored up to the newest when it began.
+        let newest = newest_pending(&conn, "p").unwrap().unwrap();
+        assert!(insert(&conn, "p", "d", &request("d")).unwrap());
+        let taken: Vec<String> = pending(&conn, "p", newest, 100, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.delivery_id)
+            .collect();
+        assert_eq!(taken, ["a", "b", "c"], "not the one stored after");
+        assert_eq!(newest_pending(&conn, "none").unwrap(), None);
+        let within = |max_bytes| pending(&conn, "p", i64::MAX, 100, max_bytes).unwrap().len();
         assert_eq!(within(0), 1, "the oldest is always taken");
         assert_eq!(within(2), 2, "no more once the bodies reach the budget");
 
-        let oldest = pending(&conn, "p", 1, usize::MAX).unwrap().remove(0);
+        let oldest = pending(&conn, "p", i64::MAX, 1, usize::MAX)
+            .unwrap()
+            .remove(0);
         assert_eq!(
             oldest.request.body, b"a",
             "the first body stored, not the redelivery"
         );
         assert_eq!(oldest.request.headers, request("a").headers);
         finish(&conn, oldest.id, None).unwrap();
-        let next = pending(&conn, "p", 1, usize::MAX).unwrap().remove(0);
+        let next = pending(&conn, "p", i64::MAX, 1, usize::MAX)
+            .unwrap()
+            .remove(0);
         finish(&conn, next.id, Some("cannot parse it")).unwrap();
         assert_eq!(
             ids(100),
-            ["c"],
+            ["c", "d"],
             "done and set-aside deliveries are not pending"
         );
         assert!(has_pending(&conn, "p").unwrap());
         assert!(!has_pending(&conn, "none").unwrap());
-        let last = pending(&conn, "p", 1, usize::MAX).unwrap().remove(0);
-        finish(&conn, last.id, None).unwrap();
+        for last in pending(&conn, "p", i64::MAX, 100, usize::MAX).unwrap() {
+            finish(&conn, last.id, None).unwrap();
+        }
         assert!(!has_pending(&conn, "p").unwrap(), "every delivery is done");
         assert!(
             has_pending(&conn, "q").unwrap(),
