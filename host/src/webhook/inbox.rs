@@ -160,16 +160,23 @@ pub fn redeliver(conn: &Connection, pipeline: &str) -> rusqlite::Result<usize> {
 }
 
 /// Marks a delivery processed (`done`) or given up on (`failed`, with why).
+/// A processed delivery keeps only its id, to recognise a redelivery: its
+/// body, headers and query go at once (its records are in the sinks), so
+/// the inbox holds neither a week of personal data nor its bulk. A failed
+/// one keeps them, to be redelivered.
 pub fn finish(conn: &Connection, id: i64, error: Option<&str>) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE webhook_inbox SET state = ?2, error = ?3, processed_at = ?4 WHERE id = ?1",
-        params![
-            id,
-            if error.is_some() { "failed" } else { "done" },
-            error,
-            crate::audit::now()
-        ],
-    )?;
+    let now = crate::audit::now();
+    match error {
+        None => conn.execute(
+            "UPDATE webhook_inbox SET state = 'done', error = NULL, processed_at = ?2,
+                 body = x'', headers = '[]', query = '' WHERE id = ?1",
+            params![id, now],
+        )?,
+        Some(error) => conn.execute(
+            "UPDATE webhook_inbox SET state = 'failed', error = ?2, processed_at = ?3 WHERE id = ?1",
+            params![id, error, now],
+        )?,
+    };
     Ok(())
 }
 
@@ -254,6 +261,16 @@ mod tests {
             ["c", "d"],
             "done and set-aside deliveries are not pending"
         );
+        let kept = |id: i64| -> (Vec<u8>, String) {
+            conn.query_row(
+                "SELECT body, headers FROM webhook_inbox WHERE id = ?1",
+                params![id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(kept(oldest.id), (Vec::new(), "[]".to_string()), "done");
+        assert_eq!(kept(next.id).0, b"b", "set aside, to be redelivered");
         assert!(has_pending(&conn, "p").unwrap());
         assert!(!has_pending(&conn, "none").unwrap());
         for last in pending(&conn, "p", i64::MAX, 100, usize::MAX).unwrap() {
