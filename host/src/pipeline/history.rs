@@ -64,6 +64,20 @@ pub fn set_state(
     Ok(())
 }
 
+/// Records `pipeline` running. A run of webhook deliveries leaves a circuit
+/// open as it is: it is the source's reads' (no deliveries are handled while
+/// the whole pipeline's is), and it still holds them.
+pub fn set_running(conn: &Connection, pipeline: &str, deliveries: bool) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO pipeline_state (pipeline, paused, state, updated_at) VALUES (?1, 0, 'running', ?2)
+         ON CONFLICT (pipeline) DO UPDATE SET state = 'running', reason = NULL,
+             circuit_until = NULL, updated_at = excluded.updated_at
+         WHERE NOT (?3 AND pipeline_state.state = 'circuit-open')",
+        params![pipeline, crate::audit::now(), deliveries],
+    )?;
+    Ok(())
+}
+
 /// Pauses or resumes `pipeline`.
 pub fn set_paused(conn: &Connection, pipeline: &str, paused: bool) -> rusqlite::Result<()> {
     conn.execute(
@@ -273,6 +287,34 @@ mod tests {
             .rev()
             .map(|r| r.id)
             .collect()
+    }
+
+    #[test]
+    fn a_run_of_deliveries_leaves_the_reads_circuit_open_and_a_poll_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let recorded = |conn: &Connection| {
+            let row = state(conn, "p").unwrap().unwrap();
+            (row.state, row.reason, row.circuit_until)
+        };
+        set_running(&conn, "p", true).unwrap();
+        assert_eq!(recorded(&conn).0, "running", "a first run");
+        let until = "2026-01-01T00:00:30Z";
+        set_state(&conn, "p", "circuit-open", Some("read failed"), Some(until)).unwrap();
+        set_running(&conn, "p", true).unwrap();
+        assert_eq!(
+            recorded(&conn),
+            (
+                "circuit-open".to_string(),
+                Some("read failed".to_string()),
+                Some(until.to_string())
+            )
+        );
+        set_running(&conn, "p", false).unwrap();
+        assert_eq!(recorded(&conn), ("running".to_string(), None, None));
+        set_state(&conn, "p", "idle", None, None).unwrap();
+        set_running(&conn, "p", true).unwrap();
+        assert_eq!(recorded(&conn).0, "running");
     }
 
     #[test]

@@ -271,7 +271,7 @@ impl Runner {
         let (run_id, started_paused, deliveries_up_to) = self
             .db
             .transact(move |conn| {
-                history::set_state(conn, &name, "running", None, None)?;
+                history::set_running(conn, &name, trigger_is_webhook)?;
                 let paused = history::paused(conn, &name)?;
                 let newest = if trigger_is_webhook {
                     inbox::newest_pending(conn, &name)?.unwrap_or(0)
