@@ -151,6 +151,15 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX audit_unchained ON audit (seq) WHERE hash IS NULL;",
     // 8: dead letters a transform set aside, beside those of sinks.
     "ALTER TABLE dead_letter ADD COLUMN stage TEXT NOT NULL DEFAULT 'sink';",
+    // 9: the stages that took batches (pipeline::isolate::Proven), across
+    // restarts.
+    "CREATE TABLE stage_proven (
+        pipeline     TEXT NOT NULL,
+        stage        TEXT NOT NULL,
+        failed_alone INTEGER NOT NULL,
+        updated_at   TEXT NOT NULL,
+        PRIMARY KEY (pipeline, stage)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version of a fully migrated database.

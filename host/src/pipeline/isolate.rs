@@ -15,11 +15,13 @@
 //! before. A record alone in its batch (the last page of a read, a webhook
 //! delivery of one contact) has no others beside it: it is set aside only
 //! when the same stage (plugin build and stage configuration) took other
-//! batches in this pipeline since the host started, and has not failed
-//! [`GIVE_UP_AFTER`] such records in a row since ([`Proven`]).
+//! batches in this pipeline, and has not failed [`GIVE_UP_AFTER`] such
+//! records in a row since ([`Proven`], kept across restarts).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use rusqlite::{Connection, params};
 
 use crate::bindings::Record;
 use crate::sandbox::CallError;
@@ -35,25 +37,69 @@ pub const GIVE_UP_AFTER: usize = 16;
 /// a slow stage's calls add up).
 pub const MAX_CALLS: usize = 256;
 
-/// A pipeline's stages that took a batch since the host started, each
-/// keyed by its plugin's digest and its stage configuration, with the
-/// records it failed on alone, batch after batch, since.
-/// Kept in memory: a restart, an upgrade or a configuration edit starts
-/// over, and a stage is proven again by the next batch it takes.
+/// The most stages of one pipeline kept on record: the newest. Each
+/// upgrade or configuration edit of a stage adds one; the old ones are
+/// never asked about again.
+const PROVEN_KEPT: usize = 32;
+
+/// A pipeline's stages that took a batch, each keyed by its plugin's
+/// digest and its stage configuration's ([`Proven::key`]), with the
+/// records it failed on alone, batch after batch, since. An upgrade or a
+/// configuration edit is a new key, proven again by the next batch it
+/// takes. Changes are saved with the page that made them, so a restart
+/// keeps what the stages showed.
 #[derive(Debug, Default)]
 pub struct Proven {
-    stages: Mutex<HashMap<String, usize>>,
+    stages: Mutex<Stages>,
+}
+
+#[derive(Debug, Default)]
+struct Stages {
+    failed_alone: HashMap<String, usize>,
+    /// Not yet saved: each key's count, or `None` for no longer proven.
+    changed: HashMap<String, Option<usize>>,
 }
 
 impl Proven {
+    /// What `pipeline`'s stages showed, as saved.
+    pub fn load(conn: &Connection, pipeline: &str) -> rusqlite::Result<Proven> {
+        let mut statement =
+            conn.prepare("SELECT stage, failed_alone FROM stage_proven WHERE pipeline = ?1")?;
+        let rows = statement.query_map(params![pipeline], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        let mut failed_alone = HashMap::new();
+        for row in rows {
+            let (stage, failed) = row?;
+            failed_alone.insert(stage, usize::try_from(failed).unwrap_or(GIVE_UP_AFTER));
+        }
+        Ok(Proven {
+            stages: Mutex::new(Stages {
+                failed_alone,
+                changed: HashMap::new(),
+            }),
+        })
+    }
+
+    /// The key of a stage: its plugin's build and its configuration (by
+    /// digest: a configuration may be long).
+    pub fn key(plugin_digest: &str, config: &serde_json::Value) -> String {
+        format!(
+            "{plugin_digest}#{}",
+            crate::plugin::digest(config.to_string().as_bytes())
+        )
+    }
+
+    fn stages(&self) -> std::sync::MutexGuard<'_, Stages> {
+        self.stages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// `stage` took a batch.
     pub fn took(&self, stage: &str) {
-        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
-        match stages.get_mut(stage) {
-            Some(failed) => *failed = 0,
-            None => {
-                stages.insert(stage.to_string(), 0);
-            }
+        let mut stages = self.stages();
+        if stages.failed_alone.get(stage) != Some(&0) {
+            stages.failed_alone.insert(stage.to_string(), 0);
+            stages.changed.insert(stage.to_string(), Some(0));
         }
     }
 
@@ -62,19 +108,71 @@ impl Proven {
     /// and fewer than [`GIVE_UP_AFTER`] such records in a row since). Past
     /// that, the stage is no longer taken for proven.
     pub fn failed_alone(&self, stage: &str) -> bool {
-        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
-        match stages.get_mut(stage) {
-            Some(failed) if *failed + 1 < GIVE_UP_AFTER => {
-                *failed += 1;
-                true
-            }
-            Some(_) => {
-                stages.remove(stage);
-                false
-            }
-            None => false,
-        }
+        let mut stages = self.stages();
+        let now = match stages.failed_alone.get(stage) {
+            None => return false,
+            Some(failed) if failed + 1 < GIVE_UP_AFTER => Some(failed + 1),
+            Some(_) => None,
+        };
+        match now {
+            Some(failed) => stages.failed_alone.insert(stage.to_string(), failed),
+            None => stages.failed_alone.remove(stage),
+        };
+        stages.changed.insert(stage.to_string(), now);
+        now.is_some()
     }
+
+    /// Saves what changed since the last save, for `pipeline`, in the
+    /// transaction `conn` is in (the page's commit). Put back if that
+    /// fails.
+    pub fn save(&self, conn: &Connection, pipeline: &str) -> rusqlite::Result<()> {
+        let changed = std::mem::take(&mut self.stages().changed);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let saved = save_changes(conn, pipeline, &changed);
+        if saved.is_err() {
+            let mut stages = self.stages();
+            for (stage, now) in changed {
+                stages.changed.entry(stage).or_insert(now);
+            }
+        }
+        saved
+    }
+}
+
+fn save_changes(
+    conn: &Connection,
+    pipeline: &str,
+    changed: &HashMap<String, Option<usize>>,
+) -> rusqlite::Result<()> {
+    let now = crate::audit::now();
+    for (stage, failed) in changed {
+        match failed {
+            Some(failed) => conn.execute(
+                "INSERT INTO stage_proven (pipeline, stage, failed_alone, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (pipeline, stage) DO UPDATE SET
+                     failed_alone = excluded.failed_alone, updated_at = excluded.updated_at",
+                params![
+                    pipeline,
+                    stage,
+                    i64::try_from(*failed).unwrap_or(i64::MAX),
+                    now
+                ],
+            )?,
+            None => conn.execute(
+                "DELETE FROM stage_proven WHERE pipeline = ?1 AND stage = ?2",
+                params![pipeline, stage],
+            )?,
+        };
+    }
+    conn.execute(
+        "DELETE FROM stage_proven WHERE pipeline = ?1 AND stage NOT IN
+             (SELECT stage FROM stage_proven WHERE pipeline = ?1 ORDER BY updated_at DESC LIMIT ?2)",
+        params![pipeline, PROVEN_KEPT as i64],
+    )?;
+    Ok(())
 }
 
 /// How a call on part of a batch failed.
@@ -289,6 +387,42 @@ mod tests {
         };
         assert_eq!(keys(&found.mapped), Vec::<String>::new());
         assert_eq!(found.aside.len(), 1);
+    }
+
+    #[test]
+    fn what_the_stages_showed_is_saved_with_a_page_and_known_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let proven = Proven::default();
+        proven.took("map@1");
+        assert!(proven.failed_alone("map@1"));
+        proven.save(&conn, "p").unwrap();
+
+        let restarted = Proven::load(&conn, "p").unwrap();
+        assert!(
+            !Proven::load(&conn, "q").unwrap().failed_alone("map@1"),
+            "another pipeline's stage"
+        );
+        // One failure alone came before the restart: 14 more are taken.
+        for _ in 2..GIVE_UP_AFTER {
+            assert!(restarted.failed_alone("map@1"));
+        }
+        assert!(!restarted.failed_alone("map@1"));
+        restarted.save(&conn, "p").unwrap();
+        assert!(
+            !Proven::load(&conn, "p").unwrap().failed_alone("map@1"),
+            "no longer proven, after a restart too"
+        );
+
+        // Each upgrade or edit is a stage of its own: the newest are kept.
+        for build in 0..PROVEN_KEPT + 8 {
+            proven.took(&format!("map@{build}"));
+        }
+        proven.save(&conn, "p").unwrap();
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM stage_proven", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(kept, PROVEN_KEPT as i64);
     }
 
     #[test]

@@ -118,7 +118,8 @@ pub struct Runner {
     pub stats: Arc<crate::metrics::PipelineStats>,
     /// Records its sinks keep asking to retry, from run to run.
     pub stuck: Arc<Stuck>,
-    /// Its stages that took batches, from run to run.
+    /// Its stages that took batches, from run to run (saved with each page,
+    /// so load it with [`isolate::Proven::load`]).
     pub proven: Arc<isolate::Proven>,
     /// Told of each webhook delivery accepted for the pipeline: a source
     /// read waiting to be retried handles them meanwhile.
@@ -831,7 +832,7 @@ impl Runner {
     ) -> Result<(Vec<T>, Vec<(Record, String)>), RunEnd> {
         let what = &stage.what;
         // The stage as this pipeline runs it: its build and configuration.
-        let proven_as = format!("{}#{}", bound.installed.plugin.info.digest, bound.config);
+        let proven_as = isolate::Proven::key(&bound.installed.plugin.info.digest, &bound.config);
         let first = self
             .attempt(&pipeline.retry, what, bound, stop, || {
                 stage.operation(&records)
@@ -964,7 +965,9 @@ impl Runner {
         let stream = pipeline.source.stream.clone();
         let Delivered { dead, counts } = delivered;
         let counted = (counts.read, counts.written, counts.rejected);
+        let proven = self.proven.clone();
         let bookkeeping = move |conn: &rusqlite::Connection| -> Result<(), String> {
+            proven.save(conn, &name).map_err(|e| e.to_string())?;
             for d in &dead {
                 dlq::insert(
                     conn,
