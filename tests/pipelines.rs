@@ -1533,6 +1533,31 @@ fn deliveries_of_a_removed_pipeline_are_shown_waiting_and_processed_once_it_is_b
     );
 }
 
+/// Delivers a signed event for contact `id` and waits until the mailer
+/// holds it.
+fn push_through(w: &World, host: &RunningHost, id: &str, first: &str) {
+    let body = contact_event(id, first);
+    assert_eq!(deliver(host, &format!("msg_{id}"), &body, &body).0, 202);
+    wait_until(
+        "the delivery in the mailer",
+        Duration::from_secs(20),
+        || w.mailer.subscribers(LIST).contains_key(id).then_some(()),
+    );
+}
+
+/// The runs, and the newest scheduled one among them.
+fn with_the_poll(w: &World) -> (Value, Value) {
+    let all = w.runs();
+    let poll = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["trigger"] == "schedule")
+        .cloned()
+        .unwrap_or_default();
+    (all, poll)
+}
+
 #[test]
 fn a_delivery_is_processed_between_the_pages_of_a_long_poll_not_after_it() {
     let w = world_with(
@@ -1549,20 +1574,8 @@ fn a_delivery_is_processed_between_the_pages_of_a_long_poll_not_after_it() {
     wait_until("the sync under way", Duration::from_secs(20), || {
         (w.runs()[0]["read"].as_i64() >= Some(3)).then_some(())
     });
-    let body = contact_event("w1", "Wanda");
-    assert_eq!(deliver(&host, "msg_w1", &body, &body).0, 202);
-    wait_until(
-        "the delivery in the mailer",
-        Duration::from_secs(20),
-        || w.mailer.subscribers(LIST).contains_key("w1").then_some(()),
-    );
-    let all = w.runs();
-    let sync = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["trigger"] == "schedule")
-        .unwrap();
+    push_through(&w, &host, "w1", "Wanda");
+    let (all, sync) = with_the_poll(&w);
     assert_eq!(
         sync["outcome"], "running",
         "the delivery waited for the whole sync: {all:#}"
@@ -1570,13 +1583,7 @@ fn a_delivery_is_processed_between_the_pages_of_a_long_poll_not_after_it() {
     assert!(sync["read"].as_i64() < Some(60), "{all:#}");
     // The sync goes on to the end after it.
     wait_until("the sync done", Duration::from_secs(30), || {
-        let all = w.runs();
-        let sync = all
-            .as_array()?
-            .iter()
-            .find(|r| r["trigger"] == "schedule")?
-            .clone();
-        (sync["outcome"] == "ok").then_some(())
+        (with_the_poll(&w).1["outcome"] == "ok").then_some(())
     });
     assert_eq!(w.mailer.subscribers(LIST).len(), 61);
     let webhook_runs: Vec<Value> = w
@@ -1613,20 +1620,8 @@ fn a_delivery_is_processed_while_a_read_waits_out_a_rate_limit() {
     );
     let host = start_with_hooks(&w);
     host.wait_for_log("waiting 600s as asked", 20);
-    let body = contact_event("r1", "Rita");
-    assert_eq!(deliver(&host, "msg_r1", &body, &body).0, 202);
-    wait_until(
-        "the delivery in the mailer",
-        Duration::from_secs(20),
-        || w.mailer.subscribers(LIST).contains_key("r1").then_some(()),
-    );
-    let all = w.runs();
-    let poll = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["trigger"] == "schedule")
-        .unwrap();
+    push_through(&w, &host, "r1", "Rita");
+    let (all, poll) = with_the_poll(&w);
     assert_eq!(poll["outcome"], "running", "{all:#}");
     assert_eq!(w.crm.faults().requests(), 1, "the read still waits");
 }
@@ -1646,13 +1641,7 @@ fn deliveries_go_on_while_the_source_api_is_down_and_its_reads_wait_for_the_circ
         || (state()["state"] == "circuit-open").then_some(()),
     );
     let reads = w.crm.faults().requests();
-    let body = contact_event("d1", "Dora");
-    assert_eq!(deliver(&host, "msg_d1", &body, &body).0, 202);
-    wait_until(
-        "the delivery in the mailer",
-        Duration::from_secs(20),
-        || w.mailer.subscribers(LIST).contains_key("d1").then_some(()),
-    );
+    push_through(&w, &host, "d1", "Dora");
     // The reads still wait for the cooldown, and say deliveries do not.
     let row = state();
     assert_eq!(row["state"], "circuit-open", "{row:#}");
