@@ -480,6 +480,13 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             () = wakers.rescheduled.notified() => Wake::Rescheduled,
             () = shared.stop.wait() => return,
         };
+        // A delivery that wakes the task when a poll is due too: the poll
+        // is not left to the next wake's draw (under a steady stream of
+        // deliveries, it could lose many).
+        let wake = match wake {
+            Wake::Inbox if next.is_some_and(|at| at <= Instant::now()) => Wake::Tick,
+            wake => wake,
+        };
         if shared.stop.is_set() {
             return;
         }

@@ -39,6 +39,12 @@ const RECORDS_PER_BATCH: usize = 1000;
 /// its trigger's `max-body-bytes`, 1 MiB by default).
 const BYTES_PER_BATCH: usize = 8 << 20;
 
+/// A run of deliveries takes those arriving while it runs too, for this
+/// long after it began: under a steady stream, one run every few seconds
+/// instead of one per batch (a row each in the run history), and the polls
+/// behind it wait no longer than that.
+const DELIVERY_RUN_SPAN: Duration = Duration::from_secs(5);
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEnd {
@@ -136,10 +142,12 @@ struct ThisRun {
     visited: crate::checkpoint::Visited,
     /// Webhook deliveries were waiting when its last page began.
     deliveries_waiting: bool,
-    /// A run of deliveries takes those stored up to this inbox id when it
-    /// began: the ones arriving meanwhile are the next run's, so a steady
-    /// stream cannot keep it going, nor hold back the polls behind it.
+    /// A run of deliveries takes those stored up to this inbox id, moved
+    /// on to the newest only within [`DELIVERY_RUN_SPAN`] of its start:
+    /// the ones arriving after that are the next run's, so a steady stream
+    /// cannot keep it going, nor hold back the polls behind it.
     deliveries_up_to: i64,
+    started: std::time::Instant,
 }
 
 impl ThisRun {
@@ -289,6 +297,7 @@ impl Runner {
             visited: crate::checkpoint::Visited::default(),
             deliveries_waiting: false,
             deliveries_up_to,
+            started: std::time::Instant::now(),
         };
         let end = loop {
             if stop.is_set() {
@@ -484,20 +493,31 @@ impl Runner {
         let (pipeline, stages) = self.stages(&snapshot)?;
         let name = self.name.clone();
         let up_to = run.deliveries_up_to;
-        let (pending, paused) = self
+        let may_take_newer = run.started.elapsed() < DELIVERY_RUN_SPAN;
+        let (pending, paused, newer) = self
             .db
             .transact(move |conn| {
                 let paused = history::paused(conn, &name)?;
                 let pending =
                     inbox::pending(conn, &name, up_to, DELIVERIES_PER_BATCH, BYTES_PER_BATCH)?;
-                Ok::<_, DbError>((pending, paused))
+                let newer = if pending.is_empty() && may_take_newer {
+                    inbox::newest_pending(conn, &name)?.filter(|&newest| newest > up_to)
+                } else {
+                    None
+                };
+                Ok::<_, DbError>((pending, paused, newer))
             })
             .await
             .map_err(|e| RunEnd::Exhausted(format!("cannot read the webhook inbox: {e}")))?;
         run.pause_taken(paused)?;
         let run_id = run.id;
         if pending.is_empty() {
-            return Ok(false);
+            // Those that came meanwhile, while the run is young.
+            let Some(newest) = newer else {
+                return Ok(false);
+            };
+            run.deliveries_up_to = newest;
+            return Ok(true);
         }
         let context = stages.source.installed.call_context(
             &stages.source.config,
