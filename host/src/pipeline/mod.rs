@@ -35,6 +35,7 @@ use crate::db::{DbError, WriterHandle};
 use crate::engine::Runtime;
 use crate::live::Live;
 use crate::secrets::Secrets;
+use runner::DELIVERY_RUN_SPAN;
 
 /// How often the supervisor looks for pipelines added to the configuration.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
@@ -539,10 +540,24 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         if wake == Wake::Rescheduled {
             continue;
         }
+        // The source's API failing holds its reads, and only them; a
+        // `resume` clears that too, so look again soon.
+        let reads_held_until = driving
+            .reads
+            .as_ref()
+            .map(|r| r.until)
+            .filter(|&until| wake != Wake::RunNow && Instant::now() < until);
+        let poll = reads_held_until.is_none()
+            && wake != Wake::Inbox
+            && (config.every.is_some() || wake == Wake::RunNow);
         // Deliveries accepted are processed even once the webhook trigger
         // is gone from the configuration: the sender was told they were.
         if has_pending(&shared.db, &name).await {
-            let end = run(&runner, runner::WEBHOOK, &shared.stop).await;
+            // Taking those that arrive meanwhile too, until a poll is due
+            // (none when one follows now).
+            let newer_until =
+                (!poll).then(|| next.unwrap_or_else(|| Instant::now() + DELIVERY_RUN_SPAN));
+            let end = run(&runner, runner::WEBHOOK, newer_until, &shared.stop).await;
             if !settle(
                 &shared,
                 &name,
@@ -557,20 +572,15 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
                 continue;
             }
         }
-        // The source's API failing holds its reads, and only them; a
-        // `resume` clears that too, so look again soon.
-        let reads_until = driving.reads.as_ref().map(|r| r.until);
-        if wake != Wake::RunNow
-            && let Some(until) = reads_until.filter(|&until| Instant::now() < until)
-        {
+        if let Some(until) = reads_held_until {
             next = Some(until.min(Instant::now() + HELD_RECHECK_EVERY));
-        } else if wake != Wake::Inbox && (config.every.is_some() || wake == Wake::RunNow) {
+        } else if poll {
             let trigger = if wake == Wake::RunNow {
                 "run-now"
             } else {
                 "schedule"
             };
-            let end = run(&runner, trigger, &shared.stop).await;
+            let end = run(&runner, trigger, None, &shared.stop).await;
             if end == RunEnd::Done {
                 driving.reads = None;
             }
@@ -605,8 +615,8 @@ async fn has_pending(db: &WriterHandle, pipeline: &str) -> bool {
         .unwrap_or(false)
 }
 
-async fn run(runner: &Runner, trigger: &str, stop: &Stop) -> RunEnd {
-    match runner.run(trigger, stop).await {
+async fn run(runner: &Runner, trigger: &str, newer_until: Option<Instant>, stop: &Stop) -> RunEnd {
+    match runner.run_taking_newer(trigger, stop, newer_until).await {
         Ok(end) => end,
         Err(e) => {
             tracing::error!(pipeline = %runner.name, "the run could not be recorded: {e}");

@@ -39,11 +39,10 @@ const RECORDS_PER_BATCH: usize = 1000;
 /// its trigger's `max-body-bytes`, 1 MiB by default).
 const BYTES_PER_BATCH: usize = 8 << 20;
 
-/// A run of deliveries takes those arriving while it runs too, for this
-/// long after it began: under a steady stream, one run every few seconds
-/// instead of one per batch (a row each in the run history), and the polls
-/// behind it wait no longer than that.
-const DELIVERY_RUN_SPAN: Duration = Duration::from_secs(5);
+/// The longest a run of deliveries may go on taking those arriving while it
+/// runs ([`Runner::run_taking_newer`]): under a steady stream, a run every
+/// few seconds instead of one per batch (a row each in the run history).
+pub const DELIVERY_RUN_SPAN: Duration = Duration::from_secs(5);
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,11 +142,11 @@ struct ThisRun {
     /// Webhook deliveries were waiting when its last page began.
     deliveries_waiting: bool,
     /// A run of deliveries takes those stored up to this inbox id, moved
-    /// on to the newest only within [`DELIVERY_RUN_SPAN`] of its start:
-    /// the ones arriving after that are the next run's, so a steady stream
-    /// cannot keep it going, nor hold back the polls behind it.
+    /// on to the newest only until `newer_until`: the ones arriving after
+    /// are the next run's, so a steady stream cannot keep it going, nor
+    /// hold back the polls behind it.
     deliveries_up_to: i64,
-    started: std::time::Instant,
+    newer_until: Option<tokio::time::Instant>,
 }
 
 impl ThisRun {
@@ -272,8 +271,23 @@ impl Runner {
     }
 
     /// Runs the pipeline until the source has nothing more, `stop` is set,
-    /// or a step fails for good. Records the run in the history.
+    /// or a step fails for good. Records the run in the history. A run of
+    /// deliveries takes those pending when it starts.
     pub async fn run(&self, trigger: &str, stop: &Stop) -> Result<RunEnd, DbError> {
+        self.run_taking_newer(trigger, stop, None).await
+    }
+
+    /// [`Runner::run`]; a run of deliveries also takes those arriving
+    /// until `newer_until`, or for [`DELIVERY_RUN_SPAN`] if that is sooner
+    /// (when no poll is due before).
+    pub async fn run_taking_newer(
+        &self,
+        trigger: &str,
+        stop: &Stop,
+        newer_until: Option<tokio::time::Instant>,
+    ) -> Result<RunEnd, DbError> {
+        let newer_until =
+            newer_until.map(|until| until.min(tokio::time::Instant::now() + DELIVERY_RUN_SPAN));
         let name = self.name.clone();
         let trigger_is_webhook = trigger == WEBHOOK;
         let trigger = trigger.to_string();
@@ -297,7 +311,7 @@ impl Runner {
             visited: crate::checkpoint::Visited::default(),
             deliveries_waiting: false,
             deliveries_up_to,
-            started: std::time::Instant::now(),
+            newer_until,
         };
         let end = loop {
             if stop.is_set() {
@@ -493,7 +507,9 @@ impl Runner {
         let (pipeline, stages) = self.stages(&snapshot)?;
         let name = self.name.clone();
         let up_to = run.deliveries_up_to;
-        let may_take_newer = run.started.elapsed() < DELIVERY_RUN_SPAN;
+        let may_take_newer = run
+            .newer_until
+            .is_some_and(|until| tokio::time::Instant::now() < until);
         let (pending, paused, newer) = self
             .db
             .transact(move |conn| {
@@ -512,7 +528,7 @@ impl Runner {
         run.pause_taken(paused)?;
         let run_id = run.id;
         if pending.is_empty() {
-            // Those that came meanwhile, while the run is young.
+            // Those that came meanwhile, while the run may take them.
             let Some(newest) = newer else {
                 return Ok(false);
             };
