@@ -18,7 +18,7 @@ use crate::registry::Installed;
 use crate::secrets::Secrets;
 
 use super::config::{PipelineConfig, RetryConfig};
-use super::retry::{GaveUp, backoff, jitter, retry, retry_spending_waits};
+use super::retry::{GaveUp, backoff, jitter, pause, retry, retry_spending_waits};
 use super::stuck::{SET_ASIDE_AFTER, Stuck};
 use super::{dlq, history, isolate};
 use crate::operation::FailureKind;
@@ -439,35 +439,26 @@ impl Runner {
         checkpoint: Option<&str>,
         stop: &Stop,
     ) -> Result<Answer, GaveUp> {
-        let context =
-            source
-                .installed
-                .call_context(&source.config, &self.db, &self.secrets, &self.name);
-        let read = || Operation::Read {
-            stream: pipeline.source.stream.clone(),
-            checkpoint: checkpoint.map(str::to_string),
-        };
-        retry_spending_waits(
+        self.attempt_spending(
             &pipeline.retry,
             what,
-            || {
-                source
-                    .installed
-                    .call_warm(&self.runtime.engine, read(), &context)
+            source,
+            || Operation::Read {
+                stream: pipeline.source.stream.clone(),
+                checkpoint: checkpoint.map(str::to_string),
             },
             |wait| self.deliveries_meanwhile(wait, stop),
         )
         .await
     }
 
-    /// Waits `wait`, handling the webhook deliveries waiting or arriving
-    /// meanwhile, as runs of their own.
+    /// Waits `wait`, handling the webhook deliveries waiting (some may
+    /// have come before the wait began) or arriving meanwhile, as runs of
+    /// their own.
     async fn deliveries_meanwhile(&self, wait: Duration, stop: &Stop) -> Result<(), GaveUp> {
         let until = tokio::time::Instant::now() + wait;
-        // Some may have come before the wait began.
-        let mut look = true;
         loop {
-            if look && self.deliveries_pending().await {
+            if self.deliveries_pending().await {
                 match Box::pin(self.run(WEBHOOK, stop)).await {
                     Ok(RunEnd::Done) => {}
                     Ok(end) => return Err(GaveUp::Meanwhile(end)),
@@ -481,7 +472,7 @@ impl Runner {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => return Ok(()),
                 () = stop.wait() => return Err(GaveUp::Interrupted),
-                () = self.arrivals.notified() => look = true,
+                () = self.arrivals.notified() => {}
             }
         }
     }
@@ -975,14 +966,34 @@ impl Runner {
         stop: &Stop,
         operation: impl Fn() -> Operation,
     ) -> Result<Answer, GaveUp> {
+        self.attempt_spending(config, what, bound, operation, |wait| pause(wait, stop))
+            .await
+    }
+
+    /// [`Runner::attempt`], each wait before a retry spent in `spend`.
+    async fn attempt_spending<S, SFut>(
+        &self,
+        config: &RetryConfig,
+        what: &str,
+        bound: &Bound<'_>,
+        operation: impl Fn() -> Operation,
+        spend: S,
+    ) -> Result<Answer, GaveUp>
+    where
+        S: FnMut(Duration) -> SFut,
+        SFut: std::future::Future<Output = Result<(), GaveUp>>,
+    {
         let context =
             bound
                 .installed
                 .call_context(&bound.config, &self.db, &self.secrets, &self.name);
         let installed = &bound.installed;
-        retry(config, what, stop, || {
-            installed.call_warm(&self.runtime.engine, operation(), &context)
-        })
+        retry_spending_waits(
+            config,
+            what,
+            || installed.call_warm(&self.runtime.engine, operation(), &context),
+            spend,
+        )
         .await
     }
 
