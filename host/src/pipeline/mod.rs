@@ -385,6 +385,14 @@ fn expire_some(
     Ok((expired, false))
 }
 
+/// Until when a circuit opened now stays open: as an instant, and as the
+/// operator reads it.
+fn circuit_open(config: &PipelineConfig) -> (Instant, String) {
+    let cooldown = config.retry.circuit_cooldown.0;
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + cooldown);
+    (Instant::now() + cooldown, at.to_string())
+}
+
 /// Records a pipeline's state; a failure is logged, not fatal.
 async fn record_state(
     db: &WriterHandle,
@@ -666,28 +674,16 @@ async fn settle(
             false
         }
         RunEnd::Exhausted(reason) => {
-            let cooldown = config.retry.circuit_cooldown.0;
-            let until = Instant::now() + cooldown;
+            let (until, at) = circuit_open(config);
             driving.circuit_until = Some(until);
             *next = Some(until);
-            let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + cooldown);
             tracing::warn!(pipeline = %name, "circuit open until {at}: {reason}");
-            record_state(
-                &shared.db,
-                name,
-                "circuit-open",
-                Some(reason),
-                Some(at.to_string()),
-            )
-            .await;
+            record_state(&shared.db, name, "circuit-open", Some(reason), Some(at)).await;
             false
         }
         RunEnd::SourceExhausted(reason) => {
-            let cooldown = config.retry.circuit_cooldown.0;
-            let until = Instant::now() + cooldown;
+            let (until, at) = circuit_open(config);
             *next = Some(until);
-            let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + cooldown)
-                .to_string();
             tracing::warn!(pipeline = %name, "circuit open for reads until {at}: {reason}");
             let reason = if config.webhook.is_some() {
                 format!("{reason} (webhook deliveries go on meanwhile)")
