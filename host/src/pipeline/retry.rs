@@ -55,7 +55,8 @@ pub enum GaveUp {
     /// The host is stopping: the wait was cut short.
     Interrupted,
     /// What a wait was spent on ended the run: webhook deliveries handled
-    /// while a source read waited to be retried met a sink that is down.
+    /// while a source read waited to be retried met a sink that is down,
+    /// a pause, or a failure that stops the pipeline.
     Meanwhile(RunEnd),
 }
 
