@@ -1662,6 +1662,33 @@ fn deliveries_go_on_while_the_source_api_is_down_and_its_reads_wait_for_the_circ
 }
 
 #[test]
+fn an_expired_source_token_stops_the_reads_and_deliveries_go_on() {
+    let w = pushed_and_polled_world("");
+    let host = RunningHost::start(
+        w.causeway()
+            .env("CRM_TOKEN", "an-expired-token")
+            .env("CRM_HOOK_SECRET", hook_secret())
+            .args(["run", "--listen", "127.0.0.1:0"]),
+    );
+    let state = || pipeline_row(&w, "contacts-to-mailer").unwrap();
+    wait_until("the reads stopped", Duration::from_secs(20), || {
+        (state()["state"] == "stopped").then_some(())
+    });
+    let reads = w.crm.faults().requests();
+    push_through(&w, &host, "t1", "Tess");
+    let row = state();
+    assert_eq!(row["state"], "stopped", "{row:#}");
+    let reason = row["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("read crm-source") && reason.contains("auth"),
+        "{reason}"
+    );
+    assert!(reason.contains("webhook deliveries go on"), "{reason}");
+    // Stopped: no read is tried again, whatever the schedule.
+    assert_eq!(w.crm.faults().requests(), reads);
+}
+
+#[test]
 fn a_steady_stream_of_deliveries_does_not_hold_the_polls_back() {
     use std::sync::atomic::{AtomicBool, Ordering};
     /// Ends the stream however the test ends, so the scope can join it.

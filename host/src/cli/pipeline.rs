@@ -142,7 +142,8 @@ impl Opts {
             }
             RunEnd::Exhausted(reason)
             | RunEnd::SourceExhausted(reason)
-            | RunEnd::Stopped(reason) => {
+            | RunEnd::Stopped(reason)
+            | RunEnd::SourceStopped(reason) => {
                 anyhow::bail!("{}: the run failed: {reason}", self.name)
             }
         }

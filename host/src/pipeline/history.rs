@@ -64,15 +64,15 @@ pub fn set_state(
     Ok(())
 }
 
-/// Records `pipeline` running. A run of webhook deliveries leaves a circuit
-/// open as it is: it is the source's reads' (no deliveries are handled while
-/// the whole pipeline's is), and it still holds them.
+/// Records `pipeline` running. A run of webhook deliveries leaves an open
+/// circuit or a stop as it is: it holds the source's reads (no deliveries
+/// are handled while one holds the whole pipeline), and still does.
 pub fn set_running(conn: &Connection, pipeline: &str, deliveries: bool) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO pipeline_state (pipeline, paused, state, updated_at) VALUES (?1, 0, 'running', ?2)
          ON CONFLICT (pipeline) DO UPDATE SET state = 'running', reason = NULL,
              circuit_until = NULL, updated_at = excluded.updated_at
-         WHERE NOT (?3 AND pipeline_state.state = 'circuit-open')",
+         WHERE NOT (?3 AND pipeline_state.state IN ('circuit-open', 'stopped'))",
         params![pipeline, crate::audit::now(), deliveries],
     )?;
     Ok(())
@@ -290,7 +290,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_of_deliveries_leaves_the_reads_circuit_open_and_a_poll_does_not() {
+    fn a_run_of_deliveries_leaves_what_holds_the_reads_recorded_and_a_poll_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
         let recorded = |conn: &Connection| {
@@ -312,6 +312,12 @@ mod tests {
         );
         set_running(&conn, "p", false).unwrap();
         assert_eq!(recorded(&conn), ("running".to_string(), None, None));
+        set_state(&conn, "p", "stopped", Some("auth"), None).unwrap();
+        set_running(&conn, "p", true).unwrap();
+        assert_eq!(
+            recorded(&conn),
+            ("stopped".to_string(), Some("auth".to_string()), None)
+        );
         set_state(&conn, "p", "idle", None, None).unwrap();
         set_running(&conn, "p", true).unwrap();
         assert_eq!(recorded(&conn).0, "running");

@@ -385,6 +385,22 @@ fn expire_some(
     Ok((expired, false))
 }
 
+/// `reason`, saying that webhook deliveries go on if the pipeline has a
+/// webhook trigger.
+fn deliveries_go_on(config: &PipelineConfig, reason: String) -> String {
+    match config.webhook {
+        Some(_) => format!("{reason} (webhook deliveries go on meanwhile)"),
+        None => reason,
+    }
+}
+
+/// Holds the source's reads as `held` says, and records it.
+async fn hold_reads(shared: &Shared, name: &str, held: ReadsHeld, driving: &mut Driving) {
+    let (reason, at) = (held.reason.clone(), held.at.clone());
+    record_state(&shared.db, name, held.state, Some(reason), at).await;
+    driving.reads = Some(held);
+}
+
 /// Until when a circuit opened now stays open: as an instant, and as the
 /// operator reads it.
 fn circuit_open(config: &PipelineConfig) -> (Instant, String) {
@@ -434,19 +450,48 @@ enum Wake {
 /// What a pipeline's task remembers between wake-ups.
 struct Driving {
     circuit_until: Option<Instant>,
-    /// The circuit opened by the source's reads: it holds reads only.
-    reads: Option<ReadCircuit>,
+    /// What holds the source's reads, and only them.
+    reads: Option<ReadsHeld>,
     // The snapshot a stop happened on: a new one (an edit, an upgrade) is
     // worth another try.
     stopped_on: Option<Arc<crate::live::Snapshot>>,
 }
 
-/// A circuit the source's reads opened, as recorded.
-struct ReadCircuit {
-    until: Instant,
+/// The source's reads held, while webhook deliveries go on: its API kept
+/// failing (a circuit, until its cooldown ends) or refused in a way waiting
+/// cannot heal (a stop, until the configuration, grants or a plugin change,
+/// or an operator resumes). With the state recorded for it.
+struct ReadsHeld {
+    hold: Hold,
+    state: &'static str,
     reason: String,
-    /// `until`, as the operator reads it.
-    at: String,
+    /// When the circuit probes, as the operator reads it.
+    at: Option<String>,
+}
+
+enum Hold {
+    Until(Instant),
+    On(Arc<crate::live::Snapshot>),
+}
+
+impl ReadsHeld {
+    /// Whether it still holds the reads of `snapshot`.
+    fn holds(&self, snapshot: &Arc<crate::live::Snapshot>) -> bool {
+        match &self.hold {
+            Hold::Until(until) => Instant::now() < *until,
+            Hold::On(stopped_on) => Arc::ptr_eq(stopped_on, snapshot),
+        }
+    }
+
+    /// When to look again whether it still holds (a `resume` is written to
+    /// the database by another process).
+    fn recheck(&self) -> Instant {
+        let soon = Instant::now() + HELD_RECHECK_EVERY;
+        match self.hold {
+            Hold::Until(until) => until.min(soon),
+            Hold::On(_) => soon,
+        }
+    }
 }
 
 /// Drives one pipeline until the host stops or the pipeline is removed.
@@ -524,6 +569,9 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             }
             if row.circuit_until.is_none() {
                 driving.circuit_until = None;
+            }
+            // Recorded otherwise since: an operator's `resume`.
+            if driving.reads.as_ref().is_some_and(|r| r.state != row.state) {
                 driving.reads = None;
             }
         }
@@ -548,14 +596,13 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         if wake == Wake::Rescheduled {
             continue;
         }
-        // The source's API failing holds its reads, and only them; a
-        // `resume` clears that too, so look again soon.
-        let reads_held_until = driving
+        // The source's API failing holds its reads, and only them.
+        let reads_held = driving
             .reads
             .as_ref()
-            .map(|r| r.until)
-            .filter(|&until| wake != Wake::RunNow && Instant::now() < until);
-        let poll = reads_held_until.is_none()
+            .filter(|r| wake != Wake::RunNow && r.holds(&snapshot))
+            .map(ReadsHeld::recheck);
+        let poll = reads_held.is_none()
             && wake != Wake::Inbox
             && (config.every.is_some() || wake == Wake::RunNow);
         // Deliveries accepted are processed even once the webhook trigger
@@ -580,8 +627,8 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
                 continue;
             }
         }
-        if let Some(until) = reads_held_until {
-            next = Some(until.min(Instant::now() + HELD_RECHECK_EVERY));
+        if let Some(recheck) = reads_held {
+            next = Some(next.map_or(recheck, |n| n.min(recheck)));
         } else if poll {
             let trigger = if wake == Wake::RunNow {
                 "run-now"
@@ -647,11 +694,11 @@ async fn settle(
         RunEnd::Done => {
             driving.circuit_until = None;
             driving.stopped_on = None;
-            // Deliveries handled while the source's reads wait.
-            match driving.reads.as_ref().filter(|r| Instant::now() < r.until) {
+            // Deliveries handled while the source's reads are held.
+            match driving.reads.as_ref().filter(|r| r.holds(snapshot)) {
                 Some(reads) => {
                     let (reason, at) = (reads.reason.clone(), reads.at.clone());
-                    record_state(&shared.db, name, "circuit-open", Some(reason), Some(at)).await;
+                    record_state(&shared.db, name, reads.state, Some(reason), at).await;
                 }
                 None => record_state(&shared.db, name, "idle", None, None).await,
             }
@@ -685,20 +732,24 @@ async fn settle(
             let (until, at) = circuit_open(config);
             *next = Some(until);
             tracing::warn!(pipeline = %name, "circuit open for reads until {at}: {reason}");
-            let reason = if config.webhook.is_some() {
-                format!("{reason} (webhook deliveries go on meanwhile)")
-            } else {
-                reason
+            let held = ReadsHeld {
+                hold: Hold::Until(until),
+                state: "circuit-open",
+                reason: deliveries_go_on(config, reason),
+                at: Some(at),
             };
-            record_state(
-                &shared.db,
-                name,
-                "circuit-open",
-                Some(reason.clone()),
-                Some(at.clone()),
-            )
-            .await;
-            driving.reads = Some(ReadCircuit { until, reason, at });
+            hold_reads(shared, name, held, driving).await;
+            false
+        }
+        RunEnd::SourceStopped(reason) => {
+            tracing::error!(pipeline = %name, "reads stopped: {reason}");
+            let held = ReadsHeld {
+                hold: Hold::On(snapshot.clone()),
+                state: "stopped",
+                reason: deliveries_go_on(config, reason),
+                at: None,
+            };
+            hold_reads(shared, name, held, driving).await;
             false
         }
         RunEnd::Stopped(reason) => {

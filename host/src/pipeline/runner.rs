@@ -60,6 +60,10 @@ pub enum RunEnd {
     /// down), or its pages go round: the circuit opens for reads, and
     /// webhook deliveries, which need nothing from that API, go on.
     SourceExhausted(String),
+    /// A source read failed in a way waiting cannot heal (`auth`, `config`,
+    /// `fatal`: an expired API token): reads stop until an operator acts,
+    /// and webhook deliveries go on.
+    SourceStopped(String),
     /// A step failed in a way waiting cannot heal: the pipeline stops until
     /// an operator acts (or the configuration or a plugin changes).
     Stopped(String),
@@ -343,7 +347,7 @@ impl Runner {
             RunEnd::Interrupted => ("interrupted", Some("the host is stopping".to_string())),
             RunEnd::Paused => ("paused", Some("paused by an operator".to_string())),
             RunEnd::Exhausted(e) | RunEnd::SourceExhausted(e) => ("failed", Some(e.clone())),
-            RunEnd::Stopped(e) => ("stopped", Some(e.clone())),
+            RunEnd::Stopped(e) | RunEnd::SourceStopped(e) => ("stopped", Some(e.clone())),
         };
         self.stats.run_ended(outcome);
         match (&end, &error) {
@@ -402,6 +406,7 @@ impl Runner {
             .await
             .map_err(|gave_up| match gave_up {
                 GaveUp::Exhausted(e) => RunEnd::SourceExhausted(format!("{what}: {e}")),
+                GaveUp::Stopped(e) => RunEnd::SourceStopped(format!("{what}: {e}")),
                 other => ended(&what, other),
             })? {
             Answer::Page(page) => page,
