@@ -703,8 +703,14 @@ fn a_record_alone_in_its_batch_is_set_aside_once_the_stage_has_taken_others() {
     picky_refuses(&w, &[&last.0]);
     let _host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
-    let letter = one_dead_letter(&w);
-    assert_eq!(letter["key"], last.0.as_str());
+    set_aside_alone_and_idle(&w, &last.0);
+}
+
+/// Waits for the one dead letter, `key`'s, set aside alone in its batch by
+/// a transform that mapped others before, and for the pipeline idle.
+fn set_aside_alone_and_idle(w: &World, key: &str) {
+    let letter = one_dead_letter(w);
+    assert_eq!(letter["key"], key);
     let reason = letter["reason"].as_str().unwrap();
     assert!(
         reason.contains("alone in its batch, though it mapped others before"),
@@ -732,14 +738,7 @@ fn a_record_alone_in_the_first_batch_after_a_restart_is_set_aside_by_a_stage_pro
     assert_eq!(refused.id, "c000004");
 
     let _host = w.start();
-    let letter = one_dead_letter(&w);
-    assert_eq!(letter["key"], "c000004");
-    let reason = letter["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("alone in its batch, though it mapped others before"),
-        "{reason}"
-    );
-    w.wait_until_idle();
+    set_aside_alone_and_idle(&w, "c000004");
 }
 
 /// ... but a first batch of one record the transform fails on is not

@@ -663,6 +663,8 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// Whether webhook deliveries wait in `pipeline`'s inbox (not when the
+/// inbox cannot be read: the run's own steps will say so).
 async fn has_pending(db: &WriterHandle, pipeline: &str) -> bool {
     let name = pipeline.to_string();
     db.transact(move |conn| Ok::<_, DbError>(crate::webhook::inbox::has_pending(conn, &name)?))

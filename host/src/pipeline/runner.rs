@@ -463,7 +463,7 @@ impl Runner {
     async fn deliveries_meanwhile(&self, wait: Duration, stop: &Stop) -> Result<(), GaveUp> {
         let until = tokio::time::Instant::now() + wait;
         loop {
-            if self.deliveries_pending().await {
+            if super::has_pending(&self.db, &self.name).await {
                 match Box::pin(self.run(WEBHOOK, stop)).await {
                     Ok(RunEnd::Done) => {}
                     Ok(end) => return Err(GaveUp::Meanwhile(end)),
@@ -480,16 +480,6 @@ impl Runner {
                 () = self.arrivals.notified() => {}
             }
         }
-    }
-
-    /// Whether webhook deliveries wait in the pipeline's inbox (not when
-    /// the inbox cannot be read: the run's own steps will say so).
-    async fn deliveries_pending(&self) -> bool {
-        let name = self.name.clone();
-        self.db
-            .transact(move |conn| Ok::<_, DbError>(inbox::has_pending(conn, &name)?))
-            .await
-            .unwrap_or(false)
     }
 
     /// The oldest pending webhook deliveries, handled together: each turned
