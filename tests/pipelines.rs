@@ -1688,6 +1688,56 @@ fn an_expired_source_token_stops_the_reads_and_deliveries_go_on() {
 }
 
 #[test]
+fn the_reads_stay_stopped_through_a_circuit_the_sink_opens_meanwhile() {
+    let w = pushed_and_polled_world(
+        "initial = \"50ms\"\nmax = \"100ms\"\nbudget = \"300ms\"\ncircuit-cooldown = \"2s\"\n",
+    );
+    let host = RunningHost::start(
+        w.causeway()
+            .env("CRM_TOKEN", "an-expired-token")
+            .env("CRM_HOOK_SECRET", hook_secret())
+            .args(["run", "--listen", "127.0.0.1:0"]),
+    );
+    let state = || pipeline_row(&w, "contacts-to-mailer").unwrap();
+    wait_until("the reads stopped", Duration::from_secs(20), || {
+        (state()["state"] == "stopped").then_some(())
+    });
+    let reads = w.crm.faults().requests();
+    // The mailer goes down under a delivery: the whole pipeline's circuit
+    // opens, over the stop of the reads.
+    w.mailer.faults().set_down(true);
+    let body = contact_event("m1", "Mona");
+    assert_eq!(deliver(&host, "msg_m1", &body, &body).0, 202);
+    wait_until(
+        "the circuit open on the mailer",
+        Duration::from_secs(20),
+        || {
+            let row = state();
+            (row["state"] == "circuit-open").then_some(row)
+        },
+    );
+    w.mailer.faults().set_down(false);
+    // After the cooldown the delivery goes through, and the reads are still
+    // stopped: the token has not changed.
+    wait_until(
+        "the delivery in the mailer",
+        Duration::from_secs(20),
+        || w.mailer.subscribers(LIST).contains_key("m1").then_some(()),
+    );
+    let row = wait_until(
+        "the reads' stop recorded again",
+        Duration::from_secs(20),
+        || {
+            let row = state();
+            (row["state"] == "stopped").then_some(row)
+        },
+    );
+    let reason = row["reason"].as_str().unwrap();
+    assert!(reason.contains("read crm-source"), "{reason}");
+    assert_eq!(w.crm.faults().requests(), reads, "a read was tried again");
+}
+
+#[test]
 fn a_steady_stream_of_deliveries_does_not_hold_the_polls_back() {
     use std::sync::atomic::{AtomicBool, Ordering};
     /// Ends the stream however the test ends, so the scope can join it.

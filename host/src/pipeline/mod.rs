@@ -396,9 +396,20 @@ fn deliveries_go_on(config: &PipelineConfig, reason: String) -> String {
 
 /// Holds the source's reads as `held` says, and records it.
 async fn hold_reads(shared: &Shared, name: &str, held: ReadsHeld, driving: &mut Driving) {
-    let (reason, at) = (held.reason.clone(), held.at.clone());
-    record_state(&shared.db, name, held.state, Some(reason), at).await;
+    record_at_rest(&shared.db, name, Some(&held)).await;
     driving.reads = Some(held);
+}
+
+/// Records the pipeline at rest: `idle`, or the hold on its reads (webhook
+/// deliveries handled meanwhile do not lift it).
+async fn record_at_rest(db: &WriterHandle, name: &str, held: Option<&ReadsHeld>) {
+    match held {
+        Some(reads) => {
+            let (reason, at) = (reads.reason.clone(), reads.at.clone());
+            record_state(db, name, reads.state, Some(reason), at).await;
+        }
+        None => record_state(db, name, "idle", None, None).await,
+    }
 }
 
 /// Until when a circuit opened now stays open: as an instant, and as the
@@ -570,8 +581,11 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             if row.circuit_until.is_none() {
                 driving.circuit_until = None;
             }
-            // Recorded otherwise since: an operator's `resume`.
-            if driving.reads.as_ref().is_some_and(|r| r.state != row.state) {
+            // An operator's `resume`: while the reads are held the task
+            // records that hold at rest, never `idle`. A circuit or a stop
+            // of the whole pipeline recorded over it leaves it held: the
+            // deliveries it left pending record it again once they pass.
+            if driving.reads.is_some() && row.state == "idle" {
                 driving.reads = None;
             }
         }
@@ -696,14 +710,8 @@ async fn settle(
         RunEnd::Done => {
             driving.circuit_until = None;
             driving.stopped_on = None;
-            // Deliveries handled while the source's reads are held.
-            match driving.reads.as_ref().filter(|r| r.holds(snapshot)) {
-                Some(reads) => {
-                    let (reason, at) = (reads.reason.clone(), reads.at.clone());
-                    record_state(&shared.db, name, reads.state, Some(reason), at).await;
-                }
-                None => record_state(&shared.db, name, "idle", None, None).await,
-            }
+            let held = driving.reads.as_ref().filter(|r| r.holds(snapshot));
+            record_at_rest(&shared.db, name, held).await;
             true
         }
         RunEnd::Interrupted => {
@@ -719,7 +727,8 @@ async fn settle(
         }
         // The pause itself keeps the next runs from starting.
         RunEnd::Paused => {
-            record_state(&shared.db, name, "idle", None, None).await;
+            let held = driving.reads.as_ref().filter(|r| r.holds(snapshot));
+            record_at_rest(&shared.db, name, held).await;
             false
         }
         RunEnd::Exhausted(reason) => {
