@@ -122,22 +122,33 @@ impl Proven {
         now.is_some()
     }
 
-    /// Saves what changed since the last save, for `pipeline`, in the
-    /// transaction `conn` is in (the page's commit). Put back if that
-    /// fails.
+    /// What changed since the last save, taken to be saved with a page's
+    /// commit ([`Changes::save`]); [`Proven::put_back`] if that commit fails.
+    pub fn changes(&self) -> Changes {
+        Changes(std::mem::take(&mut self.stages().changed))
+    }
+
+    /// Changes whose commit failed, to be saved with the next one (a
+    /// change made since wins).
+    pub fn put_back(&self, changes: Changes) {
+        let mut stages = self.stages();
+        for (stage, now) in changes.0 {
+            stages.changed.entry(stage).or_insert(now);
+        }
+    }
+}
+
+/// Changes to what a pipeline's stages showed, not yet saved.
+#[derive(Debug, Default, Clone)]
+pub struct Changes(HashMap<String, Option<usize>>);
+
+impl Changes {
+    /// Saves them for `pipeline`, in the transaction `conn` is in.
     pub fn save(&self, conn: &Connection, pipeline: &str) -> rusqlite::Result<()> {
-        let changed = std::mem::take(&mut self.stages().changed);
-        if changed.is_empty() {
+        if self.0.is_empty() {
             return Ok(());
         }
-        let saved = save_changes(conn, pipeline, &changed);
-        if saved.is_err() {
-            let mut stages = self.stages();
-            for (stage, now) in changed {
-                stages.changed.entry(stage).or_insert(now);
-            }
-        }
-        saved
+        save_changes(conn, pipeline, &self.0)
     }
 }
 
@@ -396,7 +407,7 @@ mod tests {
         let proven = Proven::default();
         proven.took("map@1");
         assert!(proven.failed_alone("map@1"));
-        proven.save(&conn, "p").unwrap();
+        proven.changes().save(&conn, "p").unwrap();
 
         let restarted = Proven::load(&conn, "p").unwrap();
         assert!(
@@ -408,7 +419,7 @@ mod tests {
             assert!(restarted.failed_alone("map@1"));
         }
         assert!(!restarted.failed_alone("map@1"));
-        restarted.save(&conn, "p").unwrap();
+        restarted.changes().save(&conn, "p").unwrap();
         assert!(
             !Proven::load(&conn, "p").unwrap().failed_alone("map@1"),
             "no longer proven, after a restart too"
@@ -418,11 +429,31 @@ mod tests {
         for build in 0..PROVEN_KEPT + 8 {
             proven.took(&format!("map@{build}"));
         }
-        proven.save(&conn, "p").unwrap();
+        proven.changes().save(&conn, "p").unwrap();
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM stage_proven", [], |row| row.get(0))
             .unwrap();
         assert_eq!(kept, PROVEN_KEPT as i64);
+    }
+
+    #[test]
+    fn changes_whose_page_did_not_commit_are_saved_with_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let proven = Proven::default();
+        proven.took("map@1");
+        proven.took("sink@1");
+        // The page's commit failed: nothing saved, the changes put back.
+        let failed = proven.changes();
+        assert!(proven.changes().0.is_empty(), "taken");
+        // A change made meanwhile wins over the one put back.
+        assert!(proven.failed_alone("map@1"));
+        proven.put_back(failed);
+        proven.changes().save(&conn, "p").unwrap();
+        let restarted = Proven::load(&conn, "p").unwrap();
+        let counts = &restarted.stages().failed_alone;
+        assert_eq!(counts.get("map@1"), Some(&1));
+        assert_eq!(counts.get("sink@1"), Some(&0));
     }
 
     #[test]

@@ -1007,9 +1007,11 @@ impl Runner {
         let stream = pipeline.source.stream.clone();
         let Delivered { dead, counts } = delivered;
         let counted = (counts.read, counts.written, counts.rejected);
-        let proven = self.proven.clone();
+        // Taken now, put back if the page does not commit.
+        let proven = self.proven.changes();
+        let saving = proven.clone();
         let bookkeeping = move |conn: &rusqlite::Connection| -> Result<(), String> {
-            proven.save(conn, &name).map_err(|e| e.to_string())?;
+            saving.save(conn, &name).map_err(|e| e.to_string())?;
             for d in &dead {
                 dlq::insert(
                     conn,
@@ -1042,6 +1044,9 @@ impl Runner {
                 .await
                 .map_err(|e| e.to_string()),
         };
+        if committed.is_err() {
+            self.proven.put_back(proven);
+        }
         committed.map_err(|e| {
             RunEnd::Exhausted(format!(
                 "pipeline {}: the page's bookkeeping was not committed ({e}); it will be read again",
