@@ -136,6 +136,17 @@ fn a_new_plugin_waits_for_approval_and_revoke_stops_the_next_call() {
     );
     let verify = run(scratch.causeway().args(["audit", "verify"]));
     assert!(verify.success, "{}{}", verify.stdout, verify.stderr);
+    // A grant is the plugin's, whatever its build: the table names no version.
+    let table = run(scratch.causeway().args(["audit", "--plugin", "test-fetch"]));
+    let change = table
+        .stdout
+        .lines()
+        .find(|l| l.contains(" grants "))
+        .unwrap_or_else(|| panic!("no grants row: {}", table.stdout));
+    assert!(
+        change.contains(" test-fetch ") && !change.contains("test-fetch@"),
+        "{change}"
+    );
 }
 
 #[test]

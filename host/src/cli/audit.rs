@@ -107,7 +107,11 @@ impl Opts {
                 vec![
                     r.seq.to_string(),
                     e.time.clone(),
-                    format!("{}@{}", e.plugin, e.version),
+                    // A grants change or an operator's act names no build.
+                    match e.version.as_str() {
+                        "-" => e.plugin.clone(),
+                        version => format!("{}@{version}", e.plugin),
+                    },
                     e.capability.clone(),
                     e.action.clone(),
                     e.target.clone(),
