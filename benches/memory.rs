@@ -4,7 +4,8 @@
 //! call of 1000 records (the freed slots keep the pages the call dirtied,
 //! up to the engine's keep-resident bound). Prints per-plugin and
 //! per-instance figures; the target is about an idle loaded plugin beyond
-//! its code.
+//! its code. Then what upgrades leave behind: versions loaded, called once
+//! and dropped, one after another.
 //!
 //! `cargo bench -p causeway --bench memory`; results in docs/performance.md.
 
@@ -20,6 +21,9 @@ use causeway::registry::Installed;
 use common::Bench;
 
 const N: usize = 20;
+
+/// Versions loaded, called and dropped one after another.
+const UPGRADES: usize = 150;
 
 /// Resident memory in bytes.
 fn resident() -> usize {
@@ -106,4 +110,35 @@ fn main() {
     println!("  per live instance:              {}", mib(per_instance));
     println!("  resident after a call each:     {}", mib(served as f64));
     println!("  per plugin, kept by its slot:   {}", mib(per_served));
+
+    // Upgrades: each a new build of the plugin (a module of its own) that
+    // serves a call and is then dropped, as a hot reload replaces a version.
+    drop(plugins);
+    let mut resident_at = vec![(0, resident())];
+    for upgrade in 1..=UPGRADES {
+        let version = bench.install("map-fullname", &Grants::default());
+        let context = bench.context(&version);
+        tokio
+            .block_on(version.plugin.call_typed(
+                &runtime.engine,
+                Operation::Transform(batch.clone()),
+                &context,
+            ))
+            .expect("a transform call");
+        if upgrade % (UPGRADES / 3) == 0 {
+            resident_at.push((upgrade, resident()));
+        }
+    }
+    println!(
+        "memory: {UPGRADES} upgrades, each version serving a call of 1000 records, then dropped"
+    );
+    for pair in resident_at.windows(2) {
+        let ((from, before), (to, after)) = (pair[0], pair[1]);
+        println!(
+            "  upgrades {from:>3} to {to:>3}: resident {} to {}, {} per upgrade",
+            mib(before as f64),
+            mib(after as f64),
+            mib((after as f64 - before as f64) / (to - from) as f64)
+        );
+    }
 }

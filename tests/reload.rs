@@ -170,6 +170,11 @@ fn twenty_swaps_under_load_never_fail_a_call_and_the_last_is_live_within_a_secon
         failed_seen.is_empty(),
         "a state other than active (or compiling beside it) was reported: {failed_seen:?}"
     );
+    // Each version is told once, as it starts serving: not again at every
+    // reload after it.
+    let logs = host.logs();
+    let told = logs.lines().filter(|l| l.contains("plugin loaded")).count();
+    assert_eq!(told, 21, "{logs}");
 }
 
 #[test]

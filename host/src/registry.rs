@@ -473,13 +473,16 @@ impl Registry {
             {
                 let old = install(&old.plugin);
                 if old.state() == PluginState::Active {
-                    tracing::warn!(
+                    let told = self.held.iter().any(|h| Arc::ptr_eq(h, &candidate));
+                    if !told {
+                        tracing::warn!(
                         plugin = %candidate.plugin.info.label(),
                         digest = %candidate.plugin.info.digest,
                         "upgrade held back, pending approval: it requests what is not granted: {}; {} keeps serving",
-                        candidate.not_granted.join("; "),
-                        old.plugin.info.label()
-                    );
+                            candidate.not_granted.join("; "),
+                            old.plugin.info.label()
+                        );
+                    }
                     next.held.push(candidate);
                     next.insert(old);
                     continue;
@@ -502,7 +505,34 @@ impl Registry {
                 next.insert(install(&old.plugin));
             }
         }
+        self.tell_changes(&next);
         Ok(next)
+    }
+
+    /// Logs the plugins `next` serves (or holds pending approval) that this
+    /// registry did not, as they are: not every plugin at every reload.
+    fn tell_changes(&self, next: &Registry) {
+        for (name, installed) in &next.plugins {
+            if self
+                .plugins
+                .get(name)
+                .is_some_and(|before| Arc::ptr_eq(before, installed))
+            {
+                continue;
+            }
+            let plugin = &installed.plugin;
+            match installed.state() {
+                PluginState::PendingApproval => tracing::warn!(
+                    plugin = %plugin.info.label(),
+                    digest = %plugin.info.digest,
+                    "plugin pending approval: it requests what is not granted: {}",
+                    installed.not_granted.join("; ")
+                ),
+                _ => {
+                    tracing::info!(plugin = %plugin.info.label(), digest = %plugin.info.digest, "plugin loaded")
+                }
+            }
+        }
     }
 
     fn insert(&mut self, installed: Arc<Installed>) {
@@ -519,17 +549,6 @@ impl Registry {
             tracing::warn!("plugin not loaded: {error}");
             self.failures.push(Arc::new(error));
             return;
-        }
-        match installed.state() {
-            PluginState::PendingApproval => tracing::warn!(
-                plugin = %plugin.info.label(),
-                digest = %plugin.info.digest,
-                "plugin pending approval: it requests what is not granted: {}",
-                installed.not_granted.join("; ")
-            ),
-            _ => {
-                tracing::info!(plugin = %plugin.info.label(), digest = %plugin.info.digest, "plugin loaded")
-            }
         }
         self.plugins.insert(name, installed);
     }

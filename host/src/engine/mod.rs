@@ -111,6 +111,13 @@ mod slot {
     /// pages resident by memset instead measured slower; the scan below
     /// keeps only the dirty ones: docs/performance.md.
     pub const DECOMMIT_BATCH: usize = 16;
+    /// Freed slots kept for the modules that used them (an instance of the
+    /// same module reuses one cheaply) before another module's instance takes
+    /// one over. wasmtime's default, 100, prefers never-used slots until 100
+    /// wait: each keeps its dirty pages resident, and every upgrade of a
+    /// plugin (a new module) took a new one, so a host's memory grew by
+    /// about 0.5 MiB per upgrade until every slot had been used.
+    pub const UNUSED_WARM: u32 = 8;
     /// Dirty linear-memory bytes a freed slot restores in place and keeps
     /// resident (with `PAGEMAP_SCAN` only): a small call's whole working
     /// set. A fresh batch-of-one call 50 → 24 µs; docs/performance.md.
@@ -153,7 +160,8 @@ pub fn config(settings: &EngineSettings) -> Config {
             .max_tables_per_component(slot::TABLES)
             .table_elements(slot::TABLE_ELEMENTS)
             .max_memory_size(slot::MEMORY_BYTES)
-            .decommit_batch_size(slot::DECOMMIT_BATCH);
+            .decommit_batch_size(slot::DECOMMIT_BATCH)
+            .max_unused_warm_slots(slot::UNUSED_WARM);
         // Where the kernel can tell which pages a call dirtied (Linux 6.7+),
         // a freed slot restores just those and keeps them: the next
         // instance does not fault them in again. Elsewhere a memset of the
