@@ -89,6 +89,14 @@ fn a_new_plugin_waits_for_approval_and_revoke_stops_the_next_call() {
     assert_eq!(view["state"], "active");
     assert_eq!(view["granted"]["approval"]["by"], "alice");
     assert_eq!(view["granted"]["approval"]["digest"], view["digest"]);
+    // The text a security team reads says who approved which build.
+    let listed = run(scratch.causeway().arg("grants")).stdout;
+    assert!(
+        listed.lines().any(|l| l.contains("approved")
+            && l.contains("by alice at ")
+            && l.ends_with("for this build")),
+        "{listed}"
+    );
 
     let revoked = run(scratch.causeway().args([
         "grants",
@@ -103,6 +111,13 @@ fn a_new_plugin_waits_for_approval_and_revoke_stops_the_next_call() {
         "the revocation refusing calls",
         Duration::from_secs(10),
         || (fetch(&host, &url).0 != 200).then_some(()),
+    );
+    let listed = run(scratch.causeway().arg("grants")).stdout;
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("revoked") && l.contains("http:127.0.0.1 by bob at ")),
+        "{listed}"
     );
     let reached = server.received().len();
     let (status, body) = fetch(&host, &url);

@@ -409,6 +409,25 @@ fn text(views: &[GrantView], grants_file: &str) -> String {
                 .collect();
             out.push_str(&format!("  {:<16} {}\n", "limits", line.join(", ")));
         }
+        if let Some(approval) = v.granted.as_ref().and_then(|g| g.approval.as_ref()) {
+            // An approval names the build it was given for: an upgrade since
+            // runs on it only while it asks for nothing more.
+            let build = if v.digest.as_deref() == Some(approval.digest.as_str()) {
+                "this build".to_string()
+            } else {
+                approval.digest.clone()
+            };
+            out.push_str(&format!(
+                "  {:<16} by {} at {}, for {build}\n",
+                "approved", approval.by, approval.at
+            ));
+        }
+        if let Some(revocation) = v.granted.as_ref().and_then(|g| g.revocation.as_ref()) {
+            out.push_str(&format!(
+                "  {:<16} {} by {} at {}\n",
+                "revoked", revocation.what, revocation.by, revocation.at
+            ));
+        }
         for missing in &v.not_granted {
             out.push_str(&format!("  ! not granted: {missing}\n"));
         }

@@ -167,7 +167,8 @@ impl Background {
                 }
             });
         match started {
-            Ok(_) => tracing::info!("compiling {} in the background", file.display()),
+            // From the precompiled cache when it was compiled before.
+            Ok(_) => tracing::info!("loading {} in the background", file.display()),
             Err(e) => {
                 lock(&self.jobs).remove(file);
                 tracing::error!(
