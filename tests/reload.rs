@@ -218,6 +218,23 @@ fn a_broken_upgrade_leaves_the_old_version_answering_and_shows_the_failure() {
         "the old version must keep answering"
     );
     host.wait_for_log("the version loaded before keeps serving", 5);
+    // Told once: not again at the next reload, for an edit of something else.
+    let reloads = |host: &RunningHost| {
+        host.logs()
+            .lines()
+            .filter(|l| l.contains("reloaded"))
+            .count()
+    };
+    let before = reloads(&host);
+    let config = scratch.path().join("causeway.toml");
+    let edited = std::fs::read_to_string(&config).unwrap() + "# edited\n";
+    std::fs::write(&config, edited).unwrap();
+    wait_until("another reload", Duration::from_secs(10), || {
+        (reloads(&host) > before).then_some(())
+    });
+    let logs = host.logs();
+    let told = logs.matches("plugin not loaded").count();
+    assert_eq!(told, 1, "{logs}");
 
     // A good file again: it serves, and the failure is gone.
     replace_atomically(&scratch, &test_version(B));

@@ -408,7 +408,6 @@ impl Registry {
             let bytes = match runtime.read_plugin(file) {
                 Ok(bytes) => bytes,
                 Err(error) => {
-                    tracing::warn!("plugin not loaded: {error}");
                     next.failures.push(Arc::new(error));
                     continue;
                 }
@@ -441,7 +440,6 @@ impl Registry {
                     match compiled {
                         Ok(plugin) => plugin,
                         Err(e) => {
-                            tracing::warn!("plugin not loaded: {e}");
                             next.failures.push(e);
                             continue;
                         }
@@ -497,11 +495,6 @@ impl Registry {
             if let Some(old) = self.plugins.values().find(|p| p.plugin.info.path == file)
                 && !next.plugins.contains_key(&old.plugin.info.name)
             {
-                tracing::warn!(
-                    plugin = %old.plugin.info.label(),
-                    "{} failed to load: the version loaded before keeps serving",
-                    file.display()
-                );
                 next.insert(install(&old.plugin));
             }
         }
@@ -510,8 +503,30 @@ impl Registry {
     }
 
     /// Logs the plugins `next` serves (or holds pending approval) that this
-    /// registry did not, as they are: not every plugin at every reload.
+    /// registry did not, and the files that newly fail to load: not every
+    /// plugin and every failure again at every reload.
     fn tell_changes(&self, next: &Registry) {
+        for failure in &next.failures {
+            let told = failure.to_string();
+            if self
+                .failures
+                .iter()
+                .any(|f| f.file == failure.file && f.to_string() == told)
+            {
+                continue;
+            }
+            match next
+                .plugins
+                .values()
+                .find(|p| p.plugin.info.path == failure.file)
+            {
+                Some(serving) => tracing::warn!(
+                    plugin = %serving.plugin.info.label(),
+                    "plugin not loaded: {told}; the version loaded before keeps serving"
+                ),
+                None => tracing::warn!("plugin not loaded: {told}"),
+            }
+        }
         for (name, installed) in &next.plugins {
             if self
                 .plugins
@@ -546,7 +561,6 @@ impl Registry {
                     other: existing.plugin.info.path.display().to_string(),
                 },
             };
-            tracing::warn!("plugin not loaded: {error}");
             self.failures.push(Arc::new(error));
             return;
         }
