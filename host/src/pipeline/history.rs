@@ -157,18 +157,39 @@ pub fn count(
     Ok(())
 }
 
-/// Ends a run with `outcome` and, if it did not succeed, why.
+/// What a run moved: records read, written and rejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Read from the source (or the deliveries).
+    pub read: i64,
+    /// Acknowledged by every sink.
+    pub written: i64,
+    /// Rejected by a sink.
+    pub rejected: i64,
+}
+
+/// Ends a run with `outcome` and, if it did not succeed, why; what it
+/// moved (nothing for a run not on record).
 pub fn finish_run(
     conn: &Connection,
     run_id: i64,
     outcome: &str,
     error: Option<&str>,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE pipeline_run SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
+) -> rusqlite::Result<Moved> {
+    conn.query_row(
+        "UPDATE pipeline_run SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1
+         RETURNING read, written, rejected",
         params![run_id, crate::audit::now(), outcome, error],
-    )?;
-    Ok(())
+        |row| {
+            Ok(Moved {
+                read: row.get(0)?,
+                written: row.get(1)?,
+                rejected: row.get(2)?,
+            })
+        },
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
 }
 
 /// Marks runs a dead host left `running` as `interrupted`.
@@ -287,6 +308,27 @@ mod tests {
             .rev()
             .map(|r| r.id)
             .collect()
+    }
+
+    #[test]
+    fn a_finished_run_tells_what_it_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let run = start_run(&conn, "p", "schedule").unwrap();
+        count(&conn, run, 5, 4, 1).unwrap();
+        count(&conn, run, 2, 2, 0).unwrap();
+        let moved = finish_run(&conn, run, "ok", None).unwrap();
+        let expected = Moved {
+            read: 7,
+            written: 6,
+            rejected: 1,
+        };
+        assert_eq!(moved, expected);
+        assert_eq!(runs(&conn, Some("p"), 1).unwrap()[0].outcome, "ok");
+        assert_eq!(
+            finish_run(&conn, run + 1, "ok", None).unwrap(),
+            Moved::default()
+        );
     }
 
     #[test]

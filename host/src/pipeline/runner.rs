@@ -366,9 +366,10 @@ impl Runner {
             (_, Some(error)) => {
                 tracing::warn!(pipeline = %self.name, run = run_id, "run {outcome}: {error}")
             }
-            (_, None) => tracing::info!(pipeline = %self.name, run = run_id, "run ok"),
+            (_, None) => {}
         }
-        self.db
+        let moved = self
+            .db
             .transact(move |conn| {
                 Ok::<_, DbError>(history::finish_run(
                     conn,
@@ -378,6 +379,23 @@ impl Runner {
                 )?)
             })
             .await?;
+        if end == RunEnd::Done {
+            let history::Moved {
+                read,
+                written,
+                rejected,
+            } = moved;
+            // A poll that found nothing new, every few seconds, is no news.
+            if moved == history::Moved::default() {
+                tracing::debug!(pipeline = %self.name, run = run_id, "run ok: nothing new");
+            } else {
+                tracing::info!(
+                    pipeline = %self.name,
+                    run = run_id,
+                    "run ok: read {read}, written {written}, rejected {rejected}"
+                );
+            }
+        }
         Ok(end)
     }
 
