@@ -291,6 +291,12 @@ fn an_upgrade_asking_for_more_is_held_pending_until_granted_while_the_old_serves
     assert_eq!(states, ["active", "pending-approval"], "{rows:?}");
     assert_eq!(rows[1]["not_granted"], json!(["storage"]), "{rows:?}");
     assert_eq!(call(&host), Ok(A.to_string()));
+    host.wait_for_log("upgrade held back, pending approval", 5);
+    assert!(
+        host.logs().contains("test-version@0.1.0 keeps serving"),
+        "{}",
+        host.logs()
+    );
 
     // Granting it (grants.toml edited while the host runs) swaps it in.
     scratch.grants("[plugins.test-version.storage]\nquota-bytes = 1024\n");

@@ -471,16 +471,6 @@ impl Registry {
             {
                 let old = install(&old.plugin);
                 if old.state() == PluginState::Active {
-                    let told = self.held.iter().any(|h| Arc::ptr_eq(h, &candidate));
-                    if !told {
-                        tracing::warn!(
-                        plugin = %candidate.plugin.info.label(),
-                        digest = %candidate.plugin.info.digest,
-                        "upgrade held back, pending approval: it requests what is not granted: {}; {} keeps serving",
-                            candidate.not_granted.join("; "),
-                            old.plugin.info.label()
-                        );
-                    }
                     next.held.push(candidate);
                     next.insert(old);
                     continue;
@@ -502,9 +492,10 @@ impl Registry {
         Ok(next)
     }
 
-    /// Logs the plugins `next` serves (or holds pending approval) that this
-    /// registry did not, and the files that newly fail to load: not every
-    /// plugin and every failure again at every reload.
+    /// Logs the files that newly fail to load, the upgrades newly held back,
+    /// and the plugins `next` serves (or holds pending approval) that this
+    /// registry did not: not every plugin and every failure again at every
+    /// reload.
     fn tell_changes(&self, next: &Registry) {
         for failure in &next.failures {
             let told = failure.to_string();
@@ -526,6 +517,22 @@ impl Registry {
                 ),
                 None => tracing::warn!("plugin not loaded: {told}"),
             }
+        }
+        for held in &next.held {
+            if self.held.iter().any(|before| Arc::ptr_eq(before, held)) {
+                continue;
+            }
+            let serving = next
+                .plugins
+                .get(&held.plugin.info.name)
+                .map(|p| p.plugin.info.label())
+                .unwrap_or_default();
+            tracing::warn!(
+                plugin = %held.plugin.info.label(),
+                digest = %held.plugin.info.digest,
+                "upgrade held back, pending approval: it requests what is not granted: {}; {serving} keeps serving",
+                held.not_granted.join("; "),
+            );
         }
         for (name, installed) in &next.plugins {
             if self
