@@ -279,6 +279,54 @@ sinks = [{ plugin = "no-such-sink" }]
 }
 
 #[test]
+fn a_webhook_secret_the_host_could_not_use_is_an_error() {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    scratch.install("mailer-sink", "mailer-sink.wasm");
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        r#"
+[pipelines.unset]
+webhook = { path = "/hooks/a", scheme = "standard-webhooks", secret = "env:CAUSEWAY_TEST_UNSET_SECRET" }
+source = { plugin = "crm-source", stream = "contacts" }
+sinks = [{ plugin = "mailer-sink" }]
+[pipelines.garbled]
+webhook = { path = "/hooks/b", scheme = "standard-webhooks", secret = "env:CAUSEWAY_TEST_GARBLED_SECRET" }
+source = { plugin = "crm-source", stream = "contacts" }
+sinks = [{ plugin = "mailer-sink" }]
+"#,
+    )
+    .unwrap();
+    let out = run(scratch
+        .causeway()
+        .env("CAUSEWAY_TEST_GARBLED_SECRET", "whsec_not base64!")
+        .args(["check", "--json"]));
+    assert!(!out.success, "{}", out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
+    let messages: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
+    assert!(
+        has(
+            "pipelines.unset.webhook: secret env:CAUSEWAY_TEST_UNSET_SECRET: the environment variable"
+        ),
+        "{messages:#?}"
+    );
+    assert!(
+        has(
+            "pipelines.garbled.webhook: secret env:CAUSEWAY_TEST_GARBLED_SECRET: the whsec_ secret is not base64"
+        ),
+        "{messages:#?}"
+    );
+}
+
+#[test]
 fn a_broken_plugin_file_is_reported_once_naming_the_file_once() {
     let scratch = Scratch::new();
     scratch.install("map-fullname", "map-fullname.wasm");

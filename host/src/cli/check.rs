@@ -273,6 +273,21 @@ fn check_pipelines(
     use crate::contract::World;
     let mut findings = Vec::new();
     for (name, pipeline) in &host.config.pipelines {
+        // A secret the host cannot use answers every delivery 500
+        // (`misconfigured`): senders retry, but nothing flows until fixed.
+        if let Some(trigger) = &pipeline.webhook {
+            let key = crate::webhook::verify::key(&host.secrets, trigger.scheme, &trigger.secret);
+            if let Err(message) = key {
+                findings.push(Finding {
+                    severity: "error",
+                    file: config_file.to_string(),
+                    line: None,
+                    message: format!(
+                        "pipelines.{name}.webhook: {message}; every delivery would be refused as misconfigured"
+                    ),
+                });
+            }
+        }
         let mut stages: Vec<Stage<'_>> = vec![(
             "source".to_string(),
             pipeline.source.plugin.as_str(),

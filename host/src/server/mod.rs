@@ -56,7 +56,7 @@ use crate::registry::{NotCallable, PluginStatus};
 use crate::sandbox::CallError;
 use crate::secrets::Secrets;
 use crate::webhook::inbox;
-use crate::webhook::verify::{self, Scheme};
+use crate::webhook::verify;
 
 /// What the handlers share.
 pub struct AppState {
@@ -419,18 +419,10 @@ async fn webhook(
             ),
         );
     };
-    let key = state
-        .secrets
-        .resolve(&trigger.secret)
-        .map_err(|e| e.to_string())
-        .and_then(|secret| match trigger.scheme {
-            Scheme::StandardWebhooks => verify::standard_key(secret.expose()),
-            Scheme::Github | Scheme::Stripe => Ok(secret.expose().as_bytes().to_vec()),
-        });
-    let key = match key {
+    let key = match verify::key(&state.secrets, trigger.scheme, &trigger.secret) {
         Ok(key) => key,
         Err(e) => {
-            tracing::error!(pipeline = %name, "the webhook secret {} cannot be used: {e}", trigger.secret);
+            tracing::error!(pipeline = %name, "the webhook secret cannot be used: {e}");
             stats.delivery("misconfigured");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -59,6 +59,22 @@ fn mac(secret: &[u8]) -> HmacSha256 {
     <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!())
 }
 
+/// The key deliveries signed under `scheme` are verified with, from the
+/// secret `reference` names: what fails says why.
+pub fn key(
+    secrets: &crate::secrets::Secrets,
+    scheme: Scheme,
+    reference: &crate::secrets::SecretRef,
+) -> Result<Vec<u8>, String> {
+    let secret = secrets.resolve(reference)?;
+    match scheme {
+        Scheme::StandardWebhooks => {
+            standard_key(secret.expose()).map_err(|e| format!("secret {reference}: {e}"))
+        }
+        Scheme::Github | Scheme::Stripe => Ok(secret.expose().as_bytes().to_vec()),
+    }
+}
+
 /// The key bytes of a Standard Webhooks secret: `whsec_` + base64, or raw.
 pub fn standard_key(secret: &str) -> Result<Vec<u8>, String> {
     match secret.strip_prefix("whsec_") {
