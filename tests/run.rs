@@ -230,6 +230,37 @@ fn a_pending_plugin_cannot_be_invoked_through_the_api() {
 }
 
 #[test]
+fn a_request_the_api_cannot_read_gets_the_same_json_error_shape() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let host = start(&scratch);
+    let path = "/api/plugins/map-fullname/invoke";
+    let json_error = |status: u16, body: &str, expected: u16| {
+        assert_eq!(status, expected, "{body}");
+        let answer: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        assert_eq!(answer["error"], "invalid-request", "{body}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+    };
+    let (status, body) = host.api("POST", path, Some("{"));
+    json_error(status, &body, 400);
+    let (status, body) = host.api("POST", path, Some(r#"{"input": []}"#));
+    json_error(status, &body, 422);
+    // No content type: a client that forgot it is told so, as JSON too.
+    let token = std::fs::read_to_string(host.data_dir.join("operator.token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let (status, body) = support::try_http_with(
+        &host.addr,
+        "POST",
+        path,
+        &[("authorization", bearer.as_str())],
+        br#"{"operation": "check"}"#,
+    )
+    .unwrap();
+    json_error(status, &body, 415);
+}
+
+#[test]
 fn sigterm_with_a_call_in_flight_lets_it_finish_and_exits_0() {
     let scratch = Scratch::new();
     scratch.install("test-slow", "slow.wasm");

@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -520,8 +521,16 @@ pub struct InvokeRequest {
 async fn invoke(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Json(request): Json<InvokeRequest>,
+    request: Result<Json<InvokeRequest>, JsonRejection>,
 ) -> Response {
+    // A body that is not the request's JSON gets the same JSON error shape
+    // as every other answer (not the framework's plain text).
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(rejection) => {
+            return error(rejection.status(), "invalid-request", rejection.body_text());
+        }
+    };
     // The call keeps this snapshot to its end: a reload meanwhile does not
     // change the version it runs on.
     let snapshot = state.live.snapshot();
