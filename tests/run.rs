@@ -258,6 +258,12 @@ fn a_request_the_api_cannot_read_gets_the_same_json_error_shape() {
     )
     .unwrap();
     json_error(status, &body, 415);
+    // A known path with a method it does not take.
+    let (status, body) = host.api("GET", path, None);
+    assert_eq!(status, 405, "{body}");
+    let answer: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert_eq!(answer["error"], "method-not-allowed", "{body}");
 }
 
 #[test]

@@ -146,8 +146,23 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(operator)
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(webhook)
         .with_state(state)
+}
+
+/// A known path asked with a method it does not take: said in the same JSON
+/// shape as every other answer.
+async fn method_not_allowed(request: Request) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!(
+            "{} does not take {}",
+            request.uri().path(),
+            request.method()
+        ),
+    )
 }
 
 /// Who the operator API answers, for [`operators_only`].
