@@ -10,6 +10,17 @@ fn check(scratch: &Scratch) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr))
 }
 
+/// The messages of the report's errors.
+fn error_messages(report: &serde_json::Value) -> Vec<&str> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| f["message"].as_str().unwrap())
+        .collect()
+}
+
 fn first_error(report: &serde_json::Value) -> String {
     let finding = report["findings"]
         .as_array()
@@ -256,13 +267,7 @@ sinks = [{ plugin = "no-such-sink" }]
     )
     .unwrap();
     let report = check(&scratch);
-    let messages: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["severity"] == "error")
-        .map(|f| f["message"].as_str().unwrap())
-        .collect();
+    let messages = error_messages(&report);
     let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
     assert!(
         has("pipelines.p.source: plugin map-fullname@0.1.0 does not implement source"),
@@ -304,13 +309,7 @@ sinks = [{ plugin = "mailer-sink" }]
     assert!(!out.success, "{}", out.stdout);
     let report: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
-    let messages: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["severity"] == "error")
-        .map(|f| f["message"].as_str().unwrap())
-        .collect();
+    let messages = error_messages(&report);
     let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
     assert!(
         has(

@@ -1665,19 +1665,26 @@ fn deliveries_go_on_while_the_source_api_is_down_and_its_reads_wait_for_the_circ
     w.wait_until_idle();
 }
 
-#[test]
-fn an_expired_source_token_stops_the_reads_and_deliveries_go_on() {
-    let w = pushed_and_polled_world("");
+/// A host whose CRM token the CRM refuses, once that stopped the reads.
+fn reads_stopped_by_an_expired_token(w: &World) -> RunningHost {
     let host = RunningHost::start(
         w.causeway()
             .env("CRM_TOKEN", "an-expired-token")
             .env("CRM_HOOK_SECRET", hook_secret())
             .args(["run", "--listen", "127.0.0.1:0"]),
     );
-    let state = || pipeline_row(&w, "contacts-to-mailer").unwrap();
     wait_until("the reads stopped", Duration::from_secs(20), || {
-        (state()["state"] == "stopped").then_some(())
+        let row = pipeline_row(w, "contacts-to-mailer")?;
+        (row["state"] == "stopped").then_some(())
     });
+    host
+}
+
+#[test]
+fn an_expired_source_token_stops_the_reads_and_deliveries_go_on() {
+    let w = pushed_and_polled_world("");
+    let host = reads_stopped_by_an_expired_token(&w);
+    let state = || pipeline_row(&w, "contacts-to-mailer").unwrap();
     let reads = w.crm.faults().requests();
     push_through(&w, &host, "t1", "Tess");
     let row = state();
@@ -1697,16 +1704,8 @@ fn the_reads_stay_stopped_through_a_circuit_the_sink_opens_meanwhile() {
     let w = pushed_and_polled_world(
         "initial = \"50ms\"\nmax = \"100ms\"\nbudget = \"300ms\"\ncircuit-cooldown = \"2s\"\n",
     );
-    let host = RunningHost::start(
-        w.causeway()
-            .env("CRM_TOKEN", "an-expired-token")
-            .env("CRM_HOOK_SECRET", hook_secret())
-            .args(["run", "--listen", "127.0.0.1:0"]),
-    );
+    let host = reads_stopped_by_an_expired_token(&w);
     let state = || pipeline_row(&w, "contacts-to-mailer").unwrap();
-    wait_until("the reads stopped", Duration::from_secs(20), || {
-        (state()["state"] == "stopped").then_some(())
-    });
     let reads = w.crm.faults().requests();
     // The mailer goes down under a delivery: the whole pipeline's circuit
     // opens, over the stop of the reads.
