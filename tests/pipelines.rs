@@ -1742,6 +1742,38 @@ fn the_reads_stay_stopped_through_a_circuit_the_sink_opens_meanwhile() {
 }
 
 #[test]
+fn a_resume_while_deliveries_run_lifts_the_stop_on_the_reads() {
+    let w = pushed_and_polled_world("");
+    let host = reads_stopped_by_an_expired_token(&w);
+    let reads = w.crm.faults().requests();
+    // The mailer's next writes take three seconds each: the operator's
+    // resume comes while a run of deliveries goes on.
+    w.mailer
+        .faults()
+        .inject(Fault::Slow(Duration::from_secs(3)), 2);
+    let body = contact_event("r1", "Rosa");
+    assert_eq!(deliver(&host, "msg_r1", &body, &body).0, 202);
+    wait_until(
+        "the delivery's run under way",
+        Duration::from_secs(20),
+        || {
+            w.runs()
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["trigger"] == "webhook" && r["outcome"] == "running")
+                .then_some(())
+        },
+    );
+    w.lever("resume");
+    // The run ends after the resume, and does not write the stop back over
+    // it: the reads are tried again.
+    wait_until("a read after the resume", Duration::from_secs(20), || {
+        (w.crm.faults().requests() > reads).then_some(())
+    });
+}
+
+#[test]
 fn a_steady_stream_of_deliveries_does_not_hold_the_polls_back() {
     use std::sync::atomic::{AtomicBool, Ordering};
     /// Ends the stream however the test ends, so the scope can join it.

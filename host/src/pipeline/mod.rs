@@ -396,19 +396,41 @@ fn deliveries_go_on(config: &PipelineConfig, reason: String) -> String {
 
 /// Holds the source's reads as `held` says, and records it.
 async fn hold_reads(shared: &Shared, name: &str, held: ReadsHeld, driving: &mut Driving) {
-    record_at_rest(&shared.db, name, Some(&held)).await;
+    let (reason, at) = (held.reason.clone(), held.at.clone());
+    record_state(&shared.db, name, held.state, Some(reason), at).await;
     driving.reads = Some(held);
 }
 
-/// Records the pipeline at rest: `idle`, or the hold on its reads (webhook
-/// deliveries handled meanwhile do not lift it).
-async fn record_at_rest(db: &WriterHandle, name: &str, held: Option<&ReadsHeld>) {
-    match held {
-        Some(reads) => {
-            let (reason, at) = (reads.reason.clone(), reads.at.clone());
-            record_state(db, name, reads.state, Some(reason), at).await;
-        }
-        None => record_state(db, name, "idle", None, None).await,
+/// Records the pipeline at rest after a run: `idle`, or the hold on its
+/// reads (webhook deliveries handled meanwhile do not lift it). An
+/// operator's `resume` recorded while the run went on (`idle`: the task
+/// never records it while a hold holds) lifts the hold instead of being
+/// written over.
+async fn record_at_rest(
+    db: &WriterHandle,
+    name: &str,
+    driving: &mut Driving,
+    snapshot: &Arc<crate::live::Snapshot>,
+) {
+    let Some(reads) = driving.reads.as_ref().filter(|r| r.holds(snapshot)) else {
+        record_state(db, name, "idle", None, None).await;
+        return;
+    };
+    let (state, reason, at) = (reads.state, reads.reason.clone(), reads.at.clone());
+    let pipeline = name.to_string();
+    let kept = db
+        .transact(move |conn| {
+            let resumed = history::state(conn, &pipeline)?.is_some_and(|row| row.state == "idle");
+            if !resumed {
+                history::set_state(conn, &pipeline, state, Some(&reason), at.as_deref())?;
+            }
+            Ok::<_, DbError>(!resumed)
+        })
+        .await;
+    match kept {
+        Ok(true) => {}
+        Ok(false) => driving.reads = None,
+        Err(e) => tracing::error!(pipeline = name, "cannot record the pipeline's state: {e}"),
     }
 }
 
@@ -710,8 +732,7 @@ async fn settle(
         RunEnd::Done => {
             driving.circuit_until = None;
             driving.stopped_on = None;
-            let held = driving.reads.as_ref().filter(|r| r.holds(snapshot));
-            record_at_rest(&shared.db, name, held).await;
+            record_at_rest(&shared.db, name, driving, snapshot).await;
             true
         }
         RunEnd::Interrupted => {
@@ -727,8 +748,7 @@ async fn settle(
         }
         // The pause itself keeps the next runs from starting.
         RunEnd::Paused => {
-            let held = driving.reads.as_ref().filter(|r| r.holds(snapshot));
-            record_at_rest(&shared.db, name, held).await;
+            record_at_rest(&shared.db, name, driving, snapshot).await;
             false
         }
         RunEnd::Exhausted(reason) => {
