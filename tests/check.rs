@@ -189,6 +189,14 @@ fn a_plugin_requesting_http_with_no_grant_is_pending_approval_everywhere_and_can
             .starts_with("http"),
         "{rows:#}"
     );
+    // The listing of grants says it; the log does not say it again.
+    let grants = run(scratch.causeway().arg("grants"));
+    assert!(
+        grants.stdout.contains("! not granted: http"),
+        "{}",
+        grants.stdout
+    );
+    assert!(grants.stderr.is_empty(), "{}", grants.stderr);
 
     let out = run(scratch
         .causeway()

@@ -11,10 +11,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The long-running host tells the operator what it does; one-shot
     // commands speak only of problems, and those that list the plugins
-    // and their problems do not log them a second time.
+    // and their problems (or have no business with them: a plugin's
+    // storage) do not log them a second time.
     let default_level = match cli.command {
         Command::Run(_) => "info",
-        Command::Check(_) | Command::Plugins(_) => "warn,causeway::registry=error",
+        Command::Check(_) | Command::Plugins(_) | Command::Grants(_) | Command::Storage(_) => {
+            "warn,causeway::registry=error"
+        }
         _ => "warn",
     };
     let filter =
