@@ -1228,6 +1228,41 @@ fn runs_dead_letters_and_deliveries_past_their_retention_are_forgotten_when_the_
 }
 
 #[test]
+fn runs_past_the_count_a_pipeline_keeps_are_forgotten_when_the_host_starts() {
+    let w = world_with("every = \"1h\"\nruns-keep = 2", "");
+    let ids = |runs: &Value| -> Vec<i64> {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
+    };
+    for _ in 0..4 {
+        w.lever("run-now");
+    }
+    let before = ids(&w.runs());
+    assert_eq!(before.len(), 4, "{before:?}");
+    let (newest, oldest) = (before.iter().max().copied(), before.iter().min().copied());
+
+    // Recent as they are, the host keeps the newest two when it starts
+    // (its own first run may come before or after).
+    let _host = w.start();
+    let kept = wait_until(
+        "runs past the newest two forgotten",
+        Duration::from_secs(20),
+        || {
+            let now = ids(&w.runs());
+            (now.len() <= 3 && !now.contains(&oldest?)).then_some(now)
+        },
+    );
+    assert!(kept.contains(&newest.unwrap()), "{kept:?} of {before:?}");
+    assert!(
+        before.iter().filter(|id| kept.contains(id)).count() <= 2,
+        "{kept:?} of {before:?}"
+    );
+}
+
+#[test]
 fn an_edited_schedule_applies_at_once_not_after_the_old_interval() {
     let w = world_with("every = \"1h\"", "");
     let mut expected = create(&w.crm, 1);

@@ -639,6 +639,17 @@ mod tests {
             "[pipelines.P]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n",
         );
         assert!(err.contains("pipelines.\"P\""), "{err}");
+        for count in ["0", "-3"] {
+            let err = load(&format!(
+                "[pipelines.p]\nevery = \"1s\"\nsource = {{ plugin = \"s\", stream = \"c\" }}\nsinks = [{{ plugin = \"k\" }}]\nruns-keep = {count}\n"
+            ));
+            assert!(
+                err.contains(&format!(
+                    "line 5: runs-keep = {count}: the most runs kept must be at least 1"
+                )),
+                "{err}"
+            );
+        }
         // The host's own routes are never a webhook's.
         for path in ["/api/hooks", "/healthz", "/metrics", "/metrics/x"] {
             let err = load(&format!(

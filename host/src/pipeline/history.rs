@@ -214,24 +214,33 @@ pub fn interrupt_unfinished_of(
 }
 
 /// Forgets `pipeline`'s finished runs that started before `cutoff` (RFC
-/// 3339), at most `limit` of them. A configured pipeline (`keep_last`)
-/// keeps its newest run and its newest run that ended `ok`, whatever their
-/// age: what `causeway pipelines` shows as the last run and counts the lag
-/// from.
+/// 3339) or are older than its newest `keep`, at most `limit` of them. A
+/// configured pipeline (`keep_last`) keeps its newest run and its newest run
+/// that ended `ok`, whatever their age and however many: what `causeway
+/// pipelines` shows as the last run and counts the lag from.
 pub fn expire_runs(
     conn: &Connection,
     pipeline: &str,
     cutoff: &str,
+    keep: usize,
     keep_last: bool,
     limit: usize,
 ) -> rusqlite::Result<usize> {
     conn.execute(
         "DELETE FROM pipeline_run WHERE id IN (SELECT id FROM pipeline_run
-             WHERE pipeline = ?1 AND started_at < ?2 AND finished_at IS NOT NULL
+             WHERE pipeline = ?1 AND finished_at IS NOT NULL
+             AND (started_at < ?2 OR id <= (SELECT id FROM pipeline_run WHERE pipeline = ?1
+                 ORDER BY id DESC LIMIT 1 OFFSET ?5))
              AND (NOT ?3 OR (id < (SELECT max(id) FROM pipeline_run WHERE pipeline = ?1)
                  AND id IS NOT (SELECT max(id) FROM pipeline_run WHERE pipeline = ?1 AND outcome = 'ok')))
-             LIMIT ?4)",
-        params![pipeline, cutoff, keep_last, i64::try_from(limit).unwrap_or(i64::MAX)],
+             ORDER BY id LIMIT ?4)",
+        params![
+            pipeline,
+            cutoff,
+            keep_last,
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            i64::try_from(keep).unwrap_or(i64::MAX),
+        ],
     )
 }
 
@@ -414,21 +423,50 @@ mod tests {
         let other = add(&conn, "q", old, "ok");
         add(&conn, "q", old, "ok");
 
-        assert_eq!(expire_runs(&conn, "p", cutoff, true, ALL).unwrap(), 1);
+        assert_eq!(expire_runs(&conn, "p", cutoff, ALL, true, ALL).unwrap(), 1);
         assert_eq!(ids(&conn, "p"), [good, unfinished, newest]);
         assert_eq!(last_ok_at(&conn, "p").unwrap().as_deref(), Some(old));
 
         // A newer good run: the old ones all go, the unfinished one stays.
         let recent = add(&conn, "p", new, "ok");
-        assert_eq!(expire_runs(&conn, "p", cutoff, true, ALL).unwrap(), 2);
+        assert_eq!(expire_runs(&conn, "p", cutoff, ALL, true, ALL).unwrap(), 2);
         assert_eq!(ids(&conn, "p"), [unfinished, recent]);
         assert_eq!(ids(&conn, "q").len(), 2, "another pipeline's runs stay");
-        assert_eq!(expire_runs(&conn, "q", cutoff, true, ALL).unwrap(), 1);
+        assert_eq!(expire_runs(&conn, "q", cutoff, ALL, true, ALL).unwrap(), 1);
         assert_eq!(ids(&conn, "q").len(), 1);
         assert_ne!(ids(&conn, "q"), [other], "the newest is kept");
         assert_eq!(pipelines_on_record(&conn).unwrap().len(), 2);
         // A pipeline no longer configured keeps nothing old.
-        assert_eq!(expire_runs(&conn, "q", cutoff, false, ALL).unwrap(), 1);
+        assert_eq!(expire_runs(&conn, "q", cutoff, ALL, false, ALL).unwrap(), 1);
         assert_eq!(pipelines_on_record(&conn).unwrap(), ["p"]);
+    }
+
+    #[test]
+    fn runs_past_the_newest_kept_are_forgotten_whatever_their_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let (cutoff, recent) = ("2020-06-01T00:00:00Z", "2099-01-01T00:00:00Z");
+        let good = add(&conn, "p", recent, "ok");
+        let older: Vec<i64> = (0..3).map(|_| add(&conn, "p", recent, "failed")).collect();
+        let unfinished = add(&conn, "p", recent, "running");
+        let newest: Vec<i64> = (0..2).map(|_| add(&conn, "p", recent, "failed")).collect();
+        let other: Vec<i64> = (0..5).map(|_| add(&conn, "q", recent, "failed")).collect();
+
+        // The newest 3: the unfinished run and the two after it; the good
+        // run stays as the newest good one, the failed ones between go.
+        assert_eq!(expire_runs(&conn, "p", cutoff, 3, true, ALL).unwrap(), 3);
+        assert_eq!(
+            ids(&conn, "p"),
+            [vec![good, unfinished], newest.clone()].concat()
+        );
+        assert!(older.iter().all(|id| !ids(&conn, "p").contains(id)));
+        assert_eq!(ids(&conn, "q"), other, "another pipeline's runs stay");
+        // At most `limit` at a time, the oldest first.
+        assert_eq!(expire_runs(&conn, "q", cutoff, 1, true, 2).unwrap(), 2);
+        assert_eq!(ids(&conn, "q"), other[2..]);
+        // A pipeline no longer configured keeps no good run beyond the
+        // count; a run not finished is never forgotten.
+        assert_eq!(expire_runs(&conn, "p", cutoff, 2, false, ALL).unwrap(), 1);
+        assert_eq!(ids(&conn, "p"), [vec![unfinished], newest].concat());
     }
 }

@@ -267,18 +267,25 @@ fn panicked(result: Result<(), tokio::task::JoinError>) -> Option<String> {
 const EXPIRE_CHUNK: usize = 10_000;
 
 /// Forgets what is past its pipeline's retention: runs past
-/// `runs-retention`, dead letters and processed webhook deliveries past
+/// `runs-retention` or `runs-keep`, dead letters and processed webhook deliveries past
 /// `dlq-retention` (a pipeline no longer configured: the defaults), in
 /// transactions of at most [`EXPIRE_CHUNK`] rows. A failure is logged, not
 /// fatal.
 async fn expire(shared: &Shared) {
-    let retention: BTreeMap<String, (Duration, Duration)> = shared
+    let retention: BTreeMap<String, Retention> = shared
         .live
         .snapshot()
         .config
         .pipelines
         .iter()
-        .map(|(name, p)| (name.clone(), (p.runs_retention.0, p.dlq_retention.0)))
+        .map(|(name, p)| {
+            let retention = Retention {
+                runs: p.runs_retention.0,
+                runs_keep: p.runs_keep.get(),
+                letters: p.dlq_retention.0,
+            };
+            (name.clone(), retention)
+        })
         .collect();
     // The pipelines on record and their cutoffs, once: the chunks after
     // need not look for them again.
@@ -324,11 +331,20 @@ async fn expire(shared: &Shared) {
     }
 }
 
+/// How long a pipeline keeps what, as configured.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    runs: Duration,
+    runs_keep: usize,
+    letters: Duration,
+}
+
 /// What [`expire`] forgets of one pipeline: what is older than these.
 #[derive(Debug)]
 struct Expiry {
     pipeline: String,
     runs_before: String,
+    runs_keep: usize,
     letters_before: String,
     /// A configured pipeline keeps its last runs, whatever their age.
     keep_last: bool,
@@ -338,19 +354,25 @@ struct Expiry {
 /// (`retention`, by name; a pipeline no longer configured: the defaults).
 fn expiries(
     conn: &rusqlite::Connection,
-    retention: &BTreeMap<String, (Duration, Duration)>,
+    retention: &BTreeMap<String, Retention>,
 ) -> rusqlite::Result<Vec<Expiry>> {
     Ok(history::pipelines_on_record(conn)?
         .into_iter()
         .map(|pipeline| {
             let configured = retention.get(&pipeline).copied();
-            let (runs, letters) = configured.unwrap_or((
-                config::DEFAULT_RUNS_RETENTION,
-                config::DEFAULT_DLQ_RETENTION,
-            ));
+            let Retention {
+                runs,
+                runs_keep,
+                letters,
+            } = configured.unwrap_or(Retention {
+                runs: config::DEFAULT_RUNS_RETENTION,
+                runs_keep: config::DEFAULT_RUNS_KEEP.get(),
+                letters: config::DEFAULT_DLQ_RETENTION,
+            });
             Expiry {
                 pipeline,
                 runs_before: ago(runs),
+                runs_keep,
                 letters_before: ago(letters),
                 keep_last: configured.is_some(),
             }
@@ -369,7 +391,16 @@ fn expire_some(
     let mut room = chunk;
     for e in expiries {
         let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 3] = [
-            &|room| history::expire_runs(conn, &e.pipeline, &e.runs_before, e.keep_last, room),
+            &|room| {
+                history::expire_runs(
+                    conn,
+                    &e.pipeline,
+                    &e.runs_before,
+                    e.runs_keep,
+                    e.keep_last,
+                    room,
+                )
+            },
             &|room| dlq::expire(conn, &e.pipeline, &e.letters_before, room),
             &|room| crate::webhook::inbox::expire(conn, &e.pipeline, &e.letters_before, room),
         ];
@@ -828,7 +859,12 @@ mod tests {
         }
         // A pipeline configured with no retention at all: everything is
         // past it, but its newest run.
-        let retention = BTreeMap::from([("p".to_string(), (Duration::ZERO, Duration::ZERO))]);
+        let none = Retention {
+            runs: Duration::ZERO,
+            runs_keep: usize::MAX,
+            letters: Duration::ZERO,
+        };
+        let retention = BTreeMap::from([("p".to_string(), none)]);
         let expiries = expiries(&conn, &retention).unwrap();
         let mut chunks = Vec::new();
         loop {
