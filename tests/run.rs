@@ -246,6 +246,10 @@ fn a_request_the_api_cannot_read_gets_the_same_json_error_shape() {
     json_error(status, &body, 400);
     let (status, body) = host.api("POST", path, Some(r#"{"input": []}"#));
     json_error(status, &body, 422);
+    // An operation without its input is told what to send, here.
+    let (status, body) = host.api("POST", path, Some(r#"{"operation": "transform"}"#));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains(r#"\"input\" in an API request"#), "{body}");
     // No content type: a client that forgot it is told so, as JSON too.
     let token = std::fs::read_to_string(host.data_dir.join("operator.token")).unwrap();
     let bearer = format!("Bearer {}", token.trim());

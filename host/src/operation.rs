@@ -193,7 +193,12 @@ impl Operation {
         let input = || {
             input
                 .clone()
-                .ok_or_else(|| invalid(format!("operation {name} needs an input (--input FILE)")))
+                .ok_or_else(|| {
+                    // Said for both ways a call comes: `causeway invoke` and the API.
+                    invalid(format!(
+                        "operation {name} needs an input (--input FILE to causeway invoke, \"input\" in an API request)"
+                    ))
+                })
         };
         let worlds = &plugin.info.worlds;
         let op = match name {
