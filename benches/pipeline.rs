@@ -69,12 +69,17 @@ fn pipeline(c: &mut Criterion) {
     let host = causeway::host::Host::load(Some(&config), None).expect("the host");
     let registry = host.registry().expect("the plugins");
     let writer = host.open_database().expect("the database");
-    let runner = Runner::in_process(&host, "contacts", registry, writer.handle());
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("a runtime");
+    let runner = tokio.block_on(Runner::in_process(
+        &host,
+        "contacts",
+        registry,
+        writer.handle(),
+    ));
     let stop = Stop::never();
 
     let mut group = c.benchmark_group("pipeline");

@@ -293,6 +293,39 @@ fn a_record_the_sink_always_asks_to_retry_is_set_aside_and_the_pages_behind_it_f
     w.wait_for_subscribers(&expected, Duration::from_secs(5));
 }
 
+/// The count of budgets a record spent is saved: run by one-off `causeway
+/// pipeline run-now`s (no host, a process each), a record the sink always
+/// asks to retry spends one budget per run and is set aside by the third.
+#[test]
+fn a_record_the_sink_always_asks_to_retry_is_set_aside_by_one_off_runs_too() {
+    let w = world(QUICK_RETRIES);
+    let mut expected = create(&w.crm, 4);
+    let failing = expected.remove(1);
+    w.mailer.fail_key(&failing.0);
+    let run_now = || {
+        run(w
+            .causeway()
+            .args(["pipeline", "run-now", "contacts-to-mailer"]))
+    };
+    for spent in 1..3 {
+        let out = run_now();
+        assert!(!out.success, "run {spent}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains("still asked to be retried"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(w.dead_letters(), json!([]), "run {spent}");
+    }
+    let out = run_now();
+    assert!(out.success, "the third: {}{}", out.stdout, out.stderr);
+    w.wait_for_subscribers(&expected, Duration::from_secs(5));
+    let letter = one_dead_letter(&w);
+    assert_eq!(letter["key"], failing.0.as_str());
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(reason.contains("3 retry budgets in a row"), "{reason}");
+}
+
 /// The same answer for every record of a page is the sink's trouble, not
 /// the records': however many budgets it lasts, nothing is set aside, and
 /// everything arrives once the mailer takes them again.
@@ -744,6 +777,30 @@ fn a_record_alone_in_the_first_batch_after_a_restart_is_set_aside_by_a_stage_pro
 
     let _host = w.start();
     set_aside_alone_and_idle(&w, "c000004");
+}
+
+/// So it is across one-off runs: a `causeway pipeline run-now` (no host)
+/// knows what the runs before it showed.
+#[test]
+fn a_record_alone_in_the_first_batch_of_a_one_off_run_is_set_aside_by_a_stage_proven_before() {
+    let w = picky_world();
+    picky_refuses(&w, &["c000004"]);
+    let expected = create(&w.crm, 3);
+    assert!(w.lever("run-now").contains("run ok"));
+    w.wait_for_subscribers(&expected, Duration::from_secs(5));
+    let refused = w
+        .crm
+        .create(person("Refused", "Alone", "refused@example.com"));
+    assert_eq!(refused.id, "c000004");
+
+    assert!(w.lever("run-now").contains("run ok"));
+    let letter = one_dead_letter(&w);
+    assert_eq!(letter["key"], "c000004");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("alone in its batch, though it mapped others before"),
+        "{reason}"
+    );
 }
 
 /// ... but a first batch of one record the transform fails on is not

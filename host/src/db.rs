@@ -160,6 +160,17 @@ const MIGRATIONS: &[&str] = &[
         updated_at   TEXT NOT NULL,
         PRIMARY KEY (pipeline, stage)
     ) WITHOUT ROWID;",
+    // 10: the records a sink will not take, counted across restarts
+    // (pipeline::stuck::Stuck).
+    "CREATE TABLE sink_stuck (
+        pipeline     TEXT NOT NULL,
+        sink         TEXT NOT NULL,
+        stream       TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        budgets      INTEGER NOT NULL,
+        updated_at   TEXT NOT NULL,
+        PRIMARY KEY (pipeline, sink, stream, key)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version of a fully migrated database.

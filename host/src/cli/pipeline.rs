@@ -124,7 +124,7 @@ impl Opts {
         let _claim = Claim::take(&host.config.data_dir)?;
         let registry = host.registry()?;
         let writer = host.open_database()?;
-        let runner = Runner::in_process(&host, &self.name, registry, writer.handle());
+        let runner = Runner::in_process(&host, &self.name, registry, writer.handle()).await;
         let end = runner.run("run-now", &Stop::never()).await?;
         writer.close();
         match end {

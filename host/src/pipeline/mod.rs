@@ -560,17 +560,7 @@ impl ReadsHeld {
 
 /// Drives one pipeline until the host stops or the pipeline is removed.
 async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
-    let proven = {
-        let pipeline = name.clone();
-        shared
-            .db
-            .transact(move |conn| Ok::<_, DbError>(isolate::Proven::load(conn, &pipeline)?))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(pipeline = %name, "the stages proven to work are not known: {e}");
-                isolate::Proven::default()
-            })
-    };
+    let (proven, stuck) = runner::recall(&shared.db, &name).await;
     let runner = Runner {
         name: name.clone(),
         live: shared.live.clone(),
@@ -578,8 +568,8 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         secrets: shared.secrets.clone(),
         db: shared.db.clone(),
         stats: shared.stats.get(&name),
-        stuck: Arc::default(),
-        proven: Arc::new(proven),
+        stuck,
+        proven,
         arrivals: wakers.inbox.clone(),
     };
     // At start: deliveries a previous host stored but did not process, and

@@ -19,7 +19,7 @@ use crate::secrets::Secrets;
 
 use super::config::{PipelineConfig, RetryConfig};
 use super::retry::{GaveUp, backoff, jitter, pause, retry, retry_spending_waits};
-use super::stuck::{SET_ASIDE_AFTER, Stuck};
+use super::stuck::{Counted, SET_ASIDE_AFTER, Stuck};
 use super::{dlq, history, isolate};
 use crate::operation::FailureKind;
 use crate::sandbox::{CallContext, CallError};
@@ -125,10 +125,11 @@ pub struct Runner {
     pub db: WriterHandle,
     /// Its counters (`/metrics`).
     pub stats: Arc<crate::metrics::PipelineStats>,
-    /// Records its sinks keep asking to retry, from run to run.
+    /// Records its sinks keep asking to retry, from run to run (saved as
+    /// they change: load it with [`recall`]).
     pub stuck: Arc<Stuck>,
-    /// Its stages that took batches, from run to run (saved with each page,
-    /// so load it with [`isolate::Proven::load`]).
+    /// Its stages that took batches, from run to run (saved with each page:
+    /// load it with [`recall`]).
     pub proven: Arc<isolate::Proven>,
     /// Told of each webhook delivery accepted for the pipeline: a source
     /// read waiting to be retried handles them meanwhile.
@@ -248,15 +249,41 @@ struct Bound<'a> {
     config: serde_json::Value,
 }
 
+/// What `pipeline`'s runs showed before, as saved: the stages proven to
+/// work and the records its sinks keep asking to retry. Not known (the
+/// database failed, logged): nothing.
+pub async fn recall(db: &WriterHandle, pipeline: &str) -> (Arc<isolate::Proven>, Arc<Stuck>) {
+    let name = pipeline.to_string();
+    let recalled = db
+        .transact(move |conn| {
+            Ok::<_, DbError>((
+                isolate::Proven::load(conn, &name)?,
+                Stuck::load(conn, &name)?,
+            ))
+        })
+        .await;
+    match recalled {
+        Ok((proven, stuck)) => (Arc::new(proven), Arc::new(stuck)),
+        Err(e) => {
+            tracing::warn!(
+                pipeline,
+                "what earlier runs showed (stages proven to work, records a sink will not take) is not known: {e}"
+            );
+            (Arc::default(), Arc::default())
+        }
+    }
+}
+
 impl Runner {
     /// A runner for pipeline `name` in this process, over `registry` as
     /// loaded by `host` (no hot reload: for one-off runs and benchmarks).
-    pub fn in_process(
+    pub async fn in_process(
         host: &crate::host::Host,
         name: &str,
         registry: crate::registry::Registry,
         db: WriterHandle,
     ) -> Runner {
+        let (proven, stuck) = recall(&db, name).await;
         Runner {
             name: name.to_string(),
             live: Arc::new(Live::new(Snapshot {
@@ -268,8 +295,8 @@ impl Runner {
             secrets: host.secrets.clone(),
             db,
             stats: Arc::default(),
-            stuck: Arc::default(),
-            proven: Arc::default(),
+            stuck,
+            proven,
             arrivals: Arc::default(),
         }
     }
@@ -748,12 +775,13 @@ impl Runner {
             }
             let took = !written.is_empty() || rejected.len() > before;
             took_some |= took;
-            self.stuck.settled(
+            let settled = self.stuck.settled(
                 sink_name,
                 written
                     .iter()
                     .chain(rejected[before..].iter().map(|(r, _)| r)),
             );
+            self.remember(settled).await;
             if again.is_empty() {
                 return Ok(rejected);
             }
@@ -765,7 +793,12 @@ impl Runner {
                 // The sink wrote the rest but none of these in its last
                 // answer: once they have spent enough budgets in a row,
                 // they are set aside instead of holding back the rest.
-                if took_some && !took && self.stuck.spent_budget(sink_name, &again) {
+                let set_aside = took_some && !took && {
+                    let (all, counted) = self.stuck.spent_budget(sink_name, &again);
+                    self.remember(counted).await;
+                    all
+                };
+                if set_aside {
                     tracing::warn!(
                         "{what}: {} records ({keys}) set aside as dead letters: the sink asked to retry them through {SET_ASIDE_AFTER} retry budgets in a row while it wrote the rest: {last_reason}",
                         again.len()
@@ -1008,6 +1041,25 @@ impl Runner {
             spend,
         )
         .await
+    }
+
+    /// Saves a change to the counts of records a sink will not take. Not
+    /// saved (logged), it holds in this process and a restart counts anew.
+    async fn remember(&self, counted: Counted) {
+        if counted.is_empty() {
+            return;
+        }
+        let name = self.name.clone();
+        let saved = self
+            .db
+            .transact(move |conn| Ok::<_, DbError>(counted.save(conn, &name)?))
+            .await;
+        if let Err(e) = saved {
+            tracing::warn!(
+                pipeline = %self.name,
+                "the count of records a sink will not take is not saved: {e}; a restart counts them anew"
+            );
+        }
     }
 
     /// Commits what a page or a batch of deliveries did, in one
