@@ -267,7 +267,8 @@ fn panicked(result: Result<(), tokio::task::JoinError>) -> Option<String> {
 const EXPIRE_CHUNK: usize = 10_000;
 
 /// Forgets what is past its pipeline's retention: runs past
-/// `runs-retention` or `runs-keep`, dead letters and processed webhook deliveries past
+/// `runs-retention` or `runs-keep`; dead letters, processed webhook
+/// deliveries and counts of records a sink would not take past
 /// `dlq-retention` (a pipeline no longer configured: the defaults), in
 /// transactions of at most [`EXPIRE_CHUNK`] rows. A failure is logged, not
 /// fatal.
@@ -300,7 +301,7 @@ async fn expire(shared: &Shared) {
             return;
         }
     };
-    let mut total = [0; 3];
+    let mut total = [0; 4];
     loop {
         let expiries = expiries.clone();
         let result = shared
@@ -322,11 +323,11 @@ async fn expire(shared: &Shared) {
             }
         }
     }
-    if let [runs, letters, deliveries] = total
-        && runs + letters + deliveries > 0
+    if let [runs, letters, deliveries, counts] = total
+        && runs + letters + deliveries + counts > 0
     {
         tracing::info!(
-            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries"
+            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries, {counts} counts of records a sink would not take"
         );
     }
 }
@@ -381,16 +382,17 @@ fn expiries(
 }
 
 /// One transaction of [`expire`]: at most `chunk` rows forgotten (runs,
-/// dead letters, deliveries), and whether more may be left.
+/// dead letters, deliveries, counts of records a sink would not take), and
+/// whether more may be left.
 fn expire_some(
     conn: &rusqlite::Connection,
     expiries: &[Expiry],
     chunk: usize,
-) -> rusqlite::Result<([usize; 3], bool)> {
-    let mut expired = [0; 3];
+) -> rusqlite::Result<([usize; 4], bool)> {
+    let mut expired = [0; 4];
     let mut room = chunk;
     for e in expiries {
-        let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 3] = [
+        let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 4] = [
             &|room| {
                 history::expire_runs(
                     conn,
@@ -403,6 +405,7 @@ fn expire_some(
             },
             &|room| dlq::expire(conn, &e.pipeline, &e.letters_before, room),
             &|room| crate::webhook::inbox::expire(conn, &e.pipeline, &e.letters_before, room),
+            &|room| stuck::expire(conn, &e.pipeline, &e.letters_before, room),
         ];
         for (kind, forget) in forgets.into_iter().enumerate() {
             let forgotten = forget(room)?;
@@ -847,6 +850,14 @@ mod tests {
         for _ in 0..18 {
             dlq::insert(&conn, "p", ("sink", dlq::Stage::Sink), &record, "no", None).unwrap();
         }
+        for key in ["a", "b", "c"] {
+            conn.execute(
+                "INSERT INTO sink_stuck (pipeline, sink, stream, key, budgets, updated_at)
+                 VALUES ('p', 'sink', 'contacts', ?1, 2, '2020-01-01T00:00:00Z')",
+                [key],
+            )
+            .unwrap();
+        }
         // A pipeline configured with no retention at all: everything is
         // past it, but its newest run.
         let none = Retention {
@@ -864,14 +875,15 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(chunks, [[6, 4, 0], [0, 10, 0], [0, 4, 0]]);
-        let left: (i64, i64) = conn
+        assert_eq!(chunks, [[6, 4, 0, 0], [0, 10, 0, 0], [0, 4, 0, 3]]);
+        let left: (i64, i64, i64) = conn
             .query_row(
-                "SELECT (SELECT COUNT(*) FROM pipeline_run), (SELECT COUNT(*) FROM dead_letter)",
+                "SELECT (SELECT COUNT(*) FROM pipeline_run), (SELECT COUNT(*) FROM dead_letter),
+                     (SELECT COUNT(*) FROM sink_stuck)",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .unwrap();
-        assert_eq!(left, (1, 0));
+        assert_eq!(left, (1, 0, 0));
     }
 }

@@ -128,6 +128,23 @@ impl Stuck {
     }
 }
 
+/// Forgets `pipeline`'s counts last changed before `cutoff` (RFC 3339), at
+/// most `limit` of them: a count left by a sink or a pipeline since
+/// removed, or by a record that no longer comes.
+pub fn expire(
+    conn: &Connection,
+    pipeline: &str,
+    cutoff: &str,
+    limit: usize,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM sink_stuck WHERE (pipeline, sink, stream, key) IN
+             (SELECT pipeline, sink, stream, key FROM sink_stuck
+              WHERE pipeline = ?1 AND updated_at < ?2 LIMIT ?3)",
+        params![pipeline, cutoff, i64::try_from(limit).unwrap_or(i64::MAX)],
+    )
+}
+
 impl Counted {
     /// Whether there is nothing to save.
     pub fn is_empty(&self) -> bool {
