@@ -1332,6 +1332,12 @@ fn an_edited_schedule_applies_at_once_not_after_the_old_interval() {
     std::fs::write(&edited, text.replace("every = \"1h\"", "every = \"200ms\"")).unwrap();
     std::fs::rename(&edited, &config).unwrap();
     host.wait_for_log("reloaded", 10);
+    // The command line's --listen is not taken for an edit of the file's.
+    assert!(
+        !host.logs().contains("takes effect when the host restarts"),
+        "{}",
+        host.logs()
+    );
     expected.extend(create(&w.crm, 1));
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
 

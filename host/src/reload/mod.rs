@@ -157,6 +157,12 @@ impl Reloader {
             watcher,
             unwatched,
             settle: config.reload_settle,
+            file_said: std::sync::Mutex::new(
+                config
+                    .file
+                    .as_deref()
+                    .and_then(|f| Config::load(Some(f)).ok()),
+            ),
         };
         state.watch_the_rest();
         let hangup = hangup();
@@ -215,6 +221,9 @@ struct State {
     /// not watched yet.
     unwatched: BTreeSet<PathBuf>,
     settle: Duration,
+    /// What `causeway.toml` said when last read, before the command line's
+    /// `--listen` and `--plugins`: an edit is told apart from them by it.
+    file_said: std::sync::Mutex<Option<Config>>,
 }
 
 impl State {
@@ -362,7 +371,18 @@ impl State {
             && let Some(file) = &current.config.file
         {
             match Config::load(Some(file)) {
-                Ok(new) => config = keep_fixed(&current.config, new),
+                Ok(new) => {
+                    let before = self
+                        .file_said
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .replace(new.clone());
+                    let (kept, not_yet) = keep_fixed(&current.config, before.as_ref(), new);
+                    for key in not_yet {
+                        tracing::warn!("{key} changed: it takes effect when the host restarts");
+                    }
+                    config = kept;
+                }
                 Err(e) => tracing::error!("{e}: keeping the last good configuration"),
             }
         }
@@ -418,30 +438,36 @@ impl State {
     }
 }
 
-/// `new`, with what cannot change while the host runs kept from `current`.
-fn keep_fixed(current: &Config, mut new: Config) -> Config {
-    if new.listen != current.listen {
-        tracing::warn!(
-            "listen changed to {}: it takes effect when the host restarts",
-            new.listen
-        );
+/// `new`, with what cannot change while the host runs kept from `current`;
+/// and the keys of those the file changed since it said `before` (not
+/// since `current`, which has the command line's `--listen` and
+/// `--plugins` in it), to be told they wait for a restart.
+fn keep_fixed(
+    current: &Config,
+    before: Option<&Config>,
+    mut new: Config,
+) -> (Config, Vec<&'static str>) {
+    let before = before.unwrap_or(current);
+    let mut not_yet = Vec::new();
+    if new.listen != before.listen {
+        not_yet.push("listen");
     }
-    if new.data_dir != current.data_dir {
-        tracing::warn!("data-dir changed: it takes effect when the host restarts");
+    if new.data_dir != before.data_dir {
+        not_yet.push("data-dir");
     }
-    if new.plugins_dir != current.plugins_dir {
-        tracing::warn!("plugins-dir changed: it takes effect when the host restarts");
+    if new.plugins_dir != before.plugins_dir {
+        not_yet.push("plugins-dir");
     }
     // The engine, its pool and its artifact cache are built once, at start.
-    if new.engine != current.engine {
-        tracing::warn!("[engine] changed: it takes effect when the host restarts");
+    if new.engine != before.engine {
+        not_yet.push("[engine]");
     }
-    if new.cache_dir != current.cache_dir || new.cache_max_bytes != current.cache_max_bytes {
-        tracing::warn!("cache-dir or cache-max-mb changed: it takes effect when the host restarts");
+    if new.cache_dir != before.cache_dir || new.cache_max_bytes != before.cache_max_bytes {
+        not_yet.push("cache-dir or cache-max-mb");
     }
     // Its values are reloaded in place; its place is where they are read.
-    if new.secrets_file != current.secrets_file {
-        tracing::warn!("secrets-file changed: it takes effect when the host restarts");
+    if new.secrets_file != before.secrets_file {
+        not_yet.push("secrets-file");
     }
     new.listen = current.listen;
     new.data_dir = current.data_dir.clone();
@@ -451,7 +477,7 @@ fn keep_fixed(current: &Config, mut new: Config) -> Config {
     new.cache_dir = current.cache_dir.clone();
     new.cache_max_bytes = current.cache_max_bytes;
     new.secrets_file = current.secrets_file.clone();
-    new
+    (new, not_yet)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -478,9 +504,42 @@ mod tests {
         edited.cache_dir = "other-cache".into();
         edited.cache_max_bytes = 1;
         edited.limits.call_timeout = Duration::from_secs(1);
-        let kept = keep_fixed(&current, edited);
+        let (kept, not_yet) = keep_fixed(&current, None, edited);
         let mut expected = current.clone();
         expected.limits.call_timeout = Duration::from_secs(1);
         assert_eq!(kept, expected);
+        assert_eq!(
+            not_yet,
+            [
+                "listen",
+                "data-dir",
+                "plugins-dir",
+                "[engine]",
+                "cache-dir or cache-max-mb"
+            ]
+        );
+    }
+
+    #[test]
+    fn what_the_command_line_overrode_is_not_taken_for_an_edit() {
+        let file_said = Config::load(None).unwrap();
+        // `causeway run --listen ... --plugins ...`
+        let mut current = file_said.clone();
+        current.listen = "127.0.0.1:0".parse().unwrap();
+        current.plugins_dir = "elsewhere".into();
+        let mut edited = file_said.clone();
+        edited.limits.call_timeout = Duration::from_secs(1);
+        let (kept, not_yet) = keep_fixed(&current, Some(&file_said), edited.clone());
+        assert!(not_yet.is_empty(), "{not_yet:?}");
+        assert_eq!(
+            (kept.listen, kept.plugins_dir),
+            (current.listen, current.plugins_dir.clone())
+        );
+        assert_eq!(kept.limits.call_timeout, Duration::from_secs(1));
+        // The file's own listen edited: that is told.
+        edited.listen = "127.0.0.1:1".parse().unwrap();
+        let (kept, not_yet) = keep_fixed(&current, Some(&file_said), edited);
+        assert_eq!(not_yet, ["listen"]);
+        assert_eq!(kept.listen, current.listen);
     }
 }
