@@ -263,11 +263,19 @@ impl State {
         loop {
             let next = pending.values().min().copied();
             tokio::select! {
-                event = events.recv() => match event {
-                    None => return,
-                    Some(Err(e)) => tracing::warn!("watching the plugins folder: {e}"),
-                    Some(Ok(event)) => self.note(&event, &mut pending),
-                },
+                event = events.recv() => {
+                    let Some(event) = event else { return };
+                    // With the events already queued behind it: a rename
+                    // comes as two (its new name, then both names), and
+                    // each alone would read everything again.
+                    let queued = std::iter::from_fn(|| events.try_recv().ok());
+                    for event in std::iter::once(event).chain(queued) {
+                        match event {
+                            Err(e) => tracing::warn!("watching the plugins folder: {e}"),
+                            Ok(event) => self.note(&event, &mut pending),
+                        }
+                    }
+                }
                 // Everything again, now: the two files, and the folder
                 // (every rescan reads the whole folder).
                 () = hung_up(&mut hangup) => {
