@@ -319,6 +319,18 @@ fn a_record_the_sink_always_asks_to_retry_is_set_aside_by_one_off_runs_too() {
     }
     let out = run_now();
     assert!(out.success, "the third: {}{}", out.stdout, out.stderr);
+    // Idle, with no reason to give: the table alone, no blank line after.
+    let out = run(w.causeway().args(["pipelines"]));
+    assert!(out.stdout.ends_with('\n'), "{:?}", out.stdout);
+    assert!(!out.stdout.ends_with("\n\n"), "{:?}", out.stdout);
+    // The failed runs' errors under the table, after a blank line; the
+    // dead letters' table alone.
+    let out = run(w.causeway().args(["runs"]));
+    assert!(out.stdout.contains("\n\n#"), "{:?}", out.stdout);
+    assert!(!out.stdout.ends_with("\n\n"), "{:?}", out.stdout);
+    let out = run(w.causeway().args(["dlq", "list"]));
+    assert!(out.stdout.contains(&failing.0), "{:?}", out.stdout);
+    assert!(!out.stdout.ends_with("\n\n"), "{:?}", out.stdout);
     w.wait_for_subscribers(&expected, Duration::from_secs(5));
     let letter = one_dead_letter(&w);
     assert_eq!(letter["key"], failing.0.as_str());
@@ -1392,10 +1404,11 @@ fn an_auth_error_stops_the_pipeline_with_a_visible_reason() {
     let out = run(w.scratch.causeway().args(["pipelines"]));
     assert!(
         out.stdout
-            .contains("contacts-to-mailer: pipeline contacts-to-mailer: write mailer-sink"),
+            .contains("\n\ncontacts-to-mailer: pipeline contacts-to-mailer: write mailer-sink"),
         "{}",
         out.stdout
     );
+    assert!(!out.stdout.ends_with("\n\n"), "{:?}", out.stdout);
     // Stopped means no more attempts: the run count stays put.
     let runs = w.runs();
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs:#?}");

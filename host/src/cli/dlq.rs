@@ -210,14 +210,11 @@ fn list(cli: &super::Cli, pipeline: Option<&str>, json: bool) -> anyhow::Result<
             ]
         })
         .collect();
-    super::print(&format!(
-        "{}\n",
-        super::table::render(
-            &[
-                "ID", "PIPELINE", "STAGE", "KEY", "ATTEMPTS", "SINCE", "REASON"
-            ],
-            &rows
-        )
+    super::print(&super::table::render(
+        &[
+            "ID", "PIPELINE", "STAGE", "KEY", "ATTEMPTS", "SINCE", "REASON",
+        ],
+        &rows,
     ))?;
     Ok(ExitCode::SUCCESS)
 }

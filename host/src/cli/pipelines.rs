@@ -112,20 +112,18 @@ impl Opts {
                 ]
             })
             .collect();
-        let mut out = super::table::render(
+        let table = super::table::render(
             &[
                 "NAME", "TRIGGER", "STATE", "INBOX", "DLQ", "LAST RUN", "LAG",
             ],
             &rows,
         );
-        for s in statuses.iter().filter(|s| s.reason.is_some()) {
-            out.push_str(&format!(
-                "\n{}: {}",
-                s.name,
-                s.reason.as_deref().unwrap_or_default()
-            ));
-        }
-        out.push('\n');
+        let out = super::table::with_notes(
+            table,
+            statuses
+                .iter()
+                .filter_map(|s| Some(format!("{}: {}", s.name, s.reason.as_ref()?))),
+        );
         super::print(&out)?;
         Ok(ExitCode::SUCCESS)
     }
@@ -257,21 +255,18 @@ impl RunsOpts {
                 ]
             })
             .collect();
-        let mut out = super::table::render(
+        let table = super::table::render(
             &[
                 "RUN", "PIPELINE", "TRIGGER", "STARTED", "DURATION", "READ", "WRITTEN", "REJECTED",
                 "OUTCOME",
             ],
             &rows,
         );
-        for r in runs.iter().filter(|r| r.error.is_some()) {
-            out.push_str(&format!(
-                "\n#{}: {}",
-                r.id,
-                r.error.as_deref().unwrap_or_default()
-            ));
-        }
-        out.push('\n');
+        let out = super::table::with_notes(
+            table,
+            runs.iter()
+                .filter_map(|r| Some(format!("#{}: {}", r.id, r.error.as_ref()?))),
+        );
         super::print(&out)?;
         Ok(ExitCode::SUCCESS)
     }

@@ -29,8 +29,32 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `table`, then each of `notes` on a line of its own after a blank line
+/// (none: the table alone).
+pub fn with_notes(mut table: String, notes: impl IntoIterator<Item = String>) -> String {
+    let mut notes = notes.into_iter().peekable();
+    if notes.peek().is_some() {
+        table.push('\n');
+        for note in notes {
+            table.push_str(&note);
+            table.push('\n');
+        }
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn notes_follow_a_blank_line_and_none_add_nothing() {
+        let table = super::render(&["A"], &[vec!["x".into()]]);
+        assert_eq!(super::with_notes(table.clone(), []), "A\nx\n");
+        assert_eq!(
+            super::with_notes(table, ["x: why".to_string()]),
+            "A\nx\n\nx: why\n"
+        );
+    }
+
     #[test]
     fn columns_line_up() {
         let out = super::render(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
