@@ -58,12 +58,38 @@ impl FileError {
 /// file, line and key.
 pub fn parse_toml<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, FileError> {
     toml::from_str(text).map_err(|e| {
+        let message = e.message().trim();
+        // A value's error (`invalid type: ...`) does not say whose it is.
+        let message = match e.span().and_then(|span| key_of_value_at(text, span.start)) {
+            Some(key) if !message.contains(key) => format!("{key}: {message}"),
+            _ => message.to_string(),
+        };
         FileError::at(
             file,
             e.span().map(|span| line_of(text, span.start)),
-            e.message().trim().to_string(),
+            message,
         )
     })
+}
+
+/// The key whose value starts at byte `offset` in `text`: the last `key =`
+/// on its line before it (inline tables included). None when `offset` is
+/// a key itself, or not after a `key =`.
+fn key_of_value_at(text: &str, offset: usize) -> Option<&str> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let is_key_char = |c: char| c.is_alphanumeric() || "-_.\"".contains(c);
+    // A key itself (an unknown field's span) is followed by its `=`.
+    let after = &text[offset..line_end];
+    let word = after.trim_start_matches(is_key_char);
+    if word.len() < after.len() && word.trim_start().starts_with('=') {
+        return None;
+    }
+    let before = &text[line_start..offset];
+    let (key, _) = before.rsplit_once('=')?;
+    let key = key.rsplit(['{', ',']).next()?.trim();
+    (!key.is_empty() && key.chars().all(is_key_char)).then_some(key)
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -499,6 +525,30 @@ mod tests {
         let err =
             parse_toml::<ConfigFile>("[limits]\nmemory-mb = \"lots\"\n", "c.toml").unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("c.toml line 2: memory-mb: invalid type: string \"lots\""),
+            "{err}"
+        );
+        // In an inline table too; a key's own error is not given a key.
+        let err = parse_toml::<ConfigFile>(
+            "[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = 3 }\nsinks = []\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("line 3: stream: invalid type"),
+            "{err}"
+        );
+        let err = parse_toml::<ConfigFile>(
+            "[pipelines.p]\nsource = { plugin = \"s\", stream = \"c\", bogus = 1 }\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("line 2: unknown field `bogus`"),
+            "{err}"
+        );
         let err =
             parse_toml::<ConfigFile>("[limits]\ncall-timeout = \"soon\"\n", "c.toml").unwrap_err();
         assert!(err.to_string().contains("not a duration"), "{err}");
