@@ -103,7 +103,7 @@ pub struct Secrets {
 
 #[derive(Deserialize)]
 #[serde(transparent)]
-struct SecretsFile(BTreeMap<String, String>);
+struct SecretsFile(BTreeMap<String, toml::Spanned<toml::Value>>);
 
 /// What a reload of the secrets file changed: key names only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -229,8 +229,25 @@ fn read(file: &Path) -> Result<BTreeMap<String, Secret>, FileError> {
     let name = file.display().to_string();
     check_private(file, &name)?;
     let text = config::read_file(file)?;
-    let SecretsFile(values) = config::parse_toml(&text, &name)?;
-    Ok(values.into_iter().map(|(k, v)| (k, Secret(v))).collect())
+    // Any value first: a typed parse's error would quote a value that is
+    // not a string (`invalid type: integer `1234``), and that is a secret.
+    let SecretsFile(raw) = config::parse_toml(&text, &name)?;
+    raw.into_iter()
+        .map(|(key, value)| {
+            let line = config::line_of(&text, value.span().start);
+            match value.into_inner() {
+                toml::Value::String(secret) => Ok((key, Secret(secret))),
+                other => Err(FileError::at(
+                    &name,
+                    Some(line),
+                    format!(
+                        "{key}: a secret must be a string in quotes, not {} (its value is not shown)",
+                        other.type_str()
+                    ),
+                )),
+            }
+        })
+        .collect()
 }
 
 #[cfg(unix)]
@@ -279,6 +296,29 @@ mod tests {
     fn a_secret_never_prints_its_value() {
         let secret = Secret("hunter2".into());
         assert_eq!(format!("{secret} {secret:?}"), "[redacted] [redacted]");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_that_is_not_a_string_is_refused_without_its_value() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.toml");
+        for (text, kind) in [
+            ("crm = \"s\"\npin = 739164\n", "integer"),
+            ("crm = \"s\"\npin = 7391.64\n", "float"),
+            ("crm = \"s\"\npin = [739164]\n", "array"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let err = Secrets::load(Some(&file)).unwrap_err().to_string();
+            assert!(
+                err.contains("line 2: pin: a secret must be a string in quotes")
+                    && err.contains(kind),
+                "{err}"
+            );
+            assert!(!err.contains("7391"), "the value is shown: {err}");
+        }
     }
 
     #[cfg(unix)]
