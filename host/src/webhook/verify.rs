@@ -80,7 +80,11 @@ pub fn standard_key(secret: &str) -> Result<Vec<u8>, String> {
     match secret.strip_prefix("whsec_") {
         Some(encoded) => base64::engine::general_purpose::STANDARD
             .decode(encoded)
-            .map_err(|e| format!("the whsec_ secret is not base64: {e}")),
+            // Not base64's own error: it names the offending symbol and
+            // where it is, a piece of the secret.
+            .map_err(|_| {
+                "the whsec_ secret is not base64 (what is wrong in it is not shown)".into()
+            }),
         None => Ok(secret.as_bytes().to_vec()),
     }
 }
