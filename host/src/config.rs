@@ -358,9 +358,34 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// The pipelines, by name.
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// What the command line set over the file.
+    pub command_line: CommandLine,
+}
+
+/// The fixed settings the command line gave over the file's (`--listen`,
+/// `--plugins`): a reload keeps them, and an edit of the file's own value,
+/// which they hide, is no news.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommandLine {
+    /// `--listen` was given.
+    pub listen: bool,
+    /// `--plugins` (or `CAUSEWAY_PLUGINS`) was given.
+    pub plugins_dir: bool,
 }
 
 impl Config {
+    /// The command line's `--listen` over the file's.
+    pub fn listen_on(&mut self, listen: SocketAddr) {
+        self.listen = listen;
+        self.command_line.listen = true;
+    }
+
+    /// The command line's `--plugins` over the file's.
+    pub fn plugins_in(&mut self, dir: PathBuf) {
+        self.plugins_dir = dir;
+        self.command_line.plugins_dir = true;
+    }
+
     /// Loads `file`, or `./causeway.toml` if it exists, or the embedded defaults.
     pub fn load(file: Option<&Path>) -> Result<Config, FileError> {
         let file = match file {
@@ -464,6 +489,7 @@ impl Config {
             audit,
             plugins: parsed.plugins,
             pipelines: parsed.pipelines,
+            command_line: CommandLine::default(),
         }
     }
 

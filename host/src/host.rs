@@ -158,7 +158,7 @@ impl Host {
     pub fn load(config_file: Option<&Path>, plugins_dir: Option<&Path>) -> Result<Host, HostError> {
         let mut config = Config::load(config_file)?;
         if let Some(dir) = plugins_dir {
-            config.plugins_dir = dir.to_path_buf();
+            config.plugins_in(dir.to_path_buf());
         }
         Host::with_config(config)
     }

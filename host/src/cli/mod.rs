@@ -140,7 +140,7 @@ impl Cli {
     pub fn config(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config_file.as_deref())?;
         if let Some(dir) = &self.plugins {
-            config.plugins_dir = dir.clone();
+            config.plugins_in(dir.clone());
         }
         Ok(config)
     }

@@ -41,7 +41,7 @@ impl Opts {
     pub async fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
         let mut host = cli.host()?.with_artifact_cache();
         if let Some(listen) = self.listen {
-            host.config.listen = listen;
+            host.config.listen_on(listen);
         }
         // Listened for from the start: the server would set up its stop
         // signal only when it first polls it, and a SIGTERM before that

@@ -157,12 +157,6 @@ impl Reloader {
             watcher,
             unwatched,
             settle: config.reload_settle,
-            file_said: std::sync::Mutex::new(
-                config
-                    .file
-                    .as_deref()
-                    .and_then(|f| Config::load(Some(f)).ok()),
-            ),
         };
         state.watch_the_rest();
         let hangup = hangup();
@@ -221,9 +215,6 @@ struct State {
     /// not watched yet.
     unwatched: BTreeSet<PathBuf>,
     settle: Duration,
-    /// What `causeway.toml` said when last read, before the command line's
-    /// `--listen` and `--plugins`: an edit is told apart from them by it.
-    file_said: std::sync::Mutex<Option<Config>>,
 }
 
 impl State {
@@ -380,12 +371,7 @@ impl State {
         {
             match Config::load(Some(file)) {
                 Ok(new) => {
-                    let before = self
-                        .file_said
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .replace(new.clone());
-                    let (kept, not_yet) = keep_fixed(&current.config, before.as_ref(), new);
+                    let (kept, not_yet) = keep_fixed(&current.config, new);
                     for key in not_yet {
                         tracing::warn!("{key} changed: it takes effect when the host restarts");
                     }
@@ -447,34 +433,28 @@ impl State {
 }
 
 /// `new`, with what cannot change while the host runs kept from `current`;
-/// and the keys of those the file changed since it said `before` (not
-/// since `current`, which has the command line's `--listen` and
-/// `--plugins` in it), to be told they wait for a restart.
-fn keep_fixed(
-    current: &Config,
-    before: Option<&Config>,
-    mut new: Config,
-) -> (Config, Vec<&'static str>) {
-    let before = before.unwrap_or(current);
+/// and the keys of those the file changed, to be told they wait for a
+/// restart (not those the command line set: the file's value is hidden).
+fn keep_fixed(current: &Config, mut new: Config) -> (Config, Vec<&'static str>) {
     let mut not_yet = Vec::new();
-    if new.listen != before.listen {
+    if new.listen != current.listen && !current.command_line.listen {
         not_yet.push("listen");
     }
-    if new.data_dir != before.data_dir {
+    if new.data_dir != current.data_dir {
         not_yet.push("data-dir");
     }
-    if new.plugins_dir != before.plugins_dir {
+    if new.plugins_dir != current.plugins_dir && !current.command_line.plugins_dir {
         not_yet.push("plugins-dir");
     }
     // The engine, its pool and its artifact cache are built once, at start.
-    if new.engine != before.engine {
+    if new.engine != current.engine {
         not_yet.push("[engine]");
     }
-    if new.cache_dir != before.cache_dir || new.cache_max_bytes != before.cache_max_bytes {
+    if new.cache_dir != current.cache_dir || new.cache_max_bytes != current.cache_max_bytes {
         not_yet.push("cache-dir or cache-max-mb");
     }
     // Its values are reloaded in place; its place is where they are read.
-    if new.secrets_file != before.secrets_file {
+    if new.secrets_file != current.secrets_file {
         not_yet.push("secrets-file");
     }
     new.listen = current.listen;
@@ -485,6 +465,7 @@ fn keep_fixed(
     new.cache_dir = current.cache_dir.clone();
     new.cache_max_bytes = current.cache_max_bytes;
     new.secrets_file = current.secrets_file.clone();
+    new.command_line = current.command_line;
     (new, not_yet)
 }
 
@@ -512,7 +493,7 @@ mod tests {
         edited.cache_dir = "other-cache".into();
         edited.cache_max_bytes = 1;
         edited.limits.call_timeout = Duration::from_secs(1);
-        let (kept, not_yet) = keep_fixed(&current, None, edited);
+        let (kept, not_yet) = keep_fixed(&current, edited);
         let mut expected = current.clone();
         expected.limits.call_timeout = Duration::from_secs(1);
         assert_eq!(kept, expected);
@@ -533,21 +514,27 @@ mod tests {
         let file_said = Config::load(None).unwrap();
         // `causeway run --listen ... --plugins ...`
         let mut current = file_said.clone();
-        current.listen = "127.0.0.1:0".parse().unwrap();
-        current.plugins_dir = "elsewhere".into();
+        current.listen_on("127.0.0.1:0".parse().unwrap());
+        current.plugins_in("elsewhere".into());
         let mut edited = file_said.clone();
         edited.limits.call_timeout = Duration::from_secs(1);
-        let (kept, not_yet) = keep_fixed(&current, Some(&file_said), edited.clone());
+        let (kept, not_yet) = keep_fixed(&current, edited.clone());
         assert!(not_yet.is_empty(), "{not_yet:?}");
         assert_eq!(
-            (kept.listen, kept.plugins_dir),
-            (current.listen, current.plugins_dir.clone())
+            (kept.listen, kept.plugins_dir.clone(), kept.command_line),
+            (
+                current.listen,
+                current.plugins_dir.clone(),
+                current.command_line
+            )
         );
         assert_eq!(kept.limits.call_timeout, Duration::from_secs(1));
-        // The file's own listen edited: that is told.
+        // The file's own listen edited: hidden by the command line's, no
+        // news; its data-dir edited: told.
         edited.listen = "127.0.0.1:1".parse().unwrap();
-        let (kept, not_yet) = keep_fixed(&current, Some(&file_said), edited);
-        assert_eq!(not_yet, ["listen"]);
+        edited.data_dir = "elsewhere-data".into();
+        let (kept, not_yet) = keep_fixed(&current, edited);
+        assert_eq!(not_yet, ["data-dir"]);
         assert_eq!(kept.listen, current.listen);
     }
 }
