@@ -76,17 +76,16 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, File
 /// on its line before it (inline tables included). None when `offset` is
 /// a key itself, or not after a `key =`.
 fn key_of_value_at(text: &str, offset: usize) -> Option<&str> {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    // `get`: a span off a character's boundary gives no key, not a panic.
+    let (head, tail) = (text.get(..offset)?, text.get(offset..)?);
+    let before = &head[head.rfind('\n').map_or(0, |i| i + 1)..];
+    let after = tail.split('\n').next().unwrap_or_default();
     let is_key_char = |c: char| c.is_alphanumeric() || "-_.\"".contains(c);
     // A key itself (an unknown field's span) is followed by its `=`.
-    let after = &text[offset..line_end];
     let word = after.trim_start_matches(is_key_char);
     if word.len() < after.len() && word.trim_start().starts_with('=') {
         return None;
     }
-    let before = &text[line_start..offset];
     let (key, _) = before.rsplit_once('=')?;
     let key = key.rsplit(['{', ',']).next()?.trim();
     (!key.is_empty() && key.chars().all(is_key_char)).then_some(key)
@@ -94,7 +93,9 @@ fn key_of_value_at(text: &str, offset: usize) -> Option<&str> {
 
 /// The 1-based line of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+    // Bytes: an offset off a character's boundary still has a line.
+    let bytes = &text.as_bytes()[..offset.min(text.len())];
+    bytes.iter().filter(|b| **b == b'\n').count() + 1
 }
 
 /// Reads a file for [`parse_toml`], naming it in the error.
