@@ -86,32 +86,53 @@ fn pipeline(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
     group.throughput(Throughput::Elements(CONTACTS as u64));
+    let run = |b: &mut criterion::Bencher<'_>| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                tokio.block_on(async {
+                    // From the start again: the mailer upserts by key.
+                    let handle = writer.handle();
+                    handle
+                        .transact(|c| {
+                            c.execute("DELETE FROM checkpoint", [])
+                                .map(|_| ())
+                                .map_err(causeway::db::DbError::from)
+                        })
+                        .await
+                        .expect("reset the checkpoint");
+                    let started = Instant::now();
+                    let end = runner.run("bench", &stop).await.expect("run");
+                    total += started.elapsed();
+                    assert!(matches!(end, RunEnd::Done), "{end:?}");
+                });
+            }
+            total
+        })
+    };
     group.bench_function(
         "crm-source -> map-fullname -> mailer-sink, 20000 records, pages of 1000",
-        |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    tokio.block_on(async {
-                        // From the start again: the mailer upserts by key.
-                        let handle = writer.handle();
-                        handle
-                            .transact(|c| {
-                                c.execute("DELETE FROM checkpoint", [])
-                                    .map(|_| ())
-                                    .map_err(causeway::db::DbError::from)
-                            })
-                            .await
-                            .expect("reset the checkpoint");
-                        let started = Instant::now();
-                        let end = runner.run("bench", &stop).await.expect("run");
-                        total += started.elapsed();
-                        assert!(matches!(end, RunEnd::Done), "{end:?}");
-                    });
-                }
-                total
-            })
-        },
+        run,
+    );
+    // With a letter in the queue, every stage's records are looked up to
+    // forget the letters they supersede (pipeline::dlq::supersede).
+    tokio
+        .block_on(writer.handle().transact(|c| {
+            let record = causeway::bindings::Record {
+                stream: "contacts".into(),
+                key: "elsewhere".into(),
+                op: causeway::bindings::Op::Upsert,
+                data: "{}".into(),
+                source_timestamp: None,
+            };
+            let stage = ("map-fullname", causeway::pipeline::dlq::Stage::Transform);
+            causeway::pipeline::dlq::insert(c, "contacts", stage, &record, "bench", None)
+                .map_err(causeway::db::DbError::from)
+        }))
+        .expect("a dead letter");
+    group.bench_function(
+        "crm-source -> map-fullname -> mailer-sink, 20000 records, pages of 1000, a dead letter queued",
+        run,
     );
     group.finish();
     assert_eq!(mailer.subscribers("newsletter").len(), CONTACTS);

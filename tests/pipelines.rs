@@ -249,6 +249,63 @@ fn a_rejected_record_goes_to_the_dead_letter_queue_while_the_rest_flow_and_repla
     w.wait_for_subscribers(&expected, Duration::from_secs(5));
 }
 
+/// A letter holds one version of a record: set aside again, the newer
+/// version replaces it; written, the newer version makes it stale, and it
+/// is forgotten (a replay would have written the old data over the new).
+#[test]
+fn a_dead_letter_gives_way_to_newer_versions_of_its_record() {
+    let w = world("");
+    let mut expected = create(&w.crm, 4);
+    let blocked = expected.remove(1);
+    w.mailer.reject_key(&blocked.0);
+    let host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    let letter = wait_until("a dead letter", Duration::from_secs(10), || {
+        let letters = w.dead_letters();
+        letters.as_array().unwrap().first().cloned()
+    });
+    assert_eq!(letter["key"], blocked.0.as_str());
+
+    // Edited at the CRM, still refused: one letter, the new version.
+    w.crm
+        .update(&blocked.0, person("Grace", "Hopper", "grace@example.com"));
+    let letters = wait_until(
+        "the letter's second attempt",
+        Duration::from_secs(20),
+        || {
+            let letters = w.dead_letters();
+            letters
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["attempts"] == 2)
+                .then_some(letters)
+        },
+    );
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0]["key"], blocked.0.as_str());
+    let data: Value = serde_json::from_str(letters[0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["fullName"], "Grace Hopper", "{data}");
+    host.wait_for_log("1 dead letters replaced by a newer version", 10);
+
+    // Edited again and taken: the letter is stale and goes by itself.
+    w.mailer.accept_key(&blocked.0);
+    w.crm
+        .update(&blocked.0, person("Grace", "Brewster", "grace@example.com"));
+    expected.insert(1, (blocked.0.clone(), "Grace Brewster".to_string()));
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    wait_until(
+        "the stale letter forgotten",
+        Duration::from_secs(10),
+        || (w.dead_letters() == json!([])).then_some(()),
+    );
+    host.wait_for_log("1 dead letters forgotten", 10);
+    // Nothing left to replay over the newer version.
+    assert!(w.replay_all().contains("0 written"));
+    w.wait_for_subscribers(&expected, Duration::from_secs(1));
+}
+
 /// Quick retries, so three budgets and their cooldowns pass in a second.
 const QUICK_RETRIES: &str =
     "initial = \"20ms\"\nmax = \"40ms\"\nbudget = \"120ms\"\ncircuit-cooldown = \"150ms\"\n";
@@ -462,14 +519,8 @@ fn a_record_a_transform_cannot_map_is_set_aside_and_the_rest_of_its_batch_flows(
         "{letter:#}"
     );
 
-    // Mended at the source, it arrives like any update.
-    w.crm
-        .update(&odd.0, person("Grace", "Last", "odd@example.com"))
-        .unwrap();
-    expected.insert(1, (odd.0.clone(), "Grace Last".into()));
-    w.wait_for_subscribers(&expected, Duration::from_secs(20));
-
-    // Its stale letter is dropped, on the record.
+    // Looked at and not to be written as it is, it is dropped, on the
+    // record.
     let id = letter["id"].to_string();
     let dropped = run(w.scratch.causeway().args(["dlq", "drop", &id]));
     assert!(
@@ -503,6 +554,14 @@ fn a_record_a_transform_cannot_map_is_set_aside_and_the_rest_of_its_batch_flows(
                 .stderr
                 .contains(&format!("no dead letter with id {id}"))
     );
+
+    // Mended at the source, it arrives like any update.
+    w.crm
+        .update(&odd.0, person("Grace", "Last", "odd@example.com"))
+        .unwrap();
+    expected.insert(1, (odd.0.clone(), "Grace Last".into()));
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    assert_eq!(w.dead_letters(), json!([]));
 }
 
 /// The connectors' world with test-picky installed too; its pipeline is
@@ -611,6 +670,33 @@ fn a_record_a_transform_set_aside_replays_through_the_rest_of_the_pipeline() {
     assert_eq!(w.dead_letters(), json!([]));
     expected.insert(1, refused);
     w.wait_for_subscribers(&expected, Duration::from_secs(5));
+}
+
+/// A transform's letter is forgotten once that transform maps a newer
+/// version of its record: mended at its source, it arrives by itself.
+#[test]
+fn a_transform_letter_is_forgotten_once_the_transform_maps_a_newer_version() {
+    let w = picky_world();
+    let mut expected = create(&w.crm, 4);
+    let refused = expected.remove(1);
+    picky_refuses(&w, &[&refused.0]);
+    let host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    assert_eq!(one_dead_letter(&w)["stage"], "transform");
+
+    picky_refuses(&w, &[]);
+    host.wait_for_log("reloaded", 10);
+    w.crm.update(
+        &refused.0,
+        person("Mended", "Contact", "mended@example.com"),
+    );
+    expected.insert(1, (refused.0.clone(), "Mended Contact".to_string()));
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    wait_until(
+        "the stale letter forgotten",
+        Duration::from_secs(10),
+        || (w.dead_letters() == json!([])).then_some(()),
+    );
 }
 
 /// A transform that crashes on one record (test-hostile panics when the

@@ -171,6 +171,9 @@ const MIGRATIONS: &[&str] = &[
         updated_at   TEXT NOT NULL,
         PRIMARY KEY (pipeline, sink, stream, key)
     ) WITHOUT ROWID;",
+    // 11: a record's letters, found by key (pipeline::dlq::insert and
+    // supersede) when a stage sets it aside again or takes a newer version.
+    "CREATE INDEX dead_letter_key ON dead_letter (pipeline, key);",
 ];
 
 /// The schema version of a fully migrated database.

@@ -524,6 +524,9 @@ impl Replay<'_> {
         // rejected (or failed).
         let mut retry = vec![false; mapped.len()];
         let mut rejected: Vec<Vec<(String, Record, String)>> = vec![Vec::new(); mapped.len()];
+        // What each sink wrote: its older letters of those records are
+        // stale now (dlq::supersede).
+        let mut took: Vec<(String, String, String)> = Vec::new();
         for sink in &pipeline.sinks {
             if groups.iter().all(Vec::is_empty) {
                 break;
@@ -536,7 +539,11 @@ impl Replay<'_> {
                 };
                 for (record, outcome) in group.iter().zip(outcomes) {
                     match outcome {
-                        WriteOutcome::Ok => {}
+                        WriteOutcome::Ok => took.push((
+                            sink.plugin.clone(),
+                            record.stream.clone(),
+                            record.key.clone(),
+                        )),
                         WriteOutcome::Retry(_) => retry[at] = true,
                         WriteOutcome::Rejected(reason) => {
                             rejected[at].push((sink.plugin.clone(), record.clone(), reason))
@@ -566,6 +573,10 @@ impl Replay<'_> {
             .transact(move |conn| {
                 for id in done {
                     dlq::delete(conn, id)?;
+                }
+                for (sink, stream, key) in &took {
+                    let record = [(stream.as_str(), key.as_str())];
+                    dlq::supersede(conn, &pipeline, (sink, Stage::Sink), record)?;
                 }
                 for (sink, record, reason) in &moved {
                     dlq::insert(conn, &pipeline, (sink, Stage::Sink), record, reason, None)?;

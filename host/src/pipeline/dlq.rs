@@ -1,5 +1,14 @@
 //! The dead-letter queue: records a sink rejected (or a transform could not
 //! map), kept in SQLite (with a retention) until an operator replays them.
+//!
+//! A letter holds one version of a record, and only the newest is worth
+//! replaying: replaying an older one would write old data over new. So a
+//! stage that sets a record aside again replaces its letter ([`insert`]),
+//! and one that takes a newer version of it forgets the letter
+//! ([`supersede`]): the queue holds at most one letter per record and
+//! stage, never one older than what that stage last took.
+
+use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 use serde::Serialize;
@@ -78,7 +87,9 @@ impl DeadLetter {
 }
 
 /// Adds a record `plugin`, a stage of kind `stage`, set aside (inside the
-/// caller's transaction).
+/// caller's transaction). It replaces the letter that stage set aside
+/// before for the same record (stream and key), if any, and goes on
+/// counting its attempts: whether it replaced one.
 pub fn insert(
     conn: &Connection,
     pipeline: &str,
@@ -86,10 +97,23 @@ pub fn insert(
     record: &Record,
     reason: &str,
     run_id: Option<i64>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
+    let before: Option<i64> = conn
+        .prepare_cached(
+            "DELETE FROM dead_letter
+             WHERE pipeline = ?1 AND key = ?2 AND stream = ?3 AND sink = ?4 AND stage = ?5
+             RETURNING attempts",
+        )?
+        .query_map(
+            params![pipeline, record.key, record.stream, plugin, stage.as_str()],
+            |row| row.get::<_, i64>(0),
+        )?
+        .collect::<rusqlite::Result<Vec<i64>>>()?
+        .into_iter()
+        .max();
     conn.prepare_cached(
-        "INSERT INTO dead_letter (pipeline, sink, stream, key, op, data, source_timestamp, reason, run_id, created_at, stage)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO dead_letter (pipeline, sink, stream, key, op, data, source_timestamp, reason, run_id, created_at, stage, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         pipeline,
@@ -106,8 +130,100 @@ pub fn insert(
         run_id,
         crate::audit::now(),
         stage.as_str(),
+        before.unwrap_or(0).saturating_add(1),
     ])?;
-    Ok(())
+    Ok(before.is_some())
+}
+
+/// Forgets the letters `plugin`, a stage of kind `stage`, set aside for
+/// `records` (streams and keys) it has now taken newer versions of (inside
+/// the caller's transaction): how many.
+pub fn supersede<'a>(
+    conn: &Connection,
+    pipeline: &str,
+    (plugin, stage): (&str, Stage),
+    records: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> rusqlite::Result<usize> {
+    let mut statement = conn.prepare_cached(
+        "DELETE FROM dead_letter
+         WHERE pipeline = ?1 AND key = ?2 AND stream = ?3 AND sink = ?4 AND stage = ?5",
+    )?;
+    let mut forgotten = 0;
+    for (stream, key) in records {
+        forgotten += statement.execute(params![pipeline, key, stream, plugin, stage.as_str()])?;
+    }
+    Ok(forgotten)
+}
+
+/// Past this many letters a page's records are looked up in the database
+/// rather than among the letters read when it starts.
+const FEW: usize = 1000;
+
+/// A pipeline's dead letters as a page starts: which of its records may
+/// supersede one ([`supersede`]).
+#[derive(Debug, Default)]
+pub enum Queued {
+    /// None: nothing to look up (the usual case).
+    #[default]
+    None,
+    /// A few, by key: each letter's stage plugin, stage kind and stream.
+    Few(HashMap<String, Vec<(String, Stage, String)>>),
+    /// More than a few: every record is looked up.
+    Many,
+}
+
+impl Queued {
+    /// The streams and keys of `records` that `plugin`, a stage of kind
+    /// `stage`, may have a letter of.
+    pub fn of(&self, (plugin, stage): (&str, Stage), records: &[Record]) -> Vec<(String, String)> {
+        let lettered = |r: &&Record| match self {
+            Queued::None => false,
+            Queued::Few(letters) => letters.get(r.key.as_str()).is_some_and(|at| {
+                at.iter()
+                    .any(|(p, s, stream)| p == plugin && *s == stage && *stream == r.stream)
+            }),
+            Queued::Many => true,
+        };
+        records
+            .iter()
+            .filter(lettered)
+            .map(|r| (r.stream.clone(), r.key.clone()))
+            .collect()
+    }
+}
+
+/// `pipeline`'s letters, as [`Queued`].
+pub fn queued(conn: &Connection, pipeline: &str) -> rusqlite::Result<Queued> {
+    let mut statement = conn.prepare_cached(
+        "SELECT key, sink, stage, stream FROM dead_letter WHERE pipeline = ?1 LIMIT ?2",
+    )?;
+    let mut rows = statement.query(params![pipeline, FEW as i64 + 1])?;
+    let mut letters: HashMap<String, Vec<(String, Stage, String)>> = HashMap::new();
+    let mut count = 0;
+    while let Some(row) = rows.next()? {
+        count += 1;
+        if count > FEW {
+            return Ok(Queued::Many);
+        }
+        let stage = stage_of(row.get_ref(2)?.as_str()?);
+        letters
+            .entry(row.get(0)?)
+            .or_default()
+            .push((row.get(1)?, stage, row.get(3)?));
+    }
+    Ok(if letters.is_empty() {
+        Queued::None
+    } else {
+        Queued::Few(letters)
+    })
+}
+
+fn stage_of(stored: &str) -> Stage {
+    if stored == "transform" {
+        Stage::Transform
+    } else {
+        Stage::Sink
+    }
 }
 
 /// The dead letters, oldest first; of one pipeline, or all.
@@ -130,11 +246,7 @@ pub fn list(conn: &Connection, pipeline: Option<&str>) -> rusqlite::Result<Vec<D
             run_id: row.get(9)?,
             created_at: row.get(10)?,
             attempts: row.get(11)?,
-            stage: if row.get_ref(12)?.as_str()? == "transform" {
-                Stage::Transform
-            } else {
-                Stage::Sink
-            },
+            stage: stage_of(row.get_ref(12)?.as_str()?),
         })
     })?;
     rows.collect()
@@ -174,4 +286,251 @@ pub fn expire(
              WHERE pipeline = ?1 AND created_at < ?2 LIMIT ?3)",
         params![pipeline, cutoff, i64::try_from(limit).unwrap_or(i64::MAX)],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(stream: &str, key: &str, data: &str) -> Record {
+        Record {
+            stream: stream.into(),
+            key: key.into(),
+            op: Op::Upsert,
+            data: data.into(),
+            source_timestamp: None,
+        }
+    }
+
+    /// The letters as (stage's plugin, stage, stream, key, data, attempts).
+    fn letters(conn: &Connection) -> Vec<(String, &'static str, String, String, String, i64)> {
+        list(conn, None)
+            .unwrap()
+            .into_iter()
+            .map(|l| {
+                (
+                    l.sink,
+                    l.stage.as_str(),
+                    l.stream,
+                    l.key,
+                    l.data,
+                    l.attempts,
+                )
+            })
+            .collect()
+    }
+
+    fn row(
+        plugin: &str,
+        stage: Stage,
+        key: &str,
+        data: &str,
+        attempts: i64,
+    ) -> (String, &'static str, String, String, String, i64) {
+        (
+            plugin.into(),
+            stage.as_str(),
+            "contacts".into(),
+            key.into(),
+            data.into(),
+            attempts,
+        )
+    }
+
+    #[test]
+    fn a_record_set_aside_again_replaces_its_letter_and_goes_on_counting() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let mailer = ("mailer", Stage::Sink);
+        assert!(matches!(queued(&conn, "p").unwrap(), Queued::None));
+        assert!(
+            !insert(
+                &conn,
+                "p",
+                mailer,
+                &record("contacts", "c1", "v1"),
+                "no",
+                None
+            )
+            .unwrap()
+        );
+        assert!(matches!(queued(&conn, "q").unwrap(), Queued::None));
+        // Beside it: another key, stream, stage, plugin and pipeline.
+        insert(
+            &conn,
+            "p",
+            mailer,
+            &record("contacts", "c2", "v1"),
+            "no",
+            None,
+        )
+        .unwrap();
+        insert(
+            &conn,
+            "p",
+            mailer,
+            &record("people", "c1", "v1"),
+            "no",
+            None,
+        )
+        .unwrap();
+        let map = ("mapper", Stage::Transform);
+        insert(&conn, "p", map, &record("contacts", "c1", "v1"), "no", None).unwrap();
+        insert(
+            &conn,
+            "p",
+            ("calendar", Stage::Sink),
+            &record("contacts", "c1", "v1"),
+            "no",
+            None,
+        )
+        .unwrap();
+        insert(
+            &conn,
+            "q",
+            mailer,
+            &record("contacts", "c1", "v1"),
+            "no",
+            None,
+        )
+        .unwrap();
+
+        assert!(
+            insert(
+                &conn,
+                "p",
+                mailer,
+                &record("contacts", "c1", "v2"),
+                "no",
+                None
+            )
+            .unwrap()
+        );
+        assert!(
+            insert(
+                &conn,
+                "p",
+                mailer,
+                &record("contacts", "c1", "v3"),
+                "no",
+                None
+            )
+            .unwrap()
+        );
+        let p: Vec<_> = letters(&conn)
+            .into_iter()
+            .filter(|l| l.3 == "c1" && l.2 == "contacts" && l.0 == "mailer")
+            .collect();
+        // One letter of c1 at the mailer in each pipeline: p's the newest,
+        // its third time.
+        assert_eq!(
+            p,
+            [
+                row("mailer", Stage::Sink, "c1", "v1", 1),
+                row("mailer", Stage::Sink, "c1", "v3", 3),
+            ]
+        );
+        assert_eq!(list(&conn, Some("p")).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_letter_is_forgotten_once_its_stage_takes_a_newer_version_of_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let (mailer, map) = (("mailer", Stage::Sink), ("mapper", Stage::Transform));
+        for (stage, key) in [(mailer, "c1"), (mailer, "c2"), (map, "c1"), (mailer, "c3")] {
+            insert(
+                &conn,
+                "p",
+                stage,
+                &record("contacts", key, "v1"),
+                "no",
+                None,
+            )
+            .unwrap();
+        }
+        insert(
+            &conn,
+            "q",
+            mailer,
+            &record("contacts", "c1", "v1"),
+            "no",
+            None,
+        )
+        .unwrap();
+
+        // The mailer took c1 and c3 (and c9, which had no letter) of
+        // stream contacts, and c2 of another stream.
+        let took = [
+            ("contacts", "c1"),
+            ("contacts", "c3"),
+            ("contacts", "c9"),
+            ("people", "c2"),
+        ];
+        assert_eq!(supersede(&conn, "p", mailer, took).unwrap(), 2);
+        let p: Vec<_> = letters(&conn).into_iter().collect();
+        assert_eq!(
+            p,
+            [
+                row("mailer", Stage::Sink, "c2", "v1", 1),
+                row("mapper", Stage::Transform, "c1", "v1", 1),
+                row("mailer", Stage::Sink, "c1", "v1", 1),
+            ]
+        );
+        assert_eq!(list(&conn, Some("q")).unwrap().len(), 1);
+        // The transform's letter goes once it maps c1.
+        assert_eq!(supersede(&conn, "p", map, [("contacts", "c1")]).unwrap(), 1);
+        assert_eq!(list(&conn, Some("p")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_page_looks_up_only_the_records_its_stages_have_letters_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let (mailer, map) = (("mailer", Stage::Sink), ("mapper", Stage::Transform));
+        insert(
+            &conn,
+            "p",
+            mailer,
+            &record("contacts", "c1", "v1"),
+            "no",
+            None,
+        )
+        .unwrap();
+        insert(&conn, "p", map, &record("contacts", "c2", "v1"), "no", None).unwrap();
+        let page: Vec<Record> = ["c1", "c2", "c3"]
+            .iter()
+            .map(|k| record("contacts", k, "v2"))
+            .chain([record("people", "c1", "v2")])
+            .collect();
+        let keys = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(s, k)| (s.to_string(), k.to_string()))
+                .collect()
+        };
+        let queued = queued(&conn, "p").unwrap();
+        assert!(matches!(queued, Queued::Few(_)), "{queued:?}");
+        assert_eq!(queued.of(mailer, &page), keys(&[("contacts", "c1")]));
+        assert_eq!(queued.of(map, &page), keys(&[("contacts", "c2")]));
+        assert_eq!(queued.of(("calendar", Stage::Sink), &page), keys(&[]));
+        assert_eq!(Queued::None.of(mailer, &page), keys(&[]));
+
+        // Past a thousand letters, every record is looked up.
+        for i in 0..FEW {
+            let key = format!("x{i}");
+            insert(
+                &conn,
+                "p",
+                mailer,
+                &record("contacts", &key, "v1"),
+                "no",
+                None,
+            )
+            .unwrap();
+        }
+        let queued = super::queued(&conn, "p").unwrap();
+        assert!(matches!(queued, Queued::Many), "{queued:?}");
+        assert_eq!(queued.of(map, &page[..1]), keys(&[("contacts", "c1")]));
+    }
 }

@@ -836,18 +836,19 @@ mod tests {
     fn a_long_backlog_is_forgotten_a_chunk_per_transaction_and_the_last_run_kept() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
-        let record = crate::bindings::Record {
-            stream: "contacts".into(),
-            key: "c-1".into(),
-            op: crate::bindings::Op::Upsert,
-            data: "{}".into(),
-            source_timestamp: None,
-        };
         for _ in 0..7 {
             let run = history::start_run(&conn, "p", "schedule").unwrap();
             history::finish_run(&conn, run, "ok", None).unwrap();
         }
-        for _ in 0..18 {
+        // Of 18 records: a record's letters replace one another.
+        for i in 0..18 {
+            let record = crate::bindings::Record {
+                stream: "contacts".into(),
+                key: format!("c-{i}"),
+                op: crate::bindings::Op::Upsert,
+                data: "{}".into(),
+                source_timestamp: None,
+            };
             dlq::insert(&conn, "p", ("sink", dlq::Stage::Sink), &record, "no", None).unwrap();
         }
         for key in ["a", "b", "c"] {

@@ -7,6 +7,7 @@
 //! plugin upgraded mid-run is swapped in between pages, never inside one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::bindings::{Record, WriteOutcome};
@@ -178,7 +179,43 @@ struct PageCounts {
 /// What one page or batch of deliveries did.
 struct Delivered {
     dead: Vec<SetAside>,
+    /// What each stage took of the records it had dead letters of: those
+    /// letters are superseded ([`dlq::supersede`]).
+    took: Vec<Took>,
     counts: PageCounts,
+}
+
+/// The records (streams and keys) one stage took from a page: mapped (or
+/// dropped) by a transform, written by a sink.
+struct Took {
+    plugin: String,
+    stage: dlq::Stage,
+    records: Vec<(String, String)>,
+}
+
+impl Took {
+    /// The records `plugin` was given (of those it has letters of), but
+    /// for those it set `aside`; nothing when it was given none.
+    fn all_but<'a>(
+        plugin: &str,
+        stage: dlq::Stage,
+        mut given: Vec<(String, String)>,
+        aside: impl IntoIterator<Item = &'a Record>,
+    ) -> Option<Took> {
+        if given.is_empty() {
+            return None;
+        }
+        let aside: std::collections::HashSet<(&str, &str)> = aside
+            .into_iter()
+            .map(|r| (r.stream.as_str(), r.key.as_str()))
+            .collect();
+        given.retain(|(stream, key)| !aside.contains(&(stream.as_str(), key.as_str())));
+        Some(Took {
+            plugin: plugin.to_string(),
+            stage,
+            records: given,
+        })
+    }
 }
 
 /// A record a stage set aside, for the dead-letter queue.
@@ -431,13 +468,14 @@ impl Runner {
         let snapshot = self.live.snapshot();
         let (pipeline, stages) = self.stages(&snapshot)?;
         let (name, stream) = (self.name.clone(), pipeline.source.stream.clone());
-        let (previous, paused, waiting) = self
+        let (previous, paused, waiting, letters) = self
             .db
             .transact(move |conn| {
                 let paused = history::paused(conn, &name)?;
                 let waiting = inbox::has_pending(conn, &name)?;
                 let checkpoint = crate::checkpoint::read(conn, &name, &stream)?;
-                Ok::<_, DbError>((checkpoint, paused, waiting))
+                let letters = dlq::queued(conn, &name)?;
+                Ok::<_, DbError>((checkpoint, paused, waiting, letters))
             })
             .await
             .map_err(|e| RunEnd::Exhausted(format!("cannot read the checkpoint: {e}")))?;
@@ -460,7 +498,9 @@ impl Runner {
         let has_more = page.has_more;
         run.visited.start(previous.as_deref());
         let looped = run.visited.loops(previous.as_deref(), &page);
-        let delivered = self.flow(pipeline, &stages, page.records, stop).await?;
+        let delivered = self
+            .flow(pipeline, &stages, page.records, letters, stop)
+            .await?;
         let checkpoint = page
             .checkpoint
             .filter(|c| Some(c.as_str()) != previous.as_deref());
@@ -541,10 +581,11 @@ impl Runner {
         let may_take_newer = run
             .newer_until
             .is_some_and(|until| tokio::time::Instant::now() < until);
-        let (pending, paused, newer) = self
+        let (pending, paused, newer, letters) = self
             .db
             .transact(move |conn| {
                 let paused = history::paused(conn, &name)?;
+                let letters = dlq::queued(conn, &name)?;
                 let pending =
                     inbox::pending(conn, &name, up_to, DELIVERIES_PER_BATCH, BYTES_PER_BATCH)?;
                 let newer = if pending.is_empty() && may_take_newer {
@@ -552,7 +593,7 @@ impl Runner {
                 } else {
                     None
                 };
-                Ok::<_, DbError>((pending, paused, newer))
+                Ok::<_, DbError>((pending, paused, newer, letters))
             })
             .await
             .map_err(|e| RunEnd::Exhausted(format!("cannot read the webhook inbox: {e}")))?;
@@ -595,7 +636,7 @@ impl Runner {
             // Every one was set aside: look for more.
             return Ok(true);
         }
-        let delivered = self.flow(pipeline, &stages, records, stop).await?;
+        let delivered = self.flow(pipeline, &stages, records, letters, stop).await?;
         self.commit(pipeline, run_id, None, done, delivered).await?;
         Ok(true)
     }
@@ -680,12 +721,14 @@ impl Runner {
     }
 
     /// Transforms `records` and writes them to every sink: what was
-    /// rejected, and the counts.
+    /// rejected, and the counts; and what each stage took of the records
+    /// it has `letters` of.
     async fn flow(
         &self,
         pipeline: &PipelineConfig,
         stages: &Stages<'_>,
         mut records: Vec<Record>,
+        letters: dlq::Queued,
         stop: &Stop,
     ) -> Result<Delivered, RunEnd> {
         let mut counts = PageCounts {
@@ -693,13 +736,21 @@ impl Runner {
             ..PageCounts::default()
         };
         let mut dead: Vec<SetAside> = Vec::new();
+        let mut took = Vec::new();
         for (stage, transform) in pipeline.transforms.iter().zip(&stages.transforms) {
             if records.is_empty() {
                 break;
             }
+            let given = letters.of((&stage.plugin, dlq::Stage::Transform), &records);
             let (mapped, aside) = self
                 .transform(pipeline, &stage.plugin, transform, records, stop)
                 .await?;
+            took.extend(Took::all_but(
+                &stage.plugin,
+                dlq::Stage::Transform,
+                given,
+                aside.iter().map(|(r, _)| r),
+            ));
             records = mapped;
             dead.extend(aside.into_iter().map(|(record, reason)| SetAside {
                 plugin: stage.plugin.clone(),
@@ -718,10 +769,16 @@ impl Runner {
             if records.is_empty() {
                 break;
             }
-            for (record, reason) in self
+            let rejected = self
                 .write(pipeline, &stage.plugin, sink, &records, stop)
-                .await?
-            {
+                .await?;
+            took.extend(Took::all_but(
+                &stage.plugin,
+                dlq::Stage::Sink,
+                letters.of((&stage.plugin, dlq::Stage::Sink), &records),
+                rejected.iter().map(|(r, _)| r),
+            ));
+            for (record, reason) in rejected {
                 rejected_by_sinks.insert((record.stream.clone(), record.key.clone()));
                 dead.push(SetAside {
                     plugin: stage.plugin.clone(),
@@ -734,7 +791,7 @@ impl Runner {
         counts.written = records.len().saturating_sub(rejected_by_sinks.len());
         rejected_keys.extend(rejected_by_sinks);
         counts.rejected = rejected_keys.len();
-        Ok(Delivered { dead, counts })
+        Ok(Delivered { dead, took, counts })
     }
 
     /// Writes `records` to one sink until each is acknowledged or rejected;
@@ -1075,24 +1132,40 @@ impl Runner {
     ) -> Result<(), RunEnd> {
         let name = self.name.clone();
         let stream = pipeline.source.stream.clone();
-        let Delivered { dead, counts } = delivered;
+        let Delivered { dead, took, counts } = delivered;
         let counted = (counts.read, counts.written, counts.rejected);
+        // Letters superseded and replaced, told once the page commits.
+        let tally: Arc<[AtomicUsize; 2]> = Arc::default();
+        let told = Arc::clone(&tally);
         // Taken now, put back if the page does not commit.
         let proven = self.proven.changes();
         let saving = proven.clone();
         let bookkeeping = move |conn: &rusqlite::Connection| -> Result<(), String> {
             saving.save(conn, &name).map_err(|e| e.to_string())?;
-            for d in &dead {
-                dlq::insert(
-                    conn,
-                    &name,
-                    (&d.plugin, d.stage),
-                    &d.record,
-                    &d.reason,
-                    Some(run_id),
-                )
-                .map_err(|e| e.to_string())?;
+            // Older letters first: a letter this page sets aside replaces
+            // its record's older one itself.
+            let mut superseded = 0;
+            for t in &took {
+                let records = t.records.iter().map(|(s, k)| (s.as_str(), k.as_str()));
+                superseded += dlq::supersede(conn, &name, (&t.plugin, t.stage), records)
+                    .map_err(|e| e.to_string())?;
             }
+            let mut replaced = 0;
+            for d in &dead {
+                replaced += usize::from(
+                    dlq::insert(
+                        conn,
+                        &name,
+                        (&d.plugin, d.stage),
+                        &d.record,
+                        &d.reason,
+                        Some(run_id),
+                    )
+                    .map_err(|e| e.to_string())?,
+                );
+            }
+            tally[0].store(superseded, Ordering::Relaxed);
+            tally[1].store(replaced, Ordering::Relaxed);
             history::count(conn, run_id, counts.read, counts.written, counts.rejected)
                 .map_err(|e| e.to_string())?;
             for &id in &deliveries {
@@ -1125,6 +1198,19 @@ impl Runner {
         })?;
         // Counted once committed, as the run's history counts them.
         self.stats.records(counted.0, counted.1, counted.2);
+        let [superseded, replaced] = [0, 1].map(|i| told[i].load(Ordering::Relaxed));
+        if superseded > 0 {
+            tracing::info!(
+                pipeline = %self.name,
+                "{superseded} dead letters forgotten: the stage that set each aside has taken a newer version of its record since"
+            );
+        }
+        if replaced > 0 {
+            tracing::info!(
+                pipeline = %self.name,
+                "{replaced} dead letters replaced by a newer version of their record, set aside again"
+            );
+        }
         Ok(())
     }
 }
