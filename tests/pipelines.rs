@@ -1487,6 +1487,11 @@ fn an_auth_error_stops_the_pipeline_with_a_visible_reason() {
         "{reason}"
     );
     host.wait_for_log("stopped:", 10);
+    // Told once, as what it did to the pipeline.
+    let logs = host.logs();
+    let told: Vec<&str> = logs.lines().filter(|l| l.contains(reason)).collect();
+    assert_eq!(told.len(), 1, "{logs}");
+    assert!(told[0].contains("ERROR"), "{}", told[0]);
     let out = run(w.scratch.causeway().args(["pipelines"]));
     assert!(
         out.stdout

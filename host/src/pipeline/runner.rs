@@ -427,8 +427,12 @@ impl Runner {
                 run = run_id,
                 "run paused by an operator between pages; `causeway pipeline resume` goes on from the checkpoint"
             ),
+            // Told by whoever runs it, with what follows (the pipeline's
+            // task: the circuit opened, the pipeline stopped; `run-now`:
+            // its error): at this level too it was logged twice, three
+            // times from a run of deliveries inside a poll.
             (_, Some(error)) => {
-                tracing::warn!(pipeline = %self.name, run = run_id, "run {outcome}: {error}")
+                tracing::debug!(pipeline = %self.name, run = run_id, "run {outcome}: {error}")
             }
             (_, None) => {}
         }
