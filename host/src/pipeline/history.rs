@@ -244,12 +244,14 @@ pub fn expire_runs(
     )
 }
 
-/// The pipelines with runs, dead letters, webhook deliveries or counts of
-/// records a sink will not take on record, configured or not.
+/// The pipelines with runs, dead letters, webhook deliveries, counts of
+/// records a sink will not take or stages proven on record, configured or
+/// not.
 pub fn pipelines_on_record(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare(
         "SELECT pipeline FROM pipeline_run UNION SELECT pipeline FROM dead_letter
-         UNION SELECT pipeline FROM webhook_inbox UNION SELECT pipeline FROM sink_stuck",
+         UNION SELECT pipeline FROM webhook_inbox UNION SELECT pipeline FROM sink_stuck
+         UNION SELECT pipeline FROM stage_proven",
     )?;
     let names = stmt.query_map([], |row| row.get(0))?;
     names.collect()

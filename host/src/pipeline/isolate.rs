@@ -186,6 +186,19 @@ fn save_changes(
     Ok(())
 }
 
+/// Forgets the stages `pipeline` proved, at most `limit` of them, once it
+/// has no run left on record: called for a pipeline no longer configured,
+/// whose runs go with their retention. While a run is left, putting the
+/// pipeline back keeps what its stages showed.
+pub fn expire(conn: &Connection, pipeline: &str, limit: usize) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM stage_proven WHERE pipeline = ?1 AND stage IN
+             (SELECT stage FROM stage_proven WHERE pipeline = ?1
+              AND NOT EXISTS (SELECT 1 FROM pipeline_run WHERE pipeline = ?1) LIMIT ?2)",
+        params![pipeline, i64::try_from(limit).unwrap_or(i64::MAX)],
+    )
+}
+
 /// How a call on part of a batch failed.
 #[derive(Debug)]
 pub enum Failure<E> {

@@ -301,7 +301,7 @@ async fn expire(shared: &Shared) {
             return;
         }
     };
-    let mut total = [0; 4];
+    let mut total = [0; 5];
     loop {
         let expiries = expiries.clone();
         let result = shared
@@ -323,11 +323,11 @@ async fn expire(shared: &Shared) {
             }
         }
     }
-    if let [runs, letters, deliveries, counts] = total
-        && runs + letters + deliveries + counts > 0
+    if let [runs, letters, deliveries, counts, stages] = total
+        && runs + letters + deliveries + counts + stages > 0
     {
         tracing::info!(
-            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries, {counts} counts of records a sink would not take"
+            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries, {counts} counts of records a sink would not take, {stages} stages proven by pipelines no longer configured"
         );
     }
 }
@@ -382,17 +382,18 @@ fn expiries(
 }
 
 /// One transaction of [`expire`]: at most `chunk` rows forgotten (runs,
-/// dead letters, deliveries, counts of records a sink would not take), and
-/// whether more may be left.
+/// dead letters, deliveries, counts of records a sink would not take,
+/// stages proven by a pipeline no longer configured once its runs are
+/// gone), and whether more may be left.
 fn expire_some(
     conn: &rusqlite::Connection,
     expiries: &[Expiry],
     chunk: usize,
-) -> rusqlite::Result<([usize; 4], bool)> {
-    let mut expired = [0; 4];
+) -> rusqlite::Result<([usize; 5], bool)> {
+    let mut expired = [0; 5];
     let mut room = chunk;
     for e in expiries {
-        let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 4] = [
+        let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 5] = [
             &|room| {
                 history::expire_runs(
                     conn,
@@ -406,6 +407,15 @@ fn expire_some(
             &|room| dlq::expire(conn, &e.pipeline, &e.letters_before, room),
             &|room| crate::webhook::inbox::expire(conn, &e.pipeline, &e.letters_before, room),
             &|room| stuck::expire(conn, &e.pipeline, &e.letters_before, room),
+            // After its runs: the last one gone, a removed pipeline's
+            // stages go in the same transaction.
+            &|room| {
+                if e.keep_last {
+                    Ok(0)
+                } else {
+                    isolate::expire(conn, &e.pipeline, room)
+                }
+            },
         ];
         for (kind, forget) in forgets.into_iter().enumerate() {
             let forgotten = forget(room)?;
@@ -876,7 +886,7 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(chunks, [[6, 4, 0, 0], [0, 10, 0, 0], [0, 4, 0, 3]]);
+        assert_eq!(chunks, [[6, 4, 0, 0, 0], [0, 10, 0, 0, 0], [0, 4, 0, 3, 0]]);
         let left: (i64, i64, i64) = conn
             .query_row(
                 "SELECT (SELECT COUNT(*) FROM pipeline_run), (SELECT COUNT(*) FROM dead_letter),
@@ -886,5 +896,53 @@ mod tests {
             )
             .unwrap();
         assert_eq!(left, (1, 0, 0));
+    }
+
+    #[test]
+    fn a_removed_pipeline_forgets_its_proven_stages_with_its_last_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let proven = |pipeline: &str| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM stage_proven WHERE pipeline = ?1",
+                [pipeline],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        for pipeline in ["kept", "removed", "removed-recently"] {
+            let run = history::start_run(&conn, pipeline, "schedule").unwrap();
+            history::finish_run(&conn, run, "ok", None).unwrap();
+            let stages = isolate::Proven::default();
+            stages.took("a#1");
+            stages.took("b#2");
+            stages.changes().save(&conn, pipeline).unwrap();
+        }
+        // The runs of "kept" and "removed" are past any retention.
+        conn.execute(
+            "UPDATE pipeline_run SET started_at = '2020-01-01T00:00:00Z',
+                 finished_at = '2020-01-01T00:00:01Z' WHERE pipeline != 'removed-recently'",
+            [],
+        )
+        .unwrap();
+        let short = Retention {
+            runs: Duration::from_secs(3600),
+            runs_keep: usize::MAX,
+            letters: Duration::from_secs(3600),
+        };
+        let retention = BTreeMap::from([("kept".to_string(), short)]);
+        let expiries = expiries(&conn, &retention).unwrap();
+        let (expired, more) = expire_some(&conn, &expiries, 100).unwrap();
+        assert_eq!((expired, more), ([1, 0, 0, 0, 2], false));
+        // Configured, it keeps its last run and its stages; removed, its
+        // stages go with its last run, and not before.
+        assert_eq!(
+            [
+                proven("kept"),
+                proven("removed"),
+                proven("removed-recently")
+            ],
+            [2, 0, 2]
+        );
     }
 }
