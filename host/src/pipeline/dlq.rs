@@ -61,11 +61,12 @@ pub struct DeadLetter {
     pub source_timestamp: Option<i64>,
     /// Why the sink rejected it, last time.
     pub reason: String,
-    /// The run that rejected it first.
+    /// The run that set this version of the record aside (none: a replay).
     pub run_id: Option<i64>,
-    /// When it was first rejected.
+    /// When this version of the record was set aside.
     pub created_at: String,
-    /// How many times a sink rejected it.
+    /// How many times its stage failed the record: set aside, rejected
+    /// again by a replay, or a newer version set aside in its place.
     pub attempts: i64,
 }
 
