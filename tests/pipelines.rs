@@ -2300,6 +2300,55 @@ fn a_pushed_record_a_transform_cannot_map_is_set_aside_though_alone_in_its_batch
     assert_ne!(row["state"], "stopped", "{row:#}");
 }
 
+/// Two versions of a contact pushed before the pipeline takes either: the
+/// older one a transform cannot map, beside the newer one it maps, is no
+/// dead letter (a replay would write it over the newer); the newer one it
+/// cannot map, beside an older one it maps, is.
+#[test]
+fn of_two_versions_pushed_together_only_the_newer_is_ever_a_dead_letter() {
+    let w = webhook_world("");
+    w.lever("pause");
+    let host = start_with_hooks(&w);
+    let odd = |id: &str| {
+        json!({
+            "event": "contact.updated",
+            "contact": {
+                "id": id, "updated_at": 1_700_000_000_001i64,
+                "firstName": 42, "lastName": "Hook", "email": format!("{id}@example.com"),
+            },
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let deliveries = [
+        ("x", odd("x")),
+        ("x", contact_event("x", "Mended")),
+        ("y", contact_event("y", "Yara")),
+        ("y", odd("y")),
+        ("z", contact_event("z", "Zoe")),
+    ];
+    for (i, (_, body)) in deliveries.iter().enumerate() {
+        assert_eq!(deliver(&host, &format!("msg_{i}"), body, body).0, 202);
+    }
+    w.lever("resume");
+    let expected = [("x", "Mended Hook"), ("y", "Yara Hook"), ("z", "Zoe Hook")]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    wait_until("the deliveries done", Duration::from_secs(10), || {
+        (webhook_runs_read(&w) == 5).then_some(())
+    });
+    let letters = w.dead_letters();
+    let keys: Vec<&str> = letters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["y"], "{letters:#}");
+    let data: Value = serde_json::from_str(letters[0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["firstName"], 42, "{data}");
+}
+
 #[test]
 fn sigterm_during_a_backoff_stops_the_host_promptly_and_the_run_shows_interrupted() {
     let w = world("initial = \"20s\"\nmax = \"20s\"\nbudget = \"1h\"\n");

@@ -227,6 +227,51 @@ fn stage_of(stored: &str) -> Stage {
     }
 }
 
+/// The records of `batch` whose stream and key come more than once in it,
+/// in order: versions of one record in one page (a contact edited twice
+/// between two reads of a webhook inbox). Empty when every key is unique,
+/// the usual case, at the cost of a set of borrowed keys.
+pub fn repeated(batch: &[Record]) -> Vec<Record> {
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    let twice: std::collections::HashSet<(&str, &str)> = batch
+        .iter()
+        .map(|r| (r.stream.as_str(), r.key.as_str()))
+        .filter(|k| !seen.insert(*k))
+        .collect();
+    if twice.is_empty() {
+        return Vec::new();
+    }
+    batch
+        .iter()
+        .filter(|r| twice.contains(&(r.stream.as_str(), r.key.as_str())))
+        .cloned()
+        .collect()
+}
+
+/// Of the records a stage set `aside` from a batch, those to keep as
+/// letters: all, but where the batch held several versions of a record
+/// ([`repeated`]), only the newest, if it is among them. An older version
+/// set aside beside a newer one the stage took is stale already.
+pub fn newest_only<T>(repeated: &[Record], aside: Vec<(Record, T)>) -> Vec<(Record, T)> {
+    if repeated.is_empty() {
+        return aside;
+    }
+    let mut kept: Vec<(Record, T)> = Vec::with_capacity(aside.len());
+    for (record, why) in aside {
+        let newest = repeated
+            .iter()
+            .rev()
+            .find(|r| r.stream == record.stream && r.key == record.key);
+        let already = kept
+            .iter()
+            .any(|(k, _)| k.stream == record.stream && k.key == record.key);
+        if newest.is_none_or(|newest| *newest == record) && !already {
+            kept.push((record, why));
+        }
+    }
+    kept
+}
+
 /// The dead letters, oldest first; of one pipeline, or all.
 pub fn list(conn: &Connection, pipeline: Option<&str>) -> rusqlite::Result<Vec<DeadLetter>> {
     let mut stmt = conn.prepare(
@@ -533,5 +578,46 @@ mod tests {
         let queued = super::queued(&conn, "p").unwrap();
         assert!(matches!(queued, Queued::Many), "{queued:?}");
         assert_eq!(queued.of(map, &page[..1]), keys(&[("contacts", "c1")]));
+    }
+
+    #[test]
+    fn of_several_versions_in_one_batch_only_the_newest_set_aside_is_a_letter() {
+        let batch = [
+            record("contacts", "a", "a1"),
+            record("contacts", "b", "b1"),
+            record("contacts", "a", "a2"),
+            record("contacts", "c", "c1"),
+            record("people", "a", "a1"),
+            record("contacts", "c", "c2"),
+            record("contacts", "d", "d1"),
+            record("contacts", "d", "d1"),
+        ];
+        assert!(repeated(&batch[..2]).is_empty());
+        let repeated = repeated(&batch);
+        let keys: Vec<&str> = repeated.iter().map(|r| r.data.as_str()).collect();
+        assert_eq!(keys, ["a1", "a2", "c1", "c2", "d1", "d1"]);
+        let aside = |data: &[&str]| -> Vec<(Record, ())> {
+            data.iter()
+                .map(|d| {
+                    let r = batch.iter().find(|r| r.data == *d).unwrap().clone();
+                    (r, ())
+                })
+                .collect()
+        };
+        let kept = |aside: Vec<(Record, ())>| -> Vec<String> {
+            newest_only(&repeated, aside)
+                .into_iter()
+                .map(|(r, ())| format!("{}/{}", r.stream, r.data))
+                .collect()
+        };
+        // a1 is older than a2, which the stage took; c2 is the newest of
+        // c, taken or not; b and people/a come once; d twice the same.
+        assert_eq!(
+            kept(aside(&["a1", "b1", "c1", "c2", "d1", "d1"])),
+            ["contacts/b1", "contacts/c2", "contacts/d1"]
+        );
+        let people = vec![(batch[4].clone(), ())];
+        assert_eq!(kept(people), ["people/a1"]);
+        assert!(newest_only(&[], aside(&["a1"])).len() == 1);
     }
 }

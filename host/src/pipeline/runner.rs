@@ -746,9 +746,11 @@ impl Runner {
                 break;
             }
             let given = letters.of((&stage.plugin, dlq::Stage::Transform), &records);
+            let repeated = dlq::repeated(&records);
             let (mapped, aside) = self
                 .transform(pipeline, &stage.plugin, transform, records, stop)
                 .await?;
+            let aside = dlq::newest_only(&repeated, aside);
             took.extend(Took::all_but(
                 &stage.plugin,
                 dlq::Stage::Transform,
@@ -776,6 +778,11 @@ impl Runner {
             let rejected = self
                 .write(pipeline, &stage.plugin, sink, &records, stop)
                 .await?;
+            let rejected = if rejected.is_empty() {
+                rejected
+            } else {
+                dlq::newest_only(&dlq::repeated(&records), rejected)
+            };
             took.extend(Took::all_but(
                 &stage.plugin,
                 dlq::Stage::Sink,
