@@ -2300,6 +2300,104 @@ fn a_pushed_record_a_transform_cannot_map_is_set_aside_though_alone_in_its_batch
     assert_ne!(row["state"], "stopped", "{row:#}");
 }
 
+/// test-nonconformant as a pipeline's source (told to `break` a rule) and
+/// its sink (which takes everything).
+fn nonconformant_world(broken: &str) -> World {
+    let w = World::new(3, "", &nonconformant_pipeline(broken));
+    w.scratch
+        .install("test-nonconformant", "nonconformant.wasm");
+    w
+}
+
+fn nonconformant_pipeline(broken: &str) -> String {
+    format!(
+        r#"
+[pipelines.items]
+every = "1h"
+source = {{ plugin = "test-nonconformant", stream = "items", config = {{ break = "{broken}" }} }}
+sinks = [{{ plugin = "test-nonconformant", config = {{ break = "none" }} }}]
+"#
+    )
+}
+
+/// A source answering records that break the contract (here data that is
+/// not JSON, the first of each page): they are set aside as the source's
+/// dead letters, never handed to a sink, and the rest flow. A replay
+/// finds them as broken as before; the source mended and read again, they
+/// arrive and their letters go.
+#[test]
+fn records_a_source_answers_breaking_the_contract_are_set_aside_and_never_written() {
+    let w = nonconformant_world("records-valid");
+    let items = |w: &World, action: &str| {
+        let out = run(w.causeway().args(["pipeline", action, "items"]));
+        assert!(out.success, "{action}: {}{}", out.stdout, out.stderr);
+    };
+    items(&w, "run-now");
+    let runs = w.runs();
+    let counts = (&runs[0]["read"], &runs[0]["written"], &runs[0]["rejected"]);
+    assert_eq!(counts, (&json!(5), &json!(2), &json!(3)), "{runs:#}");
+    let letters = w.dead_letters();
+    let letters = letters.as_array().unwrap();
+    let seen: Vec<(&str, &str, &str)> = letters
+        .iter()
+        .map(|l| {
+            let field = |name: &str| l[name].as_str().unwrap();
+            (field("key"), field("stage"), field("sink"))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("item-0", "source", "test-nonconformant"),
+            ("item-2", "source", "test-nonconformant"),
+            ("item-4", "source", "test-nonconformant"),
+        ]
+    );
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "set aside: source test-nonconformant answered it breaking the contract: the record has data that is not JSON"
+        ),
+        "{reason}"
+    );
+    let table = run(w.causeway().args(["dlq", "list"]));
+    assert!(
+        table.stdout.contains("test-nonconformant (source)"),
+        "{}",
+        table.stdout
+    );
+
+    // Replayed as they are, they are as broken as before.
+    let replayed = w.replay_pipeline("items");
+    assert!(
+        replayed.contains("0 written, 3 rejected again"),
+        "{replayed}"
+    );
+    assert!(
+        w.dead_letters()
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["attempts"] == 2)
+    );
+
+    // Mended, and read again from the start: the records arrive, and the
+    // letters they supersede go.
+    std::fs::write(
+        w.scratch.path().join("causeway.toml"),
+        std::fs::read_to_string(w.scratch.path().join("causeway.toml"))
+            .unwrap()
+            .replace("records-valid", "none"),
+    )
+    .unwrap();
+    items(&w, "reset");
+    items(&w, "run-now");
+    assert_eq!(w.dead_letters(), json!([]));
+    let runs = w.runs();
+    let counts = (&runs[0]["read"], &runs[0]["written"], &runs[0]["rejected"]);
+    assert_eq!(counts, (&json!(5), &json!(5), &json!(0)), "{runs:#}");
+}
+
 /// Two versions of a contact pushed before the pipeline takes either: the
 /// older one a transform cannot map, beside the newer one it maps, is no
 /// dead letter (a replay would write it over the newer); the newer one it

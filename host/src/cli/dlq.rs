@@ -202,6 +202,7 @@ fn list(cli: &super::Cli, pipeline: Option<&str>, json: bool) -> anyhow::Result<
                 match l.stage {
                     Stage::Sink => l.sink.clone(),
                     Stage::Transform => format!("{} (transform)", l.sink),
+                    Stage::Source => format!("{} (source)", l.sink),
                 },
                 l.key.clone(),
                 l.attempts.to_string(),
@@ -241,7 +242,7 @@ async fn replay(
                 .entry((letter.pipeline.clone(), letter.sink.clone()))
                 .or_default()
                 .push(letter),
-            Stage::Transform => transformed
+            Stage::Transform | Stage::Source => transformed
                 .entry(letter.pipeline.clone())
                 .or_default()
                 .push(letter),
@@ -465,9 +466,10 @@ impl Replay<'_> {
         Ok(())
     }
 
-    /// Letters a transform of `pipeline` set aside: each mapped from that
-    /// transform on, alone (so a failure is its own), then what they became
-    /// written to every sink of the pipeline together. A letter leaves the
+    /// Letters a transform (or the source) of `pipeline` set aside: each
+    /// mapped from that transform (the first) on, alone (so a failure is
+    /// its own), then what they became written to every sink of the
+    /// pipeline together. A letter leaves the
     /// queue once every sink took or rejected what it became; what a sink
     /// rejects becomes that sink's dead letter. One a transform still fails
     /// on stays, with the new reason; one a sink asks to retry stays as it
@@ -489,17 +491,29 @@ impl Replay<'_> {
         // What each mapped letter became, in the order of `mapped`.
         let mut groups: Vec<Vec<Record>> = Vec::new();
         'letters: for letter in &letters {
-            let from = pipeline
-                .transforms
-                .iter()
-                .position(|t| t.plugin == letter.sink)
-                .with_context(|| {
-                    format!(
-                        "cannot replay dead letter {}: transform {} is no longer a stage of pipeline {name}",
-                        letter.id, letter.sink
-                    )
-                })?;
-            let mut batch = vec![letter.record()];
+            let record = letter.record();
+            let from = if letter.stage == Stage::Source {
+                // Kept as the source answered it: as a page would be, it
+                // is checked before anything is called with it.
+                let problems = crate::contract::record_problems(&record);
+                if !problems.is_empty() {
+                    failed.push((letter.id, dlq::broken_by_source(&letter.sink, &problems)));
+                    continue 'letters;
+                }
+                0
+            } else {
+                pipeline
+                    .transforms
+                    .iter()
+                    .position(|t| t.plugin == letter.sink)
+                    .with_context(|| {
+                        format!(
+                            "cannot replay dead letter {}: transform {} is no longer a stage of pipeline {name}",
+                            letter.id, letter.sink
+                        )
+                    })?
+            };
+            let mut batch = vec![record];
             for stage in &pipeline.transforms[from..] {
                 if batch.is_empty() {
                     break;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::bindings::{Op, Record, StreamInfo};
+use crate::bindings::{Record, StreamInfo};
 use crate::contract::World;
 use crate::db::WriterHandle;
 use crate::engine::Runtime;
@@ -246,22 +246,14 @@ impl Subject {
 
 /// The problems of one record, if any: `at` names it.
 fn record_problems(record: &Record, at: &str) -> Vec<String> {
-    let mut problems = Vec::new();
-    if record.stream.is_empty() {
-        problems.push(format!("{at} has an empty stream"));
-    }
-    if record.key.is_empty() {
-        problems.push(format!("{at} has an empty key"));
-    }
-    match (record.op, serde_json::from_str::<Value>(&record.data)) {
-        (_, Err(e)) => problems.push(format!("{at} ({}): data is not JSON: {e}", record.key)),
-        (Op::Upsert, Ok(value)) if !value.is_object() => problems.push(format!(
-            "{at} ({}): an upsert's data must be a JSON object",
-            record.key
-        )),
-        _ => {}
-    }
-    problems
+    use crate::contract::RecordProblem;
+    crate::contract::record_problems(record)
+        .into_iter()
+        .map(|problem| match problem {
+            RecordProblem::EmptyStream | RecordProblem::EmptyKey => format!("{at} {problem}"),
+            _ => format!("{at} ({}): {problem}", record.key),
+        })
+        .collect()
 }
 
 fn check_records(report: &mut Report, records: &[Record], what: &str) {
@@ -813,6 +805,7 @@ async fn sink_rules(subject: &Subject, fixtures: &Fixtures, config: &Value, repo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::Op;
     use serde_json::json;
 
     #[test]
@@ -861,5 +854,11 @@ mod tests {
             2
         );
         assert!(record_problems(&record("k", Op::Upsert, "nope"), "r")[0].contains("not JSON"));
+        // An object after white space is an object; a string is not, but
+        // a delete's data may be any JSON.
+        assert!(record_problems(&record("k", Op::Upsert, " \n{\"a\": [1]}"), "r").is_empty());
+        assert!(record_problems(&record("k", Op::Upsert, "\"{}\""), "r")[0].contains("object"));
+        assert!(record_problems(&record("k", Op::Upsert, "{} {}"), "r")[0].contains("not JSON"));
+        assert!(record_problems(&record("k", Op::Delete, "null"), "r").is_empty());
     }
 }

@@ -25,6 +25,10 @@ pub enum Stage {
     /// A transform failed on it alone: a replay maps it from that transform
     /// on and writes it to every sink of the pipeline.
     Transform,
+    /// The source answered it breaking the contract (no key, data that is
+    /// not a JSON object): a replay, were it mended, would take it through
+    /// the whole pipeline; as it is, it is there to be seen and dropped.
+    Source,
 }
 
 impl Stage {
@@ -33,6 +37,7 @@ impl Stage {
         match self {
             Stage::Sink => "sink",
             Stage::Transform => "transform",
+            Stage::Source => "source",
         }
     }
 }
@@ -85,6 +90,16 @@ impl DeadLetter {
             source_timestamp: self.source_timestamp,
         }
     }
+}
+
+/// Why a record the source `plugin` answered breaking the contract
+/// (`problems`) is set aside.
+pub fn broken_by_source(plugin: &str, problems: &[crate::contract::RecordProblem]) -> String {
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    format!(
+        "set aside: source {plugin} answered it breaking the contract: the record {}",
+        problems.join("; ")
+    )
 }
 
 /// Adds a record `plugin`, a stage of kind `stage`, set aside (inside the
@@ -220,10 +235,10 @@ pub fn queued(conn: &Connection, pipeline: &str) -> rusqlite::Result<Queued> {
 }
 
 fn stage_of(stored: &str) -> Stage {
-    if stored == "transform" {
-        Stage::Transform
-    } else {
-        Stage::Sink
+    match stored {
+        "transform" => Stage::Transform,
+        "source" => Stage::Source,
+        _ => Stage::Sink,
     }
 }
 

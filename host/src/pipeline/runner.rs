@@ -227,19 +227,41 @@ struct SetAside {
     reason: String,
 }
 
+/// The kind of stage a [`StageCall`] calls with a batch.
+#[derive(Debug, Clone, Copy)]
+enum Called {
+    Transform,
+    Sink,
+}
+
+impl Called {
+    /// The stage, as its dead letters name it.
+    fn stage(self) -> dlq::Stage {
+        match self {
+            Called::Transform => dlq::Stage::Transform,
+            Called::Sink => dlq::Stage::Sink,
+        }
+    }
+
+    /// `transform` or `sink`, for messages.
+    fn as_str(self) -> &'static str {
+        self.stage().as_str()
+    }
+}
+
 /// A transform or a sink of a pipeline, called.
 struct StageCall<'a> {
     /// `pipeline NAME: transform PLUGIN` (or `write PLUGIN`), for messages.
     what: String,
-    kind: dlq::Stage,
+    kind: Called,
     plugin: &'a str,
 }
 
 impl<'a> StageCall<'a> {
-    fn new(pipeline: &str, kind: dlq::Stage, plugin: &'a str) -> StageCall<'a> {
+    fn new(pipeline: &str, kind: Called, plugin: &'a str) -> StageCall<'a> {
         let verb = match kind {
-            dlq::Stage::Transform => "transform",
-            dlq::Stage::Sink => "write",
+            Called::Transform => "transform",
+            Called::Sink => "write",
         };
         StageCall {
             what: format!("pipeline {pipeline}: {verb} {plugin}"),
@@ -251,24 +273,24 @@ impl<'a> StageCall<'a> {
     /// The call that hands it `records`.
     fn operation(&self, records: &[Record]) -> Operation {
         match self.kind {
-            dlq::Stage::Transform => Operation::Transform(records.to_vec()),
-            dlq::Stage::Sink => Operation::Write(records.to_vec()),
+            Called::Transform => Operation::Transform(records.to_vec()),
+            Called::Sink => Operation::Write(records.to_vec()),
         }
     }
 
     /// What it does with a record, for messages.
     fn takes(&self) -> &'static str {
         match self.kind {
-            dlq::Stage::Transform => "maps",
-            dlq::Stage::Sink => "writes",
+            Called::Transform => "maps",
+            Called::Sink => "writes",
         }
     }
 
     /// What it did with records, for messages.
     fn took(&self) -> &'static str {
         match self.kind {
-            dlq::Stage::Transform => "mapped",
-            dlq::Stage::Sink => "wrote",
+            Called::Transform => "mapped",
+            Called::Sink => "wrote",
         }
     }
 }
@@ -739,8 +761,16 @@ impl Runner {
             read: records.len(),
             ..PageCounts::default()
         };
-        let mut dead: Vec<SetAside> = Vec::new();
+        let source = &pipeline.source.plugin;
+        let (valid, mut dead) = self.against_the_contract(source, records);
+        records = valid;
         let mut took = Vec::new();
+        took.extend(Took::all_but(
+            source,
+            dlq::Stage::Source,
+            letters.of((source, dlq::Stage::Source), &records),
+            [],
+        ));
         for (stage, transform) in pipeline.transforms.iter().zip(&stages.transforms) {
             if records.is_empty() {
                 break;
@@ -805,6 +835,42 @@ impl Runner {
         Ok(Delivered { dead, took, counts })
     }
 
+    /// The records of `records` that keep the contract, and those the
+    /// source `plugin` answered breaking it (no key, data that is not a
+    /// JSON object), set aside: passed on, they would reach every sink
+    /// (all of a page's keyless records written over one another).
+    fn against_the_contract(
+        &self,
+        plugin: &str,
+        records: Vec<Record>,
+    ) -> (Vec<Record>, Vec<SetAside>) {
+        let mut aside = Vec::new();
+        let mut valid = Vec::with_capacity(records.len());
+        for record in records {
+            let problems = crate::contract::record_problems(&record);
+            if problems.is_empty() {
+                valid.push(record);
+                continue;
+            }
+            aside.push(SetAside {
+                plugin: plugin.to_string(),
+                stage: dlq::Stage::Source,
+                reason: dlq::broken_by_source(plugin, &problems),
+                record,
+            });
+        }
+        if !aside.is_empty() {
+            tracing::warn!(
+                "pipeline {}: source {plugin}: {} records ({}) set aside as dead letters, the first {}; `causeway test` checks what a record must be (records-valid)",
+                self.name,
+                aside.len(),
+                some_keys(aside.iter().map(|a| &a.record)),
+                aside[0].reason.trim_start_matches("set aside: "),
+            );
+        }
+        (valid, aside)
+    }
+
     /// Writes `records` to one sink until each is acknowledged or rejected;
     /// the rejected ones with their reasons.
     async fn write(
@@ -815,7 +881,7 @@ impl Runner {
         records: &[Record],
         stop: &Stop,
     ) -> Result<Vec<(Record, String)>, RunEnd> {
-        let stage = StageCall::new(&self.name, dlq::Stage::Sink, sink_name);
+        let stage = StageCall::new(&self.name, Called::Sink, sink_name);
         let what = &stage.what;
         let mut pending: Vec<Record> = records.to_vec();
         let mut rejected = Vec::new();
@@ -907,7 +973,7 @@ impl Runner {
         records: Vec<Record>,
         stop: &Stop,
     ) -> Result<(Vec<Record>, Vec<(Record, String)>), RunEnd> {
-        let stage = StageCall::new(&self.name, dlq::Stage::Transform, plugin);
+        let stage = StageCall::new(&self.name, Called::Transform, plugin);
         self.isolating(
             pipeline,
             &stage,
