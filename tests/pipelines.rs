@@ -734,6 +734,48 @@ fn a_record_a_transform_crashes_on_is_set_aside_and_the_rest_flow() {
     w.wait_until_idle();
 }
 
+/// A transform answering against the contract (test-hostile, told by the
+/// first record of its batch, answers the batch without keys): its answer
+/// is never passed on; the record it answers that way alone is set aside,
+/// naming what was wrong, and the rest of the batch flows.
+#[test]
+fn a_record_a_transform_answers_against_the_contract_for_is_set_aside() {
+    let w = World::new(3, "", "");
+    w.scratch.install("test-hostile", "hostile.wasm");
+    // Pages of three: the contact opens the second page.
+    let mut expected = create(&w.crm, 3);
+    let mut keyless = person("Odd", "Last", "odd@example.com");
+    keyless.insert("mode".into(), json!("keyless"));
+    let keyless = w.crm.create(keyless).id;
+    for i in 4..6 {
+        let first = format!("First{i}");
+        let id = w
+            .crm
+            .create(person(&first, "Last", &format!("p{i}@example.com")))
+            .id;
+        expected.push((id, format!("{first} Last")));
+    }
+    pipeline_through(
+        &w,
+        r#"[{ plugin = "test-hostile" }, { plugin = "map-fullname" }]"#,
+    );
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    let letter = one_dead_letter(&w);
+    assert_eq!(letter["key"], keyless.as_str());
+    assert_eq!(
+        (&letter["stage"], &letter["sink"]),
+        (&json!("transform"), &json!("test-hostile"))
+    );
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("answered against the contract: its record 0 () has an empty key"),
+        "{reason}"
+    );
+    assert!(!w.mailer.subscribers(LIST).contains_key(""));
+    w.wait_until_idle();
+}
+
 /// A sink fails its whole batch for one record it cannot write: test-kv
 /// stores a batch atomically, and a contact too big for its storage quota
 /// fails the batch (`fatal`, before anything is stored). The records are

@@ -237,7 +237,10 @@ pub struct Isolated<T> {
 pub fn may_be_a_record(error: &CallError) -> bool {
     match error {
         CallError::Plugin { error, .. } => error.kind == crate::operation::FailureKind::Fatal,
-        CallError::Trap { .. } | CallError::OutOfMemory { .. } => true,
+        // A deterministic transform answers the same record the same way.
+        CallError::Trap { .. } | CallError::OutOfMemory { .. } | CallError::BrokenAnswer { .. } => {
+            true
+        }
         CallError::Timeout { .. }
         | CallError::Busy { .. }
         | CallError::ResourceLimit { .. }

@@ -41,7 +41,8 @@ pub fn verdict(error: &CallError) -> Verdict {
         CallError::OutOfMemory { .. }
         | CallError::ResourceLimit { .. }
         | CallError::Trap { .. }
-        | CallError::Invalid(_) => Verdict::Stop,
+        | CallError::Invalid(_)
+        | CallError::BrokenAnswer { .. } => Verdict::Stop,
     }
 }
 

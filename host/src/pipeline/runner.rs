@@ -286,6 +286,29 @@ impl<'a> StageCall<'a> {
         }
     }
 
+    /// `answer`, if it keeps the contract for the `given` records: a
+    /// transform's records must each keep it (a stream, a key, JSON data)
+    /// and carry a key it was given (which record each is for is how a
+    /// pipeline supersedes its dead letters). One that breaks it fails the
+    /// call, as a record can make it fail: the search finds the record.
+    fn kept_to(
+        &self,
+        bound: &Bound<'_>,
+        given: &[Record],
+        answer: Answer,
+    ) -> Result<Answer, GaveUp> {
+        let (Called::Transform, Answer::Records(records)) = (self.kind, &answer) else {
+            return Ok(answer);
+        };
+        match broken_answer(given, records) {
+            None => Ok(answer),
+            Some(message) => Err(GaveUp::Stopped(CallError::BrokenAnswer {
+                plugin: bound.installed.plugin.info.label(),
+                message,
+            })),
+        }
+    }
+
     /// What it did with records, for messages.
     fn took(&self) -> &'static str {
         match self.kind {
@@ -1044,7 +1067,8 @@ impl Runner {
             .attempt(&pipeline.retry, what, bound, stop, || {
                 stage.operation(&records)
             })
-            .await;
+            .await
+            .and_then(|answered| stage.kept_to(bound, &records, answered));
         let error = match first {
             Ok(answered) => {
                 self.proven.took(&proven_as);
@@ -1086,6 +1110,7 @@ impl Runner {
                         stage.operation(&part)
                     })
                     .await
+                    .and_then(|answered| stage.kept_to(bound, &part, answered))
                 {
                     Ok(answered) => {
                         self.proven.took(proven_as);
@@ -1292,6 +1317,24 @@ impl Runner {
     }
 }
 
+/// How a transform's answer `records` to `given` breaks the contract, if
+/// it does: the first record that breaks it.
+fn broken_answer(given: &[Record], records: &[Record]) -> Option<String> {
+    let keys: std::collections::HashSet<&str> = given.iter().map(|r| r.key.as_str()).collect();
+    records.iter().enumerate().find_map(|(i, record)| {
+        let problems = crate::contract::record_problems(record);
+        if let Some(problem) = problems.first() {
+            return Some(format!("its record {i} ({}) {problem}", record.key));
+        }
+        (!keys.contains(record.key.as_str())).then(|| {
+            format!(
+                "its record {i} has the key {:?}, which none of the records it was given has",
+                record.key
+            )
+        })
+    })
+}
+
 /// The stage's plugin, if it can run now.
 fn bind<'a>(
     snapshot: &'a Snapshot,
@@ -1376,5 +1419,29 @@ mod tests {
         assert_eq!(some_keys(&many), "c-0, c-1, c-2, c-3, c-4, and 3 more");
         let long = keyed(&"é".repeat(300));
         assert_eq!(some_keys(&[long]), format!("{}…", "é".repeat(80)));
+    }
+
+    #[test]
+    fn a_transform_answer_must_keep_the_contract_and_the_keys_it_was_given() {
+        let given: Vec<Record> = ["a", "b"].map(keyed).into();
+        // Fewer, reordered, or several records of one key: all kept.
+        assert_eq!(broken_answer(&given, &[keyed("b")]), None);
+        assert_eq!(
+            broken_answer(&given, &[keyed("b"), keyed("a"), keyed("a")]),
+            None
+        );
+        assert_eq!(broken_answer(&given, &[]), None);
+        let stranger = broken_answer(&given, &[keyed("a"), keyed("c")]);
+        assert_eq!(
+            stranger.as_deref(),
+            Some("its record 1 has the key \"c\", which none of the records it was given has")
+        );
+        let mut array = keyed("b");
+        array.data = "[1]".into();
+        let broken = broken_answer(&given, &[keyed("a"), array]);
+        assert_eq!(
+            broken.as_deref(),
+            Some("its record 1 (b) is an upsert whose data is not a JSON object")
+        );
     }
 }

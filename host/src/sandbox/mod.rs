@@ -367,6 +367,15 @@ pub enum CallError {
     /// The call cannot be made (unknown operation, bad input, no such export).
     #[error("{0}")]
     Invalid(String),
+    /// The plugin answered, but against the contract (a pipeline's transform
+    /// answering a record without a key, or a key it was not given).
+    #[error("plugin {plugin} answered against the contract: {message}")]
+    BrokenAnswer {
+        /// `name@version`.
+        plugin: String,
+        /// What is wrong with the answer.
+        message: String,
+    },
 }
 
 impl CallError {
@@ -380,6 +389,7 @@ impl CallError {
             CallError::Trap { .. } => "trap",
             CallError::Plugin { .. } => "plugin-error",
             CallError::Invalid(_) => "invalid-call",
+            CallError::BrokenAnswer { .. } => "broken-answer",
         }
     }
 

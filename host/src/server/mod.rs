@@ -578,7 +578,9 @@ async fn invoke(
             let status = match &e {
                 CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 CallError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                CallError::Plugin { .. } => StatusCode::BAD_GATEWAY,
+                CallError::Plugin { .. } | CallError::BrokenAnswer { .. } => {
+                    StatusCode::BAD_GATEWAY
+                }
                 CallError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 CallError::OutOfMemory { .. }
                 | CallError::ResourceLimit { .. }

@@ -16,6 +16,8 @@
 //! - `stderr-panic`: writes 8 KiB to stderr, then panics;
 //! - `count`: answers how many calls this instance has served (a warm
 //!   instance counts on, a fresh one starts at 1);
+//! - `keyless`: answers its input with every key emptied, against the
+//!   contract;
 //! - anything else: answers its input (a benign call).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,6 +160,13 @@ impl Transform for Hostile {
                 chatter();
                 Ok(batch)
             }
+            "keyless" => Ok(batch
+                .into_iter()
+                .map(|mut record| {
+                    record.key.clear();
+                    record
+                })
+                .collect()),
             "stderr-panic" => {
                 chatter();
                 panic!("the hostile plugin panics after its chatter")
