@@ -64,7 +64,7 @@ pub struct DeadLetter {
     pub data: String,
     /// The source timestamp, if known.
     pub source_timestamp: Option<i64>,
-    /// Why the sink rejected it, last time.
+    /// Why its stage set it aside, last time.
     pub reason: String,
     /// The run that set this version of the record aside (none: a replay).
     pub run_id: Option<i64>,

@@ -867,21 +867,34 @@ impl Runner {
         plugin: &str,
         records: Vec<Record>,
     ) -> (Vec<Record>, Vec<SetAside>) {
-        let mut aside = Vec::new();
+        let problems: Vec<_> = records
+            .iter()
+            .map(crate::contract::record_problems)
+            .collect();
+        if problems.iter().all(Vec::is_empty) {
+            return (records, Vec::new());
+        }
+        // Of versions of one record in the batch, only the newest is a
+        // letter (dlq::newest_only).
+        let repeated = dlq::repeated(&records);
+        let mut broken = Vec::new();
         let mut valid = Vec::with_capacity(records.len());
-        for record in records {
-            let problems = crate::contract::record_problems(&record);
+        for (record, problems) in records.into_iter().zip(problems) {
             if problems.is_empty() {
                 valid.push(record);
-                continue;
+            } else {
+                broken.push((record, dlq::broken_by_source(plugin, &problems)));
             }
-            aside.push(SetAside {
+        }
+        let aside: Vec<SetAside> = dlq::newest_only(&repeated, broken)
+            .into_iter()
+            .map(|(record, reason)| SetAside {
                 plugin: plugin.to_string(),
                 stage: dlq::Stage::Source,
-                reason: dlq::broken_by_source(plugin, &problems),
+                reason,
                 record,
-            });
-        }
+            })
+            .collect();
         if !aside.is_empty() {
             tracing::warn!(
                 "pipeline {}: source {plugin}: {} records ({}) set aside as dead letters, the first {}; `causeway test` checks what a record must be (records-valid)",
