@@ -469,11 +469,12 @@ impl Replay<'_> {
     /// Letters a transform (or the source) of `pipeline` set aside: each
     /// mapped from that transform (the first) on, alone (so a failure is
     /// its own), then what they became written to every sink of the
-    /// pipeline together. A letter leaves the
-    /// queue once every sink took or rejected what it became; what a sink
-    /// rejects becomes that sink's dead letter. One a transform still fails
-    /// on stays, with the new reason; one a sink asks to retry stays as it
-    /// is.
+    /// pipeline together. A letter leaves the queue once every sink took or
+    /// rejected what it became; what a sink rejects becomes that sink's
+    /// dead letter, and what it took makes its older letters of the record
+    /// stale. One a transform still fails on (or the source's, still
+    /// breaking the contract) stays, with the new reason; one a sink asks
+    /// to retry stays as it is.
     async fn through_pipeline(
         &self,
         name: &str,
