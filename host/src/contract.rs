@@ -175,6 +175,57 @@ fn split_import(name: &str) -> (&str, &str) {
     }
 }
 
+/// How a record breaks the contract: what `causeway test`'s `records-valid`
+/// rule checks, and what a running pipeline sets aside rather than pass on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordProblem {
+    /// Its stream is empty.
+    EmptyStream,
+    /// Its key, the sinks' idempotency key, is empty.
+    EmptyKey,
+    /// Its data is not JSON (why).
+    NotJson(String),
+    /// It is an upsert whose data is JSON but not an object.
+    NotAnObject,
+}
+
+impl fmt::Display for RecordProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordProblem::EmptyStream => f.write_str("has an empty stream"),
+            RecordProblem::EmptyKey => f.write_str("has an empty key"),
+            RecordProblem::NotJson(e) => write!(f, "has data that is not JSON: {e}"),
+            RecordProblem::NotAnObject => {
+                f.write_str("is an upsert whose data is not a JSON object")
+            }
+        }
+    }
+}
+
+/// How `record` breaks the contract, if it does. Its data is parsed
+/// without being kept (a pipeline checks every record a source answers).
+pub fn record_problems(record: &crate::bindings::Record) -> Vec<RecordProblem> {
+    let mut problems = Vec::new();
+    if record.stream.is_empty() {
+        problems.push(RecordProblem::EmptyStream);
+    }
+    if record.key.is_empty() {
+        problems.push(RecordProblem::EmptyKey);
+    }
+    match serde_json::from_str::<serde::de::IgnoredAny>(&record.data) {
+        Err(e) => problems.push(RecordProblem::NotJson(e.to_string())),
+        // Valid JSON that starts with a brace is an object.
+        Ok(_)
+            if record.op == crate::bindings::Op::Upsert
+                && !record.data.trim_start().starts_with('{') =>
+        {
+            problems.push(RecordProblem::NotAnObject)
+        }
+        Ok(_) => {}
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,55 +278,4 @@ mod tests {
         let err = check_claims(&[World::Sink], &[World::Transform]).unwrap_err();
         assert!(err.to_string().contains("causeway:plugin/sink@0.1.0"));
     }
-}
-
-/// How a record breaks the contract: what `causeway test`'s `records-valid`
-/// rule checks, and what a running pipeline sets aside rather than pass on.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RecordProblem {
-    /// Its stream is empty.
-    EmptyStream,
-    /// Its key, the sinks' idempotency key, is empty.
-    EmptyKey,
-    /// Its data is not JSON (why).
-    NotJson(String),
-    /// It is an upsert whose data is JSON but not an object.
-    NotAnObject,
-}
-
-impl fmt::Display for RecordProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecordProblem::EmptyStream => f.write_str("has an empty stream"),
-            RecordProblem::EmptyKey => f.write_str("has an empty key"),
-            RecordProblem::NotJson(e) => write!(f, "has data that is not JSON: {e}"),
-            RecordProblem::NotAnObject => {
-                f.write_str("is an upsert whose data is not a JSON object")
-            }
-        }
-    }
-}
-
-/// How `record` breaks the contract, if it does. Its data is parsed
-/// without being kept (a pipeline checks every record a source answers).
-pub fn record_problems(record: &crate::bindings::Record) -> Vec<RecordProblem> {
-    let mut problems = Vec::new();
-    if record.stream.is_empty() {
-        problems.push(RecordProblem::EmptyStream);
-    }
-    if record.key.is_empty() {
-        problems.push(RecordProblem::EmptyKey);
-    }
-    match serde_json::from_str::<serde::de::IgnoredAny>(&record.data) {
-        Err(e) => problems.push(RecordProblem::NotJson(e.to_string())),
-        // Valid JSON that starts with a brace is an object.
-        Ok(_)
-            if record.op == crate::bindings::Op::Upsert
-                && !record.data.trim_start().starts_with('{') =>
-        {
-            problems.push(RecordProblem::NotAnObject)
-        }
-        Ok(_) => {}
-    }
-    problems
 }
