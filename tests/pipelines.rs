@@ -204,19 +204,26 @@ fn with_the_mailer_down_for_a_while_nothing_is_lost() {
     w.wait_until_idle();
 }
 
-#[test]
-fn a_rejected_record_goes_to_the_dead_letter_queue_while_the_rest_flow_and_replays_once_fixed() {
-    let w = world("");
+/// Four contacts, the mailer refusing the second: once the others are in
+/// the mailer and a dead letter is queued, the host, the others (key →
+/// fullName), the refused one and the letters.
+fn one_refused(w: &World) -> (RunningHost, Vec<(String, String)>, (String, String), Value) {
     let mut expected = create(&w.crm, 4);
     let blocked = expected.remove(1);
     w.mailer.reject_key(&blocked.0);
-    let _host = w.start();
+    let host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
-
     let letters = wait_until("a dead letter", Duration::from_secs(10), || {
         let letters = w.dead_letters();
         (!letters.as_array().unwrap().is_empty()).then_some(letters)
     });
+    (host, expected, blocked, letters)
+}
+
+#[test]
+fn a_rejected_record_goes_to_the_dead_letter_queue_while_the_rest_flow_and_replays_once_fixed() {
+    let w = world("");
+    let (_host, mut expected, blocked, letters) = one_refused(&w);
     let letters = letters.as_array().unwrap();
     assert_eq!(letters.len(), 1, "{letters:#?}");
     assert_eq!(letters[0]["key"], blocked.0.as_str());
@@ -255,16 +262,8 @@ fn a_rejected_record_goes_to_the_dead_letter_queue_while_the_rest_flow_and_repla
 #[test]
 fn a_dead_letter_gives_way_to_newer_versions_of_its_record() {
     let w = world("");
-    let mut expected = create(&w.crm, 4);
-    let blocked = expected.remove(1);
-    w.mailer.reject_key(&blocked.0);
-    let host = w.start();
-    w.wait_for_subscribers(&expected, Duration::from_secs(20));
-    let letter = wait_until("a dead letter", Duration::from_secs(10), || {
-        let letters = w.dead_letters();
-        letters.as_array().unwrap().first().cloned()
-    });
-    assert_eq!(letter["key"], blocked.0.as_str());
+    let (host, mut expected, blocked, letters) = one_refused(&w);
+    assert_eq!(letters[0]["key"], blocked.0.as_str());
 
     // Edited at the CRM, still refused: one letter, the new version.
     w.crm
@@ -699,61 +698,22 @@ fn a_transform_letter_is_forgotten_once_the_transform_maps_a_newer_version() {
     );
 }
 
-/// A transform that crashes on one record (test-hostile panics when the
-/// first record of its batch says `"mode": "panic"`): the crash is looked
-/// into like a `fatal` answer, the record is set aside with the panic's
-/// message, and the instances after the crash map the rest.
-#[test]
-fn a_record_a_transform_crashes_on_is_set_aside_and_the_rest_flow() {
+/// The pipeline CRM → test-hostile → map-fullname → mailer, pages of
+/// three, with a contact telling test-hostile `mode` opening the second
+/// page and two more behind it. Once every other contact is in the mailer
+/// (and the pipeline idle): that contact's key and its dead letter, which
+/// must be test-hostile's, and the mailer's keys.
+fn hostile_sets_one_aside(mode: &str) -> (String, Value, Vec<String>) {
     let w = World::new(3, "", "");
     w.scratch.install("test-hostile", "hostile.wasm");
-    // Pages of three: the crashing contact opens the second page.
     let mut expected = create(&w.crm, 3);
-    let mut crashing = person("Odd", "Last", "odd@example.com");
-    crashing.insert("mode".into(), json!("panic"));
-    let crashing = w.crm.create(crashing).id;
-    let last = w.crm.create(person("First4", "Last", "p4@example.com")).id;
-    expected.push((last, "First4 Last".into()));
-    pipeline_through(
-        &w,
-        r#"[{ plugin = "test-hostile" }, { plugin = "map-fullname" }]"#,
-    );
-    let _host = w.start();
-    w.wait_for_subscribers(&expected, Duration::from_secs(20));
-    let letter = one_dead_letter(&w);
-    assert_eq!(letter["key"], crashing.as_str());
-    assert_eq!(
-        (&letter["stage"], &letter["sink"]),
-        (&json!("transform"), &json!("test-hostile"))
-    );
-    let reason = letter["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("crashed") && reason.contains("panic"),
-        "{reason}"
-    );
-    w.wait_until_idle();
-}
-
-/// A transform answering against the contract (test-hostile, told by the
-/// first record of its batch, answers the batch without keys): its answer
-/// is never passed on; the record it answers that way alone is set aside,
-/// naming what was wrong, and the rest of the batch flows.
-#[test]
-fn a_record_a_transform_answers_against_the_contract_for_is_set_aside() {
-    let w = World::new(3, "", "");
-    w.scratch.install("test-hostile", "hostile.wasm");
-    // Pages of three: the contact opens the second page.
-    let mut expected = create(&w.crm, 3);
-    let mut keyless = person("Odd", "Last", "odd@example.com");
-    keyless.insert("mode".into(), json!("keyless"));
-    let keyless = w.crm.create(keyless).id;
+    let mut odd = person("Odd", "Last", "odd@example.com");
+    odd.insert("mode".into(), json!(mode));
+    let odd = w.crm.create(odd).id;
     for i in 4..6 {
         let first = format!("First{i}");
-        let id = w
-            .crm
-            .create(person(&first, "Last", &format!("p{i}@example.com")))
-            .id;
-        expected.push((id, format!("{first} Last")));
+        let contact = person(&first, "Last", &format!("p{i}@example.com"));
+        expected.push((w.crm.create(contact).id, format!("{first} Last")));
     }
     pipeline_through(
         &w,
@@ -762,18 +722,47 @@ fn a_record_a_transform_answers_against_the_contract_for_is_set_aside() {
     let _host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
     let letter = one_dead_letter(&w);
-    assert_eq!(letter["key"], keyless.as_str());
+    assert_eq!(letter["key"], odd.as_str());
     assert_eq!(
         (&letter["stage"], &letter["sink"]),
         (&json!("transform"), &json!("test-hostile"))
     );
+    w.wait_until_idle();
+    (
+        odd,
+        letter,
+        w.mailer.subscribers(LIST).into_keys().collect(),
+    )
+}
+
+/// A transform that crashes on one record (test-hostile panics when the
+/// first record of its batch says `"mode": "panic"`): the crash is looked
+/// into like a `fatal` answer, the record is set aside with the panic's
+/// message, and the instances after the crash map the rest.
+#[test]
+fn a_record_a_transform_crashes_on_is_set_aside_and_the_rest_flow() {
+    let (_, letter, _) = hostile_sets_one_aside("panic");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("crashed") && reason.contains("panic"),
+        "{reason}"
+    );
+}
+
+/// A transform answering against the contract (test-hostile, told by the
+/// first record of its batch, answers the batch without keys): its answer
+/// is never passed on; the record it answers that way alone is set aside,
+/// naming what was wrong, and the rest of the batch flows.
+#[test]
+fn a_record_a_transform_answers_against_the_contract_for_is_set_aside() {
+    let (odd, letter, written) = hostile_sets_one_aside("keyless");
     let reason = letter["reason"].as_str().unwrap();
     assert!(
         reason.contains("answered against the contract: its record 0 () has an empty key"),
         "{reason}"
     );
-    assert!(!w.mailer.subscribers(LIST).contains_key(""));
-    w.wait_until_idle();
+    assert_eq!(written.len(), 5, "{written:?}");
+    assert!(!written.contains(&odd) && !written.contains(&String::new()));
 }
 
 /// A sink fails its whole batch for one record it cannot write: test-kv

@@ -398,86 +398,44 @@ mod tests {
         )
     }
 
+    /// Sets `stream`/`key` (holding `data`) aside at `stage` of `pipeline`:
+    /// whether it replaced a letter.
+    fn put(conn: &Connection, pipeline: &str, stage: (&str, Stage), at: [&str; 3]) -> bool {
+        let [stream, key, data] = at;
+        insert(
+            conn,
+            pipeline,
+            stage,
+            &record(stream, key, data),
+            "no",
+            None,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_record_set_aside_again_replaces_its_letter_and_goes_on_counting() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
         let mailer = ("mailer", Stage::Sink);
         assert!(matches!(queued(&conn, "p").unwrap(), Queued::None));
-        assert!(
-            !insert(
-                &conn,
-                "p",
-                mailer,
-                &record("contacts", "c1", "v1"),
-                "no",
-                None
-            )
-            .unwrap()
-        );
+        assert!(!put(&conn, "p", mailer, ["contacts", "c1", "v1"]));
         assert!(matches!(queued(&conn, "q").unwrap(), Queued::None));
         // Beside it: another key, stream, stage, plugin and pipeline.
-        insert(
-            &conn,
-            "p",
-            mailer,
-            &record("contacts", "c2", "v1"),
-            "no",
-            None,
-        )
-        .unwrap();
-        insert(
-            &conn,
-            "p",
-            mailer,
-            &record("people", "c1", "v1"),
-            "no",
-            None,
-        )
-        .unwrap();
         let map = ("mapper", Stage::Transform);
-        insert(&conn, "p", map, &record("contacts", "c1", "v1"), "no", None).unwrap();
-        insert(
-            &conn,
-            "p",
-            ("calendar", Stage::Sink),
-            &record("contacts", "c1", "v1"),
-            "no",
-            None,
-        )
-        .unwrap();
-        insert(
-            &conn,
-            "q",
-            mailer,
-            &record("contacts", "c1", "v1"),
-            "no",
-            None,
-        )
-        .unwrap();
+        let calendar = ("calendar", Stage::Sink);
+        for (pipeline, stage, at) in [
+            ("p", mailer, ["contacts", "c2", "v1"]),
+            ("p", mailer, ["people", "c1", "v1"]),
+            ("p", map, ["contacts", "c1", "v1"]),
+            ("p", calendar, ["contacts", "c1", "v1"]),
+            ("q", mailer, ["contacts", "c1", "v1"]),
+        ] {
+            assert!(!put(&conn, pipeline, stage, at));
+        }
 
-        assert!(
-            insert(
-                &conn,
-                "p",
-                mailer,
-                &record("contacts", "c1", "v2"),
-                "no",
-                None
-            )
-            .unwrap()
-        );
-        assert!(
-            insert(
-                &conn,
-                "p",
-                mailer,
-                &record("contacts", "c1", "v3"),
-                "no",
-                None
-            )
-            .unwrap()
-        );
+        assert!(put(&conn, "p", mailer, ["contacts", "c1", "v2"]));
+        assert!(put(&conn, "p", mailer, ["contacts", "c1", "v3"]));
         let p: Vec<_> = letters(&conn)
             .into_iter()
             .filter(|l| l.3 == "c1" && l.2 == "contacts" && l.0 == "mailer")
@@ -500,25 +458,9 @@ mod tests {
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
         let (mailer, map) = (("mailer", Stage::Sink), ("mapper", Stage::Transform));
         for (stage, key) in [(mailer, "c1"), (mailer, "c2"), (map, "c1"), (mailer, "c3")] {
-            insert(
-                &conn,
-                "p",
-                stage,
-                &record("contacts", key, "v1"),
-                "no",
-                None,
-            )
-            .unwrap();
+            put(&conn, "p", stage, ["contacts", key, "v1"]);
         }
-        insert(
-            &conn,
-            "q",
-            mailer,
-            &record("contacts", "c1", "v1"),
-            "no",
-            None,
-        )
-        .unwrap();
+        put(&conn, "q", mailer, ["contacts", "c1", "v1"]);
 
         // The mailer took c1 and c3 (and c9, which had no letter) of
         // stream contacts, and c2 of another stream.
@@ -529,9 +471,8 @@ mod tests {
             ("people", "c2"),
         ];
         assert_eq!(supersede(&conn, "p", mailer, took).unwrap(), 2);
-        let p: Vec<_> = letters(&conn).into_iter().collect();
         assert_eq!(
-            p,
+            letters(&conn),
             [
                 row("mailer", Stage::Sink, "c2", "v1", 1),
                 row("mapper", Stage::Transform, "c1", "v1", 1),
@@ -549,16 +490,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
         let (mailer, map) = (("mailer", Stage::Sink), ("mapper", Stage::Transform));
-        insert(
-            &conn,
-            "p",
-            mailer,
-            &record("contacts", "c1", "v1"),
-            "no",
-            None,
-        )
-        .unwrap();
-        insert(&conn, "p", map, &record("contacts", "c2", "v1"), "no", None).unwrap();
+        put(&conn, "p", mailer, ["contacts", "c1", "v1"]);
+        put(&conn, "p", map, ["contacts", "c2", "v1"]);
         let page: Vec<Record> = ["c1", "c2", "c3"]
             .iter()
             .map(|k| record("contacts", k, "v2"))
@@ -579,16 +512,7 @@ mod tests {
 
         // Past a thousand letters, every record is looked up.
         for i in 0..FEW {
-            let key = format!("x{i}");
-            insert(
-                &conn,
-                "p",
-                mailer,
-                &record("contacts", &key, "v1"),
-                "no",
-                None,
-            )
-            .unwrap();
+            put(&conn, "p", mailer, ["contacts", &format!("x{i}"), "v1"]);
         }
         let queued = super::queued(&conn, "p").unwrap();
         assert!(matches!(queued, Queued::Many), "{queued:?}");
