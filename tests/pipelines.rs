@@ -99,7 +99,20 @@ impl World {
     }
 }
 
-fn create(crm: &FakeCrm, n: usize) -> Vec<(String, String)> {
+/// The keys of `letters` (`causeway dlq list --json`), in order.
+fn keys_of(letters: &Value) -> Vec<&str> {
+    letters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["key"].as_str().unwrap())
+        .collect()
+}
+
+/// A contact's key and the fullName it should reach the mailer with.
+type Subscriber = (String, String);
+
+fn create(crm: &FakeCrm, n: usize) -> Vec<Subscriber> {
     (0..n)
         .map(|i| {
             let first = format!("First{i}");
@@ -207,7 +220,7 @@ fn with_the_mailer_down_for_a_while_nothing_is_lost() {
 /// Four contacts, the mailer refusing the second: once the others are in
 /// the mailer and a dead letter is queued, the host, the others (key →
 /// fullName), the refused one and the letters.
-fn one_refused(w: &World) -> (RunningHost, Vec<(String, String)>, (String, String), Value) {
+fn one_refused(w: &World) -> (RunningHost, Vec<Subscriber>, Subscriber, Value) {
     let mut expected = create(&w.crm, 4);
     let blocked = expected.remove(1);
     w.mailer.reject_key(&blocked.0);
@@ -1396,12 +1409,7 @@ fn runs_dead_letters_and_deliveries_past_their_retention_are_forgotten_when_the_
         (started(&runs, "2020") == 0).then_some(runs)
     });
     let letters = w.dead_letters();
-    let keys: Vec<&str> = letters
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["key"].as_str().unwrap())
-        .collect();
+    let keys = keys_of(&letters);
     assert_eq!(keys, ["new"], "{letters:#}");
     assert_eq!(count("webhook_inbox"), 0);
     let today = runs
@@ -2467,12 +2475,7 @@ fn of_two_versions_pushed_together_only_the_newer_is_ever_a_dead_letter() {
         (webhook_runs_read(&w) == 5).then_some(())
     });
     let letters = w.dead_letters();
-    let keys: Vec<&str> = letters
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["key"].as_str().unwrap())
-        .collect();
+    let keys = keys_of(&letters);
     assert_eq!(keys, ["y"], "{letters:#}");
     let data: Value = serde_json::from_str(letters[0]["data"].as_str().unwrap()).unwrap();
     assert_eq!(data["firstName"], 42, "{data}");
