@@ -2437,6 +2437,36 @@ fn records_a_source_answers_breaking_the_contract_are_set_aside_and_never_writte
     assert_eq!(counts, (&json!(5), &json!(5), &json!(0)), "{runs:#}");
 }
 
+/// A pushed contact whose id is empty: crm-source turns it into a record
+/// with an empty key, which the host sets aside as the source's dead
+/// letter instead of handing it to the mailer; the delivery beside it
+/// flows.
+#[test]
+fn a_pushed_record_without_a_key_is_set_aside_at_the_source() {
+    let w = webhook_world("");
+    w.lever("pause");
+    let host = start_with_hooks(&w);
+    let (keyless, named) = (contact_event("", "Nobody"), contact_event("k1", "Kim"));
+    assert_eq!(deliver(&host, "msg_keyless", &keyless, &keyless).0, 202);
+    assert_eq!(deliver(&host, "msg_named", &named, &named).0, 202);
+    w.lever("resume");
+    w.wait_for_subscribers(&[("k1".into(), "Kim Hook".into())], Duration::from_secs(20));
+    let letters = wait_until("the dead letter", Duration::from_secs(10), || {
+        let letters = w.dead_letters();
+        (!letters.as_array().unwrap().is_empty()).then_some(letters)
+    });
+    assert_eq!(keys_of(&letters), [""], "{letters:#}");
+    assert_eq!(
+        (&letters[0]["stage"], &letters[0]["sink"]),
+        (&json!("source"), &json!("crm-source"))
+    );
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("answered it breaking the contract: the record has an empty key"),
+        "{reason}"
+    );
+}
+
 /// Two versions of a contact pushed before the pipeline takes either: the
 /// older one a transform cannot map, beside the newer one it maps, is no
 /// dead letter (a replay would write it over the newer); the newer one it
