@@ -1565,6 +1565,72 @@ fn committed_cursor(w: &World) -> Option<(i64, String)> {
     ))
 }
 
+/// A page whose commit fails (a trigger makes the checkpoint's write
+/// fail): the run fails saying the page will be read again, nothing of
+/// the page's bookkeeping stays, and once commits work the page is read
+/// and written again. What the stages showed on the failed page is put
+/// back and saved with the next commit that works.
+#[test]
+fn a_page_whose_commit_fails_is_read_again_and_what_it_showed_is_saved_later() {
+    let w = world(QUICK_RETRIES);
+    // The database, made by a run with nothing to read.
+    w.lever("run-now");
+    let db = w.scratch.path().join("causeway-data/causeway.db");
+    let sql = |statement: &str| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(statement)
+            .unwrap();
+    };
+    sql(
+        "CREATE TRIGGER refuse_checkpoints BEFORE INSERT ON checkpoint
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    );
+    let expected = create(&w.crm, 2);
+    let _host = w.start();
+    let failed = wait_until(
+        "a run failed on its commit",
+        Duration::from_secs(20),
+        || {
+            let runs = w.runs();
+            runs.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["outcome"] == "failed")
+                .cloned()
+        },
+    );
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("the page's bookkeeping was not committed")
+            && error.contains("refused by the test")
+            && error.contains("it will be read again"),
+        "{error}"
+    );
+    // The page's counts went with its commit.
+    assert_eq!(
+        (&failed["read"], &failed["written"]),
+        (&json!(0), &json!(0))
+    );
+    let proven = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM stage_proven", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(proven(), 0);
+    assert_eq!(committed_cursor(&w), None);
+
+    sql("DROP TRIGGER refuse_checkpoints;");
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    wait_until("the page committed", Duration::from_secs(20), || {
+        committed_cursor(&w).map(|_| ())
+    });
+    // map-fullname and mailer-sink took their first batches in the page
+    // that failed: saved with a later commit all the same.
+    assert_eq!(proven(), 2);
+}
+
 #[test]
 fn killed_at_any_point_of_a_run_the_host_loses_nothing_and_never_checkpoints_ahead() {
     let w = world("initial = \"20ms\"\nmax = \"50ms\"\n");
