@@ -771,7 +771,7 @@ fn a_record_a_transform_answers_against_the_contract_for_is_set_aside() {
     let (odd, letter, written) = hostile_sets_one_aside("keyless");
     let reason = letter["reason"].as_str().unwrap();
     assert!(
-        reason.contains("answered against the contract: its record 0 () has an empty key"),
+        reason.contains("answered against the contract: its record 0 has an empty key"),
         "{reason}"
     );
     assert_eq!(written.len(), 5, "{written:?}");
@@ -2531,6 +2531,9 @@ fn a_pushed_record_without_a_key_is_set_aside_at_the_source() {
         reason.contains("answered it breaking the contract: the record has an empty key"),
         "{reason}"
     );
+    // The table shows the empty key as such.
+    let table = run(w.causeway().args(["dlq", "list"])).stdout;
+    assert!(table.contains(" \"\" "), "{table}");
 }
 
 /// Two versions of a contact pushed before the pipeline takes either: the

@@ -1337,7 +1337,10 @@ fn broken_answer(given: &[Record], records: &[Record]) -> Option<String> {
     records.iter().enumerate().find_map(|(i, record)| {
         let problems = crate::contract::record_problems(record);
         if let Some(problem) = problems.first() {
-            return Some(format!("its record {i} ({}) {problem}", record.key));
+            return Some(match record.key.as_str() {
+                "" => format!("its record {i} {problem}"),
+                key => format!("its record {i} ({key}) {problem}"),
+            });
         }
         (!keys.contains(record.key.as_str())).then(|| {
             format!(
@@ -1401,6 +1404,8 @@ fn some_keys<'a>(records: impl IntoIterator<Item = &'a Record>) -> String {
         }
         keys.push(match r.key.char_indices().nth(KEY_CHARS) {
             Some((cut, _)) => format!("{}…", &r.key[..cut]),
+            // Shown, or the list would read "records ()".
+            None if r.key.is_empty() => "\"\"".to_string(),
             None => r.key.clone(),
         });
     }
@@ -1432,6 +1437,7 @@ mod tests {
         assert_eq!(some_keys(&many), "c-0, c-1, c-2, c-3, c-4, and 3 more");
         let long = keyed(&"é".repeat(300));
         assert_eq!(some_keys(&[long]), format!("{}…", "é".repeat(80)));
+        assert_eq!(some_keys(&[keyed(""), keyed("c-1")]), "\"\", c-1");
     }
 
     #[test]
