@@ -119,7 +119,8 @@ fn pipeline(c: &mut Criterion) {
         run,
     );
     // With a letter in the queue, every stage's records are looked up to
-    // forget the letters they supersede (pipeline::dlq::supersede).
+    // forget the letters they supersede (pipeline::dlq::supersede and
+    // forget_older).
     tokio
         .block_on(writer.handle().transact(|c| {
             let record = causeway::bindings::Record {
@@ -130,7 +131,8 @@ fn pipeline(c: &mut Criterion) {
                 source_timestamp: None,
             };
             let stage = ("map-fullname", causeway::pipeline::dlq::Stage::Transform);
-            causeway::pipeline::dlq::insert(c, "contacts", stage, &record, "bench", None)
+            let origin = Some("contacts");
+            causeway::pipeline::dlq::insert(c, "contacts", stage, &record, origin, "bench", None)
                 .map_err(causeway::db::DbError::from)
         }))
         .expect("a dead letter");

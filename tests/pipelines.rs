@@ -318,6 +318,57 @@ fn a_dead_letter_gives_way_to_newer_versions_of_its_record() {
     w.wait_for_subscribers(&expected, Duration::from_secs(1));
 }
 
+/// A newer version of a record that stops before the stage holding an
+/// older one's letter makes that letter stale too: set aside by a
+/// transform, or dropped by it, the newer version is what the pipeline
+/// says now, and a replay of the old letter would write data it would not.
+#[test]
+fn a_newer_version_set_aside_or_dropped_before_a_letters_stage_forgets_it() {
+    let w = world("");
+    let (host, expected, blocked, letters) = one_refused(&w);
+    assert_eq!(letters[0]["stage"], "sink");
+    assert_eq!(letters[0]["origin"], "contacts", "{letters:#}");
+
+    // Edited so that map-fullname cannot map it: the transform's letter,
+    // and the mailer's is forgotten.
+    let mut shape = serde_json::Map::new();
+    shape.insert("firstName".into(), json!(42));
+    w.crm.update(&blocked.0, shape);
+    let letter = wait_until(
+        "the transform's letter alone",
+        Duration::from_secs(20),
+        || {
+            let letters = w.dead_letters();
+            let letters = letters.as_array().unwrap();
+            (letters.len() == 1 && letters[0]["stage"] == "transform").then(|| letters[0].clone())
+        },
+    );
+    assert_eq!(letter["key"], blocked.0.as_str());
+    assert_eq!(letter["origin"], "contacts");
+    host.wait_for_log("1 dead letters forgotten", 10);
+
+    // Mended, still refused by the mailer: the mailer's letter again.
+    w.crm
+        .update(&blocked.0, person("Grace", "Hopper", "grace@example.com"));
+    wait_until("the mailer's letter alone", Duration::from_secs(20), || {
+        let letters = w.dead_letters();
+        let letters = letters.as_array().unwrap();
+        (letters.len() == 1 && letters[0]["stage"] == "sink").then_some(())
+    });
+
+    // Its email removed, map-fullname drops it: no letter is left to write
+    // the contact to the mailer.
+    w.mailer.accept_key(&blocked.0);
+    w.crm.update(&blocked.0, person("Grace", "Hopper", ""));
+    wait_until(
+        "the mailer's letter forgotten",
+        Duration::from_secs(20),
+        || (w.dead_letters() == json!([])).then_some(()),
+    );
+    assert!(w.replay_all().contains("0 written"));
+    w.wait_for_subscribers(&expected, Duration::from_secs(1));
+}
+
 /// Quick retries, so three budgets and their cooldowns pass in a second.
 const QUICK_RETRIES: &str =
     "initial = \"20ms\"\nmax = \"40ms\"\nbudget = \"120ms\"\ncircuit-cooldown = \"150ms\"\n";
@@ -675,6 +726,8 @@ fn a_record_a_transform_set_aside_replays_through_the_rest_of_the_pipeline() {
         letter["stream"], "subscribers",
         "mapped by map-fullname: {letter:#}"
     );
+    // Still a version of the CRM's contact: a newer one read forgets it.
+    assert_eq!(letter["origin"], "contacts", "{letter:#}");
 
     w.mailer.accept_key(&refused.0);
     let replayed = w.replay_all();

@@ -174,6 +174,11 @@ const MIGRATIONS: &[&str] = &[
     // 11: a record's letters, found by key (pipeline::dlq::insert and
     // supersede) when a stage sets it aside again or takes a newer version.
     "CREATE INDEX dead_letter_key ON dead_letter (pipeline, key);",
+    // 12: the source's stream of the record each letter is a version of
+    // (pipeline::dlq::Origins). A source's own letters know it; a later
+    // stage's cannot tell from what was stored.
+    "ALTER TABLE dead_letter ADD COLUMN origin TEXT;
+    UPDATE dead_letter SET origin = stream WHERE stage = 'source';",
 ];
 
 /// The schema version of a fully migrated database.
@@ -911,6 +916,32 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn letters_set_aside_before_schema_12_know_their_origin_where_it_was_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("causeway.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..11] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 11).unwrap();
+            for (stage, stream) in [("source", "contacts"), ("sink", "subscribers")] {
+                conn.execute(
+                    "INSERT INTO dead_letter (pipeline, sink, stream, key, op, data, reason, created_at, stage)
+                     VALUES ('p', 'x', ?1, 'c1', 'upsert', '{}', 'no', 'now', ?2)",
+                    [stream, stage],
+                )
+                .unwrap();
+            }
+        }
+        let conn = open(&path).unwrap();
+        let letters = crate::pipeline::dlq::list(&conn, None).unwrap();
+        let origins: Vec<Option<&str>> = letters.iter().map(|l| l.origin.as_deref()).collect();
+        // A source's letter is in the source's stream; a sink's may not be.
+        assert_eq!(origins, [Some("contacts"), None]);
     }
 
     /// A writer on a scratch database whose room can be taken away, as a

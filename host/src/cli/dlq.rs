@@ -538,7 +538,7 @@ impl Replay<'_> {
                 }
             }
             groups.push(batch);
-            mapped.push(letter.id);
+            mapped.push((letter.id, letter.origin.clone()));
         }
         // Per mapped letter: whether a sink asked to retry, and what sinks
         // rejected (or failed).
@@ -574,7 +574,7 @@ impl Replay<'_> {
         }
         let mut done = Vec::new();
         let mut moved = Vec::new();
-        for ((id, retry), rejected) in mapped.into_iter().zip(retry).zip(rejected) {
+        for (((id, origin), retry), rejected) in mapped.into_iter().zip(retry).zip(rejected) {
             if retry {
                 counts.retry += 1;
                 continue;
@@ -585,7 +585,13 @@ impl Replay<'_> {
                 counts.rejected += 1;
             }
             done.push(id);
-            moved.extend(rejected);
+            // A sink's letter of what the record became, a version of the
+            // same source record.
+            moved.extend(
+                rejected
+                    .into_iter()
+                    .map(|(sink, record, reason)| (sink, record, origin.clone(), reason)),
+            );
         }
         counts.rejected += failed.len();
         let pipeline = name.to_string();
@@ -598,8 +604,17 @@ impl Replay<'_> {
                     let record = [(stream.as_str(), key.as_str())];
                     dlq::supersede(conn, &pipeline, (sink, Stage::Sink), record)?;
                 }
-                for (sink, record, reason) in &moved {
-                    dlq::insert(conn, &pipeline, (sink, Stage::Sink), record, reason, None)?;
+                for (sink, record, origin, reason) in &moved {
+                    let origin = origin.as_deref();
+                    dlq::insert(
+                        conn,
+                        &pipeline,
+                        (sink, Stage::Sink),
+                        record,
+                        origin,
+                        reason,
+                        None,
+                    )?;
                 }
                 for (id, reason) in failed {
                     dlq::rejected_again(conn, id, &reason)?;

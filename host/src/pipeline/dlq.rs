@@ -6,7 +6,13 @@
 //! stage that sets a record aside again replaces its letter ([`insert`]),
 //! and one that takes a newer version of it forgets the letter
 //! ([`supersede`]): the queue holds at most one letter per record and
-//! stage, never one older than what that stage last took.
+//! stage, never one older than what that stage last took. Across stages,
+//! a letter names the source record it is a version of (its `origin`:
+//! the stream the source answered it in, and its key, which a record keeps
+//! through every transform): once a newer version of that record has come
+//! through the pipeline, whatever happened to it (taken, set aside at
+//! another stage, dropped by a transform), the older letters of every
+//! stage are forgotten ([`forget_older`]).
 
 use std::collections::HashMap;
 
@@ -58,6 +64,10 @@ pub struct DeadLetter {
     pub stream: String,
     /// The record's key.
     pub key: String,
+    /// The source's stream of the record this letter is a version of
+    /// ([`Origins`]); none when not known (set aside before causeway
+    /// recorded it, or the page held its key in several streams).
+    pub origin: Option<String>,
     /// `upsert` or `delete`.
     pub op: String,
     /// The record's data (JSON text).
@@ -103,7 +113,8 @@ pub fn broken_by_source(plugin: &str, problems: &[crate::contract::RecordProblem
 }
 
 /// Adds a record `plugin`, a stage of kind `stage`, set aside (inside the
-/// caller's transaction). It replaces the letter that stage set aside
+/// caller's transaction), a version of the source's record `origin`'s
+/// stream and its key. It replaces the letter that stage set aside
 /// before for the same record (stream and key), if any, and goes on
 /// counting its attempts: whether it replaced one.
 pub fn insert(
@@ -111,6 +122,7 @@ pub fn insert(
     pipeline: &str,
     (plugin, stage): (&str, Stage),
     record: &Record,
+    origin: Option<&str>,
     reason: &str,
     run_id: Option<i64>,
 ) -> rusqlite::Result<bool> {
@@ -128,8 +140,8 @@ pub fn insert(
         .into_iter()
         .max();
     conn.prepare_cached(
-        "INSERT INTO dead_letter (pipeline, sink, stream, key, op, data, source_timestamp, reason, run_id, created_at, stage, attempts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO dead_letter (pipeline, sink, stream, key, op, data, source_timestamp, reason, run_id, created_at, stage, attempts, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         pipeline,
@@ -147,6 +159,7 @@ pub fn insert(
         crate::audit::now(),
         stage.as_str(),
         before.unwrap_or(0).saturating_add(1),
+        origin,
     ])?;
     Ok(before.is_some())
 }
@@ -171,19 +184,105 @@ pub fn supersede<'a>(
     Ok(forgotten)
 }
 
+/// Forgets the letters of `pipeline` older than its letter `newest` (an
+/// id: those set aside after it are kept) that are versions of the source's
+/// `records` (origin streams and keys), inside the caller's transaction: a
+/// newer version of each has come through the pipeline since. How many.
+pub fn forget_older<'a>(
+    conn: &Connection,
+    pipeline: &str,
+    records: impl IntoIterator<Item = (&'a str, &'a str)>,
+    newest: i64,
+) -> rusqlite::Result<usize> {
+    let mut statement = conn.prepare_cached(
+        "DELETE FROM dead_letter
+         WHERE pipeline = ?1 AND key = ?2 AND origin = ?3 AND id <= ?4",
+    )?;
+    let mut forgotten = 0;
+    for (origin, key) in records {
+        forgotten += statement.execute(params![pipeline, key, origin, newest])?;
+    }
+    Ok(forgotten)
+}
+
+/// The id of the newest letter there is (0: none ever): what a commit sets
+/// aside comes after it (ids only grow).
+pub fn newest(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT MAX(id) FROM dead_letter")?
+        .query_row([], |row| row.get::<_, Option<i64>>(0))
+        .map(|id| id.unwrap_or(0))
+}
+
+/// The source's stream each key of a page came in. A record keeps its key
+/// through the transforms (each answers only keys it was given), so what
+/// any stage sets aside is a version of the source record of its key,
+/// unless the page held that key in several streams.
+#[derive(Debug)]
+pub enum Origins {
+    /// Every record in one stream (a page read: the usual case), so
+    /// nothing is kept by key.
+    One(String),
+    /// Records of several streams (webhook deliveries of contacts and
+    /// deals): each key's stream; none for a key in several.
+    Several(HashMap<String, Option<String>>),
+}
+
+impl Origins {
+    /// The origins of the records a source answered.
+    pub fn of(records: &[Record]) -> Origins {
+        if let Some(first) = records.first()
+            && records.iter().all(|r| r.stream == first.stream)
+        {
+            return Origins::One(first.stream.clone());
+        }
+        let mut origins: HashMap<String, Option<String>> = HashMap::with_capacity(records.len());
+        for r in records {
+            match origins.get_mut(r.key.as_str()) {
+                None => {
+                    origins.insert(r.key.clone(), Some(r.stream.clone()));
+                }
+                Some(origin) => {
+                    if origin.as_deref() != Some(r.stream.as_str()) {
+                        *origin = None;
+                    }
+                }
+            }
+        }
+        Origins::Several(origins)
+    }
+
+    /// The source's stream of the record `key` (one of the page's keys)
+    /// is a version of, if it is known.
+    pub fn of_key(&self, key: &str) -> Option<&str> {
+        match self {
+            Origins::One(stream) => Some(stream),
+            Origins::Several(origins) => origins.get(key).and_then(Option::as_deref),
+        }
+    }
+}
+
 /// Past this many letters a page's records are looked up in the database
 /// rather than among the letters read when it starts.
 const FEW: usize = 1000;
 
+/// Where one letter was set aside, as [`Queued`] holds it.
+#[derive(Debug)]
+pub struct Lettered {
+    plugin: String,
+    stage: Stage,
+    stream: String,
+    origin: Option<String>,
+}
+
 /// A pipeline's dead letters as a page starts: which of its records may
-/// supersede one ([`supersede`]).
+/// supersede one ([`supersede`], [`forget_older`]).
 #[derive(Debug, Default)]
 pub enum Queued {
     /// None: nothing to look up (the usual case).
     #[default]
     None,
-    /// A few, by key: each letter's stage plugin, stage kind and stream.
-    Few(HashMap<String, Vec<(String, Stage, String)>>),
+    /// A few, by key.
+    Few(HashMap<String, Vec<Lettered>>),
     /// More than a few: every record is looked up.
     Many,
 }
@@ -196,7 +295,7 @@ impl Queued {
             Queued::None => false,
             Queued::Few(letters) => letters.get(r.key.as_str()).is_some_and(|at| {
                 at.iter()
-                    .any(|(p, s, stream)| p == plugin && *s == stage && *stream == r.stream)
+                    .any(|l| l.plugin == plugin && l.stage == stage && l.stream == r.stream)
             }),
             Queued::Many => true,
         };
@@ -206,26 +305,50 @@ impl Queued {
             .map(|r| (r.stream.clone(), r.key.clone()))
             .collect()
     }
+
+    /// The source's `records` (of `origins`) that may have letters of
+    /// older versions, at any stage ([`forget_older`]): origin streams and
+    /// keys, each once.
+    pub fn older_versions(&self, records: &[Record], origins: &Origins) -> Vec<(String, String)> {
+        let lettered = |key: &str, origin: &str| match self {
+            Queued::None => false,
+            Queued::Few(letters) => letters
+                .get(key)
+                .is_some_and(|at| at.iter().any(|l| l.origin.as_deref() == Some(origin))),
+            Queued::Many => true,
+        };
+        if matches!(self, Queued::None) {
+            return Vec::new();
+        }
+        let mut seen = std::collections::HashSet::new();
+        records
+            .iter()
+            .filter_map(|r| Some((r.key.as_str(), origins.of_key(&r.key)?)))
+            .filter(|&(key, origin)| lettered(key, origin) && seen.insert((key, origin)))
+            .map(|(key, origin)| (origin.to_string(), key.to_string()))
+            .collect()
+    }
 }
 
 /// `pipeline`'s letters, as [`Queued`].
 pub fn queued(conn: &Connection, pipeline: &str) -> rusqlite::Result<Queued> {
     let mut statement = conn.prepare_cached(
-        "SELECT key, sink, stage, stream FROM dead_letter WHERE pipeline = ?1 LIMIT ?2",
+        "SELECT key, sink, stage, stream, origin FROM dead_letter WHERE pipeline = ?1 LIMIT ?2",
     )?;
     let mut rows = statement.query(params![pipeline, FEW as i64 + 1])?;
-    let mut letters: HashMap<String, Vec<(String, Stage, String)>> = HashMap::new();
+    let mut letters: HashMap<String, Vec<Lettered>> = HashMap::new();
     let mut count = 0;
     while let Some(row) = rows.next()? {
         count += 1;
         if count > FEW {
             return Ok(Queued::Many);
         }
-        let stage = stage_of(row.get_ref(2)?.as_str()?);
-        letters
-            .entry(row.get(0)?)
-            .or_default()
-            .push((row.get(1)?, stage, row.get(3)?));
+        letters.entry(row.get(0)?).or_default().push(Lettered {
+            plugin: row.get(1)?,
+            stage: stage_of(row.get_ref(2)?.as_str()?),
+            stream: row.get(3)?,
+            origin: row.get(4)?,
+        });
     }
     Ok(if letters.is_empty() {
         Queued::None
@@ -290,7 +413,7 @@ pub fn newest_only<T>(repeated: &[Record], aside: Vec<(Record, T)>) -> Vec<(Reco
 /// The dead letters, oldest first; of one pipeline, or all.
 pub fn list(conn: &Connection, pipeline: Option<&str>) -> rusqlite::Result<Vec<DeadLetter>> {
     let mut stmt = conn.prepare(
-        "SELECT id, pipeline, sink, stream, key, op, data, source_timestamp, reason, run_id, created_at, attempts, stage
+        "SELECT id, pipeline, sink, stream, key, op, data, source_timestamp, reason, run_id, created_at, attempts, stage, origin
          FROM dead_letter WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map(params![pipeline], |row| {
@@ -308,6 +431,7 @@ pub fn list(conn: &Connection, pipeline: Option<&str>) -> rusqlite::Result<Vec<D
             created_at: row.get(10)?,
             attempts: row.get(11)?,
             stage: stage_of(row.get_ref(12)?.as_str()?),
+            origin: row.get(13)?,
         })
     })?;
     rows.collect()
@@ -407,6 +531,7 @@ mod tests {
             pipeline,
             stage,
             &record(stream, key, data),
+            Some(stream),
             "no",
             None,
         )
@@ -517,6 +642,119 @@ mod tests {
         let queued = super::queued(&conn, "p").unwrap();
         assert!(matches!(queued, Queued::Many), "{queued:?}");
         assert_eq!(queued.of(map, &page[..1]), keys(&[("contacts", "c1")]));
+    }
+
+    #[test]
+    fn a_newer_version_forgets_the_older_letters_of_its_record_at_every_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let (mailer, map) = (("mailer", Stage::Sink), ("mapper", Stage::Transform));
+        // c1's letters at two stages, one in another stream than its
+        // source's (what the transform made of it); c2's; c1 of another
+        // source stream; c1 of another pipeline; and one of unknown origin.
+        put(&conn, "p", map, ["contacts", "c1", "v1"]);
+        insert(
+            &conn,
+            "p",
+            mailer,
+            &record("subscribers", "c1", "v1"),
+            Some("contacts"),
+            "no",
+            None,
+        )
+        .unwrap();
+        put(&conn, "p", mailer, ["contacts", "c2", "v1"]);
+        put(&conn, "p", mailer, ["people", "c1", "v1"]);
+        put(&conn, "q", mailer, ["contacts", "c1", "v1"]);
+        insert(
+            &conn,
+            "p",
+            ("cal", Stage::Sink),
+            &record("events", "c1", "v1"),
+            None,
+            "no",
+            None,
+        )
+        .unwrap();
+
+        // A page with c1 of contacts, and c3 in two streams (unknown).
+        let page = [
+            record("contacts", "c1", "v2"),
+            record("contacts", "c3", "v2"),
+            record("people", "c3", "v2"),
+        ];
+        let origins = Origins::of(&page);
+        assert_eq!(origins.of_key("c1"), Some("contacts"));
+        assert_eq!(origins.of_key("c3"), None);
+        assert_eq!(origins.of_key("c9"), None);
+        let pairs = |v: Vec<(String, String)>| -> Vec<String> {
+            let mut v: Vec<String> = v.into_iter().map(|(o, k)| format!("{o}/{k}")).collect();
+            v.sort();
+            v
+        };
+        let queued = queued(&conn, "p").unwrap();
+        assert_eq!(
+            pairs(queued.older_versions(&page, &origins)),
+            ["contacts/c1"]
+        );
+        assert!(Queued::None.older_versions(&page, &origins).is_empty());
+        assert_eq!(
+            pairs(Queued::Many.older_versions(&page, &origins)),
+            ["contacts/c1"]
+        );
+        // A page of one stream (the usual case) keeps nothing by key.
+        let read = [
+            record("contacts", "c1", "v2"),
+            record("contacts", "c1", "v3"),
+        ];
+        let one = Origins::of(&read);
+        assert!(matches!(one, Origins::One(_)), "{one:?}");
+        assert_eq!(one.of_key("c1"), Some("contacts"));
+        assert_eq!(pairs(queued.older_versions(&read, &one)), ["contacts/c1"]);
+        assert!(matches!(Origins::of(&[]), Origins::Several(_)));
+
+        // This page sets c1 aside again at the mailer: that letter stays.
+        let newest = newest(&conn).unwrap();
+        insert(
+            &conn,
+            "p",
+            mailer,
+            &record("subscribers", "c1", "v2"),
+            Some("contacts"),
+            "no",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            forget_older(&conn, "p", [("contacts", "c1")], newest).unwrap(),
+            1
+        );
+        let left: Vec<String> = list(&conn, None)
+            .unwrap()
+            .into_iter()
+            .map(|l| {
+                format!(
+                    "{}:{}/{}={}@{}",
+                    l.pipeline, l.stream, l.key, l.data, l.sink
+                )
+            })
+            .collect();
+        assert_eq!(
+            left,
+            [
+                "p:contacts/c2=v1@mailer",
+                "p:people/c1=v1@mailer",
+                "q:contacts/c1=v1@mailer",
+                "p:events/c1=v1@cal",
+                "p:subscribers/c1=v2@mailer",
+            ]
+        );
+        let kept = list(&conn, Some("p")).unwrap();
+        let last = kept.last().unwrap();
+        assert_eq!(
+            (last.origin.as_deref(), last.attempts),
+            (Some("contacts"), 2)
+        );
     }
 
     #[test]

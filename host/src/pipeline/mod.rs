@@ -859,7 +859,16 @@ mod tests {
                 data: "{}".into(),
                 source_timestamp: None,
             };
-            dlq::insert(&conn, "p", ("sink", dlq::Stage::Sink), &record, "no", None).unwrap();
+            dlq::insert(
+                &conn,
+                "p",
+                ("sink", dlq::Stage::Sink),
+                &record,
+                None,
+                "no",
+                None,
+            )
+            .unwrap();
         }
         for key in ["a", "b", "c"] {
             conn.execute(

@@ -182,6 +182,12 @@ struct Delivered {
     /// What each stage took of the records it had dead letters of: those
     /// letters are superseded ([`dlq::supersede`]).
     took: Vec<Took>,
+    /// The source's records of the page, by key: what each letter set
+    /// aside is a version of.
+    origins: dlq::Origins,
+    /// Those of them that may have letters of older versions, at any
+    /// stage: forgotten ([`dlq::forget_older`]).
+    older: Vec<(String, String)>,
     counts: PageCounts,
 }
 
@@ -785,6 +791,8 @@ impl Runner {
             ..PageCounts::default()
         };
         let source = &pipeline.source.plugin;
+        let origins = dlq::Origins::of(&records);
+        let older = letters.older_versions(&records, &origins);
         let (valid, mut dead) = self.against_the_contract(source, records);
         records = valid;
         let mut took = Vec::new();
@@ -855,7 +863,13 @@ impl Runner {
         counts.written = records.len().saturating_sub(rejected_by_sinks.len());
         rejected_keys.extend(rejected_by_sinks);
         counts.rejected = rejected_keys.len();
-        Ok(Delivered { dead, took, counts })
+        Ok(Delivered {
+            dead,
+            took,
+            origins,
+            older,
+            counts,
+        })
     }
 
     /// The records of `records` that keep the contract, and those the
@@ -1247,7 +1261,13 @@ impl Runner {
     ) -> Result<(), RunEnd> {
         let name = self.name.clone();
         let stream = pipeline.source.stream.clone();
-        let Delivered { dead, took, counts } = delivered;
+        let Delivered {
+            dead,
+            took,
+            origins,
+            older,
+            counts,
+        } = delivered;
         let counted = (counts.read, counts.written, counts.rejected);
         // Letters superseded and replaced, told once the page commits.
         let tally: Arc<[AtomicUsize; 2]> = Arc::default();
@@ -1258,13 +1278,14 @@ impl Runner {
         let bookkeeping = move |conn: &rusqlite::Connection| -> Result<(), String> {
             saving.save(conn, &name).map_err(|e| e.to_string())?;
             // Older letters first: a letter this page sets aside replaces
-            // its record's older one itself.
+            // its record's older one at that stage itself.
             let mut superseded = 0;
             for t in &took {
                 let records = t.records.iter().map(|(s, k)| (s.as_str(), k.as_str()));
                 superseded += dlq::supersede(conn, &name, (&t.plugin, t.stage), records)
                     .map_err(|e| e.to_string())?;
             }
+            let newest = dlq::newest(conn).map_err(|e| e.to_string())?;
             let mut replaced = 0;
             for d in &dead {
                 replaced += usize::from(
@@ -1273,12 +1294,18 @@ impl Runner {
                         &name,
                         (&d.plugin, d.stage),
                         &d.record,
+                        origins.of_key(&d.record.key),
                         &d.reason,
                         Some(run_id),
                     )
                     .map_err(|e| e.to_string())?,
                 );
             }
+            // Then those of other stages: what this page did with each
+            // record, at whichever stage, is newer.
+            let older = older.iter().map(|(o, k)| (o.as_str(), k.as_str()));
+            superseded +=
+                dlq::forget_older(conn, &name, older, newest).map_err(|e| e.to_string())?;
             tally[0].store(superseded, Ordering::Relaxed);
             tally[1].store(replaced, Ordering::Relaxed);
             history::count(conn, run_id, counts.read, counts.written, counts.rejected)
@@ -1317,7 +1344,7 @@ impl Runner {
         if superseded > 0 {
             tracing::info!(
                 pipeline = %self.name,
-                "{superseded} dead letters forgotten: the stage that set each aside has taken a newer version of its record since"
+                "{superseded} dead letters forgotten: a newer version of each one's record has come through the pipeline since"
             );
         }
         if replaced > 0 {
