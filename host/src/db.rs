@@ -179,6 +179,16 @@ const MIGRATIONS: &[&str] = &[
     // stage's cannot tell from what was stored.
     "ALTER TABLE dead_letter ADD COLUMN origin TEXT;
     UPDATE dead_letter SET origin = stream WHERE stage = 'source';",
+    // 13: the newest version of each record a webhook pipeline let through
+    // (pipeline::versions), so a late delivery cannot write an older one.
+    "CREATE TABLE record_version (
+        pipeline         TEXT NOT NULL,
+        stream           TEXT NOT NULL,
+        key              TEXT NOT NULL,
+        source_timestamp INTEGER NOT NULL,
+        updated_at       TEXT NOT NULL,
+        PRIMARY KEY (pipeline, stream, key)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version of a fully migrated database.

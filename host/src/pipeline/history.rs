@@ -101,8 +101,11 @@ pub fn resume(conn: &Connection, pipeline: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Forgets where `pipeline` stands in its source: the next run starts over.
+/// Forgets where `pipeline` stands in its source: the next run starts
+/// over, and takes what it reads as it comes (the versions let through are
+/// forgotten too: [`super::versions`]).
 pub fn reset(conn: &Connection, pipeline: &str) -> rusqlite::Result<usize> {
+    super::versions::forget(conn, pipeline)?;
     conn.execute(
         "DELETE FROM checkpoint WHERE pipeline = ?1",
         params![pipeline],
@@ -245,13 +248,13 @@ pub fn expire_runs(
 }
 
 /// The pipelines with runs, dead letters, webhook deliveries, counts of
-/// records a sink will not take or stages proven on record, configured or
-/// not.
+/// records a sink will not take, stages proven or versions let through on
+/// record, configured or not.
 pub fn pipelines_on_record(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare(
         "SELECT pipeline FROM pipeline_run UNION SELECT pipeline FROM dead_letter
          UNION SELECT pipeline FROM webhook_inbox UNION SELECT pipeline FROM sink_stuck
-         UNION SELECT pipeline FROM stage_proven",
+         UNION SELECT pipeline FROM stage_proven UNION SELECT pipeline FROM record_version",
     )?;
     let names = stmt.query_map([], |row| row.get(0))?;
     names.collect()

@@ -19,6 +19,7 @@ pub mod isolate;
 pub mod retry;
 pub mod runner;
 pub mod stuck;
+pub mod versions;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -268,8 +269,9 @@ const EXPIRE_CHUNK: usize = 10_000;
 
 /// Forgets what is past its pipeline's retention: runs past
 /// `runs-retention` or `runs-keep`; dead letters, processed webhook
-/// deliveries and counts of records a sink would not take past
-/// `dlq-retention` (a pipeline no longer configured: the defaults), in
+/// deliveries, counts of records a sink would not take and versions of
+/// records let through past `dlq-retention` (a pipeline no longer
+/// configured: the defaults), in
 /// transactions of at most [`EXPIRE_CHUNK`] rows. A failure is logged, not
 /// fatal.
 async fn expire(shared: &Shared) {
@@ -301,7 +303,7 @@ async fn expire(shared: &Shared) {
             return;
         }
     };
-    let mut total = [0; 5];
+    let mut total = [0; 6];
     loop {
         let expiries = expiries.clone();
         let result = shared
@@ -323,11 +325,11 @@ async fn expire(shared: &Shared) {
             }
         }
     }
-    if let [runs, letters, deliveries, counts, stages] = total
-        && runs + letters + deliveries + counts + stages > 0
+    if let [runs, letters, deliveries, counts, stages, versions] = total
+        && runs + letters + deliveries + counts + stages + versions > 0
     {
         tracing::info!(
-            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries, {counts} counts of records a sink would not take, {stages} stages proven by pipelines no longer configured"
+            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries, {counts} counts of records a sink would not take, {stages} stages proven by pipelines no longer configured, {versions} versions of records a webhook pipeline let through"
         );
     }
 }
@@ -384,16 +386,16 @@ fn expiries(
 /// One transaction of [`expire`]: at most `chunk` rows forgotten (runs,
 /// dead letters, deliveries, counts of records a sink would not take,
 /// stages proven by a pipeline no longer configured once its runs are
-/// gone), and whether more may be left.
+/// gone, versions of records let through), and whether more may be left.
 fn expire_some(
     conn: &rusqlite::Connection,
     expiries: &[Expiry],
     chunk: usize,
-) -> rusqlite::Result<([usize; 5], bool)> {
-    let mut expired = [0; 5];
+) -> rusqlite::Result<([usize; 6], bool)> {
+    let mut expired = [0; 6];
     let mut room = chunk;
     for e in expiries {
-        let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 5] = [
+        let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 6] = [
             &|room| {
                 history::expire_runs(
                     conn,
@@ -416,6 +418,7 @@ fn expire_some(
                     isolate::expire(conn, &e.pipeline, room)
                 }
             },
+            &|room| versions::expire(conn, &e.pipeline, &e.letters_before, room),
         ];
         for (kind, forget) in forgets.into_iter().enumerate() {
             let forgotten = forget(room)?;
@@ -878,6 +881,21 @@ mod tests {
             )
             .unwrap();
         }
+        versions::remember(
+            &conn,
+            "p",
+            &[versions::Versioned {
+                stream: "contacts".into(),
+                key: "a".into(),
+                at: 1,
+            }],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE record_version SET updated_at = '2020-01-01T00:00:00Z'",
+            [],
+        )
+        .unwrap();
         // A pipeline configured with no retention at all: everything is
         // past it, but its newest run.
         let none = Retention {
@@ -895,16 +913,19 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(chunks, [[6, 4, 0, 0, 0], [0, 10, 0, 0, 0], [0, 4, 0, 3, 0]]);
-        let left: (i64, i64, i64) = conn
+        assert_eq!(
+            chunks,
+            [[6, 4, 0, 0, 0, 0], [0, 10, 0, 0, 0, 0], [0, 4, 0, 3, 0, 1]]
+        );
+        let left: (i64, i64, i64, i64) = conn
             .query_row(
                 "SELECT (SELECT COUNT(*) FROM pipeline_run), (SELECT COUNT(*) FROM dead_letter),
-                     (SELECT COUNT(*) FROM sink_stuck)",
+                     (SELECT COUNT(*) FROM sink_stuck), (SELECT COUNT(*) FROM record_version)",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .unwrap();
-        assert_eq!(left, (1, 0, 0));
+        assert_eq!(left, (1, 0, 0, 0));
     }
 
     #[test]
@@ -942,7 +963,7 @@ mod tests {
         let retention = BTreeMap::from([("kept".to_string(), short)]);
         let expiries = expiries(&conn, &retention).unwrap();
         let (expired, more) = expire_some(&conn, &expiries, 100).unwrap();
-        assert_eq!((expired, more), ([1, 0, 0, 0, 2], false));
+        assert_eq!((expired, more), ([1, 0, 0, 0, 2, 0], false));
         // Configured, it keeps its last run and its stages; removed, its
         // stages go with its last run, and not before.
         assert_eq!(

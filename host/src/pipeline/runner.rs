@@ -21,7 +21,7 @@ use crate::secrets::Secrets;
 use super::config::{PipelineConfig, RetryConfig};
 use super::retry::{GaveUp, backoff, jitter, pause, retry, retry_spending_waits};
 use super::stuck::{Counted, SET_ASIDE_AFTER, Stuck};
-use super::{dlq, history, isolate};
+use super::{dlq, history, isolate, versions};
 use crate::operation::FailureKind;
 use crate::sandbox::{CallContext, CallError};
 use crate::webhook::inbox;
@@ -188,6 +188,9 @@ struct Delivered {
     /// Those of them that may have letters of older versions, at any
     /// stage: forgotten ([`dlq::forget_older`]).
     older: Vec<(String, String)>,
+    /// The versions let through, when the pipeline keeps them
+    /// ([`versions`]).
+    versions: Vec<versions::Versioned>,
     counts: PageCounts,
 }
 
@@ -791,6 +794,8 @@ impl Runner {
             ..PageCounts::default()
         };
         let source = &pipeline.source.plugin;
+        let (through, versions) = self.skip_older(pipeline, records).await?;
+        records = through;
         let origins = dlq::Origins::of(&records);
         let older = letters.older_versions(&records, &origins);
         let (valid, mut dead) = self.against_the_contract(source, records);
@@ -868,8 +873,46 @@ impl Runner {
             took,
             origins,
             older,
+            versions,
             counts,
         })
+    }
+
+    /// The records of `records` to let through: in a pipeline with a
+    /// webhook trigger, those older (by the source's timestamp) than a
+    /// version of them let through before are skipped and logged
+    /// ([`versions`]). With the versions to remember.
+    async fn skip_older(
+        &self,
+        pipeline: &PipelineConfig,
+        records: Vec<Record>,
+    ) -> Result<(Vec<Record>, Vec<versions::Versioned>), RunEnd> {
+        let timestamped = versions::timestamped(&records);
+        if pipeline.webhook.is_none() || timestamped.is_empty() {
+            return Ok((records, Vec::new()));
+        }
+        let name = self.name.clone();
+        let mut known = self
+            .db
+            .transact(move |conn| Ok::<_, DbError>(versions::known(conn, &name, timestamped)?))
+            .await
+            .map_err(|e| {
+                RunEnd::Exhausted(format!(
+                    "pipeline {}: cannot read the versions of records let through: {e}",
+                    self.name
+                ))
+            })?;
+        let (through, older) = known.skip_older(records);
+        if !older.is_empty() {
+            tracing::info!(
+                pipeline = %self.name,
+                "{} records skipped, each older than a version of it already let through (a late webhook delivery, or a read of a lagging source): {}",
+                older.len(),
+                some_keys(&older)
+            );
+        }
+        let versions = versions::Versioned::of(&through);
+        Ok((through, versions))
     }
 
     /// The records of `records` that keep the contract, and those the
@@ -1266,6 +1309,7 @@ impl Runner {
             took,
             origins,
             older,
+            versions,
             counts,
         } = delivered;
         let counted = (counts.read, counts.written, counts.rejected);
@@ -1277,6 +1321,7 @@ impl Runner {
         let saving = proven.clone();
         let bookkeeping = move |conn: &rusqlite::Connection| -> Result<(), String> {
             saving.save(conn, &name).map_err(|e| e.to_string())?;
+            versions::remember(conn, &name, &versions).map_err(|e| e.to_string())?;
             // Older letters first: a letter this page sets aside replaces
             // its record's older one at that stage itself.
             let mut superseded = 0;
