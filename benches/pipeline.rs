@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use causeway::fakes::{self, FakeCrm, FakeMailer};
 use causeway::pipeline::runner::{RunEnd, Runner, Stop};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Map, json};
 
 const CONTACTS: usize = 20_000;
@@ -177,5 +177,53 @@ fn contract_check(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, contract_check);
+/// What a webhook pipeline's memory of versions costs a page of 1000
+/// contacts each newer than the version seen before (`pipeline::versions`:
+/// each record looked up, compared, and its version written), in a
+/// transaction rolled back so every iteration finds the same rows.
+fn versions(c: &mut Criterion) {
+    use causeway::pipeline::versions;
+    let page: Vec<causeway::bindings::Record> = (0..PAGE)
+        .map(|i| causeway::bindings::Record {
+            stream: "contacts".into(),
+            key: format!("c{i:06}"),
+            op: causeway::bindings::Op::Upsert,
+            data: "{}".into(),
+            source_timestamp: Some(1_700_000_000_000 + i64::from(i)),
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let conn = causeway::db::open(&dir.path().join("causeway.db")).expect("the database");
+    // Each contact seen before, at an older version: every record is looked
+    // up and written (a page of versions seen already writes nothing).
+    let before: Vec<versions::Versioned> = versions::Versioned::of(&page)
+        .into_iter()
+        .map(|v| versions::Versioned { at: v.at - 1, ..v })
+        .collect();
+    versions::remember(&conn, "contacts", &before).expect("remember");
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(u64::from(PAGE)));
+    group.bench_function(
+        "a webhook pipeline's versions of a page of 1000 contacts",
+        |b| {
+            // The page is the runner's to move: its copy is not measured.
+            b.iter_batched(
+                || page.clone(),
+                |page| {
+                    let tx = conn.unchecked_transaction().expect("a transaction");
+                    let mut known = versions::known(&tx, "contacts", versions::timestamped(&page))
+                        .expect("known");
+                    let (through, _) = known.skip_older(page);
+                    versions::remember(&tx, "contacts", &known.newer()).expect("remember");
+                    tx.rollback().expect("rollback");
+                    through.len()
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, contract_check, versions);
 criterion_main!(benches);

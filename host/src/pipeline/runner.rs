@@ -911,8 +911,7 @@ impl Runner {
                 some_keys(&older)
             );
         }
-        let versions = versions::Versioned::of(&through);
-        Ok((through, versions))
+        Ok((through, known.newer()))
     }
 
     /// The records of `records` that keep the contract, and those the

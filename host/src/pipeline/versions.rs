@@ -20,9 +20,12 @@ use rusqlite::{Connection, params};
 use crate::bindings::Record;
 
 /// The versions a pipeline let through of a page's records, by stream and
-/// key: those with a timestamp only.
+/// key (those with a timestamp only), and those newer it lets through now.
 #[derive(Debug, Default)]
-pub struct Known(HashMap<(String, String), i64>);
+pub struct Known {
+    newest: HashMap<(String, String), i64>,
+    newer: Vec<Versioned>,
+}
 
 /// The streams and keys of those of `records` that carry a timestamp, to
 /// look up ([`known`]).
@@ -53,7 +56,10 @@ pub fn known(
             known.insert((stream, key), at);
         }
     }
-    Ok(Known(known))
+    Ok(Known {
+        newest: known,
+        newer: Vec::new(),
+    })
 }
 
 impl Known {
@@ -70,21 +76,34 @@ impl Known {
                 continue;
             };
             let id = (record.stream.clone(), record.key.clone());
-            match self.0.get(&id) {
+            match self.newest.get(&id) {
                 Some(&newest) if at < newest => older.push(record),
+                // The same version again (a poll reading what a webhook
+                // pushed): nothing new to remember.
+                Some(&newest) if at == newest => through.push(record),
                 _ => {
-                    self.0.insert(id, at);
+                    self.newer.push(Versioned {
+                        stream: id.0.clone(),
+                        key: id.1.clone(),
+                        at,
+                    });
+                    self.newest.insert(id, at);
                     through.push(record);
                 }
             }
         }
         (through, older)
     }
+
+    /// The versions let through that are newer than those on record: to
+    /// [`remember`].
+    pub fn newer(self) -> Vec<Versioned> {
+        self.newer
+    }
 }
 
-/// Remembers the versions `records` are (those with a timestamp) as let
-/// through by `pipeline`, inside the page's transaction: a version is
-/// never forgotten for an older one.
+/// Remembers `records`' versions as let through by `pipeline`, inside the
+/// page's transaction: a version is never forgotten for an older one.
 pub fn remember(conn: &Connection, pipeline: &str, records: &[Versioned]) -> rusqlite::Result<()> {
     if records.is_empty() {
         return Ok(());
@@ -183,6 +202,7 @@ mod tests {
         let mut known = known(&conn, "p", timestamped(&first)).unwrap();
         let (through, older) = known.skip_older(first.to_vec());
         assert_eq!((data(&through), data(&older)), (vec!["a20", "b5"], vec![]));
+        assert_eq!(known.newer(), Versioned::of(&through));
         remember(&conn, "p", &Versioned::of(&through)).unwrap();
         // Another pipeline knows nothing of them.
         remember(
@@ -210,6 +230,13 @@ mod tests {
         let (through, older) = known.skip_older(late.to_vec());
         assert_eq!(data(&through), ["a20 again", "b6", "c1", "d"]);
         assert_eq!(data(&older), ["a10", "b5 late"]);
+        // The same version of a again is nothing new.
+        let newer: Vec<String> = known
+            .newer()
+            .iter()
+            .map(|v| format!("{}@{}", v.key, v.at))
+            .collect();
+        assert_eq!(newer, ["b@6", "c@1"]);
         remember(&conn, "p", &Versioned::of(&through)).unwrap();
         // An older version never replaces a newer one on record.
         remember(&conn, "p", &Versioned::of(&[record("b", Some(2), "")])).unwrap();
@@ -217,7 +244,7 @@ mod tests {
             let probe = [record(key, Some(0), "")];
             super::known(&conn, pipeline, timestamped(&probe))
                 .unwrap()
-                .0
+                .newest
                 .into_values()
                 .next()
         };
