@@ -445,6 +445,36 @@ fn a_database_from_a_newer_causeway_is_refused() {
     assert!(out.stdout.contains("schema version 999"), "{}", out.stdout);
 }
 
+/// A database an older causeway wrote (before an upgrade's first `run`
+/// migrates it) holds what it recorded: the commands that read it say so,
+/// rather than answer as if nothing had happened, and leave it unmigrated.
+#[test]
+fn a_database_from_an_older_causeway_is_not_read_as_empty() {
+    let scratch = Scratch::new();
+    let data = scratch.path().join("causeway-data");
+    std::fs::create_dir(&data).unwrap();
+    rusqlite::Connection::open(data.join("causeway.db"))
+        .unwrap()
+        .pragma_update(None, "user_version", 1)
+        .unwrap();
+    for command in [&["dlq", "list"][..], &["audit"], &["runs"], &["pipelines"]] {
+        let out = run(scratch.causeway().args(command));
+        assert!(!out.success, "{command:?}: {}", out.stdout);
+        assert!(
+            out.stderr
+                .contains("schema version 1, older than this causeway's")
+                && out.stderr.contains("`causeway run` migrates it"),
+            "{command:?}: {}",
+            out.stderr
+        );
+    }
+    let version: i64 = rusqlite::Connection::open(data.join("causeway.db"))
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+}
+
 /// Every capability call leaves an audit row, allowed or denied, written
 /// through the one writer and flushed before the command exits.
 #[test]

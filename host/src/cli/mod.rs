@@ -155,14 +155,24 @@ fn record(config: &Config, event: crate::audit::AuditEvent) -> anyhow::Result<()
     Ok(())
 }
 
-/// The database for reading, if it exists and has this version's schema
-/// (an older one has recorded nothing this version reads yet).
+/// The database for reading, if it exists. One with an older schema is an
+/// error, not an empty answer: it holds what an older causeway recorded
+/// (a dead letter, an audit row), which this one's queries cannot read
+/// until it is migrated, and a read-only command must not migrate it under
+/// the older host that may be running on it.
 fn read_database(config: &Config) -> anyhow::Result<Option<rusqlite::Connection>> {
-    let Some(conn) = crate::db::open_read_only(&config.database_file())? else {
+    let path = config.database_file();
+    let Some(conn) = crate::db::open_read_only(&path)? else {
         return Ok(None);
     };
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    Ok((version == crate::db::SCHEMA_VERSION).then_some(conn))
+    anyhow::ensure!(
+        version >= crate::db::SCHEMA_VERSION,
+        "cannot read the database {}: it has schema version {version}, older than this causeway's {}; `causeway run` migrates it when it starts (stop the older host first), or read it with the causeway that wrote it",
+        path.display(),
+        crate::db::SCHEMA_VERSION
+    );
+    Ok(Some(conn))
 }
 
 /// The file of the plugin a user named: a path (it ends in `.wasm` or holds a
