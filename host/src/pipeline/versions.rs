@@ -11,7 +11,7 @@
 //! polled source is read in order, and its pages would pay a lookup and a
 //! write per record for nothing. A record without a timestamp always goes
 //! through, and so does one as new as the newest seen (the same version read
-//! again, after a `pipeline reset` or a page read twice).
+//! again: a page read twice, a poll reading what a webhook pushed).
 
 use std::collections::HashMap;
 
