@@ -113,8 +113,8 @@ pub fn broken_by_source(plugin: &str, problems: &[crate::contract::RecordProblem
 }
 
 /// Adds a record `plugin`, a stage of kind `stage`, set aside (inside the
-/// caller's transaction), a version of the source's record `origin`'s
-/// stream and its key. It replaces the letter that stage set aside
+/// caller's transaction); `origin` is the source's stream of the record it
+/// is a version of (none: not known, [`Origins`]). It replaces the letter that stage set aside
 /// before for the same record (stream and key), if any, and goes on
 /// counting its attempts: whether it replaced one.
 pub fn insert(
