@@ -468,6 +468,19 @@ fn a_database_from_an_older_causeway_is_not_read_as_empty() {
             out.stderr
         );
     }
+    // `check` says so, and that the host migrates it: a warning, not a
+    // failure.
+    let out = run(scratch.causeway().arg("check"));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("schema version 1, older than this causeway's")
+            && out
+                .stdout
+                .contains("`causeway run` migrates it when it starts"),
+        "{}",
+        out.stdout
+    );
     let version: i64 = rusqlite::Connection::open(data.join("causeway.db"))
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))

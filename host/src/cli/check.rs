@@ -107,13 +107,30 @@ impl Opts {
 fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> {
     let mut findings = Vec::new();
     let database = host.config.database_file();
-    if let Err(e) = db::open_read_only(&database) {
-        findings.push(Finding {
+    match db::open_read_only(&database) {
+        Err(e) => findings.push(Finding {
             severity: "error",
             file: database.display().to_string(),
             line: None,
             message: e.to_string(),
-        });
+        }),
+        // After an upgrade, before the host's first start: the reading
+        // commands refuse it until then (read_database).
+        Ok(Some(conn)) => {
+            let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+            if version < db::SCHEMA_VERSION {
+                findings.push(Finding {
+                    severity: "warning",
+                    file: database.display().to_string(),
+                    line: None,
+                    message: format!(
+                        "the database has schema version {version}, older than this causeway's {}: `causeway run` migrates it when it starts; until then `dlq list`, `audit`, `runs` and `pipelines` refuse it",
+                        db::SCHEMA_VERSION
+                    ),
+                });
+            }
+        }
+        Ok(None) => {}
     }
     // A token file the host could not read would stop it at start.
     let token = host.config.data_dir.join(crate::server::token::FILE);
