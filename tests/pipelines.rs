@@ -1846,6 +1846,21 @@ fn a_late_webhook_delivery_never_writes_an_older_version_over_a_newer_one() {
     push(4, event_at("contact.updated", "k1", "Ghost", 1_500));
     w.wait_for_subscribers(&[], Duration::from_secs(1));
     assert_eq!(w.dead_letters(), json!([]));
+    // Counted as read and skipped, never as written (the counts move just
+    // after the commit the run history shows).
+    let counted = |m: &Metrics| {
+        ["read", "written", "skipped"].map(|stage| {
+            m.value(
+                "causeway_pipeline_records_total",
+                &[("pipeline", "contacts-to-mailer"), ("stage", stage)],
+            )
+        })
+    };
+    let m = wait_until("the records counted", Duration::from_secs(10), || {
+        let m = Metrics::scrape(&host);
+        (counted(&m)[0] == Some(4.0)).then_some(m)
+    });
+    assert_eq!(counted(&m), [Some(4.0), Some(2.0), Some(2.0)], "{}", m.page);
 
     // After a reset the source is taken as it comes.
     w.lever("pause");

@@ -242,7 +242,7 @@ pub const RUN_OUTCOMES: [&str; 5] = ["ok", "failed", "stopped", "interrupted", "
 /// What a record can have become in a pipeline, as `stage` labels: read
 /// from the source, acknowledged by every sink, rejected by a sink (a
 /// dead letter).
-pub const RECORD_STAGES: [&str; 3] = ["read", "written", "rejected"];
+pub const RECORD_STAGES: [&str; 4] = ["read", "written", "rejected", "skipped"];
 
 /// How a webhook delivery can be answered, as `outcome` labels.
 pub const DELIVERY_OUTCOMES: [&str; 7] = [
@@ -269,9 +269,10 @@ impl PipelineStats {
         bump(&self.runs, &RUN_OUTCOMES, outcome, 1);
     }
 
-    /// Counts a committed page's or delivery's records.
-    pub fn records(&self, read: usize, written: usize, rejected: usize) {
-        for (i, n) in [read, written, rejected].into_iter().enumerate() {
+    /// Counts a committed page's or delivery's records (in the order of
+    /// [`RECORD_STAGES`]).
+    pub fn records(&self, counts: [usize; RECORD_STAGES.len()]) {
+        for (i, n) in counts.into_iter().enumerate() {
             self.records[i].fetch_add(n as u64, Relaxed);
         }
     }
@@ -548,7 +549,7 @@ fn render_pipelines(
         },
         PipelineCounter {
             name: "causeway_pipeline_records_total",
-            help: "Records since the host started, by stage: read from the source, written (every sink acknowledged), rejected (a dead letter).",
+            help: "Records since the host started, by stage: read from the source, written (every sink acknowledged), rejected (a dead letter), skipped (older than a version of it a webhook pipeline already let through).",
             label: "stage",
             values: &RECORD_STAGES,
             of: |s| &s.records,

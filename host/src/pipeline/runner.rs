@@ -174,6 +174,8 @@ struct PageCounts {
     read: usize,
     written: usize,
     rejected: usize,
+    /// Older than a version let through before ([`versions`]).
+    skipped: usize,
 }
 
 /// What one page or batch of deliveries did.
@@ -795,6 +797,7 @@ impl Runner {
         };
         let source = &pipeline.source.plugin;
         let (through, versions) = self.skip_older(pipeline, records).await?;
+        counts.skipped = counts.read.saturating_sub(through.len());
         records = through;
         let origins = dlq::Origins::of(&records);
         let older = letters.older_versions(&records, &origins);
@@ -1311,7 +1314,7 @@ impl Runner {
             versions,
             counts,
         } = delivered;
-        let counted = (counts.read, counts.written, counts.rejected);
+        let counted = [counts.read, counts.written, counts.rejected, counts.skipped];
         // Letters superseded and replaced, told once the page commits.
         let tally: Arc<[AtomicUsize; 2]> = Arc::default();
         let told = Arc::clone(&tally);
@@ -1383,7 +1386,7 @@ impl Runner {
             ))
         })?;
         // Counted once committed, as the run's history counts them.
-        self.stats.records(counted.0, counted.1, counted.2);
+        self.stats.records(counted);
         let [superseded, replaced] = [0, 1].map(|i| told[i].load(Ordering::Relaxed));
         if superseded > 0 {
             tracing::info!(
