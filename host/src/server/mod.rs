@@ -4,7 +4,7 @@
 //! a public address; the operator API (`/api/...` and `/metrics`) still
 //! answers only clients on this machine (loopback peers: 403 and an audit
 //! row for any other) that send the operator token ([`token`]: 401 and an
-//! audit row without it). Serve [`router`] with [`serve`], which gives
+//! audit row without it). Serve [`router`] with [`serve()`], which gives
 //! handlers the peer and bounds what a slow client can hold.
 //! Refused requests (those, and webhook deliveries that fail verification)
 //! come from outside, so they are audited at a bounded rate ([`Refusals`]):
