@@ -1876,6 +1876,20 @@ fn a_late_webhook_delivery_never_writes_an_older_version_over_a_newer_one() {
         &[("k1".into(), "Back Hook".into())],
         Duration::from_secs(20),
     );
+
+    // A stamp in microseconds (years ahead) is taken as none, with a
+    // warning: it goes through, and does not hold back the versions after.
+    push(
+        6,
+        event_at("contact.updated", "k1", "Far", 1_700_000_000_000_000),
+    );
+    w.wait_for_subscribers(&[("k1".into(), "Far Hook".into())], Duration::from_secs(20));
+    host.wait_for_log("records carry a timestamp more than a day ahead", 10);
+    push(7, event_at("contact.updated", "k1", "Later", 1_300));
+    w.wait_for_subscribers(
+        &[("k1".into(), "Later Hook".into())],
+        Duration::from_secs(20),
+    );
 }
 
 fn webhook_runs_read(w: &World) -> i64 {

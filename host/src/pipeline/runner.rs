@@ -906,6 +906,15 @@ impl Runner {
                 ))
             })?;
         let (through, older) = known.skip_older(records);
+        if !known.ahead().is_empty() {
+            tracing::warn!(
+                pipeline = %self.name,
+                "source {}: {} records carry a timestamp more than a day ahead of this host's clock ({}): taken as having none, so they skip nothing later; the plugin may stamp microseconds or nanoseconds where the contract wants milliseconds",
+                pipeline.source.plugin,
+                known.ahead().len(),
+                some_keys(known.ahead())
+            );
+        }
         if !older.is_empty() {
             tracing::info!(
                 pipeline = %self.name,

@@ -19,12 +19,21 @@ use rusqlite::{Connection, params};
 
 use crate::bindings::Record;
 
+/// How far ahead of the host's clock a source's timestamp is still taken
+/// as one: beyond, it is a plugin's mistake (microseconds for
+/// milliseconds), and trusting it would skip every later version.
+pub const AHEAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The versions a pipeline let through of a page's records, by stream and
 /// key (those with a timestamp only), and those newer it lets through now.
 #[derive(Debug, Default)]
 pub struct Known {
     newest: HashMap<(String, String), i64>,
     newer: Vec<Versioned>,
+    /// Timestamps past this (ms) are taken as none ([`AHEAD`]).
+    trusted_until: i64,
+    /// The records let through whose timestamp was past it.
+    ahead: Vec<Record>,
 }
 
 /// The streams and keys of those of `records` that carry a timestamp, to
@@ -56,9 +65,13 @@ pub fn known(
             known.insert((stream, key), at);
         }
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     Ok(Known {
         newest: known,
-        newer: Vec::new(),
+        trusted_until: i64::try_from((now + AHEAD).as_millis()).unwrap_or(i64::MAX),
+        ..Known::default()
     })
 }
 
@@ -75,6 +88,11 @@ impl Known {
                 through.push(record);
                 continue;
             };
+            if at > self.trusted_until {
+                self.ahead.push(record.clone());
+                through.push(record);
+                continue;
+            }
             let id = (record.stream.clone(), record.key.clone());
             match self.newest.get(&id) {
                 Some(&newest) if at < newest => older.push(record),
@@ -93,6 +111,12 @@ impl Known {
             }
         }
         (through, older)
+    }
+
+    /// The records let through whose timestamp is more than [`AHEAD`] of
+    /// the host's clock, taken as having none.
+    pub fn ahead(&self) -> &[Record] {
+        &self.ahead
     }
 
     /// The versions let through that are newer than those on record: to
@@ -251,6 +275,20 @@ mod tests {
         assert_eq!(on_record("p", "b"), Some(6));
         assert_eq!(on_record("q", "a"), Some(1));
         assert_eq!(on_record("p", "d"), None);
+
+        // A stamp days ahead of the clock (microseconds, say) is taken as
+        // none: let through, never remembered, so it skips nothing later.
+        let far = 1_700_000_000_000_000;
+        let ahead = [record("e", Some(far), "e far"), record("e", Some(5), "e5")];
+        let mut known = super::known(&conn, "p", timestamped(&ahead)).unwrap();
+        let (through, older) = known.skip_older(ahead.to_vec());
+        assert_eq!(
+            (data(&through), data(&older)),
+            (vec!["e far", "e5"], vec![])
+        );
+        assert_eq!(data(known.ahead()), ["e far"]);
+        let newer: Vec<i64> = known.newer().iter().map(|v| v.at).collect();
+        assert_eq!(newer, [5]);
 
         // A reset forgets them; expiry forgets those not let through since.
         assert_eq!(forget(&conn, "q").unwrap(), 1);
