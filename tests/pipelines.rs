@@ -1864,12 +1864,16 @@ fn a_late_webhook_delivery_never_writes_an_older_version_over_a_newer_one() {
 
     // After a reset the source is taken as it comes.
     w.lever("pause");
-    wait_until("the pipeline paused", Duration::from_secs(10), || {
-        let out = run(w
-            .causeway()
-            .args(["pipeline", "reset", "contacts-to-mailer"]));
-        out.success.then_some(())
-    });
+    wait_until(
+        "the reset taken (refused while a run is in progress)",
+        Duration::from_secs(10),
+        || {
+            let out = run(w
+                .causeway()
+                .args(["pipeline", "reset", "contacts-to-mailer"]));
+            out.success.then_some(())
+        },
+    );
     w.lever("resume");
     push(5, event_at("contact.updated", "k1", "Back", 1_200));
     w.wait_for_subscribers(
