@@ -890,8 +890,12 @@ impl Runner {
         pipeline: &PipelineConfig,
         records: Vec<Record>,
     ) -> Result<(Vec<Record>, Vec<versions::Versioned>), RunEnd> {
+        // A polled pipeline's page copies no keys for it.
+        if pipeline.webhook.is_none() {
+            return Ok((records, Vec::new()));
+        }
         let timestamped = versions::timestamped(&records);
-        if pipeline.webhook.is_none() || timestamped.is_empty() {
+        if timestamped.is_empty() {
             return Ok((records, Vec::new()));
         }
         let name = self.name.clone();
@@ -1341,7 +1345,12 @@ impl Runner {
                 superseded += dlq::supersede(conn, &name, (&t.plugin, t.stage), records)
                     .map_err(|e| e.to_string())?;
             }
-            let newest = dlq::newest(conn).map_err(|e| e.to_string())?;
+            // Only asked for when there are older letters to forget.
+            let newest = if older.is_empty() {
+                0
+            } else {
+                dlq::newest(conn).map_err(|e| e.to_string())?
+            };
             let mut replaced = 0;
             for d in &dead {
                 replaced += usize::from(
