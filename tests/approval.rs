@@ -294,6 +294,9 @@ fn the_audit_commands_list_export_and_verify_and_name_the_row_tampered_with() {
     }
     let table = run(scratch.causeway().arg("audit"));
     assert!(table.stdout.starts_with("SEQ"), "{}", table.stdout);
+    // The detail (long for a grants change) ends each line, unpadded.
+    let header = table.stdout.lines().next().unwrap_or_default();
+    assert!(header.ends_with("RUN  DETAIL"), "{header}");
     assert_eq!(table.stdout.lines().count(), rows.len() + 1);
     let denied = audit_json(&scratch, &["--denied"]);
     assert!(denied.iter().all(|r| r["decision"] == "denied"));

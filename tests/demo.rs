@@ -68,6 +68,28 @@ fn demo_moves_every_contact_from_the_crm_to_the_mailer_mapped() {
         .map(|r| r["written"].as_i64().unwrap())
         .sum();
     assert!(written >= 27, "{runs:#?}");
+    // Each record read is accounted for: map-fullname answers one record
+    // for each, or none for a contact without an email (there are some).
+    let count = |r: &serde_json::Value, what: &str| r[what].as_i64().unwrap();
+    for r in runs.as_array().unwrap() {
+        let accounted = ["written", "rejected", "skipped", "dropped"]
+            .iter()
+            .map(|what| count(r, what))
+            .sum::<i64>();
+        assert_eq!(count(r, "read"), accounted, "{r:#}");
+    }
+    let dropped: i64 = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| count(r, "dropped"))
+        .sum();
+    assert!(dropped >= 1, "{runs:#?}");
+    assert!(
+        out.stdout.contains("dropped by map-fullname"),
+        "{}",
+        out.stdout
+    );
     // Both ways: the CRM's webhooks and polling.
     let triggers: Vec<&str> = runs
         .as_array()

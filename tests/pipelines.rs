@@ -365,6 +365,14 @@ fn a_newer_version_set_aside_or_dropped_before_a_letters_stage_forgets_it() {
         Duration::from_secs(20),
         || (w.dead_letters() == json!([])).then_some(()),
     );
+    // Counted as dropped, in the commit that forgot the letter.
+    let runs = w.runs();
+    let dropped = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["dropped"].as_i64().unwrap());
+    assert_eq!(dropped.sum::<i64>(), 1, "{runs:#}");
     assert!(w.replay_all().contains("0 written"));
     w.wait_for_subscribers(&expected, Duration::from_secs(1));
 }
@@ -1861,6 +1869,14 @@ fn a_late_webhook_delivery_never_writes_an_older_version_over_a_newer_one() {
         (counted(&m)[0] == Some(4.0)).then_some(m)
     });
     assert_eq!(counted(&m), [Some(4.0), Some(2.0), Some(2.0)], "{}", m.page);
+    // And in the runs' history, where they add up.
+    let runs = w.runs();
+    let sum = |what: &str| {
+        let runs = runs.as_array().unwrap().iter();
+        runs.map(|r| r[what].as_i64().unwrap()).sum::<i64>()
+    };
+    let history = ["read", "written", "skipped", "dropped", "rejected"].map(sum);
+    assert_eq!(history, [4, 2, 2, 0, 0], "{runs:#}");
 
     // After a reset the source is taken as it comes.
     w.lever("pause");

@@ -189,6 +189,11 @@ const MIGRATIONS: &[&str] = &[
         updated_at       TEXT NOT NULL,
         PRIMARY KEY (pipeline, stream, key)
     ) WITHOUT ROWID;",
+    // 14: what a run read and did not write or set aside: records skipped
+    // as late (pipeline::versions) and dropped by a transform, so a run's
+    // counts add up.
+    "ALTER TABLE pipeline_run ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE pipeline_run ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version of a fully migrated database.

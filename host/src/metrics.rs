@@ -240,9 +240,10 @@ impl CallStats {
 pub const RUN_OUTCOMES: [&str; 5] = ["ok", "failed", "stopped", "interrupted", "paused"];
 
 /// What a record can have become in a pipeline, as `stage` labels: read
-/// from the source, acknowledged by every sink, rejected by a sink (a
-/// dead letter).
-pub const RECORD_STAGES: [&str; 4] = ["read", "written", "rejected", "skipped"];
+/// from the source, acknowledged by every sink, rejected by a stage (a
+/// dead letter), skipped as older than a version let through, dropped by
+/// a transform (`history::Moved`).
+pub const RECORD_STAGES: [&str; 5] = ["read", "written", "rejected", "skipped", "dropped"];
 
 /// How a webhook delivery can be answered, as `outcome` labels.
 pub const DELIVERY_OUTCOMES: [&str; 7] = [

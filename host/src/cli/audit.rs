@@ -116,8 +116,10 @@ impl Opts {
                     e.action.clone(),
                     e.target.clone(),
                     e.decision.name().to_string(),
-                    e.detail.clone(),
                     e.run_id.clone().unwrap_or_else(|| "-".into()),
+                    // Last: a grants change's detail runs long, and a
+                    // column after it would be pushed off the screen.
+                    e.detail.clone(),
                 ]
             })
             .collect();
@@ -130,8 +132,8 @@ impl Opts {
                 "ACTION",
                 "TARGET",
                 "DECISION",
-                "DETAIL",
                 "RUN",
+                "DETAIL",
             ],
             &table,
         ))?;

@@ -192,10 +192,11 @@ impl Opts {
             .filter(|r| r.id > since)
             .collect();
         super::print(&format!(
-            "  {} runs read {} records and wrote {} ({} rejected)\n",
+            "  {} runs read {} records and wrote {} ({} dropped by map-fullname, {} rejected)\n",
             runs.len(),
             runs.iter().map(|r| r.read).sum::<i64>(),
             runs.iter().map(|r| r.written).sum::<i64>(),
+            runs.iter().map(|r| r.dropped).sum::<i64>(),
             runs.iter().map(|r| r.rejected).sum::<i64>(),
         ))?;
         let subscribers = mailer.subscribers(LIST);

@@ -251,6 +251,8 @@ impl RunsOpts {
                     r.read.to_string(),
                     r.written.to_string(),
                     r.rejected.to_string(),
+                    r.skipped.to_string(),
+                    r.dropped.to_string(),
                     r.outcome.clone(),
                 ]
             })
@@ -258,7 +260,7 @@ impl RunsOpts {
         let table = super::table::render(
             &[
                 "RUN", "PIPELINE", "TRIGGER", "STARTED", "DURATION", "READ", "WRITTEN", "REJECTED",
-                "OUTCOME",
+                "SKIPPED", "DROPPED", "OUTCOME",
             ],
             &rows,
         );

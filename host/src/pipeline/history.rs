@@ -40,6 +40,12 @@ pub struct RunRow {
     pub written: i64,
     /// Records a sink rejected (to the dead-letter queue).
     pub rejected: i64,
+    /// Records skipped: older than a version let through before
+    /// (`pipeline::versions`).
+    pub skipped: i64,
+    /// Records a transform dropped: answered nothing for, and did not set
+    /// aside.
+    pub dropped: i64,
     /// `running`, `ok`, `failed`, `stopped`.
     pub outcome: String,
     /// Why it failed or stopped.
@@ -145,30 +151,40 @@ pub fn start_run(conn: &Connection, pipeline: &str, trigger: &str) -> rusqlite::
     Ok(conn.last_insert_rowid())
 }
 
-/// Adds to a run's counts (inside the checkpoint's transaction).
-pub fn count(
-    conn: &Connection,
-    run_id: i64,
-    read: usize,
-    written: usize,
-    rejected: usize,
-) -> rusqlite::Result<()> {
+/// Adds a page's counts to its run's (inside the checkpoint's
+/// transaction).
+pub fn count(conn: &Connection, run_id: i64, page: Moved) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE pipeline_run SET read = read + ?2, written = written + ?3, rejected = rejected + ?4 WHERE id = ?1",
+        "UPDATE pipeline_run SET read = read + ?2, written = written + ?3,
+         rejected = rejected + ?4, skipped = skipped + ?5, dropped = dropped + ?6
+         WHERE id = ?1",
     )?
-    .execute(params![run_id, read as i64, written as i64, rejected as i64])?;
+    .execute(params![
+        run_id,
+        page.read,
+        page.written,
+        page.rejected,
+        page.skipped,
+        page.dropped
+    ])?;
     Ok(())
 }
 
-/// What a run moved: records read, written and rejected.
+/// What a run (or a page of it) moved. A record read is written, rejected,
+/// skipped or dropped; a transform that answers several records for one
+/// writes more than it read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Moved {
     /// Read from the source (or the deliveries).
     pub read: i64,
     /// Acknowledged by every sink.
     pub written: i64,
-    /// Rejected by a sink.
+    /// Set aside by a stage (dead letters).
     pub rejected: i64,
+    /// Older than a version let through before (`pipeline::versions`).
+    pub skipped: i64,
+    /// Answered nothing for by a transform (a filter).
+    pub dropped: i64,
 }
 
 /// Ends a run with `outcome` and, if it did not succeed, why; what it
@@ -181,13 +197,15 @@ pub fn finish_run(
 ) -> rusqlite::Result<Moved> {
     conn.query_row(
         "UPDATE pipeline_run SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1
-         RETURNING read, written, rejected",
+         RETURNING read, written, rejected, skipped, dropped",
         params![run_id, crate::audit::now(), outcome, error],
         |row| {
             Ok(Moved {
                 read: row.get(0)?,
                 written: row.get(1)?,
                 rejected: row.get(2)?,
+                skipped: row.get(3)?,
+                dropped: row.get(4)?,
             })
         },
     )
@@ -281,7 +299,8 @@ pub fn runs(
     limit: usize,
 ) -> rusqlite::Result<Vec<RunRow>> {
     let mut stmt = conn.prepare(
-        "SELECT id, pipeline, trigger, started_at, finished_at, read, written, rejected, outcome, error
+        "SELECT id, pipeline, trigger, started_at, finished_at, read, written, rejected, skipped,
+                dropped, outcome, error
          FROM pipeline_run WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![pipeline, limit as i64], |row| {
@@ -294,8 +313,10 @@ pub fn runs(
             read: row.get(5)?,
             written: row.get(6)?,
             rejected: row.get(7)?,
-            outcome: row.get(8)?,
-            error: row.get(9)?,
+            skipped: row.get(8)?,
+            dropped: row.get(9)?,
+            outcome: row.get(10)?,
+            error: row.get(11)?,
         })
     })?;
     rows.collect()
@@ -329,16 +350,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
         let run = start_run(&conn, "p", "schedule").unwrap();
-        count(&conn, run, 5, 4, 1).unwrap();
-        count(&conn, run, 2, 2, 0).unwrap();
-        let moved = finish_run(&conn, run, "ok", None).unwrap();
-        let expected = Moved {
-            read: 7,
-            written: 6,
-            rejected: 1,
+        let page = |read, written, rejected, skipped, dropped| Moved {
+            read,
+            written,
+            rejected,
+            skipped,
+            dropped,
         };
-        assert_eq!(moved, expected);
-        assert_eq!(runs(&conn, Some("p"), 1).unwrap()[0].outcome, "ok");
+        count(&conn, run, page(9, 4, 1, 1, 3)).unwrap();
+        count(&conn, run, page(2, 2, 0, 0, 0)).unwrap();
+        let moved = finish_run(&conn, run, "ok", None).unwrap();
+        assert_eq!(moved, page(11, 6, 1, 1, 3));
+        let row = &runs(&conn, Some("p"), 1).unwrap()[0];
+        assert_eq!(row.outcome, "ok");
+        let listed = (
+            row.read,
+            row.written,
+            row.rejected,
+            row.skipped,
+            row.dropped,
+        );
+        assert_eq!(listed, (11, 6, 1, 1, 3));
         assert_eq!(
             finish_run(&conn, run + 1, "ok", None).unwrap(),
             Moved::default()

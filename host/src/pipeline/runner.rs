@@ -176,6 +176,37 @@ struct PageCounts {
     rejected: usize,
     /// Older than a version let through before ([`versions`]).
     skipped: usize,
+    /// Given to a transform that answered nothing for them.
+    dropped: usize,
+}
+
+impl PageCounts {
+    /// As the run's history adds them up.
+    fn moved(&self) -> history::Moved {
+        let n = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
+        history::Moved {
+            read: n(self.read),
+            written: n(self.written),
+            rejected: n(self.rejected),
+            skipped: n(self.skipped),
+            dropped: n(self.dropped),
+        }
+    }
+}
+
+/// How many of the records with keys `given` a transform answered
+/// nothing for: neither a record (it may answer several for one) nor a
+/// rejection. A filter drops records so.
+fn answered_nothing(given: &[String], mapped: &[Record], aside: &[(Record, String)]) -> usize {
+    let answered: std::collections::HashSet<&str> = mapped
+        .iter()
+        .chain(aside.iter().map(|(r, _)| r))
+        .map(|r| r.key.as_str())
+        .collect();
+    given
+        .iter()
+        .filter(|k| !answered.contains(k.as_str()))
+        .count()
 }
 
 /// What one page or batch of deliveries did.
@@ -508,15 +539,23 @@ impl Runner {
                 read,
                 written,
                 rejected,
+                skipped,
+                dropped,
             } = moved;
             // A poll that found nothing new, every few seconds, is no news.
             if moved == history::Moved::default() {
                 tracing::debug!(pipeline = %self.name, run = run_id, "run ok: nothing new");
             } else {
+                // The rarer counts only when there are any.
+                let rarer: String = [(skipped, "skipped"), (dropped, "dropped")]
+                    .into_iter()
+                    .filter(|(n, _)| *n > 0)
+                    .map(|(n, what)| format!(", {what} {n}"))
+                    .collect();
                 tracing::info!(
                     pipeline = %self.name,
                     run = run_id,
-                    "run ok: read {read}, written {written}, rejected {rejected}"
+                    "run ok: read {read}, written {written}, rejected {rejected}{rarer}"
                 );
             }
         }
@@ -816,9 +855,11 @@ impl Runner {
             }
             let given = letters.of((&stage.plugin, dlq::Stage::Transform), &records);
             let repeated = dlq::repeated(&records);
+            let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
             let (mapped, aside) = self
                 .transform(pipeline, &stage.plugin, transform, records, stop)
                 .await?;
+            counts.dropped += answered_nothing(&keys, &mapped, &aside);
             let aside = dlq::newest_only(&repeated, aside);
             took.extend(Took::all_but(
                 &stage.plugin,
@@ -1327,7 +1368,14 @@ impl Runner {
             versions,
             counts,
         } = delivered;
-        let counted = [counts.read, counts.written, counts.rejected, counts.skipped];
+        let counted = [
+            counts.read,
+            counts.written,
+            counts.rejected,
+            counts.skipped,
+            counts.dropped,
+        ];
+        let moved = counts.moved();
         // Letters superseded and replaced, told once the page commits.
         let tally: Arc<[AtomicUsize; 2]> = Arc::default();
         let told = Arc::clone(&tally);
@@ -1373,8 +1421,7 @@ impl Runner {
                 dlq::forget_older(conn, &name, older, newest).map_err(|e| e.to_string())?;
             tally[0].store(superseded, Ordering::Relaxed);
             tally[1].store(replaced, Ordering::Relaxed);
-            history::count(conn, run_id, counts.read, counts.written, counts.rejected)
-                .map_err(|e| e.to_string())?;
+            history::count(conn, run_id, moved).map_err(|e| e.to_string())?;
             for &id in &deliveries {
                 inbox::finish(conn, id, None).map_err(|e| e.to_string())?;
             }
