@@ -527,6 +527,19 @@ enum Wake {
     Rescheduled,
 }
 
+impl Wake {
+    /// A delivery that wakes the task when a poll is due (at `next`) too
+    /// is taken as the poll's wake: `select!` draws among ready branches at
+    /// random, and under a steady stream of deliveries the poll could lose
+    /// the draw many times over. The poll takes the deliveries with it.
+    fn or_poll_due(self, next: Option<Instant>, now: Instant) -> Wake {
+        match self {
+            Wake::Inbox if next.is_some_and(|at| at <= now) => Wake::Tick,
+            wake => wake,
+        }
+    }
+}
+
 /// What a pipeline's task remembers between wake-ups.
 struct Driving {
     circuit_until: Option<Instant>,
@@ -604,13 +617,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             () = wakers.rescheduled.notified() => Wake::Rescheduled,
             () = shared.stop.wait() => return,
         };
-        // A delivery that wakes the task when a poll is due too: the poll
-        // is not left to the next wake's draw (under a steady stream of
-        // deliveries, it could lose many).
-        let wake = match wake {
-            Wake::Inbox if next.is_some_and(|at| at <= Instant::now()) => Wake::Tick,
-            wake => wake,
-        };
+        let wake = wake.or_poll_due(next, Instant::now());
         if shared.stop.is_set() {
             return;
         }
@@ -832,6 +839,21 @@ async fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_waking_the_task_when_a_poll_is_due_wakes_it_for_the_poll() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        let earlier = now.checked_sub(Duration::from_millis(1)).unwrap_or(now);
+        assert_eq!(Wake::Inbox.or_poll_due(Some(now), now), Wake::Tick);
+        assert_eq!(Wake::Inbox.or_poll_due(Some(earlier), now), Wake::Tick);
+        assert_eq!(Wake::Inbox.or_poll_due(Some(later), now), Wake::Inbox);
+        // No schedule (a webhook-only pipeline): no poll to be due.
+        assert_eq!(Wake::Inbox.or_poll_due(None, now), Wake::Inbox);
+        for other in [Wake::Tick, Wake::RunNow, Wake::Rescheduled] {
+            assert_eq!(other.or_poll_due(Some(earlier), now), other);
+        }
+    }
 
     #[tokio::test]
     async fn a_task_that_panicked_says_with_what_and_one_that_returned_says_nothing() {
