@@ -745,6 +745,29 @@ fn a_record_a_transform_set_aside_replays_through_the_rest_of_the_pipeline() {
     w.wait_for_subscribers(&expected, Duration::from_secs(5));
 }
 
+/// A transform's letter that the transforms after it drop on replay
+/// (map-fullname: a contact without an email) leaves the queue, and the
+/// replay says it was dropped, not written.
+#[test]
+fn a_transform_letter_dropped_on_replay_is_told_as_dropped_not_written() {
+    let w = picky_world();
+    let expected = create(&w.crm, 3);
+    let emailless = w.crm.create(person("No", "Email", ""));
+    picky_refuses(&w, &[&emailless.id]);
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    assert_eq!(one_dead_letter(&w)["stage"], "transform");
+
+    picky_refuses(&w, &[]);
+    let replayed = w.replay_all();
+    assert!(
+        replayed.contains("0 written, 1 dropped by a transform, 0 rejected again"),
+        "{replayed}"
+    );
+    assert_eq!(w.dead_letters(), json!([]));
+    w.wait_for_subscribers(&expected, Duration::from_secs(1));
+}
+
 /// A transform's letter is forgotten once that transform maps a newer
 /// version of its record: mended at its source, it arrives by itself.
 #[test]

@@ -287,8 +287,13 @@ async fn replay(
         }
     }
     writer.close();
+    // Dropped only when some were: a sink's letters never are.
+    let dropped = match counts.dropped {
+        0 => String::new(),
+        n => format!(", {n} dropped by a transform"),
+    };
     super::print(&format!(
-        "{} written, {} rejected again, {} left for a later replay\n",
+        "{} written{dropped}, {} rejected again, {} left for a later replay\n",
         counts.written, counts.rejected, counts.retry
     ))?;
     for problem in &problems {
@@ -305,6 +310,9 @@ async fn replay(
 #[derive(Debug, Default)]
 struct Counts {
     written: usize,
+    /// Letters a transform answered nothing for: a filter drops them, and
+    /// there is nothing left to write.
+    dropped: usize,
     rejected: usize,
     retry: usize,
 }
@@ -312,6 +320,7 @@ struct Counts {
 impl Counts {
     fn add(&mut self, other: Counts) {
         self.written += other.written;
+        self.dropped += other.dropped;
         self.rejected += other.rejected;
         self.retry += other.retry;
     }
@@ -574,12 +583,15 @@ impl Replay<'_> {
         }
         let mut done = Vec::new();
         let mut moved = Vec::new();
-        for (((id, origin), retry), rejected) in mapped.into_iter().zip(retry).zip(rejected) {
+        let each = mapped.into_iter().zip(&groups).zip(retry).zip(rejected);
+        for ((((id, origin), group), retry), rejected) in each {
             if retry {
                 counts.retry += 1;
                 continue;
             }
-            if rejected.is_empty() {
+            if group.is_empty() {
+                counts.dropped += 1;
+            } else if rejected.is_empty() {
                 counts.written += 1;
             } else {
                 counts.rejected += 1;
