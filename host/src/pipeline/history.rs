@@ -38,7 +38,7 @@ pub struct RunRow {
     pub read: i64,
     /// Records every sink acknowledged.
     pub written: i64,
-    /// Records a sink rejected (to the dead-letter queue).
+    /// Records a stage set aside (to the dead-letter queue).
     pub rejected: i64,
     /// Records skipped: older than a version let through before
     /// (`pipeline::versions`).
