@@ -1413,6 +1413,50 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
     assert_eq!(read, 60);
 }
 
+/// A run stopped by a change made while it ran (its sink's file removed)
+/// is stopped on that change: the task does not take the stop for the
+/// configuration it woke on, try once more at its next tick, and stop
+/// again. Put back, the sink's file is a change worth a try.
+#[test]
+fn a_run_stopped_by_a_change_made_while_it_ran_stops_the_pipeline_once() {
+    let w = world("");
+    let expected = create(&w.crm, 60);
+    // Twenty pages of three, each read slowly: the run is still going
+    // when the file goes.
+    w.crm
+        .faults()
+        .inject(Fault::Slow(Duration::from_millis(300)), 20);
+    let host = w.start();
+    wait_until("the run under way", Duration::from_secs(20), || {
+        (w.runs()[0]["read"].as_i64() >= Some(3)).then_some(())
+    });
+    let sink = w.scratch.plugins().join("mailer-sink.wasm");
+    let kept = std::fs::read(&sink).unwrap();
+    std::fs::remove_file(&sink).unwrap();
+    host.wait_for_log("stopped: ", 20);
+    let stopped = |w: &World| {
+        let runs = w.runs();
+        let runs = runs.as_array().unwrap().iter();
+        runs.filter(|r| r["outcome"] == "stopped").count()
+    };
+    // What must not happen has no event to wait on: the task ticks every
+    // 200 ms, and a second try would come at the first tick, so five
+    // ticks' time shows it (and a slow machine can only hide it, never
+    // fail a host without it).
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(stopped(&w), 1, "{:#}", w.runs());
+    assert_eq!(
+        host.logs().matches("stopped: ").count(),
+        1,
+        "{}",
+        host.logs()
+    );
+
+    std::fs::write(&sink, kept).unwrap();
+    w.wait_for_subscribers(&expected, Duration::from_secs(30));
+    assert_eq!(stopped(&w), 1, "{:#}", w.runs());
+}
+
 #[test]
 fn runs_dead_letters_and_deliveries_past_their_retention_are_forgotten_when_the_host_starts() {
     let w = world_with("every = \"1h\"\nruns-retention = \"1day\"", "");

@@ -600,6 +600,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         stuck,
         proven,
         arrivals: wakers.inbox.clone(),
+        ran_on: Default::default(),
     };
     // At start: deliveries a previous host stored but did not process, and
     // a first pull.
@@ -693,10 +694,11 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             let newer_until =
                 (!poll).then(|| next.unwrap_or_else(|| Instant::now() + DELIVERY_RUN_SPAN));
             let end = run(&runner, runner::WEBHOOK, newer_until, &shared.stop).await;
+            let ran_on = runner.ran_on().unwrap_or_else(|| snapshot.clone());
             if !settle(
                 &shared,
                 &name,
-                &snapshot,
+                &ran_on,
                 config,
                 end,
                 &mut driving,
@@ -719,10 +721,11 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
             if end == RunEnd::Done {
                 driving.reads = None;
             }
+            let ran_on = runner.ran_on().unwrap_or_else(|| snapshot.clone());
             settle(
                 &shared,
                 &name,
-                &snapshot,
+                &ran_on,
                 config,
                 end,
                 &mut driving,

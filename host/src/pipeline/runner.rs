@@ -135,6 +135,9 @@ pub struct Runner {
     /// Told of each webhook delivery accepted for the pipeline: a source
     /// read waiting to be retried handles them meanwhile.
     pub arrivals: Arc<tokio::sync::Notify>,
+    /// The snapshot its last page or batch of deliveries ran on
+    /// ([`Runner::ran_on`]).
+    pub(super) ran_on: Arc<std::sync::Mutex<Option<Arc<Snapshot>>>>,
 }
 
 /// What one run carries from page to page.
@@ -422,7 +425,24 @@ impl Runner {
             stuck,
             proven,
             arrivals: Arc::default(),
+            ran_on: Default::default(),
         }
+    }
+
+    /// The snapshot the last page or batch of deliveries ran on. A run
+    /// that stopped was stopped on it, which may be newer than the one
+    /// its task woke on (the configuration, grants or a plugin changed
+    /// while it ran): only a change after that one is worth another try.
+    pub fn ran_on(&self) -> Option<Arc<Snapshot>> {
+        self.ran_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Notes the snapshot a page or batch runs on ([`Runner::ran_on`]).
+    fn running_on(&self, snapshot: &Arc<Snapshot>) {
+        *self.ran_on.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
     }
 
     /// Runs the pipeline until the source has nothing more, `stop` is set,
@@ -565,6 +585,7 @@ impl Runner {
     /// One page; whether the source has more.
     async fn page(&self, run: &mut ThisRun, stop: &Stop) -> Result<bool, RunEnd> {
         let snapshot = self.live.snapshot();
+        self.running_on(&snapshot);
         let (pipeline, stages) = self.stages(&snapshot)?;
         let (name, stream) = (self.name.clone(), pipeline.source.stream.clone());
         let (previous, paused, waiting, letters) = self
@@ -674,6 +695,7 @@ impl Runner {
     /// between keeping up and falling behind). Whether there may be more.
     async fn deliveries(&self, run: &mut ThisRun, stop: &Stop) -> Result<bool, RunEnd> {
         let snapshot = self.live.snapshot();
+        self.running_on(&snapshot);
         let (pipeline, stages) = self.stages(&snapshot)?;
         let name = self.name.clone();
         let up_to = run.deliveries_up_to;
