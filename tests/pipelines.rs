@@ -373,6 +373,16 @@ fn a_newer_version_set_aside_or_dropped_before_a_letters_stage_forgets_it() {
         .iter()
         .map(|r| r["dropped"].as_i64().unwrap());
     assert_eq!(dropped.sum::<i64>(), 1, "{runs:#}");
+    // And on /metrics, just after that commit.
+    let dropped = |m: &Metrics| {
+        m.value(
+            "causeway_pipeline_records_total",
+            &[("pipeline", "contacts-to-mailer"), ("stage", "dropped")],
+        )
+    };
+    wait_until("the drop counted", Duration::from_secs(10), || {
+        (dropped(&Metrics::scrape(&host)) == Some(1.0)).then_some(())
+    });
     assert!(w.replay_all().contains("0 written"));
     w.wait_for_subscribers(&expected, Duration::from_secs(1));
 }
