@@ -2800,10 +2800,12 @@ fn a_pushed_record_without_a_key_is_set_aside_at_the_source() {
 /// Two versions of a contact pushed before the pipeline takes either: the
 /// older one a transform cannot map, beside the newer one it maps, is no
 /// dead letter (a replay would write it over the newer); the newer one it
-/// cannot map, beside an older one it maps, is.
+/// cannot map, beside an older one it maps, is; of two the mailer refuses,
+/// the newer. Each version refused counts as rejected all the same.
 #[test]
 fn of_two_versions_pushed_together_only_the_newer_is_ever_a_dead_letter() {
     let w = webhook_world("");
+    w.mailer.reject_key("v");
     w.lever("pause");
     let host = start_with_hooks(&w);
     // Each version changed after the one before it, as the CRM stamps them.
@@ -2824,6 +2826,8 @@ fn of_two_versions_pushed_together_only_the_newer_is_ever_a_dead_letter() {
         ("y", event_at("contact.updated", "y", "Yara", 1)),
         ("y", odd("y", 2)),
         ("z", contact_event("z", "Zoe")),
+        ("v", event_at("contact.updated", "v", "Vic", 1)),
+        ("v", event_at("contact.updated", "v", "Vera", 2)),
     ];
     for (i, (_, body)) in deliveries.iter().enumerate() {
         assert_eq!(deliver(&host, &format!("msg_{i}"), body, body).0, 202);
@@ -2833,13 +2837,24 @@ fn of_two_versions_pushed_together_only_the_newer_is_ever_a_dead_letter() {
         .map(|(k, v)| (k.to_string(), v.to_string()));
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
     wait_until("the deliveries done", Duration::from_secs(10), || {
-        (webhook_runs_read(&w) == 5).then_some(())
+        (webhook_runs_read(&w) == 7).then_some(())
     });
     let letters = w.dead_letters();
     let keys = keys_of(&letters);
-    assert_eq!(keys, ["y"], "{letters:#}");
+    assert_eq!(keys, ["y", "v"], "{letters:#}");
     let data: Value = serde_json::from_str(letters[0]["data"].as_str().unwrap()).unwrap();
     assert_eq!(data["firstName"], 42, "{data}");
+    let data: Value = serde_json::from_str(letters[1]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["fullName"], "Vera Hook", "{data}");
+    // x's, y's newer and z's versions written; x's older, y's newer and
+    // both of v's refused: every record read accounted for.
+    let runs = w.runs();
+    let sum = |what: &str| {
+        let runs = runs.as_array().unwrap().iter();
+        runs.map(|r| r[what].as_i64().unwrap()).sum::<i64>()
+    };
+    let counts = ["read", "written", "rejected", "skipped", "dropped"].map(sum);
+    assert_eq!(counts, [7, 3, 4, 0, 0], "{runs:#}");
 }
 
 #[test]

@@ -179,7 +179,8 @@ pub struct Moved {
     pub read: i64,
     /// Acknowledged by every sink.
     pub written: i64,
-    /// Set aside by a stage (dead letters).
+    /// Refused by a stage: dead letters, though of several versions of
+    /// one record in a batch only the newest is kept as one.
     pub rejected: i64,
     /// Older than a version let through before (`pipeline::versions`).
     pub skipped: i64,

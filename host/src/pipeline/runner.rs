@@ -197,6 +197,19 @@ impl PageCounts {
     }
 }
 
+/// Adds to `unwritten` the records of `rejected` (one sink's) that no
+/// sink before refused: a record two sinks refuse is one record not
+/// written. Compared whole, since one batch may hold several versions of
+/// a record.
+fn not_written(unwritten: &mut Vec<Record>, rejected: &[(Record, String)]) {
+    let before = unwritten.len();
+    for (record, _) in rejected {
+        if !unwritten[..before].contains(record) {
+            unwritten.push(record.clone());
+        }
+    }
+}
+
 /// How many of the records with keys `given` a transform answered
 /// nothing for: neither a record (it may answer several for one) nor a
 /// rejection. A filter drops records so.
@@ -864,6 +877,9 @@ impl Runner {
         let older = letters.older_versions(&records, &origins);
         let (valid, mut dead) = self.against_the_contract(source, records);
         records = valid;
+        // Each record a stage refused counts, though of several versions
+        // of one record in the batch only the newest stays a letter.
+        let mut refused = dead.len();
         let mut took = Vec::new();
         took.extend(Took::all_but(
             source,
@@ -882,6 +898,7 @@ impl Runner {
                 .transform(pipeline, &stage.plugin, transform, records, stop)
                 .await?;
             counts.dropped += answered_nothing(&keys, &mapped, &aside);
+            refused += aside.len();
             let aside = dlq::newest_only(&repeated, aside);
             took.extend(Took::all_but(
                 &stage.plugin,
@@ -897,12 +914,8 @@ impl Runner {
                 reason,
             }));
         }
-        // Records a transform set aside count once each, as a sink's do.
-        let mut rejected_keys: std::collections::BTreeSet<(String, String)> = dead
-            .iter()
-            .map(|d| (d.record.stream.clone(), d.record.key.clone()))
-            .collect();
-        let mut rejected_by_sinks = std::collections::BTreeSet::new();
+        // The records some sink refused: not written.
+        let mut unwritten: Vec<Record> = Vec::new();
         for (stage, sink) in pipeline.sinks.iter().zip(&stages.sinks) {
             if records.is_empty() {
                 break;
@@ -910,6 +923,7 @@ impl Runner {
             let rejected = self
                 .write(pipeline, &stage.plugin, sink, &records, stop)
                 .await?;
+            not_written(&mut unwritten, &rejected);
             let rejected = if rejected.is_empty() {
                 rejected
             } else {
@@ -922,7 +936,6 @@ impl Runner {
                 rejected.iter().map(|(r, _)| r),
             ));
             for (record, reason) in rejected {
-                rejected_by_sinks.insert((record.stream.clone(), record.key.clone()));
                 dead.push(SetAside {
                     plugin: stage.plugin.clone(),
                     stage: dlq::Stage::Sink,
@@ -931,9 +944,8 @@ impl Runner {
                 });
             }
         }
-        counts.written = records.len().saturating_sub(rejected_by_sinks.len());
-        rejected_keys.extend(rejected_by_sinks);
-        counts.rejected = rejected_keys.len();
+        counts.written = records.len().saturating_sub(unwritten.len());
+        counts.rejected = refused + unwritten.len();
         Ok(Delivered {
             dead,
             took,
