@@ -550,7 +550,7 @@ fn render_pipelines(
         },
         PipelineCounter {
             name: "causeway_pipeline_records_total",
-            help: "Records since the host started, by stage: read from the source, written (every sink acknowledged), rejected (a dead letter), skipped (older than a version of it a webhook pipeline already let through), dropped (a transform answered nothing for it).",
+            help: "Records since the host started, by stage: read from the source, written (every sink acknowledged), rejected (refused by a stage: a dead letter), skipped (older than a version of it a webhook pipeline already let through), dropped (a transform answered nothing for it).",
             label: "stage",
             values: &RECORD_STAGES,
             of: |s| &s.records,
