@@ -2846,8 +2846,8 @@ fn of_two_versions_pushed_together_only_the_newer_is_ever_a_dead_letter() {
     assert_eq!(data["firstName"], 42, "{data}");
     let data: Value = serde_json::from_str(letters[1]["data"].as_str().unwrap()).unwrap();
     assert_eq!(data["fullName"], "Vera Hook", "{data}");
-    // x's, y's newer and z's versions written; x's older, y's newer and
-    // both of v's refused: every record read accounted for.
+    // x's newer, y's older and z's versions written; x's older, y's newer
+    // and both of v's refused: every record read accounted for.
     let runs = w.runs();
     let sum = |what: &str| {
         let runs = runs.as_array().unwrap().iter();
