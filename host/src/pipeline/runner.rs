@@ -202,12 +202,26 @@ impl PageCounts {
 /// written. Compared whole, since one batch may hold several versions of
 /// a record.
 fn not_written(unwritten: &mut Vec<Record>, rejected: &[(Record, String)]) {
-    let before = unwritten.len();
-    for (record, _) in rejected {
-        if !unwritten[..before].contains(record) {
-            unwritten.push(record.clone());
+    let fresh: Vec<Record> = {
+        // The earlier sinks' by key, so a page all sinks refuse is not
+        // compared record by record against each other.
+        let mut earlier: std::collections::HashMap<(&str, &str), Vec<&Record>> =
+            std::collections::HashMap::new();
+        for r in unwritten.iter() {
+            earlier.entry((&r.stream, &r.key)).or_default().push(r);
         }
-    }
+        rejected
+            .iter()
+            .map(|(r, _)| r)
+            .filter(|r| {
+                earlier
+                    .get(&(r.stream.as_str(), r.key.as_str()))
+                    .is_none_or(|versions| !versions.contains(r))
+            })
+            .cloned()
+            .collect()
+    };
+    unwritten.extend(fresh);
 }
 
 /// How many of the records with keys `given` a transform answered
@@ -1600,6 +1614,42 @@ mod tests {
             data: "{}".into(),
             source_timestamp: None,
         }
+    }
+
+    #[test]
+    fn a_record_two_sinks_refuse_is_one_record_not_written_and_each_version_counts() {
+        let versioned = |key: &str, data: &str| Record {
+            data: data.into(),
+            ..keyed(key)
+        };
+        let refused = |records: &[Record]| -> Vec<(Record, String)> {
+            records.iter().map(|r| (r.clone(), "no".into())).collect()
+        };
+        let (a, b1, b2) = (keyed("a"), versioned("b", "1"), versioned("b", "2"));
+        let mut unwritten = Vec::new();
+        not_written(&mut unwritten, &refused(&[a.clone(), b1.clone()]));
+        assert_eq!(unwritten.len(), 2);
+        // The second sink refuses a and b1 again, and b's other version.
+        not_written(&mut unwritten, &refused(&[a, b1, b2.clone()]));
+        assert_eq!(unwritten.len(), 3);
+        assert_eq!(unwritten[2], b2);
+        // One sink refusing two versions of one record: two records.
+        let mut unwritten = Vec::new();
+        not_written(
+            &mut unwritten,
+            &refused(&[versioned("c", "1"), versioned("c", "2")]),
+        );
+        assert_eq!(unwritten.len(), 2);
+    }
+
+    #[test]
+    fn a_record_a_transform_answers_nothing_for_is_dropped() {
+        let given = ["a", "b", "c", "d"].map(String::from);
+        // a mapped into two records, b set aside, c and d answered nothing.
+        let mapped = [keyed("a"), keyed("a")];
+        let aside = [(keyed("b"), "no".to_string())];
+        assert_eq!(answered_nothing(&given, &mapped, &aside), 2);
+        assert_eq!(answered_nothing(&given[..2], &mapped, &aside), 0);
     }
 
     #[test]
