@@ -51,6 +51,14 @@ impl World {
         out.stdout
     }
 
+    /// The runs' counts summed: read, written, rejected, skipped, dropped.
+    fn run_totals(&self) -> [i64; 5] {
+        let runs = self.runs();
+        let runs = runs.as_array().unwrap();
+        ["read", "written", "rejected", "skipped", "dropped"]
+            .map(|what| runs.iter().map(|r| r[what].as_i64().unwrap()).sum())
+    }
+
     /// How many runs failed so far.
     fn failed_runs(&self) -> usize {
         let runs = self.runs();
@@ -366,13 +374,7 @@ fn a_newer_version_set_aside_or_dropped_before_a_letters_stage_forgets_it() {
         || (w.dead_letters() == json!([])).then_some(()),
     );
     // Counted as dropped, in the commit that forgot the letter.
-    let runs = w.runs();
-    let dropped = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["dropped"].as_i64().unwrap());
-    assert_eq!(dropped.sum::<i64>(), 1, "{runs:#}");
+    assert_eq!(w.run_totals()[4], 1, "{:#}", w.runs());
     // And on /metrics, just after that commit.
     let dropped = |m: &Metrics| {
         m.value(
@@ -1769,13 +1771,7 @@ fn a_page_whose_commit_fails_is_read_again_and_what_it_showed_is_saved_later() {
     assert_eq!(proven(), 2);
     // Read twice, counted once: in the runs, and on /metrics (which move
     // just after the commit the runs show).
-    let runs = w.runs();
-    let read = runs.as_array().unwrap().iter();
-    assert_eq!(
-        read.map(|r| r["read"].as_i64().unwrap()).sum::<i64>(),
-        2,
-        "{runs:#}"
-    );
+    assert_eq!(w.run_totals()[0], 2, "{:#}", w.runs());
     let counted = |m: &Metrics| {
         m.value(
             "causeway_pipeline_records_total",
@@ -1967,13 +1963,7 @@ fn a_late_webhook_delivery_never_writes_an_older_version_over_a_newer_one() {
     });
     assert_eq!(counted(&m), [Some(4.0), Some(2.0), Some(2.0)], "{}", m.page);
     // And in the runs' history, where they add up.
-    let runs = w.runs();
-    let sum = |what: &str| {
-        let runs = runs.as_array().unwrap().iter();
-        runs.map(|r| r[what].as_i64().unwrap()).sum::<i64>()
-    };
-    let history = ["read", "written", "skipped", "dropped", "rejected"].map(sum);
-    assert_eq!(history, [4, 2, 2, 0, 0], "{runs:#}");
+    assert_eq!(w.run_totals(), [4, 2, 0, 2, 0], "{:#}", w.runs());
 
     // After a reset the source is taken as it comes.
     w.lever("pause");
@@ -2848,13 +2838,7 @@ fn of_two_versions_pushed_together_only_the_newer_is_ever_a_dead_letter() {
     assert_eq!(data["fullName"], "Vera Hook", "{data}");
     // x's newer, y's older and z's versions written; x's older, y's newer
     // and both of v's refused: every record read accounted for.
-    let runs = w.runs();
-    let sum = |what: &str| {
-        let runs = runs.as_array().unwrap().iter();
-        runs.map(|r| r[what].as_i64().unwrap()).sum::<i64>()
-    };
-    let counts = ["read", "written", "rejected", "skipped", "dropped"].map(sum);
-    assert_eq!(counts, [7, 3, 4, 0, 0], "{runs:#}");
+    assert_eq!(w.run_totals(), [7, 3, 4, 0, 0], "{:#}", w.runs());
 }
 
 #[test]
