@@ -698,6 +698,20 @@ mod tests {
             "[pipelines.p]\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n",
         );
         assert!(err.contains("pipelines.p: no trigger"), "{err}");
+        // A plugin is one stage of a list: its letters name it alone.
+        let twice =
+            "[{ plugin = \"k\" }, { plugin = \"m\" }, { plugin = \"k\", config = { a = 1 } }]";
+        let once = "[{ plugin = \"k\" }]";
+        for (list, transforms, sinks) in [("transforms", twice, once), ("sinks", once, twice)] {
+            let err = load(&format!(
+                "[pipelines.p]\nevery = \"1s\"\nsource = {{ plugin = \"s\", stream = \"c\" }}\n\
+                 transforms = {transforms}\nsinks = {sinks}\n"
+            ));
+            assert!(
+                err.contains(&format!("pipelines.p.{list} names k twice")),
+                "{err}"
+            );
+        }
         for typo in ["0s", "1ms", "99ms"] {
             let err = load(&format!(
                 "[pipelines.p]\nevery = \"{typo}\"\nsource = {{ plugin = \"s\", stream = \"c\" }}\nsinks = [{{ plugin = \"k\" }}]\n"

@@ -194,6 +194,15 @@ impl Default for RetryConfig {
 /// for "1m") than a wish, and would poll a third party without pause.
 pub const MIN_EVERY: Duration = Duration::from_millis(100);
 
+/// The first plugin named by two of `stages`.
+fn named_twice(stages: &[Stage]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::new();
+    stages
+        .iter()
+        .map(|s| s.plugin.as_str())
+        .find(|plugin| !seen.insert(*plugin))
+}
+
 impl PipelineConfig {
     /// Checks what the types cannot: `at` names the pipeline's section.
     pub fn validate(&self, at: &str) -> Result<(), String> {
@@ -224,6 +233,16 @@ impl PipelineConfig {
         }
         if self.sinks.is_empty() {
             return Err(format!("{at}.sinks is empty: name at least one sink"));
+        }
+        for (list, stages) in [("transforms", &self.transforms), ("sinks", &self.sinks)] {
+            if let Some(plugin) = named_twice(stages) {
+                return Err(format!(
+                    "{at}.{list} names {plugin} twice: a pipeline keeps a stage's dead letters, \
+                     retries and replays by its plugin, so a plugin is one of its {list} only; \
+                     for a second configuration of it, give it a pipeline of its own (the same \
+                     source, with its own checkpoint)"
+                ));
+            }
         }
         if self.source.stream.is_empty() {
             return Err(format!("{at}.source.stream is empty"));
