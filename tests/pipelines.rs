@@ -874,6 +874,61 @@ fn a_record_a_transform_answers_against_the_contract_for_is_set_aside() {
     assert!(!written.contains(&odd) && !written.contains(&String::new()));
 }
 
+/// One source into two systems, as the mission has it: each sink gets
+/// every record. One the mailer refuses is the mailer's dead letter alone
+/// (test-kv took it), is not written (not every sink took it), and a
+/// replay writes it to the mailer only.
+#[test]
+fn two_sinks_each_get_every_record_and_a_refusal_is_the_refusing_sinks_alone() {
+    let w = World::new(
+        3,
+        "[plugins.test-kv]\nstorage = { quota-bytes = 65536 }\n",
+        r#"
+[pipelines.contacts-to-both]
+every = "200ms"
+source = { plugin = "crm-source", stream = "contacts" }
+transforms = [{ plugin = "map-fullname" }]
+sinks = [{ plugin = "mailer-sink" }, { plugin = "test-kv" }]
+"#,
+    );
+    w.scratch.install("test-kv", "kv.wasm");
+    let mut expected = create(&w.crm, 5);
+    let refused = expected.remove(2);
+    w.mailer.reject_key(&refused.0);
+    let stored = || -> Vec<String> {
+        let stored = run_json(w.scratch.causeway().args([
+            "storage",
+            "test-kv",
+            "--pipeline",
+            "contacts-to-both",
+            "--json",
+        ]));
+        let keys = stored.as_array().unwrap().iter();
+        keys.map(|k| k["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    wait_until("every contact stored", Duration::from_secs(20), || {
+        (stored().len() == 5).then_some(())
+    });
+    assert!(stored().contains(&refused.0), "{:?}", stored());
+    let letter = one_dead_letter(&w);
+    assert_eq!(
+        (&letter["sink"], &letter["key"]),
+        (&json!("mailer-sink"), &json!(refused.0))
+    );
+    assert_eq!(w.run_totals(), [5, 4, 1, 0, 0], "{:#}", w.runs());
+
+    w.mailer.accept_key(&refused.0);
+    let replayed = w.replay_pipeline("contacts-to-both");
+    assert!(replayed.contains("1 written"), "{replayed}");
+    expected.insert(2, refused);
+    w.wait_for_subscribers(&expected, Duration::from_secs(5));
+    assert_eq!(w.dead_letters(), json!([]));
+    assert_eq!(stored().len(), 5);
+}
+
 /// A sink fails its whole batch for one record it cannot write: test-kv
 /// stores a batch atomically, and a contact too big for its storage quota
 /// fails the batch (`fatal`, before anything is stored). The records are
