@@ -929,6 +929,56 @@ sinks = [{ plugin = "mailer-sink" }, { plugin = "test-kv" }]
     assert_eq!(stored().len(), 5);
 }
 
+/// Two sinks share a pipeline's checkpoint: while the mailer is down,
+/// test-kv (written first) keeps the first page, taken again at each
+/// retry, and nothing behind it; once the mailer is back, both have every
+/// contact.
+#[test]
+fn a_sink_that_is_down_holds_back_the_other_and_both_catch_up() {
+    let w = World::new(
+        3,
+        "[plugins.test-kv]\nstorage = { quota-bytes = 65536 }\n",
+        &format!(
+            r#"
+[pipelines.contacts-to-both]
+every = "200ms"
+source = {{ plugin = "crm-source", stream = "contacts" }}
+transforms = [{{ plugin = "map-fullname" }}]
+sinks = [{{ plugin = "test-kv" }}, {{ plugin = "mailer-sink" }}]
+
+[pipelines.contacts-to-both.retry]
+{QUICK_RETRIES}"#
+        ),
+    );
+    w.scratch.install("test-kv", "kv.wasm");
+    let expected = create(&w.crm, 6);
+    w.mailer.faults().set_down(true);
+    let stored = || {
+        let stored = run_json(w.scratch.causeway().args([
+            "storage",
+            "test-kv",
+            "--pipeline",
+            "contacts-to-both",
+            "--json",
+        ]));
+        stored.as_array().unwrap().len()
+    };
+    let _host = w.start();
+    wait_until("runs failed on the mailer", Duration::from_secs(20), || {
+        (w.failed_runs() >= 2).then_some(())
+    });
+    assert_eq!(stored(), 3, "the first page only");
+    assert!(w.mailer.subscribers(LIST).is_empty());
+    assert_eq!(w.run_totals()[0], 0, "{:#}", w.runs());
+
+    w.mailer.faults().set_down(false);
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    wait_until("every contact stored", Duration::from_secs(10), || {
+        (stored() == 6).then_some(())
+    });
+    assert_eq!(w.dead_letters(), json!([]));
+}
+
 /// A sink fails its whole batch for one record it cannot write: test-kv
 /// stores a batch atomically, and a contact too big for its storage quota
 /// fails the batch (`fatal`, before anything is stored). The records are
