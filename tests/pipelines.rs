@@ -51,6 +51,20 @@ impl World {
         out.stdout
     }
 
+    /// The keys test-kv stores for `pipeline`, in order.
+    fn kv_stored(&self, pipeline: &str) -> Vec<String> {
+        let stored = run_json(self.scratch.causeway().args([
+            "storage",
+            "test-kv",
+            "--pipeline",
+            pipeline,
+            "--json",
+        ]));
+        let keys = stored.as_array().unwrap().iter();
+        keys.map(|k| k["key"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// The runs' counts summed: read, written, rejected, skipped, dropped.
     fn run_totals(&self) -> [i64; 5] {
         let runs = self.runs();
@@ -895,18 +909,7 @@ sinks = [{ plugin = "mailer-sink" }, { plugin = "test-kv" }]
     let mut expected = create(&w.crm, 5);
     let refused = expected.remove(2);
     w.mailer.reject_key(&refused.0);
-    let stored = || -> Vec<String> {
-        let stored = run_json(w.scratch.causeway().args([
-            "storage",
-            "test-kv",
-            "--pipeline",
-            "contacts-to-both",
-            "--json",
-        ]));
-        let keys = stored.as_array().unwrap().iter();
-        keys.map(|k| k["key"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let stored = || w.kv_stored("contacts-to-both");
     let _host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
     wait_until("every contact stored", Duration::from_secs(20), || {
@@ -953,16 +956,7 @@ sinks = [{{ plugin = "test-kv" }}, {{ plugin = "mailer-sink" }}]
     w.scratch.install("test-kv", "kv.wasm");
     let expected = create(&w.crm, 6);
     w.mailer.faults().set_down(true);
-    let stored = || {
-        let stored = run_json(w.scratch.causeway().args([
-            "storage",
-            "test-kv",
-            "--pipeline",
-            "contacts-to-both",
-            "--json",
-        ]));
-        stored.as_array().unwrap().len()
-    };
+    let stored = || w.kv_stored("contacts-to-both").len();
     let _host = w.start();
     wait_until("runs failed on the mailer", Duration::from_secs(20), || {
         (w.failed_runs() >= 2).then_some(())
@@ -1005,21 +999,7 @@ sinks = [{ plugin = "test-kv" }]
         note.insert("note".into(), json!("x".repeat(8192)));
         w.crm.update(key, note).unwrap();
     }
-    let stored = || -> Vec<String> {
-        let stored = run_json(w.scratch.causeway().args([
-            "storage",
-            "test-kv",
-            "--pipeline",
-            "contacts-to-kv",
-            "--json",
-        ]));
-        stored
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["key"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let stored = || w.kv_stored("contacts-to-kv");
     let host = w.start();
     wait_until("the other contacts stored", Duration::from_secs(20), || {
         (stored().len() == keys.len()).then_some(())
@@ -1484,19 +1464,25 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
     );
 }
 
-#[test]
-fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
-    let w = world("");
+/// Sixty contacts in twenty pages of three, each read slowly, so the run
+/// is still going when the test acts: the host, once the first page is
+/// in, and the contacts.
+fn a_slow_run_under_way(w: &World) -> (RunningHost, Vec<Subscriber>) {
     let expected = create(&w.crm, 60);
-    // Twenty pages of three, each read slowly: the run is still going
-    // when the pause comes.
     w.crm
         .faults()
         .inject(Fault::Slow(Duration::from_millis(300)), 20);
-    let _host = w.start();
+    let host = w.start();
     wait_until("the run under way", Duration::from_secs(20), || {
         (w.runs()[0]["read"].as_i64() >= Some(3)).then_some(())
     });
+    (host, expected)
+}
+
+#[test]
+fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
+    let w = world("");
+    let (_host, expected) = a_slow_run_under_way(&w);
     w.lever("pause");
     let paused = wait_until("the run paused", Duration::from_secs(20), || {
         let run = w.runs()[0].clone();
@@ -1537,16 +1523,7 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
 #[test]
 fn a_run_stopped_by_a_change_made_while_it_ran_stops_the_pipeline_once() {
     let w = world("");
-    let expected = create(&w.crm, 60);
-    // Twenty pages of three, each read slowly: the run is still going
-    // when the file goes.
-    w.crm
-        .faults()
-        .inject(Fault::Slow(Duration::from_millis(300)), 20);
-    let host = w.start();
-    wait_until("the run under way", Duration::from_secs(20), || {
-        (w.runs()[0]["read"].as_i64() >= Some(3)).then_some(())
-    });
+    let (host, expected) = a_slow_run_under_way(&w);
     let sink = w.scratch.plugins().join("mailer-sink.wasm");
     let kept = std::fs::read(&sink).unwrap();
     std::fs::remove_file(&sink).unwrap();
