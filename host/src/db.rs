@@ -191,9 +191,9 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 14: what a run read and did not write or set aside: records skipped
     // as late (pipeline::versions) and dropped by a transform, so a run's
-    // counts add up.
-    "ALTER TABLE pipeline_run ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE pipeline_run ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0;",
+    // counts add up. NULL for the runs before: they were not counted.
+    "ALTER TABLE pipeline_run ADD COLUMN skipped INTEGER;
+    ALTER TABLE pipeline_run ADD COLUMN dropped INTEGER;",
 ];
 
 /// The schema version of a fully migrated database.
@@ -931,6 +931,31 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn runs_from_before_schema_14_have_no_count_of_skipped_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("causeway.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..13] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 13).unwrap();
+            conn.execute(
+                "INSERT INTO pipeline_run (pipeline, trigger, started_at, outcome, read, written)
+                 VALUES ('p', 'schedule', 'then', 'ok', 3, 2)",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let run = crate::pipeline::history::start_run(&conn, "p", "schedule").unwrap();
+        let runs = crate::pipeline::history::runs(&conn, Some("p"), 10).unwrap();
+        let counted: Vec<_> = runs.iter().map(|r| (r.id, r.skipped, r.dropped)).collect();
+        // Unknown for the old one, not 0; counted from 0 for the new one.
+        assert_eq!(counted, [(run, Some(0), Some(0)), (1, None, None)]);
     }
 
     #[test]

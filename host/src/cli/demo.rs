@@ -196,7 +196,7 @@ impl Opts {
             runs.len(),
             runs.iter().map(|r| r.read).sum::<i64>(),
             runs.iter().map(|r| r.written).sum::<i64>(),
-            runs.iter().map(|r| r.dropped).sum::<i64>(),
+            runs.iter().filter_map(|r| r.dropped).sum::<i64>(),
             runs.iter().map(|r| r.rejected).sum::<i64>(),
         ))?;
         let subscribers = mailer.subscribers(LIST);

@@ -251,8 +251,9 @@ impl RunsOpts {
                     r.read.to_string(),
                     r.written.to_string(),
                     r.rejected.to_string(),
-                    r.skipped.to_string(),
-                    r.dropped.to_string(),
+                    // Not counted before schema 14.
+                    r.skipped.map_or_else(|| "-".into(), |n| n.to_string()),
+                    r.dropped.map_or_else(|| "-".into(), |n| n.to_string()),
                     r.outcome.clone(),
                 ]
             })

@@ -41,11 +41,12 @@ pub struct RunRow {
     /// Records a stage set aside (to the dead-letter queue).
     pub rejected: i64,
     /// Records skipped: older than a version let through before
-    /// (`pipeline::versions`).
-    pub skipped: i64,
+    /// (`pipeline::versions`). `None` for a run from before schema 14,
+    /// which did not count them.
+    pub skipped: Option<i64>,
     /// Records a transform dropped: answered nothing for, and did not set
-    /// aside.
-    pub dropped: i64,
+    /// aside. `None` as `skipped` is.
+    pub dropped: Option<i64>,
     /// `running`, `ok`, `failed`, `stopped`.
     pub outcome: String,
     /// Why it failed or stopped.
@@ -145,7 +146,8 @@ pub fn paused(conn: &Connection, pipeline: &str) -> rusqlite::Result<bool> {
 /// Starts a run; its id.
 pub fn start_run(conn: &Connection, pipeline: &str, trigger: &str) -> rusqlite::Result<i64> {
     conn.execute(
-        "INSERT INTO pipeline_run (pipeline, trigger, started_at, outcome) VALUES (?1, ?2, ?3, 'running')",
+        "INSERT INTO pipeline_run (pipeline, trigger, started_at, outcome, skipped, dropped)
+         VALUES (?1, ?2, ?3, 'running', 0, 0)",
         params![pipeline, trigger, crate::audit::now()],
     )?;
     Ok(conn.last_insert_rowid())
@@ -156,7 +158,8 @@ pub fn start_run(conn: &Connection, pipeline: &str, trigger: &str) -> rusqlite::
 pub fn count(conn: &Connection, run_id: i64, page: Moved) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE pipeline_run SET read = read + ?2, written = written + ?3,
-         rejected = rejected + ?4, skipped = skipped + ?5, dropped = dropped + ?6
+         rejected = rejected + ?4, skipped = ifnull(skipped, 0) + ?5,
+         dropped = ifnull(dropped, 0) + ?6
          WHERE id = ?1",
     )?
     .execute(params![
@@ -198,7 +201,7 @@ pub fn finish_run(
 ) -> rusqlite::Result<Moved> {
     conn.query_row(
         "UPDATE pipeline_run SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1
-         RETURNING read, written, rejected, skipped, dropped",
+         RETURNING read, written, rejected, ifnull(skipped, 0), ifnull(dropped, 0)",
         params![run_id, crate::audit::now(), outcome, error],
         |row| {
             Ok(Moved {
@@ -371,7 +374,7 @@ mod tests {
             row.skipped,
             row.dropped,
         );
-        assert_eq!(listed, (11, 6, 1, 1, 3));
+        assert_eq!(listed, (11, 6, 1, Some(1), Some(3)));
         assert_eq!(
             finish_run(&conn, run + 1, "ok", None).unwrap(),
             Moved::default()
