@@ -65,6 +65,22 @@ impl World {
             .collect()
     }
 
+    /// The operator's levers on record in the audit log, oldest first:
+    /// each action and its target.
+    fn levers_on_record(&self) -> Vec<(String, String)> {
+        let rows = run_json(
+            self.causeway()
+                .args(["audit", "--plugin", "causeway", "--json"]),
+        );
+        let rows = rows.as_array().unwrap().iter();
+        rows.filter(|r| r["capability"] == "pipeline")
+            .map(|r| {
+                let field = |name: &str| r[name].as_str().unwrap().to_string();
+                (field("action"), field("target"))
+            })
+            .collect()
+    }
+
     /// The runs' counts summed: read, written, rejected, skipped, dropped.
     fn run_totals(&self) -> [i64; 5] {
         let runs = self.runs();
@@ -1500,6 +1516,15 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
 
     w.lever("resume");
     w.wait_for_subscribers(&expected, Duration::from_secs(30));
+    // Each lever is on record, by the host, with what it did.
+    let target = "pipeline contacts-to-mailer".to_string();
+    assert_eq!(
+        w.levers_on_record(),
+        [
+            ("pause".to_string(), target.clone()),
+            ("resume".to_string(), target)
+        ]
+    );
     // Each contact was read once: the paused run read no page it did not
     // deliver, and the next went on from its checkpoint. (A page's counts
     // commit just after its sink write: wait for the last.)
@@ -2060,6 +2085,9 @@ fn a_late_webhook_delivery_never_writes_an_older_version_over_a_newer_one() {
         },
     );
     w.lever("resume");
+    // A reset refused while a run was in progress left no row.
+    let actions: Vec<String> = w.levers_on_record().into_iter().map(|(a, _)| a).collect();
+    assert_eq!(actions, ["pause", "reset", "resume"]);
     push(5, event_at("contact.updated", "k1", "Back", 1_200));
     w.wait_for_subscribers(
         &[("k1".into(), "Back Hook".into())],

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::audit::{AuditEvent, Decision};
 use crate::db;
 use crate::host::Claim;
 use crate::pipeline::{RunEnd, Runner, Stop, history};
@@ -64,13 +65,21 @@ impl Opts {
         let name = &self.name;
         match self.action {
             Action::Pause => {
-                history::set_paused(&conn, name, true)?;
+                let pipeline = name.clone();
+                lever(&config, "pause", name, move |conn| {
+                    history::set_paused(conn, &pipeline, true)?;
+                    Ok(((), "paused by an operator".into()))
+                })?;
                 super::print(&format!(
                     "{name}: paused (a run in progress stops after its current page)\n"
                 ))?;
             }
             Action::Resume => {
-                history::resume(&conn, name)?;
+                let pipeline = name.clone();
+                lever(&config, "resume", name, move |conn| {
+                    history::resume(conn, &pipeline)?;
+                    Ok(((), "resumed by an operator".into()))
+                })?;
                 super::print(&format!("{name}: resumed\n"))?;
             }
             Action::Reset => {
@@ -79,13 +88,27 @@ impl Opts {
                     !(running && db::running_host(&conn).is_some()),
                     "{name} is running: pause it, wait for the run to end, then reset"
                 );
-                history::reset(&conn, name)?;
+                let pipeline = name.clone();
+                lever(&config, "reset", name, move |conn| {
+                    history::reset(conn, &pipeline)?;
+                    let detail = "checkpoint and versions forgotten by an operator: the next run reads the source from the start";
+                    Ok(((), detail.into()))
+                })?;
                 super::print(&format!(
                     "{name}: checkpoint forgotten; the next run reads from the start\n"
                 ))?;
             }
             Action::Redeliver => {
-                let queued = crate::webhook::inbox::redeliver(&conn, name)?;
+                let pipeline = name.clone();
+                let queued = lever(&config, "redeliver", name, move |conn| {
+                    let queued = crate::webhook::inbox::redeliver(conn, &pipeline)?;
+                    Ok((
+                        queued,
+                        format!(
+                            "{queued} webhook deliveries set aside queued again by an operator"
+                        ),
+                    ))
+                })?;
                 if queued > 0
                     && let Some(listen) = db::running_host(&conn)
                 {
@@ -169,4 +192,42 @@ async fn run_now_on(listen: &str, name: &str, data_dir: &std::path::Path) -> any
         response.text().await.unwrap_or_default()
     );
     Ok(())
+}
+
+/// Makes an operator's `change` to pipeline `name` in one transaction with
+/// its audit row (`causeway audit --plugin causeway`: capability
+/// `pipeline`, the lever as the action, and the change's own words as the
+/// detail); the change's answer, once committed.
+fn lever<T: Send + 'static>(
+    config: &crate::config::Config,
+    action: &'static str,
+    name: &str,
+    change: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<(T, String)> + Send + 'static,
+) -> anyhow::Result<T> {
+    let database = config.database_file();
+    let chain = config.audit.chain().map_err(anyhow::Error::msg)?;
+    let writer = db::Writer::start(&database, chain)?;
+    let (told, answer) = std::sync::mpsc::channel();
+    let target = format!("pipeline {name}");
+    writer.handle().audited(Box::new(move |conn| {
+        let (value, detail) = change(conn)?;
+        let event = AuditEvent::host("pipeline", action, &target, Decision::Allowed, detail);
+        let _ = told.send((value, event.time.clone(), target));
+        Ok(vec![event])
+    }));
+    writer.close();
+    let not_done =
+        || anyhow::anyhow!("{name}: not {action}: the database write failed (see the log above)");
+    let (value, time, target) = answer.recv().map_err(|_| not_done())?;
+    // The job ran; whether its transaction (the change with its row)
+    // committed, the audit log says.
+    let conn = db::open(&database)?;
+    let recorded: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM audit WHERE time = ?1 AND capability = 'pipeline'
+         AND action = ?2 AND target = ?3)",
+        rusqlite::params![time, action, target],
+        |row| row.get(0),
+    )?;
+    anyhow::ensure!(recorded, not_done());
+    Ok(value)
 }
