@@ -65,19 +65,17 @@ impl World {
             .collect()
     }
 
-    /// The operator's levers on record in the audit log, oldest first:
-    /// each action and its target.
-    fn levers_on_record(&self) -> Vec<(String, String)> {
+    /// The operator's acts of `capability` on record in the audit log
+    /// (`pipeline` for the levers, `dlq`), oldest first: each action,
+    /// target and detail.
+    fn acts_on_record(&self, capability: &str) -> Vec<[String; 3]> {
         let rows = run_json(
             self.causeway()
                 .args(["audit", "--plugin", "causeway", "--json"]),
         );
         let rows = rows.as_array().unwrap().iter();
-        rows.filter(|r| r["capability"] == "pipeline")
-            .map(|r| {
-                let field = |name: &str| r[name].as_str().unwrap().to_string();
-                (field("action"), field("target"))
-            })
+        rows.filter(|r| r["capability"] == capability)
+            .map(|r| ["action", "target", "detail"].map(|f| r[f].as_str().unwrap().to_string()))
             .collect()
     }
 
@@ -807,6 +805,19 @@ fn a_transform_letter_dropped_on_replay_is_told_as_dropped_not_written() {
         "{replayed}"
     );
     assert_eq!(w.dead_letters(), json!([]));
+    // The replay is on record, with what it did.
+    let acts = w.acts_on_record("dlq");
+    let [[action, target, detail]] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(
+        (action.as_str(), target.as_str()),
+        ("replay", "pipeline contacts-to-mailer")
+    );
+    assert!(
+        detail.contains("replayed 1 dead letters (") && detail.contains("1 dropped by a transform"),
+        "{detail}"
+    );
     w.wait_for_subscribers(&expected, Duration::from_secs(1));
 }
 
@@ -1517,14 +1528,11 @@ fn a_pause_stops_a_run_between_pages_and_resume_goes_on_from_its_checkpoint() {
     w.lever("resume");
     w.wait_for_subscribers(&expected, Duration::from_secs(30));
     // Each lever is on record, by the host, with what it did.
-    let target = "pipeline contacts-to-mailer".to_string();
-    assert_eq!(
-        w.levers_on_record(),
-        [
-            ("pause".to_string(), target.clone()),
-            ("resume".to_string(), target)
-        ]
-    );
+    let levers: Vec<[String; 2]> = (w.acts_on_record("pipeline").into_iter())
+        .map(|[action, target, _]| [action, target])
+        .collect();
+    let target = "pipeline contacts-to-mailer";
+    assert_eq!(levers, [["pause", target], ["resume", target]]);
     // Each contact was read once: the paused run read no page it did not
     // deliver, and the next went on from its checkpoint. (A page's counts
     // commit just after its sink write: wait for the last.)
@@ -2086,7 +2094,9 @@ fn a_late_webhook_delivery_never_writes_an_older_version_over_a_newer_one() {
     );
     w.lever("resume");
     // A reset refused while a run was in progress left no row.
-    let actions: Vec<String> = w.levers_on_record().into_iter().map(|(a, _)| a).collect();
+    let actions: Vec<String> = (w.acts_on_record("pipeline").into_iter())
+        .map(|[action, ..]| action)
+        .collect();
     assert_eq!(actions, ["pause", "reset", "resume"]);
     push(5, event_at("contact.updated", "k1", "Back", 1_200));
     w.wait_for_subscribers(

@@ -232,6 +232,7 @@ async fn replay(
 ) -> anyhow::Result<ExitCode> {
     let host = cli.host()?;
     let letters = named(&host.config, id, pipeline)?;
+    let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
     let registry = host.registry()?;
     let writer = host.open_database()?;
     let replay = Replay {
@@ -286,16 +287,42 @@ async fn replay(
             }
         }
     }
-    writer.close();
     // Dropped only when some were: a sink's letters never are.
     let dropped = match counts.dropped {
         0 => String::new(),
         n => format!(", {n} dropped by a transform"),
     };
-    super::print(&format!(
-        "{} written{dropped}, {} rejected again, {} left for a later replay\n",
+    let summary = format!(
+        "{} written{dropped}, {} rejected again, {} left for a later replay",
         counts.written, counts.rejected, counts.retry
-    ))?;
+    );
+    // An operator's act, on record as `dlq drop` is (the writes themselves
+    // are the sinks' audited calls).
+    if !ids.is_empty() {
+        let target = match (id, pipeline) {
+            (Some(id), _) => format!("dead letter {id}"),
+            (None, Some(pipeline)) => format!("pipeline {pipeline}"),
+            (None, None) => "dead letters".to_string(),
+        };
+        let shown: Vec<String> = ids.iter().take(20).map(i64::to_string).collect();
+        let more = match ids.len().saturating_sub(shown.len()) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        writer.handle().audit(AuditEvent::host(
+            "dlq",
+            "replay",
+            &target,
+            Decision::Allowed,
+            format!(
+                "replayed {} dead letters ({}{more}): {summary}",
+                ids.len(),
+                shown.join(", ")
+            ),
+        ));
+    }
+    writer.close();
+    super::print(&format!("{summary}\n"))?;
     for problem in &problems {
         eprintln!("error: not replayed: {problem}");
     }
