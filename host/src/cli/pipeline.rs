@@ -216,16 +216,19 @@ fn lever<T: Send + 'static>(
         Ok(vec![event])
     }));
     writer.close();
-    let not_done =
-        || anyhow::anyhow!("{name}: not {action}: the database write failed (see the log above)");
+    let not_done = || {
+        anyhow::anyhow!(
+            "{name}: the {action} was not made: the database write failed (see the log above)"
+        )
+    };
     let (value, time, target) = answer.recv().map_err(|_| not_done())?;
     // The job ran; whether its transaction (the change with its row)
-    // committed, the audit log says.
+    // committed, the audit log says (found by the plugin and time index).
     let conn = db::open(&database)?;
     let recorded: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM audit WHERE time = ?1 AND capability = 'pipeline'
-         AND action = ?2 AND target = ?3)",
-        rusqlite::params![time, action, target],
+        "SELECT EXISTS (SELECT 1 FROM audit WHERE plugin = ?1 AND time = ?2
+         AND capability = 'pipeline' AND action = ?3 AND target = ?4)",
+        rusqlite::params![crate::audit::HOST, time, action, target],
         |row| row.get(0),
     )?;
     anyhow::ensure!(recorded, not_done());
