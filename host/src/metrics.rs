@@ -270,11 +270,18 @@ impl PipelineStats {
         bump(&self.runs, &RUN_OUTCOMES, outcome, 1);
     }
 
-    /// Counts a committed page's or delivery's records (in the order of
-    /// [`RECORD_STAGES`]).
-    pub fn records(&self, counts: [usize; RECORD_STAGES.len()]) {
-        for (i, n) in counts.into_iter().enumerate() {
-            self.records[i].fetch_add(n as u64, Relaxed);
+    /// Counts a committed page's or batch of deliveries' records.
+    pub fn records(&self, page: &crate::pipeline::history::Moved) {
+        // In the order of RECORD_STAGES.
+        let counts = [
+            page.read,
+            page.written,
+            page.rejected,
+            page.skipped,
+            page.dropped,
+        ];
+        for (counter, n) in self.records.iter().zip(counts) {
+            counter.fetch_add(u64::try_from(n).unwrap_or(0), Relaxed);
         }
     }
 

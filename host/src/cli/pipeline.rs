@@ -66,7 +66,7 @@ impl Opts {
         match self.action {
             Action::Pause => {
                 let pipeline = name.clone();
-                lever(&config, "pause", name, move |conn| {
+                lever(&config, &conn, "pause", name, move |conn| {
                     history::set_paused(conn, &pipeline, true)?;
                     Ok(((), "paused by an operator".into()))
                 })?;
@@ -76,7 +76,7 @@ impl Opts {
             }
             Action::Resume => {
                 let pipeline = name.clone();
-                lever(&config, "resume", name, move |conn| {
+                lever(&config, &conn, "resume", name, move |conn| {
                     history::resume(conn, &pipeline)?;
                     Ok(((), "resumed by an operator".into()))
                 })?;
@@ -89,7 +89,7 @@ impl Opts {
                     "{name} is running: pause it, wait for the run to end, then reset"
                 );
                 let pipeline = name.clone();
-                lever(&config, "reset", name, move |conn| {
+                lever(&config, &conn, "reset", name, move |conn| {
                     history::reset(conn, &pipeline)?;
                     let detail = "checkpoint and versions forgotten by an operator: the next run reads the source from the start";
                     Ok(((), detail.into()))
@@ -100,7 +100,7 @@ impl Opts {
             }
             Action::Redeliver => {
                 let pipeline = name.clone();
-                let queued = lever(&config, "redeliver", name, move |conn| {
+                let queued = lever(&config, &conn, "redeliver", name, move |conn| {
                     let queued = crate::webhook::inbox::redeliver(conn, &pipeline)?;
                     Ok((
                         queued,
@@ -197,9 +197,11 @@ async fn run_now_on(listen: &str, name: &str, data_dir: &std::path::Path) -> any
 /// Makes an operator's `change` to pipeline `name` in one transaction with
 /// its audit row (`causeway audit --plugin causeway`: capability
 /// `pipeline`, the lever as the action, and the change's own words as the
-/// detail); the change's answer, once committed.
+/// detail); the change's answer, once committed (`conn` reads its row
+/// back).
 fn lever<T: Send + 'static>(
     config: &crate::config::Config,
+    conn: &rusqlite::Connection,
     action: &'static str,
     name: &str,
     change: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<(T, String)> + Send + 'static,
@@ -224,7 +226,6 @@ fn lever<T: Send + 'static>(
     let (value, time, target) = answer.recv().map_err(|_| not_done())?;
     // The job ran; whether its transaction (the change with its row)
     // committed, the audit log says (found by the plugin and time index).
-    let conn = db::open(&database)?;
     let recorded: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM audit WHERE plugin = ?1 AND time = ?2
          AND capability = 'pipeline' AND action = ?3 AND target = ?4)",

@@ -1416,13 +1416,6 @@ impl Runner {
             versions,
             counts,
         } = delivered;
-        let counted = [
-            counts.read,
-            counts.written,
-            counts.rejected,
-            counts.skipped,
-            counts.dropped,
-        ];
         let moved = counts.moved();
         // Letters superseded and replaced, told once the page commits.
         let tally: Arc<[AtomicUsize; 2]> = Arc::default();
@@ -1499,7 +1492,7 @@ impl Runner {
             ))
         })?;
         // Counted once committed, as the run's history counts them.
-        self.stats.records(counted);
+        self.stats.records(&moved);
         let [superseded, replaced] = [0, 1].map(|i| told[i].load(Ordering::Relaxed));
         if superseded > 0 {
             tracing::info!(
