@@ -235,6 +235,9 @@ fn a_broken_upgrade_leaves_the_old_version_answering_and_shows_the_failure() {
     let logs = host.logs();
     let told = logs.matches("plugin not loaded").count();
     assert_eq!(told, 1, "{logs}");
+    // Each reload names what it read again.
+    assert!(logs.contains(&format!("reloaded: {FILE}")), "{logs}");
+    assert!(logs.contains("reloaded: causeway.toml"), "{logs}");
 
     // A good file again: it serves, and the failure is gone.
     replace_atomically(&scratch, &test_version(B));

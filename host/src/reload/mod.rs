@@ -100,6 +100,27 @@ impl Watched {
         (parent == self.plugins_canonical && is_plugin_file)
             .then(|| Changed::Plugin(name.to_os_string()))
     }
+
+    /// The files a reload read again, by name, for its log line: an
+    /// operator sees which edit or upgrade a reload was for.
+    fn describe(&self, ready: &BTreeSet<Changed>) -> String {
+        let name = |file: Option<&(PathBuf, Option<OsString>)>, otherwise: &str| {
+            file.and_then(|(_, name)| name.as_ref()).map_or_else(
+                || otherwise.to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        };
+        ready
+            .iter()
+            .map(|changed| match changed {
+                Changed::Plugin(file) => file.to_string_lossy().into_owned(),
+                Changed::Grants => name(Some(&self.grants), "the grants file"),
+                Changed::Config => name(self.config.as_ref(), "the configuration file"),
+                Changed::Secrets => name(self.secrets.as_ref(), "the secrets file"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// A file's folder, canonical (so event paths compare equal), and its name.
@@ -428,7 +449,7 @@ impl State {
             registry,
         });
         self.db.plugin_states(rows);
-        tracing::info!("reloaded");
+        tracing::info!("reloaded: {}", self.watched.describe(ready));
     }
 }
 
