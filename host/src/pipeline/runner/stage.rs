@@ -1,0 +1,517 @@
+//! A transform or a sink, called with a batch: retried as the pipeline's
+//! policy says, and the records it fails on alone found and set aside.
+
+use std::time::Duration;
+
+use crate::bindings::{Record, WriteOutcome};
+use crate::db::DbError;
+use crate::live::Snapshot;
+use crate::operation::{Answer, Operation};
+use crate::pipeline::config::{PipelineConfig, RetryConfig};
+use crate::pipeline::retry::{GaveUp, backoff, jitter, pause, retry_spending_waits};
+use crate::pipeline::stuck::{Counted, SET_ASIDE_AFTER};
+use crate::pipeline::{dlq, isolate};
+use crate::registry::Installed;
+use crate::sandbox::CallError;
+
+use super::{RunEnd, Runner, Stop, ended, some_keys, unexpected};
+
+/// The kind of stage a [`StageCall`] calls with a batch.
+#[derive(Debug, Clone, Copy)]
+enum Called {
+    Transform,
+    Sink,
+}
+
+impl Called {
+    /// The stage, as its dead letters name it.
+    fn stage(self) -> dlq::Stage {
+        match self {
+            Called::Transform => dlq::Stage::Transform,
+            Called::Sink => dlq::Stage::Sink,
+        }
+    }
+
+    /// `transform` or `sink`, for messages.
+    fn as_str(self) -> &'static str {
+        self.stage().as_str()
+    }
+}
+
+/// A transform or a sink of a pipeline, called.
+struct StageCall<'a> {
+    /// `pipeline NAME: transform PLUGIN` (or `write PLUGIN`), for messages.
+    what: String,
+    kind: Called,
+    plugin: &'a str,
+}
+
+impl<'a> StageCall<'a> {
+    fn new(pipeline: &str, kind: Called, plugin: &'a str) -> StageCall<'a> {
+        let verb = match kind {
+            Called::Transform => "transform",
+            Called::Sink => "write",
+        };
+        StageCall {
+            what: format!("pipeline {pipeline}: {verb} {plugin}"),
+            kind,
+            plugin,
+        }
+    }
+
+    /// The call that hands it `records`.
+    fn operation(&self, records: &[Record]) -> Operation {
+        match self.kind {
+            Called::Transform => Operation::Transform(records.to_vec()),
+            Called::Sink => Operation::Write(records.to_vec()),
+        }
+    }
+
+    /// What it does with a record, for messages.
+    fn takes(&self) -> &'static str {
+        match self.kind {
+            Called::Transform => "maps",
+            Called::Sink => "writes",
+        }
+    }
+
+    /// `answer`, if it keeps the contract for the `given` records: a
+    /// transform's records must each keep it (a stream, a key, JSON data)
+    /// and carry a key it was given (which record each is for is how a
+    /// pipeline supersedes its dead letters). One that breaks it fails the
+    /// call, as a record can make it fail: the search finds the record.
+    fn kept_to(
+        &self,
+        bound: &Bound<'_>,
+        given: &[Record],
+        answer: Answer,
+    ) -> Result<Answer, GaveUp> {
+        let (Called::Transform, Answer::Records(records)) = (self.kind, &answer) else {
+            return Ok(answer);
+        };
+        match broken_answer(given, records) {
+            None => Ok(answer),
+            Some(message) => Err(GaveUp::Stopped(CallError::BrokenAnswer {
+                plugin: bound.installed.plugin.info.label(),
+                message,
+            })),
+        }
+    }
+
+    /// What it did with records, for messages.
+    fn took(&self) -> &'static str {
+        match self.kind {
+            Called::Transform => "mapped",
+            Called::Sink => "wrote",
+        }
+    }
+}
+
+/// A pipeline's stages, bound to the plugins of one snapshot.
+pub(super) struct Stages<'a> {
+    pub(super) source: Bound<'a>,
+    pub(super) transforms: Vec<Bound<'a>>,
+    pub(super) sinks: Vec<Bound<'a>>,
+}
+
+/// A stage's plugin, callable, and its configuration in this pipeline.
+pub(super) struct Bound<'a> {
+    pub(super) installed: &'a Installed,
+    pub(super) config: serde_json::Value,
+}
+
+/// How a transform's answer `records` to `given` breaks the contract, if
+/// it does: the first record that breaks it.
+fn broken_answer(given: &[Record], records: &[Record]) -> Option<String> {
+    let keys: std::collections::HashSet<&str> = given.iter().map(|r| r.key.as_str()).collect();
+    records.iter().enumerate().find_map(|(i, record)| {
+        let problems = crate::contract::record_problems(record);
+        if let Some(problem) = problems.first() {
+            return Some(match record.key.as_str() {
+                "" => format!("its record {i} {problem}"),
+                key => format!("its record {i} ({key}) {problem}"),
+            });
+        }
+        (!keys.contains(record.key.as_str())).then(|| {
+            format!(
+                "its record {i} has the key {:?}, which none of the records it was given has",
+                record.key
+            )
+        })
+    })
+}
+
+/// The stage's plugin, if it can run now.
+pub(super) fn bind<'a>(
+    snapshot: &'a Snapshot,
+    plugin: &str,
+    config: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<Bound<'a>, RunEnd> {
+    let installed = snapshot
+        .registry
+        .callable(plugin)
+        .map_err(|e| RunEnd::Stopped(e.to_string()))?;
+    Ok(Bound {
+        installed,
+        config: snapshot.config.stage_config(plugin, config),
+    })
+}
+
+impl Runner {
+    /// Writes `records` to one sink until each is acknowledged or rejected;
+    /// the rejected ones with their reasons.
+    pub(super) async fn write(
+        &self,
+        pipeline: &PipelineConfig,
+        sink_name: &str,
+        sink: &Bound<'_>,
+        records: &[Record],
+        stop: &Stop,
+    ) -> Result<Vec<(Record, String)>, RunEnd> {
+        let stage = StageCall::new(&self.name, Called::Sink, sink_name);
+        let what = &stage.what;
+        let mut pending: Vec<Record> = records.to_vec();
+        let mut rejected = Vec::new();
+        let mut spent = Duration::ZERO;
+        let mut attempt = 0;
+        // Whether the sink took or refused any record of the batch yet.
+        let mut took_some = false;
+        loop {
+            let answered = self
+                .write_once(pipeline, &stage, sink, pending, stop)
+                .await?;
+            let mut again = Vec::new();
+            let mut last_reason = String::new();
+            let before = rejected.len();
+            let mut written = Vec::new();
+            for (record, outcome) in answered {
+                match outcome {
+                    WriteOutcome::Ok => written.push(record),
+                    WriteOutcome::Rejected(reason) => rejected.push((record, reason)),
+                    WriteOutcome::Retry(reason) => {
+                        last_reason = reason;
+                        again.push(record);
+                    }
+                }
+            }
+            let took = !written.is_empty() || rejected.len() > before;
+            took_some |= took;
+            let settled = self.stuck.settled(
+                sink_name,
+                written
+                    .iter()
+                    .chain(rejected[before..].iter().map(|(r, _)| r)),
+            );
+            self.remember(settled).await;
+            if again.is_empty() {
+                return Ok(rejected);
+            }
+            // Records the sink asked to retry share the step's budget.
+            let wait = backoff(&pipeline.retry, attempt, jitter());
+            // Named, so a record the sink can never take is found.
+            let keys = some_keys(&again);
+            if spent + wait > pipeline.retry.budget.0 {
+                // The sink wrote the rest but none of these in its last
+                // answer: once they have spent enough budgets in a row,
+                // they are set aside instead of holding back the rest.
+                let set_aside = took_some && !took && {
+                    let (all, counted) = self.stuck.spent_budget(sink_name, &again);
+                    self.remember(counted).await;
+                    all
+                };
+                if set_aside {
+                    tracing::warn!(
+                        "{what}: {} records ({keys}) set aside as dead letters: the sink asked to retry them through {SET_ASIDE_AFTER} retry budgets in a row while it wrote the rest: {last_reason}",
+                        again.len()
+                    );
+                    let reason = format!(
+                        "set aside: the sink asked to retry it through {SET_ASIDE_AFTER} retry budgets in a row while it wrote the rest of its batch; last: {last_reason}"
+                    );
+                    rejected.extend(again.into_iter().map(|r| (r, reason.clone())));
+                    return Ok(rejected);
+                }
+                return Err(RunEnd::Exhausted(format!(
+                    "{what}: {} records ({keys}) still asked to be retried after {spent:?}: {last_reason}",
+                    again.len()
+                )));
+            }
+            tracing::warn!(
+                "{what}: {} records ({keys}) to retry in {wait:?}: {last_reason}",
+                again.len()
+            );
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.wait() => return Err(RunEnd::Interrupted),
+            }
+            spent += wait;
+            attempt += 1;
+            pending = again;
+        }
+    }
+
+    /// Maps `records` through one transform: what it answered, and the
+    /// records it failed on alone while it mapped the rest, set aside with
+    /// why ([`isolate`]).
+    pub(super) async fn transform(
+        &self,
+        pipeline: &PipelineConfig,
+        plugin: &str,
+        transform: &Bound<'_>,
+        records: Vec<Record>,
+        stop: &Stop,
+    ) -> Result<(Vec<Record>, Vec<(Record, String)>), RunEnd> {
+        let stage = StageCall::new(&self.name, Called::Transform, plugin);
+        self.isolating(
+            pipeline,
+            &stage,
+            transform,
+            records,
+            stop,
+            |_, answer| match answer {
+                Answer::Records(records) => Ok(records),
+                other => Err(unexpected(plugin, &other)),
+            },
+        )
+        .await
+    }
+
+    /// Writes `records` to one sink once (retried as the policy says): each
+    /// record with its outcome. Records the sink fails the whole batch on,
+    /// alone, while it writes the rest ([`isolate`]), come back rejected
+    /// (set aside).
+    async fn write_once(
+        &self,
+        pipeline: &PipelineConfig,
+        stage: &StageCall<'_>,
+        sink: &Bound<'_>,
+        records: Vec<Record>,
+        stop: &Stop,
+    ) -> Result<Vec<(Record, WriteOutcome)>, RunEnd> {
+        let (mut answered, aside) = self
+            .isolating(
+                pipeline,
+                stage,
+                sink,
+                records,
+                stop,
+                |part, answer| match answer {
+                    Answer::Outcomes(outcomes) => Ok(part.into_iter().zip(outcomes).collect()),
+                    other => Err(unexpected(stage.plugin, &other)),
+                },
+            )
+            .await?;
+        answered.extend(
+            aside
+                .into_iter()
+                .map(|(record, reason)| (record, WriteOutcome::Rejected(reason))),
+        );
+        Ok(answered)
+    }
+
+    /// Hands `records` to a transform or a sink: what `answer` makes of its
+    /// answers, and the records it fails on alone while it takes the rest,
+    /// set aside with why. A batch it fails in a way one record can cause
+    /// is split until they are found ([`isolate`]); one it fails record by
+    /// record too stops the pipeline, as any such failure does. A batch of
+    /// one record is set aside only by a stage proven to work
+    /// ([`isolate::Proven`]).
+    async fn isolating<T>(
+        &self,
+        pipeline: &PipelineConfig,
+        stage: &StageCall<'_>,
+        bound: &Bound<'_>,
+        records: Vec<Record>,
+        stop: &Stop,
+        answer: impl Fn(Vec<Record>, Answer) -> Result<Vec<T>, RunEnd>,
+    ) -> Result<(Vec<T>, Vec<(Record, String)>), RunEnd> {
+        let what = &stage.what;
+        // The stage as this pipeline runs it: its build and configuration.
+        let proven_as = isolate::Proven::key(&bound.installed.plugin.info.digest, &bound.config);
+        let first = self
+            .attempt(&pipeline.retry, what, bound, stop, || {
+                stage.operation(&records)
+            })
+            .await
+            .and_then(|answered| stage.kept_to(bound, &records, answered));
+        let error = match first {
+            Ok(answered) => {
+                self.proven.took(&proven_as);
+                return Ok((answer(records, answered)?, Vec::new()));
+            }
+            Err(GaveUp::Stopped(error)) if isolate::may_be_a_record(&error) => error,
+            Err(gave_up) => return Err(ended(what, gave_up)),
+        };
+        let records = match <[Record; 1]>::try_from(records) {
+            Ok([record]) => {
+                if !self.proven.failed_alone(&proven_as) {
+                    return Err(ended(what, GaveUp::Stopped(error)));
+                }
+                tracing::warn!(
+                    "{what}: {error}; record {} set aside as a dead letter: alone in its batch, and the {} {} others before",
+                    some_keys([&record]),
+                    stage.kind.as_str(),
+                    stage.took(),
+                );
+                let reason = format!(
+                    "set aside: {} {} fails on this record, alone in its batch, though it {} others before: {error}",
+                    stage.kind.as_str(),
+                    stage.plugin,
+                    stage.took(),
+                );
+                return Ok((Vec::new(), vec![(record, reason)]));
+            }
+            Err(records) => records,
+        };
+        tracing::warn!(
+            "{what}: {error}; looking for the records of the {} it fails on",
+            records.len()
+        );
+        let found = isolate::isolate(records, |part| {
+            let (answer, proven_as) = (&answer, &proven_as);
+            async move {
+                match self
+                    .attempt(&pipeline.retry, what, bound, stop, || {
+                        stage.operation(&part)
+                    })
+                    .await
+                    .and_then(|answered| stage.kept_to(bound, &part, answered))
+                {
+                    Ok(answered) => {
+                        self.proven.took(proven_as);
+                        answer(part, answered).map_err(isolate::Failure::End)
+                    }
+                    Err(GaveUp::Stopped(error)) if isolate::may_be_a_record(&error) => {
+                        Err(isolate::Failure::Record(error.to_string()))
+                    }
+                    Err(gave_up) => Err(isolate::Failure::End(ended(what, gave_up))),
+                }
+            }
+        })
+        .await?;
+        let found = match found {
+            isolate::Search::Found(found) => found,
+            isolate::Search::Plugin => {
+                return Err(RunEnd::Stopped(format!(
+                    "{what}: {error} (it fails its records alone too: the plugin's trouble, not a record's)"
+                )));
+            }
+            isolate::Search::TooLong => {
+                return Err(RunEnd::Stopped(format!(
+                    "{what}: {error} (so many of its records fail alone that {} calls did not find them all: the plugin's trouble, or the batch's)",
+                    isolate::MAX_CALLS
+                )));
+            }
+        };
+        let keys = some_keys(found.aside.iter().map(|(r, _)| r));
+        tracing::warn!(
+            "{what}: {} records ({keys}) set aside as dead letters: the {} fails on each alone while it {} the rest",
+            found.aside.len(),
+            stage.kind.as_str(),
+            stage.takes(),
+        );
+        let aside = found
+            .aside
+            .into_iter()
+            .map(|(record, why)| {
+                let reason = format!(
+                    "set aside: {} {} fails on this record alone while it {} the rest of its batch: {why}",
+                    stage.kind.as_str(),
+                    stage.plugin,
+                    stage.takes()
+                );
+                (record, reason)
+            })
+            .collect();
+        Ok((found.mapped, aside))
+    }
+
+    /// One call, retried as the retry policy says; why it gave up, if it
+    /// did ([`ended`] makes that the run's end).
+    async fn attempt(
+        &self,
+        config: &RetryConfig,
+        what: &str,
+        bound: &Bound<'_>,
+        stop: &Stop,
+        operation: impl Fn() -> Operation,
+    ) -> Result<Answer, GaveUp> {
+        self.attempt_spending(config, what, bound, operation, |wait| pause(wait, stop))
+            .await
+    }
+
+    /// [`Runner::attempt`], each wait before a retry spent in `spend`.
+    pub(super) async fn attempt_spending<S, SFut>(
+        &self,
+        config: &RetryConfig,
+        what: &str,
+        bound: &Bound<'_>,
+        operation: impl Fn() -> Operation,
+        spend: S,
+    ) -> Result<Answer, GaveUp>
+    where
+        S: FnMut(Duration) -> SFut,
+        SFut: std::future::Future<Output = Result<(), GaveUp>>,
+    {
+        let context =
+            bound
+                .installed
+                .call_context(&bound.config, &self.db, &self.secrets, &self.name);
+        let installed = &bound.installed;
+        retry_spending_waits(
+            config,
+            what,
+            || installed.call_warm(&self.runtime.engine, operation(), &context),
+            spend,
+        )
+        .await
+    }
+
+    /// Saves a change to the counts of records a sink will not take. Not
+    /// saved (logged), it holds in this process and a restart counts anew.
+    async fn remember(&self, counted: Counted) {
+        if counted.is_empty() {
+            return;
+        }
+        let name = self.name.clone();
+        let saved = self
+            .db
+            .transact(move |conn| Ok::<_, DbError>(counted.save(conn, &name)?))
+            .await;
+        if let Err(e) = saved {
+            tracing::warn!(
+                pipeline = %self.name,
+                "the count of records a sink will not take is not saved: {e}; a restart counts them anew"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::runner::tests::keyed;
+
+    #[test]
+    fn a_transform_answer_must_keep_the_contract_and_the_keys_it_was_given() {
+        let given: Vec<Record> = ["a", "b"].map(keyed).into();
+        // Fewer, reordered, or several records of one key: all kept.
+        assert_eq!(broken_answer(&given, &[keyed("b")]), None);
+        assert_eq!(
+            broken_answer(&given, &[keyed("b"), keyed("a"), keyed("a")]),
+            None
+        );
+        assert_eq!(broken_answer(&given, &[]), None);
+        let stranger = broken_answer(&given, &[keyed("a"), keyed("c")]);
+        assert_eq!(
+            stranger.as_deref(),
+            Some("its record 1 has the key \"c\", which none of the records it was given has")
+        );
+        let mut array = keyed("b");
+        array.data = "[1]".into();
+        let broken = broken_answer(&given, &[keyed("a"), array]);
+        assert_eq!(
+            broken.as_deref(),
+            Some("its record 1 (b) is an upsert whose data is not a JSON object")
+        );
+    }
+}
