@@ -220,6 +220,17 @@ fn created_and_updated_contacts_arrive_in_the_mailer_mapped() {
     assert_eq!(sums(&runs), (10, 10), "{runs:#?}");
     let logs = host.logs();
     assert!(!logs.contains("nothing new"), "{logs}");
+    // Each stage's instance read its configuration, on record with the
+    // pipeline it read it in.
+    let reads = support::config_and_log_rows(&w.scratch.path().join("causeway-data"));
+    for plugin in ["crm-source", "map-fullname", "mailer-sink"] {
+        assert!(
+            reads.iter().any(|r| r.0 == plugin
+                && r.1 == "config"
+                && r.3 == "its configuration in pipeline contacts-to-mailer"),
+            "{plugin}: {reads:#?}"
+        );
+    }
 }
 
 #[test]

@@ -530,6 +530,18 @@ fn capability_calls_leave_audit_rows() {
         rows[1].3
     );
     assert_eq!(rows[1].4, "allowed");
+    // Each call's read of its configuration is a use too.
+    let reads = support::config_and_log_rows(&scratch.path().join("causeway-data"));
+    let config: Vec<_> = reads.iter().filter(|r| r.1 == "config").collect();
+    assert_eq!(config.len(), 2, "{reads:#?}");
+    for (plugin, _, action, target, decision, detail) in config {
+        assert_eq!(
+            (plugin.as_str(), action.as_str(), target.as_str()),
+            ("crm-source", "get", "its configuration")
+        );
+        assert_eq!(decision, "allowed");
+        assert!(detail.ends_with(" bytes"), "{detail}");
+    }
 }
 
 /// Calls through the running host are audited too, and the rows are on disk

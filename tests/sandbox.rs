@@ -178,12 +178,26 @@ fn a_looping_plugin_stops_costing_cpu_after_its_bound_and_others_keep_answering(
 
 #[test]
 fn log_spam_is_cut_and_wasi_gives_nothing_beyond_the_fixed_set() {
-    let (_scratch, host) = start();
+    let (scratch, host) = start();
     let (status, answer, _) = provoke(&host, "log-spam");
     assert_eq!(status, 200, "{answer}");
     host.wait_for_log("spam line", 5);
     let spam = host.logs().matches("spam line").count();
     assert!(spam <= 1000, "{spam} spam lines reached the host's log");
+    // The call's lines are one audit row, saying what the rate turned away.
+    let data = scratch.path().join("causeway-data");
+    let row = wait_until("the call's log row", Duration::from_secs(10), || {
+        support::config_and_log_rows(&data)
+            .into_iter()
+            .find(|r| r.0 == "test-hostile" && r.1 == "log")
+    });
+    assert_eq!((row.2.as_str(), row.4.as_str()), ("write", "allowed"));
+    let lines: usize = row.5.split(' ').next().unwrap().parse().unwrap();
+    assert!((1..=1000).contains(&lines), "{row:?}");
+    assert!(
+        row.5.contains("more not written: over 50 lines per second"),
+        "{row:?}"
+    );
 
     let (status, answer, _) = provoke(&host, "wasi");
     assert_eq!(status, 200, "{answer}");

@@ -506,7 +506,7 @@ fn render_plugins(page: &mut Exposition, registry: &crate::registry::Registry) {
     page.family(
         "causeway_capability_uses_total",
         Kind::Counter,
-        "Capability uses by plugins since the host started, by capability and decision (allowed, denied); each is also an audit row.",
+        "Capability uses by plugins since the host started, by capability (http, storage, config, log: one a call that logged) and decision (allowed, denied); each is also an audit row.",
     );
     for installed in &plugins {
         let info = &installed.plugin.info;

@@ -479,6 +479,8 @@ impl Plugin {
         // allocated once instead of copied at every level that moves it.
         let call = Box::pin(call);
         let outcome = tokio::time::timeout(limits.call_timeout + ABANDON_GRACE, call).await;
+        // What it logged is one row, however the call ended.
+        store.data_mut().audit_logged();
         // Stopped at an epoch tick, or ended before one came: either way
         // the call fails, and its instance goes.
         let state = store.data();

@@ -419,16 +419,33 @@ impl Drop for RunningHost {
     }
 }
 
-/// The capability uses in the audit log under `data_dir` (not the grants
-/// changes or the host's own events), oldest first, as
+/// The uses of the capabilities that reach beyond the sandbox (http,
+/// storage) in the audit log under `data_dir`: not a plugin's reads of its
+/// configuration or its log lines ([`config_and_log_rows`]), not the grants
+/// changes or the host's own events. Oldest first, as
 /// `(plugin, capability, action, target, decision, detail)`.
 pub fn audit_rows(data_dir: &Path) -> Vec<(String, String, String, String, String, String)> {
+    capability_rows(data_dir, "capability NOT IN ('grants', 'config', 'log')")
+}
+
+/// The plugins' reads of their configuration and their calls' log rows,
+/// as [`audit_rows`] has them.
+pub fn config_and_log_rows(
+    data_dir: &Path,
+) -> Vec<(String, String, String, String, String, String)> {
+    capability_rows(data_dir, "capability IN ('config', 'log')")
+}
+
+fn capability_rows(
+    data_dir: &Path,
+    capabilities: &str,
+) -> Vec<(String, String, String, String, String, String)> {
     let conn = rusqlite::Connection::open(data_dir.join("causeway.db")).expect("open the database");
     let mut stmt = conn
-        .prepare(
+        .prepare(&format!(
             "SELECT plugin, capability, action, target, decision, detail FROM audit
-             WHERE capability <> 'grants' AND plugin <> 'causeway' ORDER BY seq",
-        )
+             WHERE {capabilities} AND plugin <> 'causeway' ORDER BY seq"
+        ))
         .expect("query audit");
     stmt.query_map([], |r| {
         Ok((

@@ -1,8 +1,12 @@
 //! `log`: plugin log lines into the host's logs, attributed, size-capped and
 //! rate-limited per plugin version, so no plugin can flood the host's logs.
+//! A call's lines are audited together: one row for the call, with how many
+//! lines and bytes it logged and how many the rate turned away (a row a
+//! line would double every chatty plugin's log in the audit log).
 
 use std::time::Instant;
 
+use crate::audit::{AuditEvent, Decision};
 use crate::bindings::causeway::plugin::log::{Host, Level};
 use crate::caps::rate::Admission;
 use crate::sandbox::StoreState;
@@ -35,10 +39,51 @@ impl LogLimiter {
     }
 }
 
+/// What one call logged: its `log` audit row.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Logged {
+    /// Lines written to the host's log.
+    pub lines: u64,
+    /// Their bytes, as written (cut lines count what was kept).
+    pub bytes: u64,
+    /// Lines the rate turned away.
+    pub refused: u64,
+}
+
+impl StoreState {
+    /// Records the call's `log` row, if it logged anything, and starts the
+    /// next call's count.
+    pub fn audit_logged(&mut self) {
+        let Logged {
+            lines,
+            bytes,
+            refused,
+        } = std::mem::take(&mut self.logged);
+        if lines == 0 && refused == 0 {
+            return;
+        }
+        let mut detail = format!("{lines} lines, {bytes} bytes");
+        if refused > 0 {
+            detail.push_str(&format!(
+                "; {refused} more not written: over {LINES_PER_SECOND} lines per second"
+            ));
+        }
+        self.audit.record(AuditEvent::new(
+            &self.plugin,
+            "log",
+            "write",
+            "the host's log",
+            Decision::Allowed,
+            detail,
+        ));
+    }
+}
+
 impl Host for StoreState {
     async fn log(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
         let plugin = self.plugin.label();
         let Some(dropped) = self.log_limit.admit(Instant::now()) else {
+            self.logged.refused += 1;
             return Ok(());
         };
         if dropped > 0 {
@@ -56,6 +101,8 @@ impl Host for StoreState {
             message.truncate(cut);
             message.push_str(" [cut]");
         }
+        self.logged.lines += 1;
+        self.logged.bytes += message.len() as u64;
         match level {
             Level::Trace => tracing::trace!(target: "plugin", %plugin, "{message}"),
             Level::Debug => tracing::debug!(target: "plugin", %plugin, "{message}"),

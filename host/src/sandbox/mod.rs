@@ -169,6 +169,8 @@ pub struct StoreState {
     pub http: Option<Arc<HttpClient>>,
     /// The plugin version's log budget.
     pub log_limit: Arc<crate::caps::log::LogLimiter>,
+    /// What this call has logged, for its one `log` audit row.
+    pub logged: crate::caps::log::Logged,
     /// The plugin's configuration as a JSON object.
     pub config_json: String,
     /// When the call must end; host calls get the remaining time.
@@ -264,6 +266,7 @@ pub fn new_store(
         secrets: context.secrets.clone(),
         http: context.http.clone(),
         log_limit: context.log_limit.clone(),
+        logged: crate::caps::log::Logged::default(),
         config_json: context.config.clone(),
         deadline,
     };
