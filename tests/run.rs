@@ -542,6 +542,22 @@ fn capability_calls_leave_audit_rows() {
         assert_eq!(decision, "allowed");
         assert!(detail.ends_with(" bytes"), "{detail}");
     }
+    // A security team picks one capability's rows out of the rest.
+    for (capability, decision) in [("config", "allowed"), ("http", "denied")] {
+        let picked = support::run_json(scratch.causeway().args([
+            "audit",
+            "--capability",
+            capability,
+            "--json",
+        ]));
+        let picked = picked.as_array().unwrap();
+        assert_eq!(picked.len(), 2, "{picked:#?}");
+        assert!(
+            picked.iter().all(|r| r["capability"] == capability),
+            "{picked:#?}"
+        );
+        assert_eq!(picked[0]["decision"], decision, "{picked:#?}");
+    }
 }
 
 /// Calls through the running host are audited too, and the rows are on disk

@@ -23,6 +23,9 @@ pub struct StoredEvent {
 pub struct Filter {
     /// Only this plugin's (or `causeway` for the host's own events).
     pub plugin: Option<String>,
+    /// Only uses of this capability (`http`, `storage`, `config`, `log`,
+    /// or one of the host's: `grants`, `pipeline`, …).
+    pub capability: Option<String>,
     /// Only rows at or after this time (RFC 3339, as stored).
     pub since: Option<String>,
     /// Only denied uses.
@@ -38,6 +41,10 @@ pub fn query(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<StoredE
     if let Some(plugin) = &filter.plugin {
         params.push(Box::new(plugin.clone()));
         sql.push_str(&format!(" AND plugin = ?{}", params.len()));
+    }
+    if let Some(capability) = &filter.capability {
+        params.push(Box::new(capability.clone()));
+        sql.push_str(&format!(" AND capability = ?{}", params.len()));
     }
     if let Some(since) = &filter.since {
         params.push(Box::new(since.clone()));
