@@ -117,7 +117,7 @@ impl Guest {
         let buf = encode(batch);
         let mut store = self.store.lock().await;
         // As a warm instance readies its store for each call.
-        store.data_mut().begin_call(&self.limits);
+        store.data_mut().begin_call(&self.limits, None);
         let answer = self
             .instance
             .causeway_experiment_packed_transform()
@@ -131,7 +131,7 @@ impl Guest {
     /// Hands the guest an encoded batch for `map_kept`.
     async fn keep(&self, encoded: &[u8]) {
         let mut store = self.store.lock().await;
-        store.data_mut().begin_call(&self.limits);
+        store.data_mut().begin_call(&self.limits, None);
         self.instance
             .causeway_experiment_packed_transform()
             .call_keep(&mut *store, encoded)
@@ -142,7 +142,7 @@ impl Guest {
     /// The mapping alone, on the kept batch: how many records came out.
     async fn map_kept(&self) -> Result<u32, String> {
         let mut store = self.store.lock().await;
-        store.data_mut().begin_call(&self.limits);
+        store.data_mut().begin_call(&self.limits, None);
         self.instance
             .causeway_experiment_packed_transform()
             .call_map_kept(&mut *store)

@@ -220,6 +220,35 @@ fn created_and_updated_contacts_arrive_in_the_mailer_mapped() {
     assert_eq!(sums(&runs), (10, 10), "{runs:#?}");
     let logs = host.logs();
     assert!(!logs.contains("nothing new"), "{logs}");
+    // Each request a stage made is on record with the run it was made in
+    // (the runs listed after the rows were read: polls go on meanwhile).
+    // Every row and every run, however many polls a slow machine made.
+    let all = ["--limit", "1000000", "--json"];
+    let requests = run_json(
+        w.causeway()
+            .args(["audit", "--capability", "http"])
+            .args(all),
+    );
+    let requests = requests.as_array().unwrap();
+    let ids: Vec<String> = run_json(w.causeway().arg("runs").args(all))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("contacts-to-mailer#{}", r["id"]))
+        .collect();
+    for plugin in ["crm-source", "mailer-sink"] {
+        assert!(
+            requests.iter().any(|r| r["plugin"] == plugin),
+            "{plugin}: {requests:#?}"
+        );
+    }
+    for request in requests {
+        let run = request["run_id"].as_str().unwrap_or("-").to_string();
+        assert!(
+            ids.contains(&run),
+            "{run} is not one of {ids:?}: {request:#}"
+        );
+    }
     // Each stage's instance read its configuration, on record with the
     // pipeline it read it in.
     let reads = support::config_and_log_rows(&w.scratch.path().join("causeway-data"));

@@ -142,6 +142,7 @@ impl Installed {
             audit: crate::audit::AuditLog::new(db.clone()).counting_in(self.plugin.stats.clone()),
             db: db.clone(),
             pipeline: pipeline.to_string(),
+            run: None,
             secrets: secrets.clone(),
             http: self.http.clone(),
             log_limit: self.log_limit.clone(),

@@ -126,7 +126,9 @@ impl WarmPool {
         let limits = &context.policy.limits;
         let (key, mut store, live, calls) = match self.take(&context.pipeline, &context.config) {
             Some(mut warm) => {
-                warm.store.data_mut().begin_call(limits);
+                warm.store
+                    .data_mut()
+                    .begin_call(limits, context.run.as_ref());
                 (warm.key, warm.store, Some(warm.live), warm.calls)
             }
             None => (

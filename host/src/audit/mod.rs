@@ -8,8 +8,8 @@ pub mod query;
 
 pub use chain::{Broken, Chain, Head, Report};
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -157,6 +157,9 @@ pub struct AuditLog {
     denials: Option<Arc<AtomicU32>>,
     /// For a plugin's log: its version's counters (`/metrics`).
     stats: Option<Arc<crate::metrics::CallStats>>,
+    /// For a plugin call's log: the pipeline run the call belongs to, set
+    /// per call (a warm instance serves the runs one after another).
+    run: Option<Arc<Mutex<Option<Arc<str>>>>>,
 }
 
 impl AuditLog {
@@ -166,6 +169,7 @@ impl AuditLog {
             writer,
             denials: None,
             stats: None,
+            run: None,
         }
     }
 
@@ -185,13 +189,18 @@ impl AuditLog {
             writer: self.writer.clone(),
             denials: Some(Arc::new(AtomicU32::new(0))),
             stats: self.stats.clone(),
+            run: Some(Arc::default()),
         }
     }
 
-    /// Starts a new call's count (a warm instance's next call).
-    pub fn begin_call(&self) {
+    /// Starts a new call's count (a warm instance's next call), its uses
+    /// recorded as `run`'s (a pipeline run's, `PIPELINE#ID`), if any.
+    pub fn begin_call(&self, run: Option<&Arc<str>>) {
         if let Some(denials) = &self.denials {
             denials.store(0, Ordering::Relaxed);
+        }
+        if let Some(current) = &self.run {
+            *current.lock().unwrap_or_else(|p| p.into_inner()) = run.cloned();
         }
     }
 
@@ -205,6 +214,7 @@ impl AuditLog {
     /// `false` when it was a denial over the call's budget: counted, not
     /// recorded (the caller then logs nothing either).
     pub fn record(&self, event: AuditEvent) -> bool {
+        let event = self.in_run(event);
         if let Some(stats) = &self.stats {
             stats.record_use(&event.capability, event.decision.name());
         }
@@ -228,9 +238,23 @@ impl AuditLog {
         true
     }
 
+    /// `event`, marked with the pipeline run of the call it belongs to.
+    fn in_run(&self, mut event: AuditEvent) -> AuditEvent {
+        if event.run_id.is_none()
+            && let Some(run) = &self.run
+        {
+            event.run_id = run
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_deref()
+                .map(str::to_string);
+        }
+        event
+    }
+
     /// Records that `plugin`'s call was stopped after `denied` denials.
     pub fn record_stopped(&self, plugin: &PluginInfo, denied: u32) {
-        self.writer.audit(AuditEvent::new(
+        self.writer.audit(self.in_run(AuditEvent::new(
             plugin,
             "call",
             "stop",
@@ -239,7 +263,7 @@ impl AuditLog {
             format!(
                 "{denied} capability uses denied in one call, over the limit of {MAX_DENIALS_PER_CALL}: the call was stopped; the denials after the {MAX_DENIALS_PER_CALL}th are not recorded one by one"
             ),
-        ));
+        )));
     }
 }
 
@@ -280,8 +304,10 @@ mod tests {
         assert!(call.record(event(Decision::Allowed)));
         assert!(host_log.record(event(Decision::Denied)));
         assert_eq!(host_log.over_budget(), None);
-        // A warm instance's next call starts a new count.
-        call.begin_call();
+        // A warm instance's next call starts a new count, here in a
+        // pipeline run that its rows name.
+        let run: Arc<str> = Arc::from("p#7");
+        call.begin_call(Some(&run));
         assert_eq!(shared.over_budget(), None);
         assert!(call.record(event(Decision::Denied)));
         writer.close();
@@ -298,5 +324,11 @@ mod tests {
             "the budget, the host's, the next call's"
         );
         assert_eq!(rows.len() as u32, MAX_DENIALS_PER_CALL + 3);
+        let runs: Vec<Option<&str>> = rows.iter().map(|r| r.event.run_id.as_deref()).collect();
+        assert_eq!(runs.last(), Some(&Some("p#7")));
+        assert!(
+            runs[..runs.len() - 1].iter().all(Option::is_none),
+            "{runs:?}"
+        );
     }
 }

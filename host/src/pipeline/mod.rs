@@ -431,6 +431,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         proven,
         arrivals: wakers.inbox.clone(),
         ran_on: Default::default(),
+        in_run: Default::default(),
     };
     // At start: deliveries a previous host stored but did not process, and
     // a first pull.

@@ -212,6 +212,9 @@ pub struct CallContext {
     pub db: WriterHandle,
     /// The pipeline the call runs in; empty outside pipelines.
     pub pipeline: String,
+    /// The pipeline run it belongs to (`PIPELINE#ID`), which its audit
+    /// rows name.
+    pub run: Option<Arc<str>>,
     /// The secrets, for credentials the host injects.
     pub secrets: Arc<Secrets>,
     /// The plugin version's outbound client, if it may use HTTP.
@@ -240,6 +243,7 @@ pub fn new_store(
     let deadline = Instant::now() + limits.call_timeout;
     // One log for the call and its wasi:http door: they share its denials.
     let audit = context.audit.for_call();
+    audit.begin_call(context.run.as_ref());
     let http_door = WasiHttpDoor::new(Outbound {
         plugin: plugin.clone(),
         policy: context.policy.clone(),
@@ -300,10 +304,10 @@ impl StoreState {
 
     /// Readies a warm store for its next call: a new deadline (for the
     /// guest and for host calls), no refused growth, stderr from here on.
-    pub fn begin_call(&mut self, limits: &Limits) {
+    pub fn begin_call(&mut self, limits: &Limits, run: Option<&Arc<str>>) {
         self.deadline = Instant::now() + limits.call_timeout;
         self.http_door.set_deadline(self.deadline);
-        self.audit.begin_call();
+        self.audit.begin_call(run);
         self.limiter.refused = None;
         self.stderr.clear();
     }

@@ -90,12 +90,7 @@ impl Runner {
             run.deliveries_up_to = newest;
             return Ok(true);
         }
-        let context = stages.source.installed.call_context(
-            &stages.source.config,
-            &self.db,
-            &self.secrets,
-            &self.name,
-        );
+        let context = self.context(&stages.source);
         let mut records = Vec::new();
         let mut done = Vec::new();
         for delivery in pending {

@@ -147,6 +147,33 @@ pub struct Runner {
     /// The snapshot its last page or batch of deliveries ran on
     /// ([`Runner::ran_on`]).
     pub(super) ran_on: Arc<std::sync::Mutex<Option<Arc<Snapshot>>>>,
+    /// The run in progress (`PIPELINE#ID`), which the audit rows of its
+    /// stages' calls name; a run of deliveries inside a poll's is its own
+    /// until it ends ([`InRun`]).
+    pub(super) in_run: Arc<std::sync::Mutex<Option<Arc<str>>>>,
+}
+
+/// The run a [`Runner`] is in, until dropped: then the one it was in
+/// before (a run of deliveries ends inside the poll that started it).
+struct InRun<'a> {
+    current: &'a std::sync::Mutex<Option<Arc<str>>>,
+    before: Option<Arc<str>>,
+}
+
+impl<'a> InRun<'a> {
+    fn enter(current: &'a std::sync::Mutex<Option<Arc<str>>>, run: Arc<str>) -> InRun<'a> {
+        let before = current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(run);
+        InRun { current, before }
+    }
+}
+
+impl Drop for InRun<'_> {
+    fn drop(&mut self) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = self.before.take();
+    }
 }
 
 /// What one run carries from page to page.
@@ -230,6 +257,7 @@ impl Runner {
             proven,
             arrivals: Arc::default(),
             ran_on: Default::default(),
+            in_run: Default::default(),
         }
     }
 
@@ -242,6 +270,21 @@ impl Runner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// How `bound`'s plugin is called in this pipeline, in the run in
+    /// progress.
+    fn context(&self, bound: &Bound<'_>) -> crate::sandbox::CallContext {
+        let mut context =
+            bound
+                .installed
+                .call_context(&bound.config, &self.db, &self.secrets, &self.name);
+        context.run = self
+            .in_run
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        context
     }
 
     /// Notes the snapshot a page or batch runs on ([`Runner::ran_on`]).
@@ -284,6 +327,7 @@ impl Runner {
                 Ok::<_, DbError>((run, paused, newest))
             })
             .await?;
+        let _in_run = InRun::enter(&self.in_run, format!("{}#{run_id}", self.name).into());
         let mut run = ThisRun {
             id: run_id,
             started_paused,
@@ -564,6 +608,22 @@ mod tests {
             data: "{}".into(),
             source_timestamp: None,
         }
+    }
+
+    #[test]
+    fn a_run_of_deliveries_inside_a_poll_is_its_own_until_it_ends() {
+        let current = std::sync::Mutex::new(None);
+        let now = || current.lock().unwrap().as_deref().map(str::to_string);
+        {
+            let _poll = InRun::enter(&current, "p#1".into());
+            assert_eq!(now().as_deref(), Some("p#1"));
+            {
+                let _deliveries = InRun::enter(&current, "p#2".into());
+                assert_eq!(now().as_deref(), Some("p#2"));
+            }
+            assert_eq!(now().as_deref(), Some("p#1"));
+        }
+        assert_eq!(now(), None);
     }
 
     #[test]

@@ -452,10 +452,7 @@ impl Runner {
         S: FnMut(Duration) -> SFut,
         SFut: std::future::Future<Output = Result<(), GaveUp>>,
     {
-        let context =
-            bound
-                .installed
-                .call_context(&bound.config, &self.db, &self.secrets, &self.name);
+        let context = self.context(bound);
         let installed = &bound.installed;
         retry_spending_waits(
             config,
