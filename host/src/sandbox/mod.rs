@@ -303,7 +303,8 @@ impl StoreState {
     }
 
     /// Readies a warm store for its next call: a new deadline (for the
-    /// guest and for host calls), no refused growth, stderr from here on.
+    /// guest and for host calls), no refused growth, stderr from here on,
+    /// and the pipeline run its audit rows name.
     pub fn begin_call(&mut self, limits: &Limits, run: Option<&Arc<str>>) {
         self.deadline = Instant::now() + limits.call_timeout;
         self.http_door.set_deadline(self.deadline);
