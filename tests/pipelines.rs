@@ -249,6 +249,16 @@ fn created_and_updated_contacts_arrive_in_the_mailer_mapped() {
             "{run} is not one of {ids:?}: {request:#}"
         );
     }
+    // And one run's uses are picked out by it.
+    let first = requests[0]["run_id"].as_str().unwrap();
+    let of_first = run_json(w.causeway().args(["audit", "--run", first]).args(all));
+    let of_first = of_first.as_array().unwrap();
+    let made = requests.iter().filter(|r| r["run_id"] == first).count();
+    assert!(made > 0 && of_first.len() >= made, "{of_first:#?}");
+    assert!(
+        of_first.iter().all(|r| r["run_id"] == first),
+        "{of_first:#?}"
+    );
     // Each stage's instance read its configuration, on record with the
     // pipeline it read it in.
     let reads = support::config_and_log_rows(&w.scratch.path().join("causeway-data"));

@@ -26,6 +26,8 @@ pub struct Filter {
     /// Only uses of this capability (`http`, `storage`, `config`, `log`,
     /// or one of the host's: `grants`, `pipeline`, …).
     pub capability: Option<String>,
+    /// Only uses made in this pipeline run (`PIPELINE#ID`).
+    pub run: Option<String>,
     /// Only rows at or after this time (RFC 3339, as stored).
     pub since: Option<String>,
     /// Only denied uses.
@@ -45,6 +47,10 @@ pub fn query(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<StoredE
     if let Some(capability) = &filter.capability {
         params.push(Box::new(capability.clone()));
         sql.push_str(&format!(" AND capability = ?{}", params.len()));
+    }
+    if let Some(run) = &filter.run {
+        params.push(Box::new(run.clone()));
+        sql.push_str(&format!(" AND run_id = ?{}", params.len()));
     }
     if let Some(since) = &filter.since {
         params.push(Box::new(since.clone()));

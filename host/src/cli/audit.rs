@@ -14,7 +14,7 @@ use crate::audit::query::{self, Filter};
 #[derive(Debug, clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  causeway audit --plugin crm-source --since 2h\n  causeway audit --capability http --denied\n  causeway audit --denied --json\n  causeway audit verify\n  causeway audit export --output audit.jsonl\n  causeway audit prune --older-than 90d"
+    after_help = "Examples:\n  causeway audit --plugin crm-source --since 2h\n  causeway audit --capability http --denied\n  causeway audit --run crm-to-mailer#12\n  causeway audit --denied --json\n  causeway audit verify\n  causeway audit export --output audit.jsonl\n  causeway audit prune --older-than 90d"
 )]
 pub struct Opts {
     /// What to do besides listing.
@@ -27,6 +27,10 @@ pub struct Opts {
     /// one of the host's (`grants`, `pipeline`, `dlq`, `api`, …).
     #[arg(long, value_name = "NAME")]
     pub capability: Option<String>,
+    /// Only uses made in this pipeline run (`PIPELINE#ID`, the id `causeway
+    /// runs` lists).
+    #[arg(long, value_name = "PIPELINE#ID")]
+    pub run: Option<String>,
     /// Only events since TIME: RFC 3339 (2026-11-24T09:00:00Z) or a
     /// duration ago (15m, 2h, 7d).
     #[arg(long, value_name = "TIME")]
@@ -88,6 +92,7 @@ impl Opts {
         let filter = Filter {
             plugin: self.plugin.clone(),
             capability: self.capability.clone(),
+            run: self.run.clone(),
             since: self
                 .since
                 .as_deref()
