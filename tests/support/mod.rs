@@ -419,10 +419,10 @@ impl Drop for RunningHost {
     }
 }
 
-/// The uses of the capabilities that reach beyond the sandbox (http,
-/// storage) in the audit log under `data_dir`: not a plugin's reads of its
-/// configuration or its log lines ([`config_and_log_rows`]), not the grants
-/// changes or the host's own events. Oldest first, as
+/// The capability uses in the audit log under `data_dir` but a plugin's
+/// reads of its configuration and its calls' log rows
+/// ([`config_and_log_rows`]), the grants changes and the host's own
+/// events. Oldest first, as
 /// `(plugin, capability, action, target, decision, detail)`.
 pub fn audit_rows(data_dir: &Path) -> Vec<(String, String, String, String, String, String)> {
     capability_rows(data_dir, "capability NOT IN ('grants', 'config', 'log')")
