@@ -31,9 +31,21 @@ def map_contact(contact):
     return subscriber
 
 
+_target = None
+
+
+def target_stream():
+    """The output stream, from the configuration: read once per instance
+    (it never changes for one, and the host audits each read)."""
+    global _target
+    if _target is None:
+        _target = json.loads(config.get()).get("target_stream") or "subscribers"
+    return _target
+
+
 class Transform(exports.Transform):
     def transform(self, batch):
-        target = json.loads(config.get()).get("target_stream") or "subscribers"
+        target = target_stream()
         out = []
         for record in batch:
             if record.op == Op.DELETE:
