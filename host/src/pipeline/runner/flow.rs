@@ -12,13 +12,13 @@ use super::{RunEnd, Runner, Stop, some_keys};
 /// Counts of one page.
 #[derive(Debug, Default)]
 pub(super) struct PageCounts {
-    pub(super) read: usize,
-    pub(super) written: usize,
-    pub(super) rejected: usize,
+    read: usize,
+    written: usize,
+    rejected: usize,
     /// Older than a version let through before ([`versions`]).
-    pub(super) skipped: usize,
+    skipped: usize,
     /// Given to a transform that answered nothing for them.
-    pub(super) dropped: usize,
+    dropped: usize,
 }
 
 impl PageCounts {
@@ -106,7 +106,7 @@ pub(super) struct Took {
 impl Took {
     /// The records `plugin` was given (of those it has letters of), but
     /// for those it set `aside`; nothing when it was given none.
-    pub(super) fn all_but<'a>(
+    fn all_but<'a>(
         plugin: &str,
         stage: dlq::Stage,
         mut given: Vec<(String, String)>,
