@@ -15,7 +15,8 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 use support::{
-    Answer, FakeServer, Scratch, audit_rows, guest_plugins, repo_root, run, run_json, target,
+    Answer, FakeServer, Scratch, Throttle, audit_rows, guest_plugins, repo_root, run, run_json,
+    target,
 };
 
 /// One compile at a time: the first test to need a runtime compiles it into
@@ -441,6 +442,95 @@ fn a_javascript_sink_posting_with_fetch_sends_what_the_rust_one_sends() {
         (allowed("mailer-sink"), allowed("mailer-sink-js")),
         (1, 1),
         "{rows:#?}"
+    );
+}
+
+/// mailer-sink-js fails its batch as `transient` on a 429 (reading the
+/// `Retry-After` from `fetch` is left to each plugin, and it does not):
+/// the host reads the header itself, at the wasi:http door, and retries
+/// the batch when it says, not on the pipeline's quicker backoff. The budget
+/// is far smaller than the wait, so only a wait that does not spend it lets
+/// the run through.
+#[test]
+fn a_javascript_sink_failing_on_a_429_is_retried_when_its_retry_after_says() {
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Mailer {
+        throttle: Throttle,
+        written: usize,
+    }
+    let mailer = Arc::new(Mutex::new(Mailer::default()));
+    let server = FakeServer::start({
+        let mailer = mailer.clone();
+        move |request| {
+            let mut m = mailer.lock().unwrap();
+            m.throttle.arrived();
+            if m.throttle.refused < 2 {
+                return m.throttle.refuse(1);
+            }
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+            let operations = body["operations"].as_array().map_or(0, Vec::len);
+            m.written += operations;
+            let results = vec![json!({"status": "ok"}); operations];
+            Answer::ok(json!({ "results": results }).to_string())
+        }
+    });
+    let crm = causeway::fakes::FakeCrm::start(SECRET, 0).expect("start the fake CRM");
+    for i in 0..3 {
+        let mut contact = serde_json::Map::new();
+        contact.insert("email".into(), json!(format!("p{i}@example.com")));
+        crm.create(contact);
+    }
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let scratch = sinks(&port, 1 << 20);
+    scratch.install("crm-source", "crm-source.wasm");
+    let grants = std::fs::read_to_string(scratch.path().join("grants.toml")).unwrap();
+    scratch.grants(&format!(
+        "{grants}\n[[plugins.crm-source.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"GET\"]\npath-prefix = \"/v1/contacts\"\n\n[plugins.crm-source.credentials.crm-token]\nsecret = \"env:CAUSEWAY_TEST_TOKEN\"\nhosts = [\"127.0.0.1\"]\n",
+        crm.addr().port()
+    ));
+    let config = scratch.path().join("causeway.toml");
+    let cache = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            r#"{cache}
+[plugins.crm-source.config]
+base_url = "{}"
+
+[pipelines.contacts-to-js]
+every = "1h"
+source = {{ plugin = "crm-source", stream = "contacts" }}
+sinks = [{{ plugin = "mailer-sink-js", config = {{ base_url = "http://{}", list_id = "news" }} }}]
+
+[pipelines.contacts-to-js.retry]
+initial = "10ms"
+max = "20ms"
+budget = "50ms"
+"#,
+            crm.base_url(),
+            server.addr
+        ),
+    )
+    .unwrap();
+    let _one = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run(scratch.causeway().env("CAUSEWAY_TEST_TOKEN", SECRET).args([
+        "pipeline",
+        "run-now",
+        "contacts-to-js",
+    ]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("retry after 1000 ms"),
+        "the wait asked, in the log: {}",
+        out.stderr
+    );
+    let m = mailer.lock().unwrap();
+    assert_eq!((m.throttle.refused, m.written), (2, 3));
+    assert_eq!(
+        m.throttle.early, 0,
+        "batches sent before the Retry-After passed"
     );
 }
 

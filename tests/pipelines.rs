@@ -1459,6 +1459,101 @@ fn a_429_with_retry_after_is_honoured_without_spending_the_budget() {
     );
 }
 
+/// An API with a quota of two writes a second, answering 429 with
+/// `Retry-After: 1` beyond it, written record by record by a sink that
+/// answers `retry` for what it could not write (the shape `causeway new`
+/// scaffolds): the retries are the sink's answers, not an error with a
+/// delay, yet the host reads the 429's `Retry-After` itself and waits as
+/// asked, without spending the budget. Every record arrives, no run fails,
+/// and no retry comes before the API said.
+#[test]
+fn records_a_sink_retries_after_a_429_wait_as_its_retry_after_asks() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    use support::{Answer, FakeServer, Throttle};
+
+    #[derive(Default)]
+    struct Quota {
+        window: Option<Instant>,
+        used: u32,
+        throttle: Throttle,
+        stored: Vec<String>,
+    }
+    let quota = Arc::new(Mutex::new(Quota::default()));
+    let api = FakeServer::start({
+        let quota = quota.clone();
+        move |request| {
+            let mut q = quota.lock().unwrap();
+            q.throttle.arrived();
+            let now = Instant::now();
+            if q.window
+                .is_none_or(|start| now >= start + Duration::from_secs(1))
+            {
+                q.window = Some(now);
+                q.used = 0;
+            }
+            q.used += 1;
+            if q.used > 2 {
+                return q.throttle.refuse(1);
+            }
+            let key = request.target.trim_start_matches("/items/").to_string();
+            q.stored.push(key);
+            Answer::ok("{}")
+        }
+    });
+    // A budget far smaller than the waits asked for: only waits that do
+    // not count against it let the runs through.
+    let w = World::new(
+        3,
+        &format!(
+            "[[plugins.test-rest-sink.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"PUT\", \"DELETE\"]\npath-prefix = \"/items/\"\n",
+            api.addr.rsplit(':').next().unwrap()
+        ),
+        &format!(
+            r#"
+[plugins.test-rest-sink.config]
+base_url = "http://{}"
+
+[pipelines.contacts-to-api]
+every = "200ms"
+source = {{ plugin = "crm-source", stream = "contacts" }}
+sinks = [{{ plugin = "test-rest-sink" }}]
+
+[pipelines.contacts-to-api.retry]
+initial = "10ms"
+max = "20ms"
+budget = "50ms"
+"#,
+            api.addr
+        ),
+    );
+    w.scratch.install("test-rest-sink", "rest-sink.wasm");
+    let mut expected: Vec<String> = create(&w.crm, 5).into_iter().map(|(id, _)| id).collect();
+    expected.sort();
+    let host = w.start();
+    wait_until("every contact written", Duration::from_secs(30), || {
+        let mut stored = quota.lock().unwrap().stored.clone();
+        stored.sort();
+        stored.dedup();
+        (stored == expected).then_some(())
+    });
+    let throttle = &quota.lock().unwrap().throttle;
+    assert!(
+        throttle.refused >= 2,
+        "five writes at two a second: {throttle:?}"
+    );
+    assert_eq!(
+        throttle.early, 0,
+        "writes sent before the Retry-After passed"
+    );
+    assert_eq!(w.failed_runs(), 0, "{:#}", w.runs());
+    assert!(
+        host.logs().contains("as the API's Retry-After asked"),
+        "{}",
+        host.logs()
+    );
+}
+
 #[test]
 fn operators_pause_resume_run_now_and_reset_a_pipeline() {
     let w = world("");

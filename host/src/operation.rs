@@ -287,7 +287,9 @@ pub struct PluginFailure {
     pub kind: FailureKind,
     /// The plugin's message.
     pub message: String,
-    /// For `rate-limited`: how long the third party asked to wait.
+    /// For `rate-limited` and `transient`: how long the third party asked
+    /// to wait, by the plugin's own delay or else by the `Retry-After` of a
+    /// 429 the plugin's requests got during the call.
     pub retry_after: Option<Duration>,
 }
 
@@ -319,25 +321,27 @@ impl std::fmt::Display for PluginFailure {
     }
 }
 
-fn plugin_error(plugin: &Plugin, error: PluginError) -> CallError {
-    let (kind, message, retry_after) = match error {
-        PluginError::Config(m) => (FailureKind::Config, m, None),
-        PluginError::Auth(m) => (FailureKind::Auth, m, None),
-        PluginError::RateLimited(r) => (
-            FailureKind::RateLimited,
-            r.message,
-            r.retry_after_ms.map(Duration::from_millis),
-        ),
-        PluginError::Transient(m) => (FailureKind::Transient, m, None),
-        PluginError::Fatal(m) => (FailureKind::Fatal, m, None),
-    };
-    CallError::Plugin {
-        plugin: plugin.info.label(),
-        error: PluginFailure {
+impl PluginFailure {
+    /// The plugin's error value as the host acts on it. `asked` (the
+    /// longest `Retry-After` of the 429s the call got) is the delay of a
+    /// `transient` error, and of a `rate-limited` one that names none.
+    fn of(error: PluginError, asked: Option<Duration>) -> PluginFailure {
+        let (kind, message, retry_after) = match error {
+            PluginError::Config(m) => (FailureKind::Config, m, None),
+            PluginError::Auth(m) => (FailureKind::Auth, m, None),
+            PluginError::RateLimited(r) => (
+                FailureKind::RateLimited,
+                r.message,
+                r.retry_after_ms.map(Duration::from_millis).or(asked),
+            ),
+            PluginError::Transient(m) => (FailureKind::Transient, m, asked),
+            PluginError::Fatal(m) => (FailureKind::Fatal, m, None),
+        };
+        PluginFailure {
             kind,
             message,
             retry_after,
-        },
+        }
     }
 }
 
@@ -353,7 +357,13 @@ pub enum Answer {
     /// `transform` or `handle`: records.
     Records(Vec<Record>),
     /// `write`: one outcome per record, in order.
-    Outcomes(Vec<WriteOutcome>),
+    Outcomes {
+        /// The outcomes.
+        outcomes: Vec<WriteOutcome>,
+        /// The longest `Retry-After` of the 429s the sink's requests got:
+        /// how long to wait before writing its `retry` records again.
+        retry_after: Option<Duration>,
+    },
 }
 
 impl Answer {
@@ -379,7 +389,7 @@ impl Answer {
                 "has_more": page.has_more,
             }),
             Answer::Records(records) => records_to(records),
-            Answer::Outcomes(outcomes) => json!(
+            Answer::Outcomes { outcomes, .. } => json!(
                 keys.iter()
                     .zip(outcomes)
                     .map(|(key, outcome)| match outcome {
@@ -481,6 +491,7 @@ impl Plugin {
         let outcome = tokio::time::timeout(limits.call_timeout + ABANDON_GRACE, call).await;
         // What it logged is one row, however the call ended.
         store.data_mut().audit_logged();
+        let asked = store.data().asked_to_wait.take();
         // Stopped at an epoch tick, or ended before one came: either way
         // the call fails, and its instance goes.
         let state = store.data();
@@ -501,8 +512,19 @@ impl Plugin {
             ),
             Ok(Err(trap)) => (Err(CallError::from_trap(store, limits, trap)), None),
             Ok(Ok((Err(invalid), _))) => (Err(invalid), None),
-            Ok(Ok((Ok(Err(error)), live))) => (Err(plugin_error(self, error)), Some(live)),
-            Ok(Ok((Ok(Ok(answer)), live))) => (Ok(answer), Some(live)),
+            Ok(Ok((Ok(Err(error)), live))) => (
+                Err(CallError::Plugin {
+                    plugin: self.info.label(),
+                    error: PluginFailure::of(error, asked),
+                }),
+                Some(live),
+            ),
+            Ok(Ok((Ok(Ok(mut answer)), live))) => {
+                if let Answer::Outcomes { retry_after, .. } = &mut answer {
+                    *retry_after = asked;
+                }
+                (Ok(answer), Some(live))
+            }
         }
     }
 
@@ -551,7 +573,10 @@ impl Plugin {
                                     batch.len()
                                 ))));
                             }
-                            other => other.map(Answer::Outcomes),
+                            other => other.map(|outcomes| Answer::Outcomes {
+                                outcomes,
+                                retry_after: None,
+                            }),
                         }
                     }
                     _ => guest
@@ -619,4 +644,35 @@ fn looked_up<G: Clone>(
     let guest = load()?;
     *slot = Some(guest.clone());
     Ok(guest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::RateLimit;
+
+    #[test]
+    fn a_429s_retry_after_is_the_delay_of_an_error_that_names_none() {
+        let asked = Some(Duration::from_secs(3));
+        let limited = |ms| {
+            PluginError::RateLimited(RateLimit {
+                retry_after_ms: ms,
+                message: "slow down".into(),
+            })
+        };
+        let delay = |error, asked| PluginFailure::of(error, asked).retry_after;
+        assert_eq!(delay(limited(None), asked), asked);
+        assert_eq!(delay(PluginError::Transient("503".into()), asked), asked);
+        // The plugin's own delay comes first.
+        assert_eq!(
+            delay(limited(Some(500)), asked),
+            Some(Duration::from_millis(500))
+        );
+        // Errors waiting cannot heal have none; nor has a call no 429 answered.
+        assert_eq!(delay(PluginError::Auth("401".into()), asked), None);
+        assert_eq!(delay(PluginError::Fatal("no".into()), asked), None);
+        assert_eq!(delay(PluginError::Transient("503".into()), None), None);
+        let failure = PluginFailure::of(PluginError::Transient("429".into()), asked);
+        assert_eq!(failure.to_string(), "transient (retry after 3000 ms): 429");
+    }
 }

@@ -167,7 +167,8 @@ impl Response {
     }
 
     /// A sink's answer for one record written by its own request: 2xx → ok;
-    /// 408, 429 and 5xx → retry later; 401/403 → an error for the whole
+    /// 408, 429 and 5xx → retry later (after a 429, when its `Retry-After`
+    /// says: the host reads the header itself); 401/403 → an error for the whole
     /// batch (the credentials are wrong, no record can be written); any other
     /// 4xx → rejected for good (the record goes to the dead-letter queue with
     /// the API's answer).

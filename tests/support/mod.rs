@@ -551,6 +551,42 @@ impl Answer {
     }
 }
 
+/// A fake API's 429s: how many it answered, and how many requests came
+/// before the `Retry-After` of the last one had passed.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    /// 429s answered.
+    pub refused: u32,
+    /// Requests that came too early.
+    pub early: u32,
+    blocked_until: Option<std::time::Instant>,
+}
+
+impl Throttle {
+    /// Notes a request arriving now.
+    pub fn arrived(&mut self) {
+        if self
+            .blocked_until
+            .is_some_and(|until| std::time::Instant::now() < until)
+        {
+            self.early += 1;
+        }
+    }
+
+    /// A 429 asking to retry after `seconds`.
+    pub fn refuse(&mut self, seconds: u64) -> Answer {
+        self.refused += 1;
+        self.blocked_until =
+            Some(std::time::Instant::now() + std::time::Duration::from_secs(seconds));
+        Answer {
+            status: 429,
+            headers: vec![("retry-after".into(), seconds.to_string())],
+            body: br#"{"error": "over quota"}"#.to_vec(),
+            delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
 type Handler = dyn Fn(&Received) -> Answer + Send + Sync;
 
 /// An HTTP/1.1 server on 127.0.0.1 for tests: answers with `handler` and

@@ -401,7 +401,7 @@ impl Replay<'_> {
             .call(pipeline, sink, stage, Operation::Write(batch))
             .await?
         {
-            Ok(Answer::Outcomes(outcomes)) => Ok(Ok(outcomes)),
+            Ok(Answer::Outcomes { outcomes, .. }) => Ok(Ok(outcomes)),
             Ok(_) => anyhow::bail!("{sink} did not answer write outcomes"),
             Err(e) => Ok(Err(e)),
         }

@@ -786,11 +786,11 @@ async fn sink_rules(subject: &Subject, fixtures: &Fixtures, config: &Value, repo
     let batch = fixtures.records.0.clone();
     let count = batch.len();
     match subject.call(Operation::Write(batch), config).await {
-        Ok(Answer::Outcomes(outcomes)) if outcomes.len() == count => report.pass(
+        Ok(Answer::Outcomes { outcomes, .. }) if outcomes.len() == count => report.pass(
             Rule::SinkAnswersEach,
             format!("{count} records written, {count} outcomes"),
         ),
-        Ok(Answer::Outcomes(outcomes)) => report.fail(
+        Ok(Answer::Outcomes { outcomes, .. }) => report.fail(
             Rule::SinkAnswersEach,
             format!("{} outcomes for {count} records", outcomes.len()),
         ),

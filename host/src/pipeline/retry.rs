@@ -1,6 +1,11 @@
 //! Retrying one step of a run: exponential backoff with jitter inside a total
 //! budget; a rate limit waits as long as the third party asked without
 //! spending the budget; errors that cannot heal by waiting stop at once.
+//!
+//! The third party's ask is the plugin's `rate-limited` delay, or else the
+//! `Retry-After` of a 429 the host saw answer the call (so a plugin that
+//! fails as `transient` on a 429, or says `rate-limited` without reading
+//! the header, still waits as asked).
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,6 +19,12 @@ use super::runner::{RunEnd, Stop};
 /// The longest a single rate-limit wait may be: an absurd `Retry-After`
 /// must not park a pipeline for days.
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// How long to wait when a third party asked for `after`: at most 15
+/// minutes, so an absurd `Retry-After` does not park a pipeline for days.
+pub fn asked(after: Duration) -> Duration {
+    after.min(MAX_RATE_LIMIT_WAIT)
+}
 
 /// What to do about a failed call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +41,10 @@ pub enum Verdict {
 pub fn verdict(error: &CallError) -> Verdict {
     match error {
         CallError::Plugin { error, .. } => match error.kind {
-            FailureKind::RateLimited => match error.retry_after {
-                Some(after) => Verdict::WaitFor(after.min(MAX_RATE_LIMIT_WAIT)),
+            FailureKind::RateLimited | FailureKind::Transient => match error.retry_after {
+                Some(after) => Verdict::WaitFor(asked(after)),
                 None => Verdict::Backoff,
             },
-            FailureKind::Transient => Verdict::Backoff,
             FailureKind::Config | FailureKind::Auth | FailureKind::Fatal => Verdict::Stop,
         },
         CallError::Timeout { .. } | CallError::Busy { .. } => Verdict::Backoff,
@@ -133,6 +143,9 @@ where
         let wait = match verdict(&error) {
             Verdict::Stop => return Err(GaveUp::Stopped(error)),
             Verdict::WaitFor(wait) => {
+                // Never less than a first backoff: an API answering "retry
+                // after 0" for ever must not make a loop of calls.
+                let wait = wait.max(config.initial.0);
                 tracing::warn!("{what}: {error}; waiting {wait:?} as asked");
                 wait
             }
@@ -211,6 +224,11 @@ mod tests {
             verdict(&failure(FailureKind::Transient, None)),
             Verdict::Backoff
         );
+        // A transient error from a call a 429 answered waits as asked.
+        assert_eq!(
+            verdict(&failure(FailureKind::Transient, after)),
+            Verdict::WaitFor(Duration::from_secs(7))
+        );
         for kind in [FailureKind::Config, FailureKind::Auth, FailureKind::Fatal] {
             assert_eq!(verdict(&failure(kind, None)), Verdict::Stop);
         }
@@ -255,6 +273,26 @@ mod tests {
             Duration::from_secs(35),
             "five waits of 7 s, as asked"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ask_to_retry_at_once_waits_a_first_backoff_and_spends_nothing() {
+        let mut calls = 0;
+        let started = tokio::time::Instant::now();
+        let result = retry(&config(), "step", &Stop::never(), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                match n {
+                    ..=30 => Err(failure(FailureKind::RateLimited, Some(Duration::ZERO))),
+                    _ => Ok(n),
+                }
+            }
+        })
+        .await;
+        // Thirty waits of `initial` (100 ms): 3 s, past the 2 s budget.
+        assert_eq!(result.ok(), Some(31));
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,7 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::audit::AuditLog;
-use crate::caps::http::{Door, HttpClient, Outbound, WasiHttpDoor};
+use crate::caps::http::{AskedToWait, Door, HttpClient, Outbound, WasiHttpDoor};
 use crate::db::WriterHandle;
 use crate::grants::Policy;
 use crate::plugin::PluginInfo;
@@ -175,6 +175,8 @@ pub struct StoreState {
     pub config_json: String,
     /// When the call must end; host calls get the remaining time.
     pub deadline: Instant,
+    /// The longest wait a 429 answer asked of this call (both HTTP doors).
+    pub asked_to_wait: AskedToWait,
 }
 
 impl WasiView for StoreState {
@@ -244,6 +246,7 @@ pub fn new_store(
     // One log for the call and its wasi:http door: they share its denials.
     let audit = context.audit.for_call();
     audit.begin_call(context.run.as_ref());
+    let asked_to_wait = AskedToWait::default();
     let http_door = WasiHttpDoor::new(Outbound {
         plugin: plugin.clone(),
         policy: context.policy.clone(),
@@ -252,6 +255,7 @@ pub fn new_store(
         client: context.http.clone(),
         deadline,
         door: Door::WasiHttp,
+        asked_to_wait: asked_to_wait.clone(),
     });
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.resources);
@@ -273,6 +277,7 @@ pub fn new_store(
         logged: crate::caps::log::Logged::default(),
         config_json: context.config.clone(),
         deadline,
+        asked_to_wait,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);

@@ -13,6 +13,7 @@
 mod address;
 mod client;
 mod limiter;
+mod retry_after;
 mod rule;
 pub mod tape;
 mod wasi;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 pub use address::is_public;
 pub use client::{HttpClient, HttpLimits};
+pub use retry_after::AskedToWait;
 pub use rule::{Denial, HttpPolicy, HttpRule, Target};
 pub use tape::{Tape, TapeAnswer, TapeMode};
 pub use wasi::{CREDENTIAL_HEADER, WasiHttpDoor};
@@ -145,6 +147,8 @@ pub struct Outbound {
     pub deadline: Instant,
     /// How the request came in.
     pub door: Door,
+    /// The longest wait a 429 asked of the call.
+    pub asked_to_wait: AskedToWait,
 }
 
 /// Replaces every occurrence of each of `secrets` in `text`.
@@ -433,6 +437,7 @@ impl Outbound {
             client: state.http.clone(),
             deadline: state.deadline,
             door,
+            asked_to_wait: state.asked_to_wait.clone(),
         }
     }
 
@@ -612,6 +617,7 @@ impl Outbound {
                         response.body.len()
                     );
                     self.audit(&target, &shown, Decision::Allowed, detail);
+                    self.asked_to_wait.note(response.status, &response.headers);
                     return Ok(response);
                 }
                 Ok(Exchange::Redirect { status, location }) => {

@@ -563,7 +563,7 @@ fn unexpected(plugin: &str, answer: &Answer) -> RunEnd {
         Answer::Streams(_) => "streams",
         Answer::Page(_) => "a page",
         Answer::Records(_) => "records",
-        Answer::Outcomes(_) => "write outcomes",
+        Answer::Outcomes { .. } => "write outcomes",
     };
     RunEnd::Stopped(format!(
         "plugin {plugin} answered {kind} where the pipeline expected another kind of answer"

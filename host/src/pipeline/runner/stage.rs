@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use crate::bindings::{Record, WriteOutcome};
+use crate::caps::http::AskedToWait;
 use crate::db::DbError;
 use crate::live::Snapshot;
 use crate::operation::{Answer, Operation};
 use crate::pipeline::config::{PipelineConfig, RetryConfig};
-use crate::pipeline::retry::{GaveUp, backoff, jitter, pause, retry_spending_waits};
+use crate::pipeline::retry::{self, GaveUp, backoff, jitter, pause, retry_spending_waits};
 use crate::pipeline::stuck::{Counted, SET_ASIDE_AFTER};
 use crate::pipeline::{dlq, isolate};
 use crate::registry::Installed;
@@ -157,6 +158,13 @@ pub(super) fn bind<'a>(
     })
 }
 
+/// What one write of a batch came to: each record's outcome, and how long
+/// the API asked to wait before the `retry` ones are written again.
+pub(super) struct Written {
+    answered: Vec<(Record, WriteOutcome)>,
+    retry_after: Option<Duration>,
+}
+
 impl Runner {
     /// Writes `records` to one sink until each is acknowledged or rejected;
     /// the rejected ones with their reasons.
@@ -177,7 +185,10 @@ impl Runner {
         // Whether the sink took or refused any record of the batch yet.
         let mut took_some = false;
         loop {
-            let answered = self
+            let Written {
+                answered,
+                retry_after,
+            } = self
                 .write_once(pipeline, &stage, sink, pending, stop)
                 .await?;
             let mut again = Vec::new();
@@ -206,10 +217,22 @@ impl Runner {
             if again.is_empty() {
                 return Ok(rejected);
             }
-            // Records the sink asked to retry share the step's budget.
-            let wait = backoff(&pipeline.retry, attempt, jitter());
             // Named, so a record the sink can never take is found.
             let keys = some_keys(&again);
+            // The API said when to come back (a 429's Retry-After): wait
+            // that long, without spending the budget, as for a rate limit.
+            if let Some(asked) = retry_after {
+                let wait = retry::asked(asked).max(pipeline.retry.initial.0);
+                tracing::warn!(
+                    "{what}: {} records ({keys}) to retry in {wait:?}, as the API's Retry-After asked: {last_reason}",
+                    again.len()
+                );
+                pause(wait, stop).await.map_err(|_| RunEnd::Interrupted)?;
+                pending = again;
+                continue;
+            }
+            // Records the sink asked to retry share the step's budget.
+            let wait = backoff(&pipeline.retry, attempt, jitter());
             if spent + wait > pipeline.retry.budget.0 {
                 // The sink wrote the rest but none of these in its last
                 // answer: once they have spent enough budgets in a row,
@@ -286,7 +309,10 @@ impl Runner {
         sink: &Bound<'_>,
         records: Vec<Record>,
         stop: &Stop,
-    ) -> Result<Vec<(Record, WriteOutcome)>, RunEnd> {
+    ) -> Result<Written, RunEnd> {
+        // The longest wait a 429 asked of any of the calls (one, or more
+        // while a record at fault is looked for).
+        let asked = AskedToWait::default();
         let (mut answered, aside) = self
             .isolating(
                 pipeline,
@@ -295,7 +321,15 @@ impl Runner {
                 records,
                 stop,
                 |part, answer| match answer {
-                    Answer::Outcomes(outcomes) => Ok(part.into_iter().zip(outcomes).collect()),
+                    Answer::Outcomes {
+                        outcomes,
+                        retry_after,
+                    } => {
+                        if let Some(wait) = retry_after {
+                            asked.ask(wait);
+                        }
+                        Ok(part.into_iter().zip(outcomes).collect())
+                    }
                     other => Err(unexpected(stage.plugin, &other)),
                 },
             )
@@ -305,7 +339,10 @@ impl Runner {
                 .into_iter()
                 .map(|(record, reason)| (record, WriteOutcome::Rejected(reason))),
         );
-        Ok(answered)
+        Ok(Written {
+            answered,
+            retry_after: asked.take(),
+        })
     }
 
     /// Hands `records` to a transform or a sink: what `answer` makes of its
