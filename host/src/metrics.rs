@@ -320,8 +320,8 @@ impl PipelineStatsSet {
 /// What the database says of one pipeline now.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PipelineNow {
-    /// Its recorded state (`idle`, `running`, `circuit-open`, `stopped`,
-    /// `waiting`), `never-run` without one.
+    /// Its recorded state (`idle`, `running`, `circuit-open`, `stopped`),
+    /// `never-run` without one.
     pub state: String,
     /// Paused by an operator.
     pub paused: bool,
@@ -614,7 +614,7 @@ fn render_pipelines(
     page.family(
         "causeway_pipeline_state",
         Kind::Gauge,
-        "1 for each configured pipeline, labelled with its state (idle, running, waiting, circuit-open, stopped, never-run).",
+        "1 for each configured pipeline, labelled with its state (idle, running, circuit-open, stopped, never-run).",
     );
     for (pipeline, p) in now {
         page.sample(

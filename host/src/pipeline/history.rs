@@ -11,7 +11,8 @@ pub struct PipelineRow {
     pub pipeline: String,
     /// Paused by an operator (survives restarts).
     pub paused: bool,
-    /// `idle`, `running`, `circuit-open`, `stopped`, `waiting`.
+    /// `idle`, `running`, `circuit-open`, `stopped`, or `removed` (no
+    /// longer configured).
     pub state: String,
     /// Why it is not running normally.
     pub reason: Option<String>,
