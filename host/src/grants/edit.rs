@@ -73,8 +73,9 @@ pub fn approve(
         let hosts = if rule.host == "*" {
             if input.hosts.is_empty() {
                 return Err(format!(
-                    "{name} asks for http {} on a host of your choosing: name it with --host HOST",
-                    rule.to_inline_toml()
+                    "{name} asks for http {} on a host of your choosing: name it with --host HOST{}",
+                    rule.to_inline_toml(),
+                    granted_now(&current.http, rule)
                 ));
             }
             input.hosts.clone()
@@ -96,9 +97,28 @@ pub fn approve(
             if granted_rules.iter().any(|g| grant.covered_by(g)) {
                 continue;
             }
-            changes.push(format!("+ http {}", grant.to_inline_toml()));
-            push_http_rule(section(&mut doc, name)?, &grant)?;
-            granted_rules.push(grant);
+            // A wider request (an upgrade asking one more method, say)
+            // replaces the rule it covers, in place: the file keeps one
+            // rule for it, and its comments.
+            let narrower = granted_rules
+                .iter()
+                .position(|g| g.covered_by(&grant) && same_place(g, &grant));
+            match narrower {
+                Some(i) => {
+                    changes.push(format!(
+                        "+ http {}, in place of {}",
+                        grant.to_inline_toml(),
+                        granted_rules[i].to_inline_toml()
+                    ));
+                    set_http_rule(section(&mut doc, name)?, i, &grant)?;
+                    granted_rules[i] = grant;
+                }
+                None => {
+                    changes.push(format!("+ http {}", grant.to_inline_toml()));
+                    push_http_rule(section(&mut doc, name)?, &grant)?;
+                    granted_rules.push(grant);
+                }
+            }
         }
     }
 
@@ -348,17 +368,84 @@ fn section<'d>(doc: &'d mut DocumentMut, name: &str) -> Result<&'d mut Table, St
         .ok_or_else(|| format!("grants.toml: plugins.{name} is not a table"))
 }
 
-fn push_http_rule(table: &mut Table, rule: &HttpRule) -> Result<(), String> {
-    let mut fields = Table::new();
-    if rule.scheme != "https" {
-        fields.insert("scheme", value(rule.scheme.as_str()));
+/// For a request on a host of the operator's choosing: the hosts its
+/// narrower grants name now, as the flags that would grant it there.
+fn granted_now(granted: &[HttpRule], rule: &HttpRule) -> String {
+    let now: Vec<&HttpRule> = granted
+        .iter()
+        .filter(|g| {
+            let there = HttpRule {
+                scheme: g.scheme.clone(),
+                host: g.host.clone(),
+                ..rule.clone()
+            };
+            g.covered_by(&there)
+        })
+        .collect();
+    let Some(first) = now.first() else {
+        return String::new();
+    };
+    let mut flags: Vec<String> = now.iter().map(|g| format!("--host {}", g.host)).collect();
+    flags.dedup();
+    if first.scheme != "https" {
+        flags.push(format!("--scheme {}", first.scheme));
+    }
+    format!(
+        " (a narrower grant of it names {} now: {})",
+        now.iter()
+            .map(|g| g.host.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        flags.join(" ")
+    )
+}
+
+/// Whether two rules name the same scheme, host and port.
+fn same_place(a: &HttpRule, b: &HttpRule) -> bool {
+    (&a.scheme, &a.host, a.port) == (&b.scheme, &b.host, b.port)
+}
+
+/// Writes `rule`'s fields into `fields`, keeping its decor.
+fn write_http_rule(fields: &mut dyn toml_edit::TableLike, rule: &HttpRule) {
+    match rule.scheme.as_str() {
+        "https" => {
+            fields.remove("scheme");
+        }
+        scheme => {
+            fields.insert("scheme", value(scheme));
+        }
     }
     fields.insert("host", value(rule.host.as_str()));
-    if let Some(port) = rule.port {
-        fields.insert("port", value(i64::from(port)));
-    }
+    match rule.port {
+        Some(port) => fields.insert("port", value(i64::from(port))),
+        None => fields.remove("port"),
+    };
     fields.insert("methods", value(Array::from_iter(rule.methods.iter())));
     fields.insert("path-prefix", value(rule.path_prefix.as_str()));
+}
+
+/// Replaces the `i`-th `http` rule of `table` (the order grants.toml
+/// lists them in) with `rule`.
+fn set_http_rule(table: &mut Table, i: usize, rule: &HttpRule) -> Result<(), String> {
+    let fields: Option<&mut dyn toml_edit::TableLike> = match table.get_mut("http") {
+        Some(Item::ArrayOfTables(rules)) => {
+            rules.get_mut(i).map(|t| t as &mut dyn toml_edit::TableLike)
+        }
+        Some(item) => item
+            .as_array_mut()
+            .and_then(|rules| rules.get_mut(i))
+            .and_then(|v| v.as_inline_table_mut())
+            .map(|t| t as &mut dyn toml_edit::TableLike),
+        None => None,
+    };
+    let fields = fields.ok_or("grants.toml: an http rule is not where it was read")?;
+    write_http_rule(fields, rule);
+    Ok(())
+}
+
+fn push_http_rule(table: &mut Table, rule: &HttpRule) -> Result<(), String> {
+    let mut fields = Table::new();
+    write_http_rule(&mut fields, rule);
     match table
         .entry("http")
         .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()))
@@ -481,6 +568,50 @@ limits = { memory-mb = 16 } # keep it small\n";
         };
         let err = approve(GRANTS, path, &manifest(), &no_secret).unwrap_err();
         assert!(err.contains("--secret crm-token="), "{err}");
+    }
+
+    #[test]
+    fn an_upgrade_asking_more_of_a_granted_rule_widens_it_in_place() {
+        let path = Path::new("grants.toml");
+        let approved = approve(GRANTS, path, &manifest(), &input()).unwrap().text;
+        // The security team's note on the rule.
+        let noted = approved.replace(
+            "[[plugins.crm-source.http]]",
+            "# read-only until the sync is reviewed\n[[plugins.crm-source.http]]",
+        );
+        assert_ne!(noted, approved);
+        let upgrade =
+            Manifest::parse(&MANIFEST.replace(r#"["GET"]"#, r#"["GET", "PUT"]"#), "m").unwrap();
+
+        // Without --host, the error says which host it has now.
+        let no_host = ApproveInput {
+            hosts: vec![],
+            ..input()
+        };
+        let err = approve(&noted, path, &upgrade, &no_host).unwrap_err();
+        assert!(
+            err.contains("names crm.example.com now: --host crm.example.com"),
+            "{err}"
+        );
+
+        let edited = approve(&noted, path, &upgrade, &input()).unwrap();
+        let grants = Grants::parse(&edited.text, path).unwrap();
+        let http = &grants.get("crm-source").unwrap().http;
+        assert_eq!(http.len(), 1, "one rule, widened:\n{}", edited.text);
+        assert_eq!(http[0].methods, ["GET", "PUT"]);
+        assert_eq!(http[0].host, "crm.example.com");
+        assert!(
+            edited
+                .text
+                .contains("# read-only until the sync is reviewed\n[[plugins.crm-source.http]]"),
+            "{}",
+            edited.text
+        );
+        assert!(
+            edited.changes[0].contains("in place of {"),
+            "{:?}",
+            edited.changes
+        );
     }
 
     #[test]
