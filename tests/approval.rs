@@ -231,6 +231,59 @@ fn an_upgrade_that_adds_a_host_is_held_while_the_old_version_serves_then_swaps_i
     wait_until("the upgrade serving", Duration::from_secs(10), || {
         (call().as_deref() == Some("build-bbbb")).then_some(())
     });
+
+    // The build after asks one more method of that host: what it asks
+    // beyond the grant is named, and approving widens the rule in place.
+    let upgrade = patched(
+        &patched(&test_version("build-cccc"), "#@", "  "),
+        "#%",
+        "  ",
+    );
+    std::fs::write(&partial, upgrade).unwrap();
+    std::fs::rename(&partial, scratch.plugins().join("version.wasm")).unwrap();
+    wait_until("the second upgrade held", Duration::from_secs(10), || {
+        let views = run_json(scratch.causeway().args(["grants", "--json"]));
+        let views = views.as_array()?.clone();
+        views
+            .into_iter()
+            .find(|v| v["state"] == "pending-approval")
+            .map(|held| held["not_granted"][0].clone())
+    });
+    let views = run_json(scratch.causeway().args(["grants", "--json"]));
+    let held = views
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["state"] == "pending-approval");
+    assert_eq!(
+        held.map(|v| &v["not_granted"][0]),
+        Some(&json!(
+            "http { scheme = \"https\", host = \"more.example.test\", methods = [\"GET\", \"PUT\"], path-prefix = \"/\" } (beyond the grant: methods PUT)"
+        )),
+        "{views:#}"
+    );
+    let approved =
+        run(scratch
+            .causeway()
+            .args(["grants", "approve", "test-version", "--by", "carol"]));
+    assert!(approved.success, "{}", approved.stderr);
+    assert!(
+        approved.stdout.contains(", in place of {"),
+        "{}",
+        approved.stdout
+    );
+    let grants = std::fs::read_to_string(scratch.path().join("grants.toml")).unwrap();
+    assert_eq!(
+        grants.matches("more.example.test").count(),
+        1,
+        "one rule for the host, widened:\n{grants}"
+    );
+    assert!(grants.contains(SECURITY_COMMENT), "{grants}");
+    wait_until(
+        "the second upgrade serving",
+        Duration::from_secs(10),
+        || (call().as_deref() == Some("build-cccc")).then_some(()),
+    );
 }
 
 /// A data folder with an audit log of a few rows, written by `causeway

@@ -255,7 +255,13 @@ impl Policy {
         let mut missing = Vec::new();
         for rule in &requested.http {
             if !grant.http.iter().any(|g| rule.covered_by(g)) {
-                missing.push(format!("http {}", rule.to_inline_toml()));
+                // What an upgrade asks beyond a rule it was granted, so a
+                // reviewer need not compare the two by eye.
+                let beyond = grant.http.iter().find_map(|g| rule.beyond(g));
+                missing.push(match beyond {
+                    Some(beyond) => format!("http {} ({beyond})", rule.to_inline_toml()),
+                    None => format!("http {}", rule.to_inline_toml()),
+                });
             }
         }
         let mut credentials = BTreeMap::new();

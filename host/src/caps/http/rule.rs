@@ -160,6 +160,30 @@ impl HttpRule {
         })
     }
 
+    /// What this request asks beyond `granted`, a rule it overlaps (the
+    /// methods, or paths outside its prefix); `None` when they do not
+    /// overlap, or when `granted` covers it.
+    pub fn beyond(&self, granted: &HttpRule) -> Option<String> {
+        let both = self.intersect(granted)?;
+        let mut more = Vec::new();
+        let methods: Vec<&str> = self
+            .methods
+            .iter()
+            .filter(|m| !both.methods.contains(m))
+            .map(String::as_str)
+            .collect();
+        if !methods.is_empty() {
+            more.push(format!("methods {}", methods.join(", ")));
+        }
+        if both.path_prefix != self.path_prefix {
+            more.push(format!(
+                "paths under {} outside {}",
+                self.path_prefix, both.path_prefix
+            ));
+        }
+        (!more.is_empty()).then(|| format!("beyond the grant: {}", more.join("; ")))
+    }
+
     /// Whether this rule allows `target`.
     pub fn allows(&self, target: &Target) -> bool {
         (self.scheme == target.scheme || self.scheme == "*")
@@ -353,6 +377,28 @@ mod tests {
         let requested = rule("https", "*", None, &["GET", "DELETE"], "/");
         let granted = rule("https", "a.example", None, &["GET"], "/");
         assert!(!requested.covered_by(&granted));
+    }
+
+    #[test]
+    fn what_a_request_asks_beyond_an_overlapping_grant_is_named() {
+        let granted = rule("http", "127.0.0.1", None, &["GET", "PUT"], "/api/attendees");
+        let more = rule("*", "*", None, &["GET", "PUT", "PATCH", "DELETE"], "/api");
+        assert_eq!(
+            more.beyond(&granted).as_deref(),
+            Some(
+                "beyond the grant: methods PATCH, DELETE; paths under /api outside /api/attendees"
+            )
+        );
+        let one_more = rule("*", "*", None, &["GET", "PATCH"], "/api/attendees");
+        assert_eq!(
+            one_more.beyond(&granted).as_deref(),
+            Some("beyond the grant: methods PATCH")
+        );
+        // Covered, or not overlapping at all: nothing to name.
+        let same = rule("*", "*", None, &["GET"], "/api/attendees/1");
+        assert_eq!(same.beyond(&granted), None);
+        let elsewhere = rule("*", "*", None, &["GET"], "/v2");
+        assert_eq!(elsewhere.beyond(&granted), None);
     }
 
     #[test]
