@@ -1460,7 +1460,7 @@ fn a_429_with_retry_after_is_honoured_without_spending_the_budget() {
 }
 
 /// An API with a quota of two writes a second, answering 429 with
-/// `Retry-After: 1` beyond it, written record by record by a sink that
+/// `Retry-After: 2` beyond it, written record by record by a sink that
 /// answers `retry` for what it could not write (the shape `causeway new`
 /// scaffolds): the retries are the sink's answers, not an error with a
 /// delay, yet the host reads the 429's `Retry-After` itself and waits as
@@ -1494,7 +1494,7 @@ fn records_a_sink_retries_after_a_429_wait_as_its_retry_after_asks() {
             }
             q.used += 1;
             if q.used > 2 {
-                return q.throttle.refuse(1);
+                return q.throttle.refuse(2);
             }
             let key = request.target.trim_start_matches("/items/").to_string();
             q.stored.push(key);
@@ -1531,6 +1531,18 @@ budget = "50ms"
     let mut expected: Vec<String> = create(&w.crm, 5).into_iter().map(|(id, _)| id).collect();
     expected.sort();
     let host = w.start();
+    // While the run waits, `causeway pipelines` says so, and until when.
+    let reason = wait_until("the wait shown", Duration::from_secs(30), || {
+        let pipelines = run_json(w.causeway().args(["pipelines", "--json"]));
+        let reason = pipelines[0]["reason"].as_str()?.to_string();
+        reason
+            .contains("as the API asked (Retry-After)")
+            .then_some(reason)
+    });
+    assert!(
+        reason.starts_with("pipeline contacts-to-api: write test-rest-sink: waiting until 20"),
+        "{reason}"
+    );
     wait_until("every contact written", Duration::from_secs(30), || {
         let mut stored = quota.lock().unwrap().stored.clone();
         stored.sort();
@@ -1540,7 +1552,7 @@ budget = "50ms"
     let throttle = &quota.lock().unwrap().throttle;
     assert!(
         throttle.refused >= 2,
-        "five writes at two a second: {throttle:?}"
+        "five writes, two a window: {throttle:?}"
     );
     assert_eq!(
         throttle.early, 0,

@@ -86,6 +86,21 @@ pub fn set_running(conn: &Connection, pipeline: &str, deliveries: bool) -> rusql
     Ok(())
 }
 
+/// Says why a running `pipeline` is waiting (`None`: it no longer is).
+/// Only a running pipeline's reason changes: a run of deliveries under an
+/// open circuit leaves the circuit's.
+pub fn note_waiting(
+    conn: &Connection,
+    pipeline: &str,
+    reason: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE pipeline_state SET reason = ?2, updated_at = ?3 WHERE pipeline = ?1 AND state = 'running'",
+        params![pipeline, reason, crate::audit::now()],
+    )?;
+    Ok(())
+}
+
 /// Pauses or resumes `pipeline`.
 pub fn set_paused(conn: &Connection, pipeline: &str, paused: bool) -> rusqlite::Result<()> {
     conn.execute(
@@ -380,6 +395,24 @@ mod tests {
             finish_run(&conn, run + 1, "ok", None).unwrap(),
             Moved::default()
         );
+    }
+
+    #[test]
+    fn a_wait_is_noted_on_a_running_pipeline_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let reason = |conn: &Connection| state(conn, "p").unwrap().unwrap().reason;
+        set_running(&conn, "p", false).unwrap();
+        note_waiting(&conn, "p", Some("waiting until T")).unwrap();
+        assert_eq!(reason(&conn).as_deref(), Some("waiting until T"));
+        note_waiting(&conn, "p", None).unwrap();
+        assert_eq!(reason(&conn), None);
+        // Under an open circuit, a run of deliveries leaves its reason.
+        set_state(&conn, "p", "circuit-open", Some("read failed"), None).unwrap();
+        note_waiting(&conn, "p", Some("waiting until T")).unwrap();
+        assert_eq!(reason(&conn).as_deref(), Some("read failed"));
+        note_waiting(&conn, "p", None).unwrap();
+        assert_eq!(reason(&conn).as_deref(), Some("read failed"));
     }
 
     #[test]

@@ -56,6 +56,16 @@ pub fn verdict(error: &CallError) -> Verdict {
     }
 }
 
+/// A wait before a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    /// How long.
+    pub duration: Duration,
+    /// Whether the third party asked for it (a `Retry-After`), rather
+    /// than the pipeline's own backoff.
+    pub asked: bool,
+}
+
 /// Why a step gave up.
 #[derive(Debug)]
 pub enum GaveUp {
@@ -108,7 +118,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
 {
-    retry_spending_waits(config, what, step, |wait| pause(wait, stop)).await
+    retry_spending_waits(config, what, step, |wait| pause(wait.duration, stop)).await
 }
 
 /// Sleeps `wait`, unless the host stops first.
@@ -130,7 +140,7 @@ pub async fn retry_spending_waits<T, F, Fut, S, SFut>(
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
-    S: FnMut(Duration) -> SFut,
+    S: FnMut(Wait) -> SFut,
     SFut: Future<Output = Result<(), GaveUp>>,
 {
     let mut spent = Duration::ZERO;
@@ -147,7 +157,10 @@ where
                 // after 0" for ever must not make a loop of calls.
                 let wait = wait.max(config.initial.0);
                 tracing::warn!("{what}: {error}; waiting {wait:?} as asked");
-                wait
+                Wait {
+                    duration: wait,
+                    asked: true,
+                }
             }
             Verdict::Backoff => {
                 let wait = backoff(config, attempt, jitter());
@@ -157,7 +170,10 @@ where
                 tracing::warn!("{what}: {error}; retrying in {wait:?}");
                 spent += wait;
                 attempt += 1;
-                wait
+                Wait {
+                    duration: wait,
+                    asked: false,
+                }
             }
         };
         spend(wait).await?;

@@ -505,7 +505,7 @@ impl Runner {
                 stream: pipeline.source.stream.clone(),
                 checkpoint: checkpoint.map(str::to_string),
             },
-            |wait| self.deliveries_meanwhile(wait, stop),
+            |wait| self.deliveries_meanwhile(wait.duration, stop),
         )
         .await
     }

@@ -9,7 +9,8 @@ use crate::db::DbError;
 use crate::live::Snapshot;
 use crate::operation::{Answer, Operation};
 use crate::pipeline::config::{PipelineConfig, RetryConfig};
-use crate::pipeline::retry::{self, GaveUp, backoff, jitter, pause, retry_spending_waits};
+use crate::pipeline::history;
+use crate::pipeline::retry::{self, GaveUp, Wait, backoff, jitter, pause, retry_spending_waits};
 use crate::pipeline::stuck::{Counted, SET_ASIDE_AFTER};
 use crate::pipeline::{dlq, isolate};
 use crate::registry::Installed;
@@ -158,6 +159,10 @@ pub(super) fn bind<'a>(
     })
 }
 
+/// Waits the third party asked for this long or longer show in the
+/// pipeline's state; shorter ones pass before anyone could read it.
+const NOTE_WAITS_FROM: Duration = Duration::from_secs(1);
+
 /// What one write of a batch came to: each record's outcome, and how long
 /// the API asked to wait before the `retry` ones are written again.
 pub(super) struct Written {
@@ -227,7 +232,9 @@ impl Runner {
                     "{what}: {} records ({keys}) to retry in {wait:?}, as the API's Retry-After asked: {last_reason}",
                     again.len()
                 );
-                pause(wait, stop).await.map_err(|_| RunEnd::Interrupted)?;
+                self.waiting_as_asked(what, wait, pause(wait, stop))
+                    .await
+                    .map_err(|_| RunEnd::Interrupted)?;
                 pending = again;
                 continue;
             }
@@ -472,8 +479,10 @@ impl Runner {
         stop: &Stop,
         operation: impl Fn() -> Operation,
     ) -> Result<Answer, GaveUp> {
-        self.attempt_spending(config, what, bound, operation, |wait| pause(wait, stop))
-            .await
+        self.attempt_spending(config, what, bound, operation, |wait| {
+            pause(wait.duration, stop)
+        })
+        .await
     }
 
     /// [`Runner::attempt`], each wait before a retry spent in `spend`.
@@ -486,18 +495,63 @@ impl Runner {
         spend: S,
     ) -> Result<Answer, GaveUp>
     where
-        S: FnMut(Duration) -> SFut,
+        S: FnMut(Wait) -> SFut,
         SFut: std::future::Future<Output = Result<(), GaveUp>>,
     {
         let context = self.context(bound);
         let installed = &bound.installed;
+        let mut spend = spend;
         retry_spending_waits(
             config,
             what,
             || installed.call_warm(&self.runtime.engine, operation(), &context),
-            spend,
+            |wait| {
+                let spent = spend(wait);
+                async move {
+                    match wait.asked {
+                        true => self.waiting_as_asked(what, wait.duration, spent).await,
+                        false => spent.await,
+                    }
+                }
+            },
         )
         .await
+    }
+
+    /// Spends `wait`, a wait the third party asked for, saying so in the
+    /// pipeline's state meanwhile when it is long enough to be seen there:
+    /// `causeway pipelines` shows the run waiting, and until when.
+    async fn waiting_as_asked<T>(
+        &self,
+        what: &str,
+        wait: Duration,
+        spent: impl std::future::Future<Output = T>,
+    ) -> T {
+        if wait < NOTE_WAITS_FROM {
+            return spent.await;
+        }
+        let until = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + wait);
+        self.note_waiting(Some(format!(
+            "{what}: waiting until {until} to try again, as the API asked (Retry-After)"
+        )))
+        .await;
+        let result = spent.await;
+        self.note_waiting(None).await;
+        result
+    }
+
+    /// Records why the run waits, or that it no longer does.
+    async fn note_waiting(&self, reason: Option<String>) {
+        let name = self.name.clone();
+        let noted = self
+            .db
+            .transact(move |conn| {
+                Ok::<_, DbError>(history::note_waiting(conn, &name, reason.as_deref())?)
+            })
+            .await;
+        if let Err(e) = noted {
+            tracing::warn!(pipeline = %self.name, "cannot record why the run waits: {e}");
+        }
     }
 
     /// Saves a change to the counts of records a sink will not take. Not
