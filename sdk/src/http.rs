@@ -145,10 +145,19 @@ impl Response {
         })
     }
 
+    /// Whether the server asks to slow down: a 429, or a 403 carrying
+    /// `Retry-After` (as GitHub's secondary rate limits answer), which is
+    /// no verdict on the credentials.
+    pub fn is_rate_limited(&self) -> bool {
+        let status = self.inner.status;
+        status == 429 || (status == 403 && self.header("retry-after").is_some())
+    }
+
     /// This response if it is a success (2xx); otherwise the error the host
-    /// should act on: 429 → rate-limited (honouring `Retry-After`, in seconds
-    /// or as an HTTP date), 401/403 → auth, 5xx and 408 → transient, other
-    /// 4xx → config (the request the configuration produced is wrong).
+    /// should act on: 429 (or a 403 with `Retry-After`) → rate-limited
+    /// (honouring `Retry-After`, in seconds or as an HTTP date), 401/403 →
+    /// auth, 5xx and 408 → transient, other 4xx → config (the request the
+    /// configuration produced is wrong).
     pub fn error_for_status(self) -> Result<Response, PluginError> {
         let status = self.inner.status;
         if (200..300).contains(&status) {
@@ -156,7 +165,7 @@ impl Response {
         }
         let message = self.failure_message();
         Err(match status {
-            429 => PluginError::RateLimited(RateLimit {
+            _ if self.is_rate_limited() => PluginError::RateLimited(RateLimit {
                 retry_after_ms: self.retry_after_ms(),
                 message,
             }),
@@ -167,8 +176,9 @@ impl Response {
     }
 
     /// A sink's answer for one record written by its own request: 2xx → ok;
-    /// 408, 429 and 5xx → retry later (after a 429, when its `Retry-After`
-    /// says: the host reads the header itself); 401/403 → an error for the whole
+    /// 408, 429 (or a 403 with `Retry-After`) and 5xx → retry later (after
+    /// a 429, when its `Retry-After` says: the host reads the header
+    /// itself); 401/403 → an error for the whole
     /// batch (the credentials are wrong, no record can be written); any other
     /// 4xx → rejected for good (the record goes to the dead-letter queue with
     /// the API's answer).
@@ -176,6 +186,7 @@ impl Response {
         let status = self.inner.status;
         Ok(match status {
             200..=299 => WriteOutcome::Ok,
+            _ if self.is_rate_limited() => WriteOutcome::Retry(self.failure_message()),
             401 | 403 => return Err(PluginError::Auth(self.failure_message())),
             408 | 429 | 500..=599 => WriteOutcome::Retry(self.failure_message()),
             _ => WriteOutcome::Rejected(self.failure_message()),
@@ -291,6 +302,12 @@ mod tests {
             Err(PluginError::Config(m)) => assert!(m.contains("400") && m.contains("nope"), "{m}"),
             other => panic!("{other:?}"),
         }
+        // A 403 with Retry-After is a rate limit (GitHub's secondary
+        // limits), not a refusal of the credentials.
+        match response(403, &[("Retry-After", "60")]).error_for_status() {
+            Err(PluginError::RateLimited(limit)) => assert_eq!(limit.retry_after_ms, Some(60_000)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -330,6 +347,14 @@ mod tests {
         );
         assert!(matches!(
             response(401, &[]).write_outcome(),
+            Err(PluginError::Auth(_))
+        ));
+        assert!(matches!(
+            response(403, &[("retry-after", "60")]).write_outcome(),
+            Ok(WriteOutcome::Retry(_))
+        ));
+        assert!(matches!(
+            response(403, &[]).write_outcome(),
             Err(PluginError::Auth(_))
         ));
     }

@@ -20,9 +20,10 @@ use std::time::{Duration, SystemTime};
 pub struct AskedToWait(Arc<AtomicU64>);
 
 impl AskedToWait {
-    /// Notes one answer: a 429 with a `Retry-After` the host can read.
+    /// Notes one answer: a 429 with a `Retry-After` the host can read, or
+    /// a 403 with one (GitHub's secondary rate limits answer so).
     pub fn note(&self, status: u16, headers: &[(String, String)]) {
-        if status != 429 {
+        if status != 429 && status != 403 {
             return;
         }
         let asked = headers
@@ -97,6 +98,7 @@ mod tests {
         // Other statuses, and a 429 without a readable header, ask nothing.
         asked.note(503, &headers("30"));
         asked.note(200, &headers("30"));
+        asked.note(403, &[]);
         asked.note(429, &headers("later"));
         asked.note(429, &[]);
         assert_eq!(asked.take(), None);
@@ -104,6 +106,8 @@ mod tests {
         asked.clone().note(429, &headers("5"));
         asked.note(429, &headers("0"));
         assert_eq!(asked.take(), Some(Duration::from_secs(5)));
+        asked.note(403, &headers("60"));
+        assert_eq!(asked.take(), Some(Duration::from_secs(60)));
         // Taken, it is forgotten: the next call starts with nothing asked.
         assert_eq!(asked.take(), None);
         asked.note(429, &headers("0"));

@@ -29,7 +29,7 @@ impl Sink for RestSink {
             };
             let response = request.send()?;
             outcomes.push(response.write_outcome()?);
-            if response.status() == 429 {
+            if response.is_rate_limited() {
                 break;
             }
         }
