@@ -66,8 +66,13 @@ pub fn approve(
     // HTTP: each request not covered, with the operator's host and scheme
     // where the manifest leaves them open.
     let mut granted_rules = current.http.clone();
+    // Hosts this approval adds, for the credentials already bound.
+    let mut new_hosts: Vec<String> = Vec::new();
     for rule in &manifest.capabilities.http {
-        if granted_rules.iter().any(|g| rule.covered_by(g)) {
+        // A request on a host of the operator's choosing, granted on one
+        // host, takes another the operator names (a second region, say).
+        let named = rule.host == "*" && !input.hosts.is_empty();
+        if !named && granted_rules.iter().any(|g| rule.covered_by(g)) {
             continue;
         }
         let hosts = if rule.host == "*" {
@@ -116,6 +121,9 @@ pub fn approve(
                 None => {
                     changes.push(format!("+ http {}", grant.to_inline_toml()));
                     push_http_rule(section(&mut doc, name)?, &grant)?;
+                    if !granted_rules.iter().any(|g| g.host == grant.host) {
+                        new_hosts.push(grant.host.clone());
+                    }
                     granted_rules.push(grant);
                 }
             }
@@ -130,7 +138,16 @@ pub fn approve(
         hosts
     };
     for credential in &manifest.capabilities.credentials {
-        if current.credentials.contains_key(&credential.name) {
+        if let Some(binding) = current.credentials.get(&credential.name) {
+            // Bound already: to the hosts added now too, as a first
+            // approval binds it to every host granted.
+            for host in &new_hosts {
+                if binding.binds(host) {
+                    continue;
+                }
+                bind_host(section(&mut doc, name)?, &credential.name, host)?;
+                changes.push(format!("+ credential {}: also to {host}", credential.name));
+            }
             continue;
         }
         let secret = input.secrets.get(&credential.name).ok_or_else(|| {
@@ -400,6 +417,19 @@ fn granted_now(granted: &[HttpRule], rule: &HttpRule) -> String {
     )
 }
 
+/// Adds `host` to the hosts credential `credential` is bound to.
+fn bind_host(table: &mut Table, credential: &str, host: &str) -> Result<(), String> {
+    table
+        .get_mut("credentials")
+        .and_then(Item::as_table_like_mut)
+        .and_then(|credentials| credentials.get_mut(credential))
+        .and_then(Item::as_table_like_mut)
+        .and_then(|binding| binding.get_mut("hosts"))
+        .and_then(Item::as_array_mut)
+        .map(|hosts| hosts.push(host))
+        .ok_or_else(|| format!("grants.toml: the hosts of credential {credential} are not a list"))
+}
+
 /// Whether two rules name the same scheme, host and port.
 fn same_place(a: &HttpRule, b: &HttpRule) -> bool {
     (&a.scheme, &a.host, a.port) == (&b.scheme, &b.host, b.port)
@@ -612,6 +642,37 @@ limits = { memory-mb = 16 } # keep it small\n";
             "{:?}",
             edited.changes
         );
+    }
+
+    #[test]
+    fn a_host_named_for_a_request_granted_elsewhere_is_added_with_its_credential() {
+        let path = Path::new("grants.toml");
+        let approved = approve(GRANTS, path, &manifest(), &input()).unwrap().text;
+        let second = ApproveInput {
+            hosts: vec!["eu.crm.example.com".into()],
+            ..input()
+        };
+        let edited = approve(&approved, path, &manifest(), &second).unwrap();
+        assert_eq!(
+            edited.changes[..2],
+            [
+                "+ http { scheme = \"https\", host = \"eu.crm.example.com\", methods = [\"GET\"], path-prefix = \"/v1/contacts\" }",
+                "+ credential crm-token: also to eu.crm.example.com",
+            ],
+            "{:?}",
+            edited.changes
+        );
+        let grants = Grants::parse(&edited.text, path).unwrap();
+        let grant = grants.get("crm-source").unwrap();
+        let hosts: Vec<&str> = grant.http.iter().map(|r| r.host.as_str()).collect();
+        assert_eq!(hosts, ["crm.example.com", "eu.crm.example.com"]);
+        assert_eq!(
+            grant.credentials["crm-token"].hosts,
+            ["crm.example.com", "eu.crm.example.com"]
+        );
+        // Named again, it is there already: nothing changes.
+        let again = approve(&edited.text, path, &manifest(), &second).unwrap();
+        assert_eq!(again.text, edited.text);
     }
 
     #[test]

@@ -87,6 +87,21 @@ fn bearer() -> Injection {
     Injection::Bearer
 }
 
+impl CredentialBinding {
+    /// Whether the credential may be sent to `host` (lower case).
+    pub fn binds(&self, host: &str) -> bool {
+        self.hosts.iter().any(|pattern| {
+            let pattern = pattern.to_ascii_lowercase();
+            match pattern.strip_prefix("*.") {
+                Some(suffix) => {
+                    host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}"))
+                }
+                None => host == pattern,
+            }
+        })
+    }
+}
+
 /// Who approved a plugin, when, and for which file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -214,16 +214,6 @@ fn base64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn host_bound(binding: &CredentialBinding, host: &str) -> bool {
-    binding.hosts.iter().any(|pattern| {
-        let pattern = pattern.to_ascii_lowercase();
-        match pattern.strip_prefix("*.") {
-            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
-            None => host == pattern,
-        }
-    })
-}
-
 /// How one hop ended.
 enum Exchange {
     /// A redirect to follow.
@@ -525,7 +515,7 @@ impl Outbound {
                     secret = Some(value);
                 }
                 match &secret {
-                    Some(value) if host_bound(binding, &target.host) => {
+                    Some(value) if binding.binds(&target.host) => {
                         inject(&mut headers, &mut request_url, name, binding, value)?;
                     }
                     _ if hop == 0 => {
@@ -733,9 +723,9 @@ mod tests {
             hosts: vec!["api.crm.example".into(), "*.mailer.example".into()],
             inject: Injection::Bearer,
         };
-        assert!(host_bound(&binding, "api.crm.example"));
-        assert!(host_bound(&binding, "eu.mailer.example"));
-        assert!(!host_bound(&binding, "evil.example"));
-        assert!(!host_bound(&binding, "mailer.example"));
+        assert!(binding.binds("api.crm.example"));
+        assert!(binding.binds("eu.mailer.example"));
+        assert!(!binding.binds("evil.example"));
+        assert!(!binding.binds("mailer.example"));
     }
 }
