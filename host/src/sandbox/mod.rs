@@ -175,7 +175,7 @@ pub struct StoreState {
     pub config_json: String,
     /// When the call must end; host calls get the remaining time.
     pub deadline: Instant,
-    /// The longest wait a 429 answer asked of this call (both HTTP doors).
+    /// The longest wait a rate-limit answer (429, or 403 with Retry-After) asked of this call (both HTTP doors).
     pub asked_to_wait: AskedToWait,
 }
 

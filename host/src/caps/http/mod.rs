@@ -147,7 +147,7 @@ pub struct Outbound {
     pub deadline: Instant,
     /// How the request came in.
     pub door: Door,
-    /// The longest wait a 429 asked of the call.
+    /// The longest wait a rate-limit answer (429, or 403 with Retry-After) asked of the call.
     pub asked_to_wait: AskedToWait,
 }
 

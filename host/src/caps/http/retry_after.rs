@@ -1,5 +1,6 @@
-//! What an API asked when it answered 429 Too Many Requests: how long to
-//! wait (`Retry-After`, in seconds or as an HTTP date).
+//! What an API asked when it answered 429 Too Many Requests (or 403 with a
+//! `Retry-After`, as GitHub's secondary rate limits do): how long to wait
+//! (`Retry-After`, in seconds or as an HTTP date).
 //!
 //! The host sees every response, so it keeps the longest wait a call was
 //! asked for, whatever the plugin made of the answer: a sink answering

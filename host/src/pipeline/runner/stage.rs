@@ -508,9 +508,10 @@ impl Runner {
             |wait| {
                 let spent = spend(wait);
                 async move {
-                    match wait.asked {
-                        true => self.waiting_as_asked(what, wait.duration, spent).await,
-                        false => spent.await,
+                    if wait.asked {
+                        self.waiting_as_asked(what, wait.duration, spent).await
+                    } else {
+                        spent.await
                     }
                 }
             },
