@@ -1459,6 +1459,57 @@ fn a_429_with_retry_after_is_honoured_without_spending_the_budget() {
     );
 }
 
+/// The pipeline contacts-to-api: crm-source → test-rest-sink writing to
+/// `api`, polled every 200 ms, with a retry budget of 50 ms; and the keys
+/// of the `contacts` created in the CRM, sorted.
+fn rest_sink_world(api: &support::FakeServer, contacts: usize) -> (World, Vec<String>) {
+    let w = World::new(
+        3,
+        &format!(
+            "[[plugins.test-rest-sink.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"PUT\", \"DELETE\"]\npath-prefix = \"/items/\"\n",
+            api.addr.rsplit(':').next().unwrap()
+        ),
+        &format!(
+            r#"
+[plugins.test-rest-sink.config]
+base_url = "http://{}"
+
+[pipelines.contacts-to-api]
+every = "200ms"
+source = {{ plugin = "crm-source", stream = "contacts" }}
+sinks = [{{ plugin = "test-rest-sink" }}]
+
+[pipelines.contacts-to-api.retry]
+initial = "10ms"
+max = "20ms"
+budget = "50ms"
+"#,
+            api.addr
+        ),
+    );
+    w.scratch.install("test-rest-sink", "rest-sink.wasm");
+    let mut keys: Vec<String> = create(&w.crm, contacts)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    keys.sort();
+    (w, keys)
+}
+
+/// Whether `written` (in any order, some perhaps twice) are the `expected`
+/// keys, sorted.
+fn same_keys(mut written: Vec<String>, expected: &[String]) -> bool {
+    written.sort();
+    written.dedup();
+    written == expected
+}
+
+/// `causeway pipelines --json`: the first pipeline's reason, if any.
+fn first_reason(w: &World) -> Option<String> {
+    let pipelines = run_json(w.causeway().args(["pipelines", "--json"]));
+    pipelines[0]["reason"].as_str().map(str::to_string)
+}
+
 /// An API with a quota of two writes a second, answering 429 with
 /// `Retry-After: 2` beyond it, written record by record by a sink that
 /// answers `retry` for what it could not write (the shape `causeway new`
@@ -1503,33 +1554,7 @@ fn records_a_sink_retries_after_a_429_wait_as_its_retry_after_asks() {
     });
     // A budget far smaller than the waits asked for: only waits that do
     // not count against it let the runs through.
-    let w = World::new(
-        3,
-        &format!(
-            "[[plugins.test-rest-sink.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"PUT\", \"DELETE\"]\npath-prefix = \"/items/\"\n",
-            api.addr.rsplit(':').next().unwrap()
-        ),
-        &format!(
-            r#"
-[plugins.test-rest-sink.config]
-base_url = "http://{}"
-
-[pipelines.contacts-to-api]
-every = "200ms"
-source = {{ plugin = "crm-source", stream = "contacts" }}
-sinks = [{{ plugin = "test-rest-sink" }}]
-
-[pipelines.contacts-to-api.retry]
-initial = "10ms"
-max = "20ms"
-budget = "50ms"
-"#,
-            api.addr
-        ),
-    );
-    w.scratch.install("test-rest-sink", "rest-sink.wasm");
-    let mut expected: Vec<String> = create(&w.crm, 5).into_iter().map(|(id, _)| id).collect();
-    expected.sort();
+    let (w, expected) = rest_sink_world(&api, 5);
     let host = w.start();
     // While the run waits, `causeway pipelines` says so, and until when.
     let reason = wait_until("the wait shown", Duration::from_secs(30), || {
@@ -1544,10 +1569,7 @@ budget = "50ms"
         "{reason}"
     );
     wait_until("every contact written", Duration::from_secs(30), || {
-        let mut stored = quota.lock().unwrap().stored.clone();
-        stored.sort();
-        stored.dedup();
-        (stored == expected).then_some(())
+        same_keys(quota.lock().unwrap().stored.clone(), &expected).then_some(())
     });
     let throttle = &quota.lock().unwrap().throttle;
     assert!(
@@ -1564,6 +1586,58 @@ budget = "50ms"
         "{}",
         host.logs()
     );
+}
+
+/// An operator's pause comes through a long wait an API asked for: the
+/// run ends at once, paused, its page not committed, nothing more written;
+/// resumed, it writes every record.
+#[test]
+fn a_pause_ends_a_run_waiting_out_an_apis_retry_after() {
+    use std::sync::{Arc, Mutex};
+    use support::{Answer, FakeServer, Throttle};
+
+    #[derive(Default)]
+    struct Api {
+        throttle: Throttle,
+        limiting: bool,
+        stored: Vec<String>,
+    }
+    let state = Arc::new(Mutex::new(Api {
+        limiting: true,
+        ..Api::default()
+    }));
+    let api = FakeServer::start({
+        let state = state.clone();
+        move |request| {
+            let mut api = state.lock().unwrap();
+            api.throttle.arrived();
+            if api.limiting && !api.stored.is_empty() {
+                return api.throttle.refuse(600);
+            }
+            let key = request.target.trim_start_matches("/items/").to_string();
+            api.stored.push(key);
+            Answer::ok("{}")
+        }
+    });
+    let (w, expected) = rest_sink_world(&api, 3);
+    let _host = w.start();
+    wait_until("the ten-minute wait", Duration::from_secs(30), || {
+        first_reason(&w).filter(|r| r.contains("as the API asked"))
+    });
+    let out = run(w.causeway().args(["pipeline", "pause", "contacts-to-api"]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    wait_until("the run paused", Duration::from_secs(10), || {
+        let runs = w.runs();
+        (runs[0]["outcome"] == "paused").then_some(())
+    });
+    assert_eq!(state.lock().unwrap().throttle.early, 0);
+
+    state.lock().unwrap().limiting = false;
+    let out = run(w.causeway().args(["pipeline", "resume", "contacts-to-api"]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    wait_until("every contact written", Duration::from_secs(20), || {
+        same_keys(state.lock().unwrap().stored.clone(), &expected).then_some(())
+    });
 }
 
 #[test]

@@ -163,6 +163,9 @@ pub(super) fn bind<'a>(
 /// pipeline's state; shorter ones pass before anyone could read it.
 const NOTE_WAITS_FROM: Duration = Duration::from_secs(1);
 
+/// How often a run waiting as an API asked looks whether it was paused.
+const PAUSE_LOOKED_FOR_EVERY: Duration = Duration::from_secs(1);
+
 /// What one write of a batch came to: each record's outcome, and how long
 /// the API asked to wait before the `retry` ones are written again.
 pub(super) struct Written {
@@ -232,9 +235,13 @@ impl Runner {
                     "{what}: {} records ({keys}) to retry in {wait:?}, as the API's Retry-After asked: {last_reason}",
                     again.len()
                 );
-                self.waiting_as_asked(what, wait, pause(wait, stop))
+                let asked = Wait {
+                    duration: wait,
+                    asked: true,
+                };
+                self.waiting_as_asked(what, wait, self.wait_out(asked, stop))
                     .await
-                    .map_err(|_| RunEnd::Interrupted)?;
+                    .map_err(|gave_up| ended(what, gave_up))?;
                 pending = again;
                 continue;
             }
@@ -480,7 +487,7 @@ impl Runner {
         operation: impl Fn() -> Operation,
     ) -> Result<Answer, GaveUp> {
         self.attempt_spending(config, what, bound, operation, |wait| {
-            pause(wait.duration, stop)
+            self.wait_out(wait, stop)
         })
         .await
     }
@@ -539,6 +546,45 @@ impl Runner {
         let result = spent.await;
         self.note_waiting(None).await;
         result
+    }
+
+    /// Sleeps `wait` before a retry. A long wait the API asked for (up to 15
+    /// minutes) ends early when an operator pauses the pipeline meanwhile,
+    /// as `Meanwhile(Paused)`: the pause would otherwise wait for it. The
+    /// page is not committed, so a resume reads it again. (A run started
+    /// paused, by `run-now`, is not stopped by the pause it started in.)
+    async fn wait_out(&self, wait: Wait, stop: &Stop) -> Result<(), GaveUp> {
+        if !wait.asked || wait.duration < NOTE_WAITS_FROM {
+            return pause(wait.duration, stop).await;
+        }
+        let paused_before = self.paused().await;
+        tokio::select! {
+            waited = pause(wait.duration, stop) => waited,
+            () = self.paused_since(paused_before) => Err(GaveUp::Meanwhile(RunEnd::Paused)),
+        }
+    }
+
+    /// Returns once the pipeline is paused, looking every second; never
+    /// when it was paused already.
+    async fn paused_since(&self, paused_before: bool) {
+        if paused_before {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(PAUSE_LOOKED_FOR_EVERY).await;
+            if self.paused().await {
+                return;
+            }
+        }
+    }
+
+    /// Whether an operator has paused the pipeline (not known: no).
+    async fn paused(&self) -> bool {
+        let name = self.name.clone();
+        self.db
+            .transact(move |conn| Ok::<_, DbError>(history::paused(conn, &name)?))
+            .await
+            .unwrap_or(false)
     }
 
     /// Records why the run waits, or that it no longer does.
