@@ -1588,6 +1588,29 @@ fn records_a_sink_retries_after_a_429_wait_as_its_retry_after_asks() {
     );
 }
 
+/// A source read waiting out the CRM's ten-minute `Retry-After` ends at
+/// once when an operator pauses the pipeline, and goes on when resumed.
+#[test]
+fn a_pause_ends_a_run_whose_source_waits_out_a_retry_after() {
+    let w = world("");
+    let expected = create(&w.crm, 2);
+    w.crm.faults().inject(
+        Fault::RateLimited {
+            retry_after_secs: 600,
+        },
+        1,
+    );
+    let host = w.start();
+    host.wait_for_log("waiting 600s as asked", 20);
+    w.lever("pause");
+    wait_until("the run paused", Duration::from_secs(10), || {
+        let runs = w.runs();
+        (runs[0]["outcome"] == "paused").then_some(())
+    });
+    w.lever("resume");
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+}
+
 /// An operator's pause comes through a long wait an API asked for: the
 /// run ends at once, paused, its page not committed, nothing more written;
 /// resumed, it writes every record.

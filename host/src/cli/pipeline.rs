@@ -158,7 +158,7 @@ impl Opts {
             RunEnd::Interrupted => Ok(ExitCode::FAILURE),
             RunEnd::Paused => {
                 super::print(&format!(
-                    "{}: paused while it ran: the run stopped between pages, or during a wait an API asked for (see `causeway runs`)\n",
+                    "{}: paused while it ran: the run stopped between pages, or while it waited to retry (see `causeway runs`)\n",
                     self.name
                 ))?;
                 Ok(ExitCode::FAILURE)

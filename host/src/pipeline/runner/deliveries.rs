@@ -29,6 +29,9 @@ impl Runner {
         stop: &Stop,
     ) -> Result<(), GaveUp> {
         let until = tokio::time::Instant::now() + wait;
+        // A pause comes through a long wait, as in `wait_out`.
+        let looked_for = wait >= super::stage::PAUSE_LOOKED_FOR_EVERY;
+        let paused_before = looked_for && self.paused().await;
         loop {
             if crate::pipeline::has_pending(&self.db, &self.name).await {
                 match Box::pin(self.run(WEBHOOK, stop)).await {
@@ -45,6 +48,9 @@ impl Runner {
                 () = tokio::time::sleep_until(until) => return Ok(()),
                 () = stop.wait() => return Err(GaveUp::Interrupted),
                 () = self.arrivals.notified() => {}
+                () = self.paused_since(paused_before), if looked_for => {
+                    return Err(GaveUp::Meanwhile(RunEnd::Paused));
+                }
             }
         }
     }

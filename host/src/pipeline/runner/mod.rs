@@ -380,7 +380,7 @@ impl Runner {
             (RunEnd::Paused, _) => tracing::info!(
                 pipeline = %self.name,
                 run = run_id,
-                "run paused by an operator (between pages, or during a wait an API asked for); `causeway pipeline resume` goes on from the checkpoint"
+                "run paused by an operator (between pages, or while it waited to retry); `causeway pipeline resume` goes on from the checkpoint"
             ),
             // Told by whoever runs it, with what follows (the pipeline's
             // task: the circuit opened, the pipeline stopped; `run-now`:

@@ -163,8 +163,9 @@ pub(super) fn bind<'a>(
 /// pipeline's state; shorter ones pass before anyone could read it.
 const NOTE_WAITS_FROM: Duration = Duration::from_secs(1);
 
-/// How often a run waiting as an API asked looks whether it was paused.
-const PAUSE_LOOKED_FOR_EVERY: Duration = Duration::from_secs(1);
+/// How often a run waiting to retry looks whether it was paused; waits
+/// shorter than this are not looked into.
+pub(super) const PAUSE_LOOKED_FOR_EVERY: Duration = Duration::from_secs(1);
 
 /// What one write of a batch came to: each record's outcome, and how long
 /// the API asked to wait before the `retry` ones are written again.
@@ -548,13 +549,13 @@ impl Runner {
         result
     }
 
-    /// Sleeps `wait` before a retry. A long wait the API asked for (up to 15
-    /// minutes) ends early when an operator pauses the pipeline meanwhile,
-    /// as `Meanwhile(Paused)`: the pause would otherwise wait for it. The
-    /// page is not committed, so a resume reads it again. (A run started
-    /// paused, by `run-now`, is not stopped by the pause it started in.)
+    /// Sleeps `wait` before a retry. A wait of a second or more (a backoff
+    /// of up to `retry.max`, a `Retry-After` of up to 15 minutes) ends early
+    /// when an operator pauses the pipeline meanwhile, as
+    /// `Meanwhile(Paused)`: the pause would otherwise wait for it. The page
+    /// is not committed, so a resume reads it again.
     async fn wait_out(&self, wait: Wait, stop: &Stop) -> Result<(), GaveUp> {
-        if !wait.asked || wait.duration < NOTE_WAITS_FROM {
+        if wait.duration < PAUSE_LOOKED_FOR_EVERY {
             return pause(wait.duration, stop).await;
         }
         let paused_before = self.paused().await;
@@ -565,8 +566,9 @@ impl Runner {
     }
 
     /// Returns once the pipeline is paused, looking every second; never
-    /// when it was paused already.
-    async fn paused_since(&self, paused_before: bool) {
+    /// when it was paused already (a run started paused, by `run-now`, is
+    /// not stopped by the pause it started in).
+    pub(super) async fn paused_since(&self, paused_before: bool) {
         if paused_before {
             return std::future::pending().await;
         }
@@ -579,7 +581,7 @@ impl Runner {
     }
 
     /// Whether an operator has paused the pipeline (not known: no).
-    async fn paused(&self) -> bool {
+    pub(super) async fn paused(&self) -> bool {
         let name = self.name.clone();
         self.db
             .transact(move |conn| Ok::<_, DbError>(history::paused(conn, &name)?))
