@@ -68,10 +68,18 @@ pub fn approve(
     let mut granted_rules = current.http.clone();
     // Hosts this approval adds, for the credentials already bound.
     let mut new_hosts: Vec<String> = Vec::new();
+    // With every request on a host of the operator's choosing granted
+    // somewhere, hosts named are hosts to add (a second region, say). Else
+    // they go to the requests not granted yet, and only to them.
+    let adding_hosts = !input.hosts.is_empty()
+        && manifest
+            .capabilities
+            .http
+            .iter()
+            .filter(|r| r.host == "*")
+            .all(|r| current.http.iter().any(|g| r.covered_by(g)));
     for rule in &manifest.capabilities.http {
-        // A request on a host of the operator's choosing, granted on one
-        // host, takes another the operator names (a second region, say).
-        let named = rule.host == "*" && !input.hosts.is_empty();
+        let named = rule.host == "*" && adding_hosts;
         if !named && granted_rules.iter().any(|g| rule.covered_by(g)) {
             continue;
         }
@@ -402,17 +410,16 @@ fn granted_now(granted: &[HttpRule], rule: &HttpRule) -> String {
     let Some(first) = now.first() else {
         return String::new();
     };
-    let mut flags: Vec<String> = now.iter().map(|g| format!("--host {}", g.host)).collect();
-    flags.dedup();
+    let mut hosts: Vec<&str> = now.iter().map(|g| g.host.as_str()).collect();
+    hosts.sort();
+    hosts.dedup();
+    let mut flags: Vec<String> = hosts.iter().map(|h| format!("--host {h}")).collect();
     if first.scheme != "https" {
         flags.push(format!("--scheme {}", first.scheme));
     }
     format!(
         " (a narrower grant of it names {} now: {})",
-        now.iter()
-            .map(|g| g.host.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        hosts.join(", "),
         flags.join(" ")
     )
 }
@@ -673,6 +680,31 @@ limits = { memory-mb = 16 } # keep it small\n";
         // Named again, it is there already: nothing changes.
         let again = approve(&edited.text, path, &manifest(), &second).unwrap();
         assert_eq!(again.text, edited.text);
+
+        // An upgrade asking a new request: a host named goes to it alone,
+        // not to the requests granted already.
+        let upgrade = Manifest::parse(
+            &format!(
+                "{MANIFEST}[[capabilities.http]]\nscheme = \"*\"\nhost = \"*\"\nmethods = [\"POST\"]\npath-prefix = \"/v1/notes\"\n"
+            ),
+            "m",
+        )
+        .unwrap();
+        let notes = ApproveInput {
+            hosts: vec!["notes.example.com".into()],
+            ..input()
+        };
+        let upgraded = approve(&edited.text, path, &upgrade, &notes).unwrap();
+        let grants = Grants::parse(&upgraded.text, path).unwrap();
+        let on_notes: Vec<&str> = grants
+            .get("crm-source")
+            .unwrap()
+            .http
+            .iter()
+            .filter(|r| r.host == "notes.example.com")
+            .map(|r| r.path_prefix.as_str())
+            .collect();
+        assert_eq!(on_notes, ["/v1/notes"], "{}", upgraded.text);
     }
 
     #[test]
