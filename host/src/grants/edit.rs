@@ -66,7 +66,8 @@ pub fn approve(
     // HTTP: each request not covered, with the operator's host and scheme
     // where the manifest leaves them open.
     let mut granted_rules = current.http.clone();
-    // Hosts this approval adds, for the credentials already bound.
+    // Hosts the operator named that this approval adds, for the
+    // credentials already bound.
     let mut new_hosts: Vec<String> = Vec::new();
     // With every request on a host of the operator's choosing granted
     // somewhere, hosts named are hosts to add (a second region, say). Else
@@ -129,7 +130,11 @@ pub fn approve(
                 None => {
                     changes.push(format!("+ http {}", grant.to_inline_toml()));
                     push_http_rule(section(&mut doc, name)?, &grant)?;
-                    if !granted_rules.iter().any(|g| g.host == grant.host) {
+                    // Only a host the operator named takes the credentials
+                    // already bound: one an upgrade's manifest names itself
+                    // (its vendor's, say) gets none without a hand edit.
+                    let chosen = rule.host == "*";
+                    if chosen && !granted_rules.iter().any(|g| g.host == grant.host) {
                         new_hosts.push(grant.host.clone());
                     }
                     granted_rules.push(grant);
@@ -705,6 +710,31 @@ limits = { memory-mb = 16 } # keep it small\n";
             .map(|r| r.path_prefix.as_str())
             .collect();
         assert_eq!(on_notes, ["/v1/notes"], "{}", upgraded.text);
+
+        // A host the upgrade's manifest names itself is granted, without
+        // the credential.
+        let vendor = Manifest::parse(
+            &format!(
+                "{MANIFEST}[[capabilities.http]]\nhost = \"telemetry.vendor.example\"\nmethods = [\"POST\"]\n"
+            ),
+            "m",
+        )
+        .unwrap();
+        let upgraded = approve(&edited.text, path, &vendor, &input()).unwrap();
+        let grants = Grants::parse(&upgraded.text, path).unwrap();
+        let grant = grants.get("crm-source").unwrap();
+        assert!(
+            grant
+                .http
+                .iter()
+                .any(|r| r.host == "telemetry.vendor.example")
+        );
+        assert_eq!(
+            grant.credentials["crm-token"].hosts,
+            ["crm.example.com", "eu.crm.example.com"],
+            "{:?}",
+            upgraded.changes
+        );
     }
 
     #[test]
