@@ -448,9 +448,8 @@ fn a_javascript_sink_posting_with_fetch_sends_what_the_rust_one_sends() {
 /// mailer-sink-js fails its batch as `transient` on a 429 (reading the
 /// `Retry-After` from `fetch` is left to each plugin, and it does not):
 /// the host reads the header itself, at the wasi:http door, and retries
-/// the batch when it says, not on the pipeline's quicker backoff. The budget
-/// is far smaller than the wait, so only a wait that does not spend it lets
-/// the run through.
+/// the batch when it says, not on the pipeline's quicker backoff: no batch
+/// comes before the `Retry-After` has passed, and the log says the wait.
 #[test]
 fn a_javascript_sink_failing_on_a_429_is_retried_when_its_retry_after_says() {
     use std::sync::Arc;
