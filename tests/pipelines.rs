@@ -1582,7 +1582,8 @@ fn records_a_sink_retries_after_a_429_wait_as_its_retry_after_asks() {
     );
     assert_eq!(w.failed_runs(), 0, "{:#}", w.runs());
     assert!(
-        host.logs().contains("as the API's Retry-After asked"),
+        host.logs()
+            .contains("as the API's Retry-After asked: the API answered 429"),
         "{}",
         host.logs()
     );

@@ -202,6 +202,9 @@ impl Runner {
                 .await?;
             let mut again = Vec::new();
             let mut last_reason = String::new();
+            // After a 429 the first is the API's answer; those after it, a
+            // sink's "not sent".
+            let mut first_reason = None;
             let before = rejected.len();
             let mut written = Vec::new();
             for (record, outcome) in answered {
@@ -209,6 +212,7 @@ impl Runner {
                     WriteOutcome::Ok => written.push(record),
                     WriteOutcome::Rejected(reason) => rejected.push((record, reason)),
                     WriteOutcome::Retry(reason) => {
+                        first_reason.get_or_insert_with(|| reason.clone());
                         last_reason = reason;
                         again.push(record);
                     }
@@ -233,8 +237,9 @@ impl Runner {
             if let Some(asked) = retry_after {
                 let wait = retry::asked(asked).max(pipeline.retry.initial.0);
                 tracing::warn!(
-                    "{what}: {} records ({keys}) to retry in {wait:?}, as the API's Retry-After asked: {last_reason}",
-                    again.len()
+                    "{what}: {} records ({keys}) to retry in {wait:?}, as the API's Retry-After asked: {}",
+                    again.len(),
+                    first_reason.as_deref().unwrap_or_default()
                 );
                 let asked = Wait {
                     duration: wait,
