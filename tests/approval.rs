@@ -43,6 +43,28 @@ fn approve_fetch(scratch: &Scratch) -> support::Run {
     ]))
 }
 
+/// What `causeway grants --json` says of the version pending approval
+/// (a held upgrade), if one is.
+fn held(scratch: &Scratch) -> Option<Value> {
+    let views = run_json(scratch.causeway().args(["grants", "--json"]));
+    let views = views.as_array()?;
+    views
+        .iter()
+        .find(|v| v["state"] == "pending-approval")
+        .cloned()
+}
+
+/// `causeway grants approve test-version --by carol`, which must succeed:
+/// what it printed.
+fn approve_version(scratch: &Scratch) -> String {
+    let approved =
+        run(scratch
+            .causeway()
+            .args(["grants", "approve", "test-version", "--by", "carol"]));
+    assert!(approved.success, "{}", approved.stderr);
+    approved.stdout
+}
+
 fn audit_json(scratch: &Scratch, args: &[&str]) -> Vec<Value> {
     let rows = run_json(scratch.causeway().arg("audit").args(args).arg("--json"));
     rows.as_array().expect("an array").clone()
@@ -206,28 +228,14 @@ fn an_upgrade_that_adds_a_host_is_held_while_the_old_version_serves_then_swaps_i
         Some(TEST_VERSION_BUILD),
         "the old one serves"
     );
-    let views = run_json(scratch.causeway().args(["grants", "--json"]));
-    let held = views
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["state"] == "pending-approval")
-        .unwrap_or_else(|| panic!("no version pending approval in {views:#}"));
+    let pending = held(&scratch).expect("a version pending approval");
     assert_eq!(
-        held["not_granted"][0],
+        pending["not_granted"][0],
         "http { scheme = \"https\", host = \"more.example.test\", methods = [\"GET\"], path-prefix = \"/\" }"
     );
 
-    let approved =
-        run(scratch
-            .causeway()
-            .args(["grants", "approve", "test-version", "--by", "carol"]));
-    assert!(approved.success, "{}", approved.stderr);
-    assert!(
-        approved.stdout.contains("more.example.test"),
-        "{}",
-        approved.stdout
-    );
+    let approved = approve_version(&scratch);
+    assert!(approved.contains("more.example.test"), "{approved}");
     wait_until("the upgrade serving", Duration::from_secs(10), || {
         (call().as_deref() == Some("build-bbbb")).then_some(())
     });
@@ -241,37 +249,16 @@ fn an_upgrade_that_adds_a_host_is_held_while_the_old_version_serves_then_swaps_i
     );
     std::fs::write(&partial, upgrade).unwrap();
     std::fs::rename(&partial, scratch.plugins().join("version.wasm")).unwrap();
-    wait_until("the second upgrade held", Duration::from_secs(10), || {
-        let views = run_json(scratch.causeway().args(["grants", "--json"]));
-        let views = views.as_array()?.clone();
-        views
-            .into_iter()
-            .find(|v| v["state"] == "pending-approval")
-            .map(|held| held["not_granted"][0].clone())
+    let pending = wait_until("the second upgrade held", Duration::from_secs(10), || {
+        held(&scratch)
     });
-    let views = run_json(scratch.causeway().args(["grants", "--json"]));
-    let held = views
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["state"] == "pending-approval");
     assert_eq!(
-        held.map(|v| &v["not_granted"][0]),
-        Some(&json!(
-            "http { scheme = \"https\", host = \"more.example.test\", methods = [\"GET\", \"PUT\"], path-prefix = \"/\" } (beyond the grant: methods PUT)"
-        )),
-        "{views:#}"
+        pending["not_granted"][0],
+        "http { scheme = \"https\", host = \"more.example.test\", methods = [\"GET\", \"PUT\"], path-prefix = \"/\" } (beyond the grant: methods PUT)",
+        "{pending:#}"
     );
-    let approved =
-        run(scratch
-            .causeway()
-            .args(["grants", "approve", "test-version", "--by", "carol"]));
-    assert!(approved.success, "{}", approved.stderr);
-    assert!(
-        approved.stdout.contains(", in place of {"),
-        "{}",
-        approved.stdout
-    );
+    let approved = approve_version(&scratch);
+    assert!(approved.contains(", in place of {"), "{approved}");
     let grants = std::fs::read_to_string(scratch.path().join("grants.toml")).unwrap();
     assert_eq!(
         grants.matches("more.example.test").count(),

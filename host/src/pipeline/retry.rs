@@ -264,28 +264,33 @@ mod tests {
         assert!((5..=9).contains(&calls), "{calls} calls");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn rate_limit_waits_do_not_spend_the_budget() {
+    /// Retries a step rate-limited `times` times with `after`, then
+    /// succeeding: its answer (the call it succeeded at), and the time
+    /// spent.
+    async fn rate_limited(times: u32, after: Duration) -> (Option<u32>, Duration) {
         let mut calls = 0;
         let started = tokio::time::Instant::now();
         let result = retry(&config(), "step", &Stop::never(), || {
             calls += 1;
             let n = calls;
             async move {
-                if n <= 5 {
-                    Err(failure(
-                        FailureKind::RateLimited,
-                        Some(Duration::from_secs(7)),
-                    ))
+                if n <= times {
+                    Err(failure(FailureKind::RateLimited, Some(after)))
                 } else {
                     Ok(n)
                 }
             }
         })
         .await;
-        assert_eq!(result.ok(), Some(6));
+        (result.ok(), started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_waits_do_not_spend_the_budget() {
+        let (answer, spent) = rate_limited(5, Duration::from_secs(7)).await;
+        assert_eq!(answer, Some(6));
         assert_eq!(
-            started.elapsed(),
+            spent,
             Duration::from_secs(35),
             "five waits of 7 s, as asked"
         );
@@ -293,22 +298,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_ask_to_retry_at_once_waits_a_first_backoff_and_spends_nothing() {
-        let mut calls = 0;
-        let started = tokio::time::Instant::now();
-        let result = retry(&config(), "step", &Stop::never(), || {
-            calls += 1;
-            let n = calls;
-            async move {
-                match n {
-                    ..=30 => Err(failure(FailureKind::RateLimited, Some(Duration::ZERO))),
-                    _ => Ok(n),
-                }
-            }
-        })
-        .await;
         // Thirty waits of `initial` (100 ms): 3 s, past the 2 s budget.
-        assert_eq!(result.ok(), Some(31));
-        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        let (answer, spent) = rate_limited(30, Duration::ZERO).await;
+        assert_eq!(answer, Some(31));
+        assert_eq!(spent, Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]

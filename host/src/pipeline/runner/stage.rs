@@ -169,7 +169,7 @@ pub(super) const PAUSE_LOOKED_FOR_EVERY: Duration = Duration::from_secs(1);
 
 /// What one write of a batch came to: each record's outcome, and how long
 /// the API asked to wait before the `retry` ones are written again.
-pub(super) struct Written {
+struct Written {
     answered: Vec<(Record, WriteOutcome)>,
     retry_after: Option<Duration>,
 }
