@@ -72,7 +72,7 @@ fn demo_moves_every_contact_from_the_crm_to_the_mailer_mapped() {
     // for each, or none for a contact without an email (there are some).
     let count = |r: &serde_json::Value, what: &str| r[what].as_i64().unwrap();
     for r in runs.as_array().unwrap() {
-        let accounted = ["written", "rejected", "skipped", "dropped"]
+        let accounted = ["written", "rejected", "skipped", "dropped", "unchanged"]
             .iter()
             .map(|what| count(r, what))
             .sum::<i64>();

@@ -1664,6 +1664,197 @@ fn a_pause_ends_a_run_waiting_out_an_apis_retry_after() {
     });
 }
 
+/// A scratch host mirroring test-kv's stored records (a source that reads
+/// its stream whole: every record on every run) through test-picky into
+/// test-rest-sink (a write per record) at the first of `apis`, all
+/// granted, skipping unchanged records.
+fn mirror(apis: &[&support::FakeServer]) -> support::Scratch {
+    let scratch = support::Scratch::new();
+    scratch.install("test-kv", "kv.wasm");
+    scratch.install("test-rest-sink", "rest-sink.wasm");
+    scratch.install("test-picky", "picky.wasm");
+    let mut grants = "[plugins.test-kv.storage]\nquota-keys = 100\n".to_string();
+    for api in apis {
+        grants.push_str(&format!(
+            "[[plugins.test-rest-sink.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nmethods = [\"PUT\", \"DELETE\"]\npath-prefix = \"/items/\"\nport = {}\n",
+            api.addr.rsplit(':').next().unwrap()
+        ));
+    }
+    scratch.grants(&grants);
+    configure_mirror(&scratch, &apis[0].addr, true, &[]);
+    scratch
+}
+
+/// The mirror's pipeline writing to `addr`, skipping unchanged records as
+/// `skip` says, its transform refusing the keys `refuse`.
+fn configure_mirror(scratch: &support::Scratch, addr: &str, skip: bool, refuse: &[&str]) {
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        format!(
+            r#"
+[pipelines.mirror]
+every = "1h"
+skip-unchanged = {skip}
+source = {{ plugin = "test-kv", stream = "c" }}
+transforms = [{{ plugin = "test-picky", config = {{ refuse = {refuse:?} }} }}]
+sinks = [{{ plugin = "test-rest-sink", config = {{ base_url = "http://{addr}" }} }}]
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// Stores `items` (key, value) in test-kv's storage for the pipeline
+/// `mirror`, where its reads find them.
+fn store(scratch: &support::Scratch, items: &[(&str, &str)]) {
+    let batch: Vec<Value> = items
+        .iter()
+        .map(|(k, v)| json!({"stream": "c", "key": k, "data": {"v": v}}))
+        .collect();
+    let input = scratch.path().join("batch.json");
+    std::fs::write(&input, Value::from(batch).to_string()).unwrap();
+    let out = run(scratch
+        .causeway()
+        .args([
+            "invoke",
+            "test-kv",
+            "write",
+            "--pipeline",
+            "mirror",
+            "--input",
+        ])
+        .arg(&input));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+}
+
+/// `causeway pipeline run-now mirror`: the records the API received
+/// during it (`key=v`, in order), and the run's counts (read, written,
+/// rejected, unchanged).
+fn mirrored(scratch: &support::Scratch, api: &support::FakeServer) -> (Vec<String>, [i64; 4]) {
+    let before = api.received().len();
+    let out = run(scratch.causeway().args(["pipeline", "run-now", "mirror"]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    let puts = api.received()[before..]
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let key = r.target.trim_start_matches("/items/");
+            format!("{key}={}", body["v"].as_str().unwrap_or_default())
+        })
+        .collect();
+    let runs = run_json(scratch.causeway().args(["runs", "--json"]));
+    let counts = ["read", "written", "rejected", "unchanged"].map(|n| runs[0][n].as_i64().unwrap());
+    (puts, counts)
+}
+
+/// A source that can only read its stream whole answers every record on
+/// every run. With `skip-unchanged`, a sink is given only what it has not
+/// written as it is: a run writes what changed, and counts the rest
+/// `unchanged`. What may no longer match what the sink holds is written
+/// again: a record it refused, once replayed; everything after a reset,
+/// or once the sink is pointed elsewhere; and everything once a pipeline
+/// that stopped skipping skips again.
+#[test]
+fn a_pipeline_skipping_unchanged_records_writes_only_what_changed() {
+    use std::sync::{Arc, Mutex};
+    use support::{Answer, FakeServer};
+
+    // The API refuses for good what it is told to, while told so.
+    let refuse: Arc<Mutex<Vec<String>>> = Arc::default();
+    let handler = |refuse: Arc<Mutex<Vec<String>>>| {
+        move |request: &support::Received| {
+            let key = request.target.trim_start_matches("/items/");
+            if refuse.lock().unwrap().iter().any(|k| k == key) {
+                return Answer {
+                    status: 422,
+                    ..Answer::ok(r#"{"error":"invalid"}"#)
+                };
+            }
+            Answer::ok("{}")
+        }
+    };
+    let api = FakeServer::start(handler(refuse.clone()));
+    let other = FakeServer::start(handler(Arc::default()));
+    let scratch = mirror(&[&api, &other]);
+    store(&scratch, &[("c1", "a"), ("c2", "a"), ("c3", "a")]);
+    let all = ["c1=a", "c2=a", "c3=a"].map(String::from).to_vec();
+    assert_eq!(mirrored(&scratch, &api), (all.clone(), [3, 3, 0, 0]));
+    // Read whole again: nothing written, every record counted unchanged.
+    assert_eq!(mirrored(&scratch, &api), (vec![], [3, 0, 0, 3]));
+    store(&scratch, &[("c2", "b")]);
+    assert_eq!(
+        mirrored(&scratch, &api),
+        (vec!["c2=b".to_string()], [3, 1, 0, 2])
+    );
+
+    // A record the sink refuses is given again on every run, and once
+    // the dead letter is replayed, again on the next: what the sink
+    // holds of it is no longer known.
+    refuse.lock().unwrap().push("c3".into());
+    store(&scratch, &[("c3", "b")]);
+    assert_eq!(
+        mirrored(&scratch, &api),
+        (vec!["c3=b".to_string()], [3, 0, 1, 2])
+    );
+    assert_eq!(
+        mirrored(&scratch, &api),
+        (vec!["c3=b".to_string()], [3, 0, 1, 2])
+    );
+    refuse.lock().unwrap().clear();
+    let out = run(scratch
+        .causeway()
+        .args(["dlq", "replay", "--pipeline", "mirror"]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        mirrored(&scratch, &api),
+        (vec!["c3=b".to_string()], [3, 1, 0, 2])
+    );
+    assert_eq!(mirrored(&scratch, &api), (vec![], [3, 0, 0, 3]));
+
+    // A reset writes everything again, as an operator resetting for a
+    // destination that lost data expects.
+    let now = ["c1=a", "c2=b", "c3=b"].map(String::from).to_vec();
+    let out = run(scratch.causeway().args(["pipeline", "reset", "mirror"]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert_eq!(mirrored(&scratch, &api), (now.clone(), [3, 3, 0, 0]));
+
+    // The sink pointed at another API holds nothing there yet.
+    configure_mirror(&scratch, &other.addr, true, &[]);
+    let out = run(scratch.causeway().args(["pipeline", "run-now", "mirror"]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert_eq!(other.received().len(), 3, "everything, at the new API");
+    // What a sink was given is known for its last configuration only.
+    configure_mirror(&scratch, &api.addr, true, &[]);
+    assert_eq!(mirrored(&scratch, &api), (now.clone(), [3, 3, 0, 0]));
+
+    // Not skipping, a pipeline writes everything every run and keeps
+    // nothing of it: skipping again, it writes everything once.
+    configure_mirror(&scratch, &api.addr, false, &[]);
+    assert_eq!(mirrored(&scratch, &api), (now.clone(), [3, 3, 0, 0]));
+    configure_mirror(&scratch, &api.addr, true, &[]);
+    assert_eq!(mirrored(&scratch, &api), (now, [3, 3, 0, 0]));
+    assert_eq!(mirrored(&scratch, &api), (vec![], [3, 0, 0, 3]));
+
+    // A newer version a transform set aside, replayed, reaches the sink
+    // past the runs: what the sink was given before is forgotten, so a
+    // source going back to that version is written, not skipped.
+    configure_mirror(&scratch, &api.addr, true, &["c1"]);
+    store(&scratch, &[("c1", "z")]);
+    assert_eq!(mirrored(&scratch, &api), (vec![], [3, 0, 1, 2]));
+    configure_mirror(&scratch, &api.addr, true, &[]);
+    let before = api.received().len();
+    let out = run(scratch
+        .causeway()
+        .args(["dlq", "replay", "--pipeline", "mirror"]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert_eq!(api.received().len(), before + 1, "c1=z replayed");
+    store(&scratch, &[("c1", "a")]);
+    assert_eq!(
+        mirrored(&scratch, &api),
+        (vec!["c1=a".to_string()], [3, 1, 0, 2])
+    );
+}
+
 #[test]
 fn operators_pause_resume_run_now_and_reset_a_pipeline() {
     let w = world("");

@@ -194,6 +194,19 @@ const MIGRATIONS: &[&str] = &[
     // counts add up. NULL for the runs before: they were not counted.
     "ALTER TABLE pipeline_run ADD COLUMN skipped INTEGER;
     ALTER TABLE pipeline_run ADD COLUMN dropped INTEGER;",
+    // 15: what a pipeline that skips unchanged records last wrote to each
+    // sink (pipeline::unchanged), keyed by record first so a replay finds
+    // a record's rows at every sink; and the records a run skipped so.
+    "CREATE TABLE sink_written (
+        pipeline     TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        sink         TEXT NOT NULL,
+        stream       TEXT NOT NULL,
+        digest       BLOB NOT NULL,
+        updated_at   TEXT NOT NULL,
+        PRIMARY KEY (pipeline, key, sink, stream)
+    ) WITHOUT ROWID;
+    ALTER TABLE pipeline_run ADD COLUMN unchanged INTEGER;",
 ];
 
 /// The schema version of a fully migrated database.

@@ -242,8 +242,15 @@ pub const RUN_OUTCOMES: [&str; 5] = ["ok", "failed", "stopped", "interrupted", "
 /// What a record can have become in a pipeline, as `stage` labels: read
 /// from the source, acknowledged by every sink, rejected by a stage (a
 /// dead letter), skipped as older than a version let through, dropped by
-/// a transform (`history::Moved`).
-pub const RECORD_STAGES: [&str; 5] = ["read", "written", "rejected", "skipped", "dropped"];
+/// a transform, given to no sink as unchanged (`history::Moved`).
+pub const RECORD_STAGES: [&str; 6] = [
+    "read",
+    "written",
+    "rejected",
+    "skipped",
+    "dropped",
+    "unchanged",
+];
 
 /// How a webhook delivery can be answered, as `outcome` labels.
 pub const DELIVERY_OUTCOMES: [&str; 7] = [
@@ -279,6 +286,7 @@ impl PipelineStats {
             page.rejected,
             page.skipped,
             page.dropped,
+            page.unchanged,
         ];
         for (counter, n) in self.records.iter().zip(counts) {
             counter.fetch_add(u64::try_from(n).unwrap_or(0), Relaxed);
@@ -557,7 +565,7 @@ fn render_pipelines(
         },
         PipelineCounter {
             name: "causeway_pipeline_records_total",
-            help: "Records since the host started, by stage: read from the source, written (every sink acknowledged), rejected (refused by a stage: a dead letter), skipped (older than a version of it a webhook pipeline already let through), dropped (a transform answered nothing for it).",
+            help: "Records since the host started, by stage: read from the source, written (every sink acknowledged), rejected (refused by a stage: a dead letter), skipped (older than a version of it a webhook pipeline already let through), dropped (a transform answered nothing for it), unchanged (a pipeline with skip-unchanged gave it to no sink: each had written it as it is).",
             label: "stage",
             values: &RECORD_STAGES,
             of: |s| &s.records,

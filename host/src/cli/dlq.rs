@@ -12,6 +12,7 @@ use crate::db::DbError;
 use crate::operation::{Answer, Operation};
 use crate::pipeline::dlq::{self, DeadLetter, Stage};
 use crate::pipeline::isolate;
+use crate::pipeline::unchanged;
 use crate::sandbox::CallError;
 
 /// The dead-letter queue: records a sink rejected or a transform could not
@@ -427,6 +428,22 @@ impl Replay<'_> {
         };
         let batch: Vec<Record> = groups.iter().flatten().cloned().collect();
         let count = batch.len();
+        // What the pipeline's sinks were last given of these records no
+        // longer says what they hold (pipeline::unchanged): forgotten
+        // first, so a write that fails halfway leaves nothing to trust.
+        let (name, keys) = (
+            pipeline.to_string(),
+            batch.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+        );
+        self.db
+            .transact(move |conn| {
+                Ok::<_, DbError>(unchanged::forget_keys(
+                    conn,
+                    &name,
+                    keys.iter().map(String::as_str),
+                )?)
+            })
+            .await?;
         match self.write(pipeline, sink, batch).await? {
             Ok(mut outcomes) => Ok(groups
                 .iter()

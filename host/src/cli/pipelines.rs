@@ -254,14 +254,26 @@ impl RunsOpts {
                     // Not counted before schema 14.
                     r.skipped.map_or_else(|| "-".into(), |n| n.to_string()),
                     r.dropped.map_or_else(|| "-".into(), |n| n.to_string()),
+                    // Not counted before schema 15.
+                    r.unchanged.map_or_else(|| "-".into(), |n| n.to_string()),
                     r.outcome.clone(),
                 ]
             })
             .collect();
         let table = super::table::render(
             &[
-                "RUN", "PIPELINE", "TRIGGER", "STARTED", "DURATION", "READ", "WRITTEN", "REJECTED",
-                "SKIPPED", "DROPPED", "OUTCOME",
+                "RUN",
+                "PIPELINE",
+                "TRIGGER",
+                "STARTED",
+                "DURATION",
+                "READ",
+                "WRITTEN",
+                "REJECTED",
+                "SKIPPED",
+                "DROPPED",
+                "UNCHANGED",
+                "OUTCOME",
             ],
             &rows,
         );

@@ -13,6 +13,9 @@
 //! circuit-cooldown = "30s"
 //! ```
 //!
+//! `skip-unchanged = true` gives each sink only the records it has not
+//! already written as they are (`pipeline::unchanged`).
+//!
 //! A stage's `config` table, if given, replaces the plugin's
 //! `[plugins.NAME.config]` for this pipeline.
 
@@ -56,6 +59,10 @@ pub struct PipelineConfig {
     /// (the newest that ended well is kept too).
     #[serde(default = "default_runs_keep", deserialize_with = "runs_keep")]
     pub runs_keep: NonZeroUsize,
+    /// Give a sink only the records it has not written as they are now
+    /// (`pipeline::unchanged`): for a source that reads its stream whole.
+    #[serde(default)]
+    pub skip_unchanged: bool,
 }
 
 /// How long dead letters are kept unless a pipeline says otherwise, and

@@ -48,6 +48,9 @@ pub struct RunRow {
     /// Records a transform dropped: answered nothing for, and did not set
     /// aside. `None` as `skipped` is.
     pub dropped: Option<i64>,
+    /// Records no sink was given, each having written them as they are
+    /// (`pipeline::unchanged`). `None` for a run from before schema 15.
+    pub unchanged: Option<i64>,
     /// `running`, `ok`, `failed`, `stopped`.
     pub outcome: String,
     /// Why it failed or stopped.
@@ -126,9 +129,11 @@ pub fn resume(conn: &Connection, pipeline: &str) -> rusqlite::Result<()> {
 
 /// Forgets where `pipeline` stands in its source: the next run starts
 /// over, and takes what it reads as it comes (the versions let through are
-/// forgotten too: [`super::versions`]).
+/// forgotten too: [`super::versions`]), and writes it all again (what the
+/// sinks hold is forgotten: [`super::unchanged`]).
 pub fn reset(conn: &Connection, pipeline: &str) -> rusqlite::Result<usize> {
     super::versions::forget(conn, pipeline)?;
+    super::unchanged::forget(conn, pipeline)?;
     conn.execute(
         "DELETE FROM checkpoint WHERE pipeline = ?1",
         params![pipeline],
@@ -162,8 +167,9 @@ pub fn paused(conn: &Connection, pipeline: &str) -> rusqlite::Result<bool> {
 /// Starts a run; its id.
 pub fn start_run(conn: &Connection, pipeline: &str, trigger: &str) -> rusqlite::Result<i64> {
     conn.execute(
-        "INSERT INTO pipeline_run (pipeline, trigger, started_at, outcome, skipped, dropped)
-         VALUES (?1, ?2, ?3, 'running', 0, 0)",
+        "INSERT INTO pipeline_run (pipeline, trigger, started_at, outcome, skipped, dropped,
+                                   unchanged)
+         VALUES (?1, ?2, ?3, 'running', 0, 0, 0)",
         params![pipeline, trigger, crate::audit::now()],
     )?;
     Ok(conn.last_insert_rowid())
@@ -175,7 +181,7 @@ pub fn count(conn: &Connection, run_id: i64, page: Moved) -> rusqlite::Result<()
     conn.prepare_cached(
         "UPDATE pipeline_run SET read = read + ?2, written = written + ?3,
          rejected = rejected + ?4, skipped = ifnull(skipped, 0) + ?5,
-         dropped = ifnull(dropped, 0) + ?6
+         dropped = ifnull(dropped, 0) + ?6, unchanged = ifnull(unchanged, 0) + ?7
          WHERE id = ?1",
     )?
     .execute(params![
@@ -184,13 +190,14 @@ pub fn count(conn: &Connection, run_id: i64, page: Moved) -> rusqlite::Result<()
         page.written,
         page.rejected,
         page.skipped,
-        page.dropped
+        page.dropped,
+        page.unchanged
     ])?;
     Ok(())
 }
 
 /// What a run (or a page of it) moved. A record read is written, rejected,
-/// skipped or dropped; a transform that answers several records for one
+/// skipped, dropped or unchanged; a transform that answers several records for one
 /// writes more than it read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Moved {
@@ -205,6 +212,9 @@ pub struct Moved {
     pub skipped: i64,
     /// Answered nothing for by a transform (a filter).
     pub dropped: i64,
+    /// Given to no sink: each had written it as it is
+    /// (`pipeline::unchanged`).
+    pub unchanged: i64,
 }
 
 /// Ends a run with `outcome` and, if it did not succeed, why; what it
@@ -217,7 +227,8 @@ pub fn finish_run(
 ) -> rusqlite::Result<Moved> {
     conn.query_row(
         "UPDATE pipeline_run SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1
-         RETURNING read, written, rejected, ifnull(skipped, 0), ifnull(dropped, 0)",
+         RETURNING read, written, rejected, ifnull(skipped, 0), ifnull(dropped, 0),
+                   ifnull(unchanged, 0)",
         params![run_id, crate::audit::now(), outcome, error],
         |row| {
             Ok(Moved {
@@ -226,6 +237,7 @@ pub fn finish_run(
                 rejected: row.get(2)?,
                 skipped: row.get(3)?,
                 dropped: row.get(4)?,
+                unchanged: row.get(5)?,
             })
         },
     )
@@ -292,7 +304,8 @@ pub fn pipelines_on_record(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare(
         "SELECT pipeline FROM pipeline_run UNION SELECT pipeline FROM dead_letter
          UNION SELECT pipeline FROM webhook_inbox UNION SELECT pipeline FROM sink_stuck
-         UNION SELECT pipeline FROM stage_proven UNION SELECT pipeline FROM record_version",
+         UNION SELECT pipeline FROM stage_proven UNION SELECT pipeline FROM record_version
+         UNION SELECT pipeline FROM sink_written",
     )?;
     let names = stmt.query_map([], |row| row.get(0))?;
     names.collect()
@@ -320,7 +333,7 @@ pub fn runs(
 ) -> rusqlite::Result<Vec<RunRow>> {
     let mut stmt = conn.prepare(
         "SELECT id, pipeline, trigger, started_at, finished_at, read, written, rejected, skipped,
-                dropped, outcome, error
+                dropped, outcome, error, unchanged
          FROM pipeline_run WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![pipeline, limit as i64], |row| {
@@ -337,6 +350,7 @@ pub fn runs(
             dropped: row.get(9)?,
             outcome: row.get(10)?,
             error: row.get(11)?,
+            unchanged: row.get(12)?,
         })
     })?;
     rows.collect()
@@ -370,17 +384,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
         let run = start_run(&conn, "p", "schedule").unwrap();
-        let page = |read, written, rejected, skipped, dropped| Moved {
+        let page = |read, written, rejected, skipped, dropped, unchanged| Moved {
             read,
             written,
             rejected,
             skipped,
             dropped,
+            unchanged,
         };
-        count(&conn, run, page(9, 4, 1, 1, 3)).unwrap();
-        count(&conn, run, page(2, 2, 0, 0, 0)).unwrap();
+        count(&conn, run, page(9, 4, 1, 1, 2, 1)).unwrap();
+        count(&conn, run, page(2, 2, 0, 0, 0, 0)).unwrap();
         let moved = finish_run(&conn, run, "ok", None).unwrap();
-        assert_eq!(moved, page(11, 6, 1, 1, 3));
+        assert_eq!(moved, page(11, 6, 1, 1, 2, 1));
         let row = &runs(&conn, Some("p"), 1).unwrap()[0];
         assert_eq!(row.outcome, "ok");
         let listed = (
@@ -389,8 +404,9 @@ mod tests {
             row.rejected,
             row.skipped,
             row.dropped,
+            row.unchanged,
         );
-        assert_eq!(listed, (11, 6, 1, Some(1), Some(3)));
+        assert_eq!(listed, (11, 6, 1, Some(1), Some(2), Some(1)));
         assert_eq!(
             finish_run(&conn, run + 1, "ok", None).unwrap(),
             Moved::default()

@@ -4,8 +4,10 @@
 //! [`config`] is the `[pipelines.NAME]` section; [`runner`] runs one
 //! pipeline page by page; [`retry`] is the backoff policy; [`dlq`] the
 //! dead-letter queue; [`stuck`] and [`isolate`] find the records a sink or a
-//! transform will never take, for the dead-letter queue; [`history`] each
-//! pipeline's state and runs; `retention` forgets what is past its age.
+//! transform will never take, for the dead-letter queue; [`versions`] and
+//! [`unchanged`] what a pipeline let through and wrote, to skip what is
+//! late or written already; [`history`] each pipeline's state and runs;
+//! `retention` forgets what is past its age.
 //! This module
 //! drives them: one task per pipeline, which runs on its schedule (or when
 //! asked), handles webhook deliveries as they land in the inbox, skips while
@@ -21,6 +23,7 @@ mod retention;
 pub mod retry;
 pub mod runner;
 pub mod stuck;
+pub mod unchanged;
 pub mod versions;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,8 @@
 //! Retention: what each pipeline keeps of its past (runs, dead letters,
 //! processed webhook deliveries, counts of records a sink would not take,
-//! stages proven, versions let through) is forgotten once past its
-//! configured age, a chunk per transaction.
+//! stages proven, versions let through, what a removed pipeline's sinks
+//! were given) is forgotten once past its configured age, a chunk per
+//! transaction.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use crate::audit::ago;
 use crate::db::DbError;
 
-use super::{Shared, config, dlq, history, isolate, stuck, versions};
+use super::{Shared, config, dlq, history, isolate, stuck, unchanged, versions};
 
 /// The most rows one transaction of [`expire`] deletes: a first expiry of
 /// a long backlog (a retention shortened, webhook bodies of up to 1 MiB
@@ -54,7 +55,7 @@ pub(super) async fn expire(shared: &Shared) {
             return;
         }
     };
-    let mut total = [0; 6];
+    let mut total = [0; 7];
     loop {
         let expiries = expiries.clone();
         let result = shared
@@ -76,11 +77,11 @@ pub(super) async fn expire(shared: &Shared) {
             }
         }
     }
-    if let [runs, letters, deliveries, counts, stages, versions] = total
-        && runs + letters + deliveries + counts + stages + versions > 0
+    if let [runs, letters, deliveries, counts, stages, versions, written] = total
+        && runs + letters + deliveries + counts + stages + versions + written > 0
     {
         tracing::info!(
-            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries, {counts} counts of records a sink would not take, {stages} stages proven by pipelines no longer configured, {versions} versions of records a webhook pipeline let through"
+            "past their retention, forgotten: {runs} pipeline runs, {letters} dead letters, {deliveries} processed webhook deliveries, {counts} counts of records a sink would not take, {stages} stages proven by pipelines no longer configured, {versions} versions of records a webhook pipeline let through, {written} records the sinks of pipelines no longer configured were given"
         );
     }
 }
@@ -137,16 +138,18 @@ fn expiries(
 /// One transaction of [`expire`]: at most `chunk` rows forgotten (runs,
 /// dead letters, deliveries, counts of records a sink would not take,
 /// stages proven by a pipeline no longer configured once its runs are
-/// gone, versions of records let through), and whether more may be left.
+/// gone, versions of records let through, what the sinks of a pipeline
+/// no longer configured were given once its runs are gone), and whether
+/// more may be left.
 fn expire_some(
     conn: &rusqlite::Connection,
     expiries: &[Expiry],
     chunk: usize,
-) -> rusqlite::Result<([usize; 6], bool)> {
-    let mut expired = [0; 6];
+) -> rusqlite::Result<([usize; 7], bool)> {
+    let mut expired = [0; 7];
     let mut room = chunk;
     for e in expiries {
-        let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 6] = [
+        let forgets: [&dyn Fn(usize) -> rusqlite::Result<usize>; 7] = [
             &|room| {
                 history::expire_runs(
                     conn,
@@ -170,6 +173,15 @@ fn expire_some(
                 }
             },
             &|room| versions::expire(conn, &e.pipeline, &e.letters_before, room),
+            // Like its stages: the pipeline back, it finds what its sinks
+            // hold until then.
+            &|room| {
+                if e.keep_last {
+                    Ok(0)
+                } else {
+                    unchanged::expire(conn, &e.pipeline, room)
+                }
+            },
         ];
         for (kind, forget) in forgets.into_iter().enumerate() {
             let forgotten = forget(room)?;
@@ -257,7 +269,11 @@ mod tests {
         }
         assert_eq!(
             chunks,
-            [[6, 4, 0, 0, 0, 0], [0, 10, 0, 0, 0, 0], [0, 4, 0, 3, 0, 1]]
+            [
+                [6, 4, 0, 0, 0, 0, 0],
+                [0, 10, 0, 0, 0, 0, 0],
+                [0, 4, 0, 3, 0, 1, 0]
+            ]
         );
         let left: (i64, i64, i64, i64) = conn
             .query_row(
@@ -271,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_pipeline_forgets_its_proven_stages_with_its_last_run() {
+    fn a_removed_pipeline_forgets_its_proven_stages_and_what_its_sinks_hold_with_its_last_run() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
         let proven = |pipeline: &str| -> i64 {
@@ -289,7 +305,21 @@ mod tests {
             stages.took("a#1");
             stages.took("b#2");
             stages.changes().save(&conn, pipeline).unwrap();
+            let wrote = unchanged::Writes {
+                sink: "sink".into(),
+                written: vec![("s".into(), "k".into(), Some([0; 16]))],
+                unsure: Vec::new(),
+            };
+            unchanged::remember(&conn, pipeline, &[wrote]).unwrap();
         }
+        let held = |pipeline: &str| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM sink_written WHERE pipeline = ?1",
+                [pipeline],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
         // The runs of "kept" and "removed" are past any retention.
         conn.execute(
             "UPDATE pipeline_run SET started_at = '2020-01-01T00:00:00Z',
@@ -305,7 +335,7 @@ mod tests {
         let retention = BTreeMap::from([("kept".to_string(), short)]);
         let expiries = expiries(&conn, &retention).unwrap();
         let (expired, more) = expire_some(&conn, &expiries, 100).unwrap();
-        assert_eq!((expired, more), ([1, 0, 0, 0, 2, 0], false));
+        assert_eq!((expired, more), ([1, 0, 0, 0, 2, 0, 1], false));
         // Configured, it keeps its last run and its stages; removed, its
         // stages go with its last run, and not before.
         assert_eq!(
@@ -315,6 +345,10 @@ mod tests {
                 proven("removed-recently")
             ],
             [2, 0, 2]
+        );
+        assert_eq!(
+            [held("kept"), held("removed"), held("removed-recently")],
+            [1, 0, 1]
         );
     }
 }

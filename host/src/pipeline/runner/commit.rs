@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::pipeline::config::PipelineConfig;
-use crate::pipeline::{dlq, history, versions};
+use crate::pipeline::{dlq, history, unchanged, versions};
 use crate::webhook::inbox;
 
 use super::flow::Delivered;
@@ -31,8 +31,10 @@ impl Runner {
             origins,
             older,
             versions,
+            writes,
             counts,
         } = delivered;
+        let skip_unchanged = pipeline.skip_unchanged;
         let moved = counts.moved();
         // Letters superseded and replaced, told once the page commits.
         let tally: Arc<[AtomicUsize; 2]> = Arc::default();
@@ -43,6 +45,14 @@ impl Runner {
         let bookkeeping = move |conn: &rusqlite::Connection| -> Result<(), String> {
             saving.save(conn, &name).map_err(|e| e.to_string())?;
             versions::remember(conn, &name, &versions).map_err(|e| e.to_string())?;
+            // A pipeline that does not skip keeps nothing of what it
+            // wrote, so nothing kept before goes stale.
+            if skip_unchanged {
+                unchanged::remember(conn, &name, &writes)
+            } else {
+                unchanged::forget(conn, &name).map(drop)
+            }
+            .map_err(|e| e.to_string())?;
             // Older letters first: a letter this page sets aside replaces
             // its record's older one at that stage itself.
             let mut superseded = 0;

@@ -1,10 +1,13 @@
 //! What a page's records went through: skipped, set aside at the source,
 //! transformed and written, and the counts of each.
 
+use std::borrow::Cow;
+
 use crate::bindings::Record;
 use crate::db::DbError;
 use crate::pipeline::config::PipelineConfig;
-use crate::pipeline::{dlq, history, versions};
+use crate::pipeline::isolate::Proven;
+use crate::pipeline::{dlq, history, unchanged, versions};
 
 use super::stage::Stages;
 use super::{RunEnd, Runner, Stop, some_keys};
@@ -19,6 +22,8 @@ pub(super) struct PageCounts {
     skipped: usize,
     /// Given to a transform that answered nothing for them.
     dropped: usize,
+    /// Given to no sink: each had written them as they are.
+    unchanged: usize,
 }
 
 impl PageCounts {
@@ -31,6 +36,7 @@ impl PageCounts {
             rejected: n(self.rejected),
             skipped: n(self.skipped),
             dropped: n(self.dropped),
+            unchanged: n(self.unchanged),
         }
     }
 }
@@ -92,6 +98,9 @@ pub(super) struct Delivered {
     /// The versions let through, when the pipeline keeps them
     /// ([`versions`]).
     pub(super) versions: Vec<versions::Versioned>,
+    /// What each sink wrote, when the pipeline skips unchanged records
+    /// ([`unchanged`]).
+    pub(super) writes: Vec<unchanged::Writes>,
     pub(super) counts: PageCounts,
 }
 
@@ -200,13 +209,40 @@ impl Runner {
         }
         // The records some sink refused: not written.
         let mut unwritten: Vec<Record> = Vec::new();
+        // What the sinks hold already, when the pipeline skips it; which
+        // records some sink was given.
+        let known = self.written_before(pipeline, &records).await?;
+        let mut given_to_any = vec![known.is_none(); records.len()];
+        let mut writes = Vec::new();
         for (stage, sink) in pipeline.sinks.iter().zip(&stages.sinks) {
             if records.is_empty() {
                 break;
             }
-            let rejected = self
-                .write(pipeline, &stage.plugin, sink, &records, stop)
-                .await?;
+            let (given, digests) = match &known {
+                None => (Cow::Borrowed(records.as_slice()), None),
+                Some(known) => {
+                    let sink_as = Proven::key(&sink.installed.plugin.info.digest, &sink.config);
+                    let (given, digests, same) = known.split(&stage.plugin, &sink_as, &records);
+                    for (any, same) in given_to_any.iter_mut().zip(same) {
+                        *any |= !same;
+                    }
+                    (Cow::Owned(given), Some(digests))
+                }
+            };
+            let rejected = if given.is_empty() {
+                Vec::new()
+            } else {
+                self.write(pipeline, &stage.plugin, sink, &given, stop)
+                    .await?
+            };
+            if let Some(digests) = digests {
+                writes.push(unchanged::Writes::of(
+                    &stage.plugin,
+                    &given,
+                    &digests,
+                    &rejected,
+                ));
+            }
             not_written(&mut unwritten, &rejected);
             let rejected = if rejected.is_empty() {
                 rejected
@@ -228,7 +264,10 @@ impl Runner {
                 });
             }
         }
-        counts.written = records.len().saturating_sub(unwritten.len());
+        counts.unchanged = given_to_any.iter().filter(|given| !**given).count();
+        counts.written = records
+            .len()
+            .saturating_sub(unwritten.len() + counts.unchanged);
         counts.rejected = refused + unwritten.len();
         Ok(Delivered {
             dead,
@@ -236,8 +275,38 @@ impl Runner {
             origins,
             older,
             versions,
+            writes,
             counts,
         })
+    }
+
+    /// What the sinks hold of `records` already, when the pipeline skips
+    /// unchanged records ([`unchanged`]).
+    async fn written_before(
+        &self,
+        pipeline: &PipelineConfig,
+        records: &[Record],
+    ) -> Result<Option<unchanged::Known>, RunEnd> {
+        if !pipeline.skip_unchanged || records.is_empty() {
+            return Ok(None);
+        }
+        let name = self.name.clone();
+        let sinks: Vec<String> = pipeline.sinks.iter().map(|s| s.plugin.clone()).collect();
+        let ids: Vec<(String, String)> = records
+            .iter()
+            .map(|r| (r.stream.clone(), r.key.clone()))
+            .collect();
+        let known = self
+            .db
+            .transact(move |conn| Ok::<_, DbError>(unchanged::known(conn, &name, &sinks, &ids)?))
+            .await
+            .map_err(|e| {
+                RunEnd::Exhausted(format!(
+                    "pipeline {}: cannot read what its sinks were last given: {e}",
+                    self.name
+                ))
+            })?;
+        Ok(Some(known))
     }
 
     /// The records of `records` to let through: in a pipeline with a

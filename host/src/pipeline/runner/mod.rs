@@ -409,17 +409,22 @@ impl Runner {
                 rejected,
                 skipped,
                 dropped,
+                unchanged,
             } = moved;
             // A poll that found nothing new, every few seconds, is no news.
             if moved == history::Moved::default() {
                 tracing::debug!(pipeline = %self.name, run = run_id, "run ok: nothing new");
             } else {
                 // The rarer counts only when there are any.
-                let rarer: String = [(skipped, "skipped"), (dropped, "dropped")]
-                    .into_iter()
-                    .filter(|(n, _)| *n > 0)
-                    .map(|(n, what)| format!(", {what} {n}"))
-                    .collect();
+                let rarer: String = [
+                    (skipped, "skipped"),
+                    (dropped, "dropped"),
+                    (unchanged, "unchanged"),
+                ]
+                .into_iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!(", {what} {n}"))
+                .collect();
                 tracing::info!(
                     pipeline = %self.name,
                     run = run_id,
