@@ -59,9 +59,14 @@ impl FileError {
 pub fn parse_toml<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, FileError> {
     toml::from_str(text).map_err(|e| {
         let message = e.message().trim();
-        // A value's error (`invalid type: ...`) does not say whose it is.
+        // A value's error (`invalid type: ...`) does not say whose it is;
+        // one that names its key does so first, or in backticks (a value
+        // merely containing the key's word, `"crm-source"` for `source`,
+        // does not).
         let message = match e.span().and_then(|span| key_of_value_at(text, span.start)) {
-            Some(key) if !message.contains(key) => format!("{key}: {message}"),
+            Some(key) if !message.starts_with(key) && !message.contains(&format!("`{key}`")) => {
+                format!("{key}: {message}")
+            }
             _ => message.to_string(),
         };
         FileError::at(
@@ -128,7 +133,11 @@ impl<'de> Deserialize<'de> for TextDuration {
 
 /// Limits as written in a file; absent fields keep the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { memory-mb = 32, call-timeout = \"10s\" }"
+)]
 pub struct LimitsConfig {
     /// Linear memory per instance, in MiB.
     #[serde(default, deserialize_with = "range::memory_mb")]
@@ -267,7 +276,11 @@ impl LimitsConfig {
 
 /// One plugin's section of `causeway.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as [plugins.NAME.config] with the plugin's settings"
+)]
 pub struct PluginConfig {
     /// The configuration handed to the plugin (checked against its schema).
     #[serde(default)]
@@ -276,7 +289,11 @@ pub struct PluginConfig {
 
 /// `[audit]` as written in the file.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { retention = \"365days\" }"
+)]
 struct AuditFile {
     retention: Option<TextDuration>,
     key_file: Option<PathBuf>,
@@ -579,6 +596,18 @@ mod tests {
         let err =
             parse_toml::<ConfigFile>("[limits]\ncall-timeout = \"soon\"\n", "c.toml").unwrap_err();
         assert!(err.to_string().contains("not a duration"), "{err}");
+        // A table written as a string says what it should be, in the
+        // file's words (not the type's name), and whose value it is even
+        // when the value holds the key's word.
+        let err = parse_toml::<ConfigFile>(
+            "[pipelines.p]\nevery = \"1s\"\nsource = \"crm-source\"\nsinks = []\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "c.toml line 3: source: invalid type: string \"crm-source\", expected a table such as { plugin = \"NAME\", stream = \"STREAM\" }"
+        );
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub const SUPPORTED_CONTRACTS: &[&str] = &["0.1.0"];
 
 /// A plugin's manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a manifest table: contract, name, version, capabilities"
+)]
 pub struct Manifest {
     /// The `causeway:plugin` version the plugin was built against.
     pub contract: String,
@@ -48,7 +52,11 @@ pub struct Manifest {
 
 /// Requested capabilities. `config` and `log` are always available.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { http = [...], credentials = [...], storage = true }"
+)]
 pub struct Capabilities {
     /// Outbound HTTP the plugin asks for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -63,7 +71,11 @@ pub struct Capabilities {
 
 /// A credential the plugin asks the host to inject into its requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { name = \"api-token\", description = \"...\" }"
+)]
 pub struct CredentialRequest {
     /// The name the plugin uses in requests.
     pub name: String,

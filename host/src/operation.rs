@@ -47,7 +47,10 @@ pub enum Operation {
 
 /// A record as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a record: an object such as {\"stream\": \"contacts\", \"key\": \"c-1\", \"data\": {...}}"
+)]
 pub struct RecordJson {
     /// The stream.
     pub stream: String,
@@ -69,7 +72,10 @@ fn upsert() -> String {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object such as {\"stream\": \"contacts\", \"checkpoint\": null}"
+)]
 struct ReadInput {
     stream: String,
     #[serde(default)]

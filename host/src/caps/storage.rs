@@ -21,7 +21,11 @@ pub const MAX_KEY_BYTES: usize = 1024;
 
 /// A storage grant and its quota.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { quota-bytes = 10485760, quota-keys = 10000 } (or {} for the defaults)"
+)]
 pub struct StorageGrant {
     /// The most bytes (keys and values) the plugin may keep.
     #[serde(default = "default_quota_bytes")]

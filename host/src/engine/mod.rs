@@ -30,7 +30,12 @@ pub const MAX_PLUGIN_MB: u32 = 4096;
 
 /// How instances are allocated: `[engine]` in causeway.toml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    default,
+    expecting = "a table such as { pooling = true, max-instances = 100 }"
+)]
 pub struct EngineSettings {
     /// Whether instances come from the pooling allocator (memory and tables
     /// reserved up front, linear memory initialised copy-on-write, slots

@@ -72,7 +72,11 @@ impl From<Injection> for String {
 
 /// A credential bound to a secret and to the hosts it may be sent to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { secret = \"env:NAME\", hosts = [\"api.example.com\"], inject = \"bearer\" }"
+)]
 pub struct CredentialBinding {
     /// Where the value comes from.
     pub secret: SecretRef,
@@ -104,7 +108,11 @@ impl CredentialBinding {
 
 /// Who approved a plugin, when, and for which file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table { by = \"NAME\", at = \"RFC 3339 TIME\", digest = \"sha256:...\" }, as `causeway grants approve` writes it"
+)]
 pub struct Approval {
     /// Who approved.
     pub by: String,
@@ -116,7 +124,11 @@ pub struct Approval {
 
 /// Who took grants back, when, and what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table { by = \"NAME\", at = \"RFC 3339 TIME\", what = \"all\" }, as `causeway grants revoke` writes it"
+)]
 pub struct Revocation {
     /// Who revoked.
     pub by: String,
@@ -128,7 +140,11 @@ pub struct Revocation {
 
 /// Everything granted to one plugin name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table of what the plugin may do (http, credentials, storage, http-limits, limits)"
+)]
 pub struct PluginGrant {
     /// Outbound HTTP allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -383,6 +399,16 @@ hosts = ["crm.example.com"]
         )
         .unwrap_err();
         assert!(err.to_string().contains("never the value itself"), "{err}");
+        // A credential written as its secret alone says what a binding is.
+        let err = Grants::parse(
+            "[plugins.a.credentials]\nt = \"env:T\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "g.toml line 2: t: invalid type: string \"env:T\", expected a table such as { secret = \"env:NAME\", hosts = [\"api.example.com\"], inject = \"bearer\" }"
+        );
         let err = Grants::parse(
             "[[plugins.a.http]]\nhost = \"*\"\nmethods = [\"GET\"]\n",
             Path::new("g.toml"),

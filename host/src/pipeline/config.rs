@@ -30,7 +30,11 @@ use crate::webhook::verify::Scheme;
 
 /// One pipeline.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table with a trigger (every or webhook), a source and sinks"
+)]
 pub struct PipelineConfig {
     /// Run on this schedule.
     pub every: Option<TextDuration>,
@@ -105,7 +109,11 @@ fn runs_keep<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::
 
 /// A webhook trigger: where deliveries arrive and how they are verified.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { path = \"/hooks/crm\", scheme = \"standard-webhooks\", secret = \"env:NAME\" }"
+)]
 pub struct WebhookTrigger {
     /// The path on the listen address, e.g. `/hooks/crm`.
     pub path: String,
@@ -131,7 +139,11 @@ fn default_max_body() -> usize {
 
 /// The source stage: a plugin and the stream it reads.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { plugin = \"NAME\", stream = \"STREAM\" }"
+)]
 pub struct SourceStage {
     /// The plugin.
     pub plugin: String,
@@ -143,7 +155,11 @@ pub struct SourceStage {
 
 /// A transform or sink stage.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { plugin = \"NAME\" }"
+)]
 pub struct Stage {
     /// The plugin.
     pub plugin: String,
@@ -153,7 +169,11 @@ pub struct Stage {
 
 /// How failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { initial = \"500ms\", max = \"30s\", budget = \"2m\" }"
+)]
 pub struct RetryConfig {
     /// The first backoff.
     #[serde(default = "default_initial")]

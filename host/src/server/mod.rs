@@ -524,7 +524,10 @@ async fn webhook(
 
 /// The body of an invoke request.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object such as {\"operation\": \"transform\", \"input\": [...]}"
+)]
 pub struct InvokeRequest {
     /// The operation, as for `causeway invoke`.
     pub operation: String,

@@ -19,7 +19,11 @@ use super::tape::Tape;
 
 /// Per-plugin HTTP limits, from `grants.toml` (`[plugins.NAME.http-limits]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { timeout = \"30s\", max-response-bytes = 10485760 }"
+)]
 pub struct HttpLimits {
     /// The largest request body, in bytes.
     #[serde(default = "default_request_bytes")]

@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 
 /// One kind of request: scheme, host pattern, port, methods, path prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { host = \"api.example.com\", methods = [\"GET\"], path-prefix = \"/v1/\" }"
+)]
 pub struct HttpRule {
     /// `https` (the default) or `http`; `http` only when named. In a
     /// manifest, `*` means "the scheme the operator grants".
