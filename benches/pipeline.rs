@@ -60,6 +60,10 @@ fn pipeline(c: &mut Criterion) {
              [pipelines.contacts]\nevery = \"1h\"\n\
              source = {{ plugin = \"crm-source\", stream = \"contacts\" }}\n\
              transforms = [{{ plugin = \"map-fullname\" }}]\n\
+             sinks = [{{ plugin = \"mailer-sink\" }}]\n\
+             [pipelines.skipping]\nevery = \"1h\"\nskip-unchanged = true\n\
+             source = {{ plugin = \"crm-source\", stream = \"contacts\" }}\n\
+             transforms = [{{ plugin = \"map-fullname\" }}]\n\
              sinks = [{{ plugin = \"mailer-sink\" }}]\n",
             fakes::connector_config(&crm, &mailer, "newsletter", PAGE)
         ),
@@ -74,6 +78,12 @@ fn pipeline(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a runtime");
+    let skipping = tokio.block_on(Runner::in_process(
+        &host,
+        "skipping",
+        host.registry().expect("the plugins"),
+        writer.handle(),
+    ));
     let runner = tokio.block_on(Runner::in_process(
         &host,
         "contacts",
@@ -89,31 +99,7 @@ fn pipeline(c: &mut Criterion) {
     // Whether a run was measured (a filter on the command line may leave
     // these rows out).
     let ran = std::cell::Cell::new(false);
-    let run = |b: &mut criterion::Bencher<'_>| {
-        ran.set(true);
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                tokio.block_on(async {
-                    // From the start again: the mailer upserts by key.
-                    let handle = writer.handle();
-                    handle
-                        .transact(|c| {
-                            c.execute("DELETE FROM checkpoint", [])
-                                .map(|_| ())
-                                .map_err(causeway::db::DbError::from)
-                        })
-                        .await
-                        .expect("reset the checkpoint");
-                    let started = Instant::now();
-                    let end = runner.run("bench", &stop).await.expect("run");
-                    total += started.elapsed();
-                    assert!(matches!(end, RunEnd::Done), "{end:?}");
-                });
-            }
-            total
-        })
-    };
+    let run = measured(&runner, "", &tokio, &writer, &stop, &ran);
     group.bench_function(
         "crm-source -> map-fullname -> mailer-sink, 20000 records, pages of 1000",
         run,
@@ -138,13 +124,67 @@ fn pipeline(c: &mut Criterion) {
         .expect("a dead letter");
     group.bench_function(
         "crm-source -> map-fullname -> mailer-sink, 20000 records, pages of 1000, a dead letter queued",
-        run,
+        measured(&runner, "", &tokio, &writer, &stop, &ran),
+    );
+    // With `skip-unchanged` (pipeline::unchanged): every record changed
+    // since the sink last wrote it (what it was given is forgotten before
+    // each run, as a reset does), then none of them (the sink is given
+    // nothing: a source read whole with nothing new).
+    group.bench_function(
+        "crm-source -> map-fullname -> mailer-sink, 20000 records, pages of 1000, skip-unchanged, everything changed",
+        measured(
+            &skipping,
+            "DELETE FROM sink_written",
+            &tokio,
+            &writer,
+            &stop,
+            &ran,
+        ),
+    );
+    group.bench_function(
+        "crm-source -> map-fullname -> mailer-sink, 20000 records, pages of 1000, skip-unchanged, nothing changed",
+        measured(&skipping, "", &tokio, &writer, &stop, &ran),
     );
     group.finish();
     if ran.get() {
         assert_eq!(mailer.subscribers("newsletter").len(), CONTACTS);
     }
     writer.close();
+}
+
+/// Measures runs of `runner` from the start (the mailer upserts by key),
+/// each after `forget` (SQL, run with the checkpoint's reset, unmeasured).
+fn measured<'a>(
+    runner: &'a Runner,
+    forget: &'static str,
+    tokio: &'a tokio::runtime::Runtime,
+    writer: &'a causeway::db::Writer,
+    stop: &'a Stop,
+    ran: &'a std::cell::Cell<bool>,
+) -> impl FnMut(&mut criterion::Bencher<'_>) + 'a {
+    move |b| {
+        ran.set(true);
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                tokio.block_on(async {
+                    writer
+                        .handle()
+                        .transact(move |c| {
+                            c.execute_batch(&format!("DELETE FROM checkpoint; {forget}"))
+                                .map_err(causeway::db::DbError::from)
+                        })
+                        .await
+                        .expect("reset the checkpoint");
+                    let started = Instant::now();
+                    let end = runner.run("bench", stop).await.expect("run");
+                    total += started.elapsed();
+                    assert!(matches!(end, RunEnd::Done), "{end:?}");
+                });
+            }
+            total
+        })
+    }
 }
 
 /// What checking a page against the contract costs (every record a source
@@ -225,5 +265,59 @@ fn versions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, contract_check, versions);
+/// What `skip-unchanged` costs a page of 1000 contacts into one sink
+/// (`pipeline::unchanged`): every record digested and looked up, and the
+/// sink given nothing (a source read whole, nothing changed), or
+/// everything and each record's digest saved (every record changed).
+fn unchanged(c: &mut Criterion) {
+    use causeway::pipeline::unchanged;
+    let page: Vec<causeway::bindings::Record> = (0..PAGE)
+        .map(|i| causeway::bindings::Record {
+            stream: "contacts".into(),
+            key: format!("c{i:06}"),
+            op: causeway::bindings::Op::Upsert,
+            data: format!(
+                r#"{{"email":"ada{i}@example.com","fullName":"Ada{i} Lovelace","list":"newsletter"}}"#
+            ),
+            source_timestamp: None,
+        })
+        .collect();
+    let ids: Vec<(String, String)> = page
+        .iter()
+        .map(|r| (r.stream.clone(), r.key.clone()))
+        .collect();
+    let sinks = ["mailer-sink".to_string()];
+    let sink_as = "sha256:0123#sha256:4567";
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let conn = causeway::db::open(&dir.path().join("causeway.db")).expect("the database");
+    let digests: Vec<unchanged::Digest> =
+        page.iter().map(|r| unchanged::digest(sink_as, r)).collect();
+    let held = unchanged::Writes::of("mailer-sink", &page, &digests, &[]);
+    unchanged::remember(&conn, "contacts", &[held]).expect("remember");
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(u64::from(PAGE)));
+    for (name, sink_as) in [
+        ("nothing changed", sink_as),
+        // Another configuration of the sink: every record differs.
+        ("everything changed", "sha256:0123#sha256:89ab"),
+    ] {
+        group.bench_function(
+            format!("skip-unchanged on a page of 1000 contacts, {name}"),
+            |b| {
+                b.iter(|| {
+                    let tx = conn.unchecked_transaction().expect("a transaction");
+                    let known = unchanged::known(&tx, "contacts", &sinks, &ids).expect("known");
+                    let (given, digests, _) = known.split("mailer-sink", sink_as, &page);
+                    let writes = unchanged::Writes::of("mailer-sink", &given, &digests, &[]);
+                    unchanged::remember(&tx, "contacts", &[writes]).expect("remember");
+                    tx.rollback().expect("rollback");
+                    given.len()
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, contract_check, versions, unchanged);
 criterion_main!(benches);
