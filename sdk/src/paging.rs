@@ -51,6 +51,19 @@ pub fn page<T: Serialize>(
     })
 }
 
+/// The page to answer for a stream read whole on every run (an API with no
+/// "changed since"): `records`, and `next`, where the read after this page
+/// starts, or `None` on the last page. The last page's checkpoint is the
+/// first page's (`T::default()`), so the next run starts over; left on the
+/// last page instead, every later run would read that page alone.
+pub fn page_of_whole<T: Serialize + Default>(
+    records: Vec<Record>,
+    next: Option<T>,
+) -> Result<Page, PluginError> {
+    let has_more = next.is_some();
+    page(records, &next.unwrap_or_default(), has_more)
+}
+
 /// Page-number pagination: the next page to ask for, from 1.
 ///
 /// Page numbers suit streams read whole each time (`incremental: false`): an
@@ -169,6 +182,25 @@ mod tests {
             decode::<PageNumber>(Some("not json")),
             Err(PluginError::Fatal(m)) if m.contains("not json")
         ));
+    }
+
+    #[test]
+    fn a_stream_read_whole_starts_over_after_its_last_page() {
+        let middle = page_of_whole(Vec::new(), Some(PageNumber { page: 3 })).unwrap();
+        assert!(middle.has_more);
+        assert_eq!(
+            decode::<PageNumber>(middle.checkpoint.as_deref()).unwrap(),
+            PageNumber { page: 3 }
+        );
+        let last = page_of_whole::<PageNumber>(Vec::new(), None).unwrap();
+        assert!(!last.has_more);
+        assert_eq!(
+            decode::<PageNumber>(last.checkpoint.as_deref()).unwrap(),
+            PageNumber::default()
+        );
+        // A link followed to its end goes back to no link: the first page.
+        let last = page_of_whole::<Option<String>>(Vec::new(), None).unwrap();
+        assert_eq!(last.checkpoint.as_deref(), Some("null"));
     }
 
     #[test]
