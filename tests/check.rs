@@ -289,6 +289,11 @@ sinks = [{ plugin = "no-such-sink" }]
         has("pipelines.p.transforms[0].config.target_stream: expected string"),
         "{messages:#?}"
     );
+    // Each at the line of its pipeline's table.
+    assert_eq!(
+        first_error(&report),
+        "causeway.toml line 2: pipelines.p.source: plugin map-fullname@0.1.0 does not implement source (it implements: transform)"
+    );
 }
 
 #[test]

@@ -96,6 +96,21 @@ fn key_of_value_at(text: &str, offset: usize) -> Option<&str> {
     (!key.is_empty() && key.chars().all(is_key_char)).then_some(key)
 }
 
+/// The 1-based line of the table `key` (e.g. `pipelines.contacts`) in a
+/// TOML `text`: its `[key]` header, or the first header of a table inside
+/// it (`[key.retry]`). None for a table written inline.
+pub fn section_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.strip_prefix('[')
+                .and_then(|rest| rest.strip_prefix('[').or(Some(rest)))
+                .and_then(|rest| rest.strip_prefix(key))
+                .is_some_and(|rest| rest.starts_with(']') || rest.starts_with('.'))
+        })
+        .map(|index| index + 1)
+}
+
 /// The 1-based line of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     // Bytes: an offset off a character's boundary still has a line.
@@ -421,9 +436,7 @@ impl Config {
         let name = file.display().to_string();
         let parsed: ConfigFile = parse_toml(&text, &name)?;
         for (pipeline, config) in &parsed.pipelines {
-            let line = text
-                .find(&format!("[pipelines.{pipeline}"))
-                .map(|at| line_of(&text, at));
+            let line = section_line(&text, &format!("pipelines.{pipeline}"));
             if !crate::manifest::is_plugin_name(pipeline) {
                 return Err(FileError::at(
                     name,
@@ -553,6 +566,15 @@ mod tests {
         assert_eq!(config.data_dir, Path::new("./causeway-data"));
         assert_eq!(config.grants_file, Path::new("./grants.toml"));
         assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn a_table_is_found_by_its_header_not_by_a_longer_name() {
+        let text = "[pipelines.p2]\nevery = \"1s\"\n\n  [pipelines.p.retry]\n[pipelines.p]\n[[plugins.a.http]]\n";
+        assert_eq!(section_line(text, "pipelines.p"), Some(4));
+        assert_eq!(section_line(text, "pipelines.p2"), Some(1));
+        assert_eq!(section_line(text, "plugins.a"), Some(6));
+        assert_eq!(section_line(text, "pipelines.q"), None);
     }
 
     #[test]

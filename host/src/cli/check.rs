@@ -219,17 +219,26 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         .as_ref()
         .map(|f| f.display().to_string())
         .unwrap_or_else(|| "causeway.toml".to_string());
+    // The file as written, for the lines of its tables (the embedded
+    // defaults have none).
+    let config_text = host
+        .config
+        .file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .unwrap_or_default();
+    let line_of = |table: &str| crate::config::section_line(&config_text, table);
     for name in host.config.plugins.keys() {
         if registry.get(name).is_none() {
             findings.push(Finding {
                 severity: "warning",
                 file: config_file.clone(),
-                line: None,
+                line: line_of(&format!("plugins.{name}")),
                 message: format!("plugins.{name}: configures a plugin that is not installed"),
             });
         }
     }
-    findings.extend(check_pipelines(host, &registry, &config_file));
+    findings.extend(check_pipelines(host, &registry, &config_file, &line_of));
     findings.extend(stranded_deliveries(host, &config_file));
     for installed in registry.plugins() {
         let info = &installed.plugin.info;
@@ -241,7 +250,7 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             findings.push(Finding {
                 severity: "error",
                 file: config_file.clone(),
-                line: None,
+                line: line_of(&format!("plugins.{}", info.name)),
                 message: format!("{problem} (per the config schema of {})", info.label()),
             });
         }
@@ -286,10 +295,12 @@ fn check_pipelines(
     host: &Host,
     registry: &crate::registry::Registry,
     config_file: &str,
+    line_of: &dyn Fn(&str) -> Option<usize>,
 ) -> Vec<Finding> {
     use crate::contract::World;
     let mut findings = Vec::new();
     for (name, pipeline) in &host.config.pipelines {
+        let line = line_of(&format!("pipelines.{name}"));
         // A secret the host cannot use answers every delivery 500
         // (`misconfigured`): senders retry, but nothing flows until fixed.
         if let Some(trigger) = &pipeline.webhook {
@@ -298,7 +309,7 @@ fn check_pipelines(
                 findings.push(Finding {
                     severity: "error",
                     file: config_file.to_string(),
-                    line: None,
+                    line,
                     message: format!(
                         "pipelines.{name}.webhook: {message}; every delivery would be refused as misconfigured"
                     ),
@@ -339,7 +350,7 @@ fn check_pipelines(
             let finding = |message: String| Finding {
                 severity: "error",
                 file: config_file.to_string(),
-                line: None,
+                line,
                 message,
             };
             let Some(installed) = registry.get(plugin) else {
