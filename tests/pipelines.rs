@@ -1732,7 +1732,10 @@ fn store(scratch: &support::Scratch, items: &[(&str, &str)]) {
 /// rejected, unchanged).
 fn mirrored(scratch: &support::Scratch, api: &support::FakeServer) -> (Vec<String>, [i64; 4]) {
     let before = api.received().len();
-    let out = run(scratch.causeway().args(["pipeline", "run-now", "mirror"]));
+    let out = run(scratch
+        .causeway()
+        .env("CAUSEWAY_LOG", "info")
+        .args(["pipeline", "run-now", "mirror"]));
     assert!(out.success, "{}{}", out.stdout, out.stderr);
     let puts = api.received()[before..]
         .iter()
@@ -1744,6 +1747,9 @@ fn mirrored(scratch: &support::Scratch, api: &support::FakeServer) -> (Vec<Strin
         .collect();
     let runs = run_json(scratch.causeway().args(["runs", "--json"]));
     let counts = ["read", "written", "rejected", "unchanged"].map(|n| runs[0][n].as_i64().unwrap());
+    // A run that found everything unchanged is no news at `info`.
+    let told = out.stderr.contains("run ok: read");
+    assert_eq!(told, counts[0] != counts[3], "{}", out.stderr);
     (puts, counts)
 }
 

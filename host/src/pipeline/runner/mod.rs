@@ -411,9 +411,23 @@ impl Runner {
                 dropped,
                 unchanged,
             } = moved;
-            // A poll that found nothing new, every few seconds, is no news.
+            // A poll that found nothing new, every few seconds, is no news;
+            // nor is a stream read whole whose records were all unchanged
+            // (`skip-unchanged`).
+            let all_unchanged = history::Moved {
+                read: 0,
+                unchanged: 0,
+                ..moved
+            } == history::Moved::default()
+                && read == unchanged;
             if moved == history::Moved::default() {
                 tracing::debug!(pipeline = %self.name, run = run_id, "run ok: nothing new");
+            } else if all_unchanged {
+                tracing::debug!(
+                    pipeline = %self.name,
+                    run = run_id,
+                    "run ok: nothing new (read {read}, each unchanged)"
+                );
             } else {
                 // The rarer counts only when there are any.
                 let rarer: String = [
