@@ -97,6 +97,26 @@ fn a_grant_for_a_plugin_that_does_not_exist_is_named_with_file_line_and_key() {
 }
 
 #[test]
+fn a_credential_whose_secret_is_not_set_is_named_at_its_own_table() {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    std::fs::write(
+        scratch.path().join("grants.toml"),
+        "[[plugins.crm-source.http]]\nhost = \"crm.example.com\"\nmethods = [\"GET\"]\n\n\
+         [plugins.crm-source.credentials.crm-token]\nsecret = \"env:CAUSEWAY_TEST_NEVER_SET\"\n\
+         hosts = [\"crm.example.com\"]\n",
+    )
+    .unwrap();
+    let error = first_error(&check(&scratch));
+    assert!(
+        error.starts_with(
+            "./grants.toml line 5: plugins.crm-source.credentials.crm-token: secret env:CAUSEWAY_TEST_NEVER_SET"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_clean_setup_checks_ok_and_lists_the_plugins() {
     let scratch = Scratch::new();
     scratch.install("map-fullname", "map-fullname.wasm");

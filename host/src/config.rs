@@ -111,6 +111,22 @@ pub fn section_line(text: &str, key: &str) -> Option<usize> {
         .map(|index| index + 1)
 }
 
+/// The 1-based lines of the headers of table `key` itself in a TOML
+/// `text`, in order: `[key]`, or each `[[key]]` of an array of tables.
+pub fn header_lines<'a>(text: &'a str, key: &'a str) -> impl Iterator<Item = usize> + 'a {
+    text.lines().enumerate().filter_map(move |(index, line)| {
+        let line = line.trim();
+        let named = line
+            .strip_prefix("[[")
+            .and_then(|rest| rest.strip_suffix("]]"))
+            .or_else(|| {
+                line.strip_prefix('[')
+                    .and_then(|rest| rest.strip_suffix(']'))
+            });
+        (named.map(str::trim) == Some(key)).then_some(index + 1)
+    })
+}
+
 /// The 1-based line of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     // Bytes: an offset off a character's boundary still has a line.
@@ -575,6 +591,11 @@ mod tests {
         assert_eq!(section_line(text, "pipelines.p2"), Some(1));
         assert_eq!(section_line(text, "plugins.a"), Some(6));
         assert_eq!(section_line(text, "pipelines.q"), None);
+        let text = "[[plugins.a.http]]\nhost = \"x\"\n[plugins.a.http.y]\n[[ plugins.a.http ]]\n";
+        assert_eq!(
+            header_lines(text, "plugins.a.http").collect::<Vec<_>>(),
+            [1, 4]
+        );
     }
 
     #[test]

@@ -188,6 +188,7 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         }
     }
     let grants_file = host.grants.file.display().to_string();
+    let grants_text = std::fs::read_to_string(&host.grants.file).unwrap_or_default();
     for (name, line) in host.grants.names() {
         if registry.get(name).is_none() {
             findings.push(Finding {
@@ -203,10 +204,11 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         if let Some(grant) = host.grants.get(name) {
             for (credential, binding) in &grant.credentials {
                 if let Err(message) = host.secrets.resolve(&binding.secret) {
+                    let at = crate::grants::credential_line(&grants_text, name, credential);
                     findings.push(Finding {
                         severity: "error",
                         file: grants_file.clone(),
-                        line: Some(line),
+                        line: Some(at.unwrap_or(line)),
                         message: format!("plugins.{name}.credentials.{credential}: {message}"),
                     });
                 }

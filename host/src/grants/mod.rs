@@ -176,6 +176,12 @@ struct GrantsFile {
     plugins: BTreeMap<toml::Spanned<String>, PluginGrant>,
 }
 
+/// The line of `[plugins.PLUGIN.credentials.CREDENTIAL]` in grants `text`,
+/// when the binding has a table of its own.
+pub fn credential_line(text: &str, plugin: &str, credential: &str) -> Option<usize> {
+    config::header_lines(text, &format!("plugins.{plugin}.credentials.{credential}")).next()
+}
+
 /// The grants file, parsed and validated.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
@@ -211,7 +217,13 @@ impl Grants {
                     "plugins.{plugin:?} is not a valid plugin name"
                 )));
             }
+            // A rule's or a credential's own table, when it has one (not
+            // written inline): its line, else the plugin's.
+            let rules: Vec<usize> =
+                config::header_lines(text, &format!("plugins.{plugin}.http")).collect();
             for (i, rule) in grant.http.iter().enumerate() {
+                let at = rules.get(i).copied().unwrap_or(line);
+                let fail = |message: String| FileError::at(name.clone(), Some(at), message);
                 rule.validate(&format!("plugins.{plugin}.http[{i}]"))
                     .map_err(fail)?;
                 if rule.host == "*" {
@@ -227,9 +239,14 @@ impl Grants {
             }
             for (credential, binding) in &grant.credentials {
                 if binding.hosts.is_empty() {
-                    return Err(fail(format!(
-                        "plugins.{plugin}.credentials.{credential}.hosts is empty: a credential must be bound to the hosts it may be sent to"
-                    )));
+                    let at = credential_line(text, &plugin, credential).unwrap_or(line);
+                    return Err(FileError::at(
+                        name.clone(),
+                        Some(at),
+                        format!(
+                            "plugins.{plugin}.credentials.{credential}.hosts is empty: a credential must be bound to the hosts it may be sent to"
+                        ),
+                    ));
                 }
             }
             plugins.insert(plugin, (grant, line));
@@ -421,6 +438,28 @@ hosts = ["crm.example.com"]
         )
         .unwrap_err();
         assert!(err.to_string().contains("http[0].scheme"), "{err}");
+        // A rule or a credential with a table of its own is named at its
+        // table's line, not the plugin's first.
+        let err = Grants::parse(
+            "[[plugins.a.http]]\nhost = \"a.example\"\nmethods = [\"GET\"]\n\n[[plugins.a.http]]\nhost = \"*\"\nmethods = [\"GET\"]\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("g.toml line 5: plugins.a.http[1].host"),
+            "{err}"
+        );
+        let err = Grants::parse(
+            "[plugins.a]\nhttp = []\n\n[plugins.a.credentials.t]\nsecret = \"env:T\"\nhosts = []\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("g.toml line 4: plugins.a.credentials.t.hosts is empty"),
+            "{err}"
+        );
     }
 
     #[test]
