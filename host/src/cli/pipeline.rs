@@ -16,7 +16,8 @@ use crate::server::OperatorToken;
 /// it survives restarts. resume: runs again, and clears a stop or an open circuit.
 /// run-now: one run at once (by the running host if there is one, else in
 /// this process). reset: forget the checkpoint, so the next run reads the
-/// source from the start (refused while a run is in progress). redeliver:
+/// source from the start and writes all it reads, unchanged or not
+/// (refused while a run is in progress). redeliver:
 /// queue again the webhook deliveries set aside because the source plugin
 /// could not make sense of them (after fixing it).
 #[derive(Debug, clap::Args)]
@@ -91,7 +92,7 @@ impl Opts {
                 let pipeline = name.clone();
                 lever(&config, &conn, "reset", name, move |conn| {
                     history::reset(conn, &pipeline)?;
-                    let detail = "checkpoint and versions forgotten by an operator: the next run reads the source from the start";
+                    let detail = "checkpoint, versions and what the sinks were given forgotten by an operator: the next run reads the source from the start and writes all it reads";
                     Ok(((), detail.into()))
                 })?;
                 super::print(&format!(
