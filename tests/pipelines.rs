@@ -1589,6 +1589,63 @@ fn records_a_sink_retries_after_a_429_wait_as_its_retry_after_asks() {
     );
 }
 
+/// An API down for maintenance answers 503 with `Retry-After`: the sink
+/// answers `retry` for its records (as the scaffold does for any 5xx), and
+/// the pipeline backs off at least as long as the API said, within its
+/// retry budget, instead of knocking on its own short backoff.
+#[test]
+fn a_sink_retrying_into_a_503_backs_off_at_least_its_retry_after() {
+    use std::sync::{Arc, Mutex};
+    use support::{Answer, FakeServer, Throttle};
+
+    #[derive(Default)]
+    struct Down {
+        throttle: Throttle,
+        stored: Vec<String>,
+    }
+    let down = Arc::new(Mutex::new(Down::default()));
+    let api = FakeServer::start({
+        let down = down.clone();
+        move |request| {
+            let mut d = down.lock().unwrap();
+            d.throttle.arrived();
+            if d.throttle.refused < 2 {
+                return d.throttle.unavailable(1);
+            }
+            let key = request.target.trim_start_matches("/items/").to_string();
+            d.stored.push(key);
+            Answer::ok("{}")
+        }
+    });
+    // One contact: the sink sends the next record of a batch after a 503
+    // (only a 429 makes it stop), and those are the plugin's, not retries.
+    let (w, expected) = rest_sink_world(&api, 1);
+    // A budget the waits fit in (the world's 50 ms would end the run).
+    let config = w.scratch.path().join("causeway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("budget = \"50ms\"", "budget = \"10s\""),
+    )
+    .unwrap();
+    let host = w.start();
+    wait_until("every contact written", Duration::from_secs(30), || {
+        same_keys(down.lock().unwrap().stored.clone(), &expected).then_some(())
+    });
+    let throttle = &down.lock().unwrap().throttle;
+    assert_eq!(throttle.refused, 2, "{throttle:?}");
+    assert_eq!(
+        throttle.early, 0,
+        "writes sent before the 503's Retry-After passed"
+    );
+    assert_eq!(w.failed_runs(), 0, "{:#}", w.runs());
+    assert!(
+        host.logs().contains("its 503's Retry-After asked 1s"),
+        "{}",
+        host.logs()
+    );
+}
+
 /// A source read waiting out the CRM's ten-minute `Retry-After` ends at
 /// once when an operator pauses the pipeline, and goes on when resumed.
 #[test]

@@ -15,6 +15,7 @@ use wasmtime::{Engine, Store};
 use crate::bindings::{
     IncomingRequest, Op, PluginError, Record, WriteOutcome, sink, source, transform, webhook,
 };
+use crate::caps::http::Asked;
 use crate::contract::World;
 use crate::plugin::Plugin;
 use crate::sandbox::{self, CallContext, CallError, Limits, StoreState};
@@ -297,6 +298,10 @@ pub struct PluginFailure {
     /// to wait, by the plugin's own delay or else by the `Retry-After` of a
     /// 429 the plugin's requests got during the call.
     pub retry_after: Option<Duration>,
+    /// For `transient`, when no rate limit asked a wait: the longest
+    /// `Retry-After` of a 503 the call got (maintenance). The least the
+    /// pipeline backs off, still within its retry budget.
+    pub unavailable_for: Option<Duration>,
 }
 
 impl FailureKind {
@@ -315,38 +320,53 @@ impl FailureKind {
 impl std::fmt::Display for PluginFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = self.kind.name();
-        match self.retry_after {
-            Some(after) => write!(
+        match (self.retry_after, self.unavailable_for) {
+            (Some(after), _) => write!(
                 f,
                 "{kind} (retry after {} ms): {}",
                 after.as_millis(),
                 self.message
             ),
-            None => write!(f, "{kind}: {}", self.message),
+            (None, Some(after)) => write!(
+                f,
+                "{kind} (unavailable for {} ms, its Retry-After said): {}",
+                after.as_millis(),
+                self.message
+            ),
+            (None, None) => write!(f, "{kind}: {}", self.message),
         }
     }
 }
 
 impl PluginFailure {
-    /// The plugin's error value as the host acts on it. `asked` (the
-    /// longest `Retry-After` of the 429s the call got) is the delay of a
-    /// `transient` error, and of a `rate-limited` one that names none.
-    fn of(error: PluginError, asked: Option<Duration>) -> PluginFailure {
+    /// The plugin's error value as the host acts on it. What the call's
+    /// answers `asked`: the longest `Retry-After` of its 429s is the delay
+    /// of a `transient` error, and of a `rate-limited` one that names none;
+    /// that of its 503s, the least backoff of a `transient` one no rate
+    /// limit answered.
+    fn of(error: PluginError, asked: Asked) -> PluginFailure {
         let (kind, message, retry_after) = match error {
             PluginError::Config(m) => (FailureKind::Config, m, None),
             PluginError::Auth(m) => (FailureKind::Auth, m, None),
             PluginError::RateLimited(r) => (
                 FailureKind::RateLimited,
                 r.message,
-                r.retry_after_ms.map(Duration::from_millis).or(asked),
+                r.retry_after_ms
+                    .map(Duration::from_millis)
+                    .or(asked.limited),
             ),
-            PluginError::Transient(m) => (FailureKind::Transient, m, asked),
+            PluginError::Transient(m) => (FailureKind::Transient, m, asked.limited),
             PluginError::Fatal(m) => (FailureKind::Fatal, m, None),
+        };
+        let unavailable_for = match kind {
+            FailureKind::Transient if retry_after.is_none() => asked.unavailable,
+            _ => None,
         };
         PluginFailure {
             kind,
             message,
             retry_after,
+            unavailable_for,
         }
     }
 }
@@ -366,9 +386,10 @@ pub enum Answer {
     Outcomes {
         /// The outcomes.
         outcomes: Vec<WriteOutcome>,
-        /// The longest `Retry-After` of the 429s the sink's requests got:
-        /// how long to wait before writing its `retry` records again.
-        retry_after: Option<Duration>,
+        /// What the answers to the sink's requests asked: the longest
+        /// `Retry-After` of their 429s, how long to wait before writing its
+        /// `retry` records again (and of their 503s, the least backoff).
+        asked: Asked,
     },
 }
 
@@ -526,8 +547,11 @@ impl Plugin {
                 Some(live),
             ),
             Ok(Ok((Ok(Ok(mut answer)), live))) => {
-                if let Answer::Outcomes { retry_after, .. } = &mut answer {
-                    *retry_after = asked;
+                if let Answer::Outcomes {
+                    asked: outcomes, ..
+                } = &mut answer
+                {
+                    *outcomes = asked;
                 }
                 (Ok(answer), Some(live))
             }
@@ -581,7 +605,7 @@ impl Plugin {
                             }
                             other => other.map(|outcomes| Answer::Outcomes {
                                 outcomes,
-                                retry_after: None,
+                                asked: Asked::default(),
                             }),
                         }
                     }
@@ -659,7 +683,10 @@ mod tests {
 
     #[test]
     fn a_429s_retry_after_is_the_delay_of_an_error_that_names_none() {
-        let asked = Some(Duration::from_secs(3));
+        let asked = Asked {
+            limited: Some(Duration::from_secs(3)),
+            unavailable: None,
+        };
         let limited = |ms| {
             PluginError::RateLimited(RateLimit {
                 retry_after_ms: ms,
@@ -667,8 +694,11 @@ mod tests {
             })
         };
         let delay = |error, asked| PluginFailure::of(error, asked).retry_after;
-        assert_eq!(delay(limited(None), asked), asked);
-        assert_eq!(delay(PluginError::Transient("503".into()), asked), asked);
+        assert_eq!(delay(limited(None), asked), asked.limited);
+        assert_eq!(
+            delay(PluginError::Transient("5xx".into()), asked),
+            asked.limited
+        );
         // The plugin's own delay comes first.
         assert_eq!(
             delay(limited(Some(500)), asked),
@@ -677,8 +707,34 @@ mod tests {
         // Errors waiting cannot heal have none; nor has a call no 429 answered.
         assert_eq!(delay(PluginError::Auth("401".into()), asked), None);
         assert_eq!(delay(PluginError::Fatal("no".into()), asked), None);
-        assert_eq!(delay(PluginError::Transient("503".into()), None), None);
+        let none = Asked::default();
+        assert_eq!(delay(PluginError::Transient("5xx".into()), none), None);
         let failure = PluginFailure::of(PluginError::Transient("429".into()), asked);
         assert_eq!(failure.to_string(), "transient (retry after 3000 ms): 429");
+    }
+
+    #[test]
+    fn a_503s_retry_after_is_the_least_backoff_of_a_transient_error() {
+        let asked = Asked {
+            limited: None,
+            unavailable: Some(Duration::from_secs(120)),
+        };
+        let failure = PluginFailure::of(PluginError::Transient("503".into()), asked);
+        assert_eq!(failure.retry_after, None, "an outage's wait is not asked");
+        assert_eq!(failure.unavailable_for, Some(Duration::from_secs(120)));
+        assert_eq!(
+            failure.to_string(),
+            "transient (unavailable for 120000 ms, its Retry-After said): 503"
+        );
+        // A rate limit the same call met comes first; other kinds wait for
+        // nothing.
+        let both = Asked {
+            limited: Some(Duration::from_secs(3)),
+            ..asked
+        };
+        let failure = PluginFailure::of(PluginError::Transient("429".into()), both);
+        assert_eq!(failure.unavailable_for, None);
+        let failure = PluginFailure::of(PluginError::Fatal("no".into()), asked);
+        assert_eq!(failure.unavailable_for, None);
     }
 }

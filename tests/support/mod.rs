@@ -551,11 +551,11 @@ impl Answer {
     }
 }
 
-/// A fake API's 429s: how many it answered, and how many requests came
-/// before the `Retry-After` of the last one had passed.
+/// A fake API's 429s (or 503s): how many it answered, and how many
+/// requests came before the `Retry-After` of the last one had passed.
 #[derive(Debug, Default)]
 pub struct Throttle {
-    /// 429s answered.
+    /// 429s (or 503s) answered.
     pub refused: u32,
     /// Requests that came too early.
     pub early: u32,
@@ -575,13 +575,22 @@ impl Throttle {
 
     /// A 429 asking to retry after `seconds`.
     pub fn refuse(&mut self, seconds: u64) -> Answer {
+        self.refuse_as(429, seconds, r#"{"error": "over quota"}"#)
+    }
+
+    /// A 503 (down for maintenance) asking to come back after `seconds`.
+    pub fn unavailable(&mut self, seconds: u64) -> Answer {
+        self.refuse_as(503, seconds, r#"{"error": "down for maintenance"}"#)
+    }
+
+    fn refuse_as(&mut self, status: u16, seconds: u64, body: &str) -> Answer {
         self.refused += 1;
         self.blocked_until =
             Some(std::time::Instant::now() + std::time::Duration::from_secs(seconds));
         Answer {
-            status: 429,
+            status,
             headers: vec![("retry-after".into(), seconds.to_string())],
-            body: br#"{"error": "over quota"}"#.to_vec(),
+            body: body.as_bytes().to_vec(),
             delay: std::time::Duration::ZERO,
         }
     }

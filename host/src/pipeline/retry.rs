@@ -5,7 +5,10 @@
 //! The third party's ask is the plugin's `rate-limited` delay, or else the
 //! `Retry-After` of a 429 the host saw answer the call (so a plugin that
 //! fails as `transient` on a 429, or says `rate-limited` without reading
-//! the header, still waits as asked).
+//! the header, still waits as asked). A 503's `Retry-After` (maintenance)
+//! is not a rate limit: the backoff is at least that long, and spends the
+//! budget, so an outage still opens the circuit; it only keeps the retries
+//! from knocking sooner than the API said it would be back.
 
 use std::future::Future;
 use std::time::Duration;
@@ -33,6 +36,9 @@ pub enum Verdict {
     WaitFor(Duration),
     /// Back off and try again, spending the budget.
     Backoff,
+    /// Back off at least this long (a 503's `Retry-After`), spending the
+    /// budget.
+    BackoffAtLeast(Duration),
     /// Waiting will not help: stop the pipeline until an operator acts.
     Stop,
 }
@@ -41,10 +47,13 @@ pub enum Verdict {
 pub fn verdict(error: &CallError) -> Verdict {
     match error {
         CallError::Plugin { error, .. } => match error.kind {
-            FailureKind::RateLimited | FailureKind::Transient => match error.retry_after {
-                Some(after) => Verdict::WaitFor(asked(after)),
-                None => Verdict::Backoff,
-            },
+            FailureKind::RateLimited | FailureKind::Transient => {
+                match (error.retry_after, error.unavailable_for) {
+                    (Some(after), _) => Verdict::WaitFor(asked(after)),
+                    (None, Some(unavailable)) => Verdict::BackoffAtLeast(asked(unavailable)),
+                    (None, None) => Verdict::Backoff,
+                }
+            }
             FailureKind::Config | FailureKind::Auth | FailureKind::Fatal => Verdict::Stop,
         },
         CallError::Timeout { .. } | CallError::Busy { .. } => Verdict::Backoff,
@@ -162,8 +171,12 @@ where
                     asked: true,
                 }
             }
-            Verdict::Backoff => {
-                let wait = backoff(config, attempt, jitter());
+            verdict @ (Verdict::Backoff | Verdict::BackoffAtLeast(_)) => {
+                let least = match verdict {
+                    Verdict::BackoffAtLeast(least) => least,
+                    _ => Duration::ZERO,
+                };
+                let wait = backoff(config, attempt, jitter()).max(least);
                 if spent + wait > config.budget.0 {
                     return Err(GaveUp::Exhausted(error));
                 }
@@ -202,6 +215,21 @@ mod tests {
                 kind,
                 message: "m".into(),
                 retry_after,
+                unavailable_for: None,
+            },
+        }
+    }
+
+    /// A transient error from a call a 503 answered with `Retry-After:
+    /// after`.
+    fn unavailable(after: Duration) -> CallError {
+        CallError::Plugin {
+            plugin: "p@1".into(),
+            error: PluginFailure {
+                kind: FailureKind::Transient,
+                message: "503".into(),
+                retry_after: None,
+                unavailable_for: Some(after),
             },
         }
     }
@@ -294,6 +322,43 @@ mod tests {
             Duration::from_secs(35),
             "five waits of 7 s, as asked"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_503s_retry_after_is_the_least_backoff_and_spends_the_budget() {
+        assert_eq!(
+            verdict(&unavailable(Duration::from_secs(1))),
+            Verdict::BackoffAtLeast(Duration::from_secs(1))
+        );
+        // Unavailable for 700 ms each time: two waits fit the 2 s budget,
+        // a third does not, however short the backoff.
+        let mut waits = Vec::new();
+        let result: Result<(), GaveUp> = retry_spending_waits(
+            &config(),
+            "step",
+            || async { Err(unavailable(Duration::from_millis(700))) },
+            |wait| {
+                waits.push(wait);
+                async { Ok(()) }
+            },
+        )
+        .await;
+        assert!(matches!(result, Err(GaveUp::Exhausted(_))));
+        let durations: Vec<Duration> = waits.iter().map(|w| w.duration).collect();
+        assert_eq!(durations, [Duration::from_millis(700); 2]);
+        assert!(
+            waits.iter().all(|w| !w.asked),
+            "an outage is not a rate limit"
+        );
+        // A maintenance longer than the budget ends the step at once.
+        let mut calls = 0;
+        let result: Result<(), GaveUp> = retry(&config(), "step", &Stop::never(), || {
+            calls += 1;
+            async { Err(unavailable(Duration::from_secs(3600))) }
+        })
+        .await;
+        assert!(matches!(result, Err(GaveUp::Exhausted(_))));
+        assert_eq!(calls, 1, "no retry knocks before the API said");
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 pub use address::is_public;
 pub use client::{HttpClient, HttpLimits};
-pub use retry_after::AskedToWait;
+pub use retry_after::{Asked, AskedToWait};
 pub use rule::{Denial, HttpPolicy, HttpRule, Target};
 pub use tape::{Tape, TapeAnswer, TapeMode};
 pub use wasi::{CREDENTIAL_HEADER, WasiHttpDoor};

@@ -1,5 +1,6 @@
 //! What an API asked when it answered 429 Too Many Requests (or 403 with a
-//! `Retry-After`, as GitHub's secondary rate limits do): how long to wait
+//! `Retry-After`, as GitHub's secondary rate limits do), or 503 Service
+//! Unavailable with a `Retry-After` (maintenance): how long to wait
 //! (`Retry-After`, in seconds or as an HTTP date).
 //!
 //! The host sees every response, so it keeps the longest wait a call was
@@ -8,48 +9,78 @@
 //! error that carries no delay of its own (JavaScript's `fetch` leaves the
 //! header to the plugin). The pipeline then waits that long before it tries
 //! those records again, as it waits for a `rate-limited` error's delay,
-//! instead of backing off on its own clock into the API's quota.
+//! instead of backing off on its own clock into the API's quota. A 503's
+//! wait is an outage's: the pipeline backs off at least that long, and the
+//! time counts against its retry budget as any backoff does, so a long
+//! maintenance still opens the circuit for the operator to see.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-/// The longest `Retry-After` of the 429 answers one call got. Shared by the
-/// call's two HTTP doors; read and cleared once the call ends. (Also what a
-/// sink's calls were asked, across the calls of one write.)
+/// The longest `Retry-After` of the 429 (and 503) answers one call got.
+/// Shared by the call's two HTTP doors; read and cleared once the call
+/// ends. (Also what a sink's calls were asked, across the calls of one
+/// write.)
 #[derive(Debug, Clone, Default)]
-pub struct AskedToWait(Arc<AtomicU64>);
+pub struct AskedToWait {
+    limited: Arc<AtomicU64>,
+    unavailable: Arc<AtomicU64>,
+}
+
+/// What the API's answers to a call asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// The longest wait a rate limit asked (429, or 403 with `Retry-After`).
+    pub limited: Option<Duration>,
+    /// The longest wait a 503 asked.
+    pub unavailable: Option<Duration>,
+}
 
 impl AskedToWait {
     /// Notes one answer: a 429 with a `Retry-After` the host can read, or
-    /// a 403 with one (GitHub's secondary rate limits answer so).
+    /// a 403 with one (GitHub's secondary rate limits answer so); a 503
+    /// with one.
     pub fn note(&self, status: u16, headers: &[(String, String)]) {
-        if status != 429 && status != 403 {
-            return;
-        }
+        let slot = match status {
+            429 | 403 => &self.limited,
+            503 => &self.unavailable,
+            _ => return,
+        };
         let asked = headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
             .and_then(|(_, value)| retry_after(value, SystemTime::now()));
         if let Some(asked) = asked {
-            self.ask(asked);
+            keep_longest(slot, Some(asked));
         }
     }
 
-    /// Notes a wait asked, kept if it is the longest yet.
-    pub fn ask(&self, wait: Duration) {
-        // Kept as milliseconds + 1, so that 0 means "not asked".
-        let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX - 1);
-        self.0.fetch_max(millis + 1, Ordering::Relaxed);
+    /// Notes what was asked, each wait kept if it is the longest yet.
+    pub fn ask(&self, asked: Asked) {
+        keep_longest(&self.limited, asked.limited);
+        keep_longest(&self.unavailable, asked.unavailable);
     }
 
-    /// The longest wait asked since the last take, forgotten for the next
+    /// The longest waits asked since the last take, forgotten for the next
     /// call of a warm instance.
-    pub fn take(&self) -> Option<Duration> {
-        match self.0.swap(0, Ordering::Relaxed) {
+    pub fn take(&self) -> Asked {
+        let take = |slot: &AtomicU64| match slot.swap(0, Ordering::Relaxed) {
             0 => None,
             millis => Some(Duration::from_millis(millis - 1)),
+        };
+        Asked {
+            limited: take(&self.limited),
+            unavailable: take(&self.unavailable),
         }
+    }
+}
+
+fn keep_longest(slot: &AtomicU64, wait: Option<Duration>) {
+    if let Some(wait) = wait {
+        // Kept as milliseconds + 1, so that 0 means "not asked".
+        let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX - 1);
+        slot.fetch_max(millis + 1, Ordering::Relaxed);
     }
 }
 
@@ -95,23 +126,54 @@ mod tests {
     #[test]
     fn a_call_keeps_the_longest_wait_of_its_429s_until_taken() {
         let asked = AskedToWait::default();
-        assert_eq!(asked.take(), None);
+        let limited = |asked: &AskedToWait| asked.take().limited;
+        assert_eq!(limited(&asked), None);
         // Other statuses, and a 429 without a readable header, ask nothing.
-        asked.note(503, &headers("30"));
+        asked.note(500, &headers("30"));
         asked.note(200, &headers("30"));
         asked.note(403, &[]);
         asked.note(429, &headers("later"));
         asked.note(429, &[]);
-        assert_eq!(asked.take(), None);
+        assert_eq!(asked.take(), Asked::default());
         asked.note(429, &headers("2"));
         asked.clone().note(429, &headers("5"));
         asked.note(429, &headers("0"));
-        assert_eq!(asked.take(), Some(Duration::from_secs(5)));
+        assert_eq!(limited(&asked), Some(Duration::from_secs(5)));
         asked.note(403, &headers("60"));
-        assert_eq!(asked.take(), Some(Duration::from_secs(60)));
+        assert_eq!(limited(&asked), Some(Duration::from_secs(60)));
         // Taken, it is forgotten: the next call starts with nothing asked.
-        assert_eq!(asked.take(), None);
+        assert_eq!(limited(&asked), None);
         asked.note(429, &headers("0"));
-        assert_eq!(asked.take(), Some(Duration::ZERO));
+        assert_eq!(limited(&asked), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_503s_wait_is_kept_apart_from_a_rate_limits() {
+        let asked = AskedToWait::default();
+        asked.note(503, &headers("30"));
+        asked.note(503, &headers("10"));
+        asked.note(429, &headers("2"));
+        let taken = asked.take();
+        assert_eq!(
+            taken,
+            Asked {
+                limited: Some(Duration::from_secs(2)),
+                unavailable: Some(Duration::from_secs(30)),
+            }
+        );
+        // Gathered across calls, each kind keeps its longest.
+        let across = AskedToWait::default();
+        across.ask(taken);
+        across.ask(Asked {
+            limited: Some(Duration::from_secs(9)),
+            unavailable: None,
+        });
+        assert_eq!(
+            across.take(),
+            Asked {
+                limited: Some(Duration::from_secs(9)),
+                unavailable: Some(Duration::from_secs(30)),
+            }
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::bindings::{Record, WriteOutcome};
-use crate::caps::http::AskedToWait;
+use crate::caps::http::{Asked, AskedToWait};
 use crate::db::DbError;
 use crate::live::Snapshot;
 use crate::operation::{Answer, Operation};
@@ -168,10 +168,11 @@ const NOTE_WAITS_FROM: Duration = Duration::from_secs(1);
 pub(super) const PAUSE_LOOKED_FOR_EVERY: Duration = Duration::from_secs(1);
 
 /// What one write of a batch came to: each record's outcome, and how long
-/// the API asked to wait before the `retry` ones are written again.
+/// the API asked to wait before the `retry` ones are written again (a
+/// rate limit's wait; an outage's, the least backoff).
 struct Written {
     answered: Vec<(Record, WriteOutcome)>,
-    retry_after: Option<Duration>,
+    asked: Asked,
 }
 
 impl Runner {
@@ -194,10 +195,7 @@ impl Runner {
         // Whether the sink took or refused any record of the batch yet.
         let mut took_some = false;
         loop {
-            let Written {
-                answered,
-                retry_after,
-            } = self
+            let Written { answered, asked } = self
                 .write_once(pipeline, &stage, sink, pending, stop)
                 .await?;
             let mut again = Vec::new();
@@ -234,8 +232,8 @@ impl Runner {
             let keys = some_keys(&again);
             // The API said when to come back (a 429's Retry-After): wait
             // that long, without spending the budget, as for a rate limit.
-            if let Some(asked) = retry_after {
-                let wait = retry::asked(asked).max(pipeline.retry.initial.0);
+            if let Some(limited) = asked.limited {
+                let wait = retry::asked(limited).max(pipeline.retry.initial.0);
                 tracing::warn!(
                     "{what}: {} records ({keys}) to retry in {wait:?}, as the API's Retry-After asked: {}",
                     again.len(),
@@ -251,8 +249,11 @@ impl Runner {
                 pending = again;
                 continue;
             }
-            // Records the sink asked to retry share the step's budget.
-            let wait = backoff(&pipeline.retry, attempt, jitter());
+            // Records the sink asked to retry share the step's budget; an
+            // API down for maintenance is given the time its 503 asked.
+            let unavailable = asked.unavailable.map(retry::asked);
+            let wait =
+                backoff(&pipeline.retry, attempt, jitter()).max(unavailable.unwrap_or_default());
             if spent + wait > pipeline.retry.budget.0 {
                 // The sink wrote the rest but none of these in its last
                 // answer: once they have spent enough budgets in a row,
@@ -278,14 +279,23 @@ impl Runner {
                     again.len()
                 )));
             }
+            let why = match unavailable {
+                Some(asked) => {
+                    format!(" (the API is unavailable: its 503's Retry-After asked {asked:?})")
+                }
+                None => String::new(),
+            };
             tracing::warn!(
-                "{what}: {} records ({keys}) to retry in {wait:?}: {last_reason}",
+                "{what}: {} records ({keys}) to retry in {wait:?}{why}: {last_reason}",
                 again.len()
             );
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = stop.wait() => return Err(RunEnd::Interrupted),
-            }
+            let backing_off = Wait {
+                duration: wait,
+                asked: false,
+            };
+            self.wait_out(backing_off, stop)
+                .await
+                .map_err(|gave_up| ended(what, gave_up))?;
             spent += wait;
             attempt += 1;
             pending = again;
@@ -343,11 +353,9 @@ impl Runner {
                 |part, answer| match answer {
                     Answer::Outcomes {
                         outcomes,
-                        retry_after,
+                        asked: answered,
                     } => {
-                        if let Some(wait) = retry_after {
-                            asked.ask(wait);
-                        }
+                        asked.ask(answered);
                         Ok(part.into_iter().zip(outcomes).collect())
                     }
                     other => Err(unexpected(stage.plugin, &other)),
@@ -361,7 +369,7 @@ impl Runner {
         );
         Ok(Written {
             answered,
-            retry_after: asked.take(),
+            asked: asked.take(),
         })
     }
 
