@@ -1918,6 +1918,57 @@ fn a_pipeline_skipping_unchanged_records_writes_only_what_changed() {
     );
 }
 
+/// A sink answering `retry` for its records (an API failing with 500s)
+/// backs off on the pipeline's own clock; a pause meanwhile ends the run
+/// within a second of a long backoff, not after the whole budget.
+#[test]
+fn a_pause_ends_a_run_backing_off_a_sinks_retry_records() {
+    use std::sync::{Arc, Mutex};
+    use support::{Answer, FakeServer};
+
+    let failing = Arc::new(Mutex::new(true));
+    let stored: Arc<Mutex<Vec<String>>> = Arc::default();
+    let api = FakeServer::start({
+        let (failing, stored) = (failing.clone(), stored.clone());
+        move |request| {
+            if *failing.lock().unwrap() {
+                return Answer {
+                    status: 500,
+                    ..Answer::ok(r#"{"error":"boom"}"#)
+                };
+            }
+            let key = request.target.trim_start_matches("/items/").to_string();
+            stored.lock().unwrap().push(key);
+            Answer::ok("{}")
+        }
+    });
+    let (w, expected) = rest_sink_world(&api, 1);
+    // Backoffs of 20 s, within a budget of 10 minutes.
+    let config = w.scratch.path().join("causeway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let retry = "initial = \"20s\"\nmax = \"20s\"\nbudget = \"10m\"";
+    let text = text.replace(
+        "initial = \"10ms\"\nmax = \"20ms\"\nbudget = \"50ms\"",
+        retry,
+    );
+    assert!(text.contains(retry), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let host = w.start();
+    host.wait_for_log("to retry in", 30);
+    let out = run(w.causeway().args(["pipeline", "pause", "contacts-to-api"]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    wait_until("the run paused", Duration::from_secs(10), || {
+        let runs = w.runs();
+        (runs[0]["outcome"] == "paused").then_some(())
+    });
+    *failing.lock().unwrap() = false;
+    let out = run(w.causeway().args(["pipeline", "resume", "contacts-to-api"]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    wait_until("the contact written", Duration::from_secs(20), || {
+        same_keys(stored.lock().unwrap().clone(), &expected).then_some(())
+    });
+}
+
 #[test]
 fn operators_pause_resume_run_now_and_reset_a_pipeline() {
     let w = world("");
