@@ -1646,6 +1646,47 @@ fn a_sink_retrying_into_a_503_backs_off_at_least_its_retry_after() {
     );
 }
 
+/// An API down for maintenance longer than the retry budget: the run
+/// fails at its first 503 (no retry could come before the API's
+/// `Retry-After`), and the circuit stays open until then, not for the
+/// shorter cooldown: the maintenance is not probed every cooldown.
+#[test]
+fn a_maintenance_past_the_budget_holds_the_circuit_until_its_retry_after() {
+    use support::{FakeServer, Throttle};
+
+    let throttle = std::sync::Arc::new(std::sync::Mutex::new(Throttle::default()));
+    let api = FakeServer::start({
+        let throttle = throttle.clone();
+        move |_| {
+            let mut t = throttle.lock().unwrap();
+            t.arrived();
+            t.unavailable(600)
+        }
+    });
+    let (w, _) = rest_sink_world(&api, 1);
+    let config = w.scratch.path().join("causeway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let retry = "budget = \"1s\"\ncircuit-cooldown = \"1s\"";
+    std::fs::write(&config, text.replace("budget = \"50ms\"", retry)).unwrap();
+    let _host = w.start();
+    let until = wait_until("the circuit open", Duration::from_secs(30), || {
+        let pipelines = run_json(w.causeway().args(["pipelines", "--json"]));
+        (pipelines[0]["state"] == "circuit-open")
+            .then(|| pipelines[0]["circuit_until"].as_str().map(str::to_string))
+            .flatten()
+    });
+    let until = humantime::parse_rfc3339(&until).unwrap();
+    let open_for = until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        open_for > Duration::from_secs(500),
+        "open for {open_for:?}, not until the 503's Retry-After of 600 s"
+    );
+    let t = throttle.lock().unwrap();
+    assert_eq!((t.refused, t.early), (1, 0), "{t:?}");
+}
+
 /// A source read waiting out the CRM's ten-minute `Retry-After` ends at
 /// once when an operator pauses the pipeline, and goes on when resumed.
 #[test]

@@ -315,11 +315,17 @@ async fn record_at_rest(
 }
 
 /// Until when a circuit opened now stays open: as an instant, and as the
-/// operator reads it.
-fn circuit_open(config: &PipelineConfig) -> (Instant, String) {
+/// operator reads it. The cooldown, or until the API said it would be back
+/// (`back_at`: a 503's `Retry-After`) if that is later, so a maintenance
+/// window is not probed every cooldown.
+fn circuit_open(config: &PipelineConfig, back_at: Option<Instant>) -> (Instant, String) {
+    let now = Instant::now();
     let cooldown = config.retry.circuit_cooldown.0;
-    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + cooldown);
-    (Instant::now() + cooldown, at.to_string())
+    let open_for = back_at.map_or(cooldown, |at| {
+        cooldown.max(at.saturating_duration_since(now))
+    });
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + open_for);
+    (now + open_for, at.to_string())
 }
 
 /// Records a pipeline's state; a failure is logged, not fatal.
@@ -435,6 +441,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         arrivals: wakers.inbox.clone(),
         ran_on: Default::default(),
         in_run: Default::default(),
+        back_at: Default::default(),
     };
     // At start: deliveries a previous host stored but did not process, and
     // a first pull.
@@ -534,7 +541,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
                 &name,
                 &ran_on,
                 config,
-                end,
+                (end, runner.back_at()),
                 &mut driving,
                 &mut next,
             )
@@ -561,7 +568,7 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
                 &name,
                 &ran_on,
                 config,
-                end,
+                (end, runner.back_at()),
                 &mut driving,
                 &mut next,
             )
@@ -599,13 +606,14 @@ async fn run(runner: &Runner, trigger: &str, newer_until: Option<Instant>, stop:
     }
 }
 
-/// Records how a run ended; whether the pipeline may go on now.
+/// Records how a run ended (and when the API that failed it said it
+/// would be back, if it did); whether the pipeline may go on now.
 async fn settle(
     shared: &Shared,
     name: &str,
     snapshot: &Arc<crate::live::Snapshot>,
     config: &PipelineConfig,
-    end: RunEnd,
+    (end, back_at): (RunEnd, Option<Instant>),
     driving: &mut Driving,
     next: &mut Option<Instant>,
 ) -> bool {
@@ -633,7 +641,7 @@ async fn settle(
             false
         }
         RunEnd::Exhausted(reason) => {
-            let (until, at) = circuit_open(config);
+            let (until, at) = circuit_open(config, back_at);
             driving.circuit_until = Some(until);
             *next = Some(until);
             tracing::warn!(pipeline = %name, "circuit open until {at}: {reason}");
@@ -641,7 +649,7 @@ async fn settle(
             false
         }
         RunEnd::SourceExhausted(reason) => {
-            let (until, at) = circuit_open(config);
+            let (until, at) = circuit_open(config, back_at);
             *next = Some(until);
             tracing::warn!(pipeline = %name, "circuit open for reads until {at}: {reason}");
             let held = ReadsHeld {
@@ -690,6 +698,22 @@ mod tests {
         for other in [Wake::Tick, Wake::RunNow, Wake::Rescheduled] {
             assert_eq!(other.or_poll_due(Some(earlier), now), other);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_circuit_stays_open_until_an_unavailable_api_said_it_would_be_back() {
+        let config: PipelineConfig = toml::from_str(
+            "every = \"1m\"\nsource = { plugin = \"s\", stream = \"x\" }\nsinks = [{ plugin = \"k\" }]\n",
+        )
+        .unwrap();
+        let cooldown = config.retry.circuit_cooldown.0;
+        let now = Instant::now();
+        assert_eq!(circuit_open(&config, None).0, now + cooldown);
+        let back = now + Duration::from_secs(600);
+        assert_eq!(circuit_open(&config, Some(back)).0, back);
+        // Sooner than the cooldown: the cooldown.
+        let soon = now + Duration::from_secs(1);
+        assert_eq!(circuit_open(&config, Some(soon)).0, now + cooldown);
     }
 
     #[tokio::test]

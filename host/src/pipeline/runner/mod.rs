@@ -151,6 +151,10 @@ pub struct Runner {
     /// stages' calls name; a run of deliveries inside a poll's is its own
     /// until it ends ([`InRun`]).
     pub(super) in_run: Arc<std::sync::Mutex<Option<Arc<str>>>>,
+    /// When an API that gave up a step for being unavailable said it
+    /// would be back (a 503's `Retry-After` past the retry budget): the
+    /// circuit stays open until then ([`Runner::back_at`]).
+    pub(super) back_at: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 /// The run a [`Runner`] is in, until dropped: then the one it was in
@@ -258,6 +262,7 @@ impl Runner {
             arrivals: Arc::default(),
             ran_on: Default::default(),
             in_run: Default::default(),
+            back_at: Default::default(),
         }
     }
 
@@ -285,6 +290,24 @@ impl Runner {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         context
+    }
+
+    /// When the API that made the last run give up said it would be back,
+    /// if it did (a 503's `Retry-After`): forgotten once asked, for the
+    /// circuit the run opens.
+    pub fn back_at(&self) -> Option<tokio::time::Instant> {
+        self.back_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Notes that a step gave up on an API unavailable `for_` longer
+    /// (a 503's `Retry-After`, at most 15 minutes).
+    pub(super) fn unavailable_for(&self, for_: std::time::Duration) {
+        let at = tokio::time::Instant::now() + crate::pipeline::retry::asked(for_);
+        let mut back_at = self.back_at.lock().unwrap_or_else(|p| p.into_inner());
+        *back_at = Some(back_at.map_or(at, |earlier| earlier.max(at)));
     }
 
     /// Notes the snapshot a page or batch runs on ([`Runner::ran_on`]).

@@ -274,6 +274,9 @@ impl Runner {
                     rejected.extend(again.into_iter().map(|r| (r, reason.clone())));
                     return Ok(rejected);
                 }
+                if let Some(unavailable) = unavailable {
+                    self.unavailable_for(unavailable);
+                }
                 return Err(RunEnd::Exhausted(format!(
                     "{what}: {} records ({keys}) still asked to be retried after {spent:?}: {last_reason}",
                     again.len()
@@ -522,7 +525,7 @@ impl Runner {
         let context = self.context(bound);
         let installed = &bound.installed;
         let mut spend = spend;
-        retry_spending_waits(
+        let tried = retry_spending_waits(
             config,
             what,
             || installed.call_warm(&self.runtime.engine, operation(), &context),
@@ -537,7 +540,15 @@ impl Runner {
                 }
             },
         )
-        .await
+        .await;
+        // Given up on an API down for longer than the budget: the circuit
+        // waits until it said it would be back.
+        if let Err(GaveUp::Exhausted(CallError::Plugin { error, .. })) = &tried
+            && let Some(unavailable) = error.unavailable_for
+        {
+            self.unavailable_for(unavailable);
+        }
+        tried
     }
 
     /// Spends `wait`, a wait the third party asked for, saying so in the
