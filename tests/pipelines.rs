@@ -1496,6 +1496,16 @@ budget = "50ms"
     (w, keys)
 }
 
+/// Gives [`rest_sink_world`]'s pipeline the retry policy `retry` (the
+/// lines of its `retry` table) instead of its quick one.
+fn retry_policy(w: &World, retry: &str) {
+    let config = w.scratch.path().join("causeway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let quick = "initial = \"10ms\"\nmax = \"20ms\"\nbudget = \"50ms\"";
+    assert!(text.contains(quick), "{text}");
+    std::fs::write(&config, text.replace(quick, retry)).unwrap();
+}
+
 /// Whether `written` (in any order, some perhaps twice) are the `expected`
 /// keys, sorted.
 fn same_keys(mut written: Vec<String>, expected: &[String]) -> bool {
@@ -1621,13 +1631,7 @@ fn a_sink_retrying_into_a_503_backs_off_at_least_its_retry_after() {
     // (only a 429 makes it stop), and those are the plugin's, not retries.
     let (w, expected) = rest_sink_world(&api, 1);
     // A budget the waits fit in (the world's 50 ms would end the run).
-    let config = w.scratch.path().join("causeway.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("budget = \"50ms\"", "budget = \"10s\""),
-    )
-    .unwrap();
+    retry_policy(&w, "initial = \"10ms\"\nmax = \"20ms\"\nbudget = \"10s\"");
     let host = w.start();
     wait_until("every contact written", Duration::from_secs(30), || {
         same_keys(down.lock().unwrap().stored.clone(), &expected).then_some(())
@@ -1664,10 +1668,10 @@ fn a_maintenance_past_the_budget_holds_the_circuit_until_its_retry_after() {
         }
     });
     let (w, _) = rest_sink_world(&api, 1);
-    let config = w.scratch.path().join("causeway.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let retry = "budget = \"1s\"\ncircuit-cooldown = \"1s\"";
-    std::fs::write(&config, text.replace("budget = \"50ms\"", retry)).unwrap();
+    retry_policy(
+        &w,
+        "initial = \"10ms\"\nmax = \"20ms\"\nbudget = \"1s\"\ncircuit-cooldown = \"1s\"",
+    );
     let _host = w.start();
     let until = wait_until("the circuit open", Duration::from_secs(30), || {
         let pipelines = run_json(w.causeway().args(["pipelines", "--json"]));
@@ -1985,15 +1989,7 @@ fn a_pause_ends_a_run_backing_off_a_sinks_retry_records() {
     });
     let (w, expected) = rest_sink_world(&api, 1);
     // Backoffs of 20 s, within a budget of 10 minutes.
-    let config = w.scratch.path().join("causeway.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let retry = "initial = \"20s\"\nmax = \"20s\"\nbudget = \"10m\"";
-    let text = text.replace(
-        "initial = \"10ms\"\nmax = \"20ms\"\nbudget = \"50ms\"",
-        retry,
-    );
-    assert!(text.contains(retry), "{text}");
-    std::fs::write(&config, text).unwrap();
+    retry_policy(&w, "initial = \"20s\"\nmax = \"20s\"\nbudget = \"10m\"");
     let host = w.start();
     host.wait_for_log("to retry in", 30);
     let out = run(w.causeway().args(["pipeline", "pause", "contacts-to-api"]));

@@ -197,31 +197,48 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use rusqlite::Connection;
 
     use super::MIGRATIONS;
     use crate::db::open;
 
+    /// A database at `path` as a Causeway of schema `version` left it,
+    /// with `rows` (SQL) written into it; then opened (migrated) by this
+    /// one.
+    fn upgraded(path: &Path, version: usize, rows: &str) -> Connection {
+        {
+            let conn = Connection::open(path).unwrap();
+            for sql in &MIGRATIONS[..version] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", version as i64)
+                .unwrap();
+            conn.execute_batch(rows).unwrap();
+        }
+        open(path).unwrap()
+    }
+
+    /// The runs of pipeline `p`, newest first, after one more is started.
+    fn runs_after_a_new_one(conn: &Connection) -> (i64, Vec<crate::pipeline::history::RunRow>) {
+        let run = crate::pipeline::history::start_run(conn, "p", "schedule").unwrap();
+        (
+            run,
+            crate::pipeline::history::runs(conn, Some("p"), 10).unwrap(),
+        )
+    }
+
     #[test]
     fn runs_from_before_schema_14_have_no_count_of_skipped_or_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("causeway.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..13] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 13).unwrap();
-            conn.execute(
-                "INSERT INTO pipeline_run (pipeline, trigger, started_at, outcome, read, written)
-                 VALUES ('p', 'schedule', 'then', 'ok', 3, 2)",
-                [],
-            )
-            .unwrap();
-        }
-        let conn = open(&path).unwrap();
-        let run = crate::pipeline::history::start_run(&conn, "p", "schedule").unwrap();
-        let runs = crate::pipeline::history::runs(&conn, Some("p"), 10).unwrap();
+        let conn = upgraded(
+            &dir.path().join("causeway.db"),
+            13,
+            "INSERT INTO pipeline_run (pipeline, trigger, started_at, outcome, read, written)
+             VALUES ('p', 'schedule', 'then', 'ok', 3, 2)",
+        );
+        let (run, runs) = runs_after_a_new_one(&conn);
         let counted: Vec<_> = runs.iter().map(|r| (r.id, r.skipped, r.dropped)).collect();
         // Unknown for the old one, not 0; counted from 0 for the new one.
         assert_eq!(counted, [(run, Some(0), Some(0)), (1, None, None)]);
@@ -230,24 +247,14 @@ mod tests {
     #[test]
     fn runs_from_before_schema_15_have_no_count_of_unchanged() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("causeway.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..14] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 14).unwrap();
-            conn.execute(
-                "INSERT INTO pipeline_run (pipeline, trigger, started_at, outcome, read, written,
-                                           skipped, dropped)
-                 VALUES ('p', 'schedule', 'then', 'ok', 3, 3, 0, 0)",
-                [],
-            )
-            .unwrap();
-        }
-        let conn = open(&path).unwrap();
-        let run = crate::pipeline::history::start_run(&conn, "p", "schedule").unwrap();
-        let runs = crate::pipeline::history::runs(&conn, Some("p"), 10).unwrap();
+        let conn = upgraded(
+            &dir.path().join("causeway.db"),
+            14,
+            "INSERT INTO pipeline_run (pipeline, trigger, started_at, outcome, read, written,
+                                       skipped, dropped)
+             VALUES ('p', 'schedule', 'then', 'ok', 3, 3, 0, 0)",
+        );
+        let (run, runs) = runs_after_a_new_one(&conn);
         let counted: Vec<_> = runs.iter().map(|r| (r.id, r.unchanged)).collect();
         assert_eq!(counted, [(run, Some(0)), (1, None)]);
     }
@@ -255,23 +262,13 @@ mod tests {
     #[test]
     fn letters_set_aside_before_schema_12_know_their_origin_where_it_was_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("causeway.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..11] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 11).unwrap();
-            for (stage, stream) in [("source", "contacts"), ("sink", "subscribers")] {
-                conn.execute(
-                    "INSERT INTO dead_letter (pipeline, sink, stream, key, op, data, reason, created_at, stage)
-                     VALUES ('p', 'x', ?1, 'c1', 'upsert', '{}', 'no', 'now', ?2)",
-                    [stream, stage],
-                )
-                .unwrap();
-            }
-        }
-        let conn = open(&path).unwrap();
+        let conn = upgraded(
+            &dir.path().join("causeway.db"),
+            11,
+            "INSERT INTO dead_letter (pipeline, sink, stream, key, op, data, reason, created_at, stage)
+             VALUES ('p', 'x', 'contacts', 'c1', 'upsert', '{}', 'no', 'now', 'source'),
+                    ('p', 'x', 'subscribers', 'c1', 'upsert', '{}', 'no', 'now', 'sink')",
+        );
         let letters = crate::pipeline::dlq::list(&conn, None).unwrap();
         let origins: Vec<Option<&str>> = letters.iter().map(|l| l.origin.as_deref()).collect();
         // A source's letter is in the source's stream; a sink's may not be.
