@@ -43,6 +43,16 @@ pub enum Verdict {
     Stop,
 }
 
+impl Verdict {
+    /// The shortest backoff it allows: a 503's `Retry-After`, or none.
+    fn least_backoff(self) -> Duration {
+        match self {
+            Verdict::BackoffAtLeast(least) => least,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 /// How a failed call is retried.
 pub fn verdict(error: &CallError) -> Verdict {
     match error {
@@ -159,7 +169,8 @@ where
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
-        let wait = match verdict(&error) {
+        let verdict = verdict(&error);
+        let wait = match verdict {
             Verdict::Stop => return Err(GaveUp::Stopped(error)),
             Verdict::WaitFor(wait) => {
                 // Never less than a first backoff: an API answering "retry
@@ -171,11 +182,8 @@ where
                     asked: true,
                 }
             }
-            verdict @ (Verdict::Backoff | Verdict::BackoffAtLeast(_)) => {
-                let least = match verdict {
-                    Verdict::BackoffAtLeast(least) => least,
-                    _ => Duration::ZERO,
-                };
+            Verdict::Backoff | Verdict::BackoffAtLeast(_) => {
+                let least = verdict.least_backoff();
                 let wait = backoff(config, attempt, jitter()).max(least);
                 if spent + wait > config.budget.0 {
                     return Err(GaveUp::Exhausted(error));
