@@ -310,7 +310,7 @@ impl LimitsConfig {
 #[serde(
     deny_unknown_fields,
     rename_all = "kebab-case",
-    expecting = "a table such as [plugins.NAME.config] with the plugin's settings"
+    expecting = "a table such as [plugins.NAME] holding the plugin's config = { ... }"
 )]
 pub struct PluginConfig {
     /// The configuration handed to the plugin (checked against its schema).
