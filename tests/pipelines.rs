@@ -1627,9 +1627,9 @@ fn a_sink_retrying_into_a_503_backs_off_at_least_its_retry_after() {
             Answer::ok("{}")
         }
     });
-    // One contact: the sink sends the next record of a batch after a 503
-    // (only a 429 makes it stop), and those are the plugin's, not retries.
-    let (w, expected) = rest_sink_world(&api, 1);
+    // Three contacts, one batch: after a 503 the sink sends nothing more
+    // of it (`asks_to_wait`), so every request after the first is a retry.
+    let (w, expected) = rest_sink_world(&api, 3);
     // A budget the waits fit in (the world's 50 ms would end the run).
     retry_policy(&w, "initial = \"10ms\"\nmax = \"20ms\"\nbudget = \"10s\"");
     let host = w.start();

@@ -153,6 +153,15 @@ impl Response {
         status == 429 || (status == 403 && self.header("retry-after").is_some())
     }
 
+    /// Whether the server asks to be left alone for now: a rate limit
+    /// ([`Response::is_rate_limited`]), or a 503 (down, or in maintenance).
+    /// A sink writing a request per record sends nothing more of its batch
+    /// then, and answers `retry` for the rest: the host waits as the
+    /// answer's `Retry-After` says (a 503's, within the retry budget).
+    pub fn asks_to_wait(&self) -> bool {
+        self.is_rate_limited() || self.inner.status == 503
+    }
+
     /// This response if it is a success (2xx); otherwise the error the host
     /// should act on: 429 (or a 403 with `Retry-After`) → rate-limited
     /// (honouring `Retry-After`, in seconds or as an HTTP date), 401/403 →
@@ -357,5 +366,16 @@ mod tests {
             response(403, &[]).write_outcome(),
             Err(PluginError::Auth(_))
         ));
+    }
+
+    #[test]
+    fn a_rate_limit_or_an_unavailable_api_asks_to_wait() {
+        assert!(response(429, &[]).asks_to_wait());
+        assert!(response(403, &[("retry-after", "60")]).asks_to_wait());
+        assert!(response(503, &[]).asks_to_wait());
+        assert!(response(503, &[("retry-after", "120")]).asks_to_wait());
+        for status in [200, 403, 404, 422, 500, 502] {
+            assert!(!response(status, &[]).asks_to_wait(), "{status}");
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! A sink that writes each record with a request of its own, `PUT` (the
 //! record's data) or `DELETE {base_url}/items/{key}`, and answers each
 //! record by its response, as the connector `causeway new` scaffolds does:
-//! 2xx `ok`, 408/429/5xx `retry`, other 4xx `rejected`. After a 429 it
-//! sends nothing more and answers `retry` for the rest of the batch; how
-//! long to wait is the host's to read from the 429's `Retry-After`.
+//! 2xx `ok`, 408/429/5xx `retry`, other 4xx `rejected`. After a 429 (or a
+//! 503) it sends nothing more and answers `retry` for the rest of the
+//! batch; how long to wait is the host's to read from the `Retry-After`.
 
 use causeway_sdk::{Op, PluginError, Record, Sink, WriteOutcome, http, plugin};
 use serde::Deserialize;
@@ -29,11 +29,11 @@ impl Sink for RestSink {
             };
             let response = request.send()?;
             outcomes.push(response.write_outcome()?);
-            if response.is_rate_limited() {
+            if response.asks_to_wait() {
                 break;
             }
         }
-        let slowed = WriteOutcome::Retry("not sent: the API asked to slow down".into());
+        let slowed = WriteOutcome::Retry("not sent: the API asked to wait".into());
         outcomes.resize(batch.len(), slowed);
         Ok(outcomes)
     }
