@@ -1506,6 +1506,36 @@ fn retry_policy(w: &World, retry: &str) {
     std::fs::write(&config, text.replace(quick, retry)).unwrap();
 }
 
+/// What a fake items API for test-rest-sink saw: each request, noted by
+/// its throttle, and the keys it stored.
+#[derive(Debug, Default)]
+struct Items {
+    throttle: support::Throttle,
+    stored: Vec<String>,
+}
+
+/// A fake items API: `refuse` answers a request instead (a 429, a 503, a
+/// 500) when it returns an answer; otherwise the record is stored by key.
+fn items_api(
+    refuse: impl Fn(&mut Items) -> Option<support::Answer> + Send + Sync + 'static,
+) -> (support::FakeServer, std::sync::Arc<std::sync::Mutex<Items>>) {
+    let items = std::sync::Arc::new(std::sync::Mutex::new(Items::default()));
+    let api = support::FakeServer::start({
+        let items = items.clone();
+        move |request| {
+            let mut seen = items.lock().unwrap();
+            seen.throttle.arrived();
+            if let Some(refused) = refuse(&mut seen) {
+                return refused;
+            }
+            let key = request.target.trim_start_matches("/items/").to_string();
+            seen.stored.push(key);
+            support::Answer::ok("{}")
+        }
+    });
+    (api, items)
+}
+
 /// Whether `written` (in any order, some perhaps twice) are the `expected`
 /// keys, sorted.
 fn same_keys(mut written: Vec<String>, expected: &[String]) -> bool {
@@ -1529,38 +1559,22 @@ fn first_reason(w: &World) -> Option<String> {
 /// and no retry comes before the API said.
 #[test]
 fn records_a_sink_retries_after_a_429_wait_as_its_retry_after_asks() {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
     use std::time::Instant;
-    use support::{Answer, FakeServer, Throttle};
 
-    #[derive(Default)]
-    struct Quota {
-        window: Option<Instant>,
-        used: u32,
-        throttle: Throttle,
-        stored: Vec<String>,
-    }
-    let quota = Arc::new(Mutex::new(Quota::default()));
-    let api = FakeServer::start({
-        let quota = quota.clone();
-        move |request| {
-            let mut q = quota.lock().unwrap();
-            q.throttle.arrived();
-            let now = Instant::now();
-            if q.window
-                .is_none_or(|start| now >= start + Duration::from_secs(1))
-            {
-                q.window = Some(now);
-                q.used = 0;
-            }
-            q.used += 1;
-            if q.used > 2 {
-                return q.throttle.refuse(2);
-            }
-            let key = request.target.trim_start_matches("/items/").to_string();
-            q.stored.push(key);
-            Answer::ok("{}")
+    // The window's start, and the writes it took.
+    let window: Mutex<(Option<Instant>, u32)> = Mutex::default();
+    let (api, quota) = items_api(move |items| {
+        let mut window = window.lock().unwrap();
+        let now = Instant::now();
+        if window
+            .0
+            .is_none_or(|start| now >= start + Duration::from_secs(1))
+        {
+            *window = (Some(now), 0);
         }
+        window.1 += 1;
+        (window.1 > 2).then(|| items.throttle.refuse(2))
     });
     // A budget far smaller than the waits asked for: only waits that do
     // not count against it let the runs through.
@@ -1605,28 +1619,8 @@ fn records_a_sink_retries_after_a_429_wait_as_its_retry_after_asks() {
 /// retry budget, instead of knocking on its own short backoff.
 #[test]
 fn a_sink_retrying_into_a_503_backs_off_at_least_its_retry_after() {
-    use std::sync::{Arc, Mutex};
-    use support::{Answer, FakeServer, Throttle};
-
-    #[derive(Default)]
-    struct Down {
-        throttle: Throttle,
-        stored: Vec<String>,
-    }
-    let down = Arc::new(Mutex::new(Down::default()));
-    let api = FakeServer::start({
-        let down = down.clone();
-        move |request| {
-            let mut d = down.lock().unwrap();
-            d.throttle.arrived();
-            if d.throttle.refused < 2 {
-                return d.throttle.unavailable(1);
-            }
-            let key = request.target.trim_start_matches("/items/").to_string();
-            d.stored.push(key);
-            Answer::ok("{}")
-        }
-    });
+    let (api, down) =
+        items_api(|items| (items.throttle.refused < 2).then(|| items.throttle.unavailable(1)));
     // Three contacts, one batch: after a 503 the sink sends nothing more
     // of it (`asks_to_wait`), so every request after the first is a retry.
     let (w, expected) = rest_sink_world(&api, 3);
@@ -1656,17 +1650,7 @@ fn a_sink_retrying_into_a_503_backs_off_at_least_its_retry_after() {
 /// shorter cooldown: the maintenance is not probed every cooldown.
 #[test]
 fn a_maintenance_past_the_budget_holds_the_circuit_until_its_retry_after() {
-    use support::{FakeServer, Throttle};
-
-    let throttle = std::sync::Arc::new(std::sync::Mutex::new(Throttle::default()));
-    let api = FakeServer::start({
-        let throttle = throttle.clone();
-        move |_| {
-            let mut t = throttle.lock().unwrap();
-            t.arrived();
-            t.unavailable(600)
-        }
-    });
+    let (api, items) = items_api(|items| Some(items.throttle.unavailable(600)));
     let (w, _) = rest_sink_world(&api, 1);
     retry_policy(
         &w,
@@ -1687,7 +1671,7 @@ fn a_maintenance_past_the_budget_holds_the_circuit_until_its_retry_after() {
         open_for > Duration::from_secs(500),
         "open for {open_for:?}, not until the 503's Retry-After of 600 s"
     );
-    let t = throttle.lock().unwrap();
+    let t = &items.lock().unwrap().throttle;
     assert_eq!((t.refused, t.early), (1, 0), "{t:?}");
 }
 
@@ -1719,30 +1703,15 @@ fn a_pause_ends_a_run_whose_source_waits_out_a_retry_after() {
 /// resumed, it writes every record.
 #[test]
 fn a_pause_ends_a_run_waiting_out_an_apis_retry_after() {
-    use std::sync::{Arc, Mutex};
-    use support::{Answer, FakeServer, Throttle};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-    #[derive(Default)]
-    struct Api {
-        throttle: Throttle,
-        limiting: bool,
-        stored: Vec<String>,
-    }
-    let state = Arc::new(Mutex::new(Api {
-        limiting: true,
-        ..Api::default()
-    }));
-    let api = FakeServer::start({
-        let state = state.clone();
-        move |request| {
-            let mut api = state.lock().unwrap();
-            api.throttle.arrived();
-            if api.limiting && !api.stored.is_empty() {
-                return api.throttle.refuse(600);
-            }
-            let key = request.target.trim_start_matches("/items/").to_string();
-            api.stored.push(key);
-            Answer::ok("{}")
+    let limiting = Arc::new(AtomicBool::new(true));
+    let (api, state) = items_api({
+        let limiting = limiting.clone();
+        move |items| {
+            (limiting.load(Ordering::Relaxed) && !items.stored.is_empty())
+                .then(|| items.throttle.refuse(600))
         }
     });
     let (w, expected) = rest_sink_world(&api, 3);
@@ -1758,7 +1727,7 @@ fn a_pause_ends_a_run_waiting_out_an_apis_retry_after() {
     });
     assert_eq!(state.lock().unwrap().throttle.early, 0);
 
-    state.lock().unwrap().limiting = false;
+    limiting.store(false, Ordering::Relaxed);
     let out = run(w.causeway().args(["pipeline", "resume", "contacts-to-api"]));
     assert!(out.success, "{}{}", out.stdout, out.stderr);
     wait_until("every contact written", Duration::from_secs(20), || {
@@ -1968,23 +1937,17 @@ fn a_pipeline_skipping_unchanged_records_writes_only_what_changed() {
 /// within a second of a long backoff, not after the whole budget.
 #[test]
 fn a_pause_ends_a_run_backing_off_a_sinks_retry_records() {
-    use std::sync::{Arc, Mutex};
-    use support::{Answer, FakeServer};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-    let failing = Arc::new(Mutex::new(true));
-    let stored: Arc<Mutex<Vec<String>>> = Arc::default();
-    let api = FakeServer::start({
-        let (failing, stored) = (failing.clone(), stored.clone());
-        move |request| {
-            if *failing.lock().unwrap() {
-                return Answer {
-                    status: 500,
-                    ..Answer::ok(r#"{"error":"boom"}"#)
-                };
-            }
-            let key = request.target.trim_start_matches("/items/").to_string();
-            stored.lock().unwrap().push(key);
-            Answer::ok("{}")
+    let failing = Arc::new(AtomicBool::new(true));
+    let (api, items) = items_api({
+        let failing = failing.clone();
+        move |_| {
+            failing.load(Ordering::Relaxed).then(|| support::Answer {
+                status: 500,
+                ..support::Answer::ok(r#"{"error":"boom"}"#)
+            })
         }
     });
     let (w, expected) = rest_sink_world(&api, 1);
@@ -1998,11 +1961,11 @@ fn a_pause_ends_a_run_backing_off_a_sinks_retry_records() {
         let runs = w.runs();
         (runs[0]["outcome"] == "paused").then_some(())
     });
-    *failing.lock().unwrap() = false;
+    failing.store(false, Ordering::Relaxed);
     let out = run(w.causeway().args(["pipeline", "resume", "contacts-to-api"]));
     assert!(out.success, "{}{}", out.stdout, out.stderr);
     wait_until("the contact written", Duration::from_secs(20), || {
-        same_keys(stored.lock().unwrap().clone(), &expected).then_some(())
+        same_keys(items.lock().unwrap().stored.clone(), &expected).then_some(())
     });
 }
 

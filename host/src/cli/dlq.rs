@@ -236,6 +236,23 @@ async fn replay(
     let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
     let registry = host.registry()?;
     let writer = host.open_database()?;
+    // What the pipelines' sinks were last given of these records no longer
+    // says what they hold once the replay writes them (pipeline::unchanged):
+    // forgotten first, once, so a replay that fails halfway leaves nothing
+    // to trust.
+    let replayed: Vec<(String, String)> = letters
+        .iter()
+        .map(|l| (l.pipeline.clone(), l.key.clone()))
+        .collect();
+    writer
+        .handle()
+        .transact(move |conn| {
+            for (pipeline, key) in &replayed {
+                unchanged::forget_keys(conn, pipeline, [key.as_str()])?;
+            }
+            Ok::<_, DbError>(())
+        })
+        .await?;
     let replay = Replay {
         host: &host,
         registry: &registry,
@@ -428,22 +445,6 @@ impl Replay<'_> {
         };
         let batch: Vec<Record> = groups.iter().flatten().cloned().collect();
         let count = batch.len();
-        // What the pipeline's sinks were last given of these records no
-        // longer says what they hold (pipeline::unchanged): forgotten
-        // first, so a write that fails halfway leaves nothing to trust.
-        let (name, keys) = (
-            pipeline.to_string(),
-            batch.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
-        );
-        self.db
-            .transact(move |conn| {
-                Ok::<_, DbError>(unchanged::forget_keys(
-                    conn,
-                    &name,
-                    keys.iter().map(String::as_str),
-                )?)
-            })
-            .await?;
         match self.write(pipeline, sink, batch).await? {
             Ok(mut outcomes) => Ok(groups
                 .iter()

@@ -302,10 +302,10 @@ impl Runner {
             .take()
     }
 
-    /// Notes that a step gave up on an API unavailable `for_` longer
+    /// Notes that a step gave up on an API unavailable `wait` longer
     /// (a 503's `Retry-After`, at most 15 minutes).
-    pub(super) fn unavailable_for(&self, for_: std::time::Duration) {
-        let at = tokio::time::Instant::now() + crate::pipeline::retry::asked(for_);
+    pub(super) fn unavailable_for(&self, wait: std::time::Duration) {
+        let at = tokio::time::Instant::now() + crate::pipeline::retry::asked(wait);
         let mut back_at = self.back_at.lock().unwrap_or_else(|p| p.into_inner());
         *back_at = Some(back_at.map_or(at, |earlier| earlier.max(at)));
     }
