@@ -1656,23 +1656,40 @@ fn a_maintenance_past_the_budget_holds_the_circuit_until_its_retry_after() {
         &w,
         "initial = \"10ms\"\nmax = \"20ms\"\nbudget = \"1s\"\ncircuit-cooldown = \"1s\"",
     );
-    let _host = w.start();
+    let mut host = w.start();
     let until = wait_until("the circuit open", Duration::from_secs(30), || {
         let pipelines = run_json(w.causeway().args(["pipelines", "--json"]));
         (pipelines[0]["state"] == "circuit-open")
             .then(|| pipelines[0]["circuit_until"].as_str().map(str::to_string))
             .flatten()
     });
-    let until = humantime::parse_rfc3339(&until).unwrap();
-    let open_for = until
+    let open_for = humantime::parse_rfc3339(&until)
+        .unwrap()
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
     assert!(
         open_for > Duration::from_secs(500),
         "open for {open_for:?}, not until the 503's Retry-After of 600 s"
     );
-    let t = &items.lock().unwrap().throttle;
-    assert_eq!((t.refused, t.early), (1, 0), "{t:?}");
+    let counts = || {
+        let t = &items.lock().unwrap().throttle;
+        (t.refused, t.early)
+    };
+    assert_eq!(counts(), (1, 0));
+
+    // A restarted host (say, upgraded) holds the circuit too: it does not
+    // pull at start into the maintenance.
+    host.terminate();
+    assert!(host.wait_exit(20), "{}", host.logs());
+    let host = w.start();
+    host.wait_for_log("the circuit open before the restart holds until", 20);
+    // Nothing to wait on but time: the pipeline's schedule (200 ms) and
+    // the held task's rechecks (1 s) come round a few times in 3 s.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(counts(), (1, 0), "{}", host.logs());
+    let pipelines = run_json(w.causeway().args(["pipelines", "--json"]));
+    assert_eq!(pipelines[0]["state"], "circuit-open");
+    assert_eq!(pipelines[0]["circuit_until"], until.as_str());
 }
 
 /// A source read waiting out the CRM's ten-minute `Retry-After` ends at
@@ -2893,11 +2910,38 @@ fn deliveries_go_on_while_the_source_api_is_down_and_its_reads_wait_for_the_circ
     assert_eq!(w.crm.faults().requests(), reads, "no read in the cooldown");
     assert_eq!(w.failed_runs(), 1);
 
+    // A restarted host holds the reads as the one before did, and only
+    // them: no read at start, and the deliveries still go on.
+    let mut host = host;
+    host.terminate();
+    assert!(host.wait_exit(20), "{}", host.logs());
+    let host = start_with_hooks(&w);
+    host.wait_for_log(
+        "the circuit open for reads before the restart holds them",
+        20,
+    );
+    push_through(&w, &host, "d2", "Dina");
+    assert_eq!(
+        w.crm.faults().requests(),
+        reads,
+        "no read after the restart"
+    );
+    let row = state();
+    assert_eq!(row["state"], "circuit-open", "{row:#}");
+    assert!(
+        row["reason"]
+            .as_str()
+            .unwrap()
+            .contains("webhook deliveries go on")
+    );
+    assert_eq!(w.failed_runs(), 1);
+
     // Back up, and resumed by the operator: the polls catch up.
     w.crm.faults().set_down(false);
     w.lever("resume");
     let mut all = expected;
     all.push(("d1".into(), "Dora Hook".into()));
+    all.push(("d2".into(), "Dina Hook".into()));
     all.sort();
     w.wait_for_subscribers(&all, Duration::from_secs(20));
     w.wait_until_idle();

@@ -190,6 +190,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pipeline, key, sink, stream)
     ) WITHOUT ROWID;
     ALTER TABLE pipeline_run ADD COLUMN unchanged INTEGER;",
+    // 16: whether a pipeline's recorded circuit or stop holds its source's
+    // reads only (webhook deliveries go on), so a restarted host holds it
+    // as the one before did.
+    "ALTER TABLE pipeline_state ADD COLUMN reads_only INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version of a fully migrated database.

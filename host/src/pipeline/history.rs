@@ -18,6 +18,9 @@ pub struct PipelineRow {
     pub reason: Option<String>,
     /// While the circuit is open: when it probes next.
     pub circuit_until: Option<String>,
+    /// The open circuit or the stop holds the source's reads only: webhook
+    /// deliveries go on.
+    pub reads_only: bool,
     /// When this row last changed.
     pub updated_at: String,
 }
@@ -65,12 +68,35 @@ pub fn set_state(
     reason: Option<&str>,
     circuit_until: Option<&str>,
 ) -> rusqlite::Result<()> {
+    set(conn, pipeline, (state, false), reason, circuit_until)
+}
+
+/// Sets the state of `pipeline` as one that holds its source's reads only
+/// (an open circuit, a stop), keeping its paused flag.
+pub fn set_reads_held(
+    conn: &Connection,
+    pipeline: &str,
+    state: &str,
+    reason: Option<&str>,
+    circuit_until: Option<&str>,
+) -> rusqlite::Result<()> {
+    set(conn, pipeline, (state, true), reason, circuit_until)
+}
+
+fn set(
+    conn: &Connection,
+    pipeline: &str,
+    (state, reads_only): (&str, bool),
+    reason: Option<&str>,
+    circuit_until: Option<&str>,
+) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO pipeline_state (pipeline, paused, state, reason, circuit_until, updated_at)
-         VALUES (?1, 0, ?2, ?3, ?4, ?5)
+        "INSERT INTO pipeline_state (pipeline, paused, state, reason, circuit_until, reads_only, updated_at)
+         VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (pipeline) DO UPDATE SET state = excluded.state, reason = excluded.reason,
-             circuit_until = excluded.circuit_until, updated_at = excluded.updated_at",
-        params![pipeline, state, reason, circuit_until, crate::audit::now()],
+             circuit_until = excluded.circuit_until, reads_only = excluded.reads_only,
+             updated_at = excluded.updated_at",
+        params![pipeline, state, reason, circuit_until, reads_only, crate::audit::now()],
     )?;
     Ok(())
 }
@@ -82,7 +108,7 @@ pub fn set_running(conn: &Connection, pipeline: &str, deliveries: bool) -> rusql
     conn.execute(
         "INSERT INTO pipeline_state (pipeline, paused, state, updated_at) VALUES (?1, 0, 'running', ?2)
          ON CONFLICT (pipeline) DO UPDATE SET state = 'running', reason = NULL,
-             circuit_until = NULL, updated_at = excluded.updated_at
+             circuit_until = NULL, reads_only = 0, updated_at = excluded.updated_at
          WHERE NOT (?3 AND pipeline_state.state IN ('circuit-open', 'stopped'))",
         params![pipeline, crate::audit::now(), deliveries],
     )?;
@@ -121,7 +147,7 @@ pub fn resume(conn: &Connection, pipeline: &str) -> rusqlite::Result<()> {
          ON CONFLICT (pipeline) DO UPDATE SET paused = 0,
              state = CASE WHEN state IN ('stopped', 'circuit-open') THEN 'idle' ELSE state END,
              reason = CASE WHEN state IN ('stopped', 'circuit-open') THEN NULL ELSE reason END,
-             circuit_until = NULL, updated_at = excluded.updated_at",
+             circuit_until = NULL, reads_only = 0, updated_at = excluded.updated_at",
         params![pipeline, crate::audit::now()],
     )?;
     Ok(())
@@ -143,7 +169,8 @@ pub fn reset(conn: &Connection, pipeline: &str) -> rusqlite::Result<usize> {
 /// The recorded state of `pipeline`, if any.
 pub fn state(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<PipelineRow>> {
     conn.query_row(
-        "SELECT pipeline, paused, state, reason, circuit_until, updated_at FROM pipeline_state WHERE pipeline = ?1",
+        "SELECT pipeline, paused, state, reason, circuit_until, reads_only, updated_at
+         FROM pipeline_state WHERE pipeline = ?1",
         params![pipeline],
         |row| {
             Ok(PipelineRow {
@@ -152,7 +179,8 @@ pub fn state(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<Pipel
                 state: row.get(2)?,
                 reason: row.get(3)?,
                 circuit_until: row.get(4)?,
-                updated_at: row.get(5)?,
+                reads_only: row.get(5)?,
+                updated_at: row.get(6)?,
             })
         },
     )
@@ -463,6 +491,30 @@ mod tests {
         set_state(&conn, "p", "idle", None, None).unwrap();
         set_running(&conn, "p", true).unwrap();
         assert_eq!(recorded(&conn).0, "running");
+    }
+
+    #[test]
+    fn a_hold_on_the_reads_only_is_recorded_as_one_until_it_is_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let reads_only = |conn: &Connection| state(conn, "p").unwrap().unwrap().reads_only;
+        let until = Some("2026-01-01T00:00:30Z");
+        set_reads_held(&conn, "p", "circuit-open", Some("read failed"), until).unwrap();
+        assert!(reads_only(&conn));
+        // Deliveries run under it and leave it; a poll lifts it.
+        set_running(&conn, "p", true).unwrap();
+        assert!(reads_only(&conn));
+        set_running(&conn, "p", false).unwrap();
+        assert!(!reads_only(&conn));
+        // A circuit of the whole pipeline recorded over it.
+        set_reads_held(&conn, "p", "stopped", Some("auth"), None).unwrap();
+        set_state(&conn, "p", "circuit-open", Some("sink failed"), until).unwrap();
+        assert!(!reads_only(&conn));
+        // An operator's resume.
+        set_reads_held(&conn, "p", "stopped", Some("auth"), None).unwrap();
+        resume(&conn, "p").unwrap();
+        let row = state(&conn, "p").unwrap().unwrap();
+        assert_eq!((row.state.as_str(), row.reads_only), ("idle", false));
     }
 
     #[test]

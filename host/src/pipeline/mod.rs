@@ -277,7 +277,8 @@ fn deliveries_go_on(config: &PipelineConfig, reason: String) -> String {
 /// Holds the source's reads as `held` says, and records it.
 async fn hold_reads(shared: &Shared, name: &str, held: ReadsHeld, driving: &mut Driving) {
     let (reason, at) = (held.reason.clone(), held.at.clone());
-    record_state(&shared.db, name, held.state, Some(reason), at).await;
+    let set: SetState = history::set_reads_held;
+    record(&shared.db, name, set, held.state, Some(reason), at).await;
     driving.reads = Some(held);
 }
 
@@ -302,7 +303,7 @@ async fn record_at_rest(
         .transact(move |conn| {
             let resumed = history::state(conn, &pipeline)?.is_some_and(|row| row.state == "idle");
             if !resumed {
-                history::set_state(conn, &pipeline, state, Some(&reason), at.as_deref())?;
+                history::set_reads_held(conn, &pipeline, state, Some(&reason), at.as_deref())?;
             }
             Ok::<_, DbError>(!resumed)
         })
@@ -336,10 +337,27 @@ async fn record_state(
     reason: Option<String>,
     circuit_until: Option<String>,
 ) {
+    let set: SetState = history::set_state;
+    record(db, pipeline, set, state, reason, circuit_until).await;
+}
+
+/// How a state is recorded: [`history::set_state`] or
+/// [`history::set_reads_held`].
+type SetState =
+    fn(&rusqlite::Connection, &str, &str, Option<&str>, Option<&str>) -> rusqlite::Result<()>;
+
+async fn record(
+    db: &WriterHandle,
+    pipeline: &str,
+    set: SetState,
+    state: &'static str,
+    reason: Option<String>,
+    circuit_until: Option<String>,
+) {
     let name = pipeline.to_string();
     let result = db
         .transact(move |conn| {
-            Ok::<_, DbError>(history::set_state(
+            Ok::<_, DbError>(set(
                 conn,
                 &name,
                 state,
@@ -351,6 +369,68 @@ async fn record_state(
     if let Err(e) = result {
         tracing::error!(pipeline, "cannot record the pipeline's state: {e}");
     }
+}
+
+/// Holds a circuit that a host before this one recorded open and that is
+/// not yet due to probe, as that host held it (the whole pipeline, or its
+/// source's reads only): a restart does not knock before the API said it
+/// would be back, nor before the cooldown ends.
+async fn recall_circuit(shared: &Shared, name: &str, driving: &mut Driving) {
+    let row = {
+        let name = name.to_string();
+        shared
+            .db
+            .transact(move |conn| Ok::<_, DbError>(history::state(conn, &name)?))
+            .await
+    };
+    let snapshot = shared.live.snapshot();
+    let (Ok(Some(row)), Some(config)) = (row, snapshot.config.pipelines.get(name)) else {
+        return;
+    };
+    let Some(until) = recalled_until(&row, config, std::time::SystemTime::now()) else {
+        return;
+    };
+    let at = row.circuit_until.clone().unwrap_or_default();
+    let until = Instant::now() + until;
+    if row.reads_only {
+        tracing::info!(
+            pipeline = name,
+            "the circuit open for reads before the restart holds them until {at}"
+        );
+        driving.reads = Some(ReadsHeld {
+            hold: Hold::Until(until),
+            state: "circuit-open",
+            reason: row.reason.unwrap_or_default(),
+            at: row.circuit_until,
+        });
+    } else {
+        tracing::info!(
+            pipeline = name,
+            "the circuit open before the restart holds until {at}"
+        );
+        driving.circuit_until = Some(until);
+    }
+}
+
+/// How much longer (from `now`) the circuit recorded in `row` holds, if it
+/// is open: never longer than this host would open one for, so a clock
+/// set back, or an edited row, cannot park a pipeline.
+fn recalled_until(
+    row: &history::PipelineRow,
+    config: &PipelineConfig,
+    now: std::time::SystemTime,
+) -> Option<Duration> {
+    if row.state != "circuit-open" {
+        return None;
+    }
+    let until = humantime::parse_rfc3339(row.circuit_until.as_deref()?).ok()?;
+    let left = until.duration_since(now).ok()?;
+    let longest = config
+        .retry
+        .circuit_cooldown
+        .0
+        .max(retry::asked(Duration::MAX));
+    Some(left.min(longest))
 }
 
 /// Why a pipeline's task woke up.
@@ -444,13 +524,14 @@ async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>) {
         back_at: Default::default(),
     };
     // At start: deliveries a previous host stored but did not process, and
-    // a first pull.
+    // a first pull, unless a circuit it opened still holds.
     let mut next = Some(Instant::now());
     let mut driving = Driving {
         circuit_until: None,
         reads: None,
         stopped_on: None,
     };
+    recall_circuit(&shared, &name, &mut driving).await;
     loop {
         let wake = tokio::select! {
             () = sleep_until(next) => Wake::Tick,
@@ -714,6 +795,41 @@ mod tests {
         // Sooner than the cooldown: the cooldown.
         let soon = now + Duration::from_secs(1);
         assert_eq!(circuit_open(&config, Some(soon)).0, now + cooldown);
+    }
+
+    #[test]
+    fn a_circuit_recorded_open_holds_after_a_restart_for_what_is_left_of_it() {
+        let config: PipelineConfig = toml::from_str(
+            "every = \"1m\"\nsource = { plugin = \"s\", stream = \"x\" }\nsinks = [{ plugin = \"k\" }]\n",
+        )
+        .unwrap();
+        let now = humantime::parse_rfc3339("2026-12-06T12:00:00Z").unwrap();
+        let row = |state: &str, until: Option<&str>| history::PipelineRow {
+            pipeline: "p".into(),
+            paused: false,
+            state: state.into(),
+            reason: Some("the API failed".into()),
+            circuit_until: until.map(str::to_string),
+            reads_only: false,
+            updated_at: "2026-12-06T11:59:00Z".into(),
+        };
+        let open = |until| recalled_until(&row("circuit-open", Some(until)), &config, now);
+        assert_eq!(open("2026-12-06T12:02:00Z"), Some(Duration::from_secs(120)));
+        // Past: the probe is due now.
+        assert_eq!(open("2026-12-06T11:59:59Z"), None);
+        // Never longer than a circuit is opened for (15 minutes, or the
+        // cooldown if longer).
+        assert_eq!(
+            open("2026-12-07T12:00:00Z"),
+            Some(Duration::from_secs(15 * 60))
+        );
+        assert_eq!(open("not a time"), None);
+        assert_eq!(
+            recalled_until(&row("circuit-open", None), &config, now),
+            None
+        );
+        let stopped = row("stopped", Some("2026-12-06T12:02:00Z"));
+        assert_eq!(recalled_until(&stopped, &config, now), None);
     }
 
     #[tokio::test]
