@@ -1682,7 +1682,7 @@ fn a_maintenance_past_the_budget_holds_the_circuit_until_its_retry_after() {
     host.terminate();
     assert!(host.wait_exit(20), "{}", host.logs());
     let host = w.start();
-    host.wait_for_log("the circuit open before the restart holds until", 20);
+    host.wait_for_log("the pipeline is held until", 20);
     // Nothing to wait on but time: the pipeline's schedule (200 ms) and
     // the held task's rechecks (1 s) come round a few times in 3 s.
     std::thread::sleep(Duration::from_secs(3));
@@ -1749,6 +1749,46 @@ fn a_pause_ends_a_run_waiting_out_an_apis_retry_after() {
     assert!(out.success, "{}{}", out.stdout, out.stderr);
     wait_until("every contact written", Duration::from_secs(20), || {
         same_keys(state.lock().unwrap().stored.clone(), &expected).then_some(())
+    });
+}
+
+/// A host killed while a sink's write waits out an API's ten-minute
+/// `Retry-After`: the next host holds the pipeline until then, recorded
+/// as a circuit, rather than writing into the quota at start.
+#[test]
+fn a_host_killed_during_a_wait_as_asked_waits_it_out_when_started_again() {
+    let (api, state) =
+        items_api(|items| (!items.stored.is_empty()).then(|| items.throttle.refuse(600)));
+    let (w, _) = rest_sink_world(&api, 3);
+    let mut host = w.start();
+    wait_until("the ten-minute wait", Duration::from_secs(30), || {
+        first_reason(&w).filter(|r| r.contains("as the API asked"))
+    });
+    let counts = || {
+        let t = &state.lock().unwrap().throttle;
+        (t.refused, t.early)
+    };
+    assert_eq!(counts(), (1, 0));
+    host.kill();
+
+    let host = w.start();
+    host.wait_for_log("the pipeline is held until", 20);
+    // Nothing to wait on but time: the pipeline's schedule (200 ms) and
+    // the held task's rechecks (1 s) come round a few times in 3 s.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(counts(), (1, 0), "{}", host.logs());
+    let pipelines = run_json(w.causeway().args(["pipelines", "--json"]));
+    assert_eq!(pipelines[0]["state"], "circuit-open", "{pipelines:#}");
+    let until = humantime::parse_rfc3339(pipelines[0]["circuit_until"].as_str().unwrap()).unwrap();
+    let left = until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(left > Duration::from_secs(500), "held for {left:?}");
+    // The operator's lever still lifts it.
+    let out = run(w.causeway().args(["pipeline", "resume", "contacts-to-api"]));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    wait_until("a write after the resume", Duration::from_secs(20), || {
+        (counts().0 > 1).then_some(())
     });
 }
 
@@ -2883,6 +2923,27 @@ fn a_delivery_is_processed_while_a_read_waits_out_a_rate_limit() {
     let (all, poll) = with_the_poll(&w);
     assert_eq!(poll["outcome"], "running", "{all:#}");
     assert_eq!(w.crm.faults().requests(), 1, "the read still waits");
+    let row = pipeline_row(&w, "contacts-to-mailer").unwrap();
+    let reason = row["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("as the API asked"), "{row:#}");
+
+    // An upgrade of the host meanwhile: the next one does not read before
+    // the ten minutes are up either, and deliveries still go on.
+    let mut host = host;
+    host.terminate();
+    assert!(host.wait_exit(20), "{}", host.logs());
+    let host = start_with_hooks(&w);
+    host.wait_for_log("the source's reads are held until", 20);
+    push_through(&w, &host, "r2", "Rhea");
+    assert_eq!(w.crm.faults().requests(), 1, "no read after the restart");
+    let row = pipeline_row(&w, "contacts-to-mailer").unwrap();
+    assert_eq!(row["state"], "circuit-open", "{row:#}");
+    let reason = row["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("(Retry-After) when the host stopped")
+            && reason.contains("webhook deliveries go on"),
+        "{row:#}"
+    );
 }
 
 #[test]
@@ -2916,10 +2977,7 @@ fn deliveries_go_on_while_the_source_api_is_down_and_its_reads_wait_for_the_circ
     host.terminate();
     assert!(host.wait_exit(20), "{}", host.logs());
     let host = start_with_hooks(&w);
-    host.wait_for_log(
-        "the circuit open for reads before the restart holds them",
-        20,
-    );
+    host.wait_for_log("the source's reads are held until", 20);
     push_through(&w, &host, "d2", "Dina");
     assert_eq!(
         w.crm.faults().requests(),

@@ -190,10 +190,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pipeline, key, sink, stream)
     ) WITHOUT ROWID;
     ALTER TABLE pipeline_run ADD COLUMN unchanged INTEGER;",
-    // 16: whether a pipeline's recorded circuit or stop holds its source's
-    // reads only (webhook deliveries go on), so a restarted host holds it
+    // 16: whether a pipeline's recorded circuit, stop or wait holds its
+    // source's reads only (webhook deliveries go on), and until when a run
+    // waits as an API asked (Retry-After), so a restarted host holds them
     // as the one before did.
-    "ALTER TABLE pipeline_state ADD COLUMN reads_only INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE pipeline_state ADD COLUMN reads_only INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE pipeline_state ADD COLUMN asked_until TEXT;",
 ];
 
 /// The schema version of a fully migrated database.
@@ -246,6 +248,20 @@ mod tests {
         let counted: Vec<_> = runs.iter().map(|r| (r.id, r.skipped, r.dropped)).collect();
         // Unknown for the old one, not 0; counted from 0 for the new one.
         assert_eq!(counted, [(run, Some(0), Some(0)), (1, None, None)]);
+    }
+
+    #[test]
+    fn a_circuit_recorded_before_schema_16_holds_the_whole_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = upgraded(
+            &dir.path().join("causeway.db"),
+            15,
+            "INSERT INTO pipeline_state (pipeline, state, reason, circuit_until, updated_at)
+             VALUES ('p', 'circuit-open', 'the API failed', '2026-12-06T12:00:00Z', 'then')",
+        );
+        let row = crate::pipeline::history::state(&conn, "p").unwrap().unwrap();
+        let recorded = (row.state.as_str(), row.reads_only, row.asked_until);
+        assert_eq!(recorded, ("circuit-open", false, None));
     }
 
     #[test]

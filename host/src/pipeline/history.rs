@@ -18,9 +18,12 @@ pub struct PipelineRow {
     pub reason: Option<String>,
     /// While the circuit is open: when it probes next.
     pub circuit_until: Option<String>,
-    /// The open circuit or the stop holds the source's reads only: webhook
-    /// deliveries go on.
+    /// The open circuit, the stop or the wait holds the source's reads
+    /// only: webhook deliveries go on.
     pub reads_only: bool,
+    /// While a run waits as an API asked (`Retry-After`), and once the host
+    /// stopped during such a wait: until when. A restarted host waits too.
+    pub asked_until: Option<String>,
     /// When this row last changed.
     pub updated_at: String,
 }
@@ -95,7 +98,7 @@ fn set(
          VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (pipeline) DO UPDATE SET state = excluded.state, reason = excluded.reason,
              circuit_until = excluded.circuit_until, reads_only = excluded.reads_only,
-             updated_at = excluded.updated_at",
+             asked_until = NULL, updated_at = excluded.updated_at",
         params![pipeline, state, reason, circuit_until, reads_only, crate::audit::now()],
     )?;
     Ok(())
@@ -103,29 +106,64 @@ fn set(
 
 /// Records `pipeline` running. A run of webhook deliveries leaves an open
 /// circuit or a stop as it is: it holds the source's reads (no deliveries
-/// are handled while one holds the whole pipeline), and still does.
+/// are handled while one holds the whole pipeline), and still does; so
+/// does it a poll's read waiting as its API asked (deliveries are handled
+/// meanwhile).
 pub fn set_running(conn: &Connection, pipeline: &str, deliveries: bool) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO pipeline_state (pipeline, paused, state, updated_at) VALUES (?1, 0, 'running', ?2)
          ON CONFLICT (pipeline) DO UPDATE SET state = 'running', reason = NULL,
-             circuit_until = NULL, reads_only = 0, updated_at = excluded.updated_at
-         WHERE NOT (?3 AND pipeline_state.state IN ('circuit-open', 'stopped'))",
+             circuit_until = NULL, reads_only = 0, asked_until = NULL,
+             updated_at = excluded.updated_at
+         WHERE NOT (?3 AND (pipeline_state.state IN ('circuit-open', 'stopped')
+             OR (pipeline_state.state = 'running' AND pipeline_state.asked_until IS NOT NULL)))",
         params![pipeline, crate::audit::now(), deliveries],
     )?;
     Ok(())
 }
 
-/// Says why a running `pipeline` is waiting (`None`: it no longer is).
-/// Only a running pipeline's reason changes: a run of deliveries under an
-/// open circuit leaves the circuit's.
+/// A run waiting as an API asked, as recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting<'a> {
+    /// Why, as the operator reads it.
+    pub reason: &'a str,
+    /// Until when (RFC 3339).
+    pub until: &'a str,
+    /// It is the source's read that waits: webhook deliveries go on.
+    pub reads_only: bool,
+}
+
+/// Says why a running `pipeline` is waiting, and until when (`None`: it no
+/// longer is). Only a running pipeline's reason changes: a run of
+/// deliveries under an open circuit leaves the circuit's.
 pub fn note_waiting(
     conn: &Connection,
     pipeline: &str,
-    reason: Option<&str>,
+    waiting: Option<Waiting<'_>>,
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE pipeline_state SET reason = ?2, updated_at = ?3 WHERE pipeline = ?1 AND state = 'running'",
-        params![pipeline, reason, crate::audit::now()],
+        "UPDATE pipeline_state SET reason = ?2, asked_until = ?3, reads_only = ?4, updated_at = ?5
+         WHERE pipeline = ?1 AND state = 'running'",
+        params![
+            pipeline,
+            waiting.map(|w| w.reason),
+            waiting.map(|w| w.until),
+            waiting.is_some_and(|w| w.reads_only),
+            crate::audit::now()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Records `pipeline` idle because the host stopped during its run,
+/// keeping a wait the run was in as an API asked, for the next host.
+pub fn host_stopped(conn: &Connection, pipeline: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO pipeline_state (pipeline, paused, state, reason, updated_at)
+         VALUES (?1, 0, 'idle', 'the host stopped', ?2)
+         ON CONFLICT (pipeline) DO UPDATE SET state = 'idle', reason = excluded.reason,
+             circuit_until = NULL, updated_at = excluded.updated_at",
+        params![pipeline, crate::audit::now()],
     )?;
     Ok(())
 }
@@ -147,7 +185,8 @@ pub fn resume(conn: &Connection, pipeline: &str) -> rusqlite::Result<()> {
          ON CONFLICT (pipeline) DO UPDATE SET paused = 0,
              state = CASE WHEN state IN ('stopped', 'circuit-open') THEN 'idle' ELSE state END,
              reason = CASE WHEN state IN ('stopped', 'circuit-open') THEN NULL ELSE reason END,
-             circuit_until = NULL, reads_only = 0, updated_at = excluded.updated_at",
+             circuit_until = NULL, reads_only = 0, asked_until = NULL,
+             updated_at = excluded.updated_at",
         params![pipeline, crate::audit::now()],
     )?;
     Ok(())
@@ -169,7 +208,8 @@ pub fn reset(conn: &Connection, pipeline: &str) -> rusqlite::Result<usize> {
 /// The recorded state of `pipeline`, if any.
 pub fn state(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<PipelineRow>> {
     conn.query_row(
-        "SELECT pipeline, paused, state, reason, circuit_until, reads_only, updated_at
+        "SELECT pipeline, paused, state, reason, circuit_until, reads_only, asked_until,
+             updated_at
          FROM pipeline_state WHERE pipeline = ?1",
         params![pipeline],
         |row| {
@@ -180,7 +220,8 @@ pub fn state(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<Pipel
                 reason: row.get(3)?,
                 circuit_until: row.get(4)?,
                 reads_only: row.get(5)?,
-                updated_at: row.get(6)?,
+                asked_until: row.get(6)?,
+                updated_at: row.get(7)?,
             })
         },
     )
@@ -446,17 +487,69 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
         let reason = |conn: &Connection| state(conn, "p").unwrap().unwrap().reason;
+        let waiting = Waiting {
+            reason: "waiting until T",
+            until: "T",
+            reads_only: true,
+        };
         set_running(&conn, "p", false).unwrap();
-        note_waiting(&conn, "p", Some("waiting until T")).unwrap();
+        note_waiting(&conn, "p", Some(waiting)).unwrap();
         assert_eq!(reason(&conn).as_deref(), Some("waiting until T"));
         note_waiting(&conn, "p", None).unwrap();
         assert_eq!(reason(&conn), None);
         // Under an open circuit, a run of deliveries leaves its reason.
         set_state(&conn, "p", "circuit-open", Some("read failed"), None).unwrap();
-        note_waiting(&conn, "p", Some("waiting until T")).unwrap();
+        note_waiting(&conn, "p", Some(waiting)).unwrap();
         assert_eq!(reason(&conn).as_deref(), Some("read failed"));
         note_waiting(&conn, "p", None).unwrap();
         assert_eq!(reason(&conn).as_deref(), Some("read failed"));
+    }
+
+    #[test]
+    fn a_wait_as_asked_outlasts_a_run_of_deliveries_and_the_host_stopping_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let asked = |conn: &Connection| {
+            let row = state(conn, "p").unwrap().unwrap();
+            (row.state, row.reason, row.asked_until, row.reads_only)
+        };
+        let waiting = Waiting {
+            reason: "read s: waiting until T",
+            until: "T",
+            reads_only: true,
+        };
+        let recorded = (
+            "running".to_string(),
+            Some(waiting.reason.to_string()),
+            Some("T".to_string()),
+            true,
+        );
+        set_running(&conn, "p", false).unwrap();
+        note_waiting(&conn, "p", Some(waiting)).unwrap();
+        assert_eq!(asked(&conn), recorded);
+        // Deliveries handled while the read waits.
+        set_running(&conn, "p", true).unwrap();
+        assert_eq!(asked(&conn), recorded);
+        host_stopped(&conn, "p").unwrap();
+        let stopped = (
+            "idle".into(),
+            Some("the host stopped".into()),
+            Some("T".into()),
+            true,
+        );
+        assert_eq!(asked(&conn), stopped);
+        // A run, a state recorded, a resume: the wait is over.
+        for end in [
+            |c: &Connection| set_running(c, "p", false),
+            |c: &Connection| set_state(c, "p", "idle", None, None),
+            |c: &Connection| resume(c, "p"),
+        ] {
+            set_running(&conn, "p", false).unwrap();
+            note_waiting(&conn, "p", Some(waiting)).unwrap();
+            host_stopped(&conn, "p").unwrap();
+            end(&conn).unwrap();
+            assert_eq!(asked(&conn).2, None);
+        }
     }
 
     #[test]

@@ -374,7 +374,9 @@ async fn record(
 /// Holds a circuit that a host before this one recorded open and that is
 /// not yet due to probe, as that host held it (the whole pipeline, or its
 /// source's reads only): a restart does not knock before the API said it
-/// would be back, nor before the cooldown ends.
+/// would be back, nor before the cooldown ends. A run that host left
+/// waiting as its API asked (`Retry-After`) is held the same way, recorded
+/// as a circuit open until then.
 async fn recall_circuit(shared: &Shared, name: &str, driving: &mut Driving) {
     let row = {
         let name = name.to_string();
@@ -387,50 +389,80 @@ async fn recall_circuit(shared: &Shared, name: &str, driving: &mut Driving) {
     let (Ok(Some(row)), Some(config)) = (row, snapshot.config.pipelines.get(name)) else {
         return;
     };
-    let Some(until) = recalled_until(&row, config, std::time::SystemTime::now()) else {
+    let Some((left, at)) = recalled(&row, config, std::time::SystemTime::now()) else {
         return;
     };
-    let at = row.circuit_until.clone().unwrap_or_default();
-    let until = Instant::now() + until;
+    let until = Instant::now() + left;
+    let reason = if row.state == "circuit-open" {
+        row.reason.unwrap_or_default()
+    } else {
+        let reason = format!(
+            "the API asked to wait until {at} (Retry-After) when the host stopped: no call before then"
+        );
+        let reason = if row.reads_only {
+            deliveries_go_on(config, reason)
+        } else {
+            reason
+        };
+        let set: SetState = if row.reads_only {
+            history::set_reads_held
+        } else {
+            history::set_state
+        };
+        let recorded = (Some(reason.clone()), Some(at.clone()));
+        record(
+            &shared.db,
+            name,
+            set,
+            "circuit-open",
+            recorded.0,
+            recorded.1,
+        )
+        .await;
+        reason
+    };
     if row.reads_only {
         tracing::info!(
             pipeline = name,
-            "the circuit open for reads before the restart holds them until {at}"
+            "the source's reads are held until {at}, as before the restart: {reason}"
         );
         driving.reads = Some(ReadsHeld {
             hold: Hold::Until(until),
             state: "circuit-open",
-            reason: row.reason.unwrap_or_default(),
-            at: row.circuit_until,
+            reason,
+            at: Some(at),
         });
     } else {
         tracing::info!(
             pipeline = name,
-            "the circuit open before the restart holds until {at}"
+            "the pipeline is held until {at}, as before the restart: {reason}"
         );
         driving.circuit_until = Some(until);
     }
 }
 
-/// How much longer (from `now`) the circuit recorded in `row` holds, if it
-/// is open: never longer than this host would open one for, so a clock
-/// set back, or an edited row, cannot park a pipeline.
-fn recalled_until(
+/// What is left (from `now`) of the circuit recorded open in `row`, or of
+/// the wait its run was in as an API asked, and when it ends as recorded:
+/// never more than this host would open a circuit for, so a clock set
+/// back, or an edited row, cannot park a pipeline.
+fn recalled(
     row: &history::PipelineRow,
     config: &PipelineConfig,
     now: std::time::SystemTime,
-) -> Option<Duration> {
-    if row.state != "circuit-open" {
-        return None;
-    }
-    let until = humantime::parse_rfc3339(row.circuit_until.as_deref()?).ok()?;
+) -> Option<(Duration, String)> {
+    let at = match row.state.as_str() {
+        "circuit-open" => row.circuit_until.as_ref()?,
+        "stopped" => return None,
+        _ => row.asked_until.as_ref()?,
+    };
+    let until = humantime::parse_rfc3339(at).ok()?;
     let left = until.duration_since(now).ok()?;
     let longest = config
         .retry
         .circuit_cooldown
         .0
         .max(retry::asked(Duration::MAX));
-    Some(left.min(longest))
+    Some((left.min(longest), at.clone()))
 }
 
 /// Why a pipeline's task woke up.
@@ -706,14 +738,15 @@ async fn settle(
             true
         }
         RunEnd::Interrupted => {
-            record_state(
-                &shared.db,
-                name,
-                "idle",
-                Some("the host stopped".into()),
-                None,
-            )
-            .await;
+            // A wait the API asked for is kept, for the next host.
+            let pipeline = name.to_string();
+            let result = shared
+                .db
+                .transact(move |conn| Ok::<_, DbError>(history::host_stopped(conn, &pipeline)?))
+                .await;
+            if let Err(e) = result {
+                tracing::error!(pipeline = name, "cannot record the pipeline's state: {e}");
+            }
             false
         }
         // The pause itself keeps the next runs from starting.
@@ -798,22 +831,24 @@ mod tests {
     }
 
     #[test]
-    fn a_circuit_recorded_open_holds_after_a_restart_for_what_is_left_of_it() {
+    fn a_circuit_or_a_wait_recorded_holds_after_a_restart_for_what_is_left_of_it() {
         let config: PipelineConfig = toml::from_str(
             "every = \"1m\"\nsource = { plugin = \"s\", stream = \"x\" }\nsinks = [{ plugin = \"k\" }]\n",
         )
         .unwrap();
         let now = humantime::parse_rfc3339("2026-12-06T12:00:00Z").unwrap();
-        let row = |state: &str, until: Option<&str>| history::PipelineRow {
+        let row = |state: &str, circuit: Option<&str>, asked: Option<&str>| history::PipelineRow {
             pipeline: "p".into(),
             paused: false,
             state: state.into(),
             reason: Some("the API failed".into()),
-            circuit_until: until.map(str::to_string),
+            circuit_until: circuit.map(str::to_string),
             reads_only: false,
+            asked_until: asked.map(str::to_string),
             updated_at: "2026-12-06T11:59:00Z".into(),
         };
-        let open = |until| recalled_until(&row("circuit-open", Some(until)), &config, now);
+        let left = |row: history::PipelineRow| recalled(&row, &config, now).map(|(left, _)| left);
+        let open = |until| left(row("circuit-open", Some(until), None));
         assert_eq!(open("2026-12-06T12:02:00Z"), Some(Duration::from_secs(120)));
         // Past: the probe is due now.
         assert_eq!(open("2026-12-06T11:59:59Z"), None);
@@ -824,12 +859,15 @@ mod tests {
             Some(Duration::from_secs(15 * 60))
         );
         assert_eq!(open("not a time"), None);
-        assert_eq!(
-            recalled_until(&row("circuit-open", None), &config, now),
-            None
-        );
-        let stopped = row("stopped", Some("2026-12-06T12:02:00Z"));
-        assert_eq!(recalled_until(&stopped, &config, now), None);
+        assert_eq!(left(row("circuit-open", None, None)), None);
+        // A run waiting as asked: killed (still `running`), or stopped.
+        let asked = Some("2026-12-06T12:01:00Z");
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(left(row("running", None, asked)), minute);
+        assert_eq!(left(row("idle", None, asked)), minute);
+        assert_eq!(left(row("idle", None, None)), None);
+        let stopped = row("stopped", Some("2026-12-06T12:02:00Z"), asked);
+        assert_eq!(left(stopped), None);
     }
 
     #[tokio::test]

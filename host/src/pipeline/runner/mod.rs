@@ -541,7 +541,7 @@ impl Runner {
     ) -> Result<Answer, GaveUp> {
         self.attempt_spending(
             &pipeline.retry,
-            what,
+            (what, true),
             source,
             || Operation::Read {
                 stream: pipeline.source.stream.clone(),

@@ -243,7 +243,7 @@ impl Runner {
                     duration: wait,
                     asked: true,
                 };
-                self.waiting_as_asked(what, wait, self.wait_out(asked, stop))
+                self.waiting_as_asked(what, wait, false, self.wait_out(asked, stop))
                     .await
                     .map_err(|gave_up| ended(what, gave_up))?;
                 pending = again;
@@ -503,17 +503,19 @@ impl Runner {
         stop: &Stop,
         operation: impl Fn() -> Operation,
     ) -> Result<Answer, GaveUp> {
-        self.attempt_spending(config, what, bound, operation, |wait| {
+        self.attempt_spending(config, (what, false), bound, operation, |wait| {
             self.wait_out(wait, stop)
         })
         .await
     }
 
-    /// [`Runner::attempt`], each wait before a retry spent in `spend`.
+    /// [`Runner::attempt`], each wait before a retry spent in `spend`;
+    /// `reads_only`: the call is the source's read, so a wait as its API
+    /// asked holds the reads only.
     pub(super) async fn attempt_spending<S, SFut>(
         &self,
         config: &RetryConfig,
-        what: &str,
+        (what, reads_only): (&str, bool),
         bound: &Bound<'_>,
         operation: impl Fn() -> Operation,
         spend: S,
@@ -533,7 +535,8 @@ impl Runner {
                 let spent = spend(wait);
                 async move {
                     if wait.asked {
-                        self.waiting_as_asked(what, wait.duration, spent).await
+                        self.waiting_as_asked(what, wait.duration, reads_only, spent)
+                            .await
                     } else {
                         spent.await
                     }
@@ -553,23 +556,29 @@ impl Runner {
 
     /// Spends `wait`, a wait the third party asked for, saying so in the
     /// pipeline's state meanwhile when it is long enough to be seen there:
-    /// `causeway pipelines` shows the run waiting, and until when.
-    async fn waiting_as_asked<T>(
+    /// `causeway pipelines` shows the run waiting, and until when, and a
+    /// host restarted meanwhile waits too (the whole pipeline, or the
+    /// source's reads only when it is their wait).
+    async fn waiting_as_asked(
         &self,
         what: &str,
         wait: Duration,
-        spent: impl std::future::Future<Output = T>,
-    ) -> T {
+        reads_only: bool,
+        spent: impl std::future::Future<Output = Result<(), GaveUp>>,
+    ) -> Result<(), GaveUp> {
         if wait < NOTE_WAITS_FROM {
             return spent.await;
         }
         let until = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + wait);
-        self.note_waiting(Some(format!(
-            "{what}: waiting until {until} to try again, as the API asked (Retry-After)"
-        )))
-        .await;
+        let reason =
+            format!("{what}: waiting until {until} to try again, as the API asked (Retry-After)");
+        self.note_waiting(Some((reason, until.to_string(), reads_only)))
+            .await;
         let result = spent.await;
-        self.note_waiting(None).await;
+        // The host stopping: the next one waits out the rest.
+        if !matches!(result, Err(GaveUp::Interrupted)) {
+            self.note_waiting(None).await;
+        }
         result
     }
 
@@ -613,13 +622,22 @@ impl Runner {
             .unwrap_or(false)
     }
 
-    /// Records why the run waits, or that it no longer does.
-    async fn note_waiting(&self, reason: Option<String>) {
+    /// Records why the run waits, until when and whether only the reads
+    /// wait, or that it no longer does.
+    async fn note_waiting(&self, waiting: Option<(String, String, bool)>) {
         let name = self.name.clone();
         let noted = self
             .db
             .transact(move |conn| {
-                Ok::<_, DbError>(history::note_waiting(conn, &name, reason.as_deref())?)
+                let waiting =
+                    waiting
+                        .as_ref()
+                        .map(|(reason, until, reads_only)| history::Waiting {
+                            reason,
+                            until,
+                            reads_only: *reads_only,
+                        });
+                Ok::<_, DbError>(history::note_waiting(conn, &name, waiting)?)
             })
             .await;
         if let Err(e) = noted {
