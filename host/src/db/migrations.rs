@@ -259,7 +259,9 @@ mod tests {
             "INSERT INTO pipeline_state (pipeline, state, reason, circuit_until, updated_at)
              VALUES ('p', 'circuit-open', 'the API failed', '2026-12-06T12:00:00Z', 'then')",
         );
-        let row = crate::pipeline::history::state(&conn, "p").unwrap().unwrap();
+        let row = crate::pipeline::history::state(&conn, "p")
+            .unwrap()
+            .unwrap();
         let recorded = (row.state.as_str(), row.reads_only, row.asked_until);
         assert_eq!(recorded, ("circuit-open", false, None));
     }

@@ -33,7 +33,7 @@ impl Runner {
         let looked_for = wait >= super::stage::PAUSE_LOOKED_FOR_EVERY;
         let paused_before = looked_for && self.paused().await;
         loop {
-            if crate::pipeline::has_pending(&self.db, &self.name).await {
+            if crate::pipeline::task::has_pending(&self.db, &self.name).await {
                 match Box::pin(self.run(WEBHOOK, stop)).await {
                     Ok(RunEnd::Done) => {}
                     Ok(end) => return Err(GaveUp::Meanwhile(end)),
