@@ -63,6 +63,20 @@ pub struct RunRow {
     pub error: Option<String>,
 }
 
+/// `at` as the state records a time the pipeline waits until (RFC 3339, to
+/// the second): rounded up, so a wait recorded, and held again by a
+/// restarted host, is never cut short.
+pub fn until_text(at: std::time::SystemTime) -> String {
+    let past_second = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    let at = match past_second {
+        0 => at,
+        nanos => at + std::time::Duration::from_nanos(1_000_000_000 - u64::from(nanos)),
+    };
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 /// Sets the state of `pipeline`, keeping its paused flag.
 pub fn set_state(
     conn: &Connection,
@@ -584,6 +598,23 @@ mod tests {
         set_state(&conn, "p", "idle", None, None).unwrap();
         set_running(&conn, "p", true).unwrap();
         assert_eq!(recorded(&conn).0, "running");
+    }
+
+    #[test]
+    fn a_time_waited_until_is_recorded_rounded_up_to_the_second() {
+        let at = |text| humantime::parse_rfc3339(text).unwrap();
+        assert_eq!(
+            until_text(at("2026-12-06T12:00:06.001Z")),
+            "2026-12-06T12:00:07Z"
+        );
+        assert_eq!(
+            until_text(at("2026-12-06T12:00:06.999999999Z")),
+            "2026-12-06T12:00:07Z"
+        );
+        assert_eq!(
+            until_text(at("2026-12-06T12:00:06Z")),
+            "2026-12-06T12:00:06Z"
+        );
     }
 
     #[test]

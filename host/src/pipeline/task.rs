@@ -79,8 +79,8 @@ fn circuit_open(config: &PipelineConfig, back_at: Option<Instant>) -> (Instant, 
     let open_for = back_at.map_or(cooldown, |at| {
         cooldown.max(at.saturating_duration_since(now))
     });
-    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + open_for);
-    (now + open_for, at.to_string())
+    let at = history::until_text(std::time::SystemTime::now() + open_for);
+    (now + open_for, at)
 }
 
 /// Records a pipeline's state; a failure is logged, not fatal.

@@ -569,11 +569,10 @@ impl Runner {
         if wait < NOTE_WAITS_FROM {
             return spent.await;
         }
-        let until = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + wait);
+        let until = history::until_text(std::time::SystemTime::now() + wait);
         let reason =
             format!("{what}: waiting until {until} to try again, as the API asked (Retry-After)");
-        self.note_waiting(Some((reason, until.to_string(), reads_only)))
-            .await;
+        self.note_waiting(Some((reason, until, reads_only))).await;
         let result = spent.await;
         // The host stopping: the next one waits out the rest.
         if !matches!(result, Err(GaveUp::Interrupted)) {
