@@ -309,11 +309,28 @@ sinks = [{ plugin = "no-such-sink" }]
         has("pipelines.p.transforms[0].config.target_stream: expected string"),
         "{messages:#?}"
     );
-    // Each at the line of its pipeline's table.
+    // Each at the line of its stage in the pipeline's table.
     assert_eq!(
         first_error(&report),
-        "causeway.toml line 2: pipelines.p.source: plugin map-fullname@0.1.0 does not implement source (it implements: transform)"
+        "causeway.toml line 4: pipelines.p.source: plugin map-fullname@0.1.0 does not implement source (it implements: transform)"
     );
+    let lines: Vec<(u64, &str)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let message = f["message"].as_str().unwrap();
+            let at = message.split(':').next().unwrap();
+            (f["line"].as_u64().unwrap_or(0), at)
+        })
+        .collect();
+    for stage in [
+        (4, "pipelines.p.source"),
+        (5, "pipelines.p.transforms[0].config.target_stream"),
+        (6, "pipelines.p.sinks[0]"),
+    ] {
+        assert!(lines.contains(&stage), "{stage:?} in {lines:?}");
+    }
 }
 
 #[test]

@@ -127,6 +127,32 @@ pub fn header_lines<'a>(text: &'a str, key: &'a str) -> impl Iterator<Item = usi
     })
 }
 
+/// The 1-based line where `key` of table `table` is written in a TOML
+/// `text`: the `n`th `[[table.key]]` (or the `[table.key]` header), else
+/// the `key = …` line under the table's own header; else the table's line
+/// ([`section_line`]). So a finding about a pipeline's `sinks[1]` names
+/// the line of its sinks, not of the pipeline.
+pub fn key_line(text: &str, table: &str, key: &str, n: usize) -> Option<usize> {
+    let own = format!("{table}.{key}");
+    let headers: Vec<usize> = header_lines(text, &own).collect();
+    if let Some(line) = headers.get(n).or(headers.first()) {
+        return Some(*line);
+    }
+    let written = header_lines(text, table).next().and_then(|header| {
+        text.lines()
+            .enumerate()
+            .skip(header)
+            .map(|(index, line)| (index + 1, line.trim_start()))
+            .take_while(|(_, line)| !line.starts_with('['))
+            .find(|(_, line)| {
+                line.strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+            .map(|(line, _)| line)
+    });
+    written.or_else(|| section_line(text, table))
+}
+
 /// The 1-based line of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     // Bytes: an offset off a character's boundary still has a line.
@@ -596,6 +622,18 @@ mod tests {
             header_lines(text, "plugins.a.http").collect::<Vec<_>>(),
             [1, 4]
         );
+    }
+
+    #[test]
+    fn a_key_is_found_at_its_own_line_within_its_table() {
+        let text = "[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\" }\nsinks = [\n  { plugin = \"k\" },\n]\n\n[pipelines.q]\nsource = { plugin = \"s\" }\n\n[[pipelines.q.sinks]]\nplugin = \"a\"\n[[pipelines.q.sinks]]\nplugin = \"b\"\n";
+        assert_eq!(key_line(text, "pipelines.p", "source", 0), Some(3));
+        assert_eq!(key_line(text, "pipelines.p", "sinks", 1), Some(4));
+        assert_eq!(key_line(text, "pipelines.q", "sinks", 1), Some(13));
+        // Not written under the table (or not at all): the table's line.
+        assert_eq!(key_line(text, "pipelines.q", "transforms", 0), Some(8));
+        assert_eq!(key_line(text, "pipelines.p", "sourcery", 0), Some(1));
+        assert_eq!(key_line(text, "pipelines.r", "source", 0), None);
     }
 
     #[test]

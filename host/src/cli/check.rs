@@ -240,7 +240,7 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             });
         }
     }
-    findings.extend(check_pipelines(host, &registry, &config_file, &line_of));
+    findings.extend(check_pipelines(host, &registry, &config_file, &config_text));
     findings.extend(stranded_deliveries(host, &config_file));
     for installed in registry.plugins() {
         let info = &installed.plugin.info;
@@ -282,10 +282,11 @@ fn stranded_deliveries(host: &Host, config_file: &str) -> Vec<Finding> {
         .collect()
 }
 
-/// A stage to check: where it is, its plugin, the world its place needs,
-/// and its own configuration.
+/// A stage to check: where it is (its key in the pipeline's table, and
+/// its index there), its plugin, the world its place needs, and its own
+/// configuration.
 type Stage<'a> = (
-    String,
+    (&'static str, Option<usize>),
     &'a str,
     crate::contract::World,
     Option<&'a serde_json::Map<String, serde_json::Value>>,
@@ -297,12 +298,13 @@ fn check_pipelines(
     host: &Host,
     registry: &crate::registry::Registry,
     config_file: &str,
-    line_of: &dyn Fn(&str) -> Option<usize>,
+    config_text: &str,
 ) -> Vec<Finding> {
     use crate::contract::World;
     let mut findings = Vec::new();
     for (name, pipeline) in &host.config.pipelines {
-        let line = line_of(&format!("pipelines.{name}"));
+        let table = format!("pipelines.{name}");
+        let line_of = |key: &str, n: usize| crate::config::key_line(config_text, &table, key, n);
         // A secret the host cannot use answers every delivery 500
         // (`misconfigured`): senders retry, but nothing flows until fixed.
         if let Some(trigger) = &pipeline.webhook {
@@ -311,7 +313,7 @@ fn check_pipelines(
                 findings.push(Finding {
                     severity: "error",
                     file: config_file.to_string(),
-                    line,
+                    line: line_of("webhook", 0),
                     message: format!(
                         "pipelines.{name}.webhook: {message}; every delivery would be refused as misconfigured"
                     ),
@@ -319,14 +321,14 @@ fn check_pipelines(
             }
         }
         let mut stages: Vec<Stage<'_>> = vec![(
-            "source".to_string(),
+            ("source", None),
             pipeline.source.plugin.as_str(),
             World::Source,
             pipeline.source.config.as_ref(),
         )];
         if pipeline.webhook.is_some() {
             stages.push((
-                "source".to_string(),
+                ("source", None),
                 pipeline.source.plugin.as_str(),
                 World::Webhook,
                 None,
@@ -334,7 +336,7 @@ fn check_pipelines(
         }
         for (i, t) in pipeline.transforms.iter().enumerate() {
             stages.push((
-                format!("transforms[{i}]"),
+                ("transforms", Some(i)),
                 t.plugin.as_str(),
                 World::Transform,
                 t.config.as_ref(),
@@ -342,13 +344,18 @@ fn check_pipelines(
         }
         for (i, k) in pipeline.sinks.iter().enumerate() {
             stages.push((
-                format!("sinks[{i}]"),
+                ("sinks", Some(i)),
                 k.plugin.as_str(),
                 World::Sink,
                 k.config.as_ref(),
             ));
         }
-        for (at, plugin, world, stage_config) in stages {
+        for ((key, index), plugin, world, stage_config) in stages {
+            let at = match index {
+                Some(i) => format!("{key}[{i}]"),
+                None => key.to_string(),
+            };
+            let line = line_of(key, index.unwrap_or(0));
             let finding = |message: String| Finding {
                 severity: "error",
                 file: config_file.to_string(),
