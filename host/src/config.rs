@@ -488,9 +488,15 @@ impl Config {
                     ),
                 ));
             }
-            config
-                .validate(&format!("pipelines.{pipeline}"))
-                .map_err(|message| FileError::at(name.clone(), line, message))?;
+            let table = format!("pipelines.{pipeline}");
+            config.validate(&table).map_err(|message| {
+                // At the line of the key it is about, when it is about one.
+                let key = message
+                    .strip_prefix(&format!("{table}."))
+                    .and_then(|rest| rest.split(['.', ' ', '[']).next());
+                let line = key.and_then(|key| key_line(&text, &table, key, 0)).or(line);
+                FileError::at(name.clone(), line, message)
+            })?;
             if let Some(webhook) = &config.webhook
                 && let Some((other, _)) = parsed.pipelines.iter().find(|(other, c)| {
                     *other < pipeline && c.webhook.as_ref().is_some_and(|w| w.path == webhook.path)
@@ -803,11 +809,13 @@ mod tests {
         let err = load(
             "listen = \"127.0.0.1:1\"\n[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = []\n",
         );
-        assert!(err.contains("line 2: pipelines.p.sinks is empty"), "{err}");
+        // At the line of the key.
+        assert!(err.contains("line 5: pipelines.p.sinks is empty"), "{err}");
         let err = load(
             "[pipelines.p]\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n",
         );
-        assert!(err.contains("pipelines.p: no trigger"), "{err}");
+        // About none: at the pipeline's.
+        assert!(err.contains("line 1: pipelines.p: no trigger"), "{err}");
         // A plugin is one stage of a list: its letters name it alone.
         let twice =
             "[{ plugin = \"k\" }, { plugin = \"m\" }, { plugin = \"k\", config = { a = 1 } }]";
@@ -827,7 +835,7 @@ mod tests {
                 "[pipelines.p]\nevery = \"{typo}\"\nsource = {{ plugin = \"s\", stream = \"c\" }}\nsinks = [{{ plugin = \"k\" }}]\n"
             ));
             assert!(
-                err.contains("line 1: pipelines.p.every = ")
+                err.contains("line 2: pipelines.p.every = ")
                     && err.contains("is shorter than 100ms"),
                 "{typo}: {err}"
             );
