@@ -69,12 +69,52 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, File
             }
             _ => message.to_string(),
         };
+        let message = match did_you_mean(&message) {
+            Some(known) => format!("{message} (did you mean `{known}`?)"),
+            None => message,
+        };
         FileError::at(
             file,
             e.span().map(|span| line_of(text, span.start)),
             message,
         )
     })
+}
+
+/// For serde's "unknown field `X`, expected one of `a`, `b`" (or "unknown
+/// variant"): the known one `X` is most likely a typo of (`skip_unchanged` for
+/// `skip-unchanged`, `lisen` for `listen`), if one is close enough.
+fn did_you_mean(message: &str) -> Option<&str> {
+    let rest = message
+        .split_once("unknown field `")
+        .or_else(|| message.split_once("unknown variant `"))?
+        .1;
+    let (unknown, expected) = rest.split_once('`')?;
+    let known = expected.split('`').skip(1).step_by(2);
+    let normal = |s: &str| s.to_lowercase().replace('_', "-");
+    known
+        .map(|k| (edits(&normal(unknown), &normal(k)), k))
+        .filter(|(n, k)| *n <= 2 && *n * 3 <= k.chars().count())
+        .min_by_key(|(n, _)| *n)
+        .map(|(_, k)| k)
+}
+
+/// The Levenshtein distance between `a` and `b`.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// The key whose value starts at byte `offset` in `text`: the last `key =`
@@ -628,6 +668,26 @@ mod tests {
             header_lines(text, "plugins.a.http").collect::<Vec<_>>(),
             [1, 4]
         );
+    }
+
+    #[test]
+    fn an_unknown_field_close_to_a_known_one_is_named_as_a_likely_typo() {
+        let typo = |message: &str| did_you_mean(message).map(str::to_string);
+        let listed =
+            "unknown field `skip_unchanged`, expected one of `every`, `sinks`, `skip-unchanged`";
+        assert_eq!(typo(listed).as_deref(), Some("skip-unchanged"));
+        let listed = "unknown field `lisen`, expected one of `listen`, `data-dir`";
+        assert_eq!(typo(listed).as_deref(), Some("listen"));
+        let listed = "unknown field `Every`, expected `every` or `webhook`";
+        assert_eq!(typo(listed).as_deref(), Some("every"));
+        let listed = "unknown variant `bearr`, expected `bearer` or `basic`";
+        assert_eq!(typo(listed).as_deref(), Some("bearer"));
+        // Too far from any: no guess.
+        let listed = "unknown field `schedule`, expected one of `every`, `webhook`";
+        assert_eq!(typo(listed), None);
+        assert_eq!(typo("invalid type: integer `3`, expected a string"), None);
+        assert_eq!(edits("kitten", "sitting"), 3);
+        assert_eq!(edits("", "ab"), 2);
     }
 
     #[test]
