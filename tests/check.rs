@@ -333,6 +333,53 @@ sinks = [{ plugin = "no-such-sink" }]
     }
 }
 
+/// A stage names only the keys it changes: the plugin's configuration
+/// with them laid over is what the schema checks (and the stage gets).
+#[test]
+fn a_stages_config_is_checked_laid_over_its_plugins() {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    scratch.install("mailer-sink", "mailer-sink.wasm");
+    let write = |list_id: &str| {
+        std::fs::write(
+            scratch.path().join("causeway.toml"),
+            format!(
+                r#"
+[plugins.mailer-sink.config]
+base_url = "https://mailer.example"
+list_id = "subscribers"
+
+[pipelines.p]
+every = "1m"
+source = {{ plugin = "crm-source", stream = "contacts" }}
+sinks = [{{ plugin = "mailer-sink", config = {{ list_id = {list_id} }} }}]
+"#
+            ),
+        )
+        .unwrap();
+    };
+    let about_the_sink = |report: &serde_json::Value| -> Vec<String> {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["message"].as_str().unwrap().contains("sinks[0]"))
+            .map(|f| format!("line {}: {}", f["line"], f["message"]))
+            .collect()
+    };
+    write("\"customers\"");
+    let findings = about_the_sink(&check(&scratch));
+    assert!(findings.is_empty(), "{findings:#?}");
+    write("5");
+    let findings = about_the_sink(&check(&scratch));
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert!(
+        findings[0].starts_with("line 9: ")
+            && findings[0].contains("pipelines.p.sinks[0].config.list_id: expected string"),
+        "{findings:#?}"
+    );
+}
+
 #[test]
 fn a_webhook_secret_the_host_could_not_use_is_an_error() {
     let scratch = Scratch::new();

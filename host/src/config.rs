@@ -622,17 +622,25 @@ impl Config {
         )
     }
 
-    /// The configuration `plugin` gets in a stage: the stage's own, or else
-    /// its `[plugins.NAME.config]`.
+    /// The configuration `plugin` gets in a stage: its
+    /// `[plugins.NAME.config]`, with each key the stage's own `config`
+    /// names replaced by the stage's value. So a pipeline writing to a
+    /// second list of the same account names the list alone, not the
+    /// account's URL and every other key again.
     pub fn stage_config(
         &self,
         plugin: &str,
         stage: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> serde_json::Value {
-        match stage {
-            Some(config) => serde_json::Value::Object(config.clone()),
-            None => self.plugin_config(plugin),
+        let mut config = self
+            .plugins
+            .get(plugin)
+            .map(|p| p.config.clone())
+            .unwrap_or_default();
+        for (key, value) in stage.into_iter().flatten() {
+            config.insert(key.clone(), value.clone());
         }
+        serde_json::Value::Object(config)
     }
 
     /// The database file.
@@ -644,6 +652,27 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stages_config_is_laid_over_its_plugins_key_by_key() {
+        let file: ConfigFile = toml::from_str(
+            "[plugins.k.config]\nurl = \"https://a\"\nlist = \"one\"\nbatch = { size = 10 }\n",
+        )
+        .unwrap();
+        let config = Config::from_file(file, None, Path::new("."));
+        let stage = serde_json::json!({ "list": "two", "batch": { "wait": 1 } });
+        assert_eq!(
+            config.stage_config("k", stage.as_object()),
+            // A table the stage names replaces the plugin's whole.
+            serde_json::json!({ "url": "https://a", "list": "two", "batch": { "wait": 1 } })
+        );
+        assert_eq!(config.stage_config("k", None), config.plugin_config("k"));
+        assert_eq!(
+            config.stage_config("other", stage.as_object()),
+            stage,
+            "a plugin with no configuration of its own"
+        );
+    }
 
     #[test]
     fn no_file_means_embedded_defaults() {

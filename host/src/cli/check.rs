@@ -377,8 +377,10 @@ fn check_pipelines(
                     info.worlds.iter().map(|w| w.name()).collect::<Vec<_>>().join(", ")
                 )));
             }
+            // The configuration the stage gets, the plugin's with the
+            // stage's keys laid over it.
             if let (Some(config), Some(schema)) = (stage_config, &info.manifest.config_schema) {
-                let config = serde_json::Value::Object(config.clone());
+                let config = host.config.stage_config(plugin, Some(config));
                 for problem in
                     schema::validate(schema, &config, &format!("pipelines.{name}.{at}.config"))
                 {
