@@ -163,14 +163,14 @@ async fn recall_circuit(shared: &Shared, name: &str, driving: &mut Driving) {
         } else {
             history::set_state
         };
-        let recorded = (Some(reason.clone()), Some(at.clone()));
+        let recorded = Some(reason.clone());
         record(
             &shared.db,
             name,
             set,
             "circuit-open",
-            recorded.0,
-            recorded.1,
+            recorded,
+            Some(at.clone()),
         )
         .await;
         reason
