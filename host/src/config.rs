@@ -632,15 +632,11 @@ impl Config {
         plugin: &str,
         stage: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> serde_json::Value {
-        let mut config = self
-            .plugins
-            .get(plugin)
-            .map(|p| p.config.clone())
-            .unwrap_or_default();
-        for (key, value) in stage.into_iter().flatten() {
-            config.insert(key.clone(), value.clone());
+        let mut config = self.plugin_config(plugin);
+        if let (Some(config), Some(stage)) = (config.as_object_mut(), stage) {
+            config.extend(stage.clone());
         }
-        serde_json::Value::Object(config)
+        config
     }
 
     /// The database file.
