@@ -170,13 +170,16 @@ pub fn note_waiting(
 }
 
 /// Records `pipeline` idle because the host stopped during its run,
-/// keeping a wait the run was in as an API asked, for the next host.
+/// keeping a wait the run was in as an API asked, for the next host; and
+/// an open circuit or a stop on the reads that a run of deliveries went on
+/// under, as it is.
 pub fn host_stopped(conn: &Connection, pipeline: &str) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO pipeline_state (pipeline, paused, state, reason, updated_at)
          VALUES (?1, 0, 'idle', 'the host stopped', ?2)
          ON CONFLICT (pipeline) DO UPDATE SET state = 'idle', reason = excluded.reason,
-             circuit_until = NULL, updated_at = excluded.updated_at",
+             circuit_until = NULL, updated_at = excluded.updated_at
+         WHERE pipeline_state.state NOT IN ('circuit-open', 'stopped')",
         params![pipeline, crate::audit::now()],
     )?;
     Ok(())
@@ -552,6 +555,18 @@ mod tests {
             true,
         );
         assert_eq!(asked(&conn), stopped);
+        // Stopped during deliveries under a circuit on the reads: it stays.
+        let until = Some("2026-01-01T00:00:30Z");
+        set_reads_held(&conn, "p", "circuit-open", Some("read failed"), until).unwrap();
+        set_running(&conn, "p", true).unwrap();
+        host_stopped(&conn, "p").unwrap();
+        let row = state(&conn, "p").unwrap().unwrap();
+        let held = (
+            row.state.as_str(),
+            row.circuit_until.as_deref(),
+            row.reads_only,
+        );
+        assert_eq!(held, ("circuit-open", until, true));
         // A run, a state recorded, a resume: the wait is over.
         for end in [
             |c: &Connection| set_running(c, "p", false),
