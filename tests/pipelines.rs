@@ -2919,13 +2919,24 @@ fn a_delivery_is_processed_while_a_read_waits_out_a_rate_limit() {
     );
     let host = start_with_hooks(&w);
     host.wait_for_log("waiting 600s as asked", 20);
+    // The delivery's own write waits out the mailer's rate limit too.
+    w.mailer.faults().inject(
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+        1,
+    );
     push_through(&w, &host, "r1", "Rita");
     let (all, poll) = with_the_poll(&w);
     assert_eq!(poll["outcome"], "running", "{all:#}");
     assert_eq!(w.crm.faults().requests(), 1, "the read still waits");
+    // Once the delivery's wait is over, the read's is shown again.
     let row = pipeline_row(&w, "contacts-to-mailer").unwrap();
     let reason = row["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("as the API asked"), "{row:#}");
+    assert!(
+        reason.contains("read crm-source: waiting until") && reason.contains("as the API asked"),
+        "{row:#}"
+    );
 
     // An upgrade of the host meanwhile: the next one does not read before
     // the ten minutes are up either, and deliveries still go on.

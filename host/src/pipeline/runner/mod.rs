@@ -155,6 +155,10 @@ pub struct Runner {
     /// would be back (a 503's `Retry-After` past the retry budget): the
     /// circuit stays open until then ([`Runner::back_at`]).
     pub(super) back_at: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    /// The waits an API asked for that are in progress, innermost last: a
+    /// run of deliveries inside a read's wait may wait on a sink's, and
+    /// once that ends the read's is recorded again.
+    pub(super) waits: Arc<std::sync::Mutex<Vec<stage::AskedWait>>>,
 }
 
 /// The run a [`Runner`] is in, until dropped: then the one it was in
@@ -263,6 +267,7 @@ impl Runner {
             ran_on: Default::default(),
             in_run: Default::default(),
             back_at: Default::default(),
+            waits: Default::default(),
         }
     }
 

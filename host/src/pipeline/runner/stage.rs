@@ -175,6 +175,15 @@ struct Written {
     asked: Asked,
 }
 
+/// A wait an API asked for, in progress: as `causeway pipelines` shows it,
+/// until when, and whether it is the source's reads that wait.
+#[derive(Debug, Clone)]
+pub(crate) struct AskedWait {
+    reason: String,
+    until: String,
+    reads_only: bool,
+}
+
 impl Runner {
     /// Writes `records` to one sink until each is acknowledged or rejected;
     /// the rejected ones with their reasons.
@@ -572,11 +581,26 @@ impl Runner {
         let until = history::until_text(std::time::SystemTime::now() + wait);
         let reason =
             format!("{what}: waiting until {until} to try again, as the API asked (Retry-After)");
-        self.note_waiting(Some((reason, until, reads_only))).await;
+        let waiting = AskedWait {
+            reason,
+            until,
+            reads_only,
+        };
+        let depth = {
+            let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+            waits.push(waiting.clone());
+            waits.len()
+        };
+        self.note_waiting(Some(waiting)).await;
         let result = spent.await;
+        let outer = {
+            let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+            waits.truncate(depth - 1);
+            waits.last().cloned()
+        };
         // The host stopping: the next one waits out the rest.
         if !matches!(result, Err(GaveUp::Interrupted)) {
-            self.note_waiting(None).await;
+            self.note_waiting(outer).await;
         }
         result
     }
@@ -623,19 +647,16 @@ impl Runner {
 
     /// Records why the run waits, until when and whether only the reads
     /// wait, or that it no longer does.
-    async fn note_waiting(&self, waiting: Option<(String, String, bool)>) {
+    async fn note_waiting(&self, waiting: Option<AskedWait>) {
         let name = self.name.clone();
         let noted = self
             .db
             .transact(move |conn| {
-                let waiting =
-                    waiting
-                        .as_ref()
-                        .map(|(reason, until, reads_only)| history::Waiting {
-                            reason,
-                            until,
-                            reads_only: *reads_only,
-                        });
+                let waiting = waiting.as_ref().map(|w| history::Waiting {
+                    reason: &w.reason,
+                    until: &w.until,
+                    reads_only: w.reads_only,
+                });
                 Ok::<_, DbError>(history::note_waiting(conn, &name, waiting)?)
             })
             .await;
