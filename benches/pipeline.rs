@@ -292,7 +292,7 @@ fn unchanged(c: &mut Criterion) {
     let conn = causeway::db::open(&dir.path().join("causeway.db")).expect("the database");
     let digests: Vec<unchanged::Digest> =
         page.iter().map(|r| unchanged::digest(sink_as, r)).collect();
-    let held = unchanged::Writes::of("mailer-sink", &page, &digests, &[]);
+    let held = unchanged::Writes::of(("mailer-sink", "9999"), &page, &digests, &[]);
     unchanged::remember(&conn, "contacts", &[held]).expect("remember");
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(u64::from(PAGE)));
@@ -308,7 +308,8 @@ fn unchanged(c: &mut Criterion) {
                     let tx = conn.unchecked_transaction().expect("a transaction");
                     let known = unchanged::known(&tx, "contacts", &sinks, &ids).expect("known");
                     let (given, digests, _) = known.split("mailer-sink", sink_as, &page);
-                    let writes = unchanged::Writes::of("mailer-sink", &given, &digests, &[]);
+                    let writes =
+                        unchanged::Writes::of(("mailer-sink", &known.since), &given, &digests, &[]);
                     unchanged::remember(&tx, "contacts", &[writes]).expect("remember");
                     tx.rollback().expect("rollback");
                     given.len()

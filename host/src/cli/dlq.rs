@@ -226,6 +226,24 @@ fn list(cli: &super::Cli, pipeline: Option<&str>, json: bool) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// Forgets what the pipelines' sinks were given of the `replayed` records
+/// (pipeline and key), and marks them replayed now ([`unchanged::replayed`]).
+async fn mark_replayed(
+    writer: &crate::db::Writer,
+    replayed: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    writer
+        .handle()
+        .transact(move |conn| {
+            for (pipeline, key) in &replayed {
+                unchanged::replayed(conn, pipeline, [key.as_str()])?;
+            }
+            Ok::<_, DbError>(())
+        })
+        .await?;
+    Ok(())
+}
+
 async fn replay(
     cli: &super::Cli,
     id: Option<i64>,
@@ -239,20 +257,13 @@ async fn replay(
     // What the pipelines' sinks were last given of these records no longer
     // says what they hold once the replay writes them (pipeline::unchanged):
     // forgotten first, once, so a replay that fails halfway leaves nothing
-    // to trust.
+    // to trust; and again once it is done, so a runner's page that wrote
+    // them meanwhile keeps nothing of them either.
     let replayed: Vec<(String, String)> = letters
         .iter()
         .map(|l| (l.pipeline.clone(), l.key.clone()))
         .collect();
-    writer
-        .handle()
-        .transact(move |conn| {
-            for (pipeline, key) in &replayed {
-                unchanged::forget_keys(conn, pipeline, [key.as_str()])?;
-            }
-            Ok::<_, DbError>(())
-        })
-        .await?;
+    mark_replayed(&writer, replayed.clone()).await?;
     let replay = Replay {
         host: &host,
         registry: &registry,
@@ -305,6 +316,7 @@ async fn replay(
             }
         }
     }
+    mark_replayed(&writer, replayed).await?;
     // Dropped only when some were: a sink's letters never are.
     let dropped = match counts.dropped {
         0 => String::new(),

@@ -196,6 +196,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // as the one before did.
     "ALTER TABLE pipeline_state ADD COLUMN reads_only INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE pipeline_state ADD COLUMN asked_until TEXT;",
+    // 17: when a dead-letter replay last wrote a record past the runner
+    // (pipeline::unchanged): a page that began before does not save what
+    // it wrote of it, which may be older than what the replay wrote.
+    "CREATE TABLE sink_replayed (
+        pipeline     TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        at           TEXT NOT NULL,
+        PRIMARY KEY (pipeline, key)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version of a fully migrated database.

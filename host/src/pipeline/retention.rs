@@ -307,6 +307,7 @@ mod tests {
             stages.changes().save(&conn, pipeline).unwrap();
             let wrote = unchanged::Writes {
                 sink: "sink".into(),
+                since: crate::audit::now(),
                 written: vec![("s".into(), "k".into(), Some([0; 16]))],
                 unsure: Vec::new(),
             };

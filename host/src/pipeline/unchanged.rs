@@ -18,6 +18,13 @@
 //! Rows are saved with the page that wrote them (`runner::commit`): a page
 //! read again after a crash finds what it wrote before saved, or writes it
 //! again, never skips what was not written.
+//!
+//! A dead-letter replay writes records past the runner, from another
+//! process, while the host's runner may be writing the same ones. So it
+//! forgets their rows before and after it writes, and marks them replayed
+//! at each time ([`replayed`]); a page that read what the sinks held
+//! before the replay's last mark saves nothing of those records: what it
+//! wrote of them may be older than what the replay wrote after it.
 
 use std::collections::HashMap;
 
@@ -49,10 +56,14 @@ pub fn digest(sink_as: &str, record: &Record) -> Digest {
 }
 
 /// What a pipeline last wrote to each sink of a batch's records: by
-/// sink, a digest (or none) for each record, in the batch's order.
+/// sink, a digest (or none) for each record, in the batch's order; and
+/// when it was read.
 #[derive(Debug, Default)]
 pub struct Known {
     held: HashMap<String, Vec<Option<Digest>>>,
+    /// When the page read it, before it wrote anything (as
+    /// [`crate::audit::now`] writes times).
+    pub since: String,
 }
 
 /// Reads what `pipeline` last wrote to each of `sinks` of `records`
@@ -67,6 +78,7 @@ pub fn known(
         "SELECT digest FROM sink_written
          WHERE pipeline = ?1 AND key = ?2 AND sink = ?3 AND stream = ?4",
     )?;
+    let since = crate::audit::now();
     let mut held = HashMap::new();
     for sink in sinks {
         let mut digests = Vec::with_capacity(records.len());
@@ -77,7 +89,7 @@ pub fn known(
         }
         held.insert(sink.clone(), digests);
     }
-    Ok(Known { held })
+    Ok(Known { held, since })
 }
 
 /// What one sink was given of a batch, and what it wrote.
@@ -85,6 +97,9 @@ pub fn known(
 pub struct Writes {
     /// The sink.
     pub sink: String,
+    /// When the page read what the sinks held ([`Known::since`]): a record
+    /// replayed since is not saved.
+    pub since: String,
     /// Written whole: each record's stream, key and last digest (`None`
     /// for a delete: nothing left to compare with).
     pub written: Vec<(String, String, Option<Digest>)>,
@@ -136,7 +151,7 @@ impl Writes {
     /// every other version of them in the batch; the rest are written, as
     /// of their last version.
     pub fn of(
-        sink: &str,
+        (sink, since): (&str, &str),
         given: &[Record],
         digests: &[Digest],
         refused: &[(Record, String)],
@@ -159,6 +174,7 @@ impl Writes {
         }
         let mut writes = Writes {
             sink: sink.to_string(),
+            since: since.to_string(),
             ..Writes::default()
         };
         for id in order {
@@ -173,8 +189,13 @@ impl Writes {
     }
 }
 
-/// Saves what a page wrote to its sinks, inside the page's transaction.
+/// Saves what a page wrote to its sinks, inside the page's transaction;
+/// forgets instead what a replay wrote since the page read what the sinks
+/// held.
 pub fn remember(conn: &Connection, pipeline: &str, writes: &[Writes]) -> rusqlite::Result<()> {
+    let mut replayed_since = conn.prepare_cached(
+        "SELECT 1 FROM sink_replayed WHERE pipeline = ?1 AND key = ?2 AND at >= ?3",
+    )?;
     let mut set = conn.prepare_cached(
         "INSERT INTO sink_written (pipeline, sink, stream, key, digest, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -184,10 +205,20 @@ pub fn remember(conn: &Connection, pipeline: &str, writes: &[Writes]) -> rusqlit
     let mut unset = conn.prepare_cached(
         "DELETE FROM sink_written WHERE pipeline = ?1 AND sink = ?2 AND stream = ?3 AND key = ?4",
     )?;
+    let mut any_replayed_since = conn
+        .prepare_cached("SELECT 1 FROM sink_replayed WHERE pipeline = ?1 AND at >= ?2 LIMIT 1")?;
     let now = crate::audit::now();
     for w in writes {
+        // One lookup a sink, and one a record only after a replay.
+        let replays = any_replayed_since.exists(params![pipeline, w.since])?;
         for (stream, key, digest) in &w.written {
-            match digest {
+            let kept = match digest {
+                Some(_) if replays && replayed_since.exists(params![pipeline, key, w.since])? => {
+                    None
+                }
+                kept => kept.as_ref(),
+            };
+            match kept {
                 Some(digest) => {
                     set.execute(params![pipeline, w.sink, stream, key, &digest[..], now])?
                 }
@@ -201,19 +232,33 @@ pub fn remember(conn: &Connection, pipeline: &str, writes: &[Writes]) -> rusqlit
     Ok(())
 }
 
+/// How long a replay's mark is kept: far longer than a page takes.
+const REPLAYED_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Forgets what `pipeline` wrote of the records with `keys`, at every sink
-/// and in every stream: a replay wrote them past the runner.
-pub fn forget_keys<'a>(
+/// and in every stream, and marks them replayed now: a replay writes them
+/// past the runner. Called before the replay writes and again after, so
+/// neither a page saved meanwhile nor one in progress keeps a digest of a
+/// version older than the replay's. Marks older than a day go.
+pub fn replayed<'a>(
     conn: &Connection,
     pipeline: &str,
     keys: impl IntoIterator<Item = &'a str>,
 ) -> rusqlite::Result<usize> {
-    let mut statement =
+    let mut forget =
         conn.prepare_cached("DELETE FROM sink_written WHERE pipeline = ?1 AND key = ?2")?;
+    let mut mark = conn.prepare_cached(
+        "INSERT INTO sink_replayed (pipeline, key, at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (pipeline, key) DO UPDATE SET at = excluded.at",
+    )?;
+    let now = crate::audit::now();
     let mut forgotten = 0;
     for key in keys {
-        forgotten += statement.execute(params![pipeline, key])?;
+        forgotten += forget.execute(params![pipeline, key])?;
+        mark.execute(params![pipeline, key, now])?;
     }
+    conn.prepare_cached("DELETE FROM sink_replayed WHERE pipeline = ?1 AND at < ?2")?
+        .execute(params![pipeline, crate::audit::ago(REPLAYED_KEPT)])?;
     Ok(forgotten)
 }
 
@@ -251,6 +296,9 @@ mod tests {
         }
     }
 
+    /// A page's time that no replay came after.
+    const SINCE: &str = "9999-01-01T00:00:00.000000Z";
+
     fn deleted(key: &str) -> Record {
         Record {
             op: Op::Delete,
@@ -263,7 +311,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
         let digests: Vec<Digest> = wrote.iter().map(|r| digest("sink#1", r)).collect();
-        let writes = Writes::of("sink", wrote, &digests, &[]);
+        let writes = Writes::of(("sink", SINCE), wrote, &digests, &[]);
         remember(&conn, "p", &[writes]).unwrap();
         let ids: Vec<(String, String)> = records
             .iter()
@@ -303,7 +351,7 @@ mod tests {
         let given = [record("a", "1"), record("a", "2"), record("b", "1")];
         let digests: Vec<Digest> = given.iter().map(|r| digest("s", r)).collect();
         let refused = [(record("a", "1"), "no".to_string())];
-        let writes = Writes::of("sink", &given, &digests, &refused);
+        let writes = Writes::of(("sink", SINCE), &given, &digests, &refused);
         assert_eq!(writes.unsure, [("contacts".to_string(), "a".to_string())]);
         assert_eq!(
             writes.written,
@@ -312,7 +360,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
-        let all = Writes::of("sink", &given, &digests, &[]);
+        let all = Writes::of(("sink", SINCE), &given, &digests, &[]);
         assert_eq!(all.written[0].2, Some(digests[1]), "the last version");
         remember(&conn, "p", &[all]).unwrap();
         remember(&conn, "p", &[writes]).unwrap();
@@ -329,14 +377,70 @@ mod tests {
         // A replay forgets a record at every sink; a reset, everything.
         let other = Writes {
             sink: "other".into(),
+            since: SINCE.into(),
             written: vec![("contacts".into(), "b".into(), Some([1; 16]))],
             unsure: Vec::new(),
         };
         remember(&conn, "p", &[other]).unwrap();
-        assert_eq!(forget_keys(&conn, "p", ["b"]).unwrap(), 2);
-        remember(&conn, "p", &[Writes::of("sink", &given, &digests, &[])]).unwrap();
+        assert_eq!(replayed(&conn, "p", ["b"]).unwrap(), 2);
+        // A page that read what the sinks held after the replay saves all.
+        let after = crate::audit::now();
+        remember(
+            &conn,
+            "p",
+            &[Writes::of(("sink", &after), &given, &digests, &[])],
+        )
+        .unwrap();
         assert_eq!(forget(&conn, "q").unwrap(), 0);
         assert_eq!(forget(&conn, "p").unwrap(), 2);
+    }
+
+    /// A page in progress while a replay wrote the same record past it:
+    /// what the page wrote of it may be older than what the replay wrote,
+    /// so it is not saved, whichever of the two saved first.
+    #[test]
+    fn a_page_that_began_before_a_replay_saves_nothing_of_the_records_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("db")).unwrap();
+        let given = [record("a", "2"), record("b", "2")];
+        let digests: Vec<Digest> = given.iter().map(|r| digest("s", r)).collect();
+        let ids: Vec<(String, String)> = given
+            .iter()
+            .map(|r| (r.stream.clone(), r.key.clone()))
+            .collect();
+        let held = |conn: &Connection| known(conn, "p", &["sink".into()], &ids).unwrap();
+        // The page reads what the sinks hold, then a replay writes `a`.
+        let page = held(&conn);
+        replayed(&conn, "p", ["a"]).unwrap();
+        let wrote = Writes::of(("sink", &page.since), &given, &digests, &[]);
+        remember(&conn, "p", &[wrote]).unwrap();
+        assert_eq!(held(&conn).held["sink"], [None, Some(digests[1])]);
+        // The page saved first: the replay's mark after its writes
+        // forgets it.
+        let page = held(&conn);
+        let wrote = Writes::of(("sink", &page.since), &given, &digests, &[]);
+        remember(&conn, "p", &[wrote]).unwrap();
+        assert_eq!(
+            held(&conn).held["sink"],
+            [Some(digests[0]), Some(digests[1])]
+        );
+        replayed(&conn, "p", ["a"]).unwrap();
+        assert_eq!(held(&conn).held["sink"], [None, Some(digests[1])]);
+        // Marks older than a day go with the next replay.
+        conn.execute(
+            "UPDATE sink_replayed SET at = '2000-01-01T00:00:00.000000Z'",
+            [],
+        )
+        .unwrap();
+        replayed(&conn, "p", ["b"]).unwrap();
+        let marks: Vec<String> = conn
+            .prepare("SELECT key FROM sink_replayed")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(marks, ["b"]);
     }
 
     #[test]

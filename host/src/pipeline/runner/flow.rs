@@ -235,9 +235,9 @@ impl Runner {
                 self.write(pipeline, &stage.plugin, sink, &given, stop)
                     .await?
             };
-            if let Some(digests) = digests {
+            if let (Some(digests), Some(known)) = (digests, &known) {
                 writes.push(unchanged::Writes::of(
-                    &stage.plugin,
+                    (&stage.plugin, &known.since),
                     &given,
                     &digests,
                     &rejected,
