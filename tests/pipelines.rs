@@ -1779,6 +1779,13 @@ fn a_host_killed_during_a_wait_as_asked_waits_it_out_when_started_again() {
     assert_eq!(counts(), (1, 0), "{}", host.logs());
     let pipelines = run_json(w.causeway().args(["pipelines", "--json"]));
     assert_eq!(pipelines[0]["state"], "circuit-open", "{pipelines:#}");
+    // Which stage waited, as the killed host recorded it.
+    let reason = pipelines[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("write test-rest-sink: waiting until")
+            && reason.contains("; held since the host restarted: no call before"),
+        "{reason}"
+    );
     let until = humantime::parse_rfc3339(pipelines[0]["circuit_until"].as_str().unwrap()).unwrap();
     let left = until
         .duration_since(std::time::SystemTime::now())
@@ -2951,7 +2958,8 @@ fn a_delivery_is_processed_while_a_read_waits_out_a_rate_limit() {
     assert_eq!(row["state"], "circuit-open", "{row:#}");
     let reason = row["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.contains("(Retry-After) when the host stopped")
+        reason.contains("read crm-source: waiting until")
+            && reason.contains("(the host stopped); held since the host restarted: no call before")
             && reason.contains("webhook deliveries go on"),
         "{row:#}"
     );

@@ -170,14 +170,16 @@ pub fn note_waiting(
 }
 
 /// Records `pipeline` idle because the host stopped during its run,
-/// keeping a wait the run was in as an API asked, for the next host; and
-/// an open circuit or a stop on the reads that a run of deliveries went on
-/// under, as it is.
+/// keeping a wait the run was in as an API asked, and why, for the next
+/// host; and an open circuit or a stop on the reads that a run of
+/// deliveries went on under, as it is.
 pub fn host_stopped(conn: &Connection, pipeline: &str) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO pipeline_state (pipeline, paused, state, reason, updated_at)
          VALUES (?1, 0, 'idle', 'the host stopped', ?2)
-         ON CONFLICT (pipeline) DO UPDATE SET state = 'idle', reason = excluded.reason,
+         ON CONFLICT (pipeline) DO UPDATE SET state = 'idle',
+             reason = CASE WHEN asked_until IS NULL THEN excluded.reason
+                 ELSE reason || ' (the host stopped)' END,
              circuit_until = NULL, updated_at = excluded.updated_at
          WHERE pipeline_state.state NOT IN ('circuit-open', 'stopped')",
         params![pipeline, crate::audit::now()],
@@ -550,7 +552,7 @@ mod tests {
         host_stopped(&conn, "p").unwrap();
         let stopped = (
             "idle".into(),
-            Some("the host stopped".into()),
+            Some("read s: waiting until T (the host stopped)".into()),
             Some("T".into()),
             true,
         );

@@ -150,9 +150,13 @@ async fn recall_circuit(shared: &Shared, name: &str, driving: &mut Driving) {
     let reason = if row.state == "circuit-open" {
         row.reason.unwrap_or_default()
     } else {
-        let reason = format!(
-            "the API asked to wait until {at} (Retry-After) when the host stopped: no call before then"
-        );
+        // The wait as the host before recorded it (its stage, and
+        // whether it saw the host stop).
+        let waiting = row
+            .reason
+            .as_deref()
+            .unwrap_or("a run waited as the API asked");
+        let reason = format!("{waiting}; held since the host restarted: no call before {at}");
         let reason = if row.reads_only {
             deliveries_go_on(config, reason)
         } else {
