@@ -1757,9 +1757,27 @@ fn a_pause_ends_a_run_waiting_out_an_apis_retry_after() {
 /// as a circuit, rather than writing into the quota at start.
 #[test]
 fn a_host_killed_during_a_wait_as_asked_waits_it_out_when_started_again() {
-    let (api, state) =
-        items_api(|items| (!items.stored.is_empty()).then(|| items.throttle.refuse(600)));
+    killed_during_a_ten_minute_wait(false);
+}
+
+/// The same for a maintenance's 503 with `Retry-After`, within a retry
+/// budget long enough to wait it out.
+#[test]
+fn a_host_killed_during_a_maintenance_backoff_waits_it_out_when_started_again() {
+    killed_during_a_ten_minute_wait(true);
+}
+
+/// A host killed while the sink's write waits ten minutes as its API
+/// asked: a rate limit's 429, or an `unavailable` API's 503.
+fn killed_during_a_ten_minute_wait(unavailable: bool) {
+    let (api, state) = items_api(move |items| {
+        (!items.stored.is_empty()).then(|| match unavailable {
+            true => items.throttle.unavailable(600),
+            false => items.throttle.refuse(600),
+        })
+    });
     let (w, _) = rest_sink_world(&api, 3);
+    retry_policy(&w, "initial = \"10ms\"\nmax = \"20ms\"\nbudget = \"20m\"");
     let mut host = w.start();
     wait_until("the ten-minute wait", Duration::from_secs(30), || {
         first_reason(&w).filter(|r| r.contains("as the API asked"))

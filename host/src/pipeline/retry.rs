@@ -80,9 +80,12 @@ pub fn verdict(error: &CallError) -> Verdict {
 pub struct Wait {
     /// How long.
     pub duration: Duration,
-    /// Whether the third party asked for it (a `Retry-After`), rather
-    /// than the pipeline's own backoff.
+    /// Whether the third party asked for it (a rate limit's
+    /// `Retry-After`), rather than the pipeline's own backoff.
     pub asked: bool,
+    /// Whether it is as long as an unavailable API asked (a 503's
+    /// `Retry-After`): a backoff all the same, spending the budget.
+    pub unavailable: bool,
 }
 
 /// Why a step gave up.
@@ -180,6 +183,7 @@ where
                 Wait {
                     duration: wait,
                     asked: true,
+                    unavailable: false,
                 }
             }
             Verdict::Backoff | Verdict::BackoffAtLeast(_) => {
@@ -194,6 +198,7 @@ where
                 Wait {
                     duration: wait,
                     asked: false,
+                    unavailable: least > Duration::ZERO && wait == least,
                 }
             }
         };
@@ -355,8 +360,8 @@ mod tests {
         let durations: Vec<Duration> = waits.iter().map(|w| w.duration).collect();
         assert_eq!(durations, [Duration::from_millis(700); 2]);
         assert!(
-            waits.iter().all(|w| !w.asked),
-            "an outage is not a rate limit"
+            waits.iter().all(|w| !w.asked && w.unavailable),
+            "an outage is not a rate limit, yet its wait is the API's"
         );
         // A maintenance longer than the budget ends the step at once.
         let mut calls = 0;

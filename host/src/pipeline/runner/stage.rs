@@ -251,6 +251,7 @@ impl Runner {
                 let asked = Wait {
                     duration: wait,
                     asked: true,
+                    unavailable: false,
                 };
                 self.waiting_as_asked(what, wait, false, self.wait_out(asked, stop))
                     .await
@@ -304,10 +305,17 @@ impl Runner {
             let backing_off = Wait {
                 duration: wait,
                 asked: false,
+                unavailable: unavailable == Some(wait),
             };
-            self.wait_out(backing_off, stop)
-                .await
-                .map_err(|gave_up| ended(what, gave_up))?;
+            let waited = self.wait_out(backing_off, stop);
+            // As long as the API said it is down for: recorded, so a host
+            // restarted meanwhile does not knock early.
+            let waited = if backing_off.unavailable {
+                self.waiting_as_asked(what, wait, false, waited).await
+            } else {
+                waited.await
+            };
+            waited.map_err(|gave_up| ended(what, gave_up))?;
             spent += wait;
             attempt += 1;
             pending = again;
@@ -543,7 +551,7 @@ impl Runner {
             |wait| {
                 let spent = spend(wait);
                 async move {
-                    if wait.asked {
+                    if wait.asked || wait.unavailable {
                         self.waiting_as_asked(what, wait.duration, reads_only, spent)
                             .await
                     } else {
