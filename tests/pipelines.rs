@@ -158,6 +158,43 @@ fn create(crm: &FakeCrm, n: usize) -> Vec<Subscriber> {
         .collect()
 }
 
+/// A second pipeline into the same mailer account names only the list it
+/// writes to: its stage's `config` is laid over the plugin's, which gives
+/// the account's URL.
+#[test]
+fn a_stage_naming_one_key_of_its_config_gets_the_plugins_others() {
+    let w = World::new(
+        3,
+        "",
+        r#"
+[pipelines.contacts-to-customers]
+every = "200ms"
+source = { plugin = "crm-source", stream = "contacts" }
+transforms = [{ plugin = "map-fullname" }]
+sinks = [{ plugin = "mailer-sink", config = { list_id = "customers" } }]
+"#,
+    );
+    let expected = create(&w.crm, 2);
+    let _host = w.start();
+    wait_until(
+        "every contact in the customers list",
+        Duration::from_secs(20),
+        || {
+            let got: Vec<(String, String)> = w
+                .mailer
+                .subscribers("customers")
+                .iter()
+                .map(|(k, v)| (k.clone(), v["fullName"].as_str().unwrap_or("").to_string()))
+                .collect();
+            (got == expected).then_some(())
+        },
+    );
+    assert!(
+        w.mailer.subscribers(LIST).is_empty(),
+        "the plugin's own list"
+    );
+}
+
 #[test]
 fn a_host_with_one_instance_slot_still_runs_every_stage() {
     // Idle warm instances never hold the slots calls need: with one slot,
