@@ -77,7 +77,8 @@ pub fn until_text(at: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// Sets the state of `pipeline`, keeping its paused flag.
+/// Sets the state of `pipeline` (a circuit or a stop of the whole
+/// pipeline), keeping its paused flag.
 pub fn set_state(
     conn: &Connection,
     pipeline: &str,
@@ -120,9 +121,9 @@ fn set(
 
 /// Records `pipeline` running. A run of webhook deliveries leaves an open
 /// circuit or a stop as it is: it holds the source's reads (no deliveries
-/// are handled while one holds the whole pipeline), and still does; so
-/// does it a poll's read waiting as its API asked (deliveries are handled
-/// meanwhile).
+/// are handled while one holds the whole pipeline), and still does. It
+/// leaves a poll's read waiting as its API asked recorded too: deliveries
+/// are handled during that wait.
 pub fn set_running(conn: &Connection, pipeline: &str, deliveries: bool) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO pipeline_state (pipeline, paused, state, updated_at) VALUES (?1, 0, 'running', ?2)
