@@ -122,10 +122,16 @@ impl World {
         });
     }
 
-    /// Waits until the mailer holds exactly `expected` (key → fullName).
+    /// Waits until the mailer's list holds exactly `expected` (key →
+    /// fullName).
     fn wait_for_subscribers(&self, expected: &[(String, String)], within: Duration) {
+        self.wait_for_subscribers_in(LIST, expected, within);
+    }
+
+    /// [`World::wait_for_subscribers`] in the mailer's `list`.
+    fn wait_for_subscribers_in(&self, list: &str, expected: &[(String, String)], within: Duration) {
         wait_until("the mailer to hold every contact", within, || {
-            let subscribers = self.mailer.subscribers(LIST);
+            let subscribers = self.mailer.subscribers(list);
             let got: Vec<(String, String)> = subscribers
                 .iter()
                 .map(|(k, v)| (k.clone(), v["fullName"].as_str().unwrap_or("").to_string()))
@@ -176,19 +182,7 @@ sinks = [{ plugin = "mailer-sink", config = { list_id = "customers" } }]
     );
     let expected = create(&w.crm, 2);
     let _host = w.start();
-    wait_until(
-        "every contact in the customers list",
-        Duration::from_secs(20),
-        || {
-            let got: Vec<(String, String)> = w
-                .mailer
-                .subscribers("customers")
-                .iter()
-                .map(|(k, v)| (k.clone(), v["fullName"].as_str().unwrap_or("").to_string()))
-                .collect();
-            (got == expected).then_some(())
-        },
-    );
+    w.wait_for_subscribers_in("customers", &expected, Duration::from_secs(20));
     assert!(
         w.mailer.subscribers(LIST).is_empty(),
         "the plugin's own list"
