@@ -235,7 +235,7 @@ fn a_plugin_config_is_checked_against_its_schema_naming_the_key() {
     scratch.install("map-fullname", "map-fullname.wasm");
     std::fs::write(
         scratch.path().join("causeway.toml"),
-        "[plugins.map-fullname.config]\ntarget_stream = 5\n",
+        "[plugins.map-fullname.config]\n# the stream the mapped records go to\ntarget_stream = 5\n",
     )
     .unwrap();
     let error = first_error(&check(&scratch));
@@ -243,6 +243,8 @@ fn a_plugin_config_is_checked_against_its_schema_naming_the_key() {
         error.contains("plugins.map-fullname.config.target_stream: expected string, found integer"),
         "{error}"
     );
+    // At the key's own line.
+    assert!(error.starts_with("causeway.toml line 3: "), "{error}");
 }
 
 /// A config field the schema marks secret is refused in clear, and never

@@ -248,11 +248,20 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             continue;
         };
         let config = host.config.plugin_config(&info.name);
-        for problem in schema::validate(schema, &config, &format!("plugins.{}.config", info.name)) {
+        let table = format!("plugins.{}.config", info.name);
+        for problem in schema::validate(schema, &config, &table) {
+            // At the line of the key it is about (a missing one: the
+            // table's).
+            let key = problem
+                .strip_prefix(&format!("{table}."))
+                .and_then(|rest| rest.split(['.', ':', ' ', '[']).next());
+            let line = key
+                .and_then(|key| crate::config::key_line(&config_text, &table, key, 0))
+                .or_else(|| line_of(&format!("plugins.{}", info.name)));
             findings.push(Finding {
                 severity: "error",
                 file: config_file.clone(),
-                line: line_of(&format!("plugins.{}", info.name)),
+                line,
                 message: format!("{problem} (per the config schema of {})", info.label()),
             });
         }
