@@ -193,6 +193,16 @@ pub fn key_line(text: &str, table: &str, key: &str, n: usize) -> Option<usize> {
     written.or_else(|| section_line(text, table))
 }
 
+/// The line of the key of `table` that `message` is about, when it starts
+/// by naming one (`TABLE.KEY…`): [`key_line`].
+pub fn line_named_by(text: &str, table: &str, message: &str) -> Option<usize> {
+    let key = message
+        .strip_prefix(&format!("{table}."))?
+        .split(['.', ':', ' ', '['])
+        .next()?;
+    key_line(text, table, key, 0)
+}
+
 /// The 1-based line of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     // Bytes: an offset off a character's boundary still has a line.
@@ -531,10 +541,7 @@ impl Config {
             let table = format!("pipelines.{pipeline}");
             config.validate(&table).map_err(|message| {
                 // At the line of the key it is about, when it is about one.
-                let key = message
-                    .strip_prefix(&format!("{table}."))
-                    .and_then(|rest| rest.split(['.', ' ', '[']).next());
-                let line = key.and_then(|key| key_line(&text, &table, key, 0)).or(line);
+                let line = line_named_by(&text, &table, &message).or(line);
                 FileError::at(name.clone(), line, message)
             })?;
             if let Some(webhook) = &config.webhook

@@ -252,11 +252,7 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         for problem in schema::validate(schema, &config, &table) {
             // At the line of the key it is about (a missing one: the
             // table's).
-            let key = problem
-                .strip_prefix(&format!("{table}."))
-                .and_then(|rest| rest.split(['.', ':', ' ', '[']).next());
-            let line = key
-                .and_then(|key| crate::config::key_line(&config_text, &table, key, 0))
+            let line = crate::config::line_named_by(&config_text, &table, &problem)
                 .or_else(|| line_of(&format!("plugins.{}", info.name)));
             findings.push(Finding {
                 severity: "error",
