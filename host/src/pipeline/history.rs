@@ -138,12 +138,12 @@ pub fn set_running(conn: &Connection, pipeline: &str, deliveries: bool) -> rusql
 }
 
 /// A run waiting as an API asked, as recorded.
-#[derive(Debug, Clone, Copy)]
-pub struct Waiting<'a> {
+#[derive(Debug, Clone)]
+pub struct Waiting {
     /// Why, as the operator reads it.
-    pub reason: &'a str,
+    pub reason: String,
     /// Until when (RFC 3339).
-    pub until: &'a str,
+    pub until: String,
     /// It is the source's read that waits: webhook deliveries go on.
     pub reads_only: bool,
 }
@@ -154,15 +154,15 @@ pub struct Waiting<'a> {
 pub fn note_waiting(
     conn: &Connection,
     pipeline: &str,
-    waiting: Option<Waiting<'_>>,
+    waiting: Option<&Waiting>,
 ) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE pipeline_state SET reason = ?2, asked_until = ?3, reads_only = ?4, updated_at = ?5
          WHERE pipeline = ?1 AND state = 'running'",
         params![
             pipeline,
-            waiting.map(|w| w.reason),
-            waiting.map(|w| w.until),
+            waiting.map(|w| &w.reason),
+            waiting.map(|w| &w.until),
             waiting.is_some_and(|w| w.reads_only),
             crate::audit::now()
         ],
@@ -508,18 +508,18 @@ mod tests {
         let conn = crate::db::open(&dir.path().join("db")).unwrap();
         let reason = |conn: &Connection| state(conn, "p").unwrap().unwrap().reason;
         let waiting = Waiting {
-            reason: "waiting until T",
-            until: "T",
+            reason: "waiting until T".into(),
+            until: "T".into(),
             reads_only: true,
         };
         set_running(&conn, "p", false).unwrap();
-        note_waiting(&conn, "p", Some(waiting)).unwrap();
+        note_waiting(&conn, "p", Some(&waiting)).unwrap();
         assert_eq!(reason(&conn).as_deref(), Some("waiting until T"));
         note_waiting(&conn, "p", None).unwrap();
         assert_eq!(reason(&conn), None);
         // Under an open circuit, a run of deliveries leaves its reason.
         set_state(&conn, "p", "circuit-open", Some("read failed"), None).unwrap();
-        note_waiting(&conn, "p", Some(waiting)).unwrap();
+        note_waiting(&conn, "p", Some(&waiting)).unwrap();
         assert_eq!(reason(&conn).as_deref(), Some("read failed"));
         note_waiting(&conn, "p", None).unwrap();
         assert_eq!(reason(&conn).as_deref(), Some("read failed"));
@@ -534,18 +534,18 @@ mod tests {
             (row.state, row.reason, row.asked_until, row.reads_only)
         };
         let waiting = Waiting {
-            reason: "read s: waiting until T",
-            until: "T",
+            reason: "read s: waiting until T".into(),
+            until: "T".into(),
             reads_only: true,
         };
         let recorded = (
             "running".to_string(),
-            Some(waiting.reason.to_string()),
+            Some(waiting.reason.clone()),
             Some("T".to_string()),
             true,
         );
         set_running(&conn, "p", false).unwrap();
-        note_waiting(&conn, "p", Some(waiting)).unwrap();
+        note_waiting(&conn, "p", Some(&waiting)).unwrap();
         assert_eq!(asked(&conn), recorded);
         // Deliveries handled while the read waits.
         set_running(&conn, "p", true).unwrap();
@@ -577,7 +577,7 @@ mod tests {
             |c: &Connection| resume(c, "p"),
         ] {
             set_running(&conn, "p", false).unwrap();
-            note_waiting(&conn, "p", Some(waiting)).unwrap();
+            note_waiting(&conn, "p", Some(&waiting)).unwrap();
             host_stopped(&conn, "p").unwrap();
             end(&conn).unwrap();
             assert_eq!(asked(&conn).2, None);

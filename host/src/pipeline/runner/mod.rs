@@ -158,7 +158,7 @@ pub struct Runner {
     /// The waits an API asked for that are in progress, innermost last: a
     /// run of deliveries inside a read's wait may wait on a sink's, and
     /// once that ends the read's is recorded again.
-    pub(super) waits: Arc<std::sync::Mutex<Vec<stage::AskedWait>>>,
+    pub(super) waits: Arc<std::sync::Mutex<Vec<history::Waiting>>>,
 }
 
 /// The run a [`Runner`] is in, until dropped: then the one it was in

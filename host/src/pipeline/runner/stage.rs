@@ -175,15 +175,6 @@ struct Written {
     asked: Asked,
 }
 
-/// A wait an API asked for, in progress: as `causeway pipelines` shows it,
-/// until when, and whether it is the source's reads that wait.
-#[derive(Debug, Clone)]
-pub(crate) struct AskedWait {
-    reason: String,
-    until: String,
-    reads_only: bool,
-}
-
 impl Runner {
     /// Writes `records` to one sink until each is acknowledged or rejected;
     /// the rejected ones with their reasons.
@@ -589,7 +580,7 @@ impl Runner {
         let until = history::until_text(std::time::SystemTime::now() + wait);
         let reason =
             format!("{what}: waiting until {until} to try again, as the API asked (Retry-After)");
-        let waiting = AskedWait {
+        let waiting = history::Waiting {
             reason,
             until,
             reads_only,
@@ -655,17 +646,12 @@ impl Runner {
 
     /// Records why the run waits, until when and whether only the reads
     /// wait, or that it no longer does.
-    async fn note_waiting(&self, waiting: Option<AskedWait>) {
+    async fn note_waiting(&self, waiting: Option<history::Waiting>) {
         let name = self.name.clone();
         let noted = self
             .db
             .transact(move |conn| {
-                let waiting = waiting.as_ref().map(|w| history::Waiting {
-                    reason: &w.reason,
-                    until: &w.until,
-                    reads_only: w.reads_only,
-                });
-                Ok::<_, DbError>(history::note_waiting(conn, &name, waiting)?)
+                Ok::<_, DbError>(history::note_waiting(conn, &name, waiting.as_ref())?)
             })
             .await;
         if let Err(e) = noted {
