@@ -244,7 +244,7 @@ impl Runner {
                     asked: true,
                     unavailable: false,
                 };
-                self.waiting_as_asked(what, wait, false, self.wait_out(asked, stop))
+                self.waiting_as_asked(what, asked, false, self.wait_out(asked, stop))
                     .await
                     .map_err(|gave_up| ended(what, gave_up))?;
                 pending = again;
@@ -298,15 +298,9 @@ impl Runner {
                 asked: false,
                 unavailable: unavailable == Some(wait),
             };
-            let waited = self.wait_out(backing_off, stop);
-            // As long as the API said it is down for: recorded, so a host
-            // restarted meanwhile does not knock early.
-            let waited = if backing_off.unavailable {
-                self.waiting_as_asked(what, wait, false, waited).await
-            } else {
-                waited.await
-            };
-            waited.map_err(|gave_up| ended(what, gave_up))?;
+            self.waiting_as_asked(what, backing_off, false, self.wait_out(backing_off, stop))
+                .await
+                .map_err(|gave_up| ended(what, gave_up))?;
             spent += wait;
             attempt += 1;
             pending = again;
@@ -539,17 +533,7 @@ impl Runner {
             config,
             what,
             || installed.call_warm(&self.runtime.engine, operation(), &context),
-            |wait| {
-                let spent = spend(wait);
-                async move {
-                    if wait.asked || wait.unavailable {
-                        self.waiting_as_asked(what, wait.duration, reads_only, spent)
-                            .await
-                    } else {
-                        spent.await
-                    }
-                }
-            },
+            |wait| self.waiting_as_asked(what, wait, reads_only, spend(wait)),
         )
         .await;
         // Given up on an API down for longer than the budget: the circuit
@@ -562,7 +546,8 @@ impl Runner {
         tried
     }
 
-    /// Spends `wait`, a wait the third party asked for, saying so in the
+    /// Spends `wait` in `spent`. One the third party asked for (a rate
+    /// limit's, or as long as an unavailable API said) is said in the
     /// pipeline's state meanwhile when it is long enough to be seen there:
     /// `causeway pipelines` shows the run waiting, and until when, and a
     /// host restarted meanwhile waits too (the whole pipeline, or the
@@ -570,14 +555,14 @@ impl Runner {
     async fn waiting_as_asked(
         &self,
         what: &str,
-        wait: Duration,
+        wait: Wait,
         reads_only: bool,
         spent: impl std::future::Future<Output = Result<(), GaveUp>>,
     ) -> Result<(), GaveUp> {
-        if wait < NOTE_WAITS_FROM {
+        if !(wait.asked || wait.unavailable) || wait.duration < NOTE_WAITS_FROM {
             return spent.await;
         }
-        let until = history::until_text(std::time::SystemTime::now() + wait);
+        let until = history::until_text(std::time::SystemTime::now() + wait.duration);
         let reason =
             format!("{what}: waiting until {until} to try again, as the API asked (Retry-After)");
         let waiting = history::Waiting {
