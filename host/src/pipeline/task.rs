@@ -30,9 +30,12 @@ fn deliveries_go_on(config: &PipelineConfig, reason: String) -> String {
 
 /// Holds the source's reads as `held` says, and records it.
 async fn hold_reads(shared: &Shared, name: &str, held: ReadsHeld, driving: &mut Driving) {
-    let (reason, at) = (held.reason.clone(), held.at.clone());
-    let set: SetState = history::set_reads_held;
-    record(&shared.db, name, set, held.state, Some(reason), at).await;
+    let (state, reason, at) = (held.state, held.reason.clone(), held.at.clone());
+    let pipeline = name.to_string();
+    record(&shared.db, name, move |conn| {
+        history::set_reads_held(conn, &pipeline, state, Some(&reason), at.as_deref())
+    })
+    .await;
     driving.reads = Some(held);
 }
 
@@ -83,7 +86,7 @@ fn circuit_open(config: &PipelineConfig, back_at: Option<Instant>) -> (Instant, 
     (now + open_for, at)
 }
 
-/// Records a pipeline's state; a failure is logged, not fatal.
+/// Records a pipeline's state (holding the whole pipeline, if it holds).
 async fn record_state(
     db: &WriterHandle,
     pipeline: &str,
@@ -91,34 +94,28 @@ async fn record_state(
     reason: Option<String>,
     circuit_until: Option<String>,
 ) {
-    let set: SetState = history::set_state;
-    record(db, pipeline, set, state, reason, circuit_until).await;
+    let name = pipeline.to_string();
+    record(db, pipeline, move |conn| {
+        history::set_state(
+            conn,
+            &name,
+            state,
+            reason.as_deref(),
+            circuit_until.as_deref(),
+        )
+    })
+    .await;
 }
 
-/// How a state is recorded: [`history::set_state`] or
-/// [`history::set_reads_held`].
-type SetState =
-    fn(&rusqlite::Connection, &str, &str, Option<&str>, Option<&str>) -> rusqlite::Result<()>;
-
+/// Records what `write` writes of `pipeline`'s state; a failure is logged,
+/// not fatal.
 async fn record(
     db: &WriterHandle,
     pipeline: &str,
-    set: SetState,
-    state: &'static str,
-    reason: Option<String>,
-    circuit_until: Option<String>,
+    write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()> + Send + 'static,
 ) {
-    let name = pipeline.to_string();
     let result = db
-        .transact(move |conn| {
-            Ok::<_, DbError>(set(
-                conn,
-                &name,
-                state,
-                reason.as_deref(),
-                circuit_until.as_deref(),
-            )?)
-        })
+        .transact(move |conn| Ok::<_, DbError>(write(conn)?))
         .await;
     if let Err(e) = result {
         tracing::error!(pipeline, "cannot record the pipeline's state: {e}");
@@ -162,20 +159,21 @@ async fn recall_circuit(shared: &Shared, name: &str, driving: &mut Driving) {
         } else {
             reason
         };
-        let set: SetState = if row.reads_only {
-            history::set_reads_held
-        } else {
-            history::set_state
-        };
-        let recorded = Some(reason.clone());
-        record(
-            &shared.db,
-            name,
-            set,
-            "circuit-open",
-            recorded,
-            Some(at.clone()),
-        )
+        let (pipeline, recorded, until, reads_only) =
+            (name.to_string(), reason.clone(), at.clone(), row.reads_only);
+        record(&shared.db, name, move |conn| {
+            let set = match reads_only {
+                true => history::set_reads_held,
+                false => history::set_state,
+            };
+            set(
+                conn,
+                &pipeline,
+                "circuit-open",
+                Some(&recorded),
+                Some(&until),
+            )
+        })
         .await;
         reason
     };
@@ -499,13 +497,10 @@ async fn settle(
         RunEnd::Interrupted => {
             // A wait the API asked for is kept, for the next host.
             let pipeline = name.to_string();
-            let result = shared
-                .db
-                .transact(move |conn| Ok::<_, DbError>(history::host_stopped(conn, &pipeline)?))
-                .await;
-            if let Err(e) = result {
-                tracing::error!(pipeline = name, "cannot record the pipeline's state: {e}");
-            }
+            record(&shared.db, name, move |conn| {
+                history::host_stopped(conn, &pipeline)
+            })
+            .await;
             false
         }
         // The pause itself keeps the next runs from starting.
