@@ -26,6 +26,11 @@ use std::time::{Duration, SystemTime};
 pub struct AskedToWait {
     limited: Arc<AtomicU64>,
     unavailable: Arc<AtomicU64>,
+    /// How many times it was taken: the calls of a warm instance so far.
+    taken: Arc<AtomicU64>,
+    /// Set on a request's copy ([`AskedToWait::for_this_call`]): the call
+    /// it was made in, so its answer notes nothing into a later one.
+    call: Option<u64>,
 }
 
 /// What the API's answers to a call asked.
@@ -42,6 +47,14 @@ impl AskedToWait {
     /// a 403 with one (GitHub's secondary rate limits answer so); a 503
     /// with one.
     pub fn note(&self, status: u16, headers: &[(String, String)]) {
+        // A wasi:http request a guest left unawaited can be answered after
+        // its call ended: what it asked was that call's, not the next one's.
+        if self
+            .call
+            .is_some_and(|call| call != self.taken.load(Ordering::Relaxed))
+        {
+            return;
+        }
         let slot = match status {
             429 | 403 => &self.limited,
             503 => &self.unavailable,
@@ -62,9 +75,19 @@ impl AskedToWait {
         keep_longest(&self.unavailable, asked.unavailable);
     }
 
+    /// A copy for one request of the call now running: its answer is noted
+    /// only while that call has not been taken.
+    pub fn for_this_call(&self) -> AskedToWait {
+        AskedToWait {
+            call: Some(self.taken.load(Ordering::Relaxed)),
+            ..self.clone()
+        }
+    }
+
     /// The longest waits asked since the last take, forgotten for the next
     /// call of a warm instance.
     pub fn take(&self) -> Asked {
+        self.taken.fetch_add(1, Ordering::Relaxed);
         let take = |slot: &AtomicU64| match slot.swap(0, Ordering::Relaxed) {
             0 => None,
             millis => Some(Duration::from_millis(millis - 1)),
@@ -145,6 +168,22 @@ mod tests {
         assert_eq!(limited(&asked), None);
         asked.note(429, &headers("0"));
         assert_eq!(limited(&asked), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn an_answer_arriving_after_its_call_was_taken_asks_nothing_of_the_next() {
+        let asked = AskedToWait::default();
+        let first_call = asked.for_this_call();
+        first_call.note(429, &headers("5"));
+        assert_eq!(asked.take().limited, Some(Duration::from_secs(5)));
+        // Answered after the call ended (a request the guest left
+        // unawaited): the next call of the warm instance is not held.
+        first_call.note(429, &headers("60"));
+        first_call.note(503, &headers("60"));
+        assert_eq!(asked.take(), Asked::default());
+        // A request of the call now running is noted.
+        asked.for_this_call().note(429, &headers("7"));
+        assert_eq!(asked.take().limited, Some(Duration::from_secs(7)));
     }
 
     #[test]

@@ -58,8 +58,10 @@ impl WasiHttpHooks for WasiHttpDoor {
         _response_errors: Pending,
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, Pending), Error>> + Send> {
         // The future runs on its own task, after the store has moved on:
-        // it owns what it needs.
-        let outbound = self.outbound.clone();
+        // it owns what it needs, and notes a `Retry-After` into this call
+        // only.
+        let mut outbound = self.outbound.clone();
+        outbound.asked_to_wait = outbound.asked_to_wait.for_this_call();
         Box::new(async move {
             let request = read_request(request, options, &outbound).await?;
             let response = outbound.send(request).await.map_err(error_code)?;
