@@ -3713,3 +3713,39 @@ fn sigterm_during_a_backoff_stops_the_host_promptly_and_the_run_shows_interrupte
         .unwrap_or_else(|| panic!("the interrupted run is not logged:\n{logs}"));
     assert!(line.contains(" INFO "), "logged as a problem: {line}");
 }
+
+#[test]
+fn a_stream_the_source_does_not_offer_stops_its_reads_naming_the_likely_one_until_fixed() {
+    let w = world("");
+    let config = w.scratch.path().join("causeway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let typo = text.replace("stream = \"contacts\"", "stream = \"contact\"");
+    assert_ne!(typo, text);
+    std::fs::write(&config, typo).unwrap();
+    let expected = create(&w.crm, 2);
+    let host = w.start();
+    let row = wait_until(
+        "the source's reads stopped",
+        Duration::from_secs(20),
+        || pipeline_row(&w, "contacts-to-mailer").filter(|p| p["state"] == "stopped"),
+    );
+    let reason = row["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "source.stream \"contact\" is not a stream crm-source offers: its discover lists contacts (did you mean `contacts`?)"
+        ),
+        "{reason}"
+    );
+    host.wait_for_log("reads stopped:", 10);
+    // Asked before any read: the CRM's API saw no request.
+    assert_eq!(w.crm.faults().requests(), 0);
+    assert!(w.mailer.subscribers(LIST).is_empty());
+
+    // Fixed in the file, the pipeline reads.
+    let edited = config.with_extension("toml.partial");
+    std::fs::write(&edited, text).unwrap();
+    std::fs::rename(&edited, &config).unwrap();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    let row = pipeline_row(&w, "contacts-to-mailer").unwrap();
+    assert_ne!(row["state"], "stopped", "{row:#}");
+}

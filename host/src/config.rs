@@ -90,9 +90,16 @@ fn did_you_mean(message: &str) -> Option<&str> {
         .or_else(|| message.split_once("unknown variant `"))?
         .1;
     let (unknown, expected) = rest.split_once('`')?;
-    let known = expected.split('`').skip(1).step_by(2);
+    closest(unknown, expected.split('`').skip(1).step_by(2))
+}
+
+/// The one of `known` that `unknown` is most likely a typo of: at most two
+/// edits away (`_` taken for `-`, case ignored), and no more than a third
+/// of its length.
+pub fn closest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let normal = |s: &str| s.to_lowercase().replace('_', "-");
     known
+        .into_iter()
         .map(|k| (strsim::levenshtein(&normal(unknown), &normal(k)), k))
         .filter(|(n, k)| *n <= 2 && *n * 3 <= k.chars().count())
         .min_by_key(|(n, _)| *n)

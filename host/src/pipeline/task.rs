@@ -311,6 +311,7 @@ pub(super) async fn drive(shared: Arc<Shared>, name: String, wakers: Arc<Wakers>
         in_run: Default::default(),
         back_at: Default::default(),
         waits: Default::default(),
+        offered: Default::default(),
     };
     // At start: deliveries a previous host stored but did not process, and
     // a first pull, unless a circuit it opened still holds.

@@ -8,7 +8,8 @@
 //!
 //! Here, a run and its pages; in `deliveries`, the webhook deliveries'
 //! batches; in `flow`, what a page's records go through and how they are
-//! counted; in `stage`, a transform or a sink called with a batch (retries,
+//! counted; in `offered`, whether the source offers the stream read; in
+//! `stage`, a transform or a sink called with a batch (retries,
 //! the records it fails on alone set aside); in `commit`, the page's
 //! bookkeeping committed with its checkpoint.
 
@@ -31,6 +32,7 @@ use super::{dlq, history, isolate};
 mod commit;
 mod deliveries;
 mod flow;
+mod offered;
 mod stage;
 
 use stage::{Bound, Stages, bind};
@@ -159,6 +161,9 @@ pub struct Runner {
     /// run of deliveries inside a read's wait may wait on a sink's, and
     /// once that ends the read's is recorded again.
     pub(super) waits: Arc<std::sync::Mutex<Vec<history::Waiting>>>,
+    /// The source build and stream its `discover` did not refuse
+    /// ([`Runner::stream_offered`]).
+    pub(super) offered: Arc<offered::Offered>,
 }
 
 /// The run a [`Runner`] is in, until dropped: then the one it was in
@@ -268,6 +273,7 @@ impl Runner {
             in_run: Default::default(),
             back_at: Default::default(),
             waits: Default::default(),
+            offered: Default::default(),
         }
     }
 
@@ -498,6 +504,8 @@ impl Runner {
         run.deliveries_waiting = waiting;
         let run_id = run.id;
 
+        self.stream_offered(&stages.source, &pipeline.source.stream)
+            .await?;
         let what = format!("pipeline {}: read {}", self.name, pipeline.source.plugin);
         let page = match self
             .read(pipeline, &stages.source, &what, previous.as_deref(), stop)
