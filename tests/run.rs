@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{RunningHost, Scratch, audit_rows, http, run};
+use support::{RunningHost, Scratch, audit_rows, http, run, wait_until};
 
 /// A file's permission bits.
 #[cfg(unix)]
@@ -583,6 +583,68 @@ fn the_audit_is_flushed_on_a_clean_stop() {
         rows.iter()
             .all(|r| r.4 == "denied" && r.3.starts_with("https://elsewhere.example"))
     );
+}
+
+/// The audit journals beside the database in `data`.
+fn journals(data: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".audit-pending."))
+        .collect()
+}
+
+/// Uses a host made just before it was killed (SIGKILL), which its writer
+/// had not committed yet (it commits them 5 to 50 ms later), are not lost:
+/// the next host writes them from the killed one's journal.
+#[test]
+fn capability_uses_a_killed_host_had_not_committed_are_written_by_the_next() {
+    let scratch = support::crm_source_pointed_elsewhere();
+    let data = scratch.path().join("causeway-data");
+    let mut host = start(&scratch);
+    assert_eq!(journals(&data).len(), 1, "the running host's journal");
+    let uses = 20;
+    for _ in 0..uses {
+        let (status, body) = host.api(
+            "POST",
+            "/api/plugins/crm-source/invoke",
+            Some(r#"{"operation": "read", "input": {"stream": "contacts"}}"#),
+        );
+        assert_eq!(status, 502, "{body}");
+    }
+    host.kill();
+    let left = journals(&data);
+    assert_eq!(left.len(), 1, "{left:?}");
+    // Each use is in the chain or waits in the journal (with the plugin's
+    // reads of its configuration), and verify says so.
+    let verify = support::run_json(scratch.causeway().args(["audit", "verify", "--json"]));
+    assert_eq!(verify["ok"], true, "{verify:#}");
+    let committed = audit_rows(&data).len() as u64;
+    assert!(
+        committed + verify["journaled"].as_u64().unwrap() >= uses as u64,
+        "{committed} committed; {verify:#}"
+    );
+
+    let mut host = start(&scratch);
+    let rows = wait_until(
+        "every use in the audit log",
+        std::time::Duration::from_secs(20),
+        || {
+            let rows = audit_rows(&data);
+            (rows.len() >= uses).then_some(rows)
+        },
+    );
+    assert_eq!(rows.len(), uses, "{rows:#?}");
+    assert!(rows.iter().all(|r| r.4 == "denied"), "{rows:#?}");
+    // The killed host's journal is gone; the new host's is its own.
+    let now = journals(&data);
+    assert!(now.len() == 1 && now != left, "{left:?} then {now:?}");
+    let verify = run(scratch.causeway().args(["audit", "verify"]));
+    assert!(verify.success, "{}{}", verify.stdout, verify.stderr);
+    // A clean stop leaves no journal.
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
+    assert_eq!(journals(&data), Vec::<String>::new());
 }
 
 #[test]

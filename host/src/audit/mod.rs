@@ -4,6 +4,7 @@
 //! that tampering is detected.
 
 pub mod chain;
+pub mod journal;
 pub mod query;
 
 pub use chain::{Broken, Chain, Head, Report};
@@ -12,13 +13,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::WriterHandle;
 use crate::plugin::PluginInfo;
 
 /// Whether a capability use was allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Decision {
     /// The grant allowed it.
@@ -50,7 +51,7 @@ impl Decision {
 pub const HOST: &str = "causeway";
 
 /// One capability use.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// When (RFC 3339, UTC).
     pub time: String,

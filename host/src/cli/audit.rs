@@ -167,10 +167,18 @@ fn verify(cli: &super::Cli, json: bool) -> anyhow::Result<ExitCode> {
     let _lock = chain.lock();
     let outcome = chain.verify(&conn);
     drop(_lock);
+    // Uses a killed process made and had not committed: not in the chain
+    // yet, not lost either.
+    let journaled: usize = crate::audit::journal::abandoned(&config.database_file(), &conn)
+        .iter()
+        .map(|abandoned| abandoned.events.len())
+        .sum();
     match outcome {
         Ok(report) => {
             if json {
-                super::print_json(&json!({ "ok": true, "report": report }))?;
+                super::print_json(
+                    &json!({ "ok": true, "report": report, "journaled": journaled }),
+                )?;
             } else {
                 let mut text = format!(
                     "audit log intact: {} rows checked ({}), head at {}",
@@ -185,6 +193,12 @@ fn verify(cli: &super::Cli, json: bool) -> anyhow::Result<ExitCode> {
                     text.push_str(&format!(
                         ", {} rows after the head (written since it was recorded, or before an unclean stop)",
                         report.after_head
+                    ));
+                }
+                if journaled > 0 {
+                    text.push_str(&format!(
+                        "; {journaled} more wait in the journal of a process that was killed before \
+                         committing them, written when the host (or a command that records) starts next"
                     ));
                 }
                 super::print(&(text + "\n"))?;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::{DbError, PluginRow, open};
-use crate::audit::{AuditEvent, Chain, Head};
+use crate::audit::journal::{self, Journal};
+use crate::audit::{AuditEvent, Chain, Decision, Head};
 
 /// Delivers a job's answer once its transaction's fate is known.
 type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -60,7 +61,27 @@ pub const AUDIT_COMMIT_SPACING: Duration = Duration::from_millis(50);
 /// queue, not in it: only the first of a batch wakes the writer, so the
 /// capability that records an event (on every HTTP request, every storage
 /// call) never pays for waking a thread.
-type AuditQueue = Arc<Mutex<Vec<AuditEvent>>>;
+type AuditQueue = Arc<Mutex<Pending>>;
+
+/// Audit events not committed yet, and the journal that holds them too
+/// until they are, so a killed process loses none ([`Journal`]).
+#[derive(Debug, Default)]
+struct Pending {
+    events: Vec<AuditEvent>,
+    /// `None` where no journal could be made: the events wait in memory
+    /// only, as the log said.
+    journal: Option<Journal>,
+}
+
+impl Pending {
+    /// Cuts the journal back to the events still waiting: the others are
+    /// committed.
+    fn committed(&mut self) {
+        if let Some(journal) = &mut self.journal {
+            journal.cut_to(&self.events);
+        }
+    }
+}
 
 /// The single writer: a thread owning the write connection.
 pub struct Writer {
@@ -137,9 +158,26 @@ impl Writer {
     pub fn start(path: &Path, chain: Chain) -> Result<Writer, DbError> {
         let mut conn = open(path)?;
         chain_legacy_rows(&mut conn, &chain)?;
+        let journal = Journal::create(path)
+            .inspect_err(|e| {
+                tracing::error!(
+                    "cannot make an audit journal beside {}: {e}; audit events wait in memory only \
+                     until they are committed, so a process killed meanwhile loses them",
+                    path.display()
+                );
+            })
+            .ok();
+        // Only with a journal of its own to take them into.
+        let abandoned = match journal {
+            Some(_) => journal::abandoned(path, &conn),
+            None => Vec::new(),
+        };
         let (queue, jobs) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
-        let audits = AuditQueue::default();
+        let audits = Arc::new(Mutex::new(Pending {
+            events: Vec::new(),
+            journal,
+        }));
         let (counted, waiting) = (stats.clone(), audits.clone());
         let thread = std::thread::Builder::new()
             .name("causeway-db-writer".into())
@@ -148,12 +186,50 @@ impl Writer {
                 path: path.to_path_buf(),
                 message: format!("cannot start the writer thread: {e}"),
             })?;
-        Ok(Writer {
+        let writer = Writer {
             queue,
             audits,
             thread: Some(thread),
             stats,
-        })
+        };
+        writer.recover(abandoned);
+        Ok(writer)
+    }
+
+    /// Queues the events journals of writers gone before committing them
+    /// left (into this writer's journal, so they are safe there), and a
+    /// row saying so; then removes those journals.
+    fn recover(&self, abandoned: Vec<journal::Abandoned>) {
+        let handle = self.handle();
+        for journal in abandoned {
+            if journal.events.is_empty() && journal.unreadable == 0 {
+                journal.remove();
+                continue;
+            }
+            let recovered = journal.events.len();
+            let mut detail = format!(
+                "{recovered} audit events a process that ended before committing them left in its journal, written now"
+            );
+            if journal.unreadable > 0 {
+                detail.push_str(&format!(
+                    "; lines not an event (the last one cut short by the kill): {}",
+                    journal.unreadable
+                ));
+            }
+            tracing::warn!("{}: {detail}", journal.path.display());
+            let target = journal.path.display().to_string();
+            for event in journal.events.iter().cloned() {
+                handle.audit(event);
+            }
+            handle.audit(AuditEvent::host(
+                "audit",
+                "recovered",
+                &target,
+                Decision::Allowed,
+                detail,
+            ));
+            journal.remove();
+        }
     }
 
     /// A handle for queueing writes.
@@ -178,6 +254,15 @@ impl Writer {
             if self.queue.send(Write::Flush(done)).is_ok() {
                 let _ = wait.recv();
             }
+            // Everything is committed: a clean stop leaves no journal.
+            // (A use recorded after this, through a handle still held,
+            // waits in memory only.)
+            let mut pending = self.audits.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.events.is_empty()
+                && let Some(journal) = pending.journal.take()
+            {
+                journal.remove();
+            }
         }
     }
 }
@@ -198,17 +283,23 @@ impl WriterHandle {
     /// database refusing writes for long) it is counted instead, and the
     /// count is recorded once the log is written again.
     pub fn audit(&self, event: AuditEvent) {
+        let line = journal::line(&event);
         let first = {
             let mut audits = self.audits.lock().unwrap_or_else(|p| p.into_inner());
-            if audits.len() >= MAX_QUEUED_AUDIT_EVENTS {
+            if audits.events.len() >= MAX_QUEUED_AUDIT_EVENTS {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            audits.push(event);
-            audits.len() == 1
+            if let Some(journal) = &mut audits.journal {
+                journal.append(&line);
+            }
+            audits.events.push(event);
+            audits.events.len() == 1
         };
         if first && self.queue.send(Write::AuditsWaiting).is_err() {
-            let lost = std::mem::take(&mut *self.audits.lock().unwrap_or_else(|p| p.into_inner()));
+            // Still in the journal: the next writer to start writes them.
+            let lost =
+                std::mem::take(&mut self.audits.lock().unwrap_or_else(|p| p.into_inner()).events);
             tracing::error!(
                 ?lost,
                 "audit events not written: the database writer has stopped"
@@ -310,7 +401,7 @@ fn write_loop(
     mut conn: Connection,
     chain: Chain,
     jobs: mpsc::Receiver<Write>,
-    audits: &Mutex<Vec<AuditEvent>>,
+    audits: &Mutex<Pending>,
     stats: &WriterStats,
 ) {
     let mut last_commit = None;
@@ -344,7 +435,8 @@ fn write_loop(
         batch.extend(jobs.try_iter());
         linger(&jobs, &mut batch, last_commit);
         // Every event recorded before anything in the batch was sent.
-        let mut events = std::mem::take(&mut *audits.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut events =
+            std::mem::take(&mut audits.lock().unwrap_or_else(|p| p.into_inner()).events);
         let dropped = stats.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             events.push(dropped_event(dropped));
@@ -373,6 +465,9 @@ fn write_loop(
                     stats.set_failing(None);
                     tracing::info!("the audit events that waited are written");
                 }
+                if events > 0 {
+                    audits.lock().unwrap_or_else(|p| p.into_inner()).committed();
+                }
                 last_commit = Some(Instant::now());
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats
@@ -395,8 +490,9 @@ fn write_loop(
                         "{} audit events wait to be written again in {WRITE_RETRY:?}",
                         unwritten.len()
                     );
-                    let mut queue = audits.lock().unwrap_or_else(|p| p.into_inner());
-                    let mut since = std::mem::replace(&mut *queue, unwritten);
+                    let mut pending = audits.lock().unwrap_or_else(|p| p.into_inner());
+                    let queue = &mut pending.events;
+                    let mut since = std::mem::replace(queue, unwritten);
                     // The oldest stay; what is past the cap is counted.
                     let room = MAX_QUEUED_AUDIT_EVENTS.saturating_sub(queue.len());
                     if since.len() > room {
@@ -422,9 +518,13 @@ fn write_loop(
             }
         }
         if last_try && retry_at.is_some() {
-            let lost = audits.lock().unwrap_or_else(|p| p.into_inner()).len();
+            let lost = audits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .events
+                .len();
             tracing::error!(
-                "{lost} audit events not written: the database could not be written when the writer stopped"
+                "{lost} audit events not written: the database could not be written when the writer stopped; they stay in its journal, for the next writer to start on this database"
             );
             return;
         }
