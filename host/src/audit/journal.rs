@@ -1,22 +1,33 @@
 //! The audit journal: every audit event queued for the database's writer
-//! is first appended, one JSON line, to a file of that writer's own beside
+//! is first written, one JSON line, into a file of that writer's own beside
 //! the database, so a process killed before the next commit (SIGKILL, the
-//! OOM killer) loses none of the capability uses it made. After each
-//! commit the file is cut back to the events still waiting; a clean stop
+//! OOM killer) loses none of the capability uses it made. A clean stop
 //! removes it. The next writer to start on the database writes what an
-//! abandoned journal holds and the log does not, and records that it did.
+//! abandoned journal holds and the log does not (the committed ones found
+//! by their time and fields), and records that it did.
 //!
-//! A line reaches the kernel before the use goes on, but is not synced:
-//! the database's commits are what is synced (every 50 ms under load), so
-//! a power cut can still lose the last of them.
+//! The file's first [`MAPPED`] bytes are mapped into memory (shared, so the
+//! kernel keeps what is copied there whatever becomes of the process): an
+//! event is a copy there, not a system call. A `write` per event cost an
+//! audited loopback request about six points against plain reqwest on the
+//! development machine, against a 10% budget (performance.md §4). Past the
+//! mapping, lines are written to the file. Once the journal holds more
+//! than [`CUT_PAST`], the next commit replaces it with one holding the
+//! events still waiting (a new file renamed over it, so a kill leaves the
+//! old or the new).
+//!
+//! Nothing is synced: the database's commits are (every 50 ms under load),
+//! so a power cut can still lose the last events.
 //!
 //! Each journal is locked (the kernel's lock, gone with its process) while
 //! its writer lives, so a writer starting beside a running one (a command
 //! beside the host) leaves the other's journal alone.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -29,11 +40,85 @@ const INFIX: &str = ".audit-pending.";
 /// Journals made by this process so far: each writer's is its own.
 static MADE: AtomicU64 = AtomicU64::new(0);
 
+/// How much of a journal is mapped: its file is made this long (sparse:
+/// only what is written takes room on disk).
+pub const MAPPED: usize = 1 << 20;
+
+/// A journal past this many bytes is cut at the next commit: about a
+/// thousand events, which a writer recovering them looks up in a few
+/// milliseconds. Well inside [`MAPPED`], so a writer keeping up never
+/// writes past the mapping.
+pub const CUT_PAST: u64 = 256 << 10;
+
+/// The first [`MAPPED`] bytes of a journal's file, mapped shared.
+#[derive(Debug)]
+struct Map {
+    at: NonNull<u8>,
+}
+
+// SAFETY: the mapping is its `Map`'s alone: nothing else holds its address,
+// and it is written through `&mut` only.
+unsafe impl Send for Map {}
+
+impl Map {
+    /// Maps the first [`MAPPED`] bytes of `file`, which is at least that
+    /// long.
+    fn new(file: &File) -> io::Result<Map> {
+        use rustix::mm::{MapFlags, ProtFlags, mmap};
+        // SAFETY: a new mapping at an address the kernel picks, aliasing no
+        // Rust object; `file` is this writer's own (made by it, locked,
+        // owner-only) and never shortened while mapped.
+        let at = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                MAPPED,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                file,
+                0,
+            )
+        }?;
+        NonNull::new(at.cast())
+            .map(|at| Map { at })
+            .ok_or_else(|| io::Error::other("mmap gave a null address"))
+    }
+
+    /// Copies `bytes` to offset `at`; `false` if they do not fit.
+    fn write(&mut self, at: u64, bytes: &[u8]) -> bool {
+        let Ok(at) = usize::try_from(at) else {
+            return false;
+        };
+        if at.checked_add(bytes.len()).is_none_or(|end| end > MAPPED) {
+            return false;
+        }
+        // SAFETY: `at..at + bytes.len()` is inside the mapping (checked
+        // above), which is writable and aliases no Rust object. Only
+        // another process shortening the file could make this fault; the
+        // file is owner-only and nothing in causeway does.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.at.as_ptr().add(at), bytes.len());
+        }
+        true
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made, unmapped once, after its last use.
+        let _ = unsafe { rustix::mm::munmap(self.at.as_ptr().cast(), MAPPED) };
+    }
+}
+
 /// One writer's journal.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Its first bytes, mapped; `None` where the file system cannot map
+    /// them (then every line is written).
+    map: Option<Map>,
+    /// Where the next line goes: the length of what it holds.
+    len: u64,
     /// The last append or cut failed (a full disk): said once, not at every
     /// event.
     failing: bool,
@@ -44,30 +129,41 @@ impl Journal {
     pub fn create(db: &Path) -> io::Result<Journal> {
         let made = MADE.fetch_add(1, Ordering::Relaxed);
         let path = sibling(db, &format!("{}-{made}", std::process::id()));
-        let file = open_locked(&path)?;
-        file.set_len(0)?;
+        let (file, map) = fresh(&path)?;
         Ok(Journal {
             path,
             file,
+            map,
+            len: 0,
             failing: false,
         })
     }
 
-    /// Appends `line` ([`line`]), in one write.
+    /// Writes `line` ([`line()`]) after the last.
     pub fn append(&mut self, line: &[u8]) {
-        let written = self.file.write_all(line);
-        self.said(written, "append to");
+        let mapped = self
+            .map
+            .as_mut()
+            .is_some_and(|map| map.write(self.len, line));
+        let written = match mapped {
+            true => Ok(()),
+            false => self.file.write_all_at(line, self.len),
+        };
+        if written.is_ok() {
+            self.len += line.len() as u64;
+        }
+        self.said(written, "write to");
     }
 
-    /// Cuts the journal back to `waiting`, the events not yet committed:
-    /// replaced whole (a new file renamed over it), so a process killed
-    /// meanwhile leaves the old journal or the new one.
+    /// Once past [`CUT_PAST`], cuts the journal back to `waiting`, the
+    /// events not yet committed: replaced whole (a new file renamed over
+    /// it), so a process killed meanwhile leaves the old journal or the
+    /// new one.
     pub fn cut_to(&mut self, waiting: &[AuditEvent]) {
-        let cut = if waiting.is_empty() {
-            self.file.set_len(0)
-        } else {
-            self.replace(waiting)
-        };
+        if self.len <= CUT_PAST {
+            return;
+        }
+        let cut = self.replace(waiting);
         self.said(cut, "cut");
     }
 
@@ -75,21 +171,25 @@ impl Journal {
         let mut partial = self.path.clone().into_os_string();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
-        let mut file = open_locked(&partial)?;
-        file.set_len(0)?;
-        let mut lines = Vec::new();
-        for event in waiting {
-            lines.extend(line(event));
+        let lines: Vec<u8> = waiting.iter().flat_map(line).collect();
+        let replaced = fresh(&partial).and_then(|(file, map)| {
+            file.write_all_at(&lines, 0)?;
+            std::fs::rename(&partial, &self.path)?;
+            Ok((file, map))
+        });
+        match replaced {
+            Ok((file, map)) => {
+                // The old mapping goes before its file: then its lock.
+                self.map = map;
+                self.file = file;
+                self.len = lines.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                Err(e)
+            }
         }
-        let replaced = file
-            .write_all(&lines)
-            .and_then(|()| std::fs::rename(&partial, &self.path));
-        if replaced.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        replaced?;
-        self.file = file;
-        Ok(())
     }
 
     /// Removes the journal: everything in it is committed.
@@ -206,14 +306,18 @@ fn read_abandoned(path: &Path, conn: &Connection) -> io::Result<Option<Abandoned
     };
     let mut events = Vec::new();
     let mut unreadable = 0;
-    for line in io::BufReader::new(&file).lines() {
-        match serde_json::from_str::<AuditEvent>(&line?) {
-            Ok(event) => {
-                // Committed just before the kill cut the journal: written.
-                if !written(conn, &event).map_err(io::Error::other)? {
-                    events.push(event);
-                }
-            }
+    let bytes = std::fs::read(path)?;
+    // Lines, then the zeros of the mapping nothing was written to yet.
+    let lines = bytes
+        .split(|b| *b == b'\n')
+        .map(trim_zeros)
+        .filter(|line| !line.is_empty());
+    for line in lines {
+        match serde_json::from_slice::<AuditEvent>(line) {
+            // Committed before the kill came (the journal is cut only now
+            // and then): written already.
+            Ok(event) if written(conn, &event).map_err(io::Error::other)? => {}
+            Ok(event) => events.push(event),
             Err(_) => unreadable += 1,
         }
     }
@@ -225,18 +329,27 @@ fn read_abandoned(path: &Path, conn: &Connection) -> io::Result<Option<Abandoned
     }))
 }
 
-/// Whether the audit log holds `event`: the same use at the same
-/// microsecond.
+/// `line` without the zeros it ends with.
+fn trim_zeros(line: &[u8]) -> &[u8] {
+    let end = line.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    &line[..end]
+}
+
+/// Whether the audit log holds `event`: the same use by the same build at
+/// the same microsecond.
 fn written(conn: &Connection, event: &AuditEvent) -> rusqlite::Result<bool> {
     conn.query_row(
-        "SELECT 1 FROM audit WHERE time = ?1 AND plugin = ?2 AND capability = ?3
-             AND action = ?4 AND target = ?5 AND detail = ?6 LIMIT 1",
+        "SELECT 1 FROM audit WHERE time = ?1 AND plugin = ?2 AND digest = ?3
+             AND capability = ?4 AND action = ?5 AND target = ?6 AND decision = ?7
+             AND detail = ?8 LIMIT 1",
         params![
             event.time,
             event.plugin,
+            event.digest,
             event.capability,
             event.action,
             event.target,
+            event.decision.name(),
             event.detail
         ],
         |_| Ok(()),
@@ -254,11 +367,22 @@ fn sibling(db: &Path, tag: &str) -> PathBuf {
     db.with_file_name(format!("{name}{INFIX}{tag}"))
 }
 
-/// Opens `path` (made owner-only if new) and locks it.
-fn open_locked(path: &Path) -> io::Result<File> {
+/// A new journal file at `path`, locked, [`MAPPED`] bytes of zeros, and
+/// those bytes mapped (where the file system can).
+fn fresh(path: &Path) -> io::Result<(File, Option<Map>)> {
     let file = options().create(true).open(path)?;
     file.lock()?;
-    Ok(file)
+    file.set_len(0)?;
+    file.set_len(MAPPED as u64)?;
+    let map = Map::new(&file)
+        .inspect_err(|e| {
+            tracing::warn!(
+                "cannot map the audit journal {}: {e}; each event is written to it instead",
+                path.display()
+            );
+        })
+        .ok();
+    Ok((file, map))
 }
 
 /// Opens `path` and locks it, unless another process holds it (`None`).
@@ -273,7 +397,8 @@ fn try_open_locked(path: &Path) -> io::Result<Option<File>> {
 
 fn options() -> OpenOptions {
     let mut options = OpenOptions::new();
-    options.read(true).append(true);
+    // Not `append`: lines go at offsets (an appending file ignores them).
+    options.read(true).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options
@@ -297,12 +422,39 @@ mod tests {
             .collect()
     }
 
+    /// The events in the journal at `path`, as a recovering writer reads
+    /// them (every line must be one).
     fn lines(path: &Path) -> Vec<AuditEvent> {
-        std::fs::read_to_string(path)
+        std::fs::read(path)
             .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .split(|b| *b == b'\n')
+            .map(trim_zeros)
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn lines_past_the_mapping_and_without_one_are_written_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("causeway.db");
+        for mapped in [true, false] {
+            let mut journal = Journal::create(&db).unwrap();
+            assert!(journal.map.is_some());
+            if !mapped {
+                journal.map = None;
+            }
+            let filler = event(&"f".repeat(1000));
+            let mut written = Vec::new();
+            // Nothing cuts it: a database refusing writes.
+            while journal.len <= MAPPED as u64 + 5000 {
+                journal.append(&line(&filler));
+                written.push(filler.clone());
+            }
+            assert_eq!(lines(&journal.path), written, "mapped: {mapped}");
+            assert!(!journal.failing);
+            journal.remove();
+        }
     }
 
     #[test]
@@ -313,9 +465,23 @@ mod tests {
         for e in [&a, &b, &c] {
             journal.append(&line(e));
         }
+        assert_eq!(lines(&journal.path), [a.clone(), b.clone(), c.clone()]);
+        // Short, it is left as it is: a writer recovering it skips what
+        // the log holds.
+        journal.cut_to(std::slice::from_ref(&c));
         assert_eq!(lines(&journal.path), [a, b, c.clone()]);
+        // Past its size, it is cut.
+        let filler = event(&"f".repeat(1000));
+        while journal.len <= CUT_PAST {
+            journal.append(&line(&filler));
+        }
         journal.cut_to(std::slice::from_ref(&c));
         assert_eq!(lines(&journal.path), [c]);
+        journal.cut_to(&[]);
+        assert_eq!(lines(&journal.path).len(), 1, "short again: kept");
+        while journal.len <= CUT_PAST {
+            journal.append(&line(&filler));
+        }
         journal.cut_to(&[]);
         assert_eq!(lines(&journal.path), []);
         let d = event("d");
@@ -354,11 +520,10 @@ mod tests {
         let conn = crate::db::open(&db).unwrap();
         // A living writer's journal is left alone.
         assert!(abandoned(&db, &conn).is_empty());
-        // The kill: the lock goes with the process, and a line is cut short.
+        // The kill: a line is cut short, and the lock goes with the process.
+        journal.append(br#"{"time":"2026-"#);
         let path = journal.path.clone();
         drop(journal);
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(br#"{"time":"2026-"#).unwrap();
         // And a partial of a cut it was making.
         std::fs::write(format!("{}.partial", path.display()), "x").unwrap();
         let found = abandoned(&db, &conn);
