@@ -40,8 +40,8 @@ const INFIX: &str = ".audit-pending.";
 /// Journals made by this process so far: each writer's is its own.
 static MADE: AtomicU64 = AtomicU64::new(0);
 
-/// How much of a journal is mapped: its file is made this long (sparse:
-/// only what is written takes room on disk).
+/// How much of a journal is mapped: its file is made this long, the room
+/// set aside on disk.
 pub const MAPPED: usize = 1 << 20;
 
 /// A journal past this many bytes is cut at the next commit: about a
@@ -114,8 +114,8 @@ impl Drop for Map {
 pub struct Journal {
     path: PathBuf,
     file: File,
-    /// Its first bytes, mapped; `None` where the file system cannot map
-    /// them (then every line is written).
+    /// Its first bytes, mapped; `None` where the file system cannot set
+    /// them aside or map them (then every line is written).
     map: Option<Map>,
     /// Where the next line goes: the length of what it holds.
     len: u64,
@@ -367,14 +367,18 @@ fn sibling(db: &Path, tag: &str) -> PathBuf {
     db.with_file_name(format!("{name}{INFIX}{tag}"))
 }
 
-/// A new journal file at `path`, locked, [`MAPPED`] bytes of zeros, and
-/// those bytes mapped (where the file system can).
+/// A new journal file at `path`, locked, and its first [`MAPPED`] bytes
+/// set aside on disk and mapped (where the file system can).
 fn fresh(path: &Path) -> io::Result<(File, Option<Map>)> {
     let file = options().create(true).open(path)?;
     file.lock()?;
     file.set_len(0)?;
-    file.set_len(MAPPED as u64)?;
-    let map = Map::new(&file)
+    // Set aside, not sparse: a page of a sparse file that a full disk has
+    // no room for would fault the process that copies into it (SIGBUS).
+    // Without the room, each line is written, and a full disk is an error.
+    let map = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, MAPPED as u64)
+        .map_err(io::Error::from)
+        .and_then(|()| Map::new(&file))
         .inspect_err(|e| {
             tracing::warn!(
                 "cannot map the audit journal {}: {e}; each event is written to it instead",
