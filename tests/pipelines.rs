@@ -2618,8 +2618,10 @@ fn killed_at_any_point_of_a_run_the_host_loses_nothing_and_never_checkpoints_ahe
         }
     }
     // Restarted for good: every contact arrives.
-    let _host = w.start();
+    let mut host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(60));
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
     let runs = w.runs();
     assert!(
         runs.as_array()
@@ -2627,6 +2629,20 @@ fn killed_at_any_point_of_a_run_the_host_loses_nothing_and_never_checkpoints_ahe
             .iter()
             .any(|r| r["outcome"] == "interrupted"),
         "the killed runs show as interrupted: {runs:#?}"
+    );
+    // Every request the hosts made is in the audit log, however soon after
+    // it the host was killed, but the one a kill cut short (a run makes
+    // one at a time): a use the host saw answered was journaled first.
+    let verify = run(w.causeway().args(["audit", "verify"]));
+    assert!(verify.success, "{}{}", verify.stdout, verify.stderr);
+    let requests = w.crm.faults().requests() + w.mailer.faults().requests();
+    let audited = audit_rows(&w.scratch.path().join("causeway-data"))
+        .iter()
+        .filter(|r| r.1 == "http")
+        .count() as u64;
+    assert!(
+        audited <= requests && audited + 9 >= requests,
+        "{audited} audited of {requests} requests"
     );
 }
 
