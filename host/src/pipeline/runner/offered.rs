@@ -90,7 +90,7 @@ fn not_offered(plugin: &str, stream: &str, streams: &[StreamInfo]) -> Option<Str
     };
     Some(format!(
         "source.stream {stream:?} is not a stream {plugin} offers: its discover lists {offers}{hint}; \
-         name one of them in causeway.toml (reads wait until it does; webhook deliveries go on)"
+         name one of them in causeway.toml (the reads wait until it does)"
     ))
 }
 
@@ -119,7 +119,7 @@ mod tests {
             Some(
                 "source.stream \"contact\" is not a stream crm offers: its discover lists \
                  companies, contacts (did you mean `contacts`?); name one of them in \
-                 causeway.toml (reads wait until it does; webhook deliveries go on)"
+                 causeway.toml (the reads wait until it does)"
             )
         );
         // Nothing close: no guess.
