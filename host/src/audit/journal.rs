@@ -37,6 +37,15 @@ use super::AuditEvent;
 /// What a journal's name starts with, after the database's file name.
 const INFIX: &str = ".audit-pending.";
 
+/// ... and a journal file's while it is made: it takes the journal's name
+/// once locked, so no other process ever finds a journal nobody holds
+/// that its writer is about to use.
+const STAGING_INFIX: &str = ".audit-new.";
+
+/// A staging file this old was left by a process killed while it made a
+/// journal.
+const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Journals made by this process so far: each writer's is its own.
 static MADE: AtomicU64 = AtomicU64::new(0);
 
@@ -128,7 +137,7 @@ impl Journal {
     /// A new, empty journal for the database at `db`, locked.
     pub fn create(db: &Path) -> io::Result<Journal> {
         let made = MADE.fetch_add(1, Ordering::Relaxed);
-        let path = sibling(db, &format!("{}-{made}", std::process::id()));
+        let path = sibling(db, INFIX, &format!("{}-{made}", std::process::id()));
         let (file, map) = fresh(&path)?;
         Ok(Journal {
             path,
@@ -168,28 +177,13 @@ impl Journal {
     }
 
     fn replace(&mut self, waiting: &[AuditEvent]) -> io::Result<()> {
-        let mut partial = self.path.clone().into_os_string();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
         let lines: Vec<u8> = waiting.iter().flat_map(line).collect();
-        let replaced = fresh(&partial).and_then(|(file, map)| {
-            file.write_all_at(&lines, 0)?;
-            std::fs::rename(&partial, &self.path)?;
-            Ok((file, map))
-        });
-        match replaced {
-            Ok((file, map)) => {
-                // The old mapping goes before its file: then its lock.
-                self.map = map;
-                self.file = file;
-                self.len = lines.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&partial);
-                Err(e)
-            }
-        }
+        let (file, map) = fresh_with(&self.path, |file| file.write_all_at(&lines, 0))?;
+        // The old mapping goes before its file: then its lock.
+        self.map = map;
+        self.file = file;
+        self.len = lines.len() as u64;
+        Ok(())
     }
 
     /// Removes the journal: everything in it is committed.
@@ -269,23 +263,29 @@ pub fn abandoned(db: &Path, conn: &Connection) -> Vec<Abandoned> {
         dir
     };
     let prefix = format!("{}{INFIX}", name.to_string_lossy());
+    let staging = format!("{}{STAGING_INFIX}", name.to_string_lossy());
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
+        // Left by a kill while a journal was made (or replaced: the
+        // journal it was to replace is whole): nothing of it is needed.
+        if file_name.starts_with(&staging) {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > STALE_STAGING));
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            continue;
+        }
         if !file_name.starts_with(&prefix) {
             continue;
         }
         let path = entry.path();
-        // A partial left by a kill mid-cut: its journal is whole beside it.
-        if file_name.ends_with(".partial") {
-            if try_open_locked(&path).ok().flatten().is_some() {
-                let _ = std::fs::remove_file(&path);
-            }
-            continue;
-        }
         match read_abandoned(&path, conn) {
             Ok(Some(abandoned)) => found.push(abandoned),
             Ok(None) => {}
@@ -358,19 +358,47 @@ fn written(conn: &Connection, event: &AuditEvent) -> rusqlite::Result<bool> {
     .map(|found| found.is_some())
 }
 
-/// The journal named `tag` for the database at `db`.
-fn sibling(db: &Path, tag: &str) -> PathBuf {
+/// The file `{db's name}{infix}{tag}` beside the database at `db`.
+fn sibling(db: &Path, infix: &str, tag: &str) -> PathBuf {
     let name = db
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    db.with_file_name(format!("{name}{INFIX}{tag}"))
+    db.with_file_name(format!("{name}{infix}{tag}"))
 }
 
-/// A new journal file at `path`, locked, and its first [`MAPPED`] bytes
-/// set aside on disk and mapped (where the file system can).
+/// A new journal file at `path` (in place of the one there, if any),
+/// locked, and its first [`MAPPED`] bytes set aside on disk and mapped
+/// (where the file system can).
 fn fresh(path: &Path) -> io::Result<(File, Option<Map>)> {
-    let file = options().create(true).open(path)?;
+    fresh_with(path, |_| Ok(()))
+}
+
+/// [`fresh`], `fill` writing its first contents before it takes `path`:
+/// it is made under a staging name and locked first, so no other process
+/// takes it for a journal its writer left.
+fn fresh_with(
+    path: &Path,
+    fill: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<(File, Option<Map>)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staged = path.with_file_name(name.replacen(INFIX, STAGING_INFIX, 1));
+    let made = made_at(&staged, path, fill);
+    if made.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    made
+}
+
+fn made_at(
+    staged: &Path,
+    path: &Path,
+    fill: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<(File, Option<Map>)> {
+    let file = options().create(true).open(staged)?;
     file.lock()?;
     file.set_len(0)?;
     // Set aside, not sparse: a page of a sparse file that a full disk has
@@ -386,6 +414,8 @@ fn fresh(path: &Path) -> io::Result<(File, Option<Map>)> {
             );
         })
         .ok();
+    fill(&file)?;
+    std::fs::rename(staged, path)?;
     Ok((file, map))
 }
 
@@ -528,14 +558,24 @@ mod tests {
         journal.append(br#"{"time":"2026-"#);
         let path = journal.path.clone();
         drop(journal);
-        // And a partial of a cut it was making.
-        std::fs::write(format!("{}.partial", path.display()), "x").unwrap();
+        // And a journal it was making: left alone while it may be in the
+        // making, removed once stale.
+        let staged = sibling(&db, STAGING_INFIX, "1-0");
+        std::fs::write(&staged, "x").unwrap();
+        assert!(abandoned(&db, &conn).len() == 1 && staged.exists());
+        let stale = std::time::SystemTime::now() - STALE_STAGING * 2;
+        File::options()
+            .write(true)
+            .open(&staged)
+            .unwrap()
+            .set_modified(stale)
+            .unwrap();
         let found = abandoned(&db, &conn);
         assert_eq!(found.len(), 1);
         let targets: Vec<&str> = found[0].events.iter().map(|e| e.target.as_str()).collect();
         assert_eq!(targets, ["a", "b"]);
         assert_eq!(found[0].unreadable, 1);
-        assert_eq!(journals(dir.path()).len(), 1, "the partial is removed");
+        assert!(!staged.exists(), "a stale staging file is removed");
         drop((found, conn));
 
         let writer = Writer::start(&db, chain()).unwrap();
