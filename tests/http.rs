@@ -270,6 +270,28 @@ fn a_slow_server_times_out_within_the_bound() {
 /// not echoed back, not carried across a redirect, not in an error, not in
 /// its logs, not in the host's logs or audit log.
 #[test]
+fn a_request_whose_credentials_secret_is_missing_is_not_sent_and_is_audited_naming_its_source() {
+    let server = FakeServer::start(|_| Answer::ok("{}"));
+    let scratch = setup(&grant(&port(&server), ""));
+    let input = scratch.path().join("probe.json");
+    let request = json!({"method": "GET", "url": format!("http://{}/api/x", server.addr), "credential": "token"});
+    std::fs::write(&input, json!({ "stream": request.to_string() }).to_string()).unwrap();
+    let out = run(scratch
+        .causeway()
+        .env_remove("CAUSEWAY_TEST_TOKEN")
+        .args(["invoke", "test-fetch", "read", "--input"])
+        .arg(&input));
+    assert!(!out.success, "{}", out.stdout);
+    let says = "credential \"token\": secret env:CAUSEWAY_TEST_TOKEN: the environment variable CAUSEWAY_TEST_TOKEN is not set";
+    assert!(out.stderr.contains(says), "{}", out.stderr);
+    assert!(server.received().is_empty());
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].4, "denied");
+    assert_eq!(rows[0].5, says);
+}
+
+#[test]
 fn a_plugin_never_learns_its_credential() {
     let elsewhere = FakeServer::start(|_| Answer::ok("{}"));
     let hop = format!("http://localhost:{}/api/landed", port(&elsewhere));

@@ -508,8 +508,13 @@ impl Outbound {
             let mut request_url = url.clone();
             if let Some((name, binding)) = &binding {
                 if hop == 0 {
+                    // Allowed, but not made: the security team sees the
+                    // attempt, and the operator why (the secret's source,
+                    // never its value).
                     let value = self.secrets.resolve(&binding.secret).map_err(|m| {
-                        HttpError::InvalidRequest(format!("credential {name:?}: {m}"))
+                        let reason = format!("credential {name:?}: {m}");
+                        self.audit(&target, &shown, Decision::Denied, reason.clone());
+                        HttpError::InvalidRequest(reason)
                     })?;
                     echoes = secret_forms(binding, &value);
                     secret = Some(value);
