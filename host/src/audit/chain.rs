@@ -101,6 +101,15 @@ impl Chain {
         self.keyed.clone()
     }
 
+    /// What seals this chain's journal lines: the same key, in a domain of
+    /// its own.
+    pub fn seal(&self) -> super::journal::Seal {
+        let mut mac = self.mac();
+        mac.update(b"causeway-audit-v1 journal");
+        let key = mac.finalize().into_bytes();
+        super::journal::Seal::new(&key)
+    }
+
     /// The hash of row `seq` holding `event`, chained from `prev`.
     pub fn row_hash(&self, prev: &str, seq: i64, event: &AuditEvent) -> String {
         self.hash_fields(prev, seq, event, event.decision.name())

@@ -30,7 +30,9 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hmac::{Hmac, Mac};
 use rusqlite::{Connection, OptionalExtension, params};
+use sha2::Sha256;
 
 use super::AuditEvent;
 
@@ -123,6 +125,8 @@ impl Drop for Map {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// What seals its lines (a cut writes the waiting events anew).
+    seal: Seal,
     /// Its first bytes, mapped; `None` where the file system cannot set
     /// them aside or map them (then every line is written).
     map: Option<Map>,
@@ -134,21 +138,23 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// A new, empty journal for the database at `db`, locked.
-    pub fn create(db: &Path) -> io::Result<Journal> {
+    /// A new, empty journal for the database at `db`, locked, its lines
+    /// sealed by `seal`.
+    pub fn create(db: &Path, seal: Seal) -> io::Result<Journal> {
         let made = MADE.fetch_add(1, Ordering::Relaxed);
         let path = sibling(db, INFIX, &format!("{}-{made}", std::process::id()));
         let (file, map) = fresh(&path)?;
         Ok(Journal {
             path,
             file,
+            seal,
             map,
             len: 0,
             failing: false,
         })
     }
 
-    /// Writes `line` ([`line()`]) after the last.
+    /// Writes `line` ([`Seal::line`]) after the last.
     pub fn append(&mut self, line: &[u8]) {
         let mapped = self
             .map
@@ -177,7 +183,7 @@ impl Journal {
     }
 
     fn replace(&mut self, waiting: &[AuditEvent]) -> io::Result<()> {
-        let lines: Vec<u8> = waiting.iter().flat_map(line).collect();
+        let lines: Vec<u8> = waiting.iter().flat_map(|e| self.seal.line(e)).collect();
         let (file, map) = fresh_with(&self.path, |file| file.write_all_at(&lines, 0))?;
         // The old mapping goes before its file: then its lock.
         self.map = map;
@@ -216,12 +222,56 @@ impl Journal {
     }
 }
 
-/// `event` as a journal holds it: made before the queue is locked, so
-/// capability calls wait on each other for the write alone.
-pub fn line(event: &AuditEvent) -> Vec<u8> {
-    let mut line = serde_json::to_vec(event).unwrap_or_default();
-    line.push(b'\n');
-    line
+/// What seals a journal's lines: an HMAC under a key derived from the audit
+/// chain's ([`super::Chain::seal`]). Whoever may write the data folder but
+/// not read the key (kept elsewhere: `[audit] key-file`) cannot slip a use
+/// that never happened into the log through a journal: a line without its
+/// seal is counted, not written.
+#[derive(Clone)]
+pub struct Seal(Hmac<Sha256>);
+
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seal(..)")
+    }
+}
+
+impl Seal {
+    /// The seal keyed by `key`.
+    pub fn new(key: &[u8]) -> Seal {
+        // HMAC takes keys of any length: this cannot fail.
+        Seal(<Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!()))
+    }
+
+    /// `event` as a journal holds it, `JSON<TAB>seal<LF>` (JSON text holds
+    /// no raw tab): made before the queue is locked, so capability calls
+    /// wait on each other for the copy alone.
+    pub fn line(&self, event: &AuditEvent) -> Vec<u8> {
+        let mut line = serde_json::to_vec(event).unwrap_or_default();
+        let mut mac = self.0.clone();
+        mac.update(&line);
+        line.push(b'\t');
+        line.extend(format!("{:x}", mac.finalize().into_bytes()).as_bytes());
+        line.push(b'\n');
+        line
+    }
+
+    /// The JSON of a sealed `line` (without its end), if its seal holds.
+    fn open<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
+        let tab = line.iter().rposition(|b| *b == b'\t')?;
+        let (json, tag) = (&line[..tab], &line[tab + 1..]);
+        let tag = std::str::from_utf8(tag).ok()?;
+        let tag: Vec<u8> = (0..tag.len())
+            .step_by(2)
+            .map(|i| {
+                tag.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<_>>()?;
+        let mut mac = self.0.clone();
+        mac.update(json);
+        mac.verify_slice(&tag).ok().map(|()| json)
+    }
 }
 
 /// Events a journal left by a process that ended without committing them.
@@ -233,6 +283,9 @@ pub struct Abandoned {
     pub events: Vec<AuditEvent>,
     /// Lines that were not an event (the last one, cut by the kill).
     pub unreadable: usize,
+    /// Lines without the seal of this audit key: not causeway's, or of
+    /// another key. Left out.
+    pub unsealed: usize,
     /// Held open and locked until the events are safe elsewhere.
     file: File,
 }
@@ -253,7 +306,7 @@ impl Abandoned {
 /// The journals beside the database at `db` whose writers are gone, with
 /// the events the database, read through `conn`, does not hold. One that
 /// cannot be read is left where it is, with a warning.
-pub fn abandoned(db: &Path, conn: &Connection) -> Vec<Abandoned> {
+pub fn abandoned(db: &Path, conn: &Connection, seal: &Seal) -> Vec<Abandoned> {
     let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
         return Vec::new();
     };
@@ -286,7 +339,7 @@ pub fn abandoned(db: &Path, conn: &Connection) -> Vec<Abandoned> {
             continue;
         }
         let path = entry.path();
-        match read_abandoned(&path, conn) {
+        match read_abandoned(&path, conn, seal) {
             Ok(Some(abandoned)) => found.push(abandoned),
             Ok(None) => {}
             Err(e) => tracing::warn!(
@@ -300,20 +353,29 @@ pub fn abandoned(db: &Path, conn: &Connection) -> Vec<Abandoned> {
 }
 
 /// `path`'s events the database lacks, unless a living writer holds it.
-fn read_abandoned(path: &Path, conn: &Connection) -> io::Result<Option<Abandoned>> {
+fn read_abandoned(path: &Path, conn: &Connection, seal: &Seal) -> io::Result<Option<Abandoned>> {
     let Some(file) = try_open_locked(path)? else {
         return Ok(None);
     };
     let mut events = Vec::new();
-    let mut unreadable = 0;
+    let (mut unreadable, mut unsealed) = (0, 0);
     let bytes = std::fs::read(path)?;
-    // Lines, then the zeros of the mapping nothing was written to yet.
-    let lines = bytes
-        .split(|b| *b == b'\n')
+    // Lines, then what follows the last: the zeros of the mapping nothing
+    // was written to yet, after a line the kill cut short, if it did.
+    let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    if lines
+        .pop()
         .map(trim_zeros)
-        .filter(|line| !line.is_empty());
-    for line in lines {
-        match serde_json::from_slice::<AuditEvent>(line) {
+        .is_some_and(|cut| !cut.is_empty())
+    {
+        unreadable += 1;
+    }
+    for line in lines.into_iter().filter(|line| !line.is_empty()) {
+        let Some(json) = seal.open(line) else {
+            unsealed += 1;
+            continue;
+        };
+        match serde_json::from_slice::<AuditEvent>(json) {
             // Committed before the kill came (the journal is cut only now
             // and then): written already.
             Ok(event) if written(conn, &event).map_err(io::Error::other)? => {}
@@ -325,6 +387,7 @@ fn read_abandoned(path: &Path, conn: &Connection) -> io::Result<Option<Abandoned
         path: path.to_path_buf(),
         events,
         unreadable,
+        unsealed,
         file,
     }))
 }
@@ -444,6 +507,14 @@ mod tests {
     use crate::audit::{Chain, Decision};
     use crate::db::Writer;
 
+    fn seal() -> Seal {
+        Seal::new(b"a test key")
+    }
+
+    fn line(event: &AuditEvent) -> Vec<u8> {
+        seal().line(event)
+    }
+
     fn event(target: &str) -> AuditEvent {
         AuditEvent::host("api", "test", target, Decision::Allowed, "d".into())
     }
@@ -464,7 +535,7 @@ mod tests {
             .split(|b| *b == b'\n')
             .map(trim_zeros)
             .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
+            .map(|l| serde_json::from_slice(seal().open(l).unwrap()).unwrap())
             .collect()
     }
 
@@ -473,7 +544,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("causeway.db");
         for mapped in [true, false] {
-            let mut journal = Journal::create(&db).unwrap();
+            let mut journal = Journal::create(&db, seal()).unwrap();
             assert!(journal.map.is_some());
             if !mapped {
                 journal.map = None;
@@ -494,7 +565,7 @@ mod tests {
     #[test]
     fn a_cut_keeps_only_the_events_still_waiting() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::create(&dir.path().join("causeway.db")).unwrap();
+        let mut journal = Journal::create(&dir.path().join("causeway.db"), seal()).unwrap();
         let (a, b, c) = (event("a"), event("b"), event("c"));
         for e in [&a, &b, &c] {
             journal.append(&line(e));
@@ -547,13 +618,18 @@ mod tests {
         writer.close();
         assert_eq!(journals(dir.path()), Vec::<String>::new(), "a clean stop");
 
-        let mut journal = Journal::create(&db).unwrap();
+        let sealed = chain().seal();
+        let mut journal = Journal::create(&db, sealed.clone()).unwrap();
         for e in [&committed, &event("a"), &event("b")] {
-            journal.append(&line(e));
+            journal.append(&sealed.line(e));
         }
+        // Lines causeway did not seal with this key: not written.
+        journal.append(&line(&event("sealed by another key")));
+        journal.append(b"{\"forged\": true}\n");
+        journal.append(&sealed.line(&event("c")));
         let conn = crate::db::open(&db).unwrap();
         // A living writer's journal is left alone.
-        assert!(abandoned(&db, &conn).is_empty());
+        assert!(abandoned(&db, &conn, &sealed).is_empty());
         // The kill: a line is cut short, and the lock goes with the process.
         journal.append(br#"{"time":"2026-"#);
         let path = journal.path.clone();
@@ -562,7 +638,7 @@ mod tests {
         // making, removed once stale.
         let staged = sibling(&db, STAGING_INFIX, "1-0");
         std::fs::write(&staged, "x").unwrap();
-        assert!(abandoned(&db, &conn).len() == 1 && staged.exists());
+        assert!(abandoned(&db, &conn, &sealed).len() == 1 && staged.exists());
         let stale = std::time::SystemTime::now() - STALE_STAGING * 2;
         File::options()
             .write(true)
@@ -570,37 +646,39 @@ mod tests {
             .unwrap()
             .set_modified(stale)
             .unwrap();
-        let found = abandoned(&db, &conn);
+        let found = abandoned(&db, &conn, &sealed);
         assert_eq!(found.len(), 1);
         let targets: Vec<&str> = found[0].events.iter().map(|e| e.target.as_str()).collect();
-        assert_eq!(targets, ["a", "b"]);
-        assert_eq!(found[0].unreadable, 1);
+        assert_eq!(targets, ["a", "b", "c"]);
+        assert_eq!((found[0].unreadable, found[0].unsealed), (1, 2));
         assert!(!staged.exists(), "a stale staging file is removed");
         drop((found, conn));
 
         let writer = Writer::start(&db, chain()).unwrap();
         writer.close();
         let conn = crate::db::open(&db).unwrap();
-        let rows: Vec<(String, String, String)> = conn
-            .prepare("SELECT action, target, detail FROM audit ORDER BY seq")
+        let rows: Vec<(String, String, String, String)> = conn
+            .prepare("SELECT action, target, decision, detail FROM audit ORDER BY seq")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
         let targets: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-        assert_eq!(targets[..3], ["committed", "a", "b"]);
-        let (action, target, detail) = &rows[3];
+        assert_eq!(targets[..4], ["committed", "a", "b", "c"]);
+        let (action, target, decision, detail) = &rows[4];
         assert_eq!(
-            (action.as_str(), target.as_str()),
-            ("recovered", &*path.display().to_string())
+            (action.as_str(), target.as_str(), decision.as_str()),
+            ("recovered", &*path.display().to_string(), "denied")
         );
         assert!(
-            detail.starts_with("2 audit events a process that ended before committing them left")
-                && detail.ends_with("cut short by the kill): 1"),
+            detail.starts_with("3 audit events a process that ended before committing them left")
+                && detail.contains("cut short by the kill): 1;")
+                && detail.contains("lines without the seal of this audit key, left out")
+                && detail.ends_with(": 2"),
             "{detail}"
         );
-        assert_eq!(rows.len(), 4, "{rows:#?}");
+        assert_eq!(rows.len(), 5, "{rows:#?}");
         assert!(chain().verify(&conn).is_ok());
         assert_eq!(journals(dir.path()), Vec::<String>::new());
     }

@@ -169,10 +169,11 @@ fn verify(cli: &super::Cli, json: bool) -> anyhow::Result<ExitCode> {
     drop(_lock);
     // Uses a killed process made and had not committed: not in the chain
     // yet, not lost either.
-    let journaled: usize = crate::audit::journal::abandoned(&config.database_file(), &conn)
-        .iter()
-        .map(|abandoned| abandoned.events.len())
-        .sum();
+    let journaled: usize =
+        crate::audit::journal::abandoned(&config.database_file(), &conn, &chain.seal())
+            .iter()
+            .map(|abandoned| abandoned.events.len())
+            .sum();
     match outcome {
         Ok(report) => {
             if json {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::{DbError, PluginRow, open};
-use crate::audit::journal::{self, Journal};
+use crate::audit::journal::{self, Journal, Seal};
 use crate::audit::{AuditEvent, Chain, Decision, Head};
 
 /// Delivers a job's answer once its transaction's fate is known.
@@ -87,6 +87,7 @@ impl Pending {
 pub struct Writer {
     queue: mpsc::Sender<Write>,
     audits: AuditQueue,
+    seal: Arc<Seal>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
 }
@@ -96,6 +97,8 @@ pub struct Writer {
 pub struct WriterHandle {
     queue: mpsc::Sender<Write>,
     audits: AuditQueue,
+    /// Seals the journal's lines, outside the queue's lock.
+    seal: Arc<Seal>,
     stats: Arc<WriterStats>,
 }
 
@@ -158,7 +161,8 @@ impl Writer {
     pub fn start(path: &Path, chain: Chain) -> Result<Writer, DbError> {
         let mut conn = open(path)?;
         chain_legacy_rows(&mut conn, &chain)?;
-        let journal = Journal::create(path)
+        let seal = chain.seal();
+        let journal = Journal::create(path, seal.clone())
             .inspect_err(|e| {
                 tracing::error!(
                     "cannot make an audit journal beside {}: {e}; audit events wait in memory only \
@@ -169,7 +173,7 @@ impl Writer {
             .ok();
         // Only with a journal of its own to take them into.
         let abandoned = match journal {
-            Some(_) => journal::abandoned(path, &conn),
+            Some(_) => journal::abandoned(path, &conn, &seal),
             None => Vec::new(),
         };
         let (queue, jobs) = mpsc::channel();
@@ -189,6 +193,7 @@ impl Writer {
         let writer = Writer {
             queue,
             audits,
+            seal: Arc::new(seal),
             thread: Some(thread),
             stats,
         };
@@ -202,7 +207,7 @@ impl Writer {
     fn recover(&self, abandoned: Vec<journal::Abandoned>) {
         let handle = self.handle();
         for journal in abandoned {
-            if journal.events.is_empty() && journal.unreadable == 0 {
+            if journal.events.is_empty() && journal.unreadable == 0 && journal.unsealed == 0 {
                 journal.remove();
                 continue;
             }
@@ -216,16 +221,30 @@ impl Writer {
                     journal.unreadable
                 ));
             }
-            tracing::warn!("{}: {detail}", journal.path.display());
+            if journal.unsealed > 0 {
+                detail.push_str(&format!(
+                    "; lines without the seal of this audit key, left out (not written by causeway: look into who could write {}): {}",
+                    journal.path.display(),
+                    journal.unsealed
+                ));
+                tracing::error!("{}: {detail}", journal.path.display());
+            } else {
+                tracing::warn!("{}: {detail}", journal.path.display());
+            }
             let target = journal.path.display().to_string();
             for event in journal.events.iter().cloned() {
                 handle.audit(event);
             }
+            // Lines forged, or sealed by another key, stand out as denied.
+            let decision = match journal.unsealed {
+                0 => Decision::Allowed,
+                _ => Decision::Denied,
+            };
             handle.audit(AuditEvent::host(
                 "audit",
                 "recovered",
                 &target,
-                Decision::Allowed,
+                decision,
                 detail,
             ));
             journal.remove();
@@ -237,6 +256,7 @@ impl Writer {
         WriterHandle {
             queue: self.queue.clone(),
             audits: self.audits.clone(),
+            seal: self.seal.clone(),
             stats: self.stats.clone(),
         }
     }
@@ -283,7 +303,7 @@ impl WriterHandle {
     /// database refusing writes for long) it is counted instead, and the
     /// count is recorded once the log is written again.
     pub fn audit(&self, event: AuditEvent) {
-        let line = journal::line(&event);
+        let line = self.seal.line(&event);
         let first = {
             let mut audits = self.audits.lock().unwrap_or_else(|p| p.into_inner());
             if audits.events.len() >= MAX_QUEUED_AUDIT_EVENTS {
