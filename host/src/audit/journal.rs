@@ -10,11 +10,13 @@
 //! kernel keeps what is copied there whatever becomes of the process): an
 //! event is a copy there, not a system call, which takes 1–2 µs on the
 //! development machine, where an audited loopback request has a budget of
-//! 10% of about 100 µs (performance.md §4). Past the
-//! mapping, lines are written to the file. Once the journal holds more
-//! than [`CUT_PAST`], the next commit replaces it with one holding the
-//! events still waiting (a new file renamed over it, so a kill leaves the
-//! old or the new).
+//! 10% of about 100 µs (performance.md §4). Past the mapping, lines are
+//! written to the file. Once the journal holds more than [`CUT_PAST`], the
+//! next commit replaces it with one holding the events still waiting (a
+//! new file renamed over it, so a kill leaves the old or the new).
+//!
+//! Each line is sealed ([`Seal`]), so a journal no causeway wrote adds
+//! nothing to the log.
 //!
 //! Nothing is synced: the database's commits are (every 50 ms under load),
 //! so a power cut can still lose the last events.
@@ -55,8 +57,8 @@ static MADE: AtomicU64 = AtomicU64::new(0);
 /// set aside on disk.
 pub const MAPPED: usize = 1 << 20;
 
-/// A journal past this many bytes is cut at the next commit: about a
-/// thousand events, which a writer recovering them looks up in a few
+/// A journal past this many bytes is cut at the next commit: some five
+/// hundred events, which a writer recovering them looks up in a few
 /// milliseconds. Well inside [`MAPPED`], so a writer keeping up never
 /// writes past the mapping.
 pub const CUT_PAST: u64 = 256 << 10;
