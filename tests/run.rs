@@ -624,6 +624,21 @@ fn capability_uses_a_killed_host_had_not_committed_are_written_by_the_next() {
         committed + verify["journaled"].as_u64().unwrap() >= uses as u64,
         "{committed} committed; {verify:#}"
     );
+    // A line slipped into the journal without causeway's seal: verify
+    // fails naming it, and the next host leaves it out, saying so.
+    let forged = r#"{"time":"2026-12-07T00:00:00.000000Z","plugin":"crm-source","version":"0.1.0","digest":"-","capability":"http","action":"GET","target":"https://elsewhere.example/","decision":"denied","detail":"forged","run_id":null}"#;
+    let journal = data.join(&left[0]);
+    let mut text = std::fs::read(&journal).unwrap();
+    text.extend(format!("{forged}\n").as_bytes());
+    std::fs::write(&journal, text).unwrap();
+    let out = run(scratch.causeway().args(["audit", "verify"]));
+    assert!(!out.success, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("holds 1 lines without the seal of this audit key"),
+        "{}",
+        out.stderr
+    );
 
     let mut host = start(&scratch);
     let rows = wait_until(
@@ -636,6 +651,22 @@ fn capability_uses_a_killed_host_had_not_committed_are_written_by_the_next() {
     );
     assert_eq!(rows.len(), uses, "{rows:#?}");
     assert!(rows.iter().all(|r| r.4 == "denied"), "{rows:#?}");
+    assert!(!rows.iter().any(|r| r.5 == "forged"), "{rows:#?}");
+    let all = support::run_json(scratch.causeway().args(["audit", "--json"]));
+    let recovered: Vec<&Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "recovered")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{all:#}");
+    assert_eq!(recovered[0]["decision"], "denied");
+    let detail = recovered[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("lines without the seal of this audit key, left out")
+            && detail.ends_with(": 1"),
+        "{detail}"
+    );
     // The killed host's journal is gone; the new host's is its own.
     let now = journals(&data);
     assert!(now.len() == 1 && now != left, "{left:?} then {now:?}");

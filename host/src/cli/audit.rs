@@ -169,11 +169,21 @@ fn verify(cli: &super::Cli, json: bool) -> anyhow::Result<ExitCode> {
     drop(_lock);
     // Uses a killed process made and had not committed: not in the chain
     // yet, not lost either.
-    let journaled: usize =
-        crate::audit::journal::abandoned(&config.database_file(), &conn, &chain.seal())
-            .iter()
-            .map(|abandoned| abandoned.events.len())
-            .sum();
+    let abandoned = crate::audit::journal::abandoned(&config.database_file(), &conn, &chain.seal());
+    let journaled: usize = abandoned.iter().map(|a| a.events.len()).sum();
+    // Lines no causeway sealed with this key: someone tried to slip uses
+    // into the log (they are left out), or the key changed.
+    let forged = abandoned.iter().find(|a| a.unsealed > 0).map(|a| {
+        format!(
+            "the audit journal {} holds {} lines without the seal of this audit key: not written by causeway with this key; the next writer leaves them out",
+            a.path.display(),
+            a.unsealed
+        )
+    });
+    let outcome = match (outcome, forged) {
+        (Ok(_), Some(message)) => Err(crate::audit::Broken { seq: 0, message }),
+        (outcome, _) => outcome,
+    };
     match outcome {
         Ok(report) => {
             if json {
@@ -208,9 +218,12 @@ fn verify(cli: &super::Cli, json: bool) -> anyhow::Result<ExitCode> {
         }
         Err(broken) => {
             if json {
-                super::print_json(
-                    &json!({ "ok": false, "seq": broken.seq, "message": broken.message }),
-                )?;
+                super::print_json(&json!({
+                    "ok": false,
+                    "seq": broken.seq,
+                    "message": broken.message,
+                    "journaled": journaled,
+                }))?;
             } else {
                 eprintln!("causeway: {broken}");
             }
