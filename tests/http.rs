@@ -128,6 +128,47 @@ fn a_denied_host_method_path_port_and_scheme_each_fail_with_the_rule_to_add_and_
 }
 
 #[test]
+fn a_malformed_request_is_refused_reaches_no_server_and_is_audited() {
+    let server = FakeServer::start(|_| Answer::ok("{}"));
+    let scratch = setup(&grant(&port(&server), ""));
+    let api = format!("http://{}/api/x", server.addr);
+    let cases = [
+        (
+            json!({"method": "GET", "url": api, "headers": [["Authorization", "Bearer mine"]]}),
+            format!("http://{}/api/x", server.addr),
+            "header \"Authorization\" is set by the host",
+        ),
+        (
+            json!({"method": "GET", "url": format!("ftp://{}/api/x", server.addr)}),
+            format!("ftp://{}/api/x", server.addr),
+            "scheme \"ftp\" is not http or https",
+        ),
+        (
+            json!({"method": "GET", "url": format!("http://me:pw@{}/api/x", server.addr)}),
+            format!("http://{}/api/x", server.addr),
+            "credentials in the URL are refused",
+        ),
+        (
+            json!({"method": "GET", "url": api, "credential": "other"}),
+            format!("http://{}/api/x", server.addr),
+            "credential \"other\" is not requested in the manifest",
+        ),
+    ];
+    for (request, _, says) in &cases {
+        let error = probe(&scratch, request.clone()).unwrap_err();
+        assert!(error.contains(says), "{request}: {error}");
+    }
+    assert!(server.received().is_empty(), "a refused request was sent");
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    assert_eq!(rows.len(), cases.len(), "{rows:#?}");
+    for (row, (_, shown, says)) in rows.iter().zip(&cases) {
+        assert_eq!((row.3.as_str(), row.4.as_str()), (shown.as_str(), "denied"));
+        assert!(row.5.contains(says), "{row:?}");
+        assert!(!row.3.contains("pw"), "the URL's password is not kept");
+    }
+}
+
+#[test]
 fn a_redirect_to_a_denied_host_is_refused_with_an_audit_row_per_hop() {
     let elsewhere = FakeServer::start(|_| Answer::ok("{}"));
     let target = format!("http://localhost:{}/api/x", port(&elsewhere));

@@ -443,6 +443,21 @@ fn a_javascript_sink_posting_with_fetch_sends_what_the_rust_one_sends() {
         (1, 1),
         "{rows:#?}"
     );
+    // The oversized ones are refused, and audited, at either door.
+    let refused: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r.4 == "denied")
+        .map(|r| (r.0.as_str(), r.5.as_str()))
+        .collect();
+    assert!(
+        matches!(
+            refused.as_slice(),
+            [("mailer-sink", rust), ("mailer-sink-js", js)]
+                if rust.starts_with("the request body is ") && rust.ends_with(" bytes; the limit is 4096")
+                    && *js == "the request body is over the limit of 4096 bytes (http-limits max-request-bytes) (wasi:http)"
+        ),
+        "{refused:#?}"
+    );
 }
 
 /// mailer-sink-js fails its batch as `transient` on a 429 (reading the

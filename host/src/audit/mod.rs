@@ -121,13 +121,37 @@ impl AuditEvent {
             version: version.to_string(),
             digest: digest.to_string(),
             capability: capability.to_string(),
-            action: action.to_string(),
-            target: target.to_string(),
+            action: capped(action.to_string(), MAX_ACTION_BYTES),
+            target: capped(target.to_string(), MAX_TARGET_BYTES),
             decision,
-            detail,
+            detail: capped(detail, MAX_DETAIL_BYTES),
             run_id: None,
         }
     }
+}
+
+/// The longest action an event keeps (an HTTP method is a plugin's text).
+pub const MAX_ACTION_BYTES: usize = 64;
+/// The longest target an event keeps: a URL or a batch's keys are a
+/// plugin's choice, and must not make one row megabytes long.
+pub const MAX_TARGET_BYTES: usize = 2048;
+/// The longest detail an event keeps.
+pub const MAX_DETAIL_BYTES: usize = 4096;
+
+/// `text` cut to at most `max` bytes (on a character boundary), saying how
+/// much was cut.
+fn capped(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("… ({cut} more bytes)"));
+    text
 }
 
 /// The current time as RFC 3339 UTC with microseconds.
@@ -282,6 +306,27 @@ mod tests {
             decision,
             String::new(),
         )
+    }
+
+    #[test]
+    fn a_plugins_long_text_is_cut_on_a_character_boundary_saying_how_much() {
+        let long = format!("{}é{}", "a".repeat(MAX_TARGET_BYTES - 1), "b".repeat(5000));
+        let event = AuditEvent::by(
+            ("p", "1", "-"),
+            "http",
+            &"G".repeat(100),
+            &long,
+            Decision::Denied,
+            "d".repeat(MAX_DETAIL_BYTES),
+        );
+        let kept = event.target.strip_suffix("… (5002 more bytes)").unwrap();
+        assert_eq!(kept, "a".repeat(MAX_TARGET_BYTES - 1));
+        assert_eq!(event.action, format!("{}… (36 more bytes)", "G".repeat(64)));
+        assert_eq!(
+            event.detail.len(),
+            MAX_DETAIL_BYTES,
+            "text at the limit is kept whole"
+        );
     }
 
     #[test]

@@ -88,15 +88,55 @@ fn target_of_url(method: &str, parsed: &url::Url) -> Result<Target, String> {
     })
 }
 
-/// The URL as the audit log shows it: query values redacted.
+/// The URL as the audit log shows it: query values and any user or
+/// password redacted.
 fn audit_target(url: &url::Url) -> String {
     let keys: Vec<String> = url.query_pairs().map(|(k, _)| format!("{k}=…")).collect();
-    let base = &url[..url::Position::AfterPath];
+    let base = format!(
+        "{}{}",
+        &url[..url::Position::BeforeUsername],
+        &url[url::Position::BeforeHost..url::Position::AfterPath]
+    );
     if keys.is_empty() {
         base.to_string()
     } else {
         format!("{base}?{}", keys.join("&"))
     }
+}
+
+/// A request's method as the audit log shows it: the plugin's text, with
+/// anything unprintable escaped.
+fn shown_method(method: &str) -> String {
+    method
+        .trim()
+        .to_ascii_uppercase()
+        .escape_debug()
+        .to_string()
+}
+
+/// A request's URL as the audit log shows it: query values redacted, and
+/// for text that is not a URL, the part before any `?`, escaped.
+fn shown_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(url) => audit_target(&url),
+        Err(_) => match text.split_once('?') {
+            Some((base, _)) => format!("{}?…", base.escape_debug()),
+            None => text.escape_debug().to_string(),
+        },
+    }
+}
+
+/// A request past the checks that need no grant.
+struct Prepared {
+    url: url::Url,
+    method: String,
+    /// The plugin's own headers, checked.
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+    /// The credential it names, and how it is bound.
+    binding: Option<(String, CredentialBinding)>,
+    /// The request's own deadline: its timeout, within the call's.
+    deadline: Instant,
 }
 
 /// The one check every hop passes through, whichever door it came by: the
@@ -448,17 +488,59 @@ impl Outbound {
         ))
     }
 
-    /// Checks, sends and audits one request, following redirects hop by hop.
-    pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
+    /// Records a request the host will not send as it stands (malformed,
+    /// or allowed but not sendable) as a denied use, and hands back the
+    /// error for the plugin. A probing plugin leaves a trace like a denied
+    /// one, within the same per-call budget.
+    fn refuse(&self, method: &str, shown: &str, error: HttpError) -> HttpError {
+        let reason = match &error {
+            HttpError::Denied(m)
+            | HttpError::InvalidRequest(m)
+            | HttpError::Timeout(m)
+            | HttpError::TooLarge(m)
+            | HttpError::Network(m) => m.clone(),
+        };
+        let detail = match self.door {
+            Door::Capability => reason.clone(),
+            Door::WasiHttp => format!("{reason} (wasi:http)"),
+        };
+        if self.audit.record(AuditEvent::new(
+            &self.plugin,
+            "http",
+            method,
+            shown,
+            Decision::Denied,
+            detail.clone(),
+        )) {
+            tracing::warn!(plugin = %self.plugin.label(), "http request to {shown} not sent: {detail}");
+        }
+        error
+    }
+
+    /// Refuses a request the door could not even read (wasi:http): `url`
+    /// is the guest's text.
+    pub(crate) fn refuse_unread(&self, method: &str, url: &str, error: HttpError) -> HttpError {
+        self.refuse(&shown_method(method), &shown_url(url), error)
+    }
+
+    /// The checks that need no grant: what the plugin may not set, sizes,
+    /// its credential's binding, the URL's form.
+    fn prepare(&self, req: Request) -> Result<Prepared, HttpError> {
         let limits = self.policy.http_limits;
-        for (name, _) in &req.headers {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &req.headers {
             if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
                 return Err(HttpError::InvalidRequest(format!(
                     "header {name:?} is set by the host: name a credential instead of sending one"
                 )));
             }
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| HttpError::InvalidRequest(format!("bad header name {name:?}")))?;
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| HttpError::InvalidRequest(format!("bad value for header {name}")))?;
+            headers.append(name, value);
         }
-        let mut body = req.body.unwrap_or_default();
+        let body = req.body.unwrap_or_default();
         if body.len() as u64 > limits.max_request_bytes {
             return Err(HttpError::TooLarge(format!(
                 "the request body is {} bytes; the limit is {}",
@@ -466,45 +548,75 @@ impl Outbound {
                 limits.max_request_bytes
             )));
         }
-        let binding = match &req.credential {
+        let binding = match req.credential {
             None => None,
-            Some(name) => Some((
-                name.clone(),
-                self.policy.credentials.get(name).cloned().ok_or_else(|| {
+            Some(name) => {
+                let binding = self.policy.credentials.get(&name).cloned().ok_or_else(|| {
                     HttpError::InvalidRequest(format!(
                         "credential {name:?} is not requested in the manifest or not bound in grants.toml"
                     ))
-                })?,
-            )),
+                })?;
+                Some((name, binding))
+            }
         };
-        let client = self
-            .client
-            .clone()
-            .ok_or_else(|| HttpError::Network("the plugin has no HTTP client".to_string()))?;
+        let url = url::Url::parse(&req.url).map_err(|e| {
+            HttpError::InvalidRequest(format!("{:?} is not an absolute URL: {e}", req.url))
+        })?;
         let timeout = req
             .timeout_ms
             .map(|ms| Duration::from_millis(u64::from(ms)))
             .unwrap_or(limits.timeout)
             .min(limits.timeout);
-        let deadline = (Instant::now() + timeout).min(self.deadline);
-        let mut url = url::Url::parse(&req.url).map_err(|e| {
-            HttpError::InvalidRequest(format!("{:?} is not an absolute URL: {e}", req.url))
-        })?;
-        let mut method = req.method.to_ascii_uppercase();
+        Ok(Prepared {
+            url,
+            method: req.method.to_ascii_uppercase(),
+            headers,
+            body,
+            binding,
+            deadline: (Instant::now() + timeout).min(self.deadline),
+        })
+    }
+
+    /// Checks, sends and audits one request, following redirects hop by hop.
+    /// Every request is audited, whatever stops it.
+    pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
+        let (asked_method, asked_url) = (shown_method(&req.method), shown_url(&req.url));
+        let Prepared {
+            mut url,
+            mut method,
+            headers: asked,
+            mut body,
+            binding,
+            deadline,
+        } = self
+            .prepare(req)
+            .map_err(|e| self.refuse(&asked_method, &asked_url, e))?;
+        let limits = self.policy.http_limits;
         // The secret is resolved once the first hop is allowed: the policy
         // speaks before a missing secret does.
         let mut secret: Option<Secret> = None;
         let mut echoes: Vec<String> = Vec::new();
         for hop in 0..=limits.max_redirects {
-            let target = target_of_url(&method, &url).map_err(HttpError::InvalidRequest)?;
             let shown = audit_target(&url);
+            let target = target_of_url(&method, &url).map_err(|m| {
+                self.refuse(&shown_method(&method), &shown, HttpError::InvalidRequest(m))
+            })?;
             if let Err(reason) = decide(&self.plugin, &self.policy, &target) {
                 if self.audit(&target, &shown, Decision::Denied, reason.clone()) {
                     tracing::warn!(plugin = %self.plugin.label(), "http request denied: {reason}");
                 }
                 return Err(HttpError::Denied(reason));
             }
-            let mut headers = reqwest::header::HeaderMap::new();
+            let refuse = |error| self.refuse(&target.method, &shown, error);
+            let Some(client) = &self.client else {
+                return Err(refuse(HttpError::Network(
+                    "the host could not build the plugin's HTTP client: its log says why"
+                        .to_string(),
+                )));
+            };
+            // The plugin's headers first: a credential's header replaces
+            // any of the same name.
+            let mut headers = asked.clone();
             let mut request_url = url.clone();
             if let Some((name, binding)) = &binding {
                 if hop == 0 {
@@ -512,16 +624,17 @@ impl Outbound {
                     // attempt, and the operator why (the secret's source,
                     // never its value).
                     let value = self.secrets.resolve(&binding.secret).map_err(|m| {
-                        let reason = format!("credential {name:?}: {m}");
-                        self.audit(&target, &shown, Decision::Denied, reason.clone());
-                        HttpError::InvalidRequest(reason)
+                        refuse(HttpError::InvalidRequest(format!(
+                            "credential {name:?}: {m}"
+                        )))
                     })?;
                     echoes = secret_forms(binding, &value);
                     secret = Some(value);
                 }
                 match &secret {
                     Some(value) if binding.binds(&target.host) => {
-                        inject(&mut headers, &mut request_url, name, binding, value)?;
+                        inject(&mut headers, &mut request_url, name, binding, value)
+                            .map_err(refuse)?;
                     }
                     _ if hop == 0 => {
                         let reason = format!(
@@ -535,16 +648,8 @@ impl Outbound {
                     _ => {}
                 }
             }
-            for (name, value) in &req.headers {
-                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| HttpError::InvalidRequest(format!("bad header name {name:?}")))?;
-                let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
-                    HttpError::InvalidRequest(format!("bad value for header {name}"))
-                })?;
-                headers.append(name, value);
-            }
             let reqwest_method = reqwest::Method::from_bytes(method.as_bytes())
-                .map_err(|_| HttpError::InvalidRequest(format!("bad method {method:?}")))?;
+                .map_err(|_| refuse(HttpError::InvalidRequest(format!("bad method {method:?}"))))?;
             let mut request = client
                 .client
                 .request(reqwest_method, request_url)
@@ -688,10 +793,141 @@ mod tests {
         assert!(target_of("G T", "https://a.example/").is_err());
     }
 
+    /// An outbound door for a plugin whose manifest asks no HTTP: no
+    /// rule, so no client.
+    fn ungranted(audit: AuditLog) -> Outbound {
+        let manifest = crate::manifest::Manifest::parse(
+            "contract = \"0.1.0\"\nname = \"quiet\"\nversion = \"1.0.0\"",
+            "quiet.toml",
+        )
+        .unwrap();
+        Outbound {
+            plugin: Arc::new(PluginInfo {
+                name: manifest.name.clone(),
+                version: manifest.version.clone(),
+                digest: "sha256:00".into(),
+                path: "quiet.wasm".into(),
+                manifest,
+                manifest_origin: crate::manifest::ManifestOrigin::Sidecar,
+                worlds: Vec::new(),
+                imports: Vec::new(),
+                exports: Vec::new(),
+            }),
+            policy: Arc::default(),
+            audit,
+            secrets: Arc::new(Secrets::in_memory("test", Default::default())),
+            client: None,
+            deadline: Instant::now() + Duration::from_secs(5),
+            door: Door::Capability,
+            asked_to_wait: AskedToWait::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_request_is_audited_whatever_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let chain =
+            crate::audit::Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
+        let writer = crate::db::Writer::start(&db, chain).unwrap();
+        let outbound = ungranted(AuditLog::new(writer.handle()).for_call());
+        let request = |method: &str, url: &str, headers: &[(&str, &str)]| Request {
+            method: method.into(),
+            url: url.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: None,
+            credential: None,
+            timeout_ms: None,
+        };
+        let cases = [
+            // A plugin whose manifest asks no HTTP has no client: the
+            // policy still speaks first.
+            (
+                request("GET", "https://api.example/v1", &[]),
+                "GET",
+                "https://api.example/v1",
+                "its manifest does not request it",
+            ),
+            (
+                request(
+                    "GET",
+                    "https://api.example/v1",
+                    &[("Authorization", "Bearer mine")],
+                ),
+                "GET",
+                "https://api.example/v1",
+                "is set by the host",
+            ),
+            (
+                request("GET", "https://api.example/v1", &[("bad name", "x")]),
+                "GET",
+                "https://api.example/v1",
+                "bad header name",
+            ),
+            (
+                request("G\u{1b}T", "https://api.example/", &[]),
+                "G\\u{1b}T",
+                "https://api.example/",
+                "is not an HTTP method",
+            ),
+            (
+                request("GET", "ftp://files.example/a", &[]),
+                "GET",
+                "ftp://files.example/a",
+                "is not http or https",
+            ),
+            (
+                request("GET", "https://me:pw@api.example/", &[]),
+                "GET",
+                "https://api.example/",
+                "credentials in the URL",
+            ),
+            (
+                request("GET", "nowhere/\n?q=secret", &[]),
+                "GET",
+                "nowhere/\\n?…",
+                "is not an absolute URL",
+            ),
+        ];
+        let mut credential = request("GET", "https://api.example/", &[]);
+        credential.credential = Some("token".into());
+        let cases = cases.into_iter().chain([(
+            credential,
+            "GET",
+            "https://api.example/",
+            "not requested in the manifest",
+        )]);
+        let mut expected = Vec::new();
+        for (req, method, shown, says) in cases {
+            let error = format!("{:?}", outbound.send(req).await.unwrap_err());
+            assert!(error.contains(says), "{shown}: {error}");
+            expected.push((method.to_string(), shown.to_string(), says));
+        }
+        writer.close();
+
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let rows = crate::audit::query::query(&conn, &Default::default()).unwrap();
+        assert_eq!(rows.len(), expected.len(), "{rows:#?}");
+        for (row, (method, shown, says)) in rows.iter().zip(&expected) {
+            let event = &row.event;
+            assert_eq!(
+                (event.capability.as_str(), event.decision),
+                ("http", Decision::Denied)
+            );
+            assert_eq!((&event.action, &event.target), (method, shown));
+            assert!(event.detail.contains(says), "{event:?}");
+        }
+    }
+
     #[test]
     fn audit_targets_hide_query_values() {
         let url = url::Url::parse("https://a.example/v1?token=s3cret&page=2").unwrap();
         assert_eq!(audit_target(&url), "https://a.example/v1?token=…&page=…");
+        let url = url::Url::parse("https://u:p@a.example:8443/v1?k=v").unwrap();
+        assert_eq!(audit_target(&url), "https://a.example:8443/v1?k=…");
     }
 
     #[test]

@@ -86,12 +86,18 @@ async fn read_request(
 ) -> Result<Request, Error> {
     let (parts, body) = request.into_parts();
     let url = parts.uri.to_string();
+    // Refused here, the request is audited as the capability's are.
+    let refuse = |error| outbound.refuse_unread(parts.method.as_str(), &url, error);
     let mut headers = Vec::new();
     let mut credential = None;
     for (name, value) in &parts.headers {
         let value = value
             .to_str()
-            .map_err(|_| internal(format!("header {name} is not visible ASCII")))?
+            .map_err(|_| {
+                let message = format!("header {name} is not visible ASCII");
+                refuse(HttpError::InvalidRequest(message.clone()));
+                internal(message)
+            })?
             .to_string();
         if name.as_str() == CREDENTIAL_HEADER {
             credential = Some(value);
@@ -106,20 +112,29 @@ async fn read_request(
         Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect(),
     )
     .await
-    .map_err(|_| Error::ConnectionWriteTimeout)?;
+    .map_err(|_| {
+        refuse(HttpError::Timeout(
+            "the plugin did not finish writing the request body before its call's deadline"
+                .to_string(),
+        ));
+        Error::ConnectionWriteTimeout
+    })?;
     let body = match collected {
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             // Guests' fetch implementations tend to hide the error code
-            // (StarlingMonkey: "NetworkError"): the host's log says why.
-            tracing::warn!(
-                plugin = %outbound.plugin.label(),
-                "wasi:http request to {} not sent: its body is over the limit of {limit} bytes (http-limits max-request-bytes)",
-                url.split('?').next().unwrap_or_default()
-            );
+            // (StarlingMonkey: "NetworkError"): the audit log and the
+            // host's log say why.
+            refuse(HttpError::TooLarge(format!(
+                "the request body is over the limit of {limit} bytes (http-limits max-request-bytes)"
+            )));
             return Err(Error::HttpRequestBodySize(Some(limit)));
         }
-        Err(e) => return Err(internal(format!("reading the request body: {e}"))),
+        Err(e) => {
+            let message = format!("reading the request body: {e}");
+            refuse(HttpError::InvalidRequest(message.clone()));
+            return Err(internal(message));
+        }
     };
     // The tightest timeout the guest asked for; the host's limit still caps it.
     let timeout_ms = options

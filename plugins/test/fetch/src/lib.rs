@@ -1,5 +1,5 @@
 //! Probes the `http` capability. `read(stream)` takes the stream as a JSON
-//! request `{"method", "url", "credential"?}`, performs it, logs everything it
+//! request `{"method", "url", "credential"?, "headers"?: [[name, value]]}`, performs it, logs everything it
 //! got back, and answers one record `{"status", "headers", "body"}`, or an
 //! error carrying the host's message: every way a plugin could learn its
 //! credential ends up in its output or its logs, where tests look for it.
@@ -15,6 +15,8 @@ struct Probe {
     url: String,
     #[serde(default)]
     credential: Option<String>,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
 }
 
 struct Fetch;
@@ -30,6 +32,9 @@ impl Source for Fetch {
         let mut request = http::request(&probe.method, &probe.url);
         if let Some(name) = &probe.credential {
             request = request.credential(name);
+        }
+        for (name, value) in &probe.headers {
+            request = request.header(name, value);
         }
         let response = request.send().map_err(|e| {
             let message = match e {
