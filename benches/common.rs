@@ -108,22 +108,37 @@ impl Bench {
     }
 }
 
-/// The production engine with one thing taken out, its deadline checks (no
-/// epoch interruption: nothing could stop a guest that never returns), and a
-/// linker for it. Not a way to run plugins: a yardstick for what the checks
-/// cost the guest's code (docs/performance.md §1).
-pub struct WithoutDeadlines {
+/// The production engine with one setting changed, and a linker for it: a
+/// yardstick for what that setting costs the guest's code
+/// (docs/performance.md §1).
+pub struct Yardstick {
     pub engine: wasmtime::Engine,
     pub linker: wasmtime::component::Linker<causeway::sandbox::StoreState>,
 }
 
-impl WithoutDeadlines {
-    pub fn new() -> WithoutDeadlines {
+impl Yardstick {
+    /// Without deadline checks (no epoch interruption: nothing could stop
+    /// a guest that never returns). Not a way to run plugins.
+    pub fn without_deadlines() -> Yardstick {
         let mut config = causeway::engine::config(&Default::default());
         config.epoch_interruption(false);
-        let engine = wasmtime::Engine::new(&config).expect("the engine without deadlines");
+        Yardstick::of(config)
+    }
+
+    /// Counting fuel, as `[engine] fuel = true` makes it.
+    pub fn counting_fuel() -> Yardstick {
+        Yardstick::of(causeway::engine::config(
+            &causeway::engine::EngineSettings {
+                fuel: true,
+                ..Default::default()
+            },
+        ))
+    }
+
+    fn of(config: wasmtime::Config) -> Yardstick {
+        let engine = wasmtime::Engine::new(&config).expect("the yardstick's engine");
         let linker = causeway::caps::linker(&engine).expect("its linker");
-        WithoutDeadlines { engine, linker }
+        Yardstick { engine, linker }
     }
 
     /// The built plugin `crate_name`, compiled for this engine.

@@ -163,7 +163,7 @@ fn packed(c: &mut Criterion) {
         &echo,
         &context,
     );
-    let unchecked_engine = common::WithoutDeadlines::new();
+    let unchecked_engine = common::Yardstick::without_deadlines();
     let unchecked = Guest::new(
         &bench,
         &unchecked_engine.engine,

@@ -7,7 +7,9 @@
 //! its batch unchanged (`test-echo`, warm), lowered into the guest and
 //! lifted back, no mapping in between; and the warm call on an engine
 //! without deadline checks (`wasm-warm-no-deadlines`, a yardstick, not a way
-//! to run plugins): what the checks cost. Last, the ratios to native paired
+//! to run plugins): what the checks cost; in the paired ratios, the warm
+//! call on an engine counting fuel (`wasm-warm-fuel`, `[engine] fuel =
+//! true`): what counting costs. Last, the ratios to native paired
 //! round by round (`common::paired`), which the machine's drift between
 //! criterion's rows does not move.
 //!
@@ -37,9 +39,13 @@ fn transform(c: &mut Criterion) {
     let echo = bench.install("test-echo", &Grants::default());
     let echo_context = bench.context(&echo);
     // The same plugin on an engine without deadline checks: what they cost.
-    let unchecked = common::WithoutDeadlines::new();
+    let unchecked = common::Yardstick::without_deadlines();
     let unchecked_installed = unchecked.install("map-fullname", &Grants::default());
     let unchecked_context = bench.context(&unchecked_installed);
+    // And on an engine counting fuel (`[engine] fuel = true`): what that costs.
+    let fueled = common::Yardstick::counting_fuel();
+    let fueled_installed = fueled.install("map-fullname", &Grants::default());
+    let fueled_context = bench.context(&fueled_installed);
     let (runtime, tokio) = (&bench.runtime, &bench.tokio);
 
     let mut group = c.benchmark_group("transform");
@@ -62,6 +68,10 @@ fn transform(c: &mut Criterion) {
         let wasm = mapped(&runtime.engine, &installed, &context);
         assert_eq!(
             mapped(&unchecked.engine, &unchecked_installed, &unchecked_context),
+            wasm
+        );
+        assert_eq!(
+            mapped(&fueled.engine, &fueled_installed, &fueled_context),
             wasm
         );
         assert_eq!(native.len(), wasm.len());
@@ -161,6 +171,12 @@ fn transform(c: &mut Criterion) {
                 &unchecked.engine,
                 &unchecked_installed,
                 &unchecked_context,
+            ),
+            (
+                "wasm-warm-fuel",
+                &fueled.engine,
+                &fueled_installed,
+                &fueled_context,
             ),
             ("boundary", &runtime.engine, &echo, &echo_context),
         ] {

@@ -320,3 +320,55 @@ fn assert_resource_limit((status, answer, _): (u16, Value, Duration), says: &[&s
         assert!(message.contains(needle), "{needle:?} missing: {answer}");
     }
 }
+
+#[test]
+fn a_plugin_burning_its_fuel_stops_as_a_resource_limit_and_answers_its_next_call() {
+    // A deadline far off: only the fuel can stop the loop in this test.
+    let (_scratch, host) = start_with(
+        r#"call-timeout = "60s", fuel = 50000000"#,
+        "[engine]\nfuel = true\n",
+    );
+    benign_answers(&host);
+    let answer = provoke(&host, "loop");
+    assert_resource_limit(
+        answer,
+        &[
+            "test-hostile@0.1.0",
+            "burned its fuel, 50000000 units",
+            "fuel = ",
+        ],
+    );
+    // The next call gets its fuel anew, and so does a plugin with no limit.
+    benign_answers(&host);
+    neighbour_answers_promptly(&host);
+}
+
+#[test]
+fn a_fuel_limit_on_a_host_that_does_not_count_fuel_is_refused_not_ignored() {
+    let (scratch, host) = start_with("fuel = 1000", "");
+    let (status, answer, _) = provoke(&host, "none");
+    assert_eq!(status, 422, "{answer}");
+    let message = answer["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("this host does not count fuel: set [engine] fuel = true"),
+        "{answer}"
+    );
+    // `check` says so, at the grant's line.
+    let out = support::run(scratch.causeway().arg("check"));
+    assert!(!out.success);
+    assert!(
+        out.stdout.contains("grants.toml line 2: ") && out.stdout.contains("plugins.test-hostile.limits.fuel = 1000: the engine counts fuel only with [engine] fuel = true"),
+        "{}",
+        out.stdout
+    );
+    // And in causeway.toml's own [limits], the file is refused.
+    std::fs::write(scratch.path().join("causeway.toml"), "[limits]\nfuel = 5\n").unwrap();
+    let out = support::run(scratch.causeway().arg("check"));
+    assert!(!out.success);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("causeway.toml line 2: ")
+            && all.contains("limits.fuel = 5: the engine counts fuel only"),
+        "{all}"
+    );
+}

@@ -227,6 +227,11 @@ impl<'de> Deserialize<'de> for TextDuration {
     }
 }
 
+/// Why a `fuel` limit on a host that does not count fuel is refused: it
+/// would go unenforced.
+pub const FUEL_UNCOUNTED: &str =
+    "the engine counts fuel only with [engine] fuel = true in causeway.toml (a restart takes it)";
+
 /// Limits as written in a file; absent fields keep the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(
@@ -250,6 +255,9 @@ pub struct LimitsConfig {
     /// Host resources (WASI streams, pollables, HTTP handles) one call may hold.
     #[serde(default, deserialize_with = "range::resources")]
     pub resources: Option<usize>,
+    /// Fuel one call may burn, on a host whose `[engine]` counts it.
+    #[serde(default, deserialize_with = "range::fuel")]
+    pub fuel: Option<u64>,
 }
 
 /// The values a limit may take. A limit no plugin could run under (zero
@@ -343,6 +351,16 @@ pub(crate) mod range {
         .map(Some)
     }
 
+    /// `fuel`: at least one unit.
+    pub fn fuel<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match u64::deserialize(d)? {
+            0 => Err(D::Error::custom(
+                "fuel = 0: must be at least 1 (a call with none could not start)",
+            )),
+            n => Ok(Some(n)),
+        }
+    }
+
     /// `resources`: at least one.
     pub fn resources<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
         match usize::deserialize(d)? {
@@ -366,6 +384,7 @@ impl LimitsConfig {
             table_elements: self.table_elements.unwrap_or(base.table_elements),
             instances: self.instances.unwrap_or(base.instances),
             resources: self.resources.unwrap_or(base.resources),
+            fuel: self.fuel.or(base.fuel),
         }
     }
 }
@@ -547,6 +566,15 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if let Some(units) = parsed.limits.fuel
+            && !parsed.engine.fuel
+        {
+            return Err(FileError::at(
+                name,
+                key_line(&text, "limits", "fuel", 0),
+                format!("limits.fuel = {units}: {FUEL_UNCOUNTED}"),
+            ));
         }
         let base = file
             .parent()
@@ -865,6 +893,7 @@ mod tests {
                 pooling: true,
                 max_instances: 8,
                 max_plugin_mb: 64,
+                fuel: false,
             }
         );
         assert!(

@@ -504,6 +504,9 @@ impl Plugin {
         operation: Operation,
         limits: &Limits,
     ) -> (Result<Answer, CallError>, Option<Live>) {
+        if let Err(unmetered) = sandbox::fill_fuel(store, limits) {
+            return (Err(unmetered), None);
+        }
         let call = async {
             let mut live = match live {
                 Some(live) => live,

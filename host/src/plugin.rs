@@ -286,6 +286,7 @@ impl Plugin {
         context: &crate::sandbox::CallContext,
     ) -> wasmtime::Result<(wasmtime::Store<StoreState>, wasmtime::component::Instance)> {
         let mut store = crate::sandbox::new_store(engine, self.info.clone(), context);
+        crate::sandbox::fill_fuel(&mut store, &context.policy.limits)?;
         let instance = self.pre.instantiate_async(&mut store).await?;
         Ok((store, instance))
     }

@@ -130,6 +130,7 @@ fn limits_view(limits: &crate::sandbox::Limits) -> serde_json::Value {
         "table-elements": limits.table_elements,
         "instances": limits.instances,
         "resources": limits.resources,
+        "fuel": limits.fuel,
     })
 }
 
@@ -403,8 +404,10 @@ fn text(views: &[GrantView], grants_file: &str) -> String {
             ));
         }
         if let Some(limits) = v.effective["limits"].as_object() {
+            // `fuel = null`: not counted, or no bound but the deadline.
             let line: Vec<String> = limits
                 .iter()
+                .filter(|(_, value)| !value.is_null())
                 .map(|(key, value)| format!("{key} = {value}"))
                 .collect();
             out.push_str(&format!("  {:<16} {}\n", "limits", line.join(", ")));

@@ -50,6 +50,11 @@ pub struct EngineSettings {
     /// one is refused unread, naming its size and this setting.
     #[serde(deserialize_with = "max_plugin_mb")]
     pub max_plugin_mb: u32,
+    /// Whether the engine counts fuel (about one unit per WebAssembly
+    /// instruction), so a `fuel` limit can bound a call's work whatever
+    /// the machine's speed. Counting slows guest code (docs/performance.md);
+    /// off, a `fuel` limit is refused.
+    pub fuel: bool,
 }
 
 /// `max-plugin-mb`, from 1 to [`MAX_PLUGIN_MB`], refused where it is written.
@@ -86,6 +91,7 @@ impl Default for EngineSettings {
             max_instances: 100,
             // CPython's component is 18 MB, a JavaScript one 12 MB.
             max_plugin_mb: 64,
+            fuel: false,
         }
     }
 }
@@ -135,7 +141,7 @@ mod slot {
 }
 
 /// Builds the engine: component model, epoch interruption for deadlines,
-/// and the allocator `settings` choose.
+/// fuel if `settings` count it, and the allocator they choose.
 pub fn new_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     if settings.pooling {
         // A quarter of the slots at most wait idle for a pipeline stage.
@@ -150,6 +156,7 @@ pub fn config(settings: &EngineSettings) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    config.consume_fuel(settings.fuel);
     if settings.pooling {
         let n = settings.max_instances.max(1);
         // One memory per instance on average (each reserves 4 GiB of

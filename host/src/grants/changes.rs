@@ -66,6 +66,9 @@ pub fn describe(grant: &PluginGrant) -> Vec<String> {
             lines.push(format!("limits: {key} = {value}"));
         }
     }
+    if let Some(units) = grant.limits.fuel {
+        lines.push(format!("limits: fuel = {units}"));
+    }
     lines
 }
 
@@ -226,7 +229,7 @@ mod tests {
     #[test]
     fn every_limit_a_grant_raises_is_described() {
         let grants = Grants::parse(
-            "[plugins.a]\nlimits = { memory-mb = 8, call-timeout = \"2s\", table-elements = 9, instances = 3, resources = 7 }\n",
+            "[plugins.a]\nlimits = { memory-mb = 8, call-timeout = \"2s\", table-elements = 9, instances = 3, resources = 7, fuel = 5 }\n",
             Path::new("grants.toml"),
         )
         .unwrap();
@@ -237,6 +240,7 @@ mod tests {
             "limits: table-elements = 9",
             "limits: instances = 3",
             "limits: resources = 7",
+            "limits: fuel = 5",
         ] {
             assert!(lines.iter().any(|l| l == expected), "{expected}: {lines:?}");
         }

@@ -47,6 +47,10 @@ pub struct Limits {
     /// store may hold at once: each costs host memory the guest's own
     /// memory limit does not count.
     pub resources: usize,
+    /// The fuel one call may burn (about one unit per WebAssembly
+    /// instruction), on an engine that counts it; `None`: no bound but the
+    /// deadline.
+    pub fuel: Option<u64>,
 }
 
 impl Limits {
@@ -71,6 +75,7 @@ impl Default for Limits {
             table_elements: 50_000,
             instances: 32,
             resources: 10_000,
+            fuel: None,
         }
     }
 }
@@ -319,6 +324,28 @@ impl StoreState {
     }
 }
 
+/// Gives a call its fuel: `limits.fuel`, or all there is on an engine
+/// that counts fuel when no limit is set (a store starts with none). A
+/// limit the engine cannot count fails the call rather than go unenforced.
+pub fn fill_fuel(store: &mut Store<StoreState>, limits: &Limits) -> Result<(), CallError> {
+    match limits.fuel {
+        Some(units) => store.set_fuel(units).map_err(|_| {
+            CallError::Invalid(format!(
+                "plugin {} has a limit of fuel = {units}, and this host does not count fuel: set [engine] fuel = true in causeway.toml and restart the host, or remove the limit",
+                store.data().plugin.label()
+            ))
+        }),
+        None => {
+            if store.get_fuel().is_ok() {
+                store.set_fuel(u64::MAX).map_err(|e| {
+                    CallError::Invalid(format!("the call's fuel could not be set: {e}"))
+                })?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// How a plugin call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
@@ -493,6 +520,15 @@ impl CallError {
                     "it handed the host more than {} bytes in one answer or host call (twice its memory limit): its strings or lists overlap in its memory, as only a hand-written export makes them, or its answers are larger than its memory; {}",
                     limits.transfer_bytes(),
                     raise("memory-mb")
+                ),
+            };
+        }
+        if let (Some(Trap::OutOfFuel), Some(units)) = (error.downcast_ref::<Trap>(), limits.fuel) {
+            return CallError::ResourceLimit {
+                plugin,
+                message: format!(
+                    "it burned its fuel, {units} units (about one per WebAssembly instruction), before the call ended; {}",
+                    raise("fuel")
                 ),
             };
         }
