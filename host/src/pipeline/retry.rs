@@ -39,6 +39,10 @@ pub enum Verdict {
     /// Back off at least this long (a 503's `Retry-After`), spending the
     /// budget.
     BackoffAtLeast(Duration),
+    /// The host was at its instance limit: back off, without spending the
+    /// budget. Nothing failed the third party or the plugin, so no circuit
+    /// opens against them for it.
+    Saturated,
     /// Waiting will not help: stop the pipeline until an operator acts.
     Stop,
 }
@@ -66,7 +70,8 @@ pub fn verdict(error: &CallError) -> Verdict {
             }
             FailureKind::Config | FailureKind::Auth | FailureKind::Fatal => Verdict::Stop,
         },
-        CallError::Timeout { .. } | CallError::Busy { .. } => Verdict::Backoff,
+        CallError::Timeout { .. } => Verdict::Backoff,
+        CallError::Busy { .. } => Verdict::Saturated,
         CallError::OutOfMemory { .. }
         | CallError::ResourceLimit { .. }
         | CallError::Trap { .. }
@@ -167,6 +172,7 @@ where
 {
     let mut spent = Duration::ZERO;
     let mut attempt = 0;
+    let mut saturated = 0;
     loop {
         let error = match step().await {
             Ok(value) => return Ok(value),
@@ -183,6 +189,18 @@ where
                 Wait {
                     duration: wait,
                     asked: true,
+                    unavailable: false,
+                }
+            }
+            Verdict::Saturated => {
+                let wait = backoff(config, saturated, jitter());
+                saturated += 1;
+                tracing::warn!(
+                    "{what}: {error}; retrying in {wait:?} (waits for an instance slot spend no retry budget)"
+                );
+                Wait {
+                    duration: wait,
+                    asked: false,
                     unavailable: false,
                 }
             }
@@ -289,6 +307,40 @@ mod tests {
         for kind in [FailureKind::Config, FailureKind::Auth, FailureKind::Fatal] {
             assert_eq!(verdict(&failure(kind, None)), Verdict::Stop);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_at_its_instance_limit_is_waited_for_without_spending_the_budget() {
+        let busy = || CallError::Busy {
+            plugin: "p@1".into(),
+            reason: "all slots in use".into(),
+        };
+        assert_eq!(verdict(&busy()), Verdict::Saturated);
+        // Far more waits than the budget holds (2 s, waits of up to 1 s),
+        // then a transient error that still has the whole budget.
+        let mut calls = 0;
+        let started = tokio::time::Instant::now();
+        let result: Result<(), GaveUp> = retry(&config(), "step", &Stop::never(), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n <= 20 {
+                    Err(busy())
+                } else {
+                    Err(failure(FailureKind::Transient, None))
+                }
+            }
+        })
+        .await;
+        assert!(matches!(result, Err(GaveUp::Exhausted(_))));
+        assert!(
+            calls >= 25,
+            "the budget was spent on busy waits: {calls} calls"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_secs(10),
+            "busy waits back off"
+        );
     }
 
     #[tokio::test(start_paused = true)]
