@@ -346,6 +346,10 @@ fn a_plugin_burning_its_fuel_stops_as_a_resource_limit_and_answers_its_next_call
 #[test]
 fn a_fuel_limit_on_a_host_that_does_not_count_fuel_is_refused_not_ignored() {
     let (scratch, host) = start_with("fuel = 1000", "");
+    host.wait_for_log(
+        "plugins.test-hostile.limits.fuel = 1000: the engine counts fuel only with [engine] fuel = true",
+        10,
+    );
     let (status, answer, _) = provoke(&host, "none");
     assert_eq!(status, 422, "{answer}");
     let message = answer["message"].as_str().unwrap_or_default();

@@ -202,25 +202,6 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             });
         }
         if let Some(grant) = host.grants.get(name) {
-            if let Some(units) = grant.limits.fuel
-                && !host.config.engine.fuel
-            {
-                findings.push(Finding {
-                    severity: "error",
-                    file: grants_file.clone(),
-                    line: crate::config::key_line(
-                        &grants_text,
-                        &format!("plugins.{name}"),
-                        "limits",
-                        0,
-                    )
-                    .or(Some(line)),
-                    message: format!(
-                        "plugins.{name}.limits.fuel = {units}: {} (until then, each call of {name} fails saying so)",
-                        crate::config::FUEL_UNCOUNTED
-                    ),
-                });
-            }
             for (credential, binding) in &grant.credentials {
                 if let Err(message) = host.secrets.resolve(&binding.secret) {
                     let at = crate::grants::credential_line(&grants_text, name, credential);
@@ -233,6 +214,15 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
                 }
             }
         }
+    }
+    for (name, message) in host.grants.uncounted_fuel(host.config.engine.fuel) {
+        let table = format!("plugins.{name}");
+        findings.push(Finding {
+            severity: "error",
+            file: grants_file.clone(),
+            line: crate::config::key_line(&grants_text, &table, "limits", 0),
+            message,
+        });
     }
     let config_file = host
         .config

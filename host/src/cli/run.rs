@@ -51,6 +51,9 @@ impl Opts {
         if let Some(exposed) = crate::host::data_dir_exposure(&host.config.data_dir) {
             tracing::warn!("{exposed}");
         }
+        for (_, message) in host.grants.uncounted_fuel(host.config.engine.fuel) {
+            tracing::error!("{}: {message}", host.config.grants_file.display());
+        }
         let token = server::OperatorToken::load_or_create(&host.config.data_dir)
             .map_err(anyhow::Error::msg)?;
         let writer = host.open_database()?;

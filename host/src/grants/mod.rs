@@ -262,6 +262,25 @@ impl Grants {
         self.plugins.get(plugin).map(|(grant, _)| grant)
     }
 
+    /// What is wrong with each grant's `fuel` limit on a host whose engine
+    /// does not count fuel (`counted` false): by plugin name, the message.
+    pub fn uncounted_fuel(&self, counted: bool) -> Vec<(&str, String)> {
+        self.plugins
+            .iter()
+            .filter(|_| !counted)
+            .filter_map(|(name, (grant, _))| {
+                let units = grant.limits.fuel?;
+                Some((
+                    name.as_str(),
+                    format!(
+                        "plugins.{name}.limits.fuel = {units}: {} (until then, each call of {name} fails saying so)",
+                        crate::config::FUEL_UNCOUNTED
+                    ),
+                ))
+            })
+            .collect()
+    }
+
     /// Every granted plugin name with the line its section starts on.
     pub fn names(&self) -> impl Iterator<Item = (&str, usize)> {
         self.plugins

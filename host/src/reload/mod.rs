@@ -406,6 +406,9 @@ impl State {
             match Grants::load(&config.grants_file) {
                 Ok(new) => {
                     self.db.audited(crate::grants::changes::record(&new));
+                    for (_, message) in new.uncounted_fuel(current.config.engine.fuel) {
+                        tracing::error!("{}: {message}", config.grants_file.display());
+                    }
                     grants = new;
                 }
                 Err(e) => tracing::error!("{e}: keeping the last good grants"),
