@@ -328,22 +328,23 @@ impl StoreState {
 /// that counts fuel when no limit is set (a store starts with none). A
 /// limit the engine cannot count fails the call rather than go unenforced.
 pub fn fill_fuel(store: &mut Store<StoreState>, limits: &Limits) -> Result<(), CallError> {
-    match limits.fuel {
-        Some(units) => store.set_fuel(units).map_err(|_| {
-            CallError::Invalid(format!(
+    // Read from the engine's settings: asking the store would build an
+    // error on every call of a host that does not count fuel.
+    let counted = store.engine().get_consume_fuel();
+    let units = match (limits.fuel, counted) {
+        (None, false) => return Ok(()),
+        (None, true) => u64::MAX,
+        (Some(units), true) => units,
+        (Some(units), false) => {
+            return Err(CallError::Invalid(format!(
                 "plugin {} has a limit of fuel = {units}, and this host does not count fuel: set [engine] fuel = true in causeway.toml and restart the host, or remove the limit",
                 store.data().plugin.label()
-            ))
-        }),
-        None => {
-            if store.get_fuel().is_ok() {
-                store.set_fuel(u64::MAX).map_err(|e| {
-                    CallError::Invalid(format!("the call's fuel could not be set: {e}"))
-                })?;
-            }
-            Ok(())
+            )));
         }
-    }
+    };
+    store
+        .set_fuel(units)
+        .map_err(|e| CallError::Invalid(format!("the call's fuel could not be set: {e}")))
 }
 
 /// How a plugin call failed.
