@@ -348,6 +348,44 @@ fn sighup_reads_a_grants_file_the_watcher_could_not_see_and_watches_it_from_then
 }
 
 #[test]
+fn a_plugin_linked_into_the_folder_loads_and_switching_the_link_upgrades_it() {
+    let scratch = setup(0, "");
+    let releases = scratch.path().join("releases");
+    std::fs::create_dir(&releases).unwrap();
+    for (build, file) in [(A, "a.wasm"), (B, "b.wasm")] {
+        std::fs::write(releases.join(file), test_version(build)).unwrap();
+    }
+    let link = scratch.plugins().join(FILE);
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(releases.join("a.wasm"), &link).unwrap();
+    // A FIFO named like a plugin fails, saying what it is, and holds
+    // nothing up (opening one waits for a writer).
+    let fifo = scratch.plugins().join("pipe.wasm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let host = start(&scratch);
+    assert_eq!(call(&host), Ok(A.to_string()));
+    let rows = plugin_rows(&host);
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["state"] == "failed")
+        .filter_map(|r| r["error"].as_str())
+        .collect();
+    assert!(
+        matches!(failed.as_slice(), [one] if one.contains("pipe.wasm") && one.contains("is not a regular file but a FIFO")),
+        "{rows:?}"
+    );
+    // A deployment switches versions by replacing the link at once.
+    let next = scratch.plugins().join(".next-link");
+    std::os::unix::fs::symlink(releases.join("b.wasm"), &next).unwrap();
+    std::fs::rename(&next, &link).unwrap();
+    wait_for_build(&host, B, Duration::from_secs(10));
+}
+
+#[test]
 fn removing_the_file_unloads_the_plugin() {
     let scratch = setup(0, "");
     let host = start(&scratch);

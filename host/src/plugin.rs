@@ -105,6 +105,9 @@ pub enum Problem {
         /// The other file.
         other: String,
     },
+    /// A FIFO, a device or a socket named `.wasm` (or a link to one).
+    #[error("is not a regular file but {0}: a plugin is a .wasm file, or a symbolic link to one")]
+    NotAFile(&'static str),
 }
 
 // Not `#[from]`: the message already carries the error, and a source
@@ -139,8 +142,22 @@ pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
         file: path.to_path_buf(),
         problem,
     };
-    let file = std::fs::File::open(path).map_err(|e| fail(e.into()))?;
-    let size = file.metadata().map_err(|e| fail(e.into()))?.len();
+    // Opened without waiting, and checked before reading: a FIFO named
+    // `.wasm` would otherwise hold the open, and the reload, until someone
+    // wrote to it. A link is followed.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        rustix::fs::OFlags::NONBLOCK.bits() as i32,
+    );
+    let file = options.open(path).map_err(|e| fail(e.into()))?;
+    let metadata = file.metadata().map_err(|e| fail(e.into()))?;
+    if !metadata.is_file() {
+        return Err(fail(Problem::NotAFile(kind_of(&metadata.file_type()))));
+    }
+    let size = metadata.len();
     if size > max {
         return Err(fail(Problem::TooLarge { size, max }));
     }
@@ -153,6 +170,28 @@ pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
         return Err(fail(Problem::TooLarge { size: read, max }));
     }
     Ok(bytes)
+}
+
+/// What a file that is not a regular one is, as an error names it.
+fn kind_of(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return "a device";
+        }
+    }
+    if kind.is_dir() {
+        "a folder"
+    } else {
+        "something else"
+    }
 }
 
 /// Reads, digests and compiles a plugin file, and reads its manifest, worlds,

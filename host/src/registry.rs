@@ -256,14 +256,17 @@ pub struct Registry {
     compiling: Vec<PluginStatus>,
 }
 
-/// The `.wasm` files at the top level of `dir`, sorted by name. Subfolders
-/// and other files are ignored.
+/// The `.wasm` entries at the top level of `dir`, sorted by name: files,
+/// and symbolic links, which are followed (a deployment may switch
+/// versions by replacing a link). Subfolders and other names are ignored;
+/// anything else named `.wasm` (a FIFO, a device, a broken link) is listed,
+/// to fail when read, naming what it is.
 pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
-        if entry.file_type()?.is_file() && path.extension().is_some_and(|e| e == "wasm") {
+        if path.extension().is_some_and(|e| e == "wasm") && !path.is_dir() {
             files.push(path);
         }
     }
