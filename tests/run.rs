@@ -635,7 +635,8 @@ fn capability_uses_a_killed_host_had_not_committed_are_written_by_the_next() {
     assert!(!out.success, "{}", out.stdout);
     assert!(
         out.stderr
-            .contains("holds 1 lines without the seal of this audit key"),
+            .contains("an audit journal holds lines without the seal of this audit key: ")
+            && out.stderr.contains(&format!("{} (1 lines)", left[0])),
         "{}",
         out.stderr
     );

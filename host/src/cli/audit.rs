@@ -173,11 +173,20 @@ fn verify(cli: &super::Cli, json: bool) -> anyhow::Result<ExitCode> {
     let journaled: usize = abandoned.iter().map(|a| a.events.len()).sum();
     // Lines no causeway sealed with this key: someone tried to slip uses
     // into the log (they are left out), or the key changed.
-    let forged = abandoned.iter().find(|a| a.unsealed > 0).map(|a| {
+    let forged: Vec<String> = abandoned
+        .iter()
+        .filter(|a| a.unsealed > 0)
+        .map(|a| format!("{} ({} lines)", a.path.display(), a.unsealed))
+        .collect();
+    let forged = (!forged.is_empty()).then(|| {
         format!(
-            "the audit journal {} holds {} lines without the seal of this audit key: not written by causeway with this key; the next writer leaves them out",
-            a.path.display(),
-            a.unsealed
+            "{} without the seal of this audit key: {}; not written by causeway with this key, the next writer leaves them out",
+            if forged.len() == 1 {
+                "an audit journal holds lines"
+            } else {
+                "audit journals hold lines"
+            },
+            forged.join(", ")
         )
     });
     let outcome = match (outcome, forged) {
