@@ -344,6 +344,28 @@ fn a_plugin_burning_its_fuel_stops_as_a_resource_limit_and_answers_its_next_call
 }
 
 #[test]
+fn check_warns_of_fuel_counted_with_no_limit_to_bound() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "[engine]\nfuel = true\n",
+    )
+    .unwrap();
+    let out = support::run(scratch.causeway().arg("check"));
+    assert!(out.success, "a warning, not an error: {}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("causeway.toml line 2: engine.fuel = true, and no fuel limit is set"),
+        "{}",
+        out.stdout
+    );
+    scratch.grants("[plugins.map-fullname]\nlimits = { fuel = 1000000000 }\n");
+    let out = support::run(scratch.causeway().arg("check"));
+    assert!(!out.stdout.contains("no fuel limit"), "{}", out.stdout);
+}
+
+#[test]
 fn a_fuel_limit_on_a_host_that_does_not_count_fuel_is_refused_not_ignored() {
     let (scratch, host) = start_with("fuel = 1000", "");
     host.wait_for_log(

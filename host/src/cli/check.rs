@@ -239,6 +239,20 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         .and_then(|f| std::fs::read_to_string(f).ok())
         .unwrap_or_default();
     let line_of = |table: &str| crate::config::section_line(&config_text, table);
+    let fuel_limited = host.config.limits.fuel.is_some()
+        || host.grants.names().any(|(name, _)| {
+            host.grants
+                .get(name)
+                .is_some_and(|g| g.limits.fuel.is_some())
+        });
+    if host.config.engine.fuel && !fuel_limited {
+        findings.push(Finding {
+            severity: "warning",
+            file: config_file.clone(),
+            line: crate::config::key_line(&config_text, "engine", "fuel", 0),
+            message: "engine.fuel = true, and no fuel limit is set ([limits] or a grant's): every call pays for counting fuel, and nothing is bounded by it".to_string(),
+        });
+    }
     for name in host.config.plugins.keys() {
         if registry.get(name).is_none() {
             findings.push(Finding {
