@@ -139,3 +139,48 @@ fn a_guest_chatty_on_stderr_still_answers_and_its_panics_are_still_reported() {
     assert!(report.contains("debug line 127"), "{report}");
     assert!(!report.contains("debug line 000"), "{report}");
 }
+
+#[test]
+fn each_call_of_a_warm_instance_gets_its_own_fuel() {
+    let bench = Bench::new(None);
+    let fueled = common::Yardstick::counting_fuel();
+    let grants = Grants::parse(
+        "[plugins.test-hostile]\nlimits = { fuel = 100000 }\n",
+        std::path::Path::new("grants.toml"),
+    )
+    .expect("grants");
+    let installed = fueled.install("test-hostile", &grants);
+    let context = bench.context(&installed);
+    let call = |mode: &str| {
+        let batch = vec![Record {
+            stream: "s".into(),
+            key: "k".into(),
+            op: Op::Upsert,
+            data: json!({ "mode": mode }).to_string(),
+            source_timestamp: None,
+        }];
+        bench.tokio.block_on(installed.call_warm(
+            &fueled.engine,
+            Operation::Transform(batch),
+            &context,
+        ))
+    };
+    // Hundreds of calls in one instance burn far more than one call's
+    // fuel: each must start with its own.
+    for n in 1..=500u64 {
+        match call("count") {
+            Ok(Answer::Records(records)) => {
+                let data: Value = serde_json::from_str(&records[0].data).expect("JSON");
+                assert_eq!(data["calls"].as_u64(), Some(n), "one instance throughout");
+            }
+            other => panic!("call {n}: {other:?}"),
+        }
+    }
+    // And a call's fuel still bounds it.
+    let error = call("loop").unwrap_err();
+    assert_eq!(error.kind(), "resource-limit", "{error}");
+    assert!(
+        error.to_string().contains("burned its fuel, 100000 units"),
+        "{error}"
+    );
+}
