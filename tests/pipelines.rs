@@ -642,6 +642,53 @@ fn one_dead_letter(w: &World) -> Value {
     letters[0].clone()
 }
 
+/// map-fullname under a fuel limit that holds about twenty contacts: a
+/// page of sixty is split until its parts fit and all of them flow, and a
+/// contact too large to map within the limit even alone is set aside
+/// (fuel, like memory, grows with the batch: `isolate::may_be_a_record`).
+#[test]
+fn a_batch_over_a_transforms_fuel_is_split_until_it_fits_and_a_record_that_never_fits_is_set_aside()
+{
+    let w = World::new(
+        100,
+        "[plugins.map-fullname]\nlimits = { fuel = 200000 }\n",
+        r#"
+[engine]
+fuel = true
+
+[pipelines.contacts-to-mailer]
+every = "200ms"
+source = { plugin = "crm-source", stream = "contacts" }
+transforms = [{ plugin = "map-fullname" }]
+sinks = [{ plugin = "mailer-sink" }]
+"#,
+    );
+    let mut expected = create(&w.crm, 60);
+    let huge = expected.remove(7);
+    w.crm
+        .update(
+            &huge.0,
+            person("First7", &"L".repeat(300_000), "p7@example.com"),
+        )
+        .unwrap();
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(30));
+    let letter = one_dead_letter(&w);
+    assert_eq!(letter["key"], huge.0.as_str());
+    assert_eq!(letter["stage"], "transform");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(reason.contains("burned its fuel, 200000 units"), "{reason}");
+    w.wait_until_idle();
+    let runs = w.runs();
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] != "stopped" && r["outcome"] != "failed"),
+        "{runs:#?}"
+    );
+}
+
 /// A contact map-fullname cannot read (its first name is a number) among
 /// good ones: the transform fails the whole batch, as its contract allows
 /// no other answer. The host splits the batch until it finds the record,

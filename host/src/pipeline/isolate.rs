@@ -238,9 +238,12 @@ pub fn may_be_a_record(error: &CallError) -> bool {
     match error {
         CallError::Plugin { error, .. } => error.kind == crate::operation::FailureKind::Fatal,
         // A deterministic transform answers the same record the same way.
-        CallError::Trap { .. } | CallError::OutOfMemory { .. } | CallError::BrokenAnswer { .. } => {
-            true
-        }
+        // Memory and fuel grow with the batch: halves that fit are mapped,
+        // and a record that needs more alone is set aside.
+        CallError::Trap { .. }
+        | CallError::OutOfMemory { .. }
+        | CallError::OutOfFuel { .. }
+        | CallError::BrokenAnswer { .. } => true,
         CallError::Timeout { .. }
         | CallError::Busy { .. }
         | CallError::ResourceLimit { .. }

@@ -73,6 +73,7 @@ pub fn verdict(error: &CallError) -> Verdict {
         CallError::Timeout { .. } => Verdict::Backoff,
         CallError::Busy { .. } => Verdict::Saturated,
         CallError::OutOfMemory { .. }
+        | CallError::OutOfFuel { .. }
         | CallError::ResourceLimit { .. }
         | CallError::Trap { .. }
         | CallError::Invalid(_)

@@ -379,6 +379,16 @@ pub enum CallError {
         /// What it asked for, the limit, and the grant that raises it.
         message: String,
     },
+    /// The call burned its `fuel` limit. A kind of its own in the code
+    /// (one record may be the cause, as for memory), `resource-limit` to
+    /// operators.
+    #[error("plugin {plugin} exceeded a resource limit: {message}")]
+    OutOfFuel {
+        /// `name@version`.
+        plugin: String,
+        /// The limit, and the grant that raises it.
+        message: String,
+    },
     /// Every instance slot of the host is in use: retry shortly.
     #[error(
         "plugin {plugin} was not started: the host is at its instance limit ({reason}); retry shortly, or raise [engine] max-instances"
@@ -425,7 +435,7 @@ impl CallError {
         match self {
             CallError::Timeout { .. } => "timeout",
             CallError::OutOfMemory { .. } => "out-of-memory",
-            CallError::ResourceLimit { .. } => "resource-limit",
+            CallError::ResourceLimit { .. } | CallError::OutOfFuel { .. } => "resource-limit",
             CallError::Busy { .. } => "busy",
             CallError::Trap { .. } => "trap",
             CallError::Plugin { .. } => "plugin-error",
@@ -525,7 +535,7 @@ impl CallError {
             };
         }
         if let (Some(Trap::OutOfFuel), Some(units)) = (error.downcast_ref::<Trap>(), limits.fuel) {
-            return CallError::ResourceLimit {
+            return CallError::OutOfFuel {
                 plugin,
                 message: format!(
                     "it burned its fuel, {units} units (about one per WebAssembly instruction), before the call ended; {}",

@@ -398,6 +398,7 @@ async fn invoke(
                 }
                 CallError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 CallError::OutOfMemory { .. }
+                | CallError::OutOfFuel { .. }
                 | CallError::ResourceLimit { .. }
                 | CallError::Trap { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             };
