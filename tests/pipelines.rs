@@ -35,6 +35,28 @@ sinks = [{{ plugin = "mailer-sink" }}]
     )
 }
 
+/// The pipeline CRM → map-fullname → mailer every 200 ms, on a host whose
+/// `[engine]` holds `engine`, crm-source reading pages of `page_size`, and
+/// `grants` added to grants.toml.
+fn on_engine(page_size: u32, grants: &str, engine: &str) -> World {
+    World::new(
+        page_size,
+        grants,
+        &format!(
+            r#"
+[engine]
+{engine}
+
+[pipelines.contacts-to-mailer]
+every = "200ms"
+source = {{ plugin = "crm-source", stream = "contacts" }}
+transforms = [{{ plugin = "map-fullname" }}]
+sinks = [{{ plugin = "mailer-sink" }}]
+"#
+        ),
+    )
+}
+
 impl World {
     /// `causeway runs --json`: the runs, newest first.
     fn runs(&self) -> Value {
@@ -193,20 +215,7 @@ sinks = [{ plugin = "mailer-sink", config = { list_id = "customers" } }]
 fn a_host_with_one_instance_slot_still_runs_every_stage() {
     // Idle warm instances never hold the slots calls need: with one slot,
     // no stage keeps one, and each stage in turn gets it.
-    let w = World::new(
-        3,
-        "",
-        r#"
-[engine]
-max-instances = 1
-
-[pipelines.contacts-to-mailer]
-every = "200ms"
-source = { plugin = "crm-source", stream = "contacts" }
-transforms = [{ plugin = "map-fullname" }]
-sinks = [{ plugin = "mailer-sink" }]
-"#,
-    );
+    let w = on_engine(3, "", "max-instances = 1");
     let expected = create(&w.crm, 7);
     let _host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
@@ -649,19 +658,10 @@ fn one_dead_letter(w: &World) -> Value {
 #[test]
 fn a_batch_over_a_transforms_fuel_is_split_until_it_fits_and_a_record_that_never_fits_is_set_aside()
 {
-    let w = World::new(
+    let w = on_engine(
         100,
         "[plugins.map-fullname]\nlimits = { fuel = 200000 }\n",
-        r#"
-[engine]
-fuel = true
-
-[pipelines.contacts-to-mailer]
-every = "200ms"
-source = { plugin = "crm-source", stream = "contacts" }
-transforms = [{ plugin = "map-fullname" }]
-sinks = [{ plugin = "mailer-sink" }]
-"#,
+        "fuel = true",
     );
     let mut expected = create(&w.crm, 60);
     let huge = expected.remove(7);

@@ -34,6 +34,17 @@ fn call(
     context: &CallContext,
     mode: &str,
 ) -> Result<Vec<Record>, CallError> {
+    call_on(&bench.runtime.engine, bench, installed, context, mode)
+}
+
+/// [`call`] on `engine`, which `installed` was compiled for.
+fn call_on(
+    engine: &wasmtime::Engine,
+    bench: &Bench,
+    installed: &causeway::registry::Installed,
+    context: &CallContext,
+    mode: &str,
+) -> Result<Vec<Record>, CallError> {
     let batch = vec![Record {
         stream: "s".into(),
         key: "k".into(),
@@ -41,11 +52,10 @@ fn call(
         data: json!({ "mode": mode }).to_string(),
         source_timestamp: None,
     }];
-    let answer = bench.tokio.block_on(installed.call_warm(
-        &bench.runtime.engine,
-        Operation::Transform(batch),
-        context,
-    ))?;
+    let answer =
+        bench
+            .tokio
+            .block_on(installed.call_warm(engine, Operation::Transform(batch), context))?;
     match answer {
         Answer::Records(records) => Ok(records),
         other => panic!("not records: {other:?}"),
@@ -151,30 +161,13 @@ fn each_call_of_a_warm_instance_gets_its_own_fuel() {
     .expect("grants");
     let installed = fueled.install("test-hostile", &grants);
     let context = bench.context(&installed);
-    let call = |mode: &str| {
-        let batch = vec![Record {
-            stream: "s".into(),
-            key: "k".into(),
-            op: Op::Upsert,
-            data: json!({ "mode": mode }).to_string(),
-            source_timestamp: None,
-        }];
-        bench.tokio.block_on(installed.call_warm(
-            &fueled.engine,
-            Operation::Transform(batch),
-            &context,
-        ))
-    };
+    let call = |mode: &str| call_on(&fueled.engine, &bench, &installed, &context, mode);
     // Hundreds of calls in one instance burn far more than one call's
     // fuel: each must start with its own.
     for n in 1..=500u64 {
-        match call("count") {
-            Ok(Answer::Records(records)) => {
-                let data: Value = serde_json::from_str(&records[0].data).expect("JSON");
-                assert_eq!(data["calls"].as_u64(), Some(n), "one instance throughout");
-            }
-            other => panic!("call {n}: {other:?}"),
-        }
+        let records = call("count").unwrap_or_else(|e| panic!("call {n}: {e}"));
+        let data: Value = serde_json::from_str(&records[0].data).expect("JSON");
+        assert_eq!(data["calls"].as_u64(), Some(n), "one instance throughout");
     }
     // And a call's fuel still bounds it.
     let error = call("loop").unwrap_err();
