@@ -202,13 +202,36 @@ fn log_spam_is_cut_and_wasi_gives_nothing_beyond_the_fixed_set() {
     let (status, answer, _) = provoke(&host, "wasi");
     assert_eq!(status, 200, "{answer}");
     let probe = &answer[0]["data"];
-    for key in ["fs", "etc", "tcp", "udp"] {
+    for key in ["fs", "etc", "tcp", "udp", "dns"] {
         assert!(
             probe[key].as_str().unwrap().starts_with("refused"),
             "{key}: {probe}"
         );
     }
     assert_eq!(probe["env_vars"], 0, "{probe}");
+    // Each reach for the network is a denied use on the record.
+    let rows = wait_until(
+        "the socket attempts audited",
+        Duration::from_secs(10),
+        || {
+            let rows: Vec<_> = support::audit_rows(&data)
+                .into_iter()
+                .filter(|r| r.0 == "test-hostile" && r.1 == "wasi-sockets")
+                .map(|r| (r.2, r.3, r.4))
+                .collect();
+            (rows.len() >= 3).then_some(rows)
+        },
+    );
+    let denied =
+        |action: &str, target: &str| (action.to_string(), target.to_string(), "denied".to_string());
+    assert_eq!(
+        rows,
+        [
+            denied("create-tcp-socket", "ipv4"),
+            denied("create-udp-socket", "ipv4"),
+            denied("resolve-addresses", "metadata.google.internal"),
+        ]
+    );
     // The next line written after the flood says how much was dropped.
     benign_answers(&host);
     let (status, _, _) = provoke(&host, "log-spam");

@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod log;
 pub mod rate;
+pub mod sockets;
 pub mod storage;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -21,6 +22,7 @@ impl causeway::plugin::types::Host for StoreState {}
 pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    sockets::refuse_in(&mut linker)?;
     // Linked for every plugin; the contract refuses it to transforms at load.
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     PluginHost::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;

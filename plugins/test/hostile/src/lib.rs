@@ -8,7 +8,7 @@
 //! - `huge-output`: answers 200 MiB of records;
 //! - `log-spam`: writes 100,000 log lines, then answers;
 //! - `host-calls`: calls the host in a loop, forever;
-//! - `wasi`: tries the filesystem, the environment, sockets and the clock,
+//! - `wasi`: tries the filesystem, the environment, sockets, a name lookup and the clock,
 //!   and answers what it got;
 //! - `resources`: makes WASI resources (pollables, `data.count` of them or
 //!   until refused) and never drops them, then answers how many;
@@ -58,7 +58,11 @@ fn wasi_probe() -> Value {
         Ok(_) => "bound".to_string(),
         Err(e) => format!("refused: {e}"),
     };
-    json!({ "fs": fs, "etc": etc, "env_vars": env, "tcp": net, "udp": udp })
+    let dns = match std::net::ToSocketAddrs::to_socket_addrs("metadata.google.internal:80") {
+        Ok(found) => format!("resolved {} addresses", found.count()),
+        Err(e) => format!("refused: {e}"),
+    };
+    json!({ "fs": fs, "etc": etc, "env_vars": env, "tcp": net, "udp": udp, "dns": dns })
 }
 
 // A WASI import std has no safe door to: each call makes a pollable, a
