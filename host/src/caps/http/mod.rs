@@ -53,8 +53,8 @@ const REDACTED: &str = "[redacted]";
 
 /// Parses a request's URL and method into the target the policy checks.
 pub fn target_of(method: &str, url: &str) -> Result<Target, String> {
-    let parsed =
-        url::Url::parse(url).map_err(|e| format!("{url:?} is not an absolute URL: {e}"))?;
+    let parsed = url::Url::parse(url)
+        .map_err(|e| format!("\"{}\" is not an absolute URL: {e}", shown_url(url)))?;
     target_of_url(method, &parsed)
 }
 
@@ -70,11 +70,11 @@ fn target_of_url(method: &str, parsed: &url::Url) -> Result<Target, String> {
         Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        None => return Err(format!("{parsed} has no host")),
+        None => return Err(format!("{} has no host", audit_target(parsed))),
     };
     let port = parsed
         .port_or_known_default()
-        .ok_or_else(|| format!("{parsed} has no port"))?;
+        .ok_or_else(|| format!("{} has no port", audit_target(parsed)))?;
     let method = method.trim();
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(format!("method {method:?} is not an HTTP method"));
@@ -559,8 +559,13 @@ impl Outbound {
                 Some((name, binding))
             }
         };
+        // Named as the audit log shows it: a query's values may be a
+        // record's data.
         let url = url::Url::parse(&req.url).map_err(|e| {
-            HttpError::InvalidRequest(format!("{:?} is not an absolute URL: {e}", req.url))
+            HttpError::InvalidRequest(format!(
+                "\"{}\" is not an absolute URL: {e}",
+                shown_url(&req.url)
+            ))
         })?;
         let timeout = req
             .timeout_ms
@@ -911,6 +916,10 @@ mod tests {
         let conn = rusqlite::Connection::open(&db).unwrap();
         let rows = crate::audit::query::query(&conn, &Default::default()).unwrap();
         assert_eq!(rows.len(), expected.len(), "{rows:#?}");
+        assert!(
+            rows.iter().all(|r| !r.event.detail.contains("secret")),
+            "a query's values are not kept, in the target or the detail"
+        );
         for (row, (method, shown, says)) in rows.iter().zip(&expected) {
             let event = &row.event;
             assert_eq!(
