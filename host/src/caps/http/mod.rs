@@ -377,7 +377,16 @@ fn inject(
             headers.insert(header, sensitive(secret.expose(), name)?);
         }
         Injection::Query(param) => {
-            url.query_pairs_mut().append_pair(param, secret.expose());
+            // As for a header: the credential replaces the plugin's own.
+            let kept: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(name, _)| name != param.as_str())
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect();
+            url.query_pairs_mut()
+                .clear()
+                .extend_pairs(kept)
+                .append_pair(param, secret.expose());
         }
     }
     Ok(())
@@ -964,6 +973,26 @@ mod tests {
         assert_eq!(redact_bytes(b"a".to_vec(), &forms), b"a");
         assert_eq!(redact_bytes(Vec::new(), &forms), b"");
         assert_eq!(base64_encode(b"ab"), "YWI=");
+    }
+
+    #[test]
+    fn an_injected_credential_replaces_the_plugins_own_of_that_name() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-api-key", "mine".parse().unwrap());
+        let mut url = url::Url::parse("https://a.example/v1?key=mine&page=2").unwrap();
+        let secret = Secret::for_tests("s3cret");
+        let binding = |inject| CredentialBinding {
+            secret: crate::secrets::SecretRef::Env("X".into()),
+            hosts: vec!["a.example".into()],
+            inject,
+        };
+        let header = binding(Injection::Header("x-api-key".into()));
+        inject(&mut headers, &mut url, "c", &header, &secret).unwrap();
+        let values: Vec<_> = headers.get_all("x-api-key").iter().collect();
+        assert_eq!(values, ["s3cret"]);
+        let query = binding(Injection::Query("key".into()));
+        inject(&mut headers, &mut url, "c", &query, &secret).unwrap();
+        assert_eq!(url.query(), Some("page=2&key=s3cret"));
     }
 
     #[test]
