@@ -378,15 +378,21 @@ fn inject(
         }
         Injection::Query(param) => {
             // As for a header: the credential replaces the plugin's own.
-            let kept: Vec<(String, String)> = url
-                .query_pairs()
-                .filter(|(name, _)| name != param.as_str())
-                .map(|(name, value)| (name.into_owned(), value.into_owned()))
-                .collect();
-            url.query_pairs_mut()
-                .clear()
-                .extend_pairs(kept)
-                .append_pair(param, secret.expose());
+            // The other pairs are kept as written (decoded and encoded
+            // again, `%20` would become `+`).
+            if let Some(query) = url.query() {
+                let named = |pair: &&str| {
+                    url::form_urlencoded::parse(pair.as_bytes())
+                        .next()
+                        .is_some_and(|(name, _)| name == param.as_str())
+                };
+                if query.split('&').any(|pair| named(&pair)) {
+                    let kept: Vec<&str> = query.split('&').filter(|p| !named(p)).collect();
+                    let kept = kept.join("&");
+                    url.set_query((!kept.is_empty()).then_some(kept.as_str()));
+                }
+            }
+            url.query_pairs_mut().append_pair(param, secret.expose());
         }
     }
     Ok(())
@@ -979,7 +985,7 @@ mod tests {
     fn an_injected_credential_replaces_the_plugins_own_of_that_name() {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("x-api-key", "mine".parse().unwrap());
-        let mut url = url::Url::parse("https://a.example/v1?key=mine&page=2").unwrap();
+        let mut url = url::Url::parse("https://a.example/v1?key=mine&q=a%20b").unwrap();
         let secret = Secret::for_tests("s3cret");
         let binding = |inject| CredentialBinding {
             secret: crate::secrets::SecretRef::Env("X".into()),
@@ -992,7 +998,14 @@ mod tests {
         assert_eq!(values, ["s3cret"]);
         let query = binding(Injection::Query("key".into()));
         inject(&mut headers, &mut url, "c", &query, &secret).unwrap();
-        assert_eq!(url.query(), Some("page=2&key=s3cret"));
+        assert_eq!(
+            url.query(),
+            Some("q=a%20b&key=s3cret"),
+            "the rest as written"
+        );
+        let mut alone = url::Url::parse("https://a.example/v1?key=mine").unwrap();
+        inject(&mut headers, &mut alone, "c", &query, &secret).unwrap();
+        assert_eq!(alone.query(), Some("key=s3cret"));
     }
 
     #[test]
