@@ -137,6 +137,38 @@ fn written_keys_read_back_and_pipelines_never_share_a_namespace() {
     );
 }
 
+/// A key is a third party's text (a record's key): the listings show its
+/// control characters escaped, so it cannot drive the reader's terminal.
+#[test]
+fn keys_with_control_characters_are_listed_escaped() {
+    let scratch = Scratch::new();
+    scratch.install("test-kv", "kv.wasm");
+    scratch.grants(KV_GRANT);
+    let key = "k\u{1b}[2J\u{1b}]0;owned\u{7}\nx";
+    let out = write(&scratch, None, &[key]);
+    assert!(out.success, "{}", out.stderr);
+    for args in [
+        &["storage", "test-kv"][..],
+        &["audit", "--capability", "storage"],
+    ] {
+        let out = run(scratch.causeway().args(args));
+        assert!(out.success, "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stdout.contains('\u{1b}') && !out.stdout.contains('\u{7}'),
+            "{args:?}: {:?}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("k\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\nx"),
+            "{args:?}: {}",
+            out.stdout
+        );
+    }
+    // JSON keeps the key as it is.
+    let listed = run_json(scratch.causeway().args(["storage", "test-kv", "--json"]));
+    assert_eq!(listed[0]["key"], key, "{listed:#}");
+}
+
 #[test]
 fn a_plugin_looping_on_a_denied_call_is_stopped_not_audited_without_end() {
     let scratch = Scratch::new();

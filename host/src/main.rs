@@ -40,7 +40,9 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A plugin's or a third party's words may be in it.
+            let message = format!("{e:#}");
+            eprintln!("error: {}", cli::table::printable(&message, true));
             ExitCode::FAILURE
         }
     }

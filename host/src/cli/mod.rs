@@ -16,7 +16,7 @@ pub mod pipelines;
 pub mod plugins;
 pub mod run;
 pub mod storage;
-mod table;
+pub mod table;
 pub mod test;
 pub mod token;
 
@@ -204,7 +204,10 @@ fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
 }
 
 /// Writes `text` to stdout; a closed pipe (`causeway plugins | head`) is not an error.
+/// Control characters other than line breaks are shown escaped
+/// ([`table::printable`]): what is printed may be a third party's text.
 pub fn print(text: &str) -> anyhow::Result<()> {
+    let text = table::printable(text, true);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

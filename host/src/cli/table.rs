@@ -1,9 +1,38 @@
 //! Plain text tables for the human-readable listings.
 
-/// Lays out `rows` under `header` in columns two spaces apart.
+/// `text` with its control characters escaped (`\u{1b}`, and `\n` too
+/// unless `lines` keeps them): a record's key, a storage key or a name a
+/// plugin looked up is a third party's text, and must not move the
+/// reader's cursor, recolour the terminal or break a table's rows.
+pub fn printable(text: &str, lines: bool) -> std::borrow::Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && !(lines && c == '\n') && c != '\t';
+    if !text.chars().any(escaped) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if escaped(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Lays out `rows` under `header` in columns two spaces apart, each cell
+/// [`printable`].
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|c| printable(c, false).into_owned())
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
@@ -23,7 +52,7 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     };
     line(header.to_vec());
-    for row in rows {
+    for row in &rows {
         line(row.iter().map(String::as_str).collect());
     }
     out
@@ -53,6 +82,20 @@ mod tests {
             super::with_notes(table, ["x: why".to_string()]),
             "A\nx\n\nx: why\n"
         );
+    }
+
+    #[test]
+    fn a_third_partys_control_characters_are_shown_escaped() {
+        let out = super::render(&["KEY", "N"], &[vec!["a\u{1b}[2Jb\nc".into(), "1".into()]]);
+        assert_eq!(out, "KEY             N\na\\u{1b}[2Jb\\nc  1\n");
+        assert_eq!(
+            super::printable("two\nlines \u{7}", true),
+            "two\nlines \\u{7}"
+        );
+        assert!(matches!(
+            super::printable("plain é\ttext", false),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]
