@@ -410,6 +410,14 @@ fn a_fuel_limit_on_a_host_that_does_not_count_fuel_is_refused_not_ignored() {
         "{}",
         out.stdout
     );
+    // `grants` shows the limit as one not enforced.
+    let out = support::run(scratch.causeway().arg("grants"));
+    assert!(
+        out.stdout
+            .contains("fuel = 1000 (not counted: [engine] fuel is off"),
+        "{}",
+        out.stdout
+    );
     // And in causeway.toml's own [limits], the file is refused.
     std::fs::write(scratch.path().join("causeway.toml"), "[limits]\nfuel = 5\n").unwrap();
     let out = support::run(scratch.causeway().arg("check"));

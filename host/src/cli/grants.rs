@@ -224,7 +224,11 @@ impl Opts {
             super::print_json(&views)?;
             return Ok(ExitCode::SUCCESS);
         }
-        super::print(&text(&views, &host.grants.file.display().to_string()))?;
+        super::print(&text(
+            &views,
+            &host.grants.file.display().to_string(),
+            host.config.engine.fuel,
+        ))?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -313,7 +317,9 @@ fn write_grants(host: &Host, edited: &Edited) -> anyhow::Result<()> {
 }
 
 /// The human view: one block per plugin version.
-fn text(views: &[GrantView], grants_file: &str) -> String {
+/// `fuel_counted`: whether this configuration's engine counts fuel, so a
+/// fuel limit shown is one enforced.
+fn text(views: &[GrantView], grants_file: &str, fuel_counted: bool) -> String {
     let inline = |rules: &[crate::caps::http::HttpRule]| -> Vec<String> {
         rules.iter().map(|r| r.to_inline_toml()).collect()
     };
@@ -404,11 +410,16 @@ fn text(views: &[GrantView], grants_file: &str) -> String {
             ));
         }
         if let Some(limits) = v.effective["limits"].as_object() {
-            // `fuel = null`: not counted, or no bound but the deadline.
+            // `fuel = null`: no bound but the deadline.
             let line: Vec<String> = limits
                 .iter()
                 .filter(|(_, value)| !value.is_null())
-                .map(|(key, value)| format!("{key} = {value}"))
+                .map(|(key, value)| match key.as_str() {
+                    "fuel" if !fuel_counted => format!(
+                        "fuel = {value} (not counted: [engine] fuel is off, and each call fails until it is on)"
+                    ),
+                    _ => format!("{key} = {value}"),
+                })
                 .collect();
             out.push_str(&format!("  {:<16} {}\n", "limits", line.join(", ")));
         }
