@@ -418,6 +418,18 @@ fn a_fuel_limit_on_a_host_that_does_not_count_fuel_is_refused_not_ignored() {
         "{}",
         out.stdout
     );
+    let json = support::run_json(scratch.causeway().args(["grants", "--json"]));
+    let hostile = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "test-hostile")
+        .unwrap();
+    assert_eq!(hostile["effective"]["limits"]["fuel"], 1000, "{hostile:#}");
+    assert_eq!(
+        hostile["effective"]["limits"]["fuel-counted"], false,
+        "{hostile:#}"
+    );
     // And in causeway.toml's own [limits], the file is refused.
     std::fs::write(scratch.path().join("causeway.toml"), "[limits]\nfuel = 5\n").unwrap();
     let out = support::run(scratch.causeway().arg("check"));

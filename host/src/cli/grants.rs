@@ -101,7 +101,13 @@ pub struct GrantView {
     pub not_granted: Vec<String>,
 }
 
-fn view(installed: &Installed, grant: Option<&PluginGrant>, serving: bool) -> GrantView {
+/// `fuel_counted`: whether this configuration's engine counts fuel.
+fn view(
+    installed: &Installed,
+    grant: Option<&PluginGrant>,
+    serving: bool,
+    fuel_counted: bool,
+) -> GrantView {
     let info = &installed.plugin.info;
     let policy = &installed.policy;
     GrantView {
@@ -116,22 +122,27 @@ fn view(installed: &Installed, grant: Option<&PluginGrant>, serving: bool) -> Gr
             "http": policy.http.rules,
             "credentials": policy.credentials.keys().collect::<Vec<_>>(),
             "storage": policy.storage,
-            "limits": limits_view(&policy.limits),
+            "limits": limits_view(&policy.limits, fuel_counted),
         }),
         not_granted: installed.not_granted.clone(),
     }
 }
 
-/// A plugin's effective per-call limits, keyed as `[limits]` is written.
-fn limits_view(limits: &crate::sandbox::Limits) -> serde_json::Value {
-    json!({
+/// A plugin's effective per-call limits, keyed as `[limits]` is written;
+/// with a fuel limit, whether the engine counts it (`fuel-counted`).
+fn limits_view(limits: &crate::sandbox::Limits, fuel_counted: bool) -> serde_json::Value {
+    let mut view = json!({
         "memory-mb": limits.memory_bytes / (1024 * 1024),
         "call-timeout": humantime::format_duration(limits.call_timeout).to_string(),
         "table-elements": limits.table_elements,
         "instances": limits.instances,
         "resources": limits.resources,
         "fuel": limits.fuel,
-    })
+    });
+    if limits.fuel.is_some() {
+        view["fuel-counted"] = json!(fuel_counted);
+    }
+    view
 }
 
 impl Opts {
@@ -196,13 +207,14 @@ impl Opts {
         let registry = host.registry()?;
         let mut views: Vec<GrantView> = registry
             .plugins()
-            .map(|i| view(i, host.grants.get(&i.plugin.info.name), true))
-            .chain(
-                registry
-                    .held()
-                    .iter()
-                    .map(|i| view(i, host.grants.get(&i.plugin.info.name), false)),
-            )
+            .map(|i| {
+                let grant = host.grants.get(&i.plugin.info.name);
+                view(i, grant, true, host.config.engine.fuel)
+            })
+            .chain(registry.held().iter().map(|i| {
+                let grant = host.grants.get(&i.plugin.info.name);
+                view(i, grant, false, host.config.engine.fuel)
+            }))
             .collect();
         for (name, _) in host.grants.names() {
             if registry.get(name).is_none() {
@@ -224,11 +236,7 @@ impl Opts {
             super::print_json(&views)?;
             return Ok(ExitCode::SUCCESS);
         }
-        super::print(&text(
-            &views,
-            &host.grants.file.display().to_string(),
-            host.config.engine.fuel,
-        ))?;
+        super::print(&text(&views, &host.grants.file.display().to_string()))?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -317,9 +325,7 @@ fn write_grants(host: &Host, edited: &Edited) -> anyhow::Result<()> {
 }
 
 /// The human view: one block per plugin version.
-/// `fuel_counted`: whether this configuration's engine counts fuel, so a
-/// fuel limit shown is one enforced.
-fn text(views: &[GrantView], grants_file: &str, fuel_counted: bool) -> String {
+fn text(views: &[GrantView], grants_file: &str) -> String {
     let inline = |rules: &[crate::caps::http::HttpRule]| -> Vec<String> {
         rules.iter().map(|r| r.to_inline_toml()).collect()
     };
@@ -411,11 +417,12 @@ fn text(views: &[GrantView], grants_file: &str, fuel_counted: bool) -> String {
         }
         if let Some(limits) = v.effective["limits"].as_object() {
             // `fuel = null`: no bound but the deadline.
+            let uncounted = limits.get("fuel-counted") == Some(&json!(false));
             let line: Vec<String> = limits
                 .iter()
-                .filter(|(_, value)| !value.is_null())
+                .filter(|(key, value)| !value.is_null() && key.as_str() != "fuel-counted")
                 .map(|(key, value)| match key.as_str() {
-                    "fuel" if !fuel_counted => format!(
+                    "fuel" if uncounted => format!(
                         "fuel = {value} (not counted: [engine] fuel is off, and each call fails until it is on)"
                     ),
                     _ => format!("{key} = {value}"),
