@@ -169,6 +169,40 @@ fn keys_with_control_characters_are_listed_escaped() {
     assert_eq!(listed[0]["key"], key, "{listed:#}");
 }
 
+/// A filter naming what the log never held (a typo, most often) says so,
+/// with the likely name, rather than answer an empty table alone.
+#[test]
+fn an_audit_filter_naming_nothing_in_the_log_says_what_it_holds() {
+    let scratch = Scratch::new();
+    scratch.install("test-kv", "kv.wasm");
+    scratch.grants(KV_GRANT);
+    assert!(write(&scratch, None, &["a"]).success);
+    let out = run(scratch.causeway().args(["audit", "--capability", "storag"]));
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "no row of the audit log has --capability \"storag\" (did you mean \"storage\"?); it holds: "
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = run(scratch.causeway().args(["audit", "--plugin", "test-kvv"]));
+    assert!(
+        out.stderr.contains("(did you mean \"test-kv\"?)"),
+        "{}",
+        out.stderr
+    );
+    // A name the log holds, with no row matching the rest: no note.
+    let out = run(scratch
+        .causeway()
+        .args(["audit", "--plugin", "test-kv", "--denied"]));
+    assert!(
+        !out.stderr.contains("no row of the audit log"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn a_plugin_looping_on_a_denied_call_is_stopped_not_audited_without_end() {
     let scratch = Scratch::new();

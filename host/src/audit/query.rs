@@ -36,6 +36,27 @@ pub struct Filter {
     pub limit: Option<u64>,
 }
 
+/// The distinct values of `column` (`plugin` or `capability`) in the log,
+/// sorted: what a filter that matched nothing could have meant.
+pub fn distinct(conn: &Connection, column: Distinct) -> rusqlite::Result<Vec<String>> {
+    let column = match column {
+        Distinct::Plugin => "plugin",
+        Distinct::Capability => "capability",
+    };
+    let mut stmt = conn.prepare(&format!("SELECT DISTINCT {column} FROM audit ORDER BY 1"))?;
+    let values = stmt.query_map([], |row| row.get(0))?;
+    values.collect()
+}
+
+/// A column [`distinct`] lists.
+#[derive(Debug, Clone, Copy)]
+pub enum Distinct {
+    /// Who made the use.
+    Plugin,
+    /// What was used.
+    Capability,
+}
+
 /// The rows `filter` selects, oldest first.
 pub fn query(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<StoredEvent>> {
     let mut sql = format!("SELECT {COLUMNS} FROM audit WHERE 1 = 1");

@@ -102,10 +102,42 @@ impl Opts {
             denied: self.denied,
             limit: Some(self.limit),
         };
-        let rows = match super::read_database(&config)? {
-            Some(conn) => query::query(&conn, &filter)?,
+        let conn = super::read_database(&config)?;
+        let rows = match &conn {
+            Some(conn) => query::query(conn, &filter)?,
             None => Vec::new(),
         };
+        // Nothing, for a name the log has never held: most often a typo.
+        if rows.is_empty()
+            && let Some(conn) = &conn
+        {
+            for (asked, column, flag) in [
+                (&self.plugin, query::Distinct::Plugin, "--plugin"),
+                (
+                    &self.capability,
+                    query::Distinct::Capability,
+                    "--capability",
+                ),
+            ] {
+                let Some(asked) = asked else { continue };
+                let known = query::distinct(conn, column)?;
+                if !known.contains(asked) {
+                    let guess = crate::config::closest(asked, known.iter().map(String::as_str))
+                        .map(|g| format!(" (did you mean {g:?}?)"))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "{}",
+                        super::table::printable(
+                            &format!(
+                                "note: no row of the audit log has {flag} {asked:?}{guess}; it holds: {}",
+                                known.join(", ")
+                            ),
+                            true
+                        )
+                    );
+                }
+            }
+        }
         if self.json {
             super::print_json(&rows)?;
             return Ok(ExitCode::SUCCESS);
