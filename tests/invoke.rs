@@ -130,6 +130,14 @@ fn an_unknown_plugin_name_is_a_clear_error() {
         "{}",
         out.stderr
     );
+    // A typo of an installed one: its likely name.
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let out = run(scratch.causeway().args(["invoke", "map-fulname", "check"]));
+    assert!(
+        out.stderr.contains("(did you mean \"map-fullname\"?)"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -2205,7 +2205,20 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
     assert!(!out.success, "{}", out.stdout);
     assert!(
         out.stderr
-            .contains("no pipeline named \"contacts-to-mailr\" in the configuration"),
+            .contains("no pipeline named \"contacts-to-mailr\" in the configuration")
+            && out
+                .stderr
+                .contains("(did you mean \"contacts-to-mailer\"?)"),
+        "{}",
+        out.stderr
+    );
+    let out = run(w
+        .causeway()
+        .args(["pipeline", "pause", "contacts-to-mailr"]));
+    assert!(!out.success, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("(did you mean \"contacts-to-mailer\"?)"),
         "{}",
         out.stderr
     );

@@ -118,7 +118,8 @@ fn written_keys_read_back_and_pipelines_never_share_a_namespace() {
     let typo = run(scratch.causeway().args(["storage", "test-kb"]));
     assert!(!typo.success, "{}", typo.stdout);
     assert!(
-        typo.stderr.contains("no plugin named \"test-kb\""),
+        typo.stderr.contains("no plugin named \"test-kb\"")
+            && typo.stderr.contains("(did you mean \"test-kv\"?)"),
         "{}",
         typo.stderr
     );

@@ -175,6 +175,14 @@ fn read_database(config: &Config) -> anyhow::Result<Option<rusqlite::Connection>
     Ok(Some(conn))
 }
 
+/// ` (did you mean "X"?)` when one of `known` is close to `asked` (a
+/// typo), else nothing: for the messages that say a name is unknown.
+fn guess<'a>(asked: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    crate::config::closest(asked, known)
+        .map(|k| format!(" (did you mean {k:?}?)"))
+        .unwrap_or_default()
+}
+
 /// The file of the plugin a user named: a path (it ends in `.wasm` or holds a
 /// separator) or a plugin name from the plugins folder `dir`.
 /// Files over `max_bytes` are passed over.
@@ -189,9 +197,15 @@ fn plugin_path(dir: &Path, named: &str, max_bytes: u64) -> anyhow::Result<PathBu
     {
         return Ok(found.path);
     }
+    // Files are most often named after their plugin.
+    let files = crate::registry::plugin_files(dir).unwrap_or_default();
+    let stems = files
+        .iter()
+        .filter_map(|f| f.file_stem().and_then(|s| s.to_str()));
     anyhow::bail!(
-        "no plugin named {named:?} in {} (see `causeway plugins`)",
-        dir.display()
+        "no plugin named {named:?} in {}{} (see `causeway plugins`)",
+        dir.display(),
+        guess(named, stems)
     )
 }
 

@@ -53,13 +53,14 @@ impl Opts {
         let config = cli.config()?;
         anyhow::ensure!(
             config.pipelines.contains_key(&self.name),
-            "no pipeline named {:?} in {} (see `causeway pipelines`)",
+            "no pipeline named {:?} in {}{} (see `causeway pipelines`)",
             self.name,
             config
                 .file
                 .as_deref()
                 .map(|f| f.display().to_string())
-                .unwrap_or_else(|| "the configuration".into())
+                .unwrap_or_else(|| "the configuration".into()),
+            super::guess(&self.name, config.pipelines.keys().map(String::as_str))
         );
         let database = config.database_file();
         let conn = db::open(&database)?;

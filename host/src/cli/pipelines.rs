@@ -222,7 +222,8 @@ impl RunsOpts {
         if let Some(name) = &self.pipeline {
             anyhow::ensure!(
                 !runs.is_empty() || config.pipelines.contains_key(name),
-                "no pipeline named {name:?} in the configuration, and no runs recorded for one (see `causeway pipelines`)"
+                "no pipeline named {name:?} in the configuration, and no runs recorded for one{} (see `causeway pipelines`)",
+                super::guess(name, config.pipelines.keys().map(String::as_str))
             );
         }
         if self.json {

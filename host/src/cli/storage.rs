@@ -42,9 +42,10 @@ impl Opts {
             let statuses = super::plugins::statuses(&config)?;
             anyhow::ensure!(
                 statuses.iter().any(|s| s.name == self.plugin),
-                "no plugin named {:?} in {}, and nothing stored under that name (see `causeway plugins`)",
+                "no plugin named {:?} in {}, and nothing stored under that name{} (see `causeway plugins`)",
                 self.plugin,
-                config.plugins_dir.display()
+                config.plugins_dir.display(),
+                super::guess(&self.plugin, statuses.iter().map(|s| s.name.as_str()))
             );
         }
         if self.json {
