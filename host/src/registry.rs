@@ -300,21 +300,32 @@ pub struct NamedFile {
 /// read, nothing is compiled. Files over `max_bytes` are passed over unread,
 /// as unreadable ones are.
 pub fn find_named(dir: &Path, name: &str, max_bytes: u64) -> std::io::Result<Option<NamedFile>> {
-    for path in plugin_files(dir)? {
-        let Ok(bytes) = crate::plugin::read_file(&path, max_bytes) else {
-            continue;
-        };
-        if let Ok((manifest, _)) = crate::manifest::Manifest::load(&path, &bytes)
-            && manifest.name == name
-        {
-            return Ok(Some(NamedFile {
-                path,
-                bytes,
-                manifest,
-            }));
-        }
-    }
-    Ok(None)
+    Ok(named_files(dir, max_bytes)?.find(|found| found.manifest.name == name))
+}
+
+/// The names the manifests of the plugin files in `dir` give (read, not
+/// compiled), sorted: what a name a user gave could have meant.
+pub fn plugin_names(dir: &Path, max_bytes: u64) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = named_files(dir, max_bytes)?
+        .map(|found| found.manifest.name)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Each plugin file in `dir` with its manifest, in order of name; files
+/// over `max_bytes`, unreadable ones and ones without a manifest are
+/// passed over.
+fn named_files(dir: &Path, max_bytes: u64) -> std::io::Result<impl Iterator<Item = NamedFile>> {
+    Ok(plugin_files(dir)?.into_iter().filter_map(move |path| {
+        let bytes = crate::plugin::read_file(&path, max_bytes).ok()?;
+        let (manifest, _) = crate::manifest::Manifest::load(&path, &bytes).ok()?;
+        Some(NamedFile {
+            path,
+            bytes,
+            manifest,
+        })
+    }))
 }
 
 impl Registry {

@@ -250,8 +250,9 @@ fn approve(cli: &super::Cli, name: &str, mut input: ApproveInput) -> anyhow::Res
         .with_context(|| format!("cannot read the plugins folder {}", dir.display()))?
         .with_context(|| {
             format!(
-                "no plugin {name} in {}: see `causeway plugins`",
-                dir.display()
+                "no plugin {name} in {}{}: see `causeway plugins`",
+                dir.display(),
+                super::names_like(dir, name, host.runtime.max_plugin_bytes)
             )
         })?;
     let manifest = &found.manifest;

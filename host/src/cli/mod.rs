@@ -178,7 +178,7 @@ fn read_database(config: &Config) -> anyhow::Result<Option<rusqlite::Connection>
 /// ` (did you mean "X"?)` when one of `known` is close to `asked` (a
 /// typo), else nothing: for the messages that say a name is unknown.
 fn guess<'a>(asked: &str, known: impl IntoIterator<Item = &'a str>) -> String {
-    crate::config::closest(asked, known)
+    crate::config::closest(asked, known.into_iter().filter(|k| *k != asked))
         .map(|k| format!(" (did you mean {k:?}?)"))
         .unwrap_or_default()
 }
@@ -197,16 +197,17 @@ fn plugin_path(dir: &Path, named: &str, max_bytes: u64) -> anyhow::Result<PathBu
     {
         return Ok(found.path);
     }
-    // Files are most often named after their plugin.
-    let files = crate::registry::plugin_files(dir).unwrap_or_default();
-    let stems = files
-        .iter()
-        .filter_map(|f| f.file_stem().and_then(|s| s.to_str()));
     anyhow::bail!(
         "no plugin named {named:?} in {}{} (see `causeway plugins`)",
         dir.display(),
-        guess(named, stems)
+        names_like(dir, named, max_bytes)
     )
+}
+
+/// [`guess`] among the names the plugin files in `dir` give.
+fn names_like(dir: &Path, named: &str, max_bytes: u64) -> String {
+    let names = crate::registry::plugin_names(dir, max_bytes).unwrap_or_default();
+    guess(named, names.iter().map(String::as_str))
 }
 
 /// Builds the runtime for commands that need no host: the engine as
