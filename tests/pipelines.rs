@@ -163,6 +163,17 @@ impl World {
     }
 }
 
+/// `runs` (`causeway runs --json`) went on: none stopped the pipeline or failed.
+fn assert_none_stopped_or_failed(runs: &Value) {
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] != "stopped" && r["outcome"] != "failed"),
+        "{runs:#?}"
+    );
+}
+
 /// The keys of `letters` (`causeway dlq list --json`), in order.
 fn keys_of(letters: &Value) -> Vec<&str> {
     letters
@@ -680,13 +691,7 @@ fn a_batch_over_a_transforms_fuel_is_split_until_it_fits_and_a_record_that_never
     assert!(reason.contains("burned its fuel, 200000 units"), "{reason}");
     w.wait_until_idle();
     let runs = w.runs();
-    assert!(
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["outcome"] != "stopped" && r["outcome"] != "failed"),
-        "{runs:#?}"
-    );
+    assert_none_stopped_or_failed(&runs);
 }
 
 /// A contact map-fullname cannot read (its first name is a number) among
@@ -729,13 +734,7 @@ fn a_record_a_transform_cannot_map_is_set_aside_and_the_rest_of_its_batch_flows(
         (5, 4, 1),
         "{runs:#?}"
     );
-    assert!(
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["outcome"] != "stopped" && r["outcome"] != "failed"),
-        "{runs:#?}"
-    );
+    assert_none_stopped_or_failed(&runs);
     let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
     assert_eq!(pipelines[0]["dead_letters"], 1, "{pipelines:#}");
     let table = run(w.scratch.causeway().args(["dlq", "list"]));

@@ -27,24 +27,8 @@ const WHY: &str = "WASI sockets are never granted: a plugin reaches the network 
 /// in `linker` (which already holds WASI's own) with refusals that audit.
 pub fn refuse_in(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    linker
-        .instance(&format!("wasi:sockets/tcp-create-socket@{VERSION}"))?
-        .func_wrap(
-            "create-tcp-socket",
-            |mut store: StoreContextMut<'_, StoreState>, (family,): (IpAddressFamily,)| {
-                refuse(store.data_mut(), "create-tcp-socket", family_name(family));
-                Ok((Err::<Resource<TcpSocket>, _>(ErrorCode::AccessDenied),))
-            },
-        )?;
-    linker
-        .instance(&format!("wasi:sockets/udp-create-socket@{VERSION}"))?
-        .func_wrap(
-            "create-udp-socket",
-            |mut store: StoreContextMut<'_, StoreState>, (family,): (IpAddressFamily,)| {
-                refuse(store.data_mut(), "create-udp-socket", family_name(family));
-                Ok((Err::<Resource<UdpSocket>, _>(ErrorCode::AccessDenied),))
-            },
-        )?;
+    refuse_socket::<TcpSocket>(linker, "tcp-create-socket", "create-tcp-socket")?;
+    refuse_socket::<UdpSocket>(linker, "udp-create-socket", "create-udp-socket")?;
     linker
         .instance(&format!("wasi:sockets/ip-name-lookup@{VERSION}"))?
         .func_wrap(
@@ -59,6 +43,24 @@ pub fn refuse_in(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// Replaces `function` of `interface`, which makes a socket of type `S`
+/// for an address family, with a refusal.
+fn refuse_socket<S: 'static>(
+    linker: &mut Linker<StoreState>,
+    interface: &str,
+    function: &'static str,
+) -> wasmtime::Result<()> {
+    linker
+        .instance(&format!("wasi:sockets/{interface}@{VERSION}"))?
+        .func_wrap(
+            function,
+            move |mut store: StoreContextMut<'_, StoreState>, (family,): (IpAddressFamily,)| {
+                refuse(store.data_mut(), function, family_name(family));
+                Ok((Err::<Resource<S>, _>(ErrorCode::AccessDenied),))
+            },
+        )
 }
 
 fn family_name(family: IpAddressFamily) -> &'static str {
