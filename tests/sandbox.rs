@@ -441,3 +441,36 @@ fn a_fuel_limit_on_a_host_that_does_not_count_fuel_is_refused_not_ignored() {
         "{all}"
     );
 }
+
+#[test]
+fn a_plugin_looping_on_an_allowed_call_records_a_thousand_rows_and_then_a_count() {
+    // Reading its configuration in a loop until its deadline: allowed each
+    // time, and hundreds of thousands of times a second.
+    let scratch = Scratch::new();
+    scratch.install("test-hostile", "hostile.wasm");
+    scratch.grants("[plugins.test-hostile]\nlimits = { call-timeout = \"1s\" }\n");
+    let input = scratch.path().join("in.json");
+    std::fs::write(
+        &input,
+        json!([{ "stream": "s", "key": "k", "data": { "mode": "host-calls" } }]).to_string(),
+    )
+    .unwrap();
+    let out = support::run(
+        scratch
+            .causeway()
+            .args(["invoke", "test-hostile", "transform", "--input"])
+            .arg(&input),
+    );
+    assert!(out.stderr.contains("timed out after 1s"), "{}", out.stderr);
+    let rows = support::config_and_log_rows(&scratch.path().join("causeway-data"));
+    let config: Vec<_> = rows.iter().filter(|r| r.1 == "config").collect();
+    assert_eq!(config.len(), 1001, "a thousand reads, then their count");
+    let count = config[1000];
+    assert_eq!((count.2.as_str(), count.4.as_str()), ("more", "allowed"));
+    assert!(
+        count
+            .5
+            .contains("more config uses in this call, past the 1000"),
+        "{count:?}"
+    );
+}

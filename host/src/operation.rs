@@ -519,8 +519,11 @@ impl Plugin {
         // allocated once instead of copied at every level that moves it.
         let call = Box::pin(call);
         let outcome = tokio::time::timeout(limits.call_timeout + ABANDON_GRACE, call).await;
-        // What it logged is one row, however the call ended.
+        // What it logged is one row, however the call ended; so are the
+        // allowed uses of each capability past the call's budget.
         store.data_mut().audit_logged();
+        let state = store.data();
+        state.audit.record_uncounted(&state.plugin);
         let asked = store.data().asked_to_wait.take();
         // Stopped at an epoch tick, or ended before one came: either way
         // the call fails, and its instance goes.

@@ -174,12 +174,29 @@ pub fn ago(keep: std::time::Duration) -> String {
 /// written) until its deadline. Beyond this the call is stopped.
 pub const MAX_DENIALS_PER_CALL: u32 = 100;
 
+/// Allowed capability uses one plugin call records one by one. A plugin
+/// reading its configuration in a loop made 30,000 rows a second; past
+/// this, uses are counted by capability and recorded as one row each at
+/// the call's end ([`AuditLog::record_uncounted`]). The call goes on: an
+/// allowed use is not a fault. A call's `log` row is one per call, never
+/// counted here.
+pub const MAX_ALLOWED_PER_CALL: u32 = 1000;
+
+/// A call's allowed uses: how many, and past the budget, by capability.
+#[derive(Debug, Default)]
+struct AllowedUses {
+    count: AtomicU32,
+    beyond: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
 /// Where capability implementations send their events.
 #[derive(Clone)]
 pub struct AuditLog {
     writer: WriterHandle,
     /// For a plugin call's log: the denials counted in this call.
     denials: Option<Arc<AtomicU32>>,
+    /// For a plugin call's log: the allowed uses counted in this call.
+    allowed: Option<Arc<AllowedUses>>,
     /// For a plugin's log: its version's counters (`/metrics`).
     stats: Option<Arc<crate::metrics::CallStats>>,
     /// For a plugin call's log: the pipeline run the call belongs to, set
@@ -193,6 +210,7 @@ impl AuditLog {
         AuditLog {
             writer,
             denials: None,
+            allowed: None,
             stats: None,
             run: None,
         }
@@ -208,11 +226,14 @@ impl AuditLog {
 
     /// The log for one plugin call (its clones share it): denials beyond
     /// [`MAX_DENIALS_PER_CALL`] are counted, not recorded, and
-    /// [`AuditLog::over_budget`] tells the sandbox to stop the call.
+    /// [`AuditLog::over_budget`] tells the sandbox to stop the call;
+    /// allowed uses beyond [`MAX_ALLOWED_PER_CALL`] are counted, and
+    /// recorded together by [`AuditLog::record_uncounted`].
     pub fn for_call(&self) -> AuditLog {
         AuditLog {
             writer: self.writer.clone(),
             denials: Some(Arc::new(AtomicU32::new(0))),
+            allowed: Some(Arc::default()),
             stats: self.stats.clone(),
             run: Some(Arc::default()),
         }
@@ -223,6 +244,14 @@ impl AuditLog {
     pub fn begin_call(&self, run: Option<&Arc<str>>) {
         if let Some(denials) = &self.denials {
             denials.store(0, Ordering::Relaxed);
+        }
+        if let Some(allowed) = &self.allowed {
+            allowed.count.store(0, Ordering::Relaxed);
+            allowed
+                .beyond
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
         }
         if let Some(current) = &self.run {
             *current.lock().unwrap_or_else(|p| p.into_inner()) = run.cloned();
@@ -236,8 +265,9 @@ impl AuditLog {
     }
 
     /// Records one event (queued; batched into the next transaction).
-    /// `false` when it was a denial over the call's budget: counted, not
-    /// recorded (the caller then logs nothing either).
+    /// `false` when it was over the call's budget, a denial or an allowed
+    /// use: counted, not recorded one by one (the caller then logs nothing
+    /// either).
     pub fn record(&self, event: AuditEvent) -> bool {
         let event = self.in_run(event);
         if let Some(stats) = &self.stats {
@@ -247,6 +277,19 @@ impl AuditLog {
             && let Some(denials) = &self.denials
             && denials.fetch_add(1, Ordering::Relaxed) >= MAX_DENIALS_PER_CALL
         {
+            return false;
+        }
+        if event.decision == Decision::Allowed
+            && event.capability != "log"
+            && let Some(allowed) = &self.allowed
+            && allowed.count.fetch_add(1, Ordering::Relaxed) >= MAX_ALLOWED_PER_CALL
+        {
+            *allowed
+                .beyond
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(event.capability)
+                .or_default() += 1;
             return false;
         }
         tracing::debug!(
@@ -275,6 +318,27 @@ impl AuditLog {
                 .map(str::to_string);
         }
         event
+    }
+
+    /// Records, one row per capability, the allowed uses `plugin`'s call
+    /// made beyond [`MAX_ALLOWED_PER_CALL`]; at the call's end.
+    pub fn record_uncounted(&self, plugin: &PluginInfo) {
+        let Some(allowed) = &self.allowed else {
+            return;
+        };
+        let beyond = std::mem::take(&mut *allowed.beyond.lock().unwrap_or_else(|p| p.into_inner()));
+        for (capability, uses) in beyond {
+            self.writer.audit(self.in_run(AuditEvent::new(
+                plugin,
+                &capability,
+                "more",
+                "",
+                Decision::Allowed,
+                format!(
+                    "{uses} more {capability} uses in this call, past the {MAX_ALLOWED_PER_CALL} a call records one by one"
+                ),
+            )));
+        }
     }
 
     /// Records that `plugin`'s call was stopped after `denied` denials.
@@ -326,6 +390,63 @@ mod tests {
             event.detail.len(),
             MAX_DETAIL_BYTES,
             "text at the limit is kept whole"
+        );
+    }
+
+    #[test]
+    fn a_calls_allowed_uses_beyond_the_budget_are_one_row_each_capability() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let chain = Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
+        let writer = crate::db::Writer::start(&db, chain).unwrap();
+        let call = AuditLog::new(writer.handle()).for_call();
+        for _ in 0..MAX_ALLOWED_PER_CALL {
+            assert!(call.record(event(Decision::Allowed)));
+        }
+        for _ in 0..5 {
+            assert!(
+                !call.record(event(Decision::Allowed)),
+                "counted, not recorded"
+            );
+        }
+        // Denials keep their own budget; the call's log row is never counted.
+        assert!(call.record(event(Decision::Denied)));
+        let mut log = event(Decision::Allowed);
+        log.capability = "log".into();
+        assert!(call.record(log));
+        let manifest = crate::manifest::Manifest::parse(
+            "contract = \"0.1.0\"\nname = \"p\"\nversion = \"1.0.0\"",
+            "p.toml",
+        )
+        .unwrap();
+        let plugin = PluginInfo {
+            name: "p".into(),
+            version: "1.0.0".into(),
+            digest: "-".into(),
+            path: "p.wasm".into(),
+            manifest,
+            manifest_origin: crate::manifest::ManifestOrigin::Sidecar,
+            worlds: Vec::new(),
+            imports: Vec::new(),
+            exports: Vec::new(),
+        };
+        call.record_uncounted(&plugin);
+        // A warm instance's next call has the whole budget again.
+        call.begin_call(None);
+        assert!(call.record(event(Decision::Allowed)));
+        writer.close();
+
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let rows = query(&conn, &Filter::default()).unwrap();
+        assert_eq!(rows.len() as u32, MAX_ALLOWED_PER_CALL + 4);
+        let summary = &rows[rows.len() - 2].event;
+        assert_eq!(
+            (summary.capability.as_str(), summary.action.as_str()),
+            ("storage", "more")
+        );
+        assert_eq!(
+            summary.detail,
+            "5 more storage uses in this call, past the 1000 a call records one by one"
         );
     }
 
