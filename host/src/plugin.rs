@@ -41,6 +41,28 @@ pub struct PluginInfo {
 }
 
 impl PluginInfo {
+    /// A plugin `name` 1.0.0 whose manifest asks for nothing, from no
+    /// file: for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str) -> PluginInfo {
+        let manifest = crate::manifest::Manifest::parse(
+            &format!("contract = \"0.1.0\"\nname = \"{name}\"\nversion = \"1.0.0\""),
+            "test.toml",
+        )
+        .unwrap();
+        PluginInfo {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            digest: "sha256:00".into(),
+            path: format!("{name}.wasm").into(),
+            manifest,
+            manifest_origin: crate::manifest::ManifestOrigin::Sidecar,
+            worlds: Vec::new(),
+            imports: Vec::new(),
+            exports: Vec::new(),
+        }
+    }
+
     /// `name@version`, as logs and errors show a plugin.
     pub fn label(&self) -> String {
         format!("{}@{}", self.name, self.version)

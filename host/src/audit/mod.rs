@@ -395,10 +395,7 @@ mod tests {
 
     #[test]
     fn a_calls_allowed_uses_beyond_the_budget_are_one_row_each_capability() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db");
-        let chain = Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
-        let writer = crate::db::Writer::start(&db, chain).unwrap();
+        let (_dir, db, writer) = crate::db::Writer::temporary();
         let call = AuditLog::new(writer.handle()).for_call();
         for _ in 0..MAX_ALLOWED_PER_CALL {
             assert!(call.record(event(Decision::Allowed)));
@@ -414,22 +411,7 @@ mod tests {
         let mut log = event(Decision::Allowed);
         log.capability = "log".into();
         assert!(call.record(log));
-        let manifest = crate::manifest::Manifest::parse(
-            "contract = \"0.1.0\"\nname = \"p\"\nversion = \"1.0.0\"",
-            "p.toml",
-        )
-        .unwrap();
-        let plugin = PluginInfo {
-            name: "p".into(),
-            version: "1.0.0".into(),
-            digest: "-".into(),
-            path: "p.wasm".into(),
-            manifest,
-            manifest_origin: crate::manifest::ManifestOrigin::Sidecar,
-            worlds: Vec::new(),
-            imports: Vec::new(),
-            exports: Vec::new(),
-        };
+        let plugin = PluginInfo::for_tests("p");
         call.record_uncounted(&plugin);
         // A warm instance's next call has the whole budget again.
         call.begin_call(None);
@@ -452,10 +434,7 @@ mod tests {
 
     #[test]
     fn a_calls_denials_beyond_the_budget_are_counted_not_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db");
-        let chain = Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
-        let writer = crate::db::Writer::start(&db, chain).unwrap();
+        let (_dir, db, writer) = crate::db::Writer::temporary();
         let host_log = AuditLog::new(writer.handle());
         let call = host_log.for_call();
         let shared = call.clone();

@@ -156,6 +156,17 @@ impl WriterStats {
 }
 
 impl Writer {
+    /// A writer on a database in a new temporary folder (which holds the
+    /// audit key and head too), and the database's path: for unit tests.
+    #[cfg(test)]
+    pub(crate) fn temporary() -> (tempfile::TempDir, std::path::PathBuf, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let chain = Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
+        let writer = Writer::start(&db, chain).unwrap();
+        (dir, db, writer)
+    }
+
     /// Opens the database at `path` and starts the writer thread, which
     /// chains audit rows with `chain`.
     pub fn start(path: &Path, chain: Chain) -> Result<Writer, DbError> {

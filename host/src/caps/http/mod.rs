@@ -816,23 +816,8 @@ mod tests {
     /// An outbound door for a plugin whose manifest asks no HTTP: no
     /// rule, so no client.
     fn ungranted(audit: AuditLog) -> Outbound {
-        let manifest = crate::manifest::Manifest::parse(
-            "contract = \"0.1.0\"\nname = \"quiet\"\nversion = \"1.0.0\"",
-            "quiet.toml",
-        )
-        .unwrap();
         Outbound {
-            plugin: Arc::new(PluginInfo {
-                name: manifest.name.clone(),
-                version: manifest.version.clone(),
-                digest: "sha256:00".into(),
-                path: "quiet.wasm".into(),
-                manifest,
-                manifest_origin: crate::manifest::ManifestOrigin::Sidecar,
-                worlds: Vec::new(),
-                imports: Vec::new(),
-                exports: Vec::new(),
-            }),
+            plugin: Arc::new(PluginInfo::for_tests("quiet")),
             policy: Arc::default(),
             audit,
             secrets: Arc::new(Secrets::in_memory("test", Default::default())),
@@ -845,11 +830,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_request_is_audited_whatever_stops_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db");
-        let chain =
-            crate::audit::Chain::open(&dir.path().join("k"), &dir.path().join("h")).unwrap();
-        let writer = crate::db::Writer::start(&db, chain).unwrap();
+        let (_dir, db, writer) = crate::db::Writer::temporary();
         let outbound = ungranted(AuditLog::new(writer.handle()).for_call());
         let request = |method: &str, url: &str, headers: &[(&str, &str)]| Request {
             method: method.into(),
