@@ -539,8 +539,9 @@ impl Outbound {
     }
 
     /// The checks that need no grant: what the plugin may not set, sizes,
-    /// its credential's binding, the URL's form.
-    fn prepare(&self, req: Request) -> Result<Prepared, HttpError> {
+    /// its credential's binding, the URL's form. Takes the body and the
+    /// credential out of `req`; the rest stays to name a refusal.
+    fn prepare(&self, req: &mut Request) -> Result<Prepared, HttpError> {
         let limits = self.policy.http_limits;
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &req.headers {
@@ -555,7 +556,7 @@ impl Outbound {
                 .map_err(|_| HttpError::InvalidRequest(format!("bad value for header {name}")))?;
             headers.append(name, value);
         }
-        let body = req.body.unwrap_or_default();
+        let body = req.body.take().unwrap_or_default();
         if body.len() as u64 > limits.max_request_bytes {
             return Err(HttpError::TooLarge(format!(
                 "the request body is {} bytes; the limit is {}",
@@ -563,7 +564,7 @@ impl Outbound {
                 limits.max_request_bytes
             )));
         }
-        let binding = match req.credential {
+        let binding = match req.credential.take() {
             None => None,
             Some(name) => {
                 let binding = self.policy.credentials.get(&name).cloned().ok_or_else(|| {
@@ -599,8 +600,7 @@ impl Outbound {
 
     /// Checks, sends and audits one request, following redirects hop by hop.
     /// Every request is audited, whatever stops it.
-    pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
-        let (asked_method, asked_url) = (shown_method(&req.method), shown_url(&req.url));
+    pub async fn send(&self, mut req: Request) -> Result<Response, HttpError> {
         let Prepared {
             mut url,
             mut method,
@@ -609,8 +609,9 @@ impl Outbound {
             binding,
             deadline,
         } = self
-            .prepare(req)
-            .map_err(|e| self.refuse(&asked_method, &asked_url, e))?;
+            .prepare(&mut req)
+            // Named only when refused: an allowed request parses its URL once.
+            .map_err(|e| self.refuse(&shown_method(&req.method), &shown_url(&req.url), e))?;
         let limits = self.policy.http_limits;
         // The secret is resolved once the first hop is allowed: the policy
         // speaks before a missing secret does.
