@@ -178,8 +178,8 @@ pub const MAX_DENIALS_PER_CALL: u32 = 100;
 /// reading its configuration in a loop made 30,000 rows a second; past
 /// this, uses are counted by capability and recorded as one row each at
 /// the call's end ([`AuditLog::record_uncounted`]). The call goes on: an
-/// allowed use is not a fault. A call's `log` row is one per call, never
-/// counted here.
+/// allowed use is not a fault. A call's `log` row, one per call, is not
+/// held to it ([`AuditLog::record_for_the_call`]).
 pub const MAX_ALLOWED_PER_CALL: u32 = 1000;
 
 /// A call's allowed uses: how many, and past the budget, by capability.
@@ -269,10 +269,7 @@ impl AuditLog {
     /// use: counted, not recorded one by one (the caller then logs nothing
     /// either).
     pub fn record(&self, event: AuditEvent) -> bool {
-        let event = self.in_run(event);
-        if let Some(stats) = &self.stats {
-            stats.record_use(&event.capability, event.decision.name());
-        }
+        let event = self.counted(event);
         if event.decision == Decision::Denied
             && let Some(denials) = &self.denials
             && denials.fetch_add(1, Ordering::Relaxed) >= MAX_DENIALS_PER_CALL
@@ -280,7 +277,6 @@ impl AuditLog {
             return false;
         }
         if event.decision == Decision::Allowed
-            && event.capability != "log"
             && let Some(allowed) = &self.allowed
             && allowed.count.fetch_add(1, Ordering::Relaxed) >= MAX_ALLOWED_PER_CALL
         {
@@ -292,6 +288,28 @@ impl AuditLog {
                 .or_default() += 1;
             return false;
         }
+        self.write(event);
+        true
+    }
+
+    /// Records the one row a call makes for all its uses of a capability
+    /// (its log lines): counted, and never held to the call's budget.
+    pub fn record_for_the_call(&self, event: AuditEvent) {
+        let event = self.counted(event);
+        self.write(event);
+    }
+
+    /// `event` in its run, counted in the plugin version's `/metrics`.
+    fn counted(&self, event: AuditEvent) -> AuditEvent {
+        let event = self.in_run(event);
+        if let Some(stats) = &self.stats {
+            stats.record_use(&event.capability, event.decision.name());
+        }
+        event
+    }
+
+    /// Queues `event` for the writer.
+    fn write(&self, event: AuditEvent) {
         tracing::debug!(
             target: "audit",
             plugin = %event.plugin,
@@ -303,7 +321,6 @@ impl AuditLog {
             event.detail
         );
         self.writer.audit(event);
-        true
     }
 
     /// `event`, marked with the pipeline run of the call it belongs to.
@@ -410,7 +427,7 @@ mod tests {
         assert!(call.record(event(Decision::Denied)));
         let mut log = event(Decision::Allowed);
         log.capability = "log".into();
-        assert!(call.record(log));
+        call.record_for_the_call(log);
         let plugin = PluginInfo::for_tests("p");
         call.record_uncounted(&plugin);
         // A warm instance's next call has the whole budget again.

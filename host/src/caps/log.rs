@@ -68,7 +68,7 @@ impl StoreState {
                 "; {refused} more not written: over {LINES_PER_SECOND} lines per second"
             ));
         }
-        self.audit.record(AuditEvent::new(
+        self.audit.record_for_the_call(AuditEvent::new(
             &self.plugin,
             "log",
             "write",

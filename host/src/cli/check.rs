@@ -239,12 +239,8 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         .and_then(|f| std::fs::read_to_string(f).ok())
         .unwrap_or_default();
     let line_of = |table: &str| crate::config::section_line(&config_text, table);
-    let fuel_limited = host.config.limits.fuel.is_some()
-        || host.grants.names().any(|(name, _)| {
-            host.grants
-                .get(name)
-                .is_some_and(|g| g.limits.fuel.is_some())
-        });
+    let fuel_limited =
+        host.config.limits.fuel.is_some() || host.grants.fuel_limits().next().is_some();
     if host.config.engine.fuel && !fuel_limited {
         findings.push(Finding {
             severity: "warning",

@@ -265,20 +265,27 @@ impl Grants {
     /// What is wrong with each grant's `fuel` limit on a host whose engine
     /// does not count fuel (`counted` false): by plugin name, the message.
     pub fn uncounted_fuel(&self, counted: bool) -> Vec<(&str, String)> {
-        self.plugins
-            .iter()
-            .filter(|_| !counted)
-            .filter_map(|(name, (grant, _))| {
-                let units = grant.limits.fuel?;
-                Some((
-                    name.as_str(),
+        if counted {
+            return Vec::new();
+        }
+        self.fuel_limits()
+            .map(|(name, units)| {
+                (
+                    name,
                     format!(
                         "plugins.{name}.limits.fuel = {units}: {} (until then, each call of {name} fails saying so)",
                         crate::config::FUEL_UNCOUNTED
                     ),
-                ))
+                )
             })
             .collect()
+    }
+
+    /// Each plugin whose grant limits its fuel, with the limit.
+    pub fn fuel_limits(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.plugins
+            .iter()
+            .filter_map(|(name, (grant, _))| Some((name.as_str(), grant.limits.fuel?)))
     }
 
     /// Every granted plugin name with the line its section starts on.
