@@ -6,12 +6,13 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use causeway::fakes::{FakeCrm, FakeMailer};
+use causeway::fakes::{FakeCalendar, FakeCrm, FakeMailer};
 use serde_json::{Value, json};
 use support::{Scratch, built, repo_root, run};
 
 const CRM_TOKEN: &str = "crm-t0ken-for-rec0rding";
 const MAILER_KEY: &str = "ma1ler-key-for-rec0rding";
+const CALENDAR_KEY: &str = "ca1endar-key-for-rec0rding";
 
 /// Runs `causeway test --json` with `args` in the scratch folder: whether it
 /// passed (exit 0), and the report.
@@ -23,7 +24,8 @@ fn suite(scratch: &Scratch, plugin: &Path, args: &[&str]) -> (bool, Value) {
         .arg("--json")
         .args(args)
         .env("CRM_TOKEN", CRM_TOKEN)
-        .env("MAILER_KEY", MAILER_KEY));
+        .env("MAILER_KEY", MAILER_KEY)
+        .env("CALENDAR_KEY", CALENDAR_KEY));
     let report: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "not a JSON report ({e}):\nstdout: {}\nstderr: {}",
@@ -113,6 +115,7 @@ fn the_example_plugins_pass_with_their_committed_fixtures() {
     for (plugin, rules) in [
         ("crm-source", &crm_rules()[..]),
         ("mailer-sink", &sink_rules[..]),
+        ("calendar-sink", &sink_rules[..]),
         ("map-fullname", &transform_rules[..]),
     ] {
         let fixtures = fixtures_of(plugin);
@@ -212,31 +215,98 @@ fn a_recording_against_the_live_api_replays_without_it_and_holds_no_secret() {
     );
 }
 
-#[test]
-fn a_sink_recording_replays_its_writes() {
+/// Records `plugin`'s suite with its committed records against a live API
+/// configured by `live`, with `args` (its credentials), then replays it:
+/// whether the recording passed, its report, and the scratch folder
+/// holding the fixtures (`requests`: what the live API received so far, so
+/// the replay is seen to send it nothing).
+fn record_then_replay(
+    plugin: &str,
+    live: Value,
+    args: &[&str],
+    requests: impl Fn() -> u64,
+) -> (bool, Value, Scratch) {
     let scratch = Scratch::new();
-    let mailer = FakeMailer::start(MAILER_KEY, 0).expect("start the fake mailer");
-    let live = scratch.path().join("live.json");
-    std::fs::write(
-        &live,
-        json!({"base_url": mailer.base_url(), "list_id": "newsletter"}).to_string(),
-    )
-    .unwrap();
+    let live_file = scratch.path().join("live.json");
+    std::fs::write(&live_file, live.to_string()).unwrap();
     let fixtures = scratch.path().join("fixtures");
     std::fs::create_dir_all(&fixtures).unwrap();
     std::fs::copy(
-        fixtures_of("mailer-sink").join("records.json"),
+        fixtures_of(plugin).join("records.json"),
         fixtures.join("records.json"),
     )
     .unwrap();
-    let plugin = built("mailer-sink");
-    let (passed, recorded) = record(&scratch, &plugin, &live, "mailer-key=env:MAILER_KEY");
+    let wasm = built(plugin);
+    let mut recording = vec!["--record", "--config", live_file.to_str().unwrap()];
+    recording.extend(args);
+    let (passed, recorded) = suite(&scratch, &wasm, &recording);
+    if passed {
+        let sent = requests();
+        let (replayed, report) = suite(&scratch, &wasm, &[]);
+        assert!(replayed, "{report:#}");
+        assert_eq!(requests(), sent, "the replay reached the live API");
+    }
+    (passed, recorded, scratch)
+}
+
+#[test]
+fn a_sink_recording_replays_its_writes() {
+    let mailer = FakeMailer::start(MAILER_KEY, 0).expect("start the fake mailer");
+    let (passed, recorded, _) = record_then_replay(
+        "mailer-sink",
+        json!({"base_url": mailer.base_url(), "list_id": "newsletter"}),
+        &["--secret", "mailer-key=env:MAILER_KEY"],
+        || mailer.faults().requests(),
+    );
     assert!(passed, "{recorded:#}");
     assert_eq!(mailer.subscribers("newsletter").len(), 2);
-    let writes = mailer.faults().requests();
-    let (passed, replayed) = suite(&scratch, &plugin, &[]);
-    assert!(passed, "{replayed:#}");
-    assert_eq!(mailer.faults().requests(), writes);
+}
+
+#[test]
+fn a_credential_the_api_reads_from_its_own_header_is_recorded_with_inject() {
+    let calendar =
+        FakeCalendar::start(CALENDAR_KEY, &["team"], 0).expect("start the fake calendar");
+    let live = json!({"base_url": calendar.base_url(), "calendar_id": "team"});
+    let secret = ["--secret", "calendar-key=env:CALENDAR_KEY"];
+
+    // As a bearer token, the calendar refuses it: the suite says so.
+    let (passed, report, _) = record_then_replay("calendar-sink", live.clone(), &secret, || 0);
+    assert!(!passed, "{report:#}");
+    assert!(report.to_string().contains("401"), "{report:#}");
+    assert!(calendar.attendees("team").is_empty());
+
+    let mut inject = secret.to_vec();
+    inject.extend(["--inject", "calendar-key=header:x-api-key"]);
+    let (passed, report, scratch) = record_then_replay("calendar-sink", live, &inject, || {
+        calendar.faults().requests()
+    });
+    assert!(passed, "{report:#}");
+    assert_eq!(
+        calendar.attendees("team").keys().collect::<Vec<_>>(),
+        ["c-1001", "c-1002"]
+    );
+    let tape = std::fs::read_to_string(scratch.path().join("fixtures/http.json")).unwrap();
+    assert!(!tape.contains(CALENDAR_KEY), "{tape}");
+
+    // A credential the plugin does not request, or a way the host does
+    // not know, is named.
+    for (flag, expected) in [
+        (
+            "calendar-ky=header:x-api-key",
+            "requests no credential of that name (did you mean \"calendar-key\"?)",
+        ),
+        (
+            "calendar-key=cookie",
+            "must be \"bearer\", \"basic\", \"header:NAME\" or \"query:NAME\"",
+        ),
+    ] {
+        let out = run(scratch
+            .causeway()
+            .args(["test", "--inject", flag])
+            .arg(built("calendar-sink")));
+        assert!(!out.success);
+        assert!(out.stderr.contains(expected), "{flag}: {}", out.stderr);
+    }
 }
 
 /// `causeway test` on the nonconformant plugin told to break `rule`: that

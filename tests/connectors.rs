@@ -1,5 +1,6 @@
-//! The example connectors over real HTTP: `crm-source` and `mailer-sink`
-//! run in the real host against the fake CRM and mailer on 127.0.0.1 —
+//! The example connectors over real HTTP: `crm-source`, `mailer-sink` and
+//! `calendar-sink` run in the real host against the fake CRM, mailer and
+//! calendar on 127.0.0.1 —
 //! paging with cursors, credentials, 429 with Retry-After, 5xx, slow answers,
 //! per-record outcomes.
 
@@ -7,7 +8,7 @@ mod support;
 
 use causeway::fakes::Fault;
 use serde_json::{Value, json};
-use support::connectors::{CRM_TOKEN, LIST, MAILER_KEY, World, person};
+use support::connectors::{CALENDAR, CALENDAR_KEY, CRM_TOKEN, LIST, MAILER_KEY, World, person};
 use support::run;
 
 fn world(extra_grants: &str, page_size: u32) -> World {
@@ -23,7 +24,7 @@ impl World {
             .causeway()
             .args(["invoke", plugin, operation, "--input"])
             .arg(&file));
-        for secret in [CRM_TOKEN, MAILER_KEY] {
+        for secret in [CRM_TOKEN, MAILER_KEY, CALENDAR_KEY] {
             assert!(
                 !out.stdout.contains(secret) && !out.stderr.contains(secret),
                 "a secret leaked:\n{}\n{}",
@@ -208,6 +209,154 @@ fn mailer_sink_writes_a_batch_and_answers_per_record() {
     assert_eq!(
         w.mailer.subscribers(LIST).keys().collect::<Vec<_>>(),
         ["c3"]
+    );
+}
+
+/// The kind of each outcome of a sink's answer.
+fn outcome_kinds(outcomes: &Value) -> Vec<&str> {
+    outcomes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["outcome"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn calendar_sink_writes_each_record_by_its_own_request_and_answers_per_record() {
+    let w = World::with_calendar(10, "", "");
+    let batch = json!([
+        record(
+            "c1",
+            json!({ "fullName": "Ada Lovelace", "email": "ada@example.com", "organization": "Analytical Engines" })
+        ),
+        record("c2", json!({ "fullName": "No Mail" })),
+        record(
+            "c3",
+            json!({ "fullName": "Bad Mail", "email": "not-an-address" })
+        ),
+        { "stream": "contacts", "key": "gone", "op": "delete", "data": null },
+        record("c/4", json!({ "email": "alan@example.com" })),
+    ]);
+    let outcomes = w.invoke("calendar-sink", "write", batch.clone()).unwrap();
+    assert_eq!(
+        outcome_kinds(&outcomes),
+        ["ok", "rejected", "rejected", "ok", "ok"],
+        "{outcomes}"
+    );
+    // Refused by the plugin (nothing to send), and by the calendar (422).
+    assert!(
+        outcomes[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("needs an email"),
+        "{outcomes}"
+    );
+    assert!(
+        outcomes[2]["reason"].as_str().unwrap().contains("422"),
+        "{outcomes}"
+    );
+    let attendees = w.calendar().attendees(CALENDAR);
+    assert_eq!(attendees.keys().collect::<Vec<_>>(), ["c/4", "c1"]);
+    assert_eq!(attendees["c1"].display_name, "Ada Lovelace");
+    assert_eq!(
+        attendees["c1"].organization.as_deref(),
+        Some("Analytical Engines")
+    );
+    // No fullName: the email is the name a meeting shows.
+    assert_eq!(attendees["c/4"].display_name, "alan@example.com");
+    // One request per record it could send: c2 was not.
+    assert_eq!(w.calendar().faults().requests(), 4);
+
+    // Again: the key is the attendee's id, so nothing is duplicated.
+    w.invoke("calendar-sink", "write", batch).unwrap();
+    assert_eq!(w.calendar().attendees(CALENDAR).len(), 2);
+
+    // A delete removes the attendee; a second one finds it gone, and is done.
+    let delete = json!([{ "stream": "contacts", "key": "c1", "op": "delete", "data": null }]);
+    for _ in 0..2 {
+        let outcomes = w.invoke("calendar-sink", "write", delete.clone()).unwrap();
+        assert_eq!(outcome_kinds(&outcomes), ["ok"], "{outcomes}");
+    }
+    assert_eq!(
+        w.calendar().attendees(CALENDAR).keys().collect::<Vec<_>>(),
+        ["c/4"]
+    );
+}
+
+#[test]
+fn a_calendar_that_asks_to_wait_is_sent_nothing_more_and_the_rest_is_retried() {
+    let w = World::with_calendar(10, "", "");
+    let batch = json!([
+        record("c1", json!({ "fullName": "A", "email": "a@example.com" })),
+        record("c2", json!({ "fullName": "B", "email": "b@example.com" })),
+        record("c3", json!({ "fullName": "C", "email": "c@example.com" })),
+        record("c4", json!({ "fullName": "D", "email": "d@example.com" })),
+    ]);
+    // The first request is served, the second is told to slow down.
+    w.calendar()
+        .faults()
+        .inject(Fault::Slow(std::time::Duration::ZERO), 1);
+    w.calendar().faults().inject(
+        Fault::RateLimited {
+            retry_after_secs: 7,
+        },
+        1,
+    );
+    let outcomes = w.invoke("calendar-sink", "write", batch).unwrap();
+    assert_eq!(
+        outcome_kinds(&outcomes),
+        ["ok", "retry", "retry", "retry"],
+        "{outcomes}"
+    );
+    assert!(
+        outcomes[1]["reason"].as_str().unwrap().contains("429"),
+        "{outcomes}"
+    );
+    assert!(
+        outcomes[3]["reason"].as_str().unwrap().contains("not sent"),
+        "{outcomes}"
+    );
+    assert_eq!(w.calendar().faults().requests(), 2, "nothing more was sent");
+    assert_eq!(
+        w.calendar().attendees(CALENDAR).keys().collect::<Vec<_>>(),
+        ["c1"]
+    );
+}
+
+#[test]
+fn a_calendar_refusing_the_key_or_missing_is_named_by_check() {
+    let w = World::with_calendar(10, "", "");
+    assert!(
+        w.invoke("calendar-sink", "check", json!(null)).is_ok(),
+        "the granted key and the configured calendar pass"
+    );
+    let config = w.scratch.path().join("other.json");
+    std::fs::write(
+        &config,
+        json!({ "base_url": w.calendar().base_url(), "calendar_id": "holidays" }).to_string(),
+    )
+    .unwrap();
+    let out = run(w
+        .causeway()
+        .args(["invoke", "calendar-sink", "check", "--config"])
+        .arg(&config));
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("404") && out.stderr.contains("no calendar \\\"holidays\\\""),
+        "{}",
+        out.stderr
+    );
+    let out = run(w.causeway().env("CALENDAR_KEY", "a-wrong-key").args([
+        "invoke",
+        "calendar-sink",
+        "check",
+    ]));
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("auth") && out.stderr.contains("401"),
+        "{}",
+        out.stderr
     );
 }
 

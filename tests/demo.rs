@@ -5,14 +5,19 @@ mod support;
 use support::{run, run_json};
 
 #[test]
-fn demo_moves_every_contact_from_the_crm_to_the_mailer_mapped() {
+fn demo_moves_every_contact_from_the_crm_to_the_mailer_and_the_calendar_mapped() {
     let scratch = tempfile::tempdir().unwrap();
     let out =
         run(support::causeway()
             .current_dir(scratch.path())
             .args(["demo", "--contacts", "25"]));
     assert!(out.success, "{}\n{}", out.stdout, out.stderr);
-    for plugin in ["map-fullname.wasm", "crm-source.wasm", "mailer-sink.wasm"] {
+    for plugin in [
+        "map-fullname.wasm",
+        "crm-source.wasm",
+        "mailer-sink.wasm",
+        "calendar-sink.wasm",
+    ] {
         assert!(
             scratch
                 .path()
@@ -31,7 +36,7 @@ fn demo_moves_every_contact_from_the_crm_to_the_mailer_mapped() {
             .to_string()
     };
     // The demo grants the connectors exactly what they need.
-    for plugin in ["map-fullname", "crm-source", "mailer-sink"] {
+    for plugin in ["map-fullname", "crm-source", "mailer-sink", "calendar-sink"] {
         assert_eq!(state_of(plugin), "active", "{}", out.stdout);
     }
     // Two samples with an email (one without is dropped) and 25 more.
@@ -47,7 +52,19 @@ fn demo_moves_every_contact_from_the_crm_to_the_mailer_mapped() {
         out.stdout
     );
     assert!(
-        out.stdout.contains("mailer: 27 subscribers"),
+        out.stdout
+            .contains("mailer: 27 subscribers · calendar: 27 attendees"),
+        "{}",
+        out.stdout
+    );
+    // The calendar's attendees, mapped by calendar-sink from the same records.
+    assert!(
+        out.stdout.contains("And in the calendar, as 27 attendees"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("\"displayName\": \"Ada Lovelace\""),
         "{}",
         out.stdout
     );
@@ -120,7 +137,7 @@ fn demo_moves_every_contact_from_the_crm_to_the_mailer_mapped() {
             .collect()
     };
     let first = granted(&audit(&config));
-    for plugin in ["crm-source", "mailer-sink"] {
+    for plugin in ["crm-source", "mailer-sink", "calendar-sink"] {
         assert!(
             first
                 .iter()

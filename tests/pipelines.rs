@@ -354,6 +354,64 @@ fn with_the_mailer_down_for_a_while_nothing_is_lost() {
     w.wait_until_idle();
 }
 
+/// The mission's shape: one source, two sinks that speak unlike APIs (the
+/// mailer's batches, the calendar's request per record).
+#[test]
+fn contacts_reach_the_mailer_and_the_calendar_through_the_calendars_rate_limit() {
+    let w = World::with_calendar(
+        3,
+        "",
+        r#"
+[pipelines.contacts]
+every = "200ms"
+source = { plugin = "crm-source", stream = "contacts" }
+transforms = [{ plugin = "map-fullname" }]
+sinks = [{ plugin = "mailer-sink" }, { plugin = "calendar-sink" }]
+"#,
+    );
+    let expected = create(&w.crm, 7);
+    // The calendar takes a write, then asks to wait; later, once more.
+    let faults = w.calendar().faults();
+    faults.inject(Fault::Slow(Duration::ZERO), 1);
+    faults.inject(
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+        1,
+    );
+    faults.inject(Fault::Slow(Duration::ZERO), 3);
+    faults.inject(
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+        1,
+    );
+    let _host = w.start();
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    wait_until(
+        "the calendar to hold every contact",
+        Duration::from_secs(20),
+        || {
+            let got: Vec<Subscriber> = w
+                .calendar()
+                .attendees(support::connectors::CALENDAR)
+                .into_iter()
+                .map(|(k, a)| (k, a.display_name))
+                .collect();
+            (got == expected).then_some(())
+        },
+    );
+    w.wait_until_idle();
+    assert_none_stopped_or_failed(&w.runs());
+    assert_eq!(w.dead_letters(), json!([]));
+    // Both waits were the calendar's answers, seen by the audit log.
+    let rate_limited = audit_rows(&w.scratch.path().join("causeway-data"))
+        .into_iter()
+        .filter(|(plugin, .., detail)| plugin == "calendar-sink" && detail.contains("status 429"))
+        .count();
+    assert_eq!(rate_limited, 2);
+}
+
 /// Four contacts, the mailer refusing the second: once the others are in
 /// the mailer and a dead letter is queued, the host, the others (key →
 /// fullName), the refused one and the letters.

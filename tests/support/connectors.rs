@@ -1,8 +1,9 @@
-//! The example connectors wired to the fake CRM and mailer: a scratch
-//! folder with crm-source, map-fullname and mailer-sink installed, granted
-//! their own fake each, and configured for it.
+//! The example connectors wired to the fake CRM and mailer (and, when
+//! asked, the calendar): a scratch folder with crm-source, map-fullname and
+//! mailer-sink (and calendar-sink) installed, granted their own fake each,
+//! and configured for it.
 
-use causeway::fakes::{self, FakeCrm, FakeMailer};
+use causeway::fakes::{self, FakeCalendar, FakeCrm, FakeMailer};
 use serde_json::{Map, Value, json};
 
 use super::{RunningHost, Scratch};
@@ -13,6 +14,10 @@ pub const CRM_TOKEN: &str = "crm-t0ken-5ecret";
 pub const MAILER_KEY: &str = "ma1ler-key-5ecret";
 /// The mailing list mailer-sink writes to.
 pub const LIST: &str = "newsletter";
+/// The calendar's API key (what `env:CALENDAR_KEY` resolves to).
+pub const CALENDAR_KEY: &str = "ca1endar-key-5ecret";
+/// The calendar calendar-sink writes attendees to.
+pub const CALENDAR: &str = "team";
 
 /// A scratch host and the two fakes its connectors talk to.
 pub struct World {
@@ -22,6 +27,9 @@ pub struct World {
     pub crm: FakeCrm,
     /// The fake mailer.
     pub mailer: FakeMailer,
+    /// The fake calendar, with calendar-sink installed for it
+    /// ([`World::with_calendar`]).
+    calendar: Option<FakeCalendar>,
 }
 
 impl World {
@@ -55,7 +63,37 @@ impl World {
             scratch,
             crm,
             mailer,
+            calendar: None,
         }
+    }
+
+    /// [`World::new`], and calendar-sink installed, granted and configured
+    /// for a fake calendar of its own.
+    pub fn with_calendar(page_size: u32, extra_grants: &str, extra_config: &str) -> World {
+        let calendar =
+            FakeCalendar::start(CALENDAR_KEY, &[CALENDAR], 0).expect("start the fake calendar");
+        let grants = format!(
+            "{}\n{extra_grants}",
+            fakes::calendar_grants(&calendar, "env:CALENDAR_KEY")
+        );
+        let config = format!(
+            "{}\n{extra_config}",
+            fakes::calendar_config(&calendar, CALENDAR)
+        );
+        let mut world = World::new(page_size, &grants, &config);
+        world.scratch.install("calendar-sink", "calendar-sink.wasm");
+        world.calendar = Some(calendar);
+        world
+    }
+
+    /// The fake calendar.
+    ///
+    /// # Panics
+    /// When the world was made without one.
+    pub fn calendar(&self) -> &FakeCalendar {
+        self.calendar
+            .as_ref()
+            .expect("a world made by World::with_calendar")
     }
 
     /// `causeway` in the scratch folder, with both secrets in its environment.
@@ -63,7 +101,8 @@ impl World {
         let mut command = self.scratch.causeway();
         command
             .env("CRM_TOKEN", CRM_TOKEN)
-            .env("MAILER_KEY", MAILER_KEY);
+            .env("MAILER_KEY", MAILER_KEY)
+            .env("CALENDAR_KEY", CALENDAR_KEY);
         command
     }
 

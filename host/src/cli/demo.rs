@@ -1,9 +1,10 @@
-//! `causeway demo`: the whole story on one machine. A fake CRM and a fake
-//! mailer start on 127.0.0.1; the example plugins are installed and granted
-//! exactly what they need; the pipeline CRM → map-fullname → mailer runs on
-//! its schedule while contacts are created and updated in the CRM, until
-//! every contact with an email is in the mailer as a subscriber with a
-//! `fullName`.
+//! `causeway demo`: the whole story on one machine. A fake CRM, a fake
+//! mailer and a fake calendar start on 127.0.0.1; the example plugins are
+//! installed and granted exactly what they need; the pipeline CRM →
+//! map-fullname → mailer and calendar runs on its schedule while contacts
+//! are created and updated in the CRM, until every contact with an email is
+//! in the mailer as a subscriber with a `fullName`, and in the calendar as
+//! an attendee.
 //!
 //! The CRM pushes each change by webhook (signed, Standard Webhooks) to the
 //! host's server, and the pipeline also polls it.
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Map, Value};
 
-use crate::fakes::{self, FakeCrm, FakeMailer};
+use crate::fakes::{self, FakeCalendar, FakeCrm, FakeMailer};
 use crate::files::{self, Durability};
 use crate::host::{Claim, Host};
 use crate::live::{Live, Snapshot};
@@ -43,6 +44,13 @@ const EXAMPLES: &[(&str, &[u8])] = &[
         "mailer-sink.wasm",
         include_bytes!(concat!(env!("CAUSEWAY_BUILT_PLUGINS"), "/mailer_sink.wasm")),
     ),
+    (
+        "calendar-sink.wasm",
+        include_bytes!(concat!(
+            env!("CAUSEWAY_BUILT_PLUGINS"),
+            "/calendar_sink.wasm"
+        )),
+    ),
 ];
 
 /// Sample CRM contacts, as records.
@@ -51,15 +59,18 @@ const CONTACTS: &str = include_str!("../../../examples/contacts.json");
 /// The demo's secrets: the fakes accept nothing else.
 const CRM_TOKEN: &str = "demo-crm-token";
 const MAILER_KEY: &str = "demo-mailer-key";
+const CALENDAR_KEY: &str = "demo-calendar-key";
 const LIST: &str = "newsletter";
+const CALENDAR: &str = "team";
 /// The key the fake CRM signs its webhooks with.
 const HOOK_KEY: &[u8] = b"the demo CRM's webhook key, 32B!";
 const HOOK_PATH: &str = "/hooks/crm";
-const PIPELINE: &str = "crm-to-mailer";
+const PIPELINE: &str = "crm-contacts";
 
-/// Run the main job on one machine: fake CRM and mailer servers on
-/// 127.0.0.1, the example plugins installed and granted, and the pipeline
-/// CRM → map-fullname → mailer moving contacts until all have arrived.
+/// Run the main job on one machine: fake CRM, mailer and calendar servers
+/// on 127.0.0.1, the example plugins installed and granted, and the
+/// pipeline CRM → map-fullname → mailer and calendar moving contacts until
+/// all have arrived.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  cargo run --release -- demo")]
 pub struct Opts {
@@ -81,11 +92,19 @@ impl Opts {
         install_examples(&plugins)?;
         let crm = FakeCrm::start(CRM_TOKEN, 0).context("cannot start the fake CRM")?;
         let mailer = FakeMailer::start(MAILER_KEY, 0).context("cannot start the fake mailer")?;
-        let config_file = write_config(&self.data_dir, &crm, &mailer)?;
+        let calendar = FakeCalendar::start(CALENDAR_KEY, &[CALENDAR], 0)
+            .context("cannot start the fake calendar")?;
+        let systems = Systems {
+            crm: &crm,
+            mailer: &mailer,
+            calendar: &calendar,
+        };
+        let config_file = write_config(&self.data_dir, &systems)?;
         super::print(&format!(
-            "A fake CRM listens on {} and a fake mailer on {}.\nThe demo's configuration is in {}.\n\n",
+            "A fake CRM listens on {}, a fake mailer on {} and a fake calendar on {}.\nThe demo's configuration is in {}.\n\n",
             crm.base_url(),
             mailer.base_url(),
+            calendar.base_url(),
             config_file.parent().unwrap_or(Path::new(".")).display()
         ))?;
 
@@ -157,7 +176,7 @@ impl Opts {
             .map_err(anyhow::Error::msg)?;
 
         super::print(&format!(
-            "\nPipeline {PIPELINE}: crm-source → map-fullname → mailer-sink, on each CRM webhook (to http://{address}{HOOK_PATH}) and every 3 s.\n"
+            "\nPipeline {PIPELINE}: crm-source → map-fullname → mailer-sink and calendar-sink, on each CRM webhook (to http://{address}{HOOK_PATH}) and every 3 s.\n"
         ))?;
         // Two waves, and an update in between: each run reads only what
         // changed since the checkpoint.
@@ -166,7 +185,7 @@ impl Opts {
         let mut wave = samples()?;
         wave.extend(people(0, half));
         feed(&crm, wave, &mut expected);
-        let mut outcome = watch(&crm, &mailer, &expected, &database, since).await;
+        let mut outcome = watch(&systems, &expected, &database, since).await;
         if outcome.is_ok() {
             super::print("  … more contacts, and Grace Hopper changes her name in the CRM:\n")?;
             feed(&crm, people(half, self.contacts), &mut expected);
@@ -176,7 +195,7 @@ impl Opts {
                 crm.update(id, change);
                 *name = "Grace Hopper-Murray".to_string();
             }
-            outcome = watch(&crm, &mailer, &expected, &database, since).await;
+            outcome = watch(&systems, &expected, &database, since).await;
         }
         let _ = stop_server.send(());
         let _ = server.await;
@@ -205,6 +224,13 @@ impl Opts {
             "\nAll {} contacts with an email are in the mailer as subscribers (contacts without one are dropped by map-fullname). A few:\n",
             subscribers.len()
         );
+        out.push_str(&serde_json::to_string_pretty(&sample)?);
+        let attendees = calendar.attendees(CALENDAR);
+        out.push_str(&format!(
+            "\n\nAnd in the calendar, as {} attendees a meeting can be sent to. A few:\n",
+            attendees.len()
+        ));
+        let sample: Vec<_> = attendees.values().take(3).collect();
         out.push_str(&serde_json::to_string_pretty(&sample)?);
         out.push_str("\n\nSee what happened: causeway --config-file ");
         out.push_str(&config_file.display().to_string());
@@ -239,8 +265,20 @@ fn install_examples(plugins: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The demo's third-party systems.
+struct Systems<'a> {
+    crm: &'a FakeCrm,
+    mailer: &'a FakeMailer,
+    calendar: &'a FakeCalendar,
+}
+
 /// Writes the demo's `causeway.toml`, `grants.toml` and `secrets.toml`.
-fn write_config(data_dir: &Path, crm: &FakeCrm, mailer: &FakeMailer) -> anyhow::Result<PathBuf> {
+fn write_config(data_dir: &Path, systems: &Systems) -> anyhow::Result<PathBuf> {
+    let Systems {
+        crm,
+        mailer,
+        calendar,
+    } = systems;
     let dir = data_dir.join("demo");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let config = format!(
@@ -251,27 +289,32 @@ grants = "grants.toml"
 secrets-file = "secrets.toml"
 
 {connectors}
+{calendar}
 # Pushed by webhook as contacts change, and polled every few seconds for
 # anything a webhook missed: a contact may arrive both ways, harmlessly.
+# The two sinks share the pipeline's checkpoint, so one that is down holds
+# back the other; a pipeline per sink decouples them (docs/operating.md).
 [pipelines.{PIPELINE}]
 every = "3s"
 webhook = {{ path = "{HOOK_PATH}", scheme = "standard-webhooks", secret = "file:crm-webhook" }}
 source = {{ plugin = "crm-source", stream = "contacts" }}
 transforms = [{{ plugin = "map-fullname" }}]
-sinks = [{{ plugin = "mailer-sink" }}]
+sinks = [{{ plugin = "mailer-sink" }}, {{ plugin = "calendar-sink" }}]
 "#,
         connectors = fakes::connector_config(crm, mailer, LIST, 10),
+        calendar = fakes::calendar_config(calendar, CALENDAR),
     );
     let grants = format!(
-        "# Written by `causeway demo`: each connector may reach its own fake, and\n# nothing else; its credential is sent only there.\n{}",
-        fakes::connector_grants(crm, mailer, "file:crm-token", "file:mailer-key")
+        "# Written by `causeway demo`: each connector may reach its own fake, and\n# nothing else; its credential is sent only there.\n{}\n{}",
+        fakes::connector_grants(crm, mailer, "file:crm-token", "file:mailer-key"),
+        fakes::calendar_grants(calendar, "file:calendar-key"),
     );
     let hook_secret = format!(
         "whsec_{}",
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, HOOK_KEY)
     );
     let secrets = format!(
-        "crm-token = \"{CRM_TOKEN}\"\nmailer-key = \"{MAILER_KEY}\"\ncrm-webhook = \"{hook_secret}\"\n"
+        "crm-token = \"{CRM_TOKEN}\"\nmailer-key = \"{MAILER_KEY}\"\ncalendar-key = \"{CALENDAR_KEY}\"\ncrm-webhook = \"{hook_secret}\"\n"
     );
     let file = dir.join("causeway.toml");
     std::fs::write(&file, config).with_context(|| format!("cannot write {}", file.display()))?;
@@ -345,11 +388,10 @@ fn feed(crm: &FakeCrm, people: Vec<Map<String, Value>>, expected: &mut Vec<(Stri
     expected.sort();
 }
 
-/// Shows progress until the mailer holds `expected`, within a minute;
-/// runs are counted from after run `since`.
+/// Shows progress until the mailer and the calendar hold `expected`,
+/// within a minute; runs are counted from after run `since`.
 async fn watch(
-    crm: &FakeCrm,
-    mailer: &FakeMailer,
+    systems: &Systems<'_>,
     expected: &[(String, String)],
     database: &Path,
     since: i64,
@@ -357,10 +399,15 @@ async fn watch(
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     loop {
-        let subscribers = mailer.subscribers(LIST);
-        let got: Vec<(String, String)> = subscribers
+        let subscribers = systems.mailer.subscribers(LIST);
+        let in_mailer: Vec<(String, String)> = subscribers
             .iter()
             .map(|(k, v)| (k.clone(), v["fullName"].as_str().unwrap_or("").to_string()))
+            .collect();
+        let attendees = systems.calendar.attendees(CALENDAR);
+        let in_calendar: Vec<(String, String)> = attendees
+            .iter()
+            .map(|(k, a)| (k.clone(), a.display_name.clone()))
             .collect();
         let runs = crate::db::open_read_only(database)
             .ok()
@@ -370,21 +417,22 @@ async fn watch(
         let runs: Vec<_> = runs.iter().filter(|r| r.id > since).collect();
         let by_hook = runs.iter().filter(|r| r.trigger == "webhook").count();
         let line = format!(
-            "  CRM: {} contacts · mailer: {} subscribers · pipeline runs: {by_hook} on webhooks, {} polling\n",
-            crm.contacts().len(),
+            "  CRM: {} contacts · mailer: {} subscribers · calendar: {} attendees · pipeline runs: {by_hook} on webhooks, {} polling\n",
+            systems.crm.contacts().len(),
             subscribers.len(),
+            attendees.len(),
             runs.len() - by_hook,
         );
         if line != last {
             super::print(&line)?;
             last = line;
         }
-        if got == expected {
+        if in_mailer == expected && in_calendar == expected {
             return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the mailer did not receive every contact within a minute; see `causeway runs` and the log"
+            "the mailer and the calendar did not receive every contact within a minute; see `causeway runs` and the log"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

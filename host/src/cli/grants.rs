@@ -166,13 +166,13 @@ impl Opts {
                     ..ApproveInput::default()
                 };
                 for pair in secret {
-                    let (credential, reference) = split_pair(pair, "--secret")?;
+                    let (credential, reference) = super::split_pair(pair, "--secret")?;
                     let reference = SecretRef::try_from(reference.to_string())
                         .map_err(|e| anyhow::anyhow!("--secret {credential}: {e}"))?;
                     input.secrets.insert(credential.to_string(), reference);
                 }
                 for pair in inject {
-                    let (credential, how) = split_pair(pair, "--inject")?;
+                    let (credential, how) = super::split_pair(pair, "--inject")?;
                     let how = Injection::try_from(how.to_string())
                         .map_err(|e| anyhow::anyhow!("--inject {credential}: {e}"))?;
                     input.injects.insert(credential.to_string(), how);
@@ -284,12 +284,6 @@ fn approver(by: Option<&str>) -> anyhow::Result<String> {
         .or_else(|| std::env::var("LOGNAME").ok())
         .filter(|who| !who.trim().is_empty())
         .context("say who you are with --by WHO")
-}
-
-fn split_pair<'a>(pair: &'a str, flag: &str) -> anyhow::Result<(&'a str, &'a str)> {
-    pair.split_once('=')
-        .filter(|(name, value)| !name.is_empty() && !value.is_empty())
-        .with_context(|| format!("{flag} {pair:?}: write NAME=VALUE"))
 }
 
 fn lines(changes: &[String]) -> String {

@@ -183,6 +183,13 @@ fn guess<'a>(asked: &str, known: impl IntoIterator<Item = &'a str>) -> String {
         .unwrap_or_default()
 }
 
+/// A `NAME=VALUE` argument of `flag`, both sides non-empty.
+fn split_pair<'a>(pair: &'a str, flag: &str) -> anyhow::Result<(&'a str, &'a str)> {
+    pair.split_once('=')
+        .filter(|(name, value)| !name.is_empty() && !value.is_empty())
+        .with_context(|| format!("{flag} {pair:?}: write NAME=VALUE"))
+}
+
 /// The file of the plugin a user named: a path (it ends in `.wasm` or holds a
 /// separator) or a plugin name from the plugins folder `dir`.
 /// Files over `max_bytes` are passed over.

@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::caps::http::Tape;
 use crate::conformance::{self, Fixtures, Subject, Verdict, fixtures, grant};
-use crate::grants::Policy;
+use crate::grants::{Injection, Policy};
 use crate::plugin::Plugin;
 use crate::registry::Installed;
 use crate::secrets::{SecretRef, Secrets};
@@ -27,7 +27,7 @@ use crate::secrets::{SecretRef, Secrets};
 /// check must refuse), records.json (input for transforms and sinks).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  causeway test target/wasm32-wasip2/release/my_connector.wasm --fixtures fixtures\n  causeway test my-connector --config live.json --record --secret api-token=env:API_TOKEN"
+    after_help = "Examples:\n  causeway test target/wasm32-wasip2/release/my_connector.wasm --fixtures fixtures\n  causeway test my-connector --config live.json --record --secret api-token=env:API_TOKEN\n  causeway test my-sink --config live.json --record --secret api-key=env:API_KEY --inject api-key=header:X-Api-Key"
 )]
 pub struct Opts {
     /// A plugin name from the plugins folder, or a path to a `.wasm` file.
@@ -46,6 +46,11 @@ pub struct Opts {
     /// (replays inject a placeholder).
     #[arg(long = "secret", value_name = "NAME=REF")]
     pub secrets: Vec<String>,
+    /// How a credential goes into a request, `NAME=bearer|basic|header:H|query:Q`
+    /// (default bearer), as the operator's grant will say: an API reading
+    /// its key from `X-Api-Key` refuses a bearer token.
+    #[arg(long = "inject", value_name = "NAME=HOW")]
+    pub injects: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -105,7 +110,8 @@ impl Opts {
             }
         };
         let config = &fixtures.config.0;
-        let test_grant = grant::suite_grant(&plugin.info.manifest, config);
+        let injections = self.injections(&plugin)?;
+        let test_grant = grant::suite_grant(&plugin.info.manifest, config, &injections);
         let (policy, not_granted) =
             Policy::evaluate(&plugin.info.manifest, Some(&test_grant), host.config.limits);
         let secrets = self.secrets(&host.secrets, &plugin)?;
@@ -180,15 +186,28 @@ impl Opts {
             values.insert(grant::secret_key(name), value);
         }
         if let Some(name) = given.keys().next() {
-            anyhow::bail!(
-                "--secret {name}: {} requests no credential of that name",
-                plugin.info.label()
-            );
+            anyhow::bail!(unknown_credential("--secret", name, plugin));
         }
         Ok(Secrets::in_memory(
             "the secrets given to causeway test",
             values,
         ))
+    }
+
+    /// How each credential named by `--inject` goes into a request.
+    fn injections(&self, plugin: &Plugin) -> anyhow::Result<BTreeMap<String, Injection>> {
+        let requested = &plugin.info.manifest.capabilities.credentials;
+        let mut injections = BTreeMap::new();
+        for pair in &self.injects {
+            let (name, how) = super::split_pair(pair, "--inject")?;
+            if !requested.iter().any(|c| c.name == name) {
+                anyhow::bail!(unknown_credential("--inject", name, plugin));
+            }
+            let how = Injection::try_from(how.to_string())
+                .map_err(|e| anyhow::anyhow!("--inject {name}: {e}"))?;
+            injections.insert(name.to_string(), how);
+        }
+        Ok(injections)
     }
 
     fn print(&self, plugin: &str, report: &conformance::Report) -> anyhow::Result<()> {
@@ -226,4 +245,21 @@ impl Opts {
         ));
         super::print(&out)
     }
+}
+
+/// `flag` named a credential the plugin does not request.
+fn unknown_credential(flag: &str, name: &str, plugin: &Plugin) -> String {
+    let requested: Vec<&str> = plugin
+        .info
+        .manifest
+        .capabilities
+        .credentials
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    format!(
+        "{flag} {name}: {} requests no credential of that name{}",
+        plugin.info.label(),
+        super::guess(name, requested)
+    )
 }

@@ -39,8 +39,13 @@ fn urls(config: &Value, out: &mut Vec<url::Url>) {
     }
 }
 
-/// The grant for `manifest` under `config`.
-pub fn suite_grant(manifest: &Manifest, config: &Value) -> PluginGrant {
+/// The grant for `manifest` under `config`; a credential is injected as
+/// `injections` says, else as a bearer token.
+pub fn suite_grant(
+    manifest: &Manifest,
+    config: &Value,
+    injections: &BTreeMap<String, Injection>,
+) -> PluginGrant {
     let mut found = Vec::new();
     urls(config, &mut found);
     let mut http = Vec::new();
@@ -85,7 +90,10 @@ pub fn suite_grant(manifest: &Manifest, config: &Value) -> PluginGrant {
                 CredentialBinding {
                     secret: SecretRef::File(secret_key(&c.name)),
                     hosts: hosts.clone(),
-                    inject: Injection::Bearer,
+                    inject: injections
+                        .get(&c.name)
+                        .cloned()
+                        .unwrap_or(Injection::Bearer),
                 },
             )
         })
@@ -126,7 +134,7 @@ name = "crm-token"
         let manifest = Manifest::parse(MANIFEST, "m").unwrap();
         let config =
             json!({"base_url": "http://127.0.0.1:8080", "page_size": 5, "other": ["not a url"]});
-        let grant = suite_grant(&manifest, &config);
+        let grant = suite_grant(&manifest, &config, &BTreeMap::new());
         let shown: Vec<(String, String, String)> = grant
             .http
             .iter()

@@ -1,12 +1,13 @@
-//! Stand-ins for the third-party systems of the demo: a CRM and an
-//! email-marketing API on 127.0.0.1, speaking the HTTP APIs `crm-source` and
-//! `mailer-sink` talk to, with the failures real APIs have (rate limits,
+//! Stand-ins for the third-party systems of the demo: a CRM, an
+//! email-marketing API and a calendar on 127.0.0.1, speaking the HTTP APIs
+//! `crm-source`, `mailer-sink` and `calendar-sink` talk to, with the failures real APIs have (rate limits,
 //! outages, slow answers, wrong answers) available on demand.
 //!
 //! `causeway demo` runs them so the whole story fits on one machine; the
 //! black-box tests drive the real binary against them. Each runs on its own
 //! thread with its own runtime and stops when its handle is dropped.
 
+mod calendar;
 mod crm;
 mod mailer;
 
@@ -21,6 +22,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+pub use calendar::{Attendee, FakeCalendar};
 pub use crm::{Contact, FakeCrm};
 pub use mailer::FakeMailer;
 
@@ -157,6 +159,39 @@ list_id = "{list}"
 "#,
         crm.base_url(),
         mailer.base_url()
+    )
+}
+
+/// Grants `calendar-sink` plain http to its fake, by explicit address, and
+/// nothing else; its credential is the secret reference given, sent only
+/// there, in the calendar's own header.
+pub fn calendar_grants(calendar: &FakeCalendar, calendar_key: &str) -> String {
+    format!(
+        r#"[[plugins.calendar-sink.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+methods = ["GET", "PUT", "DELETE"]
+path-prefix = "/v2/calendars/"
+
+[plugins.calendar-sink.credentials.calendar-key]
+secret = "{calendar_key}"
+hosts = ["127.0.0.1"]
+inject = "header:{header}"
+"#,
+        port = calendar.addr().port(),
+        header = calendar::API_KEY_HEADER,
+    )
+}
+
+/// The `causeway.toml` section configuring `calendar-sink` for its fake.
+pub fn calendar_config(calendar: &FakeCalendar, calendar_id: &str) -> String {
+    format!(
+        r#"[plugins.calendar-sink.config]
+base_url = "{}"
+calendar_id = "{calendar_id}"
+"#,
+        calendar.base_url()
     )
 }
 
