@@ -156,6 +156,23 @@ fn each_hostile_plugin_fails_with_its_own_kind_within_its_bound() {
 }
 
 #[test]
+fn a_plugins_error_message_is_kept_to_a_few_kib_however_long_it_writes_it() {
+    let (_scratch, host) = start();
+    let (status, answer, _) = provoke(&host, "huge-error");
+    assert_eq!((status, &answer["error"]), (502, &json!("plugin-error")));
+    let message = answer["message"].as_str().unwrap();
+    // 4 MiB written, 4 KiB kept, and the rest counted.
+    assert!(message.len() < 5000, "{} bytes kept", message.len());
+    assert!(message.contains("test-hostile@0.1.0"), "{message}");
+    assert!(
+        message.ends_with(&format!("… ({} more bytes)", (4 << 20) - 4096)),
+        "{}",
+        &message[message.len() - 40..]
+    );
+    benign_answers(&host);
+}
+
+#[test]
 fn a_looping_plugin_stops_costing_cpu_after_its_bound_and_others_keep_answering() {
     let (_scratch, host) = start();
     let host = std::sync::Arc::new(host);

@@ -24,6 +24,12 @@ use crate::sandbox::{self, CallContext, CallError, Limits, StoreState};
 /// call stuck in a host function (epochs interrupt only guest code).
 const ABANDON_GRACE: Duration = Duration::from_secs(1);
 
+/// The longest message the host keeps of a plugin's error, or of a sink's
+/// reason for a record's outcome: they go into logs, the run history and
+/// dead letters (one per record), so a plugin must not make one megabytes
+/// long. The SDK's own messages quote 200 characters of an API's answer.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
 /// The operations a plugin can be called with.
 #[derive(Debug, Clone)]
 pub enum Operation {
@@ -358,6 +364,7 @@ impl PluginFailure {
             PluginError::Transient(m) => (FailureKind::Transient, m, asked.limited),
             PluginError::Fatal(m) => (FailureKind::Fatal, m, None),
         };
+        let message = crate::audit::capped(message, MAX_MESSAGE_BYTES);
         let unavailable_for = match kind {
             FailureKind::Transient if retry_after.is_none() => asked.unavailable,
             _ => None,
@@ -430,6 +437,17 @@ impl Answer {
                     })
                     .collect::<Vec<_>>()
             ),
+        }
+    }
+}
+
+/// Each outcome's reason cut to [`MAX_MESSAGE_BYTES`].
+fn cap_reasons(outcomes: &mut [WriteOutcome]) {
+    for outcome in outcomes {
+        if let WriteOutcome::Retry(reason) | WriteOutcome::Rejected(reason) = outcome
+            && reason.len() > MAX_MESSAGE_BYTES
+        {
+            *reason = crate::audit::capped(std::mem::take(reason), MAX_MESSAGE_BYTES);
         }
     }
 }
@@ -554,10 +572,12 @@ impl Plugin {
             ),
             Ok(Ok((Ok(Ok(mut answer)), live))) => {
                 if let Answer::Outcomes {
-                    asked: outcomes, ..
+                    outcomes,
+                    asked: answers_asked,
                 } = &mut answer
                 {
-                    *outcomes = asked;
+                    *answers_asked = asked;
+                    cap_reasons(outcomes);
                 }
                 (Ok(answer), Some(live))
             }
@@ -686,6 +706,40 @@ fn looked_up<G: Clone>(
 mod tests {
     use super::*;
     use crate::bindings::RateLimit;
+
+    #[test]
+    fn a_plugins_long_message_or_reason_is_cut_to_a_few_kib() {
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let failure = PluginFailure::of(PluginError::Fatal(long.clone()), Asked::default());
+        assert!(failure.message.len() < MAX_MESSAGE_BYTES + 32);
+        assert!(
+            failure.message.ends_with(&format!(
+                "… ({} more bytes)",
+                long.len() - MAX_MESSAGE_BYTES
+            )),
+            "{}",
+            &failure.message[MAX_MESSAGE_BYTES - 8..]
+        );
+        let mut outcomes = vec![
+            WriteOutcome::Ok,
+            WriteOutcome::Retry(long.clone()),
+            WriteOutcome::Rejected("short".into()),
+            WriteOutcome::Rejected(long),
+        ];
+        cap_reasons(&mut outcomes);
+        let lengths: Vec<usize> = outcomes
+            .iter()
+            .map(|o| match o {
+                WriteOutcome::Ok => 0,
+                WriteOutcome::Retry(r) | WriteOutcome::Rejected(r) => r.len(),
+            })
+            .collect();
+        assert_eq!(lengths[2], 5);
+        assert!(
+            lengths[1] < MAX_MESSAGE_BYTES + 32 && lengths[3] == lengths[1],
+            "{lengths:?}"
+        );
+    }
 
     #[test]
     fn a_429s_retry_after_is_the_delay_of_an_error_that_names_none() {

@@ -140,7 +140,7 @@ pub const MAX_DETAIL_BYTES: usize = 4096;
 
 /// `text` cut to at most `max` bytes (on a character boundary), saying how
 /// much was cut.
-fn capped(mut text: String, max: usize) -> String {
+pub(crate) fn capped(mut text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
     }

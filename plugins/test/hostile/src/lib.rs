@@ -18,6 +18,7 @@
 //!   instance counts on, a fresh one starts at 1);
 //! - `keyless`: answers its input with every key emptied, against the
 //!   contract;
+//! - `huge-error`: fails with a `fatal` error whose message is 4 MiB long;
 //! - anything else: answers its input (a benign call).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,6 +172,7 @@ impl Transform for Hostile {
                     record
                 })
                 .collect()),
+            "huge-error" => Err(PluginError::Fatal("e".repeat(4 << 20))),
             "stderr-panic" => {
                 chatter();
                 panic!("the hostile plugin panics after its chatter")
