@@ -412,6 +412,57 @@ sinks = [{ plugin = "mailer-sink" }, { plugin = "calendar-sink" }]
     assert_eq!(rate_limited, 2);
 }
 
+/// A sink writing a request per record, paced by its grant's rate limit:
+/// each call writes what the rate allows before its deadline, and the rest
+/// of the page goes in the next calls. Failing the batch instead would
+/// write the same first records again and again, and never the last.
+#[test]
+fn a_page_larger_than_a_calls_share_of_the_rate_limit_is_written_over_several_calls() {
+    let w = World::with_calendar(
+        40,
+        r#"
+[plugins.calendar-sink.http-limits]
+requests-per-second = 20
+burst = 5
+
+[plugins.calendar-sink.limits]
+call-timeout = "500ms"
+"#,
+        r#"
+[pipelines.contacts]
+every = "200ms"
+source = { plugin = "crm-source", stream = "contacts" }
+transforms = [{ plugin = "map-fullname" }]
+sinks = [{ plugin = "calendar-sink" }]
+"#,
+    );
+    let expected = create(&w.crm, 40);
+    let _host = w.start();
+    wait_until(
+        "the calendar to hold every contact",
+        Duration::from_secs(30),
+        || {
+            let got: Vec<Subscriber> = w
+                .calendar()
+                .attendees(support::connectors::CALENDAR)
+                .into_iter()
+                .map(|(k, a)| (k, a.display_name))
+                .collect();
+            (got == expected).then_some(())
+        },
+    );
+    w.wait_until_idle();
+    assert_none_stopped_or_failed(&w.runs());
+    assert_eq!(w.dead_letters(), json!([]));
+    // Each record was sent once or, when a call ran out of time while its
+    // request was in flight, twice: never page after page.
+    assert!(
+        w.calendar().faults().requests() < 60,
+        "{} requests for 40 records",
+        w.calendar().faults().requests()
+    );
+}
+
 /// Four contacts, the mailer refusing the second: once the others are in
 /// the mailer and a dead letter is queued, the host, the others (key →
 /// fullName), the refused one and the letters.

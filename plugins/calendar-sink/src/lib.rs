@@ -7,11 +7,13 @@
 //! `{"displayName", "email", "organization"?}`, and `DELETE` at the same
 //! address. Each answer becomes that record's outcome
 //! ([`http::Response::write_outcome`]). When the calendar asks to be left
-//! alone (a 429, a 503), the rest of the batch is not sent and answers
-//! `retry`: the host waits as the answer's `Retry-After` says, and writes
-//! them then. The record key is the attendee's id, so a record written
-//! twice (at-least-once delivery) replaces itself, and a delete of an
-//! attendee already gone is done.
+//! alone (a 429, a 503), or a request does not get through (the network,
+//! or the grant's rate limit that would pass the call's deadline), the rest
+//! of the batch is not sent and answers `retry`: the host writes those
+//! records again later (after a 429, when its `Retry-After` says), while
+//! the ones written stay written. The record key is the attendee's id, so a
+//! record written twice (at-least-once delivery) replaces itself, and a
+//! delete of an attendee already gone is done.
 
 use causeway_sdk::{Op, PluginError, Record, Sink, WriteOutcome, http, plugin};
 use serde::{Deserialize, Serialize};
@@ -88,27 +90,23 @@ impl CalendarSink {
     /// Writes one record; the calendar's answer.
     fn send(config: &Config, record: &Record) -> Result<Sent, PluginError> {
         let url = Self::attendee_url(config, &record.key);
-        Ok(match record.op {
+        let request = match record.op {
             Op::Upsert => match Attendee::of(record) {
-                Ok(attendee) => Sent::Answered(
-                    http::put(url)
-                        .credential("calendar-key")
-                        .json(&attendee)?
-                        .send()?,
-                ),
-                Err(why) => Sent::Refused(why),
+                Ok(attendee) => http::put(url).json(&attendee)?,
+                Err(why) => return Ok(Sent::Refused(why)),
             },
-            Op::Delete => {
-                let response = http::delete(url).credential("calendar-key").send()?;
-                // Already gone: a delete delivered twice, or of a contact
-                // the calendar never had.
-                if response.status() == 404 {
-                    Sent::Gone
-                } else {
-                    Sent::Answered(response)
-                }
-            }
-        })
+            Op::Delete => http::delete(url),
+        };
+        match request.credential("calendar-key").send() {
+            // Already gone: a delete delivered twice, or of a contact the
+            // calendar never had.
+            Ok(response) if record.op == Op::Delete && response.status() == 404 => Ok(Sent::Gone),
+            Ok(response) => Ok(Sent::Answered(response)),
+            // Not sent in time (the grant's rate limit would pass the
+            // call's deadline), or the network failed: a later call sends it.
+            Err(http::HttpError::Timeout(m) | http::HttpError::Network(m)) => Ok(Sent::Unsent(m)),
+            Err(refused) => Err(refused.into()),
+        }
     }
 }
 
@@ -119,6 +117,8 @@ enum Sent {
     Refused(String),
     /// A delete of an attendee the calendar does not have.
     Gone,
+    /// The request did not get through; why.
+    Unsent(String),
 }
 
 impl Sink for CalendarSink {
@@ -135,25 +135,36 @@ impl Sink for CalendarSink {
     fn write(batch: Vec<Record>) -> Result<Vec<WriteOutcome>, PluginError> {
         let config: Config = causeway_sdk::config()?;
         let mut outcomes = Vec::with_capacity(batch.len());
-        // Once the calendar asks to wait, nothing more is sent this call.
-        let mut waiting: Option<u16> = None;
+        // Once the calendar asks to wait, or a request does not get
+        // through, nothing more is sent this call: the rest answers
+        // `retry`, and the records written so far stay written. Failing the
+        // whole batch would send them again, and under a rate limit never
+        // reach the end of a long one.
+        let mut stopped = None;
         for record in &batch {
-            if let Some(status) = waiting {
-                outcomes.push(WriteOutcome::Retry(format!(
-                    "not sent: the calendar answered {status} to an earlier record of the batch"
-                )));
-                continue;
-            }
-            outcomes.push(match Self::send(&config, record)? {
+            match Self::send(&config, record)? {
                 Sent::Answered(response) => {
+                    outcomes.push(response.write_outcome()?);
                     if response.asks_to_wait() {
-                        waiting = Some(response.status());
+                        stopped = Some(format!(
+                            "not sent: the calendar answered {} to an earlier record of the batch",
+                            response.status()
+                        ));
                     }
-                    response.write_outcome()?
                 }
-                Sent::Refused(why) => WriteOutcome::Rejected(why),
-                Sent::Gone => WriteOutcome::Ok,
-            });
+                Sent::Refused(why) => outcomes.push(WriteOutcome::Rejected(why)),
+                Sent::Gone => outcomes.push(WriteOutcome::Ok),
+                Sent::Unsent(why) => {
+                    stopped = Some(format!("not sent after an earlier record's request: {why}"));
+                    outcomes.push(WriteOutcome::Retry(why));
+                }
+            }
+            if stopped.is_some() {
+                break;
+            }
+        }
+        if let Some(why) = stopped {
+            outcomes.resize(batch.len(), WriteOutcome::Retry(why));
         }
         Ok(outcomes)
     }
