@@ -3933,3 +3933,91 @@ fn a_stream_the_source_does_not_offer_stops_its_reads_naming_the_likely_one_unti
     let row = pipeline_row(&w, "contacts-to-mailer").unwrap();
     assert_ne!(row["state"], "stopped", "{row:#}");
 }
+
+/// A sender with room for one URL (many CRMs have one per app) feeds a
+/// pipeline per sink: every pipeline at the path gets each delivery, so a
+/// mailer that is down holds back only its own pipeline.
+#[test]
+fn pipelines_sharing_a_webhook_path_each_get_every_delivery_and_go_at_their_own_pace() {
+    let hook = r#"webhook = { path = "/hooks/crm", scheme = "standard-webhooks", secret = "env:CRM_HOOK_SECRET" }"#;
+    let w = World::with_calendar(
+        3,
+        "",
+        &format!(
+            r#"
+[pipelines.crm-to-mailer]
+{hook}
+source = {{ plugin = "crm-source", stream = "contacts" }}
+transforms = [{{ plugin = "map-fullname" }}]
+sinks = [{{ plugin = "mailer-sink" }}]
+
+[pipelines.crm-to-mailer.retry]
+initial = "50ms"
+max = "100ms"
+budget = "300ms"
+circuit-cooldown = "300ms"
+
+[pipelines.crm-to-calendar]
+{hook}
+source = {{ plugin = "crm-source", stream = "contacts" }}
+transforms = [{{ plugin = "map-fullname" }}]
+sinks = [{{ plugin = "calendar-sink" }}]
+"#
+        ),
+    );
+    w.mailer.faults().set_down(true);
+    let host = start_with_hooks(&w);
+    for (id, first) in [("h1", "Hana"), ("h2", "Hugo")] {
+        let body = contact_event(id, first);
+        let (status, answer) = deliver(&host, &format!("msg_{id}"), &body, &body);
+        assert_eq!(status, 202, "{answer}");
+    }
+    // Sent again: already stored for both.
+    let body = contact_event("h1", "Hana");
+    let (status, answer) = deliver(&host, "msg_h1", &body, &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("duplicate"), "{answer}");
+
+    let expected: Vec<Subscriber> = vec![
+        ("h1".into(), "Hana Hook".into()),
+        ("h2".into(), "Hugo Hook".into()),
+    ];
+    wait_until(
+        "the calendar to hold both, the mailer down",
+        Duration::from_secs(20),
+        || {
+            let got: Vec<Subscriber> = w
+                .calendar()
+                .attendees(support::connectors::CALENDAR)
+                .into_iter()
+                .map(|(k, a)| (k, a.display_name))
+                .collect();
+            (got == expected).then_some(())
+        },
+    );
+    assert!(w.mailer.subscribers(LIST).is_empty());
+    w.mailer.faults().set_down(false);
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+
+    // Each pipeline's source stored each delivery once, and saw the
+    // duplicate as one.
+    let rows = audit_rows(&w.scratch.path().join("causeway-data"));
+    for pipeline in ["crm-to-mailer", "crm-to-calendar"] {
+        let details: Vec<&str> = rows
+            .iter()
+            .filter(|(_, capability, .., target, _, _)| {
+                capability == "webhook" && target == &format!("pipeline {pipeline} /hooks/crm")
+            })
+            .map(|(.., detail)| detail.as_str())
+            .collect();
+        assert_eq!(
+            details,
+            [
+                "delivery msg_h1 stored",
+                "delivery msg_h2 stored",
+                "delivery msg_h1 already stored: not processed again"
+            ],
+            "{pipeline}"
+        );
+    }
+}

@@ -552,16 +552,21 @@ impl Config {
                 let line = line_named_by(&text, &table, &message).or(line);
                 FileError::at(name.clone(), line, message)
             })?;
+            // Pipelines sharing a path get each delivery, verified once: by
+            // the same scheme and secret.
             if let Some(webhook) = &config.webhook
                 && let Some((other, _)) = parsed.pipelines.iter().find(|(other, c)| {
-                    *other < pipeline && c.webhook.as_ref().is_some_and(|w| w.path == webhook.path)
+                    *other < pipeline
+                        && c.webhook
+                            .as_ref()
+                            .is_some_and(|w| w.path == webhook.path && w != webhook)
                 })
             {
                 return Err(FileError::at(
                     name,
                     line,
                     format!(
-                        "pipelines.{pipeline}.webhook.path {:?} is already the path of pipelines.{other}",
+                        "pipelines.{pipeline}.webhook.path {:?} is also the path of pipelines.{other}, whose webhook differs: pipelines sharing a path each get every delivery, verified once, so give them the same webhook table (scheme, secret, tolerance, max-body-bytes)",
                         webhook.path
                     ),
                 ));
@@ -977,5 +982,29 @@ mod tests {
                 "{path}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn pipelines_may_share_a_webhook_path_only_with_the_same_webhook() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("causeway.toml");
+        let pipeline = |name: &str, secret: &str| {
+            format!(
+                "[pipelines.{name}]\nwebhook = {{ path = \"/hooks/crm\", scheme = \"standard-webhooks\", secret = \"{secret}\" }}\nsource = {{ plugin = \"s\", stream = \"c\" }}\nsinks = [{{ plugin = \"{name}\" }}]\n"
+            )
+        };
+        let load = |text: String| {
+            std::fs::write(&file, text).unwrap();
+            Config::load(Some(&file))
+        };
+        let shared = load(pipeline("a", "env:S") + &pipeline("b", "env:S")).unwrap();
+        assert_eq!(shared.pipelines.len(), 2);
+        let err = load(pipeline("a", "env:S") + &pipeline("b", "env:OTHER"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 5: pipelines.b.webhook.path \"/hooks/crm\" is also the path of pipelines.a, whose webhook differs"),
+            "{err}"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! `POST <a pipeline's webhook path>`: a webhook delivery, verified on the
-//! raw body (401 and an audit row if it is not), stored in the inbox before
-//! the answer (202; 200 for a delivery id already stored), 413 over the
-//! size limit, 503 if it could not be stored (the sender retries). Stored
-//! deliveries are always audited; refusals at the bounded rate of
+//! raw body (401 and an audit row if it is not), stored in the inbox of
+//! every pipeline at that path before the answer (202; 200 for a delivery
+//! id every one of them already stored), 413 over the size limit, 503 if it
+//! could not be stored (the sender retries). Stored deliveries are always
+//! audited, a row per pipeline; refusals at the bounded rate of
 //! [`super::Refusals`].
 
 use std::sync::Arc;
@@ -28,25 +29,24 @@ pub(super) async fn webhook(
     body: axum::body::Body,
 ) -> Response {
     let snapshot = state.live.snapshot();
-    let Some((name, pipeline)) = snapshot
+    // Every pipeline at this path gets the delivery: a sender with room for
+    // one URL can feed a pipeline per sink. Their triggers are the same
+    // (`causeway.toml` is refused otherwise), so it is verified once.
+    let sharing: Vec<(&String, &crate::pipeline::PipelineConfig)> = snapshot
         .config
         .pipelines
         .iter()
-        .find(|(_, p)| p.webhook.as_ref().is_some_and(|w| w.path == uri.path()))
-    else {
+        .filter(|(_, p)| p.webhook.as_ref().is_some_and(|w| w.path == uri.path()))
+        .collect();
+    let Some(trigger) = sharing.first().and_then(|(_, p)| p.webhook.as_ref()) else {
         return error(
             StatusCode::NOT_FOUND,
             "not-found",
             format!("nothing at {}", uri.path()),
         );
     };
-    let Some(trigger) = &pipeline.webhook else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("nothing at {}", uri.path()),
-        );
-    };
+    let names: Vec<&str> = sharing.iter().map(|(name, _)| name.as_str()).collect();
+    let pipelines = names.join(", ");
     if method != axum::http::Method::POST {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -55,33 +55,46 @@ pub(super) async fn webhook(
         );
     }
     // Deliveries stored are always audited; refusals at the bounded rate.
-    let audit = |decision: Decision, detail: String| {
-        let plugin = snapshot.registry.get(&pipeline.source.plugin);
-        let event = AuditEvent {
-            time: crate::audit::now(),
-            plugin: pipeline.source.plugin.clone(),
-            version: plugin
-                .map(|p| p.plugin.info.version.clone())
-                .unwrap_or("-".into()),
-            digest: plugin
-                .map(|p| p.plugin.info.digest.clone())
-                .unwrap_or("-".into()),
-            capability: "webhook".into(),
-            action: "POST".into(),
-            target: format!("pipeline {name} {}", trigger.path),
-            decision,
-            detail,
-            run_id: None,
-        };
-        match decision {
-            Decision::Allowed => {
-                state.db.audit(event);
-                true
-            }
-            Decision::Denied => state.refusals.record(event),
+    // A row per pipeline: each is its own source plugin's.
+    let audit = |only: Option<&str>, decision: Decision, detail: String| {
+        let mut recorded = false;
+        for (name, pipeline) in sharing
+            .iter()
+            .filter(|(n, _)| only.is_none_or(|o| o == n.as_str()))
+        {
+            let plugin = snapshot.registry.get(&pipeline.source.plugin);
+            let event = AuditEvent {
+                time: crate::audit::now(),
+                plugin: pipeline.source.plugin.clone(),
+                version: plugin
+                    .map(|p| p.plugin.info.version.clone())
+                    .unwrap_or("-".into()),
+                digest: plugin
+                    .map(|p| p.plugin.info.digest.clone())
+                    .unwrap_or("-".into()),
+                capability: "webhook".into(),
+                action: "POST".into(),
+                target: format!("pipeline {name} {}", trigger.path),
+                decision,
+                detail: detail.clone(),
+                run_id: None,
+            };
+            recorded |= match decision {
+                Decision::Allowed => {
+                    state.db.audit(event);
+                    true
+                }
+                Decision::Denied => state.refusals.record(event),
+            };
+        }
+        recorded
+    };
+    let all_stats = state.pipelines.stats();
+    let count = |only: Option<&str>, what: &str| {
+        for name in names.iter().filter(|n| only.is_none_or(|o| o == **n)) {
+            all_stats.get(name).delivery(what);
         }
     };
-    let stats = state.pipelines.stats().get(name);
     // A body sent a byte at a time would hold the connection for as long
     // as the sender liked.
     let read = tokio::time::timeout(
@@ -90,8 +103,9 @@ pub(super) async fn webhook(
     )
     .await;
     let Ok(read) = read else {
-        stats.delivery("too-slow");
+        count(None, "too-slow");
         audit(
+            None,
             Decision::Denied,
             format!(
                 "refused: the body did not arrive within {:?}",
@@ -105,8 +119,9 @@ pub(super) async fn webhook(
         );
     };
     let Ok(body) = read else {
-        stats.delivery("too-large");
+        count(None, "too-large");
         audit(
+            None,
             Decision::Denied,
             format!("refused: body over {} bytes", trigger.max_body_bytes),
         );
@@ -122,8 +137,8 @@ pub(super) async fn webhook(
     let key = match verify::key(&state.secrets, trigger.scheme, &trigger.secret) {
         Ok(key) => key,
         Err(e) => {
-            tracing::error!(pipeline = %name, "the webhook secret cannot be used: {e}");
-            stats.delivery("misconfigured");
+            tracing::error!(pipeline = %pipelines, "the webhook secret cannot be used: {e}");
+            count(None, "misconfigured");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "misconfigured",
@@ -146,9 +161,9 @@ pub(super) async fn webhook(
     ) {
         Ok(verified) => verified,
         Err(refused) => {
-            stats.delivery("bad-signature");
-            if audit(Decision::Denied, format!("refused: {refused}")) {
-                tracing::warn!(pipeline = %name, "webhook refused: {refused}");
+            count(None, "bad-signature");
+            if audit(None, Decision::Denied, format!("refused: {refused}")) {
+                tracing::warn!(pipeline = %pipelines, "webhook refused: {refused}");
             }
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -168,35 +183,57 @@ pub(super) async fn webhook(
             .collect(),
         body: body.to_vec(),
     };
+    // In one transaction: stored for every pipeline, or for none (the
+    // sender sends it again).
     let stored = {
-        let (name, id) = (name.clone(), id.clone());
+        let (names, id): (Vec<String>, String) =
+            (names.iter().map(|n| n.to_string()).collect(), id.clone());
         state
             .db
-            .transact(move |conn| Ok::<_, db::DbError>(inbox::insert(conn, &name, &id, &request)?))
+            .transact(move |conn| {
+                let mut new = Vec::new();
+                for name in names {
+                    if inbox::insert(conn, &name, &id, &request)? {
+                        new.push(name);
+                    }
+                }
+                Ok::<_, db::DbError>(new)
+            })
             .await
     };
     match stored {
-        Ok(true) => {
-            stats.delivery("accepted");
-            audit(Decision::Allowed, format!("delivery {id} stored"));
-            state.pipelines.delivered(name);
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({ "status": "accepted", "id": id })),
-            )
-                .into_response()
-        }
-        Ok(false) => {
-            stats.delivery("duplicate");
-            audit(
-                Decision::Allowed,
-                format!("delivery {id} already stored: not processed again"),
-            );
-            Json(json!({ "status": "duplicate", "id": id })).into_response()
+        Ok(new) => {
+            for name in &names {
+                if new.iter().any(|n| n == name) {
+                    count(Some(name), "accepted");
+                    audit(
+                        Some(name),
+                        Decision::Allowed,
+                        format!("delivery {id} stored"),
+                    );
+                    state.pipelines.delivered(name);
+                } else {
+                    count(Some(name), "duplicate");
+                    audit(
+                        Some(name),
+                        Decision::Allowed,
+                        format!("delivery {id} already stored: not processed again"),
+                    );
+                }
+            }
+            if new.is_empty() {
+                Json(json!({ "status": "duplicate", "id": id })).into_response()
+            } else {
+                (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "status": "accepted", "id": id })),
+                )
+                    .into_response()
+            }
         }
         Err(e) => {
-            stats.delivery("unavailable");
-            tracing::error!(pipeline = %name, "webhook delivery {id} not stored: {e}");
+            count(None, "unavailable");
+            tracing::error!(pipeline = %pipelines, "webhook delivery {id} not stored: {e}");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
