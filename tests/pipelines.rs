@@ -150,6 +150,20 @@ impl World {
         self.wait_for_subscribers_in(LIST, expected, within);
     }
 
+    /// Waits until the calendar holds exactly `expected` (key →
+    /// displayName).
+    fn wait_for_attendees(&self, expected: &[(String, String)], within: Duration) {
+        wait_until("the calendar to hold every contact", within, || {
+            let got: Vec<(String, String)> = self
+                .calendar()
+                .attendees(support::connectors::CALENDAR)
+                .into_iter()
+                .map(|(k, a)| (k, a.display_name))
+                .collect();
+            (got == expected).then_some(())
+        });
+    }
+
     /// [`World::wait_for_subscribers`] in the mailer's `list`.
     fn wait_for_subscribers_in(&self, list: &str, expected: &[(String, String)], within: Duration) {
         wait_until("the mailer to hold every contact", within, || {
@@ -388,19 +402,7 @@ sinks = [{ plugin = "mailer-sink" }, { plugin = "calendar-sink" }]
     );
     let _host = w.start();
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
-    wait_until(
-        "the calendar to hold every contact",
-        Duration::from_secs(20),
-        || {
-            let got: Vec<Subscriber> = w
-                .calendar()
-                .attendees(support::connectors::CALENDAR)
-                .into_iter()
-                .map(|(k, a)| (k, a.display_name))
-                .collect();
-            (got == expected).then_some(())
-        },
-    );
+    w.wait_for_attendees(&expected, Duration::from_secs(20));
     w.wait_until_idle();
     assert_none_stopped_or_failed(&w.runs());
     assert_eq!(w.dead_letters(), json!([]));
@@ -438,19 +440,7 @@ sinks = [{ plugin = "calendar-sink" }]
     );
     let expected = create(&w.crm, 40);
     let _host = w.start();
-    wait_until(
-        "the calendar to hold every contact",
-        Duration::from_secs(30),
-        || {
-            let got: Vec<Subscriber> = w
-                .calendar()
-                .attendees(support::connectors::CALENDAR)
-                .into_iter()
-                .map(|(k, a)| (k, a.display_name))
-                .collect();
-            (got == expected).then_some(())
-        },
-    );
+    w.wait_for_attendees(&expected, Duration::from_secs(30));
     w.wait_until_idle();
     assert_none_stopped_or_failed(&w.runs());
     assert_eq!(w.dead_letters(), json!([]));
@@ -3982,19 +3972,7 @@ sinks = [{{ plugin = "calendar-sink" }}]
         ("h1".into(), "Hana Hook".into()),
         ("h2".into(), "Hugo Hook".into()),
     ];
-    wait_until(
-        "the calendar to hold both, the mailer down",
-        Duration::from_secs(20),
-        || {
-            let got: Vec<Subscriber> = w
-                .calendar()
-                .attendees(support::connectors::CALENDAR)
-                .into_iter()
-                .map(|(k, a)| (k, a.display_name))
-                .collect();
-            (got == expected).then_some(())
-        },
-    );
+    w.wait_for_attendees(&expected, Duration::from_secs(20));
     assert!(w.mailer.subscribers(LIST).is_empty());
     w.mailer.faults().set_down(false);
     w.wait_for_subscribers(&expected, Duration::from_secs(20));
