@@ -76,3 +76,58 @@ fn what_is_requested_beyond_the_grants_is_marked() {
         out.stdout
     );
 }
+
+/// How a credential goes into a request is the grant's, and the plugin's
+/// description is where its author says how the API takes it: both are
+/// shown where the operator binds it.
+#[test]
+fn a_credential_is_shown_with_the_plugins_description_where_it_is_bound() {
+    let scratch = Scratch::new();
+    scratch.install("calendar-sink", "calendar-sink.wasm");
+    let said = "calendar-key: API key of the calendar, which it reads from the X-Api-Key header";
+    let pending = run(scratch.causeway().arg("grants"));
+    assert!(
+        pending
+            .stdout
+            .contains("calendar-key: requested, not bound")
+            && pending
+                .stdout
+                .contains("calendar-key, as the plugin describes it: API key of the calendar"),
+        "{}",
+        pending.stdout
+    );
+    let approve = |extra: &[&str]| {
+        let out = run(scratch
+            .causeway()
+            .args(["grants", "approve", "calendar-sink", "--by", "ops"])
+            .args(["--host", "calendar.example.com"])
+            .args(["--secret", "calendar-key=env:CALENDAR_KEY"])
+            .args(extra));
+        assert!(out.success, "{}", out.stderr);
+        out.stdout
+    };
+    let first = approve(&[]);
+    assert!(
+        first.contains("(bearer)") && first.contains(said),
+        "{first}"
+    );
+    let fixed = approve(&["--inject", "calendar-key=header:x-api-key"]);
+    assert!(
+        fixed.contains("~ credential calendar-key: sent as header:x-api-key, in place of bearer"),
+        "{fixed}"
+    );
+    // Said once more the same way: nothing to change.
+    let again = approve(&["--inject", "calendar-key=header:x-api-key"]);
+    assert!(
+        again.contains("already approved: nothing changed"),
+        "{again}"
+    );
+    let shown = run(scratch.causeway().arg("grants"));
+    assert!(
+        shown
+            .stdout
+            .contains("calendar-key: env:CALENDAR_KEY to calendar.example.com (header:x-api-key)"),
+        "{}",
+        shown.stdout
+    );
+}

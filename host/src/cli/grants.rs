@@ -269,12 +269,32 @@ fn approve(cli: &super::Cli, name: &str, mut input: ApproveInput) -> anyhow::Res
         return Ok(ExitCode::SUCCESS);
     }
     write_grants(&host, &edited)?;
-    super::print(&format!(
+    let mut out = format!(
         "{name} {} approved by {}:\n{}",
         manifest.version,
         input.by,
         lines(&edited.changes)
-    ))?;
+    );
+    // A credential sent the way its API does not read it fails every
+    // request: the plugin's description of it is the operator's guide.
+    let described: Vec<_> = manifest
+        .capabilities
+        .credentials
+        .iter()
+        .filter(|c| !c.description.is_empty())
+        .collect();
+    if !described.is_empty() {
+        out.push_str(&format!(
+            "How {name} describes its credentials (send one otherwise with --inject NAME=basic|header:H|query:Q):\n"
+        ));
+        for credential in described {
+            out.push_str(&format!(
+                "  {}: {}\n",
+                credential.name, credential.description
+            ));
+        }
+    }
+    super::print(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -377,12 +397,13 @@ fn text(views: &[GrantView], grants_file: &str) -> String {
                 ));
             }
         }
-        let requested_credentials: Vec<String> = v
+        let requested_credentials = v
             .requested
             .as_ref()
-            .map(|c| c.credentials.iter().map(|c| c.name.clone()).collect())
+            .map(|c| c.credentials.as_slice())
             .unwrap_or_default();
-        for name in &requested_credentials {
+        for requested in requested_credentials {
+            let name = &requested.name;
             let binding = v.granted.as_ref().and_then(|g| g.credentials.get(name));
             out.push_str(&format!(
                 "  {:<16} {name}: {}\n",
@@ -397,6 +418,14 @@ fn text(views: &[GrantView], grants_file: &str) -> String {
                     None => "requested, not bound".into(),
                 }
             ));
+            // The plugin's own words: how its API takes the credential is
+            // often there, and the grant's `inject` must match it.
+            if !requested.description.is_empty() {
+                out.push_str(&format!(
+                    "  {:<16} {name}, as the plugin describes it: {}\n",
+                    "", requested.description
+                ));
+            }
         }
         let storage_requested = v.requested.as_ref().is_some_and(|c| c.storage);
         let storage_granted = v.granted.as_ref().and_then(|g| g.storage.as_ref());

@@ -161,6 +161,29 @@ pub fn approve(
                 bind_host(section(&mut doc, name)?, &credential.name, host)?;
                 changes.push(format!("+ credential {}: also to {host}", credential.name));
             }
+            // Said again otherwise: the operator is changing it (an API
+            // that refused a bearer token, a secret moved).
+            if let Some(secret) = input.secrets.get(&credential.name)
+                && *secret != binding.secret
+            {
+                let text = secret.to_string();
+                set_binding(section(&mut doc, name)?, &credential.name, "secret", &text)?;
+                changes.push(format!(
+                    "~ credential {}: secret {text}, in place of {}",
+                    credential.name, binding.secret
+                ));
+            }
+            if let Some(inject) = input.injects.get(&credential.name)
+                && *inject != binding.inject
+            {
+                let text = String::from(inject.clone());
+                set_binding(section(&mut doc, name)?, &credential.name, "inject", &text)?;
+                changes.push(format!(
+                    "~ credential {}: sent as {text}, in place of {}",
+                    credential.name,
+                    String::from(binding.inject.clone())
+                ));
+            }
             continue;
         }
         let secret = input.secrets.get(&credential.name).ok_or_else(|| {
@@ -442,6 +465,18 @@ fn bind_host(table: &mut Table, credential: &str, host: &str) -> Result<(), Stri
         .ok_or_else(|| format!("grants.toml: the hosts of credential {credential} are not a list"))
 }
 
+/// Sets `key` of credential `credential`'s binding in `table` to `text`.
+fn set_binding(table: &mut Table, credential: &str, key: &str, text: &str) -> Result<(), String> {
+    table
+        .get_mut("credentials")
+        .and_then(Item::as_table_like_mut)
+        .and_then(|credentials| credentials.get_mut(credential))
+        .and_then(Item::as_table_like_mut)
+        .map(|binding| binding.insert(key, value(text)))
+        .map(drop)
+        .ok_or_else(|| format!("grants.toml: credential {credential} is not a table"))
+}
+
 /// Whether two rules name the same scheme, host and port.
 fn same_place(a: &HttpRule, b: &HttpRule) -> bool {
     (&a.scheme, &a.host, a.port) == (&b.scheme, &b.host, b.port)
@@ -654,6 +689,41 @@ limits = { memory-mb = 16 } # keep it small\n";
             "{:?}",
             edited.changes
         );
+    }
+
+    #[test]
+    fn a_bound_credential_named_again_otherwise_is_changed_in_place() {
+        let path = Path::new("grants.toml");
+        let approved = approve(GRANTS, path, &manifest(), &input()).unwrap().text;
+        let moved = ApproveInput {
+            secrets: BTreeMap::from([(
+                "crm-token".to_string(),
+                SecretRef::try_from("file:crm".to_string()).unwrap(),
+            )]),
+            injects: BTreeMap::from([(
+                "crm-token".to_string(),
+                Injection::Header("X-Api-Key".into()),
+            )]),
+            ..input()
+        };
+        let edited = approve(&approved, path, &manifest(), &moved).unwrap();
+        assert_eq!(
+            edited.changes[..2],
+            [
+                "~ credential crm-token: secret file:crm, in place of env:CRM_TOKEN",
+                "~ credential crm-token: sent as header:X-Api-Key, in place of bearer",
+            ],
+            "{:?}",
+            edited.changes
+        );
+        let grants = Grants::parse(&edited.text, path).unwrap();
+        let binding = &grants.get("crm-source").unwrap().credentials["crm-token"];
+        assert_eq!(binding.secret.to_string(), "file:crm");
+        assert_eq!(binding.inject, Injection::Header("X-Api-Key".into()));
+        assert_eq!(binding.hosts, ["crm.example.com"]);
+        // The same again: nothing changes.
+        let again = approve(&edited.text, path, &manifest(), &moved).unwrap();
+        assert_eq!(again.text, edited.text);
     }
 
     #[test]
