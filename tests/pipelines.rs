@@ -3999,3 +3999,64 @@ sinks = [{{ plugin = "calendar-sink" }}]
         );
     }
 }
+
+/// The operator's walk when a sink's API reads its key from its own
+/// header and the grant sends a bearer token: the pipeline stops on the
+/// API's 401, saying so; `grants approve --inject` changes the binding, and
+/// the pipeline goes on by itself with what it had not written.
+#[test]
+fn a_credential_sent_the_wrong_way_stops_the_pipeline_until_the_grant_says_how() {
+    let w = World::with_calendar(
+        10,
+        "",
+        r#"
+[pipelines.contacts]
+every = "200ms"
+source = { plugin = "crm-source", stream = "contacts" }
+transforms = [{ plugin = "map-fullname" }]
+sinks = [{ plugin = "calendar-sink" }]
+"#,
+    );
+    let grants = w.scratch.path().join("grants.toml");
+    let text = std::fs::read_to_string(&grants).unwrap();
+    std::fs::write(
+        &grants,
+        text.replace("inject = \"header:x-api-key\"", "inject = \"bearer\""),
+    )
+    .unwrap();
+    let expected = create(&w.crm, 3);
+    let _host = w.start();
+    wait_until("the pipeline stopped", Duration::from_secs(20), || {
+        let row = pipeline_row(&w, "contacts")?;
+        (row["state"] == "stopped").then_some(row)
+    });
+    let row = pipeline_row(&w, "contacts").unwrap();
+    let reason = row["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("calendar-sink") && reason.contains("auth") && reason.contains("401"),
+        "{row:#}"
+    );
+    assert!(
+        w.calendar()
+            .attendees(support::connectors::CALENDAR)
+            .is_empty()
+    );
+
+    let out = run(w.causeway().args([
+        "grants",
+        "approve",
+        "calendar-sink",
+        "--by",
+        "ops",
+        "--inject",
+        "calendar-key=header:x-api-key",
+    ]));
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("~ credential calendar-key: sent as header:x-api-key, in place of bearer"),
+        "{}",
+        out.stdout
+    );
+    w.wait_for_attendees(&expected, Duration::from_secs(20));
+}
