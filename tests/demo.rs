@@ -107,15 +107,24 @@ fn demo_moves_every_contact_from_the_crm_to_the_mailer_and_the_calendar_mapped()
         "{}",
         out.stdout
     );
-    // Both ways: the CRM's webhooks and polling.
-    let triggers: Vec<&str> = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["trigger"].as_str().unwrap())
-        .collect();
-    assert!(triggers.contains(&"webhook"), "{triggers:?}");
-    assert!(triggers.contains(&"schedule"), "{triggers:?}");
+    // A pipeline per sink, each both ways: the CRM's webhooks (at the one
+    // path both take) and polling.
+    for pipeline in ["crm-to-mailer", "crm-to-calendar"] {
+        let triggers: Vec<&str> = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["pipeline"] == pipeline)
+            .map(|r| r["trigger"].as_str().unwrap())
+            .collect();
+        assert!(triggers.contains(&"webhook"), "{pipeline}: {triggers:?}");
+        assert!(triggers.contains(&"schedule"), "{pipeline}: {triggers:?}");
+        assert!(
+            out.stdout.contains(&format!("  {pipeline}: ")),
+            "{}",
+            out.stdout
+        );
+    }
 
     // What it granted is in the audit log beside what the plugins did with
     // it, as under `causeway run`: every grant and every use is visible.

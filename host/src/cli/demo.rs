@@ -1,13 +1,14 @@
 //! `causeway demo`: the whole story on one machine. A fake CRM, a fake
 //! mailer and a fake calendar start on 127.0.0.1; the example plugins are
-//! installed and granted exactly what they need; the pipeline CRM →
-//! map-fullname → mailer and calendar runs on its schedule while contacts
-//! are created and updated in the CRM, until every contact with an email is
-//! in the mailer as a subscriber with a `fullName`, and in the calendar as
-//! an attendee.
+//! installed and granted exactly what they need; two pipelines, CRM →
+//! map-fullname → mailer and CRM → map-fullname → calendar, run on their
+//! schedule while contacts are created and updated in the CRM, until every
+//! contact with an email is in the mailer as a subscriber with a
+//! `fullName`, and in the calendar as an attendee.
 //!
 //! The CRM pushes each change by webhook (signed, Standard Webhooks) to the
-//! host's server, and the pipeline also polls it.
+//! host's server, at one path both pipelines share, and the pipelines also
+//! poll it. A pipeline per sink: one system down holds back only its own.
 //!
 //! The demo writes its configuration to `DATA_DIR/demo/` (`causeway.toml`,
 //! `grants.toml`, `secrets.toml`): a working example to read.
@@ -65,12 +66,13 @@ const CALENDAR: &str = "team";
 /// The key the fake CRM signs its webhooks with.
 const HOOK_KEY: &[u8] = b"the demo CRM's webhook key, 32B!";
 const HOOK_PATH: &str = "/hooks/crm";
-const PIPELINE: &str = "crm-contacts";
+/// The demo's pipelines, one per sink.
+const PIPELINES: [&str; 2] = ["crm-to-mailer", "crm-to-calendar"];
 
 /// Run the main job on one machine: fake CRM, mailer and calendar servers
 /// on 127.0.0.1, the example plugins installed and granted, and the
-/// pipeline CRM → map-fullname → mailer and calendar moving contacts until
-/// all have arrived.
+/// pipelines CRM → map-fullname → mailer and → calendar moving contacts
+/// until all have arrived.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  cargo run --release -- demo")]
 pub struct Opts {
@@ -134,10 +136,15 @@ impl Opts {
         writer
             .handle()
             .audited(crate::grants::changes::record(&host.grants));
-        // The fakes start empty every time: so does the pipeline.
+        // The fakes start empty every time: so do the pipelines.
         writer
             .handle()
-            .transact(|conn| Ok::<_, crate::db::DbError>(history::reset(conn, PIPELINE)?))
+            .transact(|conn| {
+                for pipeline in PIPELINES {
+                    history::reset(conn, pipeline)?;
+                }
+                Ok::<_, crate::db::DbError>(())
+            })
             .await?;
         let live = Arc::new(Live::new(Snapshot {
             config: host.config.clone(),
@@ -176,7 +183,7 @@ impl Opts {
             .map_err(anyhow::Error::msg)?;
 
         super::print(&format!(
-            "\nPipeline {PIPELINE}: crm-source → map-fullname → mailer-sink and calendar-sink, on each CRM webhook (to http://{address}{HOOK_PATH}) and every 3 s.\n"
+            "\nPipelines crm-to-mailer (crm-source → map-fullname → mailer-sink) and crm-to-calendar (crm-source → map-fullname → calendar-sink), on each CRM webhook (to http://{address}{HOOK_PATH}, which both take) and every 3 s.\n"
         ))?;
         // Two waves, and an update in between: each run reads only what
         // changed since the checkpoint.
@@ -203,21 +210,18 @@ impl Opts {
         writer.close();
         outcome?;
 
-        let runs: Vec<_> = crate::db::open_read_only(&database)?
-            .map(|conn| history::runs(&conn, Some(PIPELINE), 1000))
-            .transpose()?
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.id > since)
-            .collect();
-        super::print(&format!(
-            "  {} runs read {} records and wrote {} ({} dropped by map-fullname, {} rejected)\n",
-            runs.len(),
-            runs.iter().map(|r| r.read).sum::<i64>(),
-            runs.iter().map(|r| r.written).sum::<i64>(),
-            runs.iter().filter_map(|r| r.dropped).sum::<i64>(),
-            runs.iter().map(|r| r.rejected).sum::<i64>(),
-        ))?;
+        let runs = demo_runs(&database, since);
+        for pipeline in PIPELINES {
+            let runs: Vec<_> = runs.iter().filter(|r| r.pipeline == pipeline).collect();
+            super::print(&format!(
+                "  {pipeline}: {} runs read {} records and wrote {} ({} dropped by map-fullname, {} rejected)\n",
+                runs.len(),
+                runs.iter().map(|r| r.read).sum::<i64>(),
+                runs.iter().map(|r| r.written).sum::<i64>(),
+                runs.iter().filter_map(|r| r.dropped).sum::<i64>(),
+                runs.iter().map(|r| r.rejected).sum::<i64>(),
+            ))?;
+        }
         let subscribers = mailer.subscribers(LIST);
         let sample: Vec<&Value> = subscribers.values().take(3).collect();
         let mut out = format!(
@@ -240,14 +244,26 @@ impl Opts {
     }
 }
 
-/// The id of the pipeline's latest run so far (0 if none).
+/// The id of the latest run so far (0 if none).
 fn last_run(database: &Path) -> i64 {
     crate::db::open_read_only(database)
         .ok()
         .flatten()
-        .and_then(|conn| history::runs(&conn, Some(PIPELINE), 1).ok())
+        .and_then(|conn| history::runs(&conn, None, 1).ok())
         .and_then(|runs| runs.first().map(|r| r.id))
         .unwrap_or(0)
+}
+
+/// The demo's pipelines' runs after run `since`, newest first.
+fn demo_runs(database: &Path, since: i64) -> Vec<history::RunRow> {
+    crate::db::open_read_only(database)
+        .ok()
+        .flatten()
+        .and_then(|conn| history::runs(&conn, None, 1000).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.id > since && PIPELINES.contains(&r.pipeline.as_str()))
+        .collect()
 }
 
 /// Copies the example plugins into `plugins`, each by write-and-rename so a
@@ -292,14 +308,23 @@ secrets-file = "secrets.toml"
 {calendar}
 # Pushed by webhook as contacts change, and polled every few seconds for
 # anything a webhook missed: a contact may arrive both ways, harmlessly.
-# The two sinks share the pipeline's checkpoint, so one that is down holds
-# back the other; a pipeline per sink decouples them (docs/operating.md).
-[pipelines.{PIPELINE}]
+# A pipeline per sink: each keeps its own checkpoint, retries and circuit,
+# so a mailer that is down does not hold back the calendar. Both take the
+# CRM's webhooks at one path (a CRM may have room for one URL): each
+# delivery is stored for both.
+[pipelines.crm-to-mailer]
 every = "3s"
 webhook = {{ path = "{HOOK_PATH}", scheme = "standard-webhooks", secret = "file:crm-webhook" }}
 source = {{ plugin = "crm-source", stream = "contacts" }}
 transforms = [{{ plugin = "map-fullname" }}]
-sinks = [{{ plugin = "mailer-sink" }}, {{ plugin = "calendar-sink" }}]
+sinks = [{{ plugin = "mailer-sink" }}]
+
+[pipelines.crm-to-calendar]
+every = "3s"
+webhook = {{ path = "{HOOK_PATH}", scheme = "standard-webhooks", secret = "file:crm-webhook" }}
+source = {{ plugin = "crm-source", stream = "contacts" }}
+transforms = [{{ plugin = "map-fullname" }}]
+sinks = [{{ plugin = "calendar-sink" }}]
 "#,
         connectors = fakes::connector_config(crm, mailer, LIST, 10),
         calendar = fakes::calendar_config(calendar, CALENDAR),
@@ -409,12 +434,7 @@ async fn watch(
             .iter()
             .map(|(k, a)| (k.clone(), a.display_name.clone()))
             .collect();
-        let runs = crate::db::open_read_only(database)
-            .ok()
-            .flatten()
-            .and_then(|conn| history::runs(&conn, Some(PIPELINE), 1000).ok())
-            .unwrap_or_default();
-        let runs: Vec<_> = runs.iter().filter(|r| r.id > since).collect();
+        let runs = demo_runs(database, since);
         let by_hook = runs.iter().filter(|r| r.trigger == "webhook").count();
         let line = format!(
             "  CRM: {} contacts · mailer: {} subscribers · calendar: {} attendees · pipeline runs: {by_hook} on webhooks, {} polling\n",
