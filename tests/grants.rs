@@ -122,6 +122,24 @@ fn a_credential_is_shown_with_the_plugins_description_where_it_is_bound() {
         again.contains("already approved: nothing changed"),
         "{again}"
     );
+    // A name the plugin does not request is named, not passed over.
+    for (flag, value) in [
+        ("--secret", "calendr-key=env:CALENDAR_KEY"),
+        ("--inject", "calendr-key=header:x-api-key"),
+    ] {
+        let out = run(scratch
+            .causeway()
+            .args(["grants", "approve", "calendar-sink", "--by", "ops"])
+            .args([flag, value]));
+        assert!(!out.success);
+        assert!(
+            out.stderr.contains(&format!(
+                "{flag} calendr-key: calendar-sink 0.1.0 requests no credential of that name (did you mean \"calendar-key\"?)"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
     let shown = run(scratch.causeway().arg("grants"));
     assert!(
         shown

@@ -183,6 +183,25 @@ fn guess<'a>(asked: &str, known: impl IntoIterator<Item = &'a str>) -> String {
         .unwrap_or_default()
 }
 
+/// `flag` named credential `name`, which `plugin` (its manifest
+/// `manifest`) does not request: the message, with the likely name.
+fn unknown_credential(
+    flag: &str,
+    name: &str,
+    plugin: &str,
+    manifest: &crate::manifest::Manifest,
+) -> String {
+    let requested = manifest
+        .capabilities
+        .credentials
+        .iter()
+        .map(|c| c.name.as_str());
+    format!(
+        "{flag} {name}: {plugin} requests no credential of that name{}",
+        guess(name, requested)
+    )
+}
+
 /// A `NAME=VALUE` argument of `flag`, both sides non-empty.
 fn split_pair<'a>(pair: &'a str, flag: &str) -> anyhow::Result<(&'a str, &'a str)> {
     pair.split_once('=')

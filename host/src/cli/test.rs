@@ -186,7 +186,12 @@ impl Opts {
             values.insert(grant::secret_key(name), value);
         }
         if let Some(name) = given.keys().next() {
-            anyhow::bail!(unknown_credential("--secret", name, plugin));
+            anyhow::bail!(super::unknown_credential(
+                "--secret",
+                name,
+                &plugin.info.label(),
+                &plugin.info.manifest
+            ));
         }
         Ok(Secrets::in_memory(
             "the secrets given to causeway test",
@@ -201,7 +206,12 @@ impl Opts {
         for pair in &self.injects {
             let (name, how) = super::split_pair(pair, "--inject")?;
             if !requested.iter().any(|c| c.name == name) {
-                anyhow::bail!(unknown_credential("--inject", name, plugin));
+                anyhow::bail!(super::unknown_credential(
+                    "--inject",
+                    name,
+                    &plugin.info.label(),
+                    &plugin.info.manifest
+                ));
             }
             let how = Injection::try_from(how.to_string())
                 .map_err(|e| anyhow::anyhow!("--inject {name}: {e}"))?;
@@ -245,21 +255,4 @@ impl Opts {
         ));
         super::print(&out)
     }
-}
-
-/// `flag` named a credential the plugin does not request.
-fn unknown_credential(flag: &str, name: &str, plugin: &Plugin) -> String {
-    let requested: Vec<&str> = plugin
-        .info
-        .manifest
-        .capabilities
-        .credentials
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
-    format!(
-        "{flag} {name}: {} requests no credential of that name{}",
-        plugin.info.label(),
-        super::guess(name, requested)
-    )
 }
