@@ -278,11 +278,13 @@ pub fn revoke(
     by: &str,
     at: &str,
 ) -> Result<Edited, String> {
-    let current: PluginGrant = Grants::parse(text, file)
-        .map_err(|e| e.to_string())?
-        .get(name)
-        .cloned()
-        .ok_or_else(|| format!("{} grants nothing to {name}", file.display()))?;
+    let grants = Grants::parse(text, file).map_err(|e| e.to_string())?;
+    let current: PluginGrant = grants.get(name).cloned().ok_or_else(|| {
+        let likely = crate::config::closest(name, grants.names().map(|(n, _)| n))
+            .map(|n| format!(" (did you mean {n:?}?)"))
+            .unwrap_or_default();
+        format!("{} grants nothing to {name}{likely}", file.display())
+    })?;
     let mut doc: DocumentMut = text
         .parse()
         .map_err(|e| format!("{}: {e}", file.display()))?;
@@ -834,5 +836,10 @@ limits = { memory-mb = 16 } # keep it small\n";
         assert!(err.contains("nothing matching"), "{err}");
         let err = revoke(GRANTS, path, "nobody", "all", "bob", "t").unwrap_err();
         assert!(err.contains("grants nothing to nobody"), "{err}");
+        let err = revoke(&approved, path, "crm-sourc", "all", "bob", "t").unwrap_err();
+        assert!(
+            err.ends_with("grants nothing to crm-sourc (did you mean \"crm-source\"?)"),
+            "{err}"
+        );
     }
 }
