@@ -2310,16 +2310,24 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
         "{}",
         out.stderr
     );
-    let out = run(w
-        .causeway()
-        .args(["pipeline", "pause", "contacts-to-mailr"]));
-    assert!(!out.success, "{}", out.stdout);
-    assert!(
-        out.stderr
-            .contains("(did you mean \"contacts-to-mailer\"?)"),
-        "{}",
-        out.stderr
-    );
+    // So for every command taking a pipeline's name: none answers an empty
+    // list, or "0 written", for a typo.
+    for args in [
+        &["pipeline", "pause", "contacts-to-mailr"][..],
+        &["dlq", "list", "--pipeline", "contacts-to-mailr"],
+        &["dlq", "replay", "--pipeline", "contacts-to-mailr"],
+        &["dlq", "drop", "--pipeline", "contacts-to-mailr"],
+        &["storage", "crm-source", "--pipeline", "contacts-to-mailr"],
+    ] {
+        let out = run(w.causeway().args(args));
+        assert!(!out.success, "{args:?}: {}", out.stdout);
+        assert!(
+            out.stderr
+                .contains("(did you mean \"contacts-to-mailer\"?)"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
 }
 
 /// Sixty contacts in twenty pages of three, each read slowly, so the run

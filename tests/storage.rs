@@ -105,15 +105,26 @@ fn written_keys_read_back_and_pipelines_never_share_a_namespace() {
         human.stdout
     );
     // An installed plugin with nothing stored lists nothing; a name no
-    // plugin has is an error naming it.
-    let empty = run(scratch
-        .causeway()
-        .args(["storage", "test-kv", "--pipeline", "p2"]));
+    // plugin has is an error naming it, and so is a pipeline no plugin
+    // stored anything under and the configuration does not have.
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let empty = run(scratch.causeway().args(["storage", "map-fullname"]));
     assert!(
         empty.success && empty.stdout.contains("0 keys"),
         "{}{}",
         empty.stdout,
         empty.stderr
+    );
+    let unknown = run(scratch
+        .causeway()
+        .args(["storage", "test-kv", "--pipeline", "p2"]));
+    assert!(!unknown.success, "{}", unknown.stdout);
+    assert!(
+        unknown.stderr.contains(
+            "no pipeline named \"p2\" in the configuration, and nothing recorded for one"
+        ),
+        "{}",
+        unknown.stderr
     );
     let typo = run(scratch.causeway().args(["storage", "test-kb"]));
     assert!(!typo.success, "{}", typo.stdout);

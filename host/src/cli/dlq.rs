@@ -100,6 +100,9 @@ fn named(
     {
         anyhow::bail!("no dead letter with id {id} (see `causeway dlq list`)");
     }
+    if let Some(name) = pipeline {
+        super::known_pipeline(config, name, !letters.is_empty())?;
+    }
     Ok(letters)
 }
 
@@ -186,10 +189,7 @@ fn drop_letters(
 
 fn list(cli: &super::Cli, pipeline: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let config = cli.config()?;
-    let letters = match super::read_database(&config)? {
-        Some(conn) => dlq::list(&conn, pipeline)?,
-        None => Vec::new(),
-    };
+    let letters = named(&config, None, pipeline)?;
     if json {
         super::print_json(&letters)?;
         return Ok(ExitCode::SUCCESS);

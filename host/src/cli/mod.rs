@@ -202,6 +202,18 @@ fn unknown_credential(
     )
 }
 
+/// `--pipeline name` found nothing: fine for a pipeline the configuration
+/// has (or had, when `found` something), an error with the likely name for
+/// one it never had (a typo), not an empty answer.
+fn known_pipeline(config: &Config, name: &str, found: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        found || config.pipelines.contains_key(name),
+        "no pipeline named {name:?} in the configuration, and nothing recorded for one{} (see `causeway pipelines`)",
+        guess(name, config.pipelines.keys().map(String::as_str))
+    );
+    Ok(())
+}
+
 /// A `NAME=VALUE` argument of `flag`, both sides non-empty.
 fn split_pair<'a>(pair: &'a str, flag: &str) -> anyhow::Result<(&'a str, &'a str)> {
     pair.split_once('=')

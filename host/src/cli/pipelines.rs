@@ -220,11 +220,7 @@ impl RunsOpts {
         // A removed pipeline's runs still show; a name that was never one
         // (a typo) is said to be unknown, not shown as an empty history.
         if let Some(name) = &self.pipeline {
-            anyhow::ensure!(
-                !runs.is_empty() || config.pipelines.contains_key(name),
-                "no pipeline named {name:?} in the configuration, and no runs recorded for one{} (see `causeway pipelines`)",
-                super::guess(name, config.pipelines.keys().map(String::as_str))
-            );
+            super::known_pipeline(&config, name, !runs.is_empty())?;
         }
         if self.json {
             super::print_json(&runs)?;

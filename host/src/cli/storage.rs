@@ -47,6 +47,9 @@ impl Opts {
                 config.plugins_dir.display(),
                 super::guess(&self.plugin, statuses.iter().map(|s| s.name.as_str()))
             );
+            if let Some(name) = &self.pipeline {
+                super::known_pipeline(&config, name, false)?;
+            }
         }
         if self.json {
             let rows: Vec<_> = keys
