@@ -2328,6 +2328,19 @@ fn operators_pause_resume_run_now_and_reset_a_pipeline() {
             out.stderr
         );
     }
+    // The audit log's filter answers its empty table, with a note.
+    let out = run(w.causeway().args(["audit", "--run", "contacts-to-mailr#1"]));
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "note: no pipeline named \"contacts-to-mailr\" has runs on record (did you mean \"contacts-to-mailer\"?)"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = run(w.causeway().args(["audit", "--run", "contacts-to-mailer"]));
+    assert!(!out.success, "{}", out.stdout);
+    assert!(out.stderr.contains("write PIPELINE#ID"), "{}", out.stderr);
 }
 
 /// Sixty contacts in twenty pages of three, each read slowly, so the run

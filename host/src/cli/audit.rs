@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::audit::query::{self, Filter};
+use crate::pipeline::history;
 
 /// Every capability use, allowed or denied, and every change of the grants:
 /// query it, verify its chain, export it for a SIEM, prune it.
@@ -89,6 +90,21 @@ impl Opts {
 
     fn list(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
         let config = cli.config()?;
+        // A run is named as `causeway runs` lists it; a pipeline's name
+        // alone would select nothing, without a word.
+        let run = self
+            .run
+            .as_deref()
+            .map(|run| {
+                run.rsplit_once('#')
+                    .and_then(|(pipeline, id)| Some((pipeline, id.parse::<i64>().ok()?)))
+                    .with_context(|| {
+                        format!(
+                            "--run {run:?}: write PIPELINE#ID, a run as `causeway runs` lists it (crm-to-mailer#12)"
+                        )
+                    })
+            })
+            .transpose()?;
         let filter = Filter {
             plugin: self.plugin.clone(),
             capability: self.capability.clone(),
@@ -136,6 +152,23 @@ impl Opts {
                         )
                     );
                 }
+            }
+            if let Some((pipeline, id)) = run
+                && !history::run_of(conn, pipeline, id)?
+            {
+                let mut known = history::pipelines_on_record(conn)?;
+                known.extend(config.pipelines.keys().cloned());
+                let note = if known.iter().any(|k| k == pipeline) {
+                    format!(
+                        "note: {pipeline} has no run {id} on record (see `causeway runs --pipeline {pipeline}`)"
+                    )
+                } else {
+                    format!(
+                        "note: no pipeline named {pipeline:?} has runs on record{}",
+                        super::guess(pipeline, known.iter().map(String::as_str))
+                    )
+                };
+                eprintln!("{}", super::table::printable(&note, true));
             }
         }
         if self.json {

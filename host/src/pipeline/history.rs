@@ -400,6 +400,15 @@ pub fn pipelines_on_record(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     names.collect()
 }
 
+/// Whether run `id` of `pipeline` is on record.
+pub fn run_of(conn: &Connection, pipeline: &str, id: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pipeline_run WHERE id = ?1 AND pipeline = ?2)",
+        params![id, pipeline],
+        |r| r.get(0),
+    )
+}
+
 /// When a run of `pipeline` last ended `ok`: how far behind its source it
 /// may be (`causeway pipelines`, `/metrics`). Walks the pipeline's runs
 /// back from the newest to the first good one.
