@@ -456,6 +456,20 @@ type = "uri"
         .filter(|(_, v)| v == "skip")
         .count();
     assert_eq!(skipped, 4, "{report:#}");
+
+    // A fixtures folder named but missing (a typo) would test nothing of
+    // the plugin's: it is named, not passed over on defaults.
+    let out = run(scratch
+        .causeway()
+        .arg("test")
+        .arg(built("map-fullname"))
+        .args(["--fixtures", "fixturs"]));
+    assert!(!out.success, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("--fixtures fixturs: no such folder"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -35,9 +35,9 @@ pub struct Opts {
     /// The plugin's configuration, a JSON file (default: FIXTURES/config.json, else `{}`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The fixtures folder.
-    #[arg(long, value_name = "DIR", default_value = "fixtures")]
-    pub fixtures: PathBuf,
+    /// The fixtures folder [default: fixtures].
+    #[arg(long, value_name = "DIR")]
+    pub fixtures: Option<PathBuf>,
     /// Send HTTP to the live API and record the exchanges into FIXTURES/http.json
     /// (and the configuration into FIXTURES/config.json).
     #[arg(long)]
@@ -88,7 +88,17 @@ impl Opts {
             &self.plugin,
             host.runtime.max_plugin_bytes,
         )?;
-        let fixtures = Fixtures::load(&self.fixtures, self.config.as_deref())?;
+        // Every fixture is optional, so a folder named but missing (a
+        // typo) would pass on defaults, testing nothing of the plugin's.
+        let dir = match &self.fixtures {
+            Some(dir) if !self.record && !dir.is_dir() => anyhow::bail!(
+                "--fixtures {}: no such folder (see `causeway test --help` for what it may hold)",
+                dir.display()
+            ),
+            Some(dir) => dir.clone(),
+            None => PathBuf::from("fixtures"),
+        };
+        let fixtures = Fixtures::load(&dir, self.config.as_deref())?;
         let http_file = fixtures.http_file();
         let tape = Arc::new(if self.record {
             Tape::record(&http_file)
@@ -140,7 +150,7 @@ impl Opts {
         if self.record {
             let count = tape.save()?;
             if let Some(path) = &self.config {
-                let target = self.fixtures.join(fixtures::CONFIG);
+                let target = dir.join(fixtures::CONFIG);
                 if path != &target {
                     std::fs::write(&target, serde_json::to_string_pretty(config)? + "\n")
                         .with_context(|| format!("cannot write {}", target.display()))?;
