@@ -4081,3 +4081,26 @@ sinks = [{ plugin = "calendar-sink" }]
     );
     w.wait_for_attendees(&expected, Duration::from_secs(20));
 }
+
+/// A delivery id is the sender's to choose: its audit row keeps 4 KiB of it.
+#[test]
+fn a_delivery_ids_audit_row_is_cut_to_a_few_kib() {
+    let w = webhook_world("");
+    let host = start_with_hooks(&w);
+    let id = format!("msg_{}", "x".repeat(10_000));
+    let body = contact_event("long", "Lena");
+    let (status, answer) = deliver(&host, &id, &body, &body);
+    assert_eq!(status, 202, "{answer}");
+    let detail = wait_until("the delivery's audit row", Duration::from_secs(10), || {
+        audit_rows(&w.scratch.path().join("causeway-data"))
+            .into_iter()
+            .find(|(_, capability, ..)| capability == "webhook")
+            .map(|(.., detail)| detail)
+    });
+    assert!(
+        detail.len() < 4200 && detail.ends_with("more bytes)"),
+        "{} bytes: {}",
+        detail.len(),
+        &detail[detail.len().saturating_sub(40)..]
+    );
+}

@@ -76,7 +76,8 @@ pub(super) async fn webhook(
                 action: "POST".into(),
                 target: format!("pipeline {name} {}", trigger.path),
                 decision,
-                detail: detail.clone(),
+                // The delivery id is the sender's to choose.
+                detail: crate::audit::capped(detail.clone(), crate::audit::MAX_DETAIL_BYTES),
                 run_id: None,
             };
             recorded |= match decision {
