@@ -218,6 +218,14 @@ impl Runner {
             }
             let took = !written.is_empty() || rejected.len() > before;
             took_some |= took;
+            // An answer that took records is progress, not a failure: the
+            // backoff and the budget start over, so a sink that takes part
+            // of each batch (paced by a rate limit, a call's deadline) is
+            // called again soon, and gets to the end of a long one.
+            if took {
+                spent = Duration::ZERO;
+                attempt = 0;
+            }
             let settled = self.stuck.settled(
                 sink_name,
                 written
