@@ -256,21 +256,10 @@ fn approve(cli: &super::Cli, name: &str, mut input: ApproveInput) -> anyhow::Res
             )
         })?;
     let manifest = &found.manifest;
-    // A credential it does not request, most often a typo: named, never
-    // passed over ("nothing changed").
+    let label = format!("{name} {}", manifest.version);
     let named = input.secrets.keys().map(|n| ("--secret", n));
     for (flag, credential) in named.chain(input.injects.keys().map(|n| ("--inject", n))) {
-        if !manifest
-            .capabilities
-            .credentials
-            .iter()
-            .any(|c| &c.name == credential)
-        {
-            let label = format!("{name} {}", manifest.version);
-            anyhow::bail!(super::unknown_credential(
-                flag, credential, &label, manifest
-            ));
-        }
+        super::requested_credential(flag, credential, &label, manifest)?;
     }
     let digest = crate::plugin::digest(&found.bytes);
     input.digest = digest.clone();

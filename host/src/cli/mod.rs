@@ -183,23 +183,28 @@ fn guess<'a>(asked: &str, known: impl IntoIterator<Item = &'a str>) -> String {
         .unwrap_or_default()
 }
 
-/// `flag` named credential `name`, which `plugin` (its manifest
-/// `manifest`) does not request: the message, with the likely name.
-fn unknown_credential(
+/// `flag` names credential `name`: an error with the likely name unless
+/// `plugin` (its manifest `manifest`) requests it. Most often a typo,
+/// which would otherwise be passed over.
+fn requested_credential(
     flag: &str,
     name: &str,
     plugin: &str,
     manifest: &crate::manifest::Manifest,
-) -> String {
-    let requested = manifest
-        .capabilities
-        .credentials
-        .iter()
-        .map(|c| c.name.as_str());
-    format!(
+) -> anyhow::Result<()> {
+    let requested = || {
+        manifest
+            .capabilities
+            .credentials
+            .iter()
+            .map(|c| c.name.as_str())
+    };
+    anyhow::ensure!(
+        requested().any(|c| c == name),
         "{flag} {name}: {plugin} requests no credential of that name{}",
-        guess(name, requested)
-    )
+        guess(name, requested())
+    );
+    Ok(())
 }
 
 /// `--pipeline name` found nothing: fine for a pipeline the configuration

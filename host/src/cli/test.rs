@@ -177,6 +177,12 @@ impl Opts {
             let (name, reference) = pair.split_once('=').with_context(|| {
                 format!("--secret {pair:?}: expected NAME=env:VAR or NAME=file:KEY")
             })?;
+            super::requested_credential(
+                "--secret",
+                name,
+                &plugin.info.label(),
+                &plugin.info.manifest,
+            )?;
             let reference = SecretRef::try_from(reference.to_string())
                 .map_err(|e| anyhow::anyhow!("--secret {name}: {e}"))?;
             given.insert(name.to_string(), reference);
@@ -195,14 +201,6 @@ impl Opts {
             };
             values.insert(grant::secret_key(name), value);
         }
-        if let Some(name) = given.keys().next() {
-            anyhow::bail!(super::unknown_credential(
-                "--secret",
-                name,
-                &plugin.info.label(),
-                &plugin.info.manifest
-            ));
-        }
         Ok(Secrets::in_memory(
             "the secrets given to causeway test",
             values,
@@ -211,18 +209,15 @@ impl Opts {
 
     /// How each credential named by `--inject` goes into a request.
     fn injections(&self, plugin: &Plugin) -> anyhow::Result<BTreeMap<String, Injection>> {
-        let requested = &plugin.info.manifest.capabilities.credentials;
         let mut injections = BTreeMap::new();
         for pair in &self.injects {
             let (name, how) = super::split_pair(pair, "--inject")?;
-            if !requested.iter().any(|c| c.name == name) {
-                anyhow::bail!(super::unknown_credential(
-                    "--inject",
-                    name,
-                    &plugin.info.label(),
-                    &plugin.info.manifest
-                ));
-            }
+            super::requested_credential(
+                "--inject",
+                name,
+                &plugin.info.label(),
+                &plugin.info.manifest,
+            )?;
             let how = Injection::try_from(how.to_string())
                 .map_err(|e| anyhow::anyhow!("--inject {name}: {e}"))?;
             injections.insert(name.to_string(), how);
