@@ -4111,3 +4111,39 @@ fn a_delivery_ids_audit_row_is_cut_to_a_few_kib() {
         &detail[detail.len().saturating_sub(40)..]
     );
 }
+
+/// A slow API: each request takes long enough that a call's deadline falls
+/// while one is in flight. The records written before it stay written, and
+/// the host goes on with the rest.
+#[test]
+fn a_slow_api_cut_off_by_the_calls_deadline_still_gets_the_whole_page() {
+    let w = World::with_calendar(
+        10,
+        r#"
+[plugins.calendar-sink.limits]
+call-timeout = "1s"
+"#,
+        r#"
+[pipelines.contacts]
+every = "200ms"
+source = { plugin = "crm-source", stream = "contacts" }
+transforms = [{ plugin = "map-fullname" }]
+sinks = [{ plugin = "calendar-sink" }]
+
+[pipelines.contacts.retry]
+initial = "50ms"
+max = "400ms"
+budget = "1s"
+circuit-cooldown = "30s"
+"#,
+    );
+    w.calendar()
+        .faults()
+        .inject(Fault::Slow(Duration::from_millis(300)), 1000);
+    let expected = create(&w.crm, 10);
+    let _host = w.start();
+    w.wait_for_attendees(&expected, Duration::from_secs(30));
+    w.wait_until_idle();
+    assert_none_stopped_or_failed(&w.runs());
+    assert_eq!(w.dead_letters(), json!([]));
+}

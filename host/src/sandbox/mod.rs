@@ -178,8 +178,11 @@ pub struct StoreState {
     pub logged: crate::caps::log::Logged,
     /// The plugin's configuration as a JSON object.
     pub config_json: String,
-    /// When the call must end; host calls get the remaining time.
+    /// When the call must end.
     pub deadline: Instant,
+    /// When outbound requests must end ([`requests_until`]): a little
+    /// before the call, so the plugin can still answer for what it did.
+    pub requests_until: Instant,
     /// The longest wait a rate-limit answer (429, or 403 with Retry-After) asked of this call (both HTTP doors).
     pub asked_to_wait: AskedToWait,
 }
@@ -248,6 +251,7 @@ pub fn new_store(
         .socket_addr_check(|_, _| Box::pin(async { false }))
         .build();
     let deadline = Instant::now() + limits.call_timeout;
+    let requests_until = requests_until(deadline, limits.call_timeout);
     // One log for the call and its wasi:http door: they share its denials.
     let audit = context.audit.for_call();
     audit.begin_call(context.run.as_ref());
@@ -258,7 +262,7 @@ pub fn new_store(
         audit: audit.clone(),
         secrets: context.secrets.clone(),
         client: context.http.clone(),
-        deadline,
+        deadline: requests_until,
         door: Door::WasiHttp,
         asked_to_wait: asked_to_wait.clone(),
     });
@@ -282,6 +286,7 @@ pub fn new_store(
         logged: crate::caps::log::Logged::default(),
         config_json: context.config.clone(),
         deadline,
+        requests_until,
         asked_to_wait,
     };
     let mut store = Store::new(engine, state);
@@ -317,11 +322,23 @@ impl StoreState {
     /// and the pipeline run its audit rows name.
     pub fn begin_call(&mut self, limits: &Limits, run: Option<&Arc<str>>) {
         self.deadline = Instant::now() + limits.call_timeout;
-        self.http_door.set_deadline(self.deadline);
+        self.requests_until = requests_until(self.deadline, limits.call_timeout);
+        self.http_door.set_deadline(self.requests_until);
         self.audit.begin_call(run);
         self.limiter.refused = None;
         self.stderr.clear();
     }
+}
+
+/// When a call's outbound requests must end, for a call ending at
+/// `deadline` after `call_timeout`: a tenth of the call (at most a second)
+/// before it. A request still in flight at the call's deadline would leave
+/// the plugin no time to answer, and the call would fail whole, its work
+/// done again (a sink writing a request per record to a slow API would
+/// never get past the records it writes in one call); cut a little
+/// earlier, it fails as a timeout the plugin can answer.
+pub fn requests_until(deadline: Instant, call_timeout: Duration) -> Instant {
+    deadline - (call_timeout / 10).min(Duration::from_secs(1))
 }
 
 /// Gives a call its fuel: `limits.fuel`, or all there is on an engine
@@ -563,6 +580,19 @@ impl CallError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_end_a_tenth_of_the_call_before_it_at_most_a_second() {
+        let end = Instant::now() + Duration::from_secs(60);
+        for (call, before) in [(1000, 100), (5000, 500), (30_000, 1000), (50, 5)] {
+            let call = Duration::from_millis(call);
+            assert_eq!(
+                end - requests_until(end, call),
+                Duration::from_millis(before),
+                "{call:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_refused_growth_is_remembered_as_memory_or_table() {

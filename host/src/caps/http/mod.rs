@@ -183,7 +183,8 @@ pub struct Outbound {
     pub secrets: Arc<Secrets>,
     /// The plugin version's client, if it may use HTTP.
     pub client: Option<Arc<HttpClient>>,
-    /// When the plugin call ends: no request outlives it.
+    /// When the plugin call's requests must end, a little before the call
+    /// itself ([`crate::sandbox::requests_until`]): no request outlives it.
     pub deadline: Instant,
     /// How the request came in.
     pub door: Door,
@@ -480,7 +481,7 @@ impl Outbound {
             audit: state.audit.clone(),
             secrets: state.secrets.clone(),
             client: state.http.clone(),
-            deadline: state.deadline,
+            deadline: state.requests_until,
             door,
             asked_to_wait: state.asked_to_wait.clone(),
         }
