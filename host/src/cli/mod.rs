@@ -84,8 +84,8 @@ pub enum Command {
     New(new::Opts),
     /// Check a plugin against the contract, HTTP answered from recorded fixtures.
     Test(test::Opts),
-    /// The whole story on one machine: fake CRM and mailer, the example
-    /// plugins, and a pipeline moving contacts between them.
+    /// The whole story on one machine: a fake CRM, mailer and calendar,
+    /// the example plugins, and pipelines moving contacts between them.
     Demo(demo::Opts),
     /// List the pipelines: trigger, state, last run, lag.
     Pipelines(pipelines::Opts),
