@@ -1,5 +1,5 @@
 //! Pipelines end to end: the real host runs CRM → map-fullname → mailer
-//! against the fake CRM and mailer on 127.0.0.1, by polling and by webhook,
+//! (and calendar) against the fakes on 127.0.0.1, by polling and by webhook,
 //! through outages, rate limits, rejections, crashes and forged deliveries.
 
 mod support;
