@@ -76,6 +76,8 @@ fn a_scaffolded_connector_and_transform_build_load_and_pass_causeway_test() {
             assert!(dir.join(file).is_file(), "{kind}: {file} missing");
         }
 
+        // What an author's own CI would check first.
+        cargo(&dir, &native, &["fmt", "--check"]);
         let tests = cargo(&dir, &native, &["test"]);
         assert!(
             tests.contains("2 passed"),
