@@ -83,7 +83,7 @@ fn a_grant_for_a_plugin_that_does_not_exist_is_named_with_file_line_and_key() {
     scratch.install("map-fullname", "map-fullname.wasm");
     std::fs::write(
         scratch.path().join("grants.toml"),
-        "# security team\n\n[plugins.crm-sorce]\nstorage = {}\n",
+        "# security team\n\n[plugins.crm-sorce]\nstorage = {}\n\n[plugins.map-fulname]\nstorage = {}\n",
     )
     .unwrap();
     let report = check(&scratch);
@@ -93,6 +93,15 @@ fn a_grant_for_a_plugin_that_does_not_exist_is_named_with_file_line_and_key() {
             "./grants.toml line 3: plugins.crm-sorce: grants a plugin that is not installed"
         ),
         "{error}"
+    );
+    // A name close to an installed plugin's says which.
+    let messages = error_messages(&report);
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("plugins.map-fulname: grants a plugin")
+                && m.ends_with("(a typo, or a plugin removed) (did you mean \"map-fullname\"?)")),
+        "{messages:#?}"
     );
 }
 
@@ -292,7 +301,7 @@ fn a_pipeline_stage_that_is_missing_or_of_the_wrong_kind_is_named() {
 every = "1m"
 source = { plugin = "map-fullname", stream = "contacts" }
 transforms = [{ plugin = "map-fullname", config = { target_stream = 5 } }]
-sinks = [{ plugin = "no-such-sink" }]
+sinks = [{ plugin = "no-such-sink" }, { plugin = "map-fulname" }]
 "#,
     )
     .unwrap();
@@ -305,6 +314,12 @@ sinks = [{ plugin = "no-such-sink" }]
     );
     assert!(
         has("pipelines.p.sinks[0]: plugin \"no-such-sink\" is not installed"),
+        "{messages:#?}"
+    );
+    assert!(
+        messages.iter().any(|m| m
+            .starts_with("pipelines.p.sinks[1]: plugin \"map-fulname\" is not installed in")
+            && m.ends_with("(did you mean \"map-fullname\"?)")),
         "{messages:#?}"
     );
     assert!(

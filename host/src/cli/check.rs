@@ -189,6 +189,10 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
     }
     let grants_file = host.grants.file.display().to_string();
     let grants_text = std::fs::read_to_string(&host.grants.file).unwrap_or_default();
+    // The plugins in the folder, whatever their state: what a name that
+    // is not one was most likely meant to be.
+    let statuses = registry.statuses();
+    let likely = |name: &str| super::guess(name, statuses.iter().map(|s| s.name.as_str()));
     for (name, line) in host.grants.names() {
         if registry.get(name).is_none() {
             findings.push(Finding {
@@ -196,8 +200,9 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
                 file: grants_file.clone(),
                 line: Some(line),
                 message: format!(
-                    "plugins.{name}: grants a plugin that is not installed in {} (a typo, or a plugin removed)",
-                    host.config.plugins_dir.display()
+                    "plugins.{name}: grants a plugin that is not installed in {} (a typo, or a plugin removed){}",
+                    host.config.plugins_dir.display(),
+                    likely(name)
                 ),
             });
         }
@@ -326,6 +331,8 @@ fn check_pipelines(
 ) -> Vec<Finding> {
     use crate::contract::World;
     let mut findings = Vec::new();
+    let statuses = registry.statuses();
+    let likely = |name: &str| super::guess(name, statuses.iter().map(|s| s.name.as_str()));
     for (name, pipeline) in &host.config.pipelines {
         let table = format!("pipelines.{name}");
         let line_of = |key: &str, n: usize| crate::config::key_line(config_text, &table, key, n);
@@ -388,8 +395,9 @@ fn check_pipelines(
             };
             let Some(installed) = registry.get(plugin) else {
                 findings.push(finding(format!(
-                    "pipelines.{name}.{at}: plugin {plugin:?} is not installed in {}",
-                    host.config.plugins_dir.display()
+                    "pipelines.{name}.{at}: plugin {plugin:?} is not installed in {}{}",
+                    host.config.plugins_dir.display(),
+                    likely(plugin)
                 )));
                 continue;
             };
