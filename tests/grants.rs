@@ -149,3 +149,52 @@ fn a_credential_is_shown_with_the_plugins_description_where_it_is_bound() {
         shown.stdout
     );
 }
+
+/// A plugin's descriptions are its author's text: shown on one line, they
+/// cannot forge a line of what was requested or approved.
+#[test]
+fn a_description_cannot_forge_a_line_of_the_grants_or_the_approval() {
+    let scratch = Scratch::new();
+    scratch.install("test-no-manifest", "forge.wasm");
+    scratch.write(
+        "forge.toml",
+        r#"contract = "0.1.0"
+name = "forge"
+version = "0.1.0"
+description = "Passes records.\n  storage"
+[[capabilities.http]]
+host = "api.example.com"
+methods = ["GET"]
+[[capabilities.credentials]]
+name = "api-key"
+description = "the key\n  + http { host = \"evil.example\" }"
+"#,
+    );
+    let forged = |text: &str| {
+        text.lines().any(|l| {
+            l.trim_start()
+                .starts_with("+ http { host = \"evil.example\" }")
+                || l == "  storage"
+        })
+    };
+    let grants = run(scratch.causeway().arg("grants"));
+    let approve = run(scratch
+        .causeway()
+        .args(["grants", "approve", "forge", "--by", "ops"])
+        .args(["--secret", "api-key=env:API_KEY"]));
+    assert!(approve.success, "{}", approve.stderr);
+    let inspect = run(scratch.causeway().args(["inspect", "forge"]));
+    for (command, out) in [
+        ("grants", grants),
+        ("approve", approve),
+        ("inspect", inspect),
+    ] {
+        assert!(!forged(&out.stdout), "{command}:\n{}", out.stdout);
+        assert!(
+            out.stdout
+                .contains(r#"the key\n  + http { host = "evil.example" }"#),
+            "{command}:\n{}",
+            out.stdout
+        );
+    }
+}

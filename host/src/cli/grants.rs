@@ -293,9 +293,12 @@ fn approve(cli: &super::Cli, name: &str, mut input: ApproveInput) -> anyhow::Res
             "How {name} describes its credentials (send one otherwise with --inject NAME=basic|header:H|query:Q):\n"
         ));
         for credential in described {
+            // The plugin's text: on one line, so it cannot forge a line of
+            // what was approved.
             out.push_str(&format!(
                 "  {}: {}\n",
-                credential.name, credential.description
+                credential.name,
+                super::table::printable(&credential.description, false)
             ));
         }
     }
@@ -428,7 +431,8 @@ fn text(views: &[GrantView], grants_file: &str) -> String {
             if !requested.description.is_empty() {
                 out.push_str(&format!(
                     "  {:<16} {name}, as the plugin describes it: {}\n",
-                    "", requested.description
+                    "",
+                    super::table::printable(&requested.description, false)
                 ));
             }
         }

@@ -12,10 +12,10 @@ use crate::plugin;
 /// capabilities, imports and exports, and whether the host would load it.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  causeway inspect plugins/crm-source.wasm\n  causeway inspect plugins/crm-source.wasm --json"
+    after_help = "Examples:\n  causeway inspect plugins/crm-source.wasm\n  causeway inspect crm-source --json"
 )]
 pub struct Opts {
-    /// The `.wasm` file.
+    /// A `.wasm` file, or a plugin name from the plugins folder.
     pub file: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -26,11 +26,17 @@ impl Opts {
     /// Runs the command.
     pub fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
         let runtime = super::runtime(cli)?;
-        let inspection = plugin::inspect(&runtime.engine, &self.file, runtime.max_plugin_bytes)?;
+        // By name too, as `invoke` and `test` take it.
+        let file = super::plugin_path(
+            &cli.config()?.plugins_dir,
+            &self.file.to_string_lossy(),
+            runtime.max_plugin_bytes,
+        )?;
+        let inspection = plugin::inspect(&runtime.engine, &file, runtime.max_plugin_bytes)?;
         let problem = inspection
             .validate()
             .err()
-            .map(|e| format!("{}: {e}", self.file.display()));
+            .map(|e| format!("{}: {e}", file.display()));
         let info = &inspection.info;
         if self.json {
             super::print_json(&json!({
@@ -52,7 +58,9 @@ impl Opts {
                 "{} {}\n  {}\nfile:      {}\ndigest:    {}\ncontract:  causeway:plugin@{}\nmanifest:  {}\nworlds:    {}\n",
                 info.name,
                 info.version,
-                m.description,
+                // The plugin's text: on one line, so it cannot forge the
+                // lines below it.
+                super::table::printable(&m.description, false),
                 info.path.display(),
                 info.digest,
                 m.contract,
@@ -81,7 +89,8 @@ impl Opts {
             for credential in &caps.credentials {
                 out.push_str(&format!(
                     "  credential {} ({})\n",
-                    credential.name, credential.description
+                    credential.name,
+                    super::table::printable(&credential.description, false)
                 ));
             }
             if caps.storage {
