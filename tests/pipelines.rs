@@ -4121,7 +4121,7 @@ fn a_slow_api_cut_off_by_the_calls_deadline_still_gets_the_whole_page() {
         10,
         r#"
 [plugins.calendar-sink.limits]
-call-timeout = "1s"
+call-timeout = "1500ms"
 "#,
         r#"
 [pipelines.contacts]
