@@ -414,6 +414,33 @@ sinks = [{ plugin = "mailer-sink" }, { plugin = "calendar-sink" }]
     assert_eq!(rate_limited, 2);
 }
 
+/// The pipeline CRM → map-fullname → calendar every 200 ms, crm-source
+/// reading pages of `page_size`, `grants` added to grants.toml and `retry`
+/// as the pipeline's retry table.
+fn calendar_world(page_size: u32, grants: &str, retry: &str) -> World {
+    World::with_calendar(
+        page_size,
+        grants,
+        &format!(
+            r#"
+[pipelines.contacts]
+every = "200ms"
+source = {{ plugin = "crm-source", stream = "contacts" }}
+transforms = [{{ plugin = "map-fullname" }}]
+sinks = [{{ plugin = "calendar-sink" }}]
+
+[pipelines.contacts.retry]
+{retry}
+"#
+        ),
+    )
+}
+
+/// Backoffs short enough, and a budget small enough, that a test sees a
+/// run give up within seconds; a cooldown longer than the test.
+const QUICK_RETRY: &str =
+    "initial = \"50ms\"\nmax = \"400ms\"\nbudget = \"1s\"\ncircuit-cooldown = \"30s\"\n";
+
 /// A sink writing a request per record, paced by its grant's rate limit:
 /// each call writes what the rate allows before its deadline and asks to
 /// retry the rest, and the host calls it again. Both sides of that matter:
@@ -423,7 +450,7 @@ sinks = [{ plugin = "mailer-sink" }, { plugin = "calendar-sink" }]
 /// wait ever longer between them.
 #[test]
 fn a_page_larger_than_a_calls_share_of_the_rate_limit_is_written_over_several_calls() {
-    let w = World::with_calendar(
+    let w = calendar_world(
         40,
         r#"
 [plugins.calendar-sink.http-limits]
@@ -433,19 +460,7 @@ burst = 2
 [plugins.calendar-sink.limits]
 call-timeout = "300ms"
 "#,
-        r#"
-[pipelines.contacts]
-every = "200ms"
-source = { plugin = "crm-source", stream = "contacts" }
-transforms = [{ plugin = "map-fullname" }]
-sinks = [{ plugin = "calendar-sink" }]
-
-[pipelines.contacts.retry]
-initial = "50ms"
-max = "400ms"
-budget = "1s"
-circuit-cooldown = "30s"
-"#,
+        QUICK_RETRY,
     );
     let expected = create(&w.crm, 40);
     let _host = w.start();
@@ -4034,17 +4049,7 @@ sinks = [{{ plugin = "calendar-sink" }}]
 /// the pipeline goes on by itself with what it had not written.
 #[test]
 fn a_credential_sent_the_wrong_way_stops_the_pipeline_until_the_grant_says_how() {
-    let w = World::with_calendar(
-        10,
-        "",
-        r#"
-[pipelines.contacts]
-every = "200ms"
-source = { plugin = "crm-source", stream = "contacts" }
-transforms = [{ plugin = "map-fullname" }]
-sinks = [{ plugin = "calendar-sink" }]
-"#,
-    );
+    let w = calendar_world(10, "", "");
     let grants = w.scratch.path().join("grants.toml");
     let text = std::fs::read_to_string(&grants).unwrap();
     std::fs::write(
@@ -4117,25 +4122,10 @@ fn a_delivery_ids_audit_row_is_cut_to_a_few_kib() {
 /// the host goes on with the rest.
 #[test]
 fn a_slow_api_cut_off_by_the_calls_deadline_still_gets_the_whole_page() {
-    let w = World::with_calendar(
+    let w = calendar_world(
         10,
-        r#"
-[plugins.calendar-sink.limits]
-call-timeout = "1500ms"
-"#,
-        r#"
-[pipelines.contacts]
-every = "200ms"
-source = { plugin = "crm-source", stream = "contacts" }
-transforms = [{ plugin = "map-fullname" }]
-sinks = [{ plugin = "calendar-sink" }]
-
-[pipelines.contacts.retry]
-initial = "50ms"
-max = "400ms"
-budget = "1s"
-circuit-cooldown = "30s"
-"#,
+        "[plugins.calendar-sink.limits]\ncall-timeout = \"1500ms\"\n",
+        QUICK_RETRY,
     );
     w.calendar()
         .faults()

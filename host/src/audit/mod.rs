@@ -106,8 +106,9 @@ impl AuditEvent {
         AuditEvent::by(who, capability, action, target, decision, detail)
     }
 
-    /// An event by `(name, version, digest)`, timed now.
-    fn by(
+    /// An event by `(name, version, digest)`, timed now: for a plugin known
+    /// by name alone (a pipeline's source that may not be installed).
+    pub fn by(
         (name, version, digest): (&str, &str, &str),
         capability: &str,
         action: &str,

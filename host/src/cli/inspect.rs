@@ -25,10 +25,11 @@ pub struct Opts {
 impl Opts {
     /// Runs the command.
     pub fn run(&self, cli: &super::Cli) -> anyhow::Result<ExitCode> {
-        let runtime = super::runtime(cli)?;
+        let config = cli.config()?;
+        let runtime = super::runtime(&config)?;
         // By name too, as `invoke` and `test` take it.
         let file = super::plugin_path(
-            &cli.config()?.plugins_dir,
+            &config.plugins_dir,
             &self.file.to_string_lossy(),
             runtime.max_plugin_bytes,
         )?;

@@ -255,8 +255,7 @@ fn names_like(dir: &Path, named: &str, max_bytes: u64) -> String {
 
 /// Builds the runtime for commands that need no host: the engine as
 /// causeway.toml's `[engine]` sets it (its largest plugin file included).
-fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
-    let config = cli.config()?;
+fn runtime(config: &Config) -> anyhow::Result<Runtime> {
     Runtime::with_settings(&config.engine)
         .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly engine: {e:#}"))
 }

@@ -137,20 +137,34 @@ fn no_calendar(calendar: &str) -> Response {
     )
 }
 
+/// `answer` of `calendar`'s attendees, once the key is checked; 404 for a
+/// calendar that does not exist.
+fn reading(
+    shared: &Shared,
+    headers: &HeaderMap,
+    calendar: &str,
+    answer: impl FnOnce(&BTreeMap<String, Attendee>) -> serde_json::Value,
+) -> Response {
+    if !authorized(headers, &shared.key) {
+        return unauthorized();
+    }
+    match shared.calendars().get(calendar) {
+        Some(attendees) => Json(answer(attendees)).into_response(),
+        None => no_calendar(calendar),
+    }
+}
+
 async fn calendar(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(calendar): Path<String>,
 ) -> Response {
-    if !authorized(&headers, &shared.key) {
-        return unauthorized();
-    }
-    match shared.calendars().get(&calendar) {
-        Some(attendees) => {
-            Json(json!({ "id": calendar, "attendees": attendees.len() })).into_response()
-        }
-        None => no_calendar(&calendar),
-    }
+    reading(
+        &shared,
+        &headers,
+        &calendar,
+        |attendees| json!({ "id": calendar, "attendees": attendees.len() }),
+    )
 }
 
 async fn attendees(
@@ -158,13 +172,12 @@ async fn attendees(
     headers: HeaderMap,
     Path(calendar): Path<String>,
 ) -> Response {
-    if !authorized(&headers, &shared.key) {
-        return unauthorized();
-    }
-    match shared.calendars().get(&calendar) {
-        Some(attendees) => Json(json!({ "attendees": attendees })).into_response(),
-        None => no_calendar(&calendar),
-    }
+    reading(
+        &shared,
+        &headers,
+        &calendar,
+        |attendees| json!({ "attendees": attendees }),
+    )
 }
 
 async fn put_attendee(

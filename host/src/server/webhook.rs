@@ -63,23 +63,23 @@ pub(super) async fn webhook(
             .filter(|(n, _)| only.is_none_or(|o| o == n.as_str()))
         {
             let plugin = snapshot.registry.get(&pipeline.source.plugin);
-            let event = AuditEvent {
-                time: crate::audit::now(),
-                plugin: pipeline.source.plugin.clone(),
-                version: plugin
-                    .map(|p| p.plugin.info.version.clone())
-                    .unwrap_or("-".into()),
-                digest: plugin
-                    .map(|p| p.plugin.info.digest.clone())
-                    .unwrap_or("-".into()),
-                capability: "webhook".into(),
-                action: "POST".into(),
-                target: format!("pipeline {name} {}", trigger.path),
+            let (version, digest) = plugin
+                .map(|p| {
+                    (
+                        p.plugin.info.version.as_str(),
+                        p.plugin.info.digest.as_str(),
+                    )
+                })
+                .unwrap_or(("-", "-"));
+            // Capped as every event is: the delivery id is the sender's.
+            let event = AuditEvent::by(
+                (&pipeline.source.plugin, version, digest),
+                "webhook",
+                "POST",
+                &format!("pipeline {name} {}", trigger.path),
                 decision,
-                // The delivery id is the sender's to choose.
-                detail: crate::audit::capped(detail.clone(), crate::audit::MAX_DETAIL_BYTES),
-                run_id: None,
-            };
+                detail.clone(),
+            );
             recorded |= match decision {
                 Decision::Allowed => {
                     state.db.audit(event);
