@@ -2,7 +2,7 @@
 //! and the audit trail that records them: `causeway grants approve|revoke`,
 //! `causeway audit`, `audit verify|export|prune`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! while a host runs, put back with an audit log that still verifies, and a
 //! backup that does not verify refused without touching anything.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

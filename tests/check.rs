@@ -1,6 +1,6 @@
 //! `causeway check`: every file validated, problems named by file, line and key.
 
-mod support;
+use crate::support;
 
 use support::{Scratch, run, run_json};
 

@@ -2,7 +2,7 @@
 //! bookkeeping are all-or-nothing, and an acknowledged commit is durable.
 //!
 //! The parent test runs this test binary again as a worker (the
-//! `checkpoint_worker` test, which does nothing unless its environment
+//! `checkpoint::checkpoint_worker` test, which does nothing unless its environment
 //! variable is set), lets it commit checkpoints through the library, and
 //! kills it at random points.
 
@@ -75,7 +75,7 @@ fn a_checkpoint_and_its_bookkeeping_survive_sigkill_all_or_nothing() {
         let mut worker = Command::new(std::env::current_exe().expect("this test binary"))
             .args([
                 "--exact",
-                "checkpoint_worker",
+                "checkpoint::checkpoint_worker",
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -2,7 +2,7 @@
 //! committed fixtures, on a recording made against a live (fake) API and
 //! replayed without it, and on plugins that each break one rule.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

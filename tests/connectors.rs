@@ -4,7 +4,7 @@
 //! paging with cursors, credentials, 429 with Retry-After, 5xx, slow answers,
 //! per-record outcomes.
 
-mod support;
+use crate::support;
 
 use causeway::fakes::Fault;
 use serde_json::{Value, json};

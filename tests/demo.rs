@@ -1,6 +1,6 @@
 //! The README's main command: `causeway demo` on embedded defaults.
 
-mod support;
+use crate::support;
 
 use support::{run, run_json};
 

@@ -1,6 +1,6 @@
 //! `causeway grants`: what every plugin requests, is granted, and may do.
 
-mod support;
+use crate::support;
 
 use support::{EXAMPLE_GRANTS, Scratch, run, run_json};
 

@@ -1,7 +1,7 @@
 //! The `http` capability through the real host, against real servers on
 //! 127.0.0.1: grants, addresses, redirects, limits, proxies, credentials.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! `causeway invoke`: one call against a real plugin, JSON in, JSON out.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::{Scratch, run, run_json};

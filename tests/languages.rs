@@ -9,7 +9,7 @@
 //! Their runtimes are large (an interpreter each): every command here shares
 //! one compiled-artifact cache, so each is compiled once per machine.
 
-mod support;
+use crate::support;
 
 use std::sync::Mutex;
 

@@ -2,7 +2,7 @@
 //! (and calendar) against the fakes on 127.0.0.1, by polling and by webhook,
 //! through outages, rate limits, rejections, crashes and forged deliveries.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Loading the plugins folder: `causeway plugins` and `causeway inspect`
 //! against real plugin files, good and bad.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -2,7 +2,7 @@
 //! slow writes in place while calls keep coming, broken and over-reaching
 //! upgrades, grants and configuration edited while the host runs.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};

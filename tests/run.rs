@@ -1,7 +1,7 @@
 //! `causeway run`: the long-running host, its status API, its stop, its
 //! database and its audit log.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::{RunningHost, Scratch, audit_rows, http, run, wait_until};

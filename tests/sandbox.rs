@@ -2,7 +2,7 @@
 //! own error kind within its bound, the host stays up, a well-behaved plugin
 //! keeps answering, and the hostile plugin answers its next, benign call.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! pass their own unit tests, load in a plugins folder and pass `causeway
 //! test` with no edits.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

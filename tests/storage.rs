@@ -1,7 +1,7 @@
 //! Plugin storage through the real host: grants, namespaces, quotas, audit,
 //! `causeway storage`, and durability under SIGKILL.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 
 #[path = "../benches/common.rs"]
 mod common;
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
