@@ -47,7 +47,7 @@ fn what_is_requested_beyond_the_grants_is_marked() {
     scratch.install("crm-source", "crm-source.wasm");
     // HTTP granted, the credential not bound.
     scratch.grants(
-        "[plugins.crm-source]\nlimits = { resources = 20 }\n[[plugins.crm-source.http]]\nhost = \"crm.example.com\"\nmethods = [\"GET\"]\n",
+        "[plugins.crm-source]\nlimits = { resources = 20 }\n[[plugins.crm-source.http]]\nhost = \"crm.example.com\"\nmethods = [\"GET\"]\n[plugins.crm-source.http-limits]\nrequests-per-second = 5\n",
     );
     let views = run_json(scratch.causeway().args(["grants", "--json"]));
     assert_eq!(views[0]["state"], "pending-approval");
@@ -74,6 +74,21 @@ fn what_is_requested_beyond_the_grants_is_marked() {
         out.stdout.contains("call-timeout = \"30s\"") && out.stdout.contains("resources = 20"),
         "{}",
         out.stdout
+    );
+    // So do its outbound HTTP limits: the grant's, and the defaults.
+    let http_limits = &views[0]["effective"]["http-limits"];
+    assert_eq!(http_limits["requests-per-second"], 5);
+    assert_eq!(http_limits["max-response-bytes"], 10 * 1024 * 1024);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("http limits"))
+        .unwrap_or_else(|| panic!("no http limits line in\n{}", out.stdout));
+    assert!(
+        line.contains("requests-per-second = 5")
+            && line.contains("burst = 20")
+            && line.contains("timeout = \"30s\""),
+        "{line}"
     );
 }
 

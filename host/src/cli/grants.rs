@@ -122,6 +122,7 @@ fn view(
             "http": policy.http.rules,
             "credentials": policy.credentials.keys().collect::<Vec<_>>(),
             "storage": policy.storage,
+            "http-limits": policy.http_limits,
             "limits": limits_view(&policy.limits, fuel_counted),
         }),
         not_granted: installed.not_granted.clone(),
@@ -404,6 +405,18 @@ fn text(views: &[GrantView], grants_file: &str) -> String {
                     if i == 0 { label } else { "" }
                 ));
             }
+        }
+        // How much it may send, and how fast: part of what it may do.
+        if let Some(limits) = v.effective["http-limits"].as_object()
+            && v.effective["http"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        {
+            let line: Vec<String> = limits
+                .iter()
+                .map(|(key, value)| format!("{key} = {value}"))
+                .collect();
+            out.push_str(&format!("  {:<16} {}\n", "http limits", line.join(", ")));
         }
         let requested_credentials = v
             .requested
