@@ -316,13 +316,32 @@ pub(crate) mod range {
 
     /// `call-timeout`: within [`CALL_TIMEOUT`].
     pub fn call_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TextDuration>, D::Error> {
-        let TextDuration(timeout) = TextDuration::deserialize(d)?;
-        if CALL_TIMEOUT.contains(&timeout) {
-            Ok(Some(TextDuration(timeout)))
+        within_duration(d, "call-timeout", CALL_TIMEOUT).map(|t| Some(TextDuration(t)))
+    }
+
+    /// A duration written as text (`"30s"`) within `range`, or an error
+    /// naming `key` and the range.
+    pub(crate) fn within_duration<'de, D: Deserializer<'de>>(
+        d: D,
+        key: &str,
+        range: RangeInclusive<Duration>,
+    ) -> Result<Duration, D::Error> {
+        let TextDuration(value) = TextDuration::deserialize(d)?;
+        if range.contains(&value) {
+            Ok(value)
         } else {
+            // In hours past a day: humantime writes 24h as "1day".
+            let text = |d: &Duration| match d.as_secs() {
+                s if s > 60 * 60 && s % (60 * 60) == 0 && d.subsec_nanos() == 0 => {
+                    format!("{}h", s / (60 * 60))
+                }
+                _ => humantime::format_duration(*d).to_string(),
+            };
             Err(D::Error::custom(format!(
-                "call-timeout = {:?}: must be from 1ms to 24h",
-                humantime::format_duration(timeout).to_string()
+                "{key} = {:?}: must be from {} to {}",
+                humantime::format_duration(value).to_string(),
+                text(range.start()),
+                text(range.end())
             )))
         }
     }

@@ -423,6 +423,42 @@ hosts = ["crm.example.com"]
     }
 
     #[test]
+    fn http_limits_no_request_could_go_under_are_refused_naming_key_and_line() {
+        for (line, expected) in [
+            (
+                "requests-per-second = 0",
+                "g.toml line 3: requests-per-second = 0: must be at least 1 (at a rate of none no request could go)",
+            ),
+            (
+                "burst = 0",
+                "g.toml line 3: burst = 0: must be at least 1 (a bucket holding none lets no request go)",
+            ),
+            (
+                "max-concurrent = 0",
+                "g.toml line 3: max-concurrent = 0: must be at least 1 (with none in flight no request could go)",
+            ),
+            (
+                "timeout = \"0s\"",
+                "g.toml line 3: timeout = \"0s\": must be from 1ms to 24h",
+            ),
+        ] {
+            let text = format!("[plugins.a.http-limits]\nmax-redirects = 0\n{line}\n");
+            let err = Grants::parse(&text, Path::new("g.toml")).unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+        // Zero sizes and redirects are limits a plugin can run under: no
+        // bodies sent, no redirects followed.
+        let grants = Grants::parse(
+            "[plugins.a.http-limits]\nmax-redirects = 0\nmax-request-bytes = 0\nrequests-per-second = 1\n",
+            Path::new("g.toml"),
+        )
+        .unwrap();
+        let limits = grants.get("a").and_then(|g| g.http_limits).unwrap();
+        assert_eq!((limits.max_redirects, limits.max_request_bytes), (0, 0));
+        assert_eq!((limits.requests_per_second, limits.burst), (1, 20));
+    }
+
+    #[test]
     fn grant_errors_name_file_line_and_key() {
         let err = Grants::parse(
             "[plugins.a]\nhttp = []\nstorage = { quota-bytes = \"x\" }\n",

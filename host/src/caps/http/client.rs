@@ -33,20 +33,76 @@ pub struct HttpLimits {
     #[serde(default = "default_response_bytes")]
     pub max_response_bytes: u64,
     /// The longest one request may take (never past the call's deadline).
-    #[serde(default = "default_timeout", with = "duration_text")]
+    #[serde(
+        default = "default_timeout",
+        serialize_with = "duration_text",
+        deserialize_with = "at_least::timeout"
+    )]
     pub timeout: Duration,
     /// The most redirects followed.
     #[serde(default = "default_redirects")]
     pub max_redirects: u32,
     /// The most requests in flight at once, across all calls of the plugin.
-    #[serde(default = "default_concurrent")]
+    #[serde(
+        default = "default_concurrent",
+        deserialize_with = "at_least::max_concurrent"
+    )]
     pub max_concurrent: u32,
     /// The sustained request rate; faster requests wait their turn.
-    #[serde(default = "default_rate")]
+    #[serde(
+        default = "default_rate",
+        deserialize_with = "at_least::requests_per_second"
+    )]
     pub requests_per_second: u32,
     /// How many requests may go at once after a quiet spell.
-    #[serde(default = "default_rate")]
+    #[serde(default = "default_rate", deserialize_with = "at_least::burst")]
     pub burst: u32,
+}
+
+/// HTTP limits under which no request could go (no time, no rate, no slot)
+/// are refused where they are written, naming the key, as `[limits]` are:
+/// not every request failing later, nor a zero quietly taken as one.
+/// Sizes and redirects may be zero: a plugin sending no bodies, or
+/// following no redirects, runs under them.
+mod at_least {
+    use std::time::Duration;
+
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    use crate::config::range::{CALL_TIMEOUT, within_duration};
+
+    pub fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        within_duration(d, "timeout", CALL_TIMEOUT)
+    }
+
+    pub fn max_concurrent<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        one_or_more(
+            d,
+            "max-concurrent",
+            "with none in flight no request could go",
+        )
+    }
+
+    pub fn requests_per_second<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        one_or_more(
+            d,
+            "requests-per-second",
+            "at a rate of none no request could go",
+        )
+    }
+
+    pub fn burst<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        one_or_more(d, "burst", "a bucket holding none lets no request go")
+    }
+
+    fn one_or_more<'de, D: Deserializer<'de>>(d: D, key: &str, why: &str) -> Result<u32, D::Error> {
+        match u32::deserialize(d)? {
+            0 => Err(D::Error::custom(format!(
+                "{key} = 0: must be at least 1 ({why})"
+            ))),
+            n => Ok(n),
+        }
+    }
 }
 
 impl Default for HttpLimits {
@@ -87,20 +143,9 @@ fn default_rate() -> u32 {
     20
 }
 
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use crate::config::TextDuration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        TextDuration::deserialize(d).map(|t| t.0)
-    }
+/// A duration as grants.toml writes it (`"30s"`).
+fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 /// A plugin version's outbound client.
