@@ -972,6 +972,22 @@ mod tests {
                 "{typo}: {err}"
             );
         }
+        // Retries that would call a failing API without pause.
+        for (retry, expected) in [
+            (
+                "retry = { initial = \"0s\" }",
+                "line 5: pipelines.p.retry.initial = \"0s\" is shorter than 10ms",
+            ),
+            (
+                "[pipelines.p.retry]\ncircuit-cooldown = \"10ms\"",
+                "line 5: pipelines.p.retry.circuit-cooldown = \"10ms\" is shorter than 100ms",
+            ),
+        ] {
+            let err = load(&format!(
+                "[pipelines.p]\nevery = \"1s\"\nsource = {{ plugin = \"s\", stream = \"c\" }}\nsinks = [{{ plugin = \"k\" }}]\n{retry}\n"
+            ));
+            assert!(err.contains(expected), "{retry}: {err}");
+        }
         let err = load(
             "[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\", bogus = 1 }\nsinks = [{ plugin = \"k\" }]\n",
         );

@@ -221,6 +221,11 @@ impl Default for RetryConfig {
 /// for "1m") than a wish, and would poll a third party without pause.
 pub const MIN_EVERY: Duration = Duration::from_millis(100);
 
+/// The shortest first backoff: with none, a stage failing at once (an API
+/// that is down answers in microseconds) would be called again and again
+/// without pause for the whole retry budget.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(10);
+
 /// The first plugin named by two of `stages`.
 fn named_twice(stages: &[Stage]) -> Option<&str> {
     let mut seen = std::collections::HashSet::new();
@@ -273,6 +278,24 @@ impl PipelineConfig {
         }
         if self.source.stream.is_empty() {
             return Err(format!("{at}.source.stream is empty"));
+        }
+        if self.retry.initial.0 < MIN_BACKOFF {
+            return Err(format!(
+                "{at}.retry.initial = \"{}\" is shorter than {}: a stage failing at once would \
+                 be called again without pause until the budget is spent",
+                humantime::format_duration(self.retry.initial.0),
+                humantime::format_duration(MIN_BACKOFF)
+            ));
+        }
+        // Each probe of an open circuit is a run reading the source's API,
+        // as a scheduled one is: no tighter than the tightest schedule.
+        if self.retry.circuit_cooldown.0 < MIN_EVERY {
+            return Err(format!(
+                "{at}.retry.circuit-cooldown = \"{}\" is shorter than {}: each probe of an open \
+                 circuit is a run calling the APIs, so a cooldown this short hammers an API that is down",
+                humantime::format_duration(self.retry.circuit_cooldown.0),
+                humantime::format_duration(MIN_EVERY)
+            ));
         }
         if self.retry.initial.0 > self.retry.max.0 {
             return Err(format!("{at}.retry.initial is longer than retry.max"));
