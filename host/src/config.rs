@@ -972,6 +972,35 @@ mod tests {
                 "{typo}: {err}"
             );
         }
+        // A webhook no delivery could pass, or one open to replays or to
+        // bodies held in memory without bound.
+        for (webhook, expected) in [
+            (
+                "tolerance = \"0s\"",
+                "tolerance = \"0s\": must be from 1s to 1h",
+            ),
+            (
+                "tolerance = \"2h\"",
+                "tolerance = \"2h\": must be from 1s to 1h",
+            ),
+            (
+                "max-body-bytes = 0",
+                "max-body-bytes = 0: must be from 1 to 67108864",
+            ),
+            (
+                "max-body-bytes = 67108865",
+                "max-body-bytes = 67108865: must be from 1 to 67108864",
+            ),
+        ] {
+            let err = load(&format!(
+                "[pipelines.p]\nsource = {{ plugin = \"s\", stream = \"c\" }}\nsinks = [{{ plugin = \"k\" }}]\n\
+                 webhook = {{ path = \"/h\", scheme = \"github\", secret = \"env:S\", {webhook} }}\n"
+            ));
+            assert!(
+                err.contains(&format!("line 4: {expected}")),
+                "{webhook}: {err}"
+            );
+        }
         // Retries that would call a failing API without pause.
         for (retry, expected) in [
             (

@@ -122,11 +122,34 @@ pub struct WebhookTrigger {
     /// The signing secret, as a reference (`env:NAME` or `file:KEY`).
     pub secret: SecretRef,
     /// How far a delivery's timestamp may be from now.
-    #[serde(default = "default_tolerance")]
+    #[serde(default = "default_tolerance", deserialize_with = "tolerance")]
     pub tolerance: TextDuration,
     /// The largest body accepted; a larger one gets 413.
-    #[serde(default = "default_max_body")]
+    #[serde(default = "default_max_body", deserialize_with = "max_body_bytes")]
     pub max_body_bytes: usize,
+}
+
+/// How far a signed timestamp may be from now: whole seconds (the schemes
+/// sign seconds), and at most an hour, since beyond the tolerance is what
+/// keeps a delivery captured on its way from being sent again later.
+pub const TOLERANCE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(60 * 60);
+
+/// The largest body a webhook may take: it is held in memory until its
+/// signature is checked, so before anyone is known.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+fn tolerance<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TextDuration, D::Error> {
+    crate::config::range::within_duration(d, "tolerance", TOLERANCE).map(TextDuration)
+}
+
+fn max_body_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    crate::config::range::within(
+        d,
+        "max-body-bytes",
+        1..=MAX_BODY_BYTES,
+        "a body is held in memory until its signature is checked",
+    )
 }
 
 fn default_tolerance() -> TextDuration {
