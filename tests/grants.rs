@@ -212,4 +212,44 @@ description = "the key\n  + http { host = \"evil.example\" }"
             out.stdout
         );
     }
+
+    // A credential's name and a path prefix are shown as they are, so a
+    // manifest whose name or prefix holds a line break does not load.
+    for (field, manifest) in [
+        (
+            "capabilities.credentials[0].name",
+            r#"name = "api-key\n  + http { host = \"evil.example\" }""#,
+        ),
+        (
+            "capabilities.http[0].path-prefix",
+            r#"name = "api-key"
+[[capabilities.http]]
+host = "api.example.com"
+methods = ["GET"]
+path-prefix = "/v1/\n  + http { host = \"evil.example\" }""#,
+        ),
+    ] {
+        scratch.write(
+            "forge.toml",
+            format!(
+                "contract = \"0.1.0\"\nname = \"forge\"\nversion = \"0.2.0\"\n[[capabilities.credentials]]\n{manifest}\n"
+            ),
+        );
+        let plugins = run(scratch.causeway().arg("plugins"));
+        assert!(
+            plugins.stdout.contains(&format!("forge.toml: {field} ")),
+            "{field}:\n{}",
+            plugins.stdout
+        );
+        let grants = run(scratch.causeway().arg("grants"));
+        let inspect = run(scratch.causeway().args(["inspect", "forge"]));
+        for (command, out) in [
+            ("plugins", plugins),
+            ("grants", grants),
+            ("inspect", inspect),
+        ] {
+            let text = format!("{}{}", out.stdout, out.stderr);
+            assert!(!forged(&text), "{field}, {command}:\n{text}");
+        }
+    }
 }

@@ -219,6 +219,23 @@ impl Manifest {
         for (i, rule) in self.capabilities.http.iter().enumerate() {
             rule.validate(&format!("capabilities.http[{i}]"))?;
         }
+        let mut named = std::collections::BTreeSet::new();
+        for (i, credential) in self.capabilities.credentials.iter().enumerate() {
+            // Operators type it (`--secret NAME=env:VAR`) and read it on a
+            // line of what is requested and approved.
+            if !is_credential_name(&credential.name) {
+                return Err(format!(
+                    "capabilities.credentials[{i}].name {:?} is not a credential name: use 1-64 letters, digits, '-', '_' and '.'",
+                    credential.name
+                ));
+            }
+            if !named.insert(credential.name.as_str()) {
+                return Err(format!(
+                    "capabilities.credentials[{i}].name {:?} is requested twice",
+                    credential.name
+                ));
+            }
+        }
         if let Some(schema) = &self.config_schema
             && !schema.is_object()
         {
@@ -251,6 +268,15 @@ pub fn is_plugin_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
+}
+
+/// Whether `name` is a valid credential name.
+pub fn is_credential_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn is_version(version: &str) -> bool {
@@ -287,6 +313,31 @@ type = "object"
         assert_eq!(m.capabilities.http[0].scheme, "https");
         assert_eq!(m.worlds, Some(vec![World::Source]));
         assert_eq!(m.config_schema.unwrap()["type"], "object");
+    }
+
+    #[test]
+    fn credential_names_are_names_and_asked_for_once() {
+        let with = |names: &[&str]| {
+            let mut text = GOOD.replace("[config-schema]\ntype = \"object\"\n", "");
+            for name in names {
+                text.push_str(&format!("[[capabilities.credentials]]\nname = {name:?}\n"));
+            }
+            Manifest::parse(&text, "m.toml")
+        };
+        assert!(with(&["crm-token", "api_key.v2"]).is_ok());
+        for bad in ["", "a=b", "a b", "key\n  + http", &"k".repeat(65)] {
+            let err = with(&[bad]).unwrap_err().to_string();
+            assert!(
+                err.contains("capabilities.credentials[0].name")
+                    && err.contains("not a credential name"),
+                "{bad:?}: {err}"
+            );
+        }
+        let err = with(&["t", "t"]).unwrap_err().to_string();
+        assert!(
+            err.contains("capabilities.credentials[1].name \"t\" is requested twice"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -113,6 +113,18 @@ impl HttpRule {
                 self.path_prefix
             ));
         }
+        // No request path holds them (they are percent-encoded), and a
+        // prefix is shown on a line of what is requested and granted.
+        if self
+            .path_prefix
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(format!(
+                "{at}.path-prefix {:?} holds a space or a control character: write it percent-encoded, as a request's path has it",
+                self.path_prefix
+            ));
+        }
         Ok(())
     }
 
@@ -519,6 +531,20 @@ mod tests {
             rule("https", "a", None, &["GET"], "/a/../b")
                 .validate("r")
                 .is_err()
+        );
+        for prefix in ["/a b", "/a\n  + http", "/a\t", "/a\u{7f}"] {
+            let err = rule("https", "a", None, &["GET"], prefix)
+                .validate("r")
+                .unwrap_err();
+            assert!(
+                err.starts_with("r.path-prefix") && err.contains("percent-encoded"),
+                "{prefix:?}: {err}"
+            );
+        }
+        assert!(
+            rule("https", "a", None, &["GET"], "/a%20b/%E2%82%AC")
+                .validate("r")
+                .is_ok()
         );
     }
 }
