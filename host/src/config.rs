@@ -314,6 +314,19 @@ pub(crate) mod range {
         .map(Some)
     }
 
+    /// How long a plugin file written in place must stay unchanged: past
+    /// ten minutes it is more likely "300m" for "300ms" than a wish, and
+    /// a file copied in would wait hours to load.
+    pub const RELOAD_SETTLE: RangeInclusive<Duration> =
+        Duration::ZERO..=Duration::from_secs(10 * 60);
+
+    /// `reload-settle`: within [`RELOAD_SETTLE`].
+    pub fn reload_settle<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<TextDuration>, D::Error> {
+        within_duration(d, "reload-settle", RELOAD_SETTLE).map(|t| Some(TextDuration(t)))
+    }
+
     /// `call-timeout`: within [`CALL_TIMEOUT`].
     pub fn call_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TextDuration>, D::Error> {
         within_duration(d, "call-timeout", CALL_TIMEOUT).map(|t| Some(TextDuration(t)))
@@ -465,6 +478,7 @@ struct ConfigFile {
     plugins_dir: Option<PathBuf>,
     grants: Option<PathBuf>,
     secrets_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "range::reload_settle")]
     reload_settle: Option<TextDuration>,
     #[serde(default)]
     limits: LimitsConfig,
@@ -1001,6 +1015,12 @@ mod tests {
                 "{webhook}: {err}"
             );
         }
+        // A file written in place that would wait hours to load.
+        let err = load("reload-settle = \"300m\"\n");
+        assert!(
+            err.contains("line 1: reload-settle = \"5h\": must be from 0s to 10m"),
+            "{err}"
+        );
         // Retries that would call a failing API without pause.
         for (retry, expected) in [
             (
