@@ -1015,6 +1015,14 @@ mod tests {
                 "{webhook}: {err}"
             );
         }
+        // Dead letters forgotten before anyone could replay them.
+        let err = load(
+            "[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\ndlq-retention = \"30m\"\n",
+        );
+        assert!(
+            err.contains("line 5: dlq-retention = \"30m\" is shorter than an hour"),
+            "{err}"
+        );
         // A file written in place that would wait hours to load.
         let err = load("reload-settle = \"300m\"\n");
         assert!(

@@ -52,7 +52,7 @@ pub struct PipelineConfig {
     pub retry: RetryConfig,
     /// How long dead letters (and processed webhook deliveries, the
     /// window in which a redelivery is recognised) are kept.
-    #[serde(default = "default_retention")]
+    #[serde(default = "default_retention", deserialize_with = "dlq_retention")]
     pub dlq_retention: TextDuration,
     /// How long the run history is kept (the newest run, and the newest
     /// that ended well, are kept whatever their age).
@@ -72,6 +72,24 @@ pub struct PipelineConfig {
 /// How long dead letters are kept unless a pipeline says otherwise, and
 /// those of a pipeline no longer configured.
 pub const DEFAULT_DLQ_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The shortest `dlq-retention`: dead letters are records kept for an
+/// operator to replay, and shorter is more likely "30m" (minutes) for
+/// "30M" (months) than a wish; it is also the window a redelivery is
+/// recognised in.
+pub const MIN_DLQ_RETENTION: Duration = Duration::from_secs(60 * 60);
+
+fn dlq_retention<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TextDuration, D::Error> {
+    let retention = TextDuration::deserialize(d)?;
+    if retention.0 < MIN_DLQ_RETENTION {
+        return Err(serde::de::Error::custom(format!(
+            "dlq-retention = {:?} is shorter than an hour: dead letters would be forgotten \
+             before anyone could replay them (\"1m\" is a minute, \"1M\" a month)",
+            humantime::format_duration(retention.0).to_string()
+        )));
+    }
+    Ok(retention)
+}
 
 fn default_retention() -> TextDuration {
     TextDuration(DEFAULT_DLQ_RETENTION)
