@@ -327,6 +327,27 @@ pub(crate) mod range {
         within_duration(d, "reload-settle", RELOAD_SETTLE).map(|t| Some(TextDuration(t)))
     }
 
+    /// The shortest `[audit] retention`: the host prunes by it every hour,
+    /// and shorter is more likely "90m" (minutes) for "90M" (months) than
+    /// a wish to keep what plugins did for less than a day.
+    pub const MIN_AUDIT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// `[audit] retention`: at least [`MIN_AUDIT_RETENTION`].
+    pub fn audit_retention<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<TextDuration>, D::Error> {
+        let TextDuration(retention) = TextDuration::deserialize(d)?;
+        if retention < MIN_AUDIT_RETENTION {
+            return Err(D::Error::custom(format!(
+                "retention = {:?} is shorter than a day: the audit log would be pruned of it \
+                 every hour (\"90m\" is ninety minutes, \"90M\" ninety months); \
+                 `causeway audit prune --older-than` prunes once",
+                humantime::format_duration(retention).to_string()
+            )));
+        }
+        Ok(Some(TextDuration(retention)))
+    }
+
     /// `call-timeout`: within [`CALL_TIMEOUT`].
     pub fn call_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TextDuration>, D::Error> {
         within_duration(d, "call-timeout", CALL_TIMEOUT).map(|t| Some(TextDuration(t)))
@@ -442,6 +463,7 @@ pub struct PluginConfig {
     expecting = "a table such as { retention = \"365days\" }"
 )]
 struct AuditFile {
+    #[serde(default, deserialize_with = "range::audit_retention")]
     retention: Option<TextDuration>,
     key_file: Option<PathBuf>,
     head_file: Option<PathBuf>,
@@ -1015,6 +1037,12 @@ mod tests {
                 "{webhook}: {err}"
             );
         }
+        // An audit log pruned of what plugins did an hour ago.
+        let err = load("[audit]\nretention = \"90m\"\n");
+        assert!(
+            err.contains("line 2: retention = \"1h 30m\" is shorter than a day"),
+            "{err}"
+        );
         // Dead letters forgotten before anyone could replay them.
         let err = load(
             "[pipelines.p]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\ndlq-retention = \"30m\"\n",
