@@ -368,6 +368,40 @@ fn with_the_mailer_down_for_a_while_nothing_is_lost() {
     w.wait_until_idle();
 }
 
+/// A run backing off says so where operators look, with the error it
+/// backs off from, not only once the budget is spent.
+#[test]
+fn a_run_backing_off_shows_why_and_until_when_in_causeway_pipelines() {
+    let w = world("initial = \"1s\"\nmax = \"2s\"\nbudget = \"1m\"\n");
+    w.mailer.faults().set_down(true);
+    let expected = create(&w.crm, 3);
+    let _host = w.start();
+    let reason = wait_until(
+        "the pipeline saying it backs off",
+        Duration::from_secs(20),
+        || {
+            let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+            let reason = pipelines[0]["reason"].as_str()?.to_string();
+            (pipelines[0]["state"] == "running" && reason.contains("backing off")).then_some(reason)
+        },
+    );
+    assert!(
+        reason.contains("write mailer-sink")
+            && reason.contains("retrying at ")
+            && reason.contains("503"),
+        "{reason}"
+    );
+    let shown = run(w.scratch.causeway().arg("pipelines"));
+    assert!(shown.stdout.contains("backing off"), "{}", shown.stdout);
+
+    // Once the mailer is back, the note goes with the wait.
+    w.mailer.faults().set_down(false);
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    w.wait_until_idle();
+    let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+    assert_eq!(pipelines[0]["reason"], Value::Null, "{pipelines:#}");
+}
+
 /// The mission's shape: one source, two sinks that speak unlike APIs (the
 /// mailer's batches, the calendar's request per record).
 #[test]

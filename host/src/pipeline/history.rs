@@ -137,13 +137,14 @@ pub fn set_running(conn: &Connection, pipeline: &str, deliveries: bool) -> rusql
     Ok(())
 }
 
-/// A run waiting as an API asked, as recorded.
+/// A run waiting, as recorded: as an API asked, or backing off.
 #[derive(Debug, Clone)]
 pub struct Waiting {
     /// Why, as the operator reads it.
     pub reason: String,
-    /// Until when (RFC 3339).
-    pub until: String,
+    /// Until when the API asked (RFC 3339), which a host restarted
+    /// meanwhile waits out too; `None` for the pipeline's own backoff.
+    pub until: Option<String>,
     /// It is the source's read that waits: webhook deliveries go on.
     pub reads_only: bool,
 }
@@ -162,7 +163,7 @@ pub fn note_waiting(
         params![
             pipeline,
             waiting.map(|w| &w.reason),
-            waiting.map(|w| &w.until),
+            waiting.and_then(|w| w.until.as_ref()),
             waiting.is_some_and(|w| w.reads_only),
             crate::audit::now()
         ],
@@ -518,7 +519,7 @@ mod tests {
         let reason = |conn: &Connection| state(conn, "p").unwrap().unwrap().reason;
         let waiting = Waiting {
             reason: "waiting until T".into(),
-            until: "T".into(),
+            until: Some("T".into()),
             reads_only: true,
         };
         set_running(&conn, "p", false).unwrap();
@@ -544,7 +545,7 @@ mod tests {
         };
         let waiting = Waiting {
             reason: "read s: waiting until T".into(),
-            until: "T".into(),
+            until: Some("T".into()),
             reads_only: true,
         };
         let recorded = (

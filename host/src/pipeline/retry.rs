@@ -146,7 +146,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
 {
-    retry_spending_waits(config, what, step, |wait| pause(wait.duration, stop)).await
+    retry_spending_waits(config, what, step, |wait, _| pause(wait.duration, stop)).await
 }
 
 /// Sleeps `wait`, unless the host stops first.
@@ -157,8 +157,9 @@ pub async fn pause(wait: Duration, stop: &Stop) -> Result<(), GaveUp> {
     }
 }
 
-/// [`retry`], each wait spent in `spend`, which may do other work
-/// meanwhile and ends the retries by failing.
+/// [`retry`], each wait spent in `spend` (given the wait and the error it
+/// follows), which may do other work meanwhile and ends the retries by
+/// failing.
 pub async fn retry_spending_waits<T, F, Fut, S, SFut>(
     config: &RetryConfig,
     what: &str,
@@ -168,7 +169,7 @@ pub async fn retry_spending_waits<T, F, Fut, S, SFut>(
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
-    S: FnMut(Wait) -> SFut,
+    S: FnMut(Wait, String) -> SFut,
     SFut: Future<Output = Result<(), GaveUp>>,
 {
     let mut spent = Duration::ZERO;
@@ -221,7 +222,7 @@ where
                 }
             }
         };
-        spend(wait).await?;
+        spend(wait, error.to_string()).await?;
     }
 }
 
@@ -403,7 +404,7 @@ mod tests {
             &config(),
             "step",
             || async { Err(unavailable(Duration::from_millis(700))) },
-            |wait| {
+            |wait, _| {
                 waits.push(wait);
                 async { Ok(()) }
             },
@@ -442,7 +443,7 @@ mod tests {
             &config(),
             "step",
             || async { Err(failure(FailureKind::Transient, None)) },
-            |wait| {
+            |wait, _| {
                 waits.push(wait);
                 async { Err(GaveUp::Meanwhile(RunEnd::Paused)) }
             },

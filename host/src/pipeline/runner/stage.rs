@@ -252,7 +252,8 @@ impl Runner {
                     asked: true,
                     unavailable: false,
                 };
-                self.waiting_as_asked(what, asked, false, self.wait_out(asked, stop))
+                let why = first_reason.as_deref().unwrap_or_default();
+                self.waiting_as_asked(what, asked, why, false, self.wait_out(asked, stop))
                     .await
                     .map_err(|gave_up| ended(what, gave_up))?;
                 pending = again;
@@ -306,9 +307,19 @@ impl Runner {
                 asked: false,
                 unavailable: unavailable == Some(wait),
             };
-            self.waiting_as_asked(what, backing_off, false, self.wait_out(backing_off, stop))
-                .await
-                .map_err(|gave_up| ended(what, gave_up))?;
+            let noted = format!(
+                "{} records ({keys}) to retry{why}: {last_reason}",
+                again.len()
+            );
+            self.waiting_as_asked(
+                what,
+                backing_off,
+                &noted,
+                false,
+                self.wait_out(backing_off, stop),
+            )
+            .await
+            .map_err(|gave_up| ended(what, gave_up))?;
             spent += wait;
             attempt += 1;
             pending = again;
@@ -541,7 +552,13 @@ impl Runner {
             config,
             what,
             || installed.call_warm(&self.runtime.engine, operation(), &context),
-            |wait| self.waiting_as_asked(what, wait, reads_only, spend(wait)),
+            |wait, why| {
+                let spent = spend(wait);
+                async move {
+                    self.waiting_as_asked(what, wait, &why, reads_only, spent)
+                        .await
+                }
+            },
         )
         .await;
         // Given up on an API down for longer than the budget: the circuit
@@ -554,29 +571,41 @@ impl Runner {
         tried
     }
 
-    /// Spends `wait` in `spent`. One the third party asked for (a rate
-    /// limit's, or as long as an unavailable API said) is said in the
+    /// Spends `wait`, which follows `why`, in `spent`, saying so in the
     /// pipeline's state meanwhile when it is long enough to be seen there:
-    /// `causeway pipelines` shows the run waiting, and until when, and a
-    /// host restarted meanwhile waits too (the whole pipeline, or the
-    /// source's reads only when it is their wait).
+    /// `causeway pipelines` shows the run waiting, until when and why. One
+    /// the third party asked for (a rate limit's, or as long as an
+    /// unavailable API said) a host restarted meanwhile waits too (the
+    /// whole pipeline, or the source's reads only when it is their wait);
+    /// the pipeline's own backoff it does not.
     async fn waiting_as_asked(
         &self,
         what: &str,
         wait: Wait,
+        why: &str,
         reads_only: bool,
         spent: impl std::future::Future<Output = Result<(), GaveUp>>,
     ) -> Result<(), GaveUp> {
-        if !(wait.asked || wait.unavailable) || wait.duration < NOTE_WAITS_FROM {
+        if wait.duration < NOTE_WAITS_FROM {
             return spent.await;
         }
         let until = history::until_text(std::time::SystemTime::now() + wait.duration);
-        let reason =
-            format!("{what}: waiting until {until} to try again, as the API asked (Retry-After)");
-        let waiting = history::Waiting {
-            reason,
-            until,
-            reads_only,
+        let waiting = if wait.asked || wait.unavailable {
+            history::Waiting {
+                reason: format!(
+                    "{what}: waiting until {until} to try again, as the API asked (Retry-After)"
+                ),
+                until: Some(until),
+                reads_only,
+            }
+        } else {
+            history::Waiting {
+                reason: format!(
+                    "{what}: retrying at {until}, backing off (spending the retry budget): {why}"
+                ),
+                until: None,
+                reads_only: false,
+            }
         };
         let depth = {
             let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
