@@ -402,6 +402,56 @@ fn a_run_backing_off_shows_why_and_until_when_in_causeway_pipelines() {
     assert_eq!(pipelines[0]["reason"], Value::Null, "{pipelines:#}");
 }
 
+/// Against an API that fails slowly (each call cut off by its deadline),
+/// the note stays through the calls it waited for, not only the waits.
+#[test]
+fn a_backoff_note_stays_through_the_slow_calls_it_waits_for() {
+    let w = World::new(
+        3,
+        "[plugins.mailer-sink.limits]\ncall-timeout = \"1s\"\n",
+        r#"
+[pipelines.contacts-to-mailer]
+every = "200ms"
+source = { plugin = "crm-source", stream = "contacts" }
+transforms = [{ plugin = "map-fullname" }]
+sinks = [{ plugin = "mailer-sink" }]
+
+[pipelines.contacts-to-mailer.retry]
+initial = "2s"
+max = "2s"
+budget = "1m"
+"#,
+    );
+    w.mailer
+        .faults()
+        .inject(Fault::Slow(Duration::from_secs(5)), 3);
+    let expected = create(&w.crm, 3);
+    let _host = w.start();
+    let reason = || {
+        let pipelines = run_json(w.scratch.causeway().args(["pipelines", "--json"]));
+        pipelines[0]["reason"].as_str().map(str::to_string)
+    };
+    wait_until("the first backoff noted", Duration::from_secs(20), || {
+        reason().filter(|r| r.contains("backing off"))
+    });
+    // The next slow call (1 s) and the wait after it (1 to 2 s, jittered).
+    let start = std::time::Instant::now();
+    let mut samples = 0;
+    while start.elapsed() < Duration::from_millis(2500) {
+        let now = reason();
+        assert!(
+            now.as_deref().is_some_and(|r| r.contains("backing off")),
+            "after {:?}, {samples} samples: {now:?}",
+            start.elapsed()
+        );
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    w.wait_for_subscribers(&expected, Duration::from_secs(20));
+    w.wait_until_idle();
+    assert_eq!(reason(), None);
+}
+
 /// The mission's shape: one source, two sinks that speak unlike APIs (the
 /// mailer's batches, the calendar's request per record).
 #[test]

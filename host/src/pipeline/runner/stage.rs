@@ -253,7 +253,7 @@ impl Runner {
                     unavailable: false,
                 };
                 let why = first_reason.as_deref().unwrap_or_default();
-                self.waiting_as_asked(what, asked, why, false, self.wait_out(asked, stop))
+                self.waiting_as_asked(what, asked, (why, false, false), self.wait_out(asked, stop))
                     .await
                     .map_err(|gave_up| ended(what, gave_up))?;
                 pending = again;
@@ -314,8 +314,7 @@ impl Runner {
             self.waiting_as_asked(
                 what,
                 backing_off,
-                &noted,
-                false,
+                (&noted, false, false),
                 self.wait_out(backing_off, stop),
             )
             .await
@@ -548,19 +547,38 @@ impl Runner {
         let context = self.context(bound);
         let installed = &bound.installed;
         let mut spend = spend;
+        // A backoff's note stays through the call it waited for (an API
+        // that times out takes longer to fail than the wait): said until
+        // the step succeeds or gives up.
+        let backed_off = std::sync::atomic::AtomicBool::new(false);
         let tried = retry_spending_waits(
             config,
             what,
             || installed.call_warm(&self.runtime.engine, operation(), &context),
             |wait, why| {
                 let spent = spend(wait);
+                let backed_off = &backed_off;
                 async move {
-                    self.waiting_as_asked(what, wait, &why, reads_only, spent)
-                        .await
+                    let kept = self
+                        .waiting_as_asked(what, wait, (&why, reads_only, true), spent)
+                        .await?;
+                    if kept {
+                        backed_off.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(())
                 }
             },
         )
         .await;
+        if backed_off.into_inner() && !matches!(tried, Err(GaveUp::Interrupted)) {
+            let outer = self
+                .waits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last()
+                .cloned();
+            self.note_waiting(outer).await;
+        }
         // Given up on an API down for longer than the budget: the circuit
         // waits until it said it would be back.
         if let Err(GaveUp::Exhausted(CallError::Plugin { error, .. })) = &tried
@@ -577,18 +595,20 @@ impl Runner {
     /// the third party asked for (a rate limit's, or as long as an
     /// unavailable API said) a host restarted meanwhile waits too (the
     /// whole pipeline, or the source's reads only when it is their wait);
-    /// the pipeline's own backoff it does not.
+    /// the pipeline's own backoff it does not. With `keep_backoff`, the
+    /// note of a backoff is left for the caller to take back (answering
+    /// true), so it stays through the call retried.
     async fn waiting_as_asked(
         &self,
         what: &str,
         wait: Wait,
-        why: &str,
-        reads_only: bool,
+        (why, reads_only, keep_backoff): (&str, bool, bool),
         spent: impl std::future::Future<Output = Result<(), GaveUp>>,
-    ) -> Result<(), GaveUp> {
+    ) -> Result<bool, GaveUp> {
         if wait.duration < NOTE_WAITS_FROM {
-            return spent.await;
+            return spent.await.map(|()| false);
         }
+        let backoff = !(wait.asked || wait.unavailable);
         let until = history::until_text(std::time::SystemTime::now() + wait.duration);
         let waiting = if wait.asked || wait.unavailable {
             history::Waiting {
@@ -619,11 +639,12 @@ impl Runner {
             waits.truncate(depth - 1);
             waits.last().cloned()
         };
+        let kept = keep_backoff && backoff && result.is_ok();
         // The host stopping: the next one waits out the rest.
-        if !matches!(result, Err(GaveUp::Interrupted)) {
+        if !kept && !matches!(result, Err(GaveUp::Interrupted)) {
             self.note_waiting(outer).await;
         }
-        result
+        result.map(|()| kept)
     }
 
     /// Sleeps `wait` before a retry. A wait of a second or more (a backoff
