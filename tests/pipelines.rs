@@ -1958,6 +1958,15 @@ fn a_maintenance_past_the_budget_holds_the_circuit_until_its_retry_after() {
         (t.refused, t.early)
     };
     assert_eq!(counts(), (1, 0));
+    // The table says when, too.
+    let shown = run(w.causeway().arg("pipelines"));
+    assert!(
+        shown
+            .stdout
+            .contains(&format!("(the circuit lets a run try again at {until})")),
+        "{}",
+        shown.stdout
+    );
 
     // A restarted host (say, upgraded) holds the circuit too: it does not
     // pull at start into the maintenance.

@@ -120,9 +120,17 @@ impl Opts {
         );
         let out = super::table::with_notes(
             table,
-            statuses
-                .iter()
-                .filter_map(|s| Some(format!("{}: {}", s.name, s.reason.as_ref()?))),
+            statuses.iter().filter_map(|s| {
+                // When an open circuit lets the next run try: the table
+                // has no room for it, and an operator waits on it.
+                let probes = match (&s.circuit_until, s.state == "circuit-open") {
+                    (Some(until), true) => {
+                        format!(" (the circuit lets a run try again at {until})")
+                    }
+                    _ => String::new(),
+                };
+                Some(format!("{}: {}{probes}", s.name, s.reason.as_ref()?))
+            }),
         );
         super::print(&out)?;
         Ok(ExitCode::SUCCESS)
