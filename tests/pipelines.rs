@@ -2756,7 +2756,7 @@ fn an_auth_error_stops_the_pipeline_with_a_visible_reason() {
     let out = run(w.scratch.causeway().args(["pipelines"]));
     assert!(
         out.stdout
-            .contains("\n\ncontacts-to-mailer: pipeline contacts-to-mailer: write mailer-sink"),
+            .contains("\n\ncontacts-to-mailer: write mailer-sink"),
         "{}",
         out.stdout
     );

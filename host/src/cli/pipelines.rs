@@ -129,7 +129,12 @@ impl Opts {
                     }
                     _ => String::new(),
                 };
-                Some(format!("{}: {}{probes}", s.name, s.reason.as_ref()?))
+                // A run's error names its pipeline, which the note does.
+                let reason = s.reason.as_deref()?;
+                let reason = reason
+                    .strip_prefix(&format!("pipeline {}: ", s.name))
+                    .unwrap_or(reason);
+                Some(format!("{}: {reason}{probes}", s.name))
             }),
         );
         super::print(&out)?;
