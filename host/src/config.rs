@@ -260,6 +260,37 @@ pub struct LimitsConfig {
     pub fuel: Option<u64>,
 }
 
+/// `path` as written in a file in `base`: absolute as it is, else joined
+/// to `base` with each `..` taken back where the folder it leaves is a
+/// real one, so messages say `causeway-data/audit.key`, not
+/// `causeway-data/demo/../audit.key`. Out of a symbolic link `..` leads
+/// to the target's parent, which only the file system knows: kept there.
+fn beside(base: &Path, path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        return path;
+    }
+    let mut out = base.to_path_buf();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                let real_folder =
+                    out.file_name().is_some() && out.symlink_metadata().is_ok_and(|m| m.is_dir());
+                if real_folder {
+                    out.pop();
+                } else {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 /// The values a limit may take. A limit no plugin could run under (zero
 /// memory, a call with no time) or one the engine cannot give (more than
 /// wasm32's 4 GiB, more than a pool slot holds) is refused where it is
@@ -644,7 +675,7 @@ impl Config {
     }
 
     fn from_file(parsed: ConfigFile, file: Option<PathBuf>, base: &Path) -> Config {
-        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let resolve = |p: PathBuf| beside(base, p);
         let data_dir = resolve(parsed.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
         let audit = AuditConfig {
             retention: parsed.audit.retention.map(|d| d.0),
@@ -929,6 +960,31 @@ mod tests {
         assert_eq!(parsed.limits.memory_mb, Some(4096));
         assert_eq!(parsed.engine.max_instances, 10_000);
         assert_eq!(parsed.engine.max_plugin_bytes(), 4 << 30);
+    }
+
+    #[test]
+    fn a_parent_folder_is_taken_back_only_out_of_a_real_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("data/demo")).unwrap();
+        std::fs::create_dir_all(root.join("elsewhere/sub")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere/sub"), root.join("link")).unwrap();
+        let demo = root.join("data/demo");
+        assert_eq!(
+            beside(&demo, "../audit.key".into()),
+            root.join("data/audit.key")
+        );
+        assert_eq!(beside(&demo, "./plugins".into()), demo.join("plugins"));
+        assert_eq!(beside(&demo, "/etc/x".into()), PathBuf::from("/etc/x"));
+        // Out of a link, `..` is the target's parent: left to the system.
+        assert_eq!(
+            beside(&root.join("link"), "../x".into()),
+            root.join("link/../x")
+        );
+        assert_eq!(
+            beside(&root.join("missing"), "../x".into()),
+            root.join("missing/../x")
+        );
     }
 
     #[test]
