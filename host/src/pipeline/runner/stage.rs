@@ -610,7 +610,7 @@ impl Runner {
         }
         let backoff = !(wait.asked || wait.unavailable);
         let until = history::until_text(std::time::SystemTime::now() + wait.duration);
-        let waiting = if wait.asked || wait.unavailable {
+        let waiting = if !backoff {
             history::Waiting {
                 reason: format!(
                     "{what}: waiting until {until} to try again, as the API asked (Retry-After)"
