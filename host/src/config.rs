@@ -334,6 +334,33 @@ pub(crate) mod range {
         }
     }
 
+    /// A count or size of at least one, or an error naming `key` and why
+    /// none will not do. Zero is refused rather than read: many tools take
+    /// it for "no limit", and here it would be a limit nothing fits in.
+    pub(crate) fn at_least_one<'de, D, T>(d: D, key: &str, why: &str) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + PartialEq + Default,
+    {
+        let value = T::deserialize(d)?;
+        if value == T::default() {
+            return Err(D::Error::custom(format!(
+                "{key} = 0: must be at least 1 ({why}; 0 is not \"no limit\")"
+            )));
+        }
+        Ok(value)
+    }
+
+    /// `cache-max-mb`: at least one.
+    pub fn cache_max_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        at_least_one(
+            d,
+            "cache-max-mb",
+            "with no room the cache keeps one compiled plugin, and a restart compiles the rest again",
+        )
+        .map(Some)
+    }
+
     /// `memory-mb`: within [`MEMORY_MB`].
     pub fn memory_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
         within(
@@ -527,6 +554,7 @@ struct ConfigFile {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "range::cache_max_mb")]
     cache_max_mb: Option<u64>,
     plugins_dir: Option<PathBuf>,
     grants: Option<PathBuf>,
@@ -1105,6 +1133,12 @@ mod tests {
         );
         assert!(
             err.contains("line 5: dlq-retention = \"30m\" is shorter than an hour"),
+            "{err}"
+        );
+        // A cache with no room: not "no limit".
+        let err = load("cache-max-mb = 0\n");
+        assert!(
+            err.contains("line 1: cache-max-mb = 0: must be at least 1"),
             "{err}"
         );
         // A file written in place that would wait hours to load.

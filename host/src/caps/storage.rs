@@ -28,11 +28,19 @@ pub const MAX_KEY_BYTES: usize = 1024;
 )]
 pub struct StorageGrant {
     /// The most bytes (keys and values) the plugin may keep.
-    #[serde(default = "default_quota_bytes")]
+    #[serde(default = "default_quota_bytes", deserialize_with = "quota_bytes")]
     pub quota_bytes: u64,
     /// The most keys the plugin may keep.
-    #[serde(default = "default_quota_keys")]
+    #[serde(default = "default_quota_keys", deserialize_with = "quota_keys")]
     pub quota_keys: u64,
+}
+
+fn quota_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    crate::config::range::at_least_one(d, "quota-bytes", "nothing could be stored")
+}
+
+fn quota_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    crate::config::range::at_least_one(d, "quota-keys", "no key could be stored")
 }
 
 impl Default for StorageGrant {

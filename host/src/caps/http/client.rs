@@ -26,11 +26,17 @@ use super::tape::Tape;
 )]
 pub struct HttpLimits {
     /// The largest request body, in bytes.
-    #[serde(default = "default_request_bytes")]
+    #[serde(
+        default = "default_request_bytes",
+        deserialize_with = "at_least::max_request_bytes"
+    )]
     pub max_request_bytes: u64,
     /// The largest response body, in bytes: a larger one is cut off while
     /// streaming and fails as too large.
-    #[serde(default = "default_response_bytes")]
+    #[serde(
+        default = "default_response_bytes",
+        deserialize_with = "at_least::max_response_bytes"
+    )]
     pub max_response_bytes: u64,
     /// The longest one request may take (never past the call's deadline).
     #[serde(
@@ -59,24 +65,23 @@ pub struct HttpLimits {
     pub burst: u32,
 }
 
-/// HTTP limits under which no request could go (no time, no rate, no slot)
-/// are refused where they are written, naming the key, as `[limits]` are:
-/// not every request failing later, nor a zero quietly taken as one.
-/// Sizes and redirects may be zero: a plugin sending no bodies, or
-/// following no redirects, runs under them.
+/// HTTP limits under which no request could go (no time, no rate, no slot,
+/// no room for a body) are refused where they are written, naming the key,
+/// as `[limits]` are: not every request failing later, nor a zero quietly
+/// taken as one. `max-redirects` may be 0: no redirects followed.
 mod at_least {
     use std::time::Duration;
 
-    use serde::de::{Deserialize, Deserializer, Error};
+    use serde::Deserializer;
 
-    use crate::config::range::{CALL_TIMEOUT, within_duration};
+    use crate::config::range::{CALL_TIMEOUT, at_least_one, within_duration};
 
     pub fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         within_duration(d, "timeout", CALL_TIMEOUT)
     }
 
     pub fn max_concurrent<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-        one_or_more(
+        at_least_one(
             d,
             "max-concurrent",
             "with none in flight no request could go",
@@ -84,7 +89,7 @@ mod at_least {
     }
 
     pub fn requests_per_second<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-        one_or_more(
+        at_least_one(
             d,
             "requests-per-second",
             "at a rate of none no request could go",
@@ -92,16 +97,19 @@ mod at_least {
     }
 
     pub fn burst<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-        one_or_more(d, "burst", "a bucket holding none lets no request go")
+        at_least_one(d, "burst", "a bucket holding none lets no request go")
     }
 
-    fn one_or_more<'de, D: Deserializer<'de>>(d: D, key: &str, why: &str) -> Result<u32, D::Error> {
-        match u32::deserialize(d)? {
-            0 => Err(D::Error::custom(format!(
-                "{key} = 0: must be at least 1 ({why})"
-            ))),
-            n => Ok(n),
-        }
+    pub fn max_request_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        at_least_one(d, "max-request-bytes", "no request with a body could go")
+    }
+
+    pub fn max_response_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        at_least_one(
+            d,
+            "max-response-bytes",
+            "no response with a body could be read",
+        )
     }
 }
 
