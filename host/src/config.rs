@@ -464,22 +464,17 @@ pub(crate) mod range {
 
     /// `fuel`: at least one unit.
     pub fn fuel<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        match u64::deserialize(d)? {
-            0 => Err(D::Error::custom(
-                "fuel = 0: must be at least 1 (a call with none could not start)",
-            )),
-            n => Ok(Some(n)),
-        }
+        at_least_one(d, "fuel", "a call with none could not start").map(Some)
     }
 
     /// `resources`: at least one.
     pub fn resources<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-        match usize::deserialize(d)? {
-            0 => Err(D::Error::custom(
-                "resources = 0: must be at least 1 (a call holding none could not read its input)",
-            )),
-            n => Ok(Some(n)),
-        }
+        at_least_one(
+            d,
+            "resources",
+            "a call holding none could not read its input",
+        )
+        .map(Some)
     }
 }
 
