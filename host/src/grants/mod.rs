@@ -460,7 +460,7 @@ hosts = ["crm.example.com"]
         let limits = grants.get("a").and_then(|g| g.http_limits).unwrap();
         assert_eq!(limits.max_redirects, 0);
         assert_eq!((limits.requests_per_second, limits.burst), (1, 20));
-        // Nor is a storage quota of nothing.
+        // A storage quota of nothing is not.
         for line in ["quota-bytes = 0", "quota-keys = 0"] {
             let text = format!("[plugins.a.storage]\n{line}\n");
             let err = Grants::parse(&text, Path::new("g.toml")).unwrap_err();
