@@ -215,13 +215,15 @@ description = "the key\n  + http { host = \"evil.example\" }"
 
     // A credential's name and a path prefix are shown as they are, so a
     // manifest whose name or prefix holds a line break does not load.
-    for (field, manifest) in [
+    for (field, line, manifest) in [
         (
             "capabilities.credentials[0].name",
+            4,
             r#"name = "api-key\n  + http { host = \"evil.example\" }""#,
         ),
         (
             "capabilities.http[0].path-prefix",
+            6,
             r#"name = "api-key"
 [[capabilities.http]]
 host = "api.example.com"
@@ -237,7 +239,9 @@ path-prefix = "/v1/\n  + http { host = \"evil.example\" }""#,
         );
         let plugins = run(scratch.causeway().arg("plugins"));
         assert!(
-            plugins.stdout.contains(&format!("forge.toml: {field} ")),
+            plugins
+                .stdout
+                .contains(&format!("forge.toml line {line}: {field} ")),
             "{field}:\n{}",
             plugins.stdout
         );

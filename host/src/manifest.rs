@@ -184,9 +184,10 @@ impl Manifest {
     /// Parses and validates manifest text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
         let manifest: Manifest = config::parse_toml(text, origin)?;
-        manifest
-            .validate()
-            .map_err(|message| FileError::at(origin, None, message))?;
+        manifest.validate().map_err(|message| {
+            let line = entry_line(text, &message);
+            FileError::at(origin, line, message)
+        })?;
         Ok(manifest)
     }
 
@@ -270,6 +271,17 @@ pub fn is_plugin_name(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
+/// The line of the `[[capabilities.http]]` or `[[capabilities.credentials]]`
+/// entry a validation message names (`capabilities.http[1].host …`).
+fn entry_line(text: &str, message: &str) -> Option<usize> {
+    let rest = message.strip_prefix("capabilities.")?;
+    let (list, rest) = rest.split_once('[')?;
+    let index = rest.split_once(']')?.0.parse().ok()?;
+    matches!(list, "http" | "credentials")
+        .then(|| config::key_line(text, "capabilities", list, index))
+        .flatten()
+}
+
 /// Whether `name` is a valid credential name.
 pub fn is_credential_name(name: &str) -> bool {
     !name.is_empty()
@@ -336,6 +348,23 @@ type = "object"
         let err = with(&["t", "t"]).unwrap_err().to_string();
         assert!(
             err.contains("capabilities.credentials[1].name \"t\" is requested twice"),
+            "{err}"
+        );
+        // Named at its entry's line: the second `[[capabilities.credentials]]`.
+        let text = GOOD.replace("[config-schema]\ntype = \"object\"\n", "")
+            + "[[capabilities.credentials]]\nname = \"t\"\n[[capabilities.credentials]]\n";
+        let line = text.lines().count();
+        assert!(err.contains(&format!("m.toml line {line}: ")), "{err}");
+        let err = Manifest::parse(&GOOD.replace("GET", "get"), "m.toml")
+            .unwrap_err()
+            .to_string();
+        let line = GOOD
+            .lines()
+            .position(|l| l == "[[capabilities.http]]")
+            .unwrap()
+            + 1;
+        assert!(
+            err.contains(&format!("m.toml line {line}: capabilities.http[0].methods")),
             "{err}"
         );
     }
