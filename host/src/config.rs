@@ -394,16 +394,16 @@ pub(crate) mod range {
     pub fn audit_retention<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<TextDuration>, D::Error> {
-        let TextDuration(retention) = TextDuration::deserialize(d)?;
-        if retention < MIN_AUDIT_RETENTION {
-            return Err(D::Error::custom(format!(
-                "retention = {:?} is shorter than a day: the audit log would be pruned of it \
-                 every hour (\"90m\" is ninety minutes, \"90M\" ninety months); \
-                 `causeway audit prune --older-than` prunes once",
-                humantime::format_duration(retention).to_string()
-            )));
-        }
-        Ok(Some(TextDuration(retention)))
+        let retention = TextDuration::deserialize(d)?;
+        no_shorter_than(
+            "retention",
+            retention.0,
+            (MIN_AUDIT_RETENTION, "a day"),
+            "the audit log would be pruned of it every hour (\"90m\" is ninety minutes, \
+             \"90M\" ninety months); `causeway audit prune --older-than` prunes once",
+        )
+        .map_err(D::Error::custom)?;
+        Ok(Some(retention))
     }
 
     /// `call-timeout`: within [`CALL_TIMEOUT`].
@@ -422,20 +422,42 @@ pub(crate) mod range {
         if range.contains(&value) {
             Ok(value)
         } else {
-            // In hours past a day: humantime writes 24h as "1day".
-            let text = |d: &Duration| match d.as_secs() {
-                s if s > 60 * 60 && s % (60 * 60) == 0 && d.subsec_nanos() == 0 => {
-                    format!("{}h", s / (60 * 60))
-                }
-                _ => humantime::format_duration(*d).to_string(),
-            };
             Err(D::Error::custom(format!(
                 "{key} = {:?}: must be from {} to {}",
                 humantime::format_duration(value).to_string(),
-                text(range.start()),
-                text(range.end())
+                duration_text(*range.start()),
+                duration_text(*range.end())
             )))
         }
+    }
+
+    /// A bound as a message writes it: in hours past an hour (humantime
+    /// writes 24h as "1day").
+    pub(crate) fn duration_text(d: Duration) -> String {
+        match d.as_secs() {
+            s if s > 60 * 60 && s % (60 * 60) == 0 && d.subsec_nanos() == 0 => {
+                format!("{}h", s / (60 * 60))
+            }
+            _ => humantime::format_duration(d).to_string(),
+        }
+    }
+
+    /// `{key} = "VALUE" is shorter than LEAST: WHY` when `value` is under
+    /// `least` (written `least_text`): a duration whose least is more
+    /// likely a slip of its unit ("1m" for "1M") than a wish.
+    pub(crate) fn no_shorter_than(
+        key: &str,
+        value: Duration,
+        (least, least_text): (Duration, &str),
+        why: &str,
+    ) -> Result<(), String> {
+        if value >= least {
+            return Ok(());
+        }
+        Err(format!(
+            "{key} = \"{}\" is shorter than {least_text}: {why}",
+            humantime::format_duration(value)
+        ))
     }
 
     /// `table-elements`: at least one, at most a pool slot's tables hold.

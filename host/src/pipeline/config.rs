@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::TextDuration;
+use crate::config::range::{duration_text, no_shorter_than};
 use crate::secrets::SecretRef;
 use crate::webhook::verify::Scheme;
 
@@ -81,13 +82,14 @@ pub const MIN_DLQ_RETENTION: Duration = Duration::from_secs(60 * 60);
 
 fn dlq_retention<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TextDuration, D::Error> {
     let retention = TextDuration::deserialize(d)?;
-    if retention.0 < MIN_DLQ_RETENTION {
-        return Err(serde::de::Error::custom(format!(
-            "dlq-retention = {:?} is shorter than an hour: dead letters would be forgotten \
-             before anyone could replay them (\"1m\" is a minute, \"1M\" a month)",
-            humantime::format_duration(retention.0).to_string()
-        )));
-    }
+    no_shorter_than(
+        "dlq-retention",
+        retention.0,
+        (MIN_DLQ_RETENTION, "an hour"),
+        "dead letters would be forgotten before anyone could replay them \
+         (\"1m\" is a minute, \"1M\" a month)",
+    )
+    .map_err(serde::de::Error::custom)?;
     Ok(retention)
 }
 
@@ -295,14 +297,16 @@ impl PipelineConfig {
                 ));
             }
         }
-        if let Some(every) = self.every.filter(|d| d.0 < MIN_EVERY) {
-            return Err(format!(
-                "{at}.every = \"{}\" is shorter than {}: each run reads the source's API, so a \
-                 schedule this tight hammers it (\"1m\" is a minute, \"1ms\" a millisecond); \
-                 for changes as they happen, add a webhook",
-                humantime::format_duration(every.0),
-                humantime::format_duration(MIN_EVERY)
-            ));
+        let min_every = duration_text(MIN_EVERY);
+        if let Some(every) = self.every {
+            no_shorter_than(
+                &format!("{at}.every"),
+                every.0,
+                (MIN_EVERY, &min_every),
+                "each run reads the source's API, so a schedule this tight hammers it \
+                 (\"1m\" is a minute, \"1ms\" a millisecond); for changes as they happen, \
+                 add a webhook",
+            )?;
         }
         if self.sinks.is_empty() {
             return Err(format!("{at}.sinks is empty: name at least one sink"));
@@ -320,24 +324,21 @@ impl PipelineConfig {
         if self.source.stream.is_empty() {
             return Err(format!("{at}.source.stream is empty"));
         }
-        if self.retry.initial.0 < MIN_BACKOFF {
-            return Err(format!(
-                "{at}.retry.initial = \"{}\" is shorter than {}: a stage failing at once would \
-                 be called again without pause until the budget is spent",
-                humantime::format_duration(self.retry.initial.0),
-                humantime::format_duration(MIN_BACKOFF)
-            ));
-        }
+        no_shorter_than(
+            &format!("{at}.retry.initial"),
+            self.retry.initial.0,
+            (MIN_BACKOFF, &duration_text(MIN_BACKOFF)),
+            "a stage failing at once would be called again without pause until the budget is spent",
+        )?;
         // Each probe of an open circuit is a run reading the source's API,
         // as a scheduled one is: no tighter than the tightest schedule.
-        if self.retry.circuit_cooldown.0 < MIN_EVERY {
-            return Err(format!(
-                "{at}.retry.circuit-cooldown = \"{}\" is shorter than {}: each probe of an open \
-                 circuit is a run calling the APIs, so a cooldown this short hammers an API that is down",
-                humantime::format_duration(self.retry.circuit_cooldown.0),
-                humantime::format_duration(MIN_EVERY)
-            ));
-        }
+        no_shorter_than(
+            &format!("{at}.retry.circuit-cooldown"),
+            self.retry.circuit_cooldown.0,
+            (MIN_EVERY, &min_every),
+            "each probe of an open circuit is a run calling the APIs, so a cooldown this short \
+             hammers an API that is down",
+        )?;
         if self.retry.initial.0 > self.retry.max.0 {
             return Err(format!("{at}.retry.initial is longer than retry.max"));
         }

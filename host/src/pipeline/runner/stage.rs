@@ -252,8 +252,8 @@ impl Runner {
                     asked: true,
                     unavailable: false,
                 };
-                let why = first_reason.as_deref().unwrap_or_default();
-                self.waiting_as_asked(what, asked, (why, false, false), self.wait_out(asked, stop))
+                // A wait asked for is said as asked; its cause is logged above.
+                self.noting_wait(what, asked, ("", false, false), self.wait_out(asked, stop))
                     .await
                     .map_err(|gave_up| ended(what, gave_up))?;
                 pending = again;
@@ -311,7 +311,7 @@ impl Runner {
                 "{} records ({keys}) to retry{why}: {last_reason}",
                 again.len()
             );
-            self.waiting_as_asked(
+            self.noting_wait(
                 what,
                 backing_off,
                 (&noted, false, false),
@@ -560,7 +560,7 @@ impl Runner {
                 let backed_off = &backed_off;
                 async move {
                     let kept = self
-                        .waiting_as_asked(what, wait, (&why, reads_only, true), spent)
+                        .noting_wait(what, wait, (&why, reads_only, true), spent)
                         .await?;
                     if kept {
                         backed_off.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -598,7 +598,7 @@ impl Runner {
     /// the pipeline's own backoff it does not. With `keep_backoff`, the
     /// note of a backoff is left for the caller to take back (answering
     /// true), so it stays through the call retried.
-    async fn waiting_as_asked(
+    async fn noting_wait(
         &self,
         what: &str,
         wait: Wait,
