@@ -312,12 +312,18 @@ fn a_credential_the_api_reads_from_its_own_header_is_recorded_with_inject() {
 /// `causeway test` on the nonconformant plugin told to break `rule`: that
 /// rule, and only that rule, fails, and the text report names it.
 fn breaks(plugin: &str, rule: &str, bad_config: Option<Value>) {
+    breaks_as(plugin, rule, rule, bad_config);
+}
+
+/// [`breaks`], the plugin told to break `how` (a way of breaking `rule`):
+/// the text report.
+fn breaks_as(plugin: &str, rule: &str, how: &str, bad_config: Option<Value>) -> String {
     let scratch = Scratch::new();
     let fixtures = scratch.path().join("fixtures");
     std::fs::create_dir_all(&fixtures).unwrap();
     std::fs::write(
         fixtures.join("config.json"),
-        json!({ "break": rule }).to_string(),
+        json!({ "break": how }).to_string(),
     )
     .unwrap();
     if let Some(bad) = bad_config {
@@ -339,6 +345,7 @@ fn breaks(plugin: &str, rule: &str, bad_config: Option<Value>) {
         "{rule}:\n{}",
         text.stdout
     );
+    text.stdout
 }
 
 #[test]
@@ -376,6 +383,29 @@ fn each_connector_rule_is_named_when_broken() {
         "test-nonconformant",
         "check-rejects-bad-config",
         Some(json!({"break": "check-rejects-bad-config", "surplus": true})),
+    );
+    // A key, a checkpoint longer than the contract allows, named cut short.
+    let text = breaks_as("test-nonconformant", "records-valid", "long-key", None);
+    assert!(
+        text.contains("has a key of 2007 bytes, over the 1024 a key may have"),
+        "{text}"
+    );
+    assert!(
+        text.contains("… (2007 bytes)") && text.len() < 4000,
+        "{text}"
+    );
+    let text = breaks_as(
+        "test-nonconformant",
+        "read-completes",
+        "long-checkpoint",
+        None,
+    );
+    assert!(
+        text.contains("read of page 2 failed: plugin test-nonconformant@")
+            && text.contains(
+                "its page's checkpoint is 71680 bytes, over the 64 KiB a checkpoint may have"
+            ),
+        "{text}"
     );
 }
 

@@ -3914,6 +3914,70 @@ fn records_a_source_answers_breaking_the_contract_are_set_aside_and_never_writte
     assert_eq!(counts, (&json!(5), &json!(5), &json!(0)), "{runs:#}");
 }
 
+/// A source answering keys over the 1 KiB a key may have: set aside at the
+/// source, shown cut short, and the rest flow. Then one whose second page's
+/// checkpoint is over 64 KiB: that page is not delivered, its checkpoint
+/// not stored, and the source stops, saying why.
+#[test]
+fn a_key_or_a_checkpoint_too_long_is_refused_naming_its_length() {
+    let w = nonconformant_world("long-key");
+    let items = |w: &World, action: &str| run(w.causeway().args(["pipeline", action, "items"]));
+    let out = items(&w, "run-now");
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    let runs = w.runs();
+    let counts = (&runs[0]["read"], &runs[0]["written"], &runs[0]["rejected"]);
+    assert_eq!(counts, (&json!(5), &json!(2), &json!(3)), "{runs:#}");
+    let letters = w.dead_letters();
+    let reasons: Vec<&str> = letters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 3, "{letters:#}");
+    for reason in reasons {
+        assert!(
+            reason.ends_with("the record has a key of 2007 bytes, over the 1024 a key may have"),
+            "{reason}"
+        );
+    }
+    let table = run(w.causeway().args(["dlq", "list"])).stdout;
+    assert!(table.contains("… (2007 bytes)"), "{table}");
+    assert!(table.lines().all(|l| l.len() < 600), "{table}");
+
+    std::fs::write(
+        w.scratch.path().join("causeway.toml"),
+        std::fs::read_to_string(w.scratch.path().join("causeway.toml"))
+            .unwrap()
+            .replace("long-key", "long-checkpoint"),
+    )
+    .unwrap();
+    assert!(items(&w, "reset").success);
+    let out = items(&w, "run-now");
+    assert!(!out.success, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(
+            "read test-nonconformant: plugin test-nonconformant@0.1.0 answered against the contract: its page's checkpoint is 71680 bytes, over the 64 KiB a checkpoint may have"
+        ),
+        "{}",
+        out.stderr
+    );
+    let run = &w.runs()[0];
+    let counts = (&run["outcome"], &run["read"], &run["written"]);
+    assert_eq!(counts, (&json!("stopped"), &json!(2), &json!(2)), "{run:#}");
+    // The first page's checkpoint stands.
+    let db = w.scratch.path().join("causeway-data/causeway.db");
+    let stored: String = rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT checkpoint FROM checkpoint WHERE pipeline = 'items'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(stored.len() < 100, "{} bytes", stored.len());
+}
+
 /// A pushed contact whose id is empty: crm-source turns it into a record
 /// with an empty key, which the host sets aside as the source's dead
 /// letter instead of handing it to the mailer; the delivery beside it

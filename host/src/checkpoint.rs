@@ -58,7 +58,8 @@ impl Visited {
         if !page.has_more || !self.seen.contains(&self.keys.hash_one(next)) {
             return None;
         }
-        let next_text = shown(next.unwrap_or("(none)"));
+        // A source may write kilobytes.
+        let next_text = crate::contract::shown(next.unwrap_or("(none)"), 200);
         Some(if next == from {
             format!("the page says more follows but keeps the checkpoint {next_text}")
         } else {
@@ -66,15 +67,6 @@ impl Visited {
                 "the page says more follows but sends the next read back to checkpoint {next_text}, read from before"
             )
         })
-    }
-}
-
-/// A checkpoint as a message shows it: a source may write kilobytes.
-fn shown(checkpoint: &str) -> String {
-    const MAX: usize = 200;
-    match checkpoint.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}… ({} bytes)", &checkpoint[..cut], checkpoint.len()),
-        None => checkpoint.to_string(),
     }
 }
 

@@ -175,14 +175,32 @@ fn split_import(name: &str) -> (&str, &str) {
     }
 }
 
+/// The most bytes a record's key may have. A pipeline keeps keys for each
+/// record (the versions a webhook let through, what each sink was given,
+/// dead letters) and a sink writes it as its idempotency key: a plugin's
+/// megabyte key would be copied into every one of them.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The most bytes a record's stream (an object type's name) may have.
+pub const MAX_STREAM_BYTES: usize = 256;
+
+/// The most bytes a page's checkpoint may have: it is stored with every
+/// page a pipeline reads, and a cursor, a page token or a timestamp is a
+/// few hundred bytes at most.
+pub const MAX_CHECKPOINT_BYTES: usize = 64 * 1024;
+
 /// How a record breaks the contract: what `causeway test`'s `records-valid`
 /// rule checks, and what a running pipeline sets aside rather than pass on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordProblem {
     /// Its stream is empty.
     EmptyStream,
+    /// Its stream is longer than [`MAX_STREAM_BYTES`] (its length).
+    LongStream(usize),
     /// Its key, the sinks' idempotency key, is empty.
     EmptyKey,
+    /// Its key is longer than [`MAX_KEY_BYTES`] (its length).
+    LongKey(usize),
     /// Its data is not JSON (why).
     NotJson(String),
     /// It is an upsert whose data is JSON but not an object.
@@ -193,7 +211,15 @@ impl fmt::Display for RecordProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RecordProblem::EmptyStream => f.write_str("has an empty stream"),
+            RecordProblem::LongStream(bytes) => write!(
+                f,
+                "has a stream of {bytes} bytes, over the {MAX_STREAM_BYTES} a stream may have"
+            ),
             RecordProblem::EmptyKey => f.write_str("has an empty key"),
+            RecordProblem::LongKey(bytes) => write!(
+                f,
+                "has a key of {bytes} bytes, over the {MAX_KEY_BYTES} a key may have"
+            ),
             RecordProblem::NotJson(e) => write!(f, "has data that is not JSON: {e}"),
             RecordProblem::NotAnObject => {
                 f.write_str("is an upsert whose data is not a JSON object")
@@ -208,9 +234,13 @@ pub fn record_problems(record: &crate::bindings::Record) -> Vec<RecordProblem> {
     let mut problems = Vec::new();
     if record.stream.is_empty() {
         problems.push(RecordProblem::EmptyStream);
+    } else if record.stream.len() > MAX_STREAM_BYTES {
+        problems.push(RecordProblem::LongStream(record.stream.len()));
     }
     if record.key.is_empty() {
         problems.push(RecordProblem::EmptyKey);
+    } else if record.key.len() > MAX_KEY_BYTES {
+        problems.push(RecordProblem::LongKey(record.key.len()));
     }
     match serde_json::from_str::<serde::de::IgnoredAny>(&record.data) {
         Err(e) => problems.push(RecordProblem::NotJson(e.to_string())),
@@ -226,9 +256,73 @@ pub fn record_problems(record: &crate::bindings::Record) -> Vec<RecordProblem> {
     problems
 }
 
+/// Whether `record`'s stream and key are no longer than the contract
+/// allows: those longer are set aside, and nothing is kept by them.
+pub fn within_lengths(record: &crate::bindings::Record) -> bool {
+    record.stream.len() <= MAX_STREAM_BYTES && record.key.len() <= MAX_KEY_BYTES
+}
+
+/// A plugin's `text` (a key, a checkpoint) as a message shows it: its
+/// first `chars` characters, and its length when it is cut.
+pub fn shown(text: &str, chars: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(chars) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()).into(),
+        None => text.into(),
+    }
+}
+
+/// A record's key as a message or a listing shows it: [`shown`] to 80
+/// characters, and `""` when empty (a list would otherwise read `()`).
+pub fn shown_key(key: &str) -> std::borrow::Cow<'_, str> {
+    match key {
+        "" => "\"\"".into(),
+        key => shown(key, 80),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_whose_key_or_stream_is_too_long_breaks_the_contract() {
+        let record = |stream: &str, key: &str| crate::bindings::Record {
+            stream: stream.into(),
+            key: key.into(),
+            op: crate::bindings::Op::Upsert,
+            data: "{}".into(),
+            source_timestamp: None,
+        };
+        let longest = record(&"s".repeat(MAX_STREAM_BYTES), &"k".repeat(MAX_KEY_BYTES));
+        assert!(record_problems(&longest).is_empty());
+        assert!(within_lengths(&longest));
+        let long = record(
+            &"s".repeat(MAX_STREAM_BYTES + 1),
+            &"k".repeat(MAX_KEY_BYTES + 1),
+        );
+        assert!(!within_lengths(&long));
+        let problems = record_problems(&long);
+        assert_eq!(
+            problems,
+            [
+                RecordProblem::LongStream(MAX_STREAM_BYTES + 1),
+                RecordProblem::LongKey(MAX_KEY_BYTES + 1)
+            ]
+        );
+        assert_eq!(
+            problems[1].to_string(),
+            "has a key of 1025 bytes, over the 1024 a key may have"
+        );
+    }
+
+    #[test]
+    fn a_long_text_is_shown_cut_with_its_length() {
+        assert_eq!(shown("short", 10), "short");
+        assert_eq!(
+            shown(&"é".repeat(11), 10),
+            format!("{}… (22 bytes)", "é".repeat(10))
+        );
+    }
 
     #[test]
     fn worlds_come_from_export_names() {

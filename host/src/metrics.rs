@@ -160,7 +160,7 @@ pub const OPERATIONS: [&str; 6] = ["check", "discover", "read", "write", "handle
 
 /// How a call can end, as `outcome` labels: `ok`, the plugin's own error
 /// kinds, then the host's.
-pub const OUTCOMES: [&str; 12] = [
+pub const OUTCOMES: [&str; 13] = [
     "ok",
     "config",
     "auth",
@@ -173,6 +173,7 @@ pub const OUTCOMES: [&str; 12] = [
     "busy",
     "trap",
     "invalid-call",
+    "broken-answer",
 ];
 
 /// One operation's calls.
@@ -479,7 +480,7 @@ fn render_plugins(page: &mut Exposition, registry: &crate::registry::Registry) {
     page.family(
         "causeway_plugin_calls_total",
         Kind::Counter,
-        "Plugin calls since the host started, by operation and outcome (ok, the plugin's error kind, or the host's: timeout, out-of-memory, resource-limit, busy, trap, invalid-call).",
+        "Plugin calls since the host started, by operation and outcome (ok, the plugin's error kind, or the host's: timeout, out-of-memory, resource-limit, busy, trap, invalid-call, broken-answer).",
     );
     for (info, operation, stats) in operations_called(&plugins) {
         for (out, outcome) in OUTCOMES.iter().enumerate() {
@@ -644,6 +645,56 @@ fn render_pipelines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kind missing from [`OUTCOMES`] would go uncounted (and fail a
+    /// debug build's assertion) the first time a call ends so.
+    #[test]
+    fn every_way_a_call_can_end_is_an_outcome() {
+        use crate::sandbox::CallError;
+        let plugin = || "p@1".to_string();
+        let text = String::new;
+        let host = [
+            CallError::Timeout {
+                plugin: plugin(),
+                timeout: Duration::from_secs(1),
+            },
+            CallError::OutOfMemory {
+                plugin: plugin(),
+                requested: 2,
+                limit: 1,
+            },
+            CallError::ResourceLimit {
+                plugin: plugin(),
+                message: text(),
+            },
+            CallError::OutOfFuel {
+                plugin: plugin(),
+                message: text(),
+            },
+            CallError::Busy {
+                plugin: plugin(),
+                reason: text(),
+            },
+            CallError::Trap {
+                plugin: plugin(),
+                message: text(),
+            },
+            CallError::Invalid(text()),
+            CallError::BrokenAnswer {
+                plugin: plugin(),
+                message: text(),
+            },
+        ];
+        use crate::operation::FailureKind::*;
+        let plugins = [Config, Auth, RateLimited, Transient, Fatal];
+        let kinds = host
+            .iter()
+            .map(CallError::kind)
+            .chain(plugins.into_iter().map(|k| k.name()));
+        for kind in kinds {
+            assert!(OUTCOMES.contains(&kind), "{kind}");
+        }
+    }
 
     #[test]
     fn label_values_and_help_are_escaped() {

@@ -13,10 +13,10 @@ use wasmtime::component::Instance;
 use wasmtime::{Engine, Store};
 
 use crate::bindings::{
-    IncomingRequest, Op, PluginError, Record, WriteOutcome, sink, source, transform, webhook,
+    IncomingRequest, Op, Page, PluginError, Record, WriteOutcome, sink, source, transform, webhook,
 };
 use crate::caps::http::Asked;
-use crate::contract::World;
+use crate::contract::{self, World};
 use crate::plugin::Plugin;
 use crate::sandbox::{self, CallContext, CallError, Limits, StoreState};
 
@@ -602,10 +602,27 @@ impl Plugin {
                     Operation::Discover => {
                         guest.call_discover(&mut *store).await?.map(Answer::Streams)
                     }
-                    Operation::Read { stream, checkpoint } => guest
-                        .call_read(&mut *store, &stream, checkpoint.as_deref())
-                        .await?
-                        .map(Answer::Page),
+                    Operation::Read { stream, checkpoint } => {
+                        let page = guest
+                            .call_read(&mut *store, &stream, checkpoint.as_deref())
+                            .await?;
+                        if let Ok(Page {
+                            checkpoint: Some(next),
+                            ..
+                        }) = &page
+                            && next.len() > contract::MAX_CHECKPOINT_BYTES
+                        {
+                            return Ok(Err(CallError::BrokenAnswer {
+                                plugin: self.info.label(),
+                                message: format!(
+                                    "its page's checkpoint is {} bytes, over the {} KiB a checkpoint may have (the checkpoint, stored with every page, is where the next read starts: a cursor, a page token, a time; the page was not delivered)",
+                                    next.len(),
+                                    contract::MAX_CHECKPOINT_BYTES / 1024
+                                ),
+                            }));
+                        }
+                        page.map(Answer::Page)
+                    }
                     _ => guest
                         .call_check(&mut *store)
                         .await?

@@ -205,12 +205,8 @@ fn list(cli: &super::Cli, pipeline: Option<&str>, json: bool) -> anyhow::Result<
                     Stage::Transform => format!("{} (transform)", l.sink),
                     Stage::Source => format!("{} (source)", l.sink),
                 },
-                // A key the source left empty is shown as such.
-                if l.key.is_empty() {
-                    "\"\"".to_string()
-                } else {
-                    l.key.clone()
-                },
+                // Whole in --json.
+                crate::contract::shown_key(&l.key).into_owned(),
                 l.attempts.to_string(),
                 l.created_at.clone(),
                 l.reason.clone(),

@@ -250,8 +250,11 @@ fn record_problems(record: &Record, at: &str) -> Vec<String> {
     crate::contract::record_problems(record)
         .into_iter()
         .map(|problem| match problem {
-            RecordProblem::EmptyStream | RecordProblem::EmptyKey => format!("{at} {problem}"),
-            _ => format!("{at} ({}): {problem}", record.key),
+            RecordProblem::EmptyKey => format!("{at} {problem}"),
+            _ => format!(
+                "{at} ({}): {problem}",
+                crate::contract::shown_key(&record.key)
+            ),
         })
         .collect()
 }
@@ -546,7 +549,8 @@ async fn read_rules(subject: &Subject, config: &Value, stream: &StreamInfo, repo
                 Rule::RecordsValid,
                 format!(
                     "stream {name} page {pages}: record {} is in stream {:?}",
-                    other.key, other.stream
+                    crate::contract::shown_key(&other.key),
+                    crate::contract::shown(&other.stream, 80)
                 ),
             );
         }
@@ -589,8 +593,8 @@ async fn read_rules(subject: &Subject, config: &Value, stream: &StreamInfo, repo
                 Rule::ReadResumes,
                 format!(
                     "stream {name}: record {} was read again after resuming from checkpoint {}",
-                    again.key,
-                    checkpoint.as_deref().unwrap_or("(none)")
+                    crate::contract::shown_key(&again.key),
+                    crate::contract::shown(checkpoint.as_deref().unwrap_or("(none)"), 200)
                 ),
             ),
             None => report.pass(
@@ -649,7 +653,7 @@ async fn transform_rules(
             Rule::TransformKeepsKeys,
             format!(
                 "output record key {:?} is not the key of any input record",
-                stranger.key
+                crate::contract::shown_key(&stranger.key)
             ),
         ),
         None => report.pass(Rule::TransformKeepsKeys, "every output key is an input key"),

@@ -629,7 +629,6 @@ fn unexpected(plugin: &str, answer: &Answer) -> RunEnd {
 /// (a source chooses them), and how many more.
 fn some_keys<'a>(records: impl IntoIterator<Item = &'a Record>) -> String {
     const SHOWN: usize = 5;
-    const KEY_CHARS: usize = 80;
     let mut keys = Vec::new();
     let mut more = 0;
     for r in records {
@@ -637,12 +636,7 @@ fn some_keys<'a>(records: impl IntoIterator<Item = &'a Record>) -> String {
             more += 1;
             continue;
         }
-        keys.push(match r.key.char_indices().nth(KEY_CHARS) {
-            Some((cut, _)) => format!("{}…", &r.key[..cut]),
-            // Shown, or the list would read "records ()".
-            None if r.key.is_empty() => "\"\"".to_string(),
-            None => r.key.clone(),
-        });
+        keys.push(crate::contract::shown_key(&r.key).into_owned());
     }
     if more > 0 {
         keys.push(format!("and {more} more"));
@@ -688,7 +682,10 @@ mod tests {
         let many: Vec<Record> = (0..8).map(|i| keyed(&format!("c-{i}"))).collect();
         assert_eq!(some_keys(&many), "c-0, c-1, c-2, c-3, c-4, and 3 more");
         let long = keyed(&"é".repeat(300));
-        assert_eq!(some_keys(&[long]), format!("{}…", "é".repeat(80)));
+        assert_eq!(
+            some_keys(&[long]),
+            format!("{}… (600 bytes)", "é".repeat(80))
+        );
         assert_eq!(some_keys(&[keyed(""), keyed("c-1")]), "\"\", c-1");
     }
 }

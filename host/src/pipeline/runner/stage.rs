@@ -131,13 +131,16 @@ fn broken_answer(given: &[Record], records: &[Record]) -> Option<String> {
         if let Some(problem) = problems.first() {
             return Some(match record.key.as_str() {
                 "" => format!("its record {i} {problem}"),
-                key => format!("its record {i} ({key}) {problem}"),
+                key => format!(
+                    "its record {i} ({}) {problem}",
+                    crate::contract::shown_key(key)
+                ),
             });
         }
         (!keys.contains(record.key.as_str())).then(|| {
             format!(
                 "its record {i} has the key {:?}, which none of the records it was given has",
-                record.key
+                crate::contract::shown_key(&record.key)
             )
         })
     })

@@ -1,6 +1,8 @@
 //! A source + sink + webhook over five in-memory items that breaks, on purpose, the
 //! conformance rule its config names, so the tests can show `causeway test`
-//! names each rule broken. With `break = "none"` it conforms.
+//! names each rule broken. With `break = "none"` it conforms. `long-key`
+//! breaks records-valid by a key's length, `long-checkpoint` read-completes
+//! by a checkpoint's.
 
 use causeway_sdk::paging::{self, PageNumber};
 use causeway_sdk::{
@@ -87,10 +89,21 @@ impl Source for Nonconformant {
         let mut records: Vec<Record> = (first..(first + PAGE).min(ITEMS))
             .map(item)
             .collect::<Result<_, _>>()?;
-        if broken == "records-valid"
-            && let Some(record) = records.first_mut()
-        {
-            record.data = "not json".into();
+        if let Some(record) = records.first_mut() {
+            match broken.as_str() {
+                "records-valid" => record.data = "not json".into(),
+                // Over the 1 KiB a key may have.
+                "long-key" => record.key = format!("{}-{}", record.key, "k".repeat(2000)),
+                _ => {}
+            }
+        }
+        // Past the first page, a checkpoint over the 64 KiB one may have.
+        if broken == "long-checkpoint" && at.page > 1 {
+            return Ok(Page {
+                records,
+                checkpoint: Some("x".repeat(70 * 1024)),
+                has_more: true,
+            });
         }
         // Like many APIs it learns the end from an empty page, which keeps
         // the checkpoint by answering none.
