@@ -127,11 +127,19 @@ fn key_of_value_at(text: &str, offset: usize) -> Option<&str> {
 
 /// The 1-based line of the table `key` (e.g. `pipelines.contacts`) in a
 /// TOML `text`: its `[key]` header, or the first header of a table inside
-/// it (`[key.retry]`). None for a table written inline.
+/// it (`[key.retry]`). None for a table written inline. A name written
+/// quoted (`[pipelines."a b"]`, a name the file then refuses) is found too.
 pub fn section_line(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|line| {
             let line = line.trim_start();
+            let unquoted;
+            let line = if line.contains('"') {
+                unquoted = line.replace('"', "");
+                unquoted.as_str()
+            } else {
+                line
+            };
             line.strip_prefix('[')
                 .and_then(|rest| rest.strip_prefix('[').or(Some(rest)))
                 .and_then(|rest| rest.strip_prefix(key))
@@ -848,6 +856,8 @@ mod tests {
         assert_eq!(section_line(text, "pipelines.p2"), Some(1));
         assert_eq!(section_line(text, "plugins.a"), Some(6));
         assert_eq!(section_line(text, "pipelines.q"), None);
+        let quoted = "[a]\n[plugins.\"Mail Sink\".config]\n";
+        assert_eq!(section_line(quoted, "plugins.Mail Sink"), Some(2));
         let text = "[[plugins.a.http]]\nhost = \"x\"\n[plugins.a.http.y]\n[[ plugins.a.http ]]\n";
         assert_eq!(
             header_lines(text, "plugins.a.http").collect::<Vec<_>>(),
@@ -1085,6 +1095,14 @@ mod tests {
         );
         // About none: at the pipeline's.
         assert!(err.contains("line 1: pipelines.p: no trigger"), "{err}");
+        // A name that is not one is written quoted, and found so.
+        let err = load(
+            "listen = \"127.0.0.1:1\"\n[pipelines.\"a b\"]\nevery = \"1s\"\nsource = { plugin = \"s\", stream = \"c\" }\nsinks = [{ plugin = \"k\" }]\n",
+        );
+        assert!(
+            err.contains("line 2: pipelines.\"a b\": a pipeline name is"),
+            "{err}"
+        );
         // A plugin is one stage of a list: its letters name it alone.
         let twice =
             "[{ plugin = \"k\" }, { plugin = \"m\" }, { plugin = \"k\", config = { a = 1 } }]";
