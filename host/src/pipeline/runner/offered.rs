@@ -84,11 +84,22 @@ fn not_offered(plugin: &str, stream: &str, streams: &[StreamInfo]) -> Option<Str
     const SHOWN: usize = 10;
     let mut names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
-    let mut offers = names[..names.len().min(SHOWN)].join(", ");
+    // The names are the plugin's: the message goes into the pipeline's
+    // state and its run's history, so each is cut.
+    let shown: Vec<_> = names[..names.len().min(SHOWN)]
+        .iter()
+        .map(|name| crate::contract::shown(name, 80))
+        .collect();
+    let mut offers = shown.join(", ");
     if streams.len() > SHOWN {
         offers.push_str(&format!(" and {} more", streams.len() - SHOWN));
     }
-    let hint = match crate::config::closest(stream, streams.iter().map(|s| s.name.as_str())) {
+    // A name longer than a stream may be is no one's likely meaning.
+    let likely = names
+        .iter()
+        .copied()
+        .filter(|name| name.len() <= crate::contract::MAX_STREAM_BYTES);
+    let hint = match crate::config::closest(stream, likely) {
         Some(known) => format!(" (did you mean `{known}`?)"),
         None => String::new(),
     };
@@ -139,5 +150,10 @@ mod tests {
             cut.contains("s00, s01") && cut.contains("s09 and 15 more;"),
             "{cut}"
         );
+        // So is a long name.
+        let long = "c".repeat(1 << 20);
+        let cut = not_offered("crm", "contacts", &streams(&[&long])).unwrap_or_default();
+        assert!(cut.len() < 400, "{} bytes", cut.len());
+        assert!(cut.contains("… (1048576 bytes)"), "{}", &cut[..200]);
     }
 }
