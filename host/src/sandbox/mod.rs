@@ -569,7 +569,11 @@ impl CallError {
         let stderr = String::from_utf8_lossy(&state.stderr.contents())
             .trim()
             .to_string();
-        let mut message = format!("{error:?}");
+        // The backtrace's function names come from the plugin's name
+        // section, which may hold a name of megabytes: the message goes
+        // into run histories and logs.
+        let mut message =
+            crate::audit::capped(format!("{error:?}"), crate::operation::MAX_MESSAGE_BYTES);
         if !stderr.is_empty() {
             message = format!("{stderr}\n{message}");
         }
