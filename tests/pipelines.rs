@@ -3825,6 +3825,14 @@ fn nonconformant_world(broken: &str) -> World {
     w
 }
 
+/// Tells the pipeline's test-nonconformant to break `to` where it broke
+/// `from`.
+fn break_instead(w: &World, from: &str, to: &str) {
+    let file = w.scratch.path().join("causeway.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace(from, to)).unwrap();
+}
+
 fn nonconformant_pipeline(broken: &str) -> String {
     format!(
         r#"
@@ -3899,13 +3907,7 @@ fn records_a_source_answers_breaking_the_contract_are_set_aside_and_never_writte
 
     // Mended, and read again from the start: the records arrive, and the
     // letters they supersede go.
-    std::fs::write(
-        w.scratch.path().join("causeway.toml"),
-        std::fs::read_to_string(w.scratch.path().join("causeway.toml"))
-            .unwrap()
-            .replace("records-valid", "none"),
-    )
-    .unwrap();
+    break_instead(&w, "records-valid", "none");
     items(&w, "reset");
     items(&w, "run-now");
     assert_eq!(w.dead_letters(), json!([]));
@@ -3945,13 +3947,7 @@ fn a_key_or_a_checkpoint_too_long_is_refused_naming_its_length() {
     assert!(table.contains("… (2007 bytes)"), "{table}");
     assert!(table.lines().all(|l| l.len() < 600), "{table}");
 
-    std::fs::write(
-        w.scratch.path().join("causeway.toml"),
-        std::fs::read_to_string(w.scratch.path().join("causeway.toml"))
-            .unwrap()
-            .replace("long-key", "long-checkpoint"),
-    )
-    .unwrap();
+    break_instead(&w, "long-key", "long-checkpoint");
     assert!(items(&w, "reset").success);
     let out = items(&w, "run-now");
     assert!(!out.success, "{}{}", out.stdout, out.stderr);
