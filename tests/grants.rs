@@ -214,8 +214,11 @@ description = "the key\n  + http { host = \"evil.example\" }"
     }
 
     // A credential's name and a path prefix are shown as they are, so a
-    // manifest whose name or prefix holds a line break does not load.
+    // manifest whose name or prefix holds a line break does not load; nor
+    // one whose description would drown the lines around it.
+    let long = format!("name = \"api-key\"\ndescription = \"{}\"", "x".repeat(2000));
     for (field, line, manifest) in [
+        ("capabilities.credentials[0].description", 4, long.as_str()),
         (
             "capabilities.credentials[0].name",
             4,

@@ -20,6 +20,13 @@ pub const SECTION: &str = "causeway:manifest";
 /// Contract versions this host loads plugins for.
 pub const SUPPORTED_CONTRACTS: &[&str] = &["0.1.0"];
 
+/// The most bytes a manifest may have: a reviewer reads it in `causeway
+/// grants` and `inspect`, which a plugin's megabytes must not drown.
+pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+
+/// The most bytes a description (the plugin's, a credential's) may have.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+
 /// A plugin's manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
@@ -183,6 +190,18 @@ impl Manifest {
 
     /// Parses and validates manifest text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+        if text.len() > MAX_MANIFEST_BYTES {
+            return Err(FileError::at(
+                origin,
+                None,
+                format!(
+                    "is {} bytes, over the {} KiB a manifest may have",
+                    text.len(),
+                    MAX_MANIFEST_BYTES / 1024
+                ),
+            )
+            .into());
+        }
         let manifest: Manifest = config::parse_toml(text, origin)?;
         manifest.validate().map_err(|message| {
             let line = entry_line(text, &message);
@@ -217,6 +236,7 @@ impl Manifest {
                 self.version
             ));
         }
+        described("description", &self.description)?;
         for (i, rule) in self.capabilities.http.iter().enumerate() {
             rule.validate(&format!("capabilities.http[{i}]"))?;
         }
@@ -230,6 +250,10 @@ impl Manifest {
                     credential.name
                 ));
             }
+            described(
+                &format!("capabilities.credentials[{i}].description"),
+                &credential.description,
+            )?;
             if !named.insert(credential.name.as_str()) {
                 return Err(format!(
                     "capabilities.credentials[{i}].name {:?} is requested twice",
@@ -259,6 +283,18 @@ pub fn embedded_text(bytes: &[u8]) -> Result<Option<String>, ManifestError> {
         }
     }
     Ok(None)
+}
+
+/// `description`, the field `field`, if it is not longer than a
+/// description may be.
+fn described(field: &str, description: &str) -> Result<(), String> {
+    if description.len() <= MAX_DESCRIPTION_BYTES {
+        return Ok(());
+    }
+    Err(format!(
+        "{field} is {} bytes, over the {MAX_DESCRIPTION_BYTES} a description may have (a sentence or two for operators and reviewers)",
+        description.len()
+    ))
 }
 
 /// Whether `name` is a valid plugin name.
@@ -325,6 +361,32 @@ type = "object"
         assert_eq!(m.capabilities.http[0].scheme, "https");
         assert_eq!(m.worlds, Some(vec![World::Source]));
         assert_eq!(m.config_schema.unwrap()["type"], "object");
+    }
+
+    #[test]
+    fn a_manifest_or_a_description_too_long_for_a_reviewer_is_refused() {
+        let long = "d".repeat(MAX_DESCRIPTION_BYTES + 1);
+        let err = Manifest::parse(
+            &GOOD.replace("worlds =", &format!("description = {long:?}\nworlds =")),
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("description is 1025 bytes, over the 1024 a description may have"),
+            "{err}"
+        );
+        let credential =
+            format!("[[capabilities.credentials]]\nname = \"k\"\ndescription = {long:?}\n");
+        let text = GOOD.replace("[config-schema]\ntype = \"object\"\n", "") + &credential;
+        let err = Manifest::parse(&text, "m.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("capabilities.credentials[0].description is 1025 bytes"),
+            "{err}"
+        );
+        let padded = format!("{GOOD}# {}\n", "x".repeat(MAX_MANIFEST_BYTES));
+        let err = Manifest::parse(&padded, "m.toml").unwrap_err().to_string();
+        assert!(err.contains("over the 64 KiB a manifest may have"), "{err}");
     }
 
     #[test]
