@@ -259,4 +259,23 @@ path-prefix = "/v1/\n  + http { host = \"evil.example\" }""#,
             assert!(!forged(&text), "{field}, {command}:\n{text}");
         }
     }
+    // Nor one whose version carries more than a semantic version's
+    // pre-release: it is shown beside the name, on the plugin's own line.
+    scratch.write(
+        "forge.toml",
+        "contract = \"0.1.0\"\nname = \"forge\"\nversion = \"0.3.0-a\\n  + http { host = \\\"evil.example\\\" }\"\n",
+    );
+    let plugins = run(scratch.causeway().arg("plugins"));
+    assert!(
+        plugins
+            .stdout
+            .contains("forge.toml: version \"0.3.0-a\\n  + http"),
+        "{}",
+        plugins.stdout
+    );
+    for args in [&["grants"][..], &["inspect", "forge"]] {
+        let out = run(scratch.causeway().args(args));
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(!forged(&text), "version, {args:?}:\n{text}");
+    }
 }

@@ -232,7 +232,7 @@ impl Manifest {
         }
         if !is_version(&self.version) {
             return Err(format!(
-                "version {:?} is not a semantic version like 1.2.3",
+                "version {:?} is not a semantic version like 1.2.3 (or 1.2.3-beta.1+build.7: letters, digits and '-' after the numbers)",
                 self.version
             ));
         }
@@ -327,13 +327,31 @@ pub fn is_credential_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Whether `version` is a semantic version: `1.2.3`, then optionally a
+/// pre-release (`-beta.1`) and build metadata (`+build.7`) made of
+/// letters, digits and `-`, dot-separated; at most 128 bytes. It is shown
+/// beside the plugin's name on the lines a reviewer reads.
 fn is_version(version: &str) -> bool {
-    let core = version.split(['-', '+']).next().unwrap_or_default();
+    let (rest, build) = match version.split_once('+') {
+        Some((rest, build)) => (rest, Some(build)),
+        None => (version, None),
+    };
+    let (core, pre) = match rest.split_once('-') {
+        Some((core, pre)) => (core, Some(pre)),
+        None => (rest, None),
+    };
+    let identifiers = |text: &str| {
+        text.split('.')
+            .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    };
     let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3
+    version.len() <= 128
+        && parts.len() == 3
         && parts
             .iter()
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && pre.is_none_or(identifiers)
+        && build.is_none_or(identifiers)
 }
 
 #[cfg(test)]
@@ -361,6 +379,30 @@ type = "object"
         assert_eq!(m.capabilities.http[0].scheme, "https");
         assert_eq!(m.worlds, Some(vec![World::Source]));
         assert_eq!(m.config_schema.unwrap()["type"], "object");
+    }
+
+    #[test]
+    fn versions_are_semantic_versions_and_nothing_else() {
+        for good in [
+            "0.1.0",
+            "1.2.3-beta.1",
+            "1.0.0-alpha-1+build.7",
+            "10.20.30+x",
+        ] {
+            assert!(is_version(good), "{good}");
+        }
+        for bad in [
+            "1.2",
+            "1.2.x",
+            "1.2.3-",
+            "1.2.3-a..b",
+            "1.2.3+",
+            "1.2.3-a\n  + http { host = \"evil.example\" }",
+            "1.2.3-a b",
+            &format!("1.2.3-{}", "a".repeat(128)),
+        ] {
+            assert!(!is_version(bad), "{bad:?}");
+        }
     }
 
     #[test]
