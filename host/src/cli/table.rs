@@ -59,13 +59,15 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `table`, then each of `notes` on a line of its own after a blank line
-/// (none: the table alone).
+/// (none: the table alone). A note is [`printable`] on one line: it
+/// carries a plugin's error message, whose line breaks would otherwise
+/// read as notes of their own.
 pub fn with_notes(mut table: String, notes: impl IntoIterator<Item = String>) -> String {
     let mut notes = notes.into_iter().peekable();
     if notes.peek().is_some() {
         table.push('\n');
         for note in notes {
-            table.push_str(&note);
+            table.push_str(&printable(&note, false));
             table.push('\n');
         }
     }
@@ -79,8 +81,12 @@ mod tests {
         let table = super::render(&["A"], &[vec!["x".into()]]);
         assert_eq!(super::with_notes(table.clone(), []), "A\nx\n");
         assert_eq!(
-            super::with_notes(table, ["x: why".to_string()]),
+            super::with_notes(table.clone(), ["x: why".to_string()]),
             "A\nx\n\nx: why\n"
+        );
+        assert_eq!(
+            super::with_notes(table, ["x: one\ny: forged".to_string()]),
+            "A\nx\n\nx: one\\ny: forged\n"
         );
     }
 
