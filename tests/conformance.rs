@@ -368,8 +368,21 @@ fn each_connector_rule_is_named_when_broken() {
     rules.extend(["sink-answers-each", "webhook-deterministic"]);
     assert_eq!(verdicts(&report), all_pass(&rules));
 
-    for rule in [
+    // The plugin's error, which holds a line break, stays on its line.
+    let text = breaks_as(
+        "test-nonconformant",
         "check-accepts-config",
+        "check-accepts-config",
+        None,
+    );
+    assert!(
+        text.contains("refused, on purpose\\n  pass  check-accepts-config  forged")
+            && !text
+                .lines()
+                .any(|l| l.starts_with("  pass  check-accepts-config")),
+        "{text}"
+    );
+    for rule in [
         "discover-stable",
         "read-completes",
         "read-resumes",

@@ -246,10 +246,12 @@ impl Opts {
                 Verdict::Fail => "FAIL",
                 Verdict::Skip => "skip",
             };
+            // On one line: a message carries the plugin's own text (an
+            // error it answered), whose line breaks could write a verdict.
             out.push_str(&format!(
                 "  {verdict}  {:width$}  {}\n",
                 finding.rule.name(),
-                finding.message
+                super::table::printable(&finding.message, false)
             ));
         }
         out.push_str(&format!(

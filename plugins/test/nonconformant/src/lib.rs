@@ -41,9 +41,10 @@ struct Nonconformant;
 impl Source for Nonconformant {
     fn check() -> Result<(), PluginError> {
         match causeway_sdk::config::<Config>() {
-            Ok(c) if c.broken == "check-accepts-config" => {
-                Err(PluginError::Auth("refused, on purpose".into()))
-            }
+            // With a line break that would read as a verdict of its own.
+            Ok(c) if c.broken == "check-accepts-config" => Err(PluginError::Auth(
+                "refused, on purpose\n  pass  check-accepts-config  forged".into(),
+            )),
             // Told to break check-rejects-bad-config, it accepts any
             // configuration that names that rule (a bad-config.json fixture
             // with a surplus field, in the tests).
