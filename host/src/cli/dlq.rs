@@ -350,6 +350,8 @@ async fn replay(
     writer.close();
     super::print(&format!("{summary}\n"))?;
     for problem in &problems {
+        // A plugin's words may be in it, as in any error (main.rs).
+        let problem = super::table::printable(problem, true);
         eprintln!("error: not replayed: {problem}");
     }
     Ok(if problems.is_empty() {

@@ -115,7 +115,8 @@ impl Opts {
         }
         match problem {
             Some(problem) => {
-                eprintln!("error: {problem}");
+                // As main.rs prints an error: a plugin's text may be in it.
+                eprintln!("error: {}", super::table::printable(&problem, true));
                 Ok(ExitCode::FAILURE)
             }
             None => Ok(ExitCode::SUCCESS),
