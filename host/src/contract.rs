@@ -256,6 +256,19 @@ pub fn record_problems(record: &crate::bindings::Record) -> Vec<RecordProblem> {
     problems
 }
 
+/// How `page` breaks the contract, if it does: a checkpoint longer than
+/// [`MAX_CHECKPOINT_BYTES`]. Such a page is not delivered.
+pub fn page_problem(page: &crate::bindings::Page) -> Option<String> {
+    let next = page.checkpoint.as_ref()?;
+    (next.len() > MAX_CHECKPOINT_BYTES).then(|| {
+        format!(
+            "its page's checkpoint is {} bytes, over the {} KiB a checkpoint may have (it is where the next read starts, a cursor, a page token or a time, and is stored with every page; the page is not delivered)",
+            next.len(),
+            MAX_CHECKPOINT_BYTES / 1024
+        )
+    })
+}
+
 /// Whether `record`'s stream and key are no longer than the contract
 /// allows: those longer are set aside, and nothing is kept by them.
 pub fn within_lengths(record: &crate::bindings::Record) -> bool {

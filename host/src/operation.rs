@@ -13,7 +13,7 @@ use wasmtime::component::Instance;
 use wasmtime::{Engine, Store};
 
 use crate::bindings::{
-    IncomingRequest, Op, Page, PluginError, Record, WriteOutcome, sink, source, transform, webhook,
+    IncomingRequest, Op, PluginError, Record, WriteOutcome, sink, source, transform, webhook,
 };
 use crate::caps::http::Asked;
 use crate::contract::{self, World};
@@ -606,19 +606,10 @@ impl Plugin {
                         let page = guest
                             .call_read(&mut *store, &stream, checkpoint.as_deref())
                             .await?;
-                        if let Ok(Page {
-                            checkpoint: Some(next),
-                            ..
-                        }) = &page
-                            && next.len() > contract::MAX_CHECKPOINT_BYTES
-                        {
+                        if let Some(message) = page.as_ref().ok().and_then(contract::page_problem) {
                             return Ok(Err(CallError::BrokenAnswer {
                                 plugin: self.info.label(),
-                                message: format!(
-                                    "its page's checkpoint is {} bytes, over the {} KiB a checkpoint may have (the checkpoint, stored with every page, is where the next read starts: a cursor, a page token, a time; the page was not delivered)",
-                                    next.len(),
-                                    contract::MAX_CHECKPOINT_BYTES / 1024
-                                ),
+                                message,
                             }));
                         }
                         page.map(Answer::Page)
