@@ -246,12 +246,14 @@ impl Opts {
                 Verdict::Fail => "FAIL",
                 Verdict::Skip => "skip",
             };
-            // On one line: a message carries the plugin's own text (an
-            // error it answered), whose line breaks could write a verdict.
+            // On one line, and cut (whole in --json): a message carries
+            // the plugin's own text (an error it answered, the streams it
+            // lists), whose line breaks could write a verdict.
+            let message = crate::contract::shown(&finding.message, 2000);
             out.push_str(&format!(
                 "  {verdict}  {:width$}  {}\n",
                 finding.rule.name(),
-                super::table::printable(&finding.message, false)
+                super::table::printable(&message, false)
             ));
         }
         out.push_str(&format!(
