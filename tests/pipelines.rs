@@ -3974,37 +3974,64 @@ fn a_key_or_a_checkpoint_too_long_is_refused_naming_its_length() {
     assert!(stored.len() < 100, "{} bytes", stored.len());
 }
 
-/// A pushed contact whose id is empty: crm-source turns it into a record
-/// with an empty key, which the host sets aside as the source's dead
-/// letter instead of handing it to the mailer; the delivery beside it
-/// flows.
+/// A pushed contact whose id is empty, and one whose id is over the 1 KiB
+/// a key may have: crm-source turns each into a record whose key breaks
+/// the contract, which the host sets aside as the source's dead letter
+/// instead of handing it to the mailer (the long one leaving no version
+/// behind); the delivery beside them flows.
 #[test]
 fn a_pushed_record_without_a_key_is_set_aside_at_the_source() {
     let w = webhook_world("");
     w.lever("pause");
     let host = start_with_hooks(&w);
-    let (keyless, named) = (contact_event("", "Nobody"), contact_event("k1", "Kim"));
+    let long_id = "l".repeat(1500);
+    let (keyless, long, named) = (
+        contact_event("", "Nobody"),
+        contact_event(&long_id, "Lee"),
+        contact_event("k1", "Kim"),
+    );
     assert_eq!(deliver(&host, "msg_keyless", &keyless, &keyless).0, 202);
+    assert_eq!(deliver(&host, "msg_long", &long, &long).0, 202);
     assert_eq!(deliver(&host, "msg_named", &named, &named).0, 202);
     w.lever("resume");
     w.wait_for_subscribers(&[("k1".into(), "Kim Hook".into())], Duration::from_secs(20));
-    let letters = wait_until("the dead letter", Duration::from_secs(10), || {
+    let letters = wait_until("the dead letters", Duration::from_secs(10), || {
         let letters = w.dead_letters();
-        (!letters.as_array().unwrap().is_empty()).then_some(letters)
+        (letters.as_array().unwrap().len() == 2).then_some(letters)
     });
-    assert_eq!(keys_of(&letters), [""], "{letters:#}");
-    assert_eq!(
-        (&letters[0]["stage"], &letters[0]["sink"]),
-        (&json!("source"), &json!("crm-source"))
-    );
-    let reason = letters[0]["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("answered it breaking the contract: the record has an empty key"),
-        "{reason}"
-    );
-    // The table shows the empty key as such.
+    let mut keys = keys_of(&letters);
+    keys.sort();
+    assert_eq!(keys, ["", long_id.as_str()], "{letters:#}");
+    for letter in letters.as_array().unwrap() {
+        assert_eq!(
+            (&letter["stage"], &letter["sink"]),
+            (&json!("source"), &json!("crm-source"))
+        );
+        let reason = letter["reason"].as_str().unwrap();
+        let why = match letter["key"].as_str().unwrap() {
+            "" => "the record has an empty key",
+            _ => "the record has a key of 1500 bytes, over the 1024 a key may have",
+        };
+        assert!(
+            reason.contains(&format!("answered it breaking the contract: {why}")),
+            "{reason}"
+        );
+    }
+    // The table shows the empty key as such, and the long one cut.
     let table = run(w.causeway().args(["dlq", "list"])).stdout;
     assert!(table.contains(" \"\" "), "{table}");
+    assert!(table.contains("… (1500 bytes)"), "{table}");
+    // Only the contact let through left a version of itself.
+    let db = w.scratch.path().join("causeway-data/causeway.db");
+    let versions: Vec<String> = rusqlite::Connection::open(db)
+        .unwrap()
+        .prepare("SELECT key FROM record_version")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(versions, ["k1"]);
 }
 
 /// Two versions of a contact pushed before the pipeline takes either: the

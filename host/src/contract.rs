@@ -269,10 +269,12 @@ pub fn page_problem(page: &crate::bindings::Page) -> Option<String> {
     })
 }
 
-/// Whether `record`'s stream and key are no longer than the contract
-/// allows: those longer are set aside, and nothing is kept by them.
-pub fn within_lengths(record: &crate::bindings::Record) -> bool {
-    record.stream.len() <= MAX_STREAM_BYTES && record.key.len() <= MAX_KEY_BYTES
+/// Whether `record` has a stream and a key the contract allows (not
+/// empty, not too long): a record without is set aside, and nothing is
+/// kept by its stream and key.
+pub fn identified(record: &crate::bindings::Record) -> bool {
+    (1..=MAX_STREAM_BYTES).contains(&record.stream.len())
+        && (1..=MAX_KEY_BYTES).contains(&record.key.len())
 }
 
 /// A plugin's `text` (a key, a checkpoint) as a message shows it: its
@@ -308,12 +310,13 @@ mod tests {
         };
         let longest = record(&"s".repeat(MAX_STREAM_BYTES), &"k".repeat(MAX_KEY_BYTES));
         assert!(record_problems(&longest).is_empty());
-        assert!(within_lengths(&longest));
+        assert!(identified(&longest));
+        assert!(!identified(&record("s", "")) && !identified(&record("", "k")));
         let long = record(
             &"s".repeat(MAX_STREAM_BYTES + 1),
             &"k".repeat(MAX_KEY_BYTES + 1),
         );
-        assert!(!within_lengths(&long));
+        assert!(!identified(&long));
         let problems = record_problems(&long);
         assert_eq!(
             problems,

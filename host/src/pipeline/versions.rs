@@ -41,7 +41,7 @@ pub struct Known {
 pub fn timestamped(records: &[Record]) -> Vec<(String, String)> {
     records
         .iter()
-        .filter(|r| r.source_timestamp.is_some() && crate::contract::within_lengths(r))
+        .filter(|r| r.source_timestamp.is_some() && crate::contract::identified(r))
         .map(|r| (r.stream.clone(), r.key.clone()))
         .collect()
 }
@@ -84,11 +84,11 @@ impl Known {
         let mut through = Vec::with_capacity(records.len());
         let mut older = Vec::new();
         for record in records {
-            // A key or stream too long is set aside next: nothing is kept
-            // by it.
+            // A record without a key or stream the contract allows is set
+            // aside next: nothing is kept by it.
             let Some(at) = record
                 .source_timestamp
-                .filter(|_| crate::contract::within_lengths(&record))
+                .filter(|_| crate::contract::identified(&record))
             else {
                 through.push(record);
                 continue;
@@ -295,17 +295,20 @@ mod tests {
         let newer: Vec<i64> = known.newer().iter().map(|v| v.at).collect();
         assert_eq!(newer, [5]);
 
-        // A key too long (set aside right after) is let through, looked
-        // up and remembered by nothing.
-        let long = [record(
-            &"k".repeat(crate::contract::MAX_KEY_BYTES + 1),
-            Some(9),
-            "long",
-        )];
+        // A key too long or empty (set aside right after) is let
+        // through, looked up and remembered by nothing.
+        let long = [
+            record(
+                &"k".repeat(crate::contract::MAX_KEY_BYTES + 1),
+                Some(9),
+                "long",
+            ),
+            record("", Some(9), "empty"),
+        ];
         assert!(timestamped(&long).is_empty());
         let mut known = super::known(&conn, "p", timestamped(&long)).unwrap();
         let (through, _) = known.skip_older(long.to_vec());
-        assert_eq!(data(&through), ["long"]);
+        assert_eq!(data(&through), ["long", "empty"]);
         assert!(known.newer().is_empty());
 
         // A reset forgets them; expiry forgets those not let through since.
