@@ -277,7 +277,14 @@ fn beside(base: &Path, path: PathBuf) -> PathBuf {
     if path.is_absolute() {
         return path;
     }
-    let mut out = base.to_path_buf();
+    // Beside a file named bare (`--config-file c.toml`), `../plugins` is
+    // shown so, not as `./../plugins`; a path into the folder keeps its `./`.
+    let here = base == Path::new(".");
+    let mut out = if here {
+        PathBuf::new()
+    } else {
+        base.to_path_buf()
+    };
     for part in path.components() {
         match part {
             std::path::Component::CurDir => {}
@@ -293,10 +300,11 @@ fn beside(base: &Path, path: PathBuf) -> PathBuf {
             other => out.push(other),
         }
     }
-    if out.as_os_str().is_empty() {
-        out.push(".");
+    match out.components().next() {
+        None => PathBuf::from("."),
+        Some(std::path::Component::Normal(_)) if here => Path::new(".").join(out),
+        _ => out,
     }
-    out
 }
 
 /// The values a limit may take. A limit no plugin could run under (zero
@@ -1040,6 +1048,12 @@ mod tests {
             beside(&root.join("missing"), "../x".into()),
             root.join("missing/../x")
         );
+        // Beside a file in the working folder.
+        let here = Path::new(".");
+        assert_eq!(beside(here, "../plugins".into()), Path::new("../plugins"));
+        assert_eq!(beside(here, "plugins".into()), Path::new("./plugins"));
+        assert_eq!(beside(here, ".".into()), Path::new("."));
+        assert_eq!(beside(here, "../../x".into()), Path::new("../../x"));
     }
 
     #[test]
