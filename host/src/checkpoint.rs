@@ -58,8 +58,7 @@ impl Visited {
         if !page.has_more || !self.seen.contains(&self.keys.hash_one(next)) {
             return None;
         }
-        // A source may write kilobytes.
-        let next_text = crate::contract::shown(next.unwrap_or("(none)"), 200);
+        let next_text = crate::contract::shown_checkpoint(next);
         Some(if next == from {
             format!("the page says more follows but keeps the checkpoint {next_text}")
         } else {

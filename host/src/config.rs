@@ -134,7 +134,8 @@ pub fn section_line(text: &str, key: &str) -> Option<usize> {
         .position(|line| {
             let line = line.trim_start();
             let unquoted;
-            let line = if line.contains('"') {
+            // Only a header is unquoted: `every = "3s"` lines are many.
+            let line = if line.starts_with('[') && line.contains('"') {
                 unquoted = line.replace('"', "");
                 unquoted.as_str()
             } else {

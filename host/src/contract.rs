@@ -286,6 +286,12 @@ pub fn shown(text: &str, chars: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A checkpoint as a message shows it: [`shown`] to 200 characters
+/// (`(none)` for none), since a source may write kilobytes.
+pub fn shown_checkpoint(checkpoint: Option<&str>) -> std::borrow::Cow<'_, str> {
+    shown(checkpoint.unwrap_or("(none)"), 200)
+}
+
 /// A record's key as a message or a listing shows it: [`shown`] to 80
 /// characters, and `""` when empty (a list would otherwise read `()`).
 pub fn shown_key(key: &str) -> std::borrow::Cow<'_, str> {

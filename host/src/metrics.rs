@@ -685,6 +685,21 @@ mod tests {
                 message: text(),
             },
         ];
+        // A variant added to CallError must be added above: this match
+        // stops compiling until it is.
+        for end in &host {
+            match end {
+                CallError::Timeout { .. }
+                | CallError::OutOfMemory { .. }
+                | CallError::ResourceLimit { .. }
+                | CallError::OutOfFuel { .. }
+                | CallError::Busy { .. }
+                | CallError::Trap { .. }
+                | CallError::Plugin { .. }
+                | CallError::Invalid(_)
+                | CallError::BrokenAnswer { .. } => {}
+            }
+        }
         use crate::operation::FailureKind::*;
         let plugins = [Config, Auth, RateLimited, Transient, Fatal];
         let kinds = host

@@ -594,7 +594,7 @@ async fn read_rules(subject: &Subject, config: &Value, stream: &StreamInfo, repo
                 format!(
                     "stream {name}: record {} was read again after resuming from checkpoint {}",
                     crate::contract::shown_key(&again.key),
-                    crate::contract::shown(checkpoint.as_deref().unwrap_or("(none)"), 200)
+                    crate::contract::shown_checkpoint(checkpoint.as_deref())
                 ),
             ),
             None => report.pass(
