@@ -12,8 +12,16 @@
 //! development machine, where an audited loopback request has a budget of
 //! 10% of about 100 µs (performance.md §4). Past the mapping, lines are
 //! written to the file. Once the journal holds more than [`CUT_PAST`], the
-//! next commit replaces it with one holding the events still waiting (a
-//! new file renamed over it, so a kill leaves the old or the new).
+//! next commit replaces it with one holding the lines of the events still
+//! waiting, copied as they are: a file made under a staging name, then
+//! given the journal's, so a kill leaves the old or the new. Where the file
+//! system can, the two trade names (`RENAME_EXCHANGE`), and the old one,
+//! zeroed where it was written, is the next cut's file. A busy host cuts at
+//! every commit: a new file each time (its room set aside, mapped, each
+//! page faulted in anew, the old one freed), the waiting events sealed anew
+//! with every capability use waiting on the queue's lock, and a mapping
+//! smaller than one commit's events made each audited use about 2.5 µs
+//! dearer (performance.md, Session 36).
 //!
 //! Each line is sealed ([`Seal`]), so a journal no causeway wrote adds
 //! nothing to the log.
@@ -54,13 +62,15 @@ const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(600);
 static MADE: AtomicU64 = AtomicU64::new(0);
 
 /// How much of a journal is mapped: its file is made this long, the room
-/// set aside on disk.
-pub const MAPPED: usize = 1 << 20;
+/// set aside on disk (twice, once a writer keeps a spare). What a busy
+/// host queues between two commits fits: 60,000 events a second of about
+/// 500 bytes, for the 50 ms between commits and the commit itself, is
+/// some 2.3 MB.
+pub const MAPPED: usize = 4 << 20;
 
 /// A journal past this many bytes is cut at the next commit: some five
 /// hundred events, which a writer recovering them looks up in a few
-/// milliseconds. Well inside [`MAPPED`], so a writer keeping up never
-/// writes past the mapping.
+/// milliseconds.
 pub const CUT_PAST: u64 = 256 << 10;
 
 /// The first [`MAPPED`] bytes of a journal's file, mapped shared.
@@ -113,6 +123,14 @@ impl Map {
         }
         true
     }
+
+    /// Zeroes its first `len` bytes (all of it, if `len` is past its end).
+    fn zero(&mut self, len: u64) {
+        let len = usize::try_from(len).map_or(MAPPED, |len| len.min(MAPPED));
+        // SAFETY: `0..len` is inside the mapping, which is writable and
+        // aliases no Rust object (as in `write`).
+        unsafe { std::ptr::write_bytes(self.at.as_ptr(), 0, len) };
+    }
 }
 
 impl Drop for Map {
@@ -127,32 +145,35 @@ impl Drop for Map {
 pub struct Journal {
     path: PathBuf,
     file: File,
-    /// What seals its lines (a cut writes the waiting events anew).
-    seal: Seal,
     /// Its first bytes, mapped; `None` where the file system cannot set
     /// them aside or map them (then every line is written).
     map: Option<Map>,
     /// Where the next line goes: the length of what it holds.
     len: u64,
+    /// Where the lines of the events being committed end ([`Journal::mark`]).
+    marked: u64,
     /// The last append or cut failed (a full disk): said once, not at every
     /// event.
     failing: bool,
+    /// The journal before the last cut, zeroed, under the staging name
+    /// and locked: the next cut's file.
+    spare: Option<(File, Map)>,
 }
 
 impl Journal {
-    /// A new, empty journal for the database at `db`, locked, its lines
-    /// sealed by `seal`.
-    pub fn create(db: &Path, seal: Seal) -> io::Result<Journal> {
+    /// A new, empty journal for the database at `db`, locked.
+    pub fn create(db: &Path) -> io::Result<Journal> {
         let made = MADE.fetch_add(1, Ordering::Relaxed);
         let path = sibling(db, INFIX, &format!("{}-{made}", std::process::id()));
         let (file, map) = fresh(&path)?;
         Ok(Journal {
             path,
             file,
-            seal,
             map,
             len: 0,
+            marked: 0,
             failing: false,
+            spare: None,
         })
     }
 
@@ -172,25 +193,70 @@ impl Journal {
         self.said(written, "write to");
     }
 
-    /// Once past [`CUT_PAST`], cuts the journal back to `waiting`, the
-    /// events not yet committed: replaced whole (a new file renamed over
-    /// it), so a process killed meanwhile leaves the old journal or the
-    /// new one.
-    pub fn cut_to(&mut self, waiting: &[AuditEvent]) {
+    /// Marks the end of the lines of the events a commit takes: those
+    /// after it are the events still waiting once it is done.
+    pub fn mark(&mut self) {
+        self.marked = self.len;
+    }
+
+    /// Once past [`CUT_PAST`], cuts the journal back to its lines after the
+    /// [mark](Journal::mark), the events the last commit did not take:
+    /// replaced whole (a new file given its name), so a process killed
+    /// meanwhile leaves the old journal or the new one. Their lines are
+    /// copied as they are: sealing them anew cost a busy host's writer
+    /// about a microsecond a line, with every capability use waiting.
+    pub fn cut(&mut self) {
         if self.len <= CUT_PAST {
             return;
         }
-        let cut = self.replace(waiting);
+        let cut = self.replace();
         self.said(cut, "cut");
     }
 
-    fn replace(&mut self, waiting: &[AuditEvent]) -> io::Result<()> {
-        let lines: Vec<u8> = waiting.iter().flat_map(|e| self.seal.line(e)).collect();
-        let (file, map) = fresh_with(&self.path, |file| file.write_all_at(&lines, 0))?;
-        // The old mapping goes before its file: then its lock.
-        self.map = map;
-        self.file = file;
-        self.len = lines.len() as u64;
+    fn replace(&mut self) -> io::Result<()> {
+        let waiting = self.len.saturating_sub(self.marked);
+        let mut lines = vec![0; usize::try_from(waiting).map_err(io::Error::other)?];
+        self.file.read_exact_at(&mut lines, self.marked)?;
+        let staged = staging(&self.path);
+        let (file, mut map) = match self.spare.take() {
+            Some((file, map)) => (file, Some(map)),
+            None => made_at(&staged, &self.path)?,
+        };
+        let filled = match map.as_mut().is_some_and(|map| map.write(0, &lines)) {
+            true => Ok(()),
+            false => file.write_all_at(&lines, 0),
+        };
+        // Traded where the file system can (and where there is a mapping
+        // to zero): the old journal stays, under the staging name.
+        let traded = filled.is_ok()
+            && self.map.is_some()
+            && map.is_some()
+            && rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &staged,
+                rustix::fs::CWD,
+                &self.path,
+                rustix::fs::RenameFlags::EXCHANGE,
+            )
+            .is_ok();
+        if !traded && let Err(e) = filled.and_then(|()| std::fs::rename(&staged, &self.path)) {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+        let old_map = std::mem::replace(&mut self.map, map);
+        let old_file = std::mem::replace(&mut self.file, file);
+        let old_len = std::mem::replace(&mut self.len, lines.len() as u64);
+        self.marked = 0;
+        if traded {
+            self.spare = spare(old_file, old_map, old_len);
+            if self.spare.is_none() {
+                let _ = std::fs::remove_file(&staged);
+            }
+        } else {
+            // The old mapping goes before its file: then its lock.
+            drop(old_map);
+            drop(old_file);
+        }
         Ok(())
     }
 
@@ -215,6 +281,16 @@ impl Journal {
                 );
             }
             Err(_) => {}
+        }
+    }
+}
+
+impl Drop for Journal {
+    /// The spare goes with its writer (a journal still holding events
+    /// stays for the next writer; the spare holds none).
+    fn drop(&mut self) {
+        if self.spare.take().is_some() {
+            remove(&staging(&self.path));
         }
     }
 }
@@ -322,13 +398,15 @@ pub fn abandoned(db: &Path, conn: &Connection, seal: &Seal) -> Vec<Abandoned> {
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
         // Left by a kill while a journal was made (or replaced: the
-        // journal it was to replace is whole): nothing of it is needed.
+        // journal it was to replace is whole), or by a writer gone (the
+        // journal its last cut replaced): nothing of it is needed. A
+        // living writer holds its own locked, as the next cut's file.
         if file_name.starts_with(&staging) {
             let stale = entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > STALE_STAGING));
-            if stale {
+            if stale && let Ok(Some(_unheld)) = try_open_locked(&entry.path()) {
                 let _ = std::fs::remove_file(entry.path());
             }
             continue;
@@ -428,37 +506,53 @@ fn sibling(db: &Path, infix: &str, tag: &str) -> PathBuf {
     db.with_file_name(format!("{name}{infix}{tag}"))
 }
 
-/// A new journal file at `path` (in place of the one there, if any),
-/// locked, and its first [`MAPPED`] bytes set aside on disk and mapped
-/// (where the file system can).
-fn fresh(path: &Path) -> io::Result<(File, Option<Map>)> {
-    fresh_with(path, |_| Ok(()))
-}
-
-/// [`fresh`], `fill` writing its first contents before it takes `path`:
-/// it is made under a staging name and locked first, so no other process
-/// takes it for a journal its writer left.
-fn fresh_with(
-    path: &Path,
-    fill: impl FnOnce(&File) -> io::Result<()>,
-) -> io::Result<(File, Option<Map>)> {
+/// The staging name of the journal at `path`.
+fn staging(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let staged = path.with_file_name(name.replacen(INFIX, STAGING_INFIX, 1));
-    let made = made_at(&staged, path, fill);
-    if made.is_err() {
+    path.with_file_name(name.replacen(INFIX, STAGING_INFIX, 1))
+}
+
+/// A new, empty journal file at `path` (in place of the one there, if
+/// any), locked, and its first [`MAPPED`] bytes set aside on disk and
+/// mapped (where the file system can). It is made under the staging name
+/// and locked first, so no other process takes it for a journal its
+/// writer left.
+fn fresh(path: &Path) -> io::Result<(File, Option<Map>)> {
+    let staged = staging(path);
+    let made = made_at(&staged, path)?;
+    if let Err(e) = std::fs::rename(&staged, path) {
         let _ = std::fs::remove_file(&staged);
+        return Err(e);
+    }
+    Ok(made)
+}
+
+/// The journal before a cut, given the staging name by the trade, as the
+/// next cut's file: zeroed where it was written, and cut back to its
+/// mapping. `None` where it cannot be (no mapping, or not shortened).
+fn spare(file: File, map: Option<Map>, len: u64) -> Option<(File, Map)> {
+    let mut map = map?;
+    map.zero(len);
+    if len > MAPPED as u64 && file.set_len(MAPPED as u64).is_err() {
+        return None;
+    }
+    Some((file, map))
+}
+
+/// A new, empty file at `staged`, locked, for the journal at `path` (which
+/// the warning names), its room set aside and mapped where it can be.
+fn made_at(staged: &Path, path: &Path) -> io::Result<(File, Option<Map>)> {
+    let made = made_unremoved(staged, path);
+    if made.is_err() {
+        let _ = std::fs::remove_file(staged);
     }
     made
 }
 
-fn made_at(
-    staged: &Path,
-    path: &Path,
-    fill: impl FnOnce(&File) -> io::Result<()>,
-) -> io::Result<(File, Option<Map>)> {
+fn made_unremoved(staged: &Path, path: &Path) -> io::Result<(File, Option<Map>)> {
     let file = options().create(true).open(staged)?;
     file.lock()?;
     file.set_len(0)?;
@@ -475,8 +569,6 @@ fn made_at(
             );
         })
         .ok();
-    fill(&file)?;
-    std::fs::rename(staged, path)?;
     Ok((file, map))
 }
 
@@ -542,7 +634,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("causeway.db");
         for mapped in [true, false] {
-            let mut journal = Journal::create(&db, seal()).unwrap();
+            let mut journal = Journal::create(&db).unwrap();
             assert!(journal.map.is_some());
             if !mapped {
                 journal.map = None;
@@ -563,33 +655,57 @@ mod tests {
     #[test]
     fn a_cut_keeps_only_the_events_still_waiting() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::create(&dir.path().join("causeway.db"), seal()).unwrap();
+        let mut journal = Journal::create(&dir.path().join("causeway.db")).unwrap();
         let (a, b, c) = (event("a"), event("b"), event("c"));
-        for e in [&a, &b, &c] {
+        for e in [&a, &b] {
             journal.append(&line(e));
         }
+        // A commit takes a and b; c comes while it runs.
+        journal.mark();
+        journal.append(&line(&c));
         assert_eq!(lines(&journal.path), [a.clone(), b.clone(), c.clone()]);
         // Short, it is left as it is: a writer recovering it skips what
         // the log holds.
-        journal.cut_to(std::slice::from_ref(&c));
+        journal.cut();
         assert_eq!(lines(&journal.path), [a, b, c.clone()]);
-        // Past its size, it is cut.
+        // Past its size, it is cut: to c and what came after the mark.
         let filler = event(&"f".repeat(1000));
         while journal.len <= CUT_PAST {
             journal.append(&line(&filler));
         }
-        journal.cut_to(std::slice::from_ref(&c));
-        assert_eq!(lines(&journal.path), [c]);
-        journal.cut_to(&[]);
-        assert_eq!(lines(&journal.path).len(), 1, "short again: kept");
-        while journal.len <= CUT_PAST {
-            journal.append(&line(&filler));
-        }
-        journal.cut_to(&[]);
-        assert_eq!(lines(&journal.path), []);
+        journal.mark();
         let d = event("d");
         journal.append(&line(&d));
-        assert_eq!(lines(&journal.path), [d]);
+        journal.cut();
+        assert_eq!(lines(&journal.path), std::slice::from_ref(&d));
+        journal.mark();
+        journal.cut();
+        assert_eq!(lines(&journal.path).len(), 1, "short again: kept");
+        // Cut again and again, the two files trade names, each zeroed
+        // before it is written again (a line longer than the next would
+        // leave its end behind); past the mapping too.
+        for (round, size) in [(0, 1000), (1, 10), (2, 3000), (3, 10)] {
+            let filler = event(&"f".repeat(size));
+            let cap = if round == 2 {
+                MAPPED as u64 + 5000
+            } else {
+                CUT_PAST
+            };
+            while journal.len <= cap {
+                journal.append(&line(&filler));
+            }
+            journal.mark();
+            let e = event(&format!("e{round}"));
+            journal.append(&line(&e));
+            journal.cut();
+            assert_eq!(lines(&journal.path), [e], "round {round}");
+            assert!(journal.spare.is_some(), "round {round}");
+        }
+        journal.mark();
+        journal.cut();
+        let d = event("d");
+        journal.append(&line(&d));
+        assert_eq!(lines(&journal.path).last(), Some(&d));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -601,7 +717,37 @@ mod tests {
         }
         assert_eq!(journals(dir.path()).len(), 1);
         journal.remove();
-        assert_eq!(journals(dir.path()), Vec::<String>::new());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the journal and its spare are gone"
+        );
+    }
+
+    #[test]
+    fn a_living_writers_spare_is_left_alone_however_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("causeway.db");
+        let mut journal = Journal::create(&db).unwrap();
+        let filler = event(&"f".repeat(1000));
+        while journal.len <= CUT_PAST {
+            journal.append(&line(&filler));
+        }
+        journal.mark();
+        journal.cut();
+        let spare = staging(&journal.path);
+        let stale = std::time::SystemTime::now() - STALE_STAGING * 2;
+        File::options()
+            .write(true)
+            .open(&spare)
+            .unwrap()
+            .set_modified(stale)
+            .unwrap();
+        let conn = crate::db::open(&db).unwrap();
+        assert!(abandoned(&db, &conn, &seal()).is_empty());
+        assert!(spare.exists(), "held by its writer, the next cut's file");
+        drop(journal);
+        assert!(!spare.exists(), "gone with its writer");
     }
 
     #[test]
@@ -617,7 +763,7 @@ mod tests {
         assert_eq!(journals(dir.path()), Vec::<String>::new(), "a clean stop");
 
         let sealed = chain().seal();
-        let mut journal = Journal::create(&db, sealed.clone()).unwrap();
+        let mut journal = Journal::create(&db).unwrap();
         for e in [&committed, &event("a"), &event("b")] {
             journal.append(&sealed.line(e));
         }

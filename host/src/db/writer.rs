@@ -74,11 +74,20 @@ struct Pending {
 }
 
 impl Pending {
-    /// Cuts the journal back to the events still waiting: the others are
-    /// committed.
+    /// The events waiting, taken for a commit (the journal marks where
+    /// their lines end).
+    fn take(&mut self) -> Vec<AuditEvent> {
+        if let Some(journal) = &mut self.journal {
+            journal.mark();
+        }
+        std::mem::take(&mut self.events)
+    }
+
+    /// Cuts the journal back to the events still waiting: those the last
+    /// [`Pending::take`] took are committed.
     fn committed(&mut self) {
         if let Some(journal) = &mut self.journal {
-            journal.cut_to(&self.events);
+            journal.cut();
         }
     }
 }
@@ -173,7 +182,7 @@ impl Writer {
         let mut conn = open(path)?;
         chain_legacy_rows(&mut conn, &chain)?;
         let seal = chain.seal();
-        let journal = Journal::create(path, seal.clone())
+        let journal = Journal::create(path)
             .inspect_err(|e| {
                 tracing::error!(
                     "cannot make an audit journal beside {}: {e}; audit events wait in memory only \
@@ -466,8 +475,7 @@ fn write_loop(
         batch.extend(jobs.try_iter());
         linger(&jobs, &mut batch, last_commit);
         // Every event recorded before anything in the batch was sent.
-        let mut events =
-            std::mem::take(&mut audits.lock().unwrap_or_else(|p| p.into_inner()).events);
+        let mut events = audits.lock().unwrap_or_else(|p| p.into_inner()).take();
         let dropped = stats.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             events.push(dropped_event(dropped));
