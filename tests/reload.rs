@@ -386,6 +386,47 @@ fn a_plugin_linked_into_the_folder_loads_and_switching_the_link_upgrades_it() {
 }
 
 #[test]
+fn a_sidecar_that_is_a_fifo_or_too_long_fails_its_plugin_and_holds_up_no_reload() {
+    let scratch = setup(0, "");
+    let host = start(&scratch);
+    assert_eq!(call(&host), Ok(A.to_string()));
+    // A plugin dropped in with a FIFO for its sidecar manifest (opening
+    // one waits for a writer), and one whose sidecar is megabytes.
+    let made = std::process::Command::new("mkfifo")
+        .arg(scratch.plugins().join("piped.toml"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    scratch.write("long.toml", "#".repeat(10 << 20));
+    scratch.install("test-kv", "piped.wasm");
+    scratch.install("test-echo", "long.wasm");
+    // The folder's reloads go on: an upgrade is taken.
+    replace_atomically(&scratch, &test_version(B));
+    wait_for_build(&host, B, Duration::from_secs(20));
+    let failed = |file: &str| {
+        plugin_rows(&host)
+            .iter()
+            .find(|r| r["file"].as_str().is_some_and(|f| f.ends_with(file)))
+            .and_then(|r| r["error"].as_str().map(str::to_string))
+    };
+    wait_until("both failed", Duration::from_secs(20), || {
+        Some((failed("piped.wasm")?, failed("long.wasm")?))
+    });
+    let (piped, long) = (failed("piped.wasm").unwrap(), failed("long.wasm").unwrap());
+    assert!(
+        piped.contains("piped.toml") && piped.contains("is not a regular file but a FIFO"),
+        "{piped}"
+    );
+    assert!(
+        long.contains("long.toml") && long.contains("is 10485760 bytes, over the 64 KiB"),
+        "{long}"
+    );
+    // And after them, too.
+    replace_atomically(&scratch, &test_version(A));
+    wait_for_build(&host, A, Duration::from_secs(20));
+}
+
+#[test]
 fn removing_the_file_unloads_the_plugin() {
     let scratch = setup(0, "");
     let host = start(&scratch);

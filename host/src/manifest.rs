@@ -119,6 +119,15 @@ pub enum ManifestError {
         /// The I/O error.
         error: std::io::Error,
     },
+    /// The sidecar is not a regular file, or too long to be a manifest:
+    /// not read.
+    #[error("manifest sidecar {path} {problem}")]
+    Sidecar {
+        /// The sidecar path.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The component's sections could not be parsed.
     #[error("cannot read the component's custom sections: {0}")]
     Wasm(String),
@@ -152,6 +161,49 @@ impl ManifestOrigin {
     }
 }
 
+/// The sidecar manifest at `path`, if there is one: a regular file (or a
+/// link to one) of at most [`MAX_MANIFEST_BYTES`]. Anything else there is
+/// an error, found without reading it: a FIFO would hold the reload until
+/// someone wrote to it, and megabytes would be read at every scan.
+pub fn read_sidecar(path: &Path) -> Result<Option<Vec<u8>>, ManifestError> {
+    use std::io::Read;
+    let refused = |problem: String| ManifestError::Sidecar {
+        path: path.display().to_string(),
+        problem,
+    };
+    let io = |error| ManifestError::Io {
+        path: path.display().to_string(),
+        error,
+    };
+    let too_long = |size: u64| {
+        refused(format!(
+            "is {size} bytes, over the {} KiB a manifest may have",
+            MAX_MANIFEST_BYTES / 1024
+        ))
+    };
+    let (file, size) = match crate::plugin::open_regular(path) {
+        Ok(opened) => opened,
+        Err(crate::plugin::NotRegular::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(crate::plugin::NotRegular::Io(e)) => return Err(io(e)),
+        Err(crate::plugin::NotRegular::Kind(kind)) => {
+            return Err(refused(format!("is not a regular file but {kind}")));
+        }
+    };
+    let max = MAX_MANIFEST_BYTES as u64;
+    if size > max {
+        return Err(too_long(size));
+    }
+    let mut text = Vec::new();
+    file.take(max + 1).read_to_end(&mut text).map_err(io)?;
+    // Grown since its size was read.
+    if text.len() as u64 > max {
+        return Err(too_long(text.len() as u64));
+    }
+    Ok(Some(text))
+}
+
 impl Manifest {
     /// Reads the manifest of the component at `path` (whose bytes are
     /// `bytes`): the embedded section, or else the sidecar.
@@ -162,27 +214,26 @@ impl Manifest {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let embedded = embedded_text(bytes)?;
-        let sidecar_exists = sidecar_path.is_file();
-        match (embedded, sidecar_exists) {
-            (Some(_), true) => Err(ManifestError::Ambiguous {
+        let sidecar = read_sidecar(&sidecar_path)?;
+        match (embedded, sidecar) {
+            (Some(_), Some(_)) => Err(ManifestError::Ambiguous {
                 sidecar: sidecar_name,
             }),
-            (Some(text), false) => Ok((
+            (Some(text), None) => Ok((
                 Manifest::parse(&text, "(embedded)")?,
                 ManifestOrigin::Embedded,
             )),
-            (None, true) => {
-                let text =
-                    std::fs::read_to_string(&sidecar_path).map_err(|source| ManifestError::Io {
-                        path: sidecar_path.display().to_string(),
-                        error: source,
-                    })?;
+            (None, Some(text)) => {
+                let text = String::from_utf8(text).map_err(|_| ManifestError::Sidecar {
+                    path: sidecar_path.display().to_string(),
+                    problem: "is not UTF-8 text".into(),
+                })?;
                 Ok((
                     Manifest::parse(&text, &sidecar_name)?,
                     ManifestOrigin::Sidecar,
                 ))
             }
-            (None, false) => Err(ManifestError::Missing {
+            (None, None) => Err(ManifestError::Missing {
                 sidecar: sidecar_name,
             }),
         }
@@ -357,6 +408,41 @@ fn is_version(version: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sidecar_is_read_only_when_it_is_a_manifests_text_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        assert!(read_sidecar(&at("none.toml")).unwrap().is_none());
+        std::fs::write(at("good.toml"), "name = 1").unwrap();
+        assert_eq!(
+            read_sidecar(&at("good.toml")).unwrap().unwrap(),
+            b"name = 1"
+        );
+        std::fs::create_dir(at("folder.toml")).unwrap();
+        let refused = |name: &str| match read_sidecar(&at(name)) {
+            Err(e) => e.to_string(),
+            Ok(text) => panic!("{name} read: {text:?}"),
+        };
+        assert!(
+            refused("folder.toml").ends_with("folder.toml is not a regular file but a folder"),
+            "{}",
+            refused("folder.toml")
+        );
+        std::fs::write(at("long.toml"), "#".repeat(MAX_MANIFEST_BYTES + 1)).unwrap();
+        assert!(
+            refused("long.toml").ends_with("is 65537 bytes, over the 64 KiB a manifest may have")
+        );
+        std::fs::write(at("bytes.wasm"), b"not a component").unwrap();
+        std::fs::write(at("bytes.toml"), [0xff, 0xfe]).unwrap();
+        let not_text = Manifest::load(&at("bytes.wasm"), b"\0asm\x0d\0\x01\0").unwrap_err();
+        assert!(
+            not_text
+                .to_string()
+                .ends_with("bytes.toml is not UTF-8 text"),
+            "{not_text}"
+        );
+    }
 
     const GOOD: &str = r#"
 contract = "0.1.0"

@@ -164,22 +164,12 @@ pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
         file: path.to_path_buf(),
         problem,
     };
-    // Opened without waiting, and checked before reading: a FIFO named
-    // `.wasm` would otherwise hold the open, and the reload, until someone
-    // wrote to it. A link is followed.
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(
-        &mut options,
-        rustix::fs::OFlags::NONBLOCK.bits() as i32,
-    );
-    let file = options.open(path).map_err(|e| fail(e.into()))?;
-    let metadata = file.metadata().map_err(|e| fail(e.into()))?;
-    if !metadata.is_file() {
-        return Err(fail(Problem::NotAFile(kind_of(&metadata.file_type()))));
-    }
-    let size = metadata.len();
+    let (file, size) = open_regular(path).map_err(|e| {
+        fail(match e {
+            NotRegular::Io(e) => Problem::Io(e),
+            NotRegular::Kind(kind) => Problem::NotAFile(kind),
+        })
+    })?;
     if size > max {
         return Err(fail(Problem::TooLarge { size, max }));
     }
@@ -192,6 +182,35 @@ pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
         return Err(fail(Problem::TooLarge { size: read, max }));
     }
     Ok(bytes)
+}
+
+/// Why [`open_regular`] opened no file.
+#[derive(Debug)]
+pub(crate) enum NotRegular {
+    /// It could not be opened (it is not there, say).
+    Io(std::io::Error),
+    /// It is not a regular file but this (`a FIFO`, `a folder`).
+    Kind(&'static str),
+}
+
+/// The regular file at `path` (a link is followed), opened for reading,
+/// and its size. Opened without waiting, and checked before anything is
+/// read: a FIFO named like a plugin or its sidecar would otherwise hold
+/// the open, and the reload, until someone wrote to it.
+pub(crate) fn open_regular(path: &Path) -> Result<(std::fs::File, u64), NotRegular> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        rustix::fs::OFlags::NONBLOCK.bits() as i32,
+    );
+    let file = options.open(path).map_err(NotRegular::Io)?;
+    let metadata = file.metadata().map_err(NotRegular::Io)?;
+    if !metadata.is_file() {
+        return Err(NotRegular::Kind(kind_of(&metadata.file_type())));
+    }
+    Ok((file, metadata.len()))
 }
 
 /// What a file that is not a regular one is, as an error names it.

@@ -122,7 +122,10 @@ impl Background {
     /// one's outcome, when it comes, is dropped.
     pub fn get(&self, file: &Path, digest: &str, bytes: &[u8]) -> Option<Compiled> {
         // A sidecar manifest is part of what is compiled.
-        let sidecar = std::fs::read(file.with_extension("toml"))
+        // One that cannot be read fails the compile, with the reason.
+        let sidecar = crate::manifest::read_sidecar(&file.with_extension("toml"))
+            .ok()
+            .flatten()
             .map(|text| crate::plugin::digest(&text))
             .unwrap_or_default();
         let version = format!("{digest} {sidecar}");
