@@ -158,12 +158,21 @@ fn each_bad_file_fails_with_one_line_and_the_others_keep_loading() {
         "an ill-typed sidecar is named"
     );
 
-    // The table shows the same errors, one `error:` line each.
+    // The table shows the same errors, one `error:` line each, whatever
+    // a file's name holds.
+    scratch.write("forged\n  + http { host = \"evil.example\" }.wasm", b"junk");
     let out = run(scratch.causeway().arg("plugins"));
     assert!(out.success);
     assert_eq!(
         out.stdout.matches("\nerror: ").count(),
-        expectations.len(),
+        expectations.len() + 1,
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            r#"forged\n  + http { host = "evil.example" }.wasm: is not a WebAssembly file"#
+        ) && !out.stdout.lines().any(|l| l.starts_with("  + http")),
         "{}",
         out.stdout
     );

@@ -257,6 +257,25 @@ fn log_spam_is_cut_and_wasi_gives_nothing_beyond_the_fixed_set() {
 }
 
 #[test]
+fn a_plugins_log_line_is_one_line_of_the_hosts_log_whatever_it_holds() {
+    let (_scratch, host) = start();
+    let (status, answer, _) = provoke(&host, "log-forge");
+    assert_eq!(status, 200, "{answer}");
+    host.wait_for_log("benign", 5);
+    let logs = host.logs();
+    let line = logs.lines().find(|l| l.contains("benign")).unwrap();
+    assert!(
+        line.contains(r"benign\n2026-01-01T00:00:00.000000Z  INFO causeway::registry: plugin loaded plugin=forged@6.6.6\rthen\u{1b}[2K")
+            && line.contains("INFO plugin: benign"),
+        "{line}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.starts_with("2026-01-01")),
+        "a forged line: {logs}"
+    );
+}
+
+#[test]
 fn a_call_beyond_the_hosts_instance_slots_fails_as_busy_and_later_ones_run() {
     // One slot: while the looping call holds it, nothing else can start.
     let (_scratch, host) = start_with(r#"call-timeout = "5s""#, "[engine]\nmax-instances = 1\n");

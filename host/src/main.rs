@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
-        LogFormat::Human => logs.init(),
+        LogFormat::Human => logs.fmt_fields(one_line_fields()).init(),
         LogFormat::Json => logs.json().init(),
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -46,4 +46,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The human log's fields, as tracing-subscriber writes them (the message,
+/// then `name=value`), with every control character escaped: a line break
+/// and a carriage return too, which it leaves as they are. A plugin's log
+/// line, a file's name in the plugins folder, an API's error message are
+/// not the host's to print raw: each event is one line, and no text can
+/// write a line of the log that looks like the host's own (`--log-format
+/// json` escapes them as JSON does).
+fn one_line_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = match field.name() {
+            "message" => format!("{value:?}"),
+            name => format!("{name}={value:?}"),
+        };
+        writer.write_str(&cli::table::printable(&text, false))
+    })
+    .delimited(" ")
 }

@@ -50,13 +50,15 @@ pub fn statuses(config: &crate::config::Config) -> anyhow::Result<Vec<PluginStat
     })
 }
 
-/// The human table, with one `error:` line per plugin that is not active.
+/// The human table, with one `error:` line per plugin that is not active:
+/// one line, `\n` escaped (the error names the file, whose name is
+/// whoever dropped it there's choice, and may quote the plugin).
 pub fn table(statuses: &[PluginStatus]) -> String {
     let mut out = grid(statuses);
     for s in statuses.iter().filter(|s| s.error.is_some()) {
         out.push_str(&format!(
             "\nerror: {}",
-            s.error.as_deref().unwrap_or_default()
+            super::table::printable(s.error.as_deref().unwrap_or_default(), false)
         ));
     }
     if !out.ends_with('\n') {

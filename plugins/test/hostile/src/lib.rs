@@ -7,6 +7,9 @@
 //! - `stack`: recurses until the stack overflows;
 //! - `huge-output`: answers 200 MiB of records;
 //! - `log-spam`: writes 100,000 log lines, then answers;
+//! - `log-forge`: writes one log line holding a line break, a carriage
+//!   return and an escape sequence, as if to write a line of the host's
+//!   own log, then answers;
 //! - `host-calls`: calls the host in a loop, forever;
 //! - `wasi`: tries the filesystem, the environment, sockets, a name lookup and the clock,
 //!   and answers what it got;
@@ -134,6 +137,12 @@ impl Transform for Hostile {
                 (0..200)
                     .map(|i| Record::upsert("s", format!("k{i}"), &json!({ "blob": chunk })))
                     .collect()
+            }
+            "log-forge" => {
+                causeway_sdk::log::info(
+                    "benign\n2026-01-01T00:00:00.000000Z  INFO causeway::registry: plugin loaded plugin=forged@6.6.6\rthen\x1b[2K",
+                );
+                Ok(batch)
             }
             "log-spam" => {
                 for i in 0..100_000 {
