@@ -679,6 +679,76 @@ fn capability_uses_a_killed_host_had_not_committed_are_written_by_the_next() {
     assert_eq!(journals(&data), Vec::<String>::new());
 }
 
+/// The same past the journal's cuts: a host killed after its writer has
+/// cut its journal back to the uses still waiting, into a file of its own
+/// that then took the journal's name, leaves each use it had not
+/// committed once, and none it had twice.
+#[test]
+fn a_killed_host_that_had_cut_its_journal_leaves_each_use_once() {
+    use std::os::unix::fs::MetadataExt;
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    scratch.grants(support::EXAMPLE_GRANTS);
+    // Each use, a refused request, is some 2 KB in the journal: 300 of them
+    // pass the 256 KiB past which a commit cuts it, twice.
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        format!(
+            "[plugins.crm-source.config]\nbase_url = \"https://elsewhere.example/{}\"\n",
+            "p".repeat(1500)
+        ),
+    )
+    .unwrap();
+    let data = scratch.path().join("causeway-data");
+    let mut host = start(&scratch);
+    let journal = data.join(&journals(&data)[0]);
+    let first = std::fs::metadata(&journal).unwrap().ino();
+    let uses = 300;
+    for _ in 0..uses {
+        let (status, body) = host.api(
+            "POST",
+            "/api/plugins/crm-source/invoke",
+            Some(r#"{"operation": "read", "input": {"stream": "contacts"}}"#),
+        );
+        assert_eq!(status, 502, "{body}");
+    }
+    // Cut: the journal traded names with its spare, which stays (or,
+    // where the file system cannot trade them, a new file took its name).
+    let spare = data.join(journals(&data)[0].replace(".audit-pending.", ".audit-new."));
+    wait_until(
+        "the journal cut",
+        std::time::Duration::from_secs(10),
+        || (spare.exists() || std::fs::metadata(&journal).ok()?.ino() != first).then_some(()),
+    );
+    host.kill();
+
+    let mut host = start(&scratch);
+    let rows = wait_until(
+        "every use in the audit log",
+        std::time::Duration::from_secs(20),
+        || {
+            let rows = audit_rows(&data);
+            (rows.len() >= uses).then_some(rows)
+        },
+    );
+    assert_eq!(rows.len(), uses, "each use once");
+    assert!(
+        rows.iter()
+            .all(|r| r.1 == "http" && r.4 == "denied" && r.3.contains("/pppp")),
+        "{rows:#?}"
+    );
+    let verify = run(scratch.causeway().args(["audit", "verify"]));
+    assert!(verify.success, "{}{}", verify.stdout, verify.stderr);
+    host.terminate();
+    assert!(host.wait_exit(30), "{}", host.logs());
+    let left: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".audit-"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "a clean stop leaves no journal");
+}
+
 #[test]
 fn a_restart_loads_plugins_from_the_cache_and_a_corrupted_artifact_is_recompiled() {
     let scratch = Scratch::new();

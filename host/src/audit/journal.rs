@@ -163,8 +163,7 @@ pub struct Journal {
 impl Journal {
     /// A new, empty journal for the database at `db`, locked.
     pub fn create(db: &Path) -> io::Result<Journal> {
-        let made = MADE.fetch_add(1, Ordering::Relaxed);
-        let path = sibling(db, INFIX, &format!("{}-{made}", std::process::id()));
+        let path = unused(db);
         let (file, map) = fresh(&path)?;
         Ok(Journal {
             path,
@@ -395,20 +394,11 @@ pub fn abandoned(db: &Path, conn: &Connection, seal: &Seal) -> Vec<Abandoned> {
         return Vec::new();
     };
     let mut found = Vec::new();
+    let mut staged = Vec::new();
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        // Left by a kill while a journal was made (or replaced: the
-        // journal it was to replace is whole), or by a writer gone (the
-        // journal its last cut replaced): nothing of it is needed. A
-        // living writer holds its own locked, as the next cut's file.
-        if file_name.starts_with(&staging) {
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > STALE_STAGING));
-            if stale && let Ok(Some(_unheld)) = try_open_locked(&entry.path()) {
-                let _ = std::fs::remove_file(entry.path());
-            }
+        if let Some(tag) = file_name.strip_prefix(&staging) {
+            staged.push((entry, tag.to_string()));
             continue;
         }
         if !file_name.starts_with(&prefix) {
@@ -422,6 +412,27 @@ pub fn abandoned(db: &Path, conn: &Connection, seal: &Seal) -> Vec<Abandoned> {
                 "cannot read the audit journal {}: {e}; its events are not recovered",
                 path.display()
             ),
+        }
+    }
+    // Left by a kill while a journal was made (or replaced: the journal it
+    // was to replace is whole), or by a writer gone (the journal its last
+    // cut replaced): nothing of it is needed. A living writer holds its
+    // own locked, as the next cut's file. One not held is removed at once
+    // beside its writer's abandoned journal, or else once stale (it may be
+    // a journal in the making, not locked yet).
+    for (entry, tag) in staged {
+        let journal = sibling(db, INFIX, &tag);
+        let orphaned = found.iter().any(|a| a.path == journal);
+        let stale = || {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > STALE_STAGING))
+        };
+        if (orphaned || stale())
+            && let Ok(Some(_unheld)) = try_open_locked(&entry.path())
+        {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
     found.sort_by(|a, b| a.path.cmp(&b.path));
@@ -504,6 +515,28 @@ fn sibling(db: &Path, infix: &str, tag: &str) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     db.with_file_name(format!("{name}{infix}{tag}"))
+}
+
+/// A journal name beside the database at `db` that no file has, nor its
+/// staging name: `PID-N`, N this process's next. A process of the same PID
+/// may have left one (a container's host has the same PID at every start):
+/// taking its name would replace a killed host's journal before the writer
+/// reads it.
+fn unused(db: &Path) -> PathBuf {
+    let free = |path: &Path| {
+        std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+    };
+    let mut tries = 0;
+    loop {
+        let made = MADE.fetch_add(1, Ordering::Relaxed);
+        let path = sibling(db, INFIX, &format!("{}-{made}", std::process::id()));
+        tries += 1;
+        // Past a thousand, the folder cannot be read: making the file will
+        // say why.
+        if (free(&path) && free(&staging(&path))) || tries > 1000 {
+            return path;
+        }
+    }
 }
 
 /// The staging name of the journal at `path`.
@@ -725,6 +758,35 @@ mod tests {
     }
 
     #[test]
+    fn a_new_journal_never_takes_the_name_of_one_a_process_of_the_same_pid_left() {
+        // A container's host has the same PID at every start: the journals
+        // (and spares) its killed predecessors left must not be replaced
+        // before the writer reads them.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("causeway.db");
+        let pid = std::process::id();
+        let next = MADE.load(Ordering::Relaxed);
+        let mut left = Vec::new();
+        for made in 0..next + 200 {
+            let infix = if made % 2 == 0 { INFIX } else { STAGING_INFIX };
+            let path = sibling(&db, infix, &format!("{pid}-{made}"));
+            std::fs::write(&path, "left\n").unwrap();
+            left.push(path);
+        }
+        let journal = Journal::create(&db).unwrap();
+        assert!(!left.contains(&journal.path), "{}", journal.path.display());
+        assert!(!left.contains(&staging(&journal.path)));
+        for path in &left {
+            assert_eq!(
+                std::fs::read(path).unwrap(),
+                b"left\n",
+                "{}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
     fn a_living_writers_spare_is_left_alone_however_old() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("causeway.db");
@@ -748,6 +810,25 @@ mod tests {
         assert!(spare.exists(), "held by its writer, the next cut's file");
         drop(journal);
         assert!(!spare.exists(), "gone with its writer");
+
+        // A writer killed after a cut leaves its journal and its spare:
+        // the spare goes at once, the journal is read.
+        let mut journal = Journal::create(&db).unwrap();
+        while journal.len <= CUT_PAST {
+            journal.append(&line(&filler));
+        }
+        journal.mark();
+        journal.append(&line(&event("waiting")));
+        journal.cut();
+        let path = journal.path.clone();
+        let (spare, held) = (staging(&path), journal.spare.take());
+        assert!(held.is_some() && spare.exists());
+        drop((journal, held));
+        let found = abandoned(&db, &conn, &seal());
+        assert!(!spare.exists(), "a killed writer's spare is removed");
+        let killed = found.iter().find(|f| f.path == path).unwrap();
+        let targets: Vec<&str> = killed.events.iter().map(|e| e.target.as_str()).collect();
+        assert_eq!(targets, ["waiting"]);
     }
 
     #[test]
