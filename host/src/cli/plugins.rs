@@ -51,8 +51,8 @@ pub fn statuses(config: &crate::config::Config) -> anyhow::Result<Vec<PluginStat
 }
 
 /// The human table, with one `error:` line per plugin that is not active:
-/// one line, `\n` escaped (the error names the file, whose name is
-/// whoever dropped it there's choice, and may quote the plugin).
+/// one line, `\n` escaped (the error names the file, a name chosen by
+/// whoever dropped it there, and may quote the plugin).
 pub fn table(statuses: &[PluginStatus]) -> String {
     let mut out = grid(statuses);
     for s in statuses.iter().filter(|s| s.error.is_some()) {
