@@ -189,7 +189,11 @@ impl Journal {
         if written.is_ok() {
             self.len += line.len() as u64;
         }
-        self.said(written, "write to");
+        self.said(
+            written,
+            "write to",
+            "audit events wait in memory only, so a process killed before the next commit loses them",
+        );
     }
 
     /// Marks the end of the lines of the events a commit takes: those
@@ -209,7 +213,11 @@ impl Journal {
             return;
         }
         let cut = self.replace();
-        self.said(cut, "cut");
+        self.said(
+            cut,
+            "cut",
+            "it holds every event since, and grows until a cut succeeds",
+        );
     }
 
     fn replace(&mut self) -> io::Result<()> {
@@ -264,7 +272,9 @@ impl Journal {
         remove(&self.path);
     }
 
-    fn said(&mut self, done: io::Result<()>, what: &str) {
+    /// Says once that `what` failed, and `meaning` what it means; and
+    /// once that it works again.
+    fn said(&mut self, done: io::Result<()>, what: &str, meaning: &str) {
         match done {
             Ok(()) if self.failing => {
                 self.failing = false;
@@ -274,8 +284,7 @@ impl Journal {
             Err(e) if !self.failing => {
                 self.failing = true;
                 tracing::error!(
-                    "cannot {what} the audit journal {}: {e}; audit events wait in memory only, \
-                     so a process killed before the next commit loses them",
+                    "cannot {what} the audit journal {}: {e}; {meaning}",
                     self.path.display()
                 );
             }
