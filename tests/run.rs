@@ -594,6 +594,34 @@ fn journals(data: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// Makes `uses` reads of crm-source, pointed at a host it may not reach:
+/// each a refused request, an audited use.
+fn refused_reads(host: &RunningHost, uses: usize) {
+    for _ in 0..uses {
+        let (status, body) = host.api(
+            "POST",
+            "/api/plugins/crm-source/invoke",
+            Some(r#"{"operation": "read", "input": {"stream": "contacts"}}"#),
+        );
+        assert_eq!(status, 502, "{body}");
+    }
+}
+
+/// The plugins' uses in the audit log in `data`, once there are `uses`.
+fn every_use_logged(
+    data: &std::path::Path,
+    uses: usize,
+) -> Vec<(String, String, String, String, String, String)> {
+    wait_until(
+        "every use in the audit log",
+        std::time::Duration::from_secs(20),
+        || {
+            let rows = audit_rows(data);
+            (rows.len() >= uses).then_some(rows)
+        },
+    )
+}
+
 /// Uses a host made just before it was killed (SIGKILL), which its writer
 /// had not committed yet (it commits them 5 to 50 ms later), are not lost:
 /// the next host writes them from the killed one's journal.
@@ -604,14 +632,7 @@ fn capability_uses_a_killed_host_had_not_committed_are_written_by_the_next() {
     let mut host = start(&scratch);
     assert_eq!(journals(&data).len(), 1, "the running host's journal");
     let uses = 20;
-    for _ in 0..uses {
-        let (status, body) = host.api(
-            "POST",
-            "/api/plugins/crm-source/invoke",
-            Some(r#"{"operation": "read", "input": {"stream": "contacts"}}"#),
-        );
-        assert_eq!(status, 502, "{body}");
-    }
+    refused_reads(&host, uses);
     host.kill();
     let left = journals(&data);
     assert_eq!(left.len(), 1, "{left:?}");
@@ -642,14 +663,7 @@ fn capability_uses_a_killed_host_had_not_committed_are_written_by_the_next() {
     );
 
     let mut host = start(&scratch);
-    let rows = wait_until(
-        "every use in the audit log",
-        std::time::Duration::from_secs(20),
-        || {
-            let rows = audit_rows(&data);
-            (rows.len() >= uses).then_some(rows)
-        },
-    );
+    let rows = every_use_logged(&data, uses);
     assert_eq!(rows.len(), uses, "{rows:#?}");
     assert!(rows.iter().all(|r| r.4 == "denied"), "{rows:#?}");
     assert!(!rows.iter().any(|r| r.5 == "forged"), "{rows:#?}");
@@ -704,14 +718,7 @@ fn a_killed_host_that_had_cut_its_journal_leaves_each_use_once() {
     let journal = data.join(&journals(&data)[0]);
     let first = std::fs::metadata(&journal).unwrap().ino();
     let uses = 300;
-    for _ in 0..uses {
-        let (status, body) = host.api(
-            "POST",
-            "/api/plugins/crm-source/invoke",
-            Some(r#"{"operation": "read", "input": {"stream": "contacts"}}"#),
-        );
-        assert_eq!(status, 502, "{body}");
-    }
+    refused_reads(&host, uses);
     // Cut: the journal traded names with its spare, which stays (or,
     // where the file system cannot trade them, a new file took its name).
     let spare = data.join(journals(&data)[0].replace(".audit-pending.", ".audit-new."));
@@ -723,14 +730,7 @@ fn a_killed_host_that_had_cut_its_journal_leaves_each_use_once() {
     host.kill();
 
     let mut host = start(&scratch);
-    let rows = wait_until(
-        "every use in the audit log",
-        std::time::Duration::from_secs(20),
-        || {
-            let rows = audit_rows(&data);
-            (rows.len() >= uses).then_some(rows)
-        },
-    );
+    let rows = every_use_logged(&data, uses);
     assert_eq!(rows.len(), uses, "each use once");
     assert!(
         rows.iter()
