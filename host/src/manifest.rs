@@ -166,42 +166,24 @@ impl ManifestOrigin {
 /// an error, found without reading it: a FIFO would hold the reload until
 /// someone wrote to it, and megabytes would be read at every scan.
 pub fn read_sidecar(path: &Path) -> Result<Option<Vec<u8>>, ManifestError> {
-    use std::io::Read;
+    use crate::plugin::Unread;
     let refused = |problem: String| ManifestError::Sidecar {
         path: path.display().to_string(),
         problem,
     };
-    let io = |error| ManifestError::Io {
-        path: path.display().to_string(),
-        error,
-    };
-    let too_long = |size: u64| {
-        refused(format!(
+    match crate::plugin::read_regular(path, MAX_MANIFEST_BYTES as u64) {
+        Ok(text) => Ok(Some(text)),
+        Err(Unread::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(Unread::Io(error)) => Err(ManifestError::Io {
+            path: path.display().to_string(),
+            error,
+        }),
+        Err(Unread::Kind(kind)) => Err(refused(format!("is not a regular file but {kind}"))),
+        Err(Unread::TooLarge(size)) => Err(refused(format!(
             "is {size} bytes, over the {} KiB a manifest may have",
             MAX_MANIFEST_BYTES / 1024
-        ))
-    };
-    let (file, size) = match crate::plugin::open_regular(path) {
-        Ok(opened) => opened,
-        Err(crate::plugin::NotRegular::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(None);
-        }
-        Err(crate::plugin::NotRegular::Io(e)) => return Err(io(e)),
-        Err(crate::plugin::NotRegular::Kind(kind)) => {
-            return Err(refused(format!("is not a regular file but {kind}")));
-        }
-    };
-    let max = MAX_MANIFEST_BYTES as u64;
-    if size > max {
-        return Err(too_long(size));
+        ))),
     }
-    let mut text = Vec::new();
-    file.take(max + 1).read_to_end(&mut text).map_err(io)?;
-    // Grown since its size was read.
-    if text.len() as u64 > max {
-        return Err(too_long(text.len() as u64));
-    }
-    Ok(Some(text))
 }
 
 impl Manifest {

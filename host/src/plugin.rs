@@ -156,48 +156,37 @@ fn mib(bytes: u64) -> String {
 }
 
 /// The contents of the plugin file at `path`, or [`Problem::TooLarge`]
-/// without reading it when it is over `max` bytes. Read through a bound, so
-/// a file that grows after its size was checked is refused all the same.
+/// without reading it when it is over `max` bytes.
 pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
-    use std::io::Read;
-    let fail = |problem: Problem| LoadError {
+    read_regular(path, max).map_err(|e| LoadError {
         file: path.to_path_buf(),
-        problem,
-    };
-    let (file, size) = open_regular(path).map_err(|e| {
-        fail(match e {
-            NotRegular::Io(e) => Problem::Io(e),
-            NotRegular::Kind(kind) => Problem::NotAFile(kind),
-        })
-    })?;
-    if size > max {
-        return Err(fail(Problem::TooLarge { size, max }));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    file.take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(e.into()))?;
-    let read = bytes.len() as u64;
-    if read > max {
-        return Err(fail(Problem::TooLarge { size: read, max }));
-    }
-    Ok(bytes)
+        problem: match e {
+            Unread::Io(e) => Problem::Io(e),
+            Unread::Kind(kind) => Problem::NotAFile(kind),
+            Unread::TooLarge(size) => Problem::TooLarge { size, max },
+        },
+    })
 }
 
-/// Why [`open_regular`] opened no file.
+/// Why [`read_regular`] read no file.
 #[derive(Debug)]
-pub(crate) enum NotRegular {
-    /// It could not be opened (it is not there, say).
+pub(crate) enum Unread {
+    /// It could not be opened or read (it is not there, say).
     Io(std::io::Error),
     /// It is not a regular file but this (`a FIFO`, `a folder`).
     Kind(&'static str),
+    /// It is this many bytes (as far as read), over the bound.
+    TooLarge(u64),
 }
 
-/// The regular file at `path` (a link is followed), opened for reading,
-/// and its size. Opened without waiting, and checked before anything is
-/// read: a FIFO named like a plugin or its sidecar would otherwise hold
-/// the open, and the reload, until someone wrote to it.
-pub(crate) fn open_regular(path: &Path) -> Result<(std::fs::File, u64), NotRegular> {
+/// The contents of the regular file at `path` (a link is followed), at
+/// most `max` bytes. Opened without waiting, and checked before anything
+/// is read: a FIFO named like a plugin or its sidecar would otherwise hold
+/// the open, and the reload, until someone wrote to it. A file over `max`
+/// is refused unread, and read through a bound, so one that grows after
+/// its size was checked is refused all the same.
+pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, Unread> {
+    use std::io::Read;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -205,12 +194,24 @@ pub(crate) fn open_regular(path: &Path) -> Result<(std::fs::File, u64), NotRegul
         &mut options,
         rustix::fs::OFlags::NONBLOCK.bits() as i32,
     );
-    let file = options.open(path).map_err(NotRegular::Io)?;
-    let metadata = file.metadata().map_err(NotRegular::Io)?;
+    let file = options.open(path).map_err(Unread::Io)?;
+    let metadata = file.metadata().map_err(Unread::Io)?;
     if !metadata.is_file() {
-        return Err(NotRegular::Kind(kind_of(&metadata.file_type())));
+        return Err(Unread::Kind(kind_of(&metadata.file_type())));
     }
-    Ok((file, metadata.len()))
+    let size = metadata.len();
+    if size > max {
+        return Err(Unread::TooLarge(size));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(Unread::Io)?;
+    let read = bytes.len() as u64;
+    if read > max {
+        return Err(Unread::TooLarge(read));
+    }
+    Ok(bytes)
 }
 
 /// What a file that is not a regular one is, as an error names it.
