@@ -153,6 +153,18 @@ fn a_malformed_request_is_refused_reaches_no_server_and_is_audited() {
             format!("http://{}/api/x", server.addr),
             "credential \"other\" is not requested in the manifest",
         ),
+        // Within /api/ to the grant's check; a server that decodes the
+        // slash, or strips the `;`, reads them as /admin.
+        (
+            json!({"method": "GET", "url": format!("http://{}/api/..%2Fadmin", server.addr)}),
+            format!("http://{}/api/..%2Fadmin", server.addr),
+            "holds the segment \"..%2Fadmin\", which a server may read as \"..\"",
+        ),
+        (
+            json!({"method": "GET", "url": format!("http://{}/api/..;/admin", server.addr)}),
+            format!("http://{}/api/..;/admin", server.addr),
+            "holds the segment \"..;\", which a server may read as \"..\"",
+        ),
     ];
     for (request, _, says) in &cases {
         let error = probe(&scratch, request.clone()).unwrap_err();

@@ -79,12 +79,35 @@ fn target_of_url(method: &str, parsed: &url::Url) -> Result<Target, String> {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(format!("method {method:?} is not an HTTP method"));
     }
+    let path = parsed.path();
+    if let Some(segment) = disguised_dot_segment(path) {
+        return Err(format!(
+            "path {path} holds the segment {segment:?}, which a server may read as \"..\" or \".\" and so step outside the path the grant names: write the path without it"
+        ));
+    }
     Ok(Target {
         scheme,
         host,
         port,
         method: method.to_ascii_uppercase(),
-        path: parsed.path().to_string(),
+        path: path.to_string(),
+    })
+}
+
+/// A segment of a parsed path that is `.` or `..` once a server decodes it.
+/// The URL parser already resolves `..`, `.%2e` and the like; what it keeps
+/// and servers may still resolve after the grant's check are dots behind an
+/// encoded slash or backslash (`..%2Fadmin`) and behind a `;` parameter
+/// (`..;`, which Tomcat and Spring strip). Such a path could leave a granted
+/// prefix on the server's side, so it is refused; `%2F` alone (GitLab's
+/// `group%2Fproject`) and parameters alone (`x;v=1`) are not.
+fn disguised_dot_segment(path: &str) -> Option<&str> {
+    path.split('/').find(|segment| {
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+        decoded
+            .split(|&b| b == b'/' || b == b'\\')
+            .map(|piece| piece.split(|&b| b == b';').next().unwrap_or_default())
+            .any(|piece| piece == b"." || piece == b"..")
     })
 }
 
@@ -805,6 +828,39 @@ mod tests {
             target_of("GET", "http://[::ffff:7f00:1]/").unwrap().host,
             "::ffff:127.0.0.1"
         );
+    }
+
+    #[test]
+    fn a_path_a_server_could_read_outside_its_prefix_is_refused() {
+        for path in [
+            "/api/..%2Fadmin",
+            "/api/..%2fadmin",
+            "/api/%2e%2e%2Fadmin",
+            "/api/..%5Cadmin",
+            "/api/..;/admin",
+            "/api/..;jsessionid=x/admin",
+            "/api/.;/x",
+            "/api/x%2F.%2Fy",
+        ] {
+            let error = target_of("GET", &format!("https://a.example{path}")).unwrap_err();
+            assert!(
+                error.contains("write the path without it"),
+                "{path}: {error}"
+            );
+        }
+        // What the parser resolves itself, and what holds no dot segment.
+        for (path, seen) in [
+            ("/api/%2e%2e/admin", "/admin"),
+            ("/api/.%2E/x", "/x"),
+            ("/api/group%2Fproject", "/api/group%2Fproject"),
+            ("/api/x;v=1", "/api/x;v=1"),
+            ("/api/a..b/%2e%2e.json", "/api/a..b/%2e%2e.json"),
+            ("/api/%zz/..x/%2", "/api/%zz/..x/%2"),
+            ("/api/caf%C3%A9", "/api/caf%C3%A9"),
+        ] {
+            let target = target_of("GET", &format!("https://a.example{path}"));
+            assert_eq!(target.map(|t| t.path), Ok(seen.to_string()), "{path}");
+        }
     }
 
     #[test]
