@@ -1,10 +1,12 @@
 //! Which addresses a plugin may reach without naming them: public ones only.
 //! Loopback, private, link-local (cloud metadata at 169.254.169.254 among
-//! them), unique-local, shared, unspecified and broadcast addresses are
-//! refused unless a grant names the address or the host explicitly. The check
-//! runs on IP literals in every spelling (the URL parser normalises `127.1`,
-//! `0x7f000001` and `[::ffff:127.0.0.1]`) and on every address a name
-//! resolves to, in the resolver the connection itself uses.
+//! them), unique-local, shared, benchmarking, reserved, unspecified and
+//! broadcast addresses are refused unless a grant names the address or the
+//! host explicitly, and so are IPv6 addresses that carry one of them
+//! (mapped, compatible, NAT64). The check runs on IP literals in every
+//! spelling (the URL parser normalises `127.1`, `0x7f000001` and
+//! `[::ffff:127.0.0.1]`) and on every address a name resolves to, in the
+//! resolver the connection itself uses.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -23,13 +25,29 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a.is_broadcast()
                 || a.is_multicast()
                 || first == 0
-                || (first == 100 && (64..128).contains(&second)))
+                || first >= 240
+                || (first == 100 && (64..128).contains(&second))
+                || (first == 198 && (18..20).contains(&second)))
         }
         IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
+            // An IPv4 address inside: mapped (`::ffff:a.b.c.d`), compatible
+            // (`::a.b.c.d`), or behind NAT64's well-known prefix, which a
+            // gateway turns back into that IPv4 address.
+            let s = a.segments();
+            if let Some(v4) = a.to_ipv4() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = a.segments()[0];
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
+            let first = s[0];
+            // NAT64's local-use prefix (64:ff9b:1::/48) maps in a way only
+            // the network knows.
+            if s[..3] == [0x64, 0xff9b, 1] {
+                return false;
+            }
             !(a.is_loopback()
                 || a.is_unspecified()
                 || a.is_multicast()
@@ -111,10 +129,23 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "::a9fe:a9fe",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b:1::a00:1",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::93.184.216.34",
+            "::ffff:1.1.1.1",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }
