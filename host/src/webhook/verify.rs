@@ -120,7 +120,8 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
 }
 
 fn fresh(timestamp: i64, now: i64, tolerance: Duration) -> Result<(), Refused> {
-    let skew = now - timestamp;
+    // A sender's number: any i64, so the difference must not overflow.
+    let skew = now.saturating_sub(timestamp);
     if skew.unsigned_abs() > tolerance.as_secs() {
         return Err(Refused::Stale(skew));
     }
@@ -400,5 +401,28 @@ mod tests {
             ),
             Err(Refused::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_timestamp_at_the_ends_of_the_number_line_is_stale_not_a_panic() {
+        for t in ["-9223372036854775808", "9223372036854775807"] {
+            let standard = [
+                ("webhook-id", "msg_1"),
+                ("webhook-timestamp", t),
+                ("webhook-signature", "v1,AAAA"),
+            ];
+            let stripe_header = format!("t={t},v1=00");
+            let stripe = [("stripe-signature", stripe_header.as_str())];
+            for (scheme, pairs) in [
+                (Scheme::StandardWebhooks, &standard[..]),
+                (Scheme::Stripe, &stripe[..]),
+            ] {
+                let refused = verify(scheme, b"k", headers(pairs), b"{}", 1700000000, MINUTES_5);
+                assert!(
+                    matches!(refused, Err(Refused::Stale(_))),
+                    "{t}: {refused:?}"
+                );
+            }
+        }
     }
 }
