@@ -342,6 +342,12 @@ fn the_audit_commands_list_export_and_verify_and_name_the_row_tampered_with() {
     assert!(denied.iter().all(|r| r["decision"] == "denied"));
     let since = audit_json(&scratch, &["--since", "1h"]);
     assert_eq!(since.len(), rows.len());
+    let since = audit_json(&scratch, &["--since", "100y"]);
+    assert_eq!(
+        since.len(),
+        rows.len(),
+        "a time before the epoch: every row"
+    );
     let none = audit_json(&scratch, &["--since", "2099-01-01T00:00:00Z"]);
     assert!(none.is_empty());
 
@@ -389,6 +395,19 @@ fn deleting_the_last_row_fails_verification_and_pruning_leaves_it_verifiable() {
     assert_eq!(report["seq"], last, "{report:#}");
     std::fs::copy(&backup, scratch.path().join("causeway-data/causeway.db")).unwrap();
     assert!(verify(scratch.path()).0);
+
+    // Older than anything stored: nothing pruned, nothing broken.
+    let kept = run(scratch
+        .causeway()
+        .args(["audit", "prune", "--older-than", "100y"]));
+    assert!(kept.success, "{}", kept.stderr);
+    assert!(verify(scratch.path()).0);
+    assert_eq!(
+        db(&scratch)
+            .query_row("SELECT MIN(seq) FROM audit", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        1
+    );
 
     let pruned = run(scratch
         .causeway()

@@ -160,11 +160,14 @@ pub fn now() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
-/// The time `keep` ago, as [`now`] writes it (the epoch, if that is later):
-/// what a retention compares stored times with.
+/// The time `keep` ago, as [`now`] writes it: what a retention or `--since`
+/// compares stored times with. Never before the epoch, which no stored time
+/// is, and which is as far back as RFC 3339 times are written here
+/// (humantime panics on an earlier one: `--since 100y`).
 pub fn ago(keep: std::time::Duration) -> String {
     let at = SystemTime::now()
         .checked_sub(keep)
+        .filter(|at| *at > SystemTime::UNIX_EPOCH)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     humantime::format_rfc3339_micros(at).to_string()
 }

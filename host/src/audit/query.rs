@@ -131,10 +131,7 @@ pub fn parse_since(text: &str) -> Result<String, String> {
             "--since {text:?} is neither a time like 2026-11-24T09:00:00Z nor a duration like 2h"
         )
     })?;
-    let at = std::time::SystemTime::now()
-        .checked_sub(ago)
-        .ok_or_else(|| format!("--since {text:?} is too long ago"))?;
-    Ok(humantime::format_rfc3339_micros(at).to_string())
+    Ok(super::ago(ago))
 }
 
 #[cfg(test)]
@@ -150,5 +147,11 @@ mod tests {
         let ago = parse_since("1h").unwrap();
         assert!(ago < super::super::now(), "{ago}");
         assert!(parse_since("yesterday").unwrap_err().contains("--since"));
+        // Before the epoch, and so before every stored time.
+        assert_eq!(parse_since("100y").unwrap(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            super::super::ago(std::time::Duration::MAX),
+            "1970-01-01T00:00:00.000000Z"
+        );
     }
 }

@@ -349,7 +349,7 @@ async fn prune(
     let keep = older_than.or(host.config.audit.retention).context(
         "no retention: pass --older-than DURATION or set [audit] retention in causeway.toml",
     )?;
-    let before = cutoff(keep).context("--older-than is too long")?;
+    let before = crate::audit::ago(keep);
     let writer = host.open_database()?;
     writer.handle().prune_audit(before.clone());
     writer.close();
@@ -357,11 +357,4 @@ async fn prune(
         "audit events before {before} pruned (see `causeway audit --plugin causeway`)\n"
     ))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The stored time `keep` ago.
-pub fn cutoff(keep: std::time::Duration) -> Option<String> {
-    std::time::SystemTime::now()
-        .checked_sub(keep)
-        .map(|at| humantime::format_rfc3339_micros(at).to_string())
 }

@@ -102,9 +102,7 @@ impl Opts {
                 let mut every = tokio::time::interval(AUDIT_PRUNE_EVERY);
                 loop {
                     every.tick().await;
-                    if let Some(before) = super::audit::cutoff(keep) {
-                        handle.prune_audit(before);
-                    }
+                    handle.prune_audit(crate::audit::ago(keep));
                 }
             })
         });
