@@ -256,8 +256,9 @@ fn a_plugin_config_is_checked_against_its_schema_naming_the_key() {
     assert!(error.starts_with("causeway.toml line 3: "), "{error}");
 }
 
-/// A config field the schema marks secret is refused in clear, and never
-/// handed to the plugin when given as a reference.
+/// A config field the schema marks secret, at the top, nested or as a
+/// list's items, is refused in clear by `check`, and whatever was written
+/// there never reaches the plugin.
 #[test]
 fn a_secret_config_field_is_refused_in_clear_and_never_reaches_the_plugin() {
     let scratch = Scratch::new();
@@ -271,23 +272,50 @@ version = "1.0.0"
 [config-schema.properties.token]
 type = "string"
 secret = true
+[config-schema.properties.auth.properties.password]
+type = "string"
+secret = true
+[config-schema.properties.keys]
+type = "array"
+items = { type = "string", secret = true }
 "#,
     );
     std::fs::write(
         scratch.path().join("causeway.toml"),
-        "[plugins.echo.config]\ntoken = \"hunter2\"\n",
+        r#"[plugins.echo.config]
+token = "hunter2"
+auth = { user = "me", password = "pa55word" }
+keys = ["k3y-in-clear", "env:KEY"]
+"#,
     )
     .unwrap();
     let report = check(&scratch);
-    let error = first_error(&report);
-    assert!(
-        error.contains("plugins.echo.config.token: is a secret and must be a reference"),
-        "{error}"
-    );
-    assert!(
-        !report.to_string().contains("hunter2"),
-        "the value leaked into the report"
-    );
+    let errors = error_messages(&report);
+    for key in ["token", "auth.password", "keys[0]"] {
+        let said = format!("plugins.echo.config.{key}: is a secret and must be a reference");
+        assert!(errors.iter().any(|e| e.contains(&said)), "{said} not in {errors:#?}");
+    }
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    for value in ["hunter2", "pa55word", "k3y-in-clear"] {
+        assert!(
+            !report.to_string().contains(value),
+            "the value leaked into the report"
+        );
+    }
+    // Run anyway, the plugin reads its configuration without them.
+    let input = scratch.path().join("config.json");
+    std::fs::write(
+        &input,
+        r#"[{"stream": "s", "key": "config", "op": "upsert", "data": "{}"}]"#,
+    )
+    .unwrap();
+    let out = run(scratch
+        .causeway()
+        .args(["invoke", "echo", "transform", "--input"])
+        .arg(&input));
+    assert!(out.success, "{}", out.stderr);
+    let answer: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(answer[0]["data"], serde_json::json!({"auth": {"user": "me"}}));
 }
 
 #[test]

@@ -4,10 +4,10 @@
 //! The supported JSON Schema subset is what configuration needs: `type`,
 //! `properties`, `required`, `additionalProperties` (a boolean), `enum`,
 //! `minimum`, `maximum`, `minLength`, `maxLength` and `items`; other keywords
-//! are ignored. A property with `secret = true` must be given as a secret
-//! reference (`env:NAME` or `file:KEY`), never in clear, and is never handed
-//! to the plugin: secrets reach third-party APIs only through credentials the
-//! host injects.
+//! are ignored. A value whose schema says `secret = true` (a property at any
+//! depth, or a list's items) must be given as a secret reference (`env:NAME`
+//! or `file:KEY`), never in clear, and is never handed to the plugin: secrets
+//! reach third-party APIs only through credentials the host injects.
 
 use serde_json::{Map, Value};
 
@@ -34,6 +34,16 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 fn check(schema: &Value, value: &Value, at: &str, problems: &mut Vec<String>) {
+    // A secret anywhere: a property, a nested one, a list's items.
+    if is_secret(schema) {
+        let reference = value.as_str().map(|s| SecretRef::try_from(s.to_string()));
+        if !matches!(reference, Some(Ok(_))) {
+            problems.push(format!(
+                "{at}: is a secret and must be a reference (\"env:NAME\" or \"file:KEY\"), never the value"
+            ));
+        }
+        return;
+    }
     let Some(schema) = schema.as_object() else {
         return;
     };
@@ -110,14 +120,6 @@ fn check_object(
     for (key, item) in object {
         let here = format!("{at}.{key}");
         match properties.and_then(|p| p.get(key)) {
-            Some(property) if is_secret(property) => {
-                let reference = item.as_str().map(|s| SecretRef::try_from(s.to_string()));
-                if !matches!(reference, Some(Ok(_))) {
-                    problems.push(format!(
-                        "{here}: is a secret and must be a reference (\"env:NAME\" or \"file:KEY\"), never the value"
-                    ));
-                }
-            }
             Some(property) => check(property, item, &here, problems),
             None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
                 problems.push(format!("{here}: not a setting of this plugin"));
@@ -237,23 +239,44 @@ fn is_secret(property: &Value) -> bool {
     property.get("secret") == Some(&Value::Bool(true))
 }
 
-/// The configuration as the plugin sees it: without its secret fields.
+/// The configuration as the plugin sees it: without its secret fields, at
+/// any depth (a list of secrets goes whole). What the operator wrote there,
+/// a reference or, against `causeway check`'s error, a value, stays out.
 pub fn without_secrets(schema: Option<&Value>, config: &Value) -> Value {
-    let (Some(properties), Some(object)) = (
-        schema
-            .and_then(|s| s.get("properties"))
-            .and_then(Value::as_object),
-        config.as_object(),
-    ) else {
-        return config.clone();
-    };
-    Value::Object(
-        object
-            .iter()
-            .filter(|(key, _)| !properties.get(*key).is_some_and(is_secret))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    )
+    match schema {
+        Some(schema) => visible(schema, config).unwrap_or_else(|| Value::Object(Map::new())),
+        None => config.clone(),
+    }
+}
+
+/// `value` under `schema` without its secrets; `None` if it is one.
+fn visible(schema: &Value, value: &Value) -> Option<Value> {
+    if is_secret(schema) {
+        return None;
+    }
+    match value {
+        Value::Object(object) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            Some(Value::Object(
+                object
+                    .iter()
+                    .filter_map(|(key, item)| match properties.and_then(|p| p.get(key)) {
+                        Some(property) => visible(property, item).map(|v| (key.clone(), v)),
+                        None => Some((key.clone(), item.clone())),
+                    })
+                    .collect(),
+            ))
+        }
+        Value::Array(items) => match schema.get("items") {
+            Some(each) => items
+                .iter()
+                .map(|item| visible(each, item))
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Array),
+            None => Some(value.clone()),
+        },
+        _ => Some(value.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -334,5 +357,39 @@ mod tests {
         assert!(!problems[0].contains("hunter2"));
         let seen = without_secrets(Some(&schema()), &config);
         assert_eq!(seen, json!({"base_url": "https://crm.example"}));
+    }
+
+    #[test]
+    fn a_secret_at_any_depth_is_refused_in_clear_and_kept_from_the_plugin() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "auth": {
+                    "type": "object",
+                    "properties": {"user": {"type": "string"}, "password": {"type": "string", "secret": true}}
+                },
+                "keys": {"type": "array", "items": {"type": "string", "secret": true}},
+                "hosts": {"type": "array", "items": {"type": "object", "properties": {"token": {"secret": true}}}}
+            }
+        });
+        let config = json!({
+            "auth": {"user": "me", "password": "pa55word"},
+            "keys": ["k3y", "env:KEY"],
+            "hosts": [{"name": "a", "token": "t0ken"}],
+            "other": 1
+        });
+        let problems = validate(&schema, &config, "c");
+        assert_eq!(
+            problems,
+            [
+                "c.auth.password: is a secret and must be a reference (\"env:NAME\" or \"file:KEY\"), never the value",
+                "c.hosts[0].token: is a secret and must be a reference (\"env:NAME\" or \"file:KEY\"), never the value",
+                "c.keys[0]: is a secret and must be a reference (\"env:NAME\" or \"file:KEY\"), never the value",
+            ]
+        );
+        assert_eq!(
+            without_secrets(Some(&schema), &config),
+            json!({"auth": {"user": "me"}, "hosts": [{"name": "a"}], "other": 1})
+        );
     }
 }
