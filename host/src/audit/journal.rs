@@ -17,11 +17,12 @@
 //! given the journal's, so a kill leaves the old or the new. Where the file
 //! system can, the two trade names (`RENAME_EXCHANGE`), and the old one,
 //! zeroed where it was written, is the next cut's file. A busy host cuts at
-//! every commit: a new file each time (its room set aside, mapped, each
-//! page faulted in anew, the old one freed), the waiting events sealed anew
-//! with every capability use waiting on the queue's lock, and a mapping
-//! smaller than one commit's events made each audited use about 2.5 µs
-//! dearer (performance.md, Session 36).
+//! every commit, so the cut must be cheap: when each one made a new file
+//! (its room set aside, mapped, each page faulted in anew, the old one
+//! freed) and sealed the waiting events anew, with every capability use
+//! waiting on the queue's lock, and the mapping was smaller than one
+//! commit's events, each audited use cost about 2.5 µs more (performance.md,
+//! Session 36).
 //!
 //! Each line is sealed ([`Seal`]), so a journal no causeway wrote adds
 //! nothing to the log.
