@@ -293,7 +293,10 @@ keys = ["k3y-in-clear", "env:KEY"]
     let errors = error_messages(&report);
     for key in ["token", "auth.password", "keys[0]"] {
         let said = format!("plugins.echo.config.{key}: is a secret and must be a reference");
-        assert!(errors.iter().any(|e| e.contains(&said)), "{said} not in {errors:#?}");
+        assert!(
+            errors.iter().any(|e| e.contains(&said)),
+            "{said} not in {errors:#?}"
+        );
     }
     assert_eq!(errors.len(), 3, "{errors:#?}");
     for value in ["hunter2", "pa55word", "k3y-in-clear"] {
@@ -315,7 +318,10 @@ keys = ["k3y-in-clear", "env:KEY"]
         .arg(&input));
     assert!(out.success, "{}", out.stderr);
     let answer: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(answer[0]["data"], serde_json::json!({"auth": {"user": "me"}}));
+    assert_eq!(
+        answer[0]["data"],
+        serde_json::json!({"auth": {"user": "me"}})
+    );
 }
 
 #[test]

@@ -165,6 +165,13 @@ fn a_malformed_request_is_refused_reaches_no_server_and_is_audited() {
             format!("http://{}/api/..;/admin", server.addr),
             "holds the segment \"..;\", which a server may read as \"..\"",
         ),
+        // Within the grant once resolved, but not where the plugin asked
+        // to go: a record's id of ".." put in the path.
+        (
+            json!({"method": "GET", "url": format!("http://{}/api/contacts/%2E%2E", server.addr)}),
+            format!("http://{}/api/", server.addr),
+            "holds the segment \"%2E%2E\", which the URL parser resolves, so the request would go to /api/ instead",
+        ),
     ];
     for (request, _, says) in &cases {
         let error = probe(&scratch, request.clone()).unwrap_err();

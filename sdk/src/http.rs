@@ -14,7 +14,11 @@ use crate::{RateLimit, WriteOutcome};
 pub use wit::HttpError;
 
 /// `text` percent-encoded for one URL component (a path segment or a query
-/// value): everything but letters, digits and `-_.~` is escaped.
+/// value): everything but letters, digits and `-_.~` is escaped. A path
+/// segment that is `.` or `..` stays a step up whatever its spelling
+/// (`%2E` is a dot to every URL parser), and the host refuses such a
+/// request as `invalid-request`: check ids from a third party before
+/// putting them in a path.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {

@@ -102,13 +102,39 @@ fn target_of_url(method: &str, parsed: &url::Url) -> Result<Target, String> {
 /// prefix on the server's side, so it is refused; `%2F` alone (GitLab's
 /// `group%2Fproject`) and parameters alone (`x;v=1`) are not.
 fn disguised_dot_segment(path: &str) -> Option<&str> {
-    path.split('/').find(|segment| {
-        let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
-        decoded
-            .split(|&b| b == b'/' || b == b'\\')
-            .map(|piece| piece.split(|&b| b == b';').next().unwrap_or_default())
-            .any(|piece| piece == b"." || piece == b"..")
-    })
+    path.split('/').find(|segment| reads_as_dots(segment))
+}
+
+/// A segment of the path as the plugin wrote it that the URL parser
+/// resolves (`..`, `.`, `%2e%2e`, with tabs and line breaks dropped as the
+/// parser drops them), where the plugin asked for something else: most
+/// likely a value put into the path (a record's id of `..` would send a
+/// sink's `PUT /v1/contacts/..` to `/v1/`). Escaping cannot help: `%2E` is
+/// a dot to the parser too.
+fn written_dot_segment(url: &str) -> Option<String> {
+    let text: String = url
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let after_scheme = &text[text.find("://")? + 3..];
+    let path = &after_scheme[after_scheme.find(['/', '\\'])?..];
+    let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+    path.split(['/', '\\'])
+        .find(|segment| {
+            let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+            decoded == b"." || decoded == b".."
+        })
+        .map(str::to_string)
+}
+
+/// Whether a path segment is `.` or `..` once percent-decoded, split at a
+/// decoded slash or backslash, and stripped of a `;` parameter.
+fn reads_as_dots(segment: &str) -> bool {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+    decoded
+        .split(|&b| b == b'/' || b == b'\\')
+        .map(|piece| piece.split(|&b| b == b';').next().unwrap_or_default())
+        .any(|piece| piece == b"." || piece == b"..")
 }
 
 /// The URL as the audit log shows it: query values and any user or
@@ -607,6 +633,12 @@ impl Outbound {
                 shown_url(&req.url)
             ))
         })?;
+        if let Some(segment) = written_dot_segment(&req.url) {
+            return Err(HttpError::InvalidRequest(format!(
+                "the URL's path holds the segment {segment:?}, which the URL parser resolves, so the request would go to {} instead: a path segment may not be \".\" or \"..\", escaped or not (%2E is a dot too); is a record's value in the path?",
+                url.path()
+            )));
+        }
         let timeout = req
             .timeout_ms
             .map(|ms| Duration::from_millis(u64::from(ms)))
@@ -860,6 +892,31 @@ mod tests {
         ] {
             let target = target_of("GET", &format!("https://a.example{path}"));
             assert_eq!(target.map(|t| t.path), Ok(seen.to_string()), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_dot_segment_as_written_is_found_however_spelt() {
+        for (url, segment) in [
+            ("https://a.example/v1/contacts/..", ".."),
+            ("https://a.example/v1/contacts/../x?y=1", ".."),
+            ("https://a.example/v1/./contacts", "."),
+            ("https://a.example/v1/%2E%2e/x", "%2E%2e"),
+            ("https://a.example/v1/.%2E", ".%2E"),
+            ("https://a.example/v1/.\t./x", ".."),
+            ("https://a.example/v1\\..\\x", ".."),
+        ] {
+            assert_eq!(written_dot_segment(url).as_deref(), Some(segment), "{url}");
+        }
+        for url in [
+            "https://a.example/v1/contacts/c-1?next=../x",
+            "https://a.example/v1/contacts#..",
+            "https://a.example/v1/.../a..b/.x",
+            "https://a.example",
+            "https://a.example?q=..",
+            "not a url/..",
+        ] {
+            assert_eq!(written_dot_segment(url), None, "{url}");
         }
     }
 
