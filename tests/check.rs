@@ -568,3 +568,40 @@ fn a_plugin_file_over_the_size_limit_is_refused_unread_naming_its_size_and_the_s
     );
     assert!(!out.stdout.contains("over the"), "{}", out.stdout);
 }
+
+/// A file named on the command line is said to be missing only when it is:
+/// one that is there but no plugin file is named for what it is.
+#[test]
+fn a_plugin_named_by_a_path_that_is_no_regular_file_is_named_for_what_it_is() {
+    let scratch = Scratch::new();
+    let folder = scratch.path().join("folder.wasm");
+    std::fs::create_dir(&folder).unwrap();
+    for (path, says) in [
+        (folder.as_path(), "is not a regular file but a folder"),
+        (
+            std::path::Path::new("/dev/null"),
+            "is not a regular file but a device",
+        ),
+        (
+            &scratch.path().join("missing.wasm"),
+            "missing.wasm: no such plugin file",
+        ),
+    ] {
+        let path = path.as_os_str();
+        let commands: [&[&std::ffi::OsStr]; 2] = [
+            &["inspect".as_ref(), path],
+            &[
+                "invoke".as_ref(),
+                path,
+                "transform".as_ref(),
+                "--input".as_ref(),
+                "/dev/null".as_ref(),
+            ],
+        ];
+        for command in commands {
+            let out = run(scratch.causeway().args(command));
+            assert!(!out.success);
+            assert!(out.stderr.contains(says), "{command:?}: {}", out.stderr);
+        }
+    }
+}

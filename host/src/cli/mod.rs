@@ -232,7 +232,9 @@ fn split_pair<'a>(pair: &'a str, flag: &str) -> anyhow::Result<(&'a str, &'a str
 fn plugin_path(dir: &Path, named: &str, max_bytes: u64) -> anyhow::Result<PathBuf> {
     if named.ends_with(".wasm") || named.contains(std::path::MAIN_SEPARATOR) {
         let path = PathBuf::from(named);
-        anyhow::ensure!(path.is_file(), "{named}: no such plugin file");
+        // One that is there but no regular file (a FIFO, a folder) is
+        // named for what it is when it is read.
+        anyhow::ensure!(path.metadata().is_ok(), "{named}: no such plugin file");
         return Ok(path);
     }
     if let Some(found) = crate::registry::find_named(dir, named, max_bytes)
