@@ -157,7 +157,7 @@ fn install(
 ) -> Installed {
     let path = super::support::built(crate_name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {crate_name}: {e}"));
-    let plugin = Plugin::from_bytes(engine, linker, None, &path, &bytes)
+    let plugin = Plugin::from_bytes(engine, linker, None, &path, &bytes, Default::default())
         .unwrap_or_else(|e| panic!("load {crate_name}: {e}"));
     Installed::new(plugin, grants, Limits::default())
 }

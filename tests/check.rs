@@ -569,6 +569,96 @@ fn a_plugin_file_over_the_size_limit_is_refused_unread_naming_its_size_and_the_s
     assert!(!out.stdout.contains("over the"), "{}", out.stdout);
 }
 
+/// A plugin that would have the compiler take more memory than the host
+/// allows (many functions, or one huge function: a small file can ask for
+/// gigabytes) is refused before it is compiled, naming the setting; the
+/// others load. Raised, the settings let the same files be compiled.
+#[test]
+fn a_plugin_over_the_compile_limits_is_refused_before_it_is_compiled() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let sidecar =
+        |name: &str| format!("contract = \"0.1.0\"\nname = \"{name}\"\nversion = \"1.0.0\"\n");
+    for (name, file) in [
+        // The defaults: 50,000 functions, 1 MiB a function.
+        ("many", support::component_of_functions(50_001, 2)),
+        ("huge", support::component_of_functions(1, (1 << 20) + 1)),
+        // Lowered below.
+        ("few", support::component_of_functions(101, 2)),
+        ("big", support::component_of_functions(1, 2049)),
+    ] {
+        scratch.write(&format!("{name}.wasm"), file);
+        scratch.write(&format!("{name}.toml"), sidecar(name));
+    }
+    let config = scratch.path().join("causeway.toml");
+    std::fs::write(
+        &config,
+        "[engine]\nmax-functions = 100\nmax-function-kb = 2\n",
+    )
+    .unwrap();
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success, "check must fail");
+    for (name, says) in [
+        (
+            "many",
+            "defines 50001 functions, over the 100 a plugin may have: not compiled",
+        ),
+        (
+            "huge",
+            "has a function of 1025 KiB (function 0 of its core module 0), over the 2 KiB a function may be: not compiled",
+        ),
+        (
+            "few",
+            "defines 101 functions, over the 100 a plugin may have: not compiled (compiling takes memory by the function; raise `max-functions` under `[engine]` in causeway.toml to load it)",
+        ),
+        (
+            "big",
+            "has a function of 3 KiB (function 0 of its core module 0), over the 2 KiB a function may be: not compiled (compiling takes memory by the function's size; raise `max-function-kb` under `[engine]` in causeway.toml to load it)",
+        ),
+    ] {
+        let line = format!(
+            "error: {}: {says}",
+            scratch.plugins().join(format!("{name}.wasm")).display()
+        );
+        assert!(out.stdout.contains(&line), "{line} in:\n{}", out.stdout);
+    }
+    assert!(out.stdout.contains("map-fullname"), "{}", out.stdout);
+    let inspected = run(scratch
+        .causeway()
+        .args(["inspect"])
+        .arg(scratch.plugins().join("few.wasm")));
+    assert!(
+        inspected
+            .stderr
+            .contains("defines 101 functions, over the 100"),
+        "{}",
+        inspected.stderr
+    );
+
+    // The defaults take the lowered ones: compiled, they are found to
+    // export no world. The others are still refused.
+    std::fs::remove_file(&config).unwrap();
+    let out = run(scratch.causeway().arg("check"));
+    for name in ["few", "big"] {
+        let line = format!(
+            "error: {}: exports no Causeway world",
+            scratch.plugins().join(format!("{name}.wasm")).display()
+        );
+        assert!(out.stdout.contains(&line), "{line} in:\n{}", out.stdout);
+    }
+    assert!(
+        out.stdout
+            .contains("defines 50001 functions, over the 50000"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("has a function of 1025 KiB"),
+        "{}",
+        out.stdout
+    );
+}
+
 /// A file named on the command line is said to be missing only when it is:
 /// one that is there but no plugin file is named for what it is.
 #[test]

@@ -1009,6 +1009,14 @@ mod tests {
                 "max-plugin-mb = 4097",
                 "max-plugin-mb = 4097: must be from 1 to 4096",
             ),
+            (
+                "max-functions = 0",
+                "max-functions = 0: must be from 1 to 10000000",
+            ),
+            (
+                "max-function-kb = 7475",
+                "max-function-kb = 7475: must be from 1 to 7474 (no valid function body is larger)",
+            ),
         ] {
             let err =
                 parse_toml::<ConfigFile>(&format!("[engine]\n{text}\n"), "c.toml").unwrap_err();
@@ -1017,10 +1025,17 @@ mod tests {
         }
         // The bounds themselves are accepted.
         let parsed: ConfigFile = parse_toml(
-            "[limits]\nmemory-mb = 4096\ncall-timeout = \"1ms\"\ntable-elements = 50000\ninstances = 32\nresources = 1\n[engine]\nmax-instances = 10000\nmax-plugin-mb = 4096\n",
+            "[limits]\nmemory-mb = 4096\ncall-timeout = \"1ms\"\ntable-elements = 50000\ninstances = 32\nresources = 1\n[engine]\nmax-instances = 10000\nmax-plugin-mb = 4096\nmax-functions = 10000000\nmax-function-kb = 7474\n",
             "c.toml",
         )
         .unwrap();
+        assert_eq!(
+            parsed.engine.compile_limits(),
+            crate::engine::CompileLimits {
+                functions: 10_000_000,
+                function_bytes: 7474 << 10,
+            }
+        );
         assert_eq!(parsed.limits.memory_mb, Some(4096));
         assert_eq!(parsed.engine.max_instances, 10_000);
         assert_eq!(parsed.engine.max_plugin_bytes(), 4 << 30);
@@ -1079,6 +1094,8 @@ mod tests {
                 pooling: true,
                 max_instances: 8,
                 max_plugin_mb: 64,
+                max_functions: 50_000,
+                max_function_kb: 1024,
                 fuel: false,
             }
         );

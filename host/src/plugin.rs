@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::engine::CompileLimits;
 use crate::engine::cache::ArtifactCache;
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -130,6 +131,72 @@ pub enum Problem {
     /// A FIFO, a device or a socket named `.wasm` (or a link to one).
     #[error("is not a regular file but {0}: a plugin is a .wasm file, or a symbolic link to one")]
     NotAFile(&'static str),
+    /// More functions than the host compiles (`[engine] max-functions`).
+    #[error(
+        "defines {count} functions, over the {max} a plugin may have: not compiled (compiling takes memory by the function; raise `max-functions` under `[engine]` in causeway.toml to load it)"
+    )]
+    TooManyFunctions {
+        /// The functions its core modules define, as far as counted.
+        count: u64,
+        /// The most a plugin may define.
+        max: u64,
+    },
+    /// A function larger than the host compiles (`[engine] max-function-kb`).
+    #[error(
+        "has a function of {} KiB (function {index} of its core module {module}), over the {} KiB a function may be: not compiled (compiling takes memory by the function's size; raise `max-function-kb` under `[engine]` in causeway.toml to load it)",
+        .size.div_ceil(1024),
+        .max >> 10
+    )]
+    FunctionTooLarge {
+        /// The core module, counted from 0 in the order the file holds them.
+        module: u64,
+        /// The function's index among that module's bodies.
+        index: u64,
+        /// Its body's size in bytes.
+        size: u64,
+        /// The most a body may be, in bytes (a whole number of KiB).
+        max: u64,
+    },
+}
+
+/// Checks, before anything is compiled, that the component at `bytes`
+/// holds no more functions, and none larger, than `limits` allow. The
+/// compiler cannot be stopped or bounded once it runs, and its memory
+/// grows with both: a 4 MB file of a million empty functions took 5.5 GB
+/// and 44 s, one of a single 7 MB function 2.5 GB. What does not parse is
+/// left to the compiler to describe.
+pub fn check_compile_limits(bytes: &[u8], limits: CompileLimits) -> Result<(), Problem> {
+    let (mut functions, mut modules, mut index) = (0u64, 0u64, 0u64);
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::ModuleSection { .. }) => modules += 1,
+            Ok(wasmparser::Payload::FunctionSection(section)) => {
+                functions += u64::from(section.count());
+                if functions > limits.functions {
+                    return Err(Problem::TooManyFunctions {
+                        count: functions,
+                        max: limits.functions,
+                    });
+                }
+            }
+            Ok(wasmparser::Payload::CodeSectionStart { .. }) => index = 0,
+            Ok(wasmparser::Payload::CodeSectionEntry(body)) => {
+                let size = body.range().len() as u64;
+                if size > limits.function_bytes {
+                    return Err(Problem::FunctionTooLarge {
+                        module: modules.saturating_sub(1),
+                        index,
+                        size,
+                        max: limits.function_bytes,
+                    });
+                }
+                index += 1;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 // Not `#[from]`: the message already carries the error, and a source
@@ -240,19 +307,25 @@ fn kind_of(kind: &std::fs::FileType) -> &'static str {
 /// imports and exports. Contract problems other than "no world" are left to
 /// [`Plugin::from_bytes`]: an inspection shows a reviewer what the file asks for.
 /// A file over `max_bytes` is refused unread.
-pub fn inspect(engine: &Engine, path: &Path, max_bytes: u64) -> Result<Inspection, LoadError> {
+pub fn inspect(
+    engine: &Engine,
+    path: &Path,
+    max_bytes: u64,
+    limits: CompileLimits,
+) -> Result<Inspection, LoadError> {
     let bytes = read_file(path, max_bytes)?;
-    inspect_bytes(engine, None, path, &bytes)
+    inspect_bytes(engine, None, path, &bytes, limits)
 }
 
 /// [`inspect`] for a file already read: `bytes` are the contents of `path`
 /// (a sidecar manifest is still read beside it); the component comes from
-/// `cache` when it has it.
+/// `cache` when it has it, or is compiled if `limits` allow it.
 pub fn inspect_bytes(
     engine: &Engine,
     cache: Option<&ArtifactCache>,
     path: &Path,
     bytes: &[u8],
+    limits: CompileLimits,
 ) -> Result<Inspection, LoadError> {
     let fail = |problem: Problem| LoadError {
         file: path.to_path_buf(),
@@ -268,6 +341,8 @@ pub fn inspect_bytes(
     let digest = digest(bytes);
     let (manifest, manifest_origin) = Manifest::load(path, bytes).map_err(|e| fail(e.into()))?;
     let label = format!("{}@{}", manifest.name, manifest.version);
+    // Also before a cached artifact is taken: limits lowered since hold.
+    check_compile_limits(bytes, limits).map_err(fail)?;
     let component = match cache {
         Some(cache) => cache
             .component(engine, &digest, bytes, &label)
@@ -374,15 +449,16 @@ impl Plugin {
 
     /// Inspects, validates and links the plugin file `path`, already read:
     /// `bytes` are its contents (read with [`read_file`], which bounds
-    /// them); compiled through `cache` if given.
+    /// them); compiled through `cache` if given, and if `limits` allow.
     pub fn from_bytes(
         engine: &Engine,
         linker: &Linker<StoreState>,
         cache: Option<&ArtifactCache>,
         path: &Path,
         bytes: &[u8],
+        limits: CompileLimits,
     ) -> Result<Plugin, LoadError> {
-        let inspection = inspect_bytes(engine, cache, path, bytes)?;
+        let inspection = inspect_bytes(engine, cache, path, bytes, limits)?;
         let fail = |problem: Problem| LoadError {
             file: path.to_path_buf(),
             problem,

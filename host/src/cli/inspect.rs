@@ -33,7 +33,12 @@ impl Opts {
             &self.file.to_string_lossy(),
             runtime.max_plugin_bytes,
         )?;
-        let inspection = plugin::inspect(&runtime.engine, &file, runtime.max_plugin_bytes)?;
+        let inspection = plugin::inspect(
+            &runtime.engine,
+            &file,
+            runtime.max_plugin_bytes,
+            runtime.compile_limits,
+        )?;
         let problem = inspection
             .validate()
             .err()

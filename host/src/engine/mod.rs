@@ -27,6 +27,13 @@ pub const MAX_INSTANCES: u32 = 10_000;
 /// The most `[engine] max-plugin-mb` may allow: a plugin file is read whole
 /// into memory and compiled, and 4 GiB is past any component we know of.
 pub const MAX_PLUGIN_MB: u32 = 4096;
+/// The most `[engine] max-functions` may allow: a core module holds at most
+/// a million (the validator's limit), and a component a thousand modules,
+/// but compiling takes about 5 KiB a function however small.
+pub const MAX_FUNCTIONS: u32 = 10_000_000;
+/// The most `[engine] max-function-kb` may allow: the validator refuses a
+/// function body over 7,654,321 bytes.
+pub const MAX_FUNCTION_KB: u32 = 7474;
 
 /// How instances are allocated: `[engine]` in causeway.toml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -50,6 +57,18 @@ pub struct EngineSettings {
     /// one is refused unread, naming its size and this setting.
     #[serde(deserialize_with = "max_plugin_mb")]
     pub max_plugin_mb: u32,
+    /// The most functions a plugin's core modules may define together.
+    /// Compiling takes memory by the function (about 5 KiB each, however
+    /// small: a million empty ones took 5.5 GB): a plugin over it is
+    /// refused before it is compiled.
+    #[serde(deserialize_with = "max_functions")]
+    pub max_functions: u32,
+    /// The largest function body a plugin may have, in KiB. Compiling one
+    /// takes memory by its size (about 330 bytes a byte at worst measured:
+    /// 7 MB of one function, the most a module may hold, took 2.5 GB): a
+    /// plugin with a larger one is refused before it is compiled.
+    #[serde(deserialize_with = "max_function_kb")]
+    pub max_function_kb: u32,
     /// Whether the engine counts fuel (about one unit per WebAssembly
     /// instruction), so a `fuel` limit can bound a call's work whatever
     /// the machine's speed. Counting slows guest code (docs/performance.md);
@@ -67,10 +86,57 @@ fn max_plugin_mb<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error
     )
 }
 
+/// `max-functions`, from 1 to [`MAX_FUNCTIONS`], refused where it is written.
+fn max_functions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    crate::config::range::within(
+        d,
+        "max-functions",
+        1..=MAX_FUNCTIONS,
+        "a component holds at most a thousand modules of a million functions",
+    )
+}
+
+/// `max-function-kb`, from 1 to [`MAX_FUNCTION_KB`], refused where it is
+/// written.
+fn max_function_kb<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    crate::config::range::within(
+        d,
+        "max-function-kb",
+        1..=MAX_FUNCTION_KB,
+        "no valid function body is larger",
+    )
+}
+
 impl EngineSettings {
     /// [`EngineSettings::max_plugin_mb`] in bytes.
     pub fn max_plugin_bytes(&self) -> u64 {
         u64::from(self.max_plugin_mb) << 20
+    }
+
+    /// What a plugin may hold to be compiled.
+    pub fn compile_limits(&self) -> CompileLimits {
+        CompileLimits {
+            functions: u64::from(self.max_functions),
+            function_bytes: u64::from(self.max_function_kb) << 10,
+        }
+    }
+}
+
+/// What a plugin may hold to be compiled (`[engine] max-functions` and
+/// `max-function-kb`): checked on the file before the compiler sees it,
+/// since compiling cannot be interrupted or bounded in memory, and a small
+/// file can ask for gigabytes (docs/security.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileLimits {
+    /// The most functions its core modules may define together.
+    pub functions: u64,
+    /// The largest function body, in bytes.
+    pub function_bytes: u64,
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        EngineSettings::default().compile_limits()
     }
 }
 
@@ -91,6 +157,10 @@ impl Default for EngineSettings {
             max_instances: 100,
             // CPython's component is 18 MB, a JavaScript one 12 MB.
             max_plugin_mb: 64,
+            // CPython's defines 13,355 functions, the largest 427 KB; a
+            // JavaScript one 12,711, the largest 172 KB.
+            max_functions: 50_000,
+            max_function_kb: 1024,
             fuel: false,
         }
     }
@@ -239,6 +309,8 @@ pub struct Runtime {
     pub cache: Option<cache::ArtifactCache>,
     /// The largest plugin file read (`[engine] max-plugin-mb`).
     pub max_plugin_bytes: u64,
+    /// What a plugin may hold to be compiled.
+    pub compile_limits: CompileLimits,
     _ticker: EpochTicker,
 }
 
@@ -266,6 +338,7 @@ impl Runtime {
             self.cache.as_ref(),
             path,
             bytes,
+            self.compile_limits,
         )
     }
 
@@ -293,6 +366,7 @@ impl Runtime {
             linker,
             cache: None,
             max_plugin_bytes: settings.max_plugin_bytes(),
+            compile_limits: settings.compile_limits(),
             _ticker: ticker,
         })
     }
