@@ -116,8 +116,11 @@ fn written_dot_segment(url: &str) -> Option<String> {
         .chars()
         .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
         .collect();
-    let after_scheme = &text[text.find("://")? + 3..];
-    let path = &after_scheme[after_scheme.find(['/', '\\'])?..];
+    // As the parser reads an http(s) URL: the scheme, any slashes or
+    // backslashes (`https:/host`, `https:\\host` are the same URL), the
+    // authority, then the path up to a query or fragment.
+    let after_scheme = text[text.find(':')? + 1..].trim_start_matches(['/', '\\']);
+    let path = &after_scheme[after_scheme.find(['/', '\\', '?', '#'])?..];
     let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
     path.split(['/', '\\'])
         .find(|segment| {
@@ -905,6 +908,9 @@ mod tests {
             ("https://a.example/v1/.%2E", ".%2E"),
             ("https://a.example/v1/.\t./x", ".."),
             ("https://a.example/v1\\..\\x", ".."),
+            ("https:/a.example/v1/..", ".."),
+            ("https:a.example/v1/..", ".."),
+            ("https:\\\\a.example\\..", ".."),
         ] {
             assert_eq!(written_dot_segment(url).as_deref(), Some(segment), "{url}");
         }
