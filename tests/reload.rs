@@ -426,6 +426,62 @@ fn a_sidecar_that_is_a_fifo_or_too_long_fails_its_plugin_and_holds_up_no_reload(
     wait_for_build(&host, A, Duration::from_secs(20));
 }
 
+/// A deployment that replaces the whole plugins folder (a new one renamed
+/// into place), or removes it and makes it again, is followed: the new
+/// folder is watched, and a folder that is gone keeps its plugins loaded.
+#[test]
+fn a_plugins_folder_replaced_whole_or_made_again_is_watched_anew() {
+    let scratch = setup(0, "");
+    let host = start(&scratch);
+    assert_eq!(call(&host), Ok(A.to_string()));
+    let plugins = scratch.plugins();
+    let next = scratch.path().join("plugins.next");
+    std::fs::create_dir(&next).unwrap();
+    std::fs::write(next.join(FILE), test_version(B)).unwrap();
+    std::fs::rename(&plugins, scratch.path().join("plugins.old")).unwrap();
+    std::fs::rename(&next, &plugins).unwrap();
+    wait_for_build(&host, B, Duration::from_secs(10));
+    // The new folder is the one watched.
+    replace_atomically(&scratch, &test_version(A));
+    wait_for_build(&host, A, Duration::from_secs(10));
+
+    // Gone (moved away whole): what was loaded keeps serving, and the log
+    // says why.
+    std::fs::rename(&plugins, scratch.path().join("plugins.older")).unwrap();
+    host.wait_for_log(
+        "keeping the plugins loaded (a folder made again there is watched)",
+        10,
+    );
+    assert_eq!(call(&host), Ok(A.to_string()));
+    // Made again: watched from then on.
+    std::fs::create_dir(&plugins).unwrap();
+    replace_atomically(&scratch, &test_version(B));
+    wait_for_build(&host, B, Duration::from_secs(10));
+}
+
+/// A plugins folder that is a symbolic link, switched to another release's
+/// folder by renaming a new link over it, is followed.
+#[test]
+fn a_plugins_folder_linked_elsewhere_is_followed_when_the_link_is_switched() {
+    let scratch = setup(0, "");
+    let releases = scratch.path().join("releases");
+    std::fs::create_dir(&releases).unwrap();
+    let plugins = scratch.plugins();
+    std::fs::rename(&plugins, releases.join("one")).unwrap();
+    std::os::unix::fs::symlink(releases.join("one"), &plugins).unwrap();
+    let host = start(&scratch);
+    assert_eq!(call(&host), Ok(A.to_string()));
+    std::fs::create_dir(releases.join("two")).unwrap();
+    std::fs::write(releases.join("two").join(FILE), test_version(B)).unwrap();
+    let next = scratch.path().join("plugins.next");
+    std::os::unix::fs::symlink(releases.join("two"), &next).unwrap();
+    std::fs::rename(&next, &plugins).unwrap();
+    wait_for_build(&host, B, Duration::from_secs(10));
+    // The folder watched is the one the link points to now.
+    replace_atomically(&scratch, &test_version(A));
+    wait_for_build(&host, A, Duration::from_secs(10));
+}
+
 #[test]
 fn removing_the_file_unloads_the_plugin() {
     let scratch = setup(0, "");

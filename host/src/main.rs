@@ -13,12 +13,15 @@ fn main() -> ExitCode {
     // commands speak only of problems, and those that list the plugins
     // and their problems (or have no business with them: a plugin's
     // storage) do not log them a second time.
+    // The folder watcher's own bookkeeping (a watch it drops twice when a
+    // watched folder is removed) is no news; its errors reach the host,
+    // which says them.
     let default_level = match cli.command {
-        Command::Run(_) => "info",
+        Command::Run(_) => "info,notify=error",
         Command::Check(_) | Command::Plugins(_) | Command::Grants(_) | Command::Storage(_) => {
             "warn,causeway::registry=error"
         }
-        _ => "warn",
+        _ => "warn,notify=error",
     };
     let filter =
         EnvFilter::try_from_env("CAUSEWAY_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));

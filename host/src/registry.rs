@@ -350,13 +350,16 @@ impl Registry {
         grants: &Grants,
         defaults: Limits,
     ) -> std::io::Result<Registry> {
-        Registry::empty(dir, grants).rescan(
+        match Registry::empty(dir, grants).rescan(
             runtime,
             grants,
             defaults,
             &BTreeSet::new(),
             Compile::Now,
-        )
+        ) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::empty(dir, grants)),
+            loaded => loaded,
+        }
     }
 
     /// The next registry: the folder as it is now, against `grants`.
@@ -368,7 +371,8 @@ impl Registry {
     /// compiled yet. An upgrade that fails to load, or that requests more
     /// than is granted, does not replace the version that served from the
     /// same file: that one keeps serving, and the new file shows as failed
-    /// or pending approval beside it.
+    /// or pending approval beside it. A folder that cannot be read (or is
+    /// gone) is an error.
     pub fn rescan(
         &self,
         runtime: &Runtime,
@@ -377,11 +381,10 @@ impl Registry {
         unsettled: &BTreeSet<PathBuf>,
         compile: Compile<'_>,
     ) -> std::io::Result<Registry> {
-        let files = match plugin_files(&self.dir) {
-            Ok(files) => files,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        // A folder that is gone is an error, not an empty one: a running
+        // host keeps its plugins through a deployment that replaces the
+        // folder whole (files removed one by one unload theirs).
+        let files = plugin_files(&self.dir)?;
         let previous: Vec<&Arc<Installed>> =
             self.plugins.values().chain(self.held.iter()).collect();
         let install = |plugin: &Arc<Plugin>| -> Arc<Installed> {

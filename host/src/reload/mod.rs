@@ -15,6 +15,10 @@
 //! - A plugin file that fails to load, or an upgrade that requests more than
 //!   is granted, leaves the version that served before serving (see
 //!   [`Registry::rescan`](crate::registry::Registry::rescan)).
+//! - The plugins folder's place is watched too: a folder replaced whole (a
+//!   new one renamed in, a symbolic link switched) or made again is watched
+//!   anew and read whole; while none is there, the plugins loaded keep
+//!   serving.
 //! - SIGHUP reads them all again, as if each had changed.
 //! - An invalid `grants.toml`, `causeway.toml` or secrets file is refused,
 //!   logged, and the last good one kept. The listen address, the data
@@ -52,6 +56,9 @@ enum Changed {
     Config,
     /// The secrets file.
     Secrets,
+    /// The plugins folder itself: removed, made again, or replaced by
+    /// another renamed into its place (a deployment of a whole folder).
+    Folder,
 }
 
 /// The running reloader: dropping it stops the watching.
@@ -69,6 +76,10 @@ impl Drop for Reloader {
 struct Watched {
     plugins_dir: PathBuf,
     plugins_canonical: PathBuf,
+    /// The folder the plugins folder is in, and its name there: watched so
+    /// that a folder replaced or made again is watched anew (a watch
+    /// follows the folder it was put on, wherever it goes).
+    plugins_entry: (PathBuf, Option<OsString>),
     grants: (PathBuf, Option<OsString>),
     config: Option<(PathBuf, Option<OsString>)>,
     secrets: Option<(PathBuf, Option<OsString>)>,
@@ -79,6 +90,11 @@ impl Watched {
     fn classify(&self, path: &Path) -> Option<Changed> {
         let parent = path.parent()?;
         let name = path.file_name()?;
+        if (parent == self.plugins_entry.0 && Some(name) == self.plugins_entry.1.as_deref())
+            || path == self.plugins_canonical
+        {
+            return Some(Changed::Folder);
+        }
         if let Some((dir, file)) = &self.config
             && parent == dir
             && Some(name) == file.as_deref()
@@ -117,6 +133,7 @@ impl Watched {
                 Changed::Grants => name(Some(&self.grants), "the grants file"),
                 Changed::Config => name(self.config.as_ref(), "the configuration file"),
                 Changed::Secrets => name(self.secrets.as_ref(), "the secrets file"),
+                Changed::Folder => "the plugins folder".to_string(),
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -152,6 +169,7 @@ impl Reloader {
             plugins_dir: config.plugins_dir.clone(),
             plugins_canonical: std::fs::canonicalize(&config.plugins_dir)
                 .map_err(notify::Error::io)?,
+            plugins_entry: split(&config.plugins_dir),
             grants: split(&config.grants_file),
             config: config.file.as_deref().map(split),
             secrets: secrets.file().map(split),
@@ -162,6 +180,9 @@ impl Reloader {
         })?;
         watcher.watch(&watched.plugins_canonical, RecursiveMode::NonRecursive)?;
         let mut unwatched = BTreeSet::new();
+        if watched.plugins_entry.1.is_some() {
+            unwatched.insert(watched.plugins_entry.0.clone());
+        }
         unwatched.insert(watched.grants.0.clone());
         for (dir, _) in watched.config.iter().chain(&watched.secrets) {
             unwatched.insert(dir.clone());
@@ -255,6 +276,7 @@ impl State {
             }
             let watched = &mut self.watched;
             for known in std::iter::once(&mut watched.grants.0)
+                .chain(std::iter::once(&mut watched.plugins_entry.0))
                 .chain(watched.config.as_mut().map(|(dir, _)| dir))
                 .chain(watched.secrets.as_mut().map(|(dir, _)| dir))
             {
@@ -262,6 +284,30 @@ impl State {
                     known.clone_from(&canonical);
                 }
             }
+        }
+    }
+
+    /// Watches the plugins folder anew: the one at its path now, if any
+    /// (the watch put on the one before went with it, or with it removed).
+    /// Without one, the plugins loaded keep serving, and the rescan says
+    /// so; one made again is seen in the folder it is in.
+    fn watch_plugins_again(&mut self) {
+        let _ = self.watcher.unwatch(&self.watched.plugins_canonical);
+        let Ok(canonical) = std::fs::canonicalize(&self.watched.plugins_dir) else {
+            return;
+        };
+        match self.watcher.watch(&canonical, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                tracing::info!(
+                    "the plugins folder {} was replaced or made again: watching the one there now",
+                    self.watched.plugins_dir.display()
+                );
+                self.watched.plugins_canonical = canonical;
+            }
+            Err(e) => tracing::warn!(
+                "cannot watch the plugins folder {}: {e}; send SIGHUP to read it again",
+                self.watched.plugins_dir.display()
+            ),
         }
     }
 
@@ -321,6 +367,9 @@ impl State {
                 continue;
             }
             pending.retain(|c, _| !ready.contains(c));
+            if ready.contains(&Changed::Folder) {
+                self.watch_plugins_again();
+            }
             let unsettled: BTreeSet<PathBuf> = pending
                 .keys()
                 .filter_map(|c| match c {
@@ -434,7 +483,7 @@ impl State {
                 Ok((grants, Ok(registry))) => (grants, registry),
                 Ok((_, Err(e))) => {
                     tracing::error!(
-                        "cannot read the plugins folder {}: {e}: keeping the plugins loaded",
+                        "cannot read the plugins folder {}: {e}: keeping the plugins loaded (a folder made again there is watched)",
                         config.plugins_dir.display()
                     );
                     return;
