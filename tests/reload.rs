@@ -310,6 +310,37 @@ fn an_upgrade_asking_for_more_is_held_pending_until_granted_while_the_old_serves
     assert_eq!(rows[0]["state"], "active", "{rows:?}");
 }
 
+/// A grants file that is a link through a folder's `..data` link, as a
+/// Kubernetes volume lays out a ConfigMap: an update switches `..data` and
+/// never touches `grants.toml` itself, and is taken all the same.
+#[test]
+fn a_grants_file_updated_by_switching_a_link_in_its_folder_is_taken() {
+    let scratch = setup(0, "grants = \"conf/grants.toml\"");
+    let conf = scratch.path().join("conf");
+    std::fs::create_dir_all(conf.join("..v1")).unwrap();
+    std::fs::write(conf.join("..v1/grants.toml"), "").unwrap();
+    std::os::unix::fs::symlink("..v1", conf.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/grants.toml", conf.join("grants.toml")).unwrap();
+    let host = start(&scratch);
+    let greedy = patched(&test_version(B), "storage = false", "storage = true ");
+    replace_atomically(&scratch, &greedy);
+    wait_until("a pending row", Duration::from_secs(10), || {
+        plugin_rows(&host)
+            .iter()
+            .any(|r| r["state"] == "pending-approval")
+            .then_some(())
+    });
+    std::fs::create_dir(conf.join("..v2")).unwrap();
+    std::fs::write(
+        conf.join("..v2/grants.toml"),
+        "[plugins.test-version.storage]\nquota-bytes = 1024\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..v2", conf.join("..data_tmp")).unwrap();
+    std::fs::rename(conf.join("..data_tmp"), conf.join("..data")).unwrap();
+    wait_for_build(&host, B, Duration::from_secs(10));
+}
+
 #[test]
 fn sighup_reads_a_grants_file_the_watcher_could_not_see_and_watches_it_from_then_on() {
     // The grants file's folder does not exist when the host starts, so

@@ -19,6 +19,10 @@
 //!   new one renamed in, a symbolic link switched) or made again is watched
 //!   anew and read whole; while none is there, the plugins loaded keep
 //!   serving.
+//! - `grants.toml`, `causeway.toml` and the secrets file are watched by
+//!   name in their folders, and by what they are: a file reached through a
+//!   link its folder switches (a Kubernetes volume's `..data`) is taken
+//!   again when it is another file.
 //! - SIGHUP reads them all again, as if each had changed.
 //! - An invalid `grants.toml`, `causeway.toml` or secrets file is refused,
 //!   logged, and the last good one kept. The listen address, the data
@@ -83,6 +87,33 @@ struct Watched {
     grants: (PathBuf, Option<OsString>),
     config: Option<(PathBuf, Option<OsString>)>,
     secrets: Option<(PathBuf, Option<OsString>)>,
+    /// What each of those three files was when last seen (through any
+    /// symbolic link): how a change made by switching a link in their
+    /// folder, not by touching them, is seen (a Kubernetes volume swaps
+    /// its `..data` link, and `grants.toml` is a link through it).
+    seen: BTreeMap<Changed, Option<Identity>>,
+}
+
+/// A file as `stat` sees it through links: which file, and its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    device: u64,
+    inode: u64,
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+}
+
+impl Identity {
+    fn of(path: &Path) -> Option<Identity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Identity {
+            device: meta.dev(),
+            inode: meta.ino(),
+            modified: meta.modified().ok(),
+            len: meta.len(),
+        })
+    }
 }
 
 impl Watched {
@@ -115,6 +146,46 @@ impl Watched {
             .is_some_and(|e| e == "wasm" || e == "toml");
         (parent == self.plugins_canonical && is_plugin_file)
             .then(|| Changed::Plugin(name.to_os_string()))
+    }
+
+    /// The three files watched by name, each with what its change is.
+    fn files(&self) -> impl Iterator<Item = (Changed, PathBuf)> + '_ {
+        let path =
+            |(dir, name): &(PathBuf, Option<OsString>)| name.as_ref().map(|name| dir.join(name));
+        [
+            (Changed::Grants, path(&self.grants)),
+            (Changed::Config, self.config.as_ref().and_then(path)),
+            (Changed::Secrets, self.secrets.as_ref().and_then(path)),
+        ]
+        .into_iter()
+        .filter_map(|(changed, path)| Some((changed, path?)))
+    }
+
+    /// Notes what the file `changed` names is now, if it is one of the
+    /// three: a change already taken is not taken again.
+    fn saw(&mut self, changed: &Changed) {
+        let path = self.files().find(|(c, _)| c == changed).map(|(_, p)| p);
+        if let Some(path) = path {
+            self.seen.insert(changed.clone(), Identity::of(&path));
+        }
+    }
+
+    /// The files of those three in `dir` that are not what they were when
+    /// last seen, now noted as seen.
+    fn switched_in(&mut self, dir: &Path) -> Vec<Changed> {
+        let in_dir: Vec<(Changed, PathBuf)> = self
+            .files()
+            .filter(|(_, path)| path.parent() == Some(dir))
+            .collect();
+        let mut switched = Vec::new();
+        for (changed, path) in in_dir {
+            let now = Identity::of(&path);
+            if self.seen.get(&changed) != Some(&now) {
+                self.seen.insert(changed.clone(), now);
+                switched.push(changed);
+            }
+        }
+        switched
     }
 
     /// The files a reload read again, by name, for its log line: an
@@ -173,7 +244,13 @@ impl Reloader {
             grants: split(&config.grants_file),
             config: config.file.as_deref().map(split),
             secrets: secrets.file().map(split),
+            seen: BTreeMap::new(),
         };
+        let mut watched = watched;
+        watched.seen = watched
+            .files()
+            .map(|(changed, path)| (changed, Identity::of(&path)))
+            .collect();
         let (events, receiver) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |event| {
             let _ = events.send(event);
@@ -383,7 +460,7 @@ impl State {
 
     /// Records when a change should be acted on: at once for a rename or a
     /// removal, after the settle window for a write in place.
-    fn note(&self, event: &notify::Event, pending: &mut BTreeMap<Changed, Instant>) {
+    fn note(&mut self, event: &notify::Event, pending: &mut BTreeMap<Changed, Instant>) {
         use notify::event::ModifyKind;
         let delay = match event.kind {
             EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => Duration::ZERO,
@@ -392,7 +469,20 @@ impl State {
             EventKind::Access(_) | EventKind::Other => return,
         };
         for path in &event.paths {
-            if let Some(changed) = self.watched.classify(path) {
+            // Another entry of a watched file's folder (its `..data` link
+            // switched, say): the file counts as changed if it is not what
+            // it was.
+            let changed = match self.watched.classify(path) {
+                Some(changed) => {
+                    self.watched.saw(&changed);
+                    vec![changed]
+                }
+                None => path
+                    .parent()
+                    .map(|dir| self.watched.switched_in(dir))
+                    .unwrap_or_default(),
+            };
+            for changed in changed {
                 let at = Instant::now() + delay;
                 // A write after a rename restarts the window; nothing
                 // shortens one already running except a rename.
