@@ -341,6 +341,25 @@ fn a_grants_file_updated_by_switching_a_link_in_its_folder_is_taken() {
     wait_for_build(&host, B, Duration::from_secs(10));
 }
 
+/// The same for a plugins folder laid out so: `test-version.wasm` is a
+/// link through `..data`, which an update switches.
+#[test]
+fn a_plugin_updated_by_switching_a_link_in_its_folder_is_taken() {
+    let scratch = setup(0, "");
+    let plugins = scratch.plugins();
+    std::fs::create_dir(plugins.join("..v1")).unwrap();
+    std::fs::rename(plugins.join(FILE), plugins.join("..v1").join(FILE)).unwrap();
+    std::os::unix::fs::symlink("..v1", plugins.join("..data")).unwrap();
+    std::os::unix::fs::symlink(format!("..data/{FILE}"), plugins.join(FILE)).unwrap();
+    let host = start(&scratch);
+    assert_eq!(call(&host), Ok(A.to_string()));
+    std::fs::create_dir(plugins.join("..v2")).unwrap();
+    std::fs::write(plugins.join("..v2").join(FILE), test_version(B)).unwrap();
+    std::os::unix::fs::symlink("..v2", plugins.join("..data_tmp")).unwrap();
+    std::fs::rename(plugins.join("..data_tmp"), plugins.join("..data")).unwrap();
+    wait_for_build(&host, B, Duration::from_secs(10));
+}
+
 #[test]
 fn sighup_reads_a_grants_file_the_watcher_could_not_see_and_watches_it_from_then_on() {
     // The grants file's folder does not exist when the host starts, so

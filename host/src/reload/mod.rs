@@ -19,10 +19,10 @@
 //!   new one renamed in, a symbolic link switched) or made again is watched
 //!   anew and read whole; while none is there, the plugins loaded keep
 //!   serving.
-//! - `grants.toml`, `causeway.toml` and the secrets file are watched by
-//!   name in their folders, and by what they are: a file reached through a
-//!   link its folder switches (a Kubernetes volume's `..data`) is taken
-//!   again when it is another file.
+//! - `grants.toml`, `causeway.toml`, the secrets file and the plugin files
+//!   are watched by name in their folders, and by what they are: a file
+//!   reached through a link its folder switches (a Kubernetes volume's
+//!   `..data`) is taken again when it is another file.
 //! - SIGHUP reads them all again, as if each had changed.
 //! - An invalid `grants.toml`, `causeway.toml` or secrets file is refused,
 //!   logged, and the last good one kept. The listen address, the data
@@ -87,10 +87,11 @@ struct Watched {
     grants: (PathBuf, Option<OsString>),
     config: Option<(PathBuf, Option<OsString>)>,
     secrets: Option<(PathBuf, Option<OsString>)>,
-    /// What each of those three files was when last seen (through any
-    /// symbolic link): how a change made by switching a link in their
-    /// folder, not by touching them, is seen (a Kubernetes volume swaps
-    /// its `..data` link, and `grants.toml` is a link through it).
+    /// What each of those three files, and each plugin file, was when last
+    /// seen (through any symbolic link): how a change made by switching a
+    /// link in their folder, not by touching them, is seen (a Kubernetes
+    /// volume swaps its `..data` link, and `grants.toml` is a link through
+    /// it).
     seen: BTreeMap<Changed, Option<Identity>>,
 }
 
@@ -141,42 +142,64 @@ impl Watched {
         {
             return Some(Changed::Secrets);
         }
-        let is_plugin_file = Path::new(name)
-            .extension()
-            .is_some_and(|e| e == "wasm" || e == "toml");
-        (parent == self.plugins_canonical && is_plugin_file)
+        (parent == self.plugins_canonical && is_plugin_file(name))
             .then(|| Changed::Plugin(name.to_os_string()))
     }
 
-    /// The three files watched by name, each with what its change is.
-    fn files(&self) -> impl Iterator<Item = (Changed, PathBuf)> + '_ {
+    /// The files watched by name in `dir`, each with what its change is:
+    /// of `grants.toml`, `causeway.toml` and the secrets file, those there;
+    /// in the plugins folder, its plugin files and sidecars.
+    fn files_in(&self, dir: &Path) -> Vec<(Changed, PathBuf)> {
         let path =
             |(dir, name): &(PathBuf, Option<OsString>)| name.as_ref().map(|name| dir.join(name));
-        [
+        let mut files: Vec<(Changed, PathBuf)> = [
             (Changed::Grants, path(&self.grants)),
             (Changed::Config, self.config.as_ref().and_then(path)),
             (Changed::Secrets, self.secrets.as_ref().and_then(path)),
         ]
         .into_iter()
         .filter_map(|(changed, path)| Some((changed, path?)))
+        .filter(|(_, path)| path.parent() == Some(dir))
+        .collect();
+        if dir == self.plugins_canonical
+            && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            files.extend(entries.flatten().filter_map(|entry| {
+                let name = entry.file_name();
+                is_plugin_file(&name).then(|| (Changed::Plugin(name), entry.path()))
+            }));
+        }
+        files
     }
 
-    /// Notes what the file `changed` names is now, if it is one of the
-    /// three: a change already taken is not taken again.
-    fn saw(&mut self, changed: &Changed) {
-        let path = self.files().find(|(c, _)| c == changed).map(|(_, p)| p);
-        if let Some(path) = path {
-            self.seen.insert(changed.clone(), Identity::of(&path));
+    /// Notes what every file watched by name is now.
+    fn saw_all(&mut self) {
+        let mut dirs = vec![self.grants.0.clone(), self.plugins_canonical.clone()];
+        dirs.extend(
+            self.config
+                .iter()
+                .chain(&self.secrets)
+                .map(|(dir, _)| dir.clone()),
+        );
+        self.seen = dirs
+            .iter()
+            .flat_map(|dir| self.files_in(dir))
+            .map(|(changed, path)| (changed, Identity::of(&path)))
+            .collect();
+    }
+
+    /// Notes what the file at `path`, whose change is `changed`, is now: a
+    /// change already taken is not taken again.
+    fn saw(&mut self, changed: &Changed, path: &Path) {
+        if !matches!(changed, Changed::Folder) {
+            self.seen.insert(changed.clone(), Identity::of(path));
         }
     }
 
-    /// The files of those three in `dir` that are not what they were when
-    /// last seen, now noted as seen.
+    /// The files watched by name in `dir` that are not what they were when
+    /// last seen (a link on the way to them switched), now noted as seen.
     fn switched_in(&mut self, dir: &Path) -> Vec<Changed> {
-        let in_dir: Vec<(Changed, PathBuf)> = self
-            .files()
-            .filter(|(_, path)| path.parent() == Some(dir))
-            .collect();
+        let in_dir = self.files_in(dir);
         let mut switched = Vec::new();
         for (changed, path) in in_dir {
             let now = Identity::of(&path);
@@ -209,6 +232,13 @@ impl Watched {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// Whether `name` is a plugin file's or a sidecar manifest's.
+fn is_plugin_file(name: &std::ffi::OsStr) -> bool {
+    Path::new(name)
+        .extension()
+        .is_some_and(|e| e == "wasm" || e == "toml")
 }
 
 /// A file's folder, canonical (so event paths compare equal), and its name.
@@ -247,10 +277,7 @@ impl Reloader {
             seen: BTreeMap::new(),
         };
         let mut watched = watched;
-        watched.seen = watched
-            .files()
-            .map(|(changed, path)| (changed, Identity::of(&path)))
-            .collect();
+        watched.saw_all();
         let (events, receiver) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |event| {
             let _ = events.send(event);
@@ -380,6 +407,7 @@ impl State {
                     self.watched.plugins_dir.display()
                 );
                 self.watched.plugins_canonical = canonical;
+                self.watched.saw_all();
             }
             Err(e) => tracing::warn!(
                 "cannot watch the plugins folder {}: {e}; send SIGHUP to read it again",
@@ -474,7 +502,7 @@ impl State {
             // it was.
             let changed = match self.watched.classify(path) {
                 Some(changed) => {
-                    self.watched.saw(&changed);
+                    self.watched.saw(&changed, path);
                     vec![changed]
                 }
                 None => path
