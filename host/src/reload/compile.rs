@@ -35,15 +35,21 @@ pub struct Background {
     done: mpsc::UnboundedSender<PathBuf>,
 }
 
+/// The most compiles that run at once, however many cores: each may take
+/// up to some 770 MB within the default compile limits (docs/security.md),
+/// and one compile already spreads its functions over every core.
+const MAX_COMPILES: usize = 4;
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // What these mutexes guard is whole at every store: a panic elsewhere
     // leaves it usable.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// How many compiles run at once: one per core, and at least two, so that
-/// one slow compile never holds all the others. A folder filled at once
-/// compiles a few files at a time, not all of them in memory together.
+/// How many compiles run at once: one per core, at least two, so that one
+/// slow compile never holds all the others, and at most [`MAX_COMPILES`].
+/// A folder filled at once compiles a few files at a time, not all of them
+/// in memory together.
 struct Permits {
     free: Mutex<usize>,
     freed: Condvar,
@@ -52,7 +58,7 @@ struct Permits {
 impl Permits {
     fn new() -> Permits {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        Permits::with(cores.max(2))
+        Permits::with(cores.clamp(2, MAX_COMPILES))
     }
 
     fn with(permits: usize) -> Permits {
