@@ -159,7 +159,7 @@ fn install(
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {crate_name}: {e}"));
     let plugin = Plugin::from_bytes(engine, linker, None, &path, &bytes, Default::default())
         .unwrap_or_else(|e| panic!("load {crate_name}: {e}"));
-    Installed::new(plugin, grants, Limits::default())
+    Installed::new(plugin, grants, Limits::default(), &Default::default())
 }
 
 /// `n` CRM contacts as the host holds them, the input of the transform benchmarks.

@@ -256,6 +256,65 @@ fn ip_literals_in_every_spelling_and_metadata_addresses_are_refused_without_an_e
     assert_eq!(answer["status"], 200);
 }
 
+/// An API behind a private certificate authority: refused while only the
+/// bundled roots are trusted, reached once `ca-file` in causeway.toml names
+/// its authority; a `ca-file` holding no certificate stops the command,
+/// naming it.
+#[test]
+fn an_api_behind_a_private_ca_is_reached_once_ca_file_names_it() {
+    let server = FakeServer::start_tls(|_| Answer::ok(r#"{"behind":"a private CA"}"#));
+    let p = port(&server);
+    let scratch = Scratch::new();
+    // Its manifest asks for http: patched to ask for the scheme granted.
+    let fetch = std::fs::read(support::built("test-fetch")).unwrap();
+    scratch.write(
+        "test-fetch.wasm",
+        support::patched(&fetch, "scheme = \"http\"", "scheme = \"*\"   "),
+    );
+    scratch.grants(&format!(
+        "[[plugins.test-fetch.http]]\nscheme = \"https\"\nhost = \"127.0.0.1\"\nport = {p}\nmethods = [\"GET\"]\npath-prefix = \"/api/\"\n\n[plugins.test-fetch.credentials.token]\nsecret = \"env:CAUSEWAY_TEST_TOKEN\"\nhosts = [\"127.0.0.1\"]\n"
+    ));
+    let url = format!("https://{}/api/x", server.addr);
+    let error = probe(&scratch, json!({"method": "GET", "url": url})).unwrap_err();
+    assert!(
+        error.contains("network:") && error.contains("certificate"),
+        "{error}"
+    );
+    let config = scratch.path().join("causeway.toml");
+    std::fs::write(&config, "ca-file = \"ca.pem\"\n").unwrap();
+    std::fs::copy(
+        support::repo_root().join("tests/fixtures/tls/ca.pem"),
+        scratch.path().join("ca.pem"),
+    )
+    .unwrap();
+    let answer = probe(&scratch, json!({"method": "GET", "url": url})).unwrap();
+    assert_eq!(answer["status"], 200);
+    assert_eq!(answer["body"], r#"{"behind":"a private CA"}"#);
+    assert_eq!(
+        server.received().len(),
+        1,
+        "the refused handshake sent no request"
+    );
+
+    std::fs::write(scratch.path().join("ca.pem"), "not a certificate\n").unwrap();
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("ca.pem: holds no certificate")
+            && said.contains("(ca-file in causeway.toml)"),
+        "{said}"
+    );
+    // The running host does not start on it either.
+    let out = run(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("ca.pem: holds no certificate"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn proxy_variables_change_nothing() {
     let proxy = FakeServer::start(|_| Answer::ok(r#"{"via":"proxy"}"#));

@@ -593,6 +593,7 @@ struct ConfigFile {
     plugins_dir: Option<PathBuf>,
     grants: Option<PathBuf>,
     secrets_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "range::reload_settle")]
     reload_settle: Option<TextDuration>,
     #[serde(default)]
@@ -626,6 +627,9 @@ pub struct Config {
     pub grants_file: PathBuf,
     /// The secrets file, if any.
     pub secrets_file: Option<PathBuf>,
+    /// PEM certificates trusted for outbound HTTPS beside the bundled
+    /// (Mozilla's) roots: for APIs behind a private certificate authority.
+    pub ca_file: Option<PathBuf>,
     /// How long a file written in place must stay unchanged before the
     /// running host loads it (an atomic rename is loaded at once).
     pub reload_settle: Duration,
@@ -776,6 +780,7 @@ impl Config {
             ),
             grants_file: resolve(parsed.grants.unwrap_or_else(|| DEFAULT_GRANTS_FILE.into())),
             secrets_file: parsed.secrets_file.map(resolve),
+            ca_file: parsed.ca_file.map(resolve),
             reload_settle: parsed
                 .reload_settle
                 .map(|d| d.0)

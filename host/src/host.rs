@@ -167,10 +167,29 @@ impl Host {
     pub fn with_config(config: Config) -> Result<Host, HostError> {
         let grants = Grants::load(&config.grants_file)?;
         let secrets = Arc::new(Secrets::load(config.secrets_file.as_deref())?);
-        let runtime = Arc::new(
-            Runtime::with_settings(&config.engine)
-                .map_err(|e| HostError::Engine(format!("{e:#}")))?,
-        );
+        let mut runtime = Runtime::with_settings(&config.engine)
+            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        if let Some(file) = &config.ca_file {
+            runtime.extra_roots = crate::caps::http::ExtraRoots::load(file).map_err(|e| {
+                FileError::at(
+                    file.display().to_string(),
+                    None,
+                    format!(
+                        "{e} (ca-file in {})",
+                        config
+                            .file
+                            .as_deref()
+                            .map_or_else(|| "causeway.toml".into(), |f| f.display().to_string())
+                    ),
+                )
+            })?;
+            tracing::info!(
+                "outbound HTTPS trusts the {} certificates of {} beside the bundled roots",
+                runtime.extra_roots.len(),
+                file.display()
+            );
+        }
+        let runtime = Arc::new(runtime);
         Ok(Host {
             config,
             grants,

@@ -78,27 +78,40 @@ pub struct Installed {
 }
 
 impl Installed {
-    /// Evaluates a loaded plugin against the grants.
-    pub fn new(plugin: impl Into<Arc<Plugin>>, grants: &Grants, defaults: Limits) -> Installed {
+    /// Evaluates a loaded plugin against the grants; its HTTPS trusts
+    /// `roots` beside the bundled roots.
+    pub fn new(
+        plugin: impl Into<Arc<Plugin>>,
+        grants: &Grants,
+        defaults: Limits,
+        roots: &crate::caps::http::ExtraRoots,
+    ) -> Installed {
         let plugin = plugin.into();
         let (policy, not_granted) = evaluate(&plugin, grants, defaults);
-        Installed::with_policy(plugin, policy, not_granted, None)
+        Installed::with_policy(plugin, policy, not_granted, roots, None)
     }
 
     /// A plugin under a policy computed elsewhere (the conformance suite's),
-    /// its HTTP answered from or recorded into `tape` when one is given.
+    /// its HTTPS trusting `roots` beside the bundled roots, its HTTP
+    /// answered from or recorded into `tape` when one is given.
     pub fn with_policy(
         plugin: Arc<Plugin>,
         policy: Policy,
         not_granted: Vec<String>,
+        roots: &crate::caps::http::ExtraRoots,
         tape: Option<Arc<crate::caps::http::Tape>>,
     ) -> Installed {
         let http = if policy.http.rules.is_empty() {
             None
         } else {
-            crate::caps::http::HttpClient::for_policy(&policy.http, &policy.http_limits, tape)
-                .inspect_err(|e| tracing::error!(plugin = %plugin.info.label(), "{e}"))
-                .ok()
+            crate::caps::http::HttpClient::for_policy(
+                &policy.http,
+                &policy.http_limits,
+                roots,
+                tape,
+            )
+            .inspect_err(|e| tracing::error!(plugin = %plugin.info.label(), "{e}"))
+            .ok()
         };
         Installed {
             plugin,
@@ -400,6 +413,7 @@ impl Registry {
                     plugin.clone(),
                     policy,
                     not_granted,
+                    &runtime.extra_roots,
                     None,
                 )),
             }

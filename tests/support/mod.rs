@@ -653,7 +653,37 @@ pub struct FakeServer {
 impl FakeServer {
     /// Starts a server answering every request with `handler`.
     pub fn start(handler: impl Fn(&Received) -> Answer + Send + Sync + 'static) -> FakeServer {
-        use std::io::{BufRead, Read, Write};
+        FakeServer::serve(handler, None)
+    }
+
+    /// [`FakeServer::start`] over TLS, with the certificate for 127.0.0.1
+    /// and `localhost` in `tests/fixtures/tls`, issued by its `ca.pem`:
+    /// an API behind a private certificate authority.
+    pub fn start_tls(handler: impl Fn(&Received) -> Answer + Send + Sync + 'static) -> FakeServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let tls = repo_root().join("tests/fixtures/tls");
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(tls.join("server.pem"))
+                .expect("the test server's certificate")
+                .collect::<Result<_, _>>()
+                .expect("the test server's certificate");
+        let key = PrivateKeyDer::from_pem_file(tls.join("server.key")).expect("its key");
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("the test server's TLS configuration");
+        FakeServer::serve(handler, Some(std::sync::Arc::new(config)))
+    }
+
+    fn serve(
+        handler: impl Fn(&Received) -> Answer + Send + Sync + 'static,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> FakeServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a fake server");
         let addr = listener.local_addr().expect("its address").to_string();
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -661,56 +691,18 @@ impl FakeServer {
         let handler: std::sync::Arc<Handler> = std::sync::Arc::new(handler);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
+                let Ok(stream) = stream else { return };
                 let log = log.clone();
                 let handler = handler.clone();
-                std::thread::spawn(move || {
-                    let mut reader =
-                        std::io::BufReader::new(stream.try_clone().expect("clone the stream"));
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).is_err() || line.is_empty() {
-                        return;
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => answer_one(stream, &log, &*handler),
+                    Some(config) => {
+                        let Ok(session) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        answer_one(rustls::StreamOwned::new(session, stream), &log, &*handler);
                     }
-                    let mut parts = line.split_whitespace();
-                    let method = parts.next().unwrap_or_default().to_string();
-                    let target = parts.next().unwrap_or_default().to_string();
-                    let mut headers = Vec::new();
-                    loop {
-                        let mut header = String::new();
-                        if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((n, v)) = header.split_once(':') {
-                            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-                        }
-                    }
-                    let length: usize = headers
-                        .iter()
-                        .find(|(n, _)| n == "content-length")
-                        .and_then(|(_, v)| v.parse().ok())
-                        .unwrap_or(0);
-                    let mut body = vec![0; length];
-                    let _ = reader.read_exact(&mut body);
-                    let request = Received {
-                        method,
-                        target,
-                        headers,
-                        body,
-                    };
-                    log.lock().expect("log").push(request.clone());
-                    let answer = handler(&request);
-                    std::thread::sleep(answer.delay);
-                    let mut head = format!(
-                        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                        answer.status,
-                        answer.body.len()
-                    );
-                    for (n, v) in &answer.headers {
-                        head.push_str(&format!("{n}: {v}\r\n"));
-                    }
-                    head.push_str("\r\n");
-                    let _ = stream.write_all(head.as_bytes());
-                    let _ = stream.write_all(&answer.body);
                 });
             }
         });
@@ -895,4 +887,60 @@ pub fn guest_plugins() -> &'static Path {
         );
         out
     })
+}
+
+/// Reads one request from `stream`, records it in `log`, and answers it
+/// with `handler`'s answer.
+fn answer_one<S: std::io::Read + std::io::Write>(
+    stream: S,
+    log: &std::sync::Mutex<Vec<Received>>,
+    handler: &Handler,
+) {
+    use std::io::{BufRead, Read};
+    let mut reader = std::io::BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() || line.is_empty() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+            break;
+        }
+        if let Some((n, v)) = header.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let request = Received {
+        method,
+        target,
+        headers,
+        body,
+    };
+    log.lock().expect("log").push(request.clone());
+    let answer = handler(&request);
+    std::thread::sleep(answer.delay);
+    let mut head = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        answer.status,
+        answer.body.len()
+    );
+    for (n, v) in &answer.headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = reader.get_mut().write_all(head.as_bytes());
+    let _ = reader.get_mut().write_all(&answer.body);
+    let _ = reader.get_mut().flush();
 }

@@ -50,7 +50,12 @@ impl Opts {
             host.runtime.max_plugin_bytes,
         )?;
         let plugin = host.runtime.load_plugin(&file)?;
-        let installed = Installed::new(plugin, &host.grants, host.config.limits);
+        let installed = Installed::new(
+            plugin,
+            &host.grants,
+            host.config.limits,
+            &host.runtime.extra_roots,
+        );
         let installed = installed.callable(&host.grants.file)?;
         let input = self.input.as_deref().map(read_json).transpose()?;
         let config = match &self.config {

@@ -126,8 +126,13 @@ impl Opts {
             Policy::evaluate(&plugin.info.manifest, Some(&test_grant), host.config.limits);
         let secrets = self.secrets(&host.secrets, &plugin)?;
         let label = plugin.info.label();
-        let installed =
-            Installed::with_policy(Arc::new(plugin), policy, Vec::new(), Some(tape.clone()));
+        let installed = Installed::with_policy(
+            Arc::new(plugin),
+            policy,
+            Vec::new(),
+            &host.runtime.extra_roots,
+            Some(tape.clone()),
+        );
         for missing in &not_granted {
             tracing::warn!(
                 "{label}: not granted in this test (give the configuration a URL for it): {missing}"

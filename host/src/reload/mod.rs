@@ -648,6 +648,10 @@ fn keep_fixed(current: &Config, mut new: Config) -> (Config, Vec<&'static str>) 
     if new.secrets_file != current.secrets_file {
         not_yet.push("secrets-file");
     }
+    // Read once, into every plugin's HTTP client.
+    if new.ca_file != current.ca_file {
+        not_yet.push("ca-file");
+    }
     new.listen = current.listen;
     new.data_dir = current.data_dir.clone();
     new.plugins_dir = current.plugins_dir.clone();
@@ -656,6 +660,7 @@ fn keep_fixed(current: &Config, mut new: Config) -> (Config, Vec<&'static str>) 
     new.cache_dir = current.cache_dir.clone();
     new.cache_max_bytes = current.cache_max_bytes;
     new.secrets_file = current.secrets_file.clone();
+    new.ca_file = current.ca_file.clone();
     new.command_line = current.command_line;
     (new, not_yet)
 }
@@ -683,6 +688,7 @@ mod tests {
         edited.engine.max_instances = 5;
         edited.cache_dir = "other-cache".into();
         edited.cache_max_bytes = 1;
+        edited.ca_file = Some("corp-ca.pem".into());
         edited.limits.call_timeout = Duration::from_secs(1);
         let (kept, not_yet) = keep_fixed(&current, edited);
         let mut expected = current.clone();
@@ -695,7 +701,8 @@ mod tests {
                 "data-dir",
                 "plugins-dir",
                 "[engine]",
-                "cache-dir or cache-max-mb"
+                "cache-dir or cache-max-mb",
+                "ca-file"
             ]
         );
     }

@@ -156,6 +156,36 @@ fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::E
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
+/// Certificates trusted for outbound HTTPS beside the bundled (Mozilla's)
+/// roots: `ca-file` in causeway.toml, for APIs behind a private
+/// certificate authority. Read once, at start.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraRoots(Arc<[reqwest::Certificate]>);
+
+impl ExtraRoots {
+    /// The certificates of the PEM file at `file`: at least one, each one
+    /// whole, or an error saying what is wrong.
+    pub fn load(file: &std::path::Path) -> Result<ExtraRoots, String> {
+        let pem = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("is not a PEM file of certificates: {e}"))?;
+        if roots.is_empty() {
+            return Err("holds no certificate (-----BEGIN CERTIFICATE-----)".to_string());
+        }
+        Ok(ExtraRoots(roots.into()))
+    }
+
+    /// How many certificates it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds none (no `ca-file`).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A plugin version's outbound client.
 #[derive(Debug)]
 pub struct HttpClient {
@@ -176,6 +206,7 @@ impl HttpClient {
     pub fn for_policy(
         policy: &HttpPolicy,
         limits: &HttpLimits,
+        roots: &ExtraRoots,
         tape: Option<Arc<Tape>>,
     ) -> Result<Arc<HttpClient>, String> {
         let explicit: BTreeSet<String> = policy
@@ -184,7 +215,11 @@ impl HttpClient {
             .filter(|r| !r.host.starts_with('*'))
             .map(|r| r.host.to_ascii_lowercase())
             .collect();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for root in roots.0.iter() {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let client = builder
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(CheckedResolver {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use address::is_public;
-pub use client::{HttpClient, HttpLimits};
+pub use client::{ExtraRoots, HttpClient, HttpLimits};
 pub use retry_after::{Asked, AskedToWait};
 pub use rule::{Denial, HttpPolicy, HttpRule, Target};
 pub use tape::{Tape, TapeAnswer, TapeMode};
