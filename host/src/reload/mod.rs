@@ -266,7 +266,7 @@ impl Reloader {
         let snapshot = live.snapshot();
         let config = &snapshot.config;
         std::fs::create_dir_all(&config.plugins_dir).map_err(notify::Error::io)?;
-        let watched = Watched {
+        let mut watched = Watched {
             plugins_dir: config.plugins_dir.clone(),
             plugins_canonical: std::fs::canonicalize(&config.plugins_dir)
                 .map_err(notify::Error::io)?,
@@ -276,7 +276,6 @@ impl Reloader {
             secrets: secrets.file().map(split),
             seen: BTreeMap::new(),
         };
-        let mut watched = watched;
         watched.saw_all();
         let (events, receiver) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |event| {
