@@ -503,10 +503,22 @@ fn a_plugins_folder_replaced_whole_or_made_again_is_watched_anew() {
         10,
     );
     assert_eq!(call(&host), Ok(A.to_string()));
-    // Made again: watched from then on.
+    // A configuration edit meanwhile waits for the folder, and is not lost:
+    // a call timeout shorter than the plugin's spin.
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "[limits]\ncall-timeout = \"100ms\"\n[plugins.test-version.config]\nspin_ms = 2000\n",
+    )
+    .unwrap();
+    host.wait_for_log("it applies once the plugins folder can be read", 10);
+    // Made again: watched from then on, and read with the edit.
     std::fs::create_dir(&plugins).unwrap();
     replace_atomically(&scratch, &test_version(B));
-    wait_for_build(&host, B, Duration::from_secs(10));
+    wait_until(
+        "the plugin back, under the new timeout",
+        Duration::from_secs(10),
+        || call(&host).err().filter(|e| e.starts_with("504")),
+    );
 }
 
 /// A plugins folder that is a symbolic link, switched to another release's

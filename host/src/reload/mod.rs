@@ -301,6 +301,7 @@ impl Reloader {
             watched,
             watcher,
             unwatched,
+            deferred: BTreeSet::new(),
             settle: config.reload_settle,
         };
         state.watch_the_rest();
@@ -359,6 +360,9 @@ struct State {
     /// The folders of `grants.toml`, `causeway.toml` and the secrets file
     /// not watched yet.
     unwatched: BTreeSet<PathBuf>,
+    /// Edits of `grants.toml` and `causeway.toml` read while the plugins
+    /// folder could not be: taken with the next reload.
+    deferred: BTreeSet<Changed>,
     settle: Duration,
 }
 
@@ -546,7 +550,9 @@ impl State {
     }
 
     /// Builds the next snapshot from what changed, and swaps it in.
-    async fn apply(&self, ready: &BTreeSet<Changed>, unsettled: BTreeSet<PathBuf>) {
+    async fn apply(&mut self, ready: &BTreeSet<Changed>, unsettled: BTreeSet<PathBuf>) {
+        let deferred = std::mem::take(&mut self.deferred);
+        let ready = &ready.union(&deferred).cloned().collect::<BTreeSet<_>>();
         // First: new grants may name a credential the same edit added.
         if ready.contains(&Changed::Secrets) {
             self.reload_secrets();
@@ -603,6 +609,18 @@ impl State {
                         "cannot read the plugins folder {}: {e}: keeping the plugins loaded (a folder made again there is watched)",
                         config.plugins_dir.display()
                     );
+                    // The registry is made against them: they wait for it.
+                    self.deferred = ready
+                        .iter()
+                        .filter(|c| matches!(c, Changed::Config | Changed::Grants))
+                        .cloned()
+                        .collect();
+                    if !self.deferred.is_empty() {
+                        tracing::warn!(
+                            "{} read: it applies once the plugins folder can be read",
+                            self.watched.describe(&self.deferred)
+                        );
+                    }
                     return;
                 }
                 Err(e) => {
