@@ -112,10 +112,15 @@ fn disguised_dot_segment(path: &str) -> Option<&str> {
 /// sink's `PUT /v1/contacts/..` to `/v1/`). Escaping cannot help: `%2E` is
 /// a dot to the parser too.
 fn written_dot_segment(url: &str) -> Option<String> {
-    let text: String = url
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
-        .collect();
+    // Copied only when there is something to drop (this runs per request).
+    let text: std::borrow::Cow<str> = if url.contains(['\t', '\n', '\r']) {
+        url.chars()
+            .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+            .collect::<String>()
+            .into()
+    } else {
+        url.into()
+    };
     // As the parser reads an http(s) URL: the scheme, any slashes or
     // backslashes (`https:/host`, `https:\\host` are the same URL), the
     // authority, then the path up to a query or fragment.
