@@ -1778,6 +1778,43 @@ budget = "50ms"
     (w, keys)
 }
 
+/// A CRM lying with a contact id of `..`: the sink's `PUT /items/..` would
+/// be a `PUT /` once its URL is parsed. The host refuses it, the stage's
+/// isolation sets that record aside with the reason, and every other
+/// contact is written.
+#[test]
+fn a_record_whose_id_would_step_out_of_the_sinks_path_is_set_aside_and_the_rest_are_written() {
+    let (api, items) = items_api(|_| None);
+    let (w, expected) = rest_sink_world(&api, 3);
+    w.crm
+        .create_with_id("..", person("Dot", "Dot", "dots@example.com"));
+    let _host = w.start();
+    let letters = wait_until(
+        "the others written, the lie set aside",
+        Duration::from_secs(30),
+        || {
+            let letters = w.dead_letters();
+            let written = items.lock().unwrap().stored.clone();
+            (letters.as_array()?.len() == 1 && same_keys(written, &expected)).then_some(letters)
+        },
+    );
+    assert_eq!(letters[0]["key"], "..", "{letters:#}");
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("holds the segment \"..\", which the URL parser resolves"),
+        "{letters:#}"
+    );
+    let targets: Vec<String> = api.received().into_iter().map(|r| r.target).collect();
+    assert!(
+        targets
+            .iter()
+            .all(|t| t.starts_with("/items/") && t.len() > "/items/".len()),
+        "{targets:?}"
+    );
+}
+
 /// Gives [`rest_sink_world`]'s pipeline the retry policy `retry` (the
 /// lines of its `retry` table) instead of its quick one.
 fn retry_policy(w: &World, retry: &str) {

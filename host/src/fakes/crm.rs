@@ -112,9 +112,16 @@ impl Shared {
     }
 
     fn create(&self, fields: Map<String, Value>) -> Contact {
+        let id = {
+            let mut store = self.store();
+            store.next_id += 1;
+            format!("c{:06}", store.next_id)
+        };
+        self.create_as(id, fields)
+    }
+
+    fn create_as(&self, id: String, fields: Map<String, Value>) -> Contact {
         let mut store = self.store();
-        store.next_id += 1;
-        let id = format!("c{:06}", store.next_id);
         let contact = Contact {
             id: id.clone(),
             updated_at: store.tick(),
@@ -197,6 +204,14 @@ impl FakeCrm {
     /// sequence number, so ids sort in creation order.
     pub fn create(&self, fields: Map<String, Value>) -> Contact {
         let contact = self.shared.create(fields);
+        self.shared.push("contact.created", &contact);
+        contact
+    }
+
+    /// Creates a contact under an id of the caller's choosing: a CRM whose
+    /// ids are not what a connector expects (`..`, say).
+    pub fn create_with_id(&self, id: &str, fields: Map<String, Value>) -> Contact {
+        let contact = self.shared.create_as(id.to_string(), fields);
         self.shared.push("contact.created", &contact);
         contact
     }
