@@ -11,50 +11,6 @@ use std::sync::OnceLock;
 
 use tempfile::TempDir;
 
-/// A component holding one core module of `functions` functions of type
-/// `() -> ()`, each a body of `body_bytes` bytes (no locals, `nop`s, `end`):
-/// what a plugin file that asks the compiler for much looks like. It
-/// exports nothing.
-pub fn component_of_functions(functions: usize, body_bytes: usize) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
-        out.push(id);
-        leb(payload.len(), out);
-        out.extend_from_slice(payload);
-    }
-    assert!(body_bytes >= 2, "a body holds its locals and its end");
-    let mut body = vec![0x00];
-    body.resize(body_bytes - 1, 0x01);
-    body.push(0x0b);
-    let (mut types, mut declared, mut code) = (Vec::new(), Vec::new(), Vec::new());
-    leb(1, &mut types);
-    types.extend_from_slice(&[0x60, 0x00, 0x00]);
-    leb(functions, &mut declared);
-    declared.resize(declared.len() + functions, 0x00);
-    leb(functions, &mut code);
-    for _ in 0..functions {
-        leb(body.len(), &mut code);
-        code.extend_from_slice(&body);
-    }
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    section(1, &types, &mut module);
-    section(3, &declared, &mut module);
-    section(10, &code, &mut module);
-    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-    section(1, &module, &mut component);
-    component
-}
-
 /// The folder the plugins workspace was built into.
 pub const BUILT_PLUGINS: &str = env!("CAUSEWAY_BUILT_PLUGINS");
 
@@ -733,6 +689,50 @@ pub fn wait_until<T>(
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// A component holding one core module of `functions` functions of type
+/// `() -> ()`, each a body of `body_bytes` bytes (no locals, `nop`s, `end`):
+/// what a plugin file that asks the compiler for much looks like. It
+/// exports nothing.
+pub fn component_of_functions(functions: usize, body_bytes: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(payload.len(), out);
+        out.extend_from_slice(payload);
+    }
+    assert!(body_bytes >= 2, "a body holds its locals and its end");
+    let mut body = vec![0x00];
+    body.resize(body_bytes - 1, 0x01);
+    body.push(0x0b);
+    let (mut types, mut declared, mut code) = (Vec::new(), Vec::new(), Vec::new());
+    leb(1, &mut types);
+    types.extend_from_slice(&[0x60, 0x00, 0x00]);
+    leb(functions, &mut declared);
+    declared.resize(declared.len() + functions, 0x00);
+    leb(functions, &mut code);
+    for _ in 0..functions {
+        leb(body.len(), &mut code);
+        code.extend_from_slice(&body);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &types, &mut module);
+    section(3, &declared, &mut module);
+    section(10, &code, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component);
+    component
 }
 
 /// `bytes` with every occurrence of `from` replaced by `to` (same length,
