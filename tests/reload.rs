@@ -544,6 +544,40 @@ fn a_plugins_folder_linked_elsewhere_is_followed_when_the_link_is_switched() {
     wait_for_build(&host, A, Duration::from_secs(10));
 }
 
+/// A plugin configuration its schema refuses is said by the running host,
+/// at its line in causeway.toml, when the host starts and when an edit
+/// brings a new problem; one already said is not said again at every
+/// reload.
+#[test]
+fn a_configuration_its_plugins_schema_refuses_is_logged_at_its_line() {
+    let scratch = Scratch::new();
+    scratch.install("map-fullname", "map-fullname.wasm");
+    let config = scratch.path().join("causeway.toml");
+    std::fs::write(
+        &config,
+        "[plugins.map-fullname.config]\ntarget_stream = 5\n",
+    )
+    .unwrap();
+    let host = start(&scratch);
+    let wrong_type = "causeway.toml line 2: plugins.map-fullname.config.target_stream: expected string, found integer (per the config schema of map-fullname@0.1.0)";
+    host.wait_for_log(wrong_type, 10);
+    std::fs::write(
+        &config,
+        "[plugins.map-fullname.config]\ntarget_stream = 5\ncolour = \"red\"\n",
+    )
+    .unwrap();
+    host.wait_for_log(
+        "causeway.toml line 3: plugins.map-fullname.config.colour: not a setting of this plugin",
+        10,
+    );
+    assert_eq!(
+        host.logs().matches(wrong_type).count(),
+        1,
+        "{}",
+        host.logs()
+    );
+}
+
 #[test]
 fn removing_the_file_unloads_the_plugin() {
     let scratch = setup(0, "");

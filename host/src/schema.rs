@@ -239,6 +239,35 @@ fn is_secret(property: &Value) -> bool {
     property.get("secret") == Some(&Value::Bool(true))
 }
 
+/// Each way the configurations `config` gives `plugins` break their config
+/// schemas, as `causeway check` and the running host say them: the line of
+/// the config file (whose text is `text`) it is about, if known, and the
+/// message, naming the key and the plugin's version.
+pub fn plugin_config_problems<'a>(
+    config: &crate::config::Config,
+    text: &str,
+    plugins: impl IntoIterator<Item = &'a crate::plugin::PluginInfo>,
+) -> Vec<(Option<usize>, String)> {
+    let mut problems = Vec::new();
+    for info in plugins {
+        let Some(schema) = &info.manifest.config_schema else {
+            continue;
+        };
+        let table = format!("plugins.{}.config", info.name);
+        for problem in validate(schema, &config.plugin_config(&info.name), &table) {
+            // At the line of the key it is about (a missing one: the
+            // table's).
+            let line = crate::config::line_named_by(text, &table, &problem)
+                .or_else(|| crate::config::section_line(text, &format!("plugins.{}", info.name)));
+            problems.push((
+                line,
+                format!("{problem} (per the config schema of {})", info.label()),
+            ));
+        }
+    }
+    problems
+}
+
 /// The configuration as the plugin sees it: without its secret fields, at
 /// any depth (a list of secrets goes whole). What the operator wrote there,
 /// a reference or, against `causeway check`'s error, a value, stays out.

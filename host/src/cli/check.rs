@@ -266,25 +266,14 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
     }
     findings.extend(check_pipelines(host, &registry, &config_file, &config_text));
     findings.extend(stranded_deliveries(host, &config_file));
-    for installed in registry.plugins() {
-        let info = &installed.plugin.info;
-        let Some(schema) = &info.manifest.config_schema else {
-            continue;
-        };
-        let config = host.config.plugin_config(&info.name);
-        let table = format!("plugins.{}.config", info.name);
-        for problem in schema::validate(schema, &config, &table) {
-            // At the line of the key it is about (a missing one: the
-            // table's).
-            let line = crate::config::line_named_by(&config_text, &table, &problem)
-                .or_else(|| line_of(&format!("plugins.{}", info.name)));
-            findings.push(Finding {
-                severity: "error",
-                file: config_file.clone(),
-                line,
-                message: format!("{problem} (per the config schema of {})", info.label()),
-            });
-        }
+    let infos = registry.plugins().map(|installed| &*installed.plugin.info);
+    for (line, message) in schema::plugin_config_problems(&host.config, &config_text, infos) {
+        findings.push(Finding {
+            severity: "error",
+            file: config_file.clone(),
+            line,
+            message,
+        });
     }
     Ok((findings, statuses))
 }

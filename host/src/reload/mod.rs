@@ -302,9 +302,11 @@ impl Reloader {
             watcher,
             unwatched,
             deferred: BTreeSet::new(),
+            config_problems: BTreeSet::new(),
             settle: config.reload_settle,
         };
         state.watch_the_rest();
+        state.say_config_problems();
         let hangup = hangup();
         let task = tokio::spawn(state.run(receiver, compiled_files, hangup));
         Ok(Reloader { task })
@@ -363,6 +365,9 @@ struct State {
     /// Edits of `grants.toml` and `causeway.toml` read while the plugins
     /// folder could not be: taken with the next reload.
     deferred: BTreeSet<Changed>,
+    /// The ways the plugins' configurations break their config schemas,
+    /// as last said ([`State::say_config_problems`]).
+    config_problems: BTreeSet<String>,
     settle: Duration,
 }
 
@@ -392,6 +397,35 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Logs each way the plugins' configurations break their config
+    /// schemas (as `causeway check` reports them, at their line) that it
+    /// has not said since the configuration or the plugin last changed: a
+    /// plugin handed a configuration its schema refuses fails its calls in
+    /// its own words, without the file and line.
+    fn say_config_problems(&mut self) {
+        let snapshot = self.live.snapshot();
+        let config = &snapshot.config;
+        let Some(file) = &config.file else {
+            return;
+        };
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let infos = snapshot
+            .registry
+            .plugins()
+            .map(|installed| &*installed.plugin.info);
+        let now: BTreeSet<String> = crate::schema::plugin_config_problems(config, &text, infos)
+            .into_iter()
+            .map(|(line, message)| match line {
+                Some(line) => format!("{} line {line}: {message}", file.display()),
+                None => format!("{}: {message}", file.display()),
+            })
+            .collect();
+        for problem in now.difference(&self.config_problems) {
+            tracing::warn!("{problem}");
+        }
+        self.config_problems = now;
     }
 
     /// Watches the plugins folder anew: the one at its path now, if any
@@ -486,6 +520,7 @@ impl State {
                 })
                 .collect();
             self.apply(&ready, unsettled).await;
+            self.say_config_problems();
         }
     }
 
