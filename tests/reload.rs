@@ -576,6 +576,24 @@ fn a_configuration_its_plugins_schema_refuses_is_logged_at_its_line() {
         "{}",
         host.logs()
     );
+    // A pipeline stage's own configuration, laid over the plugin's: at the
+    // line of its stage.
+    scratch.install("crm-source", "crm-source.wasm");
+    scratch.install("mailer-sink", "mailer-sink.wasm");
+    std::fs::write(
+        &config,
+        r#"[pipelines.p]
+every = "1h"
+source = { plugin = "crm-source", stream = "contacts" }
+transforms = [{ plugin = "map-fullname", config = { target_stream = 6 } }]
+sinks = [{ plugin = "mailer-sink" }]
+"#,
+    )
+    .unwrap();
+    host.wait_for_log(
+        "causeway.toml line 4: pipelines.p.transforms[0].config.target_stream: expected string, found integer (per the config schema of map-fullname@0.1.0)",
+        20,
+    );
 }
 
 #[test]

@@ -240,29 +240,76 @@ fn is_secret(property: &Value) -> bool {
 }
 
 /// Each way the configurations `config` gives `plugins` break their config
-/// schemas, as `causeway check` and the running host say them: the line of
-/// the config file (whose text is `text`) it is about, if known, and the
-/// message, naming the key and the plugin's version.
+/// schemas, as `causeway check` and the running host say them: their own
+/// (`[plugins.NAME.config]`) and, for each pipeline stage with a `config`
+/// of its own, that laid over theirs, as the stage gets it. Each with the
+/// line of the config file (whose text is `text`) it is about, if known,
+/// and the message, naming the key and the plugin's version.
 pub fn plugin_config_problems<'a>(
     config: &crate::config::Config,
     text: &str,
     plugins: impl IntoIterator<Item = &'a crate::plugin::PluginInfo>,
 ) -> Vec<(Option<usize>, String)> {
+    let plugins: Vec<&crate::plugin::PluginInfo> = plugins.into_iter().collect();
     let mut problems = Vec::new();
-    for info in plugins {
+    let mut check = |info: &crate::plugin::PluginInfo,
+                     value: &Value,
+                     at: &str,
+                     line: &dyn Fn(&str) -> Option<usize>| {
         let Some(schema) = &info.manifest.config_schema else {
-            continue;
+            return;
         };
-        let table = format!("plugins.{}.config", info.name);
-        for problem in validate(schema, &config.plugin_config(&info.name), &table) {
-            // At the line of the key it is about (a missing one: the
-            // table's).
-            let line = crate::config::line_named_by(text, &table, &problem)
-                .or_else(|| crate::config::section_line(text, &format!("plugins.{}", info.name)));
+        for problem in validate(schema, value, at) {
             problems.push((
-                line,
+                line(&problem),
                 format!("{problem} (per the config schema of {})", info.label()),
             ));
+        }
+    };
+    for info in &plugins {
+        let table = format!("plugins.{}.config", info.name);
+        // At the line of the key it is about (a missing one: the table's).
+        let line = |problem: &str| {
+            crate::config::line_named_by(text, &table, problem)
+                .or_else(|| crate::config::section_line(text, &format!("plugins.{}", info.name)))
+        };
+        check(info, &config.plugin_config(&info.name), &table, &line);
+    }
+    for (name, pipeline) in &config.pipelines {
+        let table = format!("pipelines.{name}");
+        let stages = std::iter::once((
+            "source",
+            None,
+            &pipeline.source.plugin,
+            pipeline.source.config.as_ref(),
+        ))
+        .chain(
+            pipeline
+                .transforms
+                .iter()
+                .enumerate()
+                .map(|(i, t)| ("transforms", Some(i), &t.plugin, t.config.as_ref())),
+        )
+        .chain(
+            pipeline
+                .sinks
+                .iter()
+                .enumerate()
+                .map(|(i, k)| ("sinks", Some(i), &k.plugin, k.config.as_ref())),
+        );
+        for (key, index, plugin, own) in stages {
+            let (Some(own), Some(info)) = (own, plugins.iter().find(|i| i.name == *plugin)) else {
+                continue;
+            };
+            let at = index.map_or_else(|| key.to_string(), |i| format!("{key}[{i}]"));
+            // At the line of its stage in the pipeline's table.
+            let line = |_: &str| crate::config::key_line(text, &table, key, index.unwrap_or(0));
+            check(
+                info,
+                &config.stage_config(plugin, Some(own)),
+                &format!("{table}.{at}.config"),
+                &line,
+            );
         }
     }
     problems

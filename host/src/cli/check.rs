@@ -301,17 +301,16 @@ fn stranded_deliveries(host: &Host, config_file: &str) -> Vec<Finding> {
 }
 
 /// A stage to check: where it is (its key in the pipeline's table, and
-/// its index there), its plugin, the world its place needs, and its own
-/// configuration.
+/// its index there), its plugin, and the world its place needs.
 type Stage<'a> = (
     (&'static str, Option<usize>),
     &'a str,
     crate::contract::World,
-    Option<&'a serde_json::Map<String, serde_json::Value>>,
 );
 
 /// Each pipeline's stages: installed, and implementing the world their
-/// place needs; a stage's own configuration fits the plugin's schema.
+/// place needs (a stage's own configuration is checked with the plugins':
+/// [`schema::plugin_config_problems`]).
 fn check_pipelines(
     host: &Host,
     registry: &crate::registry::Registry,
@@ -344,33 +343,21 @@ fn check_pipelines(
             ("source", None),
             pipeline.source.plugin.as_str(),
             World::Source,
-            pipeline.source.config.as_ref(),
         )];
         if pipeline.webhook.is_some() {
             stages.push((
                 ("source", None),
                 pipeline.source.plugin.as_str(),
                 World::Webhook,
-                None,
             ));
         }
         for (i, t) in pipeline.transforms.iter().enumerate() {
-            stages.push((
-                ("transforms", Some(i)),
-                t.plugin.as_str(),
-                World::Transform,
-                t.config.as_ref(),
-            ));
+            stages.push((("transforms", Some(i)), t.plugin.as_str(), World::Transform));
         }
         for (i, k) in pipeline.sinks.iter().enumerate() {
-            stages.push((
-                ("sinks", Some(i)),
-                k.plugin.as_str(),
-                World::Sink,
-                k.config.as_ref(),
-            ));
+            stages.push((("sinks", Some(i)), k.plugin.as_str(), World::Sink));
         }
-        for ((key, index), plugin, world, stage_config) in stages {
+        for ((key, index), plugin, world) in stages {
             let at = match index {
                 Some(i) => format!("{key}[{i}]"),
                 None => key.to_string(),
@@ -397,19 +384,6 @@ fn check_pipelines(
                     info.label(),
                     info.worlds.iter().map(|w| w.name()).collect::<Vec<_>>().join(", ")
                 )));
-            }
-            // The configuration the stage gets, the plugin's with the
-            // stage's keys laid over it.
-            if let (Some(config), Some(schema)) = (stage_config, &info.manifest.config_schema) {
-                let config = host.config.stage_config(plugin, Some(config));
-                for problem in
-                    schema::validate(schema, &config, &format!("pipelines.{name}.{at}.config"))
-                {
-                    findings.push(finding(format!(
-                        "{problem} (per the config schema of {})",
-                        info.label()
-                    )));
-                }
             }
         }
     }
