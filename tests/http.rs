@@ -306,7 +306,11 @@ fn an_api_behind_a_private_ca_is_reached_once_ca_file_names_it() {
         "{said}"
     );
     // The running host does not start on it either.
-    let out = run(scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]));
+    // Bounded: a host that started anyway would otherwise hang the test.
+    let out = support::run_within(
+        scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]),
+        30,
+    );
     assert!(!out.success);
     assert!(
         out.stderr.contains("ca.pem: holds no certificate"),
