@@ -319,6 +319,160 @@ fn an_api_behind_a_private_ca_is_reached_once_ca_file_names_it() {
     );
 }
 
+/// A network whose only way out is a proxy: a name only the proxy's side
+/// resolves is out of reach until `[proxy]` in causeway.toml names it; then
+/// plain requests are forwarded through it and HTTPS ones tunnelled, each
+/// with its login, the hosts in `direct` are reached without it, and a
+/// request the grants refuse reaches neither. A login that cannot be read,
+/// or a password written in clear, stops the command without showing it.
+#[test]
+fn a_network_whose_only_way_out_is_a_proxy_is_reached_through_it() {
+    let server = FakeServer::start(|r| Answer::ok(format!(r#"{{"at":"{}"}}"#, r.target)));
+    let tls = FakeServer::start_tls(|_| Answer::ok(r#"{"at":"tls"}"#));
+    // `causeway:s3cret`, as Basic authentication writes it.
+    let proxy = support::FakeProxy::start(Some("Basic Y2F1c2V3YXk6czNjcmV0"));
+    let (p, tp) = (port(&server), port(&tls));
+    let scratch = Scratch::new();
+    let fetch = std::fs::read(support::built("test-fetch")).unwrap();
+    scratch.write(
+        "test-fetch.wasm",
+        support::patched(&fetch, "scheme = \"http\"", "scheme = \"*\"   "),
+    );
+    scratch.grants(&format!(
+        "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"crm.corp.test\"\nport = {p}\nmethods = [\"GET\"]\npath-prefix = \"/api/\"\n\n\
+         [[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {p}\nmethods = [\"GET\"]\npath-prefix = \"/api/\"\n\n\
+         [[plugins.test-fetch.http]]\nhost = \"localhost\"\nport = {tp}\nmethods = [\"GET\"]\n\n\
+         [plugins.test-fetch.credentials.token]\nsecret = \"env:CAUSEWAY_TEST_TOKEN\"\nhosts = [\"127.0.0.1\"]\n"
+    ));
+    let crm = format!("http://crm.corp.test:{p}/api/contacts?page=2");
+    let error = probe(&scratch, json!({"method": "GET", "url": crm})).unwrap_err();
+    assert!(error.contains("network:"), "{error}");
+    assert!(proxy.asked().is_empty());
+
+    std::fs::copy(
+        support::repo_root().join("tests/fixtures/tls/ca.pem"),
+        scratch.path().join("ca.pem"),
+    )
+    .unwrap();
+    let secrets = scratch.path().join("secrets.toml");
+    std::fs::write(&secrets, "proxy = \"s3cret\"\n").unwrap();
+    std::fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let config = |password: &str| {
+        std::fs::write(
+            scratch.path().join("causeway.toml"),
+            format!(
+                "ca-file = \"ca.pem\"\nsecrets-file = \"secrets.toml\"\n\n[proxy]\nurl = \"http://{}\"\ndirect = [\"127.0.0.1\"]\nuser = \"causeway\"\npassword = {password:?}\n",
+                proxy.addr
+            ),
+        )
+        .unwrap()
+    };
+    config("file:proxy");
+    // The security team sees where every plugin's requests go.
+    let out = run(scratch.causeway().arg("grants"));
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "outbound proxy: http://{} as causeway (directly: 127.0.0.1)\n",
+            proxy.addr
+        )) && out
+            .stdout
+            .contains("outbound HTTPS also trusts: ./ca.pem (1 certificate)\n"),
+        "{}",
+        out.stdout
+    );
+    let answer = probe(&scratch, json!({"method": "GET", "url": crm})).unwrap();
+    assert_eq!(answer["status"], 200);
+    assert_eq!(answer["body"], r#"{"at":"/api/contacts?page=2"}"#);
+    let answer = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("https://localhost:{tp}/x")}),
+    )
+    .unwrap();
+    assert_eq!(answer["body"], r#"{"at":"tls"}"#);
+    let login = "Basic Y2F1c2V3YXk6czNjcmV0".to_string();
+    assert_eq!(
+        proxy.asked(),
+        [
+            support::Proxied {
+                line: format!("GET {crm}"),
+                authorization: login.clone(),
+            },
+            support::Proxied {
+                line: format!("CONNECT localhost:{tp}"),
+                authorization: login,
+            },
+        ]
+    );
+    // Directly: the proxy is not asked.
+    let answer = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://127.0.0.1:{p}/api/direct")}),
+    )
+    .unwrap();
+    assert_eq!(answer["body"], r#"{"at":"/api/direct"}"#);
+    // Refused by the grants before anything is sent.
+    for url in [
+        format!("http://crm.corp.test:{p}/admin"),
+        format!("http://elsewhere.corp.test:{p}/api/x"),
+    ] {
+        let error = probe(&scratch, json!({"method": "GET", "url": url})).unwrap_err();
+        assert!(error.contains("denied:"), "{url}: {error}");
+    }
+    assert_eq!(proxy.asked().len(), 2, "{:?}", proxy.asked());
+    assert_eq!(
+        server
+            .received()
+            .iter()
+            .map(|r| r.target.as_str())
+            .collect::<Vec<_>>(),
+        ["/api/contacts?page=2", "/api/direct"]
+    );
+    // The proxy's refusal is said to be the proxy's, not the API's.
+    std::fs::write(&secrets, "proxy = \"not-it\"\n").unwrap();
+    let error = probe(&scratch, json!({"method": "GET", "url": crm})).unwrap_err();
+    assert!(
+        error.contains("network:")
+            && error.contains(&format!(
+                "the proxy http://{} refused its login (407)",
+                proxy.addr
+            )),
+        "{error}"
+    );
+    assert_eq!(server.received().len(), 2);
+
+    // A login that cannot be read stops `check` and the host, naming it.
+    config("file:proxy-password");
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("proxy.password: secret file:proxy-password")
+            && said.contains("has no key \"proxy-password\""),
+        "{said}"
+    );
+    let out = support::run_within(
+        scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]),
+        30,
+    );
+    assert!(!out.success);
+    assert!(out.stderr.contains("proxy.password"), "{}", out.stderr);
+    // A password in clear is refused where it is written, and not shown.
+    config("hunter2");
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("causeway.toml line") && said.contains("never the value itself"),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2"), "{said}");
+}
+
 #[test]
 fn proxy_variables_change_nothing() {
     let proxy = FakeServer::start(|_| Answer::ok(r#"{"via":"proxy"}"#));

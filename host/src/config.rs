@@ -594,6 +594,7 @@ struct ConfigFile {
     grants: Option<PathBuf>,
     secrets_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    proxy: Option<crate::caps::http::ProxyConfig>,
     #[serde(default, deserialize_with = "range::reload_settle")]
     reload_settle: Option<TextDuration>,
     #[serde(default)]
@@ -630,6 +631,9 @@ pub struct Config {
     /// PEM certificates trusted for outbound HTTPS beside the bundled
     /// (Mozilla's) roots: for APIs behind a private certificate authority.
     pub ca_file: Option<PathBuf>,
+    /// The proxy plugins' requests go through (`[proxy]`), for networks
+    /// whose only way out is one.
+    pub proxy: Option<crate::caps::http::ProxyConfig>,
     /// How long a file written in place must stay unchanged before the
     /// running host loads it (an atomic rename is loaded at once).
     pub reload_settle: Duration,
@@ -781,6 +785,7 @@ impl Config {
             grants_file: resolve(parsed.grants.unwrap_or_else(|| DEFAULT_GRANTS_FILE.into())),
             secrets_file: parsed.secrets_file.map(resolve),
             ca_file: parsed.ca_file.map(resolve),
+            proxy: parsed.proxy,
             reload_settle: parsed
                 .reload_settle
                 .map(|d| d.0)

@@ -169,25 +169,34 @@ impl Host {
         let secrets = Arc::new(Secrets::load(config.secrets_file.as_deref())?);
         let mut runtime = Runtime::with_settings(&config.engine)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let config_file = || {
+            config
+                .file
+                .as_deref()
+                .map_or_else(|| "causeway.toml".into(), |f| f.display().to_string())
+        };
         if let Some(file) = &config.ca_file {
-            runtime.extra_roots = crate::caps::http::ExtraRoots::load(file).map_err(|e| {
+            runtime.egress.roots = crate::caps::http::ExtraRoots::load(file).map_err(|e| {
                 FileError::at(
                     file.display().to_string(),
                     None,
-                    format!(
-                        "{e} (ca-file in {})",
-                        config
-                            .file
-                            .as_deref()
-                            .map_or_else(|| "causeway.toml".into(), |f| f.display().to_string())
-                    ),
+                    format!("{e} (ca-file in {})", config_file()),
                 )
             })?;
             tracing::info!(
                 "outbound HTTPS trusts the {} certificates of {} beside the bundled roots",
-                runtime.extra_roots.len(),
+                runtime.egress.roots.len(),
                 file.display()
             );
+        }
+        if let Some(proxy) = &config.proxy {
+            let route = crate::caps::http::ProxyRoute::resolve(proxy, &secrets)
+                .map_err(|e| FileError::at(config_file(), None, e))?;
+            tracing::info!(
+                "outbound requests go through the proxy {}",
+                route.describe()
+            );
+            runtime.egress.proxy = Some(Arc::new(route));
         }
         let runtime = Arc::new(runtime);
         Ok(Host {

@@ -78,27 +78,27 @@ pub struct Installed {
 }
 
 impl Installed {
-    /// Evaluates a loaded plugin against the grants; its HTTPS trusts
-    /// `roots` beside the bundled roots.
+    /// Evaluates a loaded plugin against the grants; its requests leave as
+    /// `egress` says.
     pub fn new(
         plugin: impl Into<Arc<Plugin>>,
         grants: &Grants,
         defaults: Limits,
-        roots: &crate::caps::http::ExtraRoots,
+        egress: &crate::caps::http::Egress,
     ) -> Installed {
         let plugin = plugin.into();
         let (policy, not_granted) = evaluate(&plugin, grants, defaults);
-        Installed::with_policy(plugin, policy, not_granted, roots, None)
+        Installed::with_policy(plugin, policy, not_granted, egress, None)
     }
 
     /// A plugin under a policy computed elsewhere (the conformance suite's),
-    /// its HTTPS trusting `roots` beside the bundled roots, its HTTP
+    /// its requests leaving as `egress` says, its HTTP
     /// answered from or recorded into `tape` when one is given.
     pub fn with_policy(
         plugin: Arc<Plugin>,
         policy: Policy,
         not_granted: Vec<String>,
-        roots: &crate::caps::http::ExtraRoots,
+        egress: &crate::caps::http::Egress,
         tape: Option<Arc<crate::caps::http::Tape>>,
     ) -> Installed {
         let http = if policy.http.rules.is_empty() {
@@ -107,7 +107,7 @@ impl Installed {
             crate::caps::http::HttpClient::for_policy(
                 &policy.http,
                 &policy.http_limits,
-                roots,
+                egress,
                 tape,
             )
             .inspect_err(|e| tracing::error!(plugin = %plugin.info.label(), "{e}"))
@@ -413,7 +413,7 @@ impl Registry {
                     plugin.clone(),
                     policy,
                     not_granted,
-                    &runtime.extra_roots,
+                    &runtime.egress,
                     None,
                 )),
             }

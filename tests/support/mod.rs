@@ -671,6 +671,153 @@ impl FakeServer {
     }
 }
 
+/// What a [`FakeProxy`] was asked: the request line's method and target
+/// (`GET http://crm.test:80/x`, `CONNECT localhost:443`), and the
+/// `Proxy-Authorization` it came with ("" when none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxied {
+    /// `METHOD TARGET`.
+    pub line: String,
+    /// The `Proxy-Authorization` header.
+    pub authorization: String,
+}
+
+/// A company's egress proxy on 127.0.0.1, for tests: a plain request (in
+/// absolute form) is forwarded, `CONNECT` is tunnelled, and every host name
+/// is 127.0.0.1 to it (its network's names, which the machine behind it
+/// cannot resolve). With a `login`, a request without that
+/// `Proxy-Authorization` is answered 407. It records what it was asked, and
+/// stops when dropped.
+pub struct FakeProxy {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<Proxied>>>,
+}
+
+impl FakeProxy {
+    /// Starts a proxy; `login` is the `Proxy-Authorization` it requires.
+    pub fn start(login: Option<&str>) -> FakeProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a fake proxy");
+        let addr = listener.local_addr().expect("its address").to_string();
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = asked.clone();
+        let login = login.map(str::to_string);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (log, login) = (log.clone(), login.clone());
+                std::thread::spawn(move || proxy_one(stream, &log, login.as_deref()));
+            }
+        });
+        FakeProxy { addr, asked }
+    }
+
+    /// Everything asked so far.
+    pub fn asked(&self) -> Vec<Proxied> {
+        self.asked.lock().expect("log").clone()
+    }
+}
+
+/// One connection to a [`FakeProxy`].
+fn proxy_one(
+    client: std::net::TcpStream,
+    log: &std::sync::Mutex<Vec<Proxied>>,
+    login: Option<&str>,
+) {
+    use std::io::{BufRead, Write};
+    let Ok(writer) = client.try_clone() else {
+        return;
+    };
+    let mut reader = std::io::BufReader::new(client);
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() || line.is_empty() {
+            return;
+        }
+        if line.trim().is_empty() {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
+    let Some(request) = head.first().cloned() else {
+        return;
+    };
+    let mut parts = request.split_whitespace();
+    let (method, target, version) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or("HTTP/1.1"),
+    );
+    let authorization = head[1..]
+        .iter()
+        .filter_map(|h| h.split_once(':'))
+        .find(|(n, _)| n.eq_ignore_ascii_case("proxy-authorization"))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    log.lock().expect("log").push(Proxied {
+        line: format!("{method} {target}"),
+        authorization: authorization.clone(),
+    });
+    let mut writer = writer;
+    if login.is_some_and(|l| l != authorization) {
+        let _ = writer.write_all(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
+    // Every name is 127.0.0.1 here: only the port is kept.
+    let (authority, path) = match method {
+        "CONNECT" => (target, ""),
+        _ => {
+            let rest = target.strip_prefix("http://").unwrap_or(target);
+            rest.split_at(rest.find('/').unwrap_or(rest.len()))
+        }
+    };
+    let port = authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .unwrap_or(80);
+    let Ok(mut upstream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        let _ = writer.write_all(
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    };
+    if method == "CONNECT" {
+        let _ = writer.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n");
+    } else {
+        let path = if path.is_empty() { "/" } else { path };
+        let mut forwarded = format!("{method} {path} {version}\r\n");
+        for header in head[1..]
+            .iter()
+            .filter(|h| !h.to_ascii_lowercase().starts_with("proxy-"))
+        {
+            forwarded.push_str(header);
+            forwarded.push_str("\r\n");
+        }
+        forwarded.push_str("\r\n");
+        if upstream.write_all(forwarded.as_bytes()).is_err() {
+            return;
+        }
+    }
+    // What the client sent past the head, then both ways until either
+    // side closes.
+    if upstream.write_all(reader.buffer()).is_err() {
+        return;
+    }
+    let (Ok(mut up), Ok(mut back)) = (upstream.try_clone(), writer.try_clone()) else {
+        return;
+    };
+    let mut from_client = reader.into_inner();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut upstream);
+        let _ = upstream.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut up, &mut back);
+    let _ = back.shutdown(std::net::Shutdown::Both);
+}
+
 /// Polls `probe` every 20 ms until it returns `Some`, for at most `within`;
 /// panics naming `what` when it never does.
 pub fn wait_until<T>(

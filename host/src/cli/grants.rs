@@ -237,7 +237,20 @@ impl Opts {
             super::print_json(&views)?;
             return Ok(ExitCode::SUCCESS);
         }
-        super::print(&text(&views, &host.grants.file.display().to_string()))?;
+        let mut head = format!("grants file: {}\n", host.grants.file.display());
+        // What every plugin's requests go through, beside its own grants.
+        if let Some(proxy) = &host.runtime.egress.proxy {
+            head.push_str(&format!("outbound proxy: {}\n", proxy.describe()));
+        }
+        if let Some(file) = &host.config.ca_file {
+            let n = host.runtime.egress.roots.len();
+            head.push_str(&format!(
+                "outbound HTTPS also trusts: {} ({n} certificate{})\n",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        super::print(&text(&views, &head))?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -348,12 +361,12 @@ fn write_grants(host: &Host, edited: &Edited) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The human view: one block per plugin version.
-fn text(views: &[GrantView], grants_file: &str) -> String {
+/// The human view: `head`, then one block per plugin version.
+fn text(views: &[GrantView], head: &str) -> String {
     let inline = |rules: &[crate::caps::http::HttpRule]| -> Vec<String> {
         rules.iter().map(|r| r.to_inline_toml()).collect()
     };
-    let mut out = format!("grants file: {grants_file}\n");
+    let mut out = head.to_string();
     for v in views {
         out.push_str(&format!(
             "\n{} {} {}{}{}\n",

@@ -54,7 +54,7 @@ impl Opts {
             plugin,
             &host.grants,
             host.config.limits,
-            &host.runtime.extra_roots,
+            &host.runtime.egress,
         );
         let installed = installed.callable(&host.grants.file)?;
         let input = self.input.as_deref().map(read_json).transpose()?;

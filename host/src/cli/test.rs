@@ -130,7 +130,7 @@ impl Opts {
             Arc::new(plugin),
             policy,
             Vec::new(),
-            &host.runtime.extra_roots,
+            &host.runtime.egress,
             Some(tape.clone()),
         );
         for missing in &not_granted {

@@ -311,9 +311,9 @@ pub struct Runtime {
     pub max_plugin_bytes: u64,
     /// What a plugin may hold to be compiled.
     pub compile_limits: CompileLimits,
-    /// Certificates its plugins' HTTPS clients trust beside the bundled
-    /// roots (`ca-file`).
-    pub extra_roots: crate::caps::http::ExtraRoots,
+    /// How its plugins' requests leave the machine: certificates trusted
+    /// beside the bundled roots (`ca-file`), the proxy (`[proxy]`).
+    pub egress: crate::caps::http::Egress,
     _ticker: EpochTicker,
 }
 
@@ -370,7 +370,7 @@ impl Runtime {
             cache: None,
             max_plugin_bytes: settings.max_plugin_bytes(),
             compile_limits: settings.compile_limits(),
-            extra_roots: Default::default(),
+            egress: Default::default(),
             _ticker: ticker,
         })
     }

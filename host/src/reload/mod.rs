@@ -704,6 +704,9 @@ fn keep_fixed(current: &Config, mut new: Config) -> (Config, Vec<&'static str>) 
     if new.ca_file != current.ca_file {
         not_yet.push("ca-file");
     }
+    if new.proxy != current.proxy {
+        not_yet.push("[proxy]");
+    }
     new.listen = current.listen;
     new.data_dir = current.data_dir.clone();
     new.plugins_dir = current.plugins_dir.clone();
@@ -713,6 +716,7 @@ fn keep_fixed(current: &Config, mut new: Config) -> (Config, Vec<&'static str>) 
     new.cache_max_bytes = current.cache_max_bytes;
     new.secrets_file = current.secrets_file.clone();
     new.ca_file = current.ca_file.clone();
+    new.proxy = current.proxy.clone();
     new.command_line = current.command_line;
     (new, not_yet)
 }
@@ -741,6 +745,10 @@ mod tests {
         edited.cache_dir = "other-cache".into();
         edited.cache_max_bytes = 1;
         edited.ca_file = Some("corp-ca.pem".into());
+        edited.proxy = Some(
+            toml::from_str::<crate::caps::http::ProxyConfig>("url = \"http://proxy:3128\"")
+                .unwrap(),
+        );
         edited.limits.call_timeout = Duration::from_secs(1);
         let (kept, not_yet) = keep_fixed(&current, edited);
         let mut expected = current.clone();
@@ -754,7 +762,8 @@ mod tests {
                 "plugins-dir",
                 "[engine]",
                 "cache-dir or cache-max-mb",
-                "ca-file"
+                "ca-file",
+                "[proxy]"
             ]
         );
     }

@@ -2,7 +2,8 @@
 //!
 //! One `reqwest` client per plugin version: its resolver knows which hosts
 //! the grants name explicitly (the only ones allowed to resolve to
-//! non-public addresses); proxies from the environment are ignored; redirects
+//! non-public addresses); proxies from the environment are ignored, the
+//! operator's (`[proxy]`, [`Egress`]) is used; redirects
 //! are never followed by reqwest, only hop by hop by the host, each hop
 //! checked again.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::address::CheckedResolver;
+use super::egress::{Egress, ProxyRoute};
 use super::limiter::Limiter;
 use super::rule::HttpPolicy;
 use super::tape::Tape;
@@ -156,45 +158,18 @@ fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::E
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
-/// Certificates trusted for outbound HTTPS beside the bundled (Mozilla's)
-/// roots: `ca-file` in causeway.toml, for APIs behind a private
-/// certificate authority. Read once, at start.
-#[derive(Debug, Clone, Default)]
-pub struct ExtraRoots(Arc<[reqwest::Certificate]>);
-
-impl ExtraRoots {
-    /// The certificates of the PEM file at `file`: at least one, each one
-    /// whole, or an error saying what is wrong.
-    pub fn load(file: &std::path::Path) -> Result<ExtraRoots, String> {
-        let pem = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
-        let roots = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("is not a PEM file of certificates: {e}"))?;
-        if roots.is_empty() {
-            return Err("holds no certificate (-----BEGIN CERTIFICATE-----)".to_string());
-        }
-        Ok(ExtraRoots(roots.into()))
-    }
-
-    /// How many certificates it holds.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether it holds none (no `ca-file`).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 /// A plugin version's outbound client.
 #[derive(Debug)]
 pub struct HttpClient {
-    /// The reqwest client (checked resolver, no proxy, no redirects).
+    /// The reqwest client (checked resolver, the operator's proxy if any,
+    /// no redirects).
     pub client: reqwest::Client,
     /// Hosts the grants name exactly: they may be non-public addresses.
     pub explicit: BTreeSet<String>,
     /// The plugin's rate and concurrency limits.
     pub limiter: Limiter,
+    /// The proxy its requests go through (but to its direct hosts).
+    pub proxy: Option<Arc<ProxyRoute>>,
     /// Recorded exchanges to answer from or record into (`causeway test`);
     /// `None` in the host, where every request goes to the network.
     pub tape: Option<Arc<Tape>>,
@@ -202,11 +177,12 @@ pub struct HttpClient {
 
 impl HttpClient {
     /// The client for a plugin whose effective HTTP policy is `policy`.
-    /// With a `tape`, the network leg of each request is replayed or recorded.
+    /// Its connections are made as `egress` says. With a `tape`, the network
+    /// leg of each request is replayed or recorded.
     pub fn for_policy(
         policy: &HttpPolicy,
         limits: &HttpLimits,
-        roots: &ExtraRoots,
+        egress: &Egress,
         tape: Option<Arc<Tape>>,
     ) -> Result<Arc<HttpClient>, String> {
         let explicit: BTreeSet<String> = policy
@@ -215,15 +191,20 @@ impl HttpClient {
             .filter(|r| !r.host.starts_with('*'))
             .map(|r| r.host.to_ascii_lowercase())
             .collect();
-        let mut builder = reqwest::Client::builder();
-        for root in roots.0.iter() {
+        // The proxy's own name may resolve to a non-public address.
+        let mut resolvable = explicit.clone();
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(proxy) = &egress.proxy {
+            resolvable.extend(proxy.host());
+            builder = builder.proxy(proxy.reqwest());
+        }
+        for root in egress.roots.certificates() {
             builder = builder.add_root_certificate(root.clone());
         }
         let client = builder
-            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(CheckedResolver {
-                explicit: explicit.clone(),
+                explicit: resolvable,
             }))
             .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -237,6 +218,7 @@ impl HttpClient {
             client,
             explicit,
             limiter,
+            proxy: egress.proxy.clone(),
             tape,
         }))
     }

@@ -12,6 +12,7 @@
 
 mod address;
 mod client;
+mod egress;
 mod limiter;
 mod retry_after;
 mod rule;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use address::is_public;
-pub use client::{ExtraRoots, HttpClient, HttpLimits};
+pub use client::{HttpClient, HttpLimits};
+pub use egress::{Egress, ExtraRoots, ProxyConfig, ProxyRoute};
 pub use retry_after::{Asked, AskedToWait};
 pub use rule::{Denial, HttpPolicy, HttpRule, Target};
 pub use tape::{Tape, TapeAnswer, TapeMode};
@@ -456,16 +458,21 @@ fn inject(
     Ok(())
 }
 
-/// Sends one hop and reads its answer, within `deadline` and the size limit.
+/// Sends one hop and reads its answer, within `deadline` and the size limit;
+/// `via` the proxy it goes through, if any.
 async fn exchange(
     request: reqwest::RequestBuilder,
     target: &Target,
     deadline: Instant,
     max_response_bytes: u64,
     echoes: &[String],
+    via: Option<&ProxyRoute>,
 ) -> Result<Exchange, HopFailure> {
     let network = |e: reqwest::Error| {
-        let message = redact_text(&error_chain(&e.without_url()), echoes);
+        let mut message = redact_text(&error_chain(&e.without_url()), echoes);
+        if let Some(proxy) = via {
+            message = format!("{message} ({})", proxy.failed(None));
+        }
         HopFailure {
             error: HttpError::Network(format!("{target}: {message}")),
             detail: format!("failed: {message}"),
@@ -481,6 +488,16 @@ async fn exchange(
         .map_err(|_| timed_out("the answer"))?
         .map_err(network)?;
     let status = response.status().as_u16();
+    // The proxy's answer, not the API's: no server answers 407 but one.
+    if let Some(proxy) = via
+        && status == 407
+    {
+        let message = proxy.failed(Some(status));
+        return Err(HopFailure {
+            error: HttpError::Network(format!("{target}: {message}")),
+            detail: format!("failed: {message}"),
+        });
+    }
     if matches!(status, 301 | 302 | 303 | 307 | 308)
         && let Some(location) = response
             .headers()
@@ -769,12 +786,17 @@ impl Outbound {
                     limits.max_response_bytes,
                 ),
                 tape => {
+                    let via = client
+                        .proxy
+                        .as_deref()
+                        .filter(|proxy| !proxy.goes_direct(&target.host));
                     let outcome = exchange(
                         request,
                         &target,
                         deadline,
                         limits.max_response_bytes,
                         &echoes,
+                        via,
                     )
                     .await;
                     if let (Some(tape), Ok(answer)) = (tape, &outcome) {

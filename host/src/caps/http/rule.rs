@@ -225,7 +225,7 @@ impl HttpRule {
 
 /// A host pattern matches a host: exact (case-insensitive), `*.suffix`
 /// (strict subdomains), or `*`.
-fn host_matches(pattern: &str, host: &str) -> bool {
+pub(super) fn host_matches(pattern: &str, host: &str) -> bool {
     let host = host.to_ascii_lowercase();
     let pattern = pattern.to_ascii_lowercase();
     if pattern == "*" {
