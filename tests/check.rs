@@ -695,3 +695,63 @@ fn a_plugin_named_by_a_path_that_is_no_regular_file_is_named_for_what_it_is() {
         }
     }
 }
+
+/// A configuration, grants, secrets or CA file that is not a regular file
+/// is an error naming what it is: a FIFO (opening one waits for a writer)
+/// hung `check` and the host before, and a folder named causeway.toml was
+/// passed over for the embedded defaults.
+#[test]
+fn a_file_the_host_reads_that_is_no_regular_file_is_named_for_what_it_is() {
+    let scratch = Scratch::new();
+    let fifo = |name: &str| {
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(scratch.path().join(name))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    };
+    let config = scratch.path().join("causeway.toml");
+    std::fs::create_dir(&config).unwrap();
+    for (setup, says) in [
+        (
+            None,
+            "causeway.toml: cannot read: it is not a regular file but a folder",
+        ),
+        (
+            Some(("causeway.toml", "")),
+            "causeway.toml: cannot read: it is not a regular file but a FIFO",
+        ),
+        (
+            Some(("grants.toml", "")),
+            "grants.toml: cannot read: it is not a regular file but a FIFO",
+        ),
+        (
+            Some(("secrets.toml", "secrets-file = \"secrets.toml\"\n")),
+            "secrets.toml: cannot read: it is not a regular file but a FIFO",
+        ),
+        (
+            Some(("ca.pem", "ca-file = \"ca.pem\"\n")),
+            "ca.pem: cannot read: it is not a regular file but a FIFO (ca-file in",
+        ),
+    ] {
+        if let Some((name, text)) = setup {
+            let _ = std::fs::remove_dir(&config);
+            let _ = std::fs::remove_file(&config);
+            if name != "causeway.toml" {
+                std::fs::write(&config, text).unwrap();
+            }
+            fifo(name);
+        }
+        // Bounded: one that waited on the FIFO would hang the test.
+        let out = support::run_within(scratch.causeway().arg("check"), 30);
+        assert!(!out.success);
+        let said = format!("{}{}", out.stdout, out.stderr);
+        assert!(said.contains(says), "{says}: {said}");
+        if let Some((name, _)) = setup
+            && name != "causeway.toml"
+        {
+            std::fs::remove_file(scratch.path().join(name)).unwrap();
+        }
+    }
+}

@@ -476,6 +476,58 @@ fn a_sidecar_that_is_a_fifo_or_too_long_fails_its_plugin_and_holds_up_no_reload(
     wait_for_build(&host, A, Duration::from_secs(20));
 }
 
+/// A grants file or causeway.toml replaced by something that is not a
+/// file (a FIFO: opening one waits for a writer, and held the reloader
+/// until someone wrote to it) is refused, saying what it is, and holds up
+/// no reload; a file put back is taken.
+#[test]
+fn a_grants_file_or_config_that_is_a_fifo_is_refused_and_holds_up_no_reload() {
+    let scratch = setup(0, "");
+    let host = start(&scratch);
+    assert_eq!(call(&host), Ok(A.to_string()));
+    let fifo_as = |name: &str| {
+        let fifo = scratch.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::rename(&fifo, scratch.path().join(name)).unwrap();
+    };
+    fifo_as("grants.toml");
+    host.wait_for_log(
+        "grants.toml: cannot read: it is not a regular file but a FIFO",
+        20,
+    );
+    fifo_as("causeway.toml");
+    host.wait_for_log(
+        "causeway.toml: cannot read: it is not a regular file but a FIFO",
+        20,
+    );
+    replace_atomically(&scratch, &test_version(B));
+    wait_for_build(&host, B, Duration::from_secs(20));
+    // What was kept is not said to be reloaded.
+    let logs = host.logs();
+    assert!(
+        !logs.contains("reloaded: grants.toml") && !logs.contains("reloaded: causeway.toml"),
+        "{logs}"
+    );
+    // Files again: an edit of the config is taken (a call timeout shorter
+    // than the plugin's spin).
+    std::fs::remove_file(scratch.path().join("grants.toml")).unwrap();
+    let next = scratch.path().join("causeway.toml.next");
+    std::fs::write(
+        &next,
+        "[limits]\ncall-timeout = \"100ms\"\n[plugins.test-version.config]\nspin_ms = 2000\n",
+    )
+    .unwrap();
+    std::fs::rename(&next, scratch.path().join("causeway.toml")).unwrap();
+    wait_until("the edit taken", Duration::from_secs(20), || {
+        call(&host).err().filter(|e| e.starts_with("504"))
+    });
+    host.wait_for_log("reloaded: causeway.toml", 10);
+}
+
 /// A deployment that replaces the whole plugins folder (a new one renamed
 /// into place), or removes it and makes it again, is followed: the new
 /// folder is watched, and a folder that is gone keeps its plugins loaded.

@@ -210,13 +210,28 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 
 /// Reads a file for [`parse_toml`], naming it in the error.
 pub fn read_file(path: &Path) -> Result<String, FileError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        FileError::at(
-            path.display().to_string(),
-            None,
-            format!("cannot read: {e}"),
-        )
-    })
+    let at = |message: String| FileError::at(path.display().to_string(), None, message);
+    let bytes = crate::files::read_regular(path, MAX_TEXT_FILE_BYTES).map_err(|e| at(unread(e)))?;
+    String::from_utf8(bytes).map_err(|e| at(format!("is not UTF-8 text: {e}")))
+}
+
+/// The most a file the operator points the host at (causeway.toml,
+/// grants.toml, the secrets file, `ca-file`) may hold: read whole, and more
+/// than any such file needs.
+pub const MAX_TEXT_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why such a file was not read, as its error says it.
+pub(crate) fn unread(e: crate::files::Unread) -> String {
+    match e {
+        crate::files::Unread::Io(e) => format!("cannot read: {e}"),
+        crate::files::Unread::Kind(kind) => {
+            format!("cannot read: it is not a regular file but {kind}")
+        }
+        crate::files::Unread::TooLarge(size) => format!(
+            "cannot read: it is {size} bytes, over the {} MiB such a file may be",
+            MAX_TEXT_FILE_BYTES / (1024 * 1024)
+        ),
+    }
 }
 
 /// A duration written as text: `500ms`, `30s`, `2m`.
@@ -679,7 +694,9 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Config, FileError> {
         let file = match file {
             Some(file) => Some(file.to_path_buf()),
-            None => Some(PathBuf::from(DEFAULT_FILE)).filter(|f| f.is_file()),
+            // There in any form: one that cannot be read is an error, not
+            // a quiet fall back to the defaults.
+            None => Some(PathBuf::from(DEFAULT_FILE)).filter(|f| f.symlink_metadata().is_ok()),
         };
         let Some(file) = file else {
             return Ok(Config::from_file(

@@ -166,12 +166,12 @@ impl ManifestOrigin {
 /// an error, found without reading it: a FIFO would hold the reload until
 /// someone wrote to it, and megabytes would be read at every scan.
 pub fn read_sidecar(path: &Path) -> Result<Option<Vec<u8>>, ManifestError> {
-    use crate::plugin::Unread;
+    use crate::files::Unread;
     let refused = |problem: String| ManifestError::Sidecar {
         path: path.display().to_string(),
         problem,
     };
-    match crate::plugin::read_regular(path, MAX_MANIFEST_BYTES as u64) {
+    match crate::files::read_regular(path, MAX_MANIFEST_BYTES as u64) {
         Ok(text) => Ok(Some(text)),
         Err(Unread::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(Unread::Io(error)) => Err(ManifestError::Io {

@@ -225,82 +225,14 @@ fn mib(bytes: u64) -> String {
 /// The contents of the plugin file at `path`, or [`Problem::TooLarge`]
 /// without reading it when it is over `max` bytes.
 pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
-    read_regular(path, max).map_err(|e| LoadError {
+    crate::files::read_regular(path, max).map_err(|e| LoadError {
         file: path.to_path_buf(),
         problem: match e {
-            Unread::Io(e) => Problem::Io(e),
-            Unread::Kind(kind) => Problem::NotAFile(kind),
-            Unread::TooLarge(size) => Problem::TooLarge { size, max },
+            crate::files::Unread::Io(e) => Problem::Io(e),
+            crate::files::Unread::Kind(kind) => Problem::NotAFile(kind),
+            crate::files::Unread::TooLarge(size) => Problem::TooLarge { size, max },
         },
     })
-}
-
-/// Why [`read_regular`] read no file.
-#[derive(Debug)]
-pub(crate) enum Unread {
-    /// It could not be opened or read (it is not there, say).
-    Io(std::io::Error),
-    /// It is not a regular file but this (`a FIFO`, `a folder`).
-    Kind(&'static str),
-    /// It is this many bytes (as far as read), over the bound.
-    TooLarge(u64),
-}
-
-/// The contents of the regular file at `path` (a link is followed), at
-/// most `max` bytes. Opened without waiting, and checked before anything
-/// is read: a FIFO named like a plugin or its sidecar would otherwise hold
-/// the open, and the reload, until someone wrote to it. A file over `max`
-/// is refused unread, and read through a bound, so one that grows after
-/// its size was checked is refused all the same.
-pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, Unread> {
-    use std::io::Read;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(
-        &mut options,
-        rustix::fs::OFlags::NONBLOCK.bits() as i32,
-    );
-    let file = options.open(path).map_err(Unread::Io)?;
-    let metadata = file.metadata().map_err(Unread::Io)?;
-    if !metadata.is_file() {
-        return Err(Unread::Kind(kind_of(&metadata.file_type())));
-    }
-    let size = metadata.len();
-    if size > max {
-        return Err(Unread::TooLarge(size));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    file.take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(Unread::Io)?;
-    let read = bytes.len() as u64;
-    if read > max {
-        return Err(Unread::TooLarge(read));
-    }
-    Ok(bytes)
-}
-
-/// What a file that is not a regular one is, as an error names it.
-fn kind_of(kind: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            return "a FIFO";
-        }
-        if kind.is_socket() {
-            return "a socket";
-        }
-        if kind.is_block_device() || kind.is_char_device() {
-            return "a device";
-        }
-    }
-    if kind.is_dir() {
-        "a folder"
-    } else {
-        "something else"
-    }
 }
 
 /// Reads, digests and compiles a plugin file, and reads its manifest, worlds,

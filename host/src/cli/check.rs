@@ -188,7 +188,7 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         }
     }
     let grants_file = host.grants.file.display().to_string();
-    let grants_text = std::fs::read_to_string(&host.grants.file).unwrap_or_default();
+    let grants_text = crate::config::read_file(&host.grants.file).unwrap_or_default();
     // The plugins in the folder, whatever their state: what a name that
     // is not one was most likely meant to be.
     let statuses = registry.statuses();
@@ -241,7 +241,7 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         .config
         .file
         .as_ref()
-        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|f| crate::config::read_file(f).ok())
         .unwrap_or_default();
     let line_of = |table: &str| crate::config::section_line(&config_text, table);
     let fuel_limited =

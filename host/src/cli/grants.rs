@@ -333,11 +333,13 @@ fn lines(changes: &[String]) -> String {
 }
 
 fn read_grants(file: &Path) -> anyhow::Result<String> {
-    match std::fs::read_to_string(file) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", file.display())),
+    if file
+        .symlink_metadata()
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    {
+        return Ok(String::new());
     }
+    Ok(crate::config::read_file(file)?)
 }
 
 /// Replaces grants.toml atomically (keeping its permissions), then records

@@ -410,7 +410,8 @@ impl State {
         let Some(file) = &config.file else {
             return;
         };
-        let text = std::fs::read_to_string(file).unwrap_or_default();
+        // As it was read: a file that is not one (a FIFO) is not waited on.
+        let text = crate::config::read_file(file).unwrap_or_default();
         let infos = snapshot
             .registry
             .plugins()
@@ -593,6 +594,8 @@ impl State {
             self.reload_secrets();
         }
         let current = self.live.snapshot();
+        // Those kept as they were: not "reloaded".
+        let mut refused = BTreeSet::new();
         let mut config = current.config.clone();
         if ready.contains(&Changed::Config)
             && let Some(file) = &current.config.file
@@ -605,7 +608,10 @@ impl State {
                     }
                     config = kept;
                 }
-                Err(e) => tracing::error!("{e}: keeping the last good configuration"),
+                Err(e) => {
+                    tracing::error!("{e}: keeping the last good configuration");
+                    refused.insert(Changed::Config);
+                }
             }
         }
         let mut grants = current.grants.clone();
@@ -618,7 +624,10 @@ impl State {
                     }
                     grants = new;
                 }
-                Err(e) => tracing::error!("{e}: keeping the last good grants"),
+                Err(e) => {
+                    tracing::error!("{e}: keeping the last good grants");
+                    refused.insert(Changed::Grants);
+                }
             }
         }
         let runtime = self.runtime.clone();
@@ -671,7 +680,10 @@ impl State {
             registry,
         });
         self.db.plugin_states(rows);
-        tracing::info!("reloaded: {}", self.watched.describe(ready));
+        let taken: BTreeSet<Changed> = ready.difference(&refused).cloned().collect();
+        if !taken.is_empty() {
+            tracing::info!("reloaded: {}", self.watched.describe(&taken));
+        }
     }
 }
 

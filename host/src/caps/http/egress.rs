@@ -32,7 +32,8 @@ impl ExtraRoots {
     /// The certificates of the PEM file at `file`: at least one, each one
     /// whole, or an error saying what is wrong.
     pub fn load(file: &std::path::Path) -> Result<ExtraRoots, String> {
-        let pem = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+        let pem = crate::files::read_regular(file, crate::config::MAX_TEXT_FILE_BYTES)
+            .map_err(crate::config::unread)?;
         let roots = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("is not a PEM file of certificates: {e}"))?;
         if roots.is_empty() {
