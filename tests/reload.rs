@@ -525,7 +525,13 @@ fn a_grants_file_or_config_that_is_a_fifo_is_refused_and_holds_up_no_reload() {
     wait_until("the edit taken", Duration::from_secs(20), || {
         call(&host).err().filter(|e| e.starts_with("504"))
     });
-    host.wait_for_log("reloaded: causeway.toml", 10);
+    // Said, this time (with the grants file's removal, if one reload took both).
+    wait_until("the edit said", Duration::from_secs(10), || {
+        host.logs()
+            .lines()
+            .any(|l| l.contains("reloaded: ") && l.contains("causeway.toml"))
+            .then_some(())
+    });
 }
 
 /// A deployment that replaces the whole plugins folder (a new one renamed
