@@ -758,3 +758,244 @@ fn requests_over_the_rate_limit_wait_their_turn_and_fail_only_past_the_deadline(
         "{rows:#?}"
     );
 }
+
+/// An API that takes only OAuth 2.0 access tokens: the host, never the
+/// plugin, fetches one from the token endpoint with the client secret,
+/// keeps it across calls, injects it and redacts it when echoed, sends a
+/// request the API refuses (401) again once with another, and audits each
+/// fetch; a refusal by the token endpoint is a denial naming the binding.
+#[test]
+fn an_oauth2_credential_is_fetched_kept_and_renewed_by_the_host() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let issued = Arc::new(AtomicUsize::new(0));
+    let count = issued.clone();
+    let tokens = FakeServer::start(move |r| {
+        let form: std::collections::BTreeMap<String, String> =
+            url::form_urlencoded::parse(&r.body).into_owned().collect();
+        if form.get("client_id").map(String::as_str) != Some("causeway-test") {
+            return Answer {
+                status: 401,
+                ..Answer::ok(r#"{"error":"invalid_client","error_description":"unknown client"}"#)
+            };
+        }
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        match form.get("grant_type").map(String::as_str) {
+            // Short-lived, and a new refresh token each time (rotated).
+            Some("refresh_token") => Answer::ok(format!(
+                r#"{{"access_token":"tok-{n}-x9","expires_in":"1","refresh_token":"r-{n}-x9"}}"#
+            )),
+            _ => Answer::ok(format!(
+                r#"{{"access_token":"tok-{n}-x9","token_type":"Bearer","expires_in":3600}}"#
+            )),
+        }
+    });
+    // It echoes the header it was sent, no longer takes the first token
+    // once it is revoked, and never takes any for `/api/forbidden`.
+    let api = FakeServer::start(|r| {
+        let authorization = r.header("authorization");
+        if (r.target.contains("revoked") && authorization == "Bearer tok-1-x9")
+            || r.target.contains("forbidden")
+        {
+            return Answer {
+                status: 401,
+                ..Answer::ok(r#"{"error":"token revoked"}"#)
+            };
+        }
+        Answer::ok(json!({ "authorization": authorization }).to_string())
+    });
+    let scratch = Scratch::new();
+    scratch.install("test-fetch", "fetch.wasm");
+    let oauth = |client: &str, refresh: &str| {
+        format!(
+            "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"GET\"]\npath-prefix = \"/api/\"\n\n\
+             [plugins.test-fetch.credentials.token]\nsecret = \"env:CAUSEWAY_TEST_TOKEN\"\nhosts = [\"127.0.0.1\"]\n\
+             oauth2 = {{ token-url = \"http://{}/oauth2/token\", client-id = \"{client}\", scopes = [\"contacts.read\", \"contacts.write\"]{refresh} }}\n",
+            port(&api),
+            tokens.addr
+        )
+    };
+    scratch.grants(&oauth("causeway-test", ""));
+    let host = serve(&scratch);
+    let fetch = |host: &support::RunningHost, path: &str| {
+        let stream = json!({
+            "method": "GET",
+            "url": format!("http://{}/api/{path}", api.addr),
+            "credential": "token",
+        });
+        let body = json!({ "operation": "read", "input": { "stream": stream.to_string() } });
+        let (status, answer) = host.api(
+            "POST",
+            "/api/plugins/test-fetch/invoke",
+            Some(&body.to_string()),
+        );
+        assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        answer["records"][0]["data"].clone()
+    };
+    let first = fetch(&host, "contacts");
+    assert_eq!(first["status"], 200, "{first}");
+    assert_eq!(first["body"], r#"{"authorization":"Bearer [redacted]"}"#);
+    assert_eq!(fetch(&host, "contacts")["status"], 200);
+    // One token for both, asked for with the client secret.
+    let asked = tokens.received();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].method, "POST");
+    assert_eq!(
+        asked[0].header("content-type"),
+        "application/x-www-form-urlencoded"
+    );
+    let form: std::collections::BTreeMap<String, String> =
+        url::form_urlencoded::parse(&asked[0].body)
+            .into_owned()
+            .collect();
+    assert_eq!(form["grant_type"], "client_credentials");
+    assert_eq!(form["client_id"], "causeway-test");
+    assert_eq!(form["client_secret"], SECRET);
+    assert_eq!(form["scope"], "contacts.read contacts.write");
+    // The token refused by the API (401): the host gets another and sends
+    // the request again, once; the plugin sees the answer to that.
+    assert_eq!(fetch(&host, "revoked")["status"], 200);
+    assert_eq!(tokens.received().len(), 2);
+    // Refused whatever the token: the plugin sees the 401 (an `auth` error
+    // for the SDK), after one renewal.
+    assert_eq!(fetch(&host, "forbidden")["status"], 401);
+    assert_eq!(tokens.received().len(), 3);
+    let sent: Vec<String> = api
+        .received()
+        .iter()
+        .map(|r| r.header("authorization"))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            "Bearer tok-1-x9",
+            "Bearer tok-1-x9",
+            "Bearer tok-1-x9",
+            "Bearer tok-2-x9",
+            "Bearer tok-2-x9",
+            "Bearer tok-3-x9"
+        ]
+    );
+    // Each fetch is audited, as the host's request for the plugin; no
+    // secret or token anywhere.
+    let data = scratch.path().join("causeway-data");
+    let fetches = support::wait_until("the fetches audited", Duration::from_secs(10), || {
+        let rows: Vec<_> = audit_rows(&data)
+            .into_iter()
+            .filter(|r| r.3.ends_with("/oauth2/token"))
+            .collect();
+        (rows.len() == 3).then_some(rows)
+    });
+    for row in &fetches {
+        assert_eq!(
+            (row.1.as_str(), row.2.as_str()),
+            ("http", "POST"),
+            "{row:?}"
+        );
+        assert!(
+            row.5
+                .starts_with("OAuth2 token for credential token: status 200, valid 3600 s"),
+            "{row:?}"
+        );
+    }
+    let rows = format!("{:?}", audit_rows(&data));
+    let logs = host.logs();
+    for said in [&rows, &logs] {
+        assert!(!said.contains(SECRET) && !said.contains("-x9"), "{said}");
+    }
+    drop(host);
+
+    // The refresh-token grant: the token it gives expires within a second,
+    // and the next is asked for with the refresh token the server rotated.
+    let secrets = scratch.path().join("secrets.toml");
+    std::fs::write(&secrets, "refresh = \"r-0-x9\"\n").unwrap();
+    std::fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "secrets-file = \"secrets.toml\"\n",
+    )
+    .unwrap();
+    scratch.grants(&oauth(
+        "causeway-test",
+        ", refresh-token = \"file:refresh\"",
+    ));
+    let host = serve(&scratch);
+    assert_eq!(fetch(&host, "contacts")["status"], 200);
+    support::wait_until(
+        "a token asked for again once the first expired",
+        Duration::from_secs(10),
+        || {
+            assert_eq!(fetch(&host, "contacts")["status"], 200);
+            (tokens.received().len() == 5).then_some(())
+        },
+    );
+    let refreshes: Vec<(String, String)> = tokens.received()[3..]
+        .iter()
+        .map(|r| {
+            let form: std::collections::BTreeMap<String, String> =
+                url::form_urlencoded::parse(&r.body).into_owned().collect();
+            (form["grant_type"].clone(), form["refresh_token"].clone())
+        })
+        .collect();
+    assert_eq!(
+        refreshes,
+        [
+            ("refresh_token".to_string(), "r-0-x9".to_string()),
+            ("refresh_token".to_string(), "r-4-x9".to_string())
+        ]
+    );
+    let logs = host.logs();
+    assert!(!logs.contains("-x9"), "{logs}");
+    drop(host);
+    std::fs::remove_file(scratch.path().join("causeway.toml")).unwrap();
+    scratch.grants(&oauth("causeway-test", ""));
+
+    // `causeway grants` says where the token comes from.
+    let out = run(scratch.causeway().arg("grants"));
+    assert!(
+        out.stdout.contains(&format!(
+            "env:CAUSEWAY_TEST_TOKEN to 127.0.0.1 (bearer: an OAuth2 client-credentials token from http://{}/oauth2/token as client causeway-test, scopes contacts.read contacts.write; the secret is its client secret)",
+            tokens.addr
+        )),
+        "{}",
+        out.stdout
+    );
+    // A client the token endpoint does not know: denied, naming the binding.
+    scratch.grants(&oauth("someone-else", ""));
+    let before = api.received().len();
+    let error = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://{}/api/x", api.addr), "credential": "token"}),
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("denied: credential \"token\": the token endpoint answered 401: invalid_client: unknown client: check its oauth2 binding in grants.toml and its client secret env:CAUSEWAY_TEST_TOKEN"),
+        "{error}"
+    );
+    assert_eq!(
+        api.received().len(),
+        before,
+        "nothing was sent without a token"
+    );
+    // A token endpoint in plain http elsewhere than this machine is refused
+    // where it is written.
+    scratch.grants(&oauth("causeway-test", "").replace(
+        &format!("http://{}/oauth2/token", tokens.addr),
+        "http://login.example.com/oauth2/token",
+    ));
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success);
+    assert!(
+        out.stdout.contains("grants.toml line 11: oauth2.token-url")
+            && out
+                .stdout
+                .contains("must be https (the client secret is sent to it"),
+        "{}",
+        out.stdout
+    );
+}

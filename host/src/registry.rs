@@ -104,14 +104,9 @@ impl Installed {
         let http = if policy.http.rules.is_empty() {
             None
         } else {
-            crate::caps::http::HttpClient::for_policy(
-                &policy.http,
-                &policy.http_limits,
-                egress,
-                tape,
-            )
-            .inspect_err(|e| tracing::error!(plugin = %plugin.info.label(), "{e}"))
-            .ok()
+            crate::caps::http::HttpClient::for_policy(&policy, egress, tape)
+                .inspect_err(|e| tracing::error!(plugin = %plugin.info.label(), "{e}"))
+                .ok()
         };
         Installed {
             plugin,

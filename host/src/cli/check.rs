@@ -208,14 +208,24 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         }
         if let Some(grant) = host.grants.get(name) {
             for (credential, binding) in &grant.credentials {
-                if let Err(message) = host.secrets.resolve(&binding.secret) {
-                    let at = crate::grants::credential_line(&grants_text, name, credential);
-                    findings.push(Finding {
-                        severity: "error",
-                        file: grants_file.clone(),
-                        line: Some(at.unwrap_or(line)),
-                        message: format!("plugins.{name}.credentials.{credential}: {message}"),
-                    });
+                let refresh = binding
+                    .oauth2
+                    .as_ref()
+                    .and_then(|o| o.refresh_token.as_ref());
+                let references = std::iter::once(("", &binding.secret))
+                    .chain(refresh.map(|r| (".oauth2.refresh-token", r)));
+                for (key, reference) in references {
+                    if let Err(message) = host.secrets.resolve(reference) {
+                        let at = crate::grants::credential_line(&grants_text, name, credential);
+                        findings.push(Finding {
+                            severity: "error",
+                            file: grants_file.clone(),
+                            line: Some(at.unwrap_or(line)),
+                            message: format!(
+                                "plugins.{name}.credentials.{credential}{key}: {message}"
+                            ),
+                        });
+                    }
                 }
             }
         }

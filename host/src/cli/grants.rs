@@ -445,12 +445,7 @@ fn text(views: &[GrantView], head: &str) -> String {
                 "  {:<16} {name}: {}\n",
                 "credential",
                 match binding {
-                    Some(b) => format!(
-                        "{} to {} ({})",
-                        b.secret,
-                        b.hosts.join(", "),
-                        String::from(b.inject.clone())
-                    ),
+                    Some(b) => b.describe(),
                     None => "requested, not bound".into(),
                 }
             ));

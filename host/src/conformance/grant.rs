@@ -94,6 +94,7 @@ pub fn suite_grant(
                         .get(&c.name)
                         .cloned()
                         .unwrap_or(Injection::Bearer),
+                    oauth2: None,
                 },
             )
         })

@@ -29,12 +29,7 @@ pub fn describe(grant: &PluginGrant) -> Vec<String> {
         .map(|r| format!("http {}", r.to_inline_toml()))
         .collect();
     for (name, b) in &grant.credentials {
-        lines.push(format!(
-            "credential {name}: {} to {} ({})",
-            b.secret,
-            b.hosts.join(", "),
-            String::from(b.inject.clone())
-        ));
+        lines.push(format!("credential {name}: {}", b.describe()));
     }
     if let Some(s) = &grant.storage {
         lines.push(format!(

@@ -85,6 +85,10 @@ pub struct CredentialBinding {
     /// How it is injected (default `bearer`).
     #[serde(default = "bearer")]
     pub inject: Injection,
+    /// An OAuth 2.0 access token is injected instead, obtained with
+    /// `secret` as the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<crate::caps::http::OAuth2>,
 }
 
 fn bearer() -> Injection {
@@ -92,6 +96,20 @@ fn bearer() -> Injection {
 }
 
 impl CredentialBinding {
+    /// One line, as `causeway grants` and the audit log show it: the secret
+    /// referenced (never its value), the hosts, how it is sent.
+    pub fn describe(&self) -> String {
+        let inject = String::from(self.inject.clone());
+        let how = match &self.oauth2 {
+            None => inject,
+            Some(oauth) => format!(
+                "{inject}: {}; the secret is its client secret",
+                oauth.describe()
+            ),
+        };
+        format!("{} to {} ({how})", self.secret, self.hosts.join(", "))
+    }
+
     /// Whether the credential may be sent to `host` (lower case).
     pub fn binds(&self, host: &str) -> bool {
         self.hosts.iter().any(|pattern| {

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use super::address::CheckedResolver;
 use super::egress::{Egress, ProxyRoute};
 use super::limiter::Limiter;
-use super::rule::HttpPolicy;
 use super::tape::Tape;
 
 /// Per-plugin HTTP limits, from `grants.toml` (`[plugins.NAME.http-limits]`).
@@ -170,29 +169,42 @@ pub struct HttpClient {
     pub limiter: Limiter,
     /// The proxy its requests go through (but to its direct hosts).
     pub proxy: Option<Arc<ProxyRoute>>,
+    /// The OAuth 2.0 access tokens of its credentials.
+    pub tokens: super::oauth2::Tokens,
     /// Recorded exchanges to answer from or record into (`causeway test`);
     /// `None` in the host, where every request goes to the network.
     pub tape: Option<Arc<Tape>>,
 }
 
 impl HttpClient {
-    /// The client for a plugin whose effective HTTP policy is `policy`.
+    /// The client for a plugin whose effective policy is `policy` (its HTTP
+    /// rules, limits and credentials' token endpoints).
     /// Its connections are made as `egress` says. With a `tape`, the network
     /// leg of each request is replayed or recorded.
     pub fn for_policy(
-        policy: &HttpPolicy,
-        limits: &HttpLimits,
+        policy: &crate::grants::Policy,
         egress: &Egress,
         tape: Option<Arc<Tape>>,
     ) -> Result<Arc<HttpClient>, String> {
+        let limits = &policy.http_limits;
         let explicit: BTreeSet<String> = policy
+            .http
             .rules
             .iter()
             .filter(|r| !r.host.starts_with('*'))
             .map(|r| r.host.to_ascii_lowercase())
             .collect();
-        // The proxy's own name may resolve to a non-public address.
+        // The proxy's own name may resolve to a non-public address, and so
+        // may a token endpoint's (a company's own identity provider): the
+        // operator and the security team named them.
         let mut resolvable = explicit.clone();
+        resolvable.extend(
+            policy
+                .credentials
+                .values()
+                .filter_map(|b| b.oauth2.as_ref()?.token_url.host_str())
+                .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase()),
+        );
         let mut builder = reqwest::Client::builder().no_proxy();
         if let Some(proxy) = &egress.proxy {
             resolvable.extend(proxy.host());
@@ -219,6 +231,7 @@ impl HttpClient {
             explicit,
             limiter,
             proxy: egress.proxy.clone(),
+            tokens: Default::default(),
             tape,
         }))
     }

@@ -14,6 +14,7 @@ mod address;
 mod client;
 mod egress;
 mod limiter;
+mod oauth2;
 mod retry_after;
 mod rule;
 pub mod tape;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 pub use address::is_public;
 pub use client::{HttpClient, HttpLimits};
 pub use egress::{Egress, ExtraRoots, ProxyConfig, ProxyRoute};
+pub use oauth2::{OAuth2, Tokens};
 pub use retry_after::{Asked, AskedToWait};
 pub use rule::{Denial, HttpPolicy, HttpRule, Target};
 pub use tape::{Tape, TapeAnswer, TapeMode};
@@ -296,16 +298,20 @@ fn redact_bytes(body: Vec<u8>, secrets: &[String]) -> Vec<u8> {
 
 /// The forms of a secret a server could echo.
 fn secret_forms(binding: &CredentialBinding, secret: &Secret) -> Vec<String> {
-    let mut forms = vec![secret.expose().to_string()];
+    let mut forms = echoed_forms(secret);
     if binding.inject == Injection::Basic {
-        forms.push(base64_encode(secret.expose().as_bytes()));
+        forms.insert(1, base64_encode(secret.expose().as_bytes()));
     }
     forms
-        .into_iter()
-        .chain(std::iter::once(
-            url::form_urlencoded::byte_serialize(secret.expose().as_bytes()).collect(),
-        ))
-        .collect()
+}
+
+/// How a secret sent in a form body could come back: as it is, or
+/// URL-encoded.
+fn echoed_forms(secret: &Secret) -> Vec<String> {
+    vec![
+        secret.expose().to_string(),
+        url::form_urlencoded::byte_serialize(secret.expose().as_bytes()).collect(),
+    ]
 }
 
 /// Standard base64 with padding, as `Authorization: Basic` carries it.
@@ -561,6 +567,76 @@ impl Outbound {
         }
     }
 
+    /// The OAuth 2.0 access token of credential `name`: kept, or fetched
+    /// now with `client_secret`, the fetch audited as the host's own
+    /// request on the plugin's behalf. A refusal by the token endpoint is
+    /// `denied` (an operator must act); one that may pass, `network`.
+    async fn access_token(
+        &self,
+        client: &HttpClient,
+        name: &str,
+        binding: &CredentialBinding,
+        oauth: &oauth2::OAuth2,
+        client_secret: &Secret,
+        deadline: Instant,
+    ) -> Result<Secret, HttpError> {
+        let refresh = match &oauth.refresh_token {
+            Some(reference) => Some(self.secrets.resolve(reference).map_err(|m| {
+                HttpError::InvalidRequest(format!("credential {name:?}: refresh token: {m}"))
+            })?),
+            None => None,
+        };
+        let started = Instant::now();
+        let (outcome, fetched) = client
+            .tokens
+            .get(
+                name,
+                oauth,
+                oauth2::Asked {
+                    client: &client.client,
+                    client_secret,
+                    refresh: refresh.as_ref(),
+                    deadline,
+                },
+            )
+            .await;
+        if let Some(fetched) = fetched {
+            let took = started.elapsed().as_millis();
+            let status = fetched
+                .status
+                .map_or_else(|| "no answer".to_string(), |s| format!("status {s}"));
+            let detail = match (&outcome, fetched.lifetime) {
+                (Ok(_), Some(life)) => format!(
+                    "OAuth2 token for credential {name}: {status}, valid {} s, {took} ms",
+                    life.as_secs()
+                ),
+                (Ok(_), None) => {
+                    format!("OAuth2 token for credential {name}: {status}, {took} ms")
+                }
+                (Err(oauth2::TokenError::Refused(m) | oauth2::TokenError::Failed(m)), _) => {
+                    format!("OAuth2 token for credential {name}: failed: {m}, {took} ms")
+                }
+            };
+            let token_url = audit_target(&oauth.token_url);
+            let target =
+                target_of_url("POST", &oauth.token_url).map_err(HttpError::InvalidRequest)?;
+            self.audit(&target, &token_url, Decision::Allowed, detail);
+        }
+        outcome.map_err(|e| match e {
+            oauth2::TokenError::Refused(m) => {
+                let error = format!(
+                    "credential {name:?}: {m}: check its oauth2 binding in grants.toml and its client secret {}",
+                    binding.secret
+                );
+                tracing::error!(plugin = %self.plugin.label(), "{error}");
+                HttpError::Denied(error)
+            }
+            oauth2::TokenError::Failed(m) => {
+                HttpError::Network(format!("credential {name:?}: {m}"))
+            }
+        })
+    }
+
     /// Records a use; `false` for a denial over the call's budget (then
     /// nothing is logged either).
     fn audit(&self, target: &Target, shown: &str, decision: Decision, detail: String) -> bool {
@@ -698,7 +774,12 @@ impl Outbound {
         // speaks before a missing secret does.
         let mut secret: Option<Secret> = None;
         let mut echoes: Vec<String> = Vec::new();
-        for hop in 0..=limits.max_redirects {
+        // Whether `secret` is an OAuth 2.0 access token, which a 401
+        // has the host forget; and whether it was renewed so once.
+        let mut oauth_injected = false;
+        let mut renewed = false;
+        let mut hop = 0;
+        while hop <= limits.max_redirects {
             let shown = audit_target(&url);
             let target = target_of_url(&method, &url).map_err(|m| {
                 self.refuse(&shown_method(&method), &shown, HttpError::InvalidRequest(m))
@@ -721,7 +802,7 @@ impl Outbound {
             let mut headers = asked.clone();
             let mut request_url = url.clone();
             if let Some((name, binding)) = &binding {
-                if hop == 0 {
+                if hop == 0 && !renewed {
                     // Allowed, but not made: the security team sees the
                     // attempt, and the operator why (the secret's source,
                     // never its value).
@@ -730,15 +811,7 @@ impl Outbound {
                             "credential {name:?}: {m}"
                         )))
                     })?;
-                    echoes = secret_forms(binding, &value);
-                    secret = Some(value);
-                }
-                match &secret {
-                    Some(value) if binding.binds(&target.host) => {
-                        inject(&mut headers, &mut request_url, name, binding, value)
-                            .map_err(refuse)?;
-                    }
-                    _ if hop == 0 => {
+                    if !binding.binds(&target.host) {
                         let reason = format!(
                             "credential {name:?} is not bound to host {}: bind it in grants.toml ([plugins.{}.credentials.{name}] hosts)",
                             target.host, self.plugin.name
@@ -746,8 +819,29 @@ impl Outbound {
                         self.audit(&target, &shown, Decision::Denied, reason.clone());
                         return Err(HttpError::Denied(reason));
                     }
-                    // A redirect to a host the credential is not bound to: it is not carried.
-                    _ => {}
+                    // With OAuth 2.0 the secret is the client's, sent only
+                    // to the token endpoint: the token is what is injected.
+                    let value = match &binding.oauth2 {
+                        None => value,
+                        Some(oauth) => {
+                            echoes = echoed_forms(&value);
+                            let token = self
+                                .access_token(client, name, binding, oauth, &value, deadline)
+                                .await
+                                .map_err(|e| self.refuse(&target.method, &shown, e))?;
+                            oauth_injected = true;
+                            token
+                        }
+                    };
+                    echoes.extend(secret_forms(binding, &value));
+                    secret = Some(value);
+                }
+                // A redirect to a host the credential is not bound to: it
+                // is not carried.
+                if let Some(value) = &secret
+                    && binding.binds(&target.host)
+                {
+                    inject(&mut headers, &mut request_url, name, binding, value).map_err(refuse)?;
                 }
             }
             let reqwest_method = reqwest::Method::from_bytes(method.as_bytes())
@@ -825,6 +919,32 @@ impl Outbound {
                     );
                     self.audit(&target, &shown, Decision::Allowed, detail);
                     self.asked_to_wait.note(response.status, &response.headers);
+                    // The API no longer takes the token it was sent (revoked,
+                    // or expired early): the host gets another and sends the
+                    // request again, once; a second 401 is the plugin's.
+                    if response.status == 401
+                        && oauth_injected
+                        && let Some((name, b)) = &binding
+                        && let Some(sent) = &secret
+                        && b.binds(&target.host)
+                    {
+                        client.tokens.forget(name, sent).await;
+                        if !renewed && let Some(oauth) = &b.oauth2 {
+                            renewed = true;
+                            let client_secret = self.secrets.resolve(&b.secret).map_err(|m| {
+                                refuse(HttpError::InvalidRequest(format!(
+                                    "credential {name:?}: {m}"
+                                )))
+                            })?;
+                            let token = self
+                                .access_token(client, name, b, oauth, &client_secret, deadline)
+                                .await
+                                .map_err(|e| self.refuse(&target.method, &shown, e))?;
+                            echoes.extend(secret_forms(b, &token));
+                            secret = Some(token);
+                            continue;
+                        }
+                    }
                     return Ok(response);
                 }
                 Ok(Exchange::Redirect { status, location }) => {
@@ -840,6 +960,7 @@ impl Outbound {
                         method = "GET".to_string();
                         body.clear();
                     }
+                    hop += 1;
                 }
             }
         }
@@ -1089,6 +1210,7 @@ mod tests {
             secret: crate::secrets::SecretRef::Env("X".into()),
             hosts: vec!["a".into()],
             inject: Injection::Basic,
+            oauth2: None,
         };
         let forms = secret_forms(&binding, &Secret::for_tests("user:p&ss"));
         let body = b"a user:p&ss b dXNlcjpwJnNz c user%3Ap%26ss".to_vec();
@@ -1120,6 +1242,7 @@ mod tests {
             secret: crate::secrets::SecretRef::Env("X".into()),
             hosts: vec!["a.example".into()],
             inject,
+            oauth2: None,
         };
         let header = binding(Injection::Header("x-api-key".into()));
         inject(&mut headers, &mut url, "c", &header, &secret).unwrap();
@@ -1143,6 +1266,7 @@ mod tests {
             secret: crate::secrets::SecretRef::Env("X".into()),
             hosts: vec!["api.crm.example".into(), "*.mailer.example".into()],
             inject: Injection::Bearer,
+            oauth2: None,
         };
         assert!(binding.binds("api.crm.example"));
         assert!(binding.binds("eu.mailer.example"));

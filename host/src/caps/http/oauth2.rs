@@ -1,0 +1,508 @@
+//! OAuth 2.0 access tokens for a credential (`oauth2 = { ... }` in its
+//! binding in grants.toml): the host, never the plugin, asks the
+//! authorization server for a token with the client secret (and a refresh
+//! token, if the binding names one), keeps it until shortly before it
+//! expires, and injects it as it would a static secret. The calendar and
+//! accounting APIs most companies use (Microsoft Graph, Google, Xero,
+//! QuickBooks) take only such tokens, which expire within the hour: a static
+//! one would stop every pipeline after it.
+//!
+//! A token, the client secret and the refresh token are secrets: never
+//! handed to the plugin, never logged, redacted when a server echoes them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::secrets::{Secret, SecretRef};
+
+/// The largest token response read.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+
+/// How a credential's access token is obtained: from `token-url`, as
+/// `client-id` with the binding's secret as the client secret, by the
+/// client-credentials grant, or the refresh-token grant when
+/// `refresh-token` names one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "OAuth2File", into = "OAuth2File")]
+pub struct OAuth2 {
+    /// The authorization server's token endpoint.
+    pub token_url: url::Url,
+    /// The client's identifier (not a secret).
+    pub client_id: String,
+    /// Scopes asked for, if any.
+    pub scopes: Vec<String>,
+    /// A refresh token: the refresh-token grant instead of client
+    /// credentials.
+    pub refresh_token: Option<SecretRef>,
+}
+
+/// `oauth2` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { token-url = \"https://login.example.com/oauth2/token\", client-id = \"causeway\", scopes = [\"contacts.read\"] }"
+)]
+struct OAuth2File {
+    token_url: String,
+    client_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<SecretRef>,
+}
+
+impl TryFrom<OAuth2File> for OAuth2 {
+    type Error = String;
+
+    fn try_from(file: OAuth2File) -> Result<OAuth2, String> {
+        let token_url = url::Url::parse(&file.token_url)
+            .map_err(|e| format!("oauth2.token-url {:?} is not a URL: {e}", file.token_url))?;
+        // The client secret travels in its body.
+        let loopback = match token_url.host() {
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        match token_url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(format!(
+                    "oauth2.token-url {:?} must be https (the client secret is sent to it; plain http only on this machine's loopback)",
+                    file.token_url
+                ));
+            }
+        }
+        if !token_url.username().is_empty() || token_url.password().is_some() {
+            return Err(
+                "oauth2.token-url holds credentials: the client secret is the binding's secret"
+                    .to_string(),
+            );
+        }
+        if file.client_id.is_empty() || file.client_id.chars().any(char::is_control) {
+            return Err("oauth2.client-id must be a non-empty name".to_string());
+        }
+        if let Some(scope) = file
+            .scopes
+            .iter()
+            .find(|s| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(format!(
+                "oauth2.scopes: {scope:?} is not a scope (one word each; they are sent joined by spaces)"
+            ));
+        }
+        Ok(OAuth2 {
+            token_url,
+            client_id: file.client_id,
+            scopes: file.scopes,
+            refresh_token: file.refresh_token,
+        })
+    }
+}
+
+impl From<OAuth2> for OAuth2File {
+    fn from(o: OAuth2) -> OAuth2File {
+        OAuth2File {
+            token_url: o.token_url.to_string(),
+            client_id: o.client_id,
+            scopes: o.scopes,
+            refresh_token: o.refresh_token,
+        }
+    }
+}
+
+impl OAuth2 {
+    /// The grant it asks for, as the token request names it.
+    pub fn grant_type(&self) -> &'static str {
+        match self.refresh_token {
+            Some(_) => "refresh_token",
+            None => "client_credentials",
+        }
+    }
+
+    /// For `causeway grants` and the audit log: where the token comes from.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "an OAuth2 {} token from {} as client {}",
+            self.grant_type().replace('_', "-"),
+            self.token_url,
+            self.client_id
+        );
+        if let Some(refresh) = &self.refresh_token {
+            text.push_str(&format!(" with refresh token {refresh}"));
+        }
+        if !self.scopes.is_empty() {
+            text.push_str(&format!(", scopes {}", self.scopes.join(" ")));
+        }
+        text
+    }
+}
+
+/// An access token and when to stop using it.
+#[derive(Clone)]
+struct Token {
+    access: Secret,
+    /// Shortly before it expires; `None` when the server did not say
+    /// (kept until an API refuses it).
+    until: Option<Instant>,
+}
+
+/// A plugin version's access tokens, by credential name, and the refresh
+/// tokens servers rotated. One fetch at a time per credential: the calls
+/// that need it meanwhile wait for it rather than each asking.
+#[derive(Default)]
+pub struct Tokens {
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    token: Option<Token>,
+    /// A refresh token the server issued in place of the configured one.
+    rotated: Option<Secret>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens([redacted])")
+    }
+}
+
+/// Why no token was had.
+#[derive(Debug)]
+pub enum TokenError {
+    /// The server refused the client or grant (a 4xx): the binding's
+    /// configuration, or a revoked refresh token, until an operator acts.
+    Refused(String),
+    /// It could not be asked, or did not answer as it should: may pass.
+    Failed(String),
+}
+
+/// What one fetch did, for the audit row.
+pub struct Fetched {
+    /// The token endpoint's status, if it answered.
+    pub status: Option<u16>,
+    /// How long the token lives, if the server said.
+    pub lifetime: Option<Duration>,
+}
+
+impl Tokens {
+    /// The access token for credential `name`: the one kept, or one fetched
+    /// now (then `Some` of what the fetch did, for the audit row).
+    pub async fn get(
+        &self,
+        name: &str,
+        oauth: &OAuth2,
+        asked: Asked<'_>,
+    ) -> (Result<Secret, TokenError>, Option<Fetched>) {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(name.to_string()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(token) = &slot.token
+            && token.until.is_none_or(|until| Instant::now() < until)
+        {
+            return (Ok(token.access.clone()), None);
+        }
+        let refresh = slot.rotated.clone().or(asked.refresh.cloned());
+        let (outcome, fetched) = fetch(oauth, &asked, refresh.as_ref()).await;
+        match outcome {
+            Ok(answer) => {
+                slot.token = Some(Token {
+                    access: answer.access.clone(),
+                    until: answer
+                        .lifetime
+                        .map(|life| Instant::now() + life - margin(life)),
+                });
+                if answer.refresh.is_some() {
+                    slot.rotated = answer.refresh;
+                }
+                (Ok(answer.access), Some(fetched))
+            }
+            Err(e) => (Err(e), Some(fetched)),
+        }
+    }
+
+    /// Drops the access token kept for `name` if it is still `sent`, which
+    /// an API refused (a 401): the next request fetches another. One another
+    /// call fetched meanwhile is kept.
+    pub async fn forget(&self, name: &str, sent: &Secret) {
+        let slot = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.get(name).cloned()
+        };
+        if let Some(slot) = slot {
+            let mut slot = slot.lock().await;
+            if slot.token.as_ref().is_some_and(|t| &t.access == sent) {
+                slot.token = None;
+            }
+        }
+    }
+}
+
+/// How long before its expiry a token is no longer used: a tenth of its
+/// life, at most a minute, so a request does not arrive with a token that
+/// expired on the way.
+fn margin(life: Duration) -> Duration {
+    (life / 10).min(Duration::from_secs(60))
+}
+
+/// What a token request is made with.
+pub struct Asked<'a> {
+    /// The plugin version's client (its proxy, its roots).
+    pub client: &'a reqwest::Client,
+    /// The binding's secret: the client secret.
+    pub client_secret: &'a Secret,
+    /// The binding's refresh token, resolved.
+    pub refresh: Option<&'a Secret>,
+    /// When the request that needs the token must be done.
+    pub deadline: Instant,
+}
+
+/// A token endpoint's answer.
+struct Answer {
+    access: Secret,
+    lifetime: Option<Duration>,
+    refresh: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// Asks `oauth.token_url` for a token (RFC 6749: a form-encoded POST, the
+/// client's identifier and secret in the body).
+async fn fetch(
+    oauth: &OAuth2,
+    asked: &Asked<'_>,
+    refresh: Option<&Secret>,
+) -> (Result<Answer, TokenError>, Fetched) {
+    let mut fetched = Fetched {
+        status: None,
+        lifetime: None,
+    };
+    // Built whole before anything is awaited (the serializer is not Send).
+    let body = {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", oauth.grant_type());
+        if let (Some(refresh), Some(_)) = (refresh, &oauth.refresh_token) {
+            form.append_pair("refresh_token", refresh.expose());
+        }
+        form.append_pair("client_id", &oauth.client_id);
+        form.append_pair("client_secret", asked.client_secret.expose());
+        if !oauth.scopes.is_empty() {
+            form.append_pair("scope", &oauth.scopes.join(" "));
+        }
+        form.finish()
+    };
+    let request = asked
+        .client
+        .post(oauth.token_url.clone())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(body);
+    let remaining = asked.deadline.saturating_duration_since(Instant::now());
+    let response = match tokio::time::timeout(remaining, request.send()).await {
+        Err(_) => {
+            return (
+                Err(TokenError::Failed(
+                    "the token endpoint did not answer in time".to_string(),
+                )),
+                fetched,
+            );
+        }
+        Ok(Err(e)) => {
+            return (
+                Err(TokenError::Failed(format!(
+                    "cannot reach the token endpoint: {}",
+                    super::error_chain(&e.without_url())
+                ))),
+                fetched,
+            );
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status().as_u16();
+    fetched.status = Some(status);
+    let body = match read_bounded(response, asked.deadline).await {
+        Ok(body) => body,
+        Err(e) => return (Err(TokenError::Failed(e)), fetched),
+    };
+    let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
+    if !(200..300).contains(&status) {
+        // The server's own words (`invalid_client: ...`), never its body whole.
+        let said = parsed
+            .as_ref()
+            .and_then(|p| {
+                let error = p.error.as_deref()?;
+                Some(match &p.error_description {
+                    Some(d) => format!(": {error}: {}", cut(d)),
+                    None => format!(": {error}"),
+                })
+            })
+            .unwrap_or_default();
+        let message = format!("the token endpoint answered {status}{said}");
+        let error = if (400..500).contains(&status) && status != 429 && status != 408 {
+            TokenError::Refused(message)
+        } else {
+            TokenError::Failed(message)
+        };
+        return (Err(error), fetched);
+    }
+    let Some(answer) = parsed else {
+        return (
+            Err(TokenError::Failed(
+                "the token endpoint's answer is not a JSON token response".to_string(),
+            )),
+            fetched,
+        );
+    };
+    let Some(access) = answer.access_token.filter(|t| !t.is_empty()) else {
+        return (
+            Err(TokenError::Failed(
+                "the token endpoint's answer holds no access_token".to_string(),
+            )),
+            fetched,
+        );
+    };
+    // A number, or (some servers) a number in a string.
+    let lifetime = answer
+        .expires_in
+        .and_then(|v| match v {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .map(|s| Duration::from_secs(s.min(365 * 24 * 3600)));
+    fetched.lifetime = lifetime;
+    (
+        Ok(Answer {
+            access: crate::secrets::Secrets::value(access),
+            lifetime,
+            refresh: answer
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .map(crate::secrets::Secrets::value),
+        }),
+        fetched,
+    )
+}
+
+/// The body, at most [`MAX_TOKEN_RESPONSE`] bytes, by `deadline`.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    deadline: Instant,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(remaining, response.chunk())
+            .await
+            .map_err(|_| "the token endpoint's answer did not arrive in time".to_string())?
+            .map_err(|e| format!("cannot read the token endpoint's answer: {e}"))?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if body.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+            return Err(format!(
+                "the token endpoint's answer is larger than {MAX_TOKEN_RESPONSE} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// A server's text, cut for a message.
+fn cut(text: &str) -> String {
+    let text: String = text.chars().take(300).collect();
+    text.escape_debug().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(table: &str) -> Result<OAuth2, String> {
+        toml::from_str::<OAuth2>(table).map_err(|e| e.message().to_string())
+    }
+
+    #[test]
+    fn a_token_endpoint_is_https_and_the_rest_is_checked_where_written() {
+        let oauth = parse(
+            "token-url = \"https://login.example.com/t/oauth2/v2.0/token\"\nclient-id = \"causeway\"\nscopes = [\"https://graph.example.com/.default\"]\n",
+        )
+        .unwrap();
+        assert_eq!(oauth.grant_type(), "client_credentials");
+        assert_eq!(
+            oauth.describe(),
+            "an OAuth2 client-credentials token from https://login.example.com/t/oauth2/v2.0/token as client causeway, scopes https://graph.example.com/.default"
+        );
+        let refreshed = parse(
+            "token-url = \"http://127.0.0.1:8080/token\"\nclient-id = \"c\"\nrefresh-token = \"file:refresh\"\n",
+        )
+        .unwrap();
+        assert_eq!(refreshed.grant_type(), "refresh_token");
+        assert!(
+            refreshed
+                .describe()
+                .ends_with("as client c with refresh token file:refresh"),
+            "{}",
+            refreshed.describe()
+        );
+        for (table, says) in [
+            (
+                "token-url = \"http://login.example.com/token\"\nclient-id = \"c\"",
+                "must be https",
+            ),
+            ("token-url = \"token\"\nclient-id = \"c\"", "is not a URL"),
+            (
+                "token-url = \"https://u:p@login.example.com/token\"\nclient-id = \"c\"",
+                "holds credentials",
+            ),
+            (
+                "token-url = \"https://login.example.com/token\"\nclient-id = \"\"",
+                "client-id",
+            ),
+            (
+                "token-url = \"https://login.example.com/token\"\nclient-id = \"c\"\nscopes = [\"a b\"]",
+                "is not a scope",
+            ),
+            (
+                "token-url = \"https://login.example.com/token\"\nclient-id = \"c\"\nrefresh-token = \"1//0abc\"",
+                "never the value itself",
+            ),
+            (
+                "token-url = \"https://login.example.com/token\"\nclient-id = \"c\"\nsecret = \"env:X\"",
+                "unknown field `secret`",
+            ),
+        ] {
+            let error = parse(table).unwrap_err();
+            assert!(error.contains(says), "{table}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_token_is_kept_until_shortly_before_it_expires() {
+        assert_eq!(margin(Duration::from_secs(3600)), Duration::from_secs(60));
+        assert_eq!(margin(Duration::from_secs(10)), Duration::from_secs(1));
+        assert_eq!(margin(Duration::ZERO), Duration::ZERO);
+    }
+}
