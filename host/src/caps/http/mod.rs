@@ -928,7 +928,7 @@ impl Outbound {
                         && let Some(sent) = &secret
                         && b.binds(&target.host)
                     {
-                        client.tokens.forget(name, sent).await;
+                        client.tokens.forget(name, sent, deadline).await;
                         if !renewed && let Some(oauth) = &b.oauth2 {
                             renewed = true;
                             let client_secret = self.secrets.resolve(&b.secret).map_err(|m| {

@@ -204,7 +204,16 @@ impl Tokens {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(name.to_string()).or_default().clone()
         };
-        let mut slot = slot.lock().await;
+        // Another call's fetch is waited for, within this request's time.
+        let remaining = asked.deadline.saturating_duration_since(Instant::now());
+        let Ok(mut slot) = tokio::time::timeout(remaining, slot.lock()).await else {
+            return (
+                Err(TokenError::Failed(
+                    "the token another request is fetching did not come in time".to_string(),
+                )),
+                None,
+            );
+        };
         if let Some(token) = &slot.token
             && token.until.is_none_or(|until| Instant::now() < until)
         {
@@ -231,17 +240,19 @@ impl Tokens {
 
     /// Drops the access token kept for `name` if it is still `sent`, which
     /// an API refused (a 401): the next request fetches another. One another
-    /// call fetched meanwhile is kept.
-    pub async fn forget(&self, name: &str, sent: &Secret) {
+    /// call fetched meanwhile is kept. Waits for the slot until `deadline`
+    /// at most (then another call holds it, fetching).
+    pub async fn forget(&self, name: &str, sent: &Secret, deadline: Instant) {
         let slot = {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.get(name).cloned()
         };
-        if let Some(slot) = slot {
-            let mut slot = slot.lock().await;
-            if slot.token.as_ref().is_some_and(|t| &t.access == sent) {
-                slot.token = None;
-            }
+        let Some(slot) = slot else { return };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if let Ok(mut slot) = tokio::time::timeout(remaining, slot.lock()).await
+            && slot.token.as_ref().is_some_and(|t| &t.access == sent)
+        {
+            slot.token = None;
         }
     }
 }
