@@ -57,6 +57,13 @@ fn demo_moves_every_contact_from_the_crm_to_the_mailer_and_the_calendar_mapped()
         "{}",
         out.stdout
     );
+    // The calendar took only the tokens the host fetched for calendar-sink.
+    let fetched = out
+        .stdout
+        .split_once("s: the host fetched ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(fetched.is_some_and(|n| n >= 1), "{}", out.stdout);
     // The calendar's attendees, mapped by calendar-sink from the same records.
     assert!(
         out.stdout.contains("And in the calendar, as 27 attendees"),

@@ -236,6 +236,11 @@ impl Opts {
         ));
         let sample: Vec<_> = attendees.values().take(3).collect();
         out.push_str(&serde_json::to_string_pretty(&sample)?);
+        out.push_str(&format!(
+            "\n\nThe calendar takes OAuth 2.0 access tokens, which live {} s: the host fetched {} of them with calendar-sink's client secret and sent them for it (the plugin never held one; `causeway audit --capability http` lists each fetch).",
+            fakes::TOKEN_LIFETIME.as_secs(),
+            calendar.tokens_issued()
+        ));
         out.push_str("\n\nSee what happened: causeway --config-file ");
         out.push_str(&config_file.display().to_string());
         out.push_str(" runs\n");
@@ -332,7 +337,7 @@ sinks = [{{ plugin = "calendar-sink" }}]
     let grants = format!(
         "# Written by `causeway demo`: each connector may reach its own fake, and\n# nothing else; its credential is sent only there.\n{}\n{}",
         fakes::connector_grants(crm, mailer, "file:crm-token", "file:mailer-key"),
-        fakes::calendar_grants(calendar, "file:calendar-key"),
+        fakes::calendar_oauth_grants(calendar, "file:calendar-key"),
     );
     let hook_secret = format!(
         "whsec_{}",

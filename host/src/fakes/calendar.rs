@@ -11,8 +11,15 @@
 //!   calendar that does not exist;
 //! - `GET /v2/calendars/{calendar}/attendees` → `{"attendees": {ID: {...}}}`.
 //!
-//! Every request needs `X-Api-Key: KEY` (401 otherwise); a malformed body is
-//! a 400. The calendars exist from the start ([`FakeCalendar::start`]).
+//! Every request needs `X-Api-Key: KEY`, or `Authorization: Bearer TOKEN`
+//! with a token it issued that has not expired (401 otherwise); a malformed
+//! body is a 400. The calendars exist from the start ([`FakeCalendar::start`]).
+//!
+//! - `POST /oauth2/token`, form-encoded `grant_type=client_credentials`,
+//!   `client_id` (any) and `client_secret=KEY` → `{"access_token",
+//!   "token_type": "Bearer", "expires_in"}` (an OAuth 2.0 token endpoint,
+//!   as calendar APIs have); 401 `invalid_client` for another secret, 400
+//!   `unsupported_grant_type` for another grant.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,7 +29,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -31,6 +38,9 @@ use super::{Faults, Serving, unauthorized};
 
 /// The header the calendar reads its API key from.
 pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// How long a token it issues lives: short, so a demo sees the host renew one.
+pub const TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An attendee as the calendar holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,11 +57,17 @@ pub struct Attendee {
 
 struct Shared {
     key: String,
+    /// The tokens issued, and when each expires.
+    tokens: Mutex<BTreeMap<String, std::time::Instant>>,
     /// Attendees by calendar, then id; a calendar not here does not exist.
     calendars: Mutex<BTreeMap<String, BTreeMap<String, Attendee>>>,
 }
 
 impl Shared {
+    fn tokens(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, std::time::Instant>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn calendars(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<String, Attendee>>> {
         self.calendars.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -70,6 +86,7 @@ impl FakeCalendar {
     pub fn start(key: &str, calendars: &[&str], port: u16) -> std::io::Result<FakeCalendar> {
         let shared = Arc::new(Shared {
             key: key.to_string(),
+            tokens: Mutex::new(BTreeMap::new()),
             calendars: Mutex::new(
                 calendars
                     .iter()
@@ -78,6 +95,7 @@ impl FakeCalendar {
             ),
         });
         let app = Router::new()
+            .route("/oauth2/token", post(token))
             .route("/v2/calendars/{calendar}", get(calendar))
             .route("/v2/calendars/{calendar}/attendees", get(attendees))
             .route(
@@ -108,6 +126,11 @@ impl FakeCalendar {
         &self.faults
     }
 
+    /// How many OAuth 2.0 access tokens it issued.
+    pub fn tokens_issued(&self) -> usize {
+        self.shared.tokens().len()
+    }
+
     /// The attendees of `calendar`, by id.
     pub fn attendees(&self, calendar: &str) -> BTreeMap<String, Attendee> {
         self.shared
@@ -118,12 +141,53 @@ impl FakeCalendar {
     }
 }
 
-/// Whether the request carries the API key.
-fn authorized(headers: &HeaderMap, key: &str) -> bool {
-    headers
-        .get(API_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == key)
+/// Whether the request carries the API key, or a token issued that has
+/// not expired.
+fn authorized(headers: &HeaderMap, shared: &Shared) -> bool {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if header(API_KEY_HEADER).is_some_and(|v| v == shared.key) {
+        return true;
+    }
+    header(axum::http::header::AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| shared.tokens().get(token).copied())
+        .is_some_and(|expires| std::time::Instant::now() < expires)
+}
+
+/// The token endpoint: client credentials, the API key as client secret.
+async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let oauth_error =
+        |status, error: &str| (status, Json(json!({ "error": error }))).into_response();
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    }
+    if form.get("client_id").is_none_or(String::is_empty)
+        || form.get("client_secret") != Some(&shared.key)
+    {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let mut tokens = shared.tokens();
+    let token = format!("cal-{}-{:016x}", tokens.len() + 1, rand_token());
+    tokens.insert(token.clone(), std::time::Instant::now() + TOKEN_LIFETIME);
+    Json(json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": TOKEN_LIFETIME.as_secs(),
+    }))
+    .into_response()
+}
+
+/// Bits no two tokens share: the clock's nanoseconds, hashed.
+fn rand_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -145,7 +209,7 @@ fn reading(
     calendar: &str,
     answer: impl FnOnce(&BTreeMap<String, Attendee>) -> serde_json::Value,
 ) -> Response {
-    if !authorized(headers, &shared.key) {
+    if !authorized(headers, shared) {
         return unauthorized();
     }
     match shared.calendars().get(calendar) {
@@ -186,7 +250,7 @@ async fn put_attendee(
     Path((calendar, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if !authorized(&headers, &shared.key) {
+    if !authorized(&headers, &shared) {
         return unauthorized();
     }
     let attendee: Attendee = match serde_json::from_slice(&body) {
@@ -226,7 +290,7 @@ async fn delete_attendee(
     headers: HeaderMap,
     Path((calendar, id)): Path<(String, String)>,
 ) -> Response {
-    if !authorized(&headers, &shared.key) {
+    if !authorized(&headers, &shared) {
         return unauthorized();
     }
     let mut calendars = shared.calendars();

@@ -22,7 +22,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-pub use calendar::{Attendee, FakeCalendar};
+pub use calendar::{Attendee, FakeCalendar, TOKEN_LIFETIME};
 pub use crm::{Contact, FakeCrm};
 pub use mailer::FakeMailer;
 
@@ -166,6 +166,28 @@ list_id = "{list}"
 /// nothing else; its credential is the secret reference given, sent only
 /// there, in the calendar's own header.
 pub fn calendar_grants(calendar: &FakeCalendar, calendar_key: &str) -> String {
+    calendar_grants_with(
+        calendar,
+        calendar_key,
+        &format!("\"header:{}\"", calendar::API_KEY_HEADER),
+    )
+}
+
+/// [`calendar_grants`], the secret being the calendar's OAuth 2.0 client
+/// secret: the host fetches an access token from the calendar's token
+/// endpoint and sends it as a bearer token.
+pub fn calendar_oauth_grants(calendar: &FakeCalendar, client_secret: &str) -> String {
+    calendar_grants_with(
+        calendar,
+        client_secret,
+        &format!(
+            "\"bearer\"\noauth2 = {{ token-url = \"{}/oauth2/token\", client-id = \"causeway\" }}",
+            calendar.base_url()
+        ),
+    )
+}
+
+fn calendar_grants_with(calendar: &FakeCalendar, secret: &str, inject: &str) -> String {
     format!(
         r#"[[plugins.calendar-sink.http]]
 scheme = "http"
@@ -175,12 +197,11 @@ methods = ["GET", "PUT", "DELETE"]
 path-prefix = "/v2/calendars/"
 
 [plugins.calendar-sink.credentials.calendar-key]
-secret = "{calendar_key}"
+secret = "{secret}"
 hosts = ["127.0.0.1"]
-inject = "header:{header}"
+inject = {inject}
 "#,
         port = calendar.addr().port(),
-        header = calendar::API_KEY_HEADER,
     )
 }
 
