@@ -774,9 +774,14 @@ fn an_oauth2_credential_is_fetched_kept_and_renewed_by_the_host() {
         let form: std::collections::BTreeMap<String, String> =
             url::form_urlencoded::parse(&r.body).into_owned().collect();
         if form.get("client_id").map(String::as_str) != Some("causeway-test") {
+            // Its words echo what it was sent, as some servers' do.
+            let said = json!({
+                "error": "invalid_client",
+                "error_description": format!("no client for secret {}", form["client_secret"]),
+            });
             return Answer {
                 status: 401,
-                ..Answer::ok(r#"{"error":"invalid_client","error_description":"unknown client"}"#)
+                ..Answer::ok(said.to_string())
             };
         }
         let n = count.fetch_add(1, Ordering::SeqCst) + 1;
@@ -974,7 +979,7 @@ fn an_oauth2_credential_is_fetched_kept_and_renewed_by_the_host() {
     )
     .unwrap_err();
     assert!(
-        error.contains("denied: credential \"token\": the token endpoint answered 401: invalid_client: unknown client: check its oauth2 binding in grants.toml and its client secret env:CAUSEWAY_TEST_TOKEN"),
+        error.contains("denied: credential \"token\": the token endpoint answered 401: invalid_client: no client for secret [redacted]: check its oauth2 binding in grants.toml and its client secret env:CAUSEWAY_TEST_TOKEN"),
         "{error}"
     );
     assert_eq!(

@@ -600,6 +600,15 @@ impl Outbound {
                 },
             )
             .await;
+        // A token endpoint's words may echo what it was sent.
+        let mut sent = echoed_forms(client_secret);
+        if let Some(refresh) = &refresh {
+            sent.extend(echoed_forms(refresh));
+        }
+        let outcome = outcome.map_err(|e| match e {
+            oauth2::TokenError::Refused(m) => oauth2::TokenError::Refused(redact_text(&m, &sent)),
+            oauth2::TokenError::Failed(m) => oauth2::TokenError::Failed(redact_text(&m, &sent)),
+        });
         if let Some(fetched) = fetched {
             let took = started.elapsed().as_millis();
             let status = fetched
