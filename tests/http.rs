@@ -473,6 +473,55 @@ fn a_network_whose_only_way_out_is_a_proxy_is_reached_through_it() {
     assert!(!said.contains("hunter2"), "{said}");
 }
 
+/// The proxy's password rotated in the secrets file is taken by the running
+/// host at the next request, as a credential's is: no restart.
+#[test]
+fn a_proxy_password_rotated_in_the_secrets_file_is_taken_without_a_restart() {
+    let server = FakeServer::start(|_| Answer::ok(r#"{"via":"proxy"}"#));
+    let proxy = support::FakeProxy::start(Some("Basic Y2F1c2V3YXk6czNjcmV0"));
+    let p = port(&server);
+    let scratch = setup(&format!(
+        "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"crm.corp.test\"\nport = {p}\nmethods = [\"GET\"]\n\n\
+         [plugins.test-fetch.credentials.token]\nsecret = \"env:CAUSEWAY_TEST_TOKEN\"\nhosts = [\"127.0.0.1\"]\n"
+    ));
+    let secrets = scratch.path().join("secrets.toml");
+    let write_secrets = |password: &str| {
+        let next = scratch.path().join("secrets.next");
+        std::fs::write(&next, format!("proxy = \"{password}\"\n")).unwrap();
+        std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::fs::rename(&next, &secrets).unwrap();
+    };
+    write_secrets("s3cret");
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        format!(
+            "secrets-file = \"secrets.toml\"\n\n[proxy]\nurl = \"http://{}\"\nuser = \"causeway\"\npassword = \"file:proxy\"\n",
+            proxy.addr
+        ),
+    )
+    .unwrap();
+    let host = serve(&scratch);
+    let url = format!("http://crm.corp.test:{p}/x");
+    let (status, body) = invoke_fetch(&host, &url);
+    assert_eq!(status, 200, "{body}");
+    // The proxy's administrators rotate the password; so does the operator.
+    proxy.set_login(Some("Basic Y2F1c2V3YXk6czNjcmV0LTI="));
+    let (status, body) = invoke_fetch(&host, &url);
+    assert_ne!(status, 200, "the old password still passed: {body}");
+    assert!(body.contains("refused its login (407)"), "{body}");
+    write_secrets("s3cret-2");
+    support::wait_until("the new password used", Duration::from_secs(10), || {
+        (invoke_fetch(&host, &url).0 == 200).then_some(())
+    });
+    assert_eq!(
+        proxy.asked().last().map(|a| a.authorization.as_str()),
+        Some("Basic Y2F1c2V3YXk6czNjcmV0LTI=")
+    );
+    let logs = host.logs();
+    assert!(!logs.contains("s3cret"), "{logs}");
+}
+
 #[test]
 fn proxy_variables_change_nothing() {
     let proxy = FakeServer::start(|_| Answer::ok(r#"{"via":"proxy"}"#));

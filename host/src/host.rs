@@ -190,7 +190,7 @@ impl Host {
             );
         }
         if let Some(proxy) = &config.proxy {
-            let route = crate::caps::http::ProxyRoute::resolve(proxy, &secrets)
+            let route = crate::caps::http::ProxyRoute::resolve(proxy, secrets.clone())
                 .map_err(|e| FileError::at(config_file(), None, e))?;
             tracing::info!(
                 "outbound requests go through the proxy {}",

@@ -692,6 +692,7 @@ pub struct FakeProxy {
     /// `127.0.0.1:PORT`.
     pub addr: String,
     asked: std::sync::Arc<std::sync::Mutex<Vec<Proxied>>>,
+    login: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl FakeProxy {
@@ -701,15 +702,22 @@ impl FakeProxy {
         let addr = listener.local_addr().expect("its address").to_string();
         let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = asked.clone();
-        let login = login.map(str::to_string);
+        let login = std::sync::Arc::new(std::sync::Mutex::new(login.map(str::to_string)));
+        let required = login.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (log, login) = (log.clone(), login.clone());
+                let log = log.clone();
+                let login = required.lock().expect("login").clone();
                 std::thread::spawn(move || proxy_one(stream, &log, login.as_deref()));
             }
         });
-        FakeProxy { addr, asked }
+        FakeProxy { addr, asked, login }
+    }
+
+    /// Requires `login` from the next connection on (a password rotated).
+    pub fn set_login(&self, login: Option<&str>) {
+        *self.login.lock().expect("login") = login.map(str::to_string);
     }
 
     /// Everything asked so far.

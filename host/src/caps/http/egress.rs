@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::secrets::{Secret, SecretRef, Secrets};
+use crate::secrets::{SecretRef, Secrets};
 
 /// How outbound connections are made, the same for every plugin.
 #[derive(Debug, Clone, Default)]
@@ -161,31 +161,46 @@ fn direct_host(text: &str) -> Result<String, String> {
     Ok(host)
 }
 
-/// The proxy as the clients use it, its password resolved.
+/// The proxy as the clients use it. Its password is read through the
+/// host's secrets at each request, so a rotation in the secrets file is
+/// taken as a credential's is.
 #[derive(Debug)]
 pub struct ProxyRoute {
     url: url::Url,
     direct: Vec<String>,
-    login: Option<(String, Secret)>,
+    login: Option<(String, SecretRef)>,
+    secrets: Arc<Secrets>,
 }
 
 impl ProxyRoute {
-    /// The route `config` describes, its password read through `secrets`.
-    pub fn resolve(config: &ProxyConfig, secrets: &Secrets) -> Result<ProxyRoute, String> {
-        let login = match &config.login {
-            Some((user, password)) => Some((
-                user.clone(),
-                secrets
-                    .resolve(password)
-                    .map_err(|e| format!("proxy.password: {e}"))?,
-            )),
-            None => None,
-        };
+    /// The route `config` describes, its password read through `secrets`:
+    /// one that does not resolve now is an error.
+    pub fn resolve(config: &ProxyConfig, secrets: Arc<Secrets>) -> Result<ProxyRoute, String> {
+        if let Some((_, password)) = &config.login {
+            secrets
+                .resolve(password)
+                .map_err(|e| format!("proxy.password: {e}"))?;
+        }
         Ok(ProxyRoute {
             url: config.url.clone(),
             direct: config.direct.clone(),
-            login,
+            login: config.login.clone(),
+            secrets,
         })
+    }
+
+    /// The proxy's URL with its login as it stands now. One whose password
+    /// no longer resolves goes without, and the proxy's 407 says so.
+    fn url_with_login(&self) -> url::Url {
+        let mut url = self.url.clone();
+        if let Some((user, password)) = &self.login
+            && let Ok(password) = self.secrets.resolve(password)
+        {
+            // Percent-encoded here, decoded by the client into the header.
+            let _ = url.set_username(user);
+            let _ = url.set_password(Some(password.expose()));
+        }
+        url
     }
 
     /// Whether a request to `host` (lower case, IPv6 without brackets) goes
@@ -241,21 +256,18 @@ impl ProxyRoute {
         }
     }
 
-    /// The reqwest proxy: every request but those to `direct` hosts.
+    /// The reqwest proxy: every request but those to `direct` hosts, with
+    /// the login as it stands at that request.
     pub(super) fn reqwest(self: &Arc<Self>) -> reqwest::Proxy {
         let route = self.clone();
-        let proxy = reqwest::Proxy::custom(move |target| {
+        reqwest::Proxy::custom(move |target| {
             let host = match target.host()? {
                 url::Host::Domain(name) => name.to_ascii_lowercase(),
                 url::Host::Ipv4(a) => a.to_string(),
                 url::Host::Ipv6(a) => a.to_string(),
             };
-            (!route.goes_direct(&host)).then(|| route.url.clone())
-        });
-        match &self.login {
-            Some((user, password)) => proxy.basic_auth(user, password.expose()),
-            None => proxy,
-        }
+            (!route.goes_direct(&host)).then(|| route.url_with_login())
+        })
     }
 }
 
@@ -322,7 +334,7 @@ mod tests {
             "[proxy]\nurl = \"http://p:3128\"\ndirect = [\"crm.corp\", \"*.internal\", \"::1\"]\n",
         )
         .unwrap();
-        let route = ProxyRoute::resolve(&config, &Secrets::default()).unwrap();
+        let route = ProxyRoute::resolve(&config, Arc::default()).unwrap();
         for host in ["crm.corp", "a.internal", "b.a.internal", "::1"] {
             assert!(route.goes_direct(host), "{host}");
         }
@@ -337,21 +349,26 @@ mod tests {
     }
 
     #[test]
-    fn the_password_is_resolved_at_start_and_never_shown() {
+    fn the_password_is_resolved_at_each_request_and_never_shown() {
         let config =
             parse("[proxy]\nurl = \"http://p:3128\"\nuser = \"bob\"\npassword = \"file:proxy\"\n")
                 .unwrap();
-        let error = ProxyRoute::resolve(&config, &Secrets::default()).unwrap_err();
+        let error = ProxyRoute::resolve(&config, Arc::default()).unwrap_err();
         assert!(
             error.starts_with("proxy.password: secret file:proxy"),
             "{error}"
         );
-        let secrets = Secrets::in_memory(
+        let secrets = Arc::new(Secrets::in_memory(
             "secrets.toml",
-            [("proxy".to_string(), Secrets::value("hunter2".into()))].into(),
-        );
-        let route = ProxyRoute::resolve(&config, &secrets).unwrap();
+            [("proxy".to_string(), Secrets::value("hunter2 :@/".into()))].into(),
+        ));
+        let route = ProxyRoute::resolve(&config, secrets).unwrap();
         assert_eq!(route.describe(), "http://p:3128 as bob");
         assert!(!format!("{route:?}").contains("hunter2"));
+        assert_eq!(
+            route.url_with_login().as_str(),
+            "http://bob:hunter2%20%3A%40%2F@p:3128/"
+        );
+        assert_eq!(route.url(), "http://p:3128");
     }
 }
