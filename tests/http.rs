@@ -1006,6 +1006,33 @@ fn an_oauth2_credential_is_fetched_kept_and_renewed_by_the_host() {
     let logs = host.logs();
     assert!(!logs.contains("-x9"), "{logs}");
     drop(host);
+    // Each rotated one was kept in the secrets file (a server may revoke
+    // the one it replaced), which stays private: a restart sends the last.
+    let kept = std::fs::read_to_string(&secrets).unwrap();
+    assert_eq!(kept, "refresh = \"r-5-x9\"\n");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&secrets).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let host = serve(&scratch);
+    assert_eq!(fetch(&host, "contacts")["status"], 200);
+    let last = tokens.received().last().cloned().unwrap();
+    let form: std::collections::BTreeMap<String, String> = url::form_urlencoded::parse(&last.body)
+        .into_owned()
+        .collect();
+    assert_eq!(form["refresh_token"], "r-5-x9");
+    let rotated = support::wait_until("the rotation audited", Duration::from_secs(10), || {
+        let rows = audit_rows(&data);
+        rows.iter()
+            .find(|r| r.5.contains("refresh token rotated"))
+            .map(|r| r.5.clone())
+    });
+    assert!(
+        rotated.contains("refresh token rotated, kept in ")
+            && rotated.contains("secrets.toml as refresh"),
+        "{rotated}"
+    );
+    drop(host);
     std::fs::remove_file(scratch.path().join("causeway.toml")).unwrap();
     scratch.grants(&oauth("causeway-test", ""));
 

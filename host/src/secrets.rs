@@ -182,6 +182,37 @@ impl Secrets {
         Ok(changes)
     }
 
+    /// Writes `value` under `key` in the secrets file, and takes it at once:
+    /// a refresh token an authorization server rotated, which the next
+    /// start must send. The file's other keys, its comments and its
+    /// permissions are kept; the file is replaced whole, so a reader never
+    /// sees half of it. Says which file, or why not (never a value).
+    pub fn keep(&self, key: &str, value: &Secret) -> Result<PathBuf, String> {
+        let Some(file) = &self.file else {
+            return Err("no secrets-file is configured".to_string());
+        };
+        let text = config::read_file(file).map_err(|e| e.to_string())?;
+        // Its error would quote the text, secrets and all.
+        let mut doc: toml_edit::DocumentMut = text
+            .parse()
+            .map_err(|_| format!("{}: is not TOML", file.display()))?;
+        doc[key] = toml_edit::value(value.expose());
+        let mut partial = file.as_os_str().to_owned();
+        partial.push(".partial");
+        crate::files::replace(
+            file,
+            Path::new(&partial),
+            doc.to_string().as_bytes(),
+            crate::files::Durability::Rename,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        self.values
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), value.clone());
+        Ok(file.clone())
+    }
+
     /// Secrets held in memory under `file:KEY` references, `label` naming
     /// where they came from in messages (the conformance suite's).
     pub fn in_memory(label: &str, values: BTreeMap<String, Secret>) -> Secrets {
@@ -319,6 +350,36 @@ mod tests {
             );
             assert!(!err.contains("7391"), "the value is shown: {err}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_kept_secret_replaces_its_key_alone_and_is_taken_at_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.toml");
+        let text = "# Rotated by the host.\ncrm = \"s3cret\"  # the CRM's\nrefresh = \"r-0\"\n";
+        std::fs::write(&file, text).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let secrets = Secrets::load(Some(&file)).unwrap();
+        let kept = secrets
+            .keep("refresh", &Secrets::value("r-1".into()))
+            .unwrap();
+        assert_eq!(kept, file);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            text.replace("r-0", "r-1")
+        );
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let value = secrets.resolve(&SecretRef::File("refresh".into())).unwrap();
+        assert_eq!(value.expose(), "r-1");
+        assert!(secrets.reload().unwrap().is_empty());
+        // Without a file there is nowhere to keep it.
+        let error = Secrets::default()
+            .keep("refresh", &Secrets::value("r-1".into()))
+            .unwrap_err();
+        assert_eq!(error, "no secrets-file is configured");
     }
 
     #[cfg(unix)]

@@ -38,7 +38,7 @@ use crate::bindings::causeway::plugin::http::{Host, HttpError, Request, Response
 use crate::grants::{CredentialBinding, Injection, Policy};
 use crate::plugin::PluginInfo;
 use crate::sandbox::StoreState;
-use crate::secrets::{Secret, Secrets};
+use crate::secrets::{Secret, SecretRef, Secrets};
 
 /// Headers a plugin may not set: credentials come from the host, framing
 /// from the client.
@@ -611,16 +611,22 @@ impl Outbound {
         });
         if let Some(fetched) = fetched {
             let took = started.elapsed().as_millis();
+            let kept = match (&fetched.rotated, &oauth.refresh_token) {
+                (Some(new), Some(reference)) => {
+                    format!(", {}", self.keep_rotated(name, reference, new).await)
+                }
+                _ => String::new(),
+            };
             let status = fetched
                 .status
                 .map_or_else(|| "no answer".to_string(), |s| format!("status {s}"));
             let detail = match (&outcome, fetched.lifetime) {
                 (Ok(_), Some(life)) => format!(
-                    "OAuth2 token for credential {name}: {status}, valid {} s, {took} ms",
+                    "OAuth2 token for credential {name}: {status}, valid {} s{kept}, {took} ms",
                     life.as_secs()
                 ),
                 (Ok(_), None) => {
-                    format!("OAuth2 token for credential {name}: {status}, {took} ms")
+                    format!("OAuth2 token for credential {name}: {status}{kept}, {took} ms")
                 }
                 (Err(oauth2::TokenError::Refused(m) | oauth2::TokenError::Failed(m)), _) => {
                     format!("OAuth2 token for credential {name}: failed: {m}, {took} ms")
@@ -644,6 +650,36 @@ impl Outbound {
                 HttpError::Network(format!("credential {name:?}: {m}"))
             }
         })
+    }
+
+    /// Keeps a refresh token the server rotated where the binding's
+    /// reference points, when it is a key of the secrets file, so a restart
+    /// sends it rather than the one it replaced (which servers such as
+    /// Xero's revoke). What was done, for the fetch's audit row.
+    async fn keep_rotated(&self, name: &str, reference: &SecretRef, new: &Secret) -> String {
+        let SecretRef::File(key) = reference else {
+            tracing::warn!(
+                plugin = %self.plugin.label(),
+                "credential {name:?}: the token endpoint rotated the refresh token; the new one is used, but {reference} cannot be rewritten, so after a restart the old one is sent (a file: reference keeps it)"
+            );
+            return format!(
+                "refresh token rotated, kept in memory only ({reference} cannot be rewritten)"
+            );
+        };
+        let (secrets, key_owned, value) = (self.secrets.clone(), key.clone(), new.clone());
+        let kept = tokio::task::spawn_blocking(move || secrets.keep(&key_owned, &value))
+            .await
+            .unwrap_or_else(|e| Err(format!("the write did not finish: {e}")));
+        match kept {
+            Ok(file) => format!("refresh token rotated, kept in {} as {key}", file.display()),
+            Err(e) => {
+                tracing::warn!(
+                    plugin = %self.plugin.label(),
+                    "credential {name:?}: the token endpoint rotated the refresh token; the new one is used, but it cannot be kept as {reference}: {e}; after a restart the old one is sent"
+                );
+                format!("refresh token rotated, kept in memory only: {e}")
+            }
+        }
     }
 
     /// Records a use; `false` for a denial over the call's budget (then

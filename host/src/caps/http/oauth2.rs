@@ -163,8 +163,9 @@ pub struct Tokens {
 #[derive(Default)]
 struct Slot {
     token: Option<Token>,
-    /// A refresh token the server issued in place of the configured one.
-    rotated: Option<Secret>,
+    /// A refresh token the server issued in place of the configured one:
+    /// the configured one it replaced, and it.
+    rotated: Option<(Secret, Secret)>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -189,6 +190,9 @@ pub struct Fetched {
     pub status: Option<u16>,
     /// How long the token lives, if the server said.
     pub lifetime: Option<Duration>,
+    /// A new refresh token, in place of the one sent (rotated): the one
+    /// to send from now on.
+    pub rotated: Option<Secret>,
 }
 
 impl Tokens {
@@ -219,8 +223,16 @@ impl Tokens {
         {
             return (Ok(token.access.clone()), None);
         }
-        let refresh = slot.rotated.clone().or(asked.refresh.cloned());
-        let (outcome, fetched) = fetch(oauth, &asked, refresh.as_ref()).await;
+        // The rotated one while the configured one is still the one it
+        // replaced; the configured one once it changed (kept there, or a
+        // new one an operator wrote after authorizing again).
+        let refresh = match (&slot.rotated, asked.refresh) {
+            (Some((replaced, rotated)), Some(configured)) if replaced == configured => {
+                Some(rotated.clone())
+            }
+            _ => asked.refresh.cloned(),
+        };
+        let (outcome, mut fetched) = fetch(oauth, &asked, refresh.as_ref()).await;
         match outcome {
             Ok(answer) => {
                 slot.token = Some(Token {
@@ -229,8 +241,13 @@ impl Tokens {
                         .lifetime
                         .map(|life| Instant::now() + life - margin(life)),
                 });
-                if answer.refresh.is_some() {
-                    slot.rotated = answer.refresh;
+                // Only where one was sent: a client-credentials answer's
+                // refresh token is not used.
+                if let (Some(configured), Some(new)) = (asked.refresh, &answer.refresh)
+                    && Some(new) != refresh.as_ref()
+                {
+                    slot.rotated = Some((configured.clone(), new.clone()));
+                    fetched.rotated = answer.refresh;
                 }
                 (Ok(answer.access), Some(fetched))
             }
@@ -306,6 +323,7 @@ async fn fetch(
     let mut fetched = Fetched {
         status: None,
         lifetime: None,
+        rotated: None,
     };
     // Built whole before anything is awaited (the serializer is not Send).
     let body = {
