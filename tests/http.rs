@@ -264,13 +264,7 @@ fn ip_literals_in_every_spelling_and_metadata_addresses_are_refused_without_an_e
 fn an_api_behind_a_private_ca_is_reached_once_ca_file_names_it() {
     let server = FakeServer::start_tls(|_| Answer::ok(r#"{"behind":"a private CA"}"#));
     let p = port(&server);
-    let scratch = Scratch::new();
-    // Its manifest asks for http: patched to ask for the scheme granted.
-    let fetch = std::fs::read(support::built("test-fetch")).unwrap();
-    scratch.write(
-        "test-fetch.wasm",
-        support::patched(&fetch, "scheme = \"http\"", "scheme = \"*\"   "),
-    );
+    let scratch = fetch_for_any_scheme();
     scratch.grants(&format!(
         "[[plugins.test-fetch.http]]\nscheme = \"https\"\nhost = \"127.0.0.1\"\nport = {p}\nmethods = [\"GET\"]\npath-prefix = \"/api/\"\n\n[plugins.test-fetch.credentials.token]\nsecret = \"env:CAUSEWAY_TEST_TOKEN\"\nhosts = [\"127.0.0.1\"]\n"
     ));
@@ -297,26 +291,38 @@ fn an_api_behind_a_private_ca_is_reached_once_ca_file_names_it() {
     );
 
     std::fs::write(scratch.path().join("ca.pem"), "not a certificate\n").unwrap();
+    refused_at_start(
+        &scratch,
+        &["ca.pem: holds no certificate", "(ca-file in causeway.toml)"],
+    );
+}
+
+/// A scratch with test-fetch installed, its manifest (which asks for http)
+/// patched to ask for the scheme granted.
+fn fetch_for_any_scheme() -> Scratch {
+    let scratch = Scratch::new();
+    let fetch = std::fs::read(support::built("test-fetch")).unwrap();
+    scratch.write(
+        "test-fetch.wasm",
+        support::patched(&fetch, "scheme = \"http\"", "scheme = \"*\"   "),
+    );
+    scratch
+}
+
+/// `causeway check` fails saying each of `says`, and the host does not
+/// start, saying the first (bounded: a host that started anyway would
+/// otherwise hang the test).
+fn refused_at_start(scratch: &Scratch, says: &[&str]) {
     let out = run(scratch.causeway().arg("check"));
     assert!(!out.success);
     let said = format!("{}{}", out.stdout, out.stderr);
-    assert!(
-        said.contains("ca.pem: holds no certificate")
-            && said.contains("(ca-file in causeway.toml)"),
-        "{said}"
-    );
-    // The running host does not start on it either.
-    // Bounded: a host that started anyway would otherwise hang the test.
+    assert!(says.iter().all(|s| said.contains(s)), "{says:?}: {said}");
     let out = support::run_within(
         scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]),
         30,
     );
     assert!(!out.success);
-    assert!(
-        out.stderr.contains("ca.pem: holds no certificate"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(says[0]), "{}", out.stderr);
 }
 
 /// A network whose only way out is a proxy: a name only the proxy's side
@@ -332,12 +338,7 @@ fn a_network_whose_only_way_out_is_a_proxy_is_reached_through_it() {
     // `causeway:s3cret`, as Basic authentication writes it.
     let proxy = support::FakeProxy::start(Some("Basic Y2F1c2V3YXk6czNjcmV0"));
     let (p, tp) = (port(&server), port(&tls));
-    let scratch = Scratch::new();
-    let fetch = std::fs::read(support::built("test-fetch")).unwrap();
-    scratch.write(
-        "test-fetch.wasm",
-        support::patched(&fetch, "scheme = \"http\"", "scheme = \"*\"   "),
-    );
+    let scratch = fetch_for_any_scheme();
     scratch.grants(&format!(
         "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"crm.corp.test\"\nport = {p}\nmethods = [\"GET\"]\npath-prefix = \"/api/\"\n\n\
          [[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {p}\nmethods = [\"GET\"]\npath-prefix = \"/api/\"\n\n\
@@ -447,20 +448,13 @@ fn a_network_whose_only_way_out_is_a_proxy_is_reached_through_it() {
 
     // A login that cannot be read stops `check` and the host, naming it.
     config("file:proxy-password");
-    let out = run(scratch.causeway().arg("check"));
-    assert!(!out.success);
-    let said = format!("{}{}", out.stdout, out.stderr);
-    assert!(
-        said.contains("proxy.password: secret file:proxy-password")
-            && said.contains("has no key \"proxy-password\""),
-        "{said}"
+    refused_at_start(
+        &scratch,
+        &[
+            "proxy.password: secret file:proxy-password",
+            "has no key \"proxy-password\"",
+        ],
     );
-    let out = support::run_within(
-        scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]),
-        30,
-    );
-    assert!(!out.success);
-    assert!(out.stderr.contains("proxy.password"), "{}", out.stderr);
     // A password in clear is refused where it is written, and not shown.
     config("hunter2");
     let out = run(scratch.causeway().arg("check"));
