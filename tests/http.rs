@@ -1073,4 +1073,16 @@ fn an_oauth2_credential_is_fetched_kept_and_renewed_by_the_host() {
         "{}",
         out.stdout
     );
+    // A refresh token that does not resolve is named by `check`.
+    scratch.grants(&oauth(
+        "causeway-test",
+        ", refresh-token = \"env:CAUSEWAY_NO_SUCH_REFRESH\"",
+    ));
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success);
+    assert!(
+        out.stdout.contains("plugins.test-fetch.credentials.token.oauth2.refresh-token: secret env:CAUSEWAY_NO_SUCH_REFRESH: the environment variable CAUSEWAY_NO_SUCH_REFRESH is not set"),
+        "{}",
+        out.stdout
+    );
 }
