@@ -814,8 +814,22 @@ fn an_oauth2_credential_is_fetched_kept_and_renewed_by_the_host() {
     let issued = Arc::new(AtomicUsize::new(0));
     let count = issued.clone();
     let tokens = FakeServer::start(move |r| {
-        let form: std::collections::BTreeMap<String, String> =
+        let mut form: std::collections::BTreeMap<String, String> =
             url::form_urlencoded::parse(&r.body).into_owned().collect();
+        // Or the client in an `Authorization: Basic` header, each part
+        // form-encoded (client_secret_basic).
+        if let Some(basic) = r.header("authorization").strip_prefix("Basic ") {
+            use base64::Engine as _;
+            let pair = base64::engine::general_purpose::STANDARD
+                .decode(basic)
+                .unwrap();
+            let pair = format!("client_id={}", String::from_utf8(pair).unwrap()).replacen(
+                ':',
+                "&client_secret=",
+                1,
+            );
+            form.extend(url::form_urlencoded::parse(pair.as_bytes()).into_owned());
+        }
         if form.get("client_id").map(String::as_str) != Some("causeway-test") {
             // Its words echo what it was sent, as some servers' do.
             let said = json!({
@@ -1039,6 +1053,30 @@ fn an_oauth2_credential_is_fetched_kept_and_renewed_by_the_host() {
         )),
         "{}",
         out.stdout
+    );
+    // client_secret_basic: the client in the header, not in the form.
+    scratch.grants(&oauth("causeway-test", ", client-auth = \"basic\""));
+    let answer = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://{}/api/x", api.addr), "credential": "token"}),
+    )
+    .unwrap();
+    assert_eq!(answer["status"], 200);
+    let last = tokens.received().last().cloned().unwrap();
+    use base64::Engine as _;
+    assert_eq!(
+        last.header("authorization"),
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("causeway-test:{SECRET}"))
+        )
+    );
+    let form: std::collections::BTreeMap<String, String> = url::form_urlencoded::parse(&last.body)
+        .into_owned()
+        .collect();
+    assert!(
+        !form.contains_key("client_id") && !form.contains_key("client_secret"),
+        "{form:?}"
     );
     // A client the token endpoint does not know: denied, naming the binding.
     scratch.grants(&oauth("someone-else", ""));

@@ -602,6 +602,9 @@ impl Outbound {
             .await;
         // A token endpoint's words may echo what it was sent.
         let mut sent = echoed_forms(client_secret);
+        if oauth.client_auth == oauth2::ClientAuth::Basic {
+            sent.push(oauth.basic_credentials(client_secret));
+        }
         if let Some(refresh) = &refresh {
             sent.extend(echoed_forms(refresh));
         }

@@ -37,6 +37,19 @@ pub struct OAuth2 {
     /// A refresh token: the refresh-token grant instead of client
     /// credentials.
     pub refresh_token: Option<SecretRef>,
+    /// How the client authenticates to the token endpoint.
+    pub client_auth: ClientAuth,
+}
+
+/// How the client's identifier and secret reach the token endpoint
+/// (RFC 6749 §2.3.1): servers accept one or the other, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body (`client_secret_post`).
+    #[default]
+    Body,
+    /// `Authorization: Basic`, each part form-encoded (`client_secret_basic`).
+    Basic,
 }
 
 /// `oauth2` as written.
@@ -53,6 +66,9 @@ struct OAuth2File {
     scopes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refresh_token: Option<SecretRef>,
+    /// `body` (the default) or `basic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_auth: Option<String>,
 }
 
 impl TryFrom<OAuth2File> for OAuth2 {
@@ -96,11 +112,21 @@ impl TryFrom<OAuth2File> for OAuth2 {
                 "oauth2.scopes: {scope:?} is not a scope (one word each; they are sent joined by spaces)"
             ));
         }
+        let client_auth = match file.client_auth.as_deref() {
+            None | Some("body") => ClientAuth::Body,
+            Some("basic") => ClientAuth::Basic,
+            Some(other) => {
+                return Err(format!(
+                    "oauth2.client-auth {other:?} must be \"body\" (client_id and client_secret in the form) or \"basic\" (in an Authorization: Basic header)"
+                ));
+            }
+        };
         Ok(OAuth2 {
             token_url,
             client_id: file.client_id,
             scopes: file.scopes,
             refresh_token: file.refresh_token,
+            client_auth,
         })
     }
 }
@@ -112,6 +138,7 @@ impl From<OAuth2> for OAuth2File {
             client_id: o.client_id,
             scopes: o.scopes,
             refresh_token: o.refresh_token,
+            client_auth: (o.client_auth == ClientAuth::Basic).then(|| "basic".to_string()),
         }
     }
 }
@@ -125,6 +152,20 @@ impl OAuth2 {
         }
     }
 
+    /// `client_secret_basic`'s credentials: base64 of the identifier and the
+    /// secret, each form-encoded, joined by `:`.
+    pub(super) fn basic_credentials(&self, client_secret: &Secret) -> String {
+        let encoded = |text: &str| -> String {
+            url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+        };
+        let pair = format!(
+            "{}:{}",
+            encoded(&self.client_id),
+            encoded(client_secret.expose())
+        );
+        super::base64_encode(pair.as_bytes())
+    }
+
     /// For `causeway grants` and the audit log: where the token comes from.
     pub fn describe(&self) -> String {
         let mut text = format!(
@@ -135,6 +176,9 @@ impl OAuth2 {
         );
         if let Some(refresh) = &self.refresh_token {
             text.push_str(&format!(" with refresh token {refresh}"));
+        }
+        if self.client_auth == ClientAuth::Basic {
+            text.push_str(" (client authentication basic)");
         }
         if !self.scopes.is_empty() {
             text.push_str(&format!(", scopes {}", self.scopes.join(" ")));
@@ -332,14 +376,16 @@ async fn fetch(
         if let (Some(refresh), Some(_)) = (refresh, &oauth.refresh_token) {
             form.append_pair("refresh_token", refresh.expose());
         }
-        form.append_pair("client_id", &oauth.client_id);
-        form.append_pair("client_secret", asked.client_secret.expose());
+        if oauth.client_auth == ClientAuth::Body {
+            form.append_pair("client_id", &oauth.client_id);
+            form.append_pair("client_secret", asked.client_secret.expose());
+        }
         if !oauth.scopes.is_empty() {
             form.append_pair("scope", &oauth.scopes.join(" "));
         }
         form.finish()
     };
-    let request = asked
+    let mut request = asked
         .client
         .post(oauth.token_url.clone())
         .header(reqwest::header::ACCEPT, "application/json")
@@ -348,6 +394,16 @@ async fn fetch(
             "application/x-www-form-urlencoded",
         )
         .body(body);
+    if oauth.client_auth == ClientAuth::Basic
+        // Base64 is always a valid header value.
+        && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!(
+            "Basic {}",
+            oauth.basic_credentials(asked.client_secret)
+        ))
+    {
+        value.set_sensitive(true);
+        request = request.header(reqwest::header::AUTHORIZATION, value);
+    }
     let remaining = asked.deadline.saturating_duration_since(Instant::now());
     let response = match tokio::time::timeout(remaining, request.send()).await {
         Err(_) => {
@@ -522,10 +578,38 @@ mod tests {
                 "token-url = \"https://login.example.com/token\"\nclient-id = \"c\"\nsecret = \"env:X\"",
                 "unknown field `secret`",
             ),
+            (
+                "token-url = \"https://login.example.com/token\"\nclient-id = \"c\"\nclient-auth = \"digest\"",
+                "must be \"body\"",
+            ),
         ] {
             let error = parse(table).unwrap_err();
             assert!(error.contains(says), "{table}: {error}");
         }
+    }
+
+    #[test]
+    fn basic_client_authentication_encodes_each_part_first() {
+        let oauth = parse(
+            "token-url = \"https://login.example.com/token\"\nclient-id = \"c i\"\nclient-auth = \"basic\"\n",
+        )
+        .unwrap();
+        assert_eq!(oauth.client_auth, ClientAuth::Basic);
+        assert!(
+            oauth
+                .describe()
+                .ends_with("as client c i (client authentication basic)"),
+            "{}",
+            oauth.describe()
+        );
+        // base64("c+i:s%3Ap%26")
+        assert_eq!(
+            oauth.basic_credentials(&crate::secrets::Secrets::value("s:p&".into())),
+            "YytpOnMlM0FwJTI2"
+        );
+        // Written back as it was read.
+        let text = toml::to_string(&oauth).unwrap();
+        assert!(text.contains("client-auth = \"basic\""), "{text}");
     }
 
     #[test]
