@@ -1124,3 +1124,93 @@ fn an_oauth2_credential_is_fetched_kept_and_renewed_by_the_host() {
         out.stdout
     );
 }
+
+/// The JWT-bearer grant (Salesforce's and Google's service accounts): the
+/// host signs an assertion with the private key the binding's secret holds
+/// (tests/fixtures/oauth, a 2048-bit RSA key made for these tests), and the
+/// token endpoint verifies it with the public key before it answers.
+#[test]
+fn a_jwt_bearer_credential_gets_its_token_with_an_assertion_the_host_signs() {
+    use base64::Engine as _;
+    let fixtures = support::repo_root().join("tests/fixtures/oauth");
+    let public = std::fs::read(fixtures.join("service-account.public.der")).unwrap();
+    let tokens = FakeServer::start(move |r| {
+        let form: std::collections::BTreeMap<String, String> =
+            url::form_urlencoded::parse(&r.body).into_owned().collect();
+        let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let claims = form
+            .get("assertion")
+            .filter(|_| form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer")
+            .and_then(|a| a.rsplit_once('.'))
+            .filter(|(signed, signature)| {
+                let signature = url64.decode(signature).unwrap_or_default();
+                ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                    &public,
+                )
+                .verify(signed.as_bytes(), &signature)
+                .is_ok()
+            })
+            .and_then(|(signed, _)| url64.decode(signed.split_once('.')?.1).ok())
+            .and_then(|claims| serde_json::from_slice::<Value>(&claims).ok());
+        match claims {
+            Some(c) if c["iss"] == "sa@example.test" && c["sub"] == "integration@acme.example" => {
+                Answer::ok(r#"{"access_token":"jwt-tok-x9","expires_in":3600}"#)
+            }
+            _ => Answer {
+                status: 400,
+                ..Answer::ok(r#"{"error":"invalid_grant"}"#)
+            },
+        }
+    });
+    let api = FakeServer::start(|r| {
+        Answer::ok(json!({ "authorization": r.header("authorization") }).to_string())
+    });
+    let scratch = Scratch::new();
+    scratch.install("test-fetch", "fetch.wasm");
+    let key = std::fs::read_to_string(fixtures.join("service-account.pem")).unwrap();
+    let secrets = scratch.path().join("secrets.toml");
+    std::fs::write(&secrets, format!("sa-key = \"\"\"\n{key}\"\"\"\n")).unwrap();
+    std::fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "secrets-file = \"secrets.toml\"\n",
+    )
+    .unwrap();
+    scratch.grants(&format!(
+        "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"GET\"]\n\n\
+         [plugins.test-fetch.credentials.token]\nsecret = \"file:sa-key\"\nhosts = [\"127.0.0.1\"]\n\
+         oauth2 = {{ token-url = \"http://{}/services/oauth2/token\", client-id = \"sa@example.test\", grant = \"jwt-bearer\", subject = \"integration@acme.example\" }}\n",
+        port(&api),
+        tokens.addr
+    ));
+    let answer = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://{}/x", api.addr), "credential": "token"}),
+    )
+    .unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], r#"{"authorization":"Bearer [redacted]"}"#);
+    assert_eq!(
+        api.received()[0].header("authorization"),
+        "Bearer jwt-tok-x9"
+    );
+    assert_eq!(tokens.received().len(), 1);
+    let out = run(scratch.causeway().arg("grants"));
+    assert!(
+        out.stdout.contains("(bearer: an OAuth2 jwt-bearer token from ")
+            && out.stdout.contains(
+                "as client sa@example.test (an assertion signed with the secret, for integration@acme.example); the secret is its private key)"
+            ),
+        "{}",
+        out.stdout
+    );
+    // Nothing of the key anywhere it could be read.
+    let rows = format!("{:?}", audit_rows(&scratch.path().join("causeway-data")));
+    let body_line = key.lines().nth(3).unwrap();
+    assert!(!rows.contains(body_line) && !out.stdout.contains(body_line));
+}

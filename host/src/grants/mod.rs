@@ -103,8 +103,12 @@ impl CredentialBinding {
         let how = match &self.oauth2 {
             None => inject,
             Some(oauth) => format!(
-                "{inject}: {}; the secret is its client secret",
-                oauth.describe()
+                "{inject}: {}; the secret is its {}",
+                oauth.describe(),
+                match oauth.jwt {
+                    Some(_) => "private key",
+                    None => "client secret",
+                }
             ),
         };
         format!("{} to {} ({how})", self.secret, self.hosts.join(", "))

@@ -643,7 +643,11 @@ impl Outbound {
         outcome.map_err(|e| match e {
             oauth2::TokenError::Refused(m) => {
                 let error = format!(
-                    "credential {name:?}: {m}: check its oauth2 binding in grants.toml and its client secret {}",
+                    "credential {name:?}: {m}: check its oauth2 binding in grants.toml and its {} {}",
+                    match oauth.jwt {
+                        Some(_) => "private key",
+                        None => "client secret",
+                    },
                     binding.secret
                 );
                 tracing::error!(plugin = %self.plugin.label(), "{error}");

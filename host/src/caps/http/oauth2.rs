@@ -39,7 +39,27 @@ pub struct OAuth2 {
     pub refresh_token: Option<SecretRef>,
     /// How the client authenticates to the token endpoint.
     pub client_auth: ClientAuth,
+    /// The JWT-bearer grant (RFC 7523) instead: an assertion signed with
+    /// the binding's secret, an RSA private key (Salesforce's and Google's
+    /// service accounts).
+    pub jwt: Option<JwtBearer>,
 }
+
+/// What a JWT-bearer assertion claims beside its issuer (`client-id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtBearer {
+    /// `sub`: the user the client acts as (Salesforce's username, a Google
+    /// Workspace user), if any.
+    pub subject: Option<String>,
+    /// `aud`: the authorization server (default: `token-url`).
+    pub audience: Option<String>,
+}
+
+/// The JWT-bearer grant's type, as the token request names it.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// How long an assertion is valid: Salesforce takes at most three minutes.
+const ASSERTION_LIFETIME: Duration = Duration::from_secs(180);
 
 /// How the client's identifier and secret reach the token endpoint
 /// (RFC 6749 §2.3.1): servers accept one or the other, or both.
@@ -69,6 +89,13 @@ struct OAuth2File {
     /// `body` (the default) or `basic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_auth: Option<String>,
+    /// `jwt-bearer`, or absent (client credentials, or refresh token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audience: Option<String>,
 }
 
 impl TryFrom<OAuth2File> for OAuth2 {
@@ -121,12 +148,41 @@ impl TryFrom<OAuth2File> for OAuth2 {
                 ));
             }
         };
+        let jwt = match file.grant.as_deref() {
+            None => {
+                if file.subject.is_some() || file.audience.is_some() {
+                    return Err(
+                        "oauth2.subject and oauth2.audience are claims of a JWT-bearer assertion: they need grant = \"jwt-bearer\""
+                            .to_string(),
+                    );
+                }
+                None
+            }
+            Some("jwt-bearer") => {
+                if file.refresh_token.is_some() || file.client_auth.is_some() {
+                    return Err(
+                        "oauth2: grant = \"jwt-bearer\" signs an assertion with the secret: it takes no refresh-token or client-auth"
+                            .to_string(),
+                    );
+                }
+                Some(JwtBearer {
+                    subject: file.subject,
+                    audience: file.audience,
+                })
+            }
+            Some(other) => {
+                return Err(format!(
+                    "oauth2.grant {other:?} must be \"jwt-bearer\", or absent (client credentials, or a refresh token when refresh-token names one)"
+                ));
+            }
+        };
         Ok(OAuth2 {
             token_url,
             client_id: file.client_id,
             scopes: file.scopes,
             refresh_token: file.refresh_token,
             client_auth,
+            jwt,
         })
     }
 }
@@ -139,6 +195,9 @@ impl From<OAuth2> for OAuth2File {
             scopes: o.scopes,
             refresh_token: o.refresh_token,
             client_auth: (o.client_auth == ClientAuth::Basic).then(|| "basic".to_string()),
+            grant: o.jwt.as_ref().map(|_| "jwt-bearer".to_string()),
+            subject: o.jwt.as_ref().and_then(|j| j.subject.clone()),
+            audience: o.jwt.and_then(|j| j.audience),
         }
     }
 }
@@ -146,9 +205,19 @@ impl From<OAuth2> for OAuth2File {
 impl OAuth2 {
     /// The grant it asks for, as the token request names it.
     pub fn grant_type(&self) -> &'static str {
-        match self.refresh_token {
-            Some(_) => "refresh_token",
-            None => "client_credentials",
+        match (&self.jwt, &self.refresh_token) {
+            (Some(_), _) => JWT_BEARER,
+            (None, Some(_)) => "refresh_token",
+            (None, None) => "client_credentials",
+        }
+    }
+
+    /// The grant's short name, as `causeway grants` shows it.
+    fn grant_name(&self) -> &'static str {
+        match (&self.jwt, &self.refresh_token) {
+            (Some(_), _) => "jwt-bearer",
+            (None, Some(_)) => "refresh-token",
+            (None, None) => "client-credentials",
         }
     }
 
@@ -170,10 +239,17 @@ impl OAuth2 {
     pub fn describe(&self) -> String {
         let mut text = format!(
             "an OAuth2 {} token from {} as client {}",
-            self.grant_type().replace('_', "-"),
+            self.grant_name(),
             self.token_url,
             self.client_id
         );
+        if let Some(jwt) = &self.jwt {
+            text.push_str(" (an assertion signed with the secret");
+            if let Some(subject) = &jwt.subject {
+                text.push_str(&format!(", for {subject}"));
+            }
+            text.push(')');
+        }
         if let Some(refresh) = &self.refresh_token {
             text.push_str(&format!(" with refresh token {refresh}"));
         }
@@ -369,18 +445,34 @@ async fn fetch(
         lifetime: None,
         rotated: None,
     };
+    let assertion = match &oauth.jwt {
+        Some(jwt) => match assertion(
+            oauth,
+            jwt,
+            asked.client_secret,
+            std::time::SystemTime::now(),
+        ) {
+            Ok(assertion) => Some(assertion),
+            Err(e) => return (Err(TokenError::Refused(e)), fetched),
+        },
+        None => None,
+    };
     // Built whole before anything is awaited (the serializer is not Send).
     let body = {
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", oauth.grant_type());
+        if let Some(assertion) = &assertion {
+            form.append_pair("assertion", assertion);
+        }
         if let (Some(refresh), Some(_)) = (refresh, &oauth.refresh_token) {
             form.append_pair("refresh_token", refresh.expose());
         }
-        if oauth.client_auth == ClientAuth::Body {
+        if oauth.client_auth == ClientAuth::Body && oauth.jwt.is_none() {
             form.append_pair("client_id", &oauth.client_id);
             form.append_pair("client_secret", asked.client_secret.expose());
         }
-        if !oauth.scopes.is_empty() {
+        // An assertion carries its scopes (Google reads them there).
+        if !oauth.scopes.is_empty() && oauth.jwt.is_none() {
             form.append_pair("scope", &oauth.scopes.join(" "));
         }
         form.finish()
@@ -489,6 +581,80 @@ async fn fetch(
         }),
         fetched,
     )
+}
+
+/// A JWT-bearer assertion (RFC 7523) signed RS256 with `key`, an RSA private
+/// key in PEM (PKCS#8 `PRIVATE KEY`, or PKCS#1 `RSA PRIVATE KEY`): issued by
+/// the client, for `jwt.audience` (default the token endpoint), valid three
+/// minutes from `now`. Why not, without the key.
+fn assertion(
+    oauth: &OAuth2,
+    jwt: &JwtBearer,
+    key: &Secret,
+    now: std::time::SystemTime,
+) -> Result<String, String> {
+    use base64::Engine as _;
+    let not_a_key = |why: &str| {
+        format!(
+            "the binding's secret is not an RSA private key in PEM (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----): {why}"
+        )
+    };
+    let pem = key.expose();
+    let (pkcs8, body) = [("PRIVATE KEY", true), ("RSA PRIVATE KEY", false)]
+        .iter()
+        .find_map(|(label, pkcs8)| {
+            let begin = format!("-----BEGIN {label}-----");
+            let end = format!("-----END {label}-----");
+            let start = pem.find(&begin)? + begin.len();
+            let stop = pem[start..].find(&end)? + start;
+            Some((*pkcs8, &pem[start..stop]))
+        })
+        .ok_or_else(|| not_a_key("no such block"))?;
+    // PEM in an environment variable or a TOML string often has its line
+    // breaks written `\n`.
+    let body: String = body
+        .replace("\\n", "")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|_| not_a_key("its body is not base64"))?;
+    let pair = match pkcs8 {
+        true => ring::signature::RsaKeyPair::from_pkcs8(&der),
+        false => ring::signature::RsaKeyPair::from_der(&der),
+    }
+    .map_err(|e| not_a_key(&e.to_string()))?;
+    let issued = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut claims = serde_json::json!({
+        "iss": oauth.client_id,
+        "aud": jwt.audience.clone().unwrap_or_else(|| oauth.token_url.to_string()),
+        "iat": issued,
+        "exp": issued + ASSERTION_LIFETIME.as_secs(),
+    });
+    if let Some(subject) = &jwt.subject {
+        claims["sub"] = subject.clone().into();
+    }
+    if !oauth.scopes.is_empty() {
+        claims["scope"] = oauth.scopes.join(" ").into();
+    }
+    let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let signed = format!(
+        "{}.{}",
+        url64.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+        url64.encode(claims.to_string())
+    );
+    let mut signature = vec![0; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signed.as_bytes(),
+        &mut signature,
+    )
+    .map_err(|_| "cannot sign the assertion with the binding's private key".to_string())?;
+    Ok(format!("{signed}.{}", url64.encode(signature)))
 }
 
 /// The body, at most [`MAX_TOKEN_RESPONSE`] bytes, by `deadline`.
@@ -610,6 +776,90 @@ mod tests {
         // Written back as it was read.
         let text = toml::to_string(&oauth).unwrap();
         assert!(text.contains("client-auth = \"basic\""), "{text}");
+    }
+
+    #[test]
+    fn a_jwt_bearer_assertion_is_signed_with_the_private_key_and_claims_what_it_should() {
+        use base64::Engine as _;
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/oauth");
+        let pem = std::fs::read_to_string(fixtures.join("service-account.pem")).unwrap();
+        let public = std::fs::read(fixtures.join("service-account.public.der")).unwrap();
+        let oauth = parse(
+            "token-url = \"https://login.example.com/services/oauth2/token\"\nclient-id = \"3MVG9\"\ngrant = \"jwt-bearer\"\nsubject = \"integration@acme.example\"\naudience = \"https://login.example.com\"\nscopes = [\"api\", \"refresh_token\"]\n",
+        )
+        .unwrap();
+        assert_eq!(oauth.grant_type(), JWT_BEARER);
+        assert!(
+            oauth.describe().starts_with("an OAuth2 jwt-bearer token from https://login.example.com/services/oauth2/token as client 3MVG9 (an assertion signed with the secret, for integration@acme.example)"),
+            "{}",
+            oauth.describe()
+        );
+        let jwt = oauth.jwt.clone().unwrap();
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // The key as a TOML string or an environment variable may hold it
+        // on one line, its breaks written `\n`.
+        // The same key in PKCS#1 (`openssl rsa -traditional`) signs too.
+        let pkcs1 = std::fs::read_to_string(fixtures.join("service-account.pkcs1.pem")).unwrap();
+        for key in [pem.clone(), pem.replace('\n', "\\n"), pkcs1] {
+            let assertion =
+                assertion(&oauth, &jwt, &crate::secrets::Secrets::value(key), now).unwrap();
+            let (signed, signature) = assertion.rsplit_once('.').unwrap();
+            let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            ring::signature::UnparsedPublicKey::new(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                &public,
+            )
+            .verify(signed.as_bytes(), &url64.decode(signature).unwrap())
+            .unwrap();
+            let (header, claims) = signed.split_once('.').unwrap();
+            assert_eq!(
+                url64.decode(header).unwrap(),
+                br#"{"alg":"RS256","typ":"JWT"}"#
+            );
+            let claims: serde_json::Value =
+                serde_json::from_slice(&url64.decode(claims).unwrap()).unwrap();
+            assert_eq!(
+                claims,
+                serde_json::json!({
+                    "iss": "3MVG9",
+                    "sub": "integration@acme.example",
+                    "aud": "https://login.example.com",
+                    "iat": 1_800_000_000u64,
+                    "exp": 1_800_000_180u64,
+                    "scope": "api refresh_token",
+                })
+            );
+        }
+        let error = assertion(
+            &oauth,
+            &jwt,
+            &crate::secrets::Secrets::value("hunter2".into()),
+            now,
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("is not an RSA private key in PEM"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2"), "{error}");
+        for (table, says) in [
+            (
+                "token-url = \"https://l.example/t\"\nclient-id = \"c\"\ngrant = \"password\"",
+                "must be \"jwt-bearer\"",
+            ),
+            (
+                "token-url = \"https://l.example/t\"\nclient-id = \"c\"\nsubject = \"u\"",
+                "need grant = \"jwt-bearer\"",
+            ),
+            (
+                "token-url = \"https://l.example/t\"\nclient-id = \"c\"\ngrant = \"jwt-bearer\"\nrefresh-token = \"env:R\"",
+                "takes no refresh-token",
+            ),
+        ] {
+            let error = parse(table).unwrap_err();
+            assert!(error.contains(says), "{table}: {error}");
+        }
     }
 
     #[test]
