@@ -1,7 +1,7 @@
 //! How every plugin's requests leave the machine, from causeway.toml and
-//! read once at start: the certificates trusted beside the bundled roots
-//! (`ca-file`), and the egress proxy (`[proxy]`) for networks whose only
-//! way out is one.
+//! read once at start (but the proxy's password, read at each request):
+//! the certificates trusted beside the bundled roots (`ca-file`), and the
+//! egress proxy (`[proxy]`) for networks whose only way out is one.
 //!
 //! The proxy is the operator's, never the environment's: proxy variables
 //! would let whoever sets the host's environment redirect its plugins'
