@@ -297,6 +297,20 @@ fn an_api_behind_a_private_ca_is_reached_once_ca_file_names_it() {
     );
 }
 
+/// Writes `text` as the scratch's secrets file, `secrets.toml`, private
+/// (0600) and whole at once (renamed into place, as a rotation is), and
+/// returns its path.
+fn write_secrets(scratch: &Scratch, text: &str) -> std::path::PathBuf {
+    let (next, secrets) = (
+        scratch.path().join("secrets.next"),
+        scratch.path().join("secrets.toml"),
+    );
+    std::fs::write(&next, text).unwrap();
+    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::rename(&next, &secrets).unwrap();
+    secrets
+}
+
 /// A scratch with test-fetch installed, its manifest (which asks for http)
 /// patched to ask for the scheme granted.
 fn fetch_for_any_scheme() -> Scratch {
@@ -355,13 +369,7 @@ fn a_network_whose_only_way_out_is_a_proxy_is_reached_through_it() {
         scratch.path().join("ca.pem"),
     )
     .unwrap();
-    let secrets = scratch.path().join("secrets.toml");
-    std::fs::write(&secrets, "proxy = \"s3cret\"\n").unwrap();
-    std::fs::set_permissions(
-        &secrets,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    write_secrets(&scratch, "proxy = \"s3cret\"\n");
     let config = |password: &str| {
         std::fs::write(
             scratch.path().join("causeway.toml"),
@@ -434,7 +442,7 @@ fn a_network_whose_only_way_out_is_a_proxy_is_reached_through_it() {
         ["/api/contacts?page=2", "/api/direct"]
     );
     // The proxy's refusal is said to be the proxy's, not the API's.
-    std::fs::write(&secrets, "proxy = \"not-it\"\n").unwrap();
+    write_secrets(&scratch, "proxy = \"not-it\"\n");
     let error = probe(&scratch, json!({"method": "GET", "url": crm})).unwrap_err();
     assert!(
         error.contains("network:")
@@ -478,15 +486,7 @@ fn a_proxy_password_rotated_in_the_secrets_file_is_taken_without_a_restart() {
         "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"crm.corp.test\"\nport = {p}\nmethods = [\"GET\"]\n\n\
          [plugins.test-fetch.credentials.token]\nsecret = \"env:CAUSEWAY_TEST_TOKEN\"\nhosts = [\"127.0.0.1\"]\n"
     ));
-    let secrets = scratch.path().join("secrets.toml");
-    let write_secrets = |password: &str| {
-        let next = scratch.path().join("secrets.next");
-        std::fs::write(&next, format!("proxy = \"{password}\"\n")).unwrap();
-        std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        std::fs::rename(&next, &secrets).unwrap();
-    };
-    write_secrets("s3cret");
+    write_secrets(&scratch, "proxy = \"s3cret\"\n");
     std::fs::write(
         scratch.path().join("causeway.toml"),
         format!(
@@ -504,7 +504,7 @@ fn a_proxy_password_rotated_in_the_secrets_file_is_taken_without_a_restart() {
     let (status, body) = invoke_fetch(&host, &url);
     assert_ne!(status, 200, "the old password still passed: {body}");
     assert!(body.contains("refused its login (407)"), "{body}");
-    write_secrets("s3cret-2");
+    write_secrets(&scratch, "proxy = \"s3cret-2\"\n");
     support::wait_until("the new password used", Duration::from_secs(10), || {
         (invoke_fetch(&host, &url).0 == 200).then_some(())
     });
@@ -970,13 +970,7 @@ fn an_oauth2_credential_is_fetched_kept_and_renewed_by_the_host() {
 
     // The refresh-token grant: the token it gives expires within a second,
     // and the next is asked for with the refresh token the server rotated.
-    let secrets = scratch.path().join("secrets.toml");
-    std::fs::write(&secrets, "refresh = \"r-0-x9\"\n").unwrap();
-    std::fs::set_permissions(
-        &secrets,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let secrets = write_secrets(&scratch, "refresh = \"r-0-x9\"\n");
     std::fs::write(
         scratch.path().join("causeway.toml"),
         "secrets-file = \"secrets.toml\"\n",
@@ -1169,13 +1163,7 @@ fn a_jwt_bearer_credential_gets_its_token_with_an_assertion_the_host_signs() {
     let scratch = Scratch::new();
     scratch.install("test-fetch", "fetch.wasm");
     let key = std::fs::read_to_string(fixtures.join("service-account.pem")).unwrap();
-    let secrets = scratch.path().join("secrets.toml");
-    std::fs::write(&secrets, format!("sa-key = \"\"\"\n{key}\"\"\"\n")).unwrap();
-    std::fs::set_permissions(
-        &secrets,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    write_secrets(&scratch, &format!("sa-key = \"\"\"\n{key}\"\"\"\n"));
     std::fs::write(
         scratch.path().join("causeway.toml"),
         "secrets-file = \"secrets.toml\"\n",
