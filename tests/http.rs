@@ -1201,4 +1201,19 @@ fn a_jwt_bearer_credential_gets_its_token_with_an_assertion_the_host_signs() {
     let rows = format!("{:?}", audit_rows(&scratch.path().join("causeway-data")));
     let body_line = key.lines().nth(3).unwrap();
     assert!(!rows.contains(body_line) && !out.stdout.contains(body_line));
+    // A key that is not one is named by `check`, before any request.
+    let out = run(scratch.causeway().arg("check"));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    write_secrets(
+        &scratch,
+        &format!("sa-key = \"\"\"\n{}\"\"\"\n", key.replace(body_line, "")),
+    );
+    let out = run(scratch.causeway().arg("check"));
+    assert!(!out.success);
+    assert!(
+        out.stdout.contains("plugins.test-fetch.credentials.token: the binding's secret is not an RSA private key in PEM"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(key.lines().nth(4).unwrap()));
 }

@@ -215,7 +215,13 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
                 let references = std::iter::once(("", &binding.secret))
                     .chain(refresh.map(|r| (".oauth2.refresh-token", r)));
                 for (key, reference) in references {
-                    if let Err(message) = host.secrets.resolve(reference) {
+                    let usable = host.secrets.resolve(reference).and_then(|secret| {
+                        match (&binding.oauth2, key) {
+                            (Some(oauth), "") => oauth.check_secret(&secret),
+                            _ => Ok(()),
+                        }
+                    });
+                    if let Err(message) = usable {
                         let at = crate::grants::credential_line(&grants_text, name, credential);
                         findings.push(Finding {
                             severity: "error",

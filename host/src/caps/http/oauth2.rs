@@ -212,6 +212,16 @@ impl OAuth2 {
         }
     }
 
+    /// Whether `secret`, the binding's, will do for this grant: for the
+    /// JWT-bearer grant, an RSA private key an assertion can be signed
+    /// with (for `causeway check`). Why not, never the value.
+    pub fn check_secret(&self, secret: &Secret) -> Result<(), String> {
+        match &self.jwt {
+            Some(jwt) => assertion(self, jwt, secret, std::time::SystemTime::now()).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     /// The grant's short name, as `causeway grants` shows it.
     fn grant_name(&self) -> &'static str {
         match (&self.jwt, &self.refresh_token) {
