@@ -1,14 +1,16 @@
 //! OAuth 2.0 access tokens for a credential (`oauth2 = { ... }` in its
 //! binding in grants.toml): the host, never the plugin, asks the
 //! authorization server for a token with the client secret (and a refresh
-//! token, if the binding names one), keeps it until shortly before it
+//! token, if the binding names one), or with an assertion it signs with the
+//! binding's private key (the JWT-bearer grant), keeps it until shortly before it
 //! expires, and injects it as it would a static secret. The calendar and
 //! accounting APIs most companies use (Microsoft Graph, Google, Xero,
 //! QuickBooks) take only such tokens, which expire within the hour: a static
 //! one would stop every pipeline after it.
 //!
-//! A token, the client secret and the refresh token are secrets: never
-//! handed to the plugin, never logged, redacted when a server echoes them.
+//! A token, the client secret, the private key and the refresh token are
+//! secrets: never handed to the plugin, never logged, redacted when a
+//! server echoes them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
