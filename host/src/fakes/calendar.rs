@@ -178,7 +178,8 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     .into_response()
 }
 
-/// Bits no two tokens share: the clock's nanoseconds, hashed.
+/// Bits that keep a token from being guessed from its number (which keeps
+/// it unique): the clock's nanoseconds, hashed with a random key.
 fn rand_token() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
