@@ -1217,3 +1217,53 @@ fn a_jwt_bearer_credential_gets_its_token_with_an_assertion_the_host_signs() {
     );
     assert!(!out.stdout.contains(key.lines().nth(4).unwrap()));
 }
+
+/// Calls that need a token while one is being fetched wait for it: six at
+/// once against a slow token endpoint make one fetch, and all six are sent
+/// with its token.
+#[test]
+fn concurrent_calls_share_one_token_fetch() {
+    use std::sync::Arc;
+    let tokens = FakeServer::start(|_| Answer {
+        delay: Duration::from_millis(300),
+        ..Answer::ok(r#"{"access_token":"shared-x9","expires_in":3600}"#)
+    });
+    let api = FakeServer::start(|_| Answer::ok("{}"));
+    let scratch = Scratch::new();
+    scratch.install("test-fetch", "fetch.wasm");
+    scratch.grants(&format!(
+        "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"GET\"]\n\n\
+         [plugins.test-fetch.credentials.token]\nsecret = \"env:CAUSEWAY_TEST_TOKEN\"\nhosts = [\"127.0.0.1\"]\n\
+         oauth2 = {{ token-url = \"http://{}/token\", client-id = \"c\" }}\n",
+        port(&api),
+        tokens.addr
+    ));
+    let host = Arc::new(serve(&scratch));
+    let url = format!("http://{}/x", api.addr);
+    let callers: Vec<_> = (0..6)
+        .map(|_| {
+            let (host, url) = (host.clone(), url.clone());
+            std::thread::spawn(move || {
+                let stream = json!({ "method": "GET", "url": url, "credential": "token" });
+                let body =
+                    json!({ "operation": "read", "input": { "stream": stream.to_string() } });
+                host.api(
+                    "POST",
+                    "/api/plugins/test-fetch/invoke",
+                    Some(&body.to_string()),
+                )
+            })
+        })
+        .collect();
+    for caller in callers {
+        let (status, body) = caller.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(tokens.received().len(), 1, "one fetch for all six");
+    let sent: Vec<String> = api
+        .received()
+        .iter()
+        .map(|r| r.header("authorization"))
+        .collect();
+    assert_eq!(sent, vec!["Bearer shared-x9".to_string(); 6]);
+}
