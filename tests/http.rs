@@ -1132,9 +1132,26 @@ fn a_jwt_bearer_credential_gets_its_token_with_an_assertion_the_host_signs() {
         let form: std::collections::BTreeMap<String, String> =
             url::form_urlencoded::parse(&r.body).into_owned().collect();
         let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let claims = form
-            .get("assertion")
-            .filter(|_| form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer")
+        // The JWT-bearer grant's assertion, or a client's (private_key_jwt)
+        // with the client-credentials grant.
+        let (assertion, expected) = match form["grant_type"].as_str() {
+            "urn:ietf:params:oauth:grant-type:jwt-bearer" => (
+                form.get("assertion"),
+                ("integration@acme.example", "jwt-tok-x9"),
+            ),
+            "client_credentials"
+                if form.get("client_assertion_type").map(String::as_str)
+                    == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+                    && !form.contains_key("client_secret") =>
+            {
+                (
+                    form.get("client_assertion"),
+                    ("sa@example.test", "pkj-tok-x9"),
+                )
+            }
+            _ => (None, ("", "")),
+        };
+        let claims = assertion
             .and_then(|a| a.rsplit_once('.'))
             .filter(|(signed, signature)| {
                 let signature = url64.decode(signature).unwrap_or_default();
@@ -1148,8 +1165,8 @@ fn a_jwt_bearer_credential_gets_its_token_with_an_assertion_the_host_signs() {
             .and_then(|(signed, _)| url64.decode(signed.split_once('.')?.1).ok())
             .and_then(|claims| serde_json::from_slice::<Value>(&claims).ok());
         match claims {
-            Some(c) if c["iss"] == "sa@example.test" && c["sub"] == "integration@acme.example" => {
-                Answer::ok(r#"{"access_token":"jwt-tok-x9","expires_in":3600}"#)
+            Some(c) if c["iss"] == "sa@example.test" && c["sub"] == expected.0 => {
+                Answer::ok(json!({ "access_token": expected.1, "expires_in": 3600 }).to_string())
             }
             _ => Answer {
                 status: 400,
@@ -1196,6 +1213,25 @@ fn a_jwt_bearer_credential_gets_its_token_with_an_assertion_the_host_signs() {
             ),
         "{}",
         out.stdout
+    );
+    // The same key as the client's credential (private_key_jwt), with the
+    // client-credentials grant: no secret is sent.
+    scratch.grants(&format!(
+        "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"GET\"]\n\n\
+         [plugins.test-fetch.credentials.token]\nsecret = \"file:sa-key\"\nhosts = [\"127.0.0.1\"]\n\
+         oauth2 = {{ token-url = \"http://{}/services/oauth2/token\", client-id = \"sa@example.test\", client-auth = \"private-key-jwt\", key-id = \"k1\" }}\n",
+        port(&api),
+        tokens.addr
+    ));
+    let answer = probe(
+        &scratch,
+        json!({"method": "GET", "url": format!("http://{}/x", api.addr), "credential": "token"}),
+    )
+    .unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(
+        api.received()[1].header("authorization"),
+        "Bearer pkj-tok-x9"
     );
     // Nothing of the key anywhere it could be read.
     let rows = format!("{:?}", audit_rows(&scratch.path().join("causeway-data")));

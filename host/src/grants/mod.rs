@@ -105,9 +105,9 @@ impl CredentialBinding {
             Some(oauth) => format!(
                 "{inject}: {}; the secret is its {}",
                 oauth.describe(),
-                match oauth.jwt {
-                    Some(_) => "private key",
-                    None => "client secret",
+                match oauth.secret_is_key() {
+                    true => "private key",
+                    false => "client secret",
                 }
             ),
         };

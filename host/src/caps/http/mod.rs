@@ -644,9 +644,9 @@ impl Outbound {
             oauth2::TokenError::Refused(m) => {
                 let error = format!(
                     "credential {name:?}: {m}: check its oauth2 binding in grants.toml and its {} {}",
-                    match oauth.jwt {
-                        Some(_) => "private key",
-                        None => "client secret",
+                    match oauth.secret_is_key() {
+                        true => "private key",
+                        false => "client secret",
                     },
                     binding.secret
                 );

@@ -45,6 +45,9 @@ pub struct OAuth2 {
     /// the binding's secret, an RSA private key (Salesforce's and Google's
     /// service accounts).
     pub jwt: Option<JwtBearer>,
+    /// The `kid` a signed assertion names, for a server that holds several
+    /// of the client's keys.
+    pub key_id: Option<String>,
 }
 
 /// What a JWT-bearer assertion claims beside its issuer (`client-id`).
@@ -72,6 +75,9 @@ pub enum ClientAuth {
     Body,
     /// `Authorization: Basic`, each part form-encoded (`client_secret_basic`).
     Basic,
+    /// A client assertion signed with the binding's secret, an RSA private
+    /// key (`private_key_jwt`, RFC 7523 §2.2): no shared secret is sent.
+    PrivateKeyJwt,
 }
 
 /// `oauth2` as written.
@@ -98,6 +104,8 @@ struct OAuth2File {
     subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
 }
 
 impl TryFrom<OAuth2File> for OAuth2 {
@@ -144,9 +152,10 @@ impl TryFrom<OAuth2File> for OAuth2 {
         let client_auth = match file.client_auth.as_deref() {
             None | Some("body") => ClientAuth::Body,
             Some("basic") => ClientAuth::Basic,
+            Some("private-key-jwt") => ClientAuth::PrivateKeyJwt,
             Some(other) => {
                 return Err(format!(
-                    "oauth2.client-auth {other:?} must be \"body\" (client_id and client_secret in the form) or \"basic\" (in an Authorization: Basic header)"
+                    "oauth2.client-auth {other:?} must be \"body\" (client_id and client_secret in the form), \"basic\" (in an Authorization: Basic header) or \"private-key-jwt\" (an assertion signed with the secret, a private key)"
                 ));
             }
         };
@@ -178,6 +187,12 @@ impl TryFrom<OAuth2File> for OAuth2 {
                 ));
             }
         };
+        if file.key_id.is_some() && jwt.is_none() && client_auth != ClientAuth::PrivateKeyJwt {
+            return Err(
+                "oauth2.key-id names the key of a signed assertion: it needs grant = \"jwt-bearer\" or client-auth = \"private-key-jwt\""
+                    .to_string(),
+            );
+        }
         Ok(OAuth2 {
             token_url,
             client_id: file.client_id,
@@ -185,6 +200,7 @@ impl TryFrom<OAuth2File> for OAuth2 {
             refresh_token: file.refresh_token,
             client_auth,
             jwt,
+            key_id: file.key_id,
         })
     }
 }
@@ -196,7 +212,12 @@ impl From<OAuth2> for OAuth2File {
             client_id: o.client_id,
             scopes: o.scopes,
             refresh_token: o.refresh_token,
-            client_auth: (o.client_auth == ClientAuth::Basic).then(|| "basic".to_string()),
+            client_auth: match o.client_auth {
+                ClientAuth::Body => None,
+                ClientAuth::Basic => Some("basic".to_string()),
+                ClientAuth::PrivateKeyJwt => Some("private-key-jwt".to_string()),
+            },
+            key_id: o.key_id,
             grant: o.jwt.as_ref().map(|_| "jwt-bearer".to_string()),
             subject: o.jwt.as_ref().and_then(|j| j.subject.clone()),
             audience: o.jwt.and_then(|j| j.audience),
@@ -218,10 +239,18 @@ impl OAuth2 {
     /// JWT-bearer grant, an RSA private key an assertion can be signed
     /// with (for `causeway check`). Why not, never the value.
     pub fn check_secret(&self, secret: &Secret) -> Result<(), String> {
-        match &self.jwt {
-            Some(jwt) => assertion(self, jwt, secret, std::time::SystemTime::now()).map(|_| ()),
-            None => Ok(()),
+        let now = std::time::SystemTime::now();
+        match (&self.jwt, self.client_auth) {
+            (Some(jwt), _) => assertion(self, jwt, secret, now).map(|_| ()),
+            (None, ClientAuth::PrivateKeyJwt) => client_assertion(self, secret, now).map(|_| ()),
+            (None, _) => Ok(()),
         }
+    }
+
+    /// Whether the binding's secret is a private key the host signs with
+    /// (never sent), rather than a client secret.
+    pub fn secret_is_key(&self) -> bool {
+        self.jwt.is_some() || self.client_auth == ClientAuth::PrivateKeyJwt
     }
 
     /// The grant's short name, as `causeway grants` shows it.
@@ -265,8 +294,12 @@ impl OAuth2 {
         if let Some(refresh) = &self.refresh_token {
             text.push_str(&format!(" with refresh token {refresh}"));
         }
-        if self.client_auth == ClientAuth::Basic {
-            text.push_str(" (client authentication basic)");
+        match self.client_auth {
+            ClientAuth::Body => {}
+            ClientAuth::Basic => text.push_str(" (client authentication basic)"),
+            ClientAuth::PrivateKeyJwt => text.push_str(
+                " (client authentication private-key-jwt: an assertion signed with the secret)",
+            ),
         }
         if !self.scopes.is_empty() {
             text.push_str(&format!(", scopes {}", self.scopes.join(" ")));
@@ -457,24 +490,35 @@ async fn fetch(
         lifetime: None,
         rotated: None,
     };
-    let assertion = match &oauth.jwt {
-        Some(jwt) => match assertion(
-            oauth,
-            jwt,
-            asked.client_secret,
-            std::time::SystemTime::now(),
-        ) {
-            Ok(assertion) => Some(assertion),
-            Err(e) => return (Err(TokenError::Refused(e)), fetched),
-        },
-        None => None,
+    let now = std::time::SystemTime::now();
+    let signed = match (&oauth.jwt, oauth.client_auth) {
+        (Some(jwt), _) => assertion(oauth, jwt, asked.client_secret, now).map(Some),
+        (None, ClientAuth::PrivateKeyJwt) => {
+            client_assertion(oauth, asked.client_secret, now).map(Some)
+        }
+        (None, _) => Ok(None),
+    };
+    let signed = match signed {
+        Ok(signed) => signed,
+        Err(e) => return (Err(TokenError::Refused(e)), fetched),
     };
     // Built whole before anything is awaited (the serializer is not Send).
     let body = {
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", oauth.grant_type());
-        if let Some(assertion) = &assertion {
-            form.append_pair("assertion", assertion);
+        match (&signed, &oauth.jwt) {
+            (Some(assertion), Some(_)) => {
+                form.append_pair("assertion", assertion);
+            }
+            (Some(assertion), None) => {
+                form.append_pair("client_id", &oauth.client_id);
+                form.append_pair(
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                );
+                form.append_pair("client_assertion", assertion);
+            }
+            (None, _) => {}
         }
         if let (Some(refresh), Some(_)) = (refresh, &oauth.refresh_token) {
             form.append_pair("refresh_token", refresh.expose());
@@ -595,16 +639,65 @@ async fn fetch(
     )
 }
 
-/// A JWT-bearer assertion (RFC 7523) signed RS256 with `key`, an RSA private
-/// key in PEM (PKCS#8 `PRIVATE KEY`, or PKCS#1 `RSA PRIVATE KEY`): issued by
-/// the client, for `jwt.audience` (default the token endpoint), valid three
-/// minutes from `now`. Why not, without the key.
+/// A JWT-bearer grant's assertion (RFC 7523 §2.1), signed with `key`:
+/// issued by the client, for `jwt.audience` (default the token endpoint),
+/// as `jwt.subject`, with the scopes, valid three minutes from `now`.
 fn assertion(
     oauth: &OAuth2,
     jwt: &JwtBearer,
     key: &Secret,
     now: std::time::SystemTime,
 ) -> Result<String, String> {
+    let issued = seconds(now);
+    let mut claims = serde_json::json!({
+        "iss": oauth.client_id,
+        "aud": jwt.audience.clone().unwrap_or_else(|| oauth.token_url.to_string()),
+        "iat": issued,
+        "exp": issued + ASSERTION_LIFETIME.as_secs(),
+    });
+    if let Some(subject) = &jwt.subject {
+        claims["sub"] = subject.clone().into();
+    }
+    if !oauth.scopes.is_empty() {
+        claims["scope"] = oauth.scopes.join(" ").into();
+    }
+    sign(key, oauth.key_id.as_deref(), &claims)
+}
+
+/// A client assertion (`private_key_jwt`, RFC 7523 §2.2), signed with
+/// `key`: the client as issuer and subject, for the token endpoint, valid
+/// three minutes from `now`, with a `jti` of its own (a server may refuse
+/// one it saw).
+fn client_assertion(
+    oauth: &OAuth2,
+    key: &Secret,
+    now: std::time::SystemTime,
+) -> Result<String, String> {
+    let issued = seconds(now);
+    let mut jti = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jti)
+        .map_err(|_| "cannot draw the assertion's jti".to_string())?;
+    let claims = serde_json::json!({
+        "iss": oauth.client_id,
+        "sub": oauth.client_id,
+        "aud": oauth.token_url.to_string(),
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + ASSERTION_LIFETIME.as_secs(),
+        "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    });
+    sign(key, oauth.key_id.as_deref(), &claims)
+}
+
+fn seconds(now: std::time::SystemTime) -> u64 {
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `claims` as a JWT signed RS256 with `key`, an RSA private key in PEM
+/// (PKCS#8 `PRIVATE KEY`, or PKCS#1 `RSA PRIVATE KEY`), its header naming
+/// `key_id` when given. Why not, without the key.
+fn sign(key: &Secret, key_id: Option<&str>, claims: &serde_json::Value) -> Result<String, String> {
     use base64::Engine as _;
     let not_a_key = |why: &str| {
         format!(
@@ -637,25 +730,14 @@ fn assertion(
         false => ring::signature::RsaKeyPair::from_der(&der),
     }
     .map_err(|e| not_a_key(&e.to_string()))?;
-    let issued = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut claims = serde_json::json!({
-        "iss": oauth.client_id,
-        "aud": jwt.audience.clone().unwrap_or_else(|| oauth.token_url.to_string()),
-        "iat": issued,
-        "exp": issued + ASSERTION_LIFETIME.as_secs(),
-    });
-    if let Some(subject) = &jwt.subject {
-        claims["sub"] = subject.clone().into();
-    }
-    if !oauth.scopes.is_empty() {
-        claims["scope"] = oauth.scopes.join(" ").into();
+    let mut header = serde_json::json!({ "alg": "RS256", "typ": "JWT" });
+    if let Some(key_id) = key_id {
+        header["kid"] = key_id.into();
     }
     let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let signed = format!(
         "{}.{}",
-        url64.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+        url64.encode(header.to_string()),
         url64.encode(claims.to_string())
     );
     let mut signature = vec![0; pair.public().modulus_len()];
@@ -872,6 +954,65 @@ mod tests {
             let error = parse(table).unwrap_err();
             assert!(error.contains(says), "{table}: {error}");
         }
+    }
+
+    #[test]
+    fn a_private_key_jwt_client_assertion_names_the_client_and_its_key() {
+        use base64::Engine as _;
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/oauth");
+        let pem = std::fs::read_to_string(fixtures.join("service-account.pem")).unwrap();
+        let public = std::fs::read(fixtures.join("service-account.public.der")).unwrap();
+        let oauth = parse(
+            "token-url = \"https://idp.example.com/oauth2/v1/token\"\nclient-id = \"0oa1\"\nclient-auth = \"private-key-jwt\"\nkey-id = \"k-2026\"\n",
+        )
+        .unwrap();
+        assert!(oauth.secret_is_key());
+        assert_eq!(oauth.grant_type(), "client_credentials");
+        let key = crate::secrets::Secrets::value(pem);
+        oauth.check_secret(&key).unwrap();
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let first = client_assertion(&oauth, &key, now).unwrap();
+        let (signed, signature) = first.rsplit_once('.').unwrap();
+        let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            &public,
+        )
+        .verify(signed.as_bytes(), &url64.decode(signature).unwrap())
+        .unwrap();
+        let (header, claims) = signed.split_once('.').unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&url64.decode(header).unwrap()).unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({ "alg": "RS256", "typ": "JWT", "kid": "k-2026" })
+        );
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&url64.decode(claims).unwrap()).unwrap();
+        let jti = claims["jti"].take();
+        assert!(jti.as_str().is_some_and(|j| j.len() == 32), "{jti}");
+        assert_eq!(
+            claims,
+            serde_json::json!({
+                "iss": "0oa1",
+                "sub": "0oa1",
+                "aud": "https://idp.example.com/oauth2/v1/token",
+                "iat": 1_800_000_000u64,
+                "nbf": 1_800_000_000u64,
+                "exp": 1_800_000_180u64,
+                "jti": null,
+            })
+        );
+        // Each assertion its own jti.
+        let second = client_assertion(&oauth, &key, now).unwrap();
+        assert_ne!(first, second);
+        let error = parse("token-url = \"https://l.example/t\"\nclient-id = \"c\"\nkey-id = \"k\"")
+            .unwrap_err();
+        assert!(
+            error.contains("oauth2.key-id names the key of a signed assertion"),
+            "{error}"
+        );
     }
 
     #[test]
