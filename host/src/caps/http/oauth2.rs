@@ -48,6 +48,10 @@ pub struct OAuth2 {
     /// The `kid` a signed assertion names, for a server that holds several
     /// of the client's keys.
     pub key_id: Option<String>,
+    /// The SHA-1 thumbprint (hex, upper case) of the certificate of the
+    /// key, which a signed assertion's header carries as `x5t`: Microsoft
+    /// Entra's certificate credentials name their key so.
+    pub certificate_thumbprint: Option<String>,
 }
 
 /// What a JWT-bearer assertion claims beside its issuer (`client-id`).
@@ -106,6 +110,8 @@ struct OAuth2File {
     audience: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate_thumbprint: Option<String>,
 }
 
 impl TryFrom<OAuth2File> for OAuth2 {
@@ -187,12 +193,32 @@ impl TryFrom<OAuth2File> for OAuth2 {
                 ));
             }
         };
-        if file.key_id.is_some() && jwt.is_none() && client_auth != ClientAuth::PrivateKeyJwt {
+        if (file.key_id.is_some() || file.certificate_thumbprint.is_some())
+            && jwt.is_none()
+            && client_auth != ClientAuth::PrivateKeyJwt
+        {
             return Err(
-                "oauth2.key-id names the key of a signed assertion: it needs grant = \"jwt-bearer\" or client-auth = \"private-key-jwt\""
+                "oauth2.key-id and oauth2.certificate-thumbprint name the key of a signed assertion: they need grant = \"jwt-bearer\" or client-auth = \"private-key-jwt\""
                     .to_string(),
             );
         }
+        // As the Azure portal shows it: 40 hex digits, perhaps with colons.
+        let certificate_thumbprint = match &file.certificate_thumbprint {
+            Some(text) => {
+                let hex: String = text
+                    .chars()
+                    .filter(|c| !matches!(c, ':' | ' '))
+                    .collect::<String>()
+                    .to_ascii_uppercase();
+                if hex.len() != 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "oauth2.certificate-thumbprint {text:?} must be the certificate's SHA-1 thumbprint: 40 hex digits"
+                    ));
+                }
+                Some(hex)
+            }
+            None => None,
+        };
         Ok(OAuth2 {
             token_url,
             client_id: file.client_id,
@@ -201,6 +227,7 @@ impl TryFrom<OAuth2File> for OAuth2 {
             client_auth,
             jwt,
             key_id: file.key_id,
+            certificate_thumbprint,
         })
     }
 }
@@ -218,6 +245,7 @@ impl From<OAuth2> for OAuth2File {
                 ClientAuth::PrivateKeyJwt => Some("private-key-jwt".to_string()),
             },
             key_id: o.key_id,
+            certificate_thumbprint: o.certificate_thumbprint,
             grant: o.jwt.as_ref().map(|_| "jwt-bearer".to_string()),
             subject: o.jwt.as_ref().and_then(|j| j.subject.clone()),
             audience: o.jwt.and_then(|j| j.audience),
@@ -300,6 +328,12 @@ impl OAuth2 {
             ClientAuth::PrivateKeyJwt => text.push_str(
                 " (client authentication private-key-jwt: an assertion signed with the secret)",
             ),
+        }
+        if let Some(key_id) = &self.key_id {
+            text.push_str(&format!(", key {key_id}"));
+        }
+        if let Some(thumbprint) = &self.certificate_thumbprint {
+            text.push_str(&format!(", certificate {thumbprint}"));
         }
         if !self.scopes.is_empty() {
             text.push_str(&format!(", scopes {}", self.scopes.join(" ")));
@@ -661,7 +695,7 @@ fn assertion(
     if !oauth.scopes.is_empty() {
         claims["scope"] = oauth.scopes.join(" ").into();
     }
-    sign(key, oauth.key_id.as_deref(), &claims)
+    sign(key, &header_of(oauth), &claims)
 }
 
 /// A client assertion (`private_key_jwt`, RFC 7523 §2.2), signed with
@@ -686,7 +720,7 @@ fn client_assertion(
         "exp": issued + ASSERTION_LIFETIME.as_secs(),
         "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
     });
-    sign(key, oauth.key_id.as_deref(), &claims)
+    sign(key, &header_of(oauth), &claims)
 }
 
 fn seconds(now: std::time::SystemTime) -> u64 {
@@ -694,10 +728,35 @@ fn seconds(now: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A signed assertion's header: RS256, and the key's id (`kid`) and
+/// certificate thumbprint (`x5t`) when the binding names them.
+fn header_of(oauth: &OAuth2) -> serde_json::Value {
+    use base64::Engine as _;
+    let mut header = serde_json::json!({ "alg": "RS256", "typ": "JWT" });
+    if let Some(key_id) = &oauth.key_id {
+        header["kid"] = key_id.clone().into();
+    }
+    if let Some(hex) = &oauth.certificate_thumbprint {
+        // Checked where written: 40 hex digits.
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        header["x5t"] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(bytes)
+            .into();
+    }
+    header
+}
+
 /// `claims` as a JWT signed RS256 with `key`, an RSA private key in PEM
-/// (PKCS#8 `PRIVATE KEY`, or PKCS#1 `RSA PRIVATE KEY`), its header naming
-/// `key_id` when given. Why not, without the key.
-fn sign(key: &Secret, key_id: Option<&str>, claims: &serde_json::Value) -> Result<String, String> {
+/// (PKCS#8 `PRIVATE KEY`, or PKCS#1 `RSA PRIVATE KEY`), under `header`.
+/// Why not, without the key.
+fn sign(
+    key: &Secret,
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+) -> Result<String, String> {
     use base64::Engine as _;
     let not_a_key = |why: &str| {
         format!(
@@ -730,10 +789,6 @@ fn sign(key: &Secret, key_id: Option<&str>, claims: &serde_json::Value) -> Resul
         false => ring::signature::RsaKeyPair::from_der(&der),
     }
     .map_err(|e| not_a_key(&e.to_string()))?;
-    let mut header = serde_json::json!({ "alg": "RS256", "typ": "JWT" });
-    if let Some(key_id) = key_id {
-        header["kid"] = key_id.into();
-    }
     let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let signed = format!(
         "{}.{}",
@@ -1010,9 +1065,24 @@ mod tests {
         let error = parse("token-url = \"https://l.example/t\"\nclient-id = \"c\"\nkey-id = \"k\"")
             .unwrap_err();
         assert!(
-            error.contains("oauth2.key-id names the key of a signed assertion"),
+            error.contains("oauth2.key-id and oauth2.certificate-thumbprint name the key"),
             "{error}"
         );
+        // Microsoft Entra's certificate credentials: the thumbprint as the
+        // portal shows it, carried as `x5t`.
+        let entra = parse(
+            "token-url = \"https://login.example.com/t/oauth2/v2.0/token\"\nclient-id = \"0000-aaaa\"\nclient-auth = \"private-key-jwt\"\ncertificate-thumbprint = \"01:23:45:67:89:ab:cd:ef:01:23:45:67:89:AB:CD:EF:01:23:45:67\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            header_of(&entra),
+            serde_json::json!({ "alg": "RS256", "typ": "JWT", "x5t": "ASNFZ4mrze8BI0VniavN7wEjRWc" })
+        );
+        let error = parse(
+            "token-url = \"https://l.example/t\"\nclient-id = \"c\"\nclient-auth = \"private-key-jwt\"\ncertificate-thumbprint = \"abc\"",
+        )
+        .unwrap_err();
+        assert!(error.contains("40 hex digits"), "{error}");
     }
 
     #[test]
