@@ -512,8 +512,9 @@ struct TokenResponse {
     error_description: Option<String>,
 }
 
-/// Asks `oauth.token_url` for a token (RFC 6749: a form-encoded POST, the
-/// client's identifier and secret in the body).
+/// Asks `oauth.token_url` for a token (RFC 6749: a form-encoded POST), the
+/// client proving itself as `client_auth` says: its secret in the body or
+/// in a Basic header, or an assertion signed with its key (RFC 7523).
 async fn fetch(
     oauth: &OAuth2,
     asked: &Asked<'_>,
