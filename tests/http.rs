@@ -1186,19 +1186,24 @@ fn a_jwt_bearer_credential_gets_its_token_with_an_assertion_the_host_signs() {
         "secrets-file = \"secrets.toml\"\n",
     )
     .unwrap();
-    scratch.grants(&format!(
-        "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"GET\"]\n\n\
-         [plugins.test-fetch.credentials.token]\nsecret = \"file:sa-key\"\nhosts = [\"127.0.0.1\"]\n\
-         oauth2 = {{ token-url = \"http://{}/services/oauth2/token\", client-id = \"sa@example.test\", grant = \"jwt-bearer\", subject = \"integration@acme.example\" }}\n",
-        port(&api),
-        tokens.addr
-    ));
-    let answer = probe(
-        &scratch,
-        json!({"method": "GET", "url": format!("http://{}/x", api.addr), "credential": "token"}),
-    )
-    .unwrap();
-    assert_eq!(answer["status"], 200, "{answer}");
+    // Signed with the key in sa-key, as `how` says; the answer to one probe.
+    let signed_by_key = |how: &str| {
+        scratch.grants(&format!(
+            "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"GET\"]\n\n\
+             [plugins.test-fetch.credentials.token]\nsecret = \"file:sa-key\"\nhosts = [\"127.0.0.1\"]\n\
+             oauth2 = {{ token-url = \"http://{}/services/oauth2/token\", client-id = \"sa@example.test\", {how} }}\n",
+            port(&api),
+            tokens.addr
+        ));
+        let answer = probe(
+            &scratch,
+            json!({"method": "GET", "url": format!("http://{}/x", api.addr), "credential": "token"}),
+        )
+        .unwrap();
+        assert_eq!(answer["status"], 200, "{answer}");
+        answer
+    };
+    let answer = signed_by_key("grant = \"jwt-bearer\", subject = \"integration@acme.example\"");
     assert_eq!(answer["body"], r#"{"authorization":"Bearer [redacted]"}"#);
     assert_eq!(
         api.received()[0].header("authorization"),
@@ -1216,19 +1221,7 @@ fn a_jwt_bearer_credential_gets_its_token_with_an_assertion_the_host_signs() {
     );
     // The same key as the client's credential (private_key_jwt), with the
     // client-credentials grant: no secret is sent.
-    scratch.grants(&format!(
-        "[[plugins.test-fetch.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {}\nmethods = [\"GET\"]\n\n\
-         [plugins.test-fetch.credentials.token]\nsecret = \"file:sa-key\"\nhosts = [\"127.0.0.1\"]\n\
-         oauth2 = {{ token-url = \"http://{}/services/oauth2/token\", client-id = \"sa@example.test\", client-auth = \"private-key-jwt\", key-id = \"k1\" }}\n",
-        port(&api),
-        tokens.addr
-    ));
-    let answer = probe(
-        &scratch,
-        json!({"method": "GET", "url": format!("http://{}/x", api.addr), "credential": "token"}),
-    )
-    .unwrap();
-    assert_eq!(answer["status"], 200, "{answer}");
+    signed_by_key("client-auth = \"private-key-jwt\", key-id = \"k1\"");
     assert_eq!(
         api.received()[1].header("authorization"),
         "Bearer pkj-tok-x9"

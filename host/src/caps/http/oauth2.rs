@@ -845,6 +845,44 @@ mod tests {
         toml::from_str::<OAuth2>(table).map_err(|e| e.message().to_string())
     }
 
+    /// Each table is refused, its error saying what it should.
+    fn refused(cases: &[(&str, &str)]) {
+        for (table, says) in cases {
+            let error = parse(table).unwrap_err();
+            assert!(error.contains(says), "{table}: {error}");
+        }
+    }
+
+    /// The header and claims of `jwt`, once its signature is verified with
+    /// `public`.
+    fn verified(jwt: &str, public: &[u8]) -> (serde_json::Value, serde_json::Value) {
+        use base64::Engine as _;
+        let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (signed, signature) = jwt.rsplit_once('.').unwrap();
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            public,
+        )
+        .verify(signed.as_bytes(), &url64.decode(signature).unwrap())
+        .unwrap();
+        let (header, claims) = signed.split_once('.').unwrap();
+        let part = |text: &str| serde_json::from_slice(&url64.decode(text).unwrap()).unwrap();
+        (part(header), part(claims))
+    }
+
+    /// The test key (tests/fixtures/oauth): its PEM, the same key in
+    /// PKCS#1, and its public key (DER) to verify with.
+    fn test_key() -> (String, String, Vec<u8>) {
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/oauth");
+        let read = |file: &str| std::fs::read_to_string(fixtures.join(file)).unwrap();
+        (
+            read("service-account.pem"),
+            read("service-account.pkcs1.pem"),
+            std::fs::read(fixtures.join("service-account.public.der")).unwrap(),
+        )
+    }
+
     #[test]
     fn a_token_endpoint_is_https_and_the_rest_is_checked_where_written() {
         let oauth = parse(
@@ -868,7 +906,7 @@ mod tests {
             "{}",
             refreshed.describe()
         );
-        for (table, says) in [
+        refused(&[
             (
                 "token-url = \"http://login.example.com/token\"\nclient-id = \"c\"",
                 "must be https",
@@ -898,10 +936,7 @@ mod tests {
                 "token-url = \"https://login.example.com/token\"\nclient-id = \"c\"\nclient-auth = \"digest\"",
                 "must be \"body\"",
             ),
-        ] {
-            let error = parse(table).unwrap_err();
-            assert!(error.contains(says), "{table}: {error}");
-        }
+        ]);
     }
 
     #[test]
@@ -930,11 +965,7 @@ mod tests {
 
     #[test]
     fn a_jwt_bearer_assertion_is_signed_with_the_private_key_and_claims_what_it_should() {
-        use base64::Engine as _;
-        let fixtures =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/oauth");
-        let pem = std::fs::read_to_string(fixtures.join("service-account.pem")).unwrap();
-        let public = std::fs::read(fixtures.join("service-account.public.der")).unwrap();
+        let (pem, pkcs1, public) = test_key();
         let oauth = parse(
             "token-url = \"https://login.example.com/services/oauth2/token\"\nclient-id = \"3MVG9\"\ngrant = \"jwt-bearer\"\nsubject = \"integration@acme.example\"\naudience = \"https://login.example.com\"\nscopes = [\"api\", \"refresh_token\"]\n",
         )
@@ -950,25 +981,11 @@ mod tests {
         // The key as a TOML string or an environment variable may hold it
         // on one line, its breaks written `\n`.
         // The same key in PKCS#1 (`openssl rsa -traditional`) signs too.
-        let pkcs1 = std::fs::read_to_string(fixtures.join("service-account.pkcs1.pem")).unwrap();
         for key in [pem.clone(), pem.replace('\n', "\\n"), pkcs1] {
             let assertion =
                 assertion(&oauth, &jwt, &crate::secrets::Secrets::value(key), now).unwrap();
-            let (signed, signature) = assertion.rsplit_once('.').unwrap();
-            let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-            ring::signature::UnparsedPublicKey::new(
-                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-                &public,
-            )
-            .verify(signed.as_bytes(), &url64.decode(signature).unwrap())
-            .unwrap();
-            let (header, claims) = signed.split_once('.').unwrap();
-            assert_eq!(
-                url64.decode(header).unwrap(),
-                br#"{"alg":"RS256","typ":"JWT"}"#
-            );
-            let claims: serde_json::Value =
-                serde_json::from_slice(&url64.decode(claims).unwrap()).unwrap();
+            let (header, claims) = verified(&assertion, &public);
+            assert_eq!(header, serde_json::json!({ "alg": "RS256", "typ": "JWT" }));
             assert_eq!(
                 claims,
                 serde_json::json!({
@@ -993,7 +1010,7 @@ mod tests {
             "{error}"
         );
         assert!(!error.contains("hunter2"), "{error}");
-        for (table, says) in [
+        refused(&[
             (
                 "token-url = \"https://l.example/t\"\nclient-id = \"c\"\ngrant = \"password\"",
                 "must be \"jwt-bearer\"",
@@ -1006,19 +1023,12 @@ mod tests {
                 "token-url = \"https://l.example/t\"\nclient-id = \"c\"\ngrant = \"jwt-bearer\"\nrefresh-token = \"env:R\"",
                 "takes no refresh-token",
             ),
-        ] {
-            let error = parse(table).unwrap_err();
-            assert!(error.contains(says), "{table}: {error}");
-        }
+        ]);
     }
 
     #[test]
     fn a_private_key_jwt_client_assertion_names_the_client_and_its_key() {
-        use base64::Engine as _;
-        let fixtures =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/oauth");
-        let pem = std::fs::read_to_string(fixtures.join("service-account.pem")).unwrap();
-        let public = std::fs::read(fixtures.join("service-account.public.der")).unwrap();
+        let (pem, _, public) = test_key();
         let oauth = parse(
             "token-url = \"https://idp.example.com/oauth2/v1/token\"\nclient-id = \"0oa1\"\nclient-auth = \"private-key-jwt\"\nkey-id = \"k-2026\"\n",
         )
@@ -1029,23 +1039,11 @@ mod tests {
         oauth.check_secret(&key).unwrap();
         let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let first = client_assertion(&oauth, &key, now).unwrap();
-        let (signed, signature) = first.rsplit_once('.').unwrap();
-        let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        ring::signature::UnparsedPublicKey::new(
-            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-            &public,
-        )
-        .verify(signed.as_bytes(), &url64.decode(signature).unwrap())
-        .unwrap();
-        let (header, claims) = signed.split_once('.').unwrap();
-        let header: serde_json::Value =
-            serde_json::from_slice(&url64.decode(header).unwrap()).unwrap();
+        let (header, mut claims) = verified(&first, &public);
         assert_eq!(
             header,
             serde_json::json!({ "alg": "RS256", "typ": "JWT", "kid": "k-2026" })
         );
-        let mut claims: serde_json::Value =
-            serde_json::from_slice(&url64.decode(claims).unwrap()).unwrap();
         let jti = claims["jti"].take();
         assert!(jti.as_str().is_some_and(|j| j.len() == 32), "{jti}");
         assert_eq!(
