@@ -323,14 +323,20 @@ fn fetch_for_any_scheme() -> Scratch {
     scratch
 }
 
-/// `causeway check` fails saying each of `says`, and the host does not
-/// start, saying the first (bounded: a host that started anyway would
-/// otherwise hang the test).
-fn refused_at_start(scratch: &Scratch, says: &[&str]) {
+/// `causeway check` fails saying each of `says`; what it said.
+fn check_refuses(scratch: &Scratch, says: &[&str]) -> String {
     let out = run(scratch.causeway().arg("check"));
     assert!(!out.success);
     let said = format!("{}{}", out.stdout, out.stderr);
     assert!(says.iter().all(|s| said.contains(s)), "{says:?}: {said}");
+    said
+}
+
+/// `causeway check` fails saying each of `says`, and the host does not
+/// start, saying the first (bounded: a host that started anyway would
+/// otherwise hang the test).
+fn refused_at_start(scratch: &Scratch, says: &[&str]) {
+    check_refuses(scratch, says);
     let out = support::run_within(
         scratch.causeway().args(["run", "--listen", "127.0.0.1:0"]),
         30,
@@ -465,13 +471,7 @@ fn a_network_whose_only_way_out_is_a_proxy_is_reached_through_it() {
     );
     // A password in clear is refused where it is written, and not shown.
     config("hunter2");
-    let out = run(scratch.causeway().arg("check"));
-    assert!(!out.success);
-    let said = format!("{}{}", out.stdout, out.stderr);
-    assert!(
-        said.contains("causeway.toml line") && said.contains("never the value itself"),
-        "{said}"
-    );
+    let said = check_refuses(&scratch, &["causeway.toml line", "never the value itself"]);
     assert!(!said.contains("hunter2"), "{said}");
 }
 
@@ -1095,27 +1095,23 @@ fn an_oauth2_credential_is_fetched_kept_and_renewed_by_the_host() {
         &format!("http://{}/oauth2/token", tokens.addr),
         "http://login.example.com/oauth2/token",
     ));
-    let out = run(scratch.causeway().arg("check"));
-    assert!(!out.success);
-    assert!(
-        out.stdout.contains("grants.toml line 11: oauth2.token-url")
-            && out
-                .stdout
-                .contains("must be https (the client secret is sent to it"),
-        "{}",
-        out.stdout
+    check_refuses(
+        &scratch,
+        &[
+            "grants.toml line 11: oauth2.token-url",
+            "must be https (the client secret is sent to it",
+        ],
     );
     // A refresh token that does not resolve is named by `check`.
     scratch.grants(&oauth(
         "causeway-test",
         ", refresh-token = \"env:CAUSEWAY_NO_SUCH_REFRESH\"",
     ));
-    let out = run(scratch.causeway().arg("check"));
-    assert!(!out.success);
-    assert!(
-        out.stdout.contains("plugins.test-fetch.credentials.token.oauth2.refresh-token: secret env:CAUSEWAY_NO_SUCH_REFRESH: the environment variable CAUSEWAY_NO_SUCH_REFRESH is not set"),
-        "{}",
-        out.stdout
+    check_refuses(
+        &scratch,
+        &[
+            "plugins.test-fetch.credentials.token.oauth2.refresh-token: secret env:CAUSEWAY_NO_SUCH_REFRESH: the environment variable CAUSEWAY_NO_SUCH_REFRESH is not set",
+        ],
     );
 }
 
@@ -1237,14 +1233,13 @@ fn a_jwt_bearer_credential_gets_its_token_with_an_assertion_the_host_signs() {
         &scratch,
         &format!("sa-key = \"\"\"\n{}\"\"\"\n", key.replace(body_line, "")),
     );
-    let out = run(scratch.causeway().arg("check"));
-    assert!(!out.success);
-    assert!(
-        out.stdout.contains("plugins.test-fetch.credentials.token: the binding's secret is not an RSA private key in PEM"),
-        "{}",
-        out.stdout
+    let said = check_refuses(
+        &scratch,
+        &[
+            "plugins.test-fetch.credentials.token: the binding's secret is not an RSA private key in PEM",
+        ],
     );
-    assert!(!out.stdout.contains(key.lines().nth(4).unwrap()));
+    assert!(!said.contains(key.lines().nth(4).unwrap()));
 }
 
 /// Calls that need a token while one is being fetched wait for it: six at
