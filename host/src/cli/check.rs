@@ -208,20 +208,21 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
         }
         if let Some(grant) = host.grants.get(name) {
             for (credential, binding) in &grant.credentials {
+                // The secret resolves (and, for an assertion, is a key to
+                // sign with); so does an OAuth refresh token.
+                let secret = host.secrets.resolve(&binding.secret).and_then(|secret| {
+                    binding
+                        .oauth2
+                        .as_ref()
+                        .map_or(Ok(()), |oauth| oauth.check_secret(&secret))
+                });
                 let refresh = binding
                     .oauth2
                     .as_ref()
-                    .and_then(|o| o.refresh_token.as_ref());
-                let references = std::iter::once(("", &binding.secret))
-                    .chain(refresh.map(|r| (".oauth2.refresh-token", r)));
-                for (key, reference) in references {
-                    let usable = host.secrets.resolve(reference).and_then(|secret| {
-                        match (&binding.oauth2, key) {
-                            (Some(oauth), "") => oauth.check_secret(&secret),
-                            _ => Ok(()),
-                        }
-                    });
-                    if let Err(message) = usable {
+                    .and_then(|o| o.refresh_token.as_ref())
+                    .map(|r| host.secrets.resolve(r).map(|_| ()));
+                for (key, usable) in [("", Some(secret)), (".oauth2.refresh-token", refresh)] {
+                    if let Some(Err(message)) = usable {
                         let at = crate::grants::credential_line(&grants_text, name, credential);
                         findings.push(Finding {
                             severity: "error",

@@ -169,7 +169,7 @@ pub fn calendar_grants(calendar: &FakeCalendar, calendar_key: &str) -> String {
     calendar_grants_with(
         calendar,
         calendar_key,
-        &format!("\"header:{}\"", calendar::API_KEY_HEADER),
+        &format!("inject = \"header:{}\"", calendar::API_KEY_HEADER),
     )
 }
 
@@ -181,13 +181,15 @@ pub fn calendar_oauth_grants(calendar: &FakeCalendar, client_secret: &str) -> St
         calendar,
         client_secret,
         &format!(
-            "\"bearer\"\noauth2 = {{ token-url = \"{}/oauth2/token\", client-id = \"causeway\" }}",
+            "inject = \"bearer\"\noauth2 = {{ token-url = \"{}/oauth2/token\", client-id = \"causeway\" }}",
             calendar.base_url()
         ),
     )
 }
 
-fn calendar_grants_with(calendar: &FakeCalendar, secret: &str, inject: &str) -> String {
+/// `calendar-sink`'s grant, its credential bound to `secret` and sent as
+/// `how` (the binding's lines after its hosts).
+fn calendar_grants_with(calendar: &FakeCalendar, secret: &str, how: &str) -> String {
     format!(
         r#"[[plugins.calendar-sink.http]]
 scheme = "http"
@@ -199,7 +201,7 @@ path-prefix = "/v2/calendars/"
 [plugins.calendar-sink.credentials.calendar-key]
 secret = "{secret}"
 hosts = ["127.0.0.1"]
-inject = {inject}
+{how}
 "#,
         port = calendar.addr().port(),
     )

@@ -163,8 +163,6 @@ pub struct HttpClient {
     /// The reqwest client (checked resolver, the operator's proxy if any,
     /// no redirects).
     pub client: reqwest::Client,
-    /// Hosts the grants name exactly: they may be non-public addresses.
-    pub explicit: BTreeSet<String>,
     /// The plugin's rate and concurrency limits.
     pub limiter: Limiter,
     /// The proxy its requests go through (but to its direct hosts).
@@ -187,17 +185,17 @@ impl HttpClient {
         tape: Option<Arc<Tape>>,
     ) -> Result<Arc<HttpClient>, String> {
         let limits = &policy.http_limits;
-        let explicit: BTreeSet<String> = policy
+        // Hosts the grants name exactly may resolve to non-public addresses;
+        // so may the proxy's own name, and a token endpoint's (a company's
+        // own identity provider): the operator and the security team named
+        // them.
+        let mut resolvable: BTreeSet<String> = policy
             .http
             .rules
             .iter()
             .filter(|r| !r.host.starts_with('*'))
             .map(|r| r.host.to_ascii_lowercase())
             .collect();
-        // The proxy's own name may resolve to a non-public address, and so
-        // may a token endpoint's (a company's own identity provider): the
-        // operator and the security team named them.
-        let mut resolvable = explicit.clone();
         resolvable.extend(
             policy
                 .credentials
@@ -228,7 +226,6 @@ impl HttpClient {
         );
         Ok(Arc::new(HttpClient {
             client,
-            explicit,
             limiter,
             proxy: egress.proxy.clone(),
             tokens: Default::default(),

@@ -592,7 +592,7 @@ impl Outbound {
             .get(
                 name,
                 oauth,
-                oauth2::Asked {
+                oauth2::TokenRequest {
                     client: &client.client,
                     client_secret,
                     refresh: refresh.as_ref(),

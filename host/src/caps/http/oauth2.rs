@@ -401,14 +401,14 @@ impl Tokens {
         &self,
         name: &str,
         oauth: &OAuth2,
-        asked: Asked<'_>,
+        request: TokenRequest<'_>,
     ) -> (Result<Secret, TokenError>, Option<Fetched>) {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(name.to_string()).or_default().clone()
         };
         // Another call's fetch is waited for, within this request's time.
-        let remaining = asked.deadline.saturating_duration_since(Instant::now());
+        let remaining = request.deadline.saturating_duration_since(Instant::now());
         let Ok(mut slot) = tokio::time::timeout(remaining, slot.lock()).await else {
             return (
                 Err(TokenError::Failed(
@@ -425,13 +425,13 @@ impl Tokens {
         // The rotated one while the configured one is still the one it
         // replaced; the configured one once it changed (kept there, or a
         // new one an operator wrote after authorizing again).
-        let refresh = match (&slot.rotated, asked.refresh) {
+        let refresh = match (&slot.rotated, request.refresh) {
             (Some((replaced, rotated)), Some(configured)) if replaced == configured => {
                 Some(rotated.clone())
             }
-            _ => asked.refresh.cloned(),
+            _ => request.refresh.cloned(),
         };
-        let (outcome, mut fetched) = fetch(oauth, &asked, refresh.as_ref()).await;
+        let (outcome, mut fetched) = fetch(oauth, &request, refresh.as_ref()).await;
         match outcome {
             Ok(answer) => {
                 slot.token = Some(Token {
@@ -442,7 +442,7 @@ impl Tokens {
                 });
                 // Only where one was sent: a client-credentials answer's
                 // refresh token is not used.
-                if let (Some(configured), Some(new)) = (asked.refresh, &answer.refresh)
+                if let (Some(configured), Some(new)) = (request.refresh, &answer.refresh)
                     && Some(new) != refresh.as_ref()
                 {
                     slot.rotated = Some((configured.clone(), new.clone()));
@@ -481,10 +481,11 @@ fn margin(life: Duration) -> Duration {
 }
 
 /// What a token request is made with.
-pub struct Asked<'a> {
+pub struct TokenRequest<'a> {
     /// The plugin version's client (its proxy, its roots).
     pub client: &'a reqwest::Client,
-    /// The binding's secret: the client secret.
+    /// The binding's secret: the client secret, or the private key an
+    /// assertion is signed with.
     pub client_secret: &'a Secret,
     /// The binding's refresh token, resolved.
     pub refresh: Option<&'a Secret>,
@@ -517,7 +518,7 @@ struct TokenResponse {
 /// in a Basic header, or an assertion signed with its key (RFC 7523).
 async fn fetch(
     oauth: &OAuth2,
-    asked: &Asked<'_>,
+    request: &TokenRequest<'_>,
     refresh: Option<&Secret>,
 ) -> (Result<Answer, TokenError>, Fetched) {
     let mut fetched = Fetched {
@@ -527,9 +528,9 @@ async fn fetch(
     };
     let now = std::time::SystemTime::now();
     let signed = match (&oauth.jwt, oauth.client_auth) {
-        (Some(jwt), _) => assertion(oauth, jwt, asked.client_secret, now).map(Some),
+        (Some(jwt), _) => assertion(oauth, jwt, request.client_secret, now).map(Some),
         (None, ClientAuth::PrivateKeyJwt) => {
-            client_assertion(oauth, asked.client_secret, now).map(Some)
+            client_assertion(oauth, request.client_secret, now).map(Some)
         }
         (None, _) => Ok(None),
     };
@@ -560,7 +561,7 @@ async fn fetch(
         }
         if oauth.client_auth == ClientAuth::Body && oauth.jwt.is_none() {
             form.append_pair("client_id", &oauth.client_id);
-            form.append_pair("client_secret", asked.client_secret.expose());
+            form.append_pair("client_secret", request.client_secret.expose());
         }
         // An assertion carries its scopes (Google reads them there).
         if !oauth.scopes.is_empty() && oauth.jwt.is_none() {
@@ -568,7 +569,7 @@ async fn fetch(
         }
         form.finish()
     };
-    let mut request = asked
+    let mut post = request
         .client
         .post(oauth.token_url.clone())
         .header(reqwest::header::ACCEPT, "application/json")
@@ -581,14 +582,14 @@ async fn fetch(
         // Base64 is always a valid header value.
         && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!(
             "Basic {}",
-            oauth.basic_credentials(asked.client_secret)
+            oauth.basic_credentials(request.client_secret)
         ))
     {
         value.set_sensitive(true);
-        request = request.header(reqwest::header::AUTHORIZATION, value);
+        post = post.header(reqwest::header::AUTHORIZATION, value);
     }
-    let remaining = asked.deadline.saturating_duration_since(Instant::now());
-    let response = match tokio::time::timeout(remaining, request.send()).await {
+    let remaining = request.deadline.saturating_duration_since(Instant::now());
+    let response = match tokio::time::timeout(remaining, post.send()).await {
         Err(_) => {
             return (
                 Err(TokenError::Failed(
@@ -610,7 +611,7 @@ async fn fetch(
     };
     let status = response.status().as_u16();
     fetched.status = Some(status);
-    let body = match read_bounded(response, asked.deadline).await {
+    let body = match read_bounded(response, request.deadline).await {
         Ok(body) => body,
         Err(e) => return (Err(TokenError::Failed(e)), fetched),
     };
