@@ -3700,6 +3700,193 @@ fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refuse
     );
 }
 
+/// Senders that are not Standard Webhooks, GitHub or Stripe: one signing
+/// the body in a header of its own (as Shopify, Xero, QuickBooks do), one
+/// sending a token the operator chose (Google Calendar's channel token),
+/// one logging in with HTTP Basic (Pipedrive, Postmark). Each is verified
+/// as its table says, deduplicated by the id header it names, and flows on;
+/// the secrets show nowhere.
+#[test]
+fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified() {
+    const SHOP_KEY: &str = "shpss_0123456789abcdef";
+    const CHANNEL_TOKEN: &str = "a channel token the operator chose";
+    const LOGIN: &str = "pipedrive:s3cret pass";
+    let pipeline = |name: &str, webhook: &str| {
+        format!(
+            "[pipelines.{name}]\nwebhook = {{ {webhook} }}\n\
+             source = {{ plugin = \"crm-source\", stream = \"contacts\" }}\n\
+             transforms = [{{ plugin = \"map-fullname\" }}]\n\
+             sinks = [{{ plugin = \"mailer-sink\" }}]\n"
+        )
+    };
+    let w = World::new(
+        3,
+        "",
+        &[
+            pipeline(
+                "shop",
+                "path = \"/hooks/shop\", scheme = \"hmac-sha256\", secret = \"env:SHOP_KEY\", \
+                 header = \"X-Shop-Hmac-Sha256\", encoding = \"base64\", id-header = \"X-Shop-Webhook-Id\"",
+            ),
+            pipeline(
+                "channel",
+                "path = \"/hooks/channel\", scheme = \"token\", secret = \"env:CHANNEL_TOKEN\", \
+                 header = \"X-Goog-Channel-Token\", id-header = \"X-Goog-Message-Number\"",
+            ),
+            pipeline(
+                "login",
+                "path = \"/hooks/login\", scheme = \"basic\", secret = \"env:HOOK_LOGIN\"",
+            ),
+        ]
+        .concat(),
+    );
+    let with_secrets = |login: &str| {
+        let mut command = w.causeway();
+        command
+            .env("SHOP_KEY", SHOP_KEY)
+            .env("CHANNEL_TOKEN", CHANNEL_TOKEN)
+            .env("HOOK_LOGIN", login);
+        command
+    };
+    // A login without its user is found before a delivery is refused for it.
+    let checked = run(with_secrets("s3cret pass").arg("check"));
+    assert!(!checked.success, "{}", checked.stdout);
+    assert!(
+        checked.stdout.contains(
+            "pipelines.login.webhook: secret env:HOOK_LOGIN: the basic scheme's secret is user:password, and it has no ':'"
+        ) && !checked.stdout.contains("s3cret"),
+        "{}",
+        checked.stdout
+    );
+    let checked = run(with_secrets(LOGIN).arg("check"));
+    assert!(checked.success, "{}{}", checked.stdout, checked.stderr);
+
+    let mut host = RunningHost::start(with_secrets(LOGIN).args(["run", "--listen", "127.0.0.1:0"]));
+    let send = |path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        support::try_http_answer(&host.addr, "POST", path, &all, body).unwrap()
+    };
+    let base64 = |hex: String| {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let shop_signature = |body: &[u8]| {
+        base64(causeway::webhook::verify::sign_hex(
+            SHOP_KEY.as_bytes(),
+            &[body],
+        ))
+    };
+
+    // The body signed in the sender's header, in base64; its id header
+    // recognises the sender's retry.
+    let order = contact_event("s1", "Shopper");
+    let signature = shop_signature(&order);
+    let shop = |id: &str, signature: &str, body: &[u8]| {
+        send(
+            "/hooks/shop",
+            &[("X-Shop-Hmac-Sha256", signature), ("X-Shop-Webhook-Id", id)],
+            body,
+        )
+    };
+    let (status, _, answer) = shop("order-1", &signature, &order);
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("\"id\":\"order-1\""), "{answer}");
+    let (status, _, answer) = shop("order-1", &signature, &order);
+    assert_eq!(status, 200, "the retry is recognised: {answer}");
+    let forged = contact_event("s2", "Mallory");
+    let (status, _, answer) = shop("order-2", &signature, &forged);
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("no signature matches"), "{answer}");
+    let (status, _, answer) = send("/hooks/shop", &[], &forged);
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer.contains("the x-shop-hmac-sha256 header is missing"),
+        "{answer}"
+    );
+
+    // The token the operator chose, as the header carries it.
+    let channel = |token: &str, number: &str, body: &[u8]| {
+        send(
+            "/hooks/channel",
+            &[
+                ("X-Goog-Channel-Token", token),
+                ("X-Goog-Message-Number", number),
+            ],
+            body,
+        )
+    };
+    let (status, _, answer) = channel(CHANNEL_TOKEN, "1", &contact_event("c1", "Channel"));
+    assert_eq!(status, 202, "{answer}");
+    let (status, _, answer) = channel("a guess", "2", &contact_event("c2", "Guess"));
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("the token does not match"), "{answer}");
+
+    // HTTP Basic: a client that logs in only when asked is asked.
+    let basic = |login: &str| {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(login)
+        )
+    };
+    let (status, head, answer) = send("/hooks/login", &[], &contact_event("b2", "Anon"));
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        head.to_lowercase()
+            .contains("www-authenticate: basic realm=\"causeway webhook\""),
+        "{head}"
+    );
+    let (status, _, answer) = send(
+        "/hooks/login",
+        &[("Authorization", &basic("pipedrive:wrong"))],
+        &contact_event("b3", "Wrong"),
+    );
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("the login does not match"), "{answer}");
+    let (status, _, answer) = send(
+        "/hooks/login",
+        &[("Authorization", &basic(LOGIN))],
+        &contact_event("b1", "Basic"),
+    );
+    assert_eq!(status, 202, "{answer}");
+
+    // What each let through flows on; what each refused does not.
+    w.wait_for_subscribers(
+        &[
+            ("b1".into(), "Basic Hook".into()),
+            ("c1".into(), "Channel Hook".into()),
+            ("s1".into(), "Shopper Hook".into()),
+        ],
+        Duration::from_secs(20),
+    );
+    host.terminate();
+    assert!(host.wait_exit(30));
+    let rows = audit_rows(&w.scratch.path().join("causeway-data"));
+    let hooks: Vec<_> = rows.iter().filter(|r| r.1 == "webhook").collect();
+    for refusal in [
+        "no signature matches",
+        "the token does not match",
+        "the login does not match",
+        "the authorization header is missing",
+    ] {
+        assert!(
+            hooks
+                .iter()
+                .any(|r| r.4 == "denied" && r.5.contains(refusal)),
+            "{refusal}: {hooks:#?}"
+        );
+    }
+    let everything = format!("{hooks:?}{}", host.logs());
+    for secret in [SHOP_KEY, CHANNEL_TOKEN, "s3cret"] {
+        assert!(!everything.contains(secret), "{secret} shown: {everything}");
+    }
+}
+
 #[test]
 fn a_delivery_stored_before_a_crash_is_processed_after_restart_and_its_redelivery_deduplicated() {
     let w = webhook_world("initial = \"100ms\"\nmax = \"200ms\"\nbudget = \"1m\"\n");

@@ -1289,6 +1289,72 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_takes_the_keys_its_scheme_reads_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("causeway.toml");
+        let load = |webhook: &str| {
+            std::fs::write(
+                &file,
+                format!(
+                    "[pipelines.p]\nsource = {{ plugin = \"s\", stream = \"c\" }}\nsinks = [{{ plugin = \"k\" }}]\n\
+                     webhook = {{ path = \"/h\", secret = \"env:S\", {webhook} }}\n"
+                ),
+            )
+            .unwrap();
+            Config::load(Some(&file))
+        };
+        let shop = load(
+            "scheme = \"hmac-sha256\", header = \"X-Shopify-Hmac-Sha256\", encoding = \"base64\", id-header = \"X-Shopify-Webhook-Id\"",
+        )
+        .unwrap();
+        let trigger = shop.pipelines["p"].webhook.as_ref().unwrap();
+        let method = trigger.method();
+        // Kept lower case, as the server looks headers up.
+        assert_eq!(method.header, "x-shopify-hmac-sha256");
+        assert_eq!(method.id_header, Some("x-shopify-webhook-id"));
+        assert_eq!(method.encoding, crate::webhook::verify::Encoding::Base64);
+        assert!(load("scheme = \"token\", header = \"X-Goog-Channel-Token\"").is_ok());
+        assert!(load("scheme = \"basic\", id-header = \"X-Request-Id\"").is_ok());
+        for (webhook, expected) in [
+            (
+                "scheme = \"hmac-sha256\"",
+                "line 4: pipelines.p.webhook: scheme \"hmac-sha256\" needs header = \"...\": the header the sender puts its signature in",
+            ),
+            (
+                "scheme = \"token\", prefix = \"Bearer \"",
+                "pipelines.p.webhook: scheme \"token\" needs header = \"...\": the header the sender puts its token in",
+            ),
+            (
+                "scheme = \"github\", header = \"X-Sig\"",
+                "pipelines.p.webhook.header: scheme \"github\" reads its own headers; header is for \"hmac-sha256\" and \"token\"",
+            ),
+            (
+                "scheme = \"basic\", prefix = \"Basic \"",
+                "pipelines.p.webhook.prefix: scheme \"basic\" reads Authorization",
+            ),
+            (
+                "scheme = \"token\", header = \"X-T\", encoding = \"hex\"",
+                "pipelines.p.webhook.encoding: scheme \"token\" compares a secret, not a signature; encoding is for \"hmac-sha256\"",
+            ),
+            (
+                "scheme = \"stripe\", id-header = \"X-Id\"",
+                "pipelines.p.webhook.id-header: scheme \"stripe\" names its deliveries itself",
+            ),
+            (
+                "scheme = \"hmac-sha256\", header = \"X Sig\"",
+                "line 4: header: \"X Sig\" is not a header name",
+            ),
+            (
+                "scheme = \"hmac-sha256\", header = \"X-Sig\", encoding = \"base32\"",
+                "line 4: encoding: unknown variant `base32`, expected `hex` or `base64`",
+            ),
+        ] {
+            let err = load(webhook).unwrap_err().to_string();
+            assert!(err.contains(expected), "{webhook}: {err}");
+        }
+    }
+
+    #[test]
     fn pipelines_may_share_a_webhook_path_only_with_the_same_webhook() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("causeway.toml");

@@ -190,6 +190,17 @@ pub fn try_http_with(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
+    try_http_answer(addr, method, path, headers, body).map(|(status, _, body)| (status, body))
+}
+
+/// [`try_http_with`], with the answer's head too: status, head, body.
+pub fn try_http_answer(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
@@ -210,11 +221,8 @@ pub fn try_http_with(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 /// A client of a host's operator API: its address and the token it needs.

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::config::TextDuration;
 use crate::config::range::{duration_text, no_shorter_than};
 use crate::secrets::SecretRef;
-use crate::webhook::verify::Scheme;
+use crate::webhook::verify::{Encoding, Method, Scheme};
 
 /// One pipeline.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -147,6 +147,90 @@ pub struct WebhookTrigger {
     /// The largest body accepted; a larger one gets 413.
     #[serde(default = "default_max_body", deserialize_with = "max_body_bytes")]
     pub max_body_bytes: usize,
+    /// The header with the signature (`hmac-sha256`) or the token
+    /// (`token`), lower case.
+    #[serde(default, deserialize_with = "header_name")]
+    pub header: Option<String>,
+    /// How the signature is written (`hmac-sha256`; hex unless named).
+    pub encoding: Option<Encoding>,
+    /// What precedes the signature or token in its header (`sha256=`,
+    /// `Bearer `).
+    pub prefix: Option<String>,
+    /// The header naming each delivery, lower case (`hmac-sha256`,
+    /// `token`, `basic`: the named schemes know their own).
+    #[serde(default, deserialize_with = "header_name")]
+    pub id_header: Option<String>,
+}
+
+impl WebhookTrigger {
+    /// How its deliveries are verified.
+    pub fn method(&self) -> Method<'_> {
+        Method {
+            scheme: self.scheme,
+            header: self.header.as_deref().unwrap_or_default(),
+            encoding: self.encoding.unwrap_or_default(),
+            prefix: self.prefix.as_deref().unwrap_or_default(),
+            id_header: self.id_header.as_deref(),
+        }
+    }
+
+    /// Checks what the types cannot: that the keys written are the ones
+    /// its scheme reads. `at` names the trigger's table.
+    fn validate(&self, at: &str) -> Result<(), String> {
+        let scheme = self.scheme.name();
+        let operator_named = matches!(self.scheme, Scheme::HmacSha256 | Scheme::Token);
+        if operator_named && self.header.is_none() {
+            return Err(format!(
+                "{at}: scheme \"{scheme}\" needs header = \"...\": the header the sender puts its {} in, as its documentation names it",
+                if self.scheme == Scheme::Token {
+                    "token"
+                } else {
+                    "signature"
+                }
+            ));
+        }
+        let reads = |key: &str, set: bool, schemes: &[Scheme]| {
+            if set && !schemes.contains(&self.scheme) {
+                let what = match (self.scheme, key) {
+                    (Scheme::StandardWebhooks | Scheme::Github | Scheme::Stripe, "id-header") => {
+                        "names its deliveries itself"
+                    }
+                    (Scheme::StandardWebhooks | Scheme::Github | Scheme::Stripe, _) => {
+                        "reads its own headers"
+                    }
+                    (_, "encoding") => "compares a secret, not a signature",
+                    _ => "reads Authorization",
+                };
+                return Err(format!(
+                    "{at}.{key}: scheme \"{scheme}\" {what}; {key} is for {}",
+                    schemes
+                        .iter()
+                        .map(|s| format!("\"{}\"", s.name()))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ));
+            }
+            Ok(())
+        };
+        let chosen = [Scheme::HmacSha256, Scheme::Token];
+        reads("header", self.header.is_some(), &chosen)?;
+        reads("encoding", self.encoding.is_some(), &[Scheme::HmacSha256])?;
+        reads("prefix", self.prefix.is_some(), &chosen)?;
+        reads(
+            "id-header",
+            self.id_header.is_some(),
+            &[Scheme::HmacSha256, Scheme::Token, Scheme::Basic],
+        )
+    }
+}
+
+/// A header name as written (`X-Shopify-Hmac-Sha256`), kept lower case, as
+/// the server looks headers up; one that is no header name is refused.
+fn header_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    axum::http::HeaderName::from_bytes(name.trim().as_bytes())
+        .map(|n| Some(n.as_str().to_string()))
+        .map_err(|_| serde::de::Error::custom(format!("{name:?} is not a header name")))
 }
 
 /// How far a signed timestamp may be from now: whole seconds (the schemes
@@ -296,6 +380,7 @@ impl PipelineConfig {
                     webhook.path
                 ));
             }
+            webhook.validate(&format!("{at}.webhook"))?;
         }
         let min_every = duration_text(MIN_EVERY);
         if let Some(every) = self.every {

@@ -153,7 +153,7 @@ pub(super) async fn webhook(
         .unwrap_or_default();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let verified = match verify::verify(
-        trigger.scheme,
+        trigger.method(),
         &key,
         header,
         &body,
@@ -166,11 +166,19 @@ pub(super) async fn webhook(
             if audit(None, Decision::Denied, format!("refused: {refused}")) {
                 tracing::warn!(pipeline = %pipelines, "webhook refused: {refused}");
             }
-            return error(
+            let mut answer = error(
                 StatusCode::UNAUTHORIZED,
                 "bad-signature",
                 refused.to_string(),
             );
+            // A client that logs in only when asked is asked.
+            if trigger.scheme == verify::Scheme::Basic {
+                answer.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Basic realm=\"causeway webhook\""),
+                );
+            }
+            return answer;
         }
     };
     let id = verified.id.unwrap_or_else(|| crate::plugin::digest(&body));

@@ -8,9 +8,20 @@
 //!   body; the delivery id is `X-GitHub-Delivery`.
 //! - **Stripe**: `Stripe-Signature: t=<ts>,v1=<hex>[,v1=…]`, HMAC-SHA256
 //!   over `t.body`; the delivery id is the event's `id`.
+//! - **hmac-sha256**: the many senders that sign the body alone, each in a
+//!   header of its own (Shopify, Xero, QuickBooks, WooCommerce, Typeform):
+//!   the operator names the header, the encoding (hex or base64) and any
+//!   prefix before it, and optionally the header naming the delivery.
+//! - **token**: senders that sign nothing but send a secret the operator
+//!   chose, in a header the operator names (Google Calendar's
+//!   `X-Goog-Channel-Token`, GitLab's `X-Gitlab-Token`).
+//! - **basic**: senders that log in with HTTP Basic (Pipedrive, Postmark);
+//!   the secret is `user:password`.
 //!
-//! Signatures are compared in constant time (`Mac::verify_slice`); a
-//! timestamp outside the tolerance is refused either way (replays, clocks).
+//! Signatures, tokens and passwords are compared in constant time
+//! (`Mac::verify_slice`); a timestamp outside the tolerance is refused
+//! either way (replays, clocks). The last two prove who sent a delivery,
+//! not what it says: a body is as safe as the TLS it came through.
 
 use std::time::Duration;
 
@@ -31,6 +42,69 @@ pub enum Scheme {
     Github,
     /// Stripe's `Stripe-Signature`.
     Stripe,
+    /// HMAC-SHA256 of the body, in a header the operator names.
+    HmacSha256,
+    /// The secret itself, in a header the operator names.
+    Token,
+    /// HTTP Basic: the secret is `user:password`.
+    Basic,
+}
+
+impl Scheme {
+    /// The name written in `causeway.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::StandardWebhooks => "standard-webhooks",
+            Scheme::Github => "github",
+            Scheme::Stripe => "stripe",
+            Scheme::HmacSha256 => "hmac-sha256",
+            Scheme::Token => "token",
+            Scheme::Basic => "basic",
+        }
+    }
+}
+
+/// How a signature is written in its header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Hexadecimal, either case (as GitHub and Stripe write theirs).
+    #[default]
+    Hex,
+    /// Standard base64, padded (Shopify, Xero, QuickBooks, WooCommerce).
+    Base64,
+}
+
+/// How a pipeline's deliveries are verified: the scheme and, for those
+/// whose headers vary by sender, where to look. The named schemes read
+/// their own headers and ignore the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Method<'a> {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// The header with the signature (`hmac-sha256`) or the token
+    /// (`token`), lower case.
+    pub header: &'a str,
+    /// How the signature is written (`hmac-sha256`).
+    pub encoding: Encoding,
+    /// What precedes the signature or token in its header, e.g. `sha256=`.
+    pub prefix: &'a str,
+    /// The header naming the delivery, lower case, if the sender sends one
+    /// (`hmac-sha256`, `token`, `basic`); otherwise the body's digest is
+    /// the id.
+    pub id_header: Option<&'a str>,
+}
+
+impl From<Scheme> for Method<'static> {
+    fn from(scheme: Scheme) -> Self {
+        Method {
+            scheme,
+            header: "",
+            encoding: Encoding::Hex,
+            prefix: "",
+            id_header: None,
+        }
+    }
 }
 
 /// Why a delivery was refused.
@@ -45,6 +119,9 @@ pub enum Refused {
     /// No signature matches.
     #[error("no signature matches")]
     BadSignature,
+    /// The token or login is not the secret (`token`, `basic`).
+    #[error("{0} does not match")]
+    Mismatch(&'static str),
 }
 
 /// A verified delivery: its id for deduplication, if the scheme names one.
@@ -71,7 +148,12 @@ pub fn key(
         Scheme::StandardWebhooks => {
             standard_key(secret.expose()).map_err(|e| format!("secret {reference}: {e}"))
         }
-        Scheme::Github | Scheme::Stripe => Ok(secret.expose().as_bytes().to_vec()),
+        Scheme::Basic if !secret.expose().contains(':') => Err(format!(
+            "secret {reference}: the basic scheme's secret is user:password, and it has no ':' (what it holds is not shown)"
+        )),
+        Scheme::Github | Scheme::Stripe | Scheme::HmacSha256 | Scheme::Token | Scheme::Basic => {
+            Ok(secret.expose().as_bytes().to_vec())
+        }
     }
 }
 
@@ -119,6 +201,19 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Whether `given` is `expected`, in time that tells nothing of either:
+/// both are compared as MACs under one key, so neither their bytes nor
+/// their lengths show in how long it takes.
+fn same(given: &[u8], expected: &[u8]) -> bool {
+    const KEY: &[u8] = b"causeway: compare a webhook's token";
+    let mut m = mac(KEY);
+    m.update(expected);
+    let expected = m.finalize().into_bytes();
+    let mut m = mac(KEY);
+    m.update(given);
+    m.verify_slice(&expected).is_ok()
+}
+
 fn fresh(timestamp: i64, now: i64, tolerance: Duration) -> Result<(), Refused> {
     // A sender's number: any i64, so the difference must not overflow.
     let skew = now.saturating_sub(timestamp);
@@ -132,7 +227,7 @@ fn fresh(timestamp: i64, now: i64, tolerance: Duration) -> Result<(), Refused> {
 /// `key` is the secret's bytes (see [`standard_key`] for Standard Webhooks);
 /// `now` is in seconds since the epoch.
 pub fn verify<'a>(
-    scheme: Scheme,
+    method: Method<'_>,
     key: &[u8],
     header: impl Fn(&str) -> Option<&'a str>,
     body: &[u8],
@@ -142,7 +237,20 @@ pub fn verify<'a>(
     let need = |name: &str| {
         header(name).ok_or_else(|| Refused::Malformed(format!("the {name} header is missing")))
     };
-    match scheme {
+    // What follows the operator's prefix in the operator's header.
+    let prefixed = || {
+        let value = need(method.header)?.trim();
+        value.strip_prefix(method.prefix).ok_or_else(|| {
+            Refused::Malformed(format!(
+                "{} does not start with {:?}",
+                method.header, method.prefix
+            ))
+        })
+    };
+    let named = || Verified {
+        id: method.id_header.and_then(&header).map(str::to_string),
+    };
+    match method.scheme {
         Scheme::StandardWebhooks => {
             let id = need("webhook-id")?;
             let timestamp: i64 = need("webhook-timestamp")?
@@ -198,6 +306,55 @@ pub fn verify<'a>(
                 .ok()
                 .and_then(|event| event["id"].as_str().map(str::to_string));
             Ok(Verified { id })
+        }
+        Scheme::HmacSha256 => {
+            let written = prefixed()?;
+            let signature = match method.encoding {
+                Encoding::Hex => hex_decode(written),
+                Encoding::Base64 => base64::engine::general_purpose::STANDARD
+                    .decode(written)
+                    .ok(),
+            }
+            .ok_or_else(|| {
+                Refused::Malformed(format!(
+                    "{} is not {}",
+                    method.header,
+                    match method.encoding {
+                        Encoding::Hex => "hex",
+                        Encoding::Base64 => "base64",
+                    }
+                ))
+            })?;
+            let mut expected = mac(key);
+            expected.update(body);
+            expected
+                .verify_slice(&signature)
+                .map_err(|_| Refused::BadSignature)?;
+            Ok(named())
+        }
+        Scheme::Token => {
+            if !same(prefixed()?.as_bytes(), key) {
+                return Err(Refused::Mismatch("the token"));
+            }
+            Ok(named())
+        }
+        Scheme::Basic => {
+            let value = need("authorization")?.trim();
+            let credentials = value
+                .split_once(' ')
+                .filter(|(kind, _)| kind.eq_ignore_ascii_case("basic"))
+                .and_then(|(_, b64)| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64.trim())
+                        .ok()
+                })
+                .ok_or_else(|| {
+                    Refused::Malformed("Authorization is not Basic credentials".into())
+                })?;
+            if !same(&credentials, key) {
+                return Err(Refused::Mismatch("the login"));
+            }
+            Ok(named())
         }
     }
 }
@@ -265,7 +422,7 @@ mod tests {
             ),
         ];
         let verified = verify(
-            Scheme::StandardWebhooks,
+            Scheme::StandardWebhooks.into(),
             &key,
             headers(&pairs),
             body,
@@ -277,7 +434,7 @@ mod tests {
         // Tampered, stale, or signed with another key: refused.
         assert_eq!(
             verify(
-                Scheme::StandardWebhooks,
+                Scheme::StandardWebhooks.into(),
                 &key,
                 headers(&pairs),
                 br#"{"test": 2432232315}"#,
@@ -288,7 +445,7 @@ mod tests {
         );
         assert_eq!(
             verify(
-                Scheme::StandardWebhooks,
+                Scheme::StandardWebhooks.into(),
                 &key,
                 headers(&pairs),
                 body,
@@ -299,7 +456,7 @@ mod tests {
         );
         assert_eq!(
             verify(
-                Scheme::StandardWebhooks,
+                Scheme::StandardWebhooks.into(),
                 b"other",
                 headers(&pairs),
                 body,
@@ -323,7 +480,7 @@ mod tests {
             ("x-github-delivery", "d-1"),
         ];
         let verified = verify(
-            Scheme::Github,
+            Scheme::Github.into(),
             key,
             headers(&pairs),
             b"Hello, World!",
@@ -334,7 +491,7 @@ mod tests {
         assert_eq!(verified.id.as_deref(), Some("d-1"));
         assert_eq!(
             verify(
-                Scheme::Github,
+                Scheme::Github.into(),
                 key,
                 headers(&pairs),
                 b"Hello, World?",
@@ -344,7 +501,7 @@ mod tests {
             Err(Refused::BadSignature)
         );
         assert!(matches!(
-            verify(Scheme::Github, key, headers(&[]), b"x", 0, MINUTES_5),
+            verify(Scheme::Github.into(), key, headers(&[]), b"x", 0, MINUTES_5),
             Err(Refused::Malformed(_))
         ));
     }
@@ -370,7 +527,7 @@ mod tests {
         let header = format!("t=1700000000,v1={}", sign_hex(key, &[b"1700000000.", body]));
         let pairs = [("stripe-signature", header.as_str())];
         let verified = verify(
-            Scheme::Stripe,
+            Scheme::Stripe.into(),
             key,
             headers(&pairs),
             body,
@@ -381,7 +538,7 @@ mod tests {
         assert_eq!(verified.id.as_deref(), Some("evt_1"));
         assert_eq!(
             verify(
-                Scheme::Stripe,
+                Scheme::Stripe.into(),
                 key,
                 headers(&pairs),
                 body,
@@ -392,7 +549,7 @@ mod tests {
         );
         assert_eq!(
             verify(
-                Scheme::Stripe,
+                Scheme::Stripe.into(),
                 key,
                 headers(&pairs),
                 b"{}",
@@ -401,6 +558,153 @@ mod tests {
             ),
             Err(Refused::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_body_signed_in_a_header_the_operator_names_verifies_in_hex_or_base64() {
+        // RFC 4231's test case 2, written as senders of each kind write it.
+        let key = b"Jefe";
+        let body = b"what do ya want for nothing?";
+        let hex = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        let method = |encoding, prefix| Method {
+            scheme: Scheme::HmacSha256,
+            header: "x-shop-hmac",
+            encoding,
+            prefix,
+            id_header: Some("x-shop-id"),
+        };
+        let check = |method: Method<'_>, value: &str, body: &[u8]| {
+            let pairs = [("x-shop-hmac", value), ("x-shop-id", "order-7")];
+            verify(method, key, headers(&pairs), body, 0, MINUTES_5)
+        };
+        let base64 = "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=";
+        for (method, value) in [
+            (method(Encoding::Base64, ""), base64.to_string()),
+            (method(Encoding::Hex, ""), hex.to_string()),
+            (method(Encoding::Hex, ""), hex.to_uppercase()),
+            (method(Encoding::Hex, "sha256="), format!("sha256={hex}")),
+        ] {
+            let verified = check(method, &value, body).unwrap();
+            assert_eq!(verified.id.as_deref(), Some("order-7"), "{value}");
+            assert_eq!(
+                check(method, &value, b"what do ya want for something?"),
+                Err(Refused::BadSignature),
+                "{value}"
+            );
+        }
+        // Without an id header, no id: the server takes the body's digest.
+        let no_id = Method {
+            id_header: None,
+            ..method(Encoding::Base64, "")
+        };
+        assert_eq!(check(no_id, base64, body).unwrap().id, None);
+        for (method, value, expected) in [
+            (
+                method(Encoding::Hex, "sha256="),
+                hex.to_string(),
+                "x-shop-hmac does not start with \"sha256=\"",
+            ),
+            (
+                method(Encoding::Hex, ""),
+                base64.to_string(),
+                "x-shop-hmac is not hex",
+            ),
+            (
+                method(Encoding::Base64, ""),
+                "%%%".to_string(),
+                "x-shop-hmac is not base64",
+            ),
+        ] {
+            assert_eq!(
+                check(method, &value, body),
+                Err(Refused::Malformed(expected.into()))
+            );
+        }
+        assert_eq!(
+            verify(
+                method(Encoding::Hex, ""),
+                key,
+                headers(&[]),
+                body,
+                0,
+                MINUTES_5
+            ),
+            Err(Refused::Malformed(
+                "the x-shop-hmac header is missing".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_token_or_basic_login_must_be_the_secret_exactly() {
+        let token = Method {
+            scheme: Scheme::Token,
+            header: "x-goog-channel-token",
+            encoding: Encoding::Hex,
+            prefix: "",
+            id_header: Some("x-goog-message-number"),
+        };
+        let check = |method: Method<'_>, pairs: &[(&str, &str)]| {
+            verify(method, b"s3cret pass", headers(pairs), b"{}", 0, MINUTES_5)
+        };
+        let verified = check(
+            token,
+            &[
+                ("x-goog-channel-token", "s3cret pass"),
+                ("x-goog-message-number", "12"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(verified.id.as_deref(), Some("12"));
+        for wrong in ["s3cret pas", "s3cret passs", "S3cret pass", ""] {
+            assert_eq!(
+                check(token, &[("x-goog-channel-token", wrong)]),
+                Err(Refused::Mismatch("the token")),
+                "{wrong:?}"
+            );
+        }
+        let bearer = Method {
+            header: "authorization",
+            prefix: "Bearer ",
+            ..token
+        };
+        assert!(check(bearer, &[("authorization", "Bearer s3cret pass")]).is_ok());
+        assert!(matches!(
+            check(bearer, &[("authorization", "s3cret pass")]),
+            Err(Refused::Malformed(_))
+        ));
+
+        let basic: Method<'_> = Scheme::Basic.into();
+        let check = |value: &str| {
+            verify(
+                basic,
+                b"causeway:s3cret pass",
+                headers(&[("authorization", value)]),
+                b"{}",
+                0,
+                MINUTES_5,
+            )
+        };
+        for good in [
+            "Basic Y2F1c2V3YXk6czNjcmV0IHBhc3M=",
+            "basic  Y2F1c2V3YXk6czNjcmV0IHBhc3M=",
+        ] {
+            assert_eq!(check(good), Ok(Verified { id: None }), "{good}");
+        }
+        // causeway:s3cret pas
+        assert_eq!(
+            check("Basic Y2F1c2V3YXk6czNjcmV0IHBhcw=="),
+            Err(Refused::Mismatch("the login"))
+        );
+        for malformed in ["Bearer Y2F1c2V3YXk6czNjcmV0IHBhc3M=", "Basic %%%", "Basic"] {
+            assert_eq!(
+                check(malformed),
+                Err(Refused::Malformed(
+                    "Authorization is not Basic credentials".into()
+                )),
+                "{malformed}"
+            );
+        }
     }
 
     #[test]
@@ -417,7 +721,14 @@ mod tests {
                 (Scheme::StandardWebhooks, &standard[..]),
                 (Scheme::Stripe, &stripe[..]),
             ] {
-                let refused = verify(scheme, b"k", headers(pairs), b"{}", 1700000000, MINUTES_5);
+                let refused = verify(
+                    scheme.into(),
+                    b"k",
+                    headers(pairs),
+                    b"{}",
+                    1700000000,
+                    MINUTES_5,
+                );
                 assert!(
                     matches!(refused, Err(Refused::Stale(_))),
                     "{t}: {refused:?}"
