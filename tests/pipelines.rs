@@ -3887,6 +3887,154 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
     }
 }
 
+/// Webhook senders on the internet require HTTPS: `[tls]` serves the
+/// webhook paths (and nothing of the operator API) over TLS, from the PEM
+/// files an ACME client writes, and a renewal written over them is served
+/// without a restart; half a renewal keeps the last good pair.
+#[test]
+fn webhooks_arrive_over_tls_and_a_renewed_certificate_is_served_without_a_restart() {
+    let fixtures = support::repo_root().join("tests/fixtures/tls");
+    let w = world_with(
+        "webhook = { path = \"/hooks/crm\", scheme = \"standard-webhooks\", secret = \"env:CRM_HOOK_SECRET\" }",
+        "\n[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"tls/cert.pem\"\nkey = \"tls/key.pem\"\n",
+    );
+    let folder = w.scratch.path();
+    let (cert, key) = (folder.join("tls/cert.pem"), folder.join("tls/key.pem"));
+    std::fs::create_dir_all(folder.join("tls")).unwrap();
+    // Replaced by a rename, as an ACME client does.
+    let put = |file: &std::path::Path, from: &str| {
+        let partial = file.with_extension("partial");
+        std::fs::copy(fixtures.join(from), &partial).unwrap();
+        std::fs::set_permissions(
+            &partial,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        std::fs::rename(&partial, file).unwrap();
+    };
+    let with_secret = || {
+        let mut command = w.causeway();
+        command.env("CRM_HOOK_SECRET", hook_secret());
+        command
+    };
+
+    // A key that is not the certificate's stops check and the host, naming it.
+    put(&cert, "server.pem");
+    put(&key, "renewed.key");
+    for command in [vec!["check"], vec!["run", "--listen", "127.0.0.1:0"]] {
+        let out = run(with_secret().args(&command));
+        assert!(!out.success, "{command:?}");
+        assert!(
+            format!("{}{}", out.stdout, out.stderr)
+                .contains("tls/key.pem (tls.key) is not the key of the certificate in"),
+            "{command:?}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    put(&key, "server.key");
+    // Readable by every account: said.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = run(with_secret().arg("check"));
+    assert!(
+        out.success
+            && out
+                .stdout
+                .contains("(tls.key) may be read by every account"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    let host = RunningHost::start(with_secret().args(["run", "--listen", "127.0.0.1:0"]));
+    let line = host.stdout_line(10);
+    let public = line
+        .strip_prefix("causeway listening for webhooks on https://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .trim()
+        .to_string();
+    let (first_ca, renewed_ca) = (fixtures.join("ca.pem"), fixtures.join("renewed-ca.pem"));
+    let both = [first_ca.as_path(), renewed_ca.as_path()];
+    let https =
+        |roots: &[&std::path::Path],
+         method: &str,
+         path: &str,
+         headers: &[(&str, &str)],
+         body: &[u8]| { support::try_https(&public, roots, method, path, headers, body) };
+    let deliver = |id: &str, body: &[u8]| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let signature = causeway::webhook::verify::sign_standard(HOOK_KEY, id, now, body);
+        let timestamp = now.to_string();
+        https(
+            &both,
+            "POST",
+            "/hooks/crm",
+            &[
+                ("content-type", "application/json"),
+                ("webhook-id", id),
+                ("webhook-timestamp", &timestamp),
+                ("webhook-signature", &signature),
+            ],
+            body,
+        )
+        .unwrap()
+    };
+    let (status, answer, presented) = deliver("msg_1", &contact_event("t1", "Secure"));
+    assert_eq!(status, 202, "{answer}");
+    let first = presented;
+    w.wait_for_subscribers(
+        &[("t1".into(), "Secure Hook".into())],
+        Duration::from_secs(20),
+    );
+    // The operator API is not there, token or not; /healthz is.
+    let token = std::fs::read_to_string(host.data_dir.join("operator.token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    for path in ["/api/plugins", "/metrics"] {
+        let (status, answer, _) =
+            https(&both, "GET", path, &[("authorization", &bearer)], b"").unwrap();
+        assert_eq!(status, 404, "{path}: {answer}");
+    }
+    assert_eq!(https(&both, "GET", "/healthz", &[], b"").unwrap().0, 200);
+    // A client trusting only the renewal's authority is refused for now.
+    assert!(https(&[renewed_ca.as_path()], "GET", "/healthz", &[], b"").is_err());
+
+    // Half a renewal (the certificate, not yet its key): the last good
+    // pair goes on being served.
+    put(&cert, "renewed.pem");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    host.wait_for_log("the TLS certificate changed and cannot be used", 30);
+    assert_eq!(https(&both, "GET", "/healthz", &[], b"").unwrap().2, first);
+    // The whole renewal: served from the next connection, no signal needed.
+    put(&key, "renewed.key");
+    wait_until(
+        "the renewed certificate served",
+        Duration::from_secs(30),
+        || {
+            let (_, _, presented) =
+                https(&[renewed_ca.as_path()], "GET", "/healthz", &[], b"").ok()?;
+            (presented != first).then_some(())
+        },
+    );
+    host.wait_for_log("reloaded: the TLS certificate", 5);
+    let (status, answer, _) = deliver("msg_2", &contact_event("t2", "Renewed"));
+    assert_eq!(status, 202, "{answer}");
+    w.wait_for_subscribers(
+        &[
+            ("t1".into(), "Secure Hook".into()),
+            ("t2".into(), "Renewed Hook".into()),
+        ],
+        Duration::from_secs(20),
+    );
+}
+
 #[test]
 fn a_delivery_stored_before_a_crash_is_processed_after_restart_and_its_redelivery_deduplicated() {
     let w = webhook_world("initial = \"100ms\"\nmax = \"200ms\"\nbudget = \"1m\"\n");

@@ -595,6 +595,24 @@ impl AuditConfig {
     }
 }
 
+/// `[tls]`: a second listener, serving the webhook paths and `/healthz`
+/// over TLS (webhook senders on the internet require HTTPS), and nothing of
+/// the operator API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table such as { listen = \"0.0.0.0:8443\", cert = \"fullchain.pem\", key = \"privkey.pem\" }"
+)]
+pub struct TlsListen {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The certificate chain, PEM, the server's own first.
+    pub cert: PathBuf,
+    /// Its private key, PEM (PKCS#8, RSA or EC).
+    pub key: PathBuf,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ConfigFile {
@@ -610,6 +628,7 @@ struct ConfigFile {
     secrets_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     proxy: Option<crate::caps::http::ProxyConfig>,
+    tls: Option<TlsListen>,
     #[serde(default, deserialize_with = "range::reload_settle")]
     reload_settle: Option<TextDuration>,
     #[serde(default)]
@@ -649,6 +668,8 @@ pub struct Config {
     /// The proxy plugins' requests go through (`[proxy]`), for networks
     /// whose only way out is one.
     pub proxy: Option<crate::caps::http::ProxyConfig>,
+    /// A listener serving the webhook paths over TLS (`[tls]`).
+    pub tls: Option<TlsListen>,
     /// How long a file written in place must stay unchanged before the
     /// running host loads it (an atomic rename is loaded at once).
     pub reload_settle: Duration,
@@ -803,6 +824,11 @@ impl Config {
             secrets_file: parsed.secrets_file.map(resolve),
             ca_file: parsed.ca_file.map(resolve),
             proxy: parsed.proxy,
+            tls: parsed.tls.map(|tls| TlsListen {
+                listen: tls.listen,
+                cert: resolve(tls.cert),
+                key: resolve(tls.key),
+            }),
             reload_settle: parsed
                 .reload_settle
                 .map(|d| d.0)

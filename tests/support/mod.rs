@@ -225,6 +225,75 @@ pub fn try_http_answer(
     Ok((status, head.to_string(), body.to_string()))
 }
 
+/// One HTTPS request to `addr` (as `localhost`), trusting only the PEM
+/// certificates of `roots`: the status, the body and the certificate the
+/// server presented (DER).
+pub fn try_https(
+    addr: &str,
+    roots: &[&Path],
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        for cert in CertificateDer::pem_file_iter(root).expect("a PEM file") {
+            store.add(cert.expect("a certificate")).expect("a root");
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let name = "localhost".try_into().expect("a server name");
+    let session = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(std::io::Error::other)?;
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let mut stream = rustls::StreamOwned::new(session, tcp);
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    // A server that closes without close_notify ends the answer too.
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let presented = stream
+        .conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| cert.to_vec())
+        .unwrap_or_default();
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body, presented))
+}
+
 /// A client of a host's operator API: its address and the token it needs.
 #[derive(Clone)]
 pub struct Api {
@@ -272,6 +341,8 @@ pub struct RunningHost {
     // Reads stderr until the process closes it: joined once it has exited,
     // so `logs` then holds its last lines too.
     stderr_reader: Option<std::thread::JoinHandle<()>>,
+    /// The lines it printed after the first.
+    stdout: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
 }
 
 impl RunningHost {
@@ -328,7 +399,17 @@ impl RunningHost {
             data_dir,
             stderr,
             stderr_reader: Some(stderr_reader),
+            stdout: std::sync::Mutex::new(rx),
         }
+    }
+
+    /// The next line it prints on stdout, waited for up to `seconds`.
+    pub fn stdout_line(&self, seconds: u64) -> String {
+        self.stdout
+            .lock()
+            .expect("stdout")
+            .recv_timeout(std::time::Duration::from_secs(seconds))
+            .unwrap_or_else(|_| panic!("no line on stdout within {seconds} s:\n{}", self.logs()))
     }
 
     /// A client of its operator API, with the token the host made.

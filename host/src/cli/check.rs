@@ -144,6 +144,38 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             message,
         });
     }
+    // The webhook listener's certificate: one that cannot be served stops
+    // the host at start.
+    if let Some(tls) = &host.config.tls {
+        let file = host
+            .config
+            .file
+            .as_deref()
+            .map_or_else(|| "causeway.toml".into(), |f| f.display().to_string());
+        let line = host
+            .config
+            .file
+            .as_deref()
+            .and_then(|f| crate::config::read_file(f).ok())
+            .and_then(|text| crate::config::section_line(&text, "tls"));
+        let problems = [
+            crate::server::tls::Certificate::load(&tls.cert, &tls.key)
+                .err()
+                .map(|e| ("error", e)),
+            crate::server::tls::key_exposure(&tls.key).map(|e| ("warning", e)),
+        ];
+        findings.extend(
+            problems
+                .into_iter()
+                .flatten()
+                .map(|(severity, message)| Finding {
+                    severity,
+                    file: file.clone(),
+                    line,
+                    message,
+                }),
+        );
+    }
     if let Some(message) = crate::host::data_dir_exposure(&host.config.data_dir) {
         findings.push(Finding {
             severity: "warning",

@@ -56,6 +56,20 @@ impl Opts {
         }
         let token = server::OperatorToken::load_or_create(&host.config.data_dir)
             .map_err(anyhow::Error::msg)?;
+        // Before anything starts: a certificate that cannot be served
+        // stops the host, naming its file.
+        let certificate = match &host.config.tls {
+            Some(tls) => {
+                if let Some(exposed) = server::tls::key_exposure(&tls.key) {
+                    tracing::warn!("{exposed}");
+                }
+                Some(Arc::new(
+                    server::tls::Certificate::load(&tls.cert, &tls.key)
+                        .map_err(anyhow::Error::msg)?,
+                ))
+            }
+            None => None,
+        };
         let writer = host.open_database()?;
         tracing::info!(folder = %host.config.plugins_dir.display(), "loading the plugins");
         let registry = tokio::select! {
@@ -72,6 +86,16 @@ impl Opts {
             .await
             .with_context(|| format!("cannot listen on {}", host.config.listen))?;
         let address = listener.local_addr()?;
+        let public = match (&host.config.tls, &certificate) {
+            (Some(tls), Some(certificate)) => {
+                let listener = tokio::net::TcpListener::bind(tls.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (tls.listen)", tls.listen))?;
+                let config = certificate.server_config().map_err(anyhow::Error::msg)?;
+                Some((listener, config))
+            }
+            _ => None,
+        };
         let handle = writer.handle();
         handle.host_started(std::process::id(), address.to_string());
         // Grants changed while no host ran are recorded now.
@@ -125,13 +149,45 @@ impl Opts {
 
         let draining = Arc::new(Notify::new());
         let notify = draining.clone();
-        let serve = server::serve(listener, server::router(state), async move {
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let operators = server::serve(listener, server::router(state.clone()), async move {
             stop.wait().await;
             tracing::info!("stopping: no new work; draining calls in flight");
             notify.notify_one();
+            let _ = stopping.send(true);
         });
         tracing::info!(%address, "causeway listening");
         super::print(&format!("causeway listening on http://{address}\n"))?;
+        let webhooks = match public {
+            Some((listener, config)) => {
+                let address = listener.local_addr()?;
+                tracing::info!(%address, "causeway listening for webhooks over TLS");
+                super::print(&format!(
+                    "causeway listening for webhooks on https://{address}\n"
+                ))?;
+                if let Some(certificate) = certificate {
+                    tokio::spawn(certificate.keep_fresh());
+                }
+                let mut stopped = stopped;
+                Some(server::serve::serve_tls(
+                    listener,
+                    server::public_router(state),
+                    async move {
+                        let _ = stopped.wait_for(|stopped| *stopped).await;
+                    },
+                    config,
+                ))
+            }
+            None => None,
+        };
+        let serve = async {
+            match webhooks {
+                Some(webhooks) => {
+                    tokio::join!(operators, webhooks);
+                }
+                None => operators.await,
+            }
+        };
         tokio::select! {
             () = serve => {}
             () = async {

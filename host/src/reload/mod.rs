@@ -317,12 +317,12 @@ impl Reloader {
 /// manager's) "read everything again", for file systems whose changes never
 /// reach the watcher, and a reload rather than the default stop.
 #[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
+pub(crate) type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
-type Hangup = Option<std::convert::Infallible>;
+pub(crate) type Hangup = Option<std::convert::Infallible>;
 
 #[cfg(unix)]
-fn hangup() -> Hangup {
+pub(crate) fn hangup() -> Hangup {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(e) => {
@@ -333,12 +333,12 @@ fn hangup() -> Hangup {
 }
 
 #[cfg(not(unix))]
-fn hangup() -> Hangup {
+pub(crate) fn hangup() -> Hangup {
     None
 }
 
 /// The next SIGHUP; never, without one.
-async fn hung_up(signal: &mut Hangup) {
+pub(crate) async fn hung_up(signal: &mut Hangup) {
     #[cfg(unix)]
     if let Some(signal) = signal
         && signal.recv().await.is_some()
@@ -719,6 +719,11 @@ fn keep_fixed(current: &Config, mut new: Config) -> (Config, Vec<&'static str>) 
     if new.proxy != current.proxy {
         not_yet.push("[proxy]");
     }
+    // The listener is bound at start; its files' contents are read again
+    // as they change (server::tls), not the paths to them.
+    if new.tls != current.tls {
+        not_yet.push("[tls]");
+    }
     new.listen = current.listen;
     new.data_dir = current.data_dir.clone();
     new.plugins_dir = current.plugins_dir.clone();
@@ -729,6 +734,7 @@ fn keep_fixed(current: &Config, mut new: Config) -> (Config, Vec<&'static str>) 
     new.secrets_file = current.secrets_file.clone();
     new.ca_file = current.ca_file.clone();
     new.proxy = current.proxy.clone();
+    new.tls = current.tls.clone();
     new.command_line = current.command_line;
     (new, not_yet)
 }

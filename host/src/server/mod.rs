@@ -43,6 +43,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub mod serve;
+pub mod tls;
 pub mod token;
 mod webhook;
 pub use serve::serve;
@@ -145,6 +146,17 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(operator)
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(webhook::webhook)
+        .with_state(state)
+}
+
+/// The router of the TLS listener (`[tls]`): the webhook paths and
+/// `/healthz`, nothing of the operator API (`/api/...` and `/metrics` are
+/// no webhook's, so they answer 404), which stays on the loopback listener.
+pub fn public_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(webhook::webhook)
         .with_state(state)

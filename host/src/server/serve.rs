@@ -12,6 +12,8 @@
 //!   handler).
 //! - On stop: no new connections; each open one finishes the request it is
 //!   in, then closes.
+//! - Over TLS ([`serve_tls`]), the handshake must be done within
+//!   [`HEADER_TIMEOUT`] too.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,16 +39,45 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// requests in progress finish. Handlers see each connection's peer as
 /// `ConnectInfo<SocketAddr>`.
 pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
-    serve_with(listener, router, stop, HEADER_TIMEOUT, MAX_CONNECTIONS).await;
+    serve_with(
+        listener,
+        router,
+        stop,
+        HEADER_TIMEOUT,
+        MAX_CONNECTIONS,
+        None,
+    )
+    .await;
 }
 
-/// [`serve`] with its limits given (tests give short ones).
+/// [`serve`] over TLS, with `config`'s certificate.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()>,
+    config: Arc<rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    serve_with(
+        listener,
+        router,
+        stop,
+        HEADER_TIMEOUT,
+        MAX_CONNECTIONS,
+        Some(acceptor),
+    )
+    .await;
+}
+
+/// [`serve`] with its limits given (tests give short ones), over TLS with
+/// `tls`.
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,
     stop: impl Future<Output = ()>,
     header_timeout: Duration,
     max_connections: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections));
     let (closing, closed) = watch::channel(false);
@@ -75,27 +106,19 @@ pub async fn serve_with(
         };
         let service =
             TowerToHyperService::new(router.clone().layer(axum::Extension(ConnectInfo(peer))));
-        let mut closed = closed.clone();
+        let closed = closed.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                served = connection.as_mut() => {
-                    if let Err(e) = served {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                    return;
-                }
-                _ = closed.wait_for(|closed| *closed) => {}
-            }
-            connection.as_mut().graceful_shutdown();
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, "connection ended: {e}");
+            let Some(tls) = tls else {
+                return drive(stream, service, header_timeout, closed, peer).await;
+            };
+            // A client that never finishes its handshake is one sending its
+            // headers a byte at a time.
+            match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => drive(stream, service, header_timeout, closed, peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake not done in {header_timeout:?}"),
             }
         });
     }
@@ -103,6 +126,38 @@ pub async fn serve_with(
     let _ = closing.send(true);
     // Every connection holds a permit until it has ended.
     let _ = permits.acquire_many(max_connections as u32).await;
+}
+
+/// Serves one connection until it ends, or, once the host stops, until
+/// the request it is in is answered.
+async fn drive<S>(
+    stream: S,
+    service: TowerToHyperService<Router>,
+    header_timeout: Duration,
+    mut closed: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(e) = served {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            return;
+        }
+        _ = closed.wait_for(|closed| *closed) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(e) = connection.await {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +188,7 @@ mod tests {
             },
             header_timeout,
             max_connections,
+            None,
         ));
         (addr, stop)
     }
