@@ -4001,6 +4001,10 @@ fn webhooks_arrive_over_tls_and_a_renewed_certificate_is_served_without_a_restar
     assert_eq!(https(&both, "GET", "/healthz", &[], b"").unwrap().0, 200);
     // A client trusting only the renewal's authority is refused for now.
     assert!(https(&[renewed_ca.as_path()], "GET", "/healthz", &[], b"").is_err());
+    // When the certificate expires, for an alert (openssl x509 -enddate:
+    // Nov 13 17:25:53 2126 GMT).
+    let expiry = || Metrics::scrape(&host).value("causeway_tls_certificate_expiry_seconds", &[]);
+    assert_eq!(expiry(), Some(4_950_264_353.0));
 
     // Half a renewal (the certificate, not yet its key): the last good
     // pair goes on being served.
@@ -4024,6 +4028,7 @@ fn webhooks_arrive_over_tls_and_a_renewed_certificate_is_served_without_a_restar
         },
     );
     host.wait_for_log("reloaded: the TLS certificate", 5);
+    assert_eq!(expiry(), Some(4_950_279_710.0), "Nov 13 21:41:50 2126 GMT");
     let (status, answer, _) = deliver("msg_2", &contact_event("t2", "Renewed"));
     assert_eq!(status, 202, "{answer}");
     w.wait_for_subscribers(

@@ -389,6 +389,9 @@ pub struct Scrape<'a> {
     pub now: &'a [(String, PipelineNow)],
     /// What the database's writer committed.
     pub writer: &'a crate::db::WriterStats,
+    /// With `[tls]`: when its certificate expires (seconds since the
+    /// epoch), if that could be read.
+    pub tls_expires: Option<Option<i64>>,
 }
 
 /// The `/metrics` page.
@@ -426,6 +429,18 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         &[],
         f64::from(u8::from(scrape.writer.failing().is_some())),
     );
+    if let Some(Some(expires)) = scrape.tls_expires {
+        page.family(
+            "causeway_tls_certificate_expiry_seconds",
+            Kind::Gauge,
+            "When the certificate the [tls] listener serves expires, in seconds since the epoch (renewals are taken as they are written): alert when it is less than 14 days from time().",
+        );
+        page.sample(
+            "causeway_tls_certificate_expiry_seconds",
+            &[],
+            expires as f64,
+        );
+    }
     page.finish()
 }
 

@@ -174,6 +174,7 @@ impl Opts {
                 server::OperatorToken::load_or_create(&host.config.data_dir)
                     .map_err(anyhow::Error::msg)?,
             ),
+            certificate: None,
         });
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(server::serve(listener, server::router(state), async {

@@ -145,6 +145,7 @@ impl Opts {
             pipelines: pipelines.control(),
             refusals: server::Refusals::new(handle.clone()),
             token: Arc::new(token),
+            certificate: certificate.clone(),
         });
 
         let draining = Arc::new(Notify::new());
@@ -166,6 +167,10 @@ impl Opts {
                     "causeway listening for webhooks on https://{address}\n"
                 ))?;
                 if let Some(certificate) = certificate {
+                    tracing::info!(
+                        "webhooks over TLS with the certificate {}",
+                        certificate.describe()
+                    );
                     tokio::spawn(certificate.keep_fresh());
                 }
                 let mut stopped = stopped;

@@ -77,6 +77,8 @@ pub struct AppState {
     pub refusals: Refusals,
     /// The token operator requests must carry.
     pub token: Arc<OperatorToken>,
+    /// The certificate the `[tls]` listener serves, if there is one.
+    pub certificate: Option<Arc<tls::Certificate>>,
 }
 
 /// Refused requests audited one by one per second, sustained.
@@ -319,6 +321,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         pipelines: state.pipelines.stats(),
         now: &now,
         writer: state.db.stats(),
+        tls_expires: state.certificate.as_ref().map(|c| c.expires()),
     });
     (
         [(
@@ -626,6 +629,7 @@ mod tests {
             database: dir.join("db"),
             refusals: Refusals::new(writer.handle()),
             token,
+            certificate: None,
         }));
         (app, pipelines)
     }

@@ -23,6 +23,10 @@ use rustls::sign::CertifiedKey;
 /// How often the files are checked for a renewal.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 
+/// A certificate this close to its expiry is warned of (once a day): an
+/// ACME client renews a month ahead, so one this close is not renewing.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
 /// What a file looked like when read: a change of any is a new file.
 type Stamp = Option<(SystemTime, u64, u64)>;
 
@@ -46,6 +50,8 @@ pub struct Certificate {
 struct Served {
     stamps: (Stamp, Stamp),
     key: Arc<CertifiedKey>,
+    /// When the server's certificate expires, in seconds since the epoch.
+    expires: Option<i64>,
 }
 
 impl std::fmt::Debug for Certificate {
@@ -68,10 +74,48 @@ impl Certificate {
             cert_file: cert.to_path_buf(),
             key_file: key.to_path_buf(),
             provider,
-            current: RwLock::new(Served {
-                stamps,
-                key: Arc::new(certified),
-            }),
+            current: RwLock::new(Served::new(stamps, certified)),
+        })
+    }
+
+    /// When the certificate served now expires, in seconds since the
+    /// epoch (`None` if its validity could not be read).
+    pub fn expires(&self) -> Option<i64> {
+        self.served().expires
+    }
+
+    /// What is served now, for the log: where from, and until when.
+    pub fn describe(&self) -> String {
+        let until = self
+            .expires()
+            .and_then(|at| u64::try_from(at).ok())
+            .map(|at| {
+                humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(at))
+                    .to_string()
+            })
+            .unwrap_or_else(|| "a date it does not say".to_string());
+        format!("{}, valid until {until}", self.cert_file.display())
+    }
+
+    /// A warning if the certificate served expires within
+    /// [`EXPIRY_WARNING`] of `now` (seconds since the epoch), or expired.
+    pub fn expiry_warning(&self, now: i64) -> Option<String> {
+        let expires = self.expires()?;
+        let left = expires.saturating_sub(now);
+        if left > EXPIRY_WARNING.as_secs() as i64 {
+            return None;
+        }
+        Some(if left <= 0 {
+            format!(
+                "the TLS certificate {} has expired: webhook senders refuse it; renew it (it is read again as it changes)",
+                self.describe()
+            )
+        } else {
+            format!(
+                "the TLS certificate {} expires in {} days: check that its renewal runs",
+                self.describe(),
+                left / (24 * 60 * 60)
+            )
         })
     }
 
@@ -89,7 +133,7 @@ impl Certificate {
         // Tried once per change: a broken pair is not reread, nor logged,
         // every few seconds until it changes again.
         served.stamps = stamps;
-        served.key = Arc::new(read?);
+        *served = Served::new(stamps, read?);
         Ok(true)
     }
 
@@ -112,7 +156,14 @@ impl Certificate {
     /// the host runs, saying what each change did.
     pub async fn keep_fresh(self: Arc<Self>) {
         let mut hangup = crate::reload::hangup();
+        let mut warned: Option<std::time::Instant> = None;
         loop {
+            if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(24 * 60 * 60))
+                && let Some(warning) = self.expiry_warning(now())
+            {
+                tracing::warn!("{warning}");
+                warned = Some(std::time::Instant::now());
+            }
             tokio::select! {
                 () = tokio::time::sleep(CHECK_EVERY) => {}
                 () = crate::reload::hung_up(&mut hangup) => {}
@@ -120,10 +171,14 @@ impl Certificate {
             let this = self.clone();
             let refreshed = tokio::task::spawn_blocking(move || this.refresh()).await;
             match refreshed {
-                Ok(Ok(true)) => tracing::info!(
-                    cert = %self.cert_file.display(),
-                    "reloaded: the TLS certificate, served from the next connection"
-                ),
+                Ok(Ok(true)) => {
+                    tracing::info!(
+                        "reloaded: the TLS certificate {}, served from the next connection",
+                        self.describe()
+                    );
+                    // A renewal that did not renew is said at once.
+                    warned = None;
+                }
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => tracing::error!(
                     "the TLS certificate changed and cannot be used: {e}; keeping the last good one"
@@ -154,6 +209,97 @@ pub fn key_exposure(key: &Path) -> Option<String> {
         let _ = key;
         None
     }
+}
+
+impl Served {
+    fn new(stamps: (Stamp, Stamp), key: CertifiedKey) -> Served {
+        let expires = key.cert.first().and_then(|cert| not_after(cert));
+        Served {
+            stamps,
+            key: Arc::new(key),
+            expires,
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A DER element at the start of `der`: its tag, its contents, and what
+/// follows it.
+fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let octets = usize::from(first & 0x7f);
+        if octets == 0 || octets > 4 || rest.len() < octets {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(octets);
+        (
+            bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b)),
+            rest,
+        )
+    };
+    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+}
+
+/// The `notAfter` of an X.509 certificate, in seconds since the epoch
+/// (RFC 5280 §4.1: Certificate → TBSCertificate → [version], serial,
+/// signature, issuer, validity { notBefore, notAfter }).
+fn not_after(der: &[u8]) -> Option<i64> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, certificate, _) = element(der)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = element(certificate)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    // The version is the optional explicit [0].
+    if rest.first() == Some(&0xa0) {
+        rest = element(rest)?.2;
+    }
+    for _ in 0..3 {
+        rest = element(rest)?.2; // serial, signature, issuer
+    }
+    let (SEQUENCE, validity, _) = element(rest)? else {
+        return None;
+    };
+    let after = element(element(validity)?.2)?;
+    let text = std::str::from_utf8(after.1).ok()?;
+    // UTCTime YYMMDDHHMMSSZ (years 1950–2049), GeneralizedTime YYYYMMDDHHMMSSZ.
+    let (year, rest) = match after.0 {
+        0x17 => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, text.get(2..)?)
+        }
+        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    if rest.len() != 11 || !rest.ends_with('Z') {
+        return None;
+    }
+    let field = |at: usize| -> Option<i64> { rest.get(at..at + 2)?.parse().ok() };
+    let (month, day) = (field(0)?, field(2)?);
+    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let of_era = year - era * 400;
+    let of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let of_era_days = of_era * 365 + of_era / 4 - of_era / 100 + of_year;
+    era * 146_097 + of_era_days - 719_468
 }
 
 impl ResolvesServerCert for Certificate {
@@ -284,6 +430,46 @@ mod tests {
         write_anew(&key, &std::fs::read(dir.join("renewed.key")).unwrap());
         assert_eq!(served.refresh(), Ok(true));
         assert_ne!(served.served().key.cert[0], first);
+    }
+
+    #[test]
+    fn the_expiry_is_read_from_the_certificate_and_warned_of_when_close() {
+        let dir = fixtures();
+        let served = Certificate::load(&dir.join("server.pem"), &dir.join("server.key")).unwrap();
+        // openssl x509 -enddate: notAfter=Nov 13 17:25:53 2126 GMT
+        // (GeneralizedTime); date -d '2126-11-13 17:25:53Z' +%s.
+        assert_eq!(served.expires(), Some(4_950_264_353));
+        assert!(
+            served
+                .describe()
+                .ends_with("valid until 2126-11-13T17:25:53Z"),
+            "{}",
+            served.describe()
+        );
+        assert_eq!(served.expiry_warning(4_950_264_353 - 15 * 86_400), None);
+        let close = served
+            .expiry_warning(4_950_264_353 - 3 * 86_400 - 5)
+            .unwrap();
+        assert!(close.contains("expires in 3 days"), "{close}");
+        let past = served.expiry_warning(4_950_264_353 + 1).unwrap();
+        assert!(past.contains("has expired"), "{past}");
+        // A UTCTime, and the epoch's own days.
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        let utc = [
+            0x30, 0x1e, 0x17, 0x0d, b'2', b'6', b'1', b'2', b'0', b'7', b'0', b'0', b'0', b'0',
+            b'0', b'0', b'Z', 0x17, 0x0d, b'4', b'9', b'1', b'2', b'3', b'1', b'2', b'3', b'5',
+            b'9', b'5', b'9', b'Z',
+        ];
+        let after = element(element(&utc).unwrap().1).unwrap().2;
+        let (tag, text, _) = element(after).unwrap();
+        assert_eq!((tag, text), (0x17, &b"491231235959Z"[..]));
+        // Truncated or not a certificate: no date, no panic.
+        let der = served.served().key.cert[0].to_vec();
+        for cut in [0, 1, 2, 10, 100, der.len() / 2] {
+            assert_eq!(not_after(&der[..cut]), None, "{cut}");
+        }
+        assert_eq!(not_after(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
     }
 
     /// Replaces `file` by a rename, as an ACME client does: a new inode.
