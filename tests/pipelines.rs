@@ -3864,6 +3864,12 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
         ],
         Duration::from_secs(20),
     );
+    // A sender whose news is all in its headers sends empty bodies: with
+    // no id header, none is taken for another's duplicate.
+    for _ in 0..2 {
+        let (status, _, answer) = send("/hooks/login", &[("Authorization", &basic(LOGIN))], b"");
+        assert_eq!(status, 202, "{answer}");
+    }
     host.terminate();
     assert!(host.wait_exit(30));
     let rows = audit_rows(&w.scratch.path().join("causeway-data"));

@@ -20,6 +20,34 @@ use crate::bindings::IncomingRequest;
 use crate::db;
 use crate::webhook::{inbox, verify};
 
+/// The id a delivery is deduplicated by: the sender's, or else its body's
+/// digest, so a retry of the same event is recognised. An empty body is no
+/// event to recognise: a sender whose news is all in its headers (Google
+/// Calendar's "something changed", without an `id-header`) would otherwise
+/// see every delivery after its first dropped as a duplicate. Each gets an
+/// id of its own.
+fn delivery_id(sent: Option<String>, body: &[u8]) -> String {
+    if let Some(id) = sent {
+        return id;
+    }
+    if !body.is_empty() {
+        return crate::plugin::digest(body);
+    }
+    use ring::rand::SecureRandom as _;
+    let mut nonce = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut nonce).is_err() {
+        // No randomness: the time, which a retry does not share either.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        nonce = nanos.to_be_bytes();
+    }
+    format!(
+        "empty-{}",
+        nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
 /// A webhook delivery to one of the pipelines' paths.
 pub(super) async fn webhook(
     State(state): State<Arc<AppState>>,
@@ -181,7 +209,7 @@ pub(super) async fn webhook(
             return answer;
         }
     };
-    let id = verified.id.unwrap_or_else(|| crate::plugin::digest(&body));
+    let id = delivery_id(verified.id, &body);
     let request = IncomingRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
@@ -249,5 +277,29 @@ pub(super) async fn webhook(
                 "the delivery could not be stored; send it again".into(),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delivery_id;
+
+    #[test]
+    fn a_delivery_is_known_by_its_senders_id_its_body_or_else_as_itself() {
+        assert_eq!(delivery_id(Some("evt_1".into()), b"{}"), "evt_1");
+        assert_eq!(
+            delivery_id(None, b"{\"a\":1}"),
+            delivery_id(None, b"{\"a\":1}")
+        );
+        assert_ne!(
+            delivery_id(None, b"{\"a\":1}"),
+            delivery_id(None, b"{\"a\":2}")
+        );
+        let (one, two) = (delivery_id(None, b""), delivery_id(None, b""));
+        assert_ne!(one, two, "empty bodies are never one another's duplicates");
+        assert!(
+            one.starts_with("empty-") && one.len() == "empty-".len() + 32,
+            "{one}"
+        );
     }
 }
