@@ -336,12 +336,28 @@ every = "1m"
 source = { plugin = "map-fullname", stream = "contacts" }
 transforms = [{ plugin = "map-fullname", config = { target_stream = 5 } }]
 sinks = [{ plugin = "no-such-sink" }, { plugin = "map-fulname" }]
+
+[pipelines.q]
+every = "1m"
+webhook = { path = "/h", scheme = "github", secret = "env:PATH" }
+source = { plugin = "crm-sorce", stream = "contacts" }
+sinks = [{ plugin = "map-fullname" }]
 "#,
     )
     .unwrap();
     let report = check(&scratch);
     let messages = error_messages(&report);
     let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
+    // Once, though a webhook pipeline's source is two stages (it reads
+    // and it handles deliveries).
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.contains("pipelines.q.source: plugin \"crm-sorce\" is not installed"))
+            .count(),
+        1,
+        "{messages:#?}"
+    );
     assert!(
         has("pipelines.p.source: plugin map-fullname@0.1.0 does not implement source"),
         "{messages:#?}"
