@@ -3004,25 +3004,31 @@ fn start_with_hooks(w: &World) -> RunningHost {
 
 /// A contact event as the CRM would post it, signed; its status and body.
 fn deliver(host: &RunningHost, id: &str, body: &[u8], signed_body: &[u8]) -> (u16, String) {
+    let headers = signed_headers(id, signed_body);
+    support::try_http_with(&host.addr, "POST", "/hooks/crm", &as_pairs(&headers), body).unwrap()
+}
+
+/// The headers a Standard Webhooks sender signs `body` with, now, under
+/// [`HOOK_KEY`].
+fn signed_headers(id: &str, body: &[u8]) -> [(&'static str, String); 4] {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let signature = causeway::webhook::verify::sign_standard(HOOK_KEY, id, now, signed_body);
-    let timestamp = now.to_string();
-    support::try_http_with(
-        &host.addr,
-        "POST",
-        "/hooks/crm",
-        &[
-            ("content-type", "application/json"),
-            ("webhook-id", id),
-            ("webhook-timestamp", &timestamp),
-            ("webhook-signature", &signature),
-        ],
-        body,
-    )
-    .unwrap()
+    [
+        ("content-type", "application/json".to_string()),
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", now.to_string()),
+        (
+            "webhook-signature",
+            causeway::webhook::verify::sign_standard(HOOK_KEY, id, now, body),
+        ),
+    ]
+}
+
+/// `headers` as the request helpers take them.
+fn as_pairs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
 }
 
 fn contact_event(id: &str, first: &str) -> Vec<u8> {
@@ -3969,25 +3975,8 @@ fn webhooks_arrive_over_tls_and_a_renewed_certificate_is_served_without_a_restar
          headers: &[(&str, &str)],
          body: &[u8]| { support::try_https(&public, roots, method, path, headers, body) };
     let deliver = |id: &str, body: &[u8]| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let signature = causeway::webhook::verify::sign_standard(HOOK_KEY, id, now, body);
-        let timestamp = now.to_string();
-        https(
-            &both,
-            "POST",
-            "/hooks/crm",
-            &[
-                ("content-type", "application/json"),
-                ("webhook-id", id),
-                ("webhook-timestamp", &timestamp),
-                ("webhook-signature", &signature),
-            ],
-            body,
-        )
-        .unwrap()
+        let headers = signed_headers(id, body);
+        https(&both, "POST", "/hooks/crm", &as_pairs(&headers), body).unwrap()
     };
     let (status, answer, presented) = deliver("msg_1", &contact_event("t1", "Secure"));
     assert_eq!(status, 202, "{answer}");

@@ -201,28 +201,9 @@ pub fn try_http_answer(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, String, String)> {
-    use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    Ok((status, head.to_string(), body.to_string()))
+    exchange(&mut stream, addr, method, path, headers, body)
 }
 
 /// One HTTPS request to `addr` (as `localhost`), trusting only the PEM
@@ -238,7 +219,6 @@ pub fn try_https(
 ) -> std::io::Result<(u16, String, Vec<u8>)> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    use std::io::{Read, Write};
     let mut store = rustls::RootCertStore::empty();
     for root in roots {
         for cert in CertificateDer::pem_file_iter(root).expect("a PEM file") {
@@ -258,8 +238,28 @@ pub fn try_https(
     let tcp = std::net::TcpStream::connect(addr)?;
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
     let mut stream = rustls::StreamOwned::new(session, tcp);
+    let (status, _, body) = exchange(&mut stream, "localhost", method, path, headers, body)?;
+    let presented = stream
+        .conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| cert.to_vec())
+        .unwrap_or_default();
+    Ok((status, body, presented))
+}
+
+/// One HTTP/1.1 exchange on `stream` (`Connection: close`): status, head,
+/// body.
+fn exchange(
+    stream: &mut (impl std::io::Read + std::io::Write),
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {
@@ -269,29 +269,21 @@ pub fn try_https(
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
     let mut response = Vec::new();
-    // A server that closes without close_notify ends the answer too.
+    // A TLS server that closes without close_notify ends the answer too.
     match stream.read_to_end(&mut response) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
         Err(e) => return Err(e),
     }
-    let presented = stream
-        .conn
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|cert| cert.to_vec())
-        .unwrap_or_default();
-    let response = String::from_utf8_lossy(&response).to_string();
+    let response = String::from_utf8(response)
+        .map_err(|e| std::io::Error::other(format!("not UTF-8: {e}")))?;
     let status = response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body, presented))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 /// A client of a host's operator API: its address and the token it needs.
