@@ -92,7 +92,7 @@ impl Opts {
                     .await
                     .with_context(|| format!("cannot listen on {} (tls.listen)", tls.listen))?;
                 let config = certificate.server_config().map_err(anyhow::Error::msg)?;
-                Some((listener, config))
+                Some((listener, config, certificate.clone()))
             }
             _ => None,
         };
@@ -145,7 +145,7 @@ impl Opts {
             pipelines: pipelines.control(),
             refusals: server::Refusals::new(handle.clone()),
             token: Arc::new(token),
-            certificate: certificate.clone(),
+            certificate,
         });
 
         let draining = Arc::new(Notify::new());
@@ -160,19 +160,17 @@ impl Opts {
         tracing::info!(%address, "causeway listening");
         super::print(&format!("causeway listening on http://{address}\n"))?;
         let webhooks = match public {
-            Some((listener, config)) => {
+            Some((listener, config, certificate)) => {
                 let address = listener.local_addr()?;
                 tracing::info!(%address, "causeway listening for webhooks over TLS");
                 super::print(&format!(
                     "causeway listening for webhooks on https://{address}\n"
                 ))?;
-                if let Some(certificate) = certificate {
-                    tracing::info!(
-                        "webhooks over TLS with the certificate {}",
-                        certificate.describe()
-                    );
-                    tokio::spawn(certificate.keep_fresh());
-                }
+                tracing::info!(
+                    "webhooks over TLS with the certificate {}",
+                    certificate.describe()
+                );
+                tokio::spawn(certificate.keep_fresh());
                 let mut stopped = stopped;
                 Some(server::serve::serve_tls(
                     listener,

@@ -91,10 +91,11 @@ impl Certificate {
             .and_then(|at| u64::try_from(at).ok())
             .map(|at| {
                 humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(at))
-                    .to_string()
-            })
-            .unwrap_or_else(|| "a date it does not say".to_string());
-        format!("{}, valid until {until}", self.cert_file.display())
+            });
+        match until {
+            Some(until) => format!("{}, valid until {until}", self.cert_file.display()),
+            None => format!("{} (its expiry could not be read)", self.cert_file.display()),
+        }
     }
 
     /// A warning if the certificate served expires within
