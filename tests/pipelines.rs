@@ -3709,14 +3709,16 @@ fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refuse
 /// Senders that are not Standard Webhooks, GitHub or Stripe: one signing
 /// the body in a header of its own (as Shopify, Xero, QuickBooks do), one
 /// sending a token the operator chose (Google Calendar's channel token),
-/// one logging in with HTTP Basic (Pipedrive, Postmark). Each is verified
-/// as its table says, deduplicated by the id header it names, and flows on;
-/// the secrets show nowhere.
+/// one logging in with HTTP Basic (Pipedrive, Postmark), and HubSpot, which
+/// signs the URL it called too. Each is verified as its table says,
+/// deduplicated by the id header it names, and flows on; the secrets show
+/// nowhere.
 #[test]
 fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified() {
     const SHOP_KEY: &str = "shpss_0123456789abcdef";
     const CHANNEL_TOKEN: &str = "a channel token the operator chose";
     const LOGIN: &str = "pipedrive:s3cret pass";
+    const HUBSPOT_SECRET: &str = "hubspot-client-secret";
     let pipeline = |name: &str, webhook: &str| {
         format!(
             "[pipelines.{name}]\nwebhook = {{ {webhook} }}\n\
@@ -3743,6 +3745,10 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
                 "login",
                 "path = \"/hooks/login\", scheme = \"basic\", secret = \"env:HOOK_LOGIN\"",
             ),
+            pipeline(
+                "hubspot",
+                "path = \"/hooks/hubspot\", scheme = \"hubspot\", secret = \"env:HUBSPOT_SECRET\"",
+            ),
         ]
         .concat(),
     );
@@ -3751,6 +3757,7 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
         command
             .env("SHOP_KEY", SHOP_KEY)
             .env("CHANNEL_TOKEN", CHANNEL_TOKEN)
+            .env("HUBSPOT_SECRET", HUBSPOT_SECRET)
             .env("HOOK_LOGIN", login);
         command
     };
@@ -3861,11 +3868,43 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
     );
     assert_eq!(status, 202, "{answer}");
 
+    // HubSpot signs the method, the URL it called (as the Host header and
+    // the target say, its query's ':' written encoded), the body and the
+    // time in milliseconds.
+    let hubspot = |called: &str, body: &[u8]| {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string();
+        let signature = base64(causeway::webhook::verify::sign_hex(
+            HUBSPOT_SECRET.as_bytes(),
+            &[b"POST", called.as_bytes(), body, millis.as_bytes()],
+        ));
+        let target = "/hooks/hubspot?portal=1%3A2";
+        send(
+            target,
+            &[
+                ("X-HubSpot-Signature-v3", &signature),
+                ("X-HubSpot-Request-Timestamp", &millis),
+            ],
+            body,
+        )
+    };
+    let called = format!("https://{}/hooks/hubspot?portal=1:2", host.addr);
+    let (status, _, answer) = hubspot(&called, &contact_event("h1", "Hubspot"));
+    assert_eq!(status, 202, "{answer}");
+    let elsewhere = "https://evil.example/hooks/hubspot?portal=1:2";
+    let (status, _, answer) = hubspot(elsewhere, &contact_event("h2", "Elsewhere"));
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("no signature matches"), "{answer}");
+
     // What each let through flows on; what each refused does not.
     w.wait_for_subscribers(
         &[
             ("b1".into(), "Basic Hook".into()),
             ("c1".into(), "Channel Hook".into()),
+            ("h1".into(), "Hubspot Hook".into()),
             ("s1".into(), "Shopper Hook".into()),
         ],
         Duration::from_secs(20),
@@ -3894,7 +3933,7 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
         );
     }
     let everything = format!("{hooks:?}{}", host.logs());
-    for secret in [SHOP_KEY, CHANNEL_TOKEN, "s3cret"] {
+    for secret in [SHOP_KEY, CHANNEL_TOKEN, HUBSPOT_SECRET, "s3cret"] {
         assert!(!everything.contains(secret), "{secret} shown: {everything}");
     }
 }

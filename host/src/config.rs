@@ -1341,6 +1341,12 @@ mod tests {
         assert_eq!(method.encoding, crate::webhook::verify::Encoding::Base64);
         assert!(load("scheme = \"token\", header = \"X-Goog-Channel-Token\"").is_ok());
         assert!(load("scheme = \"basic\", id-header = \"X-Request-Id\"").is_ok());
+        // Calendly signs as Stripe does, in a header of its own.
+        let calendly =
+            load("scheme = \"stripe\", header = \"Calendly-Webhook-Signature\"").unwrap();
+        let trigger = calendly.pipelines["p"].webhook.as_ref().unwrap();
+        assert_eq!(trigger.method().header, "calendly-webhook-signature");
+        assert!(load("scheme = \"hubspot\"").is_ok());
         for (webhook, expected) in [
             (
                 "scheme = \"hmac-sha256\"",
@@ -1352,7 +1358,11 @@ mod tests {
             ),
             (
                 "scheme = \"github\", header = \"X-Sig\"",
-                "pipelines.p.webhook.header: scheme \"github\" reads its own headers; header is for \"hmac-sha256\" and \"token\"",
+                "pipelines.p.webhook.header: scheme \"github\" reads its own headers; header is for \"hmac-sha256\", \"token\" and \"stripe\"",
+            ),
+            (
+                "scheme = \"hubspot\", id-header = \"X-Id\"",
+                "pipelines.p.webhook.id-header: scheme \"hubspot\" knows a delivery by its body",
             ),
             (
                 "scheme = \"basic\", prefix = \"Basic \"",
@@ -1364,7 +1374,7 @@ mod tests {
             ),
             (
                 "scheme = \"stripe\", id-header = \"X-Id\"",
-                "pipelines.p.webhook.id-header: scheme \"stripe\" names its deliveries itself",
+                "pipelines.p.webhook.id-header: scheme \"stripe\" knows a delivery by its event's id",
             ),
             (
                 "scheme = \"hmac-sha256\", header = \"X Sig\"",

@@ -192,28 +192,39 @@ impl WebhookTrigger {
         let reads = |key: &str, set: bool, schemes: &[Scheme]| {
             if set && !schemes.contains(&self.scheme) {
                 let what = match (self.scheme, key) {
-                    (Scheme::StandardWebhooks | Scheme::Github | Scheme::Stripe, "id-header") => {
+                    (Scheme::Stripe, "id-header") => "knows a delivery by its event's id",
+                    (Scheme::Hubspot, "id-header") => "knows a delivery by its body",
+                    (Scheme::StandardWebhooks | Scheme::Github, "id-header") => {
                         "names its deliveries itself"
                     }
-                    (Scheme::StandardWebhooks | Scheme::Github | Scheme::Stripe, _) => {
+                    (Scheme::Stripe, _) => "reads its own header, or the one `header` names",
+                    (Scheme::StandardWebhooks | Scheme::Github | Scheme::Hubspot, _) => {
                         "reads its own headers"
                     }
                     (_, "encoding") => "compares a secret, not a signature",
                     _ => "reads Authorization",
                 };
+                let names: Vec<String> = schemes
+                    .iter()
+                    .map(|s| format!("\"{}\"", s.name()))
+                    .collect();
+                let names = match names.split_last() {
+                    Some((last, [])) => last.clone(),
+                    Some((last, others)) => format!("{} and {last}", others.join(", ")),
+                    None => String::new(),
+                };
                 return Err(format!(
-                    "{at}.{key}: scheme \"{scheme}\" {what}; {key} is for {}",
-                    schemes
-                        .iter()
-                        .map(|s| format!("\"{}\"", s.name()))
-                        .collect::<Vec<_>>()
-                        .join(" and ")
+                    "{at}.{key}: scheme \"{scheme}\" {what}; {key} is for {names}"
                 ));
             }
             Ok(())
         };
         let chosen = [Scheme::HmacSha256, Scheme::Token];
-        reads("header", self.header.is_some(), &chosen)?;
+        reads(
+            "header",
+            self.header.is_some(),
+            &[Scheme::HmacSha256, Scheme::Token, Scheme::Stripe],
+        )?;
         reads("encoding", self.encoding.is_some(), &[Scheme::HmacSha256])?;
         reads("prefix", self.prefix.is_some(), &chosen)?;
         reads(

@@ -94,7 +94,10 @@ impl Certificate {
             });
         match until {
             Some(until) => format!("{}, valid until {until}", self.cert_file.display()),
-            None => format!("{} (its expiry could not be read)", self.cert_file.display()),
+            None => format!(
+                "{} (its expiry could not be read)",
+                self.cert_file.display()
+            ),
         }
     }
 

@@ -179,7 +179,13 @@ pub(super) async fn webhook(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // The request line too, for the schemes that sign it (HubSpot's).
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let header = |name: &str| match name {
+        ":method" => Some(method.as_str()),
+        ":path" => Some(target),
+        name => headers.get(name).and_then(|v| v.to_str().ok()),
+    };
     let verified = match verify::verify(
         trigger.method(),
         &key,

@@ -7,7 +7,11 @@
 //! - **GitHub**: `X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256 over the
 //!   body; the delivery id is `X-GitHub-Delivery`.
 //! - **Stripe**: `Stripe-Signature: t=<ts>,v1=<hex>[,v1=…]`, HMAC-SHA256
-//!   over `t.body`; the delivery id is the event's `id`.
+//!   over `t.body`; the delivery id is the event's `id`. Calendly signs the
+//!   same way in `Calendly-Webhook-Signature`: the operator names the header.
+//! - **HubSpot** (v3): `X-HubSpot-Signature-v3: <base64>`, HMAC-SHA256 over
+//!   method, URL (`https://` + Host + path and query, some characters
+//!   decoded), body and `X-HubSpot-Request-Timestamp` (milliseconds).
 //! - **hmac-sha256**: the many senders that sign the body alone, each in a
 //!   header of its own (Shopify, Xero, QuickBooks, WooCommerce, Typeform):
 //!   the operator names the header, the encoding (hex or base64) and any
@@ -40,8 +44,10 @@ pub enum Scheme {
     StandardWebhooks,
     /// GitHub's `X-Hub-Signature-256`.
     Github,
-    /// Stripe's `Stripe-Signature`.
+    /// Stripe's `Stripe-Signature` (or the same in another header).
     Stripe,
+    /// HubSpot's `X-HubSpot-Signature-v3`.
+    Hubspot,
     /// HMAC-SHA256 of the body, in a header the operator names.
     HmacSha256,
     /// The secret itself, in a header the operator names.
@@ -57,6 +63,7 @@ impl Scheme {
             Scheme::StandardWebhooks => "standard-webhooks",
             Scheme::Github => "github",
             Scheme::Stripe => "stripe",
+            Scheme::Hubspot => "hubspot",
             Scheme::HmacSha256 => "hmac-sha256",
             Scheme::Token => "token",
             Scheme::Basic => "basic",
@@ -82,8 +89,9 @@ pub enum Encoding {
 pub struct Method<'a> {
     /// The scheme.
     pub scheme: Scheme,
-    /// The header with the signature (`hmac-sha256`) or the token
-    /// (`token`), lower case.
+    /// The header with the signature (`hmac-sha256`, and `stripe` where
+    /// another sender signs as Stripe does) or the token (`token`), lower
+    /// case; empty for a scheme's own.
     pub header: &'a str,
     /// How the signature is written (`hmac-sha256`).
     pub encoding: Encoding,
@@ -151,9 +159,12 @@ pub fn key(
         Scheme::Basic if !secret.expose().contains(':') => Err(format!(
             "secret {reference}: the basic scheme's secret is user:password, and it has no ':' (what it holds is not shown)"
         )),
-        Scheme::Github | Scheme::Stripe | Scheme::HmacSha256 | Scheme::Token | Scheme::Basic => {
-            Ok(secret.expose().as_bytes().to_vec())
-        }
+        Scheme::Github
+        | Scheme::Stripe
+        | Scheme::Hubspot
+        | Scheme::HmacSha256
+        | Scheme::Token
+        | Scheme::Basic => Ok(secret.expose().as_bytes().to_vec()),
     }
 }
 
@@ -223,8 +234,10 @@ fn fresh(timestamp: i64, now: i64, tolerance: Duration) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Verifies a delivery. `header` looks a header up by lower-case name;
-/// `key` is the secret's bytes (see [`standard_key`] for Standard Webhooks);
+/// Verifies a delivery. `header` looks a header up by lower-case name, and
+/// the request's method and target (path and query) as `:method` and
+/// `:path` (no HTTP/1.1 header name begins with `:`); `key` is the secret's
+/// bytes (see [`standard_key`] for Standard Webhooks);
 /// `now` is in seconds since the epoch.
 pub fn verify<'a>(
     method: Method<'_>,
@@ -289,7 +302,11 @@ pub fn verify<'a>(
             tolerance,
         ),
         Scheme::Stripe => {
-            let (timestamp, signatures) = parse_stripe(need("stripe-signature")?)?;
+            let name = match method.header {
+                "" => "stripe-signature",
+                named => named,
+            };
+            let (timestamp, signatures) = parse_stripe(need(name)?)?;
             fresh(timestamp, now, tolerance)?;
             let mut expected = mac(key);
             expected.update(format!("{timestamp}.").as_bytes());
@@ -304,6 +321,27 @@ pub fn verify<'a>(
                 .ok()
                 .and_then(|event| event["id"].as_str().map(str::to_string));
             Ok(Verified { id })
+        }
+        Scheme::Hubspot => {
+            let sent = need("x-hubspot-request-timestamp")?.trim();
+            let millis: i64 = sent.parse().map_err(|_| {
+                Refused::Malformed("X-HubSpot-Request-Timestamp is not a number".into())
+            })?;
+            fresh(millis.div_euclid(1000), now, tolerance)?;
+            let signature = base64::engine::general_purpose::STANDARD
+                .decode(need("x-hubspot-signature-v3")?.trim())
+                .map_err(|_| Refused::Malformed("X-HubSpot-Signature-v3 is not base64".into()))?;
+            let mut expected = mac(key);
+            expected.update(need(":method")?.as_bytes());
+            expected.update(b"https://");
+            expected.update(need("host")?.as_bytes());
+            expected.update(hubspot_decoded(need(":path")?).as_bytes());
+            expected.update(body);
+            expected.update(sent.as_bytes());
+            expected
+                .verify_slice(&signature)
+                .map_err(|_| Refused::BadSignature)?;
+            Ok(Verified { id: None })
         }
         Scheme::HmacSha256 => {
             let written = prefixed()?;
@@ -355,6 +393,41 @@ pub fn verify<'a>(
             Ok(named())
         }
     }
+}
+
+/// A request target as HubSpot signs it: with the characters its
+/// documentation lists decoded where they are written encoded.
+fn hubspot_decoded(target: &str) -> String {
+    const DECODED: [(&str, &str); 12] = [
+        ("%3A", ":"),
+        ("%2F", "/"),
+        ("%3F", "?"),
+        ("%40", "@"),
+        ("%21", "!"),
+        ("%24", "$"),
+        ("%27", "'"),
+        ("%28", "("),
+        ("%29", ")"),
+        ("%2A", "*"),
+        ("%2C", ","),
+        ("%3B", ";"),
+    ];
+    let mut out = String::with_capacity(target.len());
+    let mut rest = target;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        match DECODED
+            .iter()
+            .find(|(encoded, _)| encoded.eq_ignore_ascii_case(escape))
+        {
+            Some((_, decoded)) => out.push_str(decoded),
+            None => out.push_str(escape),
+        }
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `t=<ts>,v1=<hex>[,v1=<hex>…]` (other schemes, such as `v0`, ignored).
@@ -706,6 +779,98 @@ mod tests {
     }
 
     #[test]
+    fn hubspot_signs_the_request_line_the_url_the_body_and_the_time() {
+        // Computed apart (Python's hmac) over
+        // POST https://hooks.example.com/hooks/crm?portal=1:2 [{"eventId":1}] 1700000000000.
+        let signature = "fJiZkD4MyouXjQ7+D4XWEPr9Nf1QqWwiml99PSKT7Rw=";
+        let body = br#"[{"eventId":1}]"#;
+        let check = |path: &str, host: &str, timestamp: &str, now: i64, body: &[u8]| {
+            let pairs = [
+                (":method", "POST"),
+                (":path", path),
+                ("host", host),
+                ("x-hubspot-request-timestamp", timestamp),
+                ("x-hubspot-signature-v3", signature),
+            ];
+            verify(
+                Scheme::Hubspot.into(),
+                b"client-secret",
+                headers(&pairs),
+                body,
+                now,
+                MINUTES_5,
+            )
+        };
+        let url = "/hooks/crm?portal=1%3A2";
+        let host = "hooks.example.com";
+        let sent = "1700000000000";
+        assert_eq!(
+            check(url, host, sent, 1_700_000_100, body),
+            Ok(Verified { id: None })
+        );
+        // Another URL, host, body or time: another signature.
+        for (path, host, timestamp, body) in [
+            ("/hooks/other?portal=1%3A2", host, sent, &body[..]),
+            (url, "evil.example.com", sent, &body[..]),
+            (url, host, "1700000000001", &body[..]),
+            (url, host, sent, br#"[{"eventId":2}]"#),
+        ] {
+            assert_eq!(
+                check(path, host, timestamp, 1_700_000_000, body),
+                Err(Refused::BadSignature),
+                "{path} {host} {timestamp}"
+            );
+        }
+        // Milliseconds, held to the tolerance in seconds.
+        assert_eq!(
+            check(url, host, sent, 1_700_000_301, body),
+            Err(Refused::Stale(301))
+        );
+        assert!(matches!(
+            check(url, host, "soon", 1_700_000_000, body),
+            Err(Refused::Malformed(_))
+        ));
+        assert_eq!(hubspot_decoded("/a%3a%2F%20b%2"), "/a:/%20b%2");
+        assert_eq!(hubspot_decoded("%"), "%");
+    }
+
+    #[test]
+    fn calendly_signs_as_stripe_does_in_a_header_of_its_own() {
+        let key = b"calendly-signing-key";
+        let body = br#"{"event":"invitee.created"}"#;
+        let header = format!("t=1700000000,v1={}", sign_hex(key, &[b"1700000000.", body]));
+        let pairs = [("calendly-webhook-signature", header.as_str())];
+        let calendly = Method {
+            header: "calendly-webhook-signature",
+            ..Scheme::Stripe.into()
+        };
+        assert_eq!(
+            verify(
+                calendly,
+                key,
+                headers(&pairs),
+                body,
+                1_700_000_000,
+                MINUTES_5
+            ),
+            Ok(Verified { id: None })
+        );
+        assert_eq!(
+            verify(
+                Scheme::Stripe.into(),
+                key,
+                headers(&pairs),
+                body,
+                1_700_000_000,
+                MINUTES_5
+            ),
+            Err(Refused::Malformed(
+                "the stripe-signature header is missing".into()
+            ))
+        );
+    }
+
+    #[test]
     fn a_timestamp_at_the_ends_of_the_number_line_is_stale_not_a_panic() {
         for t in ["-9223372036854775808", "9223372036854775807"] {
             let standard = [
@@ -715,9 +880,14 @@ mod tests {
             ];
             let stripe_header = format!("t={t},v1=00");
             let stripe = [("stripe-signature", stripe_header.as_str())];
+            let hubspot = [
+                ("x-hubspot-request-timestamp", t),
+                ("x-hubspot-signature-v3", "AAAA"),
+            ];
             for (scheme, pairs) in [
                 (Scheme::StandardWebhooks, &standard[..]),
                 (Scheme::Stripe, &stripe[..]),
+                (Scheme::Hubspot, &hubspot[..]),
             ] {
                 let refused = verify(
                     scheme.into(),
