@@ -3709,16 +3709,19 @@ fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refuse
 /// Senders that are not Standard Webhooks, GitHub or Stripe: one signing
 /// the body in a header of its own (as Shopify, Xero, QuickBooks do), one
 /// sending a token the operator chose (Google Calendar's channel token),
-/// one logging in with HTTP Basic (Pipedrive, Postmark), and HubSpot, which
-/// signs the URL it called too. Each is verified as its table says,
-/// deduplicated by the id header it names, and flows on; the secrets show
-/// nowhere.
+/// one given a URL with a token in its query (Mailchimp, which checks the
+/// URL with a GET first), one logging in with HTTP Basic (Pipedrive,
+/// Postmark), and HubSpot, which signs the URL it called too. Each is
+/// verified as its table says, deduplicated by the id header it names, and
+/// flows on; the secrets show nowhere, neither in what is stored nor in
+/// what the plugin is handed.
 #[test]
 fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified() {
     const SHOP_KEY: &str = "shpss_0123456789abcdef";
     const CHANNEL_TOKEN: &str = "a channel token the operator chose";
     const LOGIN: &str = "pipedrive:s3cret pass";
     const HUBSPOT_SECRET: &str = "hubspot-client-secret";
+    const MAILING_TOKEN: &str = "a-mailing-token";
     let pipeline = |name: &str, webhook: &str| {
         format!(
             "[pipelines.{name}]\nwebhook = {{ {webhook} }}\n\
@@ -3746,6 +3749,10 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
                 "path = \"/hooks/login\", scheme = \"basic\", secret = \"env:HOOK_LOGIN\"",
             ),
             pipeline(
+                "mailing",
+                "path = \"/hooks/mailing\", scheme = \"token\", secret = \"env:MAILING_TOKEN\", query = \"key\"",
+            ),
+            pipeline(
                 "hubspot",
                 "path = \"/hooks/hubspot\", scheme = \"hubspot\", secret = \"env:HUBSPOT_SECRET\"",
             ),
@@ -3758,6 +3765,7 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
             .env("SHOP_KEY", SHOP_KEY)
             .env("CHANNEL_TOKEN", CHANNEL_TOKEN)
             .env("HUBSPOT_SECRET", HUBSPOT_SECRET)
+            .env("MAILING_TOKEN", MAILING_TOKEN)
             .env("HOOK_LOGIN", login);
         command
     };
@@ -3839,6 +3847,19 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
     assert_eq!(status, 401, "{answer}");
     assert!(answer.contains("the token does not match"), "{answer}");
 
+    // A token in the query of the URL the sender was given; the sender
+    // checks that URL with a GET before saving it.
+    let mailing = |method: &str, key: &str, body: &[u8]| {
+        let target = format!("/hooks/mailing?list=7&key={key}");
+        support::try_http_answer(&host.addr, method, &target, &[], body).unwrap()
+    };
+    let (status, _, answer) = mailing("GET", MAILING_TOKEN, b"");
+    assert_eq!((status, answer.as_str()), (200, r#"{"status":"ready"}"#));
+    let (status, _, answer) = mailing("GET", "a-guess", b"");
+    assert_eq!(status, 401, "{answer}");
+    let (status, _, answer) = mailing("POST", MAILING_TOKEN, &contact_event("m1", "Mailing"));
+    assert_eq!(status, 202, "{answer}");
+
     // HTTP Basic: a client that logs in only when asked is asked.
     let basic = |login: &str| {
         use base64::Engine as _;
@@ -3905,6 +3926,7 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
             ("b1".into(), "Basic Hook".into()),
             ("c1".into(), "Channel Hook".into()),
             ("h1".into(), "Hubspot Hook".into()),
+            ("m1".into(), "Mailing Hook".into()),
             ("s1".into(), "Shopper Hook".into()),
         ],
         Duration::from_secs(20),
@@ -3915,6 +3937,10 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
         let (status, _, answer) = send("/hooks/login", &[("Authorization", &basic(LOGIN))], b"");
         assert_eq!(status, 202, "{answer}");
     }
+    // Deliveries crm-source refuses are set aside with what they came
+    // with (headers, query), to be sent again: all but the secrets.
+    assert_eq!(channel(CHANNEL_TOKEN, "3", b"").0, 202);
+    assert_eq!(mailing("POST", MAILING_TOKEN, b"").0, 202);
     host.terminate();
     assert!(host.wait_exit(30));
     let rows = audit_rows(&w.scratch.path().join("causeway-data"));
@@ -3932,8 +3958,42 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
             "{refusal}: {hooks:#?}"
         );
     }
-    let everything = format!("{hooks:?}{}", host.logs());
-    for secret in [SHOP_KEY, CHANNEL_TOKEN, HUBSPOT_SECRET, "s3cret"] {
+    // The GET that guessed is recorded as one.
+    assert!(
+        hooks
+            .iter()
+            .any(|r| r.2 == "GET" && r.3 == "pipeline mailing /hooks/mailing" && r.4 == "denied"),
+        "{hooks:#?}"
+    );
+    let conn = rusqlite::Connection::open(host.data_dir.join("causeway.db")).unwrap();
+    let kept: Vec<(String, String, String)> = conn
+        .prepare("SELECT pipeline, query, headers FROM webhook_inbox ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for pipeline in ["channel", "login", "mailing"] {
+        assert!(
+            kept.iter()
+                .any(|(p, _, headers)| p == pipeline && headers.contains("content-length")),
+            "{pipeline}: {kept:#?}"
+        );
+    }
+    assert!(
+        kept.iter()
+            .any(|(p, query, _)| p == "mailing" && query == "list=7"),
+        "{kept:#?}"
+    );
+    let everything = format!("{hooks:?}{}{kept:?}", host.logs());
+    for secret in [
+        SHOP_KEY,
+        CHANNEL_TOKEN,
+        HUBSPOT_SECRET,
+        MAILING_TOKEN,
+        "s3cret",
+        &basic(LOGIN),
+    ] {
         assert!(!everything.contains(secret), "{secret} shown: {everything}");
     }
 }

@@ -1347,6 +1347,7 @@ mod tests {
         let trigger = calendly.pipelines["p"].webhook.as_ref().unwrap();
         assert_eq!(trigger.method().header, "calendly-webhook-signature");
         assert!(load("scheme = \"hubspot\"").is_ok());
+        assert!(load("scheme = \"token\", query = \"key\"").is_ok());
         for (webhook, expected) in [
             (
                 "scheme = \"hmac-sha256\"",
@@ -1354,7 +1355,19 @@ mod tests {
             ),
             (
                 "scheme = \"token\", prefix = \"Bearer \"",
-                "pipelines.p.webhook: scheme \"token\" needs header = \"...\": the header the sender puts its token in",
+                "pipelines.p.webhook: scheme \"token\" needs header = \"...\" (the header the sender puts its token in) or query = \"...\"",
+            ),
+            (
+                "scheme = \"token\", header = \"X-T\", query = \"key\"",
+                "pipelines.p.webhook: scheme \"token\" takes its token from header or from query, not both",
+            ),
+            (
+                "scheme = \"token\", query = \"key=1\"",
+                "line 4: pipelines.p.webhook.query \"key=1\" must be a parameter's name",
+            ),
+            (
+                "scheme = \"hmac-sha256\", header = \"X-Sig\", query = \"key\"",
+                "pipelines.p.webhook.query: scheme \"hmac-sha256\" reads a signature from its header; query is for \"token\"",
             ),
             (
                 "scheme = \"github\", header = \"X-Sig\"",

@@ -156,6 +156,9 @@ pub struct WebhookTrigger {
     /// What precedes the signature or token in its header (`sha256=`,
     /// `Bearer `).
     pub prefix: Option<String>,
+    /// The query parameter with the token (`token`), for a sender that can
+    /// only be given a URL.
+    pub query: Option<String>,
     /// The header naming each delivery, lower case (`hmac-sha256`,
     /// `token`, `basic`: the named schemes know their own).
     #[serde(default, deserialize_with = "header_name")]
@@ -170,6 +173,7 @@ impl WebhookTrigger {
             header: self.header.as_deref().unwrap_or_default(),
             encoding: self.encoding.unwrap_or_default(),
             prefix: self.prefix.as_deref().unwrap_or_default(),
+            query: self.query.as_deref(),
             id_header: self.id_header.as_deref(),
         }
     }
@@ -178,15 +182,29 @@ impl WebhookTrigger {
     /// its scheme reads. `at` names the trigger's table.
     fn validate(&self, at: &str) -> Result<(), String> {
         let scheme = self.scheme.name();
-        let operator_named = matches!(self.scheme, Scheme::HmacSha256 | Scheme::Token);
-        if operator_named && self.header.is_none() {
+        match (self.scheme, &self.header, &self.query) {
+            (Scheme::HmacSha256, None, _) => {
+                return Err(format!(
+                    "{at}: scheme \"{scheme}\" needs header = \"...\": the header the sender puts its signature in, as its documentation names it"
+                ));
+            }
+            (Scheme::Token, None, None) => {
+                return Err(format!(
+                    "{at}: scheme \"{scheme}\" needs header = \"...\" (the header the sender puts its token in) or query = \"...\" (the parameter of the URL you give it that holds the token)"
+                ));
+            }
+            (Scheme::Token, Some(_), Some(_)) => {
+                return Err(format!(
+                    "{at}: scheme \"{scheme}\" takes its token from header or from query, not both"
+                ));
+            }
+            _ => {}
+        }
+        if let Some(query) = &self.query
+            && (query.is_empty() || query.contains(['&', '=', '#', '?']))
+        {
             return Err(format!(
-                "{at}: scheme \"{scheme}\" needs header = \"...\": the header the sender puts its {} in, as its documentation names it",
-                if self.scheme == Scheme::Token {
-                    "token"
-                } else {
-                    "signature"
-                }
+                "{at}.query {query:?} must be a parameter's name, such as \"key\""
             ));
         }
         let reads = |key: &str, set: bool, schemes: &[Scheme]| {
@@ -201,6 +219,7 @@ impl WebhookTrigger {
                     (Scheme::StandardWebhooks | Scheme::Github | Scheme::Hubspot, _) => {
                         "reads its own headers"
                     }
+                    (Scheme::HmacSha256, _) => "reads a signature from its header",
                     (_, "encoding") => "compares a secret, not a signature",
                     _ => "reads Authorization",
                 };
@@ -227,6 +246,7 @@ impl WebhookTrigger {
         )?;
         reads("encoding", self.encoding.is_some(), &[Scheme::HmacSha256])?;
         reads("prefix", self.prefix.is_some(), &chosen)?;
+        reads("query", self.query.is_some(), &[Scheme::Token])?;
         reads(
             "id-header",
             self.id_header.is_some(),

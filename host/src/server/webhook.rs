@@ -75,7 +75,15 @@ pub(super) async fn webhook(
     };
     let names: Vec<&str> = sharing.iter().map(|(name, _)| name.as_str()).collect();
     let pipelines = names.join(", ");
-    if method != axum::http::Method::POST {
+    // A sender that checks the URL before it saves it (Mailchimp) sends a
+    // GET: answered once its token or login is, and nothing stored. The
+    // schemes that sign a body have none to sign.
+    let probe = method == axum::http::Method::GET
+        && matches!(
+            trigger.scheme,
+            verify::Scheme::Token | verify::Scheme::Basic
+        );
+    if method != axum::http::Method::POST && !probe {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
@@ -103,7 +111,7 @@ pub(super) async fn webhook(
             let event = AuditEvent::by(
                 (&pipeline.source.plugin, version, digest),
                 "webhook",
-                "POST",
+                method.as_str(),
                 &format!("pipeline {name} {}", trigger.path),
                 decision,
                 detail.clone(),
@@ -215,13 +223,24 @@ pub(super) async fn webhook(
             return answer;
         }
     };
+    if probe {
+        return Json(json!({ "status": "ready" })).into_response();
+    }
     let id = delivery_id(verified.id, &body);
+    // A token or a login is the secret itself: neither stored nor handed
+    // to the plugin (whose sandbox no secret enters).
+    let secret_header = trigger.method().secret_header().map(str::to_string);
+    let query = uri.query().unwrap_or_default();
     let request = IncomingRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
-        query: uri.query().unwrap_or_default().to_string(),
+        query: match trigger.method().secret_query() {
+            Some(name) => verify::query_without(query, name),
+            None => query.to_string(),
+        },
         headers: headers
             .iter()
+            .filter(|(n, _)| secret_header.as_deref() != Some(n.as_str()))
             .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect(),
         body: body.to_vec(),

@@ -18,7 +18,12 @@
 //!   prefix before it, and optionally the header naming the delivery.
 //! - **token**: senders that sign nothing but send a secret the operator
 //!   chose, in a header the operator names (Google Calendar's
-//!   `X-Goog-Channel-Token`, GitLab's `X-Gitlab-Token`).
+//!   `X-Goog-Channel-Token`, GitLab's `X-Gitlab-Token`), or in a query
+//!   parameter of the URL the operator gave them (Mailchimp's).
+//!
+//! A token or a login is the secret itself, not a proof of it: the server
+//! keeps it out of what it stores and hands the plugin
+//! ([`Method::secret_header`], [`Method::secret_query`]).
 //! - **basic**: senders that log in with HTTP Basic (Pipedrive, Postmark);
 //!   the secret is `user:password`.
 //!
@@ -97,6 +102,8 @@ pub struct Method<'a> {
     pub encoding: Encoding,
     /// What precedes the signature or token in its header, e.g. `sha256=`.
     pub prefix: &'a str,
+    /// The query parameter with the token (`token`), in place of a header.
+    pub query: Option<&'a str>,
     /// The header naming the delivery, lower case, if the sender sends one
     /// (`hmac-sha256`, `token`, `basic`); otherwise the body's digest is
     /// the id.
@@ -110,9 +117,55 @@ impl From<Scheme> for Method<'static> {
             header: "",
             encoding: Encoding::Hex,
             prefix: "",
+            query: None,
             id_header: None,
         }
     }
+}
+
+impl Method<'_> {
+    /// The header that carries the secret itself (a token, a login),
+    /// lower case: never stored, nor handed to the plugin.
+    pub fn secret_header(&self) -> Option<&str> {
+        match self.scheme {
+            Scheme::Token if self.query.is_none() => Some(self.header),
+            Scheme::Basic => Some("authorization"),
+            _ => None,
+        }
+    }
+
+    /// The query parameter that carries the secret itself: taken out of
+    /// the query stored and handed to the plugin.
+    pub fn secret_query(&self) -> Option<&str> {
+        match self.scheme {
+            Scheme::Token => self.query,
+            _ => None,
+        }
+    }
+}
+
+/// `query` (raw, without `?`) without the parameters named `name`, the
+/// others as they were written.
+pub fn query_without(query: &str, name: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            let decoded: String = url::form_urlencoded::parse(key.as_bytes())
+                .map(|(k, _)| k.into_owned())
+                .collect();
+            !pair.is_empty() && decoded != name
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The value of the query parameter `name` in the request target `path`.
+fn query_value(path: &str, name: &str) -> Option<String> {
+    let (_, query) = path.split_once('?')?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
 }
 
 /// Why a delivery was refused.
@@ -293,6 +346,7 @@ pub fn verify<'a>(
                 header: "x-hub-signature-256",
                 encoding: Encoding::Hex,
                 prefix: "sha256=",
+                query: None,
                 id_header: Some("x-github-delivery"),
             },
             key,
@@ -369,7 +423,13 @@ pub fn verify<'a>(
             Ok(named())
         }
         Scheme::Token => {
-            if !same(prefixed()?.as_bytes(), key) {
+            let given = match method.query {
+                Some(name) => query_value(need(":path")?, name).ok_or_else(|| {
+                    Refused::Malformed(format!("the query has no {name} parameter"))
+                })?,
+                None => prefixed()?.to_string(),
+            };
+            if !same(given.as_bytes(), key) {
                 return Err(Refused::Mismatch("the token"));
             }
             Ok(named())
@@ -642,6 +702,7 @@ mod tests {
             header: "x-shop-hmac",
             encoding,
             prefix,
+            query: None,
             id_header: Some("x-shop-id"),
         };
         let check = |method: Method<'_>, value: &str, body: &[u8]| {
@@ -713,6 +774,7 @@ mod tests {
             header: "x-goog-channel-token",
             encoding: Encoding::Hex,
             prefix: "",
+            query: None,
             id_header: Some("x-goog-message-number"),
         };
         let check = |method: Method<'_>, pairs: &[(&str, &str)]| {
@@ -744,6 +806,40 @@ mod tests {
             check(bearer, &[("authorization", "s3cret pass")]),
             Err(Refused::Malformed(_))
         ));
+
+        // In a query parameter of the URL given to the sender.
+        let in_query = Method {
+            header: "",
+            query: Some("key"),
+            ..token
+        };
+        assert!(check(in_query, &[(":path", "/hooks/m?list=7&key=s3cret%20pass")]).is_ok());
+        assert!(check(in_query, &[(":path", "/hooks/m?key=s3cret+pass")]).is_ok());
+        assert_eq!(
+            check(in_query, &[(":path", "/hooks/m?key=guess")]),
+            Err(Refused::Mismatch("the token"))
+        );
+        assert_eq!(
+            check(in_query, &[(":path", "/hooks/m?list=7")]),
+            Err(Refused::Malformed("the query has no key parameter".into()))
+        );
+        // The secret itself, where it is, is kept from the plugin.
+        assert_eq!(token.secret_header(), Some("x-goog-channel-token"));
+        assert_eq!(
+            (in_query.secret_header(), in_query.secret_query()),
+            (None, Some("key"))
+        );
+        assert_eq!(
+            Method::from(Scheme::Basic).secret_header(),
+            Some("authorization")
+        );
+        assert_eq!(Method::from(Scheme::Github).secret_header(), None);
+        assert_eq!(
+            query_without("list=7&key=s3cret&k%65y=x&x=1", "key"),
+            "list=7&x=1"
+        );
+        assert_eq!(query_without("key=s3cret", "key"), "");
+        assert_eq!(query_without("a=1&&keys=2", "key"), "a=1&keys=2");
 
         let basic: Method<'_> = Scheme::Basic.into();
         let check = |value: &str| {
