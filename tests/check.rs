@@ -771,3 +771,49 @@ fn a_file_the_host_reads_that_is_no_regular_file_is_named_for_what_it_is() {
         }
     }
 }
+
+/// A token or a Basic login is the secret itself: taken in plain HTTP on an
+/// address others reach, anyone on the way reads it. Said, unless TLS is
+/// in front (`[tls]`) or the host listens on loopback (behind a proxy).
+#[test]
+fn a_webhook_secret_sent_in_clear_to_a_public_listener_is_warned_of() {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    scratch.install("mailer-sink", "mailer-sink.wasm");
+    let tls = support::repo_root().join("tests/fixtures/tls");
+    let warned = |listen: &str, scheme: &str, tls_table: &str| {
+        std::fs::write(
+            scratch.path().join("causeway.toml"),
+            format!(
+                "listen = \"{listen}\"\n\n[pipelines.p]\nwebhook = {{ path = \"/h\", secret = \"env:PATH\", {scheme} }}\n\
+                 source = {{ plugin = \"crm-source\", stream = \"contacts\" }}\nsinks = [{{ plugin = \"mailer-sink\" }}]\n{tls_table}"
+            ),
+        )
+        .unwrap();
+        let report = check(&scratch);
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] == "warning")
+            .filter_map(|f| f["message"].as_str())
+            .find(|m| m.contains("in plain HTTP"))
+            .map(str::to_string)
+    };
+    let token = "scheme = \"token\", query = \"key\"";
+    let said = warned("0.0.0.0:8700", token, "").expect("warned");
+    assert!(
+        said.starts_with("pipelines.p.webhook: scheme \"token\" has senders send the secret itself, and listen = \"0.0.0.0:8700\" takes it in plain HTTP"),
+        "{said}"
+    );
+    assert!(warned("0.0.0.0:8700", "scheme = \"basic\"", "").is_some());
+    // Signed deliveries carry no secret; loopback is a proxy's to face; TLS.
+    assert_eq!(warned("0.0.0.0:8700", "scheme = \"github\"", ""), None);
+    assert_eq!(warned("127.0.0.1:8700", token, ""), None);
+    let with_tls = format!(
+        "\n[tls]\nlisten = \"0.0.0.0:8443\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        tls.join("server.pem").display(),
+        tls.join("server.key").display()
+    );
+    assert_eq!(warned("0.0.0.0:8700", token, &with_tls), None);
+}

@@ -387,6 +387,27 @@ fn check_pipelines(
                     ),
                 });
             }
+            // A token or a login crosses the network as it is: in clear
+            // on a listener others reach without TLS.
+            let in_clear = host.config.tls.is_none() && !host.config.listen.ip().is_loopback();
+            if in_clear
+                && trigger
+                    .method()
+                    .secret_header()
+                    .or(trigger.method().secret_query())
+                    .is_some()
+            {
+                findings.push(Finding {
+                    severity: "warning",
+                    file: config_file.to_string(),
+                    line: line_of("webhook", 0),
+                    message: format!(
+                        "pipelines.{name}.webhook: scheme \"{}\" has senders send the secret itself, and listen = \"{}\" takes it in plain HTTP: anyone on the way can read it and send as them; add [tls], or listen on loopback behind a proxy that terminates TLS",
+                        trigger.scheme.name(),
+                        host.config.listen
+                    ),
+                });
+            }
         }
         let mut stages: Vec<Stage<'_>> = vec![(
             ("source", None),
