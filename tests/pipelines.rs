@@ -3711,7 +3711,8 @@ fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refuse
 /// sending a token the operator chose (Google Calendar's channel token),
 /// one given a URL with a token in its query (Mailchimp, which checks the
 /// URL with a GET first), one logging in with HTTP Basic (Pipedrive,
-/// Postmark), and HubSpot, which signs the URL it called too. Each is
+/// Postmark), HubSpot, which signs the URL it called too, and SendGrid,
+/// which signs with a private key of its own. Each is
 /// verified as its table says, deduplicated by the id header it names, and
 /// flows on; the secrets show nowhere, neither in what is stored nor in
 /// what the plugin is handed.
@@ -3756,21 +3757,44 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
                 "hubspot",
                 "path = \"/hooks/hubspot\", scheme = \"hubspot\", secret = \"env:HUBSPOT_SECRET\"",
             ),
+            pipeline(
+                "sendgrid",
+                "path = \"/hooks/sendgrid\", scheme = \"sendgrid\", secret = \"env:SENDGRID_KEY\"",
+            ),
         ]
         .concat(),
     );
-    let with_secrets = |login: &str| {
+    // SendGrid's key pair: the host is given the public half, as SendGrid's
+    // settings show it (base64 of its SubjectPublicKeyInfo).
+    let (sendgrid, sendgrid_public) = {
+        use base64::Engine as _;
+        use ring::signature::KeyPair as _;
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING;
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+        // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING }.
+        let prefix = [
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        let spki = [&prefix[..], pair.public_key().as_ref()].concat();
+        (pair, base64::engine::general_purpose::STANDARD.encode(spki))
+    };
+    let with_secrets = |login: &str, sendgrid_key: &str| {
         let mut command = w.causeway();
         command
             .env("SHOP_KEY", SHOP_KEY)
             .env("CHANNEL_TOKEN", CHANNEL_TOKEN)
             .env("HUBSPOT_SECRET", HUBSPOT_SECRET)
             .env("MAILING_TOKEN", MAILING_TOKEN)
+            .env("SENDGRID_KEY", sendgrid_key)
             .env("HOOK_LOGIN", login);
         command
     };
-    // A login without its user is found before a delivery is refused for it.
-    let checked = run(with_secrets("s3cret pass").arg("check"));
+    // A login without its user, a key that is none: found before a
+    // delivery is refused for them.
+    let checked = run(with_secrets("s3cret pass", "MFkwEwYHKoZIzj0CAQ==").arg("check"));
     assert!(!checked.success, "{}", checked.stdout);
     assert!(
         checked.stdout.contains(
@@ -3779,10 +3803,21 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
         "{}",
         checked.stdout
     );
-    let checked = run(with_secrets(LOGIN).arg("check"));
+    assert!(
+        checked.stdout.contains(
+            "pipelines.sendgrid.webhook: secret env:SENDGRID_KEY: is not a P-256 public key in base64"
+        ),
+        "{}",
+        checked.stdout
+    );
+    let checked = run(with_secrets(LOGIN, &sendgrid_public).arg("check"));
     assert!(checked.success, "{}{}", checked.stdout, checked.stderr);
 
-    let mut host = RunningHost::start(with_secrets(LOGIN).args(["run", "--listen", "127.0.0.1:0"]));
+    let mut host = RunningHost::start(with_secrets(LOGIN, &sendgrid_public).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
     let send = |path: &str, headers: &[(&str, &str)], body: &[u8]| {
         let mut all = vec![("content-type", "application/json")];
         all.extend_from_slice(headers);
@@ -3920,11 +3955,43 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
     assert_eq!(status, 401, "{answer}");
     assert!(answer.contains("no signature matches"), "{answer}");
 
+    // SendGrid signs the timestamp and the body with its private key.
+    let sendgrid_signed = |timestamp: &str, body: &[u8]| {
+        use base64::Engine as _;
+        let rng = ring::rand::SystemRandom::new();
+        let signature = sendgrid
+            .sign(&rng, &[timestamp.as_bytes(), body].concat())
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(signature)
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let event = contact_event("g1", "Sendgrid");
+    let signature = sendgrid_signed(&now, &event);
+    let sendgrid_hook = |signature: &str, body: &[u8]| {
+        send(
+            "/hooks/sendgrid",
+            &[
+                ("X-Twilio-Email-Event-Webhook-Signature", signature),
+                ("X-Twilio-Email-Event-Webhook-Timestamp", &now),
+            ],
+            body,
+        )
+    };
+    let (status, _, answer) = sendgrid_hook(&signature, &event);
+    assert_eq!(status, 202, "{answer}");
+    let (status, _, answer) = sendgrid_hook(&signature, &contact_event("g2", "Forged"));
+    assert_eq!(status, 401, "{answer}");
+
     // What each let through flows on; what each refused does not.
     w.wait_for_subscribers(
         &[
             ("b1".into(), "Basic Hook".into()),
             ("c1".into(), "Channel Hook".into()),
+            ("g1".into(), "Sendgrid Hook".into()),
             ("h1".into(), "Hubspot Hook".into()),
             ("m1".into(), "Mailing Hook".into()),
             ("s1".into(), "Shopper Hook".into()),

@@ -20,6 +20,7 @@ pub mod config;
 pub mod conformance;
 pub mod contract;
 pub mod db;
+pub mod der;
 pub mod engine;
 pub mod fakes;
 pub mod files;

@@ -211,14 +211,20 @@ impl WebhookTrigger {
             if set && !schemes.contains(&self.scheme) {
                 let what = match (self.scheme, key) {
                     (Scheme::Stripe, "id-header") => "knows a delivery by its event's id",
-                    (Scheme::Hubspot, "id-header") => "knows a delivery by its body",
+                    (Scheme::Hubspot | Scheme::Sendgrid, "id-header") => {
+                        "knows a delivery by its body"
+                    }
                     (Scheme::StandardWebhooks | Scheme::Github, "id-header") => {
                         "names its deliveries itself"
                     }
                     (Scheme::Stripe, _) => "reads its own header, or the one `header` names",
-                    (Scheme::StandardWebhooks | Scheme::Github | Scheme::Hubspot, _) => {
-                        "reads its own headers"
-                    }
+                    (
+                        Scheme::StandardWebhooks
+                        | Scheme::Github
+                        | Scheme::Hubspot
+                        | Scheme::Sendgrid,
+                        _,
+                    ) => "reads its own headers",
                     (Scheme::HmacSha256, _) => "reads a signature from its header",
                     (_, "encoding") => "compares a secret, not a signature",
                     _ => "reads Authorization",

@@ -232,31 +232,11 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A DER element at the start of `der`: its tag, its contents, and what
-/// follows it.
-fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (length, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let octets = usize::from(first & 0x7f);
-        if octets == 0 || octets > 4 || rest.len() < octets {
-            return None;
-        }
-        let (bytes, rest) = rest.split_at(octets);
-        (
-            bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b)),
-            rest,
-        )
-    };
-    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
-}
-
 /// The `notAfter` of an X.509 certificate, in seconds since the epoch
 /// (RFC 5280 §4.1: Certificate → TBSCertificate → [version], serial,
 /// signature, issuer, validity { notBefore, notAfter }).
 fn not_after(der: &[u8]) -> Option<i64> {
+    use crate::der::element;
     const SEQUENCE: u8 = 0x30;
     let (SEQUENCE, certificate, _) = element(der)? else {
         return None;
@@ -465,8 +445,10 @@ mod tests {
             b'0', b'0', b'Z', 0x17, 0x0d, b'4', b'9', b'1', b'2', b'3', b'1', b'2', b'3', b'5',
             b'9', b'5', b'9', b'Z',
         ];
-        let after = element(element(&utc).unwrap().1).unwrap().2;
-        let (tag, text, _) = element(after).unwrap();
+        let after = crate::der::element(crate::der::element(&utc).unwrap().1)
+            .unwrap()
+            .2;
+        let (tag, text, _) = crate::der::element(after).unwrap();
         assert_eq!((tag, text), (0x17, &b"491231235959Z"[..]));
         // Truncated or not a certificate: no date, no panic.
         let der = served.served().key.cert[0].to_vec();

@@ -9,6 +9,10 @@
 //! - **Stripe**: `Stripe-Signature: t=<ts>,v1=<hex>[,v1=…]`, HMAC-SHA256
 //!   over `t.body`; the delivery id is the event's `id`. Calendly signs the
 //!   same way in `Calendly-Webhook-Signature`: the operator names the header.
+//! - **SendGrid** (the Event Webhook's signed mode): an ECDSA P-256
+//!   signature (`X-Twilio-Email-Event-Webhook-Signature`, base64 DER) over
+//!   `X-Twilio-Email-Event-Webhook-Timestamp` and the body; the "secret" is
+//!   SendGrid's public key, which proves the sender without a shared key.
 //! - **HubSpot** (v3): `X-HubSpot-Signature-v3: <base64>`, HMAC-SHA256 over
 //!   method, URL (`https://` + Host + path and query, some characters
 //!   decoded), body and `X-HubSpot-Request-Timestamp` (milliseconds).
@@ -53,6 +57,8 @@ pub enum Scheme {
     Stripe,
     /// HubSpot's `X-HubSpot-Signature-v3`.
     Hubspot,
+    /// SendGrid's ECDSA signature, checked with its public key.
+    Sendgrid,
     /// HMAC-SHA256 of the body, in a header the operator names.
     HmacSha256,
     /// The secret itself, in a header the operator names.
@@ -69,6 +75,7 @@ impl Scheme {
             Scheme::Github => "github",
             Scheme::Stripe => "stripe",
             Scheme::Hubspot => "hubspot",
+            Scheme::Sendgrid => "sendgrid",
             Scheme::HmacSha256 => "hmac-sha256",
             Scheme::Token => "token",
             Scheme::Basic => "basic",
@@ -209,6 +216,16 @@ pub fn key(
         Scheme::StandardWebhooks => {
             standard_key(secret.expose()).map_err(|e| format!("secret {reference}: {e}"))
         }
+        // Its point, read once here rather than on every delivery.
+        Scheme::Sendgrid => base64::engine::general_purpose::STANDARD
+            .decode(secret.expose().split_whitespace().collect::<String>())
+            .ok()
+            .and_then(|spki| crate::der::p256_point(&spki).map(<[u8]>::to_vec))
+            .ok_or_else(|| {
+                format!(
+                    "secret {reference}: is not a P-256 public key in base64 (as SendGrid's Event Webhook settings show it, MFkw...)"
+                )
+            }),
         Scheme::Basic if !secret.expose().contains(':') => Err(format!(
             "secret {reference}: the basic scheme's secret is user:password, and it has no ':' (what it holds is not shown)"
         )),
@@ -394,6 +411,25 @@ pub fn verify<'a>(
             expected.update(sent.as_bytes());
             expected
                 .verify_slice(&signature)
+                .map_err(|_| Refused::BadSignature)?;
+            Ok(Verified { id: None })
+        }
+        Scheme::Sendgrid => {
+            let sent = need("x-twilio-email-event-webhook-timestamp")?.trim();
+            let timestamp: i64 = sent.parse().map_err(|_| {
+                Refused::Malformed("X-Twilio-Email-Event-Webhook-Timestamp is not a number".into())
+            })?;
+            fresh(timestamp, now, tolerance)?;
+            let signature = base64::engine::general_purpose::STANDARD
+                .decode(need("x-twilio-email-event-webhook-signature")?.trim())
+                .map_err(|_| {
+                    Refused::Malformed(
+                        "X-Twilio-Email-Event-Webhook-Signature is not base64".into(),
+                    )
+                })?;
+            let signed = [sent.as_bytes(), body].concat();
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, key)
+                .verify(&signed, &signature)
                 .map_err(|_| Refused::BadSignature)?;
             Ok(Verified { id: None })
         }
@@ -928,6 +964,50 @@ mod tests {
         ));
         assert_eq!(hubspot_decoded("/a%3a%2F%20b%2"), "/a:/%20b%2");
         assert_eq!(hubspot_decoded("%"), "%");
+    }
+
+    #[test]
+    fn sendgrid_signs_the_time_and_body_with_a_key_only_it_holds() {
+        use ring::signature::KeyPair as _;
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING;
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+        let body = br#"[{"event":"delivered","sg_event_id":"e1"}]"#;
+        let signature = base64::engine::general_purpose::STANDARD.encode(
+            pair.sign(&rng, &[&b"1700000000"[..], body].concat())
+                .unwrap(),
+        );
+        let check = |timestamp: &str, now: i64, body: &[u8]| {
+            let pairs = [
+                ("x-twilio-email-event-webhook-timestamp", timestamp),
+                ("x-twilio-email-event-webhook-signature", signature.as_str()),
+            ];
+            verify(
+                Scheme::Sendgrid.into(),
+                pair.public_key().as_ref(),
+                headers(&pairs),
+                body,
+                now,
+                MINUTES_5,
+            )
+        };
+        assert_eq!(
+            check("1700000000", 1_700_000_010, body),
+            Ok(Verified { id: None })
+        );
+        assert_eq!(
+            check("1700000001", 1_700_000_010, body),
+            Err(Refused::BadSignature)
+        );
+        assert_eq!(
+            check("1700000000", 1_700_000_010, b"[]"),
+            Err(Refused::BadSignature)
+        );
+        assert_eq!(
+            check("1700000000", 1_700_000_400, body),
+            Err(Refused::Stale(400))
+        );
     }
 
     #[test]
