@@ -3773,12 +3773,7 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
         let alg = &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING;
         let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
         let pair = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
-        // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING }.
-        let prefix = [
-            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
-            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-        ];
-        let spki = [&prefix[..], pair.public_key().as_ref()].concat();
+        let spki = [causeway::der::P256_SPKI_PREFIX, pair.public_key().as_ref()].concat();
         (pair, base64::engine::general_purpose::STANDARD.encode(spki))
     };
     let with_secrets = |login: &str, sendgrid_key: &str| {

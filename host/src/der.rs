@@ -1,5 +1,5 @@
 //! Reading the few DER structures the host needs: a certificate's expiry
-//! (server::tls) and an elliptic-curve public key (a webhook sender's,
+//! (server::tls) and a P-256 public key (a webhook sender's,
 //! webhook::verify). Enough of X.690 for them, not a general parser: every
 //! read is bounded by the input and an unexpected shape is `None`.
 
@@ -24,31 +24,19 @@ pub fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
 }
 
+/// A P-256 public key's SubjectPublicKeyInfo (RFC 5480) up to its point:
+/// SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING }. DER
+/// writes each value one way only, so every such key begins with it.
+pub const P256_SPKI_PREFIX: &[u8] = &[
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
 /// The uncompressed point of a P-256 public key written as a
-/// SubjectPublicKeyInfo (RFC 5480): what ring verifies signatures with.
+/// SubjectPublicKeyInfo: what ring verifies signatures with.
 pub fn p256_point(spki: &[u8]) -> Option<&[u8]> {
-    const SEQUENCE: u8 = 0x30;
-    const OID: u8 = 0x06;
-    const BIT_STRING: u8 = 0x03;
-    // id-ecPublicKey, prime256v1.
-    const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-    const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    let (SEQUENCE, info, []) = element(spki)? else {
-        return None;
-    };
-    let (SEQUENCE, algorithm, rest) = element(info)? else {
-        return None;
-    };
-    let (OID, EC_PUBLIC_KEY, curve) = element(algorithm)? else {
-        return None;
-    };
-    let (OID, P256, []) = element(curve)? else {
-        return None;
-    };
-    let (BIT_STRING, [0, point @ ..], []) = element(rest)? else {
-        return None;
-    };
-    (point.len() == 65 && point[0] == 0x04).then_some(point)
+    spki.strip_prefix(P256_SPKI_PREFIX)
+        .filter(|point| point.len() == 65 && point[0] == 0x04)
 }
 
 #[cfg(test)]
@@ -63,7 +51,7 @@ mod tests {
         let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
         let pair = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
         let point = pair.public_key().as_ref();
-        let spki = [SPKI_PREFIX, point].concat();
+        let spki = [P256_SPKI_PREFIX, point].concat();
         assert_eq!(p256_point(&spki), Some(point));
         // Cut short, one byte more, another curve's OID: not a P-256 key.
         assert_eq!(p256_point(&spki[..spki.len() - 1]), None);
@@ -74,10 +62,4 @@ mod tests {
         assert_eq!(p256_point(b""), None);
         assert_eq!(element(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
     }
-
-    /// A P-256 SubjectPublicKeyInfo up to its point.
-    pub(crate) const SPKI_PREFIX: &[u8] = &[
-        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-    ];
 }
