@@ -3723,6 +3723,7 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
     const LOGIN: &str = "pipedrive:s3cret pass";
     const HUBSPOT_SECRET: &str = "hubspot-client-secret";
     const MAILING_TOKEN: &str = "a-mailing-token";
+    const XERO_KEY: &str = "xero-webhooks-key";
     let pipeline = |name: &str, webhook: &str| {
         format!(
             "[pipelines.{name}]\nwebhook = {{ {webhook} }}\n\
@@ -3758,6 +3759,11 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
                 "path = \"/hooks/hubspot\", scheme = \"hubspot\", secret = \"env:HUBSPOT_SECRET\"",
             ),
             pipeline(
+                "xero",
+                "path = \"/hooks/xero\", scheme = \"hmac-sha256\", secret = \"env:XERO_KEY\", \
+                 header = \"x-xero-signature\", encoding = \"base64\", answer = \"empty\"",
+            ),
+            pipeline(
                 "sendgrid",
                 "path = \"/hooks/sendgrid\", scheme = \"sendgrid\", secret = \"env:SENDGRID_KEY\"",
             ),
@@ -3784,6 +3790,7 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
             .env("HUBSPOT_SECRET", HUBSPOT_SECRET)
             .env("MAILING_TOKEN", MAILING_TOKEN)
             .env("SENDGRID_KEY", sendgrid_key)
+            .env("XERO_KEY", XERO_KEY)
             .env("HOOK_LOGIN", login);
         command
     };
@@ -3950,6 +3957,29 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
     assert_eq!(status, 401, "{answer}");
     assert!(answer.contains("no signature matches"), "{answer}");
 
+    // Xero's "intent to receive": 200 and no body for a payload signed
+    // right, 401 for one signed wrong; the same for the events after.
+    let xero = |signed_with: &str, body: &[u8]| {
+        let signature = base64(causeway::webhook::verify::sign_hex(
+            signed_with.as_bytes(),
+            &[body],
+        ));
+        send("/hooks/xero", &[("x-xero-signature", &signature)], body)
+    };
+    let intent =
+        br#"{"events":[],"lastEventSequence":0,"firstEventSequence":0,"entropy":"S0m3r4Nd0mt3xt"}"#;
+    let (status, head, answer) = xero(XERO_KEY, intent);
+    assert_eq!((status, answer.as_str()), (200, ""), "{head}");
+    assert!(head.to_lowercase().contains("content-length: 0"), "{head}");
+    assert_eq!(
+        xero(XERO_KEY, intent).0,
+        200,
+        "recognised, answered the same"
+    );
+    assert_eq!(xero("another key", intent).0, 401);
+    let (status, _, answer) = xero(XERO_KEY, &contact_event("x1", "Xero"));
+    assert_eq!((status, answer.as_str()), (200, ""));
+
     // SendGrid signs the timestamp and the body with its private key.
     let sendgrid_signed = |timestamp: &str, body: &[u8]| {
         use base64::Engine as _;
@@ -3990,6 +4020,7 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
             ("h1".into(), "Hubspot Hook".into()),
             ("m1".into(), "Mailing Hook".into()),
             ("s1".into(), "Shopper Hook".into()),
+            ("x1".into(), "Xero Hook".into()),
         ],
         Duration::from_secs(20),
     );

@@ -1348,6 +1348,11 @@ mod tests {
         assert_eq!(trigger.method().header, "calendly-webhook-signature");
         assert!(load("scheme = \"hubspot\"").is_ok());
         assert!(load("scheme = \"token\", query = \"key\"").is_ok());
+        let xero = load("scheme = \"github\", answer = \"empty\"").unwrap();
+        assert_eq!(
+            xero.pipelines["p"].webhook.as_ref().unwrap().answer,
+            crate::pipeline::config::Answer::Empty
+        );
         for (webhook, expected) in [
             (
                 "scheme = \"hmac-sha256\"",

@@ -163,6 +163,22 @@ pub struct WebhookTrigger {
     /// `token`, `basic`: the named schemes know their own).
     #[serde(default, deserialize_with = "header_name")]
     pub id_header: Option<String>,
+    /// How a delivery stored (or recognised) is answered.
+    #[serde(default)]
+    pub answer: Answer,
+}
+
+/// How a webhook delivery the host took is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Answer {
+    /// 202 `{"status": "accepted", "id"}`, or 200 `{"status": "duplicate",
+    /// "id"}` for one already stored.
+    #[default]
+    Json,
+    /// 200 and no body, either way: what Xero's "intent to receive" check
+    /// takes, and nothing else.
+    Empty,
 }
 
 impl WebhookTrigger {

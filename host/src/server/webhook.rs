@@ -283,7 +283,9 @@ pub(super) async fn webhook(
                     );
                 }
             }
-            if new.is_empty() {
+            if trigger.answer == crate::pipeline::config::Answer::Empty {
+                StatusCode::OK.into_response()
+            } else if new.is_empty() {
                 Json(json!({ "status": "duplicate", "id": id })).into_response()
             } else {
                 (
