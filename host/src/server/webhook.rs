@@ -1,10 +1,14 @@
 //! `POST <a pipeline's webhook path>`: a webhook delivery, verified on the
 //! raw body (401 and an audit row if it is not), stored in the inbox of
 //! every pipeline at that path before the answer (202; 200 for a delivery
-//! id every one of them already stored), 413 over the size limit, 503 if it
-//! could not be stored (the sender retries). Stored deliveries are always
-//! audited, a row per pipeline; refusals at the bounded rate of
-//! [`super::Refusals`].
+//! id every one of them already stored; 200 and no body either way with
+//! `answer = "empty"`), 413 over the size limit, 503 if it could not be
+//! stored (the sender retries). A token or a login the sender proved itself
+//! with is not stored. Stored deliveries are always audited, a row per
+//! pipeline; refusals at the bounded rate of [`super::Refusals`].
+//!
+//! `GET` on a path whose scheme is `token` or `basic`: a sender checking
+//! the URL, answered 200 once its token or login is right, nothing stored.
 
 use std::sync::Arc;
 
