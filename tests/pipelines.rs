@@ -3654,6 +3654,7 @@ fn a_signed_delivery_sent_three_times_is_processed_once_and_forgeries_are_refuse
     for (outcome, n) in [
         ("accepted", 1.0),
         ("duplicate", 2.0),
+        ("not-allowed", 0.0),
         ("bad-signature", 1.0),
         ("too-large", 1.0),
         ("too-slow", 0.0),
@@ -3744,7 +3745,13 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
             pipeline(
                 "channel",
                 "path = \"/hooks/channel\", scheme = \"token\", secret = \"env:CHANNEL_TOKEN\", \
-                 header = \"X-Goog-Channel-Token\", id-header = \"X-Goog-Message-Number\"",
+                 header = \"X-Goog-Channel-Token\", id-header = \"X-Goog-Message-Number\", \
+                 allow-from = [\"127.0.0.0/8\", \"::1\"]",
+            ),
+            pipeline(
+                "office",
+                "path = \"/hooks/office\", scheme = \"token\", secret = \"env:CHANNEL_TOKEN\", \
+                 header = \"X-Goog-Channel-Token\", allow-from = [\"192.0.2.0/24\"]",
             ),
             pipeline(
                 "login",
@@ -3883,6 +3890,15 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
     let (status, _, answer) = channel("a guess", "2", &contact_event("c2", "Guess"));
     assert_eq!(status, 401, "{answer}");
     assert!(answer.contains("the token does not match"), "{answer}");
+    // From an address its allow-from does not name: refused, right token
+    // or not, before the body is read.
+    let (status, _, answer) = send(
+        "/hooks/office",
+        &[("X-Goog-Channel-Token", CHANNEL_TOKEN)],
+        &contact_event("o1", "Office"),
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("\"not-allowed\""), "{answer}");
 
     // A token in the query of the URL the sender was given; the sender
     // checks that URL with a GET before saving it.
@@ -4043,6 +4059,7 @@ fn senders_that_sign_in_their_own_header_or_send_a_token_or_a_login_are_verified
         "the token does not match",
         "the login does not match",
         "the authorization header is missing",
+        "from 127.0.0.1, which allow-from does not name",
     ] {
         assert!(
             hooks

@@ -1367,6 +1367,14 @@ mod tests {
                 "pipelines.p.webhook: scheme \"token\" takes its token from header or from query, not both",
             ),
             (
+                "scheme = \"github\", allow-from = []",
+                "line 4: pipelines.p.webhook.allow-from is empty: no sender could deliver",
+            ),
+            (
+                "scheme = \"github\", allow-from = [\"192.30.252.0/33\"]",
+                "line 4: allow-from: \"192.30.252.0/33\": the prefix must be a number from 0 to 32",
+            ),
+            (
                 "scheme = \"token\", query = \"key=1\"",
                 "line 4: pipelines.p.webhook.query \"key=1\" must be a parameter's name",
             ),

@@ -254,9 +254,10 @@ pub const RECORD_STAGES: [&str; 6] = [
 ];
 
 /// How a webhook delivery can be answered, as `outcome` labels.
-pub const DELIVERY_OUTCOMES: [&str; 7] = [
+pub const DELIVERY_OUTCOMES: [&str; 8] = [
     "accepted",
     "duplicate",
+    "not-allowed",
     "bad-signature",
     "too-large",
     "too-slow",
@@ -588,7 +589,7 @@ fn render_pipelines(
         },
         PipelineCounter {
             name: "causeway_webhook_deliveries_total",
-            help: "Webhook deliveries since the host started, by answer: accepted (stored), duplicate, bad-signature, too-large, misconfigured (the host cannot use the pipeline's webhook secret), unavailable (not stored; the sender retries).",
+            help: "Webhook deliveries since the host started, by answer: accepted (stored), duplicate, not-allowed (from an address allow-from does not name), bad-signature, too-large, misconfigured (the host cannot use the pipeline's webhook secret), unavailable (not stored; the sender retries).",
             label: "outcome",
             values: &DELIVERY_OUTCOMES,
             of: |s| &s.deliveries,

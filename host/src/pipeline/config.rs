@@ -166,6 +166,8 @@ pub struct WebhookTrigger {
     /// How a delivery stored (or recognised) is answered.
     #[serde(default)]
     pub answer: Answer,
+    /// The networks deliveries may come from; from anywhere without it.
+    pub allow_from: Option<Vec<crate::webhook::allow::Network>>,
 }
 
 /// How a webhook delivery the host took is answered.
@@ -215,6 +217,11 @@ impl WebhookTrigger {
                 ));
             }
             _ => {}
+        }
+        if self.allow_from.as_ref().is_some_and(Vec::is_empty) {
+            return Err(format!(
+                "{at}.allow-from is empty: no sender could deliver; name the networks senders send from, or leave it out"
+            ));
         }
         if let Some(query) = &self.query
             && (query.is_empty() || query.contains(['&', '=', '#', '?']))

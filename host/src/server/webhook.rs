@@ -55,6 +55,7 @@ fn delivery_id(sent: Option<String>, body: &[u8]) -> String {
 /// A webhook delivery to one of the pipelines' paths.
 pub(super) async fn webhook(
     State(state): State<Arc<AppState>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
@@ -136,6 +137,29 @@ pub(super) async fn webhook(
             all_stats.get(name).delivery(what);
         }
     };
+    // Before anything is read: a sender from elsewhere gets no further.
+    if let Some(networks) = &trigger.allow_from {
+        let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(peer))| peer.ip());
+        if !peer.is_some_and(|peer| networks.iter().any(|n| n.contains(peer))) {
+            let from = peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string());
+            count(None, "not-allowed");
+            if audit(
+                None,
+                Decision::Denied,
+                format!("refused: from {from}, which allow-from does not name"),
+            ) {
+                tracing::warn!(pipeline = %pipelines, "webhook refused: from {from}, which allow-from does not name");
+            }
+            return error(
+                StatusCode::FORBIDDEN,
+                "not-allowed",
+                format!(
+                    "{} takes deliveries from the networks its pipeline names only",
+                    uri.path()
+                ),
+            );
+        }
+    }
     // A body sent a byte at a time would hold the connection for as long
     // as the sender liked.
     let read = tokio::time::timeout(

@@ -1,6 +1,7 @@
-//! Incoming webhooks: verified on the raw body ([`verify`]), written to a
-//! durable inbox and deduplicated by delivery id ([`inbox`]) before the
+//! Incoming webhooks: from the networks allowed ([`allow`]), verified on
+//! the raw body ([`verify`]), written to a durable inbox and deduplicated by delivery id ([`inbox`]) before the
 //! sender gets its 2xx, then handed to the pipeline.
 
+pub mod allow;
 pub mod inbox;
 pub mod verify;
