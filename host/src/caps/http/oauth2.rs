@@ -48,9 +48,10 @@ pub struct OAuth2 {
     /// The `kid` a signed assertion names, for a server that holds several
     /// of the client's keys.
     pub key_id: Option<String>,
-    /// The SHA-1 thumbprint (hex, upper case) of the certificate of the
-    /// key, which a signed assertion's header carries as `x5t`: Microsoft
-    /// Entra's certificate credentials name their key so.
+    /// The SHA-1 or SHA-256 thumbprint (hex, upper case) of the
+    /// certificate of the key, which a signed assertion's header carries as
+    /// `x5t` (signed RS256) or `x5t#S256` (signed PS256, as Microsoft
+    /// Entra's certificate credentials now ask): they name their key so.
     pub certificate_thumbprint: Option<String>,
 }
 
@@ -202,7 +203,8 @@ impl TryFrom<OAuth2File> for OAuth2 {
                     .to_string(),
             );
         }
-        // As the Azure portal shows it: 40 hex digits, perhaps with colons.
+        // As the Azure portal or openssl show it: 40 or 64 hex digits,
+        // perhaps with colons.
         let certificate_thumbprint = match &file.certificate_thumbprint {
             Some(text) => {
                 let hex: String = text
@@ -210,9 +212,9 @@ impl TryFrom<OAuth2File> for OAuth2 {
                     .filter(|c| !matches!(c, ':' | ' '))
                     .collect::<String>()
                     .to_ascii_uppercase();
-                if hex.len() != 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                if !matches!(hex.len(), 40 | 64) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
                     return Err(format!(
-                        "oauth2.certificate-thumbprint {text:?} must be the certificate's SHA-1 thumbprint: 40 hex digits"
+                        "oauth2.certificate-thumbprint {text:?} must be the certificate's SHA-1 thumbprint (40 hex digits) or its SHA-256 one (64)"
                     ));
                 }
                 Some(hex)
@@ -731,20 +733,27 @@ fn seconds(now: std::time::SystemTime) -> u64 {
 }
 
 /// A signed assertion's header: RS256, and the key's id (`kid`) and
-/// certificate thumbprint (`x5t`) when the binding names them.
+/// certificate thumbprint (`x5t`) when the binding names them; with a
+/// SHA-256 thumbprint, PS256 and `x5t#S256`.
 fn header_of(oauth: &OAuth2) -> serde_json::Value {
     use base64::Engine as _;
-    let mut header = serde_json::json!({ "alg": "RS256", "typ": "JWT" });
+    let sha256 = oauth
+        .certificate_thumbprint
+        .as_ref()
+        .is_some_and(|hex| hex.len() == 64);
+    let alg = if sha256 { "PS256" } else { "RS256" };
+    let mut header = serde_json::json!({ "alg": alg, "typ": "JWT" });
     if let Some(key_id) = &oauth.key_id {
         header["kid"] = key_id.clone().into();
     }
     if let Some(hex) = &oauth.certificate_thumbprint {
-        // Checked where written: 40 hex digits.
+        // Checked where written: 40 or 64 hex digits.
         let bytes: Vec<u8> = (0..hex.len())
             .step_by(2)
             .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
             .collect();
-        header["x5t"] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        let name = if sha256 { "x5t#S256" } else { "x5t" };
+        header[name] = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(bytes)
             .into();
     }
@@ -798,8 +807,12 @@ fn sign(
         url64.encode(claims.to_string())
     );
     let mut signature = vec![0; pair.public().modulus_len()];
+    let padding: &dyn ring::signature::RsaEncoding = match header["alg"].as_str() {
+        Some("PS256") => &ring::signature::RSA_PSS_SHA256,
+        _ => &ring::signature::RSA_PKCS1_SHA256,
+    };
     pair.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
+        padding,
         &ring::rand::SystemRandom::new(),
         signed.as_bytes(),
         &mut signature,
@@ -860,15 +873,19 @@ mod tests {
         use base64::Engine as _;
         let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let (signed, signature) = jwt.rsplit_once('.').unwrap();
-        ring::signature::UnparsedPublicKey::new(
-            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-            public,
-        )
-        .verify(signed.as_bytes(), &url64.decode(signature).unwrap())
-        .unwrap();
         let (header, claims) = signed.split_once('.').unwrap();
-        let part = |text: &str| serde_json::from_slice(&url64.decode(text).unwrap()).unwrap();
-        (part(header), part(claims))
+        let part = |text: &str| -> serde_json::Value {
+            serde_json::from_slice(&url64.decode(text).unwrap()).unwrap()
+        };
+        let (header, claims) = (part(header), part(claims));
+        let alg: &dyn ring::signature::VerificationAlgorithm = match header["alg"].as_str() {
+            Some("PS256") => &ring::signature::RSA_PSS_2048_8192_SHA256,
+            _ => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        };
+        ring::signature::UnparsedPublicKey::new(alg, public)
+            .verify(signed.as_bytes(), &url64.decode(signature).unwrap())
+            .unwrap();
+        (header, claims)
     }
 
     /// The test key (tests/fixtures/oauth): its PEM, the same key in
@@ -1078,11 +1095,25 @@ mod tests {
             header_of(&entra),
             serde_json::json!({ "alg": "RS256", "typ": "JWT", "x5t": "ASNFZ4mrze8BI0VniavN7wEjRWc" })
         );
+        // Its SHA-256 thumbprint, as Entra now asks: x5t#S256, signed PS256.
+        let entra = parse(
+            "token-url = \"https://login.example.com/t/oauth2/v2.0/token\"\nclient-id = \"0000-aaaa\"\nclient-auth = \"private-key-jwt\"\ncertificate-thumbprint = \"0123456789abcdef0123456789abcdef0123456789ABCDEF0123456789ABCDEF\"\n",
+        )
+        .unwrap();
+        let assertion = client_assertion(&entra, &key, now).unwrap();
+        let (header, _) = verified(&assertion, &public);
+        assert_eq!(
+            header,
+            serde_json::json!({ "alg": "PS256", "typ": "JWT", "x5t#S256": "ASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4mrze8" })
+        );
         let error = parse(
             "token-url = \"https://l.example/t\"\nclient-id = \"c\"\nclient-auth = \"private-key-jwt\"\ncertificate-thumbprint = \"abc\"",
         )
         .unwrap_err();
-        assert!(error.contains("40 hex digits"), "{error}");
+        assert!(
+            error.contains("40 hex digits") && error.contains("(64)"),
+            "{error}"
+        );
     }
 
     #[test]
