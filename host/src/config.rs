@@ -1375,6 +1375,10 @@ mod tests {
                 "line 4: allow-from: \"192.30.252.0/33\": the prefix must be a number from 0 to 32",
             ),
             (
+                "scheme = \"token\", query = \"key\", prefix = \"Bearer \"",
+                "line 4: pipelines.p.webhook.prefix: a token in the query is the whole parameter",
+            ),
+            (
                 "scheme = \"token\", query = \"key=1\"",
                 "line 4: pipelines.p.webhook.query \"key=1\" must be a parameter's name",
             ),

@@ -216,6 +216,11 @@ impl WebhookTrigger {
                     "{at}: scheme \"{scheme}\" takes its token from header or from query, not both"
                 ));
             }
+            (Scheme::Token, None, Some(_)) if self.prefix.is_some() => {
+                return Err(format!(
+                    "{at}.prefix: a token in the query is the whole parameter; prefix is for one in a header"
+                ));
+            }
             _ => {}
         }
         if self.allow_from.as_ref().is_some_and(Vec::is_empty) {
