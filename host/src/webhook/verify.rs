@@ -24,17 +24,16 @@
 //!   chose, in a header the operator names (Google Calendar's
 //!   `X-Goog-Channel-Token`, GitLab's `X-Gitlab-Token`), or in a query
 //!   parameter of the URL the operator gave them (Mailchimp's).
-//!
-//! A token or a login is the secret itself, not a proof of it: the server
-//! keeps it out of what it stores and hands the plugin
-//! ([`Method::secret_header`], [`Method::secret_query`]).
 //! - **basic**: senders that log in with HTTP Basic (Pipedrive, Postmark);
 //!   the secret is `user:password`.
 //!
 //! Signatures, tokens and passwords are compared in constant time
 //! (`Mac::verify_slice`); a timestamp outside the tolerance is refused
 //! either way (replays, clocks). The last two prove who sent a delivery,
-//! not what it says: a body is as safe as the TLS it came through.
+//! not what it says: a body is as safe as the TLS it came through. And a
+//! token or a login is the secret itself, not a proof of it: the server
+//! keeps it out of what it stores and hands the plugin
+//! ([`Method::secret_header`], [`Method::secret_query`]).
 
 use std::time::Duration;
 
