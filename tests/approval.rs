@@ -409,9 +409,28 @@ fn deleting_the_last_row_fails_verification_and_pruning_leaves_it_verifiable() {
         1
     );
 
+    // Under a day is more likely a slip of the unit: refused, nothing
+    // pruned, unless forced.
+    let slip = run(scratch
+        .causeway()
+        .args(["audit", "prune", "--older-than", "90m"]));
+    assert!(
+        !slip.success
+            && slip.stderr.contains(
+                "--older-than = \"1h 30m\" is shorter than a day: it would prune nearly all the audit log"
+            ),
+        "{}",
+        slip.stderr
+    );
+    assert_eq!(
+        db(&scratch)
+            .query_row("SELECT MIN(seq) FROM audit", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        1
+    );
     let pruned = run(scratch
         .causeway()
-        .args(["audit", "prune", "--older-than", "0s"]));
+        .args(["audit", "prune", "--older-than", "0s", "--force"]));
     assert!(pruned.success, "{}", pruned.stderr);
     let rows = audit_json(&scratch, &[]);
     assert_eq!(rows.len(), 1, "only the pruning itself is left: {rows:#?}");

@@ -69,9 +69,12 @@ pub enum Action {
     /// Remove events older than the retention now, recording the pruning
     /// in the log (a running host also prunes hourly by `[audit] retention`).
     Prune {
-        /// Keep this much (default: `[audit] retention`).
+        /// Keep this much (default: `[audit] retention`; at least a day).
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         older_than: Option<std::time::Duration>,
+        /// Prune to less than a day all the same.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -84,7 +87,7 @@ impl Opts {
             Some(Action::Export { output, since }) => {
                 export(cli, output.as_ref(), since.as_deref())
             }
-            Some(Action::Prune { older_than }) => prune(cli, *older_than).await,
+            Some(Action::Prune { older_than, force }) => prune(cli, *older_than, *force).await,
         }
     }
 
@@ -344,11 +347,24 @@ fn export(
 async fn prune(
     cli: &super::Cli,
     older_than: Option<std::time::Duration>,
+    force: bool,
 ) -> anyhow::Result<ExitCode> {
     let host = cli.host()?;
     let keep = older_than.or(host.config.audit.retention).context(
         "no retention: pass --older-than DURATION or set [audit] retention in causeway.toml",
     )?;
+    // As `[audit] retention`'s floor: "90m" (minutes) for "90M" (months)
+    // would leave the security team an empty log.
+    if !force {
+        crate::config::range::no_shorter_than(
+            "--older-than",
+            keep,
+            (crate::config::range::MIN_AUDIT_RETENTION, "a day"),
+            "it would prune nearly all the audit log (\"90m\" is ninety minutes, \"90M\" ninety months); \
+             add --force if that is what you mean",
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
     let before = crate::audit::ago(keep);
     let writer = host.open_database()?;
     writer.handle().prune_audit(before.clone());
