@@ -718,6 +718,14 @@ fn a_revoked_http_grant_denies_the_next_request() {
         "a denied request reached the server"
     );
     assert_eq!(fetch(&kept).0, 200, "the grant that stays still works");
+
+    // No grants file grants nothing: deny by default, said.
+    std::fs::remove_file(scratch.path().join("grants.toml")).unwrap();
+    host.wait_for_log("grants.toml is gone: nothing is granted now", 10);
+    wait_until("the kept grant gone too", Duration::from_secs(10), || {
+        let (status, body) = fetch(&kept);
+        (status != 200).then_some(body)
+    });
 }
 
 #[test]

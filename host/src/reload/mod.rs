@@ -618,6 +618,15 @@ impl State {
         if ready.contains(&Changed::Grants) || config.grants_file != current.config.grants_file {
             match Grants::load(&config.grants_file) {
                 Ok(new) => {
+                    // Deny by default: no file grants nothing. Said, since a
+                    // deployment that deletes before it writes revokes
+                    // everything meanwhile.
+                    if !config.grants_file.exists() && current.grants.names().next().is_some() {
+                        tracing::warn!(
+                            "{} is gone: nothing is granted now, and every plugin's calls that need a grant are denied; write it again to grant them",
+                            config.grants_file.display()
+                        );
+                    }
                     self.db.audited(crate::grants::changes::record(&new));
                     for (_, message) in new.uncounted_fuel(current.config.engine.fuel) {
                         tracing::error!("{}: {message}", config.grants_file.display());
