@@ -613,6 +613,13 @@ pub struct TlsListen {
     pub key: PathBuf,
 }
 
+/// Where the host listens when `listen` says nothing.
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8700)))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ConfigFile {
@@ -775,6 +782,25 @@ impl Config {
                 format!("limits.fuel = {units}: {FUEL_UNCOUNTED}"),
             ));
         }
+        // Two listeners on one port: the second could not bind, and the
+        // host would not start.
+        let listen = parsed.listen.unwrap_or_else(default_listen);
+        if let Some(tls) = &parsed.tls
+            && tls.listen.port() != 0
+            && tls.listen.port() == listen.port()
+            && (tls.listen.ip() == listen.ip()
+                || tls.listen.ip().is_unspecified()
+                || listen.ip().is_unspecified())
+        {
+            return Err(FileError::at(
+                name,
+                key_line(&text, "tls", "listen", 0),
+                format!(
+                    "tls.listen = \"{}\" takes the port of listen = \"{listen}\": give the TLS listener a port of its own",
+                    tls.listen
+                ),
+            ));
+        }
         let base = file
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -809,11 +835,7 @@ impl Config {
                 .cache_max_mb
                 .map(|mb| mb.saturating_mul(1024 * 1024))
                 .unwrap_or(crate::engine::cache::DEFAULT_MAX_BYTES),
-            listen: parsed.listen.unwrap_or_else(|| {
-                DEFAULT_LISTEN
-                    .parse()
-                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8700)))
-            }),
+            listen: parsed.listen.unwrap_or_else(default_listen),
             data_dir,
             plugins_dir: resolve(
                 parsed
@@ -1255,6 +1277,16 @@ mod tests {
             err.contains("line 5: dlq-retention = \"30m\" is shorter than an hour"),
             "{err}"
         );
+        // The TLS listener on the other listener's port.
+        for listen in ["", "listen = \"0.0.0.0:8700\"\n"] {
+            let err = load(&format!(
+                "{listen}[tls]\nlisten = \"127.0.0.1:8700\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n"
+            ));
+            assert!(
+                err.contains("tls.listen = \"127.0.0.1:8700\" takes the port of listen"),
+                "{err}"
+            );
+        }
         // A cache with no room: not "no limit".
         let err = load("cache-max-mb = 0\n");
         assert!(
