@@ -4029,6 +4029,16 @@ fn senders_that_send_a_token_or_a_login_are_verified_and_it_never_reaches_the_pl
         "{}",
         checked.stdout
     );
+    // The security team's one view says what comes in, and from where.
+    let grants = run(with_secrets(LOGIN).arg("grants"));
+    for line in [
+        "inbound webhooks, on http://127.0.0.1:8700:\n",
+        "  /hooks/channel: scheme token (secret env:CHANNEL_TOKEN), from 127.0.0.0/8, ::1/128, handed to crm-source (pipeline channel)\n",
+        "  /hooks/office: scheme token (secret env:CHANNEL_TOKEN), from 192.0.2.0/24, handed to crm-source (pipeline office)\n",
+        "  /hooks/login: scheme basic (secret env:HOOK_LOGIN), from anywhere, handed to crm-source (pipeline login)\n",
+    ] {
+        assert!(grants.stdout.contains(line), "{line}: {}", grants.stdout);
+    }
     let mut host = RunningHost::start(with_secrets(LOGIN).args(["run", "--listen", "127.0.0.1:0"]));
 
     // The token the operator chose, as the header carries it.

@@ -250,9 +250,55 @@ impl Opts {
                 if n == 1 { "" } else { "s" }
             ));
         }
+        head.push_str(&inbound(&host.config));
         super::print(&text(&views, &head))?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// What the host takes in from outside, beside what plugins send out: each
+/// webhook path, how its deliveries are proven and from where, and the
+/// plugin they are handed to.
+fn inbound(config: &crate::config::Config) -> String {
+    let mut paths: std::collections::BTreeMap<
+        &str,
+        (&crate::pipeline::config::WebhookTrigger, &str, Vec<&str>),
+    > = Default::default();
+    for (name, pipeline) in &config.pipelines {
+        if let Some(webhook) = &pipeline.webhook {
+            paths
+                .entry(webhook.path.as_str())
+                .or_insert((webhook, pipeline.source.plugin.as_str(), Vec::new()))
+                .2
+                .push(name);
+        }
+    }
+    if paths.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("inbound webhooks, on http://{}", config.listen);
+    if let Some(tls) = &config.tls {
+        out.push_str(&format!(" and https://{}", tls.listen));
+    }
+    out.push_str(":\n");
+    for (path, (webhook, plugin, pipelines)) in paths {
+        let from = match &webhook.allow_from {
+            Some(networks) => networks
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "anywhere".to_string(),
+        };
+        out.push_str(&format!(
+            "  {path}: scheme {} (secret {}), from {from}, handed to {plugin} (pipeline{} {})\n",
+            webhook.scheme.name(),
+            webhook.secret,
+            if pipelines.len() == 1 { "" } else { "s" },
+            pipelines.join(", ")
+        ));
+    }
+    out
 }
 
 fn approve(cli: &super::Cli, name: &str, mut input: ApproveInput) -> anyhow::Result<ExitCode> {
