@@ -776,6 +776,11 @@ mod tests {
             toml::from_str::<crate::caps::http::ProxyConfig>("url = \"http://proxy:3128\"")
                 .unwrap(),
         );
+        edited.tls = Some(crate::config::TlsListen {
+            listen: "0.0.0.0:8443".parse().unwrap(),
+            cert: "fullchain.pem".into(),
+            key: "privkey.pem".into(),
+        });
         edited.limits.call_timeout = Duration::from_secs(1);
         let (kept, not_yet) = keep_fixed(&current, edited);
         let mut expected = current.clone();
@@ -790,7 +795,8 @@ mod tests {
                 "[engine]",
                 "cache-dir or cache-max-mb",
                 "ca-file",
-                "[proxy]"
+                "[proxy]",
+                "[tls]"
             ]
         );
     }
