@@ -817,3 +817,35 @@ fn a_webhook_secret_sent_in_clear_to_a_public_listener_is_warned_of() {
     );
     assert_eq!(warned("0.0.0.0:8700", token, &with_tls), None);
 }
+
+/// A certificate that has expired (or will within two weeks) is said
+/// before a webhook sender refuses it.
+#[test]
+fn a_tls_certificate_that_has_expired_is_warned_of() {
+    let scratch = Scratch::new();
+    let tls = support::repo_root().join("tests/fixtures/tls");
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        format!(
+            "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            tls.join("expired.pem").display(),
+            tls.join("expired.key").display()
+        ),
+    )
+    .unwrap();
+    let report = check(&scratch);
+    let warned: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "warning")
+        .filter_map(|f| f["message"].as_str())
+        .collect();
+    assert!(
+        warned.iter().any(
+            |m| m.contains("expired.pem, valid until 2021-01-01T00:00:00Z")
+                && m.contains("has expired: webhook senders refuse it")
+        ),
+        "{warned:#?}"
+    );
+}

@@ -158,10 +158,16 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             .as_deref()
             .and_then(|f| crate::config::read_file(f).ok())
             .and_then(|text| crate::config::section_line(&text, "tls"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let (loaded, expiring) = match crate::server::tls::Certificate::load(&tls.cert, &tls.key) {
+            Ok(certificate) => (None, certificate.expiry_warning(now)),
+            Err(e) => (Some(e), None),
+        };
         let problems = [
-            crate::server::tls::Certificate::load(&tls.cert, &tls.key)
-                .err()
-                .map(|e| ("error", e)),
+            loaded.map(|e| ("error", e)),
+            expiring.map(|e| ("warning", e)),
             crate::server::tls::key_exposure(&tls.key).map(|e| ("warning", e)),
         ];
         findings.extend(
