@@ -260,17 +260,20 @@ impl Opts {
 /// webhook path, how its deliveries are proven and from where, and the
 /// plugin they are handed to.
 fn inbound(config: &crate::config::Config) -> String {
-    let mut paths: std::collections::BTreeMap<
-        &str,
-        (&crate::pipeline::config::WebhookTrigger, &str, Vec<&str>),
-    > = Default::default();
+    // Pipelines sharing a path share its webhook table (the config
+    // refuses them otherwise), not always their source.
+    type Fed<'a> = (
+        &'a crate::pipeline::config::WebhookTrigger,
+        Vec<(&'a str, &'a str)>,
+    );
+    let mut paths: std::collections::BTreeMap<&str, Fed<'_>> = Default::default();
     for (name, pipeline) in &config.pipelines {
         if let Some(webhook) = &pipeline.webhook {
             paths
                 .entry(webhook.path.as_str())
-                .or_insert((webhook, pipeline.source.plugin.as_str(), Vec::new()))
-                .2
-                .push(name);
+                .or_insert((webhook, Vec::new()))
+                .1
+                .push((pipeline.source.plugin.as_str(), name.as_str()));
         }
     }
     if paths.is_empty() {
@@ -281,7 +284,7 @@ fn inbound(config: &crate::config::Config) -> String {
         out.push_str(&format!(" and https://{}", tls.listen));
     }
     out.push_str(":\n");
-    for (path, (webhook, plugin, pipelines)) in paths {
+    for (path, (webhook, fed)) in paths {
         let from = match &webhook.allow_from {
             Some(networks) => networks
                 .iter()
@@ -290,12 +293,25 @@ fn inbound(config: &crate::config::Config) -> String {
                 .join(", "),
             None => "anywhere".to_string(),
         };
+        let handed = match fed.as_slice() {
+            [(plugin, _), rest @ ..] if rest.iter().all(|(p, _)| p == plugin) => {
+                let pipelines: Vec<&str> = fed.iter().map(|(_, name)| *name).collect();
+                format!(
+                    "{plugin} (pipeline{} {})",
+                    if pipelines.len() == 1 { "" } else { "s" },
+                    pipelines.join(", ")
+                )
+            }
+            _ => fed
+                .iter()
+                .map(|(plugin, name)| format!("{plugin} (pipeline {name})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
         out.push_str(&format!(
-            "  {path}: scheme {} (secret {}), from {from}, handed to {plugin} (pipeline{} {})\n",
+            "  {path}: scheme {} (secret {}), from {from}, handed to {handed}\n",
             webhook.scheme.name(),
             webhook.secret,
-            if pipelines.len() == 1 { "" } else { "s" },
-            pipelines.join(", ")
         ));
     }
     out
@@ -559,4 +575,40 @@ fn text(views: &[GrantView], head: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inbound;
+
+    #[test]
+    fn what_comes_in_is_said_by_path_with_every_plugin_it_feeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("causeway.toml");
+        let pipeline = |name: &str, source: &str, sink: &str| {
+            format!(
+                "[pipelines.{name}]\nwebhook = {{ path = \"/hooks/crm\", scheme = \"hubspot\", secret = \"env:HS\" }}\n\
+                 source = {{ plugin = \"{source}\", stream = \"contacts\" }}\nsinks = [{{ plugin = \"{sink}\" }}]\n"
+            )
+        };
+        let write = |text: String| {
+            std::fs::write(&file, text).unwrap();
+            inbound(&crate::config::Config::load(Some(&file)).unwrap())
+        };
+        assert_eq!(
+            write(
+                pipeline("to-mailer", "crm-source", "mailer-sink")
+                    + &pipeline("to-calendar", "crm-source", "calendar-sink")
+            ),
+            "inbound webhooks, on http://127.0.0.1:8700:\n  /hooks/crm: scheme hubspot (secret env:HS), from anywhere, handed to crm-source (pipelines to-calendar, to-mailer)\n"
+        );
+        assert_eq!(
+            write(
+                pipeline("a", "crm-source", "mailer-sink")
+                    + &pipeline("b", "other-source", "mailer-sink")
+            ),
+            "inbound webhooks, on http://127.0.0.1:8700:\n  /hooks/crm: scheme hubspot (secret env:HS), from anywhere, handed to crm-source (pipeline a), other-source (pipeline b)\n"
+        );
+        assert_eq!(write(String::new()), "", "no webhook, nothing said");
+    }
 }
