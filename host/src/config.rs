@@ -1399,6 +1399,14 @@ mod tests {
                 "pipelines.p.webhook: scheme \"token\" takes its token from header or from query, not both",
             ),
             (
+                "scheme = \"token\", header = \"X-Token\", id-header = \"x-token\"",
+                "line 4: pipelines.p.webhook.id-header \"x-token\" is the header the secret comes in",
+            ),
+            (
+                "scheme = \"basic\", id-header = \"Authorization\"",
+                "line 4: pipelines.p.webhook.id-header \"authorization\" is the header the secret comes in",
+            ),
+            (
                 "scheme = \"github\", allow-from = []",
                 "line 4: pipelines.p.webhook.allow-from is empty: no sender could deliver",
             ),

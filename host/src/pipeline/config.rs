@@ -223,6 +223,14 @@ impl WebhookTrigger {
             }
             _ => {}
         }
+        // A delivery's id is stored and audited: the secret must not be it.
+        if let Some(id) = &self.id_header
+            && self.method().secret_header() == Some(id.as_str())
+        {
+            return Err(format!(
+                "{at}.id-header {id:?} is the header the secret comes in: a delivery's id is stored and audited, so it would write the secret there; name the header that numbers the deliveries"
+            ));
+        }
         if self.allow_from.as_ref().is_some_and(Vec::is_empty) {
             return Err(format!(
                 "{at}.allow-from is empty: no sender could deliver; name the networks senders send from, or leave it out"
