@@ -267,6 +267,46 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_never_finishes_its_tls_handshake_is_cut_off() {
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tls");
+        let certificate = Arc::new(
+            super::super::tls::Certificate::load(
+                &fixtures.join("server.pem"),
+                &fixtures.join("server.key"),
+            )
+            .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(certificate.server_config().unwrap());
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_with(
+            listener,
+            Router::new(),
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_millis(300),
+            64,
+            Some(acceptor),
+        ));
+        // Half a ClientHello's record header, then nothing.
+        let cut = tokio::task::spawn_blocking(move || {
+            let mut slow = std::net::TcpStream::connect(addr).unwrap();
+            slow.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            slow.write_all(&[0x16, 0x03, 0x01]).unwrap();
+            let started = Instant::now();
+            let _ = slow.read_to_end(&mut Vec::new());
+            started.elapsed()
+        })
+        .await
+        .unwrap();
+        assert!(cut < Duration::from_secs(5), "cut after {cut:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_past_the_cap_wait_until_one_ends() {
         let (addr, _stop) = started(Duration::from_secs(30), 1).await;
         let first = tokio::task::spawn_blocking(move || {
