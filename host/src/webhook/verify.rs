@@ -60,7 +60,8 @@ pub enum Scheme {
     Sendgrid,
     /// HMAC-SHA256 of the body, in a header the operator names.
     HmacSha256,
-    /// The secret itself, in a header the operator names.
+    /// The secret itself, in a header or a query parameter the operator
+    /// names.
     Token,
     /// HTTP Basic: the secret is `user:password`.
     Basic,
