@@ -849,3 +849,44 @@ fn a_tls_certificate_that_has_expired_is_warned_of() {
         "{warned:#?}"
     );
 }
+
+/// A webhook token or login is guessed online, a request a try: one short
+/// enough to guess is said, by its length, never its value.
+#[test]
+fn a_webhook_token_short_enough_to_guess_is_warned_of() {
+    let scratch = Scratch::new();
+    scratch.install("crm-source", "crm-source.wasm");
+    scratch.install("mailer-sink", "mailer-sink.wasm");
+    std::fs::write(
+        scratch.path().join("causeway.toml"),
+        "[pipelines.p]\nwebhook = { path = \"/h\", scheme = \"token\", header = \"X-Token\", secret = \"env:HOOK_TOKEN\" }\n\
+         source = { plugin = \"crm-source\", stream = \"contacts\" }\nsinks = [{ plugin = \"mailer-sink\" }]\n",
+    )
+    .unwrap();
+    let warned = |token: &str| {
+        let out = run(scratch
+            .causeway()
+            .env("HOOK_TOKEN", token)
+            .args(["check", "--json"]));
+        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert!(
+            !out.stdout.contains(token),
+            "the token was shown: {}",
+            out.stdout
+        );
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] == "warning")
+            .filter_map(|f| f["message"].as_str())
+            .find(|m| m.contains("anyone who can reach the path may guess it"))
+            .map(str::to_string)
+    };
+    let said = warned("hunter2").expect("warned");
+    assert!(
+        said.starts_with("pipelines.p.webhook: secret env:HOOK_TOKEN is 7 characters"),
+        "{said}"
+    );
+    assert_eq!(warned("0123456789abcdef0123456789abcdef"), None);
+}

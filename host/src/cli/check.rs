@@ -363,6 +363,10 @@ type Stage<'a> = (
     crate::contract::World,
 );
 
+/// The shortest webhook token or login `check` lets pass without a word:
+/// 32 hex digits are 128 bits.
+const MIN_WEBHOOK_SECRET: usize = 32;
+
 /// Each pipeline's stages: installed, and implementing the world their
 /// place needs (a stage's own configuration is checked with the plugins':
 /// [`schema::plugin_config_problems`]).
@@ -383,15 +387,33 @@ fn check_pipelines(
         // (`misconfigured`): senders retry, but nothing flows until fixed.
         if let Some(trigger) = &pipeline.webhook {
             let key = crate::webhook::verify::key(&host.secrets, trigger.scheme, &trigger.secret);
-            if let Err(message) = key {
-                findings.push(Finding {
+            match key {
+                Err(message) => findings.push(Finding {
                     severity: "error",
                     file: config_file.to_string(),
                     line: line_of("webhook", 0),
                     message: format!(
                         "pipelines.{name}.webhook: {message}; every delivery would be refused as misconfigured"
                     ),
-                });
+                }),
+                // A token or a login is guessed online, one request a try:
+                // one short enough to guess is said (its length only).
+                Ok(key)
+                    if trigger.method().secret_header().or(trigger.method().secret_query()).is_some()
+                        && key.len() < MIN_WEBHOOK_SECRET =>
+                {
+                    findings.push(Finding {
+                        severity: "warning",
+                        file: config_file.to_string(),
+                        line: line_of("webhook", 0),
+                        message: format!(
+                            "pipelines.{name}.webhook: secret {} is {} characters: anyone who can reach the path may guess it, a request a try; give the sender at least {MIN_WEBHOOK_SECRET} random ones (openssl rand -hex 16)",
+                            trigger.secret,
+                            key.len()
+                        ),
+                    });
+                }
+                Ok(_) => {}
             }
             // A token or a login crosses the network as it is: in clear
             // on a listener others reach without TLS.
