@@ -12,11 +12,16 @@ fn check(scratch: &Scratch) -> serde_json::Value {
 
 /// The messages of the report's errors.
 fn error_messages(report: &serde_json::Value) -> Vec<&str> {
+    messages(report, "error")
+}
+
+/// The messages of the report's findings of `severity`.
+fn messages<'a>(report: &'a serde_json::Value, severity: &str) -> Vec<&'a str> {
     report["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|f| f["severity"] == "error")
+        .filter(|f| f["severity"] == severity)
         .map(|f| f["message"].as_str().unwrap())
         .collect()
 }
@@ -790,13 +795,8 @@ fn a_webhook_secret_sent_in_clear_to_a_public_listener_is_warned_of() {
             ),
         )
         .unwrap();
-        let report = check(&scratch);
-        report["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f["severity"] == "warning")
-            .filter_map(|f| f["message"].as_str())
+        messages(&check(&scratch), "warning")
+            .into_iter()
             .find(|m| m.contains("in plain HTTP"))
             .map(str::to_string)
     };
@@ -834,13 +834,7 @@ fn a_tls_certificate_that_has_expired_is_warned_of() {
     )
     .unwrap();
     let report = check(&scratch);
-    let warned: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["severity"] == "warning")
-        .filter_map(|f| f["message"].as_str())
-        .collect();
+    let warned = messages(&report, "warning");
     assert!(
         warned.iter().any(
             |m| m.contains("expired.pem, valid until 2021-01-01T00:00:00Z")
@@ -874,12 +868,8 @@ fn a_webhook_token_short_enough_to_guess_is_warned_of() {
             "the token was shown: {}",
             out.stdout
         );
-        report["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f["severity"] == "warning")
-            .filter_map(|f| f["message"].as_str())
+        messages(&report, "warning")
+            .into_iter()
             .find(|m| m.contains("anyone who can reach the path may guess it"))
             .map(str::to_string)
     };
