@@ -767,7 +767,7 @@ impl Config {
                     name,
                     line,
                     format!(
-                        "pipelines.{pipeline}.webhook.path {:?} is also the path of pipelines.{other}, whose webhook differs: pipelines sharing a path each get every delivery, verified once, so give them the same webhook table (scheme, secret, tolerance, max-body-bytes)",
+                        "pipelines.{pipeline}.webhook.path {:?} is also the path of pipelines.{other}, whose webhook differs: pipelines sharing a path each get every delivery, verified once, so give them the same webhook table, every key of it",
                         webhook.path
                     ),
                 ));
