@@ -1379,6 +1379,12 @@ mod tests {
         let trigger = calendly.pipelines["p"].webhook.as_ref().unwrap();
         assert_eq!(trigger.method().header, "calendly-webhook-signature");
         assert!(load("scheme = \"hubspot\"").is_ok());
+        let stripe = load("scheme = \"stripe\", tolerance = \"10m\"").unwrap();
+        let trigger = stripe.pipelines["p"].webhook.as_ref().unwrap();
+        assert_eq!(trigger.tolerance(), Duration::from_secs(600));
+        let github = load("scheme = \"github\"").unwrap();
+        let trigger = github.pipelines["p"].webhook.as_ref().unwrap();
+        assert_eq!(trigger.tolerance(), Duration::from_secs(300), "the default");
         assert!(load("scheme = \"token\", query = \"key\"").is_ok());
         let xero = load("scheme = \"github\", answer = \"empty\"").unwrap();
         assert_eq!(
@@ -1405,6 +1411,10 @@ mod tests {
             (
                 "scheme = \"basic\", id-header = \"Authorization\"",
                 "line 4: pipelines.p.webhook.id-header \"authorization\" is the header the secret comes in",
+            ),
+            (
+                "scheme = \"github\", tolerance = \"10m\"",
+                "line 4: pipelines.p.webhook.tolerance: scheme \"github\" signs no timestamp; tolerance is for \"standard-webhooks\", \"stripe\", \"hubspot\" and \"sendgrid\"",
             ),
             (
                 "scheme = \"github\", allow-from = []",

@@ -141,9 +141,10 @@ pub struct WebhookTrigger {
     pub scheme: Scheme,
     /// The signing secret, as a reference (`env:NAME` or `file:KEY`).
     pub secret: SecretRef,
-    /// How far a delivery's timestamp may be from now.
-    #[serde(default = "default_tolerance", deserialize_with = "tolerance")]
-    pub tolerance: TextDuration,
+    /// How far a delivery's timestamp may be from now (the schemes that
+    /// sign one; five minutes unless written).
+    #[serde(default, deserialize_with = "tolerance")]
+    pub tolerance: Option<TextDuration>,
     /// The largest body accepted; a larger one gets 413.
     #[serde(default = "default_max_body", deserialize_with = "max_body_bytes")]
     pub max_body_bytes: usize,
@@ -184,6 +185,11 @@ pub enum Answer {
 }
 
 impl WebhookTrigger {
+    /// How far a delivery's signed timestamp may be from now.
+    pub fn tolerance(&self) -> Duration {
+        self.tolerance.map_or(DEFAULT_TOLERANCE, |t| t.0)
+    }
+
     /// How its deliveries are verified.
     pub fn method(&self) -> Method<'_> {
         Method {
@@ -246,6 +252,7 @@ impl WebhookTrigger {
         let reads = |key: &str, set: bool, schemes: &[Scheme]| {
             if set && !schemes.contains(&self.scheme) {
                 let what = match (self.scheme, key) {
+                    (_, "tolerance") => "signs no timestamp",
                     (Scheme::Stripe, "id-header") => "knows a delivery by its event's id",
                     (Scheme::Hubspot | Scheme::Sendgrid, "id-header") => {
                         "knows a delivery by its body"
@@ -290,6 +297,16 @@ impl WebhookTrigger {
         reads("prefix", self.prefix.is_some(), &chosen)?;
         reads("query", self.query.is_some(), &[Scheme::Token])?;
         reads(
+            "tolerance",
+            self.tolerance.is_some(),
+            &[
+                Scheme::StandardWebhooks,
+                Scheme::Stripe,
+                Scheme::Hubspot,
+                Scheme::Sendgrid,
+            ],
+        )?;
+        reads(
             "id-header",
             self.id_header.is_some(),
             &[Scheme::HmacSha256, Scheme::Token, Scheme::Basic],
@@ -316,8 +333,8 @@ pub const TOLERANCE: std::ops::RangeInclusive<Duration> =
 /// signature is checked, so before anyone is known.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
-fn tolerance<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TextDuration, D::Error> {
-    crate::config::range::within_duration(d, "tolerance", TOLERANCE).map(TextDuration)
+fn tolerance<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<TextDuration>, D::Error> {
+    crate::config::range::within_duration(d, "tolerance", TOLERANCE).map(|t| Some(TextDuration(t)))
 }
 
 fn max_body_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -329,9 +346,8 @@ fn max_body_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Er
     )
 }
 
-fn default_tolerance() -> TextDuration {
-    TextDuration(Duration::from_secs(300))
-}
+/// The tolerance when a webhook table says none.
+const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 fn default_max_body() -> usize {
     1024 * 1024

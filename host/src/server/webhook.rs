@@ -228,7 +228,7 @@ pub(super) async fn webhook(
         header,
         &body,
         now,
-        trigger.tolerance.0,
+        trigger.tolerance(),
     ) {
         Ok(verified) => verified,
         Err(refused) => {
