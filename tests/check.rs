@@ -777,11 +777,13 @@ fn a_file_the_host_reads_that_is_no_regular_file_is_named_for_what_it_is() {
     }
 }
 
-/// A token or a Basic login is the secret itself: taken in plain HTTP on an
-/// address others reach, anyone on the way reads it. Said, unless TLS is
-/// in front (`[tls]`) or the host listens on loopback (behind a proxy).
+/// What the network would do to a webhook is said: a token or a Basic
+/// login (the secret itself) taken in plain HTTP on an address others
+/// reach, unless TLS is in front (`[tls]`) or the host listens on loopback
+/// (behind a proxy); and an `allow-from` on a loopback listener, where
+/// every delivery comes from the proxy's address.
 #[test]
-fn a_webhook_secret_sent_in_clear_to_a_public_listener_is_warned_of() {
+fn a_webhook_the_network_would_defeat_is_warned_of() {
     let scratch = Scratch::new();
     scratch.install("crm-source", "crm-source.wasm");
     scratch.install("mailer-sink", "mailer-sink.wasm");
@@ -800,6 +802,23 @@ fn a_webhook_secret_sent_in_clear_to_a_public_listener_is_warned_of() {
             .find(|m| m.contains("in plain HTTP"))
             .map(str::to_string)
     };
+    // allow-from on a loopback listener: every delivery would come from
+    // the proxy in front.
+    let proxied = |networks: &str| {
+        std::fs::write(
+            scratch.path().join("causeway.toml"),
+            format!(
+                "[pipelines.p]\nwebhook = {{ path = \"/h\", secret = \"env:PATH\", scheme = \"github\", allow-from = [{networks}] }}\n\
+                 source = {{ plugin = \"crm-source\", stream = \"contacts\" }}\nsinks = [{{ plugin = \"mailer-sink\" }}]\n"
+            ),
+        )
+        .unwrap();
+        messages(&check(&scratch), "warning")
+            .into_iter()
+            .any(|m| m.contains("allow-from names no loopback address"))
+    };
+    assert!(proxied("\"192.30.252.0/22\""));
+    assert!(!proxied("\"192.30.252.0/22\", \"127.0.0.1\""));
     let token = "scheme = \"token\", query = \"key\"";
     let said = warned("0.0.0.0:8700", token, "").expect("warned");
     assert!(

@@ -415,6 +415,23 @@ fn check_pipelines(
                 }
                 Ok(_) => {}
             }
+            // On loopback without TLS, senders come through a proxy on the
+            // machine: every peer is the proxy's address.
+            if let Some(networks) = &trigger.allow_from
+                && host.config.tls.is_none()
+                && host.config.listen.ip().is_loopback()
+                && !networks.iter().any(|n| n.contains(host.config.listen.ip()))
+            {
+                findings.push(Finding {
+                    severity: "warning",
+                    file: config_file.to_string(),
+                    line: line_of("webhook", 0),
+                    message: format!(
+                        "pipelines.{name}.webhook: allow-from names no loopback address, and the host listens on {} only: deliveries can reach it only through a proxy on this machine, whose address every one of them would come from, so each would be refused; filter senders at the proxy, or serve them with [tls]",
+                        host.config.listen
+                    ),
+                });
+            }
             // A token or a login crosses the network as it is: in clear
             // on a listener others reach without TLS.
             let in_clear = host.config.tls.is_none() && !host.config.listen.ip().is_loopback();
