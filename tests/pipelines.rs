@@ -4007,6 +4007,11 @@ fn senders_that_send_a_token_or_a_login_are_verified_and_it_never_reaches_the_pl
                 "login",
                 "path = \"/hooks/login\", scheme = \"basic\", secret = \"env:HOOK_LOGIN\"",
             ),
+            hook_pipeline(
+                "salesforce",
+                "path = \"/hooks/salesforce\", scheme = \"token\", secret = \"env:MAILING_TOKEN\", \
+                 query = \"key\", answer = \"salesforce-ack\"",
+            ),
         ]
         .concat(),
     );
@@ -4081,6 +4086,33 @@ fn senders_that_send_a_token_or_a_login_are_verified_and_it_never_reaches_the_pl
     assert_eq!(status, 401, "{answer}");
     let (status, _, answer) = mailing("POST", MAILING_TOKEN, &contact_event("m1", "Mailing"));
     assert_eq!(status, 202, "{answer}");
+
+    // Salesforce's outbound messages (a token in the URL, as it signs
+    // nothing) wait for its SOAP acknowledgement, retries too.
+    let outbound = format!("/hooks/salesforce?key={MAILING_TOKEN}");
+    let soap =
+        br#"<soapenv:Envelope><soapenv:Body><notifications/></soapenv:Body></soapenv:Envelope>"#;
+    for _ in 0..2 {
+        let (status, head, answer) = support::try_http_answer(
+            &host.addr,
+            "POST",
+            &outbound,
+            &[("content-type", "text/xml")],
+            soap,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            head.to_lowercase().contains("content-type: text/xml"),
+            "{head}"
+        );
+        assert!(
+            answer.contains(
+                r#"<notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound">"#
+            ) && answer.contains("<Ack>true</Ack>"),
+            "{answer}"
+        );
+    }
 
     // HTTP Basic: a client that logs in only when asked is asked.
     let basic = |login: &str| {

@@ -182,7 +182,22 @@ pub enum Answer {
     /// 200 and no body, either way: what Xero's "intent to receive" check
     /// takes, and nothing else.
     Empty,
+    /// 200 and the SOAP acknowledgement Salesforce's outbound messages
+    /// wait for (without it they are sent again for a day).
+    SalesforceAck,
 }
+
+/// The acknowledgement of [`Answer::SalesforceAck`], as Salesforce's
+/// outbound messaging WSDL defines `notificationsResponse`.
+pub const SALESFORCE_ACK: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">
+ <soapenv:Body>
+  <notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound">
+   <Ack>true</Ack>
+  </notificationsResponse>
+ </soapenv:Body>
+</soapenv:Envelope>
+"#;
 
 impl WebhookTrigger {
     /// How far a delivery's signed timestamp may be from now.

@@ -311,8 +311,15 @@ pub(super) async fn webhook(
                     );
                 }
             }
-            if trigger.answer == crate::pipeline::config::Answer::Empty {
+            use crate::pipeline::config::{Answer, SALESFORCE_ACK};
+            if trigger.answer == Answer::Empty {
                 StatusCode::OK.into_response()
+            } else if trigger.answer == Answer::SalesforceAck {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+                    SALESFORCE_ACK,
+                )
+                    .into_response()
             } else if new.is_empty() {
                 Json(json!({ "status": "duplicate", "id": id })).into_response()
             } else {
