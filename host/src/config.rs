@@ -1438,7 +1438,7 @@ mod tests {
             ),
             (
                 "scheme = \"github\", header = \"X-Sig\"",
-                "pipelines.p.webhook.header: scheme \"github\" reads its own headers; header is for \"hmac-sha256\", \"token\" and \"stripe\"",
+                "pipelines.p.webhook.header: scheme \"github\" reads its own headers; header is for \"hmac-sha256\", \"hmac-sha1\", \"token\" and \"stripe\"",
             ),
             (
                 "scheme = \"hubspot\", id-header = \"X-Id\"",

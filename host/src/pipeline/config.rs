@@ -222,7 +222,7 @@ impl WebhookTrigger {
     fn validate(&self, at: &str) -> Result<(), String> {
         let scheme = self.scheme.name();
         match (self.scheme, &self.header, &self.query) {
-            (Scheme::HmacSha256, None, _) => {
+            (Scheme::HmacSha256 | Scheme::HmacSha1, None, _) => {
                 return Err(format!(
                     "{at}: scheme \"{scheme}\" needs header = \"...\": the header the sender puts its signature in, as its documentation names it"
                 ));
@@ -283,7 +283,9 @@ impl WebhookTrigger {
                         | Scheme::Sendgrid,
                         _,
                     ) => "reads its own headers",
-                    (Scheme::HmacSha256, _) => "reads a signature from its header",
+                    (Scheme::HmacSha256 | Scheme::HmacSha1, _) => {
+                        "reads a signature from its header"
+                    }
                     (_, "encoding") => "compares a secret, not a signature",
                     _ => "reads Authorization",
                 };
@@ -302,13 +304,22 @@ impl WebhookTrigger {
             }
             Ok(())
         };
-        let chosen = [Scheme::HmacSha256, Scheme::Token];
+        let chosen = [Scheme::HmacSha256, Scheme::HmacSha1, Scheme::Token];
         reads(
             "header",
             self.header.is_some(),
-            &[Scheme::HmacSha256, Scheme::Token, Scheme::Stripe],
+            &[
+                Scheme::HmacSha256,
+                Scheme::HmacSha1,
+                Scheme::Token,
+                Scheme::Stripe,
+            ],
         )?;
-        reads("encoding", self.encoding.is_some(), &[Scheme::HmacSha256])?;
+        reads(
+            "encoding",
+            self.encoding.is_some(),
+            &[Scheme::HmacSha256, Scheme::HmacSha1],
+        )?;
         reads("prefix", self.prefix.is_some(), &chosen)?;
         reads("query", self.query.is_some(), &[Scheme::Token])?;
         reads(
@@ -324,7 +335,12 @@ impl WebhookTrigger {
         reads(
             "id-header",
             self.id_header.is_some(),
-            &[Scheme::HmacSha256, Scheme::Token, Scheme::Basic],
+            &[
+                Scheme::HmacSha256,
+                Scheme::HmacSha1,
+                Scheme::Token,
+                Scheme::Basic,
+            ],
         )
     }
 }

@@ -20,6 +20,8 @@
 //!   header of its own (Shopify, Xero, QuickBooks, WooCommerce, Typeform):
 //!   the operator names the header, the encoding (hex or base64) and any
 //!   prefix before it, and optionally the header naming the delivery.
+//! - **hmac-sha1**: the same with SHA-1, for senders that never moved on
+//!   (Intercom's `X-Hub-Signature: sha1=…`).
 //! - **token**: senders that sign nothing but send a secret the operator
 //!   chose, in a header the operator names (Google Calendar's
 //!   `X-Goog-Channel-Token`, GitLab's `X-Gitlab-Token`), or in a query
@@ -60,6 +62,8 @@ pub enum Scheme {
     Sendgrid,
     /// HMAC-SHA256 of the body, in a header the operator names.
     HmacSha256,
+    /// HMAC-SHA1 of the body, in a header the operator names.
+    HmacSha1,
     /// The secret itself, in a header or a query parameter the operator
     /// names.
     Token,
@@ -77,6 +81,7 @@ impl Scheme {
             Scheme::Hubspot => "hubspot",
             Scheme::Sendgrid => "sendgrid",
             Scheme::HmacSha256 => "hmac-sha256",
+            Scheme::HmacSha1 => "hmac-sha1",
             Scheme::Token => "token",
             Scheme::Basic => "basic",
         }
@@ -233,6 +238,7 @@ pub fn key(
         | Scheme::Stripe
         | Scheme::Hubspot
         | Scheme::HmacSha256
+        | Scheme::HmacSha1
         | Scheme::Token
         | Scheme::Basic => Ok(secret.expose().as_bytes().to_vec()),
     }
@@ -433,7 +439,7 @@ pub fn verify<'a>(
                 .map_err(|_| Refused::BadSignature)?;
             Ok(Verified { id: None })
         }
-        Scheme::HmacSha256 => {
+        Scheme::HmacSha256 | Scheme::HmacSha1 => {
             let written = prefixed()?;
             let signature = match method.encoding {
                 Encoding::Hex => hex_decode(written),
@@ -451,6 +457,12 @@ pub fn verify<'a>(
                     }
                 ))
             })?;
+            if method.scheme == Scheme::HmacSha1 {
+                // ring's own constant-time check.
+                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+                ring::hmac::verify(&key, body, &signature).map_err(|_| Refused::BadSignature)?;
+                return Ok(named());
+            }
             let mut expected = mac(key);
             expected.update(body);
             expected
@@ -799,6 +811,23 @@ mod tests {
             ),
             Err(Refused::Malformed(
                 "the x-shop-hmac header is missing".into()
+            ))
+        );
+        // SHA-1, as Intercom signs: RFC 2202's test case 2.
+        let sha1 = Method {
+            scheme: Scheme::HmacSha1,
+            ..method(Encoding::Hex, "sha1=")
+        };
+        let signed = "sha1=effcdf6ae5eb2fa2d27416d5f184df9c259a7c79";
+        assert!(check(sha1, signed, body).is_ok());
+        assert_eq!(
+            check(sha1, signed, b"what do ya want for something?"),
+            Err(Refused::BadSignature)
+        );
+        assert_eq!(
+            check(sha1, &format!("sha256={hex}"), body),
+            Err(Refused::Malformed(
+                "x-shop-hmac does not start with \"sha1=\"".into()
             ))
         );
     }
