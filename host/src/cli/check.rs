@@ -144,44 +144,6 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             message,
         });
     }
-    // The webhook listener's certificate: one that cannot be served stops
-    // the host at start.
-    if let Some(tls) = &host.config.tls {
-        let file = host
-            .config
-            .file
-            .as_deref()
-            .map_or_else(|| "causeway.toml".into(), |f| f.display().to_string());
-        let line = host
-            .config
-            .file
-            .as_deref()
-            .and_then(|f| crate::config::read_file(f).ok())
-            .and_then(|text| crate::config::section_line(&text, "tls"));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let (loaded, expiring) = match crate::server::tls::Certificate::load(&tls.cert, &tls.key) {
-            Ok(certificate) => (None, certificate.expiry_warning(now)),
-            Err(e) => (Some(e), None),
-        };
-        let problems = [
-            loaded.map(|e| ("error", e)),
-            expiring.map(|e| ("warning", e)),
-            crate::server::tls::key_exposure(&tls.key).map(|e| ("warning", e)),
-        ];
-        findings.extend(
-            problems
-                .into_iter()
-                .flatten()
-                .map(|(severity, message)| Finding {
-                    severity,
-                    file: file.clone(),
-                    line,
-                    message,
-                }),
-        );
-    }
     if let Some(message) = crate::host::data_dir_exposure(&host.config.data_dir) {
         findings.push(Finding {
             severity: "warning",
@@ -319,6 +281,7 @@ fn check_host(host: &Host) -> anyhow::Result<(Vec<Finding>, Vec<PluginStatus>)> 
             });
         }
     }
+    findings.extend(check_tls(host, &config_file, line_of("tls")));
     findings.extend(check_pipelines(host, &registry, &config_file, &config_text));
     findings.extend(stranded_deliveries(host, &config_file));
     let infos = registry.plugins().map(|installed| &*installed.plugin.info);
@@ -363,6 +326,36 @@ type Stage<'a> = (
     crate::contract::World,
 );
 
+/// The webhook listener's certificate (`[tls]`): one that cannot be served
+/// stops the host at start; one close to its expiry, or a key every account
+/// reads, is warned of. `line` is the table's.
+fn check_tls(host: &Host, config_file: &str, line: Option<usize>) -> Vec<Finding> {
+    let Some(tls) = &host.config.tls else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (loaded, expiring) = match crate::server::tls::Certificate::load(&tls.cert, &tls.key) {
+        Ok(certificate) => (None, certificate.expiry_warning(now)),
+        Err(e) => (Some(e), None),
+    };
+    [
+        loaded.map(|e| ("error", e)),
+        expiring.map(|e| ("warning", e)),
+        crate::server::tls::key_exposure(&tls.key).map(|e| ("warning", e)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(severity, message)| Finding {
+        severity,
+        file: config_file.to_string(),
+        line,
+        message,
+    })
+    .collect()
+}
+
 /// The shortest webhook token or login `check` lets pass without a word:
 /// 32 hex digits are 128 bits.
 const MIN_WEBHOOK_SECRET: usize = 32;
@@ -399,7 +392,7 @@ fn check_pipelines(
                 // A token or a login is guessed online, one request a try:
                 // one short enough to guess is said (its length only).
                 Ok(key)
-                    if trigger.method().secret_header().or(trigger.method().secret_query()).is_some()
+                    if trigger.method().sends_secret()
                         && key.len() < MIN_WEBHOOK_SECRET =>
                 {
                     findings.push(Finding {
@@ -435,13 +428,7 @@ fn check_pipelines(
             // A token or a login crosses the network as it is: in clear
             // on a listener others reach without TLS.
             let in_clear = host.config.tls.is_none() && !host.config.listen.ip().is_loopback();
-            if in_clear
-                && trigger
-                    .method()
-                    .secret_header()
-                    .or(trigger.method().secret_query())
-                    .is_some()
-            {
+            if in_clear && trigger.method().sends_secret() {
                 findings.push(Finding {
                     severity: "warning",
                     file: config_file.to_string(),

@@ -80,14 +80,11 @@ pub(super) async fn webhook(
     };
     let names: Vec<&str> = sharing.iter().map(|(name, _)| name.as_str()).collect();
     let pipelines = names.join(", ");
+    let verifying = trigger.method();
     // A sender that checks the URL before it saves it (Mailchimp) sends a
     // GET: answered once its token or login is, and nothing stored. The
     // schemes that sign a body have none to sign.
-    let probe = method == axum::http::Method::GET
-        && matches!(
-            trigger.scheme,
-            verify::Scheme::Token | verify::Scheme::Basic
-        );
+    let probe = method == axum::http::Method::GET && verifying.sends_secret();
     if method != axum::http::Method::POST && !probe {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -222,14 +219,7 @@ pub(super) async fn webhook(
         ":path" => Some(target),
         name => headers.get(name).and_then(|v| v.to_str().ok()),
     };
-    let verified = match verify::verify(
-        trigger.method(),
-        &key,
-        header,
-        &body,
-        now,
-        trigger.tolerance(),
-    ) {
+    let verified = match verify::verify(verifying, &key, header, &body, now, trigger.tolerance()) {
         Ok(verified) => verified,
         Err(refused) => {
             count(None, "bad-signature");
@@ -257,18 +247,18 @@ pub(super) async fn webhook(
     let id = delivery_id(verified.id, &body);
     // A token or a login is the secret itself: neither stored nor handed
     // to the plugin (whose sandbox no secret enters).
-    let secret_header = trigger.method().secret_header().map(str::to_string);
+    let secret_header = verifying.secret_header();
     let query = uri.query().unwrap_or_default();
     let request = IncomingRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
-        query: match trigger.method().secret_query() {
+        query: match verifying.secret_query() {
             Some(name) => verify::query_without(query, name),
             None => query.to_string(),
         },
         headers: headers
             .iter()
-            .filter(|(n, _)| secret_header.as_deref() != Some(n.as_str()))
+            .filter(|(n, _)| secret_header != Some(n.as_str()))
             .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect(),
         body: body.to_vec(),

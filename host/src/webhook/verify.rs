@@ -146,6 +146,12 @@ impl Method<'_> {
         }
     }
 
+    /// Whether the sender proves itself with the secret itself (a token,
+    /// a login) rather than a signature over what it sends.
+    pub fn sends_secret(&self) -> bool {
+        self.secret_header().is_some() || self.secret_query().is_some()
+    }
+
     /// The query parameter that carries the secret itself: taken out of
     /// the query stored and handed to the plugin.
     pub fn secret_query(&self) -> Option<&str> {
