@@ -4183,13 +4183,19 @@ fn senders_that_send_a_token_or_a_login_are_verified_and_it_never_reaches_the_pl
             "{refusal}: {hooks:#?}"
         );
     }
-    // The GET that guessed is recorded as one.
-    assert!(
-        hooks
-            .iter()
-            .any(|r| r.2 == "GET" && r.3 == "pipeline mailing /hooks/mailing" && r.4 == "denied"),
-        "{hooks:#?}"
-    );
+    // The GET that guessed is recorded as one, and the one that was right.
+    for (decision, detail) in [
+        ("denied", "the token does not match"),
+        ("allowed", "a URL check answered"),
+    ] {
+        assert!(
+            hooks.iter().any(|r| r.2 == "GET"
+                && r.3 == "pipeline mailing /hooks/mailing"
+                && r.4 == decision
+                && r.5.contains(detail)),
+            "{detail}: {hooks:#?}"
+        );
+    }
     let conn = rusqlite::Connection::open(host.data_dir.join("causeway.db")).unwrap();
     let kept: Vec<(String, String, String)> = conn
         .prepare("SELECT pipeline, query, headers FROM webhook_inbox ORDER BY id")
@@ -4212,6 +4218,308 @@ fn senders_that_send_a_token_or_a_login_are_verified_and_it_never_reaches_the_pl
     );
     let everything = format!("{hooks:?}{}{kept:?}", host.logs());
     for secret in [CHANNEL_TOKEN, MAILING_TOKEN, "s3cret", &right] {
+        assert!(!everything.contains(secret), "{secret} shown: {everything}");
+    }
+}
+
+/// Senders that check the URL before they deliver anything, each its own
+/// way: Slack (a signed `url_verification`, echoed), Zoom (a signed
+/// `endpoint.url_validation`, answered with the token signed under the
+/// secret), Meta (a `GET` with the operator's verify token), Dropbox (a
+/// `GET` challenge anyone may send). The host answers each itself, stores
+/// none, and audits those the sender proved itself in; the deliveries that
+/// follow are verified and flow on, answered 200 as those senders ask.
+#[test]
+fn senders_that_check_the_url_first_are_answered_by_the_host_and_deliver_after() {
+    const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+    const ZOOM_SECRET: &str = "zoom-secret-token";
+    const META_SECRET: &str = "meta-app-secret";
+    const META_VERIFY: &str = "meta-verify-token-typed-in-the-dashboard";
+    const DROPBOX_SECRET: &str = "dropbox-app-secret";
+    let w = World::new(
+        3,
+        "",
+        &[
+            hook_pipeline(
+                "slack",
+                "path = \"/hooks/slack\", scheme = \"slack\", secret = \"env:SLACK_SECRET\"",
+            ),
+            hook_pipeline(
+                "zoom",
+                "path = \"/hooks/zoom\", scheme = \"zoom\", secret = \"env:ZOOM_SECRET\"",
+            ),
+            hook_pipeline(
+                "meta",
+                "path = \"/hooks/meta\", scheme = \"meta\", secret = \"env:META_SECRET\", \
+                 verify-token = \"env:META_VERIFY\"",
+            ),
+            hook_pipeline(
+                "dropbox",
+                "path = \"/hooks/dropbox\", scheme = \"dropbox\", secret = \"env:DROPBOX_SECRET\"",
+            ),
+        ]
+        .concat(),
+    );
+    let with_secrets = |verify: Option<&str>| {
+        let mut command = w.causeway();
+        command
+            .env("SLACK_SECRET", SLACK_SECRET)
+            .env("ZOOM_SECRET", ZOOM_SECRET)
+            .env("META_SECRET", META_SECRET)
+            .env("DROPBOX_SECRET", DROPBOX_SECRET)
+            .env_remove("META_VERIFY");
+        if let Some(verify) = verify {
+            command.env("META_VERIFY", verify);
+        }
+        command
+    };
+    // Without its verify token Meta's check could never pass: said first.
+    let checked = run(with_secrets(None).arg("check"));
+    assert!(
+        !checked.success
+            && checked.stdout.contains(
+                "pipelines.meta.webhook.verify-token: secret env:META_VERIFY: the environment variable META_VERIFY is not set"
+            ),
+        "{}",
+        checked.stdout
+    );
+    let checked = run(with_secrets(Some(META_VERIFY)).arg("check"));
+    assert!(checked.success, "{}{}", checked.stdout, checked.stderr);
+    let grants = run(with_secrets(Some(META_VERIFY)).arg("grants"));
+    let line = "  /hooks/meta: scheme meta (secret env:META_SECRET, verify token env:META_VERIFY), from anywhere, handed to crm-source (pipeline meta)\n";
+    assert!(grants.stdout.contains(line), "{}", grants.stdout);
+    let mut host = RunningHost::start(with_secrets(Some(META_VERIFY)).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string()
+    };
+    let sign =
+        |key: &str, parts: &[&[u8]]| causeway::webhook::verify::sign_hex(key.as_bytes(), parts);
+
+    // Slack: the url_verification, signed, is echoed; its events are known
+    // by their event_id, so a retry is recognised.
+    let slack = |key: &str, body: &[u8]| {
+        let at = now();
+        let signature = format!("v0={}", sign(key, &[b"v0:", at.as_bytes(), b":", body]));
+        post(
+            &host,
+            "/hooks/slack",
+            &[
+                ("X-Slack-Request-Timestamp", &at),
+                ("X-Slack-Signature", &signature),
+            ],
+            body,
+        )
+    };
+    let verification = br#"{"token":"legacy","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let (status, _, answer) = slack(SLACK_SECRET, verification);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap(),
+        json!({ "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" })
+    );
+    let (status, _, answer) = slack("not slack's", verification);
+    assert_eq!(status, 401, "a forged check is refused: {answer}");
+    // The certificate check slash commands make: answered, not stored.
+    let (status, _, answer) = slack(SLACK_SECRET, b"ssl_check=1&token=legacy");
+    assert_eq!((status, answer.as_str()), (200, ""));
+    let mut event: Value = serde_json::from_slice(&contact_event("k1", "Slack")).unwrap();
+    event["event_id"] = json!("Ev0PV52K21");
+    let event = event.to_string();
+    let (status, _, answer) = slack(SLACK_SECRET, event.as_bytes());
+    assert_eq!((status, answer.as_str()), (200, ""), "200, as Slack asks");
+    let (status, _, _) = slack(SLACK_SECRET, event.as_bytes());
+    assert_eq!(status, 200, "the retry, recognised below");
+
+    // Zoom: the validation answered with the plain token signed under the
+    // secret token; an event after it is answered 200 (Zoom counts a 202
+    // as failed).
+    let zoom = |body: &[u8]| {
+        let at = now();
+        let signature = format!(
+            "v0={}",
+            sign(ZOOM_SECRET, &[b"v0:", at.as_bytes(), b":", body])
+        );
+        post(
+            &host,
+            "/hooks/zoom",
+            &[
+                ("x-zm-request-timestamp", &at),
+                ("x-zm-signature", &signature),
+            ],
+            body,
+        )
+    };
+    let validation = br#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let (status, _, answer) = zoom(validation);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap(),
+        json!({
+            "plainToken": "qgg8vlvZRS6UYooatFL8Aw",
+            "encryptedToken": sign(ZOOM_SECRET, &[b"qgg8vlvZRS6UYooatFL8Aw"]),
+        })
+    );
+    let (status, _, answer) = zoom(&contact_event("z1", "Zoom"));
+    assert_eq!((status, answer.as_str()), (200, ""));
+
+    // Meta: a GET carrying the verify token gets its challenge back, as
+    // text; one without it is refused. Its events are signed as GitHub's.
+    let meta_check = |token: &str| {
+        let target = format!(
+            "/hooks/meta?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={token}"
+        );
+        support::try_http_answer(&host.addr, "GET", &target, &[], b"").unwrap()
+    };
+    let (status, head, answer) = meta_check(META_VERIFY);
+    assert_eq!((status, answer.as_str()), (200, "1158201444"), "{head}");
+    assert!(
+        head.to_lowercase().contains("content-type: text/plain"),
+        "{head}"
+    );
+    let (status, _, answer) = meta_check("a-guess");
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer.contains("the verify token does not match"),
+        "{answer}"
+    );
+    let body = contact_event("m1", "Meta");
+    let signature = format!("sha256={}", sign(META_SECRET, &[&body]));
+    let (status, _, answer) = post(
+        &host,
+        "/hooks/meta",
+        &[("X-Hub-Signature-256", &signature)],
+        &body,
+    );
+    assert_eq!((status, answer.as_str()), (200, ""));
+
+    // Dropbox: anyone may send the challenge, so only what looks like one
+    // is echoed, as text browsers are told not to sniff.
+    let dropbox_check = |challenge: &str| {
+        let target = format!("/hooks/dropbox?challenge={challenge}");
+        support::try_http_answer(&host.addr, "GET", &target, &[], b"").unwrap()
+    };
+    let (status, head, answer) = dropbox_check("3hbwRJZrbB1VhmUgXNJfUXh2FkfmjAdZzQ9ocMMQH4g");
+    assert_eq!(
+        (status, answer.as_str()),
+        (200, "3hbwRJZrbB1VhmUgXNJfUXh2FkfmjAdZzQ9ocMMQH4g"),
+        "{head}"
+    );
+    assert!(
+        head.to_lowercase()
+            .contains("x-content-type-options: nosniff"),
+        "{head}"
+    );
+    let (status, _, answer) = dropbox_check("%3Chtml%3E");
+    assert_eq!(status, 401, "{answer}");
+    let body = contact_event("d1", "Dropbox");
+    let signature = sign(DROPBOX_SECRET, &[&body]);
+    let (status, _, _) = post(
+        &host,
+        "/hooks/dropbox",
+        &[("X-Dropbox-Signature", &signature)],
+        &body,
+    );
+    assert_eq!(status, 200);
+    let (status, _, _) = post(
+        &host,
+        "/hooks/dropbox",
+        &[("X-Dropbox-Signature", &signature)],
+        &contact_event("d2", "Forged"),
+    );
+    assert_eq!(status, 401);
+
+    // The deliveries flow on; the handshakes were none of them.
+    w.wait_for_subscribers(
+        &[
+            ("d1".into(), "Dropbox Hook".into()),
+            ("k1".into(), "Slack Hook".into()),
+            ("m1".into(), "Meta Hook".into()),
+            ("z1".into(), "Zoom Hook".into()),
+        ],
+        Duration::from_secs(20),
+    );
+    let m = Metrics::scrape(&host);
+    for (pipeline, handshakes) in [
+        ("slack", 2.0),
+        ("zoom", 1.0),
+        ("meta", 1.0),
+        ("dropbox", 1.0),
+    ] {
+        assert_eq!(
+            m.value(
+                "causeway_webhook_deliveries_total",
+                &[("pipeline", pipeline), ("outcome", "handshake")]
+            ),
+            Some(handshakes),
+            "{pipeline}"
+        );
+    }
+    host.terminate();
+    assert!(host.wait_exit(30));
+    let conn = rusqlite::Connection::open(host.data_dir.join("causeway.db")).unwrap();
+    let stored: Vec<(String, String)> = conn
+        .prepare("SELECT pipeline, delivery_id FROM webhook_inbox ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        4,
+        "one delivery each, no handshake: {stored:#?}"
+    );
+    assert!(
+        stored.contains(&("slack".into(), "Ev0PV52K21".into())),
+        "{stored:#?}"
+    );
+    let hooks = webhook_rows(&host.data_dir);
+    for (target, answered) in [
+        (
+            "pipeline slack /hooks/slack",
+            "Slack's url_verification answered",
+        ),
+        (
+            "pipeline zoom /hooks/zoom",
+            "Zoom's endpoint.url_validation answered",
+        ),
+        (
+            "pipeline meta /hooks/meta",
+            "Meta's subscription check answered",
+        ),
+        (
+            "pipeline slack /hooks/slack",
+            "delivery Ev0PV52K21 already stored",
+        ),
+    ] {
+        assert!(
+            hooks
+                .iter()
+                .any(|r| r.3 == target && r.4 == "allowed" && r.5.contains(answered)),
+            "{answered}: {hooks:#?}"
+        );
+    }
+    // Anyone may send Dropbox's challenge: counted, not audited.
+    assert!(
+        !hooks.iter().any(|r| r.5.contains("Dropbox's challenge")),
+        "{hooks:#?}"
+    );
+    let everything = format!("{hooks:?}{}", host.logs());
+    for secret in [
+        SLACK_SECRET,
+        ZOOM_SECRET,
+        META_SECRET,
+        META_VERIFY,
+        DROPBOX_SECRET,
+    ] {
         assert!(!everything.contains(secret), "{secret} shown: {everything}");
     }
 }

@@ -1386,10 +1386,33 @@ mod tests {
         let trigger = github.pipelines["p"].webhook.as_ref().unwrap();
         assert_eq!(trigger.tolerance(), Duration::from_secs(300), "the default");
         assert!(load("scheme = \"token\", query = \"key\"").is_ok());
-        let xero = load("scheme = \"github\", answer = \"empty\"").unwrap();
+        use crate::pipeline::config::Answer;
+        let answer = |webhook: &str| {
+            load(webhook).unwrap().pipelines["p"]
+                .webhook
+                .as_ref()
+                .unwrap()
+                .answer()
+        };
         assert_eq!(
-            xero.pipelines["p"].webhook.as_ref().unwrap().answer,
-            crate::pipeline::config::Answer::Empty
+            answer("scheme = \"github\", answer = \"empty\""),
+            Answer::Empty
+        );
+        assert_eq!(answer("scheme = \"github\""), Answer::Json);
+        // Slack, Zoom, Meta and Dropbox are answered as their documentation
+        // asks (Zoom takes 200 or 204 only), unless the operator says.
+        assert_eq!(answer("scheme = \"zoom\""), Answer::Empty);
+        assert_eq!(
+            answer("scheme = \"slack\", tolerance = \"2m\""),
+            Answer::Empty
+        );
+        assert_eq!(
+            answer("scheme = \"dropbox\", answer = \"json\""),
+            Answer::Json
+        );
+        assert_eq!(
+            answer("scheme = \"meta\", verify-token = \"env:V\""),
+            Answer::Empty
         );
         for (webhook, expected) in [
             (
@@ -1414,7 +1437,7 @@ mod tests {
             ),
             (
                 "scheme = \"github\", tolerance = \"10m\"",
-                "line 4: pipelines.p.webhook.tolerance: scheme \"github\" signs no timestamp; tolerance is for \"standard-webhooks\", \"stripe\", \"hubspot\" and \"sendgrid\"",
+                "line 4: pipelines.p.webhook.tolerance: scheme \"github\" signs no timestamp; tolerance is for \"standard-webhooks\", \"stripe\", \"hubspot\", \"sendgrid\", \"slack\" and \"zoom\"",
             ),
             (
                 "scheme = \"github\", allow-from = []",
@@ -1447,6 +1470,26 @@ mod tests {
             (
                 "scheme = \"basic\", prefix = \"Basic \"",
                 "pipelines.p.webhook.prefix: scheme \"basic\" reads Authorization",
+            ),
+            (
+                "scheme = \"meta\"",
+                "line 4: pipelines.p.webhook: scheme \"meta\" needs verify-token = \"env:NAME\": the Verify Token you type in the app's Webhooks settings",
+            ),
+            (
+                "scheme = \"github\", verify-token = \"env:V\"",
+                "line 4: pipelines.p.webhook.verify-token: scheme \"github\" makes no subscription check with one; verify-token is for \"meta\"",
+            ),
+            (
+                "scheme = \"dropbox\", tolerance = \"1m\"",
+                "pipelines.p.webhook.tolerance: scheme \"dropbox\" signs no timestamp; tolerance is for \"standard-webhooks\", \"stripe\", \"hubspot\", \"sendgrid\", \"slack\" and \"zoom\"",
+            ),
+            (
+                "scheme = \"slack\", id-header = \"X-Slack-Retry-Num\"",
+                "pipelines.p.webhook.id-header: scheme \"slack\" knows an event by its event_id",
+            ),
+            (
+                "scheme = \"zoom\", header = \"x-zm-signature\"",
+                "pipelines.p.webhook.header: scheme \"zoom\" reads its own headers",
             ),
             (
                 "scheme = \"token\", header = \"X-T\", encoding = \"hex\"",

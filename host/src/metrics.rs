@@ -254,9 +254,10 @@ pub const RECORD_STAGES: [&str; 6] = [
 ];
 
 /// How a webhook delivery can be answered, as `outcome` labels.
-pub const DELIVERY_OUTCOMES: [&str; 8] = [
+pub const DELIVERY_OUTCOMES: [&str; 9] = [
     "accepted",
     "duplicate",
+    "handshake",
     "not-allowed",
     "bad-signature",
     "too-large",
@@ -589,7 +590,7 @@ fn render_pipelines(
         },
         PipelineCounter {
             name: "causeway_webhook_deliveries_total",
-            help: "Webhook deliveries since the host started, by answer: accepted (stored), duplicate, not-allowed (from an address allow-from does not name), bad-signature, too-large, misconfigured (the host cannot use the pipeline's webhook secret), unavailable (not stored; the sender retries).",
+            help: "Webhook deliveries since the host started, by answer: accepted (stored), duplicate, handshake (a sender checking the URL, answered; nothing stored), not-allowed (from an address allow-from does not name), bad-signature, too-large, too-slow (the body took too long), misconfigured (the host cannot use the pipeline's webhook secret), unavailable (not stored; the sender retries).",
             label: "outcome",
             values: &DELIVERY_OUTCOMES,
             of: |s| &s.deliveries,

@@ -408,6 +408,22 @@ fn check_pipelines(
                 }
                 Ok(_) => {}
             }
+            // Without it Meta's subscription check is refused, and Meta
+            // sends nothing until it passes.
+            if let Some(Err(message)) = trigger
+                .verify_token
+                .as_ref()
+                .map(|reference| host.secrets.resolve(reference))
+            {
+                findings.push(Finding {
+                    severity: "error",
+                    file: config_file.to_string(),
+                    line: line_of("webhook", 0),
+                    message: format!(
+                        "pipelines.{name}.webhook.verify-token: {message}; Meta's subscription check would be refused, and Meta sends nothing until it passes"
+                    ),
+                });
+            }
             // On loopback without TLS, senders come through a proxy on the
             // machine: every peer is the proxy's address.
             if let Some(networks) = &trigger.allow_from

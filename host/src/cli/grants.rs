@@ -308,8 +308,13 @@ fn inbound(config: &crate::config::Config) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
         };
+        let verify_token = webhook
+            .verify_token
+            .as_ref()
+            .map(|token| format!(", verify token {token}"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  {path}: scheme {} (secret {}), from {from}, handed to {handed}\n",
+            "  {path}: scheme {} (secret {}{verify_token}), from {from}, handed to {handed}\n",
             webhook.scheme.name(),
             webhook.secret,
         ));

@@ -164,11 +164,14 @@ pub struct WebhookTrigger {
     /// `token`, `basic`: the named schemes know their own).
     #[serde(default, deserialize_with = "header_name")]
     pub id_header: Option<String>,
-    /// How a delivery stored (or recognised) is answered.
-    #[serde(default)]
-    pub answer: Answer,
+    /// How a delivery stored (or recognised) is answered; the scheme's
+    /// sender's way unless written ([`WebhookTrigger::answer`]).
+    pub answer: Option<Answer>,
     /// The networks deliveries may come from; from anywhere without it.
     pub allow_from: Option<Vec<crate::webhook::allow::Network>>,
+    /// The verify token Meta's subscription check must carry (`meta`), as
+    /// a reference.
+    pub verify_token: Option<SecretRef>,
 }
 
 /// How a webhook delivery the host took is answered.
@@ -203,6 +206,16 @@ impl WebhookTrigger {
     /// How far a delivery's signed timestamp may be from now.
     pub fn tolerance(&self) -> Duration {
         self.tolerance.map_or(DEFAULT_TOLERANCE, |t| t.0)
+    }
+
+    /// How a delivery taken is answered: as written, else what the
+    /// sender's documentation asks (200 and nothing else for Slack, Zoom,
+    /// Meta and Dropbox; Zoom counts a 202 as a failure), else JSON.
+    pub fn answer(&self) -> Answer {
+        self.answer.unwrap_or(match self.scheme {
+            Scheme::Slack | Scheme::Zoom | Scheme::Meta | Scheme::Dropbox => Answer::Empty,
+            _ => Answer::Json,
+        })
     }
 
     /// How its deliveries are verified.
@@ -244,6 +257,11 @@ impl WebhookTrigger {
             }
             _ => {}
         }
+        if self.scheme == Scheme::Meta && self.verify_token.is_none() {
+            return Err(format!(
+                "{at}: scheme \"meta\" needs verify-token = \"env:NAME\": the Verify Token you type in the app's Webhooks settings, which Meta's subscription check carries"
+            ));
+        }
         // A delivery's id is stored and audited: the secret must not be it.
         if let Some(id) = &self.id_header
             && self.method().secret_header() == Some(id.as_str())
@@ -269,18 +287,29 @@ impl WebhookTrigger {
                 let what = match (self.scheme, key) {
                     (_, "tolerance") => "signs no timestamp",
                     (Scheme::Stripe, "id-header") => "knows a delivery by its event's id",
-                    (Scheme::Hubspot | Scheme::Sendgrid, "id-header") => {
-                        "knows a delivery by its body"
-                    }
+                    (
+                        Scheme::Hubspot
+                        | Scheme::Sendgrid
+                        | Scheme::Zoom
+                        | Scheme::Meta
+                        | Scheme::Dropbox,
+                        "id-header",
+                    ) => "knows a delivery by its body",
+                    (Scheme::Slack, "id-header") => "knows an event by its event_id",
                     (Scheme::StandardWebhooks | Scheme::Github, "id-header") => {
                         "names its deliveries itself"
                     }
                     (Scheme::Stripe, _) => "reads its own header, or the one `header` names",
+                    (_, "verify-token") => "makes no subscription check with one",
                     (
                         Scheme::StandardWebhooks
                         | Scheme::Github
                         | Scheme::Hubspot
-                        | Scheme::Sendgrid,
+                        | Scheme::Sendgrid
+                        | Scheme::Slack
+                        | Scheme::Zoom
+                        | Scheme::Meta
+                        | Scheme::Dropbox,
                         _,
                     ) => "reads its own headers",
                     (Scheme::HmacSha256 | Scheme::HmacSha1, _) => {
@@ -330,8 +359,11 @@ impl WebhookTrigger {
                 Scheme::Stripe,
                 Scheme::Hubspot,
                 Scheme::Sendgrid,
+                Scheme::Slack,
+                Scheme::Zoom,
             ],
         )?;
+        reads("verify-token", self.verify_token.is_some(), &[Scheme::Meta])?;
         reads(
             "id-header",
             self.id_header.is_some(),

@@ -9,6 +9,9 @@
 //!
 //! `GET` on a path whose scheme is `token` or `basic`: a sender checking
 //! the URL, answered 200 once its token or login is right, nothing stored.
+//! The handshakes of Slack, Zoom (a `POST`, signed), Meta and Dropbox (a
+//! `GET`) are answered as [`handshake`] says, nothing stored either; those
+//! a sender proves itself in are audited.
 
 use std::sync::Arc;
 
@@ -22,7 +25,7 @@ use super::{AppState, error, serve};
 use crate::audit::{AuditEvent, Decision};
 use crate::bindings::IncomingRequest;
 use crate::db;
-use crate::webhook::{inbox, verify};
+use crate::webhook::{handshake, inbox, verify};
 
 /// The id a delivery is deduplicated by: the sender's, or else its body's
 /// digest, so a retry of the same event is recognised. An empty body is no
@@ -83,9 +86,12 @@ pub(super) async fn webhook(
     let verifying = trigger.method();
     // A sender that checks the URL before it saves it (Mailchimp) sends a
     // GET: answered once its token or login is, and nothing stored. The
-    // schemes that sign a body have none to sign.
-    let probe = method == axum::http::Method::GET && verifying.sends_secret();
-    if method != axum::http::Method::POST && !probe {
+    // schemes that sign a body have none to sign, but Meta's and Dropbox's
+    // senders check the URL with a GET of their own.
+    let get = method == axum::http::Method::GET;
+    let probe = get && verifying.sends_secret();
+    let checked_by_get = get && handshake::checks_by_get(trigger.scheme);
+    if method != axum::http::Method::POST && !probe && !checked_by_get {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
@@ -134,6 +140,62 @@ pub(super) async fn webhook(
             all_stats.get(name).delivery(what);
         }
     };
+    let refuse = |refused: verify::Refused| {
+        count(None, "bad-signature");
+        if audit(None, Decision::Denied, format!("refused: {refused}")) {
+            tracing::warn!(pipeline = %pipelines, "webhook refused: {refused}");
+        }
+        let mut answer = error(
+            StatusCode::UNAUTHORIZED,
+            "bad-signature",
+            refused.to_string(),
+        );
+        // A client that logs in only when asked is asked.
+        if trigger.scheme == verify::Scheme::Basic {
+            answer.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"causeway webhook\""),
+            );
+        }
+        answer
+    };
+    let misconfigured = |e: String| {
+        tracing::error!(pipeline = %pipelines, "the webhook secret cannot be used: {e}");
+        count(None, "misconfigured");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "misconfigured",
+            "the webhook secret is not available; the operator has been told".into(),
+        )
+    };
+    // A sender checking the URL: answered, nothing stored. Anyone may ask
+    // Dropbox's, so only those proven are audited (as deliveries are).
+    let answered = |handshake: handshake::Answered| {
+        count(None, "handshake");
+        if handshake.proven {
+            audit(
+                None,
+                Decision::Allowed,
+                format!("{} answered; nothing stored", handshake.what),
+            );
+            tracing::info!(pipeline = %pipelines, "webhook: {} answered", handshake.what);
+        }
+        match handshake.reply {
+            handshake::Reply::Json(value) => Json(value).into_response(),
+            handshake::Reply::Text(text) => (
+                [
+                    (
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; charset=utf-8",
+                    ),
+                    (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                ],
+                text,
+            )
+                .into_response(),
+            handshake::Reply::Empty => StatusCode::OK.into_response(),
+        }
+    };
     // Before anything is read: a sender from elsewhere gets no further.
     if let Some(networks) = &trigger.allow_from {
         let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(peer))| peer.ip());
@@ -156,6 +218,23 @@ pub(super) async fn webhook(
                 ),
             );
         }
+    }
+    if checked_by_get {
+        let token = match trigger
+            .verify_token
+            .as_ref()
+            .map(|r| state.secrets.resolve(r))
+        {
+            Some(Err(e)) => return misconfigured(e),
+            Some(Ok(token)) => Some(token),
+            None => None,
+        };
+        let query = uri.query().unwrap_or_default();
+        let token = token.as_ref().map(|t| t.expose().as_bytes());
+        return match handshake::on_get(trigger.scheme, query, token) {
+            Ok(handshake) => answered(handshake),
+            Err(refused) => refuse(refused),
+        };
     }
     // A body sent a byte at a time would hold the connection for as long
     // as the sender liked.
@@ -198,15 +277,7 @@ pub(super) async fn webhook(
     };
     let key = match verify::key(&state.secrets, trigger.scheme, &trigger.secret) {
         Ok(key) => key,
-        Err(e) => {
-            tracing::error!(pipeline = %pipelines, "the webhook secret cannot be used: {e}");
-            count(None, "misconfigured");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "misconfigured",
-                "the webhook secret is not available; the operator has been told".into(),
-            );
-        }
+        Err(e) => return misconfigured(e),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -221,28 +292,20 @@ pub(super) async fn webhook(
     };
     let verified = match verify::verify(verifying, &key, header, &body, now, trigger.tolerance()) {
         Ok(verified) => verified,
-        Err(refused) => {
-            count(None, "bad-signature");
-            if audit(None, Decision::Denied, format!("refused: {refused}")) {
-                tracing::warn!(pipeline = %pipelines, "webhook refused: {refused}");
-            }
-            let mut answer = error(
-                StatusCode::UNAUTHORIZED,
-                "bad-signature",
-                refused.to_string(),
-            );
-            // A client that logs in only when asked is asked.
-            if trigger.scheme == verify::Scheme::Basic {
-                answer.headers_mut().insert(
-                    axum::http::header::WWW_AUTHENTICATE,
-                    axum::http::HeaderValue::from_static("Basic realm=\"causeway webhook\""),
-                );
-            }
-            return answer;
-        }
+        Err(refused) => return refuse(refused),
     };
     if probe {
-        return Json(json!({ "status": "ready" })).into_response();
+        return answered(handshake::Answered {
+            reply: handshake::Reply::Json(json!({ "status": "ready" })),
+            what: "a URL check",
+            proven: true,
+        });
+    }
+    if let Some(handshake) = handshake::on_delivery(trigger.scheme, &key, &body) {
+        return match handshake {
+            Ok(handshake) => answered(handshake),
+            Err(refused) => refuse(refused),
+        };
     }
     let id = delivery_id(verified.id, &body);
     // A token or a login is the secret itself: neither stored nor handed
@@ -302,9 +365,10 @@ pub(super) async fn webhook(
                 }
             }
             use crate::pipeline::config::{Answer, SALESFORCE_ACK};
-            if trigger.answer == Answer::Empty {
+            let answer = trigger.answer();
+            if answer == Answer::Empty {
                 StatusCode::OK.into_response()
-            } else if trigger.answer == Answer::SalesforceAck {
+            } else if answer == Answer::SalesforceAck {
                 (
                     [(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")],
                     SALESFORCE_ACK,

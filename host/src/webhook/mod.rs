@@ -1,7 +1,9 @@
 //! Incoming webhooks: from the networks allowed ([`allow`]), verified on
-//! the raw body ([`verify`]), written to a durable inbox and deduplicated by delivery id ([`inbox`]) before the
+//! the raw body ([`verify`]), senders' handshakes answered by the host
+//! ([`handshake`]), written to a durable inbox and deduplicated by delivery id ([`inbox`]) before the
 //! sender gets its 2xx, then handed to the pipeline.
 
 pub mod allow;
+pub mod handshake;
 pub mod inbox;
 pub mod verify;

@@ -28,6 +28,15 @@
 //!   parameter of the URL the operator gave them (Mailchimp's).
 //! - **basic**: senders that log in with HTTP Basic (Pipedrive, Postmark);
 //!   the secret is `user:password`.
+//! - **Slack** and **Zoom**: `X-Slack-Signature` / `x-zm-signature`
+//!   `v0=<hex>`, HMAC-SHA256 over `v0:<timestamp>:<body>` with the
+//!   timestamp in `X-Slack-Request-Timestamp` / `x-zm-request-timestamp`;
+//!   Slack's events are known by their `event_id`.
+//! - **Meta** (`X-Hub-Signature-256`, as GitHub's, with the app secret) and
+//!   **Dropbox** (`X-Dropbox-Signature`, hex, no prefix): the body signed.
+//!
+//! The handshakes the last four make before they deliver anything are
+//! answered in [`super::handshake`].
 //!
 //! Signatures, tokens and passwords are compared in constant time
 //! (`Mac::verify_slice`); a timestamp outside the tolerance is refused
@@ -69,6 +78,14 @@ pub enum Scheme {
     Token,
     /// HTTP Basic: the secret is `user:password`.
     Basic,
+    /// Slack's `X-Slack-Signature` (and its `url_verification`).
+    Slack,
+    /// Zoom's `x-zm-signature` (and its `endpoint.url_validation`).
+    Zoom,
+    /// Meta's `X-Hub-Signature-256` (and its `hub.challenge` check).
+    Meta,
+    /// Dropbox's `X-Dropbox-Signature` (and its `challenge` check).
+    Dropbox,
 }
 
 impl Scheme {
@@ -84,6 +101,10 @@ impl Scheme {
             Scheme::HmacSha1 => "hmac-sha1",
             Scheme::Token => "token",
             Scheme::Basic => "basic",
+            Scheme::Slack => "slack",
+            Scheme::Zoom => "zoom",
+            Scheme::Meta => "meta",
+            Scheme::Dropbox => "dropbox",
         }
     }
 }
@@ -246,7 +267,11 @@ pub fn key(
         | Scheme::HmacSha256
         | Scheme::HmacSha1
         | Scheme::Token
-        | Scheme::Basic => Ok(secret.expose().as_bytes().to_vec()),
+        | Scheme::Basic
+        | Scheme::Slack
+        | Scheme::Zoom
+        | Scheme::Meta
+        | Scheme::Dropbox => Ok(secret.expose().as_bytes().to_vec()),
     }
 }
 
@@ -297,7 +322,7 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
 /// Whether `given` is `expected`, in time that tells nothing of either:
 /// both are compared as MACs under one key, so neither their bytes nor
 /// their lengths show in how long it takes.
-fn same(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn same(given: &[u8], expected: &[u8]) -> bool {
     const KEY: &[u8] = b"causeway: compare a webhook's token";
     let mut m = mac(KEY);
     m.update(expected);
@@ -368,22 +393,64 @@ pub fn verify<'a>(
                 id: Some(id.to_string()),
             })
         }
-        // GitHub's is the body signed in a header of its own.
-        Scheme::Github => verify(
-            Method {
-                scheme: Scheme::HmacSha256,
-                header: "x-hub-signature-256",
-                encoding: Encoding::Hex,
-                prefix: "sha256=",
-                query: None,
-                id_header: Some("x-github-delivery"),
-            },
-            key,
-            header,
-            body,
-            now,
-            tolerance,
-        ),
+        // GitHub's, Meta's and Dropbox's are the body signed in a header
+        // of their own.
+        Scheme::Github | Scheme::Meta | Scheme::Dropbox => {
+            let (signature, prefix, id_header) = match method.scheme {
+                Scheme::Github => ("x-hub-signature-256", "sha256=", Some("x-github-delivery")),
+                Scheme::Meta => ("x-hub-signature-256", "sha256=", None),
+                _ => ("x-dropbox-signature", "", None),
+            };
+            verify(
+                Method {
+                    scheme: Scheme::HmacSha256,
+                    header: signature,
+                    encoding: Encoding::Hex,
+                    prefix,
+                    query: None,
+                    id_header,
+                },
+                key,
+                header,
+                body,
+                now,
+                tolerance,
+            )
+        }
+        Scheme::Slack | Scheme::Zoom => {
+            let (signature, timestamp) = match method.scheme {
+                Scheme::Slack => ("x-slack-signature", "x-slack-request-timestamp"),
+                _ => ("x-zm-signature", "x-zm-request-timestamp"),
+            };
+            let sent = need(timestamp)?.trim();
+            let seconds: i64 = sent
+                .parse()
+                .map_err(|_| Refused::Malformed(format!("{timestamp} is not a number")))?;
+            fresh(seconds, now, tolerance)?;
+            let signature = need(signature)?
+                .trim()
+                .strip_prefix("v0=")
+                .and_then(hex_decode)
+                .ok_or_else(|| Refused::Malformed(format!("{signature} is not v0= and hex")))?;
+            let mut expected = mac(key);
+            expected.update(b"v0:");
+            expected.update(sent.as_bytes());
+            expected.update(b":");
+            expected.update(body);
+            expected
+                .verify_slice(&signature)
+                .map_err(|_| Refused::BadSignature)?;
+            // Slack's Events API names each event, and a retry (with
+            // X-Slack-Retry-Num) carries the same; its other payloads
+            // (forms) and Zoom's events are known by their body.
+            let id = match method.scheme {
+                Scheme::Slack => serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|event| event["event_id"].as_str().map(str::to_string)),
+                _ => None,
+            };
+            Ok(Verified { id })
+        }
         Scheme::Stripe => {
             let name = match method.header {
                 "" => "stripe-signature",
@@ -1114,5 +1181,139 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn slacks_documented_example_verifies_and_its_events_are_known_by_their_id() {
+        // Slack's "Verifying requests from Slack" example, as published.
+        let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let key = b"8f742231b10e8888abcd99yyyzzz85a5";
+        let signed = [
+            ("x-slack-request-timestamp", "1531420618"),
+            (
+                "x-slack-signature",
+                "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503",
+            ),
+        ];
+        let slack = Method::from(Scheme::Slack);
+        let verified = verify(slack, key, headers(&signed), body, 1531420618, MINUTES_5);
+        assert_eq!(
+            verified,
+            Ok(Verified { id: None }),
+            "a form: known by its body"
+        );
+        assert_eq!(
+            verify(
+                slack,
+                key,
+                headers(&signed),
+                &body[1..],
+                1531420618,
+                MINUTES_5
+            ),
+            Err(Refused::BadSignature)
+        );
+        assert_eq!(
+            verify(
+                slack,
+                key,
+                headers(&signed),
+                body,
+                1531420618 + 301,
+                MINUTES_5
+            ),
+            Err(Refused::Stale(301))
+        );
+        assert_eq!(
+            verify(
+                slack,
+                key,
+                headers(&signed[..1]),
+                body,
+                1531420618,
+                MINUTES_5
+            ),
+            Err(Refused::Malformed(
+                "the x-slack-signature header is missing".into()
+            ))
+        );
+        let event = br#"{"type":"event_callback","event_id":"Ev0PV52K21"}"#;
+        let signature = format!("v0={}", sign_hex(key, &[b"v0:1531420618:", event]));
+        let pairs = [
+            ("x-slack-request-timestamp", "1531420618"),
+            ("x-slack-signature", signature.as_str()),
+        ];
+        assert_eq!(
+            verify(slack, key, headers(&pairs), event, 1531420618, MINUTES_5),
+            Ok(Verified {
+                id: Some("Ev0PV52K21".into())
+            })
+        );
+    }
+
+    #[test]
+    fn zoom_meta_and_dropbox_signatures_verify_in_their_own_headers() {
+        // Each signature computed apart with Python's hmac.
+        let zoom = [
+            ("x-zm-request-timestamp", "1658940994"),
+            (
+                "x-zm-signature",
+                "v0=a1b2ef4a7fb1f207163cb75742436927656c9a1b21e92451f5b35b2b0e7ce940",
+            ),
+        ];
+        let body = br#"{"event":"meeting.started"}"#;
+        let method = Method::from(Scheme::Zoom);
+        assert_eq!(
+            verify(
+                method,
+                b"zoom-secret",
+                headers(&zoom),
+                body,
+                1658940994,
+                MINUTES_5
+            ),
+            Ok(Verified { id: None })
+        );
+        assert_eq!(
+            verify(
+                method,
+                b"zoom-secret2",
+                headers(&zoom),
+                body,
+                1658940994,
+                MINUTES_5
+            ),
+            Err(Refused::BadSignature)
+        );
+        let body = br#"{"object":"page"}"#;
+        let hex = "ae958d6f00b134dd32b95a9a76bedaaeb068c0949769358355023f7d1a0c580b";
+        let meta = format!("sha256={hex}");
+        let meta = [("x-hub-signature-256", meta.as_str())];
+        let dropbox = [("x-dropbox-signature", hex)];
+        for (scheme, pairs) in [(Scheme::Meta, &meta), (Scheme::Dropbox, &dropbox)] {
+            let method = Method::from(scheme);
+            assert_eq!(
+                verify(method, b"app-secret", headers(pairs), body, 0, MINUTES_5),
+                Ok(Verified { id: None }),
+                "{scheme:?}"
+            );
+            assert_eq!(
+                verify(method, b"app-secret", headers(pairs), b"{}", 0, MINUTES_5),
+                Err(Refused::BadSignature),
+                "{scheme:?}"
+            );
+        }
+        // Each reads its own header only.
+        assert!(matches!(
+            verify(
+                Method::from(Scheme::Meta),
+                b"app-secret",
+                headers(&dropbox),
+                body,
+                0,
+                MINUTES_5
+            ),
+            Err(Refused::Malformed(_))
+        ));
     }
 }
