@@ -826,6 +826,14 @@ fn a_webhook_the_network_would_defeat_is_warned_of() {
         "{said}"
     );
     assert!(warned("0.0.0.0:8700", "scheme = \"basic\"", "").is_some());
+    // Mailgun signs a nonce, not the event: it could be changed on the way.
+    let said = warned("0.0.0.0:8700", "scheme = \"mailgun\"", "").expect("warned");
+    assert!(
+        said.starts_with(
+            "pipelines.p.webhook: scheme \"mailgun\" signs who sent a delivery, not what it says"
+        ),
+        "{said}"
+    );
     // Signed deliveries carry no secret; loopback is a proxy's to face; TLS.
     assert_eq!(warned("0.0.0.0:8700", "scheme = \"github\"", ""), None);
     assert_eq!(warned("127.0.0.1:8700", token, ""), None);

@@ -3761,6 +3761,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
     const SHOP_KEY: &str = "shpss_0123456789abcdef";
     const HUBSPOT_SECRET: &str = "hubspot-client-secret";
     const XERO_KEY: &str = "xero-webhooks-key";
+    const MAILGUN_KEY: &str = "key-mailgun-webhook-signing";
     let w = World::new(
         3,
         "",
@@ -3783,6 +3784,10 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
                 "sendgrid",
                 "path = \"/hooks/sendgrid\", scheme = \"sendgrid\", secret = \"env:SENDGRID_KEY\"",
             ),
+            hook_pipeline(
+                "mailgun",
+                "path = \"/hooks/mailgun\", scheme = \"mailgun\", secret = \"env:MAILGUN_KEY\"",
+            ),
         ]
         .concat(),
     );
@@ -3804,6 +3809,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
             .env("SHOP_KEY", SHOP_KEY)
             .env("HUBSPOT_SECRET", HUBSPOT_SECRET)
             .env("XERO_KEY", XERO_KEY)
+            .env("MAILGUN_KEY", MAILGUN_KEY)
             .env("SENDGRID_KEY", sendgrid_key);
         command
     };
@@ -3943,11 +3949,36 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
     let (status, _, answer) = sendgrid_hook(&contact_event("g2", "Forged"));
     assert_eq!(status, 401, "{answer}");
 
+    // Mailgun signs a timestamp and a token, in the body beside the event;
+    // without an event id, the token names the delivery.
+    let mailgun = |key: &str, event: &[u8]| {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        let token = "e0b5477167110d68991efc6b9f89f0a11066af27834600e123";
+        let signature =
+            causeway::webhook::verify::sign_hex(key.as_bytes(), &[at.as_bytes(), token.as_bytes()]);
+        let mut body: Value = serde_json::from_slice(event).unwrap();
+        body["signature"] = json!({ "timestamp": at, "token": token, "signature": signature });
+        post(&host, "/hooks/mailgun", &[], body.to_string().as_bytes())
+    };
+    let (status, _, answer) = mailgun(MAILGUN_KEY, &contact_event("mg1", "Mailgun"));
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        answer.contains("\"id\":\"e0b5477167110d68991efc6b9f89f0a11066af27834600e123\""),
+        "{answer}"
+    );
+    let (status, _, answer) = mailgun("another key", &contact_event("mg2", "Forged"));
+    assert_eq!(status, 401, "{answer}");
+
     // What each let through flows on; what each refused does not.
     w.wait_for_subscribers(
         &[
             ("g1".into(), "Sendgrid Hook".into()),
             ("h1".into(), "Hubspot Hook".into()),
+            ("mg1".into(), "Mailgun Hook".into()),
             ("s1".into(), "Shopper Hook".into()),
             ("x1".into(), "Xero Hook".into()),
         ],
@@ -3975,7 +4006,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
         "{hooks:#?}"
     );
     let everything = format!("{hooks:?}{}", host.logs());
-    for secret in [SHOP_KEY, HUBSPOT_SECRET, XERO_KEY] {
+    for secret in [SHOP_KEY, HUBSPOT_SECRET, XERO_KEY, MAILGUN_KEY] {
         assert!(!everything.contains(secret), "{secret} shown: {everything}");
     }
 }

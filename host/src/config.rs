@@ -1437,7 +1437,7 @@ mod tests {
             ),
             (
                 "scheme = \"github\", tolerance = \"10m\"",
-                "line 4: pipelines.p.webhook.tolerance: scheme \"github\" signs no timestamp; tolerance is for \"standard-webhooks\", \"stripe\", \"hubspot\", \"sendgrid\", \"slack\" and \"zoom\"",
+                "line 4: pipelines.p.webhook.tolerance: scheme \"github\" signs no timestamp; tolerance is for \"standard-webhooks\", \"stripe\", \"hubspot\", \"sendgrid\", \"slack\", \"zoom\" and \"mailgun\"",
             ),
             (
                 "scheme = \"github\", allow-from = []",
@@ -1481,7 +1481,7 @@ mod tests {
             ),
             (
                 "scheme = \"dropbox\", tolerance = \"1m\"",
-                "pipelines.p.webhook.tolerance: scheme \"dropbox\" signs no timestamp; tolerance is for \"standard-webhooks\", \"stripe\", \"hubspot\", \"sendgrid\", \"slack\" and \"zoom\"",
+                "pipelines.p.webhook.tolerance: scheme \"dropbox\" signs no timestamp; tolerance is for \"standard-webhooks\", \"stripe\", \"hubspot\", \"sendgrid\", \"slack\", \"zoom\" and \"mailgun\"",
             ),
             (
                 "scheme = \"slack\", id-header = \"X-Slack-Retry-Num\"",

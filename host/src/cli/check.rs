@@ -455,6 +455,17 @@ fn check_pipelines(
                         host.config.listen
                     ),
                 });
+            } else if in_clear && !trigger.method().signs_body() {
+                findings.push(Finding {
+                    severity: "warning",
+                    file: config_file.to_string(),
+                    line: line_of("webhook", 0),
+                    message: format!(
+                        "pipelines.{name}.webhook: scheme \"{}\" signs who sent a delivery, not what it says, and listen = \"{}\" takes it in plain HTTP: anyone on the way can change an event and keep the signature; add [tls], or listen on loopback behind a proxy that terminates TLS",
+                        trigger.scheme.name(),
+                        host.config.listen
+                    ),
+                });
             }
         }
         let mut stages: Vec<Stage<'_>> = vec![(

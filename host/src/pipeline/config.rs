@@ -312,6 +312,8 @@ impl WebhookTrigger {
                         | Scheme::Dropbox,
                         _,
                     ) => "reads its own headers",
+                    (Scheme::Mailgun, "id-header") => "knows an event by its event-data.id",
+                    (Scheme::Mailgun, _) => "reads its signature from the body",
                     (Scheme::HmacSha256 | Scheme::HmacSha1, _) => {
                         "reads a signature from its header"
                     }
@@ -361,6 +363,7 @@ impl WebhookTrigger {
                 Scheme::Sendgrid,
                 Scheme::Slack,
                 Scheme::Zoom,
+                Scheme::Mailgun,
             ],
         )?;
         reads("verify-token", self.verify_token.is_some(), &[Scheme::Meta])?;

@@ -34,6 +34,12 @@
 //!   Slack's events are known by their `event_id`.
 //! - **Meta** (`X-Hub-Signature-256`, as GitHub's, with the app secret) and
 //!   **Dropbox** (`X-Dropbox-Signature`, hex, no prefix): the body signed.
+//! - **Mailgun**: the signature is in the JSON body (`signature`:
+//!   `timestamp`, `token`, `signature`, and `parent-signature` for a
+//!   subaccount's events, made with the parent's key), HMAC-SHA256 over the
+//!   timestamp and the token; the event is known by its `event-data.id`.
+//!   It signs none of the event, so, as a token, it proves who sent a
+//!   delivery, not what it says.
 //!
 //! The handshakes the last four make before they deliver anything are
 //! answered in [`super::handshake`].
@@ -86,6 +92,8 @@ pub enum Scheme {
     Meta,
     /// Dropbox's `X-Dropbox-Signature` (and its `challenge` check).
     Dropbox,
+    /// Mailgun's signature, in the body.
+    Mailgun,
 }
 
 impl Scheme {
@@ -105,6 +113,7 @@ impl Scheme {
             Scheme::Zoom => "zoom",
             Scheme::Meta => "meta",
             Scheme::Dropbox => "dropbox",
+            Scheme::Mailgun => "mailgun",
         }
     }
 }
@@ -171,6 +180,13 @@ impl Method<'_> {
     /// a login) rather than a signature over what it sends.
     pub fn sends_secret(&self) -> bool {
         self.secret_header().is_some() || self.secret_query().is_some()
+    }
+
+    /// Whether what a delivery says is signed, not only who sent it: a
+    /// token, a login, or Mailgun's signature (over a timestamp and a
+    /// nonce) can be put on another body by anyone on the way.
+    pub fn signs_body(&self) -> bool {
+        !self.sends_secret() && self.scheme != Scheme::Mailgun
     }
 
     /// The query parameter that carries the secret itself: taken out of
@@ -271,7 +287,8 @@ pub fn key(
         | Scheme::Slack
         | Scheme::Zoom
         | Scheme::Meta
-        | Scheme::Dropbox => Ok(secret.expose().as_bytes().to_vec()),
+        | Scheme::Dropbox
+        | Scheme::Mailgun => Ok(secret.expose().as_bytes().to_vec()),
     }
 }
 
@@ -416,6 +433,44 @@ pub fn verify<'a>(
                 now,
                 tolerance,
             )
+        }
+        Scheme::Mailgun => {
+            let delivery: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+                Refused::Malformed(
+                    "the body is not JSON, as Mailgun's webhooks send ({\"signature\": ..., \"event-data\": ...})".into(),
+                )
+            })?;
+            let signed = &delivery["signature"];
+            let field = |name: &str| {
+                // Mailgun documents the timestamp as a number, and sends a string.
+                match &signed[name] {
+                    serde_json::Value::String(text) => Some(text.clone()),
+                    serde_json::Value::Number(number) => Some(number.to_string()),
+                    _ => None,
+                }
+                .ok_or_else(|| Refused::Malformed(format!("the body has no signature.{name}")))
+            };
+            let (sent, token) = (field("timestamp")?, field("token")?);
+            let seconds: i64 = sent
+                .parse()
+                .map_err(|_| Refused::Malformed("signature.timestamp is not a number".into()))?;
+            fresh(seconds, now, tolerance)?;
+            let mut expected = mac(key);
+            expected.update(sent.as_bytes());
+            expected.update(token.as_bytes());
+            let matches = ["signature", "parent-signature"]
+                .iter()
+                .filter_map(|name| signed[name].as_str())
+                .filter_map(hex_decode)
+                .any(|signature| expected.clone().verify_slice(&signature).is_ok());
+            if !matches {
+                return Err(Refused::BadSignature);
+            }
+            // A retry carries the event's id; the token is each request's.
+            let id = delivery["event-data"]["id"]
+                .as_str()
+                .map_or(token, str::to_string);
+            Ok(Verified { id: Some(id) })
         }
         Scheme::Slack | Scheme::Zoom => {
             let (signature, timestamp) = match method.scheme {
@@ -1315,5 +1370,69 @@ mod tests {
             ),
             Err(Refused::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn mailguns_signature_in_the_body_verifies_and_its_event_is_known_by_its_id() {
+        // Computed apart with Python's hmac.
+        let signature = "adbb83c91c8abbcfd4e37393fb3b2fa9675c9672c7510e241669951d5f8b7537";
+        let token = "e0b5477167110d68991efc6b9f89f0a11066af27834600e123";
+        let delivery = |signed: serde_json::Value, event: serde_json::Value| {
+            serde_json::json!({ "signature": signed, "event-data": event }).to_string()
+        };
+        let mailgun = |body: &str, now: i64| {
+            verify(
+                Scheme::Mailgun.into(),
+                b"mailgun-signing-key",
+                headers(&[]),
+                body.as_bytes(),
+                now,
+                MINUTES_5,
+            )
+        };
+        let event = serde_json::json!({ "id": "CPgfbmQMTCKtHW6uIWtuVe", "event": "delivered" });
+        let signed = serde_json::json!({ "timestamp": "1770920772", "token": token, "signature": signature });
+        assert_eq!(
+            mailgun(&delivery(signed.clone(), event.clone()), 1770920772),
+            Ok(Verified {
+                id: Some("CPgfbmQMTCKtHW6uIWtuVe".into())
+            })
+        );
+        // The timestamp as the number Mailgun documents; no event id: the
+        // token names the request.
+        let numeric =
+            serde_json::json!({ "timestamp": 1770920772, "token": token, "signature": signature });
+        assert_eq!(
+            mailgun(&delivery(numeric, serde_json::json!({})), 1770920772),
+            Ok(Verified {
+                id: Some(token.into())
+            })
+        );
+        // A subaccount's event: the parent's signature is the one that matches.
+        let parent = serde_json::json!({
+            "timestamp": "1770920772", "token": token,
+            "signature": "00", "parent-signature": signature,
+        });
+        assert!(mailgun(&delivery(parent, event.clone()), 1770920772).is_ok());
+        let forged = serde_json::json!({ "timestamp": "1770920773", "token": token, "signature": signature });
+        assert_eq!(
+            mailgun(&delivery(forged, event.clone()), 1770920773),
+            Err(Refused::BadSignature)
+        );
+        assert_eq!(
+            mailgun(&delivery(signed, event.clone()), 1770920772 + 301),
+            Err(Refused::Stale(301))
+        );
+        assert!(matches!(
+            mailgun("token=1&timestamp=2", 0),
+            Err(Refused::Malformed(m)) if m.contains("not JSON")
+        ));
+        assert_eq!(
+            mailgun(&delivery(serde_json::json!({ "timestamp": "1" }), event), 1),
+            Err(Refused::Malformed("the body has no signature.token".into()))
+        );
+        assert!(!Method::from(Scheme::Mailgun).signs_body());
+        assert!(Method::from(Scheme::Github).signs_body());
+        assert!(!Method::from(Scheme::Basic).signs_body());
     }
 }
