@@ -46,7 +46,7 @@ fn approve_fetch(scratch: &Scratch) -> support::Run {
 /// What `causeway grants --json` says of the version pending approval
 /// (a held upgrade), if one is.
 fn held(scratch: &Scratch) -> Option<Value> {
-    let views = run_json(scratch.causeway().args(["grants", "--json"]));
+    let views = run_json(scratch.causeway().args(["grants", "--json"]))["plugins"].take();
     let views = views.as_array()?;
     views
         .iter()
@@ -106,7 +106,7 @@ fn a_new_plugin_waits_for_approval_and_revoke_stops_the_next_call() {
         || (fetch(&host, &url).0 == 200).then_some(()),
     );
     assert!(!server.received().is_empty());
-    let views = run_json(scratch.causeway().args(["grants", "--json"]));
+    let views = run_json(scratch.causeway().args(["grants", "--json"]))["plugins"].take();
     let view = &views[0];
     assert_eq!(view["state"], "active");
     assert_eq!(view["granted"]["approval"]["by"], "alice");

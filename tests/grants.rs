@@ -10,7 +10,7 @@ fn grants_shows_requested_granted_and_effective_side_by_side() {
     scratch.install("crm-source", "crm-source.wasm");
     scratch.install("map-fullname", "map-fullname.wasm");
     scratch.grants(EXAMPLE_GRANTS);
-    let views = run_json(scratch.causeway().args(["grants", "--json"]));
+    let views = run_json(scratch.causeway().args(["grants", "--json"]))["plugins"].take();
     let view = |name: &str| {
         views
             .as_array()
@@ -49,7 +49,7 @@ fn what_is_requested_beyond_the_grants_is_marked() {
     scratch.grants(
         "[plugins.crm-source]\nlimits = { resources = 20 }\n[[plugins.crm-source.http]]\nhost = \"crm.example.com\"\nmethods = [\"GET\"]\n[plugins.crm-source.http-limits]\nrequests-per-second = 5\n",
     );
-    let views = run_json(scratch.causeway().args(["grants", "--json"]));
+    let views = run_json(scratch.causeway().args(["grants", "--json"]))["plugins"].take();
     assert_eq!(views[0]["state"], "pending-approval");
     assert_eq!(
         views[0]["not_granted"],

@@ -400,6 +400,21 @@ fn a_network_whose_only_way_out_is_a_proxy_is_reached_through_it() {
         "{}",
         out.stdout
     );
+    // And a script, in --json: the password by its reference only.
+    let view = support::run_json(scratch.causeway().args(["grants", "--json"]));
+    assert_eq!(
+        view["proxy"],
+        json!({
+            "url": format!("http://{}/", proxy.addr),
+            "direct": ["127.0.0.1"],
+            "user": "causeway",
+            "password": "file:proxy",
+        })
+    );
+    assert_eq!(
+        view["ca-file"],
+        json!({ "file": "./ca.pem", "certificates": 1 })
+    );
     let answer = probe(&scratch, json!({"method": "GET", "url": crm})).unwrap();
     assert_eq!(answer["status"], 200);
     assert_eq!(answer["body"], r#"{"at":"/api/contacts?page=2"}"#);

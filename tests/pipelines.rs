@@ -4319,6 +4319,28 @@ fn senders_that_check_the_url_first_are_answered_by_the_host_and_deliver_after()
     let grants = run(with_secrets(Some(META_VERIFY)).arg("grants"));
     let line = "  /hooks/meta: scheme meta (secret env:META_SECRET, verify token env:META_VERIFY), from anywhere, handed to crm-source (pipeline meta)\n";
     assert!(grants.stdout.contains(line), "{}", grants.stdout);
+    let view = run_json(with_secrets(Some(META_VERIFY)).args(["grants", "--json"]));
+    assert_eq!(
+        view["inbound"]["listeners"],
+        json!(["http://127.0.0.1:8700"])
+    );
+    let meta = view["inbound"]["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["path"] == "/hooks/meta");
+    assert_eq!(
+        meta,
+        Some(&json!({
+            "path": "/hooks/meta",
+            "scheme": "meta",
+            "secret": "env:META_SECRET",
+            "verify-token": "env:META_VERIFY",
+            "allow-from": null,
+            "handed-to": [{ "plugin": "crm-source", "pipeline": "meta" }],
+        })),
+        "{view:#}"
+    );
     let mut host = RunningHost::start(with_secrets(Some(META_VERIFY)).args([
         "run",
         "--listen",

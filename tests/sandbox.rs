@@ -455,7 +455,7 @@ fn a_fuel_limit_on_a_host_that_does_not_count_fuel_is_refused_not_ignored() {
         out.stdout
     );
     let json = support::run_json(scratch.causeway().args(["grants", "--json"]));
-    let hostile = json
+    let hostile = json["plugins"]
         .as_array()
         .unwrap()
         .iter()

@@ -24,7 +24,7 @@ use crate::secrets::SecretRef;
 #[derive(Debug, clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  causeway grants\n  causeway grants --json | jq '.[] | select(.not_granted != [])'\n  causeway grants approve crm-source --by alice --host crm.example.com --secret crm-token=env:CRM_TOKEN\n  causeway grants revoke crm-source http:crm.example.com --by bob"
+    after_help = "Examples:\n  causeway grants\n  causeway grants --json | jq '.plugins[] | select(.not_granted != [])'\n  causeway grants approve crm-source --by alice --host crm.example.com --secret crm-token=env:CRM_TOKEN\n  causeway grants revoke crm-source http:crm.example.com --by bob"
 )]
 pub struct Opts {
     /// Approve or revoke instead of listing.
@@ -234,7 +234,7 @@ impl Opts {
         }
         views.sort_by(|a, b| a.name.cmp(&b.name).then(b.serving.cmp(&a.serving)));
         if self.json {
-            super::print_json(&views)?;
+            super::print_json(&json_view(&host, &views))?;
             return Ok(ExitCode::SUCCESS);
         }
         let mut head = format!("grants file: {}\n", host.grants.file.display());
@@ -256,17 +256,19 @@ impl Opts {
     }
 }
 
-/// What the host takes in from outside, beside what plugins send out: each
-/// webhook path, how its deliveries are proven and from where, and the
-/// plugin they are handed to.
-fn inbound(config: &crate::config::Config) -> String {
-    // Pipelines sharing a path share its webhook table (the config
-    // refuses them otherwise), not always their source.
-    type Fed<'a> = (
+/// Each webhook path (in order), its table, and the plugins and pipelines
+/// it feeds. Pipelines sharing a path share its webhook table (the config
+/// refuses them otherwise), not always their source.
+type Inbound<'a> = std::collections::BTreeMap<
+    &'a str,
+    (
         &'a crate::pipeline::config::WebhookTrigger,
         Vec<(&'a str, &'a str)>,
-    );
-    let mut paths: std::collections::BTreeMap<&str, Fed<'_>> = Default::default();
+    ),
+>;
+
+fn inbound_paths(config: &crate::config::Config) -> Inbound<'_> {
+    let mut paths = Inbound::new();
     for (name, pipeline) in &config.pipelines {
         if let Some(webhook) = &pipeline.webhook {
             paths
@@ -276,14 +278,30 @@ fn inbound(config: &crate::config::Config) -> String {
                 .push((pipeline.source.plugin.as_str(), name.as_str()));
         }
     }
+    paths
+}
+
+/// The listeners webhooks are served on.
+fn listeners(config: &crate::config::Config) -> Vec<String> {
+    let mut on = vec![format!("http://{}", config.listen)];
+    if let Some(tls) = &config.tls {
+        on.push(format!("https://{}", tls.listen));
+    }
+    on
+}
+
+/// What the host takes in from outside, beside what plugins send out: each
+/// webhook path, how its deliveries are proven and from where, and the
+/// plugin they are handed to.
+fn inbound(config: &crate::config::Config) -> String {
+    let paths = inbound_paths(config);
     if paths.is_empty() {
         return String::new();
     }
-    let mut out = format!("inbound webhooks, on http://{}", config.listen);
-    if let Some(tls) = &config.tls {
-        out.push_str(&format!(" and https://{}", tls.listen));
-    }
-    out.push_str(":\n");
+    let mut out = format!(
+        "inbound webhooks, on {}:\n",
+        listeners(config).join(" and ")
+    );
     for (path, (webhook, fed)) in paths {
         let from = match &webhook.allow_from {
             Some(networks) => networks
@@ -320,6 +338,49 @@ fn inbound(config: &crate::config::Config) -> String {
         ));
     }
     out
+}
+
+/// `causeway grants --json`: the plugins' views, and what the text view
+/// says above them (the grants file, the proxy and the CAs every request
+/// goes through, what comes in), so a script sees all of it.
+fn json_view(host: &crate::host::Host, plugins: &[GrantView]) -> serde_json::Value {
+    let config = &host.config;
+    let inbound: Vec<serde_json::Value> = inbound_paths(config)
+        .into_iter()
+        .map(|(path, (webhook, fed))| {
+            json!({
+                "path": path,
+                "scheme": webhook.scheme.name(),
+                "secret": webhook.secret.to_string(),
+                "verify-token": webhook.verify_token.as_ref().map(ToString::to_string),
+                "allow-from": webhook.allow_from.as_ref().map(|networks| {
+                    networks.iter().map(ToString::to_string).collect::<Vec<_>>()
+                }),
+                "handed-to": fed
+                    .iter()
+                    .map(|(plugin, pipeline)| json!({ "plugin": plugin, "pipeline": pipeline }))
+                    .collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "grants-file": host.grants.file,
+        "proxy": config.proxy.as_ref().map(|proxy| json!({
+            "url": proxy.url.as_str(),
+            "direct": proxy.direct,
+            "user": proxy.login.as_ref().map(|(user, _)| user),
+            "password": proxy.login.as_ref().map(|(_, password)| password.to_string()),
+        })),
+        "ca-file": config.ca_file.as_ref().map(|file| json!({
+            "file": file,
+            "certificates": host.runtime.egress.roots.len(),
+        })),
+        "inbound": {
+            "listeners": listeners(config),
+            "webhooks": inbound,
+        },
+        "plugins": plugins,
+    })
 }
 
 fn approve(cli: &super::Cli, name: &str, mut input: ApproveInput) -> anyhow::Result<ExitCode> {
