@@ -3762,6 +3762,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
     const HUBSPOT_SECRET: &str = "hubspot-client-secret";
     const XERO_KEY: &str = "xero-webhooks-key";
     const MAILGUN_KEY: &str = "key-mailgun-webhook-signing";
+    const ZENDESK_KEY: &str = "zendesk-webhook-signing-secret";
     let w = World::new(
         3,
         "",
@@ -3788,6 +3789,12 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
                 "mailgun",
                 "path = \"/hooks/mailgun\", scheme = \"mailgun\", secret = \"env:MAILGUN_KEY\"",
             ),
+            hook_pipeline(
+                "zendesk",
+                "path = \"/hooks/zendesk\", scheme = \"hmac-sha256\", secret = \"env:ZENDESK_KEY\", \
+                 header = \"X-Zendesk-Webhook-Signature\", encoding = \"base64\", \
+                 signed = \"{timestamp}{body}\", timestamp-header = \"X-Zendesk-Webhook-Signature-Timestamp\"",
+            ),
         ]
         .concat(),
     );
@@ -3810,6 +3817,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
             .env("HUBSPOT_SECRET", HUBSPOT_SECRET)
             .env("XERO_KEY", XERO_KEY)
             .env("MAILGUN_KEY", MAILGUN_KEY)
+            .env("ZENDESK_KEY", ZENDESK_KEY)
             .env("SENDGRID_KEY", sendgrid_key);
         command
     };
@@ -3973,6 +3981,34 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
     let (status, _, answer) = mailgun("another key", &contact_event("mg2", "Forged"));
     assert_eq!(status, 401, "{answer}");
 
+    // Zendesk signs the time it sent (RFC 3339) with the body: a delivery
+    // sent again later, or with another time, is refused.
+    let zendesk = |sent: std::time::SystemTime, body: &[u8]| {
+        let at = humantime::format_rfc3339_seconds(sent).to_string();
+        let signature = hex_to_base64(&causeway::webhook::verify::sign_hex(
+            ZENDESK_KEY.as_bytes(),
+            &[at.as_bytes(), body],
+        ));
+        post(
+            &host,
+            "/hooks/zendesk",
+            &[
+                ("X-Zendesk-Webhook-Signature", &signature),
+                ("X-Zendesk-Webhook-Signature-Timestamp", &at),
+            ],
+            body,
+        )
+    };
+    let (status, _, answer) = zendesk(
+        std::time::SystemTime::now(),
+        &contact_event("zd1", "Zendesk"),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let (status, _, answer) = zendesk(an_hour_ago, &contact_event("zd2", "Replayed"));
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("beyond the tolerance"), "{answer}");
+
     // What each let through flows on; what each refused does not.
     w.wait_for_subscribers(
         &[
@@ -3981,6 +4017,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
             ("mg1".into(), "Mailgun Hook".into()),
             ("s1".into(), "Shopper Hook".into()),
             ("x1".into(), "Xero Hook".into()),
+            ("zd1".into(), "Zendesk Hook".into()),
         ],
         Duration::from_secs(20),
     );
@@ -4006,7 +4043,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
         "{hooks:#?}"
     );
     let everything = format!("{hooks:?}{}", host.logs());
-    for secret in [SHOP_KEY, HUBSPOT_SECRET, XERO_KEY, MAILGUN_KEY] {
+    for secret in [SHOP_KEY, HUBSPOT_SECRET, XERO_KEY, MAILGUN_KEY, ZENDESK_KEY] {
         assert!(!everything.contains(secret), "{secret} shown: {everything}");
     }
 }

@@ -1386,6 +1386,19 @@ mod tests {
         let trigger = github.pipelines["p"].webhook.as_ref().unwrap();
         assert_eq!(trigger.tolerance(), Duration::from_secs(300), "the default");
         assert!(load("scheme = \"token\", query = \"key\"").is_ok());
+        // Zendesk signs the time it sent with the body.
+        let zendesk = load(
+            "scheme = \"hmac-sha256\", header = \"X-Zendesk-Webhook-Signature\", encoding = \"base64\", \
+             signed = \"{timestamp}{body}\", timestamp-header = \"X-Zendesk-Webhook-Signature-Timestamp\", tolerance = \"2m\"",
+        )
+        .unwrap();
+        let trigger = zendesk.pipelines["p"].webhook.as_ref().unwrap();
+        assert_eq!(
+            trigger.method().timestamp_header,
+            Some("x-zendesk-webhook-signature-timestamp")
+        );
+        assert_eq!(trigger.method().signed, "{timestamp}{body}");
+        assert_eq!(trigger.tolerance(), Duration::from_secs(120));
         use crate::pipeline::config::Answer;
         let answer = |webhook: &str| {
             load(webhook).unwrap().pipelines["p"]
@@ -1470,6 +1483,38 @@ mod tests {
             (
                 "scheme = \"basic\", prefix = \"Basic \"",
                 "pipelines.p.webhook.prefix: scheme \"basic\" reads Authorization",
+            ),
+            (
+                "scheme = \"hmac-sha256\", header = \"X-S\", signed = \"{timestamp}\"",
+                "line 4: pipelines.p.webhook.signed \"{timestamp}\": {body} is not in it: a signature must cover the body",
+            ),
+            (
+                "scheme = \"hmac-sha256\", header = \"X-S\", signed = \"{ts}{body}\"",
+                "pipelines.p.webhook.signed \"{ts}{body}\": {ts} is no placeholder: they are {body}, {timestamp}, {id} and {url}",
+            ),
+            (
+                "scheme = \"hmac-sha256\", header = \"X-S\", signed = \"{timestamp}{body}\"",
+                "pipelines.p.webhook.signed \"{timestamp}{body}\" signs {timestamp}: name the header it comes in, timestamp-header",
+            ),
+            (
+                "scheme = \"hmac-sha256\", header = \"X-S\", signed = \"{id}{body}\"",
+                "pipelines.p.webhook.signed \"{id}{body}\" signs {id}: name the header it comes in, id-header",
+            ),
+            (
+                "scheme = \"hmac-sha256\", header = \"X-S\", timestamp-header = \"X-T\"",
+                "pipelines.p.webhook.timestamp-header: a time the sender does not sign proves nothing",
+            ),
+            (
+                "scheme = \"hmac-sha256\", header = \"X-S\", tolerance = \"1m\"",
+                "pipelines.p.webhook.tolerance: scheme \"hmac-sha256\" checks a time only with timestamp-header",
+            ),
+            (
+                "scheme = \"github\", signed = \"{body}\"",
+                "pipelines.p.webhook.signed: scheme \"github\" reads its own headers; signed is for \"hmac-sha256\" and \"hmac-sha1\"",
+            ),
+            (
+                "scheme = \"token\", header = \"X-T\", timestamp-header = \"X-Time\"",
+                "pipelines.p.webhook.timestamp-header: scheme \"token\" compares a secret, not a signature",
             ),
             (
                 "scheme = \"meta\"",

@@ -172,6 +172,13 @@ pub struct WebhookTrigger {
     /// The verify token Meta's subscription check must carry (`meta`), as
     /// a reference.
     pub verify_token: Option<SecretRef>,
+    /// What the sender signs (`hmac-sha256`, `hmac-sha1`), e.g.
+    /// `"{timestamp}{body}"`: the body alone unless written.
+    pub signed: Option<String>,
+    /// The header with the time the sender signed, lower case
+    /// (`hmac-sha256`, `hmac-sha1`): checked within `tolerance`.
+    #[serde(default, deserialize_with = "header_name")]
+    pub timestamp_header: Option<String>,
 }
 
 /// How a webhook delivery the host took is answered.
@@ -227,6 +234,8 @@ impl WebhookTrigger {
             prefix: self.prefix.as_deref().unwrap_or_default(),
             query: self.query.as_deref(),
             id_header: self.id_header.as_deref(),
+            signed: self.signed.as_deref().unwrap_or_default(),
+            timestamp_header: self.timestamp_header.as_deref(),
         }
     }
 
@@ -257,6 +266,7 @@ impl WebhookTrigger {
             }
             _ => {}
         }
+        let hmac = matches!(self.scheme, Scheme::HmacSha256 | Scheme::HmacSha1);
         if self.scheme == Scheme::Meta && self.verify_token.is_none() {
             return Err(format!(
                 "{at}: scheme \"meta\" needs verify-token = \"env:NAME\": the Verify Token you type in the app's Webhooks settings, which Meta's subscription check carries"
@@ -317,7 +327,9 @@ impl WebhookTrigger {
                     (Scheme::HmacSha256 | Scheme::HmacSha1, _) => {
                         "reads a signature from its header"
                     }
-                    (_, "encoding") => "compares a secret, not a signature",
+                    (_, "encoding" | "signed" | "timestamp-header") => {
+                        "compares a secret, not a signature"
+                    }
                     _ => "reads Authorization",
                 };
                 let names: Vec<String> = schemes
@@ -355,7 +367,7 @@ impl WebhookTrigger {
         reads("query", self.query.is_some(), &[Scheme::Token])?;
         reads(
             "tolerance",
-            self.tolerance.is_some(),
+            self.tolerance.is_some() && !hmac,
             &[
                 Scheme::StandardWebhooks,
                 Scheme::Stripe,
@@ -367,6 +379,13 @@ impl WebhookTrigger {
             ],
         )?;
         reads("verify-token", self.verify_token.is_some(), &[Scheme::Meta])?;
+        let chosen_hmac = [Scheme::HmacSha256, Scheme::HmacSha1];
+        reads("signed", self.signed.is_some(), &chosen_hmac)?;
+        reads(
+            "timestamp-header",
+            self.timestamp_header.is_some(),
+            &chosen_hmac,
+        )?;
         reads(
             "id-header",
             self.id_header.is_some(),
@@ -376,7 +395,36 @@ impl WebhookTrigger {
                 Scheme::Token,
                 Scheme::Basic,
             ],
-        )
+        )?;
+        if let Some(signed) = &self.signed {
+            use crate::webhook::signed::{Part, parts};
+            let parts = parts(signed).map_err(|e| format!("{at}.signed {signed:?}: {e}"))?;
+            if parts.contains(&Part::Timestamp) && self.timestamp_header.is_none() {
+                return Err(format!(
+                    "{at}.signed {signed:?} signs {{timestamp}}: name the header it comes in, timestamp-header = \"...\""
+                ));
+            }
+            if parts.contains(&Part::Id) && self.id_header.is_none() {
+                return Err(format!(
+                    "{at}.signed {signed:?} signs {{id}}: name the header it comes in, id-header = \"...\""
+                ));
+            }
+        }
+        let signs_time = self
+            .signed
+            .as_deref()
+            .is_some_and(|signed| signed.contains("{timestamp}"));
+        if self.timestamp_header.is_some() && !signs_time {
+            return Err(format!(
+                "{at}.timestamp-header: a time the sender does not sign proves nothing (anyone could change it); write where it is signed, as signed = \"{{timestamp}}{{body}}\""
+            ));
+        }
+        if hmac && self.tolerance.is_some() && self.timestamp_header.is_none() {
+            return Err(format!(
+                "{at}.tolerance: scheme \"{scheme}\" checks a time only with timestamp-header = \"...\" (and {{timestamp}} in signed)"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -6,4 +6,5 @@
 pub mod allow;
 pub mod handshake;
 pub mod inbox;
+pub mod signed;
 pub mod verify;

@@ -150,6 +150,12 @@ pub struct Method<'a> {
     /// (`hmac-sha256`, `token`, `basic`); otherwise the body's digest is
     /// the id.
     pub id_header: Option<&'a str>,
+    /// What is signed (`hmac-sha256`, `hmac-sha1`), as [`super::signed`]
+    /// reads it; empty for the body alone.
+    pub signed: &'a str,
+    /// The header with the time the sender signed, lower case
+    /// (`hmac-sha256`, `hmac-sha1`, with `{timestamp}` in `signed`).
+    pub timestamp_header: Option<&'a str>,
 }
 
 impl From<Scheme> for Method<'static> {
@@ -161,6 +167,8 @@ impl From<Scheme> for Method<'static> {
             prefix: "",
             query: None,
             id_header: None,
+            signed: "",
+            timestamp_header: None,
         }
     }
 }
@@ -426,6 +434,8 @@ pub fn verify<'a>(
                     prefix,
                     query: None,
                     id_header,
+                    signed: "",
+                    timestamp_header: None,
                 },
                 key,
                 header,
@@ -585,14 +595,16 @@ pub fn verify<'a>(
                     }
                 ))
             })?;
+            let message = signed_message(method, &header, &need, body, now, tolerance)?;
             if method.scheme == Scheme::HmacSha1 {
                 // ring's own constant-time check.
                 let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
-                ring::hmac::verify(&key, body, &signature).map_err(|_| Refused::BadSignature)?;
+                ring::hmac::verify(&key, &message, &signature)
+                    .map_err(|_| Refused::BadSignature)?;
                 return Ok(named());
             }
             let mut expected = mac(key);
-            expected.update(body);
+            expected.update(&message);
             expected
                 .verify_slice(&signature)
                 .map_err(|_| Refused::BadSignature)?;
@@ -629,6 +641,54 @@ pub fn verify<'a>(
             Ok(named())
         }
     }
+}
+
+/// What an `hmac-sha256` or `hmac-sha1` sender signed: the body alone, or
+/// the parts its `signed` template names, the timestamp checked first.
+fn signed_message<'b, 'h>(
+    method: Method<'_>,
+    header: &impl Fn(&str) -> Option<&'h str>,
+    need: &impl Fn(&str) -> Result<&'h str, Refused>,
+    body: &'b [u8],
+    now: i64,
+    tolerance: Duration,
+) -> Result<std::borrow::Cow<'b, [u8]>, Refused> {
+    use super::signed::{Part, epoch_seconds, parts};
+    if let Some(name) = method.timestamp_header {
+        let sent = need(name)?;
+        let seconds = epoch_seconds(sent).ok_or_else(|| {
+            Refused::Malformed(format!(
+                "{name} is not a time (seconds since 1970, or RFC 3339)"
+            ))
+        })?;
+        fresh(seconds, now, tolerance)?;
+    }
+    if method.signed.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    // Checked when the configuration was read: refused here only if not.
+    let parts = parts(method.signed).map_err(Refused::Malformed)?;
+    let mut message = Vec::with_capacity(body.len() + 256);
+    for part in parts {
+        match part {
+            Part::Text(text) => message.extend_from_slice(text.as_bytes()),
+            Part::Body => message.extend_from_slice(body),
+            Part::Timestamp => {
+                let name = method.timestamp_header.unwrap_or("timestamp-header");
+                message.extend_from_slice(need(name)?.as_bytes());
+            }
+            Part::Id => {
+                let name = method.id_header.unwrap_or("id-header");
+                message.extend_from_slice(need(name)?.as_bytes());
+            }
+            Part::Url => {
+                message.extend_from_slice(b"https://");
+                message.extend_from_slice(need("host")?.as_bytes());
+                message.extend_from_slice(header(":path").unwrap_or("/").as_bytes());
+            }
+        }
+    }
+    Ok(std::borrow::Cow::Owned(message))
 }
 
 /// A request target as HubSpot signs it: with the characters its
@@ -880,6 +940,8 @@ mod tests {
             prefix,
             query: None,
             id_header: Some("x-shop-id"),
+            signed: "",
+            timestamp_header: None,
         };
         let check = |method: Method<'_>, value: &str, body: &[u8]| {
             let pairs = [("x-shop-hmac", value), ("x-shop-id", "order-7")];
@@ -969,6 +1031,8 @@ mod tests {
             prefix: "",
             query: None,
             id_header: Some("x-goog-message-number"),
+            signed: "",
+            timestamp_header: None,
         };
         let check = |method: Method<'_>, pairs: &[(&str, &str)]| {
             verify(method, b"s3cret pass", headers(pairs), b"{}", 0, MINUTES_5)
@@ -1434,5 +1498,157 @@ mod tests {
         assert!(!Method::from(Scheme::Mailgun).signs_body());
         assert!(Method::from(Scheme::Github).signs_body());
         assert!(!Method::from(Scheme::Basic).signs_body());
+    }
+
+    #[test]
+    fn a_sender_that_signs_more_than_the_body_is_verified_as_signed_says() {
+        // Each signature computed apart with Python's hmac.
+        let body = br#"{"ticket":1}"#;
+        let with = |header, encoding, signed, timestamp_header, id_header| Method {
+            scheme: Scheme::HmacSha256,
+            header,
+            encoding,
+            prefix: "",
+            query: None,
+            id_header,
+            signed,
+            timestamp_header,
+        };
+        // Zendesk: base64, over the RFC 3339 time it sent and the body.
+        let zendesk = with(
+            "x-zendesk-webhook-signature",
+            Encoding::Base64,
+            "{timestamp}{body}",
+            Some("x-zendesk-webhook-signature-timestamp"),
+            None,
+        );
+        let pairs = [
+            (
+                "x-zendesk-webhook-signature",
+                "CzGRAT1c4IU4PwCehx4K57eN0nFQJOOXwDDJ4Qp0sMo=",
+            ),
+            (
+                "x-zendesk-webhook-signature-timestamp",
+                "2021-08-24T18:45:15Z",
+            ),
+        ];
+        let at = 1_629_830_715;
+        let check = |method, pairs: &[(&str, &str)], body: &[u8], now| {
+            verify(
+                method,
+                b"zendesk-signing-secret",
+                headers(pairs),
+                body,
+                now,
+                MINUTES_5,
+            )
+        };
+        assert_eq!(
+            check(zendesk, &pairs, body, at + 60),
+            Ok(Verified { id: None })
+        );
+        assert_eq!(
+            check(zendesk, &pairs, b"{}", at),
+            Err(Refused::BadSignature)
+        );
+        assert_eq!(
+            check(zendesk, &pairs, body, at + 301),
+            Err(Refused::Stale(301))
+        );
+        // The time changed (and still fresh): no longer what was signed.
+        let moved = [
+            pairs[0],
+            (
+                "x-zendesk-webhook-signature-timestamp",
+                "2021-08-24T18:45:16Z",
+            ),
+        ];
+        assert_eq!(check(zendesk, &moved, body, at), Err(Refused::BadSignature));
+        let garbled = [
+            pairs[0],
+            ("x-zendesk-webhook-signature-timestamp", "Tuesday"),
+        ];
+        assert!(matches!(
+            check(zendesk, &garbled, body, at),
+            Err(Refused::Malformed(m)) if m.contains("is not a time")
+        ));
+        assert!(matches!(
+            check(zendesk, &pairs[..1], body, at),
+            Err(Refused::Malformed(m)) if m.contains("x-zendesk-webhook-signature-timestamp header is missing")
+        ));
+        // Hex, over the time in seconds and the body.
+        let seconds = with(
+            "x-sig-hash",
+            Encoding::Hex,
+            "{timestamp}{body}",
+            Some("x-sig-timestamp"),
+            None,
+        );
+        let pairs = [
+            (
+                "x-sig-hash",
+                "3009da86b0a7286f74e8742c322da504174214af5918bc9f2156451358657ae9",
+            ),
+            ("x-sig-timestamp", "1629830715"),
+        ];
+        assert!(verify(seconds, b"close-key", headers(&pairs), body, at, MINUTES_5).is_ok());
+        // Square: base64, over the URL it called and the body.
+        let square = with(
+            "x-square-hmacsha256-signature",
+            Encoding::Base64,
+            "{url}{body}",
+            None,
+            None,
+        );
+        let called = |host, target| {
+            [
+                (
+                    "x-square-hmacsha256-signature",
+                    "Mfcp3DIH1xc6gyh4qh1dMoR2U+oOE4F34G9UEDcsEqU=",
+                ),
+                ("host", host),
+                (":path", target),
+            ]
+        };
+        let url = called("hooks.example.com", "/hooks/square?x=1");
+        assert!(verify(square, b"square-key", headers(&url), body, 0, MINUTES_5).is_ok());
+        let elsewhere = called("evil.example", "/hooks/square?x=1");
+        assert_eq!(
+            verify(
+                square,
+                b"square-key",
+                headers(&elsewhere),
+                body,
+                0,
+                MINUTES_5
+            ),
+            Err(Refused::BadSignature)
+        );
+        // With SHA-1, text between, and the delivery's id signed too.
+        let sha1 = Method {
+            scheme: Scheme::HmacSha1,
+            ..with(
+                "x-sig",
+                Encoding::Hex,
+                "{id}.{body}",
+                None,
+                Some("x-event-id"),
+            )
+        };
+        let pairs = [
+            ("x-sig", "85aa1134054bf92f18eac9ad584ae340af128f67"),
+            ("x-event-id", "evt-9"),
+        ];
+        assert_eq!(
+            verify(sha1, b"sha1-key", headers(&pairs), body, 0, MINUTES_5),
+            Ok(Verified {
+                id: Some("evt-9".into())
+            })
+        );
+        let renamed = [pairs[0], ("x-event-id", "evt-10")];
+        assert_eq!(
+            verify(sha1, b"sha1-key", headers(&renamed), body, 0, MINUTES_5),
+            Err(Refused::BadSignature)
+        );
     }
 }
