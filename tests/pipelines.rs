@@ -4048,6 +4048,97 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
     }
 }
 
+/// A webhook secret rotated: while the sender may still sign with the
+/// secret before, `previous-secret` takes those deliveries too, and each
+/// row says so, so the operator sees when the sender has moved on and the
+/// old secret can go. A signature under neither is refused.
+#[test]
+fn a_webhook_secret_is_rotated_without_refusing_what_the_sender_still_signs_the_old_way() {
+    const NEW: &str = "the-new-github-webhook-secret";
+    const OLD: &str = "the-old-github-webhook-secret";
+    let w = World::new(
+        3,
+        "",
+        &hook_pipeline(
+            "repo",
+            "path = \"/hooks/repo\", scheme = \"github\", secret = \"env:HOOK_NEW\", \
+             previous-secret = \"env:HOOK_OLD\"",
+        ),
+    );
+    let with_secrets = |old: Option<&str>| {
+        let mut command = w.causeway();
+        command.env("HOOK_NEW", NEW).env_remove("HOOK_OLD");
+        if let Some(old) = old {
+            command.env("HOOK_OLD", old);
+        }
+        command
+    };
+    let checked = run(with_secrets(None).arg("check"));
+    assert!(
+        !checked.success
+            && checked.stdout.contains(
+                "pipelines.repo.webhook.previous-secret: secret env:HOOK_OLD: the environment variable HOOK_OLD is not set; deliveries the sender still proves with it would be refused"
+            ),
+        "{}",
+        checked.stdout
+    );
+    let grants = run(with_secrets(Some(OLD)).arg("grants"));
+    assert!(
+        grants.stdout.contains(
+            "  /hooks/repo: scheme github (secret env:HOOK_NEW, previous env:HOOK_OLD), from anywhere"
+        ),
+        "{}",
+        grants.stdout
+    );
+    let mut host =
+        RunningHost::start(with_secrets(Some(OLD)).args(["run", "--listen", "127.0.0.1:0"]));
+    let push = |key: &str, id: &str, body: &[u8]| {
+        let signature = format!(
+            "sha256={}",
+            causeway::webhook::verify::sign_hex(key.as_bytes(), &[body])
+        );
+        post(
+            &host,
+            "/hooks/repo",
+            &[
+                ("X-Hub-Signature-256", &signature),
+                ("X-GitHub-Delivery", id),
+            ],
+            body,
+        )
+    };
+    assert_eq!(push(OLD, "d-old", &contact_event("r1", "Before")).0, 202);
+    assert_eq!(push(NEW, "d-new", &contact_event("r2", "After")).0, 202);
+    let (status, _, answer) = push("neither", "d-forged", &contact_event("r3", "Forged"));
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("no signature matches"), "{answer}");
+    w.wait_for_subscribers(
+        &[
+            ("r1".into(), "Before Hook".into()),
+            ("r2".into(), "After Hook".into()),
+        ],
+        Duration::from_secs(20),
+    );
+    host.terminate();
+    assert!(host.wait_exit(30));
+    let hooks = webhook_rows(&host.data_dir);
+    let row = |id: &str| {
+        hooks
+            .iter()
+            .find(|r| r.5.starts_with(&format!("delivery {id} stored")))
+            .map(|r| r.5.clone())
+            .unwrap_or_else(|| panic!("{id}: {hooks:#?}"))
+    };
+    assert!(row("d-old").ends_with(
+        "(proven with previous-secret: the sender has not moved to the new secret yet)"
+    ));
+    assert_eq!(row("d-new"), "delivery d-new stored");
+    let everything = format!("{hooks:?}{}", host.logs());
+    for secret in [NEW, OLD] {
+        assert!(!everything.contains(secret), "{secret} shown: {everything}");
+    }
+}
+
 /// Senders that sign nothing but send a secret: a token the operator chose
 /// in a header (Google Calendar's channel token), or in the query of the
 /// URL it was given (Mailchimp, which checks that URL with a GET first), or
@@ -4372,6 +4463,7 @@ fn senders_that_check_the_url_first_are_answered_by_the_host_and_deliver_after()
             "path": "/hooks/meta",
             "scheme": "meta",
             "secret": "env:META_SECRET",
+            "previous-secret": null,
             "verify-token": "env:META_VERIFY",
             "allow-from": null,
             "handed-to": [{ "plugin": "crm-source", "pipeline": "meta" }],

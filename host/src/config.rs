@@ -1517,6 +1517,10 @@ mod tests {
                 "pipelines.p.webhook.timestamp-header: scheme \"token\" compares a secret, not a signature",
             ),
             (
+                "scheme = \"github\", previous-secret = \"env:S\"",
+                "line 4: pipelines.p.webhook.previous-secret is the secret itself",
+            ),
+            (
                 "scheme = \"meta\"",
                 "line 4: pipelines.p.webhook: scheme \"meta\" needs verify-token = \"env:NAME\": the Verify Token you type in the app's Webhooks settings",
             ),

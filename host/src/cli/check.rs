@@ -408,6 +408,20 @@ fn check_pipelines(
                 }
                 Ok(_) => {}
             }
+            // The new secret works without it, but the rotation it is
+            // there for does not: deliveries still signed the old way fail.
+            if let Some(Err(message)) = trigger.previous_secret.as_ref().map(|reference| {
+                crate::webhook::verify::key(&host.secrets, trigger.scheme, reference)
+            }) {
+                findings.push(Finding {
+                    severity: "error",
+                    file: config_file.to_string(),
+                    line: line_of("webhook", 0),
+                    message: format!(
+                        "pipelines.{name}.webhook.previous-secret: {message}; deliveries the sender still proves with it would be refused"
+                    ),
+                });
+            }
             // Without it Meta's subscription check is refused, and Meta
             // sends nothing until it passes.
             if let Some(Err(message)) = trigger

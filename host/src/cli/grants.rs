@@ -326,11 +326,13 @@ fn inbound(config: &crate::config::Config) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
         };
-        let verify_token = webhook
-            .verify_token
-            .as_ref()
-            .map(|token| format!(", verify token {token}"))
-            .unwrap_or_default();
+        let verify_token = [
+            ("previous", &webhook.previous_secret),
+            ("verify token", &webhook.verify_token),
+        ]
+        .iter()
+        .filter_map(|(what, reference)| Some(format!(", {what} {}", reference.as_ref()?)))
+        .collect::<String>();
         out.push_str(&format!(
             "  {path}: scheme {} (secret {}{verify_token}), from {from}, handed to {handed}\n",
             webhook.scheme.name(),
@@ -352,6 +354,7 @@ fn json_view(host: &crate::host::Host, plugins: &[GrantView]) -> serde_json::Val
                 "path": path,
                 "scheme": webhook.scheme.name(),
                 "secret": webhook.secret.to_string(),
+                "previous-secret": webhook.previous_secret.as_ref().map(ToString::to_string),
                 "verify-token": webhook.verify_token.as_ref().map(ToString::to_string),
                 "allow-from": webhook.allow_from.as_ref().map(|networks| {
                     networks.iter().map(ToString::to_string).collect::<Vec<_>>()

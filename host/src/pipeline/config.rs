@@ -141,6 +141,9 @@ pub struct WebhookTrigger {
     pub scheme: Scheme,
     /// The signing secret, as a reference (`env:NAME` or `file:KEY`).
     pub secret: SecretRef,
+    /// The secret before a rotation, still taken until the sender uses the
+    /// new one: deliveries proven with it are audited as such.
+    pub previous_secret: Option<SecretRef>,
     /// How far a delivery's timestamp may be from now (the schemes that
     /// sign one; five minutes unless written).
     #[serde(default, deserialize_with = "tolerance")]
@@ -267,6 +270,11 @@ impl WebhookTrigger {
             _ => {}
         }
         let hmac = matches!(self.scheme, Scheme::HmacSha256 | Scheme::HmacSha1);
+        if self.previous_secret.as_ref() == Some(&self.secret) {
+            return Err(format!(
+                "{at}.previous-secret is the secret itself: name the one the sender used before the rotation"
+            ));
+        }
         if self.scheme == Scheme::Meta && self.verify_token.is_none() {
             return Err(format!(
                 "{at}: scheme \"meta\" needs verify-token = \"env:NAME\": the Verify Token you type in the app's Webhooks settings, which Meta's subscription check carries"

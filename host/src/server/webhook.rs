@@ -279,6 +279,15 @@ pub(super) async fn webhook(
         Ok(key) => key,
         Err(e) => return misconfigured(e),
     };
+    // During a rotation, the secret before it, until the sender has moved
+    // on; one the host cannot use leaves the new one working.
+    let previous = trigger.previous_secret.as_ref().and_then(|reference| {
+        verify::key(&state.secrets, trigger.scheme, reference)
+            .inspect_err(|e| {
+                tracing::error!(pipeline = %pipelines, "the webhook's previous-secret cannot be used: {e}");
+            })
+            .ok()
+    });
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -290,9 +299,30 @@ pub(super) async fn webhook(
         ":path" => Some(target),
         name => headers.get(name).and_then(|v| v.to_str().ok()),
     };
-    let verified = match verify::verify(verifying, &key, header, &body, now, trigger.tolerance()) {
-        Ok(verified) => verified,
-        Err(refused) => return refuse(refused),
+    let tolerance = trigger.tolerance();
+    let (verified, key, by_previous) =
+        match verify::verify(verifying, &key, header, &body, now, tolerance) {
+            Ok(verified) => (verified, key, false),
+            // Only a signature or secret that does not match may be the
+            // previous one's; a stale or malformed delivery is that anyway.
+            Err(refused @ (verify::Refused::BadSignature | verify::Refused::Mismatch(_))) => {
+                let before = previous.and_then(|previous| {
+                    verify::verify(verifying, &previous, header, &body, now, tolerance)
+                        .ok()
+                        .map(|verified| (verified, previous, true))
+                });
+                match before {
+                    Some(verified) => verified,
+                    None => return refuse(refused),
+                }
+            }
+            Err(refused) => return refuse(refused),
+        };
+    // Said in every row, so the operator sees when the sender moved on.
+    let proven = if by_previous {
+        " (proven with previous-secret: the sender has not moved to the new secret yet)"
+    } else {
+        ""
     };
     if probe {
         return answered(handshake::Answered {
@@ -352,7 +382,7 @@ pub(super) async fn webhook(
                     audit(
                         Some(name),
                         Decision::Allowed,
-                        format!("delivery {id} stored"),
+                        format!("delivery {id} stored{proven}"),
                     );
                     state.pipelines.delivered(name);
                 } else {
@@ -360,7 +390,7 @@ pub(super) async fn webhook(
                     audit(
                         Some(name),
                         Decision::Allowed,
-                        format!("delivery {id} already stored: not processed again"),
+                        format!("delivery {id} already stored: not processed again{proven}"),
                     );
                 }
             }
