@@ -107,8 +107,9 @@ pub fn on_delivery(scheme: Scheme, key: &[u8], body: &[u8]) -> Option<Result<Ans
     };
     match scheme {
         Scheme::Slack => {
-            let ssl_check =
-                url::form_urlencoded::parse(body).any(|(k, v)| k == "ssl_check" && v == "1");
+            // A form, never an event (JSON) that mentions one in its text.
+            let ssl_check = !body.trim_ascii_start().starts_with(b"{")
+                && url::form_urlencoded::parse(body).any(|(k, v)| k == "ssl_check" && v == "1");
             if ssl_check {
                 return Some(Ok(Answered {
                     reply: Reply::Empty,
@@ -193,6 +194,8 @@ mod tests {
         // Interactivity payloads are forms: deliveries, not handshakes;
         // the certificate check slash commands make is one.
         assert_eq!(on_delivery(Scheme::Slack, b"k", b"payload=%7B%7D"), None);
+        let mentions = br#"{"type":"event_callback","event":{"text":"a&ssl_check=1&b"}}"#;
+        assert_eq!(on_delivery(Scheme::Slack, b"k", mentions), None);
         assert_eq!(
             on_delivery(Scheme::Slack, b"k", b"ssl_check=1&token=legacy")
                 .unwrap()
