@@ -3958,7 +3958,8 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
     assert_eq!(status, 401, "{answer}");
 
     // Mailgun signs a timestamp and a token, in the body beside the event;
-    // without an event id, the token names the delivery.
+    // without an event id, the token names the delivery. It sends again
+    // whatever is not a 200, so a 200 it is.
     let mailgun = |key: &str, event: &[u8]| {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -3973,11 +3974,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
         post(&host, "/hooks/mailgun", &[], body.to_string().as_bytes())
     };
     let (status, _, answer) = mailgun(MAILGUN_KEY, &contact_event("mg1", "Mailgun"));
-    assert_eq!(status, 202, "{answer}");
-    assert!(
-        answer.contains("\"id\":\"e0b5477167110d68991efc6b9f89f0a11066af27834600e123\""),
-        "{answer}"
-    );
+    assert_eq!((status, answer.as_str()), (200, ""));
     let (status, _, answer) = mailgun("another key", &contact_event("mg2", "Forged"));
     assert_eq!(status, 401, "{answer}");
 
@@ -4025,6 +4022,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
     assert!(host.wait_exit(30));
     let hooks = webhook_rows(&host.data_dir);
     for recorded in [
+        "delivery e0b5477167110d68991efc6b9f89f0a11066af27834600e123 stored",
         "delivery order-1 already stored",
         "no signature matches",
         "the x-shop-hmac-sha256 header is missing",

@@ -1415,6 +1415,7 @@ mod tests {
         // Slack, Zoom, Meta and Dropbox are answered as their documentation
         // asks (Zoom takes 200 or 204 only), unless the operator says.
         assert_eq!(answer("scheme = \"zoom\""), Answer::Empty);
+        assert_eq!(answer("scheme = \"mailgun\""), Answer::Empty);
         assert_eq!(
             answer("scheme = \"slack\", tolerance = \"2m\""),
             Answer::Empty

@@ -220,10 +220,13 @@ impl WebhookTrigger {
 
     /// How a delivery taken is answered: as written, else what the
     /// sender's documentation asks (200 and nothing else for Slack, Zoom,
-    /// Meta and Dropbox; Zoom counts a 202 as a failure), else JSON.
+    /// Meta, Dropbox and Mailgun; Zoom counts a 202 as a failure, and
+    /// Mailgun sends again whatever is not a 200), else JSON.
     pub fn answer(&self) -> Answer {
         self.answer.unwrap_or(match self.scheme {
-            Scheme::Slack | Scheme::Zoom | Scheme::Meta | Scheme::Dropbox => Answer::Empty,
+            Scheme::Slack | Scheme::Zoom | Scheme::Meta | Scheme::Dropbox | Scheme::Mailgun => {
+                Answer::Empty
+            }
             _ => Answer::Json,
         })
     }
