@@ -4080,6 +4080,21 @@ fn a_webhook_secret_is_rotated_without_refusing_what_the_sender_still_signs_the_
         "{}",
         checked.stdout
     );
+    // The old value written over before the sender moved: said.
+    let checked = run(with_secrets(Some(NEW)).arg("check"));
+    assert!(
+        checked.stdout.contains(
+            "pipelines.repo.webhook: previous-secret env:HOOK_OLD holds the same value as secret env:HOOK_NEW"
+        ) && !checked.stdout.contains(NEW),
+        "{}",
+        checked.stdout
+    );
+    let checked = run(with_secrets(Some(OLD)).arg("check"));
+    assert!(
+        checked.success && !checked.stdout.contains("same value"),
+        "{}",
+        checked.stdout
+    );
     let grants = run(with_secrets(Some(OLD)).arg("grants"));
     assert!(
         grants.stdout.contains(

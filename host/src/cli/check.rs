@@ -380,7 +380,7 @@ fn check_pipelines(
         // (`misconfigured`): senders retry, but nothing flows until fixed.
         if let Some(trigger) = &pipeline.webhook {
             let key = crate::webhook::verify::key(&host.secrets, trigger.scheme, &trigger.secret);
-            match key {
+            match &key {
                 Err(message) => findings.push(Finding {
                     severity: "error",
                     file: config_file.to_string(),
@@ -410,17 +410,31 @@ fn check_pipelines(
             }
             // The new secret works without it, but the rotation it is
             // there for does not: deliveries still signed the old way fail.
-            if let Some(Err(message)) = trigger.previous_secret.as_ref().map(|reference| {
+            let previous = trigger.previous_secret.as_ref().map(|reference| {
                 crate::webhook::verify::key(&host.secrets, trigger.scheme, reference)
-            }) {
-                findings.push(Finding {
+            });
+            match (previous, &key) {
+                (Some(Err(message)), _) => findings.push(Finding {
                     severity: "error",
                     file: config_file.to_string(),
                     line: line_of("webhook", 0),
                     message: format!(
                         "pipelines.{name}.webhook.previous-secret: {message}; deliveries the sender still proves with it would be refused"
                     ),
-                });
+                }),
+                // Two references to one value: nothing was rotated, or the
+                // old value was written over before the sender moved.
+                (Some(Ok(previous)), Ok(key)) if previous == *key => findings.push(Finding {
+                    severity: "warning",
+                    file: config_file.to_string(),
+                    line: line_of("webhook", 0),
+                    message: format!(
+                        "pipelines.{name}.webhook: previous-secret {} holds the same value as secret {}: keep the old value under the old reference until the sender uses the new one",
+                        trigger.previous_secret.as_ref().map(ToString::to_string).unwrap_or_default(),
+                        trigger.secret
+                    ),
+                }),
+                _ => {}
             }
             // Without it Meta's subscription check is refused, and Meta
             // sends nothing until it passes.
