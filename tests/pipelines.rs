@@ -3790,6 +3790,10 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
                 "path = \"/hooks/mailgun\", scheme = \"mailgun\", secret = \"env:MAILGUN_KEY\"",
             ),
             hook_pipeline(
+                "resend",
+                "path = \"/hooks/resend\", scheme = \"standard-webhooks\", secret = \"env:RESEND_KEY\"",
+            ),
+            hook_pipeline(
                 "zendesk",
                 "path = \"/hooks/zendesk\", scheme = \"hmac-sha256\", secret = \"env:ZENDESK_KEY\", \
                  header = \"X-Zendesk-Webhook-Signature\", encoding = \"base64\", \
@@ -3818,6 +3822,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
             .env("XERO_KEY", XERO_KEY)
             .env("MAILGUN_KEY", MAILGUN_KEY)
             .env("ZENDESK_KEY", ZENDESK_KEY)
+            .env("RESEND_KEY", hook_secret())
             .env("SENDGRID_KEY", sendgrid_key);
         command
     };
@@ -3978,6 +3983,23 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
     let (status, _, answer) = mailgun("another key", &contact_event("mg2", "Forged"));
     assert_eq!(status, 401, "{answer}");
 
+    // Resend's deliveries come from Svix: Standard Webhooks under svix-*
+    // names, its retries known by svix-id.
+    let resend = |body: &[u8]| {
+        let signed = signed_headers("msg_resend_1", body);
+        let renamed: Vec<(String, &str)> = signed
+            .iter()
+            .map(|(name, value)| (name.replace("webhook-", "svix-"), value.as_str()))
+            .collect();
+        let svix: Vec<(&str, &str)> = renamed.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        post(&host, "/hooks/resend", &svix, body)
+    };
+    let sent = contact_event("rs1", "Resend");
+    let (status, _, answer) = resend(&sent);
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("\"id\":\"msg_resend_1\""), "{answer}");
+    assert_eq!(resend(&sent).0, 200, "the retry is recognised");
+
     // Zendesk signs the time it sent (RFC 3339) with the body: a delivery
     // sent again later, or with another time, is refused.
     let zendesk = |sent: std::time::SystemTime, body: &[u8]| {
@@ -4012,6 +4034,7 @@ fn senders_that_sign_their_own_way_are_verified_and_their_retries_recognised() {
             ("g1".into(), "Sendgrid Hook".into()),
             ("h1".into(), "Hubspot Hook".into()),
             ("mg1".into(), "Mailgun Hook".into()),
+            ("rs1".into(), "Resend Hook".into()),
             ("s1".into(), "Shopper Hook".into()),
             ("x1".into(), "Xero Hook".into()),
             ("zd1".into(), "Zendesk Hook".into()),

@@ -3,7 +3,8 @@
 //! - **Standard Webhooks**: `webhook-id`, `webhook-timestamp` and
 //!   `webhook-signature` (space-separated `v1,<base64>` entries, several
 //!   during a key rotation); HMAC-SHA256 over `id.timestamp.body` with the
-//!   secret (`whsec_` + base64, or raw bytes).
+//!   secret (`whsec_` + base64, or raw bytes). Svix sends the same as
+//!   `svix-id`, `svix-timestamp` and `svix-signature` (Resend, Clerk).
 //! - **GitHub**: `X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256 over the
 //!   body; the delivery id is `X-GitHub-Delivery`.
 //! - **Stripe**: `Stripe-Signature: t=<ts>,v1=<hex>[,v1=…]`, HMAC-SHA256
@@ -397,16 +398,23 @@ pub fn verify<'a>(
     };
     match method.scheme {
         Scheme::StandardWebhooks => {
-            let id = need("webhook-id")?;
-            let timestamp: i64 = need("webhook-timestamp")?
+            // Svix, which delivers for Resend, Clerk and others, sends the
+            // same under names of its own.
+            let svix = header("webhook-id").is_none() && header("svix-id").is_some();
+            let [id, timestamp, signature] = match svix {
+                true => ["svix-id", "svix-timestamp", "svix-signature"],
+                false => ["webhook-id", "webhook-timestamp", "webhook-signature"],
+            };
+            let id = need(id)?;
+            let timestamp: i64 = need(timestamp)?
                 .trim()
                 .parse()
-                .map_err(|_| Refused::Malformed("webhook-timestamp is not a number".into()))?;
+                .map_err(|_| Refused::Malformed(format!("{timestamp} is not a number")))?;
             fresh(timestamp, now, tolerance)?;
             let mut expected = mac(key);
             expected.update(format!("{id}.{timestamp}.").as_bytes());
             expected.update(body);
-            let matches = need("webhook-signature")?
+            let matches = need(signature)?
                 .split_whitespace()
                 .filter_map(|entry| entry.strip_prefix("v1,"))
                 .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
@@ -831,6 +839,34 @@ mod tests {
                 MINUTES_5
             ),
             Err(Refused::BadSignature)
+        );
+        // The same vector as Svix sends it (Resend's documentation shows
+        // it so); a missing header is named as the sender names them.
+        let svix = [
+            ("svix-id", id),
+            ("svix-timestamp", "1614265330"),
+            (
+                "svix-signature",
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
+        ];
+        let standard = Method::from(Scheme::StandardWebhooks);
+        assert_eq!(
+            verify(standard, &key, headers(&svix), body, 1614265330, MINUTES_5).map(|v| v.id),
+            Ok(Some(id.to_string()))
+        );
+        assert_eq!(
+            verify(
+                standard,
+                &key,
+                headers(&svix[..2]),
+                body,
+                1614265330,
+                MINUTES_5
+            ),
+            Err(Refused::Malformed(
+                "the svix-signature header is missing".into()
+            ))
         );
     }
 
