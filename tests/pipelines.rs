@@ -4080,11 +4080,19 @@ fn a_webhook_secret_is_rotated_without_refusing_what_the_sender_still_signs_the_
     let w = World::new(
         3,
         "",
-        &hook_pipeline(
-            "repo",
-            "path = \"/hooks/repo\", scheme = \"github\", secret = \"env:HOOK_NEW\", \
-             previous-secret = \"env:HOOK_OLD\"",
-        ),
+        &[
+            hook_pipeline(
+                "repo",
+                "path = \"/hooks/repo\", scheme = \"github\", secret = \"env:HOOK_NEW\", \
+                 previous-secret = \"env:HOOK_OLD\"",
+            ),
+            hook_pipeline(
+                "meetings",
+                "path = \"/hooks/meetings\", scheme = \"zoom\", secret = \"env:HOOK_NEW\", \
+                 previous-secret = \"env:HOOK_OLD\"",
+            ),
+        ]
+        .concat(),
     );
     let with_secrets = |old: Option<&str>| {
         let mut command = w.causeway();
@@ -4148,6 +4156,35 @@ fn a_webhook_secret_is_rotated_without_refusing_what_the_sender_still_signs_the_
     let (status, _, answer) = push("neither", "d-forged", &contact_event("r3", "Forged"));
     assert_eq!(status, 401, "{answer}");
     assert!(answer.contains("no signature matches"), "{answer}");
+    // Zoom's check signed the old way is answered under the old secret,
+    // the key it proved itself with.
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let validation = br#"{"payload":{"plainToken":"tok"},"event":"endpoint.url_validation"}"#;
+    let signature = format!(
+        "v0={}",
+        causeway::webhook::verify::sign_hex(
+            OLD.as_bytes(),
+            &[b"v0:", at.as_bytes(), b":", validation]
+        )
+    );
+    let (status, _, answer) = post(
+        &host,
+        "/hooks/meetings",
+        &[
+            ("x-zm-request-timestamp", &at),
+            ("x-zm-signature", &signature),
+        ],
+        validation,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["encryptedToken"],
+        causeway::webhook::verify::sign_hex(OLD.as_bytes(), &[b"tok"])
+    );
     w.wait_for_subscribers(
         &[
             ("r1".into(), "Before Hook".into()),
@@ -4169,6 +4206,11 @@ fn a_webhook_secret_is_rotated_without_refusing_what_the_sender_still_signs_the_
         "(proven with previous-secret: the sender has not moved to the new secret yet)"
     ));
     assert_eq!(row("d-new"), "delivery d-new stored");
+    assert!(
+        hooks.iter().any(|r| r.5
+            == "Zoom's endpoint.url_validation answered; nothing stored (proven with previous-secret: the sender has not moved to the new secret yet)"),
+        "{hooks:#?}"
+    );
     let everything = format!("{hooks:?}{}", host.logs());
     for secret in [NEW, OLD] {
         assert!(!everything.contains(secret), "{secret} shown: {everything}");

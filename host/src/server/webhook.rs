@@ -170,13 +170,13 @@ pub(super) async fn webhook(
     };
     // A sender checking the URL: answered, nothing stored. Anyone may ask
     // Dropbox's, so only those proven are audited (as deliveries are).
-    let answered = |handshake: handshake::Answered| {
+    let answered = |handshake: handshake::Answered, proven: &str| {
         count(None, "handshake");
         if handshake.proven {
             audit(
                 None,
                 Decision::Allowed,
-                format!("{} answered; nothing stored", handshake.what),
+                format!("{} answered; nothing stored{proven}", handshake.what),
             );
             tracing::info!(pipeline = %pipelines, "webhook: {} answered", handshake.what);
         }
@@ -232,7 +232,7 @@ pub(super) async fn webhook(
         let query = uri.query().unwrap_or_default();
         let token = token.as_ref().map(|t| t.expose().as_bytes());
         return match handshake::on_get(trigger.scheme, query, token) {
-            Ok(handshake) => answered(handshake),
+            Ok(handshake) => answered(handshake, ""),
             Err(refused) => refuse(refused),
         };
     }
@@ -325,15 +325,18 @@ pub(super) async fn webhook(
         ""
     };
     if probe {
-        return answered(handshake::Answered {
-            reply: handshake::Reply::Json(json!({ "status": "ready" })),
-            what: "a URL check",
-            proven: true,
-        });
+        return answered(
+            handshake::Answered {
+                reply: handshake::Reply::Json(json!({ "status": "ready" })),
+                what: "a URL check",
+                proven: true,
+            },
+            proven,
+        );
     }
     if let Some(handshake) = handshake::on_delivery(trigger.scheme, &key, &body) {
         return match handshake {
-            Ok(handshake) => answered(handshake),
+            Ok(handshake) => answered(handshake, proven),
             Err(refused) => refuse(refused),
         };
     }
