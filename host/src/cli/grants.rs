@@ -326,7 +326,8 @@ fn inbound(config: &crate::config::Config) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
         };
-        let verify_token = [
+        // The other secrets a path is proven with, by reference.
+        let others = [
             ("previous", &webhook.previous_secret),
             ("verify token", &webhook.verify_token),
         ]
@@ -334,7 +335,7 @@ fn inbound(config: &crate::config::Config) -> String {
         .filter_map(|(what, reference)| Some(format!(", {what} {}", reference.as_ref()?)))
         .collect::<String>();
         out.push_str(&format!(
-            "  {path}: scheme {} (secret {}{verify_token}), from {from}, handed to {handed}\n",
+            "  {path}: scheme {} (secret {}{others}), from {from}, handed to {handed}\n",
             webhook.scheme.name(),
             webhook.secret,
         ));
