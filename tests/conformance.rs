@@ -297,7 +297,7 @@ fn a_credential_the_api_reads_from_its_own_header_is_recorded_with_inject() {
         ),
         (
             "calendar-key=cookie",
-            "must be \"bearer\", \"basic\", \"header:NAME\" or \"query:NAME\"",
+            "must be \"bearer\", \"basic\", \"header:NAME\", \"query:NAME\" or \"json:NAME\"",
         ),
     ] {
         let out = run(scratch

@@ -703,6 +703,62 @@ fn a_plugin_never_learns_its_credential() {
     );
 }
 
+/// An API that takes its key in the JSON body (Mailchimp Transactional's
+/// `"key"`): the host sets the field in the object the plugin wrote, only
+/// towards the hosts the credential is bound to; an echo of it comes back
+/// redacted, and a body that is no JSON object is refused unsent.
+#[test]
+fn a_key_an_api_takes_in_its_json_body_is_put_there_by_the_host() {
+    let server = FakeServer::start(|request| {
+        Answer::ok(String::from_utf8_lossy(&request.body).into_owned())
+    });
+    // test-fetch as a build that sends bodies would ask (PUT, where it
+    // asks GET: the same length, so the component stays whole).
+    let scratch = Scratch::new();
+    let bytes = std::fs::read(support::built("test-fetch")).unwrap();
+    scratch.write(
+        "fetch.wasm",
+        support::patched(&bytes, r#"methods = ["GET"]"#, r#"methods = ["PUT"]"#),
+    );
+    let granted = grant(&port(&server), "inject = \"json:key\"\n")
+        .replace(r#"methods = ["GET"]"#, r#"methods = ["PUT"]"#);
+    scratch.grants(&granted);
+    let send = |body: &str| {
+        probe(
+            &scratch,
+            json!({
+                "method": "PUT",
+                "url": format!("http://{}/api/messages/send", server.addr),
+                "credential": "token",
+                "headers": [["content-type", "application/json"]],
+                "body": body,
+            }),
+        )
+    };
+    let answer = send(r#"{"key":"the plugin's guess","message":{"to":"a@example.com"}}"#).unwrap();
+    let sent: Value = serde_json::from_slice(&server.received()[0].body).unwrap();
+    assert_eq!(
+        sent,
+        json!({ "key": SECRET, "message": { "to": "a@example.com" } })
+    );
+    assert!(
+        server.received()[0].header("authorization").is_empty(),
+        "{:?}",
+        server.received()[0]
+    );
+    // The server echoed the body: the plugin sees the key redacted.
+    let echoed: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(echoed["key"], "[redacted]", "{answer}");
+    let error = send("key=form-encoded").unwrap_err();
+    assert!(
+        error.contains("credential \"token\" goes in the body's \"key\" field, and the body is not a JSON object"),
+        "{error}"
+    );
+    assert_eq!(server.received().len(), 1, "the refused one was not sent");
+    let rows = audit_rows(&scratch.path().join("causeway-data"));
+    assert!(!format!("{rows:?}").contains(SECRET), "{rows:#?}");
+}
+
 /// Starts `causeway run` for a scratch set up by [`setup`], with the secret.
 fn serve(scratch: &Scratch) -> support::RunningHost {
     support::RunningHost::start(scratch.causeway().env("CAUSEWAY_TEST_TOKEN", SECRET).args([

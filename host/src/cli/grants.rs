@@ -59,7 +59,7 @@ pub enum Action {
         /// NAME=file:PATH; repeat for each credential.
         #[arg(long, value_name = "NAME=REF")]
         secret: Vec<String>,
-        /// How a credential is injected: NAME=bearer|basic|header:H|query:Q
+        /// How a credential is injected: NAME=bearer|basic|header:H|query:Q|json:F
         /// (default bearer).
         #[arg(long, value_name = "NAME=HOW")]
         inject: Vec<String>,
@@ -436,7 +436,7 @@ fn approve(cli: &super::Cli, name: &str, mut input: ApproveInput) -> anyhow::Res
         .collect();
     if !described.is_empty() {
         out.push_str(&format!(
-            "How {name} describes its credentials (send one otherwise with --inject NAME=basic|header:H|query:Q):\n"
+            "How {name} describes its credentials (send one otherwise with --inject NAME=basic|header:H|query:Q|json:F):\n"
         ));
         for credential in described {
             // The plugin's text: on one line, so it cannot forge a line of

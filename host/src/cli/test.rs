@@ -46,7 +46,7 @@ pub struct Opts {
     /// (replays inject a placeholder).
     #[arg(long = "secret", value_name = "NAME=REF")]
     pub secrets: Vec<String>,
-    /// How a credential goes into a request, `NAME=bearer|basic|header:H|query:Q`
+    /// How a credential goes into a request, `NAME=bearer|basic|header:H|query:Q|json:F`
     /// (default bearer), as the operator's grant will say: an API reading
     /// its key from `X-Api-Key` refuses a bearer token.
     #[arg(long = "inject", value_name = "NAME=HOW")]

@@ -36,6 +36,9 @@ pub enum Injection {
     Header(String),
     /// A query parameter of this name carries the secret.
     Query(String),
+    /// A field of this name in the request's JSON object body carries the
+    /// secret (APIs that take their key in the body).
+    Json(String),
 }
 
 impl TryFrom<String> for Injection {
@@ -52,8 +55,9 @@ impl TryFrom<String> for Injection {
             None if text == "basic" => Ok(Injection::Basic),
             Some(("header", name)) if named(name) => Ok(Injection::Header(name.to_string())),
             Some(("query", name)) if named(name) => Ok(Injection::Query(name.to_string())),
+            Some(("json", name)) if named(name) => Ok(Injection::Json(name.to_string())),
             _ => Err(format!(
-                "inject {text:?} must be \"bearer\", \"basic\", \"header:NAME\" or \"query:NAME\""
+                "inject {text:?} must be \"bearer\", \"basic\", \"header:NAME\", \"query:NAME\" or \"json:NAME\""
             )),
         }
     }
@@ -66,6 +70,7 @@ impl From<Injection> for String {
             Injection::Basic => "basic".into(),
             Injection::Header(name) => format!("header:{name}"),
             Injection::Query(name) => format!("query:{name}"),
+            Injection::Json(name) => format!("json:{name}"),
         }
     }
 }

@@ -299,8 +299,17 @@ fn redact_bytes(body: Vec<u8>, secrets: &[String]) -> Vec<u8> {
 /// The forms of a secret a server could echo.
 fn secret_forms(binding: &CredentialBinding, secret: &Secret) -> Vec<String> {
     let mut forms = echoed_forms(secret);
-    if binding.inject == Injection::Basic {
-        forms.insert(1, base64_encode(secret.expose().as_bytes()));
+    match binding.inject {
+        Injection::Basic => forms.insert(1, base64_encode(secret.expose().as_bytes())),
+        // As a JSON string writes it (quotes and backslashes escaped).
+        Injection::Json(_) => {
+            let quoted = serde_json::Value::from(secret.expose()).to_string();
+            let escaped = quoted[1..quoted.len() - 1].to_string();
+            if escaped != secret.expose() {
+                forms.push(escaped);
+            }
+        }
+        _ => {}
     }
     forms
 }
@@ -416,10 +425,12 @@ fn sensitive(value: &str, credential: &str) -> Result<reqwest::header::HeaderVal
     Ok(value)
 }
 
-/// Puts the credential into the request as its binding says.
+/// Puts the credential into the request as its binding says; `body` is
+/// the plugin's, and the one to send if the credential goes there.
 fn inject(
     headers: &mut reqwest::header::HeaderMap,
     url: &mut url::Url,
+    body: &mut std::borrow::Cow<'_, [u8]>,
     name: &str,
     binding: &CredentialBinding,
     secret: &Secret,
@@ -459,6 +470,21 @@ fn inject(
                 }
             }
             url.query_pairs_mut().append_pair(param, secret.expose());
+        }
+        Injection::Json(field) => {
+            // Set in the object the plugin wrote, replacing a field of that
+            // name as a header's credential replaces the plugin's own.
+            let mut object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(body).map_err(|_| {
+                    HttpError::InvalidRequest(format!(
+                        "credential {name:?} goes in the body's {field:?} field, and the body is not a JSON object"
+                    ))
+                })?;
+            object.insert(field.clone(), secret.expose().into());
+            *body = std::borrow::Cow::Owned(
+                serde_json::to_vec(&object)
+                    .map_err(|e| HttpError::InvalidRequest(format!("credential {name:?}: {e}")))?,
+            );
         }
     }
     Ok(())
@@ -853,6 +879,8 @@ impl Outbound {
             // any of the same name.
             let mut headers = asked.clone();
             let mut request_url = url.clone();
+            // The plugin's body, unless a credential goes in it.
+            let mut hop_body = std::borrow::Cow::Borrowed(body.as_slice());
             if let Some((name, binding)) = &binding {
                 if hop == 0 && !renewed {
                     // Allowed, but not made: the security team sees the
@@ -893,7 +921,15 @@ impl Outbound {
                 if let Some(value) = &secret
                     && binding.binds(&target.host)
                 {
-                    inject(&mut headers, &mut request_url, name, binding, value).map_err(refuse)?;
+                    inject(
+                        &mut headers,
+                        &mut request_url,
+                        &mut hop_body,
+                        name,
+                        binding,
+                        value,
+                    )
+                    .map_err(refuse)?;
                 }
             }
             let reqwest_method = reqwest::Method::from_bytes(method.as_bytes())
@@ -902,8 +938,8 @@ impl Outbound {
                 .client
                 .request(reqwest_method, request_url)
                 .headers(headers);
-            if !body.is_empty() {
-                request = request.body(body.clone());
+            if !hop_body.is_empty() {
+                request = request.body(hop_body.into_owned());
             }
             // One slot and one token per hop, held until its answer is read.
             let _permit = match client.limiter.admit(deadline).await {
@@ -1296,20 +1332,40 @@ mod tests {
             inject,
             oauth2: None,
         };
+        let mut body = std::borrow::Cow::Borrowed(&b"{}"[..]);
         let header = binding(Injection::Header("x-api-key".into()));
-        inject(&mut headers, &mut url, "c", &header, &secret).unwrap();
+        inject(&mut headers, &mut url, &mut body, "c", &header, &secret).unwrap();
         let values: Vec<_> = headers.get_all("x-api-key").iter().collect();
         assert_eq!(values, ["s3cret"]);
         let query = binding(Injection::Query("key".into()));
-        inject(&mut headers, &mut url, "c", &query, &secret).unwrap();
+        inject(&mut headers, &mut url, &mut body, "c", &query, &secret).unwrap();
         assert_eq!(
             url.query(),
             Some("q=a%20b&key=s3cret"),
             "the rest as written"
         );
         let mut alone = url::Url::parse("https://a.example/v1?key=mine").unwrap();
-        inject(&mut headers, &mut alone, "c", &query, &secret).unwrap();
+        inject(&mut headers, &mut alone, &mut body, "c", &query, &secret).unwrap();
         assert_eq!(alone.query(), Some("key=s3cret"));
+        assert_eq!(&*body, b"{}", "neither touched the body");
+        // In the JSON body: set beside the plugin's fields, replacing its
+        // own of that name; a body that is no JSON object is refused.
+        let json = binding(Injection::Json("key".into()));
+        let mut body = std::borrow::Cow::Borrowed(&br#"{"key":"mine","message":{"to":"a@b"}}"#[..]);
+        inject(&mut headers, &mut url, &mut body, "c", &json, &secret).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({ "key": "s3cret", "message": { "to": "a@b" } })
+        );
+        for not_an_object in [&b"[1]"[..], b"", b"key=mine"] {
+            let mut body = std::borrow::Cow::Borrowed(not_an_object);
+            assert!(matches!(
+                inject(&mut headers, &mut url, &mut body, "c", &json, &secret),
+                Err(HttpError::InvalidRequest(m)) if m.contains("is not a JSON object")
+            ));
+        }
+        let forms = secret_forms(&json, &Secret::for_tests(r#"a"b\c"#));
+        assert!(forms.contains(&r#"a\"b\\c"#.to_string()), "{forms:?}");
     }
 
     #[test]

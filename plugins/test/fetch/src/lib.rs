@@ -1,5 +1,5 @@
 //! Probes the `http` capability. `read(stream)` takes the stream as a JSON
-//! request `{"method", "url", "credential"?, "headers"?: [[name, value]]}`, performs it, logs everything it
+//! request `{"method", "url", "credential"?, "headers"?: [[name, value]], "body"?}`, performs it, logs everything it
 //! got back, and answers one record `{"status", "headers", "body"}`, or an
 //! error carrying the host's message: every way a plugin could learn its
 //! credential ends up in its output or its logs, where tests look for it.
@@ -17,6 +17,8 @@ struct Probe {
     credential: Option<String>,
     #[serde(default)]
     headers: Vec<(String, String)>,
+    #[serde(default)]
+    body: Option<String>,
 }
 
 struct Fetch;
@@ -35,6 +37,9 @@ impl Source for Fetch {
         }
         for (name, value) in &probe.headers {
             request = request.header(name, value);
+        }
+        if let Some(body) = probe.body {
+            request = request.body(body);
         }
         let response = request.send().map_err(|e| {
             let message = match e {
