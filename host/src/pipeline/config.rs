@@ -407,10 +407,12 @@ impl WebhookTrigger {
                 Scheme::Basic,
             ],
         )?;
+        use crate::webhook::signed::{Part, parts};
+        let mut signs_time = false;
         if let Some(signed) = &self.signed {
-            use crate::webhook::signed::{Part, parts};
             let parts = parts(signed).map_err(|e| format!("{at}.signed {signed:?}: {e}"))?;
-            if parts.contains(&Part::Timestamp) && self.timestamp_header.is_none() {
+            signs_time = parts.contains(&Part::Timestamp);
+            if signs_time && self.timestamp_header.is_none() {
                 return Err(format!(
                     "{at}.signed {signed:?} signs {{timestamp}}: name the header it comes in, timestamp-header = \"...\""
                 ));
@@ -421,10 +423,6 @@ impl WebhookTrigger {
                 ));
             }
         }
-        let signs_time = self
-            .signed
-            .as_deref()
-            .is_some_and(|signed| signed.contains("{timestamp}"));
         if self.timestamp_header.is_some() && !signs_time {
             return Err(format!(
                 "{at}.timestamp-header: a time the sender does not sign proves nothing (anyone could change it); write where it is signed, as signed = \"{{timestamp}}{{body}}\""

@@ -224,10 +224,10 @@ pub(super) async fn webhook(
             .verify_token
             .as_ref()
             .map(|r| state.secrets.resolve(r))
+            .transpose()
         {
-            Some(Err(e)) => return misconfigured(e),
-            Some(Ok(token)) => Some(token),
-            None => None,
+            Ok(token) => token,
+            Err(e) => return misconfigured(e),
         };
         let query = uri.query().unwrap_or_default();
         let token = token.as_ref().map(|t| t.expose().as_bytes());
